@@ -629,7 +629,10 @@ type Recipe struct {
 	// Wall-time limit for the whole build in seconds.
 	TimeoutSeconds uint32 `protobuf:"varint,5,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
 	// Tools the manifest requires.
-	Requires      []string `protobuf:"bytes,6,rep,name=requires,proto3" json:"requires,omitempty"`
+	Requires []string `protobuf:"bytes,6,rep,name=requires,proto3" json:"requires,omitempty"`
+	// Steps run after check_steps to produce the artifact (the default recipe's
+	// `make install DESTDIR=$KILN_DESTDIR`).
+	PackageSteps  []string `protobuf:"bytes,7,rep,name=package_steps,json=packageSteps,proto3" json:"package_steps,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -702,6 +705,13 @@ func (x *Recipe) GetTimeoutSeconds() uint32 {
 func (x *Recipe) GetRequires() []string {
 	if x != nil {
 		return x.Requires
+	}
+	return nil
+}
+
+func (x *Recipe) GetPackageSteps() []string {
+	if x != nil {
+		return x.PackageSteps
 	}
 	return nil
 }
@@ -1274,7 +1284,7 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\x06recipe\x18\b \x01(\v2\x0f.kiln.v1.RecipeR\x06recipe\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd0\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf5\x01\n" +
 	"\x06Recipe\x12\x1f\n" +
 	"\vbuild_steps\x18\x01 \x03(\tR\n" +
 	"buildSteps\x12\x1f\n" +
@@ -1283,7 +1293,8 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\tartifacts\x18\x03 \x03(\tR\tartifacts\x12!\n" +
 	"\finstall_tree\x18\x04 \x01(\bR\vinstallTree\x12'\n" +
 	"\x0ftimeout_seconds\x18\x05 \x01(\rR\x0etimeoutSeconds\x12\x1a\n" +
-	"\brequires\x18\x06 \x03(\tR\brequires\"V\n" +
+	"\brequires\x18\x06 \x03(\tR\brequires\x12#\n" +
+	"\rpackage_steps\x18\a \x03(\tR\fpackageSteps\"V\n" +
 	"\x0fAttemptProgress\x12\x1d\n" +
 	"\n" +
 	"attempt_id\x18\x01 \x01(\x04R\tattemptId\x12$\n" +

@@ -1,0 +1,125 @@
+// Package store defines the metaserver's durable state: projects, build
+// servers, builds with their attempts, requests, cached artifacts, pins and the
+// outbox, behind a transactional interface that an embedded key-value engine
+// (package store/bolt) and a SQL engine can both serve.
+//
+// Every state change runs in one transaction; a caller acknowledges a client
+// only after Update (or Batch) has returned nil, at which point the change is
+// on disk. Records returned by a read are owned by the caller but must be
+// treated as immutable snapshots: change a copy (proto.Clone) and Put it.
+package store
+
+import (
+	"errors"
+	"time"
+
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+	kilnstorev1 "github.com/kilnbuild/kiln/proto/kilnstore/v1"
+)
+
+// ErrNotFound is returned by single-record lookups when no record has the key.
+var ErrNotFound = errors.New("store: not found")
+
+// ErrExists is returned by Create* methods when the key is taken.
+var ErrExists = errors.New("store: already exists")
+
+// Record aliases, so callers need not import the generated package.
+type (
+	Project     = kilnstorev1.ProjectRecord
+	BuildServer = kilnstorev1.BuildServerRecord
+	Build       = kilnstorev1.BuildRecord
+	Request     = kilnstorev1.RequestRecord
+	Artifact    = kilnstorev1.ArtifactRecord
+	Pin         = kilnstorev1.PinRecord
+	Outbox      = kilnstorev1.OutboxRecord
+)
+
+// Store is a transactional store.
+//
+// View runs fn in a read-only transaction with a consistent snapshot.
+// Update runs fn in a read-write transaction and commits (fsync) before it
+// returns; if fn returns an error nothing is written. Batch is Update for
+// many concurrent callers: their closures may share one commit, and fn may
+// run more than once, so it must be idempotent (decide from what it reads
+// inside the transaction, not from state captured outside).
+type Store interface {
+	View(fn func(Tx) error) error
+	Update(fn func(Tx) error) error
+	Batch(fn func(Tx) error) error
+	Close() error
+}
+
+// Tx is one transaction. Methods of a read-only transaction that write
+// return an error. A Tx must not be used after its closure returns.
+type Tx interface {
+	// NextID returns the next value (starting at 1) of the named sequence:
+	// "build", "attempt", "request", "outbox".
+	NextID(sequence string) (uint64, error)
+
+	Project(name string) (*Project, error)
+	// CreateProject fails with ErrExists when the name is taken.
+	CreateProject(p *Project) error
+	Projects() ([]*Project, error)
+
+	BuildServer(name string) (*BuildServer, error)
+	// BuildServerByTokenHash finds the build server whose credential hashes to hash.
+	BuildServerByTokenHash(hash string) (*BuildServer, error)
+	// CreateBuildServer fails with ErrExists when the name is taken.
+	CreateBuildServer(b *BuildServer) error
+	// PutBuildServer replaces an existing build server record.
+	PutBuildServer(b *BuildServer) error
+	BuildServers() ([]*BuildServer, error)
+
+	Build(id uint64) (*Build, error)
+	// PutBuild creates or replaces a build and keeps the indexes by state and
+	// by source key (active = QUEUED or RUNNING) in step with it.
+	PutBuild(b *Build) error
+	// BuildsByState calls fn for each build in state, in ascending id order,
+	// until fn returns an error (returned as is) or ErrStop (returns nil).
+	BuildsByState(state kilnv1.BuildState, fn func(*Build) error) error
+	// ActiveBuildsBySource returns the QUEUED and RUNNING builds with sourceKey.
+	ActiveBuildsBySource(sourceKey string) ([]*Build, error)
+	// ListBuilds returns up to limit builds matching f, newest first, with ids
+	// below beforeID (0: from the newest).
+	ListBuilds(f BuildFilter, beforeID uint64, limit int) ([]*Build, error)
+	// CountBuildsByState returns how many builds are in each state.
+	CountBuildsByState() (map[kilnv1.BuildState]uint64, error)
+
+	// PutRequest creates or replaces a request, indexed by build.
+	PutRequest(r *Request) error
+	Request(id uint64) (*Request, error)
+	// RequestsForBuild returns the requests waiting on (or answered by) a build.
+	RequestsForBuild(buildID uint64) ([]*Request, error)
+
+	// PutArtifact creates or replaces a cache entry, indexed by source key.
+	PutArtifact(a *Artifact) error
+	Artifact(cacheKey string) (*Artifact, error)
+	// ArtifactsBySource returns the cache entries for one (project, commit, options).
+	ArtifactsBySource(sourceKey string) ([]*Artifact, error)
+	DeleteArtifact(cacheKey string) error
+	// Artifacts calls fn for every cache entry until fn returns an error or ErrStop.
+	Artifacts(fn func(*Artifact) error) error
+
+	Pin(name string) (*Pin, error)
+	// CreatePin fails with ErrExists when the name is taken: a name always
+	// resolves to the same bytes.
+	CreatePin(p *Pin) error
+
+	PutOutbox(m *Outbox) error
+	// DueOutbox returns up to limit messages whose next attempt is at or before now.
+	DueOutbox(now time.Time, limit int) ([]*Outbox, error)
+	DeleteOutbox(id uint64) error
+	// OutboxLen counts the messages waiting.
+	OutboxLen() (int, error)
+}
+
+// ErrStop ends an iteration early without an error.
+var ErrStop = errors.New("store: stop iteration")
+
+// BuildFilter selects builds; empty fields match all.
+type BuildFilter struct {
+	State   kilnv1.BuildState
+	Project string
+	// Arch matches the built platform's arch, or the pinned arch of a build not yet dispatched.
+	Arch string
+}
