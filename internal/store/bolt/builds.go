@@ -1,0 +1,251 @@
+package bolt
+
+import (
+	"bytes"
+	"encoding/binary"
+
+	"github.com/kilnbuild/kiln/internal/store"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// MaxListLimit caps the limit of ListBuilds so one call holds a bounded
+// number of records in memory.
+const MaxListLimit = 1000
+
+// Build returns build id.
+func (t *tx) Build(id uint64) (*store.Build, error) {
+	if err := t.read(); err != nil {
+		return nil, err
+	}
+	return t.build(id)
+}
+
+func (t *tx) build(id uint64) (*store.Build, error) {
+	b := new(store.Build)
+	found, err := t.get(bucketBuilds, u64(id), b)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, notFound("build", id)
+	}
+	return b, nil
+}
+
+// buildIndexKeys are the index entries of one version of a build record.
+type buildIndexKeys struct {
+	state, project, arch []byte
+	// active is nil when the build is neither QUEUED nor RUNNING.
+	active []byte
+}
+
+func stateByte(s kilnv1.BuildState) (byte, bool) {
+	if s <= kilnv1.BuildState_BUILD_STATE_UNSPECIFIED || s > 255 {
+		return 0, false
+	}
+	return byte(s), true
+}
+
+func isActive(s kilnv1.BuildState) bool {
+	return s == kilnv1.BuildState_BUILD_STATE_QUEUED || s == kilnv1.BuildState_BUILD_STATE_RUNNING
+}
+
+func indexKeys(b *store.Build) buildIndexKeys {
+	v := b.GetBuild()
+	sb, _ := stateByte(v.GetState())
+	k := buildIndexKeys{
+		state:   binary.BigEndian.AppendUint64([]byte{sb}, v.GetId()),
+		project: strIDKey(v.GetProject(), v.GetId()),
+		arch:    strIDKey(store.BuildArch(b), v.GetId()),
+	}
+	if isActive(v.GetState()) {
+		k.active = strIDKey(b.GetSourceKey(), v.GetId())
+	}
+	return k
+}
+
+// PutBuild creates or replaces build b.Build.Id (non-zero, with a state) and
+// moves its index entries and state counts from the previous version of the
+// record, read in the same transaction.
+func (t *tx) PutBuild(b *store.Build) error {
+	if err := t.write(); err != nil {
+		return err
+	}
+	id := b.GetBuild().GetId()
+	if id == 0 {
+		return invalid("build without an id")
+	}
+	state := b.GetBuild().GetState()
+	if _, ok := stateByte(state); !ok {
+		return invalid("build %d has state %v", id, state)
+	}
+	prev := new(store.Build)
+	hadPrev, err := t.get(bucketBuilds, u64(id), prev)
+	if err != nil {
+		return err
+	}
+	next := indexKeys(b)
+	var old buildIndexKeys
+	if hadPrev {
+		old = indexKeys(prev)
+	}
+	for _, ix := range []struct {
+		bucket    []byte
+		old, next []byte
+	}{
+		{bucketBuildsByState, old.state, next.state},
+		{bucketBuildsByProject, old.project, next.project},
+		{bucketBuildsByArch, old.arch, next.arch},
+		{bucketBuildsActiveBySource, old.active, next.active},
+	} {
+		if bytes.Equal(ix.old, ix.next) {
+			continue
+		}
+		if ix.old != nil {
+			if err := t.del(ix.bucket, ix.old); err != nil {
+				return err
+			}
+		}
+		if ix.next != nil {
+			if err := t.mark(ix.bucket, ix.next); err != nil {
+				return err
+			}
+		}
+	}
+	prevState := prev.GetBuild().GetState()
+	if !hadPrev || prevState != state {
+		if hadPrev {
+			if err := t.add(bucketBuildCounts, []byte{byte(prevState)}, -1); err != nil {
+				return err
+			}
+		}
+		if err := t.add(bucketBuildCounts, []byte{byte(state)}, 1); err != nil {
+			return err
+		}
+	}
+	return t.put(bucketBuilds, u64(id), b)
+}
+
+// BuildsByState calls fn for each build in state in ascending id order. fn
+// may change builds (even move them out of state) as it goes: the index is
+// sought afresh after each call.
+func (t *tx) BuildsByState(state kilnv1.BuildState, fn func(*store.Build) error) error {
+	if err := t.read(); err != nil {
+		return err
+	}
+	sb, ok := stateByte(state)
+	if !ok {
+		return invalid("no builds are indexed in state %v", state)
+	}
+	return t.each(bucketBuildsByState, []byte{sb}, func(k, _ []byte) error {
+		b, err := t.build(trailingID(k))
+		if err != nil {
+			return err
+		}
+		return fn(b)
+	})
+}
+
+// ActiveBuildsBySource returns the QUEUED and RUNNING builds with sourceKey,
+// in ascending id order.
+func (t *tx) ActiveBuildsBySource(sourceKey string) ([]*store.Build, error) {
+	if err := t.read(); err != nil {
+		return nil, err
+	}
+	var out []*store.Build
+	for _, k := range t.keysWithPrefix(bucketBuildsActiveBySource, strKey(sourceKey)) {
+		b, err := t.build(trailingID(k))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// ListBuilds returns up to limit (at most MaxListLimit; none when limit <= 0)
+// builds matching f with ids below beforeID (0: no bound), newest first. It
+// walks the most selective index backwards (project, then state, then arch,
+// else all builds) and stops as soon as limit builds matched, so the work is
+// proportional to the builds skipped by the other filters.
+func (t *tx) ListBuilds(f store.BuildFilter, beforeID uint64, limit int) ([]*store.Build, error) {
+	if err := t.read(); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	limit = min(limit, MaxListLimit)
+	bucket, prefix := bucketBuilds, []byte(nil)
+	switch {
+	case f.Project != "":
+		bucket, prefix = bucketBuildsByProject, strKey(f.Project)
+	case f.State != kilnv1.BuildState_BUILD_STATE_UNSPECIFIED:
+		sb, ok := stateByte(f.State)
+		if !ok {
+			return nil, invalid("no builds are indexed in state %v", f.State)
+		}
+		bucket, prefix = bucketBuildsByState, []byte{sb}
+	case f.Arch != "":
+		bucket, prefix = bucketBuildsByArch, strKey(f.Arch)
+	}
+	primary := prefix == nil
+
+	c := t.bucket(bucket).Cursor()
+	var k, v []byte
+	var start []byte
+	if beforeID > 0 {
+		start = binary.BigEndian.AppendUint64(bytes.Clone(prefix), beforeID)
+	} else {
+		start = successor(prefix)
+	}
+	if start == nil {
+		k, v = c.Last()
+	} else if k, v = c.Seek(start); k == nil {
+		k, v = c.Last()
+	} else {
+		k, v = c.Prev()
+	}
+	var out []*store.Build
+	for ; k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, v = c.Prev() {
+		var b *store.Build
+		if primary {
+			b = new(store.Build)
+			if err := decode(bucketBuilds, k, v, b); err != nil {
+				return nil, err
+			}
+		} else {
+			var err error
+			if b, err = t.build(trailingID(k)); err != nil {
+				return nil, err
+			}
+		}
+		if matches(f, b) {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
+func matches(f store.BuildFilter, b *store.Build) bool {
+	v := b.GetBuild()
+	return (f.State == kilnv1.BuildState_BUILD_STATE_UNSPECIFIED || v.GetState() == f.State) &&
+		(f.Project == "" || v.GetProject() == f.Project) &&
+		(f.Arch == "" || store.BuildArch(b) == f.Arch)
+}
+
+// CountBuildsByState returns the number of builds in each state, from
+// counters PutBuild keeps; states without builds are absent from the map.
+func (t *tx) CountBuildsByState() (map[kilnv1.BuildState]uint64, error) {
+	if err := t.read(); err != nil {
+		return nil, err
+	}
+	out := make(map[kilnv1.BuildState]uint64)
+	err := t.bucket(bucketBuildCounts).ForEach(func(k, v []byte) error {
+		if len(k) == 1 && len(v) == 8 {
+			out[kilnv1.BuildState(k[0])] = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return out, err
+}
