@@ -215,9 +215,11 @@ type BuildRecord struct {
 	// Git URL at submit time.
 	GitUrl string `protobuf:"bytes,6,opt,name=git_url,json=gitUrl,proto3" json:"git_url,omitempty"`
 	// Earliest time the build may be dispatched again (retry backoff).
-	NotBefore     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	NotBefore *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	// The request that created the build (for cancel permission and mail).
+	FirstRequestId uint64 `protobuf:"varint,8,opt,name=first_request_id,json=firstRequestId,proto3" json:"first_request_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *BuildRecord) Reset() {
@@ -297,6 +299,13 @@ func (x *BuildRecord) GetNotBefore() *timestamppb.Timestamp {
 		return x.NotBefore
 	}
 	return nil
+}
+
+func (x *BuildRecord) GetFirstRequestId() uint64 {
+	if x != nil {
+		return x.FirstRequestId
+	}
+	return 0
 }
 
 // RequestRecord is one requester's request. It holds the email address,
@@ -755,7 +764,7 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\atargets\x18\b \x03(\v2\x0f.kiln.v1.TargetR\atargets\x12%\n" +
 	"\x0esetup_failures\x18\t \x01(\rR\rsetupFailures\x12B\n" +
 	"\x0fput_aside_until\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\rputAsideUntil\"\xac\x02\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\rputAsideUntil\"\xd6\x02\n" +
 	"\vBuildRecord\x12$\n" +
 	"\x05build\x18\x01 \x01(\v2\x0e.kiln.v1.BuildR\x05build\x12'\n" +
 	"\x06recipe\x18\x02 \x01(\v2\x0f.kiln.v1.RecipeR\x06recipe\x12\x1d\n" +
@@ -765,7 +774,8 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\x0einfra_attempts\x18\x05 \x01(\rR\rinfraAttempts\x12\x17\n" +
 	"\agit_url\x18\x06 \x01(\tR\x06gitUrl\x129\n" +
 	"\n" +
-	"not_before\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\"\x9b\x02\n" +
+	"not_before\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x12(\n" +
+	"\x10first_request_id\x18\b \x01(\x04R\x0efirstRequestId\"\x9b\x02\n" +
 	"\rRequestRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x19\n" +
 	"\bbuild_id\x18\x02 \x01(\x04R\abuildId\x12\x14\n" +
