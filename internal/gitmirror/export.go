@@ -1,0 +1,265 @@
+package gitmirror
+
+import (
+	"archive/tar"
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+	"time"
+)
+
+// maxSymlinkHops bounds symbolic-link chains followed while checking that a
+// link stays inside the exported tree (the kernel's own limit is 40).
+const maxSymlinkHops = 40
+
+// entryKind is what Export created at a path.
+type entryKind uint8
+
+const (
+	kindDir entryKind = iota + 1
+	kindFile
+	kindSymlink
+)
+
+// Export writes the tree of commit (a full commit id present in the mirror)
+// into dst, an existing empty directory: regular files with their mode
+// (0644 or 0755), directories, and symbolic links, each with the commit's
+// time as modification time. It runs one "git archive" process and unpacks
+// its tar stream itself. Entries that would leave dst fail with
+// [ErrUnsafePath]: absolute or ".." names, anything below a symbolic link
+// (nothing is ever written through a link), and links whose target is
+// absolute or resolves, through any chain of links, outside dst. On error
+// dst holds an unspecified part of the tree and should be removed; nothing
+// outside dst is ever touched. A commit not in the mirror fails with
+// [ErrUnknownRevision]. Export does not fetch; see [Mirror.EnsureCommit].
+func (m *Mirror) Export(ctx context.Context, commit, dst string) error {
+	if err := checkCommitID("commit", commit); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(dst)
+	if err != nil {
+		return fmt.Errorf("gitmirror: export: %w", err)
+	}
+	defer root.Close()
+	if err := checkEmpty(root); err != nil {
+		return fmt.Errorf("gitmirror: export into %s: %w", dst, err)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	args := []string{"-c", "tar.umask=022", "archive", "--format=tar", "--end-of-options", commit}
+	cmd, stderr := command(ctx, m.dir, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("gitmirror: export: %w", err)
+	}
+	x := &extractor{root: root, kinds: make(map[string]entryKind), links: make(map[string]string)}
+	xerr := x.extract(tar.NewReader(bufio.NewReaderSize(stdout, 64<<10)))
+	if xerr != nil {
+		cancel()
+	}
+	werr := cmd.Wait()
+	switch {
+	case xerr != nil && (errors.Is(xerr, ErrUnsafePath) || werr == nil):
+		return fmt.Errorf("gitmirror: export %s: %w", commit, xerr)
+	case werr != nil:
+		if ctx.Err() == nil && !m.HasCommit(context.WithoutCancel(ctx), commit) {
+			return fmt.Errorf("%w: commit %s is not in the mirror", ErrUnknownRevision, commit)
+		}
+		return fmt.Errorf("gitmirror: export %s: %w", commit, gitErr(ctx, args, werr, stderr))
+	}
+	return nil
+}
+
+// checkEmpty fails unless the root directory has no entries.
+func checkEmpty(root *os.Root) error {
+	d, err := root.Open(".")
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(1)
+	if err != nil && err != io.EOF {
+		return err
+	}
+	if len(names) > 0 {
+		return errors.New("destination directory is not empty")
+	}
+	return nil
+}
+
+// extractor unpacks one tar stream under root. kinds records every entry it
+// created, so it knows without a system call that a parent is a real
+// directory; links records symbolic-link targets for the final check.
+type extractor struct {
+	root  *os.Root
+	kinds map[string]entryKind
+	links map[string]string
+	dirs  []dirTime
+	buf   []byte
+}
+
+type dirTime struct {
+	name  string
+	mtime time.Time
+}
+
+func (x *extractor) extract(tr *tar.Reader) error {
+	x.buf = make([]byte, 32<<10)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("reading archive: %w", err)
+		}
+		if hdr.Typeflag == tar.TypeXGlobalHeader {
+			continue // git's commit-id comment
+		}
+		if err := x.entry(hdr, tr); err != nil {
+			return err
+		}
+	}
+	for name := range x.links {
+		if err := x.checkLink(name); err != nil {
+			return err
+		}
+	}
+	// Directory times last, deepest first: creating entries changed them.
+	for i := len(x.dirs) - 1; i >= 0; i-- {
+		d := x.dirs[i]
+		if err := x.root.Chtimes(d.name, d.mtime, d.mtime); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// entry creates one archive entry.
+func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
+	name := strings.TrimSuffix(hdr.Name, "/")
+	if !fs.ValidPath(name) || name == "." {
+		return fmt.Errorf("%w: entry %q", ErrUnsafePath, hdr.Name)
+	}
+	if err := x.parents(name); err != nil {
+		return err
+	}
+	if _, dup := x.kinds[name]; dup {
+		return fmt.Errorf("%w: entry %q appears twice", ErrUnsafePath, name)
+	}
+	perm := fs.FileMode(hdr.Mode) & fs.ModePerm
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		if err := x.mkdir(name, perm); err != nil {
+			return err
+		}
+		x.dirs = append(x.dirs, dirTime{name, hdr.ModTime})
+	case tar.TypeReg:
+		x.kinds[name] = kindFile
+		f, err := x.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+		if err != nil {
+			return err
+		}
+		_, err = io.CopyBuffer(f, r, x.buf)
+		if err == nil {
+			err = f.Chmod(perm) // exactly perm, whatever the process umask
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("writing %s: %w", name, err)
+		}
+		if err := x.root.Chtimes(name, hdr.ModTime, hdr.ModTime); err != nil {
+			return err
+		}
+	case tar.TypeSymlink:
+		if hdr.Linkname == "" || path.IsAbs(hdr.Linkname) {
+			return fmt.Errorf("%w: symbolic link %q points to %q", ErrUnsafePath, name, hdr.Linkname)
+		}
+		x.kinds[name] = kindSymlink
+		x.links[name] = hdr.Linkname
+		if err := x.root.Symlink(hdr.Linkname, name); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("%w: entry %q has unsupported type %q", ErrUnsafePath, name, hdr.Typeflag)
+	}
+	return nil
+}
+
+// mkdir creates directory name with perm, exactly (despite the umask).
+func (x *extractor) mkdir(name string, perm fs.FileMode) error {
+	x.kinds[name] = kindDir
+	if err := x.root.Mkdir(name, perm); err != nil {
+		return err
+	}
+	return x.root.Chmod(name, perm)
+}
+
+// parents makes sure every parent of name is a directory this extractor
+// created, creating missing ones; a parent that is a link or a file is
+// refused, so nothing is written through a symbolic link.
+func (x *extractor) parents(name string) error {
+	for i := 0; i < len(name); i++ {
+		if name[i] != '/' {
+			continue
+		}
+		dir := name[:i]
+		switch x.kinds[dir] {
+		case kindDir:
+		case 0:
+			if err := x.mkdir(dir, 0o755); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%w: entry %q lies below %q, which is not a directory", ErrUnsafePath, name, dir)
+		}
+	}
+	return nil
+}
+
+// checkLink follows the symbolic link at name through the extracted tree,
+// as the kernel would, and fails if the path ever climbs above the root.
+// Components that do not exist are taken literally (they cannot be links).
+func (x *extractor) checkLink(name string) error {
+	cur := strings.Split(path.Dir(name), "/")
+	if cur[0] == "." {
+		cur = cur[:0]
+	}
+	rest := strings.Split(x.links[name], "/")
+	for hops := 0; len(rest) > 0; {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(cur) == 0 {
+				return fmt.Errorf("%w: symbolic link %q points to %q, outside the tree", ErrUnsafePath, name, x.links[name])
+			}
+			cur = cur[:len(cur)-1]
+			continue
+		}
+		p := strings.Join(append(cur, c), "/")
+		if x.kinds[p] != kindSymlink {
+			cur = append(cur, c)
+			continue
+		}
+		if hops++; hops > maxSymlinkHops {
+			return fmt.Errorf("%w: symbolic link %q: too many levels of links", ErrUnsafePath, name)
+		}
+		rest = append(strings.Split(x.links[p], "/"), rest...)
+	}
+	return nil
+}
