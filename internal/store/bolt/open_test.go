@@ -1,0 +1,165 @@
+package bolt_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/kilnbuild/kiln/internal/store"
+	"github.com/kilnbuild/kiln/internal/store/bolt"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// openT opens path and closes it when the test ends.
+func openT(t testing.TB, path string, opts bolt.Options) *bolt.DB {
+	t.Helper()
+	db, err := bolt.Open(path, opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// setVersion writes a schema version into a closed store file directly.
+func setVersion(t *testing.T, path string, v uint64) {
+	t.Helper()
+	raw, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	err = raw.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists([]byte("meta"))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("version"), []byte{0, 0, 0, 0, 0, 0, 0, byte(v)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOpen(t *testing.T) {
+	t.Run("a new file is created readable by its owner only", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "kiln.db")
+		db := openT(t, path, bolt.Options{})
+		if db.Path() != path {
+			t.Fatalf("Path: got %q, want %q", db.Path(), path)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := fi.Mode().Perm(); perm != 0o600 {
+			t.Fatalf("mode: got %v, want 0600", perm)
+		}
+	})
+	t.Run("a file from a newer schema is refused and left untouched", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "kiln.db")
+		db := openT(t, path, bolt.Options{})
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		setVersion(t, path, bolt.SchemaVersion+1)
+		_, err := bolt.Open(path, bolt.Options{})
+		var sv *bolt.SchemaVersionError
+		if !errors.As(err, &sv) || sv.Found != bolt.SchemaVersion+1 || sv.Supported != bolt.SchemaVersion {
+			t.Fatalf("Open: got %v, want a SchemaVersionError for version %d", err, bolt.SchemaVersion+1)
+		}
+		// The refusal released the file: it can be fixed and opened again.
+		setVersion(t, path, bolt.SchemaVersion)
+		openT(t, path, bolt.Options{})
+	})
+	t.Run("a file held by another opener is refused after the timeout", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "kiln.db")
+		openT(t, path, bolt.Options{})
+		start := time.Now()
+		_, err := bolt.Open(path, bolt.Options{Timeout: 300 * time.Millisecond})
+		if !errors.Is(err, berrors.ErrTimeout) {
+			t.Fatalf("second Open: got %v, want ErrTimeout", err)
+		}
+		if waited := time.Since(start); waited < 200*time.Millisecond || waited > 5*time.Second {
+			t.Fatalf("second Open gave up after %v, want about 300ms (bbolt retries every 50ms)", waited)
+		}
+	})
+}
+
+func TestTx(t *testing.T) {
+	db := openT(t, filepath.Join(t.TempDir(), "kiln.db"), bolt.Options{NoSync: true})
+	t.Run("writes inside View are ErrReadOnly", func(t *testing.T) {
+		err := db.View(func(tx store.Tx) error {
+			return tx.PutBuild(&store.Build{Build: &kilnv1.Build{Id: 1, State: kilnv1.BuildState_BUILD_STATE_QUEUED}})
+		})
+		if !errors.Is(err, bolt.ErrReadOnly) || !errors.Is(err, berrors.ErrTxNotWritable) {
+			t.Fatalf("got %v, want ErrReadOnly", err)
+		}
+	})
+	t.Run("a transaction used after its closure is ErrTxDone", func(t *testing.T) {
+		var kept store.Tx
+		if err := db.Update(func(tx store.Tx) error { kept = tx; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kept.NextID("build"); !errors.Is(err, bolt.ErrTxDone) {
+			t.Fatalf("NextID: got %v, want ErrTxDone", err)
+		}
+		if _, err := kept.Build(1); !errors.Is(err, bolt.ErrTxDone) {
+			t.Fatalf("Build: got %v, want ErrTxDone", err)
+		}
+	})
+	invalid := []struct {
+		name  string
+		write func(store.Tx) error
+	}{
+		{"a build without an id", func(tx store.Tx) error {
+			return tx.PutBuild(&store.Build{Build: &kilnv1.Build{State: kilnv1.BuildState_BUILD_STATE_QUEUED}})
+		}},
+		{"a build without a state", func(tx store.Tx) error { return tx.PutBuild(&store.Build{Build: &kilnv1.Build{Id: 1}}) }},
+		{"a nil build", func(tx store.Tx) error { return tx.PutBuild(nil) }},
+		{"a project without a name", func(tx store.Tx) error { return tx.CreateProject(&store.Project{}) }},
+		{"a build server without a name", func(tx store.Tx) error { return tx.CreateBuildServer(&store.BuildServer{}) }},
+		{"a request without an id", func(tx store.Tx) error { return tx.PutRequest(&store.Request{BuildId: 1}) }},
+		{"an artifact without a cache key", func(tx store.Tx) error { return tx.PutArtifact(&store.Artifact{SourceKey: "s"}) }},
+		{"a pin without a name", func(tx store.Tx) error { return tx.CreatePin(&store.Pin{}) }},
+		{"an outbox message without an id", func(tx store.Tx) error { return tx.PutOutbox(&store.Outbox{}) }},
+		{"an empty sequence name", func(tx store.Tx) error { _, err := tx.NextID(""); return err }},
+	}
+	for _, c := range invalid {
+		t.Run(c.name+" is ErrInvalid", func(t *testing.T) {
+			if err := db.Update(c.write); !errors.Is(err, bolt.ErrInvalid) {
+				t.Fatalf("got %v, want ErrInvalid", err)
+			}
+		})
+	}
+	t.Run("ListBuilds returns nothing for a limit of 0 and at most MaxListLimit", func(t *testing.T) {
+		err := db.Update(func(tx store.Tx) error {
+			for id := uint64(1); id <= bolt.MaxListLimit+5; id++ {
+				if err := tx.PutBuild(&store.Build{Build: &kilnv1.Build{Id: id, State: kilnv1.BuildState_BUILD_STATE_QUEUED}}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = db.View(func(tx store.Tx) error {
+			if bs, err := tx.ListBuilds(store.BuildFilter{}, 0, 0); err != nil || len(bs) != 0 {
+				t.Errorf("limit 0: got %d builds, %v", len(bs), err)
+			}
+			if bs, err := tx.ListBuilds(store.BuildFilter{}, 0, 1<<20); err != nil || len(bs) != bolt.MaxListLimit {
+				t.Errorf("huge limit: got %d builds, %v; want %d", len(bs), err, bolt.MaxListLimit)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+}
