@@ -1,0 +1,285 @@
+package web
+
+import (
+	"fmt"
+	"html/template"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// funcMap is what the templates may call. Functions needing the clock read
+// now at execution time.
+func funcMap(now func() time.Time) template.FuncMap {
+	return template.FuncMap{
+		"time":        func(ts *timestamppb.Timestamp) template.HTML { return timeHTML(ts, now()) },
+		"since":       func(ts *timestamppb.Timestamp) string { return sinceText(ts, now()) },
+		"span":        func(a, b *timestamppb.Timestamp) string { return spanText(a, b, now()) },
+		"bytes":       humanBytes,
+		"state":       stateName,
+		"outcome":     outcomeName,
+		"phase":       phaseName,
+		"short":       shortCommit,
+		"system":      describeSystem,
+		"constraints": describeConstraints,
+		"tools":       toolsText,
+		"sortedKeys":  func(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) },
+		"policy":      describePolicy,
+		"pct":         func(r float64) string { return strconv.FormatFloat(100*r, 'f', 1, 64) + "%" },
+	}
+}
+
+// timeHTML renders a timestamp as RFC 3339 UTC plus how long ago it was,
+// inside a <time> element; "—" when unset.
+func timeHTML(ts *timestamppb.Timestamp, now time.Time) template.HTML {
+	if ts == nil {
+		return "—"
+	}
+	t := ts.AsTime().UTC()
+	abs := t.Format(time.RFC3339)
+	return template.HTML(fmt.Sprintf(`<time datetime="%s">%s</time> <span class="rel">(%s)</span>`,
+		template.HTMLEscapeString(abs), template.HTMLEscapeString(abs), template.HTMLEscapeString(relative(t, now))))
+}
+
+// sinceText is the age of ts ("3s ago"), or "—" when unset.
+func sinceText(ts *timestamppb.Timestamp, now time.Time) string {
+	if ts == nil {
+		return "—"
+	}
+	return relative(ts.AsTime(), now)
+}
+
+// relative says how far t is from now in one unit: "3s ago", "in 2m",
+// "just now".
+func relative(t, now time.Time) string {
+	d := now.Sub(t)
+	if d > -time.Second && d < time.Second {
+		return "just now"
+	}
+	if d < 0 {
+		return "in " + roughDuration(-d)
+	}
+	return roughDuration(d) + " ago"
+}
+
+// roughDuration prints d in its largest whole unit: 45s, 3m, 5h, 2d.
+func roughDuration(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return strconv.Itoa(int(d/time.Second)) + "s"
+	case d < time.Hour:
+		return strconv.Itoa(int(d/time.Minute)) + "m"
+	case d < 48*time.Hour:
+		return strconv.Itoa(int(d/time.Hour)) + "h"
+	default:
+		return strconv.Itoa(int(d/(24*time.Hour))) + "d"
+	}
+}
+
+// spanText is the duration from a to b (to now when b is unset), precise to
+// the second; "—" when a is unset.
+func spanText(a, b *timestamppb.Timestamp, now time.Time) string {
+	if a == nil {
+		return "—"
+	}
+	end := now
+	suffix := " so far"
+	if b != nil {
+		end, suffix = b.AsTime(), ""
+	}
+	return exactDuration(end.Sub(a.AsTime())) + suffix
+}
+
+// exactDuration prints d as "1h02m03s", "2m05s" or "4s" (sub-second: "0.25s").
+func exactDuration(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	if d < time.Second {
+		return strconv.FormatFloat(d.Seconds(), 'f', 2, 64) + "s"
+	}
+	d = d.Round(time.Second)
+	h, m, sec := int(d/time.Hour), int(d%time.Hour/time.Minute), int(d%time.Minute/time.Second)
+	switch {
+	case h > 0:
+		return fmt.Sprintf("%dh%02dm%02ds", h, m, sec)
+	case m > 0:
+		return fmt.Sprintf("%dm%02ds", m, sec)
+	default:
+		return fmt.Sprintf("%ds", sec)
+	}
+}
+
+// humanBytes prints n in binary units: "512 B", "1.5 KiB", "3.2 GiB".
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatUint(n, 10) + " B"
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return strconv.FormatFloat(float64(n)/float64(div), 'f', 1, 64) + " " + string("KMGTPE"[exp]) + "iB"
+}
+
+// stateName is the lower-case state word used in URLs, badges and CSS
+// classes: "queued", "running", ...; "unknown" for unspecified values.
+func stateName(s kilnv1.BuildState) string {
+	return enumWord(s.String(), "BUILD_STATE_")
+}
+
+// outcomeName is the lower-case attempt outcome: "succeeded", "setup_failed", ...
+func outcomeName(o kilnv1.AttemptOutcome) string {
+	return enumWord(o.String(), "ATTEMPT_OUTCOME_")
+}
+
+// phaseName is the lower-case phase, or "" when unspecified.
+func phaseName(p kilnv1.Phase) string {
+	if p == kilnv1.Phase_PHASE_UNSPECIFIED {
+		return ""
+	}
+	return enumWord(p.String(), "PHASE_")
+}
+
+func enumWord(name, prefix string) string {
+	w := strings.ToLower(strings.TrimPrefix(name, prefix))
+	if w == "unspecified" || w == "" {
+		return "unknown"
+	}
+	return w
+}
+
+// parseState is stateName's inverse for the ?state= filter; "" and "any"
+// mean no filter.
+func parseState(word string) (kilnv1.BuildState, bool) {
+	switch w := strings.ToLower(strings.TrimSpace(word)); w {
+	case "", "any", "all":
+		return kilnv1.BuildState_BUILD_STATE_UNSPECIFIED, true
+	default:
+		v, ok := kilnv1.BuildState_value["BUILD_STATE_"+strings.ToUpper(w)]
+		if !ok || v == 0 {
+			return 0, false
+		}
+		return kilnv1.BuildState(v), true
+	}
+}
+
+// stateWords lists the filterable states in lifecycle order.
+func stateWords() []string {
+	var out []string
+	for v := kilnv1.BuildState(1); ; v++ {
+		if _, ok := kilnv1.BuildState_name[int32(v)]; !ok {
+			return out
+		}
+		out = append(out, stateName(v))
+	}
+}
+
+// shortCommit is the first 12 hex digits of a commit id.
+func shortCommit(c string) string {
+	if len(c) > 12 {
+		return c[:12]
+	}
+	return c
+}
+
+// describeSystem is a one-line summary of a measured platform:
+// "linux s390x big-endian LP64 glibc 2.36 gcc 12.2.0 (emulated)".
+func describeSystem(si *kilnv1.SystemInfo) string {
+	if si == nil {
+		return "—"
+	}
+	var parts []string
+	add := func(s ...string) {
+		if j := strings.TrimSpace(strings.Join(s, " ")); j != "" {
+			parts = append(parts, j)
+		}
+	}
+	add(si.GetOs())
+	add(si.GetArch())
+	if si.GetEndian() != "" {
+		add(si.GetEndian() + "-endian")
+	}
+	add(si.GetDataModel())
+	if si.GetCharBit() != 0 && si.GetCharBit() != 8 {
+		add(fmt.Sprintf("CHAR_BIT=%d", si.GetCharBit()))
+	}
+	add(si.GetLibc(), si.GetLibcVersion())
+	add(si.GetCompiler(), si.GetCompilerVersion())
+	if si.GetEmulated() {
+		add("(emulated)")
+	}
+	if len(parts) == 0 {
+		return "—"
+	}
+	return strings.Join(parts, " ")
+}
+
+// describeConstraints lists the pinned fields as "arch=s390x endian=big";
+// "any platform" when nothing is pinned.
+func describeConstraints(c *kilnv1.PlatformConstraints) string {
+	if c == nil {
+		return "any platform"
+	}
+	fields := []struct{ k, v string }{
+		{"os", c.GetOs()}, {"arch", c.GetArch()}, {"endian", c.GetEndian()},
+		{"data_model", c.GetDataModel()}, {"libc", c.GetLibc()}, {"libc_version", c.GetLibcVersion()},
+		{"compiler", c.GetCompiler()}, {"compiler_version", c.GetCompilerVersion()},
+	}
+	if c.GetCharBit() != 0 {
+		fields = append(fields, struct{ k, v string }{"char_bit", strconv.FormatUint(uint64(c.GetCharBit()), 10)})
+	}
+	var parts []string
+	for _, f := range fields {
+		if f.v != "" {
+			parts = append(parts, f.k+"="+f.v)
+		}
+	}
+	if len(parts) == 0 {
+		return "any platform"
+	}
+	return strings.Join(parts, " ")
+}
+
+// toolsText lists tools with versions, sorted: "autoconf 2.71, make 4.3".
+func toolsText(tools map[string]string) string {
+	if len(tools) == 0 {
+		return "—"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(tools)) {
+		parts = append(parts, strings.TrimSpace(k+" "+tools[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// describePolicy summarizes what a volunteer accepts.
+func describePolicy(p *kilnv1.BuildServerPolicy) string {
+	if p == nil {
+		return "any project"
+	}
+	var parts []string
+	if len(p.GetAllowedProjects()) > 0 {
+		parts = append(parts, "projects: "+strings.Join(p.GetAllowedProjects(), ", "))
+	} else {
+		parts = append(parts, "any project")
+	}
+	if p.GetMaxBuildSeconds() > 0 {
+		parts = append(parts, "at most "+exactDuration(time.Duration(p.GetMaxBuildSeconds())*time.Second)+" per build")
+	}
+	for _, k := range slices.Sorted(maps.Keys(p.GetAllowedOptions())) {
+		parts = append(parts, k+" ∈ {"+strings.Join(p.GetAllowedOptions()[k].GetValues(), ", ")+"}")
+	}
+	if p.GetIdleOnly() {
+		parts = append(parts, "only while idle")
+	}
+	return strings.Join(parts, "; ")
+}
