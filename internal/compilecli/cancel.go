@@ -1,0 +1,46 @@
+package compilecli
+
+import (
+	"context"
+	"fmt"
+
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+const cancelSynopsis = "startcompile cancel --email EMAIL BUILD_ID"
+
+func runCancel(ctx context.Context, env Env, args []string) int {
+	var o CancelOptions
+	fs := CancelFlags(&o, env.Getenv)
+	pos, code, done := parseCommand(env, fs, cancelSynopsis, args, 1)
+	if done {
+		return code
+	}
+	id, err := parseBuildID(pos[0])
+	if err != nil {
+		return finish(env, false, nil, err)
+	}
+	o.BuildID = id
+	if err := o.Validate(); err != nil {
+		return finish(env, false, nil, err)
+	}
+	return finish(env, false, nil, cancelBuild(ctx, env, &o))
+}
+
+// cancelBuild runs a validated cancel command and prints the build's state
+// afterwards.
+func cancelBuild(ctx context.Context, env Env, o *CancelOptions) error {
+	conn, err := dial(ctx, o.Connection)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	resp, err := kilnv1.NewCompileServiceClient(conn).Cancel(rctx, &kilnv1.CancelRequest{BuildId: o.BuildID, Email: o.Email})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "build %d %s\n", o.BuildID, stateName(resp.GetBuild().GetState()))
+	return nil
+}

@@ -1,0 +1,276 @@
+package compilecli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
+
+	"github.com/kilnbuild/kiln/internal/platform"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+const checkSynopsis = "startcompile check [--platform field=value,...]... [flags] EMAIL"
+
+// MatrixFields are the system-info fields that make two targets distinct
+// platforms for check, and the fields each check request pins.
+var MatrixFields = []string{"os", "arch", "endian", "data_model", "libc"}
+
+// CheckResult is the JSON object `check --json` prints.
+type CheckResult struct {
+	Project   string       `json:"project"`
+	Revision  string       `json:"revision,omitempty"`
+	Succeeded []CheckEntry `json:"succeeded"`
+	Failed    []CheckEntry `json:"failed"`
+	Error     string       `json:"error,omitempty"`
+	ExitCode  int          `json:"exit_code"`
+}
+
+// CheckEntry is one platform's outcome.
+type CheckEntry struct {
+	// Platform is platform.Describe of the target that built it, or the
+	// pinned constraints in brackets when no target did.
+	Platform    string            `json:"platform"`
+	Constraints map[string]string `json:"constraints"`
+	BuildID     uint64            `json:"build_id,omitempty"`
+	State       string            `json:"state,omitempty"`
+	Commit      string            `json:"commit,omitempty"`
+	Failure     string            `json:"failure,omitempty"`
+	FailingStep string            `json:"failing_step,omitempty"`
+	// Error is why no final state was reached (refused, timeout, ...).
+	Error string `json:"error,omitempty"`
+
+	constraints *kilnv1.PlatformConstraints
+	code        int // exit status this entry alone would give
+}
+
+func runCheck(ctx context.Context, env Env, args []string) int {
+	var o CheckOptions
+	fs := CheckFlags(&o, env.Getenv)
+	pos, code, done := parseCommand(env, fs, checkSynopsis, args, 1)
+	if done {
+		return code
+	}
+	o.Email = pos[0]
+	res := &CheckResult{Project: o.Project, Revision: o.Revision}
+	err := o.Validate()
+	if err == nil {
+		err = check(ctx, env, &o, res)
+	}
+	code = ExitCode(err)
+	if err != nil {
+		res.Error = describeError(err)
+		fmt.Fprintf(env.Stderr, "startcompile: %s\n", res.Error)
+	} else if len(res.Failed) > 0 {
+		code = ExitFailed
+		if len(res.Succeeded) == 0 && allRefused(res.Failed) {
+			code = res.Failed[0].code
+		}
+	}
+	res.ExitCode = code
+	if o.JSON {
+		if res.Succeeded == nil {
+			res.Succeeded = []CheckEntry{}
+		}
+		if res.Failed == nil {
+			res.Failed = []CheckEntry{}
+		}
+		json.NewEncoder(env.Stdout).Encode(res)
+	} else if err == nil {
+		writeCheck(env.Stdout, res)
+	}
+	return code
+}
+
+// allRefused reports whether no entry got as far as a build: then the
+// request itself is at fault and its exit status is the command's.
+func allRefused(es []CheckEntry) bool {
+	for _, e := range es {
+		if e.BuildID != 0 {
+			return false
+		}
+	}
+	return len(es) > 0
+}
+
+// check submits one request per platform and waits for all of them.
+func check(ctx context.Context, env Env, o *CheckOptions, res *CheckResult) error {
+	conn, err := dial(ctx, o.Connection)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	client := kilnv1.NewCompileServiceClient(conn)
+
+	plats, err := parsePlatforms(o.Platforms)
+	if err != nil {
+		return err
+	}
+	if len(plats) == 0 {
+		rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+		resp, err := kilnv1.NewStatusServiceClient(conn).ListBuildServers(rctx, &kilnv1.ListBuildServersRequest{})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("listing build servers: %w", err)
+		}
+		plats = DistinctPlatforms(resp.GetBuildServers())
+		if len(plats) == 0 {
+			return grpcstatus.Error(codes.Unavailable, "no connected build server offers a platform to check on")
+		}
+	}
+	opts, err := parseOptions(o.Options)
+	if err != nil {
+		return err
+	}
+
+	entries := make([]CheckEntry, len(plats))
+	builds := make([]*kilnv1.Build, len(plats))
+	for i, c := range plats {
+		e := &entries[i]
+		e.constraints, e.Constraints = c, constraintMap(c)
+		e.Platform = "[" + platform.DescribeConstraints(c) + "]"
+		rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+		resp, err := client.Submit(rctx, &kilnv1.SubmitRequest{
+			Project: o.Project, Revision: o.Revision, Constraints: c, Options: opts, Email: o.Email,
+		})
+		cancel()
+		if err != nil {
+			e.Error, e.code = describeError(err), ExitCode(err)
+			fmt.Fprintf(env.Stderr, "%s: %s\n", e.Platform, e.Error)
+			continue
+		}
+		builds[i] = resp.GetBuild()
+		e.BuildID = builds[i].GetId()
+		fmt.Fprintf(env.Stderr, "[build %d] %s for %s\n", e.BuildID, answerName(resp), e.Platform)
+	}
+
+	wctx, cancel := withTimeout(ctx, o.Timeout)
+	defer cancel()
+	var (
+		wg sync.WaitGroup
+		mu sync.Mutex // serializes stderr lines
+	)
+	for i, b := range builds {
+		if b == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e := &entries[i]
+			final := b
+			var err error
+			if !isFinal(b.GetState()) {
+				f := &follower{client: client}
+				final, err = f.follow(wctx, b.GetId())
+				if err != nil {
+					err = waitError(wctx, b.GetId(), o.Timeout, final, err)
+				}
+			}
+			e.record(final, err)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				fmt.Fprintf(env.Stderr, "[build %d] %s: %s\n", e.BuildID, e.Platform, e.Error)
+			} else {
+				fmt.Fprintf(env.Stderr, "[build %d] %s: %s\n", e.BuildID, e.Platform, finalSummary(final))
+			}
+		}()
+	}
+	wg.Wait()
+	for _, e := range entries {
+		if e.code == ExitOK {
+			res.Succeeded = append(res.Succeeded, e)
+		} else {
+			res.Failed = append(res.Failed, e)
+		}
+	}
+	return nil
+}
+
+// record stores the outcome of waiting on the entry's build.
+func (e *CheckEntry) record(b *kilnv1.Build, err error) {
+	if b != nil {
+		e.State = stateName(b.GetState())
+		e.Commit = b.GetCommit()
+		e.Failure, e.FailingStep = b.GetFailure(), b.GetFailingStep()
+		if b.GetPlatform() != nil {
+			e.Platform = platform.Describe(b.GetPlatform())
+		}
+	}
+	switch {
+	case err != nil:
+		e.Error, e.code = describeError(err), ExitCode(err)
+	default:
+		e.code = ExitCode(finalError(b))
+	}
+}
+
+// DistinctPlatforms returns one constraint set per distinct combination of
+// MatrixFields among the targets of connected, non-revoked, non-draining
+// build servers, sorted by their description.
+func DistinctPlatforms(servers []*kilnv1.BuildServerStatus) []*kilnv1.PlatformConstraints {
+	seen := map[string]*kilnv1.PlatformConstraints{}
+	for _, s := range servers {
+		if !s.GetConnected() || s.GetRevoked() || s.GetDraining() {
+			continue
+		}
+		for _, t := range s.GetTargets() {
+			if t.GetSystem() == nil {
+				continue
+			}
+			c := platform.FromInfo(t.GetSystem(), MatrixFields...)
+			seen[platform.DescribeConstraints(c)] = c
+		}
+	}
+	keys := make([]string, 0, len(seen))
+	for k := range seen {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]*kilnv1.PlatformConstraints, len(keys))
+	for i, k := range keys {
+		out[i] = seen[k]
+	}
+	return out
+}
+
+// writeCheck prints the SUCCESS and FAILURE lists.
+func writeCheck(w io.Writer, res *CheckResult) {
+	width := 0
+	for _, e := range append(append([]CheckEntry(nil), res.Succeeded...), res.Failed...) {
+		width = max(width, len(e.Platform))
+	}
+	fmt.Fprintf(w, "SUCCESS (%d)\n", len(res.Succeeded))
+	for _, e := range res.Succeeded {
+		fmt.Fprintf(w, "  %-*s  build %d\n", width, e.Platform, e.BuildID)
+	}
+	fmt.Fprintf(w, "FAILURE (%d)\n", len(res.Failed))
+	for _, e := range res.Failed {
+		var why []string
+		if e.State != "" {
+			why = append(why, e.State)
+		}
+		if e.Failure != "" {
+			why = append(why, e.Failure)
+		}
+		if e.FailingStep != "" {
+			why = append(why, "step: "+e.FailingStep)
+		}
+		if e.Error != "" {
+			why = append(why, e.Error)
+		}
+		id := "no build"
+		if e.BuildID != 0 {
+			id = fmt.Sprintf("build %d", e.BuildID)
+		}
+		fmt.Fprintf(w, "  %-*s  %s: %s\n", width, e.Platform, id, strings.Join(why, "; "))
+	}
+}
+

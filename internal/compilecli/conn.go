@@ -1,0 +1,49 @@
+package compilecli
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// maxRecvMsgSize bounds one message from the metaserver; artifact and log
+// chunks are far smaller.
+const maxRecvMsgSize = 16 << 20
+
+// dial connects to the metaserver and waits, at most c.DialTimeout, until the
+// connection is ready, so that an unreachable metaserver is reported at once
+// as Unavailable instead of failing the first RPC obscurely. The caller closes
+// the connection.
+func dial(ctx context.Context, c Connection) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient("passthrough:///"+c.Metaserver,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
+	)
+	if err != nil {
+		return nil, usageError("bad metaserver address %q: %v", c.Metaserver, err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, c.DialTimeout)
+	defer cancel()
+	conn.Connect()
+	for {
+		s := conn.GetState()
+		switch s {
+		case connectivity.Ready:
+			return conn, nil
+		case connectivity.TransientFailure, connectivity.Shutdown:
+			conn.Close()
+			return nil, status.Errorf(codes.Unavailable, "cannot connect to metaserver %s", c.Metaserver)
+		}
+		if !conn.WaitForStateChange(dctx, s) {
+			conn.Close()
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, status.Errorf(codes.Unavailable, "cannot connect to metaserver %s within %s", c.Metaserver, c.DialTimeout)
+		}
+	}
+}

@@ -1,0 +1,335 @@
+package compilecli
+
+import (
+	"fmt"
+	"net/mail"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kilnbuild/kiln/internal/platform"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// DefaultMetaserver is the metaserver address used when neither
+// --metaserver nor KILN_METASERVER is given.
+const DefaultMetaserver = "127.0.0.1:7070"
+
+// EnvMetaserver names the environment variable that overrides
+// DefaultMetaserver.
+const EnvMetaserver = "KILN_METASERVER"
+
+// Every field bound to a flag carries a `flag:"name"` tag, every positional
+// argument an `arg:"name"` tag; options_test.go checks both against the flag
+// sets so that no flag is left unwired.
+
+// Connection is how every subcommand reaches the metaserver.
+type Connection struct {
+	// Metaserver is the host:port of the metaserver's gRPC listener.
+	Metaserver string `flag:"metaserver"`
+	// DialTimeout bounds connecting to the metaserver (not the RPCs), so an
+	// unreachable metaserver fails fast with exit status 3.
+	DialTimeout time.Duration `flag:"dial-timeout"`
+}
+
+func (c *Connection) validate() error {
+	if strings.TrimSpace(c.Metaserver) == "" {
+		return usageError("--metaserver must not be empty")
+	}
+	if c.DialTimeout <= 0 {
+		return usageError("--dial-timeout must be positive, got %s", c.DialTimeout)
+	}
+	return nil
+}
+
+// SubmitOptions configures `startcompile [flags] EMAIL`.
+type SubmitOptions struct {
+	Connection
+	// Project is the registered project's name. Required unless Pin is set.
+	Project string `flag:"project"`
+	// Revision is a commit, tag, branch or range "A..B"; empty means the
+	// default branch's head.
+	Revision string `flag:"revision"`
+	// Options are compile options as "name=value", validated by the
+	// metaserver against the project's manifest.
+	Options []string `flag:"o"`
+	// Platform overrides, keyed by constraint field name (os, arch, endian,
+	// data_model, libc, libc_version, compiler, compiler_version). An absent
+	// key takes the default (measured for DefaultPinned, free otherwise);
+	// "any" frees the field.
+	Platform map[string]string `flag:"os,arch,endian,data-model,libc,libc-version,compiler,compiler-version"`
+	// Wait follows the build until it is final.
+	Wait bool `flag:"wait"`
+	// Download is a directory to unpack the artifact into; implies Wait.
+	Download string `flag:"download"`
+	// JSON prints one JSON object (Result) on stdout instead of text.
+	JSON bool `flag:"json"`
+	// Pin fetches the artifact pinned under this name instead of building;
+	// requires Download.
+	Pin string `flag:"pin"`
+	// Timeout bounds the wait for the build (and the download); 0 waits
+	// as long as it takes.
+	Timeout time.Duration `flag:"timeout"`
+	// Email receives the result mail; required, even with Pin.
+	Email string `arg:"email"`
+}
+
+// DefaultPinned lists the constraint fields a request pins to this machine's
+// measured values unless overridden.
+var DefaultPinned = []string{"os", "arch", "endian", "data_model", "libc"}
+
+// constraintFields are the fields startcompile offers as flags.
+var constraintFields = []string{"os", "arch", "endian", "data_model", "libc", "libc_version", "compiler", "compiler_version"}
+
+// Validate checks the options without touching the network or the machine.
+// It sets Wait when Download is given. Errors wrap ErrUsage.
+func (o *SubmitOptions) Validate() error {
+	if err := o.Connection.validate(); err != nil {
+		return err
+	}
+	if err := validateEmail(o.Email); err != nil {
+		return err
+	}
+	if o.Timeout < 0 {
+		return usageError("--timeout must not be negative")
+	}
+	if o.Pin != "" {
+		if o.Download == "" {
+			return usageError("--pin needs --download DIR")
+		}
+		if o.Project != "" || o.Revision != "" || len(o.Options) > 0 {
+			return usageError("--pin fetches an existing artifact: --project, --revision and -o do not apply")
+		}
+	} else if strings.TrimSpace(o.Project) == "" {
+		return usageError("--project is required")
+	}
+	if o.Download != "" {
+		o.Wait = true
+	}
+	if _, err := parseOptions(o.Options); err != nil {
+		return err
+	}
+	if _, err := o.Constraints(nil); err != nil {
+		return err
+	}
+	return nil
+}
+
+// NeedsMeasure reports whether Constraints needs the local system info: some
+// field of DefaultPinned has no explicit value.
+func (o *SubmitOptions) NeedsMeasure() bool {
+	for _, f := range DefaultPinned {
+		if _, ok := o.Platform[f]; !ok {
+			return true
+		}
+	}
+	return false
+}
+
+// Constraints returns the request's platform constraints: fields of
+// DefaultPinned without an explicit value are pinned to local's measured
+// values (left free when local is nil or did not measure them), explicit
+// values are canonicalized by platform.Set, and "any" frees a field.
+func (o *SubmitOptions) Constraints(local *kilnv1.SystemInfo) (*kilnv1.PlatformConstraints, error) {
+	c := &kilnv1.PlatformConstraints{}
+	for _, f := range DefaultPinned {
+		if _, ok := o.Platform[f]; !ok {
+			if v := platform.Value(local, f); v != "" {
+				if err := platform.Set(c, f, v); err != nil {
+					return nil, fmt.Errorf("measured %s %q: %w", f, v, err)
+				}
+			}
+		}
+	}
+	for _, f := range constraintFields {
+		v, ok := o.Platform[f]
+		if !ok {
+			continue
+		}
+		if err := platform.Set(c, f, v); err != nil {
+			return nil, usageError("--%s: %v", platform.FlagName(f), err)
+		}
+	}
+	return c, nil
+}
+
+// CheckOptions configures `startcompile check [flags] EMAIL`.
+type CheckOptions struct {
+	Connection
+	// Project is the registered project's name; required.
+	Project string `flag:"project"`
+	// Revision is built on every platform; empty means the default branch's head.
+	Revision string `flag:"revision"`
+	// Options are compile options as "name=value".
+	Options []string `flag:"o"`
+	// Platforms lists the platforms to build on, each as comma-separated
+	// field=value pairs ("arch=s390x,endian=big"). Empty means every distinct
+	// (os, arch, endian, data_model, libc) offered by connected build servers.
+	Platforms []string `flag:"platform"`
+	// JSON prints one JSON object (CheckResult) on stdout instead of the lists.
+	JSON bool `flag:"json"`
+	// Timeout bounds waiting for all builds; 0 waits as long as it takes.
+	Timeout time.Duration `flag:"timeout"`
+	// Email receives the result mails; required.
+	Email string `arg:"email"`
+}
+
+// Validate checks the options; errors wrap ErrUsage.
+func (o *CheckOptions) Validate() error {
+	if err := o.Connection.validate(); err != nil {
+		return err
+	}
+	if err := validateEmail(o.Email); err != nil {
+		return err
+	}
+	if strings.TrimSpace(o.Project) == "" {
+		return usageError("--project is required")
+	}
+	if o.Timeout < 0 {
+		return usageError("--timeout must not be negative")
+	}
+	if _, err := parseOptions(o.Options); err != nil {
+		return err
+	}
+	_, err := parsePlatforms(o.Platforms)
+	return err
+}
+
+// StatusOptions configures `startcompile status [flags] BUILD_ID`.
+type StatusOptions struct {
+	Connection
+	// Wait follows the build until it is final.
+	Wait bool `flag:"wait"`
+	// Download unpacks the artifact into this directory; implies Wait.
+	Download string `flag:"download"`
+	// JSON prints one JSON object (Result) on stdout instead of text.
+	JSON bool `flag:"json"`
+	// Timeout bounds the wait; 0 waits as long as it takes.
+	Timeout time.Duration `flag:"timeout"`
+	// BuildID names the build.
+	BuildID uint64 `arg:"build_id"`
+}
+
+// Validate checks the options and sets Wait when Download is given.
+func (o *StatusOptions) Validate() error {
+	if err := o.Connection.validate(); err != nil {
+		return err
+	}
+	if o.BuildID == 0 {
+		return usageError("a BUILD_ID is required")
+	}
+	if o.Timeout < 0 {
+		return usageError("--timeout must not be negative")
+	}
+	if o.Download != "" {
+		o.Wait = true
+	}
+	return nil
+}
+
+// CancelOptions configures `startcompile cancel --email EMAIL BUILD_ID`.
+type CancelOptions struct {
+	Connection
+	// Email must be the address of one of the build's requesters.
+	Email string `flag:"email"`
+	// BuildID names the build.
+	BuildID uint64 `arg:"build_id"`
+}
+
+// Validate checks the options.
+func (o *CancelOptions) Validate() error {
+	if err := o.Connection.validate(); err != nil {
+		return err
+	}
+	if err := validateEmail(o.Email); err != nil {
+		return err
+	}
+	if o.BuildID == 0 {
+		return usageError("a BUILD_ID is required")
+	}
+	return nil
+}
+
+// LogOptions configures `startcompile log [--follow] BUILD_ID`.
+type LogOptions struct {
+	Connection
+	// Follow keeps printing until the build is final.
+	Follow bool `flag:"follow"`
+	// BuildID names the build.
+	BuildID uint64 `arg:"build_id"`
+}
+
+// Validate checks the options.
+func (o *LogOptions) Validate() error {
+	if err := o.Connection.validate(); err != nil {
+		return err
+	}
+	if o.BuildID == 0 {
+		return usageError("a BUILD_ID is required")
+	}
+	return nil
+}
+
+// validateEmail checks that s is one plain address. The metaserver
+// validates again; this only catches typos before any network traffic.
+func validateEmail(s string) error {
+	if strings.TrimSpace(s) == "" {
+		return usageError("an EMAIL address is required")
+	}
+	a, err := mail.ParseAddress(s)
+	if err != nil || a.Address != s {
+		return usageError("%q is not a plain email address", s)
+	}
+	return nil
+}
+
+// parseBuildID parses a positional BUILD_ID.
+func parseBuildID(s string) (uint64, error) {
+	id, err := strconv.ParseUint(strings.TrimPrefix(s, "#"), 10, 64)
+	if err != nil || id == 0 {
+		return 0, usageError("BUILD_ID must be a positive number, got %q", s)
+	}
+	return id, nil
+}
+
+// parseOptions turns "name=value" strings into a map, refusing an empty
+// name and a name given twice.
+func parseOptions(list []string) (map[string]string, error) {
+	m := make(map[string]string, len(list))
+	for _, kv := range list {
+		name, value, ok := strings.Cut(kv, "=")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" {
+			return nil, usageError("-o %q: want name=value", kv)
+		}
+		if _, dup := m[name]; dup {
+			return nil, usageError("-o %s given twice", name)
+		}
+		m[name] = value
+	}
+	return m, nil
+}
+
+// parsePlatforms parses --platform values ("arch=s390x,endian=big") into
+// constraints. Field names may use dashes or underscores.
+func parsePlatforms(list []string) ([]*kilnv1.PlatformConstraints, error) {
+	var out []*kilnv1.PlatformConstraints
+	for _, spec := range list {
+		c := &kilnv1.PlatformConstraints{}
+		for _, kv := range strings.Split(spec, ",") {
+			kv = strings.TrimSpace(kv)
+			if kv == "" {
+				continue
+			}
+			field, value, ok := strings.Cut(kv, "=")
+			if !ok {
+				return nil, usageError("--platform %q: want field=value pairs separated by commas", spec)
+			}
+			if err := platform.Set(c, platform.FieldName(strings.TrimSpace(field)), value); err != nil {
+				return nil, usageError("--platform %q: %v", spec, err)
+			}
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}

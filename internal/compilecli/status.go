@@ -1,0 +1,121 @@
+package compilecli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/kilnbuild/kiln/internal/platform"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+const statusSynopsis = "startcompile status [--wait] [--download DIR] [--json] BUILD_ID"
+
+func runStatus(ctx context.Context, env Env, args []string) int {
+	var o StatusOptions
+	fs := StatusFlags(&o, env.Getenv)
+	pos, code, done := parseCommand(env, fs, statusSynopsis, args, 1)
+	if done {
+		return code
+	}
+	res := &Result{}
+	id, err := parseBuildID(pos[0])
+	if err != nil {
+		return finish(env, o.JSON, res, err)
+	}
+	o.BuildID = id
+	if err := o.Validate(); err != nil {
+		return finish(env, o.JSON, res, err)
+	}
+	return finish(env, o.JSON, res, showStatus(ctx, env, &o, res))
+}
+
+// showStatus runs a validated status command. Without --wait the exit status
+// still follows the build's state: a final FAILED or CANCELLED build is
+// ExitFailed, ERROR ExitInfra, anything else ExitOK.
+func showStatus(ctx context.Context, env Env, o *StatusOptions, res *Result) error {
+	conn, err := dial(ctx, o.Connection)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	client := kilnv1.NewCompileServiceClient(conn)
+	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	resp, err := client.GetBuild(rctx, &kilnv1.GetBuildRequest{BuildId: o.BuildID})
+	cancel()
+	if err != nil {
+		return err
+	}
+	b := resp.GetBuild()
+	res.setBuild(b)
+	if o.Wait {
+		wctx, cancel := withTimeout(ctx, o.Timeout)
+		defer cancel()
+		return wait(wctx, env, client, b, o.Timeout, o.Download, o.JSON, res)
+	}
+	if !o.JSON {
+		writeBuild(env.Stdout, b)
+	}
+	if isFinal(b.GetState()) {
+		return finalError(b)
+	}
+	return nil
+}
+
+// writeBuild prints a human summary of b.
+func writeBuild(w io.Writer, b *kilnv1.Build) {
+	fmt.Fprintf(w, "build %d: %s\n", b.GetId(), stateName(b.GetState()))
+	fmt.Fprintf(w, "  project   %s @ %s", b.GetProject(), b.GetRevision())
+	if b.GetCommit() != "" {
+		fmt.Fprintf(w, " (%s)", b.GetCommit())
+	}
+	fmt.Fprintln(w)
+	if opts := b.GetOptions(); len(opts) > 0 {
+		names := make([]string, 0, len(opts))
+		for k := range opts {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		var kv []string
+		for _, k := range names {
+			kv = append(kv, k+"="+opts[k])
+		}
+		fmt.Fprintf(w, "  options   %s\n", strings.Join(kv, " "))
+	}
+	fmt.Fprintf(w, "  wants     %s\n", platform.DescribeConstraints(b.GetConstraints()))
+	if b.GetPlatform() != nil {
+		fmt.Fprintf(w, "  built on  %s\n", platform.Describe(b.GetPlatform()))
+	}
+	if b.GetQueuePosition() > 0 {
+		fmt.Fprintf(w, "  position  %d\n", b.GetQueuePosition())
+	}
+	for _, r := range b.GetWaitingReasons() {
+		fmt.Fprintf(w, "  waiting   %s\n", r)
+	}
+	for _, a := range b.GetAttempts() {
+		fmt.Fprintf(w, "  attempt   %d on %s: %s", a.GetId(), attemptWhere(a), outcomeName(a.GetOutcome()))
+		if a.GetOutcome() == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RUNNING && a.GetPhase() != kilnv1.Phase_PHASE_UNSPECIFIED {
+			fmt.Fprintf(w, " (%s)", phaseName(a.GetPhase()))
+		}
+		if a.GetReason() != "" {
+			fmt.Fprintf(w, ": %s", a.GetReason())
+		}
+		fmt.Fprintln(w)
+	}
+	if a := b.GetArtifact(); a != nil {
+		fmt.Fprintf(w, "  artifact  sha256 %s, %d bytes\n", a.GetSha256(), a.GetSize())
+		for _, f := range a.GetFiles() {
+			fmt.Fprintf(w, "            %s\n", f)
+		}
+	}
+	if b.GetFailure() != "" {
+		fmt.Fprintf(w, "  failure   %s", b.GetFailure())
+		if b.GetFailingStep() != "" {
+			fmt.Fprintf(w, " (step: %s)", b.GetFailingStep())
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "  log       %d bytes\n", b.GetLogSize())
+}
