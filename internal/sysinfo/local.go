@@ -1,0 +1,101 @@
+package sysinfo
+
+import (
+	"context"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+	"unsafe"
+
+	"github.com/kilnbuild/kiln/internal/platform"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// localTimeout bounds the one or two processes Local starts.
+const localTimeout = 2 * time.Second
+
+// Local describes the machine the calling program runs on, fast (a few
+// milliseconds) and without compiling anything, for startcompile's default
+// constraints. It fills os, arch, endian, data_model, char_bit, the type
+// sizes, libc and libc_version, cpus and memory_bytes.
+//
+// How: os and arch come from the Go runtime (arch through CanonicalArch;
+// uname's machine refines 32-bit ARM to armv6/armv7), endianness from
+// binary.NativeEndian, the data model from the pointer size (Linux: LP64 on
+// 64-bit, ILP32 on 32-bit), CHAR_BIT is 8. libc is glibc with the version
+// `getconf GNU_LIBC_VERSION` prints (one fast process); failing that musl
+// when a /lib/ld-musl-*.so.1 loader exists, with the version its banner
+// shows; failing both, empty.
+//
+// compiler, compiler_version and tools are left empty: knowing them needs a
+// compiler run (Probe), and a requester's own compiler is not what it asks
+// a build server for. Nothing is cached, on disk or in memory. The error is
+// reserved for a failure to measure anything at all; today every field
+// degrades to empty instead, so it is nil.
+func Local(ctx context.Context) (*kilnv1.SystemInfo, error) {
+	ptr := uint32(unsafe.Sizeof(uintptr(0)))
+	info := &kilnv1.SystemInfo{
+		Os:             runtime.GOOS,
+		Arch:           localArch(),
+		Endian:         nativeEndian(),
+		CharBit:        8,
+		SizeofShort:    2,
+		SizeofInt:      4,
+		SizeofLong:     ptr, // LP64 / ILP32: long is pointer-sized on Unix
+		SizeofLongLong: 8,
+		SizeofPointer:  ptr,
+		Cpus:           uint32(runtime.NumCPU()),
+	}
+	info.DataModel = platform.DataModel(info.SizeofShort, info.SizeofInt, info.SizeofLong, info.SizeofLongLong, info.SizeofPointer)
+	info.MemoryBytes, _ = memoryBytes()
+
+	ctx, cancel := context.WithTimeout(ctx, localTimeout)
+	defer cancel()
+	info.Libc, info.LibcVersion = localLibc(ctx)
+	return info, nil
+}
+
+// localArch is GOARCH canonicalized; for 32-bit ARM, whose GOARCH does not
+// carry the version, uname's machine decides between armv6 and armv7.
+func localArch() string {
+	arch := platform.CanonicalArch(runtime.GOARCH)
+	if runtime.GOARCH == "arm" {
+		if m, err := unameMachine(); err == nil {
+			if c := platform.CanonicalArch(m); strings.HasPrefix(c, "armv") {
+				arch = c
+			}
+		}
+	}
+	return arch
+}
+
+// nativeEndian names the byte order of this process.
+func nativeEndian() string {
+	if binary.NativeEndian.Uint16([]byte{1, 0}) == 1 {
+		return "little"
+	}
+	return "big"
+}
+
+// localLibc finds the system's C library without compiling: glibc via
+// getconf, else a musl loader in /lib.
+func localLibc(ctx context.Context) (libc, version string) {
+	if out, _, err := run(ctx, "", []string{"getconf", "GNU_LIBC_VERSION"}, nil); err == nil {
+		// "glibc 2.36"
+		if f := strings.Fields(string(out)); len(f) == 2 && f[0] == "glibc" {
+			return "glibc", f[1]
+		}
+	}
+	loaders, _ := filepath.Glob("/lib/ld-musl-*.so.1")
+	for _, l := range loaders {
+		if _, err := os.Stat(l); err != nil {
+			continue
+		}
+		v, _ := muslVersion(ctx, nil, l)
+		return "musl", v
+	}
+	return "", ""
+}

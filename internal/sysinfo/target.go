@@ -1,0 +1,171 @@
+package sysinfo
+
+import (
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+
+	"github.com/kilnbuild/kiln/internal/platform"
+)
+
+// Kind is the kind of toolchain a target uses.
+type Kind string
+
+// The target kinds ParseTarget accepts.
+const (
+	KindNative Kind = "native" // the host's cc, binaries run directly
+	KindMusl   Kind = "musl"   // musl-gcc on the host, binaries run directly
+	KindCross  Kind = "cross"  // TRIPLE-gcc, binaries run under qemu-user
+)
+
+// ErrBadTarget is wrapped by ParseTarget's errors.
+var ErrBadTarget = errors.New("sysinfo: bad target")
+
+// maxTripleLen bounds a triple; real ones are about 20 bytes.
+const maxTripleLen = 64
+
+// TargetSpec names one target of a build server.
+type TargetSpec struct {
+	// ID is the spelling ParseTarget was given and the kilnv1.Target id:
+	// "native", "musl" or "cross:s390x-linux-gnu".
+	ID string
+	// Kind is the toolchain kind.
+	Kind Kind
+	// Triple is the GNU triple of a cross target ("s390x-linux-gnu"), empty
+	// otherwise.
+	Triple string
+}
+
+// ParseTarget parses a target spelling: exactly "native", "musl" or
+// "cross:TRIPLE", where TRIPLE has two to four dash-separated components of
+// lower-case letters, digits, '_' and '.', the first naming the
+// architecture (s390x-linux-gnu, arm-linux-gnueabihf). Errors wrap
+// ErrBadTarget.
+func ParseTarget(s string) (TargetSpec, error) {
+	switch s {
+	case string(KindNative):
+		return TargetSpec{ID: s, Kind: KindNative}, nil
+	case string(KindMusl):
+		return TargetSpec{ID: s, Kind: KindMusl}, nil
+	}
+	triple, ok := strings.CutPrefix(s, string(KindCross)+":")
+	if !ok {
+		return TargetSpec{}, fmt.Errorf("%w %q: want native, musl or cross:TRIPLE", ErrBadTarget, s)
+	}
+	if err := checkTriple(triple); err != nil {
+		return TargetSpec{}, fmt.Errorf("%w %q: %v", ErrBadTarget, s, err)
+	}
+	return TargetSpec{ID: s, Kind: KindCross, Triple: triple}, nil
+}
+
+func checkTriple(t string) error {
+	if t == "" || len(t) > maxTripleLen {
+		return fmt.Errorf("triple must be 1 to %d bytes", maxTripleLen)
+	}
+	parts := strings.Split(t, "-")
+	if len(parts) < 2 || len(parts) > 4 {
+		return errors.New("triple needs 2 to 4 dash-separated parts, like s390x-linux-gnu")
+	}
+	for _, p := range parts {
+		if p == "" {
+			return errors.New("triple has an empty part")
+		}
+		for _, r := range p {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '.') {
+				return fmt.Errorf("triple part %q: only a-z, 0-9, _ and . are allowed", p)
+			}
+		}
+	}
+	return nil
+}
+
+// String returns the target's ID.
+func (t TargetSpec) String() string { return t.ID }
+
+// Toolchain is how to compile for and run on a target.
+type Toolchain struct {
+	// CC is the C compiler command (a name looked up in PATH).
+	CC string
+	// Env holds NAME=value entries a build adds to its environment: CC, and
+	// for cross targets AR, RANLIB, STRIP, LD, CXX (when TRIPLE-g++ is
+	// installed) and QEMU_LD_PREFIX, so that binfmt-launched dynamic binaries
+	// find their loader. KILN_EMULATOR is always present: the emulator
+	// command line joined by spaces, empty for targets that run natively,
+	// for Makefiles that run test programs explicitly ($(KILN_EMULATOR) ./t).
+	Env []string
+	// Emulator is the command prefix that runs a target binary on this host,
+	// e.g. [qemu-s390x -L /usr/s390x-linux-gnu]; nil when binaries run
+	// natively.
+	Emulator []string
+}
+
+// Toolchain returns the target's toolchain. For the native kind CC is "cc",
+// or "gcc" when no cc is in PATH. It only looks names up in PATH; it does
+// not check that the compiler or emulator exists (Probe does).
+func (t TargetSpec) Toolchain() Toolchain {
+	switch t.Kind {
+	case KindMusl:
+		return Toolchain{CC: "musl-gcc", Env: []string{"CC=musl-gcc", "KILN_EMULATOR="}}
+	case KindCross:
+		prefix := "/usr/" + t.Triple
+		tc := Toolchain{
+			CC:       t.Triple + "-gcc",
+			Emulator: []string{QemuName(t.Triple), "-L", prefix},
+		}
+		tc.Env = []string{
+			"CC=" + tc.CC,
+			"AR=" + t.Triple + "-ar",
+			"RANLIB=" + t.Triple + "-ranlib",
+			"STRIP=" + t.Triple + "-strip",
+			"LD=" + t.Triple + "-ld",
+		}
+		if _, err := exec.LookPath(t.Triple + "-g++"); err == nil {
+			tc.Env = append(tc.Env, "CXX="+t.Triple+"-g++")
+		}
+		tc.Env = append(tc.Env,
+			"QEMU_LD_PREFIX="+prefix,
+			"KILN_EMULATOR="+strings.Join(tc.Emulator, " "),
+		)
+		return tc
+	default:
+		cc := "cc"
+		if _, err := exec.LookPath(cc); err != nil {
+			if _, err := exec.LookPath("gcc"); err == nil {
+				cc = "gcc"
+			}
+		}
+		return Toolchain{CC: cc, Env: []string{"CC=" + cc, "KILN_EMULATOR="}}
+	}
+}
+
+// qemuArch maps a triple's architecture part to qemu-user's name for it
+// where the two differ.
+var qemuArch = map[string]string{
+	"i386": "i386", "i486": "i386", "i586": "i386", "i686": "i386",
+	"powerpc": "ppc", "powerpc64": "ppc64", "powerpc64le": "ppc64le",
+	"armv7l": "arm", "armv7": "arm", "armv6": "arm", "armv5tel": "arm", "armel": "arm", "armhf": "arm",
+	"armeb": "armeb",
+	"arm64": "aarch64",
+	"mipsisa32r6": "mips", "mipsisa32r6el": "mipsel",
+	"mipsisa64r6": "mips64", "mipsisa64r6el": "mips64el",
+	"sparc64": "sparc64", "sparcv9": "sparc64",
+}
+
+// QemuName returns the qemu-user binary that runs binaries of a triple:
+// s390x -> qemu-s390x, i686 -> qemu-i386, arm* -> qemu-arm, powerpc ->
+// qemu-ppc, powerpc64le -> qemu-ppc64le, aarch64 -> qemu-aarch64, riscv64 ->
+// qemu-riscv64; other architectures use their own name.
+func QemuName(triple string) string {
+	arch, _, _ := strings.Cut(triple, "-")
+	if q, ok := qemuArch[arch]; ok {
+		return "qemu-" + q
+	}
+	if strings.HasPrefix(arch, "arm") && !strings.HasSuffix(arch, "eb") {
+		return "qemu-arm"
+	}
+	return "qemu-" + arch
+}
+
+// tripleArch is the canonical architecture a cross triple names.
+func tripleArch(triple string) string { return platform.CanonicalArch(triple) }
