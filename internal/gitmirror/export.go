@@ -100,21 +100,37 @@ func checkEmpty(root *os.Root) error {
 // extractor unpacks one tar stream under root. kinds records every entry it
 // created, so it knows without a system call that a parent is a real
 // directory; links records symbolic-link targets for the final check.
+//
+// Files are created relative to an open handle of their directory (one
+// system call each instead of a walk from the root): stack holds the open
+// directories from the root down to the current one. git archive lists a
+// directory's entries together, so the stack moves like a depth-first walk
+// and holds at most one handle per level.
 type extractor struct {
-	root  *os.Root
-	kinds map[string]entryKind
-	links map[string]string
-	dirs  []dirTime
-	buf   []byte
+	root     *os.Root
+	kinds    map[string]entryKind
+	links    map[string]string
+	dirTimes map[string]time.Time
+	stack    []openDir
+	buf      []byte
 }
 
-type dirTime struct {
-	name  string
-	mtime time.Time
+// openDir is one open directory of the extractor's stack; name is its path
+// from the root ("" for the root itself).
+type openDir struct {
+	name string
+	root *os.Root
 }
 
-func (x *extractor) extract(tr *tar.Reader) error {
+func (x *extractor) extract(tr *tar.Reader) (err error) {
 	x.buf = make([]byte, 32<<10)
+	x.dirTimes = make(map[string]time.Time)
+	x.stack = []openDir{{"", x.root}}
+	defer func() {
+		if perr := x.popTo(0); err == nil {
+			err = perr
+		}
+	}()
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -135,13 +151,6 @@ func (x *extractor) extract(tr *tar.Reader) error {
 			return err
 		}
 	}
-	// Directory times last, deepest first: creating entries changed them.
-	for i := len(x.dirs) - 1; i >= 0; i-- {
-		d := x.dirs[i]
-		if err := x.root.Chtimes(d.name, d.mtime, d.mtime); err != nil {
-			return err
-		}
-	}
 	return nil
 }
 
@@ -151,22 +160,28 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	if !fs.ValidPath(name) || name == "." {
 		return fmt.Errorf("%w: entry %q", ErrUnsafePath, hdr.Name)
 	}
-	if err := x.parents(name); err != nil {
-		return err
-	}
 	if _, dup := x.kinds[name]; dup {
 		return fmt.Errorf("%w: entry %q appears twice", ErrUnsafePath, name)
+	}
+	dir, base := "", name
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		dir, base = name[:i], name[i+1:]
+	}
+	d, err := x.cd(dir)
+	if err != nil {
+		return err
 	}
 	perm := fs.FileMode(hdr.Mode) & fs.ModePerm
 	switch hdr.Typeflag {
 	case tar.TypeDir:
-		if err := x.mkdir(name, perm); err != nil {
+		if err := x.mkdir(d, name, base, perm); err != nil {
 			return err
 		}
-		x.dirs = append(x.dirs, dirTime{name, hdr.ModTime})
+		x.dirTimes[name] = hdr.ModTime
+		return d.Chtimes(base, hdr.ModTime, hdr.ModTime)
 	case tar.TypeReg:
 		x.kinds[name] = kindFile
-		f, err := x.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+		f, err := d.OpenFile(base, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 		if err != nil {
 			return err
 		}
@@ -180,53 +195,87 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		if err != nil {
 			return fmt.Errorf("writing %s: %w", name, err)
 		}
-		if err := x.root.Chtimes(name, hdr.ModTime, hdr.ModTime); err != nil {
-			return err
-		}
+		return d.Chtimes(base, hdr.ModTime, hdr.ModTime)
 	case tar.TypeSymlink:
 		if hdr.Linkname == "" || path.IsAbs(hdr.Linkname) {
 			return fmt.Errorf("%w: symbolic link %q points to %q", ErrUnsafePath, name, hdr.Linkname)
 		}
 		x.kinds[name] = kindSymlink
 		x.links[name] = hdr.Linkname
-		if err := x.root.Symlink(hdr.Linkname, name); err != nil {
-			return err
-		}
+		return d.Symlink(hdr.Linkname, base)
 	default:
 		return fmt.Errorf("%w: entry %q has unsupported type %q", ErrUnsafePath, name, hdr.Typeflag)
 	}
-	return nil
 }
 
-// mkdir creates directory name with perm, exactly (despite the umask).
-func (x *extractor) mkdir(name string, perm fs.FileMode) error {
+// mkdir creates directory base (at path name) in d with exactly perm.
+func (x *extractor) mkdir(d *os.Root, name, base string, perm fs.FileMode) error {
 	x.kinds[name] = kindDir
-	if err := x.root.Mkdir(name, perm); err != nil {
+	if err := d.Mkdir(base, perm); err != nil {
 		return err
 	}
-	return x.root.Chmod(name, perm)
+	return d.Chmod(base, perm) // exactly perm, whatever the process umask
 }
 
-// parents makes sure every parent of name is a directory this extractor
-// created, creating missing ones; a parent that is a link or a file is
-// refused, so nothing is written through a symbolic link.
-func (x *extractor) parents(name string) error {
-	for i := 0; i < len(name); i++ {
-		if name[i] != '/' {
-			continue
+// cd returns the open directory dir ("" for the root), creating missing
+// directories on the way. Every component must be a directory this
+// extractor created; a link or a file is refused, so nothing is ever
+// written through a symbolic link.
+func (x *extractor) cd(dir string) (*os.Root, error) {
+	// Pop to the deepest open directory that contains dir.
+	keep := len(x.stack) - 1
+	for keep > 0 {
+		n := x.stack[keep].name
+		if dir == n || strings.HasPrefix(dir, n+"/") {
+			break
 		}
-		dir := name[:i]
-		switch x.kinds[dir] {
+		keep--
+	}
+	if err := x.popTo(keep + 1); err != nil {
+		return nil, err
+	}
+	for cur := x.stack[len(x.stack)-1]; cur.name != dir; cur = x.stack[len(x.stack)-1] {
+		rest := dir
+		if cur.name != "" {
+			rest = dir[len(cur.name)+1:]
+		}
+		base, _, _ := strings.Cut(rest, "/")
+		name := base
+		if cur.name != "" {
+			name = cur.name + "/" + base
+		}
+		switch x.kinds[name] {
 		case kindDir:
 		case 0:
-			if err := x.mkdir(dir, 0o755); err != nil {
-				return err
+			if err := x.mkdir(cur.root, name, base, 0o755); err != nil {
+				return nil, err
 			}
 		default:
-			return fmt.Errorf("%w: entry %q lies below %q, which is not a directory", ErrUnsafePath, name, dir)
+			return nil, fmt.Errorf("%w: %q lies below %q, which is not a directory", ErrUnsafePath, dir, name)
+		}
+		sub, err := cur.root.OpenRoot(base)
+		if err != nil {
+			return nil, err
+		}
+		x.stack = append(x.stack, openDir{name, sub})
+	}
+	return x.stack[len(x.stack)-1].root, nil
+}
+
+// popTo closes open directories until n remain, setting the modification
+// time of each one the archive gave a time to: its entries are complete.
+func (x *extractor) popTo(n int) error {
+	var first error
+	for len(x.stack) > max(n, 1) {
+		top := x.stack[len(x.stack)-1]
+		x.stack = x.stack[:len(x.stack)-1]
+		first = errors.Join(first, top.root.Close())
+		if t, ok := x.dirTimes[top.name]; ok {
+			parent := x.stack[len(x.stack)-1].root
+			first = errors.Join(first, parent.Chtimes(path.Base(top.name), t, t))
 		}
 	}
-	return nil
+	return first
 }
 
 // checkLink follows the symbolic link at name through the extracted tree,
