@@ -1,0 +1,325 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// resultFlushTimeout bounds how long a stopping Client waits for the
+// acknowledgements of its last results; unacknowledged ones stay on disk and
+// are sent at the next start.
+const resultFlushTimeout = 5 * time.Second
+
+// Client is a build server's connection to the metaserver: it keeps the
+// session up (reconnecting with backoff), runs the attempts it is assigned
+// and delivers their logs and results. Create it with New and call Run once.
+type Client struct {
+	cfg       Config
+	log       *slog.Logger
+	targets   []*kilnv1.Target
+	buildsDir string
+	results   resultStore
+	janitor   *janitor
+	runner    *attemptRunner
+	started   atomic.Bool
+	stopping  atomic.Bool
+	flushWait time.Duration
+	hbWake    chan struct{}
+
+	mu       sync.Mutex // guards the fields below and every attempt's fields
+	life     context.Context
+	attempts map[uint64]*attempt
+	draining bool
+	changed  chan struct{} // closed and replaced on every change of attempts
+	wg       sync.WaitGroup
+
+	sendMu sync.Mutex // serializes Send on the stream; guards the fields below
+	stream grpc.BidiStreamingClient[kilnv1.SessionRequest, kilnv1.SessionResponse]
+	gen    uint64
+}
+
+// New checks cfg, applies defaults and prepares the data directory. It does
+// not connect; Run does.
+func New(cfg Config) (*Client, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("worker: invalid config: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("worker: data directory: %w", err)
+	}
+	cfg.DataDir = dataDir
+	for _, d := range []string{"", "mirrors", "builds", "results", "trash"} {
+		if err := os.MkdirAll(filepath.Join(dataDir, d), 0o700); err != nil {
+			return nil, fmt.Errorf("worker: preparing data directory: %w", err)
+		}
+	}
+	// Steps must not see other builds, mirrors, results or the token (all
+	// under the data directory), nor the volunteer's own files.
+	hide := []string{dataDir}
+	if home, err := os.UserHomeDir(); err == nil && home != "/" && home != "" {
+		hide = append(hide, home)
+	}
+	hide = append(hide, cfg.Hide...)
+
+	targets := withLabels(cfg.Targets, cfg.Labels)
+	byID := make(map[string]*Target, len(targets))
+	c := &Client{
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "worker"),
+		buildsDir: filepath.Join(dataDir, "builds"),
+		results:   resultStore{dir: filepath.Join(dataDir, "results")},
+		flushWait: resultFlushTimeout,
+		hbWake:    make(chan struct{}, 1),
+		attempts:  map[uint64]*attempt{},
+		changed:   make(chan struct{}),
+	}
+	for i := range targets {
+		byID[targets[i].Info.GetId()] = &targets[i]
+		c.targets = append(c.targets, targets[i].Info)
+	}
+	c.janitor = newJanitor(filepath.Join(dataDir, "trash"), c.log)
+	c.runner = &attemptRunner{
+		sandbox:        cfg.Sandbox,
+		hide:           hide,
+		limits:         cfg.Limits,
+		defaultTimeout: cfg.DefaultTimeout,
+		maxArtifact:    cfg.MaxArtifactBytes,
+		policy:         cfg.Policy,
+		targets:        byID,
+		mirrors:        newMirrors(filepath.Join(dataDir, "mirrors")),
+		log:            c.log,
+	}
+	return c, nil
+}
+
+// Run connects to the metaserver and serves until ctx is cancelled or the
+// metaserver refuses the credential. Cancelling ctx is the graceful stop:
+// the Client drains (announces it, takes no new work), lets running builds
+// finish for Config.Grace, returns the rest to the metaserver (RETURNED),
+// waits briefly for its results to be acknowledged and returns nil. A
+// refused credential stops it at once with an *AuthError. Run may be called
+// only once.
+func (c *Client) Run(ctx context.Context) error {
+	if !c.started.CompareAndSwap(false, true) {
+		return errors.New("worker: Client.Run called twice")
+	}
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(bearerToken(c.cfg.Token)),
+		// The metaserver must permit pings this often (its keepalive
+		// EnforcementPolicy.MinTime); a server that does not answers
+		// too_many_pings and the client halves its ping rate.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+	}, c.cfg.DialOptions...)
+	conn, err := grpc.NewClient(c.cfg.Metaserver, opts...)
+	if err != nil {
+		return fmt.Errorf("worker: metaserver address %q: %w", c.cfg.Metaserver, err)
+	}
+	defer conn.Close()
+	rpc := kilnv1.NewWorkerServiceClient(conn)
+	c.runner.uploader = rpc
+
+	// Attempts and the session live on life, which the caller's cancellation
+	// does not reach: a stop drains instead of killing builds.
+	life, stopLife := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLife()
+	c.mu.Lock()
+	c.life = life
+	c.mu.Unlock()
+	c.loadPending()
+	c.discardStaleBuilds()
+	go c.janitor.run(life)
+	c.janitor.poke()
+	if c.cfg.Unsandboxed {
+		c.log.Warn("BUILD STEPS RUN WITHOUT A SANDBOX: builds can read and change this machine; this is announced to the metaserver")
+	}
+
+	fatal, fatalCancel := context.WithCancelCause(life)
+	defer fatalCancel(nil)
+	sessionsDone := make(chan struct{})
+	go func() {
+		defer close(sessionsDone)
+		if err := c.sessions(life, rpc); err != nil {
+			fatalCancel(err)
+		}
+	}()
+
+	select {
+	case <-fatal.Done():
+	case <-ctx.Done():
+		c.drain(fatal)
+	}
+	c.mu.Lock()
+	c.draining = true
+	c.mu.Unlock()
+	c.cancelRunning(errStopping)
+	c.wg.Wait()
+
+	c.stopping.Store(true)
+	c.sendMu.Lock()
+	if c.stream != nil {
+		c.stream.CloseSend()
+	}
+	c.sendMu.Unlock()
+	stopLife()
+	<-sessionsDone
+
+	var authErr *AuthError
+	if err := context.Cause(fatal); errors.As(err, &authErr) {
+		c.log.Error("stopping: metaserver refused the credential", "error", err)
+		return authErr
+	}
+	c.log.Info("stopped")
+	return nil
+}
+
+// drain is the graceful stop: no new work, running builds get the grace
+// period, then the rest are returned, and the last results get a moment to
+// be acknowledged. It returns early when fatal ends.
+func (c *Client) drain(fatal context.Context) {
+	c.mu.Lock()
+	c.draining = true
+	running := c.runningLocked()
+	c.mu.Unlock()
+	c.pokeHeartbeat()
+	c.log.Info("stopping: draining", "running", running, "grace", c.cfg.Grace)
+
+	graceCtx, cancel := context.WithTimeout(fatal, c.cfg.Grace)
+	done := c.waitUntil(graceCtx, func() bool { return c.runningLocked() == 0 })
+	cancel()
+	if !done && fatal.Err() == nil {
+		c.mu.Lock()
+		running = c.runningLocked()
+		c.mu.Unlock()
+		c.log.Warn("grace period over; returning unfinished builds", "running", running)
+	}
+	c.cancelRunning(errStopping)
+	c.waitUntil(fatal, func() bool { return c.runningLocked() == 0 })
+
+	flushCtx, cancel := context.WithTimeout(fatal, c.flushWait)
+	defer cancel()
+	if !c.waitUntil(flushCtx, func() bool { return len(c.attempts) == 0 }) {
+		c.mu.Lock()
+		n := len(c.attempts)
+		c.mu.Unlock()
+		if n > 0 {
+			c.log.Warn("results not acknowledged yet; kept on disk for the next start", "count", n)
+		}
+	}
+}
+
+// waitUntil waits until cond (called with c.mu held) is true or ctx ends,
+// and reports whether cond became true.
+func (c *Client) waitUntil(ctx context.Context, cond func() bool) bool {
+	for {
+		c.mu.Lock()
+		ok, ch := cond(), c.changed
+		c.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// notifyLocked wakes waitUntil callers; c.mu must be held.
+func (c *Client) notifyLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// loadPending takes up the results of a previous run that were never
+// acknowledged, with their logs, to send them after connecting.
+func (c *Client) loadPending() {
+	saved, err := c.results.load()
+	if err != nil {
+		c.log.Warn("some saved results could not be read", "error", err)
+	}
+	for _, r := range saved {
+		a := &attempt{id: r.GetAttemptId(), dir: c.attemptDir(r.GetAttemptId()), cancel: func(error) {}, result: r}
+		l, err := openLog(filepath.Join(a.dir, "log"), a.id, c)
+		if err != nil {
+			c.log.Warn("build log of a saved result is unreadable; sending the result without it", "attempt_id", a.id, "error", err)
+			l = &logStream{id: a.id, out: c, closed: true}
+		}
+		a.log = l
+		c.mu.Lock()
+		c.attempts[a.id] = a
+		c.mu.Unlock()
+		c.log.Info("unacknowledged result from a previous run", "attempt_id", a.id, "outcome", r.GetOutcome())
+	}
+}
+
+// discardStaleBuilds moves build directories without a pending result (left
+// by a crash) to the trash.
+func (c *Client) discardStaleBuilds() {
+	entries, err := os.ReadDir(c.buildsDir)
+	if err != nil {
+		c.log.Warn("cannot list build directories", "error", err)
+		return
+	}
+	for _, e := range entries {
+		id, err := strconv.ParseUint(e.Name(), 10, 64)
+		c.mu.Lock()
+		_, pending := c.attempts[id]
+		c.mu.Unlock()
+		if err != nil || !pending {
+			c.janitor.discard(filepath.Join(c.buildsDir, e.Name()))
+		}
+	}
+}
+
+// attemptDir is the build directory of attempt id.
+func (c *Client) attemptDir(id uint64) string {
+	return filepath.Join(c.buildsDir, strconv.FormatUint(id, 10))
+}
+
+// knownIDsLocked lists, sorted, the attempts the metaserver should keep:
+// running ones and those with an unacknowledged result. c.mu must be held.
+func (c *Client) knownIDsLocked() []uint64 {
+	ids := make([]uint64, 0, len(c.attempts))
+	for id, a := range c.attempts {
+		if !a.dropped {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
+}
+
+// runningLocked counts attempts still running. c.mu must be held.
+func (c *Client) runningLocked() int {
+	n := 0
+	for _, a := range c.attempts {
+		if a.result == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// busyLocked reports whether the idle-only policy finds the machine busy.
+func (c *Client) busyLocked() bool {
+	return c.cfg.Policy.GetIdleOnly() && machineBusy(c.runningLocked())
+}

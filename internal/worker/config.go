@@ -1,0 +1,160 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/kilnbuild/kiln/internal/sandbox"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	// DefaultGrace is how long a stopping build server lets running builds finish.
+	DefaultGrace = 30 * time.Second
+	// DefaultTimeout bounds a build whose recipe and policy set no time limit.
+	DefaultTimeout = time.Hour
+	// DefaultMaxLogBytes caps one attempt's build log; later output is dropped.
+	DefaultMaxLogBytes = 16 << 20
+	// DefaultMaxArtifactBytes caps one attempt's packed artifact (tar.gz bytes).
+	DefaultMaxArtifactBytes = 1 << 30
+	// DefaultProcesses, DefaultOpenFiles and DefaultFileSizeBytes are the step
+	// limits used when Config.Limits leaves them zero. CPU seconds default to
+	// the build's time limit.
+	DefaultProcesses     = 512
+	DefaultOpenFiles     = 1024
+	DefaultFileSizeBytes = 1 << 30
+)
+
+// StepRunner runs one build step, sandboxed or not. sandbox.Bwrap and
+// sandbox.Unsandboxed implement it. Run must return *sandbox.ExitError when
+// the step's command failed, an error wrapping sandbox.ErrTimeout when
+// s.Timeout passed, an error wrapping context.Canceled when ctx was
+// cancelled, and anything else (typically *sandbox.SetupError) for a failure
+// of the machinery. Run is called concurrently for different attempts.
+type StepRunner interface {
+	Run(ctx context.Context, s sandbox.Step) error
+}
+
+// Config is what a Client needs. Zero values of optional fields take the
+// defaults above; New rejects an invalid Config with an error naming the field.
+type Config struct {
+	// Metaserver is the metaserver's gRPC address, host:port. Required.
+	Metaserver string
+	// Token is the build server's credential, sent on every call as
+	// "authorization: Bearer <token>". Required.
+	Token string
+	// DataDir holds mirrors, build directories and unacknowledged results
+	// (see the package doc). Required; created if missing.
+	DataDir string
+	// Targets are the probed targets to offer (see ProbeTargets). At least one.
+	Targets []Target
+	// Labels are free-form labels added to every target's system info.
+	Labels []string
+	// Slots is how many builds may run at once across all targets (--jobs). At least 1.
+	Slots int
+	// Policy is the volunteer's policy, sent in Hello and checked again
+	// before each build (REFUSED when it does not hold). Nil means no limits.
+	Policy *kilnv1.BuildServerPolicy
+	// Sandbox runs the steps. Required.
+	Sandbox StepRunner
+	// Unsandboxed reports that Sandbox does not isolate steps (--sandbox=none);
+	// it is announced in Hello and shown on public pages.
+	Unsandboxed bool
+	// Grace is how long Run, once its context is cancelled, lets running
+	// builds finish before cancelling them and returning them to the metaserver.
+	Grace time.Duration
+	// Limits bound every step's processes; zero fields take the defaults
+	// (CPU seconds: the build's time limit).
+	Limits sandbox.Limits
+	// DefaultTimeout is the wall-time limit of a build whose recipe and policy name none.
+	DefaultTimeout time.Duration
+	// MaxLogBytes caps one attempt's build log in bytes.
+	MaxLogBytes int64
+	// MaxArtifactBytes caps one attempt's packed artifact in bytes.
+	MaxArtifactBytes int64
+	// Hide lists further host paths the steps must not see, e.g. the
+	// directory of a credential file. DataDir and the volunteer's home are
+	// always hidden.
+	Hide []string
+	// Version is this software's version, sent in Hello.
+	Version string
+	// Logger receives the build server's own log (not build logs). Nil: slog.Default().
+	Logger *slog.Logger
+	// DialOptions are added to the gRPC dial options (tests, TLS later).
+	DialOptions []grpc.DialOption
+}
+
+// withDefaults returns c with zero optional fields set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.Grace == 0 {
+		c.Grace = DefaultGrace
+	}
+	if c.DefaultTimeout == 0 {
+		c.DefaultTimeout = DefaultTimeout
+	}
+	if c.MaxLogBytes == 0 {
+		c.MaxLogBytes = DefaultMaxLogBytes
+	}
+	if c.MaxArtifactBytes == 0 {
+		c.MaxArtifactBytes = DefaultMaxArtifactBytes
+	}
+	if c.Limits.Processes == 0 {
+		c.Limits.Processes = DefaultProcesses
+	}
+	if c.Limits.OpenFiles == 0 {
+		c.Limits.OpenFiles = DefaultOpenFiles
+	}
+	if c.Limits.FileSizeBytes == 0 {
+		c.Limits.FileSizeBytes = DefaultFileSizeBytes
+	}
+	if c.Policy == nil {
+		c.Policy = &kilnv1.BuildServerPolicy{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// validate reports every problem of c at once.
+func (c Config) validate() error {
+	var errs []error
+	if c.Metaserver == "" {
+		errs = append(errs, errors.New("metaserver address is required"))
+	}
+	if c.Token == "" {
+		errs = append(errs, errors.New("token is required"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data directory is required"))
+	}
+	if len(c.Targets) == 0 {
+		errs = append(errs, ErrNoTargets)
+	}
+	seen := map[string]bool{}
+	for i, t := range c.Targets {
+		switch {
+		case t.Info == nil || t.Info.GetId() == "":
+			errs = append(errs, fmt.Errorf("target %d has no id", i))
+		case seen[t.Info.GetId()]:
+			errs = append(errs, fmt.Errorf("target %q listed twice", t.Info.GetId()))
+		}
+		seen[t.Info.GetId()] = true
+	}
+	if c.Slots < 1 {
+		errs = append(errs, fmt.Errorf("slots must be at least 1, got %d", c.Slots))
+	}
+	if c.Sandbox == nil {
+		errs = append(errs, errors.New("a step runner (sandbox) is required"))
+	}
+	if c.Grace < 0 || c.DefaultTimeout < 0 || c.MaxLogBytes < 0 || c.MaxArtifactBytes < 0 {
+		errs = append(errs, errors.New("grace, default timeout, log and artifact caps must not be negative"))
+	}
+	return errors.Join(errs...)
+}

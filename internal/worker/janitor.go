@@ -1,0 +1,71 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+)
+
+// janitor deletes finished build directories in the background. Deleting a
+// large tree right before the next checkout makes that checkout slow on this
+// kind of file system (ENVIRONMENT.md), so discard only renames the directory
+// into the trash, which is emptied off the build's path.
+type janitor struct {
+	trash string
+	log   *slog.Logger
+	wake  chan struct{}
+	seq   atomic.Uint64
+}
+
+func newJanitor(trash string, log *slog.Logger) *janitor {
+	return &janitor{trash: trash, log: log, wake: make(chan struct{}, 1)}
+}
+
+// discard moves dir into the trash and wakes the janitor. A missing dir is fine.
+func (j *janitor) discard(dir string) {
+	dst := filepath.Join(j.trash, fmt.Sprintf("%s-%d-%d", filepath.Base(dir), time.Now().UnixNano(), j.seq.Add(1)))
+	if err := os.Rename(dir, dst); err != nil {
+		if !os.IsNotExist(err) {
+			j.log.Warn("cannot move build directory to trash; deleting in place", "dir", dir, "error", err)
+			go os.RemoveAll(dir)
+		}
+		return
+	}
+	j.poke()
+}
+
+// poke asks the janitor to empty the trash.
+func (j *janitor) poke() {
+	select {
+	case j.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run empties the trash whenever poked, until ctx ends.
+func (j *janitor) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-j.wake:
+		}
+		entries, err := os.ReadDir(j.trash)
+		if err != nil {
+			j.log.Warn("cannot read trash directory", "dir", j.trash, "error", err)
+			continue
+		}
+		for _, e := range entries {
+			if ctx.Err() != nil {
+				return
+			}
+			if err := os.RemoveAll(filepath.Join(j.trash, e.Name())); err != nil {
+				j.log.Warn("cannot delete old build directory", "dir", e.Name(), "error", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,83 @@
+package worker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"path/filepath"
+	"sync"
+
+	"github.com/kilnbuild/kiln/internal/gitmirror"
+)
+
+// sourceMirror is the part of *gitmirror.Mirror the runner uses.
+type sourceMirror interface {
+	Ensure(ctx context.Context) error
+	EnsureCommit(ctx context.Context, commit string) error
+	Export(ctx context.Context, commit, dst string) error
+}
+
+// mirrors keeps one persistent bare mirror per git URL under dir, so a second
+// build of a project fetches only new objects, and remembers which commits
+// each mirror is known to hold, so a build of a known commit runs no git
+// process before the export.
+type mirrors struct {
+	dir  string
+	open func(dir, url string) sourceMirror
+
+	mu    sync.Mutex
+	byURL map[string]*mirrorEntry
+}
+
+// mirrorEntry is one mirror; mu serializes clone and fetch of the mirror.
+type mirrorEntry struct {
+	mu      sync.Mutex
+	m       sourceMirror
+	ensured bool
+	commits map[string]bool
+}
+
+func newMirrors(dir string) *mirrors {
+	return &mirrors{
+		dir:   dir,
+		open:  func(dir, url string) sourceMirror { return gitmirror.New(dir, url) },
+		byURL: map[string]*mirrorEntry{},
+	}
+}
+
+// mirrorDir names the mirror of url: the first 16 hex digits of its sha256.
+func mirrorDir(root, url string) string {
+	sum := sha256.Sum256([]byte(url))
+	return filepath.Join(root, hex.EncodeToString(sum[:])[:16])
+}
+
+// export writes the tree of commit from url into the empty directory dst,
+// cloning or fetching the mirror first when needed.
+func (ms *mirrors) export(ctx context.Context, url, commit, dst string) error {
+	ms.mu.Lock()
+	e := ms.byURL[url]
+	if e == nil {
+		e = &mirrorEntry{m: ms.open(mirrorDir(ms.dir, url), url), commits: map[string]bool{}}
+		ms.byURL[url] = e
+	}
+	ms.mu.Unlock()
+
+	e.mu.Lock()
+	if !e.commits[commit] {
+		if !e.ensured {
+			if err := e.m.Ensure(ctx); err != nil {
+				e.mu.Unlock()
+				return err
+			}
+			e.ensured = true
+		}
+		if err := e.m.EnsureCommit(ctx, commit); err != nil {
+			e.mu.Unlock()
+			return err
+		}
+		e.commits[commit] = true
+	}
+	e.mu.Unlock()
+	// Exports only read the mirror; git allows that alongside a fetch.
+	return e.m.Export(ctx, commit, dst)
+}

@@ -1,0 +1,95 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// resultStore keeps unacknowledged AttemptResults as DIR/<attempt id>.pb so
+// that they survive a lost connection and a restart of the build server.
+type resultStore struct{ dir string }
+
+// path names the file of one attempt's result.
+func (s resultStore) path(id uint64) string {
+	return filepath.Join(s.dir, strconv.FormatUint(id, 10)+".pb")
+}
+
+// save writes r durably (temporary file, fsync, rename) before it is sent.
+func (s resultStore) save(r *kilnv1.AttemptResult) error {
+	data, err := proto.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encoding result of attempt %d: %w", r.GetAttemptId(), err)
+	}
+	f, err := os.CreateTemp(s.dir, "result-*.tmp")
+	if err != nil {
+		return fmt.Errorf("saving result of attempt %d: %w", r.GetAttemptId(), err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), s.path(r.GetAttemptId()))
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("saving result of attempt %d: %w", r.GetAttemptId(), err)
+	}
+	return nil
+}
+
+// remove deletes a result once acknowledged; a missing file is not an error.
+func (s resultStore) remove(id uint64) error {
+	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing result of attempt %d: %w", id, err)
+	}
+	return nil
+}
+
+// load reads every saved result. Leftover temporary files are removed;
+// unreadable results are returned as errors (joined) and skipped.
+func (s resultStore) load() ([]*kilnv1.AttemptResult, error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading saved results: %w", err)
+	}
+	var out []*kilnv1.AttemptResult
+	var errs []error
+	for _, e := range entries {
+		name := e.Name()
+		full := filepath.Join(s.dir, name)
+		if strings.HasSuffix(name, ".tmp") {
+			os.Remove(full)
+			continue
+		}
+		id, err := strconv.ParseUint(strings.TrimSuffix(name, ".pb"), 10, 64)
+		if err != nil || !strings.HasSuffix(name, ".pb") {
+			continue
+		}
+		data, err := os.ReadFile(full)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("reading saved result %s: %w", name, err))
+			continue
+		}
+		r := &kilnv1.AttemptResult{}
+		if err := proto.Unmarshal(data, r); err != nil || r.GetAttemptId() != id {
+			errs = append(errs, fmt.Errorf("saved result %s is corrupt (%v); discarding it", name, err))
+			os.Remove(full)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, errors.Join(errs...)
+}

@@ -1,0 +1,217 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/kilnbuild/kiln/internal/gitmirror"
+	"github.com/kilnbuild/kiln/internal/sandbox"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// attemptRunner turns one Assignment into an AttemptResult: fetch the
+// source, run the steps in the sandbox, pack and upload the artifact. It
+// keeps no per-attempt state, so it runs any number of attempts at once.
+type attemptRunner struct {
+	sandbox        StepRunner
+	hide           []string
+	limits         sandbox.Limits
+	defaultTimeout time.Duration
+	maxArtifact    int64
+	policy         *kilnv1.BuildServerPolicy
+	targets        map[string]*Target
+	mirrors        *mirrors
+	uploader       artifactUploader
+	log            *slog.Logger
+}
+
+// job is one attempt being run.
+type job struct {
+	asg      *kilnv1.Assignment
+	dir      string // DATA_DIR/builds/<attempt id>, exists and is empty but for the log
+	log      *logStream
+	progress func(kilnv1.Phase)
+}
+
+// result builds an AttemptResult.
+func result(outcome kilnv1.AttemptOutcome, reason, step string) *kilnv1.AttemptResult {
+	return &kilnv1.AttemptResult{Outcome: outcome, Reason: reason, FailingStep: step}
+}
+
+// run runs j to its end. ctx's cancellation cause decides the outcome of an
+// interrupted attempt (see stopped).
+func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
+	a := j.asg
+	target := r.targets[a.GetTargetId()]
+	src := filepath.Join(j.dir, "src")
+	dest := filepath.Join(j.dir, "dest")
+	home := filepath.Join(j.dir, "home")
+	for _, d := range []string{src, dest, home} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return r.setupFailed(j, "preparing build directory", err)
+		}
+	}
+
+	j.progress(kilnv1.Phase_PHASE_FETCHING)
+	start := time.Now()
+	if err := r.mirrors.export(ctx, a.GetGitUrl(), a.GetCommit(), src); err != nil {
+		if ctx.Err() != nil {
+			return stopped(ctx)
+		}
+		if errors.Is(err, gitmirror.ErrUnsafePath) {
+			// The project's own tree is at fault; another build server would fail alike.
+			reason := fmt.Sprintf("source tree at %s is unsafe to check out: %v", a.GetCommit(), err)
+			j.log.notef("%s", reason)
+			return result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED, reason, "")
+		}
+		return r.setupFailed(j, fmt.Sprintf("fetching %s at %s", a.GetGitUrl(), a.GetCommit()), err)
+	}
+	r.log.Debug("source ready", "attempt_id", a.GetAttemptId(), "took", time.Since(start))
+
+	timeout := buildTimeout(r.policy, a, r.defaultTimeout)
+	limits := r.limits
+	if limits.CPUSeconds == 0 {
+		limits.CPUSeconds = uint64(timeout / time.Second)
+	}
+	s := steps{
+		r: r, j: j, deadline: time.Now().Add(timeout), timeout: timeout,
+		base: sandbox.Step{
+			Dir:      src,
+			Writable: []string{src, dest, home},
+			Hide:     r.hide,
+			Env:      stepEnv(a, target, home, dest),
+			Output:   j.log,
+			Limits:   limits,
+		},
+	}
+	recipe := a.GetRecipe()
+	for _, phase := range []struct {
+		phase kilnv1.Phase
+		cmds  []string
+	}{
+		{kilnv1.Phase_PHASE_BUILDING, recipe.GetBuildSteps()},
+		{kilnv1.Phase_PHASE_CHECKING, recipe.GetCheckSteps()},
+		{kilnv1.Phase_PHASE_PACKING, recipe.GetPackageSteps()},
+	} {
+		if len(phase.cmds) == 0 {
+			continue
+		}
+		j.progress(phase.phase)
+		for _, cmd := range phase.cmds {
+			if res := s.run(ctx, cmd); res != nil {
+				return res
+			}
+		}
+	}
+	if len(recipe.GetPackageSteps()) == 0 {
+		j.progress(kilnv1.Phase_PHASE_PACKING)
+	}
+
+	var entries []packEntry
+	var err error
+	if recipe.GetInstallTree() {
+		entries, err = collectTree(dest)
+	} else {
+		entries, err = collectGlobs(src, recipe.GetArtifacts())
+	}
+	artPath := filepath.Join(j.dir, "artifact.tar.gz")
+	var art *kilnv1.Artifact
+	if err == nil {
+		art, err = pack(entries, artPath, r.maxArtifact)
+	}
+	if err != nil {
+		if be := (*buildError)(nil); errors.As(err, &be) {
+			j.log.notef("%s", be.reason)
+			return result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED, be.reason, "")
+		}
+		return r.setupFailed(j, "packing artifact", err)
+	}
+	if err := j.log.err(); err != nil {
+		return r.setupFailed(j, "writing build log", err)
+	}
+
+	j.progress(kilnv1.Phase_PHASE_UPLOADING)
+	if err := upload(ctx, r.uploader, a.GetAttemptId(), artPath, art); err != nil {
+		if ctx.Err() != nil {
+			return stopped(ctx)
+		}
+		return r.setupFailed(j, "uploading artifact", err)
+	}
+	os.Remove(artPath)
+	j.log.notef("artifact %s (%d bytes, %d files) uploaded", art.GetSha256(), art.GetSize(), len(art.GetFiles()))
+	res := result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED, "", "")
+	res.Artifact = art
+	return res
+}
+
+// setupFailed ends an attempt SETUP_FAILED: the build server's fault, to be
+// retried elsewhere.
+func (r *attemptRunner) setupFailed(j job, what string, err error) *kilnv1.AttemptResult {
+	reason := fmt.Sprintf("%s: %v", what, err)
+	j.log.notef("setup failed: %s", reason)
+	return result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED, reason, "")
+}
+
+// stopped is the result of an attempt whose ctx was cancelled: CANCELLED
+// when the metaserver asked, RETURNED when the build server is stopping (or
+// dropped it; that result is discarded anyway).
+func stopped(ctx context.Context) *kilnv1.AttemptResult {
+	if errors.Is(context.Cause(ctx), errCancelledByServer) {
+		return result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_CANCELLED, "cancelled by the metaserver", "")
+	}
+	return result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RETURNED, context.Cause(ctx).Error(), "")
+}
+
+// steps runs the recipe's steps of one attempt against one deadline.
+type steps struct {
+	r        *attemptRunner
+	j        job
+	base     sandbox.Step
+	deadline time.Time
+	timeout  time.Duration
+}
+
+// run runs one step and returns nil when it succeeded, else the attempt's result.
+func (s *steps) run(ctx context.Context, cmd string) *kilnv1.AttemptResult {
+	log := s.j.log
+	remaining := time.Until(s.deadline)
+	if remaining <= 0 {
+		reason := fmt.Sprintf("time limit of %v reached", s.timeout)
+		log.notef("%s before step %q", reason, cmd)
+		return result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_TIMED_OUT, reason, cmd)
+	}
+	fmt.Fprintf(log, "$ %s\n", cmd)
+	st := s.base
+	st.Name, st.Command, st.Timeout = cmd, cmd, remaining
+	err := s.r.sandbox.Run(ctx, st)
+	var exit *sandbox.ExitError
+	switch {
+	case ctx.Err() != nil:
+		res := stopped(ctx)
+		log.notef("step stopped: %s", res.GetReason())
+		log.Flush()
+		return res
+	case err == nil:
+		log.Flush()
+		return nil
+	case errors.Is(err, sandbox.ErrTimeout):
+		reason := fmt.Sprintf("time limit of %v reached", s.timeout)
+		log.notef("%s during step %q", reason, cmd)
+		log.Flush()
+		return result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_TIMED_OUT, reason, cmd)
+	case errors.As(err, &exit):
+		reason := fmt.Sprintf("step %q exited with status %d", cmd, exit.Code)
+		log.notef("%s", reason)
+		log.Flush()
+		return result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED, reason, cmd)
+	default:
+		res := s.r.setupFailed(s.j, fmt.Sprintf("running step %q", cmd), err)
+		log.Flush()
+		return res
+	}
+}
