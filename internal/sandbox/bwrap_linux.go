@@ -1,0 +1,205 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Bwrap runs steps under bubblewrap (see the package doc for the isolation).
+// It works as root and as an unprivileged user when user namespaces are
+// enabled. Safe for concurrent use.
+//
+// Telling bwrap's failures from the command's: bwrap is run with
+// --json-status-fd, on which it writes {"child-pid": …, "pid-namespace": …}
+// once the sandbox exists and {"exit-code": N} only if the command was
+// actually executed (bwrap keeps a setup-finished pipe that exec closes).
+// A run without an "exit-code" document failed in bwrap itself (a missing
+// bind source, an exec failure, no namespaces): a *SetupError carrying the end
+// of bwrap's message. Otherwise N is the command's status (bwrap reports death
+// by signal N as 128+N).
+type Bwrap struct {
+	// Path is the bwrap binary, looked up in $PATH; "" means "bwrap".
+	Path string
+	// Grace is the time between SIGTERM and SIGKILL; 0 means DefaultGrace.
+	Grace time.Duration
+}
+
+var _ Runner = Bwrap{}
+
+func (b Bwrap) binary() (string, error) {
+	p := b.Path
+	if p == "" {
+		p = "bwrap"
+	}
+	path, err := exec.LookPath(p)
+	if err != nil {
+		return "", fmt.Errorf("bubblewrap: %w", err)
+	}
+	return path, nil
+}
+
+// Available reports whether bwrap can create the sandbox Run uses on this
+// machine: it runs `true` under the same namespaces and mounts. A non-nil
+// error explains why not (bwrap missing, user namespaces disabled, ...).
+func (b Bwrap) Available() error {
+	path, err := b.binary()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	args := append(baseArgs(), "--", "true")
+	out, err := exec.CommandContext(ctx, path, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("bubblewrap %s does not work here: %w: %s", path, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// baseArgs are the isolation options of every step.
+func baseArgs() []string {
+	return []string{
+		"--unshare-all", "--die-with-parent", "--new-session",
+		"--ro-bind", "/", "/",
+		"--dev", "/dev",
+		"--proc", "/proc",
+		"--tmpfs", "/tmp",
+	}
+}
+
+// Run runs s as `sh -c s.Command` inside a new bubblewrap sandbox; see Runner.
+func (b Bwrap) Run(ctx context.Context, s Step) error {
+	path, err := b.binary()
+	if err != nil {
+		return &SetupError{Err: err}
+	}
+	args, err := bwrapArgs(s)
+	if err != nil {
+		return &SetupError{Err: err}
+	}
+	cmdArgv, err := commandArgv(s.Limits, s.Command)
+	if err != nil {
+		return err
+	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return setupErrorf("status pipe: %w", err)
+	}
+	defer statusR.Close()
+	// statusW becomes fd 3 of bwrap (ExtraFiles[0]).
+	argv := append(append(append([]string{path}, args...), "--json-status-fd", "3", "--"), cmdArgv...)
+	status := readBwrapStatus(statusR)
+
+	return execute(ctx, s, launch{
+		argv:       argv,
+		env:        []string{},
+		extraFiles: []*os.File{statusW},
+		grace:      graceOr(b.Grace),
+		terminate: func(pid int) {
+			if !status.terminate() {
+				// Still setting up: nothing of the build runs yet.
+				killGroup(pid, sigKill)
+			}
+		},
+		kill: func(pid int) {
+			killGroup(pid, sigKill)
+			status.kill()
+		},
+		afterExit: func() { status.waitGone(pipeDrainTimeout) },
+		result: func(state *os.ProcessState, tail []byte) error {
+			code, ran := status.exitCode()
+			switch {
+			case !ran:
+				return setupErrorf("bwrap exited with status %d before running the command: %s",
+					exitCode(state), lastLine(tail))
+			case code != 0:
+				return &ExitError{Step: s.Name, Code: code}
+			}
+			return nil
+		},
+	})
+}
+
+// bwrapArgs returns the mount, directory and environment options for s.
+func bwrapArgs(s Step) ([]string, error) {
+	if !filepath.IsAbs(s.Dir) {
+		return nil, fmt.Errorf("step %q: build directory %q is not absolute", s.Name, s.Dir)
+	}
+	type mount struct {
+		path  string
+		depth int
+		args  []string
+	}
+	var mounts []mount
+	add := func(path string, args ...string) {
+		mounts = append(mounts, mount{path: path, depth: strings.Count(path, "/"), args: args})
+	}
+	for _, h := range s.Hide {
+		if !filepath.IsAbs(h) {
+			return nil, fmt.Errorf("hidden path %q is not absolute", h)
+		}
+		h = filepath.Clean(h)
+		fi, err := os.Stat(h)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			continue // nothing to hide
+		case err != nil:
+			return nil, fmt.Errorf("hidden path: %w", err)
+		case fi.IsDir():
+			add(h, "--tmpfs", h)
+		default:
+			add(h, "--ro-bind", "/dev/null", h)
+		}
+	}
+	// Binds come after hides of the same depth, so binding a hidden path
+	// exposes it again; the stable sort keeps that order.
+	for _, w := range append([]string{s.Dir}, s.Writable...) {
+		if !filepath.IsAbs(w) {
+			return nil, fmt.Errorf("writable path %q is not absolute", w)
+		}
+		w = filepath.Clean(w)
+		if fi, err := os.Stat(w); err != nil {
+			return nil, fmt.Errorf("writable path: %w", err)
+		} else if !fi.IsDir() {
+			return nil, fmt.Errorf("writable path %q is not a directory", w)
+		}
+		add(w, "--bind", w, w)
+	}
+	// Parents before children: a deeper mount must not be covered by a
+	// later shallower one.
+	sort.SliceStable(mounts, func(i, j int) bool { return mounts[i].depth < mounts[j].depth })
+
+	args := baseArgs()
+	for _, m := range mounts {
+		args = append(args, m.args...)
+	}
+	args = append(args, "--chdir", filepath.Clean(s.Dir), "--clearenv")
+	for _, kv := range s.Env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("environment entry %q is not KEY=value", kv)
+		}
+		args = append(args, "--setenv", k, v)
+	}
+	return args, nil
+}
+
+// lastLine returns the last non-empty line of out, for error messages.
+func lastLine(out []byte) string {
+	out = bytes.TrimSpace(out)
+	if i := bytes.LastIndexByte(out, '\n'); i >= 0 {
+		out = out[i+1:]
+	}
+	if len(out) == 0 {
+		return "no message"
+	}
+	return string(out)
+}

@@ -1,0 +1,240 @@
+package sandbox
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// cgroupHelperAllowance is added to Limits.Processes for pids.max: the
+// spawning thread (until it exits) and bwrap's two own processes (monitor and
+// PID-namespace init) live in the step's cgroup too.
+const cgroupHelperAllowance = 3
+
+// cgroupParent is where step cgroups are created: the directory of this
+// process's own pids cgroup. Found once; "" when no usable pids cgroup
+// exists (not root, or the controller is not available to us).
+var cgroupParent = sync.OnceValues(func() (parent string, v2 bool) {
+	if unix.Geteuid() != 0 {
+		return "", false
+	}
+	parent, v2, err := findPidsCgroup()
+	if err != nil {
+		slog.Default().Warn("sandbox: no pids cgroup; the Processes limit is only RLIMIT_NPROC, which the kernel does not enforce for root",
+			"err", err)
+		return "", false
+	}
+	// Remove empty step cgroups a crashed buildserver left behind; rmdir
+	// fails harmlessly on a cgroup that still has processes.
+	stale, _ := filepath.Glob(filepath.Join(parent, "kiln-sandbox-*"))
+	for _, d := range stale {
+		_ = os.Remove(d)
+	}
+	return parent, v2
+})
+
+var cgroupSeq atomic.Uint64
+
+// findPidsCgroup returns the directory of this process's pids cgroup: the
+// cgroup v1 pids hierarchy, or cgroup v2 when pids is enabled for children of
+// our cgroup (delegation).
+func findPidsCgroup() (string, bool, error) {
+	own, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", false, err
+	}
+	var v1Path, v2Path string
+	for _, line := range strings.Split(strings.TrimSpace(string(own)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if parts[1] == "" && parts[0] == "0" {
+			v2Path = parts[2]
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			if c == "pids" {
+				v1Path = parts[2]
+			}
+		}
+	}
+	mounts, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", false, err
+	}
+	defer mounts.Close()
+	var v1Mount, v2Mount string
+	sc := bufio.NewScanner(mounts)
+	for sc.Scan() {
+		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if len(f) < 5 || len(g) < 3 || f[3] != "/" {
+			continue
+		}
+		switch {
+		case g[0] == "cgroup" && hasOption(g[2], "pids"):
+			v1Mount = f[4]
+		case g[0] == "cgroup2" && v2Mount == "":
+			v2Mount = f[4]
+		}
+	}
+	if v1Mount != "" && v1Path != "" {
+		dir := filepath.Join(v1Mount, v1Path)
+		if unix.Access(dir, unix.W_OK) == nil {
+			return dir, false, nil
+		}
+	}
+	if v2Mount != "" && v2Path != "" {
+		dir := filepath.Join(v2Mount, v2Path)
+		ctl, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
+		if err == nil && hasOption(strings.ReplaceAll(strings.TrimSpace(string(ctl)), " ", ","), "pids") {
+			return dir, true, nil
+		}
+	}
+	return "", false, errors.New("neither a writable cgroup v1 pids hierarchy nor a delegated cgroup v2 pids controller")
+}
+
+func hasOption(list, opt string) bool {
+	for _, o := range strings.Split(list, ",") {
+		if o == opt {
+			return true
+		}
+	}
+	return false
+}
+
+// stepCgroup is a pids cgroup holding every process of one step.
+type stepCgroup struct {
+	dir string
+	v2  bool
+	fd  int // v2: open directory for clone3's CLONE_INTO_CGROUP; else -1
+}
+
+// newStepCgroup creates a step cgroup with pids.max = processes (+ helper
+// allowance; 0 = no limit). It returns nil, nil when no pids cgroup is usable.
+func newStepCgroup(processes uint64) (*stepCgroup, error) {
+	parent, v2 := cgroupParent()
+	if parent == "" {
+		return nil, nil
+	}
+	dir := filepath.Join(parent, fmt.Sprintf("kiln-sandbox-%d-%d", os.Getpid(), cgroupSeq.Add(1)))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create pids cgroup: %w", err)
+	}
+	c := &stepCgroup{dir: dir, v2: v2, fd: -1}
+	if processes > 0 {
+		limit := strconv.FormatUint(processes+cgroupHelperAllowance, 10)
+		if err := os.WriteFile(filepath.Join(dir, "pids.max"), []byte(limit), 0); err != nil {
+			_ = os.Remove(dir)
+			return nil, fmt.Errorf("set pids.max: %w", err)
+		}
+	}
+	if v2 {
+		fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			_ = os.Remove(dir)
+			return nil, fmt.Errorf("open pids cgroup: %w", err)
+		}
+		c.fd = fd
+	}
+	return c, nil
+}
+
+// prepare arranges for the child to start inside the cgroup. On cgroup v1 it
+// moves the calling thread, which must be locked and discarded after the
+// fork; on v2 it sets clone3's CLONE_INTO_CGROUP.
+func (c *stepCgroup) prepare(attr *syscall.SysProcAttr) error {
+	if c.v2 {
+		attr.UseCgroupFD = true
+		attr.CgroupFD = c.fd
+		return nil
+	}
+	tid := strconv.Itoa(unix.Gettid())
+	if err := os.WriteFile(filepath.Join(c.dir, "tasks"), []byte(tid), 0); err != nil {
+		return fmt.Errorf("join pids cgroup: %w", err)
+	}
+	return nil
+}
+
+// started moves the calling thread back out of a v1 cgroup once the child is
+// forked, so the cgroup holds only the step's processes.
+func (c *stepCgroup) started() {
+	if c.v2 {
+		return
+	}
+	tid := strconv.Itoa(unix.Gettid())
+	_ = os.WriteFile(filepath.Join(filepath.Dir(c.dir), "tasks"), []byte(tid), 0)
+}
+
+// killAll SIGKILLs every process in the cgroup until it is empty or a
+// deadline passes, and reports whether it emptied.
+func (c *stepCgroup) killAll() bool {
+	if c.v2 {
+		_ = os.WriteFile(filepath.Join(c.dir, "cgroup.kill"), []byte("1"), 0)
+	}
+	deadline := time.Now().Add(pipeDrainTimeout)
+	for {
+		data, err := os.ReadFile(filepath.Join(c.dir, "cgroup.procs"))
+		if err != nil {
+			return false
+		}
+		pids := slices.DeleteFunc(strings.Fields(string(data)), func(p string) bool {
+			return p == strconv.Itoa(os.Getpid())
+		})
+		if len(pids) == 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		self := os.Getpid()
+		for _, p := range pids {
+			// Our own PID is listed while a spawning thread has not left yet.
+			if pid, err := strconv.Atoi(p); err == nil && pid > 0 && pid != self {
+				_ = unix.Kill(pid, unix.SIGKILL)
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// remove kills what is left and deletes the cgroup.
+func (c *stepCgroup) remove() {
+	if c.fd >= 0 {
+		_ = unix.Close(c.fd)
+	}
+	if !c.killAll() {
+		slog.Default().Warn("sandbox: processes survive in step cgroup", "cgroup", c.dir)
+		return
+	}
+	// Exited processes may stay charged for a moment after cgroup.procs is
+	// empty; retry rmdir briefly.
+	deadline := time.Now().Add(time.Second)
+	for {
+		err := os.Remove(c.dir)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if time.Now().After(deadline) {
+			slog.Default().Warn("sandbox: cannot remove step cgroup", "cgroup", c.dir, "err", err)
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
