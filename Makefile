@@ -1,0 +1,44 @@
+# Kiln: the two commands a newcomer needs.
+#   make demo  - install what is needed, build, start a local farm, build the sample project end to end
+#   make test  - install what the tests need and run them all
+GO ?= go
+BIN := bin
+PROGRAMS := metaserver buildserver startcompile webstatus
+BUF := .tools/node_modules/@bufbuild/buf-linux-x64/bin/buf
+export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
+
+.PHONY: all build setup demo test unit proto-check fuzz bench clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ $(addprefix ./,$(PROGRAMS))
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup build
+	bash scripts/demo.sh
+
+# The full suite: protocol check, vet, every test (unit and end-to-end with the
+# real programs), then a short run of each fuzzer.
+test: setup proto-check
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+	bash scripts/fuzz.sh 10s
+
+proto-check:
+	$(BUF) lint
+	$(BUF) generate
+	@git diff --exit-code -- proto || (echo "proto: generated code is stale; run '$(BUF) generate' and commit" && exit 1)
+	@test -z "$$(git status --porcelain -- proto)" || (echo "proto: untracked generated files" && git status --porcelain -- proto && exit 1)
+
+fuzz:
+	bash scripts/fuzz.sh 30s
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+
+clean:
+	rm -rf $(BIN) .demo

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what Kiln needs on a fresh Debian 12 machine (idempotent):
+# bubblewrap (build sandbox), qemu-user + Debian cross compilers + musl (foreign
+# targets), postfix's smtp-sink (mail tests), chromium (browser tests), and the
+# protobuf tools (buf, protoc-gen-go, protoc-gen-go-grpc) for the proto check.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+
+pkgs=(qemu-user qemu-user-binfmt binfmt-support
+  gcc-s390x-linux-gnu gcc-i686-linux-gnu gcc-arm-linux-gnueabihf gcc-powerpc-linux-gnu
+  libc6-dev-s390x-cross libc6-dev-i386-cross libc6-dev-armhf-cross libc6-dev-powerpc-cross
+  musl-tools bubblewrap postfix chromium git make gcc util-linux)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  # postfix asks questions unless told not to configure a mail system.
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! grep -q binfmt_misc /proc/mounts; then
+  $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || echo "setup: could not mount binfmt_misc (emulated targets use explicit qemu)"
+fi
+$SUDO update-binfmts --enable >/dev/null 2>&1 || true
+
+# Protobuf generators and buf, pinned (the proto check regenerates and diffs).
+export PATH="$(go env GOPATH)/bin:$PATH"
+command -v protoc-gen-go >/dev/null || go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+command -v protoc-gen-go-grpc >/dev/null || go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -x "$root/.tools/node_modules/@bufbuild/buf-linux-x64/bin/buf" ]; then
+  mkdir -p "$root/.tools"
+  (cd "$root/.tools" && npm install --silent --no-audit --no-fund @bufbuild/buf@1.73.0 >/dev/null)
+fi
+echo "setup: done"
