@@ -1,0 +1,376 @@
+package farmtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// Deadlines of the farm's waits. They are generous: a loaded CI machine
+// compiles and starts slowly, and a deadline only matters when things hang.
+const (
+	// ReadyTimeout bounds waiting for a started program to serve.
+	ReadyTimeout = 30 * time.Second
+	// CommandTimeout bounds one CLI run (metaserver admin commands,
+	// Startcompile).
+	CommandTimeout = 2 * time.Minute
+	// WaitTimeout bounds WaitBuildServers.
+	WaitTimeout = 30 * time.Second
+)
+
+// Farm is a set of real Kiln programs for one test, all on 127.0.0.1 with
+// their data under the test's temporary directory. Create it with New; its
+// methods fail the test on error and must be called from the test's
+// goroutine unless documented otherwise.
+type Farm struct {
+	t *testing.T
+	// Dir is the farm's temporary directory; each program's data dir is
+	// below it.
+	Dir string
+
+	metaDataDir string
+	meta        *Metaserver
+
+	mu       sync.Mutex
+	conn     *grpc.ClientConn
+	nbuilder int
+}
+
+// Metaserver is a running metaserver.
+type Metaserver struct {
+	// Addr is the gRPC address (host:port).
+	Addr string
+	// DataDir holds its bbolt file, blobs, mirrors and admin.sock.
+	DataDir string
+	// MetricsAddr is the Prometheus listener's address ("" when the extra
+	// arguments chose their own --metrics-listen).
+	MetricsAddr string
+	// Process is the running program.
+	Process *Process
+
+	t testing.TB
+}
+
+// Webstatus is a running webstatus.
+type Webstatus struct {
+	// URL is the base URL, "http://127.0.0.1:PORT".
+	URL string
+	// Process is the running program.
+	Process *Process
+}
+
+// Result is the outcome of one startcompile run.
+type Result struct {
+	Stdout, Stderr string
+	// Exit is the exit status; -1 when the process was killed (deadline).
+	Exit int
+}
+
+// New returns a farm with its temporary directories; nothing runs yet.
+func New(t *testing.T) *Farm {
+	t.Helper()
+	dir := t.TempDir()
+	f := &Farm{t: t, Dir: dir, metaDataDir: filepath.Join(dir, "metaserver")}
+	if err := os.MkdirAll(f.metaDataDir, 0o700); err != nil {
+		t.Fatalf("farmtest: %v", err)
+	}
+	t.Cleanup(func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.conn != nil {
+			f.conn.Close()
+		}
+	})
+	return f
+}
+
+// MetaDataDir is the metaserver's data directory, usable before
+// StartMetaserver (admin commands work on the store directly then).
+func (f *Farm) MetaDataDir() string { return f.metaDataDir }
+
+// Meta returns the metaserver StartMetaserver started, nil before.
+func (f *Farm) Meta() *Metaserver { return f.meta }
+
+// StartMetaserver starts `metaserver serve` on a free port with a metrics
+// listener on another, plus extraArgs, and waits until its gRPC health
+// service answers SERVING. A farm has one metaserver; restart it with
+// Metaserver.Restart.
+func (f *Farm) StartMetaserver(extraArgs ...string) *Metaserver {
+	f.t.Helper()
+	if f.meta != nil {
+		f.t.Fatalf("farmtest: the farm's metaserver is already started")
+	}
+	m := &Metaserver{Addr: FreeAddr(f.t), DataDir: f.metaDataDir, t: f.t}
+	args := []string{"serve", "--data-dir", m.DataDir, "--listen", m.Addr}
+	if !hasFlag(extraArgs, "metrics-listen") {
+		m.MetricsAddr = FreeAddr(f.t)
+		args = append(args, "--metrics-listen", m.MetricsAddr)
+	}
+	args = append(args, extraArgs...)
+	m.Process = StartProcess(f.t, "metaserver", Binary(f.t, "metaserver"), args...)
+	f.meta = m
+	m.WaitReady()
+	return m
+}
+
+// hasFlag reports whether args set --name or -name.
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		a = strings.TrimLeft(a, "-")
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// WaitReady polls the metaserver's grpc.health.v1 service until it answers
+// SERVING, failing the test after ReadyTimeout or at once when the process
+// exits.
+func (m *Metaserver) WaitReady() {
+	m.t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+m.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		m.t.Fatalf("farmtest: %v", err)
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	err = Poll(ReadyTimeout, func() error {
+		if !m.Process.Running() {
+			return fmt.Errorf("metaserver exited: %v", m.Process.Wait())
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err
+		}
+		if r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("health %s", r.GetStatus())
+		}
+		return nil
+	})
+	if err != nil {
+		m.t.Fatalf("farmtest: metaserver at %s not serving: %v", m.Addr, err)
+	}
+}
+
+// Restart stops the metaserver gracefully, starts it again with the same
+// arguments (same address and data) and waits until it serves.
+func (m *Metaserver) Restart() {
+	m.t.Helper()
+	if err := m.Process.Restart(); err != nil {
+		m.t.Fatalf("farmtest: %v", err)
+	}
+	m.WaitReady()
+}
+
+// metaCommand runs `metaserver ARGS...` and returns its stdout, failing the
+// test with the output on a non-zero exit.
+func (f *Farm) metaCommand(args ...string) string {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, Binary(f.t, "metaserver"), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		f.t.Fatalf("farmtest: metaserver %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String()
+}
+
+// AddProject registers a project with `metaserver project add`.
+func (f *Farm) AddProject(name, url string) {
+	f.t.Helper()
+	f.metaCommand("project", "add", "--data-dir", f.metaDataDir, name, url)
+}
+
+// AddBuildServer creates a build server credential with `metaserver
+// buildserver add` and returns its token.
+func (f *Farm) AddBuildServer(name string) string {
+	f.t.Helper()
+	out := strings.TrimSpace(f.metaCommand("buildserver", "add", "--data-dir", f.metaDataDir, name))
+	if out == "" || strings.ContainsAny(out, "\n \t") {
+		f.t.Fatalf("farmtest: metaserver buildserver add %s printed %q, want one token", name, out)
+	}
+	return out
+}
+
+// Pin names a succeeded build's artifact with `metaserver pin`.
+func (f *Farm) Pin(name string, buildID uint64) {
+	f.t.Helper()
+	f.metaCommand("pin", "--data-dir", f.metaDataDir, name, strconv.FormatUint(buildID, 10))
+}
+
+// StartBuildserver starts a buildserver with its own data directory,
+// connected to the farm's metaserver with token, plus extraArgs (--jobs,
+// --target, --sandbox, ...). It does not wait for the connection; see
+// WaitBuildServers.
+func (f *Farm) StartBuildserver(token string, extraArgs ...string) *Process {
+	f.t.Helper()
+	m := f.requireMeta()
+	f.mu.Lock()
+	f.nbuilder++
+	n := f.nbuilder
+	f.mu.Unlock()
+	name := fmt.Sprintf("buildserver-%d", n)
+	dir := filepath.Join(f.Dir, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		f.t.Fatalf("farmtest: %v", err)
+	}
+	args := append([]string{"--metaserver", m.Addr, "--token", token, "--data-dir", dir}, extraArgs...)
+	return StartProcess(f.t, name, Binary(f.t, "buildserver"), args...)
+}
+
+func (f *Farm) requireMeta() *Metaserver {
+	f.t.Helper()
+	if f.meta == nil {
+		f.t.Fatalf("farmtest: start the metaserver first")
+	}
+	return f.meta
+}
+
+// Conn returns a gRPC client connection to the metaserver for direct API
+// checks, shared by the farm's calls and closed when the test ends. It stays
+// valid across metaserver restarts (same address). Safe for concurrent use.
+func (f *Farm) Conn() *grpc.ClientConn {
+	f.t.Helper()
+	m := f.requireMeta()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.conn == nil {
+		c, err := grpc.NewClient("passthrough:///"+m.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			f.t.Fatalf("farmtest: %v", err)
+		}
+		f.conn = c
+	}
+	return f.conn
+}
+
+// ConnectedBuildServers returns the names of build servers the metaserver
+// reports connected.
+func (f *Farm) ConnectedBuildServers(ctx context.Context) ([]string, error) {
+	resp, err := kilnv1.NewStatusServiceClient(f.Conn()).ListBuildServers(ctx, &kilnv1.ListBuildServersRequest{})
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, s := range resp.GetBuildServers() {
+		if s.GetConnected() {
+			names = append(names, s.GetName())
+		}
+	}
+	return names, nil
+}
+
+// WaitBuildServers polls StatusService.ListBuildServers until exactly n
+// build servers are connected (so it also waits for disconnections), failing
+// the test after WaitTimeout.
+func (f *Farm) WaitBuildServers(n int) {
+	f.t.Helper()
+	Eventually(f.t, WaitTimeout, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		names, err := f.ConnectedBuildServers(ctx)
+		if err != nil {
+			return err
+		}
+		if len(names) != n {
+			return fmt.Errorf("%d build servers connected %v, want %d", len(names), names, n)
+		}
+		return nil
+	})
+}
+
+// StartWebstatus starts webstatus on a free port against the farm's
+// metaserver and waits until GET / answers 200.
+func (f *Farm) StartWebstatus() *Webstatus {
+	f.t.Helper()
+	m := f.requireMeta()
+	addr := FreeAddr(f.t)
+	w := &Webstatus{URL: "http://" + addr}
+	w.Process = StartProcess(f.t, "webstatus", Binary(f.t, "webstatus"), "--metaserver", m.Addr, "--listen", addr)
+	client := &http.Client{Timeout: 2 * time.Second}
+	err := Poll(ReadyTimeout, func() error {
+		if !w.Process.Running() {
+			return fmt.Errorf("webstatus exited: %v", w.Process.Wait())
+		}
+		resp, err := client.Get(w.URL + "/")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET / answered %s", resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		f.t.Fatalf("farmtest: webstatus at %s not ready: %v", w.URL, err)
+	}
+	return w
+}
+
+// Startcompile runs startcompile with args against the farm's metaserver
+// (through KILN_METASERVER, so subcommands work unchanged), bounded by
+// CommandTimeout.
+func (f *Farm) Startcompile(args ...string) Result {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
+	defer cancel()
+	return f.StartcompileContext(ctx, args...)
+}
+
+// StartcompileContext runs startcompile until it exits or ctx ends; then it
+// is killed by PID and Exit is -1. Safe to call from several goroutines.
+func (f *Farm) StartcompileContext(ctx context.Context, args ...string) Result {
+	m := f.meta
+	if m == nil {
+		f.t.Errorf("farmtest: Startcompile before StartMetaserver")
+		return Result{Exit: -1}
+	}
+	bin, err := build("startcompile")
+	if err != nil {
+		f.t.Errorf("farmtest: %v", err)
+		return Result{Exit: -1, Stderr: err.Error()}
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), "KILN_METASERVER="+m.Addr)
+	cmd.WaitDelay = 5 * time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	r := Result{Stdout: stdout.String(), Stderr: stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.Exit = ee.ExitCode()
+	default:
+		r.Exit = -1
+		r.Stderr += fmt.Sprintf("\nfarmtest: startcompile: %v", err)
+	}
+	if ctx.Err() != nil {
+		r.Exit = -1
+		r.Stderr += fmt.Sprintf("\nfarmtest: startcompile stopped: %v", ctx.Err())
+	}
+	return r
+}
