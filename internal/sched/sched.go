@@ -1,0 +1,303 @@
+// Package sched decides which build runs where: the queue of builds waiting
+// for a target, the connected build servers with their targets and free
+// slots, matching (platform constraints, required tools, the volunteer's
+// policy, exclusions), attempt leases and retry limits.
+//
+// It does no I/O and has no locks: the metaserver owns one Scheduler and
+// calls it under its own mutex, then persists what the Scheduler decided
+// before telling anyone (assignments are sent only after the attempt is
+// committed).
+//
+// Matching is by class: targets with the same measured platform identity,
+// tools and policy form one class, checked once per build; within a class any
+// target whose server has a free slot will do. With thousands of volunteers on
+// a handful of platforms a match costs a few class checks, not one per target.
+package sched
+
+import (
+	"time"
+
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// Build is a queued or running build as the scheduler sees it.
+type Build struct {
+	ID             uint64
+	Project        string
+	Constraints    *kilnv1.PlatformConstraints
+	Requires       []string
+	Options        map[string]string
+	TimeoutSeconds uint32
+	// Excluded names build servers that must not get this build again
+	// (a setup failure or a refusal there).
+	Excluded map[string]bool
+	// NotBefore delays a retry.
+	NotBefore time.Time
+	// Attempt is the current attempt while the build runs.
+	Attempt *Attempt
+
+	queued bool
+}
+
+// Target is one target of a connected build server.
+type Target struct {
+	ID     string
+	Info   *kilnv1.SystemInfo
+	Server *Server
+	class  *class
+}
+
+// Server is a connected build server.
+type Server struct {
+	Name    string
+	Targets []*Target
+	Slots   int
+	Policy  *kilnv1.BuildServerPolicy
+	// Draining and Busy servers take no new work.
+	Draining bool
+	Busy     bool
+	// PutAsideUntil is set after repeated setup failures.
+	PutAsideUntil time.Time
+	// Running maps attempt id to attempt.
+	Running map[uint64]*Attempt
+}
+
+// canTake reports whether the server may get new work (PutAsideUntil is
+// checked at match time, against the clock).
+func (s *Server) canTake() bool {
+	return !s.Draining && !s.Busy && len(s.Running) < s.Slots
+}
+
+// Attempt is a build running on a target under a lease.
+type Attempt struct {
+	ID         uint64
+	Build      *Build
+	Server     *Server
+	Target     *Target
+	LeaseUntil time.Time
+	// Detached is true while the attempt's server has no session; the
+	// attempt keeps its lease until it lapses.
+	Detached bool
+}
+
+// Scheduler holds the queue and the connected servers. Not safe for
+// concurrent use.
+type Scheduler struct {
+	queue    queue
+	servers  map[string]*Server
+	attempts map[uint64]*Attempt
+	classes  classes
+}
+
+// New returns an empty scheduler.
+func New() *Scheduler {
+	return &Scheduler{
+		servers:  make(map[string]*Server),
+		attempts: make(map[uint64]*Attempt),
+		classes:  newClasses(),
+	}
+}
+
+// Enqueue puts b in the queue (ordered by id). A build already queued is left alone.
+func (s *Scheduler) Enqueue(b *Build) {
+	if b.queued {
+		return
+	}
+	b.Attempt = nil
+	b.queued = true
+	s.queue.insert(b)
+}
+
+// Dequeue removes b from the queue (cancelled, or about to run).
+func (s *Scheduler) Dequeue(b *Build) {
+	if !b.queued {
+		return
+	}
+	b.queued = false
+	s.queue.remove(b)
+}
+
+// Queued reports whether b is in the queue.
+func (b *Build) Queued() bool { return b.queued }
+
+// QueueLen is the number of queued builds.
+func (s *Scheduler) QueueLen() int { return s.queue.len() }
+
+// QueuePosition is b's 1-based position in the queue, 0 when not queued.
+func (s *Scheduler) QueuePosition(b *Build) int {
+	if !b.queued {
+		return 0
+	}
+	return s.queue.position(b) + 1
+}
+
+// Oldest returns the queued build with the smallest id, or nil.
+func (s *Scheduler) Oldest() *Build { return s.queue.first() }
+
+// Connect adds (or replaces) a connected server. Attempts the previous
+// incarnation of the server held and that are still known are carried over
+// by the caller with Adopt.
+func (s *Scheduler) Connect(srv *Server) {
+	if old, ok := s.servers[srv.Name]; ok {
+		s.Disconnect(old.Name)
+	}
+	if srv.Running == nil {
+		srv.Running = make(map[uint64]*Attempt)
+	}
+	s.servers[srv.Name] = srv
+	for _, t := range srv.Targets {
+		t.Server = srv
+		s.classes.add(t)
+	}
+	s.classes.refresh(srv)
+}
+
+// Disconnect removes a server from matching. Its attempts stay, detached,
+// until their leases lapse or the server reconnects and adopts them.
+func (s *Scheduler) Disconnect(name string) {
+	srv, ok := s.servers[name]
+	if !ok {
+		return
+	}
+	s.classes.setFree(srv, false)
+	for _, t := range srv.Targets {
+		s.classes.remove(t)
+	}
+	for _, a := range srv.Running {
+		a.Detached = true
+	}
+	delete(s.servers, name)
+}
+
+// Server returns the connected server by name, or nil.
+func (s *Scheduler) Server(name string) *Server { return s.servers[name] }
+
+// Servers returns the connected servers (in no particular order).
+func (s *Scheduler) Servers() []*Server {
+	out := make([]*Server, 0, len(s.servers))
+	for _, srv := range s.servers {
+		out = append(out, srv)
+	}
+	return out
+}
+
+// TargetCount is the number of connected targets.
+func (s *Scheduler) TargetCount() int { return s.classes.targets }
+
+// Start records that b runs as attempt id on t, leased until leaseUntil,
+// and removes b from the queue.
+func (s *Scheduler) Start(b *Build, t *Target, id uint64, leaseUntil time.Time) *Attempt {
+	s.Dequeue(b)
+	a := &Attempt{ID: id, Build: b, Server: t.Server, Target: t, LeaseUntil: leaseUntil}
+	b.Attempt = a
+	t.Server.Running[id] = a
+	s.attempts[id] = a
+	s.classes.refresh(t.Server)
+	return a
+}
+
+// Adopt attaches a detached attempt to srv (a reconnect that reported it).
+func (s *Scheduler) Adopt(a *Attempt, srv *Server, leaseUntil time.Time) {
+	if a.Server != nil && a.Server != srv {
+		delete(a.Server.Running, a.ID)
+	}
+	a.Server = srv
+	for _, t := range srv.Targets {
+		if t.ID == a.Target.ID {
+			a.Target = t
+		}
+	}
+	a.Detached = false
+	a.LeaseUntil = leaseUntil
+	srv.Running[a.ID] = a
+	s.Refresh(srv)
+}
+
+// Restore registers an attempt that was running before a metaserver restart.
+// Its server is not connected yet; the attempt waits detached for it until
+// leaseUntil.
+func (s *Scheduler) Restore(b *Build, serverName, targetID string, id uint64, leaseUntil time.Time) *Attempt {
+	s.Dequeue(b)
+	srv := &Server{Name: serverName, Running: map[uint64]*Attempt{}}
+	a := &Attempt{ID: id, Build: b, Server: srv, Target: &Target{ID: targetID, Server: srv}, LeaseUntil: leaseUntil, Detached: true}
+	srv.Running[id] = a
+	b.Attempt = a
+	s.attempts[id] = a
+	return a
+}
+
+// Attempt returns a current attempt by id, or nil.
+func (s *Scheduler) Attempt(id uint64) *Attempt { return s.attempts[id] }
+
+// Finish ends an attempt: it no longer holds a slot or a lease.
+func (s *Scheduler) Finish(a *Attempt) {
+	delete(s.attempts, a.ID)
+	if a.Server != nil {
+		delete(a.Server.Running, a.ID)
+		s.Refresh(a.Server)
+	}
+	if a.Build.Attempt == a {
+		a.Build.Attempt = nil
+	}
+}
+
+// Renew extends the leases of the listed attempts that srv holds.
+func (s *Scheduler) Renew(srv *Server, ids []uint64, until time.Time) {
+	for _, id := range ids {
+		if a, ok := srv.Running[id]; ok && s.attempts[id] == a {
+			a.LeaseUntil = until
+		}
+	}
+}
+
+// Expired returns the attempts whose lease lapsed before now.
+func (s *Scheduler) Expired(now time.Time) []*Attempt {
+	var out []*Attempt
+	for _, a := range s.attempts {
+		if now.After(a.LeaseUntil) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// Attempts is the number of attempts holding a lease.
+func (s *Scheduler) Attempts() int { return len(s.attempts) }
+
+// Dispatch walks the queue in order and calls start for each build that a
+// free target can take; start must call Start (which takes the slot) or
+// return false to stop the walk. The walk ends early once no server has a
+// free slot, so a long queue of unmatched builds costs nothing while the
+// farm is busy.
+func (s *Scheduler) Dispatch(now time.Time, start func(b *Build, t *Target) bool) {
+	if s.classes.freeServers == 0 || s.queue.len() == 0 {
+		return
+	}
+	for _, b := range s.queue.snapshot() {
+		if s.classes.freeServers == 0 {
+			return
+		}
+		if !b.queued || now.Before(b.NotBefore) {
+			continue
+		}
+		if t := s.classes.match(b, now); t != nil {
+			if !start(b, t) {
+				return
+			}
+		}
+	}
+}
+
+// Match returns the best target with a free slot for b, or nil.
+// Native targets are preferred over emulated ones.
+func (s *Scheduler) Match(b *Build, now time.Time) *Target {
+	return s.classes.match(b, now)
+}
+
+// Refresh recomputes whether srv can take work after its Draining, Busy or
+// PutAsideUntil changed.
+func (s *Scheduler) Refresh(srv *Server) {
+	if s.servers[srv.Name] == srv {
+		s.classes.refresh(srv)
+	}
+}

@@ -1,0 +1,200 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/kilnbuild/kiln/internal/auth"
+	"github.com/kilnbuild/kiln/internal/gitmirror"
+	"github.com/kilnbuild/kiln/internal/store"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// Admin performs the operator's operations on a store and data directory.
+// The running metaserver serves it on its admin socket; the metaserver CLI
+// uses it directly when no metaserver is running.
+type Admin struct {
+	kilnv1.UnimplementedAdminServiceServer
+
+	Store   store.Store
+	DataDir string
+	// OnRevoke is called after a credential is revoked (closes the live session).
+	OnRevoke func(name string)
+}
+
+// AddProject implements kilnv1.AdminServiceServer.
+func (a *Admin) AddProject(ctx context.Context, req *kilnv1.AddProjectRequest) (*kilnv1.AddProjectResponse, error) {
+	p := req.GetProject()
+	if !nameRE.MatchString(p.GetName()) {
+		return nil, status.Errorf(codes.InvalidArgument, "project name %q must match %s", p.GetName(), nameRE)
+	}
+	if p.GetGitUrl() == "" || len(p.GetGitUrl()) > 1024 {
+		return nil, status.Error(codes.InvalidArgument, "a git URL is required")
+	}
+	err := a.Store.View(func(tx store.Tx) error {
+		_, err := tx.Project(p.GetName())
+		return err
+	})
+	if err == nil {
+		return nil, status.Errorf(codes.AlreadyExists, "project %q is already registered", p.GetName())
+	}
+	mir := newMirrors(mirrorsDir(a.DataDir)).get(p.GetName(), p.GetGitUrl())
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if err := mir.Ensure(cctx); err != nil {
+		if errors.Is(err, gitmirror.ErrUnreachable) {
+			return nil, status.Errorf(codes.InvalidArgument, "cannot clone %s: %v", p.GetGitUrl(), err)
+		}
+		return nil, status.Errorf(codes.Internal, "creating mirror: %v", err)
+	}
+	rec := &store.Project{Project: &kilnv1.Project{Name: p.GetName(), GitUrl: p.GetGitUrl()}, CreatedAt: timestamppb.Now()}
+	err = a.Store.Update(func(tx store.Tx) error { return tx.CreateProject(rec) })
+	if errors.Is(err, store.ErrExists) {
+		return nil, status.Errorf(codes.AlreadyExists, "project %q is already registered", p.GetName())
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "storing project: %v", err)
+	}
+	return &kilnv1.AddProjectResponse{Project: rec.GetProject()}, nil
+}
+
+// ListProjects implements kilnv1.AdminServiceServer.
+func (a *Admin) ListProjects(ctx context.Context, _ *kilnv1.ListProjectsRequest) (*kilnv1.ListProjectsResponse, error) {
+	resp := &kilnv1.ListProjectsResponse{}
+	err := a.Store.View(func(tx store.Tx) error {
+		ps, err := tx.Projects()
+		for _, p := range ps {
+			resp.Projects = append(resp.Projects, p.GetProject())
+		}
+		return err
+	})
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "reading projects: %v", err)
+	}
+	return resp, nil
+}
+
+// AddBuildServer implements kilnv1.AdminServiceServer.
+func (a *Admin) AddBuildServer(ctx context.Context, req *kilnv1.AddBuildServerRequest) (*kilnv1.AddBuildServerResponse, error) {
+	if !nameRE.MatchString(req.GetName()) {
+		return nil, status.Errorf(codes.InvalidArgument, "build server name %q must match %s", req.GetName(), nameRE)
+	}
+	token, hash := auth.NewToken()
+	err := a.Store.Update(func(tx store.Tx) error {
+		return tx.CreateBuildServer(&store.BuildServer{Name: req.GetName(), TokenHash: hash, CreatedAt: timestamppb.Now()})
+	})
+	if errors.Is(err, store.ErrExists) {
+		return nil, status.Errorf(codes.AlreadyExists, "build server %q already exists", req.GetName())
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "storing build server: %v", err)
+	}
+	return &kilnv1.AddBuildServerResponse{Name: req.GetName(), Token: token}, nil
+}
+
+// RevokeBuildServer implements kilnv1.AdminServiceServer.
+func (a *Admin) RevokeBuildServer(ctx context.Context, req *kilnv1.RevokeBuildServerRequest) (*kilnv1.RevokeBuildServerResponse, error) {
+	err := a.Store.Update(func(tx store.Tx) error {
+		rec, err := tx.BuildServer(req.GetName())
+		if err != nil {
+			return err
+		}
+		rec.Revoked = true
+		return tx.PutBuildServer(rec)
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, status.Errorf(codes.NotFound, "no build server %q", req.GetName())
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "revoking: %v", err)
+	}
+	if a.OnRevoke != nil {
+		a.OnRevoke(req.GetName())
+	}
+	return &kilnv1.RevokeBuildServerResponse{}, nil
+}
+
+// Pin implements kilnv1.AdminServiceServer.
+func (a *Admin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.PinResponse, error) {
+	if !nameRE.MatchString(req.GetName()) {
+		return nil, status.Errorf(codes.InvalidArgument, "pin name %q must match %s", req.GetName(), nameRE)
+	}
+	var art *kilnv1.Artifact
+	err := a.Store.Update(func(tx store.Tx) error {
+		rec, err := tx.Build(req.GetBuildId())
+		if errors.Is(err, store.ErrNotFound) {
+			return status.Errorf(codes.NotFound, "no build %d", req.GetBuildId())
+		}
+		if err != nil {
+			return err
+		}
+		b := rec.GetBuild()
+		if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
+			return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", b.GetId(), stateName(b.GetState()))
+		}
+		if err := tx.CreatePin(&store.Pin{Name: req.GetName(), BuildId: b.GetId(), Sha256: b.GetArtifact().GetSha256(),
+			CacheKey: b.GetCacheKey(), CreatedAt: timestamppb.Now()}); err != nil {
+			if errors.Is(err, store.ErrExists) {
+				return status.Errorf(codes.AlreadyExists, "pin %q already names an artifact; a pin never changes", req.GetName())
+			}
+			return err
+		}
+		if c, err := tx.Artifact(b.GetCacheKey()); err == nil {
+			c = proto.Clone(c).(*store.Artifact)
+			c.Pins = append(c.Pins, req.GetName())
+			if err := tx.PutArtifact(c); err != nil {
+				return err
+			}
+		}
+		art = b.GetArtifact()
+		return nil
+	})
+	if err != nil {
+		if _, ok := status.FromError(err); ok {
+			return nil, err
+		}
+		return nil, status.Errorf(codes.Internal, "pinning: %v", err)
+	}
+	return &kilnv1.PinResponse{Name: req.GetName(), Artifact: art}, nil
+}
+
+func mirrorsDir(dataDir string) string { return fmt.Sprintf("%s/mirrors", dataDir) }
+
+// Disconnect closes the live session of a build server (after revocation).
+func (s *Server) Disconnect(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ss := s.sessions[name]; ss != nil {
+		ss.cancel(status.Error(codes.Unauthenticated, "credential revoked"))
+	}
+}
+
+// LookupToken authenticates build servers: token hash to name.
+func (s *Server) LookupToken(ctx context.Context, hash string) (string, error) {
+	var name string
+	err := s.st.View(func(tx store.Tx) error {
+		rec, err := tx.BuildServerByTokenHash(hash)
+		if err != nil {
+			return err
+		}
+		if rec.GetRevoked() {
+			return auth.ErrUnknown
+		}
+		name = rec.GetName()
+		return nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return "", auth.ErrUnknown
+	}
+	return name, err
+}

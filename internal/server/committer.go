@@ -1,0 +1,106 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	"github.com/kilnbuild/kiln/internal/store"
+)
+
+// committer applies state changes to the store in the order they were
+// decided, many per transaction (group commit), and runs each change's
+// follow-up only after the change is on disk.
+//
+// Changes are enqueued while the server holds its mutex, so their order is
+// the order of the in-memory decisions; a later change to the same build
+// can never be overwritten by an earlier one. bbolt's own DB.Batch cannot
+// promise that (its callers race to join a batch), hence this type.
+//
+// A failed commit is fatal: the in-memory state is ahead of the disk, so the
+// server stops (onFatal) and a restart reloads the truth from the store.
+// Nothing was acknowledged for the failed changes, so nothing acknowledged
+// is lost.
+type committer struct {
+	st      store.Store
+	log     *slog.Logger
+	onFatal func(error)
+
+	mu      sync.Mutex
+	pending []change
+	wake    chan struct{}
+	done    chan struct{}
+}
+
+// change is one state change: fn writes it, after runs once it is committed.
+type change struct {
+	fn    func(store.Tx) error
+	after func(error)
+}
+
+func newCommitter(st store.Store, log *slog.Logger, onFatal func(error)) *committer {
+	return &committer{st: st, log: log, onFatal: onFatal, wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// enqueue schedules fn; after (may be nil) runs on the committer goroutine
+// with the commit's result. It must not block for long.
+func (c *committer) enqueue(fn func(store.Tx) error, after func(error)) {
+	c.mu.Lock()
+	c.pending = append(c.pending, change{fn: fn, after: after})
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// wait enqueues fn and blocks until it is committed. Must not be called with
+// the server's mutex held.
+func (c *committer) wait(fn func(store.Tx) error) error {
+	ch := make(chan error, 1)
+	c.enqueue(fn, func(err error) { ch <- err })
+	return <-ch
+}
+
+// run commits until ctx is done, then drains what is pending and returns.
+func (c *committer) run(ctx context.Context) {
+	defer close(c.done)
+	for {
+		select {
+		case <-c.wake:
+		case <-ctx.Done():
+			c.flush()
+			return
+		}
+		c.flush()
+	}
+}
+
+func (c *committer) flush() {
+	for {
+		c.mu.Lock()
+		batch := c.pending
+		c.pending = nil
+		c.mu.Unlock()
+		if len(batch) == 0 {
+			return
+		}
+		err := c.st.Update(func(tx store.Tx) error {
+			for _, ch := range batch {
+				if err := ch.fn(tx); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			c.log.Error("commit failed; stopping so a restart reloads the store", "changes", len(batch), "err", err)
+			c.onFatal(err)
+		}
+		for _, ch := range batch {
+			if ch.after != nil {
+				ch.after(err)
+			}
+		}
+	}
+}

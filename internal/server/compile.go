@@ -1,0 +1,307 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kilnbuild/kiln/internal/cas"
+	"github.com/kilnbuild/kiln/internal/mail"
+	"github.com/kilnbuild/kiln/internal/store"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+const (
+	logChunkOut      = 256 << 10
+	downloadChunkOut = 1 << 20
+)
+
+func isFinal(st kilnv1.BuildState) bool {
+	switch st {
+	case kilnv1.BuildState_BUILD_STATE_SUCCEEDED, kilnv1.BuildState_BUILD_STATE_FAILED,
+		kilnv1.BuildState_BUILD_STATE_ERROR, kilnv1.BuildState_BUILD_STATE_CANCELLED:
+		return true
+	}
+	return false
+}
+
+func buildError(id uint64, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return status.Errorf(codes.NotFound, "no build %d", id)
+	}
+	return status.Errorf(codes.Unavailable, "reading build %d: %v", id, err)
+}
+
+// GetBuild implements kilnv1.CompileServiceServer.
+func (s *Server) GetBuild(ctx context.Context, req *kilnv1.GetBuildRequest) (*kilnv1.GetBuildResponse, error) {
+	b, err := s.build(req.GetBuildId())
+	if err != nil {
+		return nil, buildError(req.GetBuildId(), err)
+	}
+	if !isFinal(b.GetState()) {
+		return &kilnv1.GetBuildResponse{Build: b}, nil
+	}
+	_ = s.st.View(func(tx store.Tx) error {
+		reqs, err := tx.RequestsForBuild(b.GetId())
+		b.Waiters = uint32(len(reqs))
+		return err
+	})
+	return &kilnv1.GetBuildResponse{Build: b}, nil
+}
+
+// currentLog returns the attempt number whose log is the build's log.
+func currentLog(b *kilnv1.Build) int {
+	if n := len(b.GetAttempts()); n > 0 {
+		return attemptNumber(b.GetAttempts()[n-1].GetId())
+	}
+	return 0
+}
+
+// WatchBuild implements kilnv1.CompileServiceServer.
+func (s *Server) WatchBuild(req *kilnv1.WatchBuildRequest, stream kilnv1.CompileService_WatchBuildServer) error {
+	id := req.GetBuildId()
+	ctx := stream.Context()
+	withLog := req.GetLogOffset() >= 0
+	offset := uint64(max(req.GetLogOffset(), 0))
+	logAttempt := -1
+	var last *kilnv1.Build
+	for {
+		changed := s.changes.wait(id)
+		b, err := s.build(id)
+		if err != nil {
+			return buildError(id, err)
+		}
+		msg := &kilnv1.WatchBuildResponse{}
+		if withLog {
+			n := currentLog(b)
+			if n != logAttempt {
+				if logAttempt != -1 {
+					offset = 0 // a new attempt starts a new log
+				}
+				logAttempt = n
+			}
+			if n > 0 {
+				data, err := s.logs.read(id, n, offset, logChunkOut)
+				if err != nil {
+					return status.Errorf(codes.Internal, "reading log: %v", err)
+				}
+				if len(data) > 0 {
+					msg.LogOffset, msg.Log = offset, data
+					offset += uint64(len(data))
+				}
+			}
+		}
+		if last == nil || len(msg.Log) > 0 || buildChanged(last, b) {
+			msg.Build = b
+			if err := stream.Send(msg); err != nil {
+				return err
+			}
+			last = b
+		}
+		if len(msg.Log) == logChunkOut {
+			continue // more log is waiting
+		}
+		if isFinal(b.GetState()) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+func buildChanged(a, b *kilnv1.Build) bool {
+	if a.GetState() != b.GetState() || a.GetQueuePosition() != b.GetQueuePosition() || len(a.GetAttempts()) != len(b.GetAttempts()) {
+		return true
+	}
+	if n := len(a.GetAttempts()); n > 0 && a.GetAttempts()[n-1].GetPhase() != b.GetAttempts()[n-1].GetPhase() {
+		return true
+	}
+	return len(a.GetWaitingReasons()) != len(b.GetWaitingReasons())
+}
+
+// GetLog implements kilnv1.CompileServiceServer.
+func (s *Server) GetLog(req *kilnv1.GetLogRequest, stream kilnv1.CompileService_GetLogServer) error {
+	id := req.GetBuildId()
+	offset := req.GetOffset()
+	logAttempt := -1
+	for {
+		changed := s.changes.wait(id)
+		b, err := s.build(id)
+		if err != nil {
+			return buildError(id, err)
+		}
+		n := currentLog(b)
+		if logAttempt != -1 && n != logAttempt {
+			offset = 0
+		}
+		logAttempt = n
+		for n > 0 {
+			data, err := s.logs.read(id, n, offset, logChunkOut)
+			if err != nil {
+				return status.Errorf(codes.Internal, "reading log: %v", err)
+			}
+			if len(data) == 0 {
+				break
+			}
+			if err := stream.Send(&kilnv1.GetLogResponse{Offset: offset, Data: data}); err != nil {
+				return err
+			}
+			offset += uint64(len(data))
+		}
+		if !req.GetFollow() || isFinal(b.GetState()) {
+			return nil
+		}
+		select {
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		case <-changed:
+		}
+	}
+}
+
+// DownloadArtifact implements kilnv1.CompileServiceServer.
+func (s *Server) DownloadArtifact(req *kilnv1.DownloadArtifactRequest, stream kilnv1.CompileService_DownloadArtifactServer) error {
+	var build *kilnv1.Build
+	err := s.st.View(func(tx store.Tx) error {
+		id := req.GetBuildId()
+		if name := req.GetPin(); name != "" {
+			p, err := tx.Pin(name)
+			if errors.Is(err, store.ErrNotFound) {
+				return status.Errorf(codes.NotFound, "no pin named %q", name)
+			}
+			if err != nil {
+				return err
+			}
+			id = p.GetBuildId()
+		}
+		rec, err := tx.Build(id)
+		if err != nil {
+			return buildError(id, err)
+		}
+		build = rec.GetBuild()
+		return nil
+	})
+	if err != nil {
+		if _, ok := status.FromError(err); ok {
+			return err
+		}
+		return status.Errorf(codes.Unavailable, "%v", err)
+	}
+	if build.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
+		return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", build.GetId(), stateName(build.GetState()))
+	}
+	sha := build.GetArtifact().GetSha256()
+	r, size, err := s.blobs.Open(sha)
+	if errors.Is(err, cas.ErrNotFound) {
+		return status.Errorf(codes.NotFound, "artifact %s of build %d is no longer stored (evicted); request the build again", sha, build.GetId())
+	}
+	if err != nil {
+		return status.Errorf(codes.Internal, "opening artifact: %v", err)
+	}
+	defer r.Close()
+	if err := stream.Send(&kilnv1.DownloadArtifactResponse{Msg: &kilnv1.DownloadArtifactResponse_Header{Header: &kilnv1.DownloadHeader{
+		BuildId: build.GetId(), Artifact: build.GetArtifact(), Platform: build.GetPlatform()}}}); err != nil {
+		return err
+	}
+	buf := make([]byte, downloadChunkOut)
+	var sent int64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if err := stream.Send(&kilnv1.DownloadArtifactResponse{Msg: &kilnv1.DownloadArtifactResponse_Data{Data: buf[:n]}}); err != nil {
+				return err
+			}
+			sent += int64(n)
+		}
+		if err == io.EOF {
+			break
+		}
+		if errors.Is(err, cas.ErrCorrupt) {
+			s.dropCorrupt(build)
+			return status.Errorf(codes.DataLoss, "artifact %s is corrupt on the metaserver and was discarded; request the build again", sha)
+		}
+		if err != nil {
+			return status.Errorf(codes.Internal, "reading artifact: %v", err)
+		}
+	}
+	s.metrics.downloadBytes.Add(float64(sent))
+	_ = size
+	return nil
+}
+
+// dropCorrupt removes a corrupt blob and its cache entry so the next request
+// builds it again.
+func (s *Server) dropCorrupt(b *kilnv1.Build) {
+	s.log.Error("corrupt artifact discarded", "build_id", b.GetId(), "sha256", b.GetArtifact().GetSha256())
+	_ = s.blobs.Delete(b.GetArtifact().GetSha256())
+	_ = s.commits.wait(func(tx store.Tx) error {
+		if err := tx.DeleteArtifact(b.GetCacheKey()); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		return nil
+	})
+}
+
+// Cancel implements kilnv1.CompileServiceServer.
+func (s *Server) Cancel(ctx context.Context, req *kilnv1.CancelRequest) (*kilnv1.CancelResponse, error) {
+	email, err := mail.ValidateAddress(req.GetEmail())
+	if err != nil {
+		return nil, invalid("email", "invalid email address: %v", err)
+	}
+	id := req.GetBuildId()
+	allowed := false
+	err = s.st.View(func(tx store.Tx) error {
+		if _, err := tx.Build(id); err != nil {
+			return err
+		}
+		reqs, err := tx.RequestsForBuild(id)
+		for _, r := range reqs {
+			allowed = allowed || r.GetEmail() == email
+		}
+		return err
+	})
+	if err != nil {
+		return nil, buildError(id, err)
+	}
+	if !allowed {
+		return nil, status.Errorf(codes.PermissionDenied, "only a requester of build %d may cancel it", id)
+	}
+	return s.cancel(id, "cancelled by "+email)
+}
+
+// cancel stops a queued or running build.
+func (s *Server) cancel(id uint64, reason string) (*kilnv1.CancelResponse, error) {
+	done := make(chan error, 1)
+	s.mu.Lock()
+	ab := s.active[id]
+	if ab == nil {
+		s.mu.Unlock()
+		b, err := s.build(id)
+		if err != nil {
+			return nil, buildError(id, err)
+		}
+		return nil, status.Errorf(codes.FailedPrecondition, "build %d is already %s", id, stateName(b.GetState()))
+	}
+	if a := ab.sb.Attempt; a != nil {
+		if sess := s.sessions[a.Server.Name]; sess != nil {
+			sess.send(&kilnv1.SessionResponse{Msg: &kilnv1.SessionResponse_Cancel{Cancel: &kilnv1.CancelAttempt{AttemptId: a.ID, Reason: reason}}})
+		}
+	}
+	s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_CANCELLED, reason, "", func(err error) { done <- err })
+	s.dispatchLocked()
+	s.mu.Unlock()
+	if err := <-done; err != nil {
+		return nil, status.Errorf(codes.Unavailable, "storing cancellation: %v", err)
+	}
+	b, err := s.build(id)
+	if err != nil {
+		return nil, buildError(id, err)
+	}
+	return &kilnv1.CancelResponse{Build: b}, nil
+}

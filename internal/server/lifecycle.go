@@ -1,0 +1,390 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/kilnbuild/kiln/internal/cachekey"
+	"github.com/kilnbuild/kiln/internal/sched"
+	"github.com/kilnbuild/kiln/internal/store"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+func (s *Server) now() time.Time { return time.Now() }
+
+// maxAttemptsPerBuild bounds attempt numbers: an attempt id is the build id
+// shifted left by 8 bits plus the attempt's number (1..255), so ids are
+// unique across restarts without a separate sequence.
+const maxAttemptsPerBuild = 255
+
+func attemptID(buildID uint64, n int) uint64 { return buildID<<8 | uint64(n) }
+
+// attemptNumber returns the 1-based attempt number encoded in id.
+func attemptNumber(id uint64) int { return int(id & 0xff) }
+
+// putBuild enqueues a commit of ab's current record (a snapshot: later
+// in-memory changes do not race with the encoder).
+func (s *Server) putBuild(ab *activeBuild, extra func(store.Tx) error, after func(error)) {
+	rec := proto.Clone(ab.rec).(*store.Build)
+	s.commits.enqueue(func(tx store.Tx) error {
+		if err := tx.PutBuild(rec); err != nil {
+			return err
+		}
+		if extra != nil {
+			return extra(tx)
+		}
+		return nil
+	}, after)
+}
+
+// dispatchLocked hands queued builds to free targets. Called under s.mu
+// after every event that may free a target or queue a build.
+func (s *Server) dispatchLocked() {
+	now := s.now()
+	s.sched.Dispatch(now, func(b *sched.Build, t *sched.Target) bool {
+		ab := s.active[b.ID]
+		sess := s.sessions[t.Server.Name]
+		if ab == nil || sess == nil {
+			return false
+		}
+		rec := ab.rec
+		build := rec.GetBuild()
+		n := len(build.GetAttempts()) + 1
+		if n > maxAttemptsPerBuild {
+			s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_ERROR, "too many attempts", "")
+			return true
+		}
+		id := attemptID(b.ID, n)
+		s.sched.Start(b, t, id, now.Add(s.cfg.Lease))
+		queuedSince := build.GetCreatedAt().AsTime()
+		if k := len(build.GetAttempts()); k > 0 {
+			queuedSince = build.GetAttempts()[k-1].GetFinishedAt().AsTime()
+		}
+		s.metrics.queueWait.Observe(now.Sub(queuedSince).Seconds())
+		build.State = kilnv1.BuildState_BUILD_STATE_RUNNING
+		if build.StartedAt == nil {
+			build.StartedAt = timestamppb.New(now)
+		}
+		build.Platform = t.Info
+		build.Attempts = append(build.Attempts, &kilnv1.Attempt{
+			Id: id, BuildServer: t.Server.Name, TargetId: t.ID,
+			Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RUNNING, StartedAt: timestamppb.New(now),
+		})
+		asg := &kilnv1.Assignment{
+			AttemptId: id, BuildId: b.ID, TargetId: t.ID, Project: build.GetProject(),
+			GitUrl: rec.GetGitUrl(), Commit: build.GetCommit(), Options: build.GetOptions(), Recipe: rec.GetRecipe(),
+		}
+		s.putBuild(ab, nil, func(err error) {
+			if err == nil {
+				sess.send(&kilnv1.SessionResponse{Msg: &kilnv1.SessionResponse_Assignment{Assignment: asg}})
+				s.metrics.dispatchDelay.Observe(time.Since(now).Seconds())
+			}
+		})
+		s.log.Debug("dispatched", "build_id", b.ID, "attempt_id", id, "build_server", t.Server.Name, "target", t.ID)
+		s.changes.notify(b.ID)
+		return true
+	})
+}
+
+// kickDispatch runs a dispatch round from outside the lock (timers).
+func (s *Server) kickDispatch() {
+	s.mu.Lock()
+	s.dispatchLocked()
+	s.mu.Unlock()
+}
+
+// endAttemptLocked records how attempt a ended and decides what becomes of
+// its build: final, or queued again. after runs once the change is on disk.
+func (s *Server) endAttemptLocked(a *sched.Attempt, r *kilnv1.AttemptResult, after func(error)) {
+	ab := s.active[a.Build.ID]
+	s.sched.Finish(a)
+	if ab == nil {
+		if after != nil {
+			after(nil)
+		}
+		return
+	}
+	now := s.now()
+	build := ab.rec.GetBuild()
+	att := build.GetAttempts()[len(build.GetAttempts())-1]
+	att.Outcome = r.GetOutcome()
+	att.FinishedAt = timestamppb.New(now)
+	att.Reason = r.GetReason()
+	att.Phase = kilnv1.Phase_PHASE_UNSPECIFIED
+	s.logs.forget(a.Build.ID, attemptNumber(a.ID))
+	build.LogSize = uint64(s.logs.size(a.Build.ID, attemptNumber(a.ID)))
+	s.metrics.attempts.WithLabelValues(outcomeName(r.GetOutcome())).Inc()
+	serverName := a.Server.Name
+
+	switch r.GetOutcome() {
+	case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED:
+		build.Artifact = r.GetArtifact()
+		build.CacheKey = cachekey.Key(ab.rec.GetSourceKey(), build.GetPlatform())
+		s.serverCountLocked(serverName, true)
+		s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_SUCCEEDED, "", "", after)
+	case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED:
+		s.serverCountLocked(serverName, false)
+		s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_FAILED, nonEmpty(r.GetReason(), "a build step failed"), r.GetFailingStep(), after)
+	case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_TIMED_OUT:
+		s.serverCountLocked(serverName, false)
+		s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_FAILED, "timed out: "+nonEmpty(r.GetReason(), "time limit reached"), r.GetFailingStep(), after)
+	case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_CANCELLED:
+		s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_CANCELLED, nonEmpty(r.GetReason(), "cancelled"), "", after)
+	default:
+		// Infrastructure: SETUP_FAILED, LOST, REFUSED, RETURNED.
+		exclude := false
+		delay := time.Duration(0)
+		switch r.GetOutcome() {
+		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED:
+			exclude = true
+			s.setupFailureLocked(serverName, now)
+		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REFUSED:
+			exclude = true
+		}
+		if r.GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RETURNED {
+			ab.rec.InfraAttempts++
+		}
+		if int(ab.rec.GetInfraAttempts()) >= s.cfg.MaxInfraAttempts {
+			s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_ERROR, attemptReasons(build), "", after)
+			break
+		}
+		if exclude {
+			ab.sb.Excluded[serverName] = true
+			ab.rec.ExcludedBuildServers = append(ab.rec.ExcludedBuildServers, serverName)
+		}
+		if r.GetOutcome() == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED {
+			delay = retryDelay(int(ab.rec.GetInfraAttempts()))
+		}
+		build.State = kilnv1.BuildState_BUILD_STATE_QUEUED
+		ab.sb.NotBefore = now.Add(delay)
+		ab.rec.NotBefore = timestamppb.New(ab.sb.NotBefore)
+		s.sched.Enqueue(ab.sb)
+		s.log.Info("attempt ended; build queued again", "build_id", build.GetId(), "attempt_id", a.ID,
+			"outcome", outcomeName(r.GetOutcome()), "reason", r.GetReason(), "infra_attempts", ab.rec.GetInfraAttempts(), "retry_in", delay)
+		s.putBuild(ab, nil, after)
+		if delay > 0 {
+			time.AfterFunc(delay, s.kickDispatch)
+		}
+		s.changes.notify(build.GetId())
+	}
+	s.dispatchLocked()
+}
+
+// retryDelay grows per infrastructure failure: 200ms, 400ms, ... up to 10s.
+func retryDelay(n int) time.Duration {
+	d := 100 * time.Millisecond << min(n, 7)
+	return min(d, 10*time.Second)
+}
+
+func attemptReasons(b *kilnv1.Build) string {
+	var parts []string
+	for _, a := range b.GetAttempts() {
+		parts = append(parts, fmt.Sprintf("attempt %d on %s: %s (%s)", attemptNumber(a.GetId()), a.GetBuildServer(), outcomeName(a.GetOutcome()), a.GetReason()))
+	}
+	return "gave up after infrastructure failures: " + strings.Join(parts, "; ")
+}
+
+func nonEmpty(s, fallback string) string {
+	if s == "" {
+		return fallback
+	}
+	return s
+}
+
+func outcomeName(o kilnv1.AttemptOutcome) string {
+	return strings.ToLower(strings.TrimPrefix(o.String(), "ATTEMPT_OUTCOME_"))
+}
+
+func stateName(st kilnv1.BuildState) string {
+	return strings.ToLower(strings.TrimPrefix(st.String(), "BUILD_STATE_"))
+}
+
+// finishLocked makes ab final: the record, the cache entry for a success,
+// the requests marked notified and the notifications queued, all in one
+// transaction.
+func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure, step string, after ...func(error)) {
+	build := ab.rec.GetBuild()
+	if a := build.GetAttempts(); len(a) > 0 {
+		if last := a[len(a)-1]; last.GetOutcome() == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RUNNING {
+			if sa := s.sched.Attempt(last.GetId()); sa != nil {
+				s.sched.Finish(sa)
+			}
+			last.Outcome = kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_CANCELLED
+			last.FinishedAt = timestamppb.New(s.now())
+			last.Reason = failure
+		}
+	}
+	build.State = state
+	build.FinishedAt = timestamppb.New(s.now())
+	build.Failure = failure
+	build.FailingStep = step
+	ab.rec.NotBefore = nil
+	s.untrack(ab)
+	s.metrics.finished.WithLabelValues(stateName(state)).Inc()
+	final := proto.Clone(build).(*kilnv1.Build)
+	var art *store.Artifact
+	if state == kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
+		art = &store.Artifact{
+			CacheKey: build.GetCacheKey(), SourceKey: ab.rec.GetSourceKey(), BuildId: build.GetId(),
+			Artifact: build.GetArtifact(), Platform: build.GetPlatform(), Project: build.GetProject(), Commit: build.GetCommit(),
+			CreatedAt: build.GetFinishedAt(), LastUsed: build.GetFinishedAt(),
+		}
+	}
+	logTail := ""
+	if state != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
+		logTail = s.logs.tail(final.GetId(), currentLog(final), 8<<10)
+	}
+	var cb func(error)
+	if len(after) > 0 {
+		cb = after[0]
+	}
+	s.putBuild(ab, func(tx store.Tx) error {
+		if art != nil {
+			if err := tx.PutArtifact(art); err != nil {
+				return err
+			}
+		}
+		reqs, err := tx.RequestsForBuild(final.GetId())
+		if err != nil {
+			return err
+		}
+		var waiting []*store.Request
+		for _, r := range reqs {
+			if r.GetNotified() {
+				continue
+			}
+			waiting = append(waiting, r)
+			r = proto.Clone(r).(*store.Request)
+			r.Notified = true
+			if err := tx.PutRequest(r); err != nil {
+				return err
+			}
+		}
+		if s.cfg.Notifier != nil {
+			return s.cfg.Notifier.BuildFinished(tx, final, waiting, logTail)
+		}
+		return nil
+	}, func(err error) {
+		if cb != nil {
+			cb(err)
+		}
+		s.changes.notify(final.GetId())
+	})
+	s.log.Info("build finished", "build_id", build.GetId(), "state", stateName(state), "failure", failure)
+}
+
+// serverCountLocked counts a final result for a build server.
+func (s *Server) serverCountLocked(name string, ok bool) {
+	if srv := s.sched.Server(name); srv != nil && ok {
+		srv.PutAsideUntil = time.Time{}
+	}
+	s.commits.enqueue(func(tx store.Tx) error {
+		rec, err := tx.BuildServer(name)
+		if err != nil {
+			return nil // deleted meanwhile: nothing to count
+		}
+		if ok {
+			rec.BuildsSucceeded++
+		} else {
+			rec.BuildsFailed++
+		}
+		rec.SetupFailures = 0
+		return tx.PutBuildServer(rec)
+	}, nil)
+}
+
+// setupFailureLocked counts a setup failure and puts the server aside after
+// too many in a row.
+func (s *Server) setupFailureLocked(name string, now time.Time) {
+	srv := s.sched.Server(name)
+	limit, asideFor := uint32(s.cfg.SetupFailuresBeforeAside), s.cfg.AsideFor
+	aside := false
+	s.commits.enqueue(func(tx store.Tx) error {
+		rec, err := tx.BuildServer(name)
+		if err != nil {
+			return nil
+		}
+		rec.SetupFailures++
+		if rec.SetupFailures >= limit {
+			rec.PutAsideUntil = timestamppb.New(now.Add(asideFor))
+			rec.SetupFailures = 0
+			aside = true
+		}
+		return tx.PutBuildServer(rec)
+	}, func(err error) {
+		if err != nil || !aside {
+			return
+		}
+		s.log.Warn("build server put aside after repeated setup failures", "build_server", name, "aside_for", asideFor)
+		s.mu.Lock()
+		if srv != nil && s.sched.Server(name) == srv {
+			srv.PutAsideUntil = now.Add(asideFor)
+			s.sched.Refresh(srv)
+		}
+		s.mu.Unlock()
+		time.AfterFunc(asideFor, s.kickDispatch)
+	})
+}
+
+// leaseLoop expires attempts whose build server stopped heartbeating.
+func (s *Server) leaseLoop(ctx context.Context) {
+	tick := time.NewTicker(min(s.cfg.HeartbeatInterval/2, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		s.mu.Lock()
+		for _, a := range s.sched.Expired(s.now()) {
+			s.log.Warn("lease lapsed", "attempt_id", a.ID, "build_id", a.Build.ID, "build_server", a.Server.Name)
+			if sess := s.sessions[a.Server.Name]; sess != nil {
+				sess.send(&kilnv1.SessionResponse{Msg: &kilnv1.SessionResponse_Cancel{Cancel: &kilnv1.CancelAttempt{AttemptId: a.ID, Reason: "lease lapsed"}}})
+			}
+			s.endAttemptLocked(a, &kilnv1.AttemptResult{AttemptId: a.ID, Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST, Reason: "lease lapsed: no heartbeat from " + a.Server.Name}, nil)
+		}
+		s.dispatchLocked()
+		s.mu.Unlock()
+	}
+}
+
+// viewLocked returns the public view of an active build with its computed fields.
+func (s *Server) viewLocked(ab *activeBuild) *kilnv1.Build {
+	b := proto.Clone(ab.rec.GetBuild()).(*kilnv1.Build)
+	b.Waiters = uint32(ab.waiters)
+	if ab.sb.Queued() {
+		b.QueuePosition = uint32(s.sched.QueuePosition(ab.sb))
+		b.WaitingReasons = s.sched.WaitingReasons(ab.sb, s.now())
+	}
+	if a := ab.sb.Attempt; a != nil {
+		b.LogSize = uint64(s.logs.size(b.GetId(), attemptNumber(a.ID)))
+	}
+	return b
+}
+
+// build returns the current view of any build.
+func (s *Server) build(id uint64) (*kilnv1.Build, error) {
+	s.mu.Lock()
+	if ab, ok := s.active[id]; ok {
+		b := s.viewLocked(ab)
+		s.mu.Unlock()
+		return b, nil
+	}
+	s.mu.Unlock()
+	var b *kilnv1.Build
+	err := s.st.View(func(tx store.Tx) error {
+		rec, err := tx.Build(id)
+		if err != nil {
+			return err
+		}
+		b = rec.GetBuild()
+		return nil
+	})
+	return b, err
+}

@@ -1,0 +1,133 @@
+package server
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// logFiles stores build logs, one append-only file per attempt:
+// DIR/<build id>-<attempt number>.log. A build's log is its latest
+// attempt's. Appends are idempotent by offset, so a build server may resend
+// after a reconnect.
+type logFiles struct {
+	dir string
+	max int64
+
+	mu    sync.Mutex
+	sizes map[string]int64
+}
+
+func openLogFiles(dir string, max int64) (*logFiles, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating log directory: %w", err)
+	}
+	return &logFiles{dir: dir, max: max, sizes: map[string]int64{}}, nil
+}
+
+func (l *logFiles) path(buildID uint64, attempt int) string {
+	return filepath.Join(l.dir, fmt.Sprintf("%d-%d.log", buildID, attempt))
+}
+
+const truncatedNote = "\n[kiln: log truncated at the metaserver's size limit]\n"
+
+// append writes data found at offset of the attempt's log and returns the
+// log's new size. Bytes already stored are skipped; a gap is an error.
+func (l *logFiles) append(buildID uint64, attempt int, offset uint64, data []byte) (int64, error) {
+	p := l.path(buildID, attempt)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	size, ok := l.sizes[p]
+	if !ok {
+		if fi, err := os.Stat(p); err == nil {
+			size = fi.Size()
+		}
+	}
+	off := int64(offset)
+	if off > size {
+		return size, fmt.Errorf("log chunk at offset %d leaves a gap after %d bytes", off, size)
+	}
+	if skip := size - off; skip > 0 {
+		if skip >= int64(len(data)) {
+			return size, nil
+		}
+		data = data[skip:]
+	}
+	if size >= l.max {
+		return size, nil
+	}
+	if room := l.max - size; int64(len(data)) > room {
+		data = append(data[:room:room], truncatedNote...)
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return size, err
+	}
+	n, err := f.Write(data)
+	f.Close()
+	size += int64(n)
+	l.sizes[p] = size
+	return size, err
+}
+
+// read returns up to max bytes of the attempt's log from offset.
+func (l *logFiles) read(buildID uint64, attempt int, offset uint64, max int) ([]byte, error) {
+	f, err := os.Open(l.path(buildID, attempt))
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, max)
+	n, err := f.ReadAt(buf, int64(offset))
+	if err == io.EOF {
+		err = nil
+	}
+	return buf[:n], err
+}
+
+// size returns the attempt's log size.
+func (l *logFiles) size(buildID uint64, attempt int) int64 {
+	p := l.path(buildID, attempt)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s, ok := l.sizes[p]; ok {
+		return s
+	}
+	if fi, err := os.Stat(p); err == nil {
+		return fi.Size()
+	}
+	return 0
+}
+
+// forget drops the cached size of a finished attempt's log.
+func (l *logFiles) forget(buildID uint64, attempt int) {
+	l.mu.Lock()
+	delete(l.sizes, l.path(buildID, attempt))
+	l.mu.Unlock()
+}
+
+// tail returns up to max bytes from the end of the attempt's log.
+func (l *logFiles) tail(buildID uint64, attempt int, max int64) string {
+	if attempt == 0 {
+		return ""
+	}
+	size := l.size(buildID, attempt)
+	off := max64(size-max, 0)
+	data, err := l.read(buildID, attempt, uint64(off), int(size-off))
+	if err != nil {
+		return ""
+	}
+	return string(data)
+}
+
+func max64(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,105 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// metrics are the metaserver's Prometheus series. Labels are bounded: build
+// states, answer kinds and platform identity fields only.
+type metrics struct {
+	reg *prometheus.Registry
+
+	submitted     *prometheus.CounterVec
+	finished      *prometheus.CounterVec
+	attempts      *prometheus.CounterVec
+	queueWait     prometheus.Histogram
+	dispatchDelay prometheus.Histogram
+	cacheHits     prometheus.Counter
+	cacheMisses   prometheus.Counter
+	uploadBytes   prometheus.Counter
+	downloadBytes prometheus.Counter
+	targets       *prometheus.GaugeVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_requests_total", Help: "Build requests accepted, by how they were answered (cached, joined, queued).",
+		}, []string{"answer"}),
+		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_builds_finished_total", Help: "Builds that reached a final state, by state.",
+		}, []string{"state"}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_attempts_finished_total", Help: "Attempts that ended, by outcome.",
+		}, []string{"outcome"}),
+		queueWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "kiln_queue_wait_seconds", Help: "Time from a build's creation (or requeue) to its dispatch.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 12),
+		}),
+		dispatchDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "kiln_dispatch_latency_seconds", Help: "Time from the dispatch decision to the assignment being sent (includes the commit).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}),
+		cacheHits:     prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_cache_hits_total", Help: "Requests answered from the artifact cache."}),
+		cacheMisses:   prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_cache_misses_total", Help: "Requests the cache could not answer."}),
+		uploadBytes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_artifact_upload_bytes_total", Help: "Artifact bytes received from build servers."}),
+		downloadBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_artifact_download_bytes_total", Help: "Artifact bytes sent to requesters."}),
+		targets: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kiln_connected_targets", Help: "Connected build targets by platform.",
+		}, []string{"os", "arch", "endian", "data_model", "libc"}),
+	}
+	m.reg.MustRegister(m.submitted, m.finished, m.attempts, m.queueWait, m.dispatchDelay,
+		m.cacheHits, m.cacheMisses, m.uploadBytes, m.downloadBytes, m.targets,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Register adds collectors declared elsewhere (the mail sender's) to the registry.
+func (s *Server) Register(cs ...prometheus.Collector) { s.metrics.reg.MustRegister(cs...) }
+
+// MetricsHandler serves /metrics.
+func (s *Server) MetricsHandler() http.Handler {
+	s.metrics.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kiln_queue_depth", Help: "Builds waiting in the queue."}, func() float64 {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return float64(s.sched.QueueLen())
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kiln_running_builds", Help: "Attempts holding a lease."}, func() float64 {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return float64(s.sched.Attempts())
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kiln_connected_build_servers", Help: "Build servers with a live session."}, func() float64 {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return float64(len(s.sessions))
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kiln_oldest_queued_seconds", Help: "Age of the oldest queued build."}, func() float64 {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if b := s.sched.Oldest(); b != nil {
+				if ab := s.active[b.ID]; ab != nil {
+					return s.now().Sub(ab.rec.GetBuild().GetCreatedAt().AsTime()).Seconds()
+				}
+			}
+			return 0
+		}),
+	)
+	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{Registry: s.metrics.reg})
+}
+
+// counterValue reads a counter's current value.
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return 0
+	}
+	return m.GetCounter().GetValue()
+}

@@ -1,0 +1,307 @@
+// Package server is the metaserver: it owns the store, the blob store, the
+// project mirrors and the scheduler, and serves the WorkerService (build
+// servers), CompileService (requesters), StatusService (webstatus) and
+// AdminService (the operator, over a unix socket).
+//
+// # Concurrency
+//
+// One mutex (Server.mu) guards the in-memory state: active builds, the
+// scheduler and the sessions. Every decision is made under it and enqueued to
+// the committer in the same critical section; replies and messages to build
+// servers go out only after the committer has put the decision on disk. Reads
+// of finished builds go straight to the store.
+//
+// # Build lifecycle
+//
+//	Submit ──▶ QUEUED ──dispatch──▶ RUNNING ──result──▶ SUCCEEDED | FAILED
+//	              ▲                    │
+//	              └── lost lease, ─────┘──(attempt limit)──▶ ERROR
+//	                  setup failure,        cancel ──────────▶ CANCELLED
+//	                  refusal, returned
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/kilnbuild/kiln/internal/cas"
+	"github.com/kilnbuild/kiln/internal/sched"
+	"github.com/kilnbuild/kiln/internal/store"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// Config is the metaserver's behaviour; the serve command fills it from flags.
+type Config struct {
+	// DataDir holds kiln.db, blobs/, mirrors/, logs/ and admin.sock.
+	DataDir string
+	// HeartbeatInterval is how often build servers heartbeat (default 5s).
+	HeartbeatInterval time.Duration
+	// Lease is how long an attempt survives without a heartbeat (default 30s).
+	Lease time.Duration
+	// MaxInfraAttempts is how many attempts may end for infrastructure
+	// reasons (setup failure, lost lease, refusal) before the build ends as
+	// ERROR (default 5).
+	MaxInfraAttempts int
+	// SetupFailuresBeforeAside puts a build server aside for AsideFor after
+	// that many consecutive setup failures (defaults 3 and 5m).
+	SetupFailuresBeforeAside int
+	AsideFor                 time.Duration
+	// MaxLogBytes caps one attempt's stored log (default 16 MiB).
+	MaxLogBytes int64
+	// MaxArtifactBytes caps one upload (default 4 GiB).
+	MaxArtifactBytes int64
+	// Version is reported on the status page.
+	Version string
+	// Notifier receives final builds inside their last transaction, to queue
+	// mail and hooks (nil: none).
+	Notifier FinalHook
+	Logger   *slog.Logger
+}
+
+// FinalHook is called inside the transaction that ends a build, with the
+// final build and its requests not yet notified, so that notifications are
+// queued atomically with the outcome.
+type FinalHook interface {
+	BuildFinished(tx store.Tx, b *kilnv1.Build, waiting []*store.Request, logTail string) error
+}
+
+func (c *Config) setDefaults() {
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 5 * time.Second
+	}
+	if c.Lease <= 0 {
+		c.Lease = 30 * time.Second
+	}
+	if c.MaxInfraAttempts <= 0 {
+		c.MaxInfraAttempts = 5
+	}
+	if c.SetupFailuresBeforeAside <= 0 {
+		c.SetupFailuresBeforeAside = 3
+	}
+	if c.AsideFor <= 0 {
+		c.AsideFor = 5 * time.Minute
+	}
+	if c.MaxLogBytes <= 0 {
+		c.MaxLogBytes = 16 << 20
+	}
+	if c.MaxArtifactBytes <= 0 {
+		c.MaxArtifactBytes = 4 << 30
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Server is the metaserver's state and services.
+type Server struct {
+	kilnv1.UnimplementedWorkerServiceServer
+	kilnv1.UnimplementedCompileServiceServer
+	kilnv1.UnimplementedStatusServiceServer
+
+	cfg     Config
+	log     *slog.Logger
+	st      store.Store
+	blobs   *cas.Store
+	mirrors *mirrors
+	logs    *logFiles
+	commits *committer
+	changes *notifier
+	metrics *metrics
+	started time.Time
+
+	mu       sync.Mutex
+	sched    *sched.Scheduler
+	active   map[uint64]*activeBuild
+	bySource map[string][]*activeBuild
+	sessions map[string]*session
+	nextID   uint64
+	limiter  *limiter
+
+	fatal     chan error
+	fatalOnce sync.Once
+	stop      context.CancelFunc
+	bg        sync.WaitGroup
+}
+
+// activeBuild is a queued or running build held in memory.
+type activeBuild struct {
+	rec     *store.Build
+	sb      *sched.Build
+	waiters int
+}
+
+// Open loads the server's state from st and the data directory. Queued
+// builds are queued again and running ones wait for their build servers to
+// reconnect for one lease.
+func Open(cfg Config, st store.Store) (*Server, error) {
+	cfg.setDefaults()
+	blobs, err := cas.Open(filepath.Join(cfg.DataDir, "blobs"))
+	if err != nil {
+		return nil, fmt.Errorf("opening blob store: %w", err)
+	}
+	logs, err := openLogFiles(filepath.Join(cfg.DataDir, "logs"), cfg.MaxLogBytes)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		st:       st,
+		blobs:    blobs,
+		mirrors:  newMirrors(filepath.Join(cfg.DataDir, "mirrors")),
+		logs:     logs,
+		changes:  newNotifier(),
+		metrics:  newMetrics(),
+		started:  time.Now(),
+		sched:    sched.New(),
+		active:   map[uint64]*activeBuild{},
+		bySource: map[string][]*activeBuild{},
+		sessions: map[string]*session{},
+		limiter:  newLimiter(30, time.Minute),
+		fatal:    make(chan error, 1),
+	}
+	s.commits = newCommitter(st, s.log, s.fail)
+	if err := s.restore(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// fail stops the server after an unrecoverable error (a failed commit).
+func (s *Server) fail(err error) {
+	s.fatalOnce.Do(func() { s.fatal <- err })
+}
+
+// Fatal delivers the error that requires the process to stop.
+func (s *Server) Fatal() <-chan error { return s.fatal }
+
+// Start runs the background loops (committer, lease checker) until Stop.
+func (s *Server) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	s.bg.Add(2)
+	go func() { defer s.bg.Done(); s.commits.run(ctx) }()
+	go func() { defer s.bg.Done(); s.leaseLoop(ctx) }()
+	s.mu.Lock()
+	s.dispatchLocked()
+	s.mu.Unlock()
+}
+
+// Stop ends the background loops after the committer has drained. Call it
+// after the gRPC servers have stopped.
+func (s *Server) Stop() {
+	if s.stop != nil {
+		s.stop()
+	}
+	s.bg.Wait()
+}
+
+// restore loads active builds from the store.
+func (s *Server) restore() error {
+	now := time.Now()
+	return s.st.View(func(tx store.Tx) error {
+		newest, err := tx.ListBuilds(store.BuildFilter{}, 0, 1)
+		if err != nil {
+			return err
+		}
+		s.nextID = 1
+		if len(newest) == 1 {
+			s.nextID = newest[0].GetBuild().GetId() + 1
+		}
+		for _, state := range []kilnv1.BuildState{kilnv1.BuildState_BUILD_STATE_QUEUED, kilnv1.BuildState_BUILD_STATE_RUNNING} {
+			err := tx.BuildsByState(state, func(rec *store.Build) error {
+				reqs, err := tx.RequestsForBuild(rec.GetBuild().GetId())
+				if err != nil {
+					return err
+				}
+				ab := s.track(rec)
+				for _, r := range reqs {
+					if !r.GetNotified() {
+						ab.waiters++
+					}
+				}
+				if state == kilnv1.BuildState_BUILD_STATE_QUEUED {
+					s.sched.Enqueue(ab.sb)
+					return nil
+				}
+				atts := rec.GetBuild().GetAttempts()
+				if len(atts) == 0 {
+					s.sched.Enqueue(ab.sb)
+					return nil
+				}
+				a := atts[len(atts)-1]
+				s.sched.Restore(ab.sb, a.GetBuildServer(), a.GetTargetId(), a.GetId(), now.Add(s.cfg.Lease))
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		s.log.Info("store loaded", "queued", s.sched.QueueLen(), "running", s.sched.Attempts(), "next_build_id", s.nextID)
+		return nil
+	})
+}
+
+// track registers rec as an active build. Called under s.mu (or before start).
+func (s *Server) track(rec *store.Build) *activeBuild {
+	b := rec.GetBuild()
+	excluded := map[string]bool{}
+	for _, name := range rec.GetExcludedBuildServers() {
+		excluded[name] = true
+	}
+	ab := &activeBuild{rec: rec, sb: &sched.Build{
+		ID:             b.GetId(),
+		Project:        b.GetProject(),
+		Constraints:    b.GetConstraints(),
+		Requires:       rec.GetRecipe().GetRequires(),
+		Options:        b.GetOptions(),
+		TimeoutSeconds: rec.GetRecipe().GetTimeoutSeconds(),
+		Excluded:       excluded,
+		NotBefore:      rec.GetNotBefore().AsTime(),
+	}}
+	if rec.GetNotBefore() == nil {
+		ab.sb.NotBefore = time.Time{}
+	}
+	s.active[b.GetId()] = ab
+	s.bySource[rec.GetSourceKey()] = append(s.bySource[rec.GetSourceKey()], ab)
+	return ab
+}
+
+// untrack forgets a build that became final. Called under s.mu.
+func (s *Server) untrack(ab *activeBuild) {
+	id := ab.rec.GetBuild().GetId()
+	delete(s.active, id)
+	key := ab.rec.GetSourceKey()
+	list := s.bySource[key]
+	for i, x := range list {
+		if x == ab {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(s.bySource, key)
+	} else {
+		s.bySource[key] = list
+	}
+	s.sched.Dequeue(ab.sb)
+}
+
+// DataDirReady creates the data directory layout.
+func DataDirReady(dir string) error {
+	for _, sub := range []string{"", "blobs", "mirrors", "logs"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// errStopped is returned to callers once the server is stopping.
+var errStopped = errors.New("metaserver is stopping")

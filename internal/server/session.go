@@ -1,0 +1,437 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/kilnbuild/kiln/internal/auth"
+	"github.com/kilnbuild/kiln/internal/cas"
+	"github.com/kilnbuild/kiln/internal/sched"
+	"github.com/kilnbuild/kiln/internal/store"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// Limits on what a build server may claim in its Hello.
+const (
+	maxTargets     = 64
+	maxSlots       = 1024
+	maxLogChunk    = 64 << 10
+	sendBuffer     = 1024
+	helloTimeout   = 10 * time.Second
+	maxLabelLength = 64
+)
+
+// session is one live WorkerService.Session stream.
+type session struct {
+	name        string
+	out         chan *kilnv1.SessionResponse
+	cancel      context.CancelCauseFunc
+	unsandboxed bool
+}
+
+// send queues msg for the build server without blocking; a session that
+// cannot keep up is closed (its build server reconnects and reports).
+func (ss *session) send(msg *kilnv1.SessionResponse) {
+	select {
+	case ss.out <- msg:
+	default:
+		ss.cancel(errors.New("session send buffer full"))
+	}
+}
+
+// Session implements kilnv1.WorkerServiceServer.
+func (s *Server) Session(stream kilnv1.WorkerService_SessionServer) error {
+	name, ok := auth.BuildServer(stream.Context())
+	if !ok {
+		return status.Error(codes.Unauthenticated, "no build server identity")
+	}
+	hello, err := recvHello(stream)
+	if err != nil {
+		return err
+	}
+	if err := validateHello(hello); err != nil {
+		return status.Errorf(codes.InvalidArgument, "hello: %v", err)
+	}
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+	ss := &session{name: name, out: make(chan *kilnv1.SessionResponse, sendBuffer), cancel: cancel, unsandboxed: hello.GetUnsandboxed()}
+	welcome := s.connect(ss, hello)
+	if err := stream.Send(&kilnv1.SessionResponse{Msg: &kilnv1.SessionResponse_Welcome{Welcome: welcome}}); err != nil {
+		s.disconnect(ss)
+		return err
+	}
+	s.log.Info("build server connected", "build_server", name, "targets", len(hello.GetTargets()), "slots", hello.GetSlots(),
+		"kept_attempts", len(welcome.GetKeepAttemptIds()), "dropped_attempts", len(welcome.GetDropAttemptIds()), "unsandboxed", hello.GetUnsandboxed())
+	if hello.GetUnsandboxed() {
+		s.log.Warn("build server runs builds WITHOUT a sandbox", "build_server", name)
+	}
+	defer s.disconnect(ss)
+
+	sendErr := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				sendErr <- context.Cause(ctx)
+				return
+			case msg := <-ss.out:
+				if err := stream.Send(msg); err != nil {
+					cancel(err)
+					sendErr <- err
+					return
+				}
+			}
+		}
+	}()
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			if err := s.handle(ss, msg); err != nil {
+				recvErr <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err = <-recvErr:
+	case err = <-sendErr:
+	case <-ctx.Done():
+		err = context.Cause(ctx)
+	}
+	cancel(err)
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	s.log.Info("build server session ended", "build_server", name, "err", err)
+	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+		return err
+	}
+	return status.Error(codes.Unavailable, err.Error())
+}
+
+func recvHello(stream kilnv1.WorkerService_SessionServer) (*kilnv1.Hello, error) {
+	type result struct {
+		msg *kilnv1.SessionRequest
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		msg, err := stream.Recv()
+		ch <- result{msg, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, r.err
+		}
+		if r.msg.GetHello() == nil {
+			return nil, status.Error(codes.InvalidArgument, "the first session message must be Hello")
+		}
+		return r.msg.GetHello(), nil
+	case <-time.After(helloTimeout):
+		return nil, status.Error(codes.DeadlineExceeded, "no Hello within "+helloTimeout.String())
+	}
+}
+
+func validateHello(h *kilnv1.Hello) error {
+	if len(h.GetTargets()) == 0 || len(h.GetTargets()) > maxTargets {
+		return fmt.Errorf("between 1 and %d targets required, got %d", maxTargets, len(h.GetTargets()))
+	}
+	if h.GetSlots() == 0 || h.GetSlots() > maxSlots {
+		return fmt.Errorf("slots must be 1..%d, got %d", maxSlots, h.GetSlots())
+	}
+	seen := map[string]bool{}
+	for _, t := range h.GetTargets() {
+		if t.GetId() == "" || len(t.GetId()) > 128 || seen[t.GetId()] {
+			return fmt.Errorf("target ids must be unique, non-empty and short: %q", t.GetId())
+		}
+		seen[t.GetId()] = true
+		si := t.GetSystem()
+		if si.GetOs() == "" || si.GetArch() == "" {
+			return fmt.Errorf("target %s: system info lacks os or arch", t.GetId())
+		}
+		for _, l := range si.GetLabels() {
+			if len(l) > maxLabelLength {
+				return fmt.Errorf("target %s: label longer than %d bytes", t.GetId(), maxLabelLength)
+			}
+		}
+	}
+	return nil
+}
+
+// connect registers the session, reconciles what the build server still
+// runs, and returns the Welcome.
+func (s *Server) connect(ss *session, h *kilnv1.Hello) *kilnv1.Welcome {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.sessions[ss.name]; old != nil {
+		old.cancel(errors.New("replaced by a newer session"))
+	}
+	s.sessions[ss.name] = ss
+	srv := &sched.Server{Name: ss.name, Slots: int(h.GetSlots()), Policy: h.GetPolicy(), Draining: h.GetDraining()}
+	for _, t := range h.GetTargets() {
+		srv.Targets = append(srv.Targets, &sched.Target{ID: t.GetId(), Info: t.GetSystem()})
+	}
+	s.sched.Connect(srv)
+	s.updateTargetMetricsLocked()
+
+	w := &kilnv1.Welcome{
+		BuildServer:         ss.name,
+		HeartbeatIntervalMs: uint32(s.cfg.HeartbeatInterval.Milliseconds()),
+		LeaseMs:             uint32(s.cfg.Lease.Milliseconds()),
+	}
+	reported := map[uint64]bool{}
+	for _, id := range h.GetRunningAttemptIds() {
+		reported[id] = true
+		a := s.sched.Attempt(id)
+		if a != nil && a.Server.Name == ss.name && !now.After(a.LeaseUntil) {
+			s.sched.Adopt(a, srv, now.Add(s.cfg.Lease))
+			w.KeepAttemptIds = append(w.KeepAttemptIds, id)
+		} else {
+			w.DropAttemptIds = append(w.DropAttemptIds, id)
+		}
+	}
+	// Attempts this server held but no longer reports were lost with its
+	// previous process: queue them again now rather than at lease expiry.
+	for _, a := range s.attemptsOfLocked(ss.name) {
+		if !reported[a.ID] {
+			s.endAttemptLocked(a, &kilnv1.AttemptResult{AttemptId: a.ID, Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST,
+				Reason: "build server " + ss.name + " reconnected without it"}, nil)
+		}
+	}
+	targets := make([]*kilnv1.Target, len(h.GetTargets()))
+	copy(targets, h.GetTargets())
+	s.commits.enqueue(func(tx store.Tx) error {
+		rec, err := tx.BuildServer(ss.name)
+		if err != nil {
+			return nil
+		}
+		rec.Targets = targets
+		rec.LastSeen = timestamppb.New(now)
+		return tx.PutBuildServer(rec)
+	}, nil)
+	s.dispatchLocked()
+	return w
+}
+
+// attemptsOfLocked lists the attempts held by build server name.
+func (s *Server) attemptsOfLocked(name string) []*sched.Attempt {
+	var out []*sched.Attempt
+	for _, ab := range s.active {
+		if a := ab.sb.Attempt; a != nil && a.Server.Name == name {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func (s *Server) disconnect(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessions[ss.name] != ss {
+		return
+	}
+	delete(s.sessions, ss.name)
+	s.sched.Disconnect(ss.name)
+	s.updateTargetMetricsLocked()
+	now := s.now()
+	s.commits.enqueue(func(tx store.Tx) error {
+		rec, err := tx.BuildServer(ss.name)
+		if err != nil {
+			return nil
+		}
+		rec.LastSeen = timestamppb.New(now)
+		return tx.PutBuildServer(rec)
+	}, nil)
+	s.log.Info("build server disconnected", "build_server", ss.name)
+}
+
+func (s *Server) updateTargetMetricsLocked() {
+	s.metrics.targets.Reset()
+	for _, srv := range s.sched.Servers() {
+		for _, t := range srv.Targets {
+			i := t.Info
+			s.metrics.targets.WithLabelValues(i.GetOs(), i.GetArch(), i.GetEndian(), i.GetDataModel(), i.GetLibc()).Inc()
+		}
+	}
+}
+
+// handle processes one message of a session.
+func (s *Server) handle(ss *session, msg *kilnv1.SessionRequest) error {
+	switch m := msg.GetMsg().(type) {
+	case *kilnv1.SessionRequest_Heartbeat:
+		s.heartbeat(ss, m.Heartbeat)
+	case *kilnv1.SessionRequest_Progress:
+		s.progress(ss, m.Progress)
+	case *kilnv1.SessionRequest_Log:
+		return s.logChunk(ss, m.Log)
+	case *kilnv1.SessionRequest_Result:
+		s.result(ss, m.Result)
+	case *kilnv1.SessionRequest_Hello:
+		return status.Error(codes.InvalidArgument, "Hello only opens a session")
+	default:
+		return status.Error(codes.InvalidArgument, "unknown session message")
+	}
+	return nil
+}
+
+func (s *Server) heartbeat(ss *session, hb *kilnv1.Heartbeat) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	srv := s.sched.Server(ss.name)
+	if srv == nil || s.sessions[ss.name] != ss {
+		return
+	}
+	s.sched.Renew(srv, hb.GetRunningAttemptIds(), s.now().Add(s.cfg.Lease))
+	if srv.Draining != hb.GetDraining() || srv.Busy != hb.GetBusy() {
+		srv.Draining, srv.Busy = hb.GetDraining(), hb.GetBusy()
+		s.sched.Refresh(srv)
+		s.dispatchLocked()
+	}
+}
+
+// ownAttemptLocked returns the attempt if it is current and held by ss's server.
+func (s *Server) ownAttemptLocked(ss *session, id uint64) *sched.Attempt {
+	a := s.sched.Attempt(id)
+	if a == nil || a.Server.Name != ss.name {
+		return nil
+	}
+	return a
+}
+
+func (s *Server) progress(ss *session, p *kilnv1.AttemptProgress) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.ownAttemptLocked(ss, p.GetAttemptId())
+	if a == nil {
+		return
+	}
+	if ab := s.active[a.Build.ID]; ab != nil {
+		atts := ab.rec.GetBuild().GetAttempts()
+		atts[len(atts)-1].Phase = p.GetPhase()
+		s.changes.notify(a.Build.ID)
+	}
+}
+
+func (s *Server) logChunk(ss *session, c *kilnv1.LogChunk) error {
+	if len(c.GetData()) > maxLogChunk {
+		return status.Errorf(codes.InvalidArgument, "log chunk of %d bytes exceeds %d", len(c.GetData()), maxLogChunk)
+	}
+	s.mu.Lock()
+	a := s.ownAttemptLocked(ss, c.GetAttemptId())
+	s.mu.Unlock()
+	if a == nil {
+		return nil // fenced: a stale attempt's log is dropped
+	}
+	if _, err := s.logs.append(a.Build.ID, attemptNumber(a.ID), c.GetOffset(), c.GetData()); err != nil {
+		s.log.Warn("log chunk refused", "attempt_id", a.ID, "err", err)
+		return nil
+	}
+	s.changes.notify(a.Build.ID)
+	return nil
+}
+
+func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
+	ack := func(ok bool, reason string) {
+		ss.send(&kilnv1.SessionResponse{Msg: &kilnv1.SessionResponse_ResultAck{ResultAck: &kilnv1.ResultAck{
+			AttemptId: r.GetAttemptId(), Accepted: ok, Reason: reason}}})
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.ownAttemptLocked(ss, r.GetAttemptId())
+	if a == nil {
+		s.log.Info("result refused: attempt not current", "build_server", ss.name, "attempt_id", r.GetAttemptId())
+		ack(false, "attempt is not current (lease lapsed, cancelled or unknown)")
+		return
+	}
+	switch r.GetOutcome() {
+	case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED:
+		art := r.GetArtifact()
+		size, err := s.blobs.Stat(art.GetSha256())
+		if err != nil || uint64(size) != art.GetSize() {
+			r = proto.Clone(r).(*kilnv1.AttemptResult)
+			r.Outcome = kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED
+			r.Reason = fmt.Sprintf("artifact %s (%d bytes) was not uploaded", art.GetSha256(), art.GetSize())
+		}
+	case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RUNNING, kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_UNSPECIFIED:
+		ack(false, "not a final outcome")
+		return
+	}
+	s.endAttemptLocked(a, r, func(err error) {
+		if err == nil {
+			ack(true, "")
+		}
+	})
+}
+
+// UploadArtifact implements kilnv1.WorkerServiceServer.
+func (s *Server) UploadArtifact(stream kilnv1.WorkerService_UploadArtifactServer) error {
+	name, _ := auth.BuildServer(stream.Context())
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	h := first.GetHeader()
+	if h == nil {
+		return status.Error(codes.InvalidArgument, "the first upload message must be the header")
+	}
+	if !cas.ValidDigest(h.GetSha256()) {
+		return status.Error(codes.InvalidArgument, "header sha256 is not 64 lowercase hex digits")
+	}
+	if h.GetSize() > uint64(s.cfg.MaxArtifactBytes) {
+		return status.Errorf(codes.InvalidArgument, "artifact of %d bytes exceeds the limit of %d", h.GetSize(), s.cfg.MaxArtifactBytes)
+	}
+	s.mu.Lock()
+	a := s.sched.Attempt(h.GetAttemptId())
+	own := a != nil && a.Server.Name == name
+	s.mu.Unlock()
+	if !own {
+		return status.Error(codes.FailedPrecondition, "attempt is not a current attempt of this build server")
+	}
+	w, err := s.blobs.Create()
+	if err != nil {
+		return status.Errorf(codes.Internal, "creating blob: %v", err)
+	}
+	defer w.Abort()
+	var got uint64
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		data := msg.GetData()
+		got += uint64(len(data))
+		if got > h.GetSize() {
+			return status.Errorf(codes.InvalidArgument, "upload exceeds its declared size of %d bytes", h.GetSize())
+		}
+		if _, err := w.Write(data); err != nil {
+			return status.Errorf(codes.Internal, "writing blob: %v", err)
+		}
+	}
+	sha, size, err := w.Commit(h.GetSha256(), int64(h.GetSize()))
+	if errors.Is(err, cas.ErrMismatch) {
+		return status.Errorf(codes.DataLoss, "upload does not match its header: %v", err)
+	}
+	if err != nil {
+		return status.Errorf(codes.Internal, "storing blob: %v", err)
+	}
+	s.metrics.uploadBytes.Add(float64(size))
+	return stream.SendAndClose(&kilnv1.UploadArtifactResponse{Sha256: sha, Size: uint64(size)})
+}

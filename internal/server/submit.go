@@ -1,0 +1,306 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/kilnbuild/kiln/internal/cachekey"
+	"github.com/kilnbuild/kiln/internal/gitmirror"
+	"github.com/kilnbuild/kiln/internal/mail"
+	"github.com/kilnbuild/kiln/internal/manifest"
+	"github.com/kilnbuild/kiln/internal/platform"
+	"github.com/kilnbuild/kiln/internal/sched"
+	"github.com/kilnbuild/kiln/internal/store"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// Edge limits on a request.
+const (
+	maxRevisionLength = 256
+	maxOptions        = 64
+)
+
+// resolved is a validated request, ready to be answered.
+type resolved struct {
+	project     *kilnv1.Project
+	email       string
+	revision    string
+	commits     []string // newest first; commits[0] is built on a miss
+	recipe      *kilnv1.Recipe
+	options     map[string]string
+	constraints *kilnv1.PlatformConstraints
+}
+
+func invalid(field, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	st := status.New(codes.InvalidArgument, msg)
+	if d, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: msg}}}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// validate checks a request at the edge and resolves it. Nothing is stored.
+func (s *Server) validate(ctx context.Context, req *kilnv1.SubmitRequest) (*resolved, error) {
+	email, err := mail.ValidateAddress(req.GetEmail())
+	if err != nil {
+		return nil, invalid("email", "invalid email address %q: %v", req.GetEmail(), err)
+	}
+	if !s.limiter.allow(email, s.now()) {
+		return nil, status.Errorf(codes.ResourceExhausted, "too many requests from %s; try again in a minute", email)
+	}
+	if len(req.GetRevision()) > maxRevisionLength {
+		return nil, invalid("revision", "revision longer than %d bytes", maxRevisionLength)
+	}
+	if len(req.GetOptions()) > maxOptions {
+		return nil, invalid("options", "more than %d options", maxOptions)
+	}
+	c := proto.Clone(req.GetConstraints()).(*kilnv1.PlatformConstraints)
+	if c == nil {
+		c = &kilnv1.PlatformConstraints{}
+	}
+	for _, f := range platform.Fields {
+		if err := platform.Set(c, f, platform.Get(c, f)); err != nil {
+			return nil, invalid("constraints."+f, "%v", err)
+		}
+	}
+	var project *kilnv1.Project
+	err = s.st.View(func(tx store.Tx) error {
+		p, err := tx.Project(req.GetProject())
+		if err != nil {
+			return err
+		}
+		project = p.GetProject()
+		return nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, status.Errorf(codes.NotFound, "unknown project %q: only registered projects build (metaserver project add)", req.GetProject())
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "reading project: %v", err)
+	}
+	mir := s.mirrors.get(project.GetName(), project.GetGitUrl())
+	if err := mir.Ensure(ctx); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "project %s: mirror: %v", project.GetName(), err)
+	}
+	from, to, isRange, err := gitmirror.ParseRange(req.GetRevision())
+	if err != nil {
+		return nil, invalid("revision", "%v", err)
+	}
+	head, err := mir.Resolve(ctx, to)
+	if err != nil {
+		return nil, revisionError(req.GetRevision(), err)
+	}
+	commits := []string{head}
+	if isRange {
+		base, err := mir.Resolve(ctx, from)
+		if err != nil {
+			return nil, revisionError(req.GetRevision(), err)
+		}
+		commits, err = mir.FirstParentRange(ctx, base, head)
+		if err != nil {
+			return nil, revisionError(req.GetRevision(), err)
+		}
+	}
+	man, err := s.mirrors.manifest(ctx, project.GetName(), mir, head)
+	if err != nil {
+		var pe *manifest.ParseError
+		if errors.As(err, &pe) {
+			return nil, status.Errorf(codes.FailedPrecondition, "the project's manifest is invalid: %v", err)
+		}
+		return nil, status.Errorf(codes.Unavailable, "reading manifest: %v", err)
+	}
+	opts, err := man.Normalize(req.GetOptions())
+	if err != nil {
+		var oe *manifest.OptionError
+		if errors.As(err, &oe) {
+			return nil, invalid("options."+oe.Option, "%v", err)
+		}
+		return nil, invalid("options", "%v", err)
+	}
+	return &resolved{project: project, email: email, revision: req.GetRevision(), commits: commits,
+		recipe: man.Recipe(), options: opts, constraints: c}, nil
+}
+
+func revisionError(rev string, err error) error {
+	switch {
+	case errors.Is(err, gitmirror.ErrUnknownRevision), errors.Is(err, gitmirror.ErrBadRevision):
+		return invalid("revision", "cannot resolve revision %q: %v", rev, err)
+	case errors.Is(err, gitmirror.ErrUnreachable):
+		return status.Errorf(codes.Unavailable, "project repository unreachable: %v", err)
+	}
+	return status.Errorf(codes.Unavailable, "resolving revision %q: %v", rev, err)
+}
+
+// Submit implements kilnv1.CompileServiceServer.
+func (s *Server) Submit(ctx context.Context, req *kilnv1.SubmitRequest) (*kilnv1.SubmitResponse, error) {
+	r, err := s.validate(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if resp, err := s.fromCache(r); resp != nil || err != nil {
+		return resp, err
+	}
+	s.metrics.cacheMisses.Inc()
+	return s.joinOrQueue(r)
+}
+
+// fromCache answers r from a stored artifact of any commit in r's range whose
+// platform satisfies r's constraints.
+func (s *Server) fromCache(r *resolved) (*kilnv1.SubmitResponse, error) {
+	var hit *store.Artifact
+	var build *kilnv1.Build
+	err := s.st.View(func(tx store.Tx) error {
+		for _, commit := range r.commits {
+			arts, err := tx.ArtifactsBySource(cachekey.Source(r.project.GetName(), commit, r.options))
+			if err != nil {
+				return err
+			}
+			for _, a := range arts {
+				if !platform.Satisfies(a.GetPlatform(), r.constraints) {
+					continue
+				}
+				if _, err := s.blobs.Stat(a.GetArtifact().GetSha256()); err != nil {
+					continue // blob gone (evicted or deleted as corrupt): build again
+				}
+				rec, err := tx.Build(a.GetBuildId())
+				if err != nil {
+					continue
+				}
+				hit, build = a, rec.GetBuild()
+				return nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "cache lookup: %v", err)
+	}
+	if hit == nil {
+		return nil, nil
+	}
+	now := timestamppb.New(s.now())
+	var reqID uint64
+	err = s.commits.wait(func(tx store.Tx) error {
+		id, err := tx.NextID("request")
+		if err != nil {
+			return err
+		}
+		reqID = id
+		if err := tx.PutRequest(&store.Request{Id: id, BuildId: build.GetId(), Email: r.email, CreatedAt: now,
+			Cached: true, Notified: true, Revision: r.revision, Constraints: r.constraints}); err != nil {
+			return err
+		}
+		a, err := tx.Artifact(hit.GetCacheKey())
+		if err != nil {
+			return nil // evicted meanwhile; the answer stands
+		}
+		a.LastUsed = now
+		return tx.PutArtifact(a)
+	})
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "recording request: %v", err)
+	}
+	s.metrics.cacheHits.Inc()
+	s.metrics.submitted.WithLabelValues("cached").Inc()
+	return &kilnv1.SubmitResponse{Build: build, Cached: true, RequestId: reqID}, nil
+}
+
+// joinOrQueue adds r as a waiter on an identical queued or running build, or
+// queues a new build for r's newest commit.
+func (s *Server) joinOrQueue(r *resolved) (*kilnv1.SubmitResponse, error) {
+	now := s.now()
+	req := &store.Request{Email: r.email, CreatedAt: timestamppb.New(now), Revision: r.revision, Constraints: r.constraints}
+	var reqID uint64
+	writeRequest := func(tx store.Tx) error {
+		id, err := tx.NextID("request")
+		if err != nil {
+			return err
+		}
+		reqID = id
+		rr := proto.Clone(req).(*store.Request)
+		rr.Id = id
+		return tx.PutRequest(rr)
+	}
+	done := make(chan error, 1)
+	after := func(err error) { done <- err }
+
+	s.mu.Lock()
+	ab := s.findActiveLocked(r)
+	joined := ab != nil
+	if joined {
+		ab.waiters++
+		req.BuildId = ab.rec.GetBuild().GetId()
+		s.commits.enqueue(writeRequest, after)
+	} else {
+		id := s.nextID
+		s.nextID++
+		head := r.commits[0]
+		req.BuildId = id
+		rec := &store.Build{
+			Build: &kilnv1.Build{
+				Id: id, Project: r.project.GetName(), Revision: r.revision, Commit: head, Options: r.options,
+				Constraints: r.constraints, State: kilnv1.BuildState_BUILD_STATE_QUEUED, CreatedAt: timestamppb.New(now),
+			},
+			Recipe:    r.recipe,
+			SourceKey: cachekey.Source(r.project.GetName(), head, r.options),
+			GitUrl:    r.project.GetGitUrl(),
+		}
+		ab = s.track(rec)
+		ab.waiters = 1
+		s.sched.Enqueue(ab.sb)
+		s.putBuild(ab, writeRequest, after)
+		s.dispatchLocked()
+	}
+	view := s.viewLocked(ab)
+	s.mu.Unlock()
+
+	if err := <-done; err != nil {
+		return nil, status.Errorf(codes.Unavailable, "storing request: %v", err)
+	}
+	answer := "queued"
+	if joined {
+		answer = "joined"
+	}
+	s.metrics.submitted.WithLabelValues(answer).Inc()
+	s.changes.notify(view.GetId())
+	return &kilnv1.SubmitResponse{Build: view, Joined: joined, RequestId: reqID}, nil
+}
+
+// findActiveLocked returns a queued or running build that satisfies r: same
+// source, and either running on a platform meeting r's constraints or queued
+// with constraints at least as strict as r's.
+func (s *Server) findActiveLocked(r *resolved) *activeBuild {
+	for _, commit := range r.commits {
+		for _, ab := range s.bySource[cachekey.Source(r.project.GetName(), commit, r.options)] {
+			b := ab.rec.GetBuild()
+			if b.GetState() == kilnv1.BuildState_BUILD_STATE_RUNNING && platform.Satisfies(b.GetPlatform(), r.constraints) {
+				return ab
+			}
+			if platform.Covers(b.GetConstraints(), r.constraints) {
+				return ab
+			}
+		}
+	}
+	return nil
+}
+
+// compile-time check that the scheduler's build type is what track fills.
+var _ = sched.Build{}
+
+// describeOptions renders options for logs.
+func describeOptions(opts map[string]string) string {
+	var parts []string
+	for k, v := range opts {
+		parts = append(parts, k+"="+v)
+	}
+	return strings.Join(parts, ",")
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/kilnbuild/kiln/internal/server"
+	"github.com/kilnbuild/kiln/internal/store/bolt"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+const adminSocket = "admin.sock"
+
+// listenAdmin serves the AdminService on DIR/admin.sock, readable by the
+// owner only: the socket's file mode is the admin authentication.
+func listenAdmin(dataDir string, admin *server.Admin) (*grpc.Server, net.Listener, error) {
+	path := filepath.Join(dataDir, adminSocket)
+	_ = os.Remove(path) // a stale socket of a killed process; the store lock proves we are alone
+	old := umask(0o077)
+	ln, err := net.Listen("unix", path)
+	umask(old)
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
+	gs := grpc.NewServer()
+	kilnv1.RegisterAdminServiceServer(gs, admin)
+	return gs, ln, nil
+}
+
+// adminClient returns an AdminService client: over the running metaserver's
+// socket, or in-process against the store when no metaserver runs.
+func adminClient(ctx context.Context, dataDir string) (kilnv1.AdminServiceServer, func(), error) {
+	path := filepath.Join(dataDir, adminSocket)
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, nil, err
+		}
+		return remoteAdmin{kilnv1.NewAdminServiceClient(conn)}, func() { conn.Close() }, nil
+	}
+	if err := server.DataDirReady(dataDir); err != nil {
+		return nil, nil, err
+	}
+	st, err := bolt.Open(filepath.Join(dataDir, "kiln.db"), bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening store (is a metaserver running without its admin socket?): %w", err)
+	}
+	return &server.Admin{Store: st, DataDir: dataDir}, func() { st.Close() }, nil
+}
+
+// remoteAdmin adapts the client to the server interface, so both paths share code.
+type remoteAdmin struct{ c kilnv1.AdminServiceClient }
+
+func (r remoteAdmin) AddProject(ctx context.Context, req *kilnv1.AddProjectRequest) (*kilnv1.AddProjectResponse, error) {
+	return r.c.AddProject(ctx, req)
+}
+func (r remoteAdmin) ListProjects(ctx context.Context, req *kilnv1.ListProjectsRequest) (*kilnv1.ListProjectsResponse, error) {
+	return r.c.ListProjects(ctx, req)
+}
+func (r remoteAdmin) AddBuildServer(ctx context.Context, req *kilnv1.AddBuildServerRequest) (*kilnv1.AddBuildServerResponse, error) {
+	return r.c.AddBuildServer(ctx, req)
+}
+func (r remoteAdmin) RevokeBuildServer(ctx context.Context, req *kilnv1.RevokeBuildServerRequest) (*kilnv1.RevokeBuildServerResponse, error) {
+	return r.c.RevokeBuildServer(ctx, req)
+}
+func (r remoteAdmin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.PinResponse, error) {
+	return r.c.Pin(ctx, req)
+}
+func (remoteAdmin) mustEmbedUnimplementedAdminServiceServer() {}
+
+// adminCommand runs one admin subcommand; exit 0 ok, 1 failed, 2 bad usage.
+func adminCommand(name string, args []string) int {
+	fs := flag.NewFlagSet("metaserver "+name, flag.ContinueOnError)
+	dataDir := fs.String("data-dir", os.Getenv("KILN_DATA_DIR"), "the metaserver's data directory (env KILN_DATA_DIR)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	want := map[string]int{"project add": 2, "project list": 0, "buildserver add": 1, "buildserver revoke": 1, "pin": 2}
+	n, known := want[name]
+	if !known {
+		fmt.Fprintf(os.Stderr, "metaserver: unknown command %q\n%s", name, usage)
+		return 2
+	}
+	if *dataDir == "" || fs.NArg() != n {
+		fmt.Fprintf(os.Stderr, "metaserver %s: needs --data-dir and %d argument(s)\n%s", name, n, usage)
+		return 2
+	}
+	a := fs.Args()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	admin, closeFn, err := adminClient(ctx, *dataDir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "metaserver:", err)
+		return 1
+	}
+	defer closeFn()
+	switch name {
+	case "project add":
+		_, err = admin.AddProject(ctx, &kilnv1.AddProjectRequest{Project: &kilnv1.Project{Name: a[0], GitUrl: a[1]}})
+		if err == nil {
+			fmt.Printf("project %s registered (%s)\n", a[0], a[1])
+		}
+	case "project list":
+		var resp *kilnv1.ListProjectsResponse
+		resp, err = admin.ListProjects(ctx, &kilnv1.ListProjectsRequest{})
+		for _, p := range resp.GetProjects() {
+			fmt.Printf("%s\t%s\n", p.GetName(), p.GetGitUrl())
+		}
+	case "buildserver add":
+		var resp *kilnv1.AddBuildServerResponse
+		resp, err = admin.AddBuildServer(ctx, &kilnv1.AddBuildServerRequest{Name: a[0]})
+		if err == nil {
+			fmt.Println(resp.GetToken())
+		}
+	case "buildserver revoke":
+		_, err = admin.RevokeBuildServer(ctx, &kilnv1.RevokeBuildServerRequest{Name: a[0]})
+		if err == nil {
+			fmt.Printf("build server %s revoked\n", a[0])
+		}
+	case "pin":
+		id, perr := strconv.ParseUint(a[1], 10, 64)
+		if perr != nil {
+			fmt.Fprintf(os.Stderr, "metaserver pin: BUILD_ID %q is not a number\n", a[1])
+			return 2
+		}
+		var resp *kilnv1.PinResponse
+		resp, err = admin.Pin(ctx, &kilnv1.PinRequest{Name: a[0], BuildId: id})
+		if err == nil {
+			fmt.Printf("%s -> %s (%d bytes)\n", resp.GetName(), resp.GetArtifact().GetSha256(), resp.GetArtifact().GetSize())
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "metaserver:", status.Convert(err).Message())
+		switch status.Code(err) {
+		case codes.InvalidArgument, codes.AlreadyExists, codes.NotFound, codes.FailedPrecondition:
+			return 2
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return 1
+		}
+		return 1
+	}
+	return 0
+}

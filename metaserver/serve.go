@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/kilnbuild/kiln/internal/auth"
+	"github.com/kilnbuild/kiln/internal/server"
+	"github.com/kilnbuild/kiln/internal/store/bolt"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// serveConfig is everything `metaserver serve` is told by its flags.
+type serveConfig struct {
+	// DataDir holds the store (kiln.db), blobs, mirrors, logs and the admin socket.
+	DataDir string
+	// Listen is the gRPC address for build servers, requesters and webstatus.
+	Listen string
+	// MetricsListen serves Prometheus /metrics over HTTP; empty disables it.
+	MetricsListen string
+	// Heartbeat is the build servers' heartbeat interval; Lease how long an
+	// attempt lives without one.
+	Heartbeat time.Duration
+	Lease     time.Duration
+	// MaxInfraAttempts bounds retries after infrastructure failures.
+	MaxInfraAttempts int
+	// GracePeriod bounds a graceful stop before connections are cut.
+	GracePeriod time.Duration
+	// LogFormat is text or json; LogLevel debug, info, warn or error.
+	LogFormat string
+	LogLevel  string
+	mail      mailConfig
+}
+
+func (c *serveConfig) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.DataDir, "data-dir", os.Getenv("KILN_DATA_DIR"), "directory of the store, blobs, mirrors and logs (env KILN_DATA_DIR)")
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7070", "gRPC listen address")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "HTTP address for Prometheus /metrics (empty: off)")
+	fs.DurationVar(&c.Heartbeat, "heartbeat", 5*time.Second, "build server heartbeat interval")
+	fs.DurationVar(&c.Lease, "lease", 30*time.Second, "how long an attempt survives without a heartbeat")
+	fs.IntVar(&c.MaxInfraAttempts, "max-infra-attempts", 5, "attempts ending in infrastructure failures before a build ends as error")
+	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long a graceful stop waits for in-flight calls")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	c.mail.flags(fs)
+}
+
+// Validate checks the configuration before anything starts.
+func (c *serveConfig) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("--data-dir is required")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("--listen %q: %w", c.Listen, err)
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("--metrics-listen %q: %w", c.MetricsListen, err)
+		}
+	}
+	if c.Heartbeat <= 0 || c.Lease < 2*c.Heartbeat {
+		return fmt.Errorf("--lease (%s) must be at least twice --heartbeat (%s)", c.Lease, c.Heartbeat)
+	}
+	if c.MaxInfraAttempts < 1 {
+		return errors.New("--max-infra-attempts must be at least 1")
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	return c.mail.Validate()
+}
+
+func newLogger(format, level string) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func serve(args []string) int {
+	var cfg serveConfig
+	fs := flag.NewFlagSet("metaserver serve", flag.ContinueOnError)
+	cfg.flags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "metaserver serve:", err)
+		return 2
+	}
+	log := newLogger(cfg.LogFormat, cfg.LogLevel).With("component", "metaserver")
+	slog.SetDefault(log)
+	if err := runServe(cfg, log); err != nil {
+		log.Error("metaserver stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func runServe(cfg serveConfig, log *slog.Logger) error {
+	if err := server.DataDirReady(cfg.DataDir); err != nil {
+		return err
+	}
+	st, err := bolt.Open(filepath.Join(cfg.DataDir, "kiln.db"), bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return fmt.Errorf("opening store: %w", err)
+	}
+	defer st.Close()
+	notifier, sender, err := cfg.mail.build(st, log)
+	if err != nil {
+		return err
+	}
+	srv, err := server.Open(server.Config{
+		DataDir: cfg.DataDir, HeartbeatInterval: cfg.Heartbeat, Lease: cfg.Lease,
+		MaxInfraAttempts: cfg.MaxInfraAttempts, Version: version, Logger: log, Notifier: notifier,
+	}, st)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	unary, stream := auth.Interceptors(srv.LookupToken, "/kiln.v1.WorkerService/")
+	gs := grpc.NewServer(
+		grpc.UnaryInterceptor(unary), grpc.StreamInterceptor(stream),
+		grpc.MaxRecvMsgSize(4<<20),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+	kilnv1.RegisterWorkerServiceServer(gs, srv)
+	kilnv1.RegisterCompileServiceServer(gs, srv)
+	kilnv1.RegisterStatusServiceServer(gs, srv)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+
+	admin := &server.Admin{Store: st, DataDir: cfg.DataDir, OnRevoke: srv.Disconnect}
+	adminSrv, adminLn, err := listenAdmin(cfg.DataDir, admin)
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	srv.Start()
+	if sender != nil {
+		srv.Register(sender.Collectors()...)
+		go func() { _ = sender.Run(ctx) }()
+	}
+	var metricsSrv *http.Server
+	if cfg.MetricsListen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", srv.MetricsHandler())
+		metricsSrv = &http.Server{Addr: cfg.MetricsListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return err
+		}
+		go func() { _ = metricsSrv.Serve(mln) }()
+	}
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- gs.Serve(ln) }()
+	go func() { serveErr <- adminSrv.Serve(adminLn) }()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	log.Info("metaserver serving", "listen", ln.Addr().String(), "data_dir", cfg.DataDir, "metrics_listen", cfg.MetricsListen,
+		"heartbeat", cfg.Heartbeat, "lease", cfg.Lease)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("stopping: no new calls, finishing in-flight ones", "grace", cfg.GracePeriod)
+	case err := <-srv.Fatal():
+		runErr = err
+	case err := <-serveErr:
+		runErr = err
+	}
+	hs.Shutdown()
+	gracefully(gs, cfg.GracePeriod)
+	gracefully(adminSrv, cfg.GracePeriod)
+	if metricsSrv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = metricsSrv.Shutdown(sctx)
+		cancel()
+	}
+	srv.Stop()
+	log.Info("metaserver stopped cleanly")
+	return runErr
+}
+
+// gracefully stops gs, cutting long-lived streams after grace.
+func gracefully(gs *grpc.Server, grace time.Duration) {
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		gs.Stop()
+	}
+}
+
+const version = "0.1.0"
