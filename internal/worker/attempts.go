@@ -109,11 +109,7 @@ func (c *Client) finish(a *attempt, r *kilnv1.AttemptResult) {
 	}
 	c.mu.Lock()
 	dropped := a.dropped
-	if dropped {
-		delete(c.attempts, a.id)
-	} else {
-		a.result = r
-	}
+	a.result = r
 	c.notifyLocked()
 	c.mu.Unlock()
 	a.cancel(nil)
@@ -190,15 +186,14 @@ func (c *Client) acknowledge(ack *kilnv1.ResultAck) {
 		c.log.Debug("acknowledgement for no pending result", "attempt_id", id)
 		return
 	}
-	delete(c.attempts, id)
-	c.notifyLocked()
 	c.mu.Unlock()
 	c.log.Info("result acknowledged", "attempt_id", id, "accepted", ack.GetAccepted(), "reason", ack.GetReason())
 	c.forget(a)
 }
 
-// forget deletes what is left of an attempt: its saved result, its log and
-// (in the background) its build directory.
+// forget deletes what is left of an attempt: its saved result, its log,
+// its build directory (in the background) and finally its entry, so that
+// an attempt is gone from c.attempts only once its result file is.
 func (c *Client) forget(a *attempt) {
 	if err := c.results.remove(a.id); err != nil {
 		c.log.Warn("cannot delete saved result", "attempt_id", a.id, "error", err)
@@ -207,6 +202,12 @@ func (c *Client) forget(a *attempt) {
 		a.log.release()
 	}
 	c.janitor.discard(a.dir)
+	c.mu.Lock()
+	if c.attempts[a.id] == a {
+		delete(c.attempts, a.id)
+	}
+	c.notifyLocked()
+	c.mu.Unlock()
 }
 
 // cancelAttempt stops a running attempt at the metaserver's request.
@@ -244,7 +245,7 @@ func (c *Client) dropAttempts(ids []uint64) {
 			continue
 		}
 		if a.result != nil {
-			delete(c.attempts, id)
+			a.dropped = true
 			done = append(done, a)
 			continue
 		}

@@ -8,16 +8,16 @@
 // is a full report of the build server's state, so a retry is just the next
 // report:
 //
-//	          ┌──────────── backoff 100ms·2ⁿ (jitter, cap 10s) ◀───────────┐
-//	          ▼                                                            │
-//	 dial ─▶ Hello(targets, slots, policy, running ids) ─▶ Welcome ─▶ serve ─┤ stream error
-//	                                                                   │   │
-//	                                                                   │   └─▶ UNAUTHENTICATED: stop (*AuthError)
-//	                                                                   ▼
-//	                         heartbeats every Welcome.heartbeat_interval_ms
-//	                         Assignment ▶ start attempt (or RETURNED when full)
-//	                         CancelAttempt ▶ cancel attempt (CANCELLED)
-//	                         ResultAck ▶ forget result, delete build dir lazily
+//	         ┌──────────── backoff 100ms·2ⁿ (jitter, cap 10s) ◀───────────┐
+//	         ▼                                                            │
+//	dial ─▶ Hello(targets, slots, policy, running ids) ─▶ Welcome ─▶ serve ─┤ stream error
+//	                                                                  │   │
+//	                                                                  │   └─▶ UNAUTHENTICATED: stop (*AuthError)
+//	                                                                  ▼
+//	                        heartbeats every Welcome.heartbeat_interval_ms
+//	                        Assignment ▶ start attempt (or RETURNED when full)
+//	                        CancelAttempt ▶ cancel attempt (CANCELLED)
+//	                        ResultAck ▶ forget result, delete build dir lazily
 //
 // After each Welcome the Client drops the attempts the metaserver no longer
 // wants (Welcome.drop_attempt_ids), resends every kept attempt's log from
