@@ -1,0 +1,36 @@
+// Package cas stores blobs by their sha256 in a local directory, in the style
+// of Buildbarn's bb-storage: content-addressed, verified while written and
+// while read, streamed so memory does not grow with blob size.
+//
+// # Layout
+//
+//	dir/
+//	  tmp/                blobs being written; emptied by Open
+//	  ab/
+//	    abcdef0123…       one file per blob, named by its lowercase hex sha256,
+//	                      in a shard directory named by the first two digits
+//
+// # Writing
+//
+// [Store.Create] returns a [Writer] that hashes while it writes to a temporary
+// file. [Writer.Commit] checks the expected digest and size, fsyncs the file,
+// links it into place (never replacing an existing blob) and fsyncs the shard
+// directory, so a blob whose Commit returned nil survives a crash. A blob is
+// either absent or complete: readers never see a partial blob.
+//
+// # Reading
+//
+// The reader returned by [Store.Open] hashes what it reads, and at end of
+// file returns an error wrapping [ErrCorrupt] instead of io.EOF when the file
+// no longer matches its name (disk corruption, truncation, tampering).
+// Consumers must therefore not trust or act on the bytes until Read has
+// returned io.EOF: a streaming server should fail the stream (and a client
+// discard what it got) on any other error. [Store.Verify] checks a blob
+// without a consumer.
+//
+// # Concurrency
+//
+// A Store is safe for concurrent use; concurrent writers of the same content
+// all succeed and leave one file. One process at a time may use a directory:
+// Open removes every temporary file, including another process's.
+package cas

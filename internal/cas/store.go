@@ -1,0 +1,157 @@
+package cas
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// Errors of the store; test with errors.Is.
+var (
+	// ErrNotFound is returned for a blob that is not in the store.
+	ErrNotFound = errors.New("cas: blob not found")
+	// ErrCorrupt is returned when a stored blob does not hash to its name or
+	// has the wrong size. The blob should be deleted and uploaded again.
+	ErrCorrupt = errors.New("cas: stored blob is corrupt")
+	// ErrMismatch is returned by Commit and Put when the written content does
+	// not match the expected digest or size. Nothing is stored.
+	ErrMismatch = errors.New("cas: content does not match the expected digest or size")
+	// ErrInvalidDigest is returned for a digest that is not 64 lowercase
+	// hexadecimal characters. The file system is not touched.
+	ErrInvalidDigest = errors.New("cas: invalid sha256 digest")
+	// ErrClosed is returned when a Writer is used after Commit or Abort.
+	ErrClosed = errors.New("cas: writer already committed or aborted")
+)
+
+// ValidDigest reports whether s is a sha256 digest in the store's spelling:
+// 64 lowercase hexadecimal characters.
+func ValidDigest(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Store is a directory of blobs named by sha256. Safe for concurrent use.
+type Store struct {
+	dir string
+	tmp string
+}
+
+// tmpDirName is the subdirectory of blobs being written.
+const tmpDirName = "tmp"
+
+// Open opens the store in dir, creating dir and dir/tmp if needed, and
+// removes temporary files left by a crashed writer. Only one process may use
+// a directory at a time.
+func Open(dir string) (*Store, error) {
+	s := &Store{dir: dir, tmp: filepath.Join(dir, tmpDirName)}
+	if err := os.MkdirAll(s.tmp, 0o755); err != nil {
+		return nil, fmt.Errorf("cas: open %s: %w", dir, err)
+	}
+	stale, err := os.ReadDir(s.tmp)
+	if err != nil {
+		return nil, fmt.Errorf("cas: open %s: %w", dir, err)
+	}
+	for _, e := range stale {
+		if err := os.RemoveAll(filepath.Join(s.tmp, e.Name())); err != nil {
+			return nil, fmt.Errorf("cas: remove stale temporary file: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// Dir returns the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+// path returns the file of a digest, which must be valid.
+func (s *Store) path(sha string) string {
+	return filepath.Join(s.dir, sha[:2], sha)
+}
+
+func checkDigest(sha string) error {
+	if !ValidDigest(sha) {
+		return fmt.Errorf("%w: %q", ErrInvalidDigest, truncate(sha))
+	}
+	return nil
+}
+
+// truncate keeps error messages short when a client sends garbage.
+func truncate(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
+
+// Stat returns the size of blob sha, or an error wrapping ErrNotFound. It
+// does not verify the content.
+func (s *Store) Stat(sha string) (int64, error) {
+	if err := checkDigest(sha); err != nil {
+		return 0, err
+	}
+	fi, err := os.Stat(s.path(sha))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, fmt.Errorf("%w: %s", ErrNotFound, sha)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("cas: stat %s: %w", sha, err)
+	}
+	return fi.Size(), nil
+}
+
+// Delete removes blob sha; it returns an error wrapping ErrNotFound if there
+// is none. A reader that already opened the blob can finish reading it.
+func (s *Store) Delete(sha string) error {
+	if err := checkDigest(sha); err != nil {
+		return err
+	}
+	err := os.Remove(s.path(sha))
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%w: %s", ErrNotFound, sha)
+	}
+	if err != nil {
+		return fmt.Errorf("cas: delete %s: %w", sha, err)
+	}
+	return nil
+}
+
+// Verify reads blob sha completely and returns nil if it hashes to sha,
+// an error wrapping ErrCorrupt if not, or one wrapping ErrNotFound.
+func (s *Store) Verify(sha string) error {
+	r, _, err := s.Open(sha)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	buf := make([]byte, copyBufferSize)
+	_, err = io.CopyBuffer(io.Discard, r, buf)
+	return err
+}
+
+// copyBufferSize is the buffer of Put and Verify, and the Writer's.
+const copyBufferSize = 256 << 10
+
+// Put stores the content of r, checked against wantSHA256 and wantSize as by
+// Writer.Commit ("" and -1 skip the checks), and returns its digest and size.
+// On any error nothing is stored.
+func (s *Store) Put(r io.Reader, wantSHA256 string, wantSize int64) (string, int64, error) {
+	w, err := s.Create()
+	if err != nil {
+		return "", 0, err
+	}
+	buf := make([]byte, copyBufferSize)
+	if _, err := io.CopyBuffer(w, r, buf); err != nil {
+		w.Abort()
+		return "", 0, fmt.Errorf("cas: put: %w", err)
+	}
+	return w.Commit(wantSHA256, wantSize)
+}
