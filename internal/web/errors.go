@@ -45,6 +45,9 @@ func fromRPC(err error, what string) *httpError {
 	if he := (*httpError)(nil); errors.As(err, &he) {
 		return he
 	}
+	if errors.Is(err, errDraining) {
+		return &httpError{code: http.StatusServiceUnavailable, msg: "This webstatus server is restarting.", err: err}
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return &httpError{code: http.StatusServiceUnavailable, msg: unreachableMsg, err: err}
 	}

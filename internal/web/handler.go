@@ -28,6 +28,11 @@ type Options struct {
 	// does not say (?page_size=, at most 500). Zero lets the metaserver
 	// choose (50).
 	PageSize uint32
+	// Draining, when closed, ends every followed log (HTML, raw and events)
+	// at once with a note that webstatus is restarting, so a graceful
+	// shutdown need not wait for running builds. Downloads and other
+	// requests in flight are not affected. Nil means never.
+	Draining <-chan struct{}
 }
 
 // defaultRPCTimeout is Options.RPCTimeout's default: long enough for a busy
@@ -45,6 +50,7 @@ type server struct {
 	now     func() time.Time
 	timeout time.Duration
 	pageSz  uint32
+	drain   <-chan struct{}
 	tmpl    *templates
 }
 
@@ -61,6 +67,7 @@ func NewHandler(status kilnv1.StatusServiceClient, compile kilnv1.CompileService
 		now:     opts.Now,
 		timeout: opts.RPCTimeout,
 		pageSz:  opts.PageSize,
+		drain:   opts.Draining,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -126,6 +133,16 @@ func (s *server) handleNotFound(w http.ResponseWriter, r *http.Request) {
 // rpcContext bounds one unary metaserver call.
 func (s *server) rpcContext(r *http.Request) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(r.Context(), s.timeout)
+}
+
+// draining reports whether Options.Draining is closed.
+func (s *server) draining() bool {
+	select {
+	case <-s.drain:
+		return true
+	default:
+		return false
+	}
 }
 
 // middleware sets the headers every response shares and logs each request.

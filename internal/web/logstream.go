@@ -22,7 +22,32 @@ import (
 // With follow, readLog returns when the metaserver ends the stream (the
 // build is final) or ctx ends. It returns the offset after the last byte
 // emitted, and the first error of GetLog or emit; io.EOF is not an error.
+//
+// A follow also ends, with errDraining, when Options.Draining closes.
 func (s *server) readLog(ctx context.Context, id, offset uint64, follow bool, emit func(off uint64, text []byte) error) (uint64, error) {
+	if follow && s.drain != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-s.drain:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
+	next, err := s.readLogChunks(ctx, id, offset, follow, emit)
+	if err != nil && follow && s.draining() {
+		err = errDraining
+	}
+	return next, err
+}
+
+// errDraining ends a followed log when webstatus shuts down.
+var errDraining = errors.New("webstatus is shutting down")
+
+func (s *server) readLogChunks(ctx context.Context, id, offset uint64, follow bool, emit func(off uint64, text []byte) error) (uint64, error) {
 	stream, err := s.compile.GetLog(ctx, &kilnv1.GetLogRequest{BuildId: id, Offset: offset, Follow: follow})
 	if err != nil {
 		return offset, err
