@@ -13,7 +13,7 @@ import (
 const Greeting = "hello, kiln"
 
 // DefaultManifest is the kiln.yaml CProject writes with Manifest set: an int
-// option `level` (0..3, default 2) and a choice option `flavor` (plain or
+// option `level` (default 2) and a choice option `flavor` (plain or
 // fancy, default plain), the build step `make CFLAGS=-O$KILN_OPT_LEVEL`
 // (after echoing the flavor into the log), the check step `make check`, and
 // the artifact `hello`.
@@ -22,12 +22,10 @@ options:
   level:
     type: int
     default: 2
-    min: 0
-    max: 3
     description: optimisation level passed as -O
   flavor:
     type: choice
-    values: [plain, fancy]
+    choices: [plain, fancy]
     default: plain
     description: shown in the build log
 build:
