@@ -1,0 +1,283 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/kilnbuild/kiln/internal/sysinfo"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// Config is everything buildserver needs to run. Each field has exactly one
+// command-line flag, named in its `flag` tag (the completeness test checks
+// the mapping both ways).
+type Config struct {
+	// Metaserver is the host:port of the metaserver's gRPC endpoint. Env
+	// fallback KILN_METASERVER.
+	Metaserver string `flag:"metaserver"`
+	// Token is this build server's credential, issued by the metaserver's
+	// admin. Env fallback KILN_TOKEN, then the file DATA_DIR/token (both
+	// keep it out of the process list, unlike the flag).
+	Token string `flag:"token"`
+	// DataDir holds the source mirrors, build directories and results not
+	// yet acknowledged; builds cannot see it. Env fallback KILN_DATA_DIR.
+	DataDir string `flag:"data-dir"`
+	// Jobs is how many builds run at once across all targets.
+	Jobs int `flag:"jobs"`
+	// Targets are the ways this machine builds: native, musl or
+	// cross:TRIPLE (repeatable). Each is probed at start; one whose probe
+	// fails is not offered.
+	Targets []string `flag:"target"`
+	// Labels are free-form labels shown with every target (repeatable).
+	Labels []string `flag:"label"`
+	// AllowProjects, if given, are the only projects built here (repeatable).
+	AllowProjects []string `flag:"allow-project"`
+	// AllowOptions limit compile options, each "name=v1,v2" (repeatable; the
+	// same name twice adds values). A build with another value is refused.
+	AllowOptions []string `flag:"allow-option"`
+	// MaxBuildTime refuses builds whose time limit is longer, and bounds
+	// builds that declare none; 0 means no cap of the volunteer's own.
+	// Whole seconds.
+	MaxBuildTime time.Duration `flag:"max-build-time"`
+	// IdleOnly takes new builds only while the machine is otherwise idle
+	// (load average below half the CPUs).
+	IdleOnly bool `flag:"idle-only"`
+	// Sandbox is how steps are isolated: "bwrap" (bubblewrap: no network,
+	// read-only system, hidden home and data directory) or "none" (steps run
+	// as this user with full access; announced publicly).
+	Sandbox string `flag:"sandbox"`
+	// Grace is how long SIGTERM lets running builds finish before they are
+	// cancelled and handed back to the metaserver.
+	Grace time.Duration `flag:"grace"`
+	// LogFormat is the format of the build server's own log on stderr: text or json.
+	LogFormat string `flag:"log-format"`
+	// LogLevel is the least severe log level written: debug, info, warn or
+	// error. Env fallback KILN_LOG_LEVEL.
+	LogLevel string `flag:"log-level"`
+}
+
+// defaultConfig is the configuration before flags and environment.
+func defaultConfig() Config {
+	return Config{
+		Metaserver: "127.0.0.1:7070",
+		Jobs:       1,
+		Sandbox:    "bwrap",
+		Grace:      30 * time.Second,
+		LogFormat:  "text",
+		LogLevel:   "info",
+	}
+}
+
+// ErrConfig is wrapped by every configuration error.
+var ErrConfig = errors.New("invalid configuration")
+
+// maxJobs bounds --jobs to what the metaserver accepts.
+const maxJobs = 1024
+
+// Validate checks the configuration before anything starts and reports
+// every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if host, port, err := net.SplitHostPort(c.Metaserver); err != nil || host == "" || port == "" {
+		errs = append(errs, fmt.Errorf("--metaserver %q: want host:port", c.Metaserver))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir is required"))
+	}
+	switch {
+	case c.Token == "":
+		errs = append(errs, errors.New("no token: give --token, set KILN_TOKEN or write it to DATA_DIR/token"))
+	case strings.ContainsAny(c.Token, " \t\r\n"):
+		errs = append(errs, errors.New("the token contains white space"))
+	}
+	if c.Jobs < 1 || c.Jobs > maxJobs {
+		errs = append(errs, fmt.Errorf("--jobs must be 1..%d, got %d", maxJobs, c.Jobs))
+	}
+	if _, err := c.targetSpecs(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := c.allowedOptions(); err != nil {
+		errs = append(errs, err)
+	}
+	for _, l := range c.Labels {
+		if l == "" || len(l) > 64 {
+			errs = append(errs, fmt.Errorf("--label %q: want 1 to 64 bytes", l))
+		}
+	}
+	for _, p := range c.AllowProjects {
+		if p == "" {
+			errs = append(errs, errors.New("--allow-project must not be empty"))
+		}
+	}
+	switch {
+	case c.MaxBuildTime < 0:
+		errs = append(errs, fmt.Errorf("--max-build-time must not be negative, got %s", c.MaxBuildTime))
+	case c.MaxBuildTime%time.Second != 0:
+		errs = append(errs, fmt.Errorf("--max-build-time must be whole seconds, got %s", c.MaxBuildTime))
+	case c.MaxBuildTime/time.Second > 1<<32-1:
+		errs = append(errs, fmt.Errorf("--max-build-time %s is too long", c.MaxBuildTime))
+	}
+	if c.Sandbox != "bwrap" && c.Sandbox != "none" {
+		errs = append(errs, fmt.Errorf("--sandbox %q: want bwrap or none", c.Sandbox))
+	}
+	if c.Grace < 0 {
+		errs = append(errs, fmt.Errorf("--grace must not be negative, got %s", c.Grace))
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
+	}
+	return nil
+}
+
+// targetSpecs parses --target values ("native" when none is given).
+func (c Config) targetSpecs() ([]sysinfo.TargetSpec, error) {
+	names := c.Targets
+	if len(names) == 0 {
+		names = []string{"native"}
+	}
+	var specs []sysinfo.TargetSpec
+	for _, n := range names {
+		spec, err := sysinfo.ParseTarget(n)
+		if err != nil {
+			return nil, fmt.Errorf("--target: %w", err)
+		}
+		if slices.ContainsFunc(specs, func(s sysinfo.TargetSpec) bool { return s.ID == spec.ID }) {
+			return nil, fmt.Errorf("--target %s given twice", n)
+		}
+		specs = append(specs, spec)
+	}
+	return specs, nil
+}
+
+// allowedOptions parses --allow-option values into the policy's map.
+func (c Config) allowedOptions() (map[string]*kilnv1.OptionValues, error) {
+	out := map[string]*kilnv1.OptionValues{}
+	for _, spec := range c.AllowOptions {
+		name, list, ok := strings.Cut(spec, "=")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" || list == "" {
+			return nil, fmt.Errorf("--allow-option %q: want name=value1,value2", spec)
+		}
+		ov := out[name]
+		if ov == nil {
+			ov = &kilnv1.OptionValues{}
+			out[name] = ov
+		}
+		for _, v := range strings.Split(list, ",") {
+			if !slices.Contains(ov.Values, v) {
+				ov.Values = append(ov.Values, v)
+			}
+		}
+		sort.Strings(ov.Values)
+	}
+	return out, nil
+}
+
+// policy is the volunteer's policy as sent to the metaserver.
+func (c Config) policy() *kilnv1.BuildServerPolicy {
+	opts, _ := c.allowedOptions() // validated
+	return &kilnv1.BuildServerPolicy{
+		AllowedProjects: c.AllowProjects,
+		MaxBuildSeconds: uint32(c.MaxBuildTime / time.Second),
+		AllowedOptions:  opts,
+		IdleOnly:        c.IdleOnly,
+	}
+}
+
+// parseLevel maps --log-level to a slog level.
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// stringList is a repeatable string flag.
+type stringList struct{ list *[]string }
+
+func (s stringList) String() string {
+	if s.list == nil {
+		return ""
+	}
+	return strings.Join(*s.list, ",")
+}
+
+func (s stringList) Set(v string) error {
+	*s.list = append(*s.list, v)
+	return nil
+}
+
+// envFallbacks names the environment variable read when a flag is not given.
+var envFallbacks = map[string]string{
+	"metaserver": "KILN_METASERVER",
+	"token":      "KILN_TOKEN",
+	"data-dir":   "KILN_DATA_DIR",
+	"log-level":  "KILN_LOG_LEVEL",
+}
+
+// newFlagSet binds every Config field to its flag.
+func newFlagSet(c *Config) *flag.FlagSet {
+	fs := flag.NewFlagSet("buildserver", flag.ContinueOnError)
+	fs.StringVar(&c.Metaserver, "metaserver", c.Metaserver, "metaserver gRPC address host:port (env KILN_METASERVER)")
+	fs.StringVar(&c.Token, "token", c.Token, "build server credential (env KILN_TOKEN, else the file DATA_DIR/token; both keep it out of ps)")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for mirrors, builds and pending results (env KILN_DATA_DIR)")
+	fs.IntVar(&c.Jobs, "jobs", c.Jobs, "builds run at once across all targets")
+	fs.Var(stringList{&c.Targets}, "target", "target to offer: native, musl or cross:TRIPLE (repeatable; default native)")
+	fs.Var(stringList{&c.Labels}, "label", "free-form label shown with every target (repeatable)")
+	fs.Var(stringList{&c.AllowProjects}, "allow-project", "build only this project (repeatable; default any)")
+	fs.Var(stringList{&c.AllowOptions}, "allow-option", "allow only these values of an option, name=v1,v2 (repeatable)")
+	fs.DurationVar(&c.MaxBuildTime, "max-build-time", c.MaxBuildTime, "refuse builds allowed to run longer than this, whole seconds (0: no cap)")
+	fs.BoolVar(&c.IdleOnly, "idle-only", c.IdleOnly, "take new builds only while the machine is otherwise idle")
+	fs.StringVar(&c.Sandbox, "sandbox", c.Sandbox, "step isolation: bwrap, or none (unsafe: builds run as this user; announced publicly)")
+	fs.DurationVar(&c.Grace, "grace", c.Grace, "on SIGTERM, how long running builds may finish before they are handed back")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "format of the build server's own log on stderr: text or json")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error (env KILN_LOG_LEVEL)")
+	return fs
+}
+
+// parseConfig reads flags, fills flags not given from the environment
+// (flag > environment > default), reads DATA_DIR/token when no token was
+// given, and validates.
+func parseConfig(args []string, getenv func(string) string) (Config, error) {
+	c := defaultConfig()
+	fs := newFlagSet(&c)
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("%w: unexpected arguments %s", ErrConfig, strings.Join(fs.Args(), " "))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for name, env := range envFallbacks {
+		if v := getenv(env); v != "" && !given[name] {
+			if err := fs.Set(name, v); err != nil {
+				return c, fmt.Errorf("%w: %s=%q: %w", ErrConfig, env, v, err)
+			}
+		}
+	}
+	if c.Token == "" && c.DataDir != "" {
+		data, err := os.ReadFile(filepath.Join(c.DataDir, "token"))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return c, fmt.Errorf("%w: reading the token file: %w", ErrConfig, err)
+		}
+		c.Token = strings.TrimSpace(string(data))
+	}
+	return c, c.Validate()
+}

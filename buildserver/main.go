@@ -1,0 +1,124 @@
+// Command buildserver lends a machine to a Kiln build network: it measures
+// its build targets, connects to the metaserver, runs the builds it is
+// assigned in a sandbox and uploads their artifacts.
+//
+//	buildserver --metaserver 127.0.0.1:7070 --data-dir /var/lib/kiln \
+//	    [--jobs N] [--target native --target cross:s390x-linux-gnu]... \
+//	    [--allow-project P]... [--allow-option name=v1,v2]... [--max-build-time 1h] \
+//	    [--idle-only] [--sandbox bwrap|none] [--grace 30s]
+//
+// The token comes from --token, KILN_TOKEN or DATA_DIR/token. SIGTERM or
+// SIGINT stops it gracefully: no new work, running builds get --grace to
+// finish, the rest are handed back; a second signal kills it at once.
+//
+// Exit status: 0 after a graceful stop, 2 for a bad flag, 3 when the
+// metaserver refuses the token (wrong or revoked: restarting cannot help),
+// 1 for anything else.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/kilnbuild/kiln/internal/sandbox"
+	"github.com/kilnbuild/kiln/internal/worker"
+)
+
+// version is set at link time (-ldflags "-X main.version=...").
+var version = "dev"
+
+// Exit statuses.
+const (
+	exitFailure = 1
+	exitUsage   = 2
+	exitAuth    = 3
+)
+
+func main() {
+	cfg, err := parseConfig(os.Args[1:], os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "buildserver:", err)
+		os.Exit(exitUsage)
+	}
+	log := newLogger(cfg, os.Stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		// After the first signal the default action returns: a second one kills.
+		<-ctx.Done()
+		stop()
+	}()
+	err = run(ctx, cfg, log)
+	var authErr *worker.AuthError
+	switch {
+	case errors.As(err, &authErr):
+		log.Error("the metaserver refused this build server's token; get a new one from its admin", "error", err)
+		os.Exit(exitAuth)
+	case err != nil:
+		log.Error("buildserver stopped", "error", err)
+		os.Exit(exitFailure)
+	}
+}
+
+// newLogger returns the build server's own logger, writing to w.
+func newLogger(cfg Config, w io.Writer) *slog.Logger {
+	level, _ := parseLevel(cfg.LogLevel) // validated
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// run probes the targets, then serves the metaserver until ctx ends.
+func run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	var runner worker.StepRunner
+	switch cfg.Sandbox {
+	case "none":
+		runner = sandbox.Unsandboxed{}
+		log.Warn("--sandbox=none: build steps run WITHOUT isolation, as this user, with network access; the metaserver and public pages show this")
+	default:
+		bw := sandbox.Bwrap{}
+		if err := bw.Available(); err != nil {
+			return fmt.Errorf("sandbox: %w (install bubblewrap, or run with --sandbox=none at your own risk)", err)
+		}
+		runner = bw
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	specs, _ := cfg.targetSpecs() // validated
+	targets, err := worker.ProbeTargets(ctx, specs, nil, cfg.DataDir, log)
+	if err != nil {
+		return err
+	}
+	client, err := worker.New(worker.Config{
+		Metaserver:  cfg.Metaserver,
+		Token:       cfg.Token,
+		DataDir:     cfg.DataDir,
+		Targets:     targets,
+		Labels:      cfg.Labels,
+		Slots:       cfg.Jobs,
+		Policy:      cfg.policy(),
+		Sandbox:     runner,
+		Unsandboxed: cfg.Sandbox == "none",
+		Grace:       cfg.Grace,
+		Version:     version,
+		Logger:      log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("buildserver starting", "version", version, "metaserver", cfg.Metaserver, "targets", len(targets),
+		"jobs", cfg.Jobs, "sandbox", cfg.Sandbox)
+	return client.Run(ctx)
+}
