@@ -53,7 +53,7 @@ func adminClient(ctx context.Context, dataDir string) (kilnv1.AdminServiceServer
 		if err != nil {
 			return nil, nil, err
 		}
-		return remoteAdmin{kilnv1.NewAdminServiceClient(conn)}, func() { conn.Close() }, nil
+		return remoteAdmin{c: kilnv1.NewAdminServiceClient(conn)}, func() { conn.Close() }, nil
 	}
 	if err := server.DataDirReady(dataDir); err != nil {
 		return nil, nil, err
@@ -66,7 +66,10 @@ func adminClient(ctx context.Context, dataDir string) (kilnv1.AdminServiceServer
 }
 
 // remoteAdmin adapts the client to the server interface, so both paths share code.
-type remoteAdmin struct{ c kilnv1.AdminServiceClient }
+type remoteAdmin struct {
+	kilnv1.UnimplementedAdminServiceServer
+	c kilnv1.AdminServiceClient
+}
 
 func (r remoteAdmin) AddProject(ctx context.Context, req *kilnv1.AddProjectRequest) (*kilnv1.AddProjectResponse, error) {
 	return r.c.AddProject(ctx, req)
@@ -83,7 +86,6 @@ func (r remoteAdmin) RevokeBuildServer(ctx context.Context, req *kilnv1.RevokeBu
 func (r remoteAdmin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.PinResponse, error) {
 	return r.c.Pin(ctx, req)
 }
-func (remoteAdmin) mustEmbedUnimplementedAdminServiceServer() {}
 
 // adminCommand runs one admin subcommand; exit 0 ok, 1 failed, 2 bad usage.
 func adminCommand(name string, args []string) int {
