@@ -54,6 +54,12 @@ func execute(ctx context.Context, s Step, l launch) error {
 	}
 	defer removeCgroup()
 
+	// Output goes through our own pipe rather than exec.Cmd's copying
+	// goroutine bounded by Cmd.WaitDelay: Cmd.Wait would wait for the pipe
+	// before we could kill what holds it, so a step that leaves a background
+	// process would always cost the whole WaitDelay. Here the child is waited
+	// for alone, the step's processes are killed, and only then is the pipe
+	// drained, bounded by pipeDrainTimeout.
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		closeFiles(l.extraFiles)
