@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/kilnbuild/kiln/internal/platform"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
@@ -191,62 +192,21 @@ func shortCommit(c string) string {
 	return c
 }
 
-// describeSystem is a one-line summary of a measured platform:
-// "linux s390x big-endian LP64 glibc 2.36 gcc 12.2.0 (emulated)".
+// describeSystem is platform.Describe, with "—" for an unset platform.
 func describeSystem(si *kilnv1.SystemInfo) string {
 	if si == nil {
 		return "—"
 	}
-	var parts []string
-	add := func(s ...string) {
-		if j := strings.TrimSpace(strings.Join(s, " ")); j != "" {
-			parts = append(parts, j)
-		}
-	}
-	add(si.GetOs())
-	add(si.GetArch())
-	if si.GetEndian() != "" {
-		add(si.GetEndian() + "-endian")
-	}
-	add(si.GetDataModel())
-	if si.GetCharBit() != 0 && si.GetCharBit() != 8 {
-		add(fmt.Sprintf("CHAR_BIT=%d", si.GetCharBit()))
-	}
-	add(si.GetLibc(), si.GetLibcVersion())
-	add(si.GetCompiler(), si.GetCompilerVersion())
-	if si.GetEmulated() {
-		add("(emulated)")
-	}
-	if len(parts) == 0 {
-		return "—"
-	}
-	return strings.Join(parts, " ")
+	return platform.Describe(si)
 }
 
-// describeConstraints lists the pinned fields as "arch=s390x endian=big";
-// "any platform" when nothing is pinned.
+// describeConstraints is platform.DescribeConstraints, spelling "nothing
+// pinned" as "any platform".
 func describeConstraints(c *kilnv1.PlatformConstraints) string {
-	if c == nil {
-		return "any platform"
+	if d := platform.DescribeConstraints(c); d != platform.Any {
+		return d
 	}
-	fields := []struct{ k, v string }{
-		{"os", c.GetOs()}, {"arch", c.GetArch()}, {"endian", c.GetEndian()},
-		{"data_model", c.GetDataModel()}, {"libc", c.GetLibc()}, {"libc_version", c.GetLibcVersion()},
-		{"compiler", c.GetCompiler()}, {"compiler_version", c.GetCompilerVersion()},
-	}
-	if c.GetCharBit() != 0 {
-		fields = append(fields, struct{ k, v string }{"char_bit", strconv.FormatUint(uint64(c.GetCharBit()), 10)})
-	}
-	var parts []string
-	for _, f := range fields {
-		if f.v != "" {
-			parts = append(parts, f.k+"="+f.v)
-		}
-	}
-	if len(parts) == 0 {
-		return "any platform"
-	}
-	return strings.Join(parts, " ")
+	return "any platform"
 }
 
 // toolsText lists tools with versions, sorted: "autoconf 2.71, make 4.3".

@@ -64,10 +64,10 @@ func TestPagesRenderAsHTML(t *testing.T) {
 			"11 succeeded, 4 failed", "UNSANDBOXED", "WITHOUT a sandbox", "draining", "revoked", "disconnected", "musl 1.2.3",
 			"projects: hello, libfoo; at most 1h00m00s per build", "only while idle", "opt ∈ {-O0, -O2}", "2026-03-14T15:09:23Z", "(3s ago)",
 		}},
-		{"builds list newest first with links", "/builds", []string{`href="/build/105"`, `href="/build/101"`, "libfoo", "asked: arch=ppc64 endian=big", "linux s390x big-endian LP64 glibc 2.36 gcc 12.2.0 (emulated)"}},
+		{"builds list newest first with links", "/builds", []string{`href="/build/105"`, `href="/build/101"`, "libfoo", "asked: arch=ppc64 endian=big", "linux/s390x big LP64 glibc-2.36 gcc-12.2.0 (emulated)"}},
 		{"a succeeded build shows attempts, platform and artifact", "/build/101", []string{
 			"succeeded", "hello", "v1.2", okCommit, "<code>debug=off</code>", "<code>opt=-O2</code>", "arch=x86_64 libc=glibc",
-			"linux x86_64 little-endian LP64 glibc 2.36 gcc 12.2.0", "2026-03-14T14:59:26Z", "(10m ago)", "after waiting 1m00s", "ran 1m00s",
+			"linux/x86_64 little LP64 glibc-2.36 gcc-12.2.0", "2026-03-14T14:59:26Z", "(10m ago)", "after waiting 1m00s", "ran 1m00s",
 			`href="/buildservers#bs-carol-old"`, `href="/buildservers#bs-alice-box"`, "lost", "lease expired",
 			`href="/build/101/artifact"`, "hello-101.tar.gz", `href="/build/101/log"`, "300.0 KiB", "bin/hello", "2 request(s) waiting",
 		}},
