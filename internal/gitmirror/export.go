@@ -51,10 +51,10 @@ func (m *Mirror) Export(ctx context.Context, commit, dst string) error {
 		return fmt.Errorf("gitmirror: export into %s: %w", dst, err)
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
+	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	args := []string{"-c", "tar.umask=022", "archive", "--format=tar", "--end-of-options", commit}
-	cmd, stderr := command(ctx, m.dir, args...)
+	cmd, stderr := command(gctx, m.dir, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
@@ -65,17 +65,22 @@ func (m *Mirror) Export(ctx context.Context, commit, dst string) error {
 	x := &extractor{root: root, kinds: make(map[string]entryKind), links: make(map[string]string)}
 	xerr := x.extract(tar.NewReader(bufio.NewReaderSize(stdout, 64<<10)))
 	if xerr != nil {
-		cancel()
-	}
-	werr := cmd.Wait()
-	switch {
-	case xerr != nil && (errors.Is(xerr, ErrUnsafePath) || werr == nil):
+		cancel() // stop git; its exit status no longer matters
+		_ = cmd.Wait()
+		switch {
+		case errors.Is(xerr, ErrUnsafePath):
+		case ctx.Err() != nil:
+			return fmt.Errorf("gitmirror: export %s: %w", commit, ctx.Err())
+		case stderr.buf.Len() > 0:
+			return fmt.Errorf("gitmirror: export %s: %w (git: %s)", commit, xerr, strings.TrimSpace(stderr.buf.String()))
+		}
 		return fmt.Errorf("gitmirror: export %s: %w", commit, xerr)
-	case werr != nil:
-		if ctx.Err() == nil && !m.HasCommit(context.WithoutCancel(ctx), commit) {
+	}
+	if werr := cmd.Wait(); werr != nil {
+		if ctx.Err() == nil && !m.HasCommit(ctx, commit) {
 			return fmt.Errorf("%w: commit %s is not in the mirror", ErrUnknownRevision, commit)
 		}
-		return fmt.Errorf("gitmirror: export %s: %w", commit, gitErr(ctx, args, werr, stderr))
+		return fmt.Errorf("gitmirror: export %s: %w", commit, gitErr(gctx, args, werr, stderr))
 	}
 	return nil
 }

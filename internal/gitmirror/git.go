@@ -73,6 +73,18 @@ func (e *gitError) Error() string {
 	return fmt.Sprintf("git %s: %v: %s", strings.Join(e.args, " "), e.err, msg)
 }
 
+// subcommand returns the git subcommand in args, past any "-c name=value".
+func subcommand(args []string) string {
+	for i := 0; i < len(args); i++ {
+		if args[i] == "-c" {
+			i++
+			continue
+		}
+		return args[i]
+	}
+	return "git"
+}
+
 func (e *gitError) Unwrap() error { return e.err }
 
 // exitCode returns the exit status of a failed git process, or -1 when it
@@ -124,7 +136,7 @@ func command(ctx context.Context, gitDir string, args ...string) (*exec.Cmd, *bo
 // git's own verdict.
 func gitErr(ctx context.Context, args []string, err error, stderr *boundedBuffer) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
-		return fmt.Errorf("git %s: %w", args[0], ctxErr)
+		return fmt.Errorf("git %s: %w", subcommand(args), ctxErr)
 	}
 	return &gitError{args: args, err: err, stderr: stderr.buf.String()}
 }

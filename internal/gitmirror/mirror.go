@@ -150,7 +150,9 @@ func (m *Mirror) clone(ctx context.Context) error {
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("gitmirror: clone: %w", err)
 	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(m.dir)+".clone-")
+	prefix := "." + filepath.Base(m.dir) + ".clone-"
+	m.removeStaleClones(parent, prefix)
+	tmp, err := os.MkdirTemp(parent, prefix)
 	if err != nil {
 		return fmt.Errorf("gitmirror: clone: %w", err)
 	}
@@ -295,4 +297,17 @@ func (m *Mirror) runFetch(ctx context.Context) error {
 	}
 	m.log.Debug("fetched mirror", "url", m.url, "duration_ms", time.Since(start).Milliseconds())
 	return nil
+}
+
+// removeStaleClones deletes temporary clone directories that a crashed
+// process left behind. Only those older than FetchTimeout go: a younger one
+// may belong to a clone still running in another process.
+func (m *Mirror) removeStaleClones(parent, prefix string) {
+	stale, _ := filepath.Glob(filepath.Join(parent, prefix+"*"))
+	for _, p := range stale {
+		if fi, err := os.Lstat(p); err == nil && time.Since(fi.ModTime()) > m.timeout {
+			m.log.Info("removing stale clone", "path", p, "age_s", int(time.Since(fi.ModTime()).Seconds()))
+			_ = os.RemoveAll(p)
+		}
+	}
 }

@@ -37,6 +37,33 @@ func TestEnsureClonesOnceAndLeavesNoTemporaryDirectory(t *testing.T) {
 	}
 }
 
+func TestEnsureRemovesClonesACrashLeftBehind(t *testing.T) {
+	u := newUpstream(t)
+	u.commit("one", nil)
+	parent := t.TempDir()
+	stale := filepath.Join(parent, ".p.git.clone-123")
+	young := filepath.Join(parent, ".p.git.clone-456")
+	for _, d := range []string{stale, young} {
+		if err := os.MkdirAll(filepath.Join(d, "objects"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
+	m := NewWithOptions(filepath.Join(parent, "p.git"), u.url(), Options{FetchTimeout: time.Hour})
+	if err := m.Ensure(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale clone still there: %v", err)
+	}
+	if _, err := os.Stat(young); err != nil {
+		t.Errorf("a young clone (maybe still running elsewhere) was removed: %v", err)
+	}
+}
+
 func TestEnsureOfAMissingRepositoryIsUnreachable(t *testing.T) {
 	parent := t.TempDir()
 	m := New(filepath.Join(parent, "p.git"), "file://"+filepath.Join(parent, "nothing-here"))
