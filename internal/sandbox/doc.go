@@ -71,4 +71,13 @@
 // dedicated OS thread just before fork, so the child inherits them from the
 // first instruction; the thread is then discarded. This costs microseconds,
 // where wrapping in nice(1) and ionice(1) would cost two execs.
+//
+// # Cost
+//
+// Measured on the project's 2-core machine (BenchmarkBwrapTrue,
+// BenchmarkUnsandboxedTrue): a no-op step under Bwrap takes about 6 ms,
+// the same as bare `bwrap --unshare-all true` (at hundreds of steps per
+// second both drift to about 10 ms as the kernel tears namespaces down); an
+// Unsandboxed no-op step takes about 1.0-1.3 ms. Limits add about 0.5-1.3 ms
+// (the prlimit exec and, for root, the pids cgroup).
 package sandbox
