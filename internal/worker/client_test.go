@@ -327,26 +327,45 @@ func TestBwrapBuildCannotSeeTheDataDirectory(t *testing.T) {
 	if err := bw.Available(); err != nil {
 		t.Skipf("bubblewrap unavailable: %v", err)
 	}
-	f := startFake(t)
 	url, commit := makeRepo(t, map[string]string{"hello.in": "hello\n"})
-	cfg := testConfig(t, f)
-	cfg.Sandbox = bw
-	startClient(t, cfg)
-	f.waitFor(t, "Hello", func() bool { return len(f.hellos) == 1 })
-	a := assignment(11, url, commit, recipe([]string{
-		`test -z "$(ls -A "$KILN_OPT_DATA/mirrors" 2>/dev/null)"`,
-		`cp hello.in hello && touch "$HOME/ok" && touch "$KILN_DESTDIR/ok"`,
-	}, "hello"))
-	a.Options["data"] = cfg.DataDir
-	f.push(t, assign(a))
-	res := f.waitResult(t, 11)
-	if res.GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED {
-		t.Fatalf("outcome %v (%s)\nlog:\n%s", res.GetOutcome(), res.GetReason(), f.log(11))
-	}
-	f.mu.Lock()
-	blob := f.blobs[res.GetArtifact().GetSha256()]
-	f.mu.Unlock()
-	if got := untar(t, blob)["hello"]; got != "hello\n" {
-		t.Errorf("artifact hello = %q", got)
+	hidden := `test -z "$(ls -A "$KILN_OPT_DATA/mirrors" 2>/dev/null)"`
+	for _, tc := range []struct {
+		name    string
+		runner  StepRunner
+		outcome kilnv1.AttemptOutcome
+	}{
+		// The contrast shows the check step really looks at the mirror.
+		{"without a sandbox the step sees the mirrors", sandbox.Unsandboxed{}, kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED},
+		{"under bwrap the data directory is hidden but the build dirs are writable", bw, kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := startFake(t)
+			cfg := testConfig(t, f)
+			cfg.Sandbox = tc.runner
+			startClient(t, cfg)
+			f.waitFor(t, "Hello", func() bool { return len(f.hellos) == 1 })
+			a := assignment(11, url, commit, recipe([]string{
+				hidden,
+				`cp hello.in hello && touch "$HOME/ok" && touch "$KILN_DESTDIR/ok"`,
+			}, "hello"))
+			a.Options["data"] = cfg.DataDir
+			f.push(t, assign(a))
+			res := f.waitResult(t, 11)
+			if res.GetOutcome() != tc.outcome {
+				t.Fatalf("outcome %v (%s), want %v\nlog:\n%s", res.GetOutcome(), res.GetReason(), tc.outcome, f.log(11))
+			}
+			if tc.outcome != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED {
+				if res.GetFailingStep() != hidden {
+					t.Errorf("failing step %q, want the visibility check", res.GetFailingStep())
+				}
+				return
+			}
+			f.mu.Lock()
+			blob := f.blobs[res.GetArtifact().GetSha256()]
+			f.mu.Unlock()
+			if got := untar(t, blob)["hello"]; got != "hello\n" {
+				t.Errorf("artifact hello = %q", got)
+			}
+		})
 	}
 }

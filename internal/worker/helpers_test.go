@@ -3,6 +3,7 @@ package worker
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/rand"
 	"compress/gzip"
 	"context"
 	"errors"
@@ -153,4 +154,14 @@ func untar(t *testing.T, data []byte) map[string]string {
 			out[h.Name] = string(b)
 		}
 	}
+}
+
+// nowMinus returns the time d seconds ago.
+func nowMinus(d int) time.Time { return time.Now().Add(-time.Duration(d) * time.Second) }
+
+// randomBytes returns n bytes that gzip cannot shrink.
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
 }
