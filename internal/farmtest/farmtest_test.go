@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kilnbuild/kiln/internal/manifest"
 )
 
 func TestFreePortHandsOutDistinctBindablePorts(t *testing.T) {
@@ -182,5 +184,23 @@ func TestCommitAddsACommitOnTop(t *testing.T) {
 	}
 	if got := git(t, repo, "show", second+":sub/dir/x.txt"); got != "x\n" {
 		t.Fatalf("committed file holds %q", got)
+	}
+}
+
+func TestDefaultManifestParsesWithTheDeclaredOptions(t *testing.T) {
+	m, err := manifest.Parse([]byte(DefaultManifest))
+	if err != nil {
+		t.Fatalf("manifest.Parse(DefaultManifest): %v", err)
+	}
+	level, ok := m.Option("level")
+	if !ok || level.Type != manifest.OptionInt || level.Default != "2" {
+		t.Fatalf("level = %+v", level)
+	}
+	flavor, ok := m.Option("flavor")
+	if !ok || flavor.Type != manifest.OptionChoice || strings.Join(flavor.Choices, ",") != "plain,fancy" || flavor.Default != "plain" {
+		t.Fatalf("flavor = %+v", flavor)
+	}
+	if strings.Join(m.Build, "\n") == "" || m.Check[0] != "make check" || m.Artifacts[0] != "hello" {
+		t.Fatalf("recipe %+v", m)
 	}
 }

@@ -12,12 +12,13 @@ import (
 // Greeting is what the default CProject program prints.
 const Greeting = "hello, kiln"
 
-// DefaultManifest is the kiln.yaml CProject writes with Manifest set: an int
-// option `level` (default 2) and a choice option `flavor` (plain or
-// fancy, default plain), the build step `make CFLAGS=-O$KILN_OPT_LEVEL`
-// (after echoing the flavor into the log), the check step `make check`, and
-// the artifact `hello`.
+// DefaultManifest is the kiln.yaml CProject writes with Manifest set (the
+// format is docs/manifest.md): an int option `level` (default 2) and a
+// choice option `flavor` (plain or fancy, default plain), the build steps
+// echo of both into the log and `make CFLAGS=-O$KILN_OPT_LEVEL`, the check
+// step `make check`, and the artifact `hello`.
 const DefaultManifest = `# Kiln manifest of the farmtest C project.
+requires: [make]
 options:
   level:
     type: int
@@ -27,7 +28,7 @@ options:
     type: choice
     choices: [plain, fancy]
     default: plain
-    description: shown in the build log
+    description: only shown in the build log
 build:
   - echo "flavor=$KILN_OPT_FLAVOR level=$KILN_OPT_LEVEL"
   - make CFLAGS=-O$KILN_OPT_LEVEL
@@ -35,6 +36,7 @@ check:
   - make check
 artifacts:
   - hello
+timeout: 5m
 `
 
 // CProjectOptions shapes the repository CProject creates.
@@ -80,8 +82,9 @@ int main(void)
 }
 `
 
-// makefile returns the project's Makefile. check compares the program's
-// output with want (a shell pattern for grep -x).
+// makefile returns the project's Makefile. check runs the program through
+// $(KILN_EMULATOR) (empty natively, qemu on cross targets) and compares its
+// output with want (an extended regular expression for grep -x).
 func makefile(want string) string {
 	return `CFLAGS ?= -O2
 PREFIX ?= /usr
@@ -92,7 +95,7 @@ hello: hello.c
 	$(CC) $(CFLAGS) -o hello hello.c
 
 check: hello
-	./hello > hello.out
+	$(KILN_EMULATOR) ./hello > hello.out
 	grep -Eqx '` + want + `' hello.out
 
 install: hello
