@@ -18,8 +18,9 @@ var templateFS embed.FS
 //go:embed static
 var staticFS embed.FS
 
-// pageNames are the page templates; each defines "title"-free "content"
-// and is executed through "page" in layout.html.
+// pageNames are the page templates (templates/<name>.html). Each defines
+// "content" and is executed through "page" in layout.html, which adds the
+// head, the nav bar and the footer.
 var pageNames = []string{"overview", "buildservers", "builds", "build", "log", "error"}
 
 // templates holds one parsed set per page, each a clone of the layout with
