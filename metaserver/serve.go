@@ -39,6 +39,8 @@ type serveConfig struct {
 	Lease     time.Duration
 	// MaxInfraAttempts bounds retries after infrastructure failures.
 	MaxInfraAttempts int
+	// CacheMaxBytes bounds the artifact cache (LRU eviction of unpinned artifacts).
+	CacheMaxBytes int64
 	// GracePeriod bounds a graceful stop before connections are cut.
 	GracePeriod time.Duration
 	// LogFormat is text or json; LogLevel debug, info, warn or error.
@@ -54,6 +56,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 5*time.Second, "build server heartbeat interval")
 	fs.DurationVar(&c.Lease, "lease", 30*time.Second, "how long an attempt survives without a heartbeat")
 	fs.IntVar(&c.MaxInfraAttempts, "max-infra-attempts", 5, "attempts ending in infrastructure failures before a build ends as error")
+	fs.Int64Var(&c.CacheMaxBytes, "cache-max-bytes", 0, "artifact cache size limit in bytes; least recently used unpinned artifacts are evicted (0: unlimited)")
 	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long a graceful stop waits for in-flight calls")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -75,6 +78,9 @@ func (c *serveConfig) Validate() error {
 	}
 	if c.Heartbeat <= 0 || c.Lease < 2*c.Heartbeat {
 		return fmt.Errorf("--lease (%s) must be at least twice --heartbeat (%s)", c.Lease, c.Heartbeat)
+	}
+	if c.CacheMaxBytes < 0 {
+		return errors.New("--cache-max-bytes must not be negative")
 	}
 	if c.MaxInfraAttempts < 1 {
 		return errors.New("--max-infra-attempts must be at least 1")
@@ -134,7 +140,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	}
 	srv, err := server.Open(server.Config{
 		DataDir: cfg.DataDir, HeartbeatInterval: cfg.Heartbeat, Lease: cfg.Lease,
-		MaxInfraAttempts: cfg.MaxInfraAttempts, Version: version, Logger: log, Notifier: notifier,
+		MaxInfraAttempts: cfg.MaxInfraAttempts, CacheMaxBytes: cfg.CacheMaxBytes, Version: version, Logger: log, Notifier: notifier,
 	}, st)
 	if err != nil {
 		return err
@@ -197,6 +203,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		runErr = err
 	}
 	hs.Shutdown()
+	srv.Drain()
 	gracefully(gs, cfg.GracePeriod)
 	gracefully(adminSrv, cfg.GracePeriod)
 	if metricsSrv != nil {

@@ -15,7 +15,7 @@ import (
 )
 
 func TestManifestProjectBuildsDownloadsAndKeepsItsLog(t *testing.T) {
-	f, head := farmWithProject(t, farmtest.CProjectOptions{Manifest: true}, 1)
+	f, _, head := farmWithProject(t, farmtest.CProjectOptions{Manifest: true}, 1)
 	out := filepath.Join(t.TempDir(), "out")
 	r := f.Startcompile("--project", "hello", "-o", "level=3", "-o", "flavor=fancy", "--download", out, "--json", "dev@example.com")
 	expectExit(t, r, 0)
@@ -50,7 +50,7 @@ func TestManifestProjectBuildsDownloadsAndKeepsItsLog(t *testing.T) {
 }
 
 func TestProjectWithoutManifestUsesTheDefaultRecipe(t *testing.T) {
-	f, _ := farmWithProject(t, farmtest.CProjectOptions{}, 1)
+	f, _, _ := farmWithProject(t, farmtest.CProjectOptions{}, 1)
 	out := filepath.Join(t.TempDir(), "out")
 	r := f.Startcompile("--project", "hello", "--download", out, "--json", "dev@example.com")
 	expectExit(t, r, 0)
@@ -68,7 +68,7 @@ func TestProjectWithoutManifestUsesTheDefaultRecipe(t *testing.T) {
 }
 
 func TestAQueuedBuildSurvivesAMetaserverKill(t *testing.T) {
-	f, _ := farmWithProject(t, farmtest.CProjectOptions{Manifest: true}, 0)
+	f, _, _ := farmWithProject(t, farmtest.CProjectOptions{Manifest: true}, 0)
 	// No build server yet: the request is acknowledged and queued.
 	r := f.Startcompile("--project", "hello", "--json", "dev@example.com")
 	expectExit(t, r, 0)
@@ -92,7 +92,7 @@ func TestAQueuedBuildSurvivesAMetaserverKill(t *testing.T) {
 }
 
 func TestBadInputIsRefusedWithExit2AndStoresNothing(t *testing.T) {
-	f, _ := farmWithProject(t, farmtest.CProjectOptions{Manifest: true}, 0)
+	f, _, _ := farmWithProject(t, farmtest.CProjectOptions{Manifest: true}, 0)
 	cases := []struct {
 		name string
 		args []string
@@ -125,7 +125,7 @@ func TestBadInputIsRefusedWithExit2AndStoresNothing(t *testing.T) {
 }
 
 func TestAWrongTokenIsRefused(t *testing.T) {
-	f, _ := farmWithProject(t, farmtest.CProjectOptions{Manifest: true}, 0)
+	f, _, _ := farmWithProject(t, farmtest.CProjectOptions{Manifest: true}, 0)
 	p := f.StartBuildserver("kiln_not-a-real-token")
 	select {
 	case <-p.Exited():

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -42,7 +43,8 @@ func parseResult(t *testing.T, r farmtest.Result) result {
 
 // farmWithProject starts a metaserver, registers a C project and starts
 // `builders` buildservers with extra args.
-func farmWithProject(t *testing.T, opts farmtest.CProjectOptions, builders int, builderArgs ...string) (*farmtest.Farm, string) {
+// It returns the farm, the repository's directory and its head commit.
+func farmWithProject(t *testing.T, opts farmtest.CProjectOptions, builders int, builderArgs ...string) (*farmtest.Farm, string, string) {
 	t.Helper()
 	f := farmtest.New(t)
 	f.StartMetaserver("--heartbeat", "200ms", "--lease", "2s")
@@ -55,7 +57,7 @@ func farmWithProject(t *testing.T, opts farmtest.CProjectOptions, builders int, 
 	if builders > 0 {
 		f.WaitBuildServers(builders)
 	}
-	return f, head
+	return f, repo, head
 }
 
 func sha256File(t *testing.T, path string) string {
@@ -90,3 +92,5 @@ func expectExit(t *testing.T, r farmtest.Result, want int) {
 		t.Fatalf("startcompile exit %d, want %d\nstdout: %s\nstderr: %s", r.Exit, want, r.Stdout, r.Stderr)
 	}
 }
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

@@ -110,6 +110,8 @@ func (s *Server) WatchBuild(req *kilnv1.WatchBuildRequest, stream kilnv1.Compile
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-s.closing:
+			return status.Error(codes.Unavailable, errStopped.Error())
 		case <-changed:
 		}
 	}
@@ -160,6 +162,8 @@ func (s *Server) GetLog(req *kilnv1.GetLogRequest, stream kilnv1.CompileService_
 		select {
 		case <-stream.Context().Done():
 			return stream.Context().Err()
+		case <-s.closing:
+			return status.Error(codes.Unavailable, errStopped.Error())
 		case <-changed:
 		}
 	}

@@ -274,6 +274,9 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 			cb(err)
 		}
 		s.changes.notify(final.GetId())
+		if err == nil && art != nil {
+			s.cacheAdded(int64(art.GetArtifact().GetSize()))
+		}
 	})
 	s.log.Info("build finished", "build_id", build.GetId(), "state", stateName(state), "failure", failure)
 }

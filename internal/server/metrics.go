@@ -24,6 +24,7 @@ type metrics struct {
 	uploadBytes   prometheus.Counter
 	downloadBytes prometheus.Counter
 	targets       *prometheus.GaugeVec
+	evicted       prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -50,12 +51,13 @@ func newMetrics() *metrics {
 		cacheMisses:   prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_cache_misses_total", Help: "Requests the cache could not answer."}),
 		uploadBytes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_artifact_upload_bytes_total", Help: "Artifact bytes received from build servers."}),
 		downloadBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_artifact_download_bytes_total", Help: "Artifact bytes sent to requesters."}),
+		evicted: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_cache_evictions_total", Help: "Artifacts evicted from the cache (LRU, unpinned)."}),
 		targets: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kiln_connected_targets", Help: "Connected build targets by platform.",
 		}, []string{"os", "arch", "endian", "data_model", "libc"}),
 	}
 	m.reg.MustRegister(m.submitted, m.finished, m.attempts, m.queueWait, m.dispatchDelay,
-		m.cacheHits, m.cacheMisses, m.uploadBytes, m.downloadBytes, m.targets,
+		m.cacheHits, m.cacheMisses, m.uploadBytes, m.downloadBytes, m.targets, m.evicted,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -28,6 +28,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kilnbuild/kiln/internal/cas"
@@ -56,6 +57,9 @@ type Config struct {
 	MaxLogBytes int64
 	// MaxArtifactBytes caps one upload (default 4 GiB).
 	MaxArtifactBytes int64
+	// CacheMaxBytes bounds the artifact cache; least recently used unpinned
+	// artifacts are evicted past it (0: unbounded).
+	CacheMaxBytes int64
 	// Version is reported on the status page.
 	Version string
 	// Notifier receives final builds inside their last transaction, to queue
@@ -123,6 +127,12 @@ type Server struct {
 	nextID   uint64
 	limiter  *limiter
 
+	// cacheBytes is the size of the distinct blobs the cache references.
+	cacheBytes atomic.Int64
+	evicting   atomic.Bool
+	closing    chan struct{}
+	closeOnce  sync.Once
+
 	fatal     chan error
 	fatalOnce sync.Once
 	stop      context.CancelFunc
@@ -165,9 +175,13 @@ func Open(cfg Config, st store.Store) (*Server, error) {
 		sessions: map[string]*session{},
 		limiter:  newLimiter(30, time.Minute),
 		fatal:    make(chan error, 1),
+		closing:  make(chan struct{}),
 	}
 	s.commits = newCommitter(st, s.log, s.fail)
 	if err := s.restore(); err != nil {
+		return nil, err
+	}
+	if err := s.measureCache(); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -191,6 +205,18 @@ func (s *Server) Start() {
 	s.mu.Lock()
 	s.dispatchLocked()
 	s.mu.Unlock()
+}
+
+// Drain ends every long-lived stream (build server sessions, watches, log
+// follows) so that a graceful stop only waits for short calls. Build servers
+// reconnect to the next metaserver and report what they still run.
+func (s *Server) Drain() {
+	s.closeOnce.Do(func() { close(s.closing) })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ss := range s.sessions {
+		ss.cancel(errStopped)
+	}
 }
 
 // Stop ends the background loops after the committer has drained. Call it
