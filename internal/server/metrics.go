@@ -51,7 +51,7 @@ func newMetrics() *metrics {
 		cacheMisses:   prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_cache_misses_total", Help: "Requests the cache could not answer."}),
 		uploadBytes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_artifact_upload_bytes_total", Help: "Artifact bytes received from build servers."}),
 		downloadBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_artifact_download_bytes_total", Help: "Artifact bytes sent to requesters."}),
-		evicted: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_cache_evictions_total", Help: "Artifacts evicted from the cache (LRU, unpinned)."}),
+		evicted:       prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_cache_evictions_total", Help: "Artifacts evicted from the cache (LRU, unpinned)."}),
 		targets: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kiln_connected_targets", Help: "Connected build targets by platform.",
 		}, []string{"os", "arch", "endian", "data_model", "libc"}),
