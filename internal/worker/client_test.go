@@ -26,7 +26,7 @@ func assignment(id uint64, url, commit string, r *kilnv1.Recipe) *kilnv1.Assignm
 }
 
 // waitIdle waits until the client has forgotten every attempt (all results acknowledged).
-func waitIdle(t *testing.T, c *Client) {
+func waitIdle(t testing.TB, c *Client) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()

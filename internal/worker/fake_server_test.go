@@ -55,7 +55,7 @@ type fakeSession struct {
 	kill chan error
 }
 
-func startFake(t *testing.T) *fakeMeta {
+func startFake(t testing.TB) *fakeMeta {
 	t.Helper()
 	f := &fakeMeta{
 		changed:    make(chan struct{}),
@@ -85,7 +85,7 @@ func (f *fakeMeta) notifyLocked() {
 
 // waitFor waits until cond (called with f.mu held) holds, failing the test
 // after a deadline.
-func (f *fakeMeta) waitFor(t *testing.T, what string, cond func() bool) {
+func (f *fakeMeta) waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.NewTimer(15 * time.Second)
 	defer deadline.Stop()
@@ -246,7 +246,7 @@ func (f *fakeMeta) UploadArtifact(stream kilnv1.WorkerService_UploadArtifactServ
 }
 
 // push sends m on the current session.
-func (f *fakeMeta) push(t *testing.T, m *kilnv1.SessionResponse) {
+func (f *fakeMeta) push(t testing.TB, m *kilnv1.SessionResponse) {
 	t.Helper()
 	f.mu.Lock()
 	ss := f.session
@@ -258,7 +258,7 @@ func (f *fakeMeta) push(t *testing.T, m *kilnv1.SessionResponse) {
 }
 
 // breakSession ends the current session with an UNAVAILABLE error.
-func (f *fakeMeta) breakSession(t *testing.T) {
+func (f *fakeMeta) breakSession(t testing.TB) {
 	t.Helper()
 	f.mu.Lock()
 	ss := f.session
@@ -281,7 +281,7 @@ func (f *fakeMeta) resultForLocked(id uint64) *kilnv1.AttemptResult {
 }
 
 // waitResult waits for a result of attempt id and returns it.
-func (f *fakeMeta) waitResult(t *testing.T, id uint64) *kilnv1.AttemptResult {
+func (f *fakeMeta) waitResult(t testing.TB, id uint64) *kilnv1.AttemptResult {
 	t.Helper()
 	var r *kilnv1.AttemptResult
 	f.waitFor(t, fmt.Sprintf("result of attempt %d", id), func() bool {

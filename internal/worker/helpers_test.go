@@ -3,9 +3,9 @@ package worker
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/rand"
 	"compress/gzip"
 	"context"
+	"crypto/rand"
 	"errors"
 	"io"
 	"log/slog"
@@ -22,7 +22,7 @@ import (
 
 // makeRepo commits files into a fresh git repository and returns its
 // file:// URL and the commit id.
-func makeRepo(t *testing.T, files map[string]string) (url, commit string) {
+func makeRepo(t testing.TB, files map[string]string) (url, commit string) {
 	t.Helper()
 	dir := t.TempDir()
 	git := func(args ...string) string {
@@ -60,7 +60,7 @@ func testTarget() Target {
 }
 
 // testConfig is a Config for f with a fresh data directory.
-func testConfig(t *testing.T, f *fakeMeta) Config {
+func testConfig(t testing.TB, f *fakeMeta) Config {
 	return Config{
 		Metaserver: f.addr,
 		Token:      testToken,
@@ -75,7 +75,7 @@ func testConfig(t *testing.T, f *fakeMeta) Config {
 }
 
 // testWriter sends the build server's own log to the test log.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
@@ -90,7 +90,7 @@ type running struct {
 }
 
 // startClient runs a Client for cfg until the test ends (or wait is called).
-func startClient(t *testing.T, cfg Config) *running {
+func startClient(t testing.TB, cfg Config) *running {
 	t.Helper()
 	c, err := New(cfg)
 	if err != nil {
@@ -111,7 +111,7 @@ func startClient(t *testing.T, cfg Config) *running {
 }
 
 // wait stops the client (gracefully) and returns Run's error.
-func (r *running) wait(t *testing.T) error {
+func (r *running) wait(t testing.TB) error {
 	t.Helper()
 	r.stop()
 	select {
@@ -125,7 +125,7 @@ func (r *running) wait(t *testing.T) error {
 }
 
 // untar reads a tar.gz into name -> content ("-> target" for symlinks).
-func untar(t *testing.T, data []byte) map[string]string {
+func untar(t testing.TB, data []byte) map[string]string {
 	t.Helper()
 	zr, err := gzip.NewReader(bytes.NewReader(data))
 	if err != nil {
@@ -164,4 +164,12 @@ func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	rand.Read(b)
 	return b
+}
+
+// writeFile writes content to path or fails the test.
+func writeFile(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

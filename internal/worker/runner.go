@@ -71,7 +71,7 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		}
 		return r.setupFailed(j, fmt.Sprintf("fetching %s at %s", a.GetGitUrl(), a.GetCommit()), err)
 	}
-	r.log.Debug("source ready", "attempt_id", a.GetAttemptId(), "took", time.Since(start))
+	fetched := time.Now()
 
 	timeout := buildTimeout(r.policy, a, r.defaultTimeout)
 	limits := r.limits
@@ -112,6 +112,7 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		j.progress(kilnv1.Phase_PHASE_PACKING)
 	}
 
+	built := time.Now()
 	var entries []packEntry
 	var err error
 	if recipe.GetInstallTree() {
@@ -135,6 +136,7 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		return r.setupFailed(j, "writing build log", err)
 	}
 
+	packed := time.Now()
 	j.progress(kilnv1.Phase_PHASE_UPLOADING)
 	if err := upload(ctx, r.uploader, a.GetAttemptId(), artPath, art); err != nil {
 		if ctx.Err() != nil {
@@ -143,6 +145,8 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		return r.setupFailed(j, "uploading artifact", err)
 	}
 	os.Remove(artPath)
+	r.log.Debug("attempt timings", "attempt_id", a.GetAttemptId(), "fetch", fetched.Sub(start),
+		"steps", built.Sub(fetched), "pack", packed.Sub(built), "upload", time.Since(packed))
 	j.log.notef("artifact %s (%d bytes, %d files) uploaded", art.GetSha256(), art.GetSize(), len(art.GetFiles()))
 	res := result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED, "", "")
 	res.Artifact = art
