@@ -187,23 +187,68 @@ func TestExtractNeverWritesThroughAnExistingSymlink(t *testing.T) {
 	}
 }
 
-func TestExtractNeverReplacesAnExistingFileAndUndoesItsWork(t *testing.T) {
+func TestExtractReplacesFilesButNotTheTargetsOfSymlinks(t *testing.T) {
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "z"), []byte("mine"), 0o644); err != nil {
+	outside := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(outside, []byte("precious"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "z"), []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "l")); err != nil {
+		t.Fatal(err)
+	}
+	arch := makeTarGz(t,
+		tarEntry{name: "z", typ: tar.TypeReg, body: "new", mode: 0o700},
+		tarEntry{name: "l", typ: tar.TypeReg, body: "through?"},
+	)
+	if _, err := Extract(bytes.NewReader(arch), dir, DefaultLimits); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "z")); string(b) != "new" {
+		t.Fatalf("z holds %q, want the archive's", b)
+	}
+	if fi, _ := os.Lstat(filepath.Join(dir, "z")); fi.Mode().Perm() != 0o755 {
+		t.Fatalf("z mode %v, want 0755", fi.Mode().Perm())
+	}
+	if b, _ := os.ReadFile(outside); string(b) != "precious" {
+		t.Fatalf("wrote through the symlink: %q", b)
+	}
+	if fi, _ := os.Lstat(filepath.Join(dir, "l")); !fi.Mode().IsRegular() {
+		t.Fatalf("l is %v, want the archive's regular file in place of the symlink", fi.Mode())
+	}
+	if got := entries(t, dir); strings.Join(got, " ") != "l z" {
+		t.Fatalf("directory holds %v (temporary files left?)", got)
+	}
+}
+
+func TestExtractUndoesWhatItCreatedWhenADirectoryIsInTheWay(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "z", "keep"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	arch := makeTarGz(t,
 		tarEntry{name: "a/b", typ: tar.TypeReg, body: "new"},
-		tarEntry{name: "z", typ: tar.TypeReg, body: "theirs"},
+		tarEntry{name: "z", typ: tar.TypeReg, body: "file where a directory is"},
 	)
 	if _, err := Extract(bytes.NewReader(arch), dir, DefaultLimits); err == nil {
-		t.Fatal("Extract replaced an existing file")
+		t.Fatal("Extract replaced a directory by a file")
 	}
-	if b, _ := os.ReadFile(filepath.Join(dir, "z")); string(b) != "mine" {
-		t.Fatalf("existing file now holds %q", b)
-	}
-	if got := entries(t, dir); len(got) != 1 {
+	if got := entries(t, dir); strings.Join(got, " ") != "z z/keep" {
 		t.Fatalf("half-done extraction left %v", got)
+	}
+}
+
+func TestDownloadingTwiceIntoTheSameDirectoryWorks(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 2 {
+		if _, err := Extract(bytes.NewReader(goodArchive(t)), dir, DefaultLimits); err != nil {
+			t.Fatalf("extraction %d: %v", i+1, err)
+		}
+	}
+	if l, err := os.Readlink(filepath.Join(dir, "usr/bin/hi")); err != nil || l != "hello" {
+		t.Fatalf("symlink hi -> %q %v", l, err)
 	}
 }
 

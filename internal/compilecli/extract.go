@@ -3,6 +3,8 @@ package compilecli
 import (
 	"archive/tar"
 	"compress/gzip"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -30,10 +32,14 @@ type entry struct {
 // "..", no entry may lie below a symbolic link of the archive or repeat a
 // name, symbolic links must be relative and stay inside dir, and the totals
 // must respect lim. Any violation wraps ErrUnsafeArchive and leaves dir as it
-// was. Extraction never follows a symbolic link, never replaces an existing
-// file (an existing directory is reused), and undoes what it created when it
-// fails half-way. Permission bits are reduced to 0755 or 0644 by the
-// executable bit.
+// was.
+//
+// Extraction never follows a symbolic link: a parent that is not a real
+// directory is an error. Existing directories are reused; an existing file or
+// symlink of the same name is replaced by a rename, so downloading into the
+// same directory twice works. When extraction fails half-way, the paths it
+// created are removed again (files it replaced stay replaced). Permission
+// bits are exactly 0755 or 0644, by the executable bit.
 func Extract(r io.ReadSeeker, dir string, lim Limits) ([]string, error) {
 	plan, err := planExtract(r, lim)
 	if err != nil {
@@ -220,31 +226,67 @@ func writeEntries(r io.Reader, root *os.Root, plan []entry, created *[]string) (
 				return nil, err
 			}
 			continue
-		case tar.TypeSymlink:
-			if err := root.Symlink(e.linkname, e.name); err != nil {
-				return nil, fmt.Errorf("extracting %s: %w", e.name, err)
-			}
-			*created = append(*created, e.name)
-		case tar.TypeReg:
-			f, err := root.OpenFile(e.name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, e.mode)
-			if err != nil {
-				return nil, fmt.Errorf("extracting %s: %w", e.name, err)
-			}
-			*created = append(*created, e.name)
-			n, err := io.Copy(f, tr)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return nil, fmt.Errorf("extracting %s: %w", e.name, err)
-			}
-			if n != e.size {
-				return nil, fmt.Errorf("%w: %s has %d bytes, header says %d", ErrUnsafeArchive, e.name, n, e.size)
+		case tar.TypeSymlink, tar.TypeReg:
+			if err := place(root, e, tr, created); err != nil {
+				return nil, err
 			}
 		}
 		files = append(files, e.name)
 	}
 	return files, nil
+}
+
+// place writes a file or symlink entry under a temporary name beside its
+// destination and renames it into place, so an existing file or symlink of
+// the same name is replaced (never followed) and a failure leaves no half
+// file. A directory in the way is an error. A path that did not exist before
+// is appended to created.
+func place(root *os.Root, e entry, r io.Reader, created *[]string) error {
+	fi, err := root.Lstat(e.name)
+	existed := err == nil
+	switch {
+	case existed && fi.IsDir():
+		return fmt.Errorf("extracting %s: a directory is in the way", e.name)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("extracting %s: %w", e.name, err)
+	}
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	tmp := path.Join(path.Dir(e.name), ".startcompile-"+hex.EncodeToString(rnd[:])+"-"+path.Base(e.name))
+	if e.typ == tar.TypeSymlink {
+		if err := root.Symlink(e.linkname, tmp); err != nil {
+			return fmt.Errorf("extracting %s: %w", e.name, err)
+		}
+	} else {
+		f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, e.mode)
+		if err != nil {
+			return fmt.Errorf("extracting %s: %w", e.name, err)
+		}
+		n, err := io.Copy(f, r)
+		if err == nil && n != e.size {
+			err = fmt.Errorf("%w: %d bytes, header says %d", ErrUnsafeArchive, n, e.size)
+		}
+		if err == nil {
+			// OpenFile's mode is reduced by the umask; fchmod on the open
+			// file sets exactly 0644 or 0755.
+			err = f.Chmod(e.mode)
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			root.Remove(tmp)
+			return fmt.Errorf("extracting %s: %w", e.name, err)
+		}
+	}
+	if err := root.Rename(tmp, e.name); err != nil {
+		root.Remove(tmp)
+		return fmt.Errorf("extracting %s: %w", e.name, err)
+	}
+	if !existed {
+		*created = append(*created, e.name)
+	}
+	return nil
 }
 
 // ensureParents makes sure every parent of name is a real directory inside
