@@ -273,4 +273,3 @@ func writeCheck(w io.Writer, res *CheckResult) {
 		fmt.Fprintf(w, "  %-*s  %s: %s\n", width, e.Platform, id, strings.Join(why, "; "))
 	}
 }
-
