@@ -109,6 +109,9 @@ func codeExit(c codes.Code) int {
 // describeError renders err for stderr. gRPC errors show the code and the
 // server's message, followed by the field violations of status details.
 func describeError(err error) string {
+	if errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
+		return "interrupted (a submitted build goes on; see startcompile status BUILD_ID)"
+	}
 	st, ok := status.FromError(err)
 	if !ok || st.Code() == codes.OK {
 		return err.Error()
