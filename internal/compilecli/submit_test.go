@@ -449,3 +449,21 @@ func TestMetaserverFlagOverridesTheEnvironment(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 }
+
+func TestAnInterruptedWaitExitsThreeAndSaysSo(t *testing.T) {
+	f := startFake(t)
+	f.submit = answerQueued(5)
+	ctx, cancel := context.WithCancel(context.Background())
+	f.watch = func(_ *kilnv1.WatchBuildRequest, _ int, send func(*kilnv1.WatchBuildResponse) error, sctx context.Context) error {
+		send(upd(queued(5)))
+		cancel() // the user presses ^C while the build is queued
+		<-sctx.Done()
+		return sctx.Err()
+	}
+	var stdout, stderr strings.Builder
+	code := Run(ctx, Env{Stdout: &stdout, Stderr: &stderr, Getenv: envWith(EnvMetaserver, f.addr), Measure: measured(x86Info())},
+		[]string{"--project", "hello", "--wait", email})
+	if code != ExitInfra || !strings.Contains(stderr.String(), "interrupted") {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr.String())
+	}
+}
