@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/kilnbuild/kiln/internal/sandbox"
 	"github.com/kilnbuild/kiln/internal/worker"
@@ -111,7 +112,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Policy:      cfg.policy(),
 		Sandbox:     runner,
 		Unsandboxed: cfg.Sandbox == "none",
-		Grace:       cfg.Grace,
+		Grace:       workerGrace(cfg.Grace),
 		Version:     version,
 		Logger:      log,
 	})
@@ -121,4 +122,13 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("buildserver starting", "version", version, "metaserver", cfg.Metaserver, "targets", len(targets),
 		"jobs", cfg.Jobs, "sandbox", cfg.Sandbox)
 	return client.Run(ctx)
+}
+
+// workerGrace maps --grace to worker.Config.Grace, where zero means the
+// default and a negative value means none.
+func workerGrace(g time.Duration) time.Duration {
+	if g == 0 {
+		return -1
+	}
+	return g
 }

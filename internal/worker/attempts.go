@@ -23,6 +23,8 @@ type attempt struct {
 	result *kilnv1.AttemptResult
 	// dropped: the metaserver no longer wants it; its result is discarded.
 	dropped bool
+	// phase is the last phase reported, reported again after a reconnect.
+	phase kilnv1.Phase
 }
 
 // assign takes an Assignment: starts it when a slot is free, or answers it
@@ -61,7 +63,7 @@ func (c *Client) assign(asg *kilnv1.Assignment) {
 	c.mu.Unlock()
 
 	if outcome != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_UNSPECIFIED {
-		log.Info("not running assignment", "outcome", outcome, "reason", reason)
+		log.Info("not running assignment", "outcome", outcome.String(), "reason", reason)
 		c.finish(a, result(outcome, reason, ""))
 		return
 	}
@@ -90,9 +92,17 @@ func (c *Client) execute(ctx context.Context, a *attempt, asg *kilnv1.Assignment
 		dir: a.dir,
 		log: l,
 		progress: func(p kilnv1.Phase) {
-			c.send(&kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Progress{Progress: &kilnv1.AttemptProgress{AttemptId: a.id, Phase: p}}})
+			c.mu.Lock()
+			a.phase = p
+			c.mu.Unlock()
+			c.send(progressMsg(a.id, p))
 		},
 	})
+}
+
+// progressMsg is an AttemptProgress message.
+func progressMsg(id uint64, p kilnv1.Phase) *kilnv1.SessionRequest {
+	return &kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Progress{Progress: &kilnv1.AttemptProgress{AttemptId: id, Phase: p}}}
 }
 
 // finish records an attempt's result durably and delivers it.
@@ -114,11 +124,11 @@ func (c *Client) finish(a *attempt, r *kilnv1.AttemptResult) {
 	c.mu.Unlock()
 	a.cancel(nil)
 	if dropped {
-		c.log.Info("attempt dropped by the metaserver; result discarded", "attempt_id", a.id, "outcome", r.GetOutcome())
+		c.log.Info("attempt dropped by the metaserver; result discarded", "attempt_id", a.id, "outcome", r.GetOutcome().String())
 		c.forget(a)
 		return
 	}
-	c.log.Info("attempt finished", "attempt_id", a.id, "outcome", r.GetOutcome(), "reason", r.GetReason(),
+	c.log.Info("attempt finished", "attempt_id", a.id, "outcome", r.GetOutcome().String(), "reason", r.GetReason(),
 		"failing_step", r.GetFailingStep(), "log_bytes", r.GetLogSize())
 	c.deliver(a)
 }
@@ -150,8 +160,8 @@ func (c *Client) deliver(a *attempt) {
 	}
 }
 
-// resendAll, right after a Welcome, sends every kept attempt's log from the
-// start and every unacknowledged result again.
+// resendAll, right after a Welcome, sends every kept attempt's phase and log
+// from the start, and every unacknowledged result again.
 func (c *Client) resendAll() {
 	c.mu.Lock()
 	var list []*attempt
@@ -164,13 +174,15 @@ func (c *Client) resendAll() {
 	sort.Slice(list, func(i, j int) bool { return list[i].id < list[j].id })
 	for _, a := range list {
 		c.mu.Lock()
-		l, r := a.log, a.result
+		l, r, phase := a.log, a.result, a.phase
 		c.mu.Unlock()
 		switch {
 		case r != nil:
 			c.deliver(a)
 		case l != nil:
-			l.flush()
+			if gen, err := l.flush(); err == nil && phase != kilnv1.Phase_PHASE_UNSPECIFIED {
+				c.sendIn(gen, progressMsg(a.id, phase))
+			}
 		}
 	}
 }

@@ -183,7 +183,6 @@ func (c *Client) Run(ctx context.Context) error {
 
 	var authErr *AuthError
 	if err := context.Cause(fatal); errors.As(err, &authErr) {
-		c.log.Error("stopping: metaserver refused the credential", "error", err)
 		return authErr
 	}
 	c.log.Info("stopped")
@@ -201,7 +200,7 @@ func (c *Client) drain(fatal context.Context) {
 	c.pokeHeartbeat()
 	c.log.Info("stopping: draining", "running", running, "grace", c.cfg.Grace)
 
-	graceCtx, cancel := context.WithTimeout(fatal, c.cfg.Grace)
+	graceCtx, cancel := context.WithTimeout(fatal, max(c.cfg.Grace, 0))
 	done := c.waitUntil(graceCtx, func() bool { return c.runningLocked() == 0 })
 	cancel()
 	if !done && fatal.Err() == nil {
@@ -267,7 +266,7 @@ func (c *Client) loadPending() {
 		c.mu.Lock()
 		c.attempts[a.id] = a
 		c.mu.Unlock()
-		c.log.Info("unacknowledged result from a previous run", "attempt_id", a.id, "outcome", r.GetOutcome())
+		c.log.Info("unacknowledged result from a previous run", "attempt_id", a.id, "outcome", r.GetOutcome().String())
 	}
 }
 

@@ -212,6 +212,15 @@ func TestClientReconnectsAndDeliversTheResultOfARunningBuild(t *testing.T) {
 	if f.sessions != 2 {
 		t.Errorf("%d sessions, want 2", f.sessions)
 	}
+	building := 0
+	for _, p := range f.phases[5] {
+		if p == kilnv1.Phase_PHASE_BUILDING {
+			building++
+		}
+	}
+	if building != 2 {
+		t.Errorf("phases %v: want BUILDING reported once per session", f.phases[5])
+	}
 }
 
 func TestRevokedCredentialStopsTheClient(t *testing.T) {

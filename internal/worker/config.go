@@ -67,7 +67,8 @@ type Config struct {
 	// it is announced in Hello and shown on public pages.
 	Unsandboxed bool
 	// Grace is how long Run, once its context is cancelled, lets running
-	// builds finish before cancelling them and returning them to the metaserver.
+	// builds finish before cancelling them and returning them to the
+	// metaserver. Zero means DefaultGrace; negative means no grace at all.
 	Grace time.Duration
 	// Limits bound every step's processes; zero fields take the defaults
 	// (CPU seconds: the build's time limit).
@@ -153,8 +154,8 @@ func (c Config) validate() error {
 	if c.Sandbox == nil {
 		errs = append(errs, errors.New("a step runner (sandbox) is required"))
 	}
-	if c.Grace < 0 || c.DefaultTimeout < 0 || c.MaxLogBytes < 0 || c.MaxArtifactBytes < 0 {
-		errs = append(errs, errors.New("grace, default timeout, log and artifact caps must not be negative"))
+	if c.DefaultTimeout < 0 || c.MaxLogBytes < 0 || c.MaxArtifactBytes < 0 {
+		errs = append(errs, errors.New("default timeout, log and artifact caps must not be negative"))
 	}
 	return errors.Join(errs...)
 }
