@@ -29,6 +29,9 @@ type mirrors struct {
 	byURL map[string]*mirrorEntry
 }
 
+// maxKnownCommits bounds the commits remembered per mirror.
+const maxKnownCommits = 1 << 12
+
 // mirrorEntry is one mirror; mu serializes clone and fetch of the mirror.
 type mirrorEntry struct {
 	mu      sync.Mutex
@@ -74,6 +77,9 @@ func (ms *mirrors) export(ctx context.Context, url, commit, dst string) error {
 		if err := e.m.EnsureCommit(ctx, commit); err != nil {
 			e.mu.Unlock()
 			return err
+		}
+		if len(e.commits) >= maxKnownCommits {
+			clear(e.commits) // the next build of each re-checks with one git process
 		}
 		e.commits[commit] = true
 	}

@@ -17,8 +17,10 @@ import (
 const (
 	// welcomeTimeout bounds the wait for Welcome after Hello.
 	welcomeTimeout = 30 * time.Second
-	// defaultHeartbeat is used when Welcome names no heartbeat interval.
+	// defaultHeartbeat is used when Welcome names no heartbeat interval;
+	// minHeartbeat bounds how often a misconfigured metaserver can make us send.
 	defaultHeartbeat = 5 * time.Second
+	minHeartbeat     = 10 * time.Millisecond
 )
 
 type sessionStream = grpc.BidiStreamingClient[kilnv1.SessionRequest, kilnv1.SessionResponse]
@@ -88,6 +90,7 @@ func (c *Client) session(life context.Context, rpc kilnv1.WorkerServiceClient) (
 	if interval <= 0 {
 		interval = defaultHeartbeat
 	}
+	interval = max(interval, minHeartbeat)
 	c.log.Info("session established", "build_server", w.GetBuildServer(), "heartbeat_interval", interval,
 		"lease", time.Duration(w.GetLeaseMs())*time.Millisecond, "running", len(hello.RunningAttemptIds),
 		"kept", len(w.GetKeepAttemptIds()), "dropped", len(w.GetDropAttemptIds()))
