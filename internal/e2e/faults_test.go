@@ -1,0 +1,216 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kilnbuild/kiln/internal/farmtest"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// slowManifest builds for about `seconds` so a test can act mid-build.
+func slowManifest(seconds int) string {
+	return `options:
+  n: {type: int, default: 0}
+build:
+  - echo build-started
+  - sleep ` + strconv.Itoa(seconds) + `
+  - make
+artifacts: [hello]
+timeout: 2m
+`
+}
+
+func getBuild(t *testing.T, f *farmtest.Farm, id uint64) *kilnv1.Build {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := kilnv1.NewCompileServiceClient(f.Conn()).GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: id})
+	if err != nil {
+		t.Fatalf("GetBuild %d: %v", id, err)
+	}
+	return resp.GetBuild()
+}
+
+// submit queues a build without waiting and returns its id.
+func submit(t *testing.T, f *farmtest.Farm, args ...string) uint64 {
+	t.Helper()
+	r := f.Startcompile(append(append([]string{"--project", "hello", "--json"}, args...), "dev@example.com")...)
+	expectExit(t, r, 0)
+	return parseResult(t, r).BuildID
+}
+
+// waitRunningOn waits until build id runs (phase building) on build server name.
+func waitRunningOn(t *testing.T, f *farmtest.Farm, id uint64, name string) {
+	t.Helper()
+	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
+		b := getBuild(t, f, id)
+		atts := b.GetAttempts()
+		if b.GetState() != kilnv1.BuildState_BUILD_STATE_RUNNING || len(atts) == 0 {
+			return errorf("build %d is %s", id, b.GetState())
+		}
+		last := atts[len(atts)-1]
+		if last.GetBuildServer() != name || last.GetPhase() != kilnv1.Phase_PHASE_BUILDING {
+			return errorf("attempt on %s in phase %s", last.GetBuildServer(), last.GetPhase())
+		}
+		return nil
+	})
+}
+
+func waitFinal(t *testing.T, f *farmtest.Farm, id uint64, within time.Duration) *kilnv1.Build {
+	t.Helper()
+	var b *kilnv1.Build
+	farmtest.Eventually(t, within, func() error {
+		b = getBuild(t, f, id)
+		switch b.GetState() {
+		case kilnv1.BuildState_BUILD_STATE_QUEUED, kilnv1.BuildState_BUILD_STATE_RUNNING:
+			return errorf("build %d still %s", id, b.GetState())
+		}
+		return nil
+	})
+	return b
+}
+
+func outcomes(b *kilnv1.Build) string {
+	var parts []string
+	for _, a := range b.GetAttempts() {
+		parts = append(parts, a.GetBuildServer()+":"+strings.TrimPrefix(a.GetOutcome().String(), "ATTEMPT_OUTCOME_"))
+	}
+	return strings.Join(parts, ",")
+}
+
+func faultFarm(t *testing.T, manifest string, lease string) (*farmtest.Farm, string) {
+	t.Helper()
+	f := farmtest.New(t)
+	f.StartMetaserver("--heartbeat", "200ms", "--lease", lease)
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{ManifestText: manifest})
+	f.AddProject("hello", repo)
+	return f, repo
+}
+
+func TestFaultAKilledBuildserversBuildIsRerunElsewhere(t *testing.T) {
+	f, _ := faultFarm(t, slowManifest(3), "2s")
+	a := f.StartBuildserver(f.AddBuildServer("a"))
+	f.WaitBuildServers(1)
+	id := submit(t, f)
+	waitRunningOn(t, f, id, "a")
+	f.StartBuildserver(f.AddBuildServer("b"))
+	f.WaitBuildServers(2)
+	killed := time.Now()
+	a.Kill()
+	b := waitFinal(t, f, id, 30*time.Second)
+	if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED || outcomes(b) != "a:LOST,b:SUCCEEDED" {
+		t.Fatalf("after killing a: state %s, attempts %s", b.GetState(), outcomes(b))
+	}
+	// Within the lease plus one build (3 s) plus slack.
+	if took := time.Since(killed); took > 2*time.Second+3*time.Second+10*time.Second {
+		t.Fatalf("re-run took %s", took)
+	}
+}
+
+func TestFaultMetaserverKilledMidBuildDeliversTheBuildOnce(t *testing.T) {
+	f, _ := faultFarm(t, slowManifest(3), "8s")
+	bs := f.StartBuildserver(f.AddBuildServer("a"))
+	f.WaitBuildServers(1)
+	id := submit(t, f)
+	waitRunningOn(t, f, id, "a")
+	f.Meta().Process.Kill()
+	f.Meta().Restart()
+	b := waitFinal(t, f, id, 40*time.Second)
+	if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED || outcomes(b) != "a:SUCCEEDED" {
+		t.Fatalf("after a metaserver restart: %s, attempts %s\n%s", b.GetState(), outcomes(b), bs.Logs())
+	}
+	if n := len(listBuilds(t, f)); n != 1 {
+		t.Fatalf("%d builds, want 1", n)
+	}
+}
+
+func TestFaultAShortConnectionCutKeepsTheBuild(t *testing.T) {
+	f, _ := faultFarm(t, slowManifest(3), "4s")
+	proxy := newFaultProxy(t, f.Meta().Addr)
+	f.StartBuildserver(f.AddBuildServer("a"), "--metaserver", proxy.Addr())
+	f.WaitBuildServers(1)
+	id := submit(t, f)
+	waitRunningOn(t, f, id, "a")
+	proxy.Cut()
+	time.Sleep(1 * time.Second) // the fault itself: shorter than the 4 s lease
+	proxy.Heal()
+	b := waitFinal(t, f, id, 30*time.Second)
+	if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED || outcomes(b) != "a:SUCCEEDED" {
+		t.Fatalf("after a short cut: %s, attempts %s", b.GetState(), outcomes(b))
+	}
+}
+
+func TestFaultALongConnectionCutRerunsElsewhereAndRefusesTheLateResult(t *testing.T) {
+	f, _ := faultFarm(t, slowManifest(4), "2s")
+	proxy := newFaultProxy(t, f.Meta().Addr)
+	a := f.StartBuildserver(f.AddBuildServer("a"), "--metaserver", proxy.Addr())
+	f.WaitBuildServers(1)
+	id := submit(t, f)
+	waitRunningOn(t, f, id, "a")
+	proxy.Cut()
+	f.StartBuildserver(f.AddBuildServer("b"))
+	b := waitFinal(t, f, id, 40*time.Second)
+	if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED || outcomes(b) != "a:LOST,b:SUCCEEDED" {
+		t.Fatalf("after a long cut: %s, attempts %s", b.GetState(), outcomes(b))
+	}
+	// a reconnects still holding its copy of the attempt: the metaserver
+	// refuses it (the Welcome drops it; a result sent anyway is not accepted).
+	proxy.Heal()
+	farmtest.Eventually(t, 40*time.Second, func() error {
+		logs := a.Logs()
+		if !strings.Contains(logs, "dropped=1") && !strings.Contains(logs, "accepted=false") {
+			return errorf("a's late attempt not refused yet")
+		}
+		return nil
+	})
+	if got := getBuild(t, f, id); outcomes(got) != "a:LOST,b:SUCCEEDED" || got.GetArtifact().GetSha256() != b.GetArtifact().GetSha256() {
+		t.Fatalf("the late result changed the build: %s", outcomes(got))
+	}
+}
+
+func TestFaultASetupFailureIsRetriedElsewhereAndACompileFailureIsNot(t *testing.T) {
+	f, repo := faultFarm(t, slowManifest(0), "2s")
+	// Build server a cannot create its source mirror: a file sits where the
+	// mirror directory goes (a setup failure, not the build's fault).
+	aDir := filepath.Join(t.TempDir(), "a-data")
+	sum := sha256.Sum256([]byte(repo))
+	if err := os.MkdirAll(filepath.Join(aDir, "mirrors"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(aDir, "mirrors", hex.EncodeToString(sum[:])[:16]), []byte("not a repository"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := f.StartBuildserver(f.AddBuildServer("a"), "--data-dir", aDir)
+	f.WaitBuildServers(1)
+	id := submit(t, f)
+	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
+		if b := getBuild(t, f, id); !strings.Contains(outcomes(b), "a:SETUP_FAILED") {
+			return errorf("attempts %s", outcomes(b))
+		}
+		return nil
+	})
+	f.StartBuildserver(f.AddBuildServer("b"))
+	b := waitFinal(t, f, id, 30*time.Second)
+	if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED || !strings.HasSuffix(outcomes(b), "b:SUCCEEDED") || strings.Contains(outcomes(b), "a:SUCCEEDED") {
+		t.Fatalf("setup failure: %s, attempts %s", b.GetState(), outcomes(b))
+	}
+
+	// A compile failure is final: one attempt, no retry, even with b idle.
+	a.Stop()
+	f.WaitBuildServers(1)
+	dir := repo
+	broken := farmtest.Commit(t, dir, map[string]string{"hello.c": "this is not C\n"}, "break the build")
+	fid := submit(t, f, "--revision", broken)
+	fb := waitFinal(t, f, fid, 30*time.Second)
+	if fb.GetState() != kilnv1.BuildState_BUILD_STATE_FAILED || len(fb.GetAttempts()) != 1 || fb.GetFailingStep() == "" {
+		t.Fatalf("compile failure: %s, attempts %s, failing step %q", fb.GetState(), outcomes(fb), fb.GetFailingStep())
+	}
+}
