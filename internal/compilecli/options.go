@@ -78,6 +78,13 @@ type SubmitOptions struct {
 // measured values unless overridden.
 var DefaultPinned = []string{"os", "arch", "endian", "data_model", "libc"}
 
+// cpuFields describe one CPU together: arch implies endianness and data
+// model. When the user sets any of them, the others are no longer pinned to
+// this machine by default (so `--endian big` alone reaches s390x or powerpc,
+// and `--data-model ILP32 --endian little` reaches i686); an explicit value
+// for them still applies.
+var cpuFields = map[string]bool{"arch": true, "endian": true, "data_model": true}
+
 // constraintFields are the fields startcompile offers as flags.
 var constraintFields = []string{"os", "arch", "endian", "data_model", "libc", "libc_version", "compiler", "compiler_version"}
 
@@ -119,21 +126,36 @@ func (o *SubmitOptions) Validate() error {
 // field of DefaultPinned has no explicit value.
 func (o *SubmitOptions) NeedsMeasure() bool {
 	for _, f := range DefaultPinned {
-		if _, ok := o.Platform[f]; !ok {
+		if _, ok := o.Platform[f]; !ok && o.defaultPins(f) {
 			return true
 		}
 	}
 	return false
 }
 
+// defaultPins reports whether field f, not given explicitly, is pinned to
+// this machine's value: not when it is a CPU field and another CPU field was given.
+func (o *SubmitOptions) defaultPins(f string) bool {
+	if !cpuFields[f] {
+		return true
+	}
+	for g := range cpuFields {
+		if _, ok := o.Platform[g]; ok {
+			return false
+		}
+	}
+	return true
+}
+
 // Constraints returns the request's platform constraints: fields of
 // DefaultPinned without an explicit value are pinned to local's measured
-// values (left free when local is nil or did not measure them), explicit
+// values (left free when local is nil or did not measure them, and the CPU
+// fields left free when another CPU field was given, see cpuFields), explicit
 // values are canonicalized by platform.Set, and "any" frees a field.
 func (o *SubmitOptions) Constraints(local *kilnv1.SystemInfo) (*kilnv1.PlatformConstraints, error) {
 	c := &kilnv1.PlatformConstraints{}
 	for _, f := range DefaultPinned {
-		if _, ok := o.Platform[f]; !ok {
+		if _, ok := o.Platform[f]; !ok && o.defaultPins(f) {
 			if v := platform.Value(local, f); v != "" {
 				if err := platform.Set(c, f, v); err != nil {
 					return nil, fmt.Errorf("measured %s %q: %w", f, v, err)

@@ -278,10 +278,10 @@ func TestConstraintsArePinnedToTheMachineAndFreedByAny(t *testing.T) {
 	}{
 		{"by default os arch endian data model and libc are this machine's", nil,
 			&kilnv1.PlatformConstraints{Os: "linux", Arch: "s390x", Endian: "big", DataModel: "LP64", Libc: "glibc"}},
-		{"any frees a default field", []string{"--arch", "any", "--endian", "ANY"},
-			&kilnv1.PlatformConstraints{Os: "linux", DataModel: "LP64", Libc: "glibc"}},
+		{"any frees a default field, and a CPU field given frees the other CPU defaults", []string{"--arch", "any", "--endian", "ANY"},
+			&kilnv1.PlatformConstraints{Os: "linux", Libc: "glibc"}},
 		{"a value overrides the measured one", []string{"--arch", "amd64", "--endian", "little", "--libc", "musl"},
-			&kilnv1.PlatformConstraints{Os: "linux", Arch: "x86_64", Endian: "little", DataModel: "LP64", Libc: "musl"}},
+			&kilnv1.PlatformConstraints{Os: "linux", Arch: "x86_64", Endian: "little", Libc: "musl"}},
 		{"compiler and versions are free unless given", []string{"--compiler", "gcc", "--compiler-version", "12.2.0", "--libc-version", "2.36"},
 			&kilnv1.PlatformConstraints{Os: "linux", Arch: "s390x", Endian: "big", DataModel: "LP64", Libc: "glibc", LibcVersion: "2.36", Compiler: "gcc", CompilerVersion: "12.2.0"}},
 		{"everything can be freed", []string{"--os", "any", "--arch", "any", "--endian", "any", "--data-model", "any", "--libc", "any"},
@@ -465,5 +465,35 @@ func TestAnInterruptedWaitExitsThreeAndSaysSo(t *testing.T) {
 		[]string{"--project", "hello", "--wait", email})
 	if code != ExitInfra || !strings.Contains(stderr.String(), "interrupted") {
 		t.Fatalf("exit %d; stderr:\n%s", code, stderr.String())
+	}
+}
+
+func TestSettingOneCPUFieldFreesTheOtherDefaultedCPUFields(t *testing.T) {
+	local := &kilnv1.SystemInfo{Os: "linux", Arch: "x86_64", Endian: "little", DataModel: "LP64", Libc: "glibc"}
+	tests := []struct {
+		name string
+		set  map[string]string
+		want *kilnv1.PlatformConstraints
+	}{
+		{"nothing given pins the whole machine", nil,
+			&kilnv1.PlatformConstraints{Os: "linux", Arch: "x86_64", Endian: "little", DataModel: "LP64", Libc: "glibc"}},
+		{"endian big alone frees arch and data model", map[string]string{"endian": "big"},
+			&kilnv1.PlatformConstraints{Os: "linux", Endian: "big", Libc: "glibc"}},
+		{"data model and endian free arch", map[string]string{"data_model": "ILP32", "endian": "little"},
+			&kilnv1.PlatformConstraints{Os: "linux", Endian: "little", DataModel: "ILP32", Libc: "glibc"}},
+		{"libc alone keeps the CPU pinned", map[string]string{"libc": "musl"},
+			&kilnv1.PlatformConstraints{Os: "linux", Arch: "x86_64", Endian: "little", DataModel: "LP64", Libc: "musl"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := &SubmitOptions{Platform: tt.set}
+			got, err := o.Constraints(local)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(got, tt.want) {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
