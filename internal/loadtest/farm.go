@@ -1,0 +1,306 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// readyTimeout bounds waiting for a started program to serve.
+const readyTimeout = 30 * time.Second
+
+// bins are the real programs the harness runs.
+type bins struct {
+	Metaserver, Buildserver, Startcompile string
+	// Pprof is true when the programs were built with the harness's pprof
+	// overlay: KILN_PPROF_ADDR in their environment serves net/http/pprof.
+	Pprof bool
+}
+
+// pprofOverlay is compiled into metaserver and buildserver with
+// `go build -overlay` when --pprof is given, so the real programs can be
+// profiled without any change to their sources.
+const pprofOverlay = `package main
+
+import (
+	"net/http"
+	_ "net/http/pprof"
+	"os"
+)
+
+func init() {
+	if addr := os.Getenv("KILN_PPROF_ADDR"); addr != "" {
+		go func() { _ = http.ListenAndServe(addr, nil) }()
+	}
+}
+`
+
+// moduleRoot returns the directory of the kiln module's go.mod.
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("not inside the kiln module: run from the repository or pass --bin DIR")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// buildBinaries go-builds the programs into dir; withPprof adds the pprof
+// overlay to metaserver and buildserver.
+func buildBinaries(ctx context.Context, dir string, withPprof bool) (bins, error) {
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return bins{}, err
+	}
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	if withPprof {
+		src := filepath.Join(dir, "zz_loadtest_pprof.go")
+		if err := os.WriteFile(src, []byte(pprofOverlay), 0o644); err != nil {
+			return bins{}, err
+		}
+		overlay := fmt.Sprintf(`{"Replace":{%q:%q,%q:%q}}`,
+			filepath.Join(root, "metaserver", "zz_loadtest_pprof.go"), src,
+			filepath.Join(root, "buildserver", "zz_loadtest_pprof.go"), src)
+		op := filepath.Join(dir, "overlay.json")
+		if err := os.WriteFile(op, []byte(overlay), 0o644); err != nil {
+			return bins{}, err
+		}
+		args = append(args, "-overlay", op)
+	}
+	args = append(args, "./metaserver", "./buildserver", "./startcompile")
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return bins{}, fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return binsIn(dir, withPprof)
+}
+
+// binsIn returns the programs found in dir.
+func binsIn(dir string, withPprof bool) (bins, error) {
+	b := bins{
+		Metaserver:   filepath.Join(dir, "metaserver"),
+		Buildserver:  filepath.Join(dir, "buildserver"),
+		Startcompile: filepath.Join(dir, "startcompile"),
+		Pprof:        withPprof,
+	}
+	for _, p := range []string{b.Metaserver, b.Buildserver, b.Startcompile} {
+		if _, err := os.Stat(p); err != nil {
+			return bins{}, fmt.Errorf("program: %w", err)
+		}
+	}
+	return b, nil
+}
+
+// meta is a running metaserver with client connections.
+type meta struct {
+	Addr, DataDir string
+	// PprofAddr is set when the metaserver serves net/http/pprof.
+	PprofAddr string
+	Proc      *proc
+	conn      *grpc.ClientConn
+	Compile   kilnv1.CompileServiceClient
+	Status    kilnv1.StatusServiceClient
+	bins      bins
+}
+
+// startMetaserver starts `metaserver serve` in dir/meta with extra flags and
+// waits until its health service answers SERVING.
+func startMetaserver(ctx context.Context, b bins, dir string, extra ...string) (*meta, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	m := &meta{Addr: addr, DataDir: filepath.Join(dir, "meta"), bins: b}
+	if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	var env []string
+	if b.Pprof {
+		if m.PprofAddr, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		env = append(env, "KILN_PPROF_ADDR="+m.PprofAddr)
+	}
+	args := append([]string{"serve", "--data-dir", m.DataDir, "--listen", addr, "--log-level", "warn"}, extra...)
+	if m.Proc, err = procs.start(dir, "metaserver", b.Metaserver, env, args...); err != nil {
+		return nil, err
+	}
+	m.conn, err = grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	m.Compile = kilnv1.NewCompileServiceClient(m.conn)
+	m.Status = kilnv1.NewStatusServiceClient(m.conn)
+	hc := healthpb.NewHealthClient(m.conn)
+	err = pollUntil(ctx, readyTimeout, func() error {
+		if !m.Proc.running() {
+			return m.Proc.exitError()
+		}
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		r, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err
+		}
+		if r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("health %s", r.GetStatus())
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("metaserver not serving: %w", err)
+	}
+	return m, nil
+}
+
+// close drops the harness's connection (the process is stopped by the registry).
+func (m *meta) close() {
+	if m.conn != nil {
+		m.conn.Close()
+	}
+}
+
+// command runs `metaserver ARGS...` and returns its stdout.
+func (m *meta) command(ctx context.Context, args ...string) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, m.bins.Metaserver, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("metaserver %s: %w: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// addProject registers a project with `metaserver project add`.
+func (m *meta) addProject(ctx context.Context, name, url string) error {
+	_, err := m.command(ctx, "project", "add", "--data-dir", m.DataDir, name, url)
+	return err
+}
+
+// addBuildServer creates a credential with `metaserver buildserver add`.
+func (m *meta) addBuildServer(ctx context.Context, name string) (string, error) {
+	out, err := m.command(ctx, "buildserver", "add", "--data-dir", m.DataDir, name)
+	if err != nil {
+		return "", err
+	}
+	for _, f := range strings.Fields(out) {
+		if strings.HasPrefix(f, "kiln_") {
+			return f, nil
+		}
+	}
+	return "", fmt.Errorf("metaserver buildserver add printed no token: %q", out)
+}
+
+// admin dials the AdminService on the running metaserver's unix socket
+// (the same path `metaserver buildserver add` takes while serve runs).
+func (m *meta) admin() (kilnv1.AdminServiceClient, func(), error) {
+	path := filepath.Join(m.DataDir, "admin.sock")
+	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, err
+	}
+	return kilnv1.NewAdminServiceClient(conn), func() { conn.Close() }, nil
+}
+
+// waitConnected waits until at least n build servers hold a session.
+func (m *meta) waitConnected(ctx context.Context, n int, timeout time.Duration) error {
+	return pollUntil(ctx, timeout, func() error {
+		if !m.Proc.running() {
+			return m.Proc.exitError()
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		o, err := m.Status.GetOverview(cctx, &kilnv1.GetOverviewRequest{})
+		if err != nil {
+			return err
+		}
+		if got := int(o.GetConnectedBuildServers()); got < n {
+			return fmt.Errorf("%d of %d build servers connected", got, n)
+		}
+		return nil
+	})
+}
+
+// buildserver is a running real build server.
+type buildserver struct {
+	Name string
+	Proc *proc
+	// PprofAddr is set when it serves net/http/pprof.
+	PprofAddr string
+}
+
+// startBuildserver starts a real buildserver under dir/NAME with jobs slots
+// and the given sandbox, passing the token through the environment.
+func startBuildserver(b bins, dir string, m *meta, name, token string, jobs int, sandbox string) (*buildserver, error) {
+	data := filepath.Join(dir, name)
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return nil, err
+	}
+	bs := &buildserver{Name: name}
+	env := []string{"KILN_TOKEN=" + token}
+	if b.Pprof {
+		a, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		bs.PprofAddr = a
+		env = append(env, "KILN_PPROF_ADDR="+a)
+	}
+	p, err := procs.start(dir, name, b.Buildserver, env,
+		"--metaserver", m.Addr, "--data-dir", data, "--jobs", fmt.Sprint(jobs), "--sandbox", sandbox, "--log-level", "warn")
+	if err != nil {
+		return nil, err
+	}
+	bs.Proc = p
+	return bs, nil
+}
+
+// pollUntil calls f until it returns nil, ctx ends or timeout passes; the
+// last error explains a timeout.
+func pollUntil(ctx context.Context, timeout time.Duration, f func() error) error {
+	deadline := time.Now().Add(timeout)
+	delay := 5 * time.Millisecond
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("gave up after %s: %w", timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 200*time.Millisecond)
+	}
+}
+
+// dialLoopback returns a plain gRPC client connection to addr.
+func dialLoopback(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, err
+	}
+	opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return grpc.NewClient("passthrough:///"+addr, opts...)
+}
