@@ -9,6 +9,7 @@ import (
 	"html"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -18,6 +19,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/kilnbuild/kiln/internal/farmtest"
 	"github.com/kilnbuild/kiln/internal/web/webtest"
@@ -373,4 +381,305 @@ func (c *webClient) checkArtifact(res result) {
 	if err != nil || params["filename"] != name {
 		t.Errorf("Content-Disposition %q (%v), want the link's download name %q", resp.Header.Get("Content-Disposition"), err, name)
 	}
+}
+
+// TestWebMetaserverMetricsMoveAsBuildsRun scrapes the metaserver's
+// /metrics while a request waits in the queue, a build server connects and
+// builds it, the artifact is downloaded, the same request is answered from
+// the cache, the notification mail first fails (no SMTP server yet) and
+// then goes out, and the build server leaves.
+func TestWebMetaserverMetricsMoveAsBuildsRun(t *testing.T) {
+	smtpAddr := farmtest.FreeAddr(t)
+	f := farmtest.New(t)
+	m := f.StartMetaserver("--heartbeat", "200ms", "--lease", "2s",
+		"--smtp-addr", smtpAddr, "--smtp-tls", "none")
+	if m.MetricsAddr == "" {
+		t.Fatal("farmtest started the metaserver without a metrics listener")
+	}
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
+	f.AddProject("hello", "file://"+repo)
+	s := &webScraper{t: t, addr: m.MetricsAddr}
+
+	s.expect("an idle farm", 10*time.Second,
+		webWant{"kiln_queue_depth", nil, webEq(0)},
+		webWant{"kiln_connected_build_servers", nil, webEq(0)},
+		webWant{"kiln_connected_targets", nil, webEq(0)},
+		webWant{"kiln_requests_total", nil, webEq(0)},
+	)
+
+	// No build server: the request waits in the queue.
+	r := f.Startcompile("--project", "hello", "--json", webRequester)
+	expectExit(t, r, 0)
+	queued := parseResult(t, r)
+	if queued.State != "queued" {
+		t.Fatalf("first answer %+v, want queued", queued)
+	}
+	s.expect("a queued request", 10*time.Second,
+		webWant{"kiln_requests_total", []string{"answer", "queued"}, webEq(1)},
+		webWant{"kiln_cache_misses_total", nil, webEq(1)},
+		webWant{"kiln_cache_hits_total", nil, webEq(0)},
+		webWant{"kiln_queue_depth", nil, webEq(1)},
+		webWant{"kiln_oldest_queued_seconds", nil, webAbove(0)},
+	)
+
+	bs := f.StartBuildserver(f.AddBuildServer("volunteer-1"))
+	f.WaitBuildServers(1)
+	s.expect("a connected build server", 10*time.Second,
+		webWant{"kiln_connected_build_servers", nil, webEq(1)},
+		webWant{"kiln_connected_targets", []string{"os", "linux"}, webEq(1)},
+	)
+
+	out := filepath.Join(t.TempDir(), "out")
+	r = f.Startcompile("status", "--download", out, "--json", strconv.FormatUint(queued.BuildID, 10))
+	expectExit(t, r, 0)
+	built := parseResult(t, r)
+	if built.State != "succeeded" || built.ArtifactSize == 0 {
+		t.Fatalf("after the build: %+v", built)
+	}
+	size := float64(built.ArtifactSize)
+	s.expect("a succeeded and downloaded build", 10*time.Second,
+		webWant{"kiln_builds_finished_total", []string{"state", "succeeded"}, webEq(1)},
+		webWant{"kiln_attempts_finished_total", nil, webEq(1)},
+		webWant{"kiln_queue_depth", nil, webEq(0)},
+		webWant{"kiln_oldest_queued_seconds", nil, webEq(0)},
+		webWant{"kiln_queue_wait_seconds", nil, webEq(1)},       // observations
+		webWant{"kiln_dispatch_latency_seconds", nil, webEq(1)}, // observations
+		webWant{"kiln_artifact_upload_bytes_total", nil, webEq(size)},
+		webWant{"kiln_artifact_download_bytes_total", nil, webEq(size)},
+	)
+
+	r = f.Startcompile("--project", "hello", "--json", webRequester)
+	expectExit(t, r, 0)
+	if got := parseResult(t, r); !got.Cached || got.BuildID != queued.BuildID {
+		t.Fatalf("second answer %+v, want cached build %d", got, queued.BuildID)
+	}
+	s.expect("a cached answer", 10*time.Second,
+		webWant{"kiln_requests_total", []string{"answer", "cached"}, webEq(1)},
+		webWant{"kiln_requests_total", []string{"answer", "queued"}, webEq(1)},
+		webWant{"kiln_cache_hits_total", nil, webEq(1)},
+		webWant{"kiln_cache_misses_total", nil, webEq(1)},
+		webWant{"kiln_builds_finished_total", nil, webEq(1)},
+	)
+
+	// The build's mail cannot go out while nothing listens on smtpAddr.
+	s.expect("a failed mail", 20*time.Second,
+		webWant{"kiln_mail_failed_total", nil, webAbove(0)},
+		webWant{"kiln_mail_sent_total", nil, webEq(0)},
+		webWant{"kiln_outbox_length", nil, webAbove(0)},
+	)
+	webStartSMTPSink(t, smtpAddr)
+	s.expect("the mail sent after a retry", 30*time.Second,
+		webWant{"kiln_mail_sent_total", nil, webAbove(0)},
+		webWant{"kiln_outbox_length", nil, webEq(0)},
+	)
+
+	if err := bs.Stop(); err != nil {
+		t.Logf("buildserver stop: %v", err)
+	}
+	s.expect("the build server gone", 20*time.Second,
+		webWant{"kiln_connected_build_servers", nil, webEq(0)},
+		webWant{"kiln_connected_targets", nil, webEq(0)},
+	)
+}
+
+// TestWebMetaserverAnswersTheStandardHealthService checks grpc.health.v1 on
+// the metaserver: SERVING for the server as a whole, NOT_FOUND for a service
+// it does not report, and a watcher told NOT_SERVING when it shuts down.
+func TestWebMetaserverAnswersTheStandardHealthService(t *testing.T) {
+	f := farmtest.New(t)
+	m := f.StartMetaserver("--heartbeat", "200ms", "--lease", "2s", "--grace", "5s")
+	hc := healthpb.NewHealthClient(f.Conn())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Check: %v, %v; want SERVING", resp, err)
+	}
+	_, err = hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "no.such.Service"})
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("Check of an unknown service: %v, want NotFound", err)
+	}
+
+	// The watch is ended as soon as it has seen NOT_SERVING: a graceful
+	// stop waits (up to --grace) for open streams, this one included.
+	wctx, endWatch := context.WithCancel(ctx)
+	defer endWatch()
+	watch, err := hc.Watch(wctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := watch.Recv()
+	if err != nil || first.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Watch: first %v, %v; want SERVING", first, err)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- m.Process.Stop() }() // SIGTERM: graceful
+	next, err := watch.Recv()
+	if err != nil || next.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("Watch during shutdown: %v, %v; want NOT_SERVING", next, err)
+	}
+	endWatch()
+	if err := <-stopped; err != nil {
+		t.Errorf("metaserver did not stop cleanly: %v", err)
+	}
+}
+
+// webScraper reads one metaserver's /metrics.
+type webScraper struct {
+	t    *testing.T
+	addr string
+}
+
+// scrape fetches and parses the metrics in the text exposition format.
+func (s *webScraper) scrape() (map[string]*dto.MetricFamily, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.addr+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "text/plain") // the text format, not protobuf
+	resp, err := webHTTP.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("parse /metrics: %w", err)
+	}
+	return fams, nil
+}
+
+// webWant is one expectation on a metric: the sum over the series of name
+// whose labels include the given name/value pairs. For a histogram the
+// value is its count of observations. A missing family counts as 0 only for
+// the series that are created on first use (labelled vectors).
+type webWant struct {
+	name   string
+	labels []string
+	ok     webCond
+}
+
+// webCond judges a value and describes what it wanted.
+type webCond struct {
+	desc string
+	ok   func(float64) bool
+}
+
+func webEq(v float64) webCond {
+	return webCond{"= " + strconv.FormatFloat(v, 'g', -1, 64), func(x float64) bool { return x == v }}
+}
+
+func webAbove(v float64) webCond {
+	return webCond{"> " + strconv.FormatFloat(v, 'g', -1, 64), func(x float64) bool { return x > v }}
+}
+
+// expect polls /metrics until every want holds, failing the test with the
+// unmet ones when timeout passes.
+func (s *webScraper) expect(when string, timeout time.Duration, wants ...webWant) {
+	s.t.Helper()
+	err := farmtest.Poll(timeout, func() error {
+		fams, err := s.scrape()
+		if err != nil {
+			return err
+		}
+		var unmet []string
+		for _, w := range wants {
+			v, err := webValue(fams, w.name, w.labels)
+			if err != nil {
+				unmet = append(unmet, err.Error())
+				continue
+			}
+			if !w.ok.ok(v) {
+				unmet = append(unmet, fmt.Sprintf("%s%v = %g, want %s", w.name, w.labels, v, w.ok.desc))
+			}
+		}
+		if len(unmet) > 0 {
+			return fmt.Errorf("%s", strings.Join(unmet, "; "))
+		}
+		return nil
+	})
+	if err != nil {
+		s.t.Fatalf("metrics after %s: %v", when, err)
+	}
+}
+
+// webValue sums the series of name matching labels (name, value pairs).
+// Families of labelled vectors appear only once a series exists, so their
+// absence reads as 0; an unlabelled family must be present.
+func webValue(fams map[string]*dto.MetricFamily, name string, labels []string) (float64, error) {
+	fam, ok := fams[name]
+	if !ok {
+		if webVectors[name] {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("no metric %s", name)
+	}
+	var sum float64
+next:
+	for _, m := range fam.GetMetric() {
+		have := map[string]string{}
+		for _, lp := range m.GetLabel() {
+			have[lp.GetName()] = lp.GetValue()
+		}
+		for i := 0; i+1 < len(labels); i += 2 {
+			if have[labels[i]] != labels[i+1] {
+				continue next
+			}
+		}
+		switch fam.GetType() {
+		case dto.MetricType_COUNTER:
+			sum += m.GetCounter().GetValue()
+		case dto.MetricType_GAUGE:
+			sum += m.GetGauge().GetValue()
+		case dto.MetricType_HISTOGRAM:
+			sum += float64(m.GetHistogram().GetSampleCount())
+		case dto.MetricType_UNTYPED:
+			sum += m.GetUntyped().GetValue()
+		default:
+			return 0, fmt.Errorf("metric %s has type %s", name, fam.GetType())
+		}
+	}
+	return sum, nil
+}
+
+// webVectors are the metaserver's labelled series: no series until the
+// first observation.
+var webVectors = map[string]bool{
+	"kiln_requests_total":          true,
+	"kiln_builds_finished_total":   true,
+	"kiln_attempts_finished_total": true,
+	"kiln_connected_targets":       true,
+}
+
+// webStartSMTPSink starts postfix's smtp-sink on addr, discarding what it
+// receives, and waits until it accepts connections; farmtest kills it by
+// PID at the end of the test. The test is skipped without smtp-sink.
+func webStartSMTPSink(t *testing.T, addr string) {
+	t.Helper()
+	const bin = "/usr/sbin/smtp-sink"
+	if _, err := os.Stat(bin); err != nil {
+		t.Skipf("smtp-sink not installed (%v): install postfix", err)
+	}
+	var args []string
+	if os.Geteuid() == 0 {
+		args = append(args, "-u", "nobody") // smtp-sink refuses to run as root
+	}
+	p := farmtest.StartProcess(t, "smtp-sink", bin, append(args, addr, "100")...)
+	farmtest.Eventually(t, 10*time.Second, func() error {
+		if !p.Running() {
+			return fmt.Errorf("smtp-sink exited: %v\n%s", p.Wait(), p.Logs())
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
 }
