@@ -5,6 +5,7 @@ import (
 	"embed"
 	"fmt"
 	htmltemplate "html/template"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -312,11 +313,15 @@ func tailLines(log string, n int) []string {
 	out := make([]string, len(lines))
 	for i, l := range lines {
 		l = strings.ReplaceAll(strings.TrimSuffix(l, "\r"), "\t", "    ")
-		l = stripControl(l)
+		l = stripControl(ansiEscape.ReplaceAllString(l, ""))
 		out[i] = truncate(l, maxLogLineLen)
 	}
 	return out
 }
+
+// ansiEscape matches terminal control sequences (colours, cursor moves),
+// which compilers print and a mail cannot show.
+var ansiEscape = regexp.MustCompile(`\x1b(\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_])`)
 
 // stripControl drops C0 and C1 control characters, DEL, and the Unicode
 // line and paragraph separators.
