@@ -28,6 +28,17 @@ type Config struct {
 	// admin. Env fallback KILN_TOKEN, then the file DATA_DIR/token (both
 	// keep it out of the process list, unlike the flag).
 	Token string `flag:"token"`
+	// Enroll is a single-use enrollment token from the metaserver's operator
+	// (metaserver enroll-token create): exchanged once at start for this
+	// build server's own credential, saved as DATA_DIR/token (mode 0600).
+	Enroll string `flag:"enroll"`
+	// Name is the build server's name when enrolling (default: the host name).
+	Name string `flag:"name"`
+	// CA is a PEM file of the private CA that signed the metaserver's TLS
+	// certificate; with it the connection uses TLS.
+	CA string `flag:"ca"`
+	// Insecure allows a plaintext connection to a non-loopback metaserver.
+	Insecure bool `flag:"insecure"`
 	// DataDir holds the source mirrors, build directories and results not
 	// yet acknowledged; builds cannot see it. Env fallback KILN_DATA_DIR.
 	DataDir string `flag:"data-dir"`
@@ -94,8 +105,8 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("--data-dir is required"))
 	}
 	switch {
-	case c.Token == "":
-		errs = append(errs, errors.New("no token: give --token, set KILN_TOKEN or write it to DATA_DIR/token"))
+	case c.Token == "" && c.Enroll == "":
+		errs = append(errs, errors.New("no token: give --token, set KILN_TOKEN, write it to DATA_DIR/token, or join with --enroll"))
 	case strings.ContainsAny(c.Token, " \t\r\n"):
 		errs = append(errs, errors.New("the token contains white space"))
 	}
@@ -236,6 +247,10 @@ func newFlagSet(c *Config) *flag.FlagSet {
 	fs := flag.NewFlagSet("buildserver", flag.ContinueOnError)
 	fs.StringVar(&c.Metaserver, "metaserver", c.Metaserver, "metaserver gRPC address host:port (env KILN_METASERVER)")
 	fs.StringVar(&c.Token, "token", c.Token, "build server credential (env KILN_TOKEN, else the file DATA_DIR/token; both keep it out of ps)")
+	fs.StringVar(&c.Enroll, "enroll", c.Enroll, "enrollment token, exchanged once for this build server's credential (saved as DATA_DIR/token)")
+	fs.StringVar(&c.Name, "name", c.Name, "build server name when enrolling (default: host name)")
+	fs.StringVar(&c.CA, "ca", c.CA, "PEM CA certificate(s) of the metaserver's TLS certificate (enables TLS)")
+	fs.BoolVar(&c.Insecure, "insecure", c.Insecure, "allow plaintext to a non-loopback metaserver")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for mirrors, builds and pending results (env KILN_DATA_DIR)")
 	fs.IntVar(&c.Jobs, "jobs", c.Jobs, "builds run at once across all targets")
 	fs.Var(stringList{&c.Targets}, "target", "target to offer: native, musl or cross:TRIPLE (repeatable; default native)")

@@ -25,8 +25,15 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/kilnbuild/kiln/internal/auth"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 
 	"github.com/kilnbuild/kiln/internal/sandbox"
 	"github.com/kilnbuild/kiln/internal/worker"
@@ -97,24 +104,35 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
+	transport, secure, err := auth.ClientTLS{CAFile: cfg.CA, Insecure: cfg.Insecure}.DialCredentials(cfg.Metaserver)
+	if err != nil {
+		return err
+	}
+	if cfg.Token == "" {
+		if cfg.Token, err = enroll(ctx, cfg, transport, log); err != nil {
+			return err
+		}
+	}
 	specs, _ := cfg.targetSpecs() // validated
 	targets, err := worker.ProbeTargets(ctx, specs, nil, cfg.DataDir, log)
 	if err != nil {
 		return err
 	}
 	client, err := worker.New(worker.Config{
-		Metaserver:  cfg.Metaserver,
-		Token:       cfg.Token,
-		DataDir:     cfg.DataDir,
-		Targets:     targets,
-		Labels:      cfg.Labels,
-		Slots:       cfg.Jobs,
-		Policy:      cfg.policy(),
-		Sandbox:     runner,
-		Unsandboxed: cfg.Sandbox == "none",
-		Grace:       workerGrace(cfg.Grace),
-		Version:     version,
-		Logger:      log,
+		Metaserver:      cfg.Metaserver,
+		Token:           cfg.Token,
+		DataDir:         cfg.DataDir,
+		Targets:         targets,
+		Labels:          cfg.Labels,
+		Slots:           cfg.Jobs,
+		Policy:          cfg.policy(),
+		Sandbox:         runner,
+		Unsandboxed:     cfg.Sandbox == "none",
+		Grace:           workerGrace(cfg.Grace),
+		Transport:       transport,
+		SecureTransport: secure,
+		Version:         version,
+		Logger:          log,
 	})
 	if err != nil {
 		return err
@@ -131,4 +149,34 @@ func workerGrace(g time.Duration) time.Duration {
 		return -1
 	}
 	return g
+}
+
+// enroll exchanges cfg.Enroll for this build server's credential and saves
+// it as DATA_DIR/token before using it, so a restart does not enroll again.
+func enroll(ctx context.Context, cfg Config, transport grpc.DialOption, log *slog.Logger) (string, error) {
+	name := cfg.Name
+	if name == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return "", fmt.Errorf("--name not given and no host name: %w", err)
+		}
+		name = strings.ToLower(host)
+	}
+	conn, err := grpc.NewClient(cfg.Metaserver, transport)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := kilnv1.NewEnrollServiceClient(conn).Enroll(cctx, &kilnv1.EnrollRequest{EnrollToken: cfg.Enroll, Name: name})
+	if err != nil {
+		return "", &worker.AuthError{Err: fmt.Errorf("enrolling as %s: %w", name, err)}
+	}
+	path := filepath.Join(cfg.DataDir, "token")
+	if err := os.WriteFile(path, []byte(resp.GetToken()+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("saving the credential: %w", err)
+	}
+	log.Info("enrolled: credential saved", "build_server", resp.GetName(), "path", path)
+	return resp.GetToken(), nil
 }

@@ -83,6 +83,9 @@ func (r remoteAdmin) AddBuildServer(ctx context.Context, req *kilnv1.AddBuildSer
 func (r remoteAdmin) RevokeBuildServer(ctx context.Context, req *kilnv1.RevokeBuildServerRequest) (*kilnv1.RevokeBuildServerResponse, error) {
 	return r.c.RevokeBuildServer(ctx, req)
 }
+func (r remoteAdmin) CreateEnrollToken(ctx context.Context, req *kilnv1.CreateEnrollTokenRequest) (*kilnv1.CreateEnrollTokenResponse, error) {
+	return r.c.CreateEnrollToken(ctx, req)
+}
 func (r remoteAdmin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.PinResponse, error) {
 	return r.c.Pin(ctx, req)
 }
@@ -94,7 +97,7 @@ func adminCommand(name string, args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	want := map[string]int{"project add": 2, "project list": 0, "buildserver add": 1, "buildserver revoke": 1, "pin": 2}
+	want := map[string]int{"project add": 2, "project list": 0, "buildserver add": 1, "buildserver revoke": 1, "pin": 2, "enroll-token create": 0}
 	n, known := want[name]
 	if !known {
 		fmt.Fprintf(os.Stderr, "metaserver: unknown command %q\n%s", name, usage)
@@ -135,6 +138,12 @@ func adminCommand(name string, args []string) int {
 		_, err = admin.RevokeBuildServer(ctx, &kilnv1.RevokeBuildServerRequest{Name: a[0]})
 		if err == nil {
 			fmt.Printf("build server %s revoked\n", a[0])
+		}
+	case "enroll-token create":
+		var resp *kilnv1.CreateEnrollTokenResponse
+		resp, err = admin.CreateEnrollToken(ctx, &kilnv1.CreateEnrollTokenRequest{})
+		if err == nil {
+			fmt.Println(resp.GetToken())
 		}
 	case "pin":
 		id, perr := strconv.ParseUint(a[1], 10, 64)

@@ -8,6 +8,7 @@
 //	metaserver buildserver add --data-dir DIR NAME
 //	metaserver buildserver revoke --data-dir DIR NAME
 //	metaserver pin --data-dir DIR NAME BUILD_ID
+//	metaserver enroll-token create --data-dir DIR
 //
 // The admin commands talk to a running serve over DIR/admin.sock, or open the
 // store directly when serve is not running.
@@ -25,6 +26,7 @@ const usage = `usage:
   metaserver buildserver add --data-dir DIR NAME
   metaserver buildserver revoke --data-dir DIR NAME
   metaserver pin --data-dir DIR NAME BUILD_ID
+  metaserver enroll-token create --data-dir DIR
 Run a command with -h for its flags.
 `
 
@@ -41,7 +43,7 @@ func run(args []string) int {
 	switch cmd {
 	case "serve":
 		return serve(rest)
-	case "project", "buildserver":
+	case "project", "buildserver", "enroll-token":
 		if len(rest) == 0 {
 			fmt.Fprint(os.Stderr, usage)
 			return 2

@@ -43,6 +43,10 @@ type serveConfig struct {
 	CacheMaxBytes int64
 	// GracePeriod bounds a graceful stop before connections are cut.
 	GracePeriod time.Duration
+	// TLSCert and TLSKey serve gRPC over TLS. Without them the metaserver
+	// listens in plaintext, which is allowed only on loopback or with Insecure.
+	TLSCert, TLSKey string
+	Insecure        bool
 	// LogFormat is text or json; LogLevel debug, info, warn or error.
 	LogFormat string
 	LogLevel  string
@@ -58,6 +62,9 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxInfraAttempts, "max-infra-attempts", 5, "attempts ending in infrastructure failures before a build ends as error")
 	fs.Int64Var(&c.CacheMaxBytes, "cache-max-bytes", 0, "artifact cache size limit in bytes; least recently used unpinned artifacts are evicted (0: unlimited)")
 	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long a graceful stop waits for in-flight calls")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate for gRPC over TLS")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
+	fs.BoolVar(&c.Insecure, "insecure", false, "allow plaintext gRPC on a non-loopback --listen address")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	c.mail.flags(fs)
@@ -70,6 +77,12 @@ func (c *serveConfig) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("--listen %q: %w", c.Listen, err)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if c.TLSCert == "" && !c.Insecure && !auth.IsLoopback(c.Listen) {
+		return fmt.Errorf("--listen %s is not loopback: serve with --tls-cert/--tls-key, or pass --insecure to accept plaintext", c.Listen)
 	}
 	if c.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
@@ -150,15 +163,24 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		return err
 	}
 	unary, stream := auth.Interceptors(srv.LookupToken, "/kiln.v1.WorkerService/")
-	gs := grpc.NewServer(
+	opts := []grpc.ServerOption{}
+	if cfg.TLSCert != "" {
+		creds, err := auth.ServerCredentials(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, grpc.Creds(creds))
+	}
+	gs := grpc.NewServer(append(opts,
 		grpc.UnaryInterceptor(unary), grpc.StreamInterceptor(stream),
 		grpc.MaxRecvMsgSize(4<<20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	)
+	)...)
 	kilnv1.RegisterWorkerServiceServer(gs, srv)
 	kilnv1.RegisterCompileServiceServer(gs, srv)
 	kilnv1.RegisterStatusServiceServer(gs, srv)
+	kilnv1.RegisterEnrollServiceServer(gs, &server.Enroller{Store: st})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 
@@ -191,7 +213,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	go func() { serveErr <- adminSrv.Serve(adminLn) }()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	log.Info("metaserver serving", "listen", ln.Addr().String(), "data_dir", cfg.DataDir, "metrics_listen", cfg.MetricsListen,
-		"heartbeat", cfg.Heartbeat, "lease", cfg.Lease)
+		"heartbeat", cfg.Heartbeat, "lease", cfg.Lease, "tls", cfg.TLSCert != "")
 
 	var runErr error
 	select {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/kilnbuild/kiln/internal/auth"
 	"log/slog"
 	"net"
 	"os"
@@ -31,6 +32,11 @@ type Config struct {
 	// PageSize is the number of builds per /builds page (1..500; 0 lets the
 	// metaserver choose, 50).
 	PageSize uint `flag:"page-size"`
+	// CA is a PEM file of the private CA that signed the metaserver's TLS
+	// certificate; with it the connection uses TLS.
+	CA string `flag:"ca"`
+	// Insecure allows plaintext to a metaserver that is not on loopback.
+	Insecure bool `flag:"insecure"`
 	// LogLevel is the least severe server log level written: debug, info,
 	// warn or error. Env fallback KILN_LOG_LEVEL.
 	LogLevel string `flag:"log-level"`
@@ -55,6 +61,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if err := checkHostPort(c.Metaserver); err != nil {
 		errs = append(errs, fmt.Errorf("--metaserver %q: %w", c.Metaserver, err))
+	}
+	if _, _, err := (auth.ClientTLS{CAFile: c.CA, Insecure: c.Insecure}).DialCredentials(c.Metaserver); err != nil && c.CA == "" {
+		errs = append(errs, err)
 	}
 	if err := checkHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("--listen %q: %w", c.Listen, err))
@@ -109,6 +118,8 @@ var envFallbacks = map[string]string{
 func newFlagSet(c *Config) *flag.FlagSet {
 	fs := flag.NewFlagSet("webstatus", flag.ContinueOnError)
 	fs.StringVar(&c.Metaserver, "metaserver", c.Metaserver, "metaserver gRPC address host:port (env KILN_METASERVER)")
+	fs.StringVar(&c.CA, "ca", c.CA, "PEM CA certificate(s) of the metaserver's TLS certificate (enables TLS)")
+	fs.BoolVar(&c.Insecure, "insecure", c.Insecure, "allow plaintext to a metaserver that is not on loopback")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "address to serve the web pages on, host:port (env KILN_WEBSTATUS_LISTEN)")
 	fs.DurationVar(&c.RPCTimeout, "rpc-timeout", c.RPCTimeout, "bound on each metaserver call a page makes")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for requests in flight")

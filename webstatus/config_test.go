@@ -29,7 +29,7 @@ func TestEveryFlagMapsToAConfigField(t *testing.T) {
 		}
 		byFlag[name] = f.Name
 	}
-	samples := map[reflect.Kind]string{reflect.String: "sample:1", reflect.Int64: "7s", reflect.Uint: "7"}
+	samples := map[reflect.Kind]string{reflect.String: "sample:1", reflect.Int64: "7s", reflect.Uint: "7", reflect.Bool: "true"}
 	fs.VisitAll(func(fl *flag.Flag) {
 		field, ok := byFlag[fl.Name]
 		if !ok {

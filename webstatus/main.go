@@ -14,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/kilnbuild/kiln/internal/auth"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,7 +24,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/kilnbuild/kiln/internal/web"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
@@ -65,7 +65,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // get the rest of the timeout. It closes lis.
 func serve(ctx context.Context, cfg Config, log *slog.Logger, lis net.Listener) error {
 	defer lis.Close()
-	cc, err := grpc.NewClient(cfg.Metaserver, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	transport, _, err := auth.ClientTLS{CAFile: cfg.CA, Insecure: cfg.Insecure}.DialCredentials(cfg.Metaserver)
+	if err != nil {
+		return err
+	}
+	cc, err := grpc.NewClient(cfg.Metaserver, transport)
 	if err != nil {
 		return fmt.Errorf("metaserver client for %s: %w", cfg.Metaserver, err)
 	}

@@ -2,11 +2,11 @@ package compilecli
 
 import (
 	"context"
+	"github.com/kilnbuild/kiln/internal/auth"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -19,8 +19,12 @@ const maxRecvMsgSize = 16 << 20
 // as Unavailable instead of failing the first RPC obscurely. The caller closes
 // the connection.
 func dial(ctx context.Context, c Connection) (*grpc.ClientConn, error) {
+	transport, _, err := auth.ClientTLS{CAFile: c.CA, Insecure: c.Insecure}.DialCredentials(c.Metaserver)
+	if err != nil {
+		return nil, usageError("%v", err)
+	}
 	conn, err := grpc.NewClient("passthrough:///"+c.Metaserver,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		transport,
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
 	)
 	if err != nil {

@@ -61,6 +61,8 @@ func bindConnection(fs *flag.FlagSet, c *Connection, getenv func(string) string)
 	}
 	fs.StringVar(&c.Metaserver, "metaserver", def, "metaserver gRPC address host:port (env "+EnvMetaserver+")")
 	fs.DurationVar(&c.DialTimeout, "dial-timeout", defaultDialTimeout, "how long to try connecting to the metaserver")
+	fs.StringVar(&c.CA, "ca", "", "PEM CA certificate(s) of the metaserver's TLS certificate (enables TLS)")
+	fs.BoolVar(&c.Insecure, "insecure", false, "allow plaintext to a metaserver that is not on loopback")
 }
 
 // SubmitFlags returns the flag set of the submit command bound to o.

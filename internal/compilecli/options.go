@@ -2,6 +2,7 @@ package compilecli
 
 import (
 	"fmt"
+	"github.com/kilnbuild/kiln/internal/auth"
 	"net/mail"
 	"strconv"
 	"strings"
@@ -30,6 +31,11 @@ type Connection struct {
 	// DialTimeout bounds connecting to the metaserver (not the RPCs), so an
 	// unreachable metaserver fails fast with exit status 3.
 	DialTimeout time.Duration `flag:"dial-timeout"`
+	// CA is a PEM file of the private CA that signed the metaserver's TLS
+	// certificate; with it the connection uses TLS.
+	CA string `flag:"ca"`
+	// Insecure allows plaintext to a metaserver that is not on loopback.
+	Insecure bool `flag:"insecure"`
 }
 
 func (c *Connection) validate() error {
@@ -38,6 +44,9 @@ func (c *Connection) validate() error {
 	}
 	if c.DialTimeout <= 0 {
 		return usageError("--dial-timeout must be positive, got %s", c.DialTimeout)
+	}
+	if c.CA == "" && !c.Insecure && !auth.IsLoopback(c.Metaserver) {
+		return usageError("refusing plaintext to %s, which is not loopback: give --ca for the metaserver's CA, or --insecure", c.Metaserver)
 	}
 	return nil
 }

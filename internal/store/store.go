@@ -32,6 +32,7 @@ type (
 	Artifact    = kilnstorev1.ArtifactRecord
 	Pin         = kilnstorev1.PinRecord
 	Outbox      = kilnstorev1.OutboxRecord
+	EnrollToken = kilnstorev1.EnrollTokenRecord
 )
 
 // Store is a transactional store.
@@ -104,6 +105,13 @@ type Tx interface {
 	// CreatePin fails with ErrExists when the name is taken: a name always
 	// resolves to the same bytes.
 	CreatePin(p *Pin) error
+
+	// EnrollToken finds an enrollment token by the hash of its secret.
+	EnrollToken(hash string) (*EnrollToken, error)
+	// CreateEnrollToken fails with ErrExists when the hash is taken.
+	CreateEnrollToken(e *EnrollToken) error
+	// PutEnrollToken replaces an existing enrollment token (marks it used).
+	PutEnrollToken(e *EnrollToken) error
 
 	PutOutbox(m *Outbox) error
 	// DueOutbox returns up to limit messages whose next attempt is at or before now.

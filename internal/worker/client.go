@@ -120,9 +120,13 @@ func (c *Client) Run(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
 		return errors.New("worker: Client.Run called twice")
 	}
+	transport := c.cfg.Transport
+	if transport == nil {
+		transport = grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
 	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(bearerToken(c.cfg.Token)),
+		transport,
+		grpc.WithPerRPCCredentials(bearerToken{token: c.cfg.Token, secure: c.cfg.SecureTransport}),
 		// The metaserver must permit pings this often (its keepalive
 		// EnforcementPolicy.MinTime); a server that does not answers
 		// too_many_pings and the client halves its ping rate.

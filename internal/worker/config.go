@@ -87,8 +87,13 @@ type Config struct {
 	Version string
 	// Logger receives the build server's own log (not build logs). Nil: slog.Default().
 	Logger *slog.Logger
-	// DialOptions are added to the gRPC dial options (tests, TLS later).
+	// DialOptions are added to the gRPC dial options (tests).
 	DialOptions []grpc.DialOption
+	// Transport is the transport credentials dial option (TLS); nil means
+	// plaintext. SecureTransport says it is TLS, so the token is never sent
+	// without it.
+	Transport       grpc.DialOption
+	SecureTransport bool
 }
 
 // withDefaults returns c with zero optional fields set to their defaults.

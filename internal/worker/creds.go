@@ -4,12 +4,15 @@ import "context"
 
 // bearerToken sends the build server's credential on every call as
 // "authorization: Bearer <token>".
-type bearerToken string
-
-func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+type bearerToken struct {
+	token  string
+	secure bool
 }
 
-// RequireTransportSecurity is false because the connection is plaintext for
-// now (loopback and trusted networks); with TLS it should become true.
-func (bearerToken) RequireTransportSecurity() bool { return false }
+func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + t.token}, nil
+}
+
+// RequireTransportSecurity is true over TLS, so the token never falls back to
+// a plaintext connection; plaintext is used only on loopback or with --insecure.
+func (t bearerToken) RequireTransportSecurity() bool { return t.secure }

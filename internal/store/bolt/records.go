@@ -213,3 +213,47 @@ func (t *tx) CreatePin(p *store.Pin) error {
 	}
 	return t.put(bucketPins, []byte(p.Name), p)
 }
+
+// EnrollToken returns the enrollment token whose secret hashes to hash.
+func (t *tx) EnrollToken(hash string) (*store.EnrollToken, error) {
+	if err := t.read(); err != nil {
+		return nil, err
+	}
+	if hash == "" {
+		return nil, notFound("enrollment token", hash)
+	}
+	e := new(store.EnrollToken)
+	found, err := t.get(bucketEnrollTokens, []byte(hash), e)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, notFound("enrollment token", hash)
+	}
+	return e, nil
+}
+
+// CreateEnrollToken stores e under its hash; ErrExists when taken.
+func (t *tx) CreateEnrollToken(e *store.EnrollToken) error {
+	if err := t.write(); err != nil {
+		return err
+	}
+	if e.GetTokenHash() == "" {
+		return invalid("enrollment token without a hash")
+	}
+	if t.bucket(bucketEnrollTokens).Get([]byte(e.TokenHash)) != nil {
+		return exists("enrollment token", e.TokenHash)
+	}
+	return t.put(bucketEnrollTokens, []byte(e.TokenHash), e)
+}
+
+// PutEnrollToken replaces an existing enrollment token.
+func (t *tx) PutEnrollToken(e *store.EnrollToken) error {
+	if err := t.write(); err != nil {
+		return err
+	}
+	if t.bucket(bucketEnrollTokens).Get([]byte(e.GetTokenHash())) == nil {
+		return notFound("enrollment token", e.GetTokenHash())
+	}
+	return t.put(bucketEnrollTokens, []byte(e.TokenHash), e)
+}

@@ -29,6 +29,7 @@ var (
 	bucketArtifacts            = []byte("artifacts")
 	bucketArtifactsBySource    = []byte("artifacts_by_source")
 	bucketPins                 = []byte("pins")
+	bucketEnrollTokens         = []byte("enroll_tokens")
 	bucketOutbox               = []byte("outbox")
 	bucketOutboxDue            = []byte("outbox_due")
 
@@ -43,6 +44,7 @@ var bucketsV1 = [][]byte{
 	bucketBuildsByProject, bucketBuildsByArch, bucketBuildsActiveBySource,
 	bucketBuildCounts, bucketRequests, bucketRequestsByBuild, bucketArtifacts,
 	bucketArtifactsBySource, bucketPins, bucketOutbox, bucketOutboxDue,
+	bucketEnrollTokens,
 }
 
 // SchemaVersionError is returned by Open for a file whose schema version this

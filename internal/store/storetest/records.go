@@ -247,3 +247,30 @@ var pinCases = []testCase{
 		})
 	}},
 }
+
+var enrollTokenCases = []testCase{
+	{"a missing enrollment token is ErrNotFound", func(t *testing.T, h *harness) {
+		h.view(func(tx store.Tx) error {
+			_, err := tx.EnrollToken("abc")
+			wantErr(t, "EnrollToken", err, store.ErrNotFound)
+			return nil
+		})
+	}},
+	{"an enrollment token is created once and marked used by Put", func(t *testing.T, h *harness) {
+		e := &store.EnrollToken{TokenHash: "h1", CreatedAt: ts(0), ExpiresAt: ts(100)}
+		h.update(func(tx store.Tx) error { return tx.CreateEnrollToken(e) })
+		err := h.s.Update(func(tx store.Tx) error { return tx.CreateEnrollToken(&store.EnrollToken{TokenHash: "h1"}) })
+		wantErr(t, "second CreateEnrollToken", err, store.ErrExists)
+		used := &store.EnrollToken{TokenHash: "h1", CreatedAt: ts(0), ExpiresAt: ts(100), UsedAt: ts(5), UsedBy: "vol"}
+		h.update(func(tx store.Tx) error { return tx.PutEnrollToken(used) })
+		h.reopen()
+		h.view(func(tx store.Tx) error {
+			got, err := tx.EnrollToken("h1")
+			must(t, err)
+			wantEqual(t, "EnrollToken", got, used)
+			return nil
+		})
+		err = h.s.Update(func(tx store.Tx) error { return tx.PutEnrollToken(&store.EnrollToken{TokenHash: "other"}) })
+		wantErr(t, "Put of a missing token", err, store.ErrNotFound)
+	}},
+}

@@ -48,6 +48,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"projects", projectCases},
 		{"build servers", buildServerCases},
 		{"pins", pinCases},
+		{"enrollment tokens", enrollTokenCases},
 		{"builds", buildCases},
 		{"listing builds", listCases},
 		{"requests", requestCases},

@@ -21,6 +21,97 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// CreateEnrollTokenRequest sets the token's lifetime.
+type CreateEnrollTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Seconds until the token expires; 0 means 7 days.
+	TtlSeconds    uint32 `protobuf:"varint,1,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateEnrollTokenRequest) Reset() {
+	*x = CreateEnrollTokenRequest{}
+	mi := &file_kiln_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateEnrollTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateEnrollTokenRequest) ProtoMessage() {}
+
+func (x *CreateEnrollTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateEnrollTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateEnrollTokenRequest) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CreateEnrollTokenRequest) GetTtlSeconds() uint32 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+// CreateEnrollTokenResponse carries the token, shown once.
+type CreateEnrollTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateEnrollTokenResponse) Reset() {
+	*x = CreateEnrollTokenResponse{}
+	mi := &file_kiln_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateEnrollTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateEnrollTokenResponse) ProtoMessage() {}
+
+func (x *CreateEnrollTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateEnrollTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateEnrollTokenResponse) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CreateEnrollTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
 // Project is a registered repository.
 type Project struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -32,7 +123,7 @@ type Project struct {
 
 func (x *Project) Reset() {
 	*x = Project{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[0]
+	mi := &file_kiln_v1_admin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -44,7 +135,7 @@ func (x *Project) String() string {
 func (*Project) ProtoMessage() {}
 
 func (x *Project) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[0]
+	mi := &file_kiln_v1_admin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -57,7 +148,7 @@ func (x *Project) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Project.ProtoReflect.Descriptor instead.
 func (*Project) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Project) GetName() string {
@@ -84,7 +175,7 @@ type AddProjectRequest struct {
 
 func (x *AddProjectRequest) Reset() {
 	*x = AddProjectRequest{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[1]
+	mi := &file_kiln_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -96,7 +187,7 @@ func (x *AddProjectRequest) String() string {
 func (*AddProjectRequest) ProtoMessage() {}
 
 func (x *AddProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[1]
+	mi := &file_kiln_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -109,7 +200,7 @@ func (x *AddProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddProjectRequest.ProtoReflect.Descriptor instead.
 func (*AddProjectRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AddProjectRequest) GetProject() *Project {
@@ -129,7 +220,7 @@ type AddProjectResponse struct {
 
 func (x *AddProjectResponse) Reset() {
 	*x = AddProjectResponse{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[2]
+	mi := &file_kiln_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -141,7 +232,7 @@ func (x *AddProjectResponse) String() string {
 func (*AddProjectResponse) ProtoMessage() {}
 
 func (x *AddProjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[2]
+	mi := &file_kiln_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -154,7 +245,7 @@ func (x *AddProjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddProjectResponse.ProtoReflect.Descriptor instead.
 func (*AddProjectResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AddProjectResponse) GetProject() *Project {
@@ -173,7 +264,7 @@ type ListProjectsRequest struct {
 
 func (x *ListProjectsRequest) Reset() {
 	*x = ListProjectsRequest{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[3]
+	mi := &file_kiln_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -185,7 +276,7 @@ func (x *ListProjectsRequest) String() string {
 func (*ListProjectsRequest) ProtoMessage() {}
 
 func (x *ListProjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[3]
+	mi := &file_kiln_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -198,7 +289,7 @@ func (x *ListProjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProjectsRequest.ProtoReflect.Descriptor instead.
 func (*ListProjectsRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 // ListProjectsResponse lists projects.
@@ -211,7 +302,7 @@ type ListProjectsResponse struct {
 
 func (x *ListProjectsResponse) Reset() {
 	*x = ListProjectsResponse{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[4]
+	mi := &file_kiln_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -223,7 +314,7 @@ func (x *ListProjectsResponse) String() string {
 func (*ListProjectsResponse) ProtoMessage() {}
 
 func (x *ListProjectsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[4]
+	mi := &file_kiln_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -236,7 +327,7 @@ func (x *ListProjectsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProjectsResponse.ProtoReflect.Descriptor instead.
 func (*ListProjectsResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListProjectsResponse) GetProjects() []*Project {
@@ -256,7 +347,7 @@ type AddBuildServerRequest struct {
 
 func (x *AddBuildServerRequest) Reset() {
 	*x = AddBuildServerRequest{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[5]
+	mi := &file_kiln_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -268,7 +359,7 @@ func (x *AddBuildServerRequest) String() string {
 func (*AddBuildServerRequest) ProtoMessage() {}
 
 func (x *AddBuildServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[5]
+	mi := &file_kiln_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -281,7 +372,7 @@ func (x *AddBuildServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddBuildServerRequest.ProtoReflect.Descriptor instead.
 func (*AddBuildServerRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AddBuildServerRequest) GetName() string {
@@ -302,7 +393,7 @@ type AddBuildServerResponse struct {
 
 func (x *AddBuildServerResponse) Reset() {
 	*x = AddBuildServerResponse{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[6]
+	mi := &file_kiln_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -314,7 +405,7 @@ func (x *AddBuildServerResponse) String() string {
 func (*AddBuildServerResponse) ProtoMessage() {}
 
 func (x *AddBuildServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[6]
+	mi := &file_kiln_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -327,7 +418,7 @@ func (x *AddBuildServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddBuildServerResponse.ProtoReflect.Descriptor instead.
 func (*AddBuildServerResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AddBuildServerResponse) GetName() string {
@@ -354,7 +445,7 @@ type RevokeBuildServerRequest struct {
 
 func (x *RevokeBuildServerRequest) Reset() {
 	*x = RevokeBuildServerRequest{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[7]
+	mi := &file_kiln_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -366,7 +457,7 @@ func (x *RevokeBuildServerRequest) String() string {
 func (*RevokeBuildServerRequest) ProtoMessage() {}
 
 func (x *RevokeBuildServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[7]
+	mi := &file_kiln_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -379,7 +470,7 @@ func (x *RevokeBuildServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeBuildServerRequest.ProtoReflect.Descriptor instead.
 func (*RevokeBuildServerRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RevokeBuildServerRequest) GetName() string {
@@ -398,7 +489,7 @@ type RevokeBuildServerResponse struct {
 
 func (x *RevokeBuildServerResponse) Reset() {
 	*x = RevokeBuildServerResponse{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[8]
+	mi := &file_kiln_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +501,7 @@ func (x *RevokeBuildServerResponse) String() string {
 func (*RevokeBuildServerResponse) ProtoMessage() {}
 
 func (x *RevokeBuildServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[8]
+	mi := &file_kiln_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +514,7 @@ func (x *RevokeBuildServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeBuildServerResponse.ProtoReflect.Descriptor instead.
 func (*RevokeBuildServerResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 // PinRequest names a build's artifact.
@@ -437,7 +528,7 @@ type PinRequest struct {
 
 func (x *PinRequest) Reset() {
 	*x = PinRequest{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[9]
+	mi := &file_kiln_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -449,7 +540,7 @@ func (x *PinRequest) String() string {
 func (*PinRequest) ProtoMessage() {}
 
 func (x *PinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[9]
+	mi := &file_kiln_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -462,7 +553,7 @@ func (x *PinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinRequest.ProtoReflect.Descriptor instead.
 func (*PinRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PinRequest) GetName() string {
@@ -490,7 +581,7 @@ type PinResponse struct {
 
 func (x *PinResponse) Reset() {
 	*x = PinResponse{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[10]
+	mi := &file_kiln_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +593,7 @@ func (x *PinResponse) String() string {
 func (*PinResponse) ProtoMessage() {}
 
 func (x *PinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[10]
+	mi := &file_kiln_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +606,7 @@ func (x *PinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinResponse.ProtoReflect.Descriptor instead.
 func (*PinResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PinResponse) GetName() string {
@@ -536,7 +627,12 @@ var File_kiln_v1_admin_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x13kiln/v1/admin.proto\x12\akiln.v1\x1a\x13kiln/v1/build.proto\"6\n" +
+	"\x13kiln/v1/admin.proto\x12\akiln.v1\x1a\x13kiln/v1/build.proto\";\n" +
+	"\x18CreateEnrollTokenRequest\x12\x1f\n" +
+	"\vttl_seconds\x18\x01 \x01(\rR\n" +
+	"ttlSeconds\"1\n" +
+	"\x19CreateEnrollTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"6\n" +
 	"\aProject\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\agit_url\x18\x02 \x01(\tR\x06gitUrl\"?\n" +
@@ -561,14 +657,15 @@ const file_kiln_v1_admin_proto_rawDesc = "" +
 	"\bbuild_id\x18\x02 \x01(\x04R\abuildId\"P\n" +
 	"\vPinResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
-	"\bartifact\x18\x02 \x01(\v2\x11.kiln.v1.ArtifactR\bartifact2\x83\x03\n" +
+	"\bartifact\x18\x02 \x01(\v2\x11.kiln.v1.ArtifactR\bartifact2\xdf\x03\n" +
 	"\fAdminService\x12E\n" +
 	"\n" +
 	"AddProject\x12\x1a.kiln.v1.AddProjectRequest\x1a\x1b.kiln.v1.AddProjectResponse\x12K\n" +
 	"\fListProjects\x12\x1c.kiln.v1.ListProjectsRequest\x1a\x1d.kiln.v1.ListProjectsResponse\x12Q\n" +
 	"\x0eAddBuildServer\x12\x1e.kiln.v1.AddBuildServerRequest\x1a\x1f.kiln.v1.AddBuildServerResponse\x12Z\n" +
 	"\x11RevokeBuildServer\x12!.kiln.v1.RevokeBuildServerRequest\x1a\".kiln.v1.RevokeBuildServerResponse\x120\n" +
-	"\x03Pin\x12\x13.kiln.v1.PinRequest\x1a\x14.kiln.v1.PinResponseB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
+	"\x03Pin\x12\x13.kiln.v1.PinRequest\x1a\x14.kiln.v1.PinResponse\x12Z\n" +
+	"\x11CreateEnrollToken\x12!.kiln.v1.CreateEnrollTokenRequest\x1a\".kiln.v1.CreateEnrollTokenResponseB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
 
 var (
 	file_kiln_v1_admin_proto_rawDescOnce sync.Once
@@ -582,38 +679,42 @@ func file_kiln_v1_admin_proto_rawDescGZIP() []byte {
 	return file_kiln_v1_admin_proto_rawDescData
 }
 
-var file_kiln_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_kiln_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_kiln_v1_admin_proto_goTypes = []any{
-	(*Project)(nil),                   // 0: kiln.v1.Project
-	(*AddProjectRequest)(nil),         // 1: kiln.v1.AddProjectRequest
-	(*AddProjectResponse)(nil),        // 2: kiln.v1.AddProjectResponse
-	(*ListProjectsRequest)(nil),       // 3: kiln.v1.ListProjectsRequest
-	(*ListProjectsResponse)(nil),      // 4: kiln.v1.ListProjectsResponse
-	(*AddBuildServerRequest)(nil),     // 5: kiln.v1.AddBuildServerRequest
-	(*AddBuildServerResponse)(nil),    // 6: kiln.v1.AddBuildServerResponse
-	(*RevokeBuildServerRequest)(nil),  // 7: kiln.v1.RevokeBuildServerRequest
-	(*RevokeBuildServerResponse)(nil), // 8: kiln.v1.RevokeBuildServerResponse
-	(*PinRequest)(nil),                // 9: kiln.v1.PinRequest
-	(*PinResponse)(nil),               // 10: kiln.v1.PinResponse
-	(*Artifact)(nil),                  // 11: kiln.v1.Artifact
+	(*CreateEnrollTokenRequest)(nil),  // 0: kiln.v1.CreateEnrollTokenRequest
+	(*CreateEnrollTokenResponse)(nil), // 1: kiln.v1.CreateEnrollTokenResponse
+	(*Project)(nil),                   // 2: kiln.v1.Project
+	(*AddProjectRequest)(nil),         // 3: kiln.v1.AddProjectRequest
+	(*AddProjectResponse)(nil),        // 4: kiln.v1.AddProjectResponse
+	(*ListProjectsRequest)(nil),       // 5: kiln.v1.ListProjectsRequest
+	(*ListProjectsResponse)(nil),      // 6: kiln.v1.ListProjectsResponse
+	(*AddBuildServerRequest)(nil),     // 7: kiln.v1.AddBuildServerRequest
+	(*AddBuildServerResponse)(nil),    // 8: kiln.v1.AddBuildServerResponse
+	(*RevokeBuildServerRequest)(nil),  // 9: kiln.v1.RevokeBuildServerRequest
+	(*RevokeBuildServerResponse)(nil), // 10: kiln.v1.RevokeBuildServerResponse
+	(*PinRequest)(nil),                // 11: kiln.v1.PinRequest
+	(*PinResponse)(nil),               // 12: kiln.v1.PinResponse
+	(*Artifact)(nil),                  // 13: kiln.v1.Artifact
 }
 var file_kiln_v1_admin_proto_depIdxs = []int32{
-	0,  // 0: kiln.v1.AddProjectRequest.project:type_name -> kiln.v1.Project
-	0,  // 1: kiln.v1.AddProjectResponse.project:type_name -> kiln.v1.Project
-	0,  // 2: kiln.v1.ListProjectsResponse.projects:type_name -> kiln.v1.Project
-	11, // 3: kiln.v1.PinResponse.artifact:type_name -> kiln.v1.Artifact
-	1,  // 4: kiln.v1.AdminService.AddProject:input_type -> kiln.v1.AddProjectRequest
-	3,  // 5: kiln.v1.AdminService.ListProjects:input_type -> kiln.v1.ListProjectsRequest
-	5,  // 6: kiln.v1.AdminService.AddBuildServer:input_type -> kiln.v1.AddBuildServerRequest
-	7,  // 7: kiln.v1.AdminService.RevokeBuildServer:input_type -> kiln.v1.RevokeBuildServerRequest
-	9,  // 8: kiln.v1.AdminService.Pin:input_type -> kiln.v1.PinRequest
-	2,  // 9: kiln.v1.AdminService.AddProject:output_type -> kiln.v1.AddProjectResponse
-	4,  // 10: kiln.v1.AdminService.ListProjects:output_type -> kiln.v1.ListProjectsResponse
-	6,  // 11: kiln.v1.AdminService.AddBuildServer:output_type -> kiln.v1.AddBuildServerResponse
-	8,  // 12: kiln.v1.AdminService.RevokeBuildServer:output_type -> kiln.v1.RevokeBuildServerResponse
-	10, // 13: kiln.v1.AdminService.Pin:output_type -> kiln.v1.PinResponse
-	9,  // [9:14] is the sub-list for method output_type
-	4,  // [4:9] is the sub-list for method input_type
+	2,  // 0: kiln.v1.AddProjectRequest.project:type_name -> kiln.v1.Project
+	2,  // 1: kiln.v1.AddProjectResponse.project:type_name -> kiln.v1.Project
+	2,  // 2: kiln.v1.ListProjectsResponse.projects:type_name -> kiln.v1.Project
+	13, // 3: kiln.v1.PinResponse.artifact:type_name -> kiln.v1.Artifact
+	3,  // 4: kiln.v1.AdminService.AddProject:input_type -> kiln.v1.AddProjectRequest
+	5,  // 5: kiln.v1.AdminService.ListProjects:input_type -> kiln.v1.ListProjectsRequest
+	7,  // 6: kiln.v1.AdminService.AddBuildServer:input_type -> kiln.v1.AddBuildServerRequest
+	9,  // 7: kiln.v1.AdminService.RevokeBuildServer:input_type -> kiln.v1.RevokeBuildServerRequest
+	11, // 8: kiln.v1.AdminService.Pin:input_type -> kiln.v1.PinRequest
+	0,  // 9: kiln.v1.AdminService.CreateEnrollToken:input_type -> kiln.v1.CreateEnrollTokenRequest
+	4,  // 10: kiln.v1.AdminService.AddProject:output_type -> kiln.v1.AddProjectResponse
+	6,  // 11: kiln.v1.AdminService.ListProjects:output_type -> kiln.v1.ListProjectsResponse
+	8,  // 12: kiln.v1.AdminService.AddBuildServer:output_type -> kiln.v1.AddBuildServerResponse
+	10, // 13: kiln.v1.AdminService.RevokeBuildServer:output_type -> kiln.v1.RevokeBuildServerResponse
+	12, // 14: kiln.v1.AdminService.Pin:output_type -> kiln.v1.PinResponse
+	1,  // 15: kiln.v1.AdminService.CreateEnrollToken:output_type -> kiln.v1.CreateEnrollTokenResponse
+	10, // [10:16] is the sub-list for method output_type
+	4,  // [4:10] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -631,7 +732,7 @@ func file_kiln_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_admin_proto_rawDesc), len(file_kiln_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	AdminService_AddBuildServer_FullMethodName    = "/kiln.v1.AdminService/AddBuildServer"
 	AdminService_RevokeBuildServer_FullMethodName = "/kiln.v1.AdminService/RevokeBuildServer"
 	AdminService_Pin_FullMethodName               = "/kiln.v1.AdminService/Pin"
+	AdminService_CreateEnrollToken_FullMethodName = "/kiln.v1.AdminService/CreateEnrollToken"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -46,6 +47,9 @@ type AdminServiceClient interface {
 	RevokeBuildServer(ctx context.Context, in *RevokeBuildServerRequest, opts ...grpc.CallOption) (*RevokeBuildServerResponse, error)
 	// Pin gives a succeeded build's artifact a permanent name.
 	Pin(ctx context.Context, in *PinRequest, opts ...grpc.CallOption) (*PinResponse, error)
+	// CreateEnrollToken creates a single-use enrollment token; the token is
+	// returned once and stored only as a hash.
+	CreateEnrollToken(ctx context.Context, in *CreateEnrollTokenRequest, opts ...grpc.CallOption) (*CreateEnrollTokenResponse, error)
 }
 
 type adminServiceClient struct {
@@ -106,6 +110,16 @@ func (c *adminServiceClient) Pin(ctx context.Context, in *PinRequest, opts ...gr
 	return out, nil
 }
 
+func (c *adminServiceClient) CreateEnrollToken(ctx context.Context, in *CreateEnrollTokenRequest, opts ...grpc.CallOption) (*CreateEnrollTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateEnrollTokenResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateEnrollToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -126,6 +140,9 @@ type AdminServiceServer interface {
 	RevokeBuildServer(context.Context, *RevokeBuildServerRequest) (*RevokeBuildServerResponse, error)
 	// Pin gives a succeeded build's artifact a permanent name.
 	Pin(context.Context, *PinRequest) (*PinResponse, error)
+	// CreateEnrollToken creates a single-use enrollment token; the token is
+	// returned once and stored only as a hash.
+	CreateEnrollToken(context.Context, *CreateEnrollTokenRequest) (*CreateEnrollTokenResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -150,6 +167,9 @@ func (UnimplementedAdminServiceServer) RevokeBuildServer(context.Context, *Revok
 }
 func (UnimplementedAdminServiceServer) Pin(context.Context, *PinRequest) (*PinResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Pin not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateEnrollToken(context.Context, *CreateEnrollTokenRequest) (*CreateEnrollTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateEnrollToken not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -262,6 +282,24 @@ func _AdminService_Pin_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_CreateEnrollToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateEnrollTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateEnrollToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateEnrollToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateEnrollToken(ctx, req.(*CreateEnrollTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -288,6 +326,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Pin",
 			Handler:    _AdminService_Pin_Handler,
+		},
+		{
+			MethodName: "CreateEnrollToken",
+			Handler:    _AdminService_CreateEnrollToken_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

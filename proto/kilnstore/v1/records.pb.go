@@ -742,6 +742,85 @@ func (x *OutboxRecord) GetCreatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// EnrollTokenRecord is an enrollment token, stored only as the hex sha256 of
+// the token. It is exchanged once for a build server credential.
+type EnrollTokenRecord struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	TokenHash string                 `protobuf:"bytes,1,opt,name=token_hash,json=tokenHash,proto3" json:"token_hash,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// Set when used; a used token is refused.
+	UsedAt        *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=used_at,json=usedAt,proto3" json:"used_at,omitempty"`
+	UsedBy        string                 `protobuf:"bytes,5,opt,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollTokenRecord) Reset() {
+	*x = EnrollTokenRecord{}
+	mi := &file_kilnstore_v1_records_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollTokenRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollTokenRecord) ProtoMessage() {}
+
+func (x *EnrollTokenRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_kilnstore_v1_records_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollTokenRecord.ProtoReflect.Descriptor instead.
+func (*EnrollTokenRecord) Descriptor() ([]byte, []int) {
+	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *EnrollTokenRecord) GetTokenHash() string {
+	if x != nil {
+		return x.TokenHash
+	}
+	return ""
+}
+
+func (x *EnrollTokenRecord) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *EnrollTokenRecord) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *EnrollTokenRecord) GetUsedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UsedAt
+	}
+	return nil
+}
+
+func (x *EnrollTokenRecord) GetUsedBy() string {
+	if x != nil {
+		return x.UsedBy
+	}
+	return ""
+}
+
 var File_kilnstore_v1_records_proto protoreflect.FileDescriptor
 
 const file_kilnstore_v1_records_proto_rawDesc = "" +
@@ -822,7 +901,16 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	" \x01(\tR\tlastError\x12\x19\n" +
 	"\bbuild_id\x18\v \x01(\x04R\abuildId\x129\n" +
 	"\n" +
-	"created_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAtB:Z8github.com/kilnbuild/kiln/proto/kilnstore/v1;kilnstorev1b\x06proto3"
+	"created_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xf6\x01\n" +
+	"\x11EnrollTokenRecord\x12\x1d\n" +
+	"\n" +
+	"token_hash\x18\x01 \x01(\tR\ttokenHash\x129\n" +
+	"\n" +
+	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x123\n" +
+	"\aused_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06usedAt\x12\x17\n" +
+	"\aused_by\x18\x05 \x01(\tR\x06usedByB:Z8github.com/kilnbuild/kiln/proto/kilnstore/v1;kilnstorev1b\x06proto3"
 
 var (
 	file_kilnstore_v1_records_proto_rawDescOnce sync.Once
@@ -836,7 +924,7 @@ func file_kilnstore_v1_records_proto_rawDescGZIP() []byte {
 	return file_kilnstore_v1_records_proto_rawDescData
 }
 
-var file_kilnstore_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_kilnstore_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_kilnstore_v1_records_proto_goTypes = []any{
 	(*ProjectRecord)(nil),          // 0: kilnstore.v1.ProjectRecord
 	(*BuildServerRecord)(nil),      // 1: kilnstore.v1.BuildServerRecord
@@ -845,39 +933,43 @@ var file_kilnstore_v1_records_proto_goTypes = []any{
 	(*ArtifactRecord)(nil),         // 4: kilnstore.v1.ArtifactRecord
 	(*PinRecord)(nil),              // 5: kilnstore.v1.PinRecord
 	(*OutboxRecord)(nil),           // 6: kilnstore.v1.OutboxRecord
-	(*v1.Project)(nil),             // 7: kiln.v1.Project
-	(*timestamppb.Timestamp)(nil),  // 8: google.protobuf.Timestamp
-	(*v1.Target)(nil),              // 9: kiln.v1.Target
-	(*v1.Build)(nil),               // 10: kiln.v1.Build
-	(*v1.Recipe)(nil),              // 11: kiln.v1.Recipe
-	(*v1.PlatformConstraints)(nil), // 12: kiln.v1.PlatformConstraints
-	(*v1.Artifact)(nil),            // 13: kiln.v1.Artifact
-	(*v1.SystemInfo)(nil),          // 14: kiln.v1.SystemInfo
+	(*EnrollTokenRecord)(nil),      // 7: kilnstore.v1.EnrollTokenRecord
+	(*v1.Project)(nil),             // 8: kiln.v1.Project
+	(*timestamppb.Timestamp)(nil),  // 9: google.protobuf.Timestamp
+	(*v1.Target)(nil),              // 10: kiln.v1.Target
+	(*v1.Build)(nil),               // 11: kiln.v1.Build
+	(*v1.Recipe)(nil),              // 12: kiln.v1.Recipe
+	(*v1.PlatformConstraints)(nil), // 13: kiln.v1.PlatformConstraints
+	(*v1.Artifact)(nil),            // 14: kiln.v1.Artifact
+	(*v1.SystemInfo)(nil),          // 15: kiln.v1.SystemInfo
 }
 var file_kilnstore_v1_records_proto_depIdxs = []int32{
-	7,  // 0: kilnstore.v1.ProjectRecord.project:type_name -> kiln.v1.Project
-	8,  // 1: kilnstore.v1.ProjectRecord.created_at:type_name -> google.protobuf.Timestamp
-	8,  // 2: kilnstore.v1.BuildServerRecord.created_at:type_name -> google.protobuf.Timestamp
-	8,  // 3: kilnstore.v1.BuildServerRecord.last_seen:type_name -> google.protobuf.Timestamp
-	9,  // 4: kilnstore.v1.BuildServerRecord.targets:type_name -> kiln.v1.Target
-	8,  // 5: kilnstore.v1.BuildServerRecord.put_aside_until:type_name -> google.protobuf.Timestamp
-	10, // 6: kilnstore.v1.BuildRecord.build:type_name -> kiln.v1.Build
-	11, // 7: kilnstore.v1.BuildRecord.recipe:type_name -> kiln.v1.Recipe
-	8,  // 8: kilnstore.v1.BuildRecord.not_before:type_name -> google.protobuf.Timestamp
-	8,  // 9: kilnstore.v1.RequestRecord.created_at:type_name -> google.protobuf.Timestamp
-	12, // 10: kilnstore.v1.RequestRecord.constraints:type_name -> kiln.v1.PlatformConstraints
-	13, // 11: kilnstore.v1.ArtifactRecord.artifact:type_name -> kiln.v1.Artifact
-	14, // 12: kilnstore.v1.ArtifactRecord.platform:type_name -> kiln.v1.SystemInfo
-	8,  // 13: kilnstore.v1.ArtifactRecord.created_at:type_name -> google.protobuf.Timestamp
-	8,  // 14: kilnstore.v1.ArtifactRecord.last_used:type_name -> google.protobuf.Timestamp
-	8,  // 15: kilnstore.v1.PinRecord.created_at:type_name -> google.protobuf.Timestamp
-	8,  // 16: kilnstore.v1.OutboxRecord.next_attempt_at:type_name -> google.protobuf.Timestamp
-	8,  // 17: kilnstore.v1.OutboxRecord.created_at:type_name -> google.protobuf.Timestamp
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	8,  // 0: kilnstore.v1.ProjectRecord.project:type_name -> kiln.v1.Project
+	9,  // 1: kilnstore.v1.ProjectRecord.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 2: kilnstore.v1.BuildServerRecord.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 3: kilnstore.v1.BuildServerRecord.last_seen:type_name -> google.protobuf.Timestamp
+	10, // 4: kilnstore.v1.BuildServerRecord.targets:type_name -> kiln.v1.Target
+	9,  // 5: kilnstore.v1.BuildServerRecord.put_aside_until:type_name -> google.protobuf.Timestamp
+	11, // 6: kilnstore.v1.BuildRecord.build:type_name -> kiln.v1.Build
+	12, // 7: kilnstore.v1.BuildRecord.recipe:type_name -> kiln.v1.Recipe
+	9,  // 8: kilnstore.v1.BuildRecord.not_before:type_name -> google.protobuf.Timestamp
+	9,  // 9: kilnstore.v1.RequestRecord.created_at:type_name -> google.protobuf.Timestamp
+	13, // 10: kilnstore.v1.RequestRecord.constraints:type_name -> kiln.v1.PlatformConstraints
+	14, // 11: kilnstore.v1.ArtifactRecord.artifact:type_name -> kiln.v1.Artifact
+	15, // 12: kilnstore.v1.ArtifactRecord.platform:type_name -> kiln.v1.SystemInfo
+	9,  // 13: kilnstore.v1.ArtifactRecord.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 14: kilnstore.v1.ArtifactRecord.last_used:type_name -> google.protobuf.Timestamp
+	9,  // 15: kilnstore.v1.PinRecord.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 16: kilnstore.v1.OutboxRecord.next_attempt_at:type_name -> google.protobuf.Timestamp
+	9,  // 17: kilnstore.v1.OutboxRecord.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 18: kilnstore.v1.EnrollTokenRecord.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 19: kilnstore.v1.EnrollTokenRecord.expires_at:type_name -> google.protobuf.Timestamp
+	9,  // 20: kilnstore.v1.EnrollTokenRecord.used_at:type_name -> google.protobuf.Timestamp
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_kilnstore_v1_records_proto_init() }
@@ -891,7 +983,7 @@ func file_kilnstore_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kilnstore_v1_records_proto_rawDesc), len(file_kilnstore_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
