@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -164,4 +166,53 @@ func bulkBound(ctx context.Context, addr string, sizeMiB int) (float64, error) {
 		return 0, fmt.Errorf("bulk: got %d bytes, want %d", got, want)
 	}
 	return mbps(got, time.Since(t0)), nil
+}
+
+// bwrapBound measures the machine's own cost of one bubblewrap sandbox
+// running `true`, with the options ENVIRONMENT.md lists (every namespace
+// unshared, read-only root, fresh /dev, /proc and /tmp, a writable build
+// directory): the floor under any sandboxed step. Returns the runs' times.
+func bwrapBound(ctx context.Context, dir string, runs int) (*durations, error) {
+	build, err := os.MkdirTemp(dir, "bwrap-bound-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(build)
+	var ds durations
+	for range runs {
+		cmd := exec.CommandContext(ctx, "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+			"--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+			"--bind", build, "/tmp/build", "--chdir", "/tmp/build", "true")
+		t0 := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("bwrap: %w: %s", err, out)
+		}
+		ds.add(time.Since(t0))
+	}
+	return &ds, nil
+}
+
+// fsyncBound measures one small durable write on the filesystem of dir:
+// write 4 KiB at the end of a file and fdatasync it, as a bbolt commit
+// does at least once. Returns the runs' times.
+func fsyncBound(dir string, runs int) (*durations, error) {
+	f, err := os.CreateTemp(dir, ".loadtest-fsync-bound-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	page := make([]byte, 4096)
+	var ds durations
+	for range runs {
+		t0 := time.Now()
+		if _, err := f.Write(page); err != nil {
+			return nil, err
+		}
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			return nil, err
+		}
+		ds.add(time.Since(t0))
+	}
+	return &ds, nil
 }

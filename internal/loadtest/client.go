@@ -71,6 +71,12 @@ var errNotSucceeded = errors.New("build did not succeed")
 // watchUntilFinal follows build id with WatchBuild until it is final and
 // returns it with the time its final state arrived.
 func watchUntilFinal(ctx context.Context, c kilnv1.CompileServiceClient, id uint64) (*kilnv1.Build, time.Time, error) {
+	return watchWith(ctx, c, id, nil)
+}
+
+// watchWith is watchUntilFinal calling seen (when not nil) with every
+// update and the time it arrived.
+func watchWith(ctx context.Context, c kilnv1.CompileServiceClient, id uint64, seen func(*kilnv1.Build, time.Time)) (*kilnv1.Build, time.Time, error) {
 	stream, err := c.WatchBuild(ctx, &kilnv1.WatchBuildRequest{BuildId: id, LogOffset: -1})
 	if err != nil {
 		return nil, time.Time{}, err
@@ -83,8 +89,11 @@ func watchUntilFinal(ctx context.Context, c kilnv1.CompileServiceClient, id uint
 		if err != nil {
 			return nil, time.Time{}, fmt.Errorf("build %d: watch: %w", id, err)
 		}
+		at := time.Now()
+		if seen != nil && msg.GetBuild() != nil {
+			seen(msg.GetBuild(), at)
+		}
 		if b := msg.GetBuild(); b != nil && final(b.GetState()) {
-			at := time.Now()
 			if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
 				return b, at, fmt.Errorf("build %d: %s (%s): %w", id, b.GetState(), b.GetFailure(), errNotSucceeded)
 			}

@@ -243,6 +243,8 @@ func (m *meta) waitConnected(ctx context.Context, n int, timeout time.Duration) 
 // buildserver is a running real build server.
 type buildserver struct {
 	Name string
+	// LogPath is its log file.
+	LogPath string
 	Proc *proc
 	// PprofAddr is set when it serves net/http/pprof.
 	PprofAddr string
@@ -250,12 +252,18 @@ type buildserver struct {
 
 // startBuildserver starts a real buildserver under dir/NAME with jobs slots
 // and the given sandbox, passing the token through the environment.
-func startBuildserver(b bins, dir string, m *meta, name, token string, jobs int, sandbox string) (*buildserver, error) {
+// Its log level is warn, or debug with debugLog (the worker then logs each
+// attempt's timings).
+func startBuildserver(b bins, dir string, m *meta, name, token string, jobs int, sandbox string, debugLog bool) (*buildserver, error) {
 	data := filepath.Join(dir, name)
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return nil, err
 	}
 	bs := &buildserver{Name: name}
+	level := "warn"
+	if debugLog {
+		level = "debug"
+	}
 	env := []string{"KILN_TOKEN=" + token}
 	if b.Pprof {
 		a, err := freeAddr()
@@ -266,11 +274,11 @@ func startBuildserver(b bins, dir string, m *meta, name, token string, jobs int,
 		env = append(env, "KILN_PPROF_ADDR="+a)
 	}
 	p, err := procs.start(dir, name, b.Buildserver, env,
-		"--metaserver", m.Addr, "--data-dir", data, "--jobs", fmt.Sprint(jobs), "--sandbox", sandbox, "--log-level", "warn")
+		"--metaserver", m.Addr, "--data-dir", data, "--jobs", fmt.Sprint(jobs), "--sandbox", sandbox, "--log-level", level)
 	if err != nil {
 		return nil, err
 	}
-	bs.Proc = p
+	bs.Proc, bs.LogPath = p, p.logPath
 	return bs, nil
 }
 

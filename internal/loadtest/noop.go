@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
@@ -11,7 +14,7 @@ import (
 // realFarm starts a metaserver with the load project registered and n real
 // build servers with jobs slots each, all connected. Credentials and the
 // project are added with the metaserver's own CLI (over its admin socket).
-func realFarm(ctx context.Context, e *env, n, jobs int) (*meta, *requests, []*buildserver, error) {
+func realFarm(ctx context.Context, e *env, n, jobs int, debugLog bool) (*meta, *requests, []*buildserver, error) {
 	src, commit, err := makeProject(ctx, e.dir)
 	if err != nil {
 		return nil, nil, nil, err
@@ -30,7 +33,7 @@ func realFarm(ctx context.Context, e *env, n, jobs int) (*meta, *requests, []*bu
 		if err != nil {
 			return m, nil, nil, err
 		}
-		bs, err := startBuildserver(e.bins, e.dir, m, name, tok, jobs, e.cfg.Sandbox)
+		bs, err := startBuildserver(e.bins, e.dir, m, name, tok, jobs, e.cfg.Sandbox, debugLog)
 		if err != nil {
 			return m, nil, nil, err
 		}
@@ -48,6 +51,8 @@ func realFarm(ctx context.Context, e *env, n, jobs int) (*meta, *requests, []*bu
 type timedBuild struct {
 	submit, replied, final time.Time
 	build                  *kilnv1.Build
+	// phases holds when the harness first saw each phase of the attempt.
+	phases map[kilnv1.Phase]time.Time
 }
 
 // oneBuild submits req, follows the build to its final state and returns its timeline.
@@ -64,14 +69,22 @@ func oneBuild(ctx context.Context, c kilnv1.CompileServiceClient, req *kilnv1.Su
 	}
 	wctx, cancel := context.WithTimeout(ctx, completionTimeout)
 	defer cancel()
-	tb.build, tb.final, err = watchUntilFinal(wctx, c, resp.GetBuild().GetId())
+	tb.phases = map[kilnv1.Phase]time.Time{}
+	tb.build, tb.final, err = watchWith(wctx, c, resp.GetBuild().GetId(), func(b *kilnv1.Build, at time.Time) {
+		if atts := b.GetAttempts(); len(atts) > 0 {
+			p := atts[len(atts)-1].GetPhase()
+			if _, ok := tb.phases[p]; !ok {
+				tb.phases[p] = at
+			}
+		}
+	})
 	return tb, err
 }
 
 // runNoop measures submit → completed of a no-op build on one idle real
 // build server, sequentially.
 func runNoop(ctx context.Context, e *env) error {
-	m, reqs, bss, err := realFarm(ctx, e, 1, 1)
+	m, reqs, bss, err := realFarm(ctx, e, 1, 1, true)
 	if m != nil {
 		defer m.close()
 	}
@@ -84,11 +97,22 @@ func runNoop(ctx context.Context, e *env) error {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
+	e.rep.logf("machine bounds: bubblewrap start, one small fdatasync")
+	bw, err := bwrapBound(ctx, e.dir, 30)
+	if err != nil {
+		return err
+	}
+	fs, err := fsyncBound(m.DataDir, 50)
+	if err != nil {
+		return err
+	}
 	var total, submitRPC, queued, onServer, notify durations
+	var toFetch, fetch, steps, pack, upload, overhead durations
 	prof := profiler{e: e}
-	est := time.Duration(e.cfg.N) * 15 * time.Millisecond
+	est := time.Duration(e.cfg.N) * 30 * time.Millisecond
 	prof.cpu(ctx, "metaserver", m.PprofAddr, e.bins.Metaserver, est)
 	prof.cpu(ctx, "buildserver", bss[0].PprofAddr, e.bins.Buildserver, est)
+	firstMeasured := uint64(0)
 	e.rep.logf("measuring %d sequential no-op builds", e.cfg.N)
 	for range e.cfg.N {
 		tb, err := oneBuild(ctx, m.Compile, reqs.next())
@@ -96,18 +120,88 @@ func runNoop(ctx context.Context, e *env) error {
 			return err
 		}
 		b := tb.build
+		if firstMeasured == 0 {
+			firstMeasured = b.GetAttempts()[0].GetId()
+		}
 		total.add(tb.final.Sub(tb.submit))
 		submitRPC.add(tb.replied.Sub(tb.submit))
 		queued.add(b.GetStartedAt().AsTime().Sub(b.GetCreatedAt().AsTime()))
 		onServer.add(b.GetFinishedAt().AsTime().Sub(b.GetStartedAt().AsTime()))
 		notify.add(tb.final.Sub(b.GetFinishedAt().AsTime()))
+		seen := func(from, to kilnv1.Phase, into *durations) {
+			a, ok1 := tb.phases[from]
+			z, ok2 := tb.phases[to]
+			if ok1 && ok2 {
+				into.add(z.Sub(a))
+			}
+		}
+		if t, ok := tb.phases[kilnv1.Phase_PHASE_FETCHING]; ok {
+			toFetch.add(t.Sub(tb.submit))
+		}
+		seen(kilnv1.Phase_PHASE_FETCHING, kilnv1.Phase_PHASE_BUILDING, &fetch)
+		seen(kilnv1.Phase_PHASE_BUILDING, kilnv1.Phase_PHASE_PACKING, &steps)
+		if a, ok := tb.phases[kilnv1.Phase_PHASE_BUILDING]; ok {
+			if z, ok := tb.phases[kilnv1.Phase_PHASE_PACKING]; ok {
+				overhead.add(tb.final.Sub(tb.submit) - z.Sub(a))
+			}
+		}
+		seen(kilnv1.Phase_PHASE_PACKING, kilnv1.Phase_PHASE_UPLOADING, &pack)
+		if t, ok := tb.phases[kilnv1.Phase_PHASE_UPLOADING]; ok {
+			upload.add(tb.final.Sub(t))
+		}
 	}
 	prof.wait()
-	note := fmt.Sprintf("phases (p50): Submit RPC %.2f ms; created→dispatched %.2f ms; dispatched→finished %.2f ms (assignment, fetch, bwrap step, pack, upload, result); finished→client saw it %.2f ms\nall: %s",
-		ms(submitRPC.pct(50)), ms(queued.pct(50)), ms(onServer.pct(50)), ms(notify.pct(50)), total.describe())
-	e.rep.add(figure{Scenario: "noop", Name: "submit→completed p50", Value: ms(total.pct(50)), Unit: "ms", Target: 10, AtMost: true, Note: note})
+	note := fmt.Sprintf("metaserver timestamps (p50): Submit RPC %.2f ms; created→dispatched %.2f ms; dispatched→finished %.2f ms; finished→client saw it %.2f ms\n"+
+		"phases as the client saw them through WatchBuild (p50): submit→FETCHING %.2f ms, FETCHING→BUILDING %.2f ms, BUILDING→PACKING %.2f ms, PACKING→UPLOADING %.2f ms, UPLOADING→final %.2f ms\n"+
+		"%sall: %s",
+		ms(submitRPC.pct(50)), ms(queued.pct(50)), ms(onServer.pct(50)), ms(notify.pct(50)),
+		ms(toFetch.pct(50)), ms(fetch.pct(50)), ms(steps.pct(50)), ms(pack.pct(50)), ms(upload.pct(50)),
+		workerTimings(bss[0].LogPath, firstMeasured), total.describe())
+	note += fmt.Sprintf("\nmachine bounds in this run: bwrap --unshare-all ... true %s; 4 KiB write + fdatasync %s", bw.describe(), fs.describe())
+	e.rep.add(figure{Scenario: "noop", Name: "submit→completed p50", Value: ms(total.pct(50)), Unit: "ms", Target: 10, AtMost: true,
+		Bound: ms(bw.pct(50)), BoundName: "bwrap true alone, p50", Note: note})
+	e.rep.add(figure{Scenario: "noop", Name: "p50 minus the sandboxed step", Value: ms(overhead.pct(50)), Unit: "ms", NoTarget: true,
+		Note: fmt.Sprintf("Kiln's own share: submit→completed minus BUILDING→PACKING (the bwrap step) per build; %s", overhead.describe())})
 	e.rep.add(figure{Scenario: "noop", Name: "submit→completed p90", Value: ms(total.pct(90)), Unit: "ms", NoTarget: true})
 	e.rep.add(figure{Scenario: "noop", Name: "submit→completed p99", Value: ms(total.pct(99)), Unit: "ms", Target: 30, AtMost: true})
 	e.rep.add(figure{Scenario: "noop", Name: "submit→completed max", Value: ms(total.pct(100)), Unit: "ms", NoTarget: true})
 	return nil
+}
+
+// workerTimings summarizes the build server's own "attempt timings" debug
+// lines (fetch, steps, pack, upload) of attempts from firstAttempt on.
+func workerTimings(logPath string, firstAttempt uint64) string {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return ""
+	}
+	keys := []string{"fetch", "steps", "pack", "upload"}
+	got := map[string]*durations{}
+	for _, k := range keys {
+		got[k] = &durations{}
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, `msg="attempt timings"`) {
+			continue
+		}
+		fields := map[string]string{}
+		for _, f := range strings.Fields(line) {
+			if k, v, ok := strings.Cut(f, "="); ok {
+				fields[k] = v
+			}
+		}
+		if id, err := strconv.ParseUint(fields["attempt_id"], 10, 64); err != nil || id < firstAttempt {
+			continue
+		}
+		for _, k := range keys {
+			if d, err := time.ParseDuration(fields[k]); err == nil {
+				got[k].add(d)
+			}
+		}
+	}
+	if got["fetch"].len() == 0 {
+		return ""
+	}
+	return fmt.Sprintf("build server's own attempt timings (p50): fetch %.2f ms, steps (bwrap) %.2f ms, pack %.2f ms, upload %.2f ms\n",
+		ms(got["fetch"].pct(50)), ms(got["steps"].pct(50)), ms(got["pack"].pct(50)), ms(got["upload"].pct(50)))
 }

@@ -9,7 +9,7 @@ import (
 // real buildserver: right after connecting, and at rest after a few builds
 // (the figure: memory a farm keeps once it has worked).
 func runRest(ctx context.Context, e *env) error {
-	m, reqs, bss, err := realFarm(ctx, e, 1, 1)
+	m, reqs, bss, err := realFarm(ctx, e, 1, 1, false)
 	if m != nil {
 		defer m.close()
 	}

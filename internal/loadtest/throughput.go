@@ -12,7 +12,7 @@ import (
 // build servers and many concurrent submitters (closed loop).
 func runThroughput(ctx context.Context, e *env) error {
 	n, jobs := e.cfg.Buildservers, e.cfg.Jobs
-	m, reqs, bss, err := realFarm(ctx, e, n, jobs)
+	m, reqs, bss, err := realFarm(ctx, e, n, jobs, false)
 	if m != nil {
 		defer m.close()
 	}
