@@ -53,7 +53,7 @@ func failedBuild() *kilnv1.Build {
 		Id: 43, Project: "hello", Revision: "v1.2..v1.3", Commit: "fedcba9876543210fedcba9876543210fedcba98",
 		State:     kilnv1.BuildState_BUILD_STATE_FAILED,
 		CreatedAt: ts(0), StartedAt: ts(time.Second), FinishedAt: ts(61 * time.Second),
-		Attempts:  []*kilnv1.Attempt{{Id: 11, BuildServer: "volunteer-2", TargetId: "native"}},
+		Attempts: []*kilnv1.Attempt{{Id: 11, BuildServer: "volunteer-2", TargetId: "native"}},
 		Platform: &kilnv1.SystemInfo{
 			Os: "linux", Arch: "x86_64", Endian: "little", DataModel: "LP64", CharBit: 8,
 			SizeofShort: 2, SizeofInt: 4, SizeofLong: 8, SizeofLongLong: 8, SizeofPointer: 8,
@@ -70,7 +70,7 @@ func cancelledQueuedBuild() *kilnv1.Build {
 		Constraints: &kilnv1.PlatformConstraints{Arch: "ppc", Endian: "big", DataModel: "ILP32"},
 		State:       kilnv1.BuildState_BUILD_STATE_CANCELLED,
 		CreatedAt:   ts(0), FinishedAt: ts(10 * time.Minute),
-		Failure:     "cancelled by an administrator",
+		Failure: "cancelled by an administrator",
 	}
 }
 
@@ -108,8 +108,8 @@ func TestCompose(t *testing.T) {
 			if subject != tt.wantSubject {
 				t.Errorf("subject = %q, want %q", subject, tt.wantSubject)
 			}
-			checkGolden(t, tt.golden+".txt", text)
-			checkGolden(t, tt.golden+".html", html)
+			checkGolden(t, "compose/"+tt.golden+".txt", text)
+			checkGolden(t, "compose/"+tt.golden+".html", html)
 			if strings.Contains(text+html, "@") {
 				t.Errorf("the mail contains an @, as an address would")
 			}
@@ -163,7 +163,7 @@ func TestHeaderSafeBoundsAndFlattens(t *testing.T) {
 
 func checkGolden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", "compose", name)
+	path := filepath.Join("testdata", filepath.FromSlash(name))
 	if *update {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			t.Fatal(err)
