@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -94,3 +95,11 @@ func expectExit(t *testing.T, r farmtest.Result, want int) {
 }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// runCmd runs a program to completion (bounded) and returns its combined output.
+func runCmd(path string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), farmtest.CommandTimeout)
+	defer cancel()
+	out, err := osexec.CommandContext(ctx, path, args...).CombinedOutput()
+	return string(out), err
+}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -43,6 +44,9 @@ type Farm struct {
 	// Dir is the farm's temporary directory; each program's data dir is
 	// below it.
 	Dir string
+	// ClientCreds, when set before StartMetaserver, are the transport
+	// credentials the harness itself uses to reach the metaserver (TLS tests).
+	ClientCreds credentials.TransportCredentials
 
 	metaDataDir string
 	meta        *Metaserver
@@ -64,7 +68,8 @@ type Metaserver struct {
 	// Process is the running program.
 	Process *Process
 
-	t testing.TB
+	t     testing.TB
+	creds credentials.TransportCredentials
 }
 
 // Webstatus is a running webstatus.
@@ -116,7 +121,7 @@ func (f *Farm) StartMetaserver(extraArgs ...string) *Metaserver {
 	if f.meta != nil {
 		f.t.Fatalf("farmtest: the farm's metaserver is already started")
 	}
-	m := &Metaserver{Addr: FreeAddr(f.t), DataDir: f.metaDataDir, t: f.t}
+	m := &Metaserver{Addr: FreeAddr(f.t), DataDir: f.metaDataDir, t: f.t, creds: f.ClientCreds}
 	args := []string{"serve", "--data-dir", m.DataDir, "--listen", m.Addr}
 	if !hasFlag(extraArgs, "metrics-listen") {
 		m.MetricsAddr = FreeAddr(f.t)
@@ -145,7 +150,7 @@ func hasFlag(args []string, name string) bool {
 // exits.
 func (m *Metaserver) WaitReady() {
 	m.t.Helper()
-	conn, err := grpc.NewClient("passthrough:///"+m.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("passthrough:///"+m.Addr, grpc.WithTransportCredentials(orInsecure(m.creds)))
 	if err != nil {
 		m.t.Fatalf("farmtest: %v", err)
 	}
@@ -256,7 +261,7 @@ func (f *Farm) Conn() *grpc.ClientConn {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.conn == nil {
-		c, err := grpc.NewClient("passthrough:///"+m.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err := grpc.NewClient("passthrough:///"+m.Addr, grpc.WithTransportCredentials(orInsecure(f.ClientCreds)))
 		if err != nil {
 			f.t.Fatalf("farmtest: %v", err)
 		}
@@ -373,4 +378,12 @@ func (f *Farm) StartcompileContext(ctx context.Context, args ...string) Result {
 		r.Stderr += fmt.Sprintf("\nfarmtest: startcompile stopped: %v", ctx.Err())
 	}
 	return r
+}
+
+// orInsecure returns c, or plaintext credentials when c is nil.
+func orInsecure(c credentials.TransportCredentials) credentials.TransportCredentials {
+	if c == nil {
+		return insecure.NewCredentials()
+	}
+	return c
 }

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"github.com/kilnbuild/kiln/internal/store"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,9 +67,30 @@ func newMetrics() *metrics {
 // Register adds collectors declared elsewhere (the mail sender's) to the registry.
 func (s *Server) Register(cs ...prometheus.Collector) { s.metrics.reg.MustRegister(cs...) }
 
+// buildsCollector reports how many builds are in each state, read from the
+// store's per-state counters at scrape time (O(states), no scan).
+type buildsCollector struct{ s *Server }
+
+var buildsDesc = prometheus.NewDesc("kiln_builds", "Builds by current state.", []string{"state"}, nil)
+
+func (c buildsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- buildsDesc }
+
+func (c buildsCollector) Collect(ch chan<- prometheus.Metric) {
+	_ = c.s.st.View(func(tx store.Tx) error {
+		counts, err := tx.CountBuildsByState()
+		if err != nil {
+			return err
+		}
+		for st := kilnv1.BuildState_BUILD_STATE_QUEUED; st <= kilnv1.BuildState_BUILD_STATE_CANCELLED; st++ {
+			ch <- prometheus.MustNewConstMetric(buildsDesc, prometheus.GaugeValue, float64(counts[st]), stateName(st))
+		}
+		return nil
+	})
+}
+
 // MetricsHandler serves /metrics.
 func (s *Server) MetricsHandler() http.Handler {
-	s.metrics.reg.MustRegister(
+	s.metrics.reg.MustRegister(buildsCollector{s},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kiln_queue_depth", Help: "Builds waiting in the queue."}, func() float64 {
 			s.mu.Lock()
 			defer s.mu.Unlock()
