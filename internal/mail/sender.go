@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	netmail "net/mail"
+	"regexp"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -285,21 +286,32 @@ func (s *Sender) settle(ctx context.Context, r *store.Outbox, deliveryErr error)
 		return
 	}
 	if ctx.Err() != nil {
-		log.Info("delivery interrupted by shutdown; record kept for the next start", "error", deliveryErr)
+		log.Info("delivery interrupted by shutdown; record kept for the next start")
 		return
 	}
 	s.count(s.metrics.failed, r.GetKind())
 	retryIn := s.cfg.Backoff(int(attempt))
+	errText := redactRecipient(r, deliveryErr.Error())
 	m := proto.Clone(r).(*store.Outbox)
 	m.Attempts = attempt
-	m.LastError = truncate(deliveryErr.Error(), maxLastError)
+	m.LastError = truncate(errText, maxLastError)
 	m.NextAttemptAt = timestamppb.New(s.cfg.Now().Add(retryIn))
 	if err := s.st.Update(func(tx store.Tx) error { return tx.PutOutbox(m) }); err != nil {
 		// The record is unchanged in the store and due: retried next round.
-		log.Error("delivery failed and the retry could not be recorded", "error", deliveryErr, "store_error", err)
+		log.Error("delivery failed and the retry could not be recorded", "error", errText, "store_error", err)
 		return
 	}
-	log.Warn("delivery failed; will retry", "error", deliveryErr, "retry_in", retryIn)
+	log.Warn("delivery failed; will retry", "error", errText, "retry_in", retryIn)
+}
+
+// redactRecipient replaces a mail record's address in text: SMTP servers
+// quote the recipient in their refusals, and addresses stay out of the
+// server's log and of last_error, which status pages may show.
+func redactRecipient(r *store.Outbox, text string) string {
+	if r.GetKind() != KindMail || r.GetTo() == "" {
+		return text
+	}
+	return regexp.MustCompile(`(?i)`+regexp.QuoteMeta(r.GetTo())).ReplaceAllLiteralString(text, "<recipient>")
 }
 
 func (s *Sender) count(m map[string]prometheus.Counter, kind string) {

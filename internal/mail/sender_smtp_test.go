@@ -152,3 +152,33 @@ func TestSenderHoldsMailWithoutSMTPButStillRunsHooks(t *testing.T) {
 		t.Errorf("kiln_outbox_length = %v, want %d", got, drainBatch+5)
 	}
 }
+
+func TestSenderNeverFallsBackToPlainTextWhenSTARTTLSIsRequired(t *testing.T) {
+	port := freePort(t)
+	sink := startSMTPSink(t, port) // offers no STARTTLS
+	st := openStore(t)
+	enqueue(t, st, &store.Outbox{Kind: KindMail, To: "Ada@example.org", Subject: "s", Text: "t"})
+	cfg := smtpConfig(port)
+	cfg.TLS = TLSStartTLS
+	cfg.Backoff = func(int) time.Duration { return time.Hour }
+	s := startSender(t, st, cfg)
+	waitFor(t, "the failed attempt", func() bool {
+		recs := outbox(t, st)
+		return len(recs) == 1 && recs[0].GetAttempts() == 1
+	})
+	s.waitRounds(t, 2)
+	if n := len(sink.messages(t)); n != 0 {
+		t.Fatalf("%d messages went out in plain text", n)
+	}
+	if got := outbox(t, st)[0].GetLastError(); !strings.Contains(got, "STARTTLS") {
+		t.Errorf("last_error = %q, want it to name STARTTLS", got)
+	}
+}
+
+func TestRedactRecipientKeepsAddressesOutOfErrors(t *testing.T) {
+	r := &store.Outbox{Kind: KindMail, To: "Ada@example.org"}
+	got := redactRecipient(r, "550 5.1.1 <ada@EXAMPLE.org>: Recipient address rejected")
+	if want := "550 5.1.1 <<recipient>>: Recipient address rejected"; got != want {
+		t.Fatalf("redactRecipient = %q, want %q", got, want)
+	}
+}

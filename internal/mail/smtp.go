@@ -70,7 +70,7 @@ func (s *Sender) sendMails(ctx context.Context, recs []*store.Outbox) []error {
 			// DATA); an error after that (RSET) must not make us send it
 			// twice.
 			if err != nil {
-				s.log.Debug("smtp error after the message was accepted", "outbox_id", r.GetId(), "error", err)
+				s.log.Debug("smtp error after the message was accepted", "outbox_id", r.GetId(), "error", redactRecipient(r, err.Error()))
 			}
 			continue
 		}
