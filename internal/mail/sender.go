@@ -36,7 +36,8 @@ type SenderConfig struct {
 	// From is the sender, "kiln@example.org" or "Kiln <kiln@example.org>";
 	// required when SMTPAddr is set. Its domain also ends Message-IDs.
 	From string
-	// Logger receives the Sender's decisions; nil means slog.Default().
+	// Logger receives the Sender's decisions, used as given; nil means
+	// slog.Default() with component=outbox.
 	Logger *slog.Logger
 	// Backoff is the delay before retrying a record that failed attempt
 	// times (attempt >= 1); nil means DefaultBackoff (1s doubling to 5m,
@@ -107,9 +108,9 @@ func NewSender(st store.Store, cfg SenderConfig) (*Sender, error) {
 	}
 	s := &Sender{st: st, kick: make(chan struct{}, 1)}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+		cfg.Logger = slog.Default().With("component", "outbox")
 	}
-	s.log = cfg.Logger.With("component", "outbox")
+	s.log = cfg.Logger
 	if cfg.Backoff == nil {
 		cfg.Backoff = DefaultBackoff
 	}
