@@ -192,28 +192,37 @@ const clockTicks = 100
 
 // readCPU returns the user+system CPU time pid has used.
 func readCPU(pid int) (time.Duration, error) {
+	own, _, err := readCPUs(pid)
+	return own, err
+}
+
+// readCPUs returns the user+system CPU time pid has used itself and the time
+// of its children it has waited for (cutime+cstime: bwrap, git, tar...).
+func readCPUs(pid int) (own, children time.Duration, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// The command name may hold spaces; fields resume after the last ')'.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, errors.New("malformed /proc stat")
+		return 0, 0, errors.New("malformed /proc stat")
 	}
 	f := strings.Fields(s[i+1:])
 	// After ')': state(3) ... utime is field 14, stime 15 (1-based), i.e.
 	// indexes 11 and 12 here.
-	if len(f) < 13 {
-		return 0, errors.New("short /proc stat")
+	if len(f) < 15 {
+		return 0, 0, errors.New("short /proc stat")
 	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
+	var v [4]int64
+	for i := range v {
+		if v[i], err = strconv.ParseInt(f[11+i], 10, 64); err != nil {
+			return 0, 0, err
+		}
 	}
-	return time.Duration(ut+st) * time.Second / clockTicks, nil
+	tick := func(n int64) time.Duration { return time.Duration(n) * time.Second / clockTicks }
+	return tick(v[0] + v[1]), tick(v[2] + v[3]), nil
 }
 
 // machineCPU is the whole machine's CPU time from /proc/stat: busy (all but

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime"
 	"time"
 
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
@@ -62,24 +64,31 @@ func runThroughput(ctx context.Context, e *env) error {
 		return err
 	}
 	bcpu0 := make([]time.Duration, len(bss))
+	kids0 := make([]time.Duration, len(bss))
 	for i, bs := range bss {
-		bcpu0[i], _ = readCPU(bs.Proc.pid())
+		bcpu0[i], kids0[i], _ = readCPUs(bs.Proc.pid())
 	}
+	self0, _ := readCPU(os.Getpid())
+	mach0, _ := readMachineCPU()
 	e.rep.logf("measuring for %s: %d build servers × %d jobs, %d submitters", e.cfg.Duration, n, jobs, submitters)
 	res, err := drive(ctx, clients, reqs, submitters, e.cfg.Duration, 0, wait)
 	if err != nil {
 		return err
 	}
 	cpu1, _ := readCPU(m.Proc.pid())
-	var bcpu time.Duration
+	self1, _ := readCPU(os.Getpid())
+	mach1, _ := readMachineCPU()
+	var bcpu, kids time.Duration
 	for i, bs := range bss {
-		c, _ := readCPU(bs.Proc.pid())
+		c, k, _ := readCPUs(bs.Proc.pid())
 		bcpu += c - bcpu0[i]
+		kids += k - kids0[i]
 	}
 	prof.wait()
 	perBuild := func(d time.Duration) float64 { return ms(d) / float64(res.Completed) }
-	note := fmt.Sprintf("%d builds in %.1f s; cycle %s\nCPU per build: metaserver %.2f ms, build servers (own process, not their bwrap/git children) %.2f ms",
-		res.Completed, res.Elapsed.Seconds(), res.Cycle.describe(), perBuild(cpu1-cpu0), perBuild(bcpu))
+	note := fmt.Sprintf("%d builds in %.1f s; cycle %s\nCPU per build: metaserver %.2f ms, build servers' own processes %.2f ms, their children (bwrap, step, git, ...) %.2f ms, harness %.2f ms; machine CPU busy %.0f%% of %d cores",
+		res.Completed, res.Elapsed.Seconds(), res.Cycle.describe(), perBuild(cpu1-cpu0), perBuild(bcpu), perBuild(kids), perBuild(self1-self0),
+		100*utilization(mach0, mach1), runtime.NumCPU())
 	e.rep.add(figure{Scenario: "throughput", Name: fmt.Sprintf("builds/s (%d real buildservers)", n), Value: res.rate(), Unit: "/s", Target: 150, Note: note})
 	return nil
 }
