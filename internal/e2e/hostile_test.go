@@ -499,13 +499,13 @@ if [ $rc -eq 0 ]; then exit 1; fi
 echo "bomb: probe stopped by the process limit (status $rc)"
 `, "MARKER", marker)
 		bomb := strings.ReplaceAll(`b() { b & b & ./MARKER 1000; }; b`, "MARKER", marker)
-		rev := h.commit(t, "fork bomb", "6s", "never-made", probe, bomb)
+		rev := h.commit(t, "fork bomb", "8s", "never-made", probe, bomb)
 		out, log := h.build(t, rev)
 		hostileExpectFailure(t, out, log)
 		if !strings.Contains(log, "bomb: probe stopped by the process limit") {
 			t.Fatalf("the process limit did not stop 2000 forks (limit %d):\n%s", worker.DefaultProcesses, hostileTail(log))
 		}
-		if out.FailingStep != bomb && !strings.Contains(out.FailingStep, "b() {") {
+		if !strings.Contains(out.FailingStep, "b() {") {
 			t.Errorf("failing step %q; want the bomb", out.FailingStep)
 		}
 		// The machine stays usable: it forks, and nothing of the bomb is left.
