@@ -122,6 +122,8 @@ func uploadBig(ctx context.Context, e *env, sizeMiB int) (*bigArtifact, error) {
 		}
 	}()
 	e.rep.logf("uploading %d MiB through UploadArtifact", sizeMiB)
+	prof := profiler{e: e}
+	prof.cpu(ctx, "metaserver-upload", m.PprofAddr, e.bins.Metaserver, time.Duration(sizeMiB)*3*time.Millisecond)
 	t0 := time.Now()
 	art, err := sim.uploadKnown(a.GetAttemptId(), src2, sum)
 	ba.uploadTime = time.Since(t0)
@@ -133,6 +135,7 @@ func uploadBig(ctx context.Context, e *env, sizeMiB int) (*bigArtifact, error) {
 	if mi, err := readMem(pid); err == nil {
 		ba.rssPeak = max(ba.rssPeak, mi.HWM)
 	}
+	prof.wait()
 	art.Files = []string{"out.txt"}
 	done := tr.wait(ba.buildID)
 	if err := sim.report(a.GetAttemptId(), art); err != nil {
@@ -192,6 +195,8 @@ func runDownload(ctx context.Context, e *env) error {
 	if _, _, err := download(ctx, ba.m.Compile, ba.buildID); err != nil {
 		return err
 	}
+	prof := profiler{e: e}
+	prof.cpu(ctx, "metaserver", ba.m.PprofAddr, e.bins.Metaserver, time.Duration(e.cfg.SizeMiB)*6*time.Millisecond)
 	var raw, got []float64
 	for range 2 { // interleaved, to share the machine's noise fairly
 		r, err := bulkBound(ctx, addr, e.cfg.SizeMiB)
@@ -207,6 +212,7 @@ func runDownload(ctx context.Context, e *env) error {
 		}
 		raw, got = append(raw, r), append(got, mbps(n, d))
 	}
+	prof.wait()
 	bound, rate := max(raw[0], raw[1]), max(got[0], got[1])
 	e.rep.add(figure{Scenario: "download", Name: fmt.Sprintf("%d MiB download, %% of raw gRPC", e.cfg.SizeMiB), Value: 100 * rate / bound, Unit: "%", Target: 70,
 		Bound: bound, BoundName: "raw loopback gRPC bulk",
