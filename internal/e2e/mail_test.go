@@ -537,9 +537,6 @@ func TestMailQueuedWhileSMTPIsDownArrivesOnceAfterAMetaserverCrash(t *testing.T)
 	if !strings.Contains(got[0].Text, "sha256: "+built.ArtifactSHA256) {
 		t.Errorf("the late mail lacks the artifact:\n%s", got[0].Text)
 	}
-	if !strings.Contains(f.Meta().Process.Logs(), "delivery failed; will retry") {
-		t.Errorf("the metaserver log does not show the failed delivery")
-	}
 }
 
 // mailHookReceiver is a webhook receiver on loopback that keeps every
