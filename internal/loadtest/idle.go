@@ -86,6 +86,8 @@ func runIdle(ctx context.Context, e *env) error {
 		return err
 	}
 	self1, _ := readMem(os.Getpid())
+	prof := profiler{e: e}
+	prof.snapshot(ctx, "metaserver", m.PprofAddr, e.bins.Metaserver)
 	per := float64(after.RSS-before.RSS) / float64(n) / 1024
 	note := fmt.Sprintf("metaserver RSS %.1f MiB before → %.1f MiB with %d sessions (anon %.1f → %.1f MiB, file %.1f → %.1f MiB)\nanon only: %.1f KiB per session; open-file limit %d (raised with setrlimit); harness RSS grew %.0f MiB",
 		mib(before.RSS), mib(after.RSS), n, mib(before.Anon), mib(after.Anon), mib(before.File), mib(after.File),

@@ -93,3 +93,32 @@ func pprofTop(ctx context.Context, bin, profile string) (string, error) {
 	}
 	return strings.Join(lines, "\n"), nil
 }
+
+// snapshot saves the heap profile and the goroutine count of the program
+// serving pprof at addr and prints the top of the heap by in-use space. A
+// no-op without --pprof.
+func (p *profiler) snapshot(ctx context.Context, name, addr, bin string) {
+	if !p.e.bins.Pprof || addr == "" {
+		return
+	}
+	out := filepath.Join(p.e.dir, name+".heap.pprof")
+	if err := fetchProfile(ctx, fmt.Sprintf("http://%s/debug/pprof/heap?gc=1", addr), out); err != nil {
+		p.e.rep.logf("heap profile of %s: %v", name, err)
+		return
+	}
+	gor := filepath.Join(p.e.dir, name+".goroutines.txt")
+	if err := fetchProfile(ctx, fmt.Sprintf("http://%s/debug/pprof/goroutine?debug=1", addr), gor); err == nil {
+		if b, err := os.ReadFile(gor); err == nil {
+			first, _, _ := strings.Cut(string(b), "\n")
+			p.e.rep.logf("%s: %s (details in %s)", name, first, gor)
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	top, err := exec.CommandContext(cctx, "go", "tool", "pprof", "-top", "-sample_index=inuse_space", "-nodecount=25", bin, out).CombinedOutput()
+	if err != nil {
+		p.e.rep.logf("go tool pprof: %v: %s", err, top)
+		return
+	}
+	p.e.rep.logf("heap profile of %s saved in %s; top by in-use space:\n%s", name, out, top)
+}
