@@ -66,6 +66,14 @@ type Config struct {
 	// read-only system, hidden home and data directory) or "none" (steps run
 	// as this user with full access; announced publicly).
 	Sandbox string `flag:"sandbox"`
+	// MaxLogBytes caps one build's log; output past it is dropped with a notice.
+	MaxLogBytes int64 `flag:"max-log-bytes"`
+	// MaxFileSize caps any file a build step writes (RLIMIT_FSIZE), bytes.
+	MaxFileSize uint64 `flag:"max-file-size"`
+	// MaxProcesses caps the processes of one build step.
+	MaxProcesses uint64 `flag:"max-processes"`
+	// MaxArtifactBytes caps one packed artifact.
+	MaxArtifactBytes int64 `flag:"max-artifact-bytes"`
 	// Grace is how long SIGTERM lets running builds finish before they are
 	// cancelled and handed back to the metaserver.
 	Grace time.Duration `flag:"grace"`
@@ -260,6 +268,10 @@ func newFlagSet(c *Config) *flag.FlagSet {
 	fs.DurationVar(&c.MaxBuildTime, "max-build-time", c.MaxBuildTime, "refuse builds allowed to run longer than this, whole seconds (0: no cap)")
 	fs.BoolVar(&c.IdleOnly, "idle-only", c.IdleOnly, "take new builds only while the machine is otherwise idle")
 	fs.StringVar(&c.Sandbox, "sandbox", c.Sandbox, "step isolation: bwrap, or none (unsafe: builds run as this user; announced publicly)")
+	fs.Int64Var(&c.MaxLogBytes, "max-log-bytes", c.MaxLogBytes, "cap on one build's log in bytes (0: 16 MiB)")
+	fs.Uint64Var(&c.MaxFileSize, "max-file-size", c.MaxFileSize, "cap on any file a build step writes, bytes (0: 1 GiB)")
+	fs.Uint64Var(&c.MaxProcesses, "max-processes", c.MaxProcesses, "cap on the processes of one build step (0: 512)")
+	fs.Int64Var(&c.MaxArtifactBytes, "max-artifact-bytes", c.MaxArtifactBytes, "cap on one packed artifact in bytes (0: 1 GiB)")
 	fs.DurationVar(&c.Grace, "grace", c.Grace, "on SIGTERM, how long running builds may finish before they are handed back")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "format of the build server's own log on stderr: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error (env KILN_LOG_LEVEL)")

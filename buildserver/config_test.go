@@ -33,7 +33,7 @@ func TestEveryFlagMapsToAConfigField(t *testing.T) {
 		byFlag[name] = f.Name
 	}
 	samples := map[reflect.Kind]string{reflect.String: "sample:1", reflect.Int64: "7s", reflect.Int: "7",
-		reflect.Bool: "true", reflect.Slice: "native"}
+		reflect.Bool: "true", reflect.Slice: "native", reflect.Uint64: "7"}
 	fs.VisitAll(func(fl *flag.Flag) {
 		field, ok := byFlag[fl.Name]
 		if !ok {
@@ -47,6 +47,9 @@ func TestEveryFlagMapsToAConfigField(t *testing.T) {
 		fs2 := newFlagSet(&c2)
 		v := reflect.ValueOf(&c2).Elem().FieldByName(field)
 		sample, ok := samples[v.Kind()]
+		if v.Type() != reflect.TypeOf(time.Duration(0)) && v.Kind() == reflect.Int64 {
+			sample = "7" // a plain integer flag, not a duration
+		}
 		if !ok {
 			t.Fatalf("no sample value for kind %s", v.Kind())
 		}

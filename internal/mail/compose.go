@@ -66,7 +66,7 @@ var (
 // Compose is meant for builds in a final state but renders any state.
 func Compose(b *kilnv1.Build, opts ComposeOptions) (subject, text, html string) {
 	d := newComposeData(b, opts)
-	subject = headerSafe(fmt.Sprintf("[kiln] %s %s on %s : %s", b.GetProject(), b.GetRevision(), d.PlatformLine, d.State))
+	subject = headerSafe(fmt.Sprintf("[kiln] %s %s on %s : %s", b.GetProject(), revisionName(b), d.PlatformLine, d.State))
 	var tb, hb bytes.Buffer
 	// The templates are fixed and the data is plain strings: execution
 	// cannot fail short of a bug, which the golden tests catch.
@@ -128,11 +128,11 @@ type composeData struct {
 func newComposeData(b *kilnv1.Build, opts ComposeOptions) *composeData {
 	state := StateName(b.GetState())
 	d := &composeData{State: state, PlatformLine: platformLine(b)}
-	d.Headline = oneLine(fmt.Sprintf("Build %d of %s at %s: %s.", b.GetId(), b.GetProject(), b.GetRevision(), state))
+	d.Headline = oneLine(fmt.Sprintf("Build %d of %s at %s: %s.", b.GetId(), b.GetProject(), revisionName(b), state))
 
 	what := &section{Title: "What was built"}
 	what.add("project", b.GetProject())
-	what.add("revision", b.GetRevision())
+	what.add("revision", revisionName(b))
 	what.add("commit", orDash(b.GetCommit()))
 	what.add("options", formatOptions(b.GetOptions()))
 	what.add("requested platform", platform.DescribeConstraints(b.GetConstraints()))
@@ -368,4 +368,20 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// revisionName is the revision as requested, or, when the request named
+// none, the default branch with the commit it resolved to.
+func revisionName(b *kilnv1.Build) string {
+	if r := b.GetRevision(); r != "" {
+		return r
+	}
+	commit := b.GetCommit()
+	if len(commit) > 12 {
+		commit = commit[:12]
+	}
+	if commit == "" {
+		return "default branch"
+	}
+	return "default branch (" + commit + ")"
 }

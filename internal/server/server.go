@@ -53,7 +53,9 @@ type Config struct {
 	// that many consecutive setup failures (defaults 3 and 5m).
 	SetupFailuresBeforeAside int
 	AsideFor                 time.Duration
-	// MaxLogBytes caps one attempt's stored log (default 16 MiB).
+	// MaxLogBytes caps one attempt's stored log (default 16 MiB + 64 KiB: a
+	// little above the build server's own 16 MiB cap, so its truncation
+	// notice is kept and the metaserver's cap only stops a misbehaving server).
 	MaxLogBytes int64
 	// MaxArtifactBytes caps one upload (default 4 GiB).
 	MaxArtifactBytes int64
@@ -92,7 +94,7 @@ func (c *Config) setDefaults() {
 		c.AsideFor = 5 * time.Minute
 	}
 	if c.MaxLogBytes <= 0 {
-		c.MaxLogBytes = 16 << 20
+		c.MaxLogBytes = 16<<20 + 64<<10
 	}
 	if c.MaxArtifactBytes <= 0 {
 		c.MaxArtifactBytes = 4 << 30
