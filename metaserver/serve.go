@@ -39,6 +39,8 @@ type serveConfig struct {
 	Lease     time.Duration
 	// MaxInfraAttempts bounds retries after infrastructure failures.
 	MaxInfraAttempts int
+	// RequestsPerMinute bounds requests per email address (negative: no limit).
+	RequestsPerMinute int
 	// CacheMaxBytes bounds the artifact cache (LRU eviction of unpinned artifacts).
 	CacheMaxBytes int64
 	// GracePeriod bounds a graceful stop before connections are cut.
@@ -60,6 +62,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 5*time.Second, "build server heartbeat interval")
 	fs.DurationVar(&c.Lease, "lease", 30*time.Second, "how long an attempt survives without a heartbeat")
 	fs.IntVar(&c.MaxInfraAttempts, "max-infra-attempts", 5, "attempts ending in infrastructure failures before a build ends as error")
+	fs.IntVar(&c.RequestsPerMinute, "requests-per-minute", 30, "build requests one email address may make per minute (negative: unlimited)")
 	fs.Int64Var(&c.CacheMaxBytes, "cache-max-bytes", 0, "artifact cache size limit in bytes; least recently used unpinned artifacts are evicted (0: unlimited)")
 	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long a graceful stop waits for in-flight calls")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate for gRPC over TLS")
@@ -153,7 +156,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	}
 	srv, err := server.Open(server.Config{
 		DataDir: cfg.DataDir, HeartbeatInterval: cfg.Heartbeat, Lease: cfg.Lease,
-		MaxInfraAttempts: cfg.MaxInfraAttempts, CacheMaxBytes: cfg.CacheMaxBytes, Version: version, Logger: log, Notifier: notifier,
+		MaxInfraAttempts: cfg.MaxInfraAttempts, CacheMaxBytes: cfg.CacheMaxBytes, RequestsPerMinute: cfg.RequestsPerMinute, Version: version, Logger: log, Notifier: notifier,
 	}, st)
 	if err != nil {
 		return err

@@ -56,7 +56,7 @@ timeout: 1m
 		err := farmtest.Poll(60*time.Second, func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			resp, err := client.Submit(ctx, &kilnv1.SubmitRequest{Project: "hello", Email: "soak@example.com",
+			resp, err := client.Submit(ctx, &kilnv1.SubmitRequest{Project: "hello", Email: fmt.Sprintf("soak-%d@example.com", i),
 				Options: map[string]string{"n": strconv.Itoa(i)}})
 			if err != nil {
 				return err

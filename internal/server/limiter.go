@@ -24,8 +24,11 @@ func newLimiter(burst int, per time.Duration) *limiter {
 	return &limiter{burst: float64(burst), rate: float64(burst) / per.Seconds(), buckets: map[string]*bucket{}}
 }
 
-// allow takes one token for key at now.
+// allow takes one token for key at now. A limiter with a negative burst allows all.
 func (l *limiter) allow(key string, now time.Time) bool {
+	if l.burst < 0 {
+		return true
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b, ok := l.buckets[key]

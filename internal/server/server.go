@@ -62,6 +62,9 @@ type Config struct {
 	// CacheMaxBytes bounds the artifact cache; least recently used unpinned
 	// artifacts are evicted past it (0: unbounded).
 	CacheMaxBytes int64
+	// RequestsPerMinute bounds the requests one email address may make per
+	// minute (burst of the same size); 0 means the default 30, negative none.
+	RequestsPerMinute int
 	// Version is reported on the status page.
 	Version string
 	// Notifier receives final builds inside their last transaction, to queue
@@ -98,6 +101,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxArtifactBytes <= 0 {
 		c.MaxArtifactBytes = 4 << 30
+	}
+	if c.RequestsPerMinute == 0 {
+		c.RequestsPerMinute = 30
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -175,7 +181,7 @@ func Open(cfg Config, st store.Store) (*Server, error) {
 		active:   map[uint64]*activeBuild{},
 		bySource: map[string][]*activeBuild{},
 		sessions: map[string]*session{},
-		limiter:  newLimiter(30, time.Minute),
+		limiter:  newLimiter(cfg.RequestsPerMinute, time.Minute),
 		fatal:    make(chan error, 1),
 		closing:  make(chan struct{}),
 	}
