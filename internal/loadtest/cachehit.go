@@ -42,7 +42,21 @@ func runCacheHit(ctx context.Context, e *env) error {
 
 	e.rep.logf("storing %d builds through %d simulated build servers", e.cfg.Builds, cacheSims)
 	long := time.Hour // bounded by ctx (the scenario timeout) and the build count
+	stopProgress := make(chan struct{})
+	go func() {
+		t := time.NewTicker(15 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopProgress:
+				return
+			case <-t.C:
+				e.rep.logf("stored %d of %d builds", farm.tracker.count.Load(), e.cfg.Builds)
+			}
+		}
+	}()
 	res, err := drive(ctx, clients, reqs, submitters, long, int64(e.cfg.Builds), trackerWait(farm.tracker))
+	close(stopProgress)
 	if err != nil {
 		return fmt.Errorf("storing builds: %w", err)
 	}
