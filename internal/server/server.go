@@ -132,6 +132,7 @@ type Server struct {
 	active   map[uint64]*activeBuild
 	bySource map[string][]*activeBuild
 	sessions map[string]*session
+	uploads  map[string]int
 	nextID   uint64
 	limiter  *limiter
 
@@ -181,6 +182,7 @@ func Open(cfg Config, st store.Store) (*Server, error) {
 		active:   map[uint64]*activeBuild{},
 		bySource: map[string][]*activeBuild{},
 		sessions: map[string]*session{},
+		uploads:  map[string]int{},
 		limiter:  newLimiter(cfg.RequestsPerMinute, time.Minute),
 		fatal:    make(chan error, 1),
 		closing:  make(chan struct{}),

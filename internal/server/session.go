@@ -27,6 +27,9 @@ const (
 	sendBuffer     = 1024
 	helloTimeout   = 10 * time.Second
 	maxLabelLength = 64
+	// maxUploadsPerServer bounds concurrent UploadArtifact streams of one
+	// build server, so one volunteer cannot tie up the metaserver's disk.
+	maxUploadsPerServer = 4
 )
 
 // session is one live WorkerService.Session stream.
@@ -398,10 +401,22 @@ func (s *Server) UploadArtifact(stream kilnv1.WorkerService_UploadArtifactServer
 	s.mu.Lock()
 	a := s.sched.Attempt(h.GetAttemptId())
 	own := a != nil && a.Server.Name == name
+	busy := s.uploads[name] >= maxUploadsPerServer
+	if own && !busy {
+		s.uploads[name]++
+	}
 	s.mu.Unlock()
 	if !own {
 		return status.Error(codes.FailedPrecondition, "attempt is not a current attempt of this build server")
 	}
+	if busy {
+		return status.Errorf(codes.ResourceExhausted, "at most %d concurrent uploads per build server", maxUploadsPerServer)
+	}
+	defer func() {
+		s.mu.Lock()
+		s.uploads[name]--
+		s.mu.Unlock()
+	}()
 	w, err := s.blobs.Create()
 	if err != nil {
 		return status.Errorf(codes.Internal, "creating blob: %v", err)
