@@ -244,12 +244,16 @@ func (s *Server) DownloadArtifact(req *kilnv1.DownloadArtifactRequest, stream ki
 func (s *Server) dropCorrupt(b *kilnv1.Build) {
 	s.log.Error("corrupt artifact discarded", "build_id", b.GetId(), "sha256", b.GetArtifact().GetSha256())
 	_ = s.blobs.Delete(b.GetArtifact().GetSha256())
-	_ = s.commits.wait(func(tx store.Tx) error {
+	err := s.commits.wait(func(tx store.Tx) error {
 		if err := tx.DeleteArtifact(b.GetCacheKey()); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 		return nil
 	})
+	if err == nil {
+		s.cacheEntries.Add(-1)
+		s.cacheBytes.Add(-int64(b.GetArtifact().GetSize()))
+	}
 }
 
 // Cancel implements kilnv1.CompileServiceServer.

@@ -9,10 +9,11 @@ import (
 
 // measureCache sums the distinct blobs the cache references, at start.
 func (s *Server) measureCache() error {
-	var total int64
+	var total, entries int64
 	seen := map[string]bool{}
 	err := s.st.View(func(tx store.Tx) error {
 		return tx.Artifacts(func(a *store.Artifact) error {
+			entries++
 			if sha := a.GetArtifact().GetSha256(); !seen[sha] {
 				seen[sha] = true
 				total += int64(a.GetArtifact().GetSize())
@@ -21,11 +22,13 @@ func (s *Server) measureCache() error {
 		})
 	})
 	s.cacheBytes.Store(total)
+	s.cacheEntries.Store(entries)
 	return err
 }
 
 // cacheAdded accounts for a new artifact and evicts when over the limit.
 func (s *Server) cacheAdded(size int64) {
+	s.cacheEntries.Add(1)
 	if s.cacheBytes.Add(size) > s.cfg.CacheMaxBytes && s.cfg.CacheMaxBytes > 0 {
 		if s.evicting.CompareAndSwap(false, true) {
 			go func() {
@@ -107,6 +110,7 @@ func (s *Server) evict() error {
 			"last_used", v.GetLastUsed().AsTime())
 	}
 	s.cacheBytes.Store(total)
+	s.cacheEntries.Add(-int64(len(victims)))
 	s.metrics.evicted.Add(float64(len(victims)))
 	return nil
 }

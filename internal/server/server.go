@@ -138,6 +138,8 @@ type Server struct {
 
 	// cacheBytes is the size of the distinct blobs the cache references.
 	cacheBytes atomic.Int64
+	// cacheEntries counts cache entries (artifact records).
+	cacheEntries atomic.Int64
 	evicting   atomic.Bool
 	closing    chan struct{}
 	closeOnce  sync.Once

@@ -24,12 +24,10 @@ func (s *Server) GetOverview(ctx context.Context, _ *kilnv1.GetOverviewRequest) 
 		for st, n := range counts {
 			resp.BuildsByState[stateName(st)] = n
 		}
-		return tx.Artifacts(func(a *store.Artifact) error {
-			resp.CacheArtifacts++
-			resp.CacheBytes += a.GetArtifact().GetSize()
-			return nil
-		})
+		return nil
 	})
+	resp.CacheArtifacts = uint64(max(s.cacheEntries.Load(), 0))
+	resp.CacheBytes = uint64(max(s.cacheBytes.Load(), 0))
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "reading store: %v", err)
 	}
