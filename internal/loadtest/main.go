@@ -176,7 +176,8 @@ func run() int {
 			timeout = cfg.Timeout
 		}
 		sctx, cancel := context.WithTimeout(ctx, timeout)
-		rep.logf("scenario %s (timeout %s, dir %s)", s.name, timeout, dir)
+		load, _ := os.ReadFile("/proc/loadavg")
+		rep.logf("scenario %s (timeout %s, dir %s; load average before: %s)", s.name, timeout, dir, strings.TrimSpace(string(load)))
 		err := s.run(sctx, &env{cfg: cfg, bins: b, dir: dir, rep: rep})
 		cancel()
 		procs.stopAll()
