@@ -113,6 +113,8 @@ type meta struct {
 	Addr, DataDir string
 	// PprofAddr is set when the metaserver serves net/http/pprof.
 	PprofAddr string
+	// MetricsAddr is set when it was started with --metrics-listen.
+	MetricsAddr string
 	Proc      *proc
 	conn      *grpc.ClientConn
 	Compile   kilnv1.CompileServiceClient

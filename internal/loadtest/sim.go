@@ -14,10 +14,15 @@ func simSetup(ctx context.Context, e *env, n int, slots uint32) (*meta, *request
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	m, err := startMetaserver(ctx, e.bins, e.dir)
+	metricsAddr, err := freeAddr()
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	m, err := startMetaserver(ctx, e.bins, e.dir, "--metrics-listen", metricsAddr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	m.MetricsAddr = metricsAddr
 	if err := m.addProject(ctx, projectName, src); err != nil {
 		return m, nil, nil, err
 	}
@@ -80,6 +85,7 @@ func runSim(ctx context.Context, e *env) error {
 	}
 	self0, _ := readCPU(os.Getpid())
 	mach0, _ := readMachineCPU()
+	met0, _ := scrape(ctx, m.MetricsAddr)
 	e.rep.logf("measuring for %s: %d simulated build servers × %d slots, %d submitters", e.cfg.Duration, e.cfg.Sims, e.cfg.Slots, submitters)
 	res, err := drive(ctx, clients, reqs, submitters, e.cfg.Duration, 0, wait)
 	if err != nil {
@@ -88,6 +94,7 @@ func runSim(ctx context.Context, e *env) error {
 	cpu1, _ := readCPU(m.Proc.pid())
 	self1, _ := readCPU(os.Getpid())
 	mach1, _ := readMachineCPU()
+	met1, _ := scrape(ctx, m.MetricsAddr)
 	prof.wait()
 	if err := farm.err(); err != nil {
 		return err
@@ -95,6 +102,10 @@ func runSim(ctx context.Context, e *env) error {
 	perBuild := ms(cpu1-cpu0) / float64(res.Completed)
 	note := fmt.Sprintf("%d cycles in %.1f s (Submit → Assignment → UploadArtifact → AttemptResult → ResultAck)\nSubmit RPC %s\ncycle %s\nmachine CPU busy %.0f%% of 2 cores; the harness itself (submitters + %d simulated servers) used %.2f ms CPU per build",
 		res.Completed, res.Elapsed.Seconds(), res.Submit.describe(), res.Cycle.describe(), 100*utilization(mach0, mach1), e.cfg.Sims, ms(self1-self0)/float64(res.Completed))
+	if qw, ok := histogramMean(met0, met1, "kiln_queue_wait_seconds"); ok {
+		dl, _ := histogramMean(met0, met1, "kiln_dispatch_latency_seconds")
+		note += fmt.Sprintf("\nmetaserver metrics over the window (means): queue wait (created → dispatch decision) %.2f ms; dispatch decision → assignment sent (includes its commit) %.2f ms", qw, dl)
+	}
 	e.rep.add(figure{Scenario: "sim", Name: fmt.Sprintf("cycles/s (%d simulated servers)", e.cfg.Sims), Value: res.rate(), Unit: "/s", Target: 5000, Note: note})
 	e.rep.add(figure{Scenario: "sim", Name: "metaserver CPU per build", Value: perBuild, Unit: "ms", Target: 0.4, AtMost: true})
 	return nil
