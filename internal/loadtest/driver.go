@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -36,6 +35,7 @@ type waitFunc func(ctx context.Context, b *kilnv1.Build) error
 // submitter uses one of clients round-robin.
 func drive(ctx context.Context, clients []kilnv1.CompileServiceClient, reqs *requests, concurrency int,
 	duration time.Duration, total int64, wait waitFunc) (*driveResult, error) {
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	res := &driveResult{}
@@ -88,11 +88,12 @@ func drive(ctx context.Context, clients []kilnv1.CompileServiceClient, reqs *req
 	wg.Wait()
 	res.Elapsed = time.Since(start)
 	res.Completed = completed.Load()
+	if err := parent.Err(); err != nil {
+		// Interrupted or out of time: a partial window is no figure.
+		return res, fmt.Errorf("stopped after %d builds: %w", res.Completed, err)
+	}
 	if firstErr != nil {
 		return res, firstErr
-	}
-	if err := ctx.Err(); err != nil && !errors.Is(err, context.Canceled) {
-		return res, err
 	}
 	return res, nil
 }
