@@ -26,6 +26,16 @@
 // is already present resolves without any fetch (and, once seen, without any
 // git process at all).
 //
+// # Resolving names without a process
+//
+// After each successful fetch, on the first Resolve that needs it, the
+// mirror lists its refs once (git for-each-ref, with annotated tags peeled,
+// and git symbolic-ref HEAD) into an immutable in-memory table. Within the
+// freshness window Resolve answers ref names ("", HEAD, branches, tags,
+// refs/...) from that table in git's disambiguation order, with no git
+// process; what the table cannot answer for certain (abbreviated ids,
+// expressions, tags of tags, pseudo-refs) goes to git rev-parse as before.
+//
 // # Concurrency
 //
 // A *Mirror is safe for concurrent use by multiple goroutines. Two *Mirror

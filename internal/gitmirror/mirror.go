@@ -54,6 +54,14 @@ type Mirror struct {
 	known    map[string]struct{}
 	fetches  atomic.Int64 // clone/fetch processes started, for tests and metrics
 	testHook func()       // runs before each fetch process, in tests only
+
+	// refs answers ref names without a git process; see refTable. It is
+	// replaced (never changed) after each successful fetch, on first use.
+	refs    atomic.Pointer[refTable]
+	refsSem chan struct{} // one ref listing at a time; a channel so waiters can leave
+	// localProcs counts the git processes started to look up names and
+	// commits (rev-parse, ref listing), for tests.
+	localProcs atomic.Int64
 }
 
 // maxKnown bounds the in-memory set of commits known to be present; when it
@@ -84,6 +92,7 @@ func NewWithOptions(dir, url string, o Options) *Mirror {
 		timeout:   o.FetchTimeout,
 		log:       o.Logger.With("component", "gitmirror", "mirror_dir", dir),
 		known:     make(map[string]struct{}),
+		refsSem:   make(chan struct{}, 1),
 	}
 }
 

@@ -20,9 +20,21 @@ const MaxRangeLength = 10000
 // process at all once this Mirror has seen it); an absent one is looked up
 // after a fetch that started after the call; anything else is looked up
 // after a fetch, skipped when the last successful fetch started less than
-// FetchFreshness ago (so a branch may resolve to a head that old). Malformed revisions fail with [ErrBadRevision] before
-// any I/O; a revision naming no commit fails with [ErrUnknownRevision]; a
-// failed fetch wraps [ErrUnreachable].
+// FetchFreshness ago (so a branch may resolve to a head that old).
+//
+// Within that window a ref name ("HEAD", a branch, a tag, "tags/v1",
+// "refs/heads/main", a remote-tracking name) costs no git process: the
+// mirror's refs are listed once after each successful fetch (by any method
+// of this Mirror) and names are answered from that list, in git's own order
+// (gitrevisions(7): the name itself, then refs/, refs/tags/, refs/heads/,
+// refs/remotes/, so a tag wins over a branch of the same name). Other
+// revisions (abbreviated ids, expressions such as "main~1", tags of tags)
+// run one rev-parse. Refs another process writes into the same directory
+// are therefore seen only after this Mirror's next fetch.
+//
+// Malformed revisions fail with [ErrBadRevision] before any I/O; a revision
+// naming no commit fails with [ErrUnknownRevision]; a failed fetch wraps
+// [ErrUnreachable].
 func (m *Mirror) Resolve(ctx context.Context, rev string) (string, error) {
 	if err := checkRevision(rev); err != nil {
 		return "", err
@@ -49,6 +61,17 @@ func (m *Mirror) Resolve(ctx context.Context, rev string) (string, error) {
 	if err := m.fetch(ctx, notBefore, m.freshness > 0); err != nil {
 		return "", err
 	}
+	// Within the freshness window a ref name is answered from the refs
+	// listed after the last fetch. Without a window every Resolve fetches,
+	// so a listing per call would cost more than the one rev-parse.
+	if m.freshness > 0 && !isCommitID(rev) {
+		if t := m.currentRefs(ctx); t != nil {
+			if id, ok := t.lookup(rev); ok {
+				m.remember(id)
+				return id, nil
+			}
+		}
+	}
 	got, ok, err := m.revParse(ctx, rev)
 	if err != nil {
 		return "", err
@@ -63,6 +86,7 @@ func (m *Mirror) Resolve(ctx context.Context, rev string) (string, error) {
 // commit; err is for failures of git itself.
 func (m *Mirror) revParse(ctx context.Context, rev string) (id string, ok bool, err error) {
 	args := []string{"rev-parse", "--verify", "--quiet", "--end-of-options", rev + "^{commit}"}
+	m.localProcs.Add(1)
 	out, err := run(ctx, m.dir, nil, args...)
 	if err != nil {
 		if exitCode(err) == 1 && ctx.Err() == nil {
