@@ -43,9 +43,10 @@ type refTable struct {
 	refs map[string]string
 	head string          // the ref HEAD points to, "" when HEAD is not a symbolic ref
 	root map[string]bool // names directly in the git directory (HEAD, config, packed-refs, ...)
-	// tooMany marks a mirror with more than maxTableRefs refs: the table
-	// is empty and answers nothing.
-	tooMany bool
+	// disabled marks a table that answers nothing: the mirror has more
+	// than maxTableRefs refs, or listing them failed. It stands until the
+	// next fetch, so a failure is not retried on every call.
+	disabled bool
 }
 
 // lookup returns the commit that name resolves to, following git's order
@@ -54,7 +55,7 @@ type refTable struct {
 // a tag hides a branch of the same name). ok is false when the table cannot
 // answer for certain; then git must be asked. It allocates nothing.
 func (t *refTable) lookup(name string) (id string, ok bool) {
-	if t.tooMany || !isPlainRefName(name) {
+	if t.disabled || !isPlainRefName(name) {
 		return "", false
 	}
 	// Rule 1: the name itself, as a file of the git directory or a ref.
@@ -131,8 +132,9 @@ func isPlainRefName(name string) bool {
 
 // currentRefs returns the ref table of the newest successful fetch, listing
 // the refs first when the table is older than that fetch (or missing).
-// Concurrent callers share one listing. It returns nil when the refs could
-// not be listed or ctx ended while waiting; the caller then asks git.
+// Concurrent callers share one listing. It returns nil when ctx ended while
+// waiting for another caller's listing, and a disabled table when the refs
+// could not be listed; either way the caller asks git.
 func (m *Mirror) currentRefs(ctx context.Context) *refTable {
 	asOf := m.lastFetch()
 	if t := m.refs.Load(); t != nil && t.asOf.Equal(asOf) {
@@ -151,13 +153,14 @@ func (m *Mirror) currentRefs(ctx context.Context) *refTable {
 	start := time.Now()
 	t, err := m.listRefs(ctx, asOf)
 	if err != nil {
-		if ctx.Err() == nil {
-			m.log.Warn("listing refs failed, resolving with rev-parse", "err", err)
+		if ctx.Err() != nil {
+			return nil // the next caller lists again
 		}
-		return nil
+		m.log.Warn("listing refs failed, resolving names with rev-parse until the next fetch", "err", err)
+		t = &refTable{asOf: asOf, disabled: true}
 	}
 	m.refs.Store(t)
-	m.log.Debug("listed refs", "refs", len(t.refs), "too_many", t.tooMany,
+	m.log.Debug("listed refs", "refs", len(t.refs), "disabled", t.disabled,
 		"duration_ms", time.Since(start).Milliseconds())
 	return t
 }
@@ -208,8 +211,8 @@ func (m *Mirror) listRefs(ctx context.Context, asOf time.Time) (*refTable, error
 	var parseErr error
 	for sc.Scan() {
 		if len(t.refs) == maxTableRefs {
-			t.tooMany = true
-			clear(t.refs)
+			t.disabled = true
+			t.refs = nil
 			break
 		}
 		name, id, err := parseRefLine(sc.Text())
@@ -219,7 +222,7 @@ func (m *Mirror) listRefs(ctx context.Context, asOf time.Time) (*refTable, error
 		}
 		t.refs[name] = id
 	}
-	if t.tooMany || parseErr != nil || sc.Err() != nil {
+	if t.disabled || parseErr != nil || sc.Err() != nil {
 		cancel()
 		_, _ = io.Copy(io.Discard, stdout)
 		_ = cmd.Wait()

@@ -326,8 +326,8 @@ func TestResolveWithTooManyRefsUsesRevParse(t *testing.T) {
 	if got, err := m.Resolve(ctx, "b000007"); err != nil || got != c1 {
 		t.Fatalf("Resolve(b000007) = %s, %v; want %s", got, err, c1)
 	}
-	if tbl := m.refs.Load(); tbl == nil || !tbl.tooMany || len(tbl.refs) != 0 {
-		t.Fatalf("ref table of %d refs is not marked too many (or keeps refs)", maxTableRefs+1)
+	if tbl := m.refs.Load(); tbl == nil || !tbl.disabled || len(tbl.refs) != 0 {
+		t.Fatalf("ref table of %d refs is not disabled (or keeps refs)", maxTableRefs+1)
 	}
 	before := m.localProcs.Load()
 	if got, err := m.Resolve(ctx, "main"); err != nil || got != c1 {
@@ -368,5 +368,52 @@ func TestIsPlainRefName(t *testing.T) {
 				t.Errorf("isPlainRefName(%q) = %v, want %v", tt.ref, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestResolveListsRefsAgainOnlyAfterTheNextFetchWhenListingFails(t *testing.T) {
+	u := newUpstream(t)
+	c1 := u.commit("one", nil)
+	u.git("tag", "v1")
+	u.git("pack-refs", "--all")
+	m := newMirror(t, u, Options{FetchFreshness: time.Hour})
+	ctx := testCtx(t)
+	packed := filepath.Join(m.Dir(), "packed-refs")
+	good, err := os.ReadFile(packed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(packed, append(slices.Clip(good), "not a ref line\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := m.localProcs.Load()
+	_, err1 := m.Resolve(ctx, "main")
+	first := m.localProcs.Load() - before
+	_, err2 := m.Resolve(ctx, "main")
+	second := m.localProcs.Load() - before - first
+	if err1 == nil || err2 == nil {
+		t.Errorf("Resolve(main) with a corrupt packed-refs = %v, %v; want git's errors", err1, err2)
+	}
+	if tbl := m.refs.Load(); tbl == nil || !tbl.disabled {
+		t.Fatal("a failed listing left no disabled table")
+	}
+	// The listing stops at its first failing process (symbolic-ref: git
+	// reads packed-refs to check HEAD's target).
+	if first != 2 || second != 1 {
+		t.Errorf("git processes: %d then %d; want 2 (failed listing, rev-parse) then 1 (rev-parse only)", first, second)
+	}
+
+	// Repaired and fetched again, the mirror gets a table again.
+	if err := os.WriteFile(packed, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Fetch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.Resolve(ctx, "v1"); err != nil || got != c1 {
+		t.Errorf("Resolve(v1) after repair and fetch = %s, %v; want %s", got, err, c1)
+	}
+	if tbl := m.refs.Load(); tbl == nil || tbl.disabled {
+		t.Error("no usable table after the next fetch")
 	}
 }
