@@ -64,7 +64,7 @@ func (m *Mirror) Resolve(ctx context.Context, rev string) (string, error) {
 	// Within the freshness window a ref name is answered from the refs
 	// listed after the last fetch. Without a window every Resolve fetches,
 	// so a listing per call would cost more than the one rev-parse.
-	if m.freshness > 0 && !isCommitID(rev) {
+	if m.freshness > 0 && !isCommitID(rev) && isPlainRefName(rev) {
 		if t := m.currentRefs(ctx); t != nil {
 			if id, ok := t.lookup(rev); ok {
 				m.remember(id)
