@@ -39,6 +39,9 @@ type serveConfig struct {
 	Lease     time.Duration
 	// MaxInfraAttempts bounds retries after infrastructure failures.
 	MaxInfraAttempts int
+	// InlineArtifactBytes: artifacts up to this size live inside the store,
+	// committed with their result, instead of one fsynced file each.
+	InlineArtifactBytes int64
 	// RequestsPerMinute bounds requests per email address (negative: no limit).
 	RequestsPerMinute int
 	// CacheMaxBytes bounds the artifact cache (LRU eviction of unpinned artifacts).
@@ -62,6 +65,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 5*time.Second, "build server heartbeat interval")
 	fs.DurationVar(&c.Lease, "lease", 30*time.Second, "how long an attempt survives without a heartbeat")
 	fs.IntVar(&c.MaxInfraAttempts, "max-infra-attempts", 5, "attempts ending in infrastructure failures before a build ends as error")
+	fs.Int64Var(&c.InlineArtifactBytes, "inline-artifact-bytes", 256<<10, "artifacts up to this size are stored inside the store with their result instead of as files (0: always files)")
 	fs.IntVar(&c.RequestsPerMinute, "requests-per-minute", 30, "build requests one email address may make per minute (negative: unlimited)")
 	fs.Int64Var(&c.CacheMaxBytes, "cache-max-bytes", 0, "artifact cache size limit in bytes; least recently used unpinned artifacts are evicted (0: unlimited)")
 	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long a graceful stop waits for in-flight calls")
@@ -156,7 +160,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	}
 	srv, err := server.Open(server.Config{
 		DataDir: cfg.DataDir, HeartbeatInterval: cfg.Heartbeat, Lease: cfg.Lease,
-		MaxInfraAttempts: cfg.MaxInfraAttempts, CacheMaxBytes: cfg.CacheMaxBytes, RequestsPerMinute: cfg.RequestsPerMinute, Version: version, Logger: log, Notifier: notifier,
+		MaxInfraAttempts: cfg.MaxInfraAttempts, CacheMaxBytes: cfg.CacheMaxBytes, RequestsPerMinute: cfg.RequestsPerMinute, InlineArtifactBytes: inlineBytes(cfg.InlineArtifactBytes), Version: version, Logger: log, Notifier: notifier,
 	}, st)
 	if err != nil {
 		return err
@@ -177,6 +181,9 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	gs := grpc.NewServer(append(opts,
 		grpc.UnaryInterceptor(unary), grpc.StreamInterceptor(stream),
 		grpc.MaxRecvMsgSize(4<<20),
+		// Smaller per-connection buffers, and write buffers released while
+		// idle: an idle build server costs little (issue 9: 10,000 of them).
+		grpc.ReadBufferSize(8<<10), grpc.WriteBufferSize(8<<10), grpc.SharedWriteBuffer(true),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)...)
@@ -253,3 +260,11 @@ func gracefully(gs *grpc.Server, grace time.Duration) {
 }
 
 const version = "0.1.0"
+
+// inlineBytes maps the flag (0: never inline) to server.Config (negative: never).
+func inlineBytes(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}

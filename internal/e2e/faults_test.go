@@ -89,7 +89,7 @@ func outcomes(b *kilnv1.Build) string {
 func faultFarm(t *testing.T, manifest string, lease string) (*farmtest.Farm, string) {
 	t.Helper()
 	f := farmtest.New(t)
-	f.StartMetaserver("--heartbeat", "200ms", "--lease", lease)
+	f.StartMetaserver("--heartbeat", "200ms", "--lease", lease, "--inline-artifact-bytes", "0")
 	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{ManifestText: manifest})
 	f.AddProject("hello", repo)
 	return f, repo

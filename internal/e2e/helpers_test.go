@@ -48,7 +48,7 @@ func parseResult(t *testing.T, r farmtest.Result) result {
 func farmWithProject(t *testing.T, opts farmtest.CProjectOptions, builders int, builderArgs ...string) (*farmtest.Farm, string, string) {
 	t.Helper()
 	f := farmtest.New(t)
-	f.StartMetaserver("--heartbeat", "200ms", "--lease", "2s")
+	f.StartMetaserver("--heartbeat", "200ms", "--lease", "2s", "--inline-artifact-bytes", "0")
 	repo, head := farmtest.CProject(t, opts)
 	f.AddProject("hello", repo)
 	for i := 0; i < builders; i++ {

@@ -538,7 +538,7 @@ var authFree = []string{"--os", "any", "--arch", "any", "--endian", "any", "--da
 func authFarm(t *testing.T) *farmtest.Farm {
 	t.Helper()
 	f := farmtest.New(t)
-	f.StartMetaserver("--heartbeat", "200ms", "--lease", "60s")
+	f.StartMetaserver("--heartbeat", "200ms", "--lease", "60s", "--inline-artifact-bytes", "0")
 	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Name: "auth", ManifestText: authManifest})
 	f.AddProject("auth", repo)
 	return f

@@ -153,7 +153,7 @@ func TestEvictionRemovesLeastRecentlyUsedUnpinnedArtifactsOnly(t *testing.T) {
 	f := farmtest.New(t)
 	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
 	// Artifacts of this project are a few KiB; the limit holds about two.
-	f.StartMetaserver("--heartbeat", "200ms", "--lease", "2s", "--cache-max-bytes", "7000")
+	f.StartMetaserver("--heartbeat", "200ms", "--lease", "2s", "--cache-max-bytes", "7000", "--inline-artifact-bytes", "0")
 	f.AddProject("hello", repo)
 	f.StartBuildserver(f.AddBuildServer("builder"))
 	f.WaitBuildServers(1)

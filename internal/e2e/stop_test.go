@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -95,5 +97,32 @@ func TestStopSIGTERMOnTheMetaserverStopsCleanlyAndKeepsEverything(t *testing.T) 
 	again := parseResult(t, f.Startcompile("--project", "hello", "--json", "dev@example.com"))
 	if !again.Cached || again.BuildID != done.BuildID {
 		t.Fatalf("after a restart the cache lost the build: %+v", again)
+	}
+}
+
+func TestStopASmallArtifactKeptInTheStoreSurvivesASIGKILL(t *testing.T) {
+	f := farmtest.New(t)
+	f.StartMetaserver("--heartbeat", "200ms", "--lease", "2s") // default: small artifacts inline
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
+	f.AddProject("hello", repo)
+	f.StartBuildserver(f.AddBuildServer("a"))
+	f.WaitBuildServers(1)
+	first := parseResult(t, f.Startcompile("--project", "hello", "--wait", "--json", "dev@example.com"))
+	if first.State != "succeeded" || first.ArtifactSize > 256<<10 {
+		t.Fatalf("build: %+v", first)
+	}
+	if _, err := os.Stat(blobPath(f.MetaDataDir(), first.ArtifactSHA256)); err == nil {
+		t.Fatal("a small artifact was written as a file")
+	}
+	f.Meta().Process.Kill()
+	f.Meta().Restart()
+	out := filepath.Join(t.TempDir(), "out")
+	r := f.Startcompile("status", "--download", out, "--json", strconv.FormatUint(first.BuildID, 10))
+	expectExit(t, r, 0)
+	if got := parseResult(t, r); got.ArtifactSHA256 != first.ArtifactSHA256 {
+		t.Fatalf("after SIGKILL: %+v", got)
+	}
+	if _, err := os.Stat(filepath.Join(out, "hello")); err != nil {
+		t.Fatal(err)
 	}
 }

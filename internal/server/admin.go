@@ -170,8 +170,15 @@ func (a *Admin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.PinRes
 
 func mirrorsDir(dataDir string) string { return fmt.Sprintf("%s/mirrors", dataDir) }
 
-// Disconnect closes the live session of a build server (after revocation).
+// Disconnect closes the live session of a build server and forgets its
+// cached credential (after revocation).
 func (s *Server) Disconnect(name string) {
+	s.tokens.Range(func(hash, n any) bool {
+		if n == name {
+			s.tokens.Delete(hash)
+		}
+		return true
+	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ss := s.sessions[name]; ss != nil {
@@ -179,8 +186,13 @@ func (s *Server) Disconnect(name string) {
 	}
 }
 
-// LookupToken authenticates build servers: token hash to name.
+// LookupToken authenticates build servers: token hash to name. Valid
+// credentials are cached in memory (every upload and session authenticates);
+// revocation through the running metaserver drops the entry (Disconnect).
 func (s *Server) LookupToken(ctx context.Context, hash string) (string, error) {
+	if name, ok := s.tokens.Load(hash); ok {
+		return name.(string), nil
+	}
 	var name string
 	err := s.st.View(func(tx store.Tx) error {
 		rec, err := tx.BuildServerByTokenHash(hash)
@@ -195,6 +207,9 @@ func (s *Server) LookupToken(ctx context.Context, hash string) (string, error) {
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return "", auth.ErrUnknown
+	}
+	if err == nil {
+		s.tokens.Store(hash, name)
 	}
 	return name, err
 }

@@ -201,7 +201,11 @@ func (s *Server) DownloadArtifact(req *kilnv1.DownloadArtifactRequest, stream ki
 		return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", build.GetId(), stateName(build.GetState()))
 	}
 	sha := build.GetArtifact().GetSha256()
-	r, size, err := s.blobs.Open(sha)
+	r, size, err := s.blobs.open(sha)
+	if errors.Is(err, cas.ErrCorrupt) {
+		s.dropCorrupt(build)
+		return status.Errorf(codes.DataLoss, "artifact %s is corrupt on the metaserver and was discarded; request the build again", sha)
+	}
 	if errors.Is(err, cas.ErrNotFound) {
 		return status.Errorf(codes.NotFound, "artifact %s of build %d is no longer stored (evicted); request the build again", sha, build.GetId())
 	}
@@ -243,12 +247,12 @@ func (s *Server) DownloadArtifact(req *kilnv1.DownloadArtifactRequest, stream ki
 // builds it again.
 func (s *Server) dropCorrupt(b *kilnv1.Build) {
 	s.log.Error("corrupt artifact discarded", "build_id", b.GetId(), "sha256", b.GetArtifact().GetSha256())
-	_ = s.blobs.Delete(b.GetArtifact().GetSha256())
+	_ = s.blobs.deleteFile(b.GetArtifact().GetSha256())
 	err := s.commits.wait(func(tx store.Tx) error {
 		if err := tx.DeleteArtifact(b.GetCacheKey()); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		return nil
+		return s.blobs.delete(tx, b.GetArtifact().GetSha256())
 	})
 	if err == nil {
 		s.cacheEntries.Add(-1)

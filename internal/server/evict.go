@@ -93,6 +93,11 @@ func (s *Server) evict() error {
 			if err := tx.DeleteArtifact(v.GetCacheKey()); err != nil && !errors.Is(err, store.ErrNotFound) {
 				return err
 			}
+			if sha := v.GetArtifact().GetSha256(); refs[sha] == 0 {
+				if err := s.blobs.delete(tx, sha); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})
@@ -102,7 +107,7 @@ func (s *Server) evict() error {
 	for _, v := range victims {
 		sha := v.GetArtifact().GetSha256()
 		if refs[sha] == 0 {
-			if err := s.blobs.Delete(sha); err != nil {
+			if err := s.blobs.deleteFile(sha); err != nil {
 				s.log.Warn("deleting evicted blob", "sha256", sha, "err", err)
 			}
 		}

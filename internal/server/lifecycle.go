@@ -228,7 +228,9 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 	s.metrics.finished.WithLabelValues(stateName(state)).Inc()
 	final := proto.Clone(build).(*kilnv1.Build)
 	var art *store.Artifact
+	var inline []byte
 	if state == kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
+		inline = s.blobs.pendingData(build.GetArtifact().GetSha256())
 		art = &store.Artifact{
 			CacheKey: build.GetCacheKey(), SourceKey: ab.rec.GetSourceKey(), BuildId: build.GetId(),
 			Artifact: build.GetArtifact(), Platform: build.GetPlatform(), Project: build.GetProject(), Commit: build.GetCommit(),
@@ -246,6 +248,11 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 	s.putBuild(ab, func(tx store.Tx) error {
 		if art != nil {
 			if err := tx.PutArtifact(art); err != nil {
+				return err
+			}
+		}
+		if inline != nil {
+			if err := tx.PutBlob(art.GetArtifact().GetSha256(), inline); err != nil {
 				return err
 			}
 		}
@@ -276,6 +283,9 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 		s.changes.notify(final.GetId())
 		if err == nil && art != nil {
 			s.cacheAdded(int64(art.GetArtifact().GetSize()))
+			if inline != nil {
+				s.blobs.committed(art.GetArtifact().GetSha256())
+			}
 		}
 	})
 	s.log.Info("build finished", "build_id", build.GetId(), "state", stateName(state), "failure", failure)
@@ -344,6 +354,7 @@ func (s *Server) leaseLoop(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
+		s.blobs.expire(s.now())
 		s.mu.Lock()
 		for _, a := range s.sched.Expired(s.now()) {
 			s.log.Warn("lease lapsed", "attempt_id", a.ID, "build_id", a.Build.ID, "build_server", a.Server.Name)

@@ -57,6 +57,10 @@ type Config struct {
 	// little above the build server's own 16 MiB cap, so its truncation
 	// notice is kept and the metaserver's cap only stops a misbehaving server).
 	MaxLogBytes int64
+	// InlineArtifactBytes: artifacts up to this size are kept inside the
+	// store, committed with their result, instead of as files (default
+	// 256 KiB; negative: always files).
+	InlineArtifactBytes int64
 	// MaxArtifactBytes caps one upload (default 4 GiB).
 	MaxArtifactBytes int64
 	// CacheMaxBytes bounds the artifact cache; least recently used unpinned
@@ -99,6 +103,9 @@ func (c *Config) setDefaults() {
 	if c.MaxLogBytes <= 0 {
 		c.MaxLogBytes = 16<<20 + 64<<10
 	}
+	if c.InlineArtifactBytes == 0 {
+		c.InlineArtifactBytes = 256 << 10
+	}
 	if c.MaxArtifactBytes <= 0 {
 		c.MaxArtifactBytes = 4 << 30
 	}
@@ -119,7 +126,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	st      store.Store
-	blobs   *cas.Store
+	blobs   *artifactStore
 	mirrors *mirrors
 	logs    *logFiles
 	commits *committer
@@ -133,16 +140,18 @@ type Server struct {
 	bySource map[string][]*activeBuild
 	sessions map[string]*session
 	uploads  map[string]int
-	nextID   uint64
-	limiter  *limiter
+	// tokens caches credential hash -> build server name.
+	tokens  sync.Map
+	nextID  uint64
+	limiter *limiter
 
 	// cacheBytes is the size of the distinct blobs the cache references.
 	cacheBytes atomic.Int64
 	// cacheEntries counts cache entries (artifact records).
 	cacheEntries atomic.Int64
-	evicting   atomic.Bool
-	closing    chan struct{}
-	closeOnce  sync.Once
+	evicting     atomic.Bool
+	closing      chan struct{}
+	closeOnce    sync.Once
 
 	fatal     chan error
 	fatalOnce sync.Once
@@ -162,10 +171,11 @@ type activeBuild struct {
 // reconnect for one lease.
 func Open(cfg Config, st store.Store) (*Server, error) {
 	cfg.setDefaults()
-	blobs, err := cas.Open(filepath.Join(cfg.DataDir, "blobs"))
+	files, err := cas.Open(filepath.Join(cfg.DataDir, "blobs"))
 	if err != nil {
 		return nil, fmt.Errorf("opening blob store: %w", err)
 	}
+	blobs := newArtifactStore(files, st, cfg.InlineArtifactBytes)
 	logs, err := openLogFiles(filepath.Join(cfg.DataDir, "logs"), cfg.MaxLogBytes)
 	if err != nil {
 		return nil, err

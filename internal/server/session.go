@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -21,10 +22,12 @@ import (
 
 // Limits on what a build server may claim in its Hello.
 const (
-	maxTargets     = 64
-	maxSlots       = 1024
-	maxLogChunk    = 64 << 10
-	sendBuffer     = 1024
+	maxTargets  = 64
+	maxSlots    = 1024
+	maxLogChunk = 64 << 10
+	// sendBuffer holds messages for a build server whose stream is slow; it
+	// is small because every connected server pays for it even when idle.
+	sendBuffer     = 32
 	helloTimeout   = 10 * time.Second
 	maxLabelLength = 64
 	// maxUploadsPerServer bounds concurrent UploadArtifact streams of one
@@ -33,20 +36,59 @@ const (
 )
 
 // session is one live WorkerService.Session stream.
+//
+// An idle session costs one goroutine of ours (the handler, blocked in
+// Recv); messages to the build server are queued and sent by a goroutine
+// that exists only while the queue is not empty. A cancelled session (replaced,
+// revoked, drained) ends at its build server's next message, at most one
+// heartbeat interval later, or when keepalive finds the connection dead.
 type session struct {
 	name        string
-	out         chan *kilnv1.SessionResponse
+	stream      kilnv1.WorkerService_SessionServer
+	ctx         context.Context
 	cancel      context.CancelCauseFunc
 	unsandboxed bool
+
+	mu      sync.Mutex
+	queue   []*kilnv1.SessionResponse
+	sending bool
 }
 
 // send queues msg for the build server without blocking; a session that
-// cannot keep up is closed (its build server reconnects and reports).
+// cannot keep up (more than sendBuffer messages waiting) is closed, and its
+// build server reconnects and reports.
 func (ss *session) send(msg *kilnv1.SessionResponse) {
-	select {
-	case ss.out <- msg:
-	default:
-		ss.cancel(errors.New("session send buffer full"))
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if len(ss.queue) >= sendBuffer {
+		ss.cancel(errors.New("session send queue full"))
+		return
+	}
+	ss.queue = append(ss.queue, msg)
+	if !ss.sending {
+		ss.sending = true
+		go ss.drain()
+	}
+}
+
+// drain sends queued messages in order until the queue is empty.
+func (ss *session) drain() {
+	for {
+		ss.mu.Lock()
+		batch := ss.queue
+		ss.queue = nil
+		if len(batch) == 0 || ss.ctx.Err() != nil {
+			ss.sending = false
+			ss.mu.Unlock()
+			return
+		}
+		ss.mu.Unlock()
+		for _, msg := range batch {
+			if err := ss.stream.Send(msg); err != nil {
+				ss.cancel(err)
+				break
+			}
+		}
 	}
 }
 
@@ -65,9 +107,20 @@ func (s *Server) Session(stream kilnv1.WorkerService_SessionServer) error {
 	}
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
-	ss := &session{name: name, out: make(chan *kilnv1.SessionResponse, sendBuffer), cancel: cancel, unsandboxed: hello.GetUnsandboxed()}
+	ss := &session{name: name, stream: stream, ctx: ctx, cancel: cancel, unsandboxed: hello.GetUnsandboxed()}
+	// Hold the queue until the Welcome is out: connect may already queue
+	// assignments, which must follow it.
+	ss.mu.Lock()
+	ss.sending = true
 	welcome := s.connect(ss, hello)
-	if err := stream.Send(&kilnv1.SessionResponse{Msg: &kilnv1.SessionResponse_Welcome{Welcome: welcome}}); err != nil {
+	err = stream.Send(&kilnv1.SessionResponse{Msg: &kilnv1.SessionResponse_Welcome{Welcome: welcome}})
+	ss.sending = false
+	if len(ss.queue) > 0 && err == nil {
+		ss.sending = true
+		go ss.drain()
+	}
+	ss.mu.Unlock()
+	if err != nil {
 		s.disconnect(ss)
 		return err
 	}
@@ -78,41 +131,16 @@ func (s *Server) Session(stream kilnv1.WorkerService_SessionServer) error {
 	}
 	defer s.disconnect(ss)
 
-	sendErr := make(chan error, 1)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				sendErr <- context.Cause(ctx)
-				return
-			case msg := <-ss.out:
-				if err := stream.Send(msg); err != nil {
-					cancel(err)
-					sendErr <- err
-					return
-				}
-			}
+	for err == nil {
+		var msg *kilnv1.SessionRequest
+		if msg, err = stream.Recv(); err != nil {
+			break
 		}
-	}()
-	recvErr := make(chan error, 1)
-	go func() {
-		for {
-			msg, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			if err := s.handle(ss, msg); err != nil {
-				recvErr <- err
-				return
-			}
+		if ctx.Err() != nil {
+			err = context.Cause(ctx) // replaced, revoked or drained while idle
+			break
 		}
-	}()
-	select {
-	case err = <-recvErr:
-	case err = <-sendErr:
-	case <-ctx.Done():
-		err = context.Cause(ctx)
+		err = s.handle(ss, msg)
 	}
 	cancel(err)
 	if errors.Is(err, io.EOF) {
@@ -364,7 +392,7 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 	switch r.GetOutcome() {
 	case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED:
 		art := r.GetArtifact()
-		size, err := s.blobs.Stat(art.GetSha256())
+		size, err := s.blobs.stat(art.GetSha256())
 		if err != nil || uint64(size) != art.GetSize() {
 			r = proto.Clone(r).(*kilnv1.AttemptResult)
 			r.Outcome = kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED
@@ -417,36 +445,70 @@ func (s *Server) UploadArtifact(stream kilnv1.WorkerService_UploadArtifactServer
 		s.uploads[name]--
 		s.mu.Unlock()
 	}()
-	w, err := s.blobs.Create()
-	if err != nil {
-		return status.Errorf(codes.Internal, "creating blob: %v", err)
-	}
-	defer w.Abort()
-	var got uint64
-	for {
-		msg, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		data := msg.GetData()
-		got += uint64(len(data))
-		if got > h.GetSize() {
-			return status.Errorf(codes.InvalidArgument, "upload exceeds its declared size of %d bytes", h.GetSize())
-		}
-		if _, err := w.Write(data); err != nil {
-			return status.Errorf(codes.Internal, "writing blob: %v", err)
-		}
-	}
-	sha, size, err := w.Commit(h.GetSha256(), int64(h.GetSize()))
+	sha, size, err := s.receiveUpload(stream, h)
 	if errors.Is(err, cas.ErrMismatch) {
 		return status.Errorf(codes.DataLoss, "upload does not match its header: %v", err)
 	}
 	if err != nil {
-		return status.Errorf(codes.Internal, "storing blob: %v", err)
+		return err
 	}
 	s.metrics.uploadBytes.Add(float64(size))
 	return stream.SendAndClose(&kilnv1.UploadArtifactResponse{Sha256: sha, Size: uint64(size)})
+}
+
+// receiveUpload reads an upload's data messages: into memory for a small
+// artifact (kept until its result commits), else streamed into a file.
+func (s *Server) receiveUpload(stream kilnv1.WorkerService_UploadArtifactServer, h *kilnv1.UploadHeader) (string, int64, error) {
+	var got uint64
+	next := func() ([]byte, error) {
+		msg, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		data := msg.GetData()
+		got += uint64(len(data))
+		if got > h.GetSize() {
+			return nil, status.Errorf(codes.InvalidArgument, "upload exceeds its declared size of %d bytes", h.GetSize())
+		}
+		return data, nil
+	}
+	if s.blobs.inline(h.GetSize()) {
+		buf := make([]byte, 0, h.GetSize())
+		for {
+			data, err := next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return "", 0, err
+			}
+			buf = append(buf, data...)
+		}
+		if err := s.blobs.receive(h.GetSha256(), h.GetSize(), buf); err != nil {
+			return "", 0, err
+		}
+		return h.GetSha256(), int64(len(buf)), nil
+	}
+	w, err := s.blobs.files.Create()
+	if err != nil {
+		return "", 0, status.Errorf(codes.Internal, "creating blob: %v", err)
+	}
+	defer w.Abort()
+	for {
+		data, err := next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", 0, err
+		}
+		if _, err := w.Write(data); err != nil {
+			return "", 0, status.Errorf(codes.Internal, "writing blob: %v", err)
+		}
+	}
+	sha, size, err := w.Commit(h.GetSha256(), int64(h.GetSize()))
+	if err != nil && !errors.Is(err, cas.ErrMismatch) {
+		return "", 0, status.Errorf(codes.Internal, "storing blob: %v", err)
+	}
+	return sha, size, err
 }

@@ -168,7 +168,7 @@ func (s *Server) fromCache(r *resolved) (*kilnv1.SubmitResponse, error) {
 				if !platform.Satisfies(a.GetPlatform(), r.constraints) {
 					continue
 				}
-				if _, err := s.blobs.Stat(a.GetArtifact().GetSha256()); err != nil {
+				if _, err := s.blobs.stat(a.GetArtifact().GetSha256()); err != nil {
 					continue // blob gone (evicted or deleted as corrupt): build again
 				}
 				rec, err := tx.Build(a.GetBuildId())

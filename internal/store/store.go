@@ -106,6 +106,13 @@ type Tx interface {
 	// resolves to the same bytes.
 	CreatePin(p *Pin) error
 
+	// Blob returns a small artifact stored inline by its sha256.
+	Blob(sha256 string) ([]byte, error)
+	// PutBlob stores a small artifact inline (idempotent).
+	PutBlob(sha256 string, data []byte) error
+	// DeleteBlob removes an inline artifact; ErrNotFound when absent.
+	DeleteBlob(sha256 string) error
+
 	// EnrollToken finds an enrollment token by the hash of its secret.
 	EnrollToken(hash string) (*EnrollToken, error)
 	// CreateEnrollToken fails with ErrExists when the hash is taken.

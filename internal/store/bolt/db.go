@@ -28,6 +28,7 @@
 //	artifacts_by_source/   str source_key + cache_key
 //	pins/                  name -> PinRecord
 //	enroll_tokens/         token hash -> EnrollTokenRecord
+//	blobs/                 sha256 -> raw bytes of a small artifact stored inline
 //	outbox/                u64 id -> OutboxRecord
 //	outbox_due/            next_attempt_at (u64 seconds with the sign bit
 //	                       flipped + u32 nanos; nil = epoch) + u64 id

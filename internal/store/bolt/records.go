@@ -257,3 +257,38 @@ func (t *tx) PutEnrollToken(e *store.EnrollToken) error {
 	}
 	return t.put(bucketEnrollTokens, []byte(e.TokenHash), e)
 }
+
+// Blob returns the inline artifact with this sha256.
+func (t *tx) Blob(sha256 string) ([]byte, error) {
+	if err := t.read(); err != nil {
+		return nil, err
+	}
+	v := t.bucket(bucketBlobs).Get([]byte(sha256))
+	if v == nil {
+		return nil, notFound("blob", sha256)
+	}
+	return append([]byte(nil), v...), nil // bbolt's memory is valid only in the tx
+}
+
+// PutBlob stores data under sha256.
+func (t *tx) PutBlob(sha256 string, data []byte) error {
+	if err := t.write(); err != nil {
+		return err
+	}
+	if sha256 == "" {
+		return invalid("blob without a digest")
+	}
+	return t.bucket(bucketBlobs).Put([]byte(sha256), data)
+}
+
+// DeleteBlob removes the inline artifact with this sha256.
+func (t *tx) DeleteBlob(sha256 string) error {
+	if err := t.write(); err != nil {
+		return err
+	}
+	b := t.bucket(bucketBlobs)
+	if b.Get([]byte(sha256)) == nil {
+		return notFound("blob", sha256)
+	}
+	return b.Delete([]byte(sha256))
+}

@@ -30,6 +30,7 @@ var (
 	bucketArtifactsBySource    = []byte("artifacts_by_source")
 	bucketPins                 = []byte("pins")
 	bucketEnrollTokens         = []byte("enroll_tokens")
+	bucketBlobs                = []byte("blobs")
 	bucketOutbox               = []byte("outbox")
 	bucketOutboxDue            = []byte("outbox_due")
 
@@ -44,7 +45,7 @@ var bucketsV1 = [][]byte{
 	bucketBuildsByProject, bucketBuildsByArch, bucketBuildsActiveBySource,
 	bucketBuildCounts, bucketRequests, bucketRequestsByBuild, bucketArtifacts,
 	bucketArtifactsBySource, bucketPins, bucketOutbox, bucketOutboxDue,
-	bucketEnrollTokens,
+	bucketEnrollTokens, bucketBlobs,
 }
 
 // SchemaVersionError is returned by Open for a file whose schema version this

@@ -274,3 +274,24 @@ var enrollTokenCases = []testCase{
 		wantErr(t, "Put of a missing token", err, store.ErrNotFound)
 	}},
 }
+
+var blobCases = []testCase{
+	{"an inline blob round-trips, survives a reopen and is deleted once", func(t *testing.T, h *harness) {
+		data := []byte("artifact bytes")
+		h.update(func(tx store.Tx) error { return tx.PutBlob("aa11", data) })
+		h.reopen()
+		h.view(func(tx store.Tx) error {
+			got, err := tx.Blob("aa11")
+			must(t, err)
+			if string(got) != string(data) {
+				t.Fatalf("Blob = %q, want %q", got, data)
+			}
+			_, err = tx.Blob("bb22")
+			wantErr(t, "missing Blob", err, store.ErrNotFound)
+			return nil
+		})
+		h.update(func(tx store.Tx) error { return tx.DeleteBlob("aa11") })
+		err := h.s.Update(func(tx store.Tx) error { return tx.DeleteBlob("aa11") })
+		wantErr(t, "second DeleteBlob", err, store.ErrNotFound)
+	}},
+}

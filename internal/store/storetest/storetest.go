@@ -49,6 +49,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"build servers", buildServerCases},
 		{"pins", pinCases},
 		{"enrollment tokens", enrollTokenCases},
+		{"inline blobs", blobCases},
 		{"builds", buildCases},
 		{"listing builds", listCases},
 		{"requests", requestCases},

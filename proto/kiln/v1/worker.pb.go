@@ -1179,7 +1179,7 @@ func (x *UploadHeader) GetSize() uint64 {
 	return 0
 }
 
-// UploadArtifactResponse confirms the blob is stored (fsynced).
+// UploadArtifactResponse confirms the blob was received and verified.
 type UploadArtifactResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Sha256        string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`

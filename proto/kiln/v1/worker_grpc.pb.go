@@ -47,10 +47,13 @@ type WorkerServiceClient interface {
 	// server is live: a newer one replaces an older one.
 	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error)
 	// UploadArtifact streams an attempt's artifact: first an UploadHeader,
-	// then data chunks of at most 1 MiB. The metaserver hashes while it writes
-	// and stores the blob only if the sha256 and size match the header
-	// (DATA_LOSS otherwise). Idempotent: uploading an existing blob again
-	// succeeds. Must precede the SUCCEEDED AttemptResult that names the sha256.
+	// then data chunks of at most 1 MiB. The metaserver hashes while it
+	// receives and keeps the blob only if the sha256 and size match the header
+	// (DATA_LOSS otherwise). A large artifact is stored (fsynced) before the
+	// reply; a small one is held and committed together with the SUCCEEDED
+	// AttemptResult that names it, so it is durable once that result is
+	// acknowledged. Idempotent: uploading an existing blob again succeeds.
+	// Must precede the SUCCEEDED AttemptResult that names the sha256.
 	UploadArtifact(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadArtifactRequest, UploadArtifactResponse], error)
 }
 
@@ -112,10 +115,13 @@ type WorkerServiceServer interface {
 	// server is live: a newer one replaces an older one.
 	Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error
 	// UploadArtifact streams an attempt's artifact: first an UploadHeader,
-	// then data chunks of at most 1 MiB. The metaserver hashes while it writes
-	// and stores the blob only if the sha256 and size match the header
-	// (DATA_LOSS otherwise). Idempotent: uploading an existing blob again
-	// succeeds. Must precede the SUCCEEDED AttemptResult that names the sha256.
+	// then data chunks of at most 1 MiB. The metaserver hashes while it
+	// receives and keeps the blob only if the sha256 and size match the header
+	// (DATA_LOSS otherwise). A large artifact is stored (fsynced) before the
+	// reply; a small one is held and committed together with the SUCCEEDED
+	// AttemptResult that names it, so it is durable once that result is
+	// acknowledged. Idempotent: uploading an existing blob again succeeds.
+	// Must precede the SUCCEEDED AttemptResult that names the sha256.
 	UploadArtifact(grpc.ClientStreamingServer[UploadArtifactRequest, UploadArtifactResponse]) error
 	mustEmbedUnimplementedWorkerServiceServer()
 }

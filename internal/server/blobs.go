@@ -1,0 +1,156 @@
+package server
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/kilnbuild/kiln/internal/cas"
+	"github.com/kilnbuild/kiln/internal/store"
+)
+
+// artifactStore keeps artifacts by sha256: large ones as files in the
+// content-addressed directory (streamed, fsynced on upload), small ones
+// inline in the store, written in the same transaction that records the
+// successful result that names them.
+//
+// Why inline: a no-op or typical small build would otherwise pay for a temp
+// file, a rename into a shared directory and two fsyncs per artifact, which
+// bounded the metaserver at about a thousand builds a second (BENCHMARKS.md).
+// A small upload is verified and held in memory until its result commits;
+// if the metaserver dies in between, nothing was acknowledged (the result
+// was not), and the resent result finds no artifact and the build runs again.
+type artifactStore struct {
+	files     *cas.Store
+	st        store.Store
+	inlineMax int64
+
+	mu      sync.Mutex
+	pending map[string]pendingBlob
+}
+
+// pendingBlob is a verified small upload waiting for its result's commit.
+type pendingBlob struct {
+	data []byte
+	at   time.Time
+}
+
+// pendingTTL bounds how long an upload whose result never came is kept.
+const pendingTTL = 10 * time.Minute
+
+func newArtifactStore(files *cas.Store, st store.Store, inlineMax int64) *artifactStore {
+	return &artifactStore{files: files, st: st, inlineMax: inlineMax, pending: map[string]pendingBlob{}}
+}
+
+// inline reports whether an artifact of size bytes is kept in the store.
+func (a *artifactStore) inline(size uint64) bool { return int64(size) <= a.inlineMax }
+
+// receive stores an upload of a small artifact: data must hash to sha and
+// have exactly size bytes (cas.ErrMismatch otherwise).
+func (a *artifactStore) receive(sha string, size uint64, data []byte) error {
+	sum := sha256.Sum256(data)
+	if got := hex.EncodeToString(sum[:]); got != sha || uint64(len(data)) != size {
+		return fmt.Errorf("%w: got sha256 %s and %d bytes, declared %s and %d", cas.ErrMismatch, got, len(data), sha, size)
+	}
+	a.mu.Lock()
+	a.pending[sha] = pendingBlob{data: data, at: time.Now()}
+	a.mu.Unlock()
+	return nil
+}
+
+// pendingData returns a verified upload not yet committed, or nil.
+func (a *artifactStore) pendingData(sha string) []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.pending[sha].data
+}
+
+// committed forgets a pending upload once its result's transaction holds it.
+func (a *artifactStore) committed(sha string) {
+	a.mu.Lock()
+	delete(a.pending, sha)
+	a.mu.Unlock()
+}
+
+// expire drops pending uploads whose result never came.
+func (a *artifactStore) expire(now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for sha, p := range a.pending {
+		if now.Sub(p.at) > pendingTTL {
+			delete(a.pending, sha)
+		}
+	}
+}
+
+// stat returns the size of a stored (or pending) artifact, cas.ErrNotFound
+// when there is none.
+func (a *artifactStore) stat(sha string) (int64, error) {
+	if data := a.pendingData(sha); data != nil {
+		return int64(len(data)), nil
+	}
+	size := int64(-1)
+	err := a.st.View(func(tx store.Tx) error {
+		data, err := tx.Blob(sha)
+		if err == nil {
+			size = int64(len(data))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if size >= 0 {
+		return size, nil
+	}
+	return a.files.Stat(sha)
+}
+
+// open returns a reader of a committed artifact. Its content is verified:
+// a corrupt inline artifact fails at open, a corrupt file at EOF, both with
+// an error wrapping cas.ErrCorrupt.
+func (a *artifactStore) open(sha string) (io.ReadCloser, int64, error) {
+	var data []byte
+	err := a.st.View(func(tx store.Tx) error {
+		var err error
+		data, err = tx.Blob(sha)
+		if errors.Is(err, store.ErrNotFound) {
+			data = nil
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	if data == nil {
+		return a.files.Open(sha)
+	}
+	sum := sha256.Sum256(data)
+	if hex.EncodeToString(sum[:]) != sha {
+		return nil, 0, fmt.Errorf("%w: inline artifact %s", cas.ErrCorrupt, sha)
+	}
+	return io.NopCloser(bytes.NewReader(data)), int64(len(data)), nil
+}
+
+// delete removes an artifact wherever it is kept.
+func (a *artifactStore) delete(tx store.Tx, sha string) error {
+	if err := tx.DeleteBlob(sha); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// deleteFile removes a file artifact (after the transaction that dropped
+// its last reference committed).
+func (a *artifactStore) deleteFile(sha string) error {
+	if err := a.files.Delete(sha); err != nil && !errors.Is(err, cas.ErrNotFound) {
+		return err
+	}
+	return nil
+}
