@@ -103,6 +103,8 @@ func (b Bwrap) Run(ctx context.Context, s Step) error {
 		env:        []string{},
 		extraFiles: []*os.File{statusW},
 		grace:      graceOr(b.Grace),
+		// --unshare-pid: see launch.pidNamespace.
+		pidNamespace: true,
 		terminate: func(pid int) {
 			if !status.terminate() {
 				// Still setting up: nothing of the build runs yet.

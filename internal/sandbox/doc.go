@@ -51,19 +51,37 @@
 //
 // # Resource limits
 //
-// [Limits] become rlimits set by util-linux prlimit(1), which wraps the
-// shell: prlimit sets soft and hard limits and execs "sh -c". One extra exec
-// (about 0.3 ms) is the cheapest race-free way: Go cannot set rlimits
-// between fork and exec, and setting them on the running child races with
-// its first fork. prlimit is skipped when Limits is zero.
+// [Limits] become rlimits, soft and hard, set before anything of the command
+// runs. Usually the step's own shell sets them: the command becomes
+// `sh -c 'ulimit -t N && … || exit 126; COMMAND'`, prelude and command on
+// one line, so $0, the positional parameters and line numbers are those of
+// plain `sh -c COMMAND`. A one-time probe checks that /bin/sh's ulimit sets
+// exactly what is asked (dash, bash and busybox differ in flags and units);
+// where it does not, or FileSizeBytes is not a whole number of the shell's
+// blocks, util-linux prlimit(1) wraps the shell instead, as it always did
+// before: Go cannot set rlimits between fork and exec, and setting them on
+// the running child races with its first fork. The prelude saves prlimit's
+// exec, about 1 ms of a no-op step on the project's machine. Nothing is
+// added when Limits is zero.
 //
 // RLIMIT_NPROC counts every process of the user and is not enforced by the
-// kernel for host root. When the runner is root it therefore also puts the
-// step in a fresh pids cgroup (cgroup v1 pids hierarchy, or cgroup v2 where
-// the pids controller is delegated) whose pids.max is Processes plus a small
-// allowance for the sandbox's own helper processes. The cgroup also lets Run
-// find and kill processes that left the step's process group. When neither
-// works, a warning is logged once and only the rlimit applies.
+// kernel for host root (also not for root mapped into bwrap's user
+// namespace). When the runner is root and Processes is set, it therefore
+// also puts the step in a fresh pids cgroup (cgroup v1 pids hierarchy, or
+// cgroup v2 where the pids controller is delegated) whose pids.max is
+// Processes plus a small allowance for the sandbox's own helper processes.
+// When neither works, a warning is logged once and only the rlimit applies.
+//
+// What the cgroup is for differs by runner. Under [Bwrap] every process of
+// the step lives in the step's PID namespace, and killing its init (which Run
+// always does) makes the kernel kill them all, also those that left the
+// process group: the cgroup is needed only to enforce Processes, and a
+// step without that limit gets none. [Unsandboxed] (as root) always gets one:
+// it is the only way to find processes that left the process group (setsid)
+// and kill them. Emptying it costs one read of cgroup.procs when nothing is
+// left, which is the rule; survivors are SIGKILLed and waited for (cgroup v2:
+// cgroup.kill, then cgroup.events polled for "populated 0"; v1 has neither
+// and is re-read every millisecond).
 //
 // # Priority
 //
@@ -78,6 +96,7 @@
 // BenchmarkUnsandboxedTrue): a no-op step under Bwrap takes about 6 ms,
 // the same as bare `bwrap --unshare-all true` (at hundreds of steps per
 // second both drift to about 10 ms as the kernel tears namespaces down); an
-// Unsandboxed no-op step takes about 1.0-1.3 ms. Limits add about 0.5-1.3 ms
-// (the prlimit exec and, for root, the pids cgroup).
+// Unsandboxed no-op step takes about 1.0-1.3 ms. Limits add about 0.1-0.2 ms
+// (for root, the pids cgroup; the ulimit prelude costs nothing measurable,
+// where prlimit cost about 1 ms).
 package sandbox

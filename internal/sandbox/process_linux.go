@@ -21,6 +21,11 @@ type launch struct {
 	dir        string     // working directory of argv[0]; "" = inherit
 	extraFiles []*os.File // closed by execute once the child has them
 	grace      time.Duration
+	// pidNamespace: every process of the step lives in a PID namespace
+	// whose end kills them all (Bwrap), so a pids cgroup is needed only to
+	// enforce Limits.Processes; without one (Unsandboxed) the cgroup also
+	// catches processes that leave the step's process group.
+	pidNamespace bool
 	// terminate asks the step's processes to stop (SIGTERM); pid is the
 	// child's, not yet reaped.
 	terminate func(pid int)
@@ -41,10 +46,13 @@ func execute(ctx context.Context, s Step, l launch) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("step %q not started: %w", s.Name, err)
 	}
-	cg, err := newStepCgroup(s.Limits.Processes)
-	if err != nil {
-		closeFiles(l.extraFiles)
-		return &SetupError{Err: err}
+	var cg *stepCgroup
+	if !l.pidNamespace || s.Limits.Processes > 0 {
+		var err error
+		if cg, err = newStepCgroup(s.Limits.Processes); err != nil {
+			closeFiles(l.extraFiles)
+			return &SetupError{Err: err}
+		}
 	}
 	removeCgroup := func() {
 		if cg != nil {
