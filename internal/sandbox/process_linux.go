@@ -191,9 +191,14 @@ func newOutputCopier(w io.Writer, r *os.File) *outputCopier {
 	return c
 }
 
+// copyBufs reuses the output copiers' buffers across steps.
+var copyBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
 func (c *outputCopier) copy(w io.Writer) {
 	defer close(c.done)
-	buf := make([]byte, 32<<10)
+	b := copyBufs.Get().(*[32 << 10]byte)
+	defer copyBufs.Put(b)
+	buf := b[:]
 	for {
 		n, err := c.r.Read(buf)
 		if n > 0 {

@@ -19,6 +19,9 @@ type attempt struct {
 	// log is nil until the build directory exists, and for attempts refused
 	// or returned before anything ran.
 	log *logStream
+	// hasDir: this run made the build directory (from a prepared spare),
+	// so its prepared files exist.
+	hasDir bool
 	// result is nil while running, then the result awaiting acknowledgement.
 	result *kilnv1.AttemptResult
 	// dropped: the metaserver no longer wants it; its result is discarded.
@@ -68,8 +71,10 @@ func (c *Client) assign(asg *kilnv1.Assignment) {
 		return
 	}
 	log.Info("attempt started", "project", asg.GetProject(), "commit", asg.GetCommit(), "target", asg.GetTargetId())
+	c.trimmer.busy()
 	go func() {
 		defer c.wg.Done()
+		defer c.trimmer.idle()
 		c.finish(a, c.execute(ctx, a, asg))
 	}()
 }
@@ -77,10 +82,17 @@ func (c *Client) assign(asg *kilnv1.Assignment) {
 // execute prepares the build directory and log, then runs the attempt.
 func (c *Client) execute(ctx context.Context, a *attempt, asg *kilnv1.Assignment) *kilnv1.AttemptResult {
 	os.RemoveAll(a.dir) // only a crashed earlier run leaves one
-	if err := os.Mkdir(a.dir, 0o755); err != nil {
-		return result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED, "preparing build directory: "+err.Error(), "")
+	spare, err := c.dirs.take(a.dir)
+	if spare {
+		c.janitor.poke() // prepare the next one while this build runs
 	}
-	l, err := createLog(filepath.Join(a.dir, "log"), a.id, c, c.cfg.MaxLogBytes)
+	if err != nil {
+		return result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED, err.Error(), "")
+	}
+	c.mu.Lock()
+	a.hasDir = true
+	c.mu.Unlock()
+	l, err := createLog(filepath.Join(a.dir, logName), a.id, c, c.cfg.MaxLogBytes)
 	if err != nil {
 		return result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED, "preparing build directory: "+err.Error(), "")
 	}
@@ -110,11 +122,16 @@ func (c *Client) finish(a *attempt, r *kilnv1.AttemptResult) {
 	r.AttemptId = a.id
 	c.mu.Lock()
 	l := a.log
+	hasDir := a.hasDir
 	c.mu.Unlock()
 	if l != nil {
 		r.LogSize = uint64(l.close())
 	}
-	if err := c.results.save(r); err != nil {
+	tmp := ""
+	if hasDir {
+		tmp = filepath.Join(a.dir, resultTmpName)
+	}
+	if err := c.results.save(r, tmp); err != nil {
 		c.log.Error("result kept in memory only", "attempt_id", a.id, "error", err)
 	}
 	c.mu.Lock()

@@ -34,7 +34,9 @@ type Client struct {
 	targets   []*kilnv1.Target
 	buildsDir string
 	results   resultStore
+	dirs      *buildDirs
 	janitor   *janitor
+	trimmer   *idleTrimmer
 	runner    *attemptRunner
 	started   atomic.Bool
 	stopping  atomic.Bool
@@ -65,7 +67,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("worker: data directory: %w", err)
 	}
 	cfg.DataDir = dataDir
-	for _, d := range []string{"", "mirrors", "builds", "results", "trash"} {
+	for _, d := range []string{"", "mirrors", "builds", "results", "trash", "spare"} {
 		if err := os.MkdirAll(filepath.Join(dataDir, d), 0o700); err != nil {
 			return nil, fmt.Errorf("worker: preparing data directory: %w", err)
 		}
@@ -86,6 +88,7 @@ func New(cfg Config) (*Client, error) {
 		buildsDir: filepath.Join(dataDir, "builds"),
 		results:   resultStore{dir: filepath.Join(dataDir, "results")},
 		flushWait: resultFlushTimeout,
+		trimmer:   newIdleTrimmer(idleTrimDelay),
 		hbWake:    make(chan struct{}, 1),
 		attempts:  map[uint64]*attempt{},
 		changed:   make(chan struct{}),
@@ -94,7 +97,15 @@ func New(cfg Config) (*Client, error) {
 		byID[targets[i].Info.GetId()] = &targets[i]
 		c.targets = append(c.targets, targets[i].Info)
 	}
-	c.janitor = newJanitor(filepath.Join(dataDir, "trash"), c.log)
+	dirs, stale, err := newBuildDirs(filepath.Join(dataDir, "spare"), cfg.Slots)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	c.dirs = dirs
+	c.janitor = newJanitor(filepath.Join(dataDir, "trash"), dirs, c.log)
+	for _, d := range stale {
+		c.janitor.discard(d)
+	}
 	c.runner = &attemptRunner{
 		sandbox:        cfg.Sandbox,
 		hide:           hide,
@@ -149,7 +160,11 @@ func (c *Client) Run(ctx context.Context) error {
 	c.mu.Unlock()
 	c.loadPending()
 	c.discardStaleBuilds()
-	go c.janitor.run(life)
+	janitorDone := make(chan struct{})
+	go func() {
+		defer close(janitorDone)
+		c.janitor.run(life)
+	}()
 	c.janitor.poke()
 	if c.cfg.Unsandboxed {
 		c.log.Warn("BUILD STEPS RUN WITHOUT A SANDBOX: builds can read and change this machine; this is announced to the metaserver")
@@ -184,6 +199,9 @@ func (c *Client) Run(ctx context.Context) error {
 	c.sendMu.Unlock()
 	stopLife()
 	<-sessionsDone
+	// The janitor stops between two directories; Run leaves no file-system
+	// work behind.
+	<-janitorDone
 
 	var authErr *AuthError
 	if err := context.Cause(fatal); errors.As(err, &authErr) {

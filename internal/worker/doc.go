@@ -45,6 +45,16 @@
 //	    home/   $HOME of the steps
 //	    log     the build log, kept until the result is acknowledged
 //	    artifact.tar.gz
+//	    result.tmp  the result, before it is renamed into results/
 //	  results/<attempt id>.pb    AttemptResult not yet acknowledged
+//	  spare/ready-<n>/  build directories prepared in advance (same layout,
+//	            all empty), renamed to builds/<attempt id> when one starts
 //	  trash/    build directories waiting for background deletion
+//
+// Files are created off the critical path where possible (creating an inode
+// costs about 0.25 ms on the project's disk): the janitor prepares spare
+// build directories and empties the trash in the background; result files
+// are written without fsync (see resultStore.save for why that is safe).
+// Once no build has run for a second, the build server returns its free
+// memory to the operating system (idleTrimmer).
 package worker

@@ -10,19 +10,22 @@ import (
 	"time"
 )
 
-// janitor deletes finished build directories in the background. Deleting a
-// large tree right before the next checkout makes that checkout slow on this
-// kind of file system (ENVIRONMENT.md), so discard only renames the directory
-// into the trash, which is emptied off the build's path.
+// janitor does the build server's file-system housekeeping in the
+// background, off the builds' critical path: it prepares spare build
+// directories (see buildDirs) and deletes finished ones. Deleting a large
+// tree right before the next checkout makes that checkout slow on this kind
+// of file system (ENVIRONMENT.md), so discard only renames the directory into
+// the trash, which is emptied here.
 type janitor struct {
-	trash string
-	log   *slog.Logger
-	wake  chan struct{}
-	seq   atomic.Uint64
+	trash  string
+	spares *buildDirs
+	log    *slog.Logger
+	wake   chan struct{}
+	seq    atomic.Uint64
 }
 
-func newJanitor(trash string, log *slog.Logger) *janitor {
-	return &janitor{trash: trash, log: log, wake: make(chan struct{}, 1)}
+func newJanitor(trash string, spares *buildDirs, log *slog.Logger) *janitor {
+	return &janitor{trash: trash, spares: spares, log: log, wake: make(chan struct{}, 1)}
 }
 
 // discard moves dir into the trash and wakes the janitor. A missing dir is fine.
@@ -46,13 +49,20 @@ func (j *janitor) poke() {
 	}
 }
 
-// run empties the trash whenever poked, until ctx ends.
+// run, whenever poked and until ctx ends, prepares the missing spare build
+// directories (first: the next build may need one soon) and empties the
+// trash.
 func (j *janitor) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-j.wake:
+		}
+		if j.spares != nil {
+			if err := j.spares.fill(func() bool { return ctx.Err() != nil }); err != nil {
+				j.log.Warn("cannot prepare a spare build directory; builds make theirs when they start", "error", err)
+			}
 		}
 		entries, err := os.ReadDir(j.trash)
 		if err != nil {

@@ -161,8 +161,9 @@ func (l *logStream) flush() (uint64, error) {
 	}
 	for l.sent < size {
 		n := min(size-l.sent, logChunkMax)
-		if l.buf == nil {
-			l.buf = make([]byte, logChunkMax)
+		if int64(cap(l.buf)) < n {
+			// Sized to need: most logs are a few hundred bytes.
+			l.buf = make([]byte, n)
 		}
 		buf := l.buf[:n]
 		if _, err := f.ReadAt(buf, l.sent); err != nil {
@@ -191,6 +192,11 @@ func (l *logStream) close() int64 {
 	}
 	l.mu.Unlock()
 	l.flush()
+	// A resend after a reconnect allocates again; until then the buffer
+	// would only sit in memory.
+	l.flushMu.Lock()
+	l.buf = nil
+	l.flushMu.Unlock()
 	return l.len()
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -33,7 +32,7 @@ type attemptRunner struct {
 // job is one attempt being run.
 type job struct {
 	asg      *kilnv1.Assignment
-	dir      string // DATA_DIR/builds/<attempt id>, exists and is empty but for the log
+	dir      string // DATA_DIR/builds/<attempt id>, as made by buildDirs; the log is open
 	log      *logStream
 	progress func(kilnv1.Phase)
 }
@@ -48,14 +47,9 @@ func result(outcome kilnv1.AttemptOutcome, reason, step string) *kilnv1.AttemptR
 func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	a := j.asg
 	target := r.targets[a.GetTargetId()]
-	src := filepath.Join(j.dir, "src")
-	dest := filepath.Join(j.dir, "dest")
-	home := filepath.Join(j.dir, "home")
-	for _, d := range []string{src, dest, home} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			return r.setupFailed(j, "preparing build directory", err)
-		}
-	}
+	src := filepath.Join(j.dir, srcName)
+	dest := filepath.Join(j.dir, destName)
+	home := filepath.Join(j.dir, homeName)
 
 	j.progress(kilnv1.Phase_PHASE_FETCHING)
 	start := time.Now()
@@ -120,7 +114,7 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	} else {
 		entries, err = collectGlobs(src, recipe.GetArtifacts())
 	}
-	artPath := filepath.Join(j.dir, "artifact.tar.gz")
+	artPath := filepath.Join(j.dir, artifactName)
 	var art *kilnv1.Artifact
 	if err == nil {
 		art, err = pack(entries, artPath, r.maxArtifact)
@@ -144,7 +138,8 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		}
 		return r.setupFailed(j, "uploading artifact", err)
 	}
-	os.Remove(artPath)
+	// The artifact file goes with the build directory once the result is
+	// acknowledged; unlinking it here would delay the result.
 	r.log.Debug("attempt timings", "attempt_id", a.GetAttemptId(), "fetch", fetched.Sub(start),
 		"steps", built.Sub(fetched), "pack", packed.Sub(built), "upload", time.Since(packed))
 	j.log.notef("artifact %s (%d bytes, %d files) uploaded", art.GetSha256(), art.GetSize(), len(art.GetFiles()))

@@ -57,7 +57,9 @@ func upload(ctx context.Context, up artifactUploader, id uint64, path string, ar
 	}}}); err != nil {
 		return fmt.Errorf("uploading artifact: %w", err)
 	}
-	buf := make([]byte, uploadChunk)
+	// Most artifacts are far smaller than a chunk; a full-size buffer for
+	// each would be most of what a small build allocates.
+	buf := make([]byte, max(1, min(uploadChunk, art.GetSize())))
 	for {
 		n, rerr := io.ReadFull(f, buf)
 		if n > 0 {
