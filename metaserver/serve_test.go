@@ -1,0 +1,96 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+)
+
+// TestEveryServeFlagSetsExactlyOneConfigField sets each flag of `serve` to a
+// sample value and checks that exactly one field of serveConfig changed, and
+// that every field has a flag.
+func TestEveryServeFlagSetsExactlyOneConfigField(t *testing.T) {
+	var zero serveConfig
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	zero.flags(fs)
+	touched := map[string]bool{}
+	fs.VisitAll(func(fl *flag.Flag) {
+		if fl.Usage == "" {
+			t.Errorf("--%s has no help text", fl.Name)
+		}
+		var c serveConfig
+		fs2 := flag.NewFlagSet("t", flag.ContinueOnError)
+		c.flags(fs2)
+		before := flatten(reflect.ValueOf(c), "")
+		var v string
+		switch reflect.TypeOf(fs2.Lookup(fl.Name).Value).Elem().Name() {
+		case "boolValue":
+			v = "true"
+		case "intValue", "int64Value":
+			v = "7"
+		case "durationValue":
+			v = "7s"
+		default:
+			v = "sample:1"
+		}
+		if err := fs2.Set(fl.Name, v); err != nil {
+			t.Fatalf("--%s=%s: %v", fl.Name, v, err)
+		}
+		after := flatten(reflect.ValueOf(c), "")
+		changed := 0
+		for name, val := range after {
+			if val != before[name] {
+				changed++
+				touched[name] = true
+			}
+		}
+		if changed != 1 {
+			t.Errorf("--%s changed %d fields, want 1", fl.Name, changed)
+		}
+	})
+	for name := range flatten(reflect.ValueOf(zero), "") {
+		if !touched[name] {
+			t.Errorf("config field %s has no flag", name)
+		}
+	}
+}
+
+// flatten lists the exported leaf fields of a config struct with their values.
+func flatten(v reflect.Value, prefix string) map[string]string {
+	out := map[string]string{}
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Type().Field(i)
+		fv := v.Field(i)
+		if fv.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
+			for k, x := range flatten(fv, prefix+f.Name+".") {
+				out[k] = x
+			}
+			continue
+		}
+		out[prefix+f.Name] = fmt.Sprintf("%v", fv)
+	}
+	return out
+}
+
+func TestServeRefusesPlaintextOffLoopbackAndBadLimits(t *testing.T) {
+	for _, args := range [][]string{
+		{"--data-dir", "d", "--listen", "0.0.0.0:7070"},
+		{"--data-dir", "d", "--lease", "1s", "--heartbeat", "1s"},
+		{"--data-dir", "d", "--smtp-tls", "maybe"},
+		{"--listen", "127.0.0.1:7070"},
+		{"--data-dir", "d", "--hook-url", "http://127.0.0.1:1/x"},
+	} {
+		var c serveConfig
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		c.flags(fs)
+		c.DataDir = ""
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Validate(); err == nil {
+			t.Errorf("%v was accepted", args)
+		}
+	}
+}
