@@ -12,7 +12,8 @@ import (
 
 // janitor does the build server's file-system housekeeping in the
 // background, off the builds' critical path: it prepares spare build
-// directories (see buildDirs) and deletes finished ones. Deleting a large
+// directories (see buildDirs), preferably by recycling finished ones (see
+// buildDirs.recycle), and deletes the other finished ones. Deleting a large
 // tree right before the next checkout makes that checkout slow on this kind
 // of file system (ENVIRONMENT.md), so discard only renames the directory into
 // the trash, which is emptied here.
@@ -49,9 +50,9 @@ func (j *janitor) poke() {
 	}
 }
 
-// run, whenever poked and until ctx ends, prepares the missing spare build
-// directories (first: the next build may need one soon) and empties the
-// trash.
+// run, whenever poked and until ctx ends, recycles finished build
+// directories into the missing spares, makes the spares still missing and
+// empties the trash.
 func (j *janitor) run(ctx context.Context) {
 	for {
 		select {
@@ -59,22 +60,32 @@ func (j *janitor) run(ctx context.Context) {
 			return
 		case <-j.wake:
 		}
+		// Finished build directories become spares first (cheaper than
+		// making new ones, see recycle), then the missing spares are made
+		// (the next build may need one soon), then the rest is deleted.
+		entries, err := os.ReadDir(j.trash)
+		if err != nil {
+			j.log.Warn("cannot read trash directory", "dir", j.trash, "error", err)
+		}
+		var rest []string
+		for _, e := range entries {
+			p := filepath.Join(j.trash, e.Name())
+			if j.spares != nil && j.spares.recycle(p) {
+				continue
+			}
+			rest = append(rest, p)
+		}
 		if j.spares != nil {
 			if err := j.spares.fill(func() bool { return ctx.Err() != nil }); err != nil {
 				j.log.Warn("cannot prepare a spare build directory; builds make theirs when they start", "error", err)
 			}
 		}
-		entries, err := os.ReadDir(j.trash)
-		if err != nil {
-			j.log.Warn("cannot read trash directory", "dir", j.trash, "error", err)
-			continue
-		}
-		for _, e := range entries {
+		for _, p := range rest {
 			if ctx.Err() != nil {
 				return
 			}
-			if err := os.RemoveAll(filepath.Join(j.trash, e.Name())); err != nil {
-				j.log.Warn("cannot delete old build directory", "dir", e.Name(), "error", err)
+			if err := os.RemoveAll(p); err != nil {
+				j.log.Warn("cannot delete old build directory", "dir", filepath.Base(p), "error", err)
 			}
 		}
 	}
