@@ -24,7 +24,7 @@ var errNotRecyclable = errors.New("build directory not recyclable")
 // recycle makes dir, a finished build directory in the trash, a spare: it
 // empties its src, dest and home directories, truncates its log and
 // artifact files, recreates its result file and renames it in as ready. It
-// reports whether it did; when not (a spare is not wanted, or dir is not
+// reports whether it did; when not (2×want spares are ready, or dir is not
 // exactly as makeBuildDir made it), dir is left for deletion, possibly
 // partly emptied.
 //
@@ -37,7 +37,15 @@ var errNotRecyclable = errors.New("build directory not recyclable")
 // behind that would outlive emptying (a mode, an ACL or other extended
 // attribute, a hard link) makes recycle refuse.
 func (b *buildDirs) recycle(dir string) bool {
-	if b.missing() <= 0 {
+	// Up to twice the spares fill keeps: a finished build directory
+	// reaches the trash only after the next build took its spare and fill
+	// replaced it, so with room for want only, nearly none would be
+	// recycled. With the extra room, each finished directory becomes the
+	// spare a later build takes, and fill has nothing left to make.
+	b.mu.Lock()
+	room := 2*b.want - len(b.ready)
+	b.mu.Unlock()
+	if room <= 0 {
 		return false
 	}
 	if err := cleanBuildDir(dir); err != nil {

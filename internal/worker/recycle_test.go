@@ -61,6 +61,9 @@ func TestAFinishedBuildDirectoryIsRecycledIntoAnEmptySpare(t *testing.T) {
 	if b.missing() != 0 || len(b.ready) != 1 {
 		t.Fatalf("ready spares %v, want one", b.ready)
 	}
+	if !b.recycle(finishedBuildDir(t, trash)) {
+		t.Fatal("recycle refused a second spare, within twice the spares wanted")
+	}
 	checkBuildDir(t, b.ready[0])
 	if got := inode(t, filepath.Join(b.ready[0], destName)); got != dest {
 		t.Errorf("dest is a new inode %d, want the recycled %d", got, dest)
@@ -69,7 +72,7 @@ func TestAFinishedBuildDirectoryIsRecycledIntoAnEmptySpare(t *testing.T) {
 		t.Errorf("recycled directory still in the trash: %v", err)
 	}
 	if b.recycle(finishedBuildDir(t, trash)) {
-		t.Error("recycle took a directory when no spare was missing")
+		t.Error("recycle took a directory beyond twice the spares wanted")
 	}
 }
 
