@@ -35,14 +35,44 @@ var cgroupParent = sync.OnceValues(func() (parent string, v2 bool) {
 			"err", err)
 		return "", false
 	}
-	// Remove empty step cgroups a crashed buildserver left behind; rmdir
-	// fails harmlessly on a cgroup that still has processes.
-	stale, _ := filepath.Glob(filepath.Join(parent, "kiln-sandbox-*"))
-	for _, d := range stale {
-		_ = os.Remove(d)
-	}
+	removeStaleCgroups(parent)
 	return parent, v2
 })
+
+// removeStaleCgroups removes empty step cgroups that a crashed process left
+// behind. Only cgroups whose creator (the pid in their name) is gone: another
+// live buildserver on the machine may have just created one and not joined
+// it yet, and removing that would fail its step (ENODEV on join). rmdir also
+// fails harmlessly on a cgroup that still has processes.
+func removeStaleCgroups(parent string) {
+	stale, _ := filepath.Glob(filepath.Join(parent, "kiln-sandbox-*"))
+	for _, d := range stale {
+		if owner, ok := cgroupOwner(filepath.Base(d)); ok && processAlive(owner) {
+			continue
+		}
+		_ = os.Remove(d)
+	}
+}
+
+// cgroupOwner parses the creating pid out of "kiln-sandbox-PID-SEQ".
+func cgroupOwner(name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, "kiln-sandbox-")
+	if !ok {
+		return 0, false
+	}
+	pidText, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(pidText)
+	return pid, err == nil && pid > 0
+}
+
+// processAlive reports whether a process with this pid exists.
+func processAlive(pid int) bool {
+	err := unix.Kill(pid, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
+}
 
 var cgroupSeq atomic.Uint64
 
