@@ -115,11 +115,11 @@ type meta struct {
 	PprofAddr string
 	// MetricsAddr is set when it was started with --metrics-listen.
 	MetricsAddr string
-	Proc      *proc
-	conn      *grpc.ClientConn
-	Compile   kilnv1.CompileServiceClient
-	Status    kilnv1.StatusServiceClient
-	bins      bins
+	Proc        *proc
+	conn        *grpc.ClientConn
+	Compile     kilnv1.CompileServiceClient
+	Status      kilnv1.StatusServiceClient
+	bins        bins
 }
 
 // startMetaserver starts `metaserver serve` in dir/meta with extra flags and
@@ -247,7 +247,7 @@ type buildserver struct {
 	Name string
 	// LogPath is its log file.
 	LogPath string
-	Proc *proc
+	Proc    *proc
 	// PprofAddr is set when it serves net/http/pprof.
 	PprofAddr string
 }
