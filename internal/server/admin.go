@@ -173,6 +173,7 @@ func mirrorsDir(dataDir string) string { return fmt.Sprintf("%s/mirrors", dataDi
 // Disconnect closes the live session of a build server and forgets its
 // cached credential (after revocation).
 func (s *Server) Disconnect(name string) {
+	s.revoked.Store(name, true)
 	s.tokens.Range(func(hash, n any) bool {
 		if n == name {
 			s.tokens.Delete(hash)
@@ -183,6 +184,9 @@ func (s *Server) Disconnect(name string) {
 	defer s.mu.Unlock()
 	if ss := s.sessions[name]; ss != nil {
 		ss.cancel(status.Error(codes.Unauthenticated, "credential revoked"))
+		delete(s.sessions, name)
+		s.sched.Disconnect(name)
+		s.updateTargetMetricsLocked()
 	}
 }
 
@@ -191,7 +195,10 @@ func (s *Server) Disconnect(name string) {
 // revocation through the running metaserver drops the entry (Disconnect).
 func (s *Server) LookupToken(ctx context.Context, hash string) (string, error) {
 	if name, ok := s.tokens.Load(hash); ok {
-		return name.(string), nil
+		if _, revoked := s.revoked.Load(name); !revoked {
+			return name.(string), nil
+		}
+		s.tokens.Delete(hash)
 	}
 	var name string
 	err := s.st.View(func(tx store.Tx) error {
@@ -209,7 +216,11 @@ func (s *Server) LookupToken(ctx context.Context, hash string) (string, error) {
 		return "", auth.ErrUnknown
 	}
 	if err == nil {
-		s.tokens.Store(hash, name)
+		// A revocation racing this lookup may have cleared the cache after
+		// our read: never cache a name revoked since this process started.
+		if _, revoked := s.revoked.Load(name); !revoked {
+			s.tokens.Store(hash, name)
+		}
 	}
 	return name, err
 }

@@ -30,8 +30,9 @@ type artifactStore struct {
 	st        store.Store
 	inlineMax int64
 
-	mu      sync.Mutex
-	pending map[string]pendingBlob
+	mu           sync.Mutex
+	pending      map[string]pendingBlob
+	pendingBytes int64
 }
 
 // pendingBlob is a verified small upload waiting for its result's commit.
@@ -42,6 +43,14 @@ type pendingBlob struct {
 
 // pendingTTL bounds how long an upload whose result never came is kept.
 const pendingTTL = 10 * time.Minute
+
+// maxPendingBytes bounds the memory held by small uploads awaiting their
+// result; beyond it uploads are refused (ResourceExhausted) until results
+// commit or uploads expire.
+const maxPendingBytes = 256 << 20
+
+// errPendingFull is returned by receive when maxPendingBytes would be exceeded.
+var errPendingFull = errors.New("too many uploads are waiting for their results")
 
 func newArtifactStore(files *cas.Store, st store.Store, inlineMax int64) *artifactStore {
 	return &artifactStore{files: files, st: st, inlineMax: inlineMax, pending: map[string]pendingBlob{}}
@@ -58,8 +67,15 @@ func (a *artifactStore) receive(sha string, size uint64, data []byte) error {
 		return fmt.Errorf("%w: got sha256 %s and %d bytes, declared %s and %d", cas.ErrMismatch, got, len(data), sha, size)
 	}
 	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.pending[sha]; !ok && a.pendingBytes+int64(len(data)) > maxPendingBytes {
+		return errPendingFull
+	}
+	if old, ok := a.pending[sha]; ok {
+		a.pendingBytes -= int64(len(old.data))
+	}
 	a.pending[sha] = pendingBlob{data: data, at: time.Now()}
-	a.mu.Unlock()
+	a.pendingBytes += int64(len(data))
 	return nil
 }
 
@@ -73,7 +89,10 @@ func (a *artifactStore) pendingData(sha string) []byte {
 // committed forgets a pending upload once its result's transaction holds it.
 func (a *artifactStore) committed(sha string) {
 	a.mu.Lock()
-	delete(a.pending, sha)
+	if p, ok := a.pending[sha]; ok {
+		a.pendingBytes -= int64(len(p.data))
+		delete(a.pending, sha)
+	}
 	a.mu.Unlock()
 }
 
@@ -83,9 +102,27 @@ func (a *artifactStore) expire(now time.Time) {
 	defer a.mu.Unlock()
 	for sha, p := range a.pending {
 		if now.Sub(p.at) > pendingTTL {
+			a.pendingBytes -= int64(len(p.data))
 			delete(a.pending, sha)
 		}
 	}
+}
+
+// statTx is stat inside an open transaction (never open a second one from
+// within a read: a remap by a concurrent commit would wait for the first
+// while the second waits for the remap).
+func (a *artifactStore) statTx(tx store.Tx, sha string) (int64, error) {
+	if data := a.pendingData(sha); data != nil {
+		return int64(len(data)), nil
+	}
+	data, err := tx.Blob(sha)
+	if err == nil {
+		return int64(len(data)), nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return 0, err
+	}
+	return a.files.Stat(sha)
 }
 
 // stat returns the size of a stored (or pending) artifact, cas.ErrNotFound

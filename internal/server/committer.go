@@ -28,8 +28,11 @@ type committer struct {
 
 	mu      sync.Mutex
 	pending []change
-	wake    chan struct{}
-	done    chan struct{}
+	// failed is the first commit error; once set, nothing more is
+	// committed or acknowledged (later changes may depend on the lost one).
+	failed error
+	wake   chan struct{}
+	done   chan struct{}
 }
 
 // change is one state change: fn writes it, after runs once it is committed.
@@ -81,9 +84,18 @@ func (c *committer) flush() {
 		c.mu.Lock()
 		batch := c.pending
 		c.pending = nil
+		failed := c.failed
 		c.mu.Unlock()
 		if len(batch) == 0 {
 			return
+		}
+		if failed != nil {
+			for _, ch := range batch {
+				if ch.after != nil {
+					ch.after(failed)
+				}
+			}
+			continue
 		}
 		err := c.st.Update(func(tx store.Tx) error {
 			for _, ch := range batch {
@@ -95,6 +107,9 @@ func (c *committer) flush() {
 		})
 		if err != nil {
 			c.log.Error("commit failed; stopping so a restart reloads the store", "changes", len(batch), "err", err)
+			c.mu.Lock()
+			c.failed = err
+			c.mu.Unlock()
 			c.onFatal(err)
 		}
 		for _, ch := range batch {

@@ -69,9 +69,10 @@ func (s *Server) WatchBuild(req *kilnv1.WatchBuildRequest, stream kilnv1.Compile
 	logAttempt := -1
 	var last *kilnv1.Build
 	for {
-		changed := s.changes.wait(id)
+		changed, release := s.changes.wait(id)
 		b, err := s.build(id)
 		if err != nil {
+			release()
 			return buildError(id, err)
 		}
 		msg := &kilnv1.WatchBuildResponse{}
@@ -97,22 +98,28 @@ func (s *Server) WatchBuild(req *kilnv1.WatchBuildRequest, stream kilnv1.Compile
 		if last == nil || len(msg.Log) > 0 || buildChanged(last, b) {
 			msg.Build = b
 			if err := stream.Send(msg); err != nil {
+				release()
 				return err
 			}
 			last = b
 		}
 		if len(msg.Log) == logChunkOut {
+			release()
 			continue // more log is waiting
 		}
 		if isFinal(b.GetState()) {
+			release()
 			return nil
 		}
 		select {
 		case <-ctx.Done():
+			release()
 			return ctx.Err()
 		case <-s.closing:
+			release()
 			return status.Error(codes.Unavailable, errStopped.Error())
 		case <-changed:
+			release()
 		}
 	}
 }
@@ -133,39 +140,53 @@ func (s *Server) GetLog(req *kilnv1.GetLogRequest, stream kilnv1.CompileService_
 	offset := req.GetOffset()
 	logAttempt := -1
 	for {
-		changed := s.changes.wait(id)
-		b, err := s.build(id)
+		changed, release := s.changes.wait(id)
+		err := s.followLog(stream, id, &offset, &logAttempt, req.GetFollow(), changed)
+		release()
+		if err != errMore {
+			return err
+		}
+	}
+}
+
+// errMore tells GetLog's loop to wait for the next change and go on.
+var errMore = errors.New("more")
+
+// followLog sends what the log has from *offset; errMore when following and
+// the build is not final yet (after a change was signalled).
+func (s *Server) followLog(stream kilnv1.CompileService_GetLogServer, id uint64, offset *uint64, logAttempt *int, follow bool, changed <-chan struct{}) error {
+	b, err := s.build(id)
+	if err != nil {
+		return buildError(id, err)
+	}
+	n := currentLog(b)
+	if *logAttempt != -1 && n != *logAttempt {
+		*offset = 0 // a new attempt starts a new log
+	}
+	*logAttempt = n
+	for n > 0 {
+		data, err := s.logs.read(id, n, *offset, logChunkOut)
 		if err != nil {
-			return buildError(id, err)
+			return status.Errorf(codes.Internal, "reading log: %v", err)
 		}
-		n := currentLog(b)
-		if logAttempt != -1 && n != logAttempt {
-			offset = 0
+		if len(data) == 0 {
+			break
 		}
-		logAttempt = n
-		for n > 0 {
-			data, err := s.logs.read(id, n, offset, logChunkOut)
-			if err != nil {
-				return status.Errorf(codes.Internal, "reading log: %v", err)
-			}
-			if len(data) == 0 {
-				break
-			}
-			if err := stream.Send(&kilnv1.GetLogResponse{Offset: offset, Data: data}); err != nil {
-				return err
-			}
-			offset += uint64(len(data))
+		if err := stream.Send(&kilnv1.GetLogResponse{Offset: *offset, Data: data}); err != nil {
+			return err
 		}
-		if !req.GetFollow() || isFinal(b.GetState()) {
-			return nil
-		}
-		select {
-		case <-stream.Context().Done():
-			return stream.Context().Err()
-		case <-s.closing:
-			return status.Error(codes.Unavailable, errStopped.Error())
-		case <-changed:
-		}
+		*offset += uint64(len(data))
+	}
+	if !follow || isFinal(b.GetState()) {
+		return nil
+	}
+	select {
+	case <-stream.Context().Done():
+		return stream.Context().Err()
+	case <-s.closing:
+		return status.Error(codes.Unavailable, errStopped.Error())
+	case <-changed:
+		return errMore
 	}
 }
 

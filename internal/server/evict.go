@@ -88,12 +88,29 @@ func (s *Server) evict() error {
 		s.cacheBytes.Store(total)
 		return nil
 	}
+	// The snapshot may be stale by now: inside the commit, spare a victim
+	// that was pinned or used since, and keep its blob.
+	spared := map[string]bool{}
 	err = s.commits.wait(func(tx store.Tx) error {
 		for _, v := range victims {
-			if err := tx.DeleteArtifact(v.GetCacheKey()); err != nil && !errors.Is(err, store.ErrNotFound) {
+			cur, err := tx.Artifact(v.GetCacheKey())
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
 				return err
 			}
-			if sha := v.GetArtifact().GetSha256(); refs[sha] == 0 {
+			if len(cur.GetPins()) > 0 || !cur.GetLastUsed().AsTime().Equal(v.GetLastUsed().AsTime()) {
+				spared[v.GetCacheKey()] = true
+				refs[v.GetArtifact().GetSha256()]++
+				continue
+			}
+			if err := tx.DeleteArtifact(v.GetCacheKey()); err != nil {
+				return err
+			}
+		}
+		for _, v := range victims {
+			if sha := v.GetArtifact().GetSha256(); refs[sha] == 0 && !spared[v.GetCacheKey()] {
 				if err := s.blobs.delete(tx, sha); err != nil {
 					return err
 				}
@@ -104,7 +121,12 @@ func (s *Server) evict() error {
 	if err != nil {
 		return err
 	}
+	evicted := 0
 	for _, v := range victims {
+		if spared[v.GetCacheKey()] {
+			continue
+		}
+		evicted++
 		sha := v.GetArtifact().GetSha256()
 		if refs[sha] == 0 {
 			if err := s.blobs.deleteFile(sha); err != nil {
@@ -115,7 +137,7 @@ func (s *Server) evict() error {
 			"last_used", v.GetLastUsed().AsTime())
 	}
 	s.cacheBytes.Store(total)
-	s.cacheEntries.Add(-int64(len(victims)))
-	s.metrics.evicted.Add(float64(len(victims)))
+	s.cacheEntries.Add(-int64(evicted))
+	s.metrics.evicted.Add(float64(evicted))
 	return nil
 }

@@ -52,6 +52,9 @@ func (s *Server) dispatchLocked() {
 		if ab == nil || sess == nil {
 			return false
 		}
+		if sess.ctx.Err() != nil {
+			return true // closing: its build server reconnects and reports
+		}
 		rec := ab.rec
 		build := rec.GetBuild()
 		n := len(build.GetAttempts()) + 1
@@ -214,6 +217,7 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 			if sa := s.sched.Attempt(last.GetId()); sa != nil {
 				s.sched.Finish(sa)
 			}
+			s.logs.forget(build.GetId(), attemptNumber(last.GetId()))
 			last.Outcome = kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_CANCELLED
 			last.FinishedAt = timestamppb.New(s.now())
 			last.Reason = failure
@@ -354,8 +358,8 @@ func (s *Server) leaseLoop(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		s.blobs.expire(s.now())
 		s.mu.Lock()
+		s.blobs.expire(s.now()) // under s.mu: result and finish read pending blobs under it
 		for _, a := range s.sched.Expired(s.now()) {
 			s.log.Warn("lease lapsed", "attempt_id", a.ID, "build_id", a.Build.ID, "build_server", a.Server.Name)
 			if sess := s.sessions[a.Server.Name]; sess != nil {

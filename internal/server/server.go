@@ -140,8 +140,10 @@ type Server struct {
 	bySource map[string][]*activeBuild
 	sessions map[string]*session
 	uploads  map[string]int
-	// tokens caches credential hash -> build server name.
+	// tokens caches credential hash -> build server name; revoked holds
+	// names revoked while this process runs.
 	tokens  sync.Map
+	revoked sync.Map
 	nextID  uint64
 	limiter *limiter
 

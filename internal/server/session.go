@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -30,6 +31,8 @@ const (
 	sendBuffer     = 32
 	helloTimeout   = 10 * time.Second
 	maxLabelLength = 64
+	// maxReasonBytes bounds a result's reason and failing step as stored.
+	maxReasonBytes = 1024
 	// maxUploadsPerServer bounds concurrent UploadArtifact streams of one
 	// build server, so one volunteer cannot tie up the metaserver's disk.
 	maxUploadsPerServer = 4
@@ -165,6 +168,9 @@ func recvHello(stream kilnv1.WorkerService_SessionServer) (*kilnv1.Hello, error)
 	}()
 	select {
 	case r := <-ch:
+		if r.err == io.EOF {
+			return nil, status.Error(codes.Canceled, "session closed before Hello")
+		}
 		if r.err != nil {
 			return nil, r.err
 		}
@@ -402,6 +408,15 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 		ack(false, "not a final outcome")
 		return
 	}
+	if _, known := kilnv1.AttemptOutcome_name[int32(r.GetOutcome())]; !known {
+		ack(false, "unknown outcome")
+		return
+	}
+	if len(r.GetReason()) > maxReasonBytes || len(r.GetFailingStep()) > maxReasonBytes {
+		r = proto.Clone(r).(*kilnv1.AttemptResult)
+		r.Reason = truncate(r.GetReason(), maxReasonBytes)
+		r.FailingStep = truncate(r.GetFailingStep(), maxReasonBytes)
+	}
 	s.endAttemptLocked(a, r, func(err error) {
 		if err == nil {
 			ack(true, "")
@@ -485,6 +500,9 @@ func (s *Server) receiveUpload(stream kilnv1.WorkerService_UploadArtifactServer,
 			buf = append(buf, data...)
 		}
 		if err := s.blobs.receive(h.GetSha256(), h.GetSize(), buf); err != nil {
+			if errors.Is(err, errPendingFull) {
+				return "", 0, status.Error(codes.ResourceExhausted, err.Error())
+			}
 			return "", 0, err
 		}
 		return h.GetSha256(), int64(len(buf)), nil
@@ -511,4 +529,16 @@ func (s *Server) receiveUpload(stream kilnv1.WorkerService_UploadArtifactServer,
 		return "", 0, status.Errorf(codes.Internal, "storing blob: %v", err)
 	}
 	return sha, size, err
+}
+
+// truncate cuts s to at most n bytes on a rune boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }

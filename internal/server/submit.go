@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -17,7 +16,6 @@ import (
 	"github.com/kilnbuild/kiln/internal/mail"
 	"github.com/kilnbuild/kiln/internal/manifest"
 	"github.com/kilnbuild/kiln/internal/platform"
-	"github.com/kilnbuild/kiln/internal/sched"
 	"github.com/kilnbuild/kiln/internal/store"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
@@ -168,7 +166,7 @@ func (s *Server) fromCache(r *resolved) (*kilnv1.SubmitResponse, error) {
 				if !platform.Satisfies(a.GetPlatform(), r.constraints) {
 					continue
 				}
-				if _, err := s.blobs.stat(a.GetArtifact().GetSha256()); err != nil {
+				if _, err := s.blobs.statTx(tx, a.GetArtifact().GetSha256()); err != nil {
 					continue // blob gone (evicted or deleted as corrupt): build again
 				}
 				rec, err := tx.Build(a.GetBuildId())
@@ -276,31 +274,17 @@ func (s *Server) joinOrQueue(r *resolved) (*kilnv1.SubmitResponse, error) {
 }
 
 // findActiveLocked returns a queued or running build that satisfies r: same
-// source, and either running on a platform meeting r's constraints or queued
-// with constraints at least as strict as r's.
+// source, with constraints at least as strict as r's.
 func (s *Server) findActiveLocked(r *resolved) *activeBuild {
 	for _, commit := range r.commits {
 		for _, ab := range s.bySource[cachekey.Source(r.project.GetName(), commit, r.options)] {
-			b := ab.rec.GetBuild()
-			if b.GetState() == kilnv1.BuildState_BUILD_STATE_RUNNING && platform.Satisfies(b.GetPlatform(), r.constraints) {
-				return ab
-			}
-			if platform.Covers(b.GetConstraints(), r.constraints) {
+			// Only a build whose own constraints are at least as strict:
+			// a running build on a fitting platform could be retried
+			// elsewhere on its looser constraints after a lost attempt.
+			if platform.Covers(ab.rec.GetBuild().GetConstraints(), r.constraints) {
 				return ab
 			}
 		}
 	}
 	return nil
-}
-
-// compile-time check that the scheduler's build type is what track fills.
-var _ = sched.Build{}
-
-// describeOptions renders options for logs.
-func describeOptions(opts map[string]string) string {
-	var parts []string
-	for k, v := range opts {
-		parts = append(parts, k+"="+v)
-	}
-	return strings.Join(parts, ",")
 }
