@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"io"
 	"os"
 	"time"
@@ -130,7 +132,9 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 // waitError explains an error from waiting on build id when the wait ran
 // out of time.
 func waitError(ctx context.Context, id uint64, timeout time.Duration, last *kilnv1.Build, err error) error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	// The RPC may report the deadline (the server resets the stream when the
+	// propagated deadline passes) a moment before ctx's own timer fires.
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) || (timeout > 0 && status.Code(err) == codes.DeadlineExceeded) {
 		state := "unknown"
 		if last != nil {
 			state = stateName(last.GetState())
