@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/kilnbuild/kiln/internal/config"
 	"log/slog"
 	"net"
 	"os"
@@ -290,14 +291,8 @@ func parseConfig(args []string, getenv func(string) string) (Config, error) {
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("%w: unexpected arguments %s", ErrConfig, strings.Join(fs.Args(), " "))
 	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	for name, env := range envFallbacks {
-		if v := getenv(env); v != "" && !given[name] {
-			if err := fs.Set(name, v); err != nil {
-				return c, fmt.Errorf("%w: %s=%q: %w", ErrConfig, env, v, err)
-			}
-		}
+	if err := config.ApplyEnv(fs, envFallbacks, getenv); err != nil {
+		return c, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if c.Token == "" && c.DataDir != "" {
 		data, err := os.ReadFile(filepath.Join(c.DataDir, "token"))

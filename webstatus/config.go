@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"github.com/kilnbuild/kiln/internal/auth"
+	"github.com/kilnbuild/kiln/internal/config"
 	"log/slog"
 	"net"
 	"os"
@@ -139,14 +140,8 @@ func parseConfig(args []string, getenv func(string) string) (Config, error) {
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("%w: unexpected arguments %s", ErrConfig, strings.Join(fs.Args(), " "))
 	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	for name, env := range envFallbacks {
-		if v := getenv(env); v != "" && !given[name] {
-			if err := fs.Set(name, v); err != nil {
-				return c, fmt.Errorf("%w: %s=%q: %w", ErrConfig, env, v, err)
-			}
-		}
+	if err := config.ApplyEnv(fs, envFallbacks, getenv); err != nil {
+		return c, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	return c, c.Validate()
 }
