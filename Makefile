@@ -26,7 +26,7 @@ demo: setup build
 test: setup proto-check
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
-	bash scripts/fuzz.sh 10s
+	bash scripts/fuzz.sh 30000x
 
 proto-check:
 	$(BUF) lint
@@ -35,7 +35,7 @@ proto-check:
 	@test -z "$$(git status --porcelain -- proto)" || (echo "proto: untracked generated files" && git status --porcelain -- proto && exit 1)
 
 fuzz:
-	bash scripts/fuzz.sh 30s
+	bash scripts/fuzz.sh 300000x
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
