@@ -28,6 +28,13 @@
 // discard what it got) on any other error. [Store.Verify] checks a blob
 // without a consumer.
 //
+// A blob file hashed completely and found intact is remembered with its file
+// identity (inode, size, modification and change times); reads of the same
+// unchanged file within [DefaultReverifyAfter] check its size but do not
+// hash it again. A file changed in any way, or changed too shortly before its
+// verification to be told apart by the file system's clock, is hashed again
+// (memo.go explains the rules).
+//
 // # Concurrency
 //
 // A Store is safe for concurrent use; concurrent writers of the same content

@@ -8,6 +8,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"time"
 )
 
 // Open opens blob sha for reading and returns it with its size. The reader
@@ -16,6 +17,11 @@ import (
 // length differs from the returned size. So the bytes read are trustworthy
 // only once Read returned io.EOF. A missing blob is an error wrapping
 // ErrNotFound. The caller must Close the reader.
+//
+// A blob file that was hashed completely and found intact, and has not
+// changed since, is not hashed again for [DefaultReverifyAfter] (see
+// [Store.SetReverifyAfter] and the memo's rules in memo.go); its reader
+// still checks the size.
 func (s *Store) Open(sha string) (io.ReadCloser, int64, error) {
 	if err := checkDigest(sha); err != nil {
 		return nil, 0, err
@@ -27,22 +33,33 @@ func (s *Store) Open(sha string) (io.ReadCloser, int64, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("cas: open %s: %w", sha, err)
 	}
+	began := s.memo.now()
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
 		return nil, 0, fmt.Errorf("cas: stat %s: %w", sha, err)
 	}
-	return &verifyingReader{f: f, sha: sha, want: fi.Size(), h: sha256.New()}, fi.Size(), nil
+	r := &verifyingReader{s: s, f: f, sha: sha, want: fi.Size(), began: began}
+	r.id, r.identified = statID(fi)
+	if !r.identified || !s.memo.trusted(sha, r.id) {
+		r.h = sha256.New()
+	}
+	return r, fi.Size(), nil
 }
 
-// verifyingReader hashes a blob as it is read and checks it at EOF.
+// verifyingReader hashes a blob as it is read and checks it at EOF; with a
+// nil h (a trusted blob) it checks only the size.
 type verifyingReader struct {
-	f    *os.File
-	sha  string
-	want int64
-	h    hash.Hash
-	n    int64
-	err  error // sticky final error (io.EOF or corruption)
+	s          *Store
+	f          *os.File
+	sha        string
+	want       int64
+	h          hash.Hash // nil: trusted, not hashed
+	id         fileID    // the file's identity when opened
+	identified bool
+	began      time.Time
+	n          int64
+	err        error // sticky final error (io.EOF or corruption)
 }
 
 func (r *verifyingReader) Read(p []byte) (int, error) {
@@ -50,27 +67,48 @@ func (r *verifyingReader) Read(p []byte) (int, error) {
 		return 0, r.err
 	}
 	n, err := r.f.Read(p)
-	r.h.Write(p[:n])
+	if r.h != nil {
+		r.h.Write(p[:n])
+		r.s.hashed.Add(int64(n))
+	}
 	r.n += int64(n)
 	if r.n > r.want {
-		r.err = fmt.Errorf("%w: %s grew beyond %d bytes while read", ErrCorrupt, r.sha, r.want)
+		r.corrupt(fmt.Errorf("%w: %s grew beyond %d bytes while read", ErrCorrupt, r.sha, r.want))
 		return n, r.err
 	}
 	if err == io.EOF {
-		switch got := hex.EncodeToString(r.h.Sum(nil)); {
-		case r.n != r.want:
-			r.err = fmt.Errorf("%w: %s has %d bytes, want %d", ErrCorrupt, r.sha, r.n, r.want)
-		case got != r.sha:
-			r.err = fmt.Errorf("%w: %s hashes to %s", ErrCorrupt, r.sha, got)
-		default:
-			r.err = io.EOF
-		}
+		r.end()
 		return n, r.err
 	}
 	if err != nil {
 		return n, fmt.Errorf("cas: read %s: %w", r.sha, err)
 	}
 	return n, nil
+}
+
+// end decides the outcome at end of file.
+func (r *verifyingReader) end() {
+	if r.n != r.want {
+		r.corrupt(fmt.Errorf("%w: %s has %d bytes, want %d", ErrCorrupt, r.sha, r.n, r.want))
+		return
+	}
+	r.err = io.EOF
+	if r.h == nil {
+		return
+	}
+	if got := hex.EncodeToString(r.h.Sum(nil)); got != r.sha {
+		r.corrupt(fmt.Errorf("%w: %s hashes to %s", ErrCorrupt, r.sha, got))
+		return
+	}
+	// Remember the verification only if the file stayed the same throughout.
+	if now, ok := identify(r.f); ok && r.identified && now == r.id {
+		r.s.memo.remember(r.sha, r.id, r.began)
+	}
+}
+
+func (r *verifyingReader) corrupt(err error) {
+	r.err = err
+	r.s.memo.forget(r.sha)
 }
 
 func (r *verifyingReader) Close() error { return r.f.Close() }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 )
 
 // Errors of the store; test with errors.Is.
@@ -42,8 +43,11 @@ func ValidDigest(s string) bool {
 
 // Store is a directory of blobs named by sha256. Safe for concurrent use.
 type Store struct {
-	dir string
-	tmp string
+	dir  string
+	tmp  string
+	memo *memo
+	// hashed counts the bytes hashed on read, for tests.
+	hashed atomic.Int64
 }
 
 // tmpDirName is the subdirectory of blobs being written.
@@ -53,7 +57,7 @@ const tmpDirName = "tmp"
 // removes temporary files left by a crashed writer. Only one process may use
 // a directory at a time.
 func Open(dir string) (*Store, error) {
-	s := &Store{dir: dir, tmp: filepath.Join(dir, tmpDirName)}
+	s := &Store{dir: dir, tmp: filepath.Join(dir, tmpDirName), memo: newMemo()}
 	if err := os.MkdirAll(s.tmp, 0o755); err != nil {
 		return nil, fmt.Errorf("cas: open %s: %w", dir, err)
 	}
@@ -114,6 +118,7 @@ func (s *Store) Delete(sha string) error {
 	if err := checkDigest(sha); err != nil {
 		return err
 	}
+	s.memo.forget(sha)
 	err := os.Remove(s.path(sha))
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("%w: %s", ErrNotFound, sha)
@@ -125,8 +130,10 @@ func (s *Store) Delete(sha string) error {
 }
 
 // Verify reads blob sha completely and returns nil if it hashes to sha,
-// an error wrapping ErrCorrupt if not, or one wrapping ErrNotFound.
+// an error wrapping ErrCorrupt if not, or one wrapping ErrNotFound. It
+// always hashes, whatever an earlier verification found.
 func (s *Store) Verify(sha string) error {
+	s.memo.forget(sha)
 	r, _, err := s.Open(sha)
 	if err != nil {
 		return err

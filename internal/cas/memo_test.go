@@ -1,0 +1,209 @@
+package cas
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// readHashed reads blob sha to the end and returns how many bytes the store
+// hashed for it and the reader's final error (nil for a clean EOF).
+func readHashed(t *testing.T, s *Store, sha string) (int64, error) {
+	t.Helper()
+	before := s.hashed.Load()
+	r, _, err := s.Open(sha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	_, err = io.Copy(io.Discard, r)
+	return s.hashed.Load() - before, err
+}
+
+// storeWithClock opens a store whose clock reads skew ahead of real time, as
+// if the verification happened that much after the blob was written.
+func storeWithClock(t *testing.T, skew *time.Duration) *Store {
+	t.Helper()
+	s := openStore(t)
+	s.memo.now = func() time.Time { return time.Now().Add(*skew) }
+	return s
+}
+
+func putBlob(t *testing.T, s *Store, data []byte) string {
+	t.Helper()
+	sha, _, err := s.Put(bytes.NewReader(data), "", -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha
+}
+
+func skipUnlessIdentified(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("file identities are read on Linux only; elsewhere every read hashes")
+	}
+}
+
+func TestAnUnchangedVerifiedBlobIsNotHashedAgain(t *testing.T) {
+	skipUnlessIdentified(t)
+	skew := time.Minute
+	s := storeWithClock(t, &skew)
+	data := bytes.Repeat([]byte("artifact "), 10000)
+	sha := putBlob(t, s, data)
+	if n, err := readHashed(t, s, sha); err != nil || n != int64(len(data)) {
+		t.Fatalf("first read hashed %d bytes, %v; want all %d", n, err, len(data))
+	}
+	if n, err := readHashed(t, s, sha); err != nil || n != 0 {
+		t.Fatalf("second read hashed %d bytes, %v; want none", n, err)
+	}
+	// Verify always hashes.
+	before := s.hashed.Load()
+	if err := s.Verify(sha); err != nil || s.hashed.Load()-before != int64(len(data)) {
+		t.Fatalf("Verify = %v after hashing %d bytes", err, s.hashed.Load()-before)
+	}
+}
+
+func TestABlobIsHashedAgainWhenChangedOrAfterTheInterval(t *testing.T) {
+	skipUnlessIdentified(t)
+	data := bytes.Repeat([]byte("artifact "), 10000)
+	tests := []struct {
+		name    string
+		act     func(t *testing.T, s *Store, sha string, skew *time.Duration)
+		corrupt bool
+	}{
+		{"a byte flipped in place", func(t *testing.T, s *Store, sha string, _ *time.Duration) {
+			flipUntilChanged(t, s, sha)
+		}, true},
+		{"the reverify interval passed", func(t *testing.T, s *Store, sha string, skew *time.Duration) {
+			*skew += DefaultReverifyAfter
+		}, false},
+		{"the blob was deleted and stored again", func(t *testing.T, s *Store, sha string, _ *time.Duration) {
+			if err := s.Delete(sha); err != nil {
+				t.Fatal(err)
+			}
+			putBlob(t, s, data)
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			skew := time.Minute
+			s := storeWithClock(t, &skew)
+			sha := putBlob(t, s, data)
+			for range 2 { // hashed, then remembered
+				if _, err := readHashed(t, s, sha); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tt.act(t, s, sha, &skew)
+			n, err := readHashed(t, s, sha)
+			if n != int64(len(data)) {
+				t.Errorf("read after the change hashed %d bytes, want %d", n, len(data))
+			}
+			if tt.corrupt != errors.Is(err, ErrCorrupt) {
+				t.Errorf("read after the change: %v, want corrupt %v", err, tt.corrupt)
+			}
+		})
+	}
+}
+
+// flipUntilChanged flips a byte of the blob's file in place, and again until
+// its change time differs from before: a coarse file-system clock can stamp
+// two writes within one tick alike, which the memo's racy margin covers in
+// production but this test's skewed clock does not.
+func flipUntilChanged(t *testing.T, s *Store, sha string) {
+	t.Helper()
+	path := filepath.Join(s.Dir(), sha[:2], sha)
+	id0 := fileIDOf(t, path)
+	for flips := 1; flips <= 10000; flips++ {
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 1)
+		if _, err := f.ReadAt(b, 100); err != nil {
+			t.Fatal(err)
+		}
+		b[0] ^= 0x01
+		if _, err := f.WriteAt(b, 100); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if flips%2 == 1 && fileIDOf(t, path) != id0 { // an odd number of flips: the content differs
+			return
+		}
+	}
+	t.Fatal("the file's change time never moved")
+}
+
+func fileIDOf(t *testing.T, path string) fileID {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, ok := statID(fi)
+	if !ok {
+		t.Fatal("no file identity")
+	}
+	return id
+}
+
+func TestABlobWrittenJustBeforeItsVerificationIsNotRemembered(t *testing.T) {
+	skipUnlessIdentified(t)
+	s := openStore(t) // real clock: the verification follows the write at once
+	data := bytes.Repeat([]byte("fresh "), 10000)
+	sha := putBlob(t, s, data)
+	for i := range 2 {
+		if n, err := readHashed(t, s, sha); err != nil || n != int64(len(data)) {
+			t.Fatalf("read %d hashed %d bytes, %v; want all %d", i, n, err, len(data))
+		}
+	}
+}
+
+func TestZeroReverifyIntervalHashesEveryRead(t *testing.T) {
+	skipUnlessIdentified(t)
+	skew := time.Minute
+	s := storeWithClock(t, &skew)
+	s.SetReverifyAfter(0)
+	data := bytes.Repeat([]byte("x"), 5000)
+	sha := putBlob(t, s, data)
+	for i := range 3 {
+		if n, err := readHashed(t, s, sha); err != nil || n != int64(len(data)) {
+			t.Fatalf("read %d hashed %d bytes, %v", i, n, err)
+		}
+	}
+}
+
+func TestATruncatedTrustedBlobIsStillCorrupt(t *testing.T) {
+	skipUnlessIdentified(t)
+	skew := time.Minute
+	s := storeWithClock(t, &skew)
+	data := bytes.Repeat([]byte("artifact "), 10000)
+	sha := putBlob(t, s, data)
+	for range 2 {
+		if _, err := readHashed(t, s, sha); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Opened while trusted, then truncated under the open reader: the size
+	// check still catches it.
+	r, size, err := s.Open(sha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := os.Truncate(filepath.Join(s.Dir(), sha[:2], sha), size/2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, r); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("reading a blob truncated under a trusted reader: %v, want ErrCorrupt", err)
+	}
+	if _, err := readHashed(t, s, sha); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("next read: %v, want ErrCorrupt", err)
+	}
+}
