@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,6 +21,7 @@ type bigArtifact struct {
 	m       *meta
 	buildID uint64
 	size    int64
+	sha     string // the artifact's sha256
 	// uploadTime is how long UploadArtifact took (first byte sent →
 	// response: blob verified, fsynced, renamed).
 	uploadTime time.Duration
@@ -68,6 +72,7 @@ func uploadBig(ctx context.Context, e *env, sizeMiB int) (*bigArtifact, error) {
 	}
 	src2 := blobSource{block: block, count: sizeMiB}
 	sum := src2.sha256()
+	ba.sha = sum
 
 	e.rep.logf("disk bound: %d MiB written in 1 MiB chunks + fsync in %s", sizeMiB, m.DataDir)
 	if ba.diskBefore, err = diskWriteBound(m.DataDir, ba.size); err != nil {
@@ -190,15 +195,23 @@ func runDownload(ctx context.Context, e *env) error {
 		return err
 	}
 	defer bulk.stop()
-	// Read the blob once so both measurements start from the page cache
+	// Read the blob once so every measurement starts from the page cache
 	// the same way (the upload just wrote it; this only makes it certain).
 	if _, _, err := download(ctx, ba.m.Compile, ba.buildID); err != nil {
 		return err
 	}
+	// The metaserver hashes a blob on read unless the same unchanged file was
+	// verified before (internal/cas, memo.go). Change the file's ctime (a
+	// chmod to its own mode) so whatever that read remembered is void, and
+	// wait out the store's racy margin so the next read is remembered: the
+	// first download below hashes, the later ones are trusted.
+	if err := touchBlob(ctx, filepath.Join(ba.m.DataDir, "blobs", ba.sha[:2], ba.sha)); err != nil {
+		return err
+	}
 	prof := profiler{e: e}
-	prof.cpu(ctx, "metaserver", ba.m.PprofAddr, e.bins.Metaserver, time.Duration(e.cfg.SizeMiB)*6*time.Millisecond)
+	prof.cpu(ctx, "metaserver", ba.m.PprofAddr, e.bins.Metaserver, time.Duration(e.cfg.SizeMiB)*9*time.Millisecond)
 	var raw, got []float64
-	for range 2 { // interleaved, to share the machine's noise fairly
+	for range 3 { // interleaved, to share the machine's noise fairly
 		r, err := bulkBound(ctx, addr, e.cfg.SizeMiB)
 		if err != nil {
 			return err
@@ -213,12 +226,33 @@ func runDownload(ctx context.Context, e *env) error {
 		raw, got = append(raw, r), append(got, mbps(n, d))
 	}
 	prof.wait()
-	bound, rate := max(raw[0], raw[1]), max(got[0], got[1])
-	e.rep.add(figure{Scenario: "download", Name: fmt.Sprintf("%d MiB download, %% of raw gRPC", e.cfg.SizeMiB), Value: 100 * rate / bound, Unit: "%", Target: 70,
+	bound := slices.Max(raw)
+	rawNote := fmt.Sprintf("raw gRPC bulk (same message type, 1 MiB chunks, another process) %.0f / %.0f / %.0f MB/s, best used", raw[0], raw[1], raw[2])
+	e.rep.add(figure{Scenario: "download", Name: fmt.Sprintf("%d MiB download, %% of raw gRPC", e.cfg.SizeMiB), Value: 100 * max(got[1], got[2]) / bound, Unit: "%", Target: 70,
 		Bound: bound, BoundName: "raw loopback gRPC bulk",
-		Note: fmt.Sprintf("download %.0f / %.0f MB/s (best used); raw gRPC bulk (same message type, 1 MiB chunks, another process) %.0f / %.0f MB/s (best used)",
-			got[0], got[1], raw[0], raw[1])})
+		Note: fmt.Sprintf("artifact unchanged since its last verification (the metaserver checks the size, not the hash): %.0f / %.0f MB/s, best used; %s", got[1], got[2], rawNote)})
+	e.rep.add(figure{Scenario: "download", Name: fmt.Sprintf("%d MiB download hashed on the metaserver, %% of raw gRPC", e.cfg.SizeMiB), Value: 100 * got[0] / bound, Unit: "%", Target: 70,
+		Bound: bound, BoundName: "raw loopback gRPC bulk",
+		Note: fmt.Sprintf("first download since the blob file changed (or the metaserver started, or an hour passed): sha256 verified while sent, %.0f MB/s", got[0])})
 	return nil
+}
+
+// touchBlob changes path's ctime without changing its content, then waits
+// until that ctime is older than the content store's racy margin (2 s).
+func touchBlob(ctx context.Context, path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("the artifact's blob file: %w", err)
+	}
+	if err := os.Chmod(path, fi.Mode().Perm()); err != nil {
+		return err
+	}
+	select {
+	case <-time.After(2500 * time.Millisecond):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // download reads build id's artifact through DownloadArtifact and returns
