@@ -64,6 +64,7 @@ func (s *Server) dispatchLocked() {
 		}
 		id := attemptID(b.ID, n)
 		s.sched.Start(b, t, id, now.Add(s.cfg.Lease))
+		s.logs.started(b.ID, n)
 		queuedSince := build.GetCreatedAt().AsTime()
 		if k := len(build.GetAttempts()); k > 0 {
 			queuedSince = build.GetAttempts()[k-1].GetFinishedAt().AsTime()
@@ -119,8 +120,7 @@ func (s *Server) endAttemptLocked(a *sched.Attempt, r *kilnv1.AttemptResult, aft
 	att.FinishedAt = timestamppb.New(now)
 	att.Reason = r.GetReason()
 	att.Phase = kilnv1.Phase_PHASE_UNSPECIFIED
-	s.logs.forget(a.Build.ID, attemptNumber(a.ID))
-	build.LogSize = uint64(s.logs.size(a.Build.ID, attemptNumber(a.ID)))
+	build.LogSize = uint64(s.logs.forget(a.Build.ID, attemptNumber(a.ID)))
 	s.metrics.attempts.WithLabelValues(outcomeName(r.GetOutcome())).Inc()
 	serverName := a.Server.Name
 

@@ -12,19 +12,30 @@ import (
 // DIR/<build id>-<attempt number>.log. A build's log is its latest
 // attempt's. Appends are idempotent by offset, so a build server may resend
 // after a reconnect.
+//
+// The sizes of running attempts' logs are kept in memory, so that neither an
+// append nor a status view stats the file: an attempt dispatched by this
+// process is registered empty (started), one restored from the store is
+// stat'ed once and then cached.
 type logFiles struct {
 	dir string
 	max int64
 
 	mu    sync.Mutex
-	sizes map[string]int64
+	sizes map[logKey]int64
+}
+
+// logKey names one attempt's log.
+type logKey struct {
+	build   uint64
+	attempt int
 }
 
 func openLogFiles(dir string, max int64) (*logFiles, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating log directory: %w", err)
 	}
-	return &logFiles{dir: dir, max: max, sizes: map[string]int64{}}, nil
+	return &logFiles{dir: dir, max: max, sizes: map[logKey]int64{}}, nil
 }
 
 func (l *logFiles) path(buildID uint64, attempt int) string {
@@ -37,9 +48,10 @@ const truncatedNote = "\n[kiln: log truncated at the metaserver's size limit]\n"
 // log's new size. Bytes already stored are skipped; a gap is an error.
 func (l *logFiles) append(buildID uint64, attempt int, offset uint64, data []byte) (int64, error) {
 	p := l.path(buildID, attempt)
+	k := logKey{buildID, attempt}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	size, ok := l.sizes[p]
+	size, ok := l.sizes[k]
 	if !ok {
 		if fi, err := os.Stat(p); err == nil {
 			size = fi.Size()
@@ -68,7 +80,7 @@ func (l *logFiles) append(buildID uint64, attempt int, offset uint64, data []byt
 	n, err := f.Write(data)
 	f.Close()
 	size += int64(n)
-	l.sizes[p] = size
+	l.sizes[k] = size
 	return size, err
 }
 
@@ -90,25 +102,38 @@ func (l *logFiles) read(buildID uint64, attempt int, offset uint64, max int) ([]
 	return buf[:n], err
 }
 
+// started registers a newly dispatched attempt's log as empty. An attempt
+// number is never reused within a build, and no build server can send log
+// chunks for an attempt before its assignment is committed, so no file of
+// that attempt exists yet.
+func (l *logFiles) started(buildID uint64, attempt int) {
+	l.mu.Lock()
+	l.sizes[logKey{buildID, attempt}] = 0
+	l.mu.Unlock()
+}
+
 // size returns the attempt's log size.
 func (l *logFiles) size(buildID uint64, attempt int) int64 {
-	p := l.path(buildID, attempt)
+	k := logKey{buildID, attempt}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if s, ok := l.sizes[p]; ok {
+	if s, ok := l.sizes[k]; ok {
 		return s
 	}
-	if fi, err := os.Stat(p); err == nil {
+	if fi, err := os.Stat(l.path(buildID, attempt)); err == nil {
 		return fi.Size()
 	}
 	return 0
 }
 
-// forget drops the cached size of a finished attempt's log.
-func (l *logFiles) forget(buildID uint64, attempt int) {
+// forget drops the cached size of a finished attempt's log and returns the
+// log's size.
+func (l *logFiles) forget(buildID uint64, attempt int) int64 {
+	size := l.size(buildID, attempt)
 	l.mu.Lock()
-	delete(l.sizes, l.path(buildID, attempt))
+	delete(l.sizes, logKey{buildID, attempt})
 	l.mu.Unlock()
+	return size
 }
 
 // tail returns up to max bytes from the end of the attempt's log.
