@@ -309,8 +309,15 @@ func (f *Farm) WaitBuildServers(n int) {
 // metaserver and waits until GET / answers 200.
 func (f *Farm) StartWebstatus() *Webstatus {
 	f.t.Helper()
+	return f.StartWebstatusAt(FreeAddr(f.t))
+}
+
+// StartWebstatusAt is StartWebstatus listening on addr, for a test that
+// must know webstatus's URL before it starts (the metaserver's
+// --public-url, which mail links use).
+func (f *Farm) StartWebstatusAt(addr string) *Webstatus {
+	f.t.Helper()
 	m := f.requireMeta()
-	addr := FreeAddr(f.t)
 	w := &Webstatus{URL: "http://" + addr}
 	w.Process = StartProcess(f.t, "webstatus", Binary(f.t, "webstatus"), "--metaserver", m.Addr, "--listen", addr)
 	client := &http.Client{Timeout: 2 * time.Second}
