@@ -30,7 +30,11 @@ func attemptNumber(id uint64) int { return int(id & 0xff) }
 // putBuild enqueues a commit of ab's current record (a snapshot: later
 // in-memory changes do not race with the encoder).
 func (s *Server) putBuild(ab *activeBuild, extra func(store.Tx) error, after func(error)) {
-	rec := proto.Clone(ab.rec).(*store.Build)
+	s.putRecord(proto.Clone(ab.rec).(*store.Build), extra, after)
+}
+
+// putRecord enqueues a commit of rec, which nobody may change any more.
+func (s *Server) putRecord(rec *store.Build, extra func(store.Tx) error, after func(error)) {
 	s.commits.enqueue(func(tx store.Tx) error {
 		if err := tx.PutBuild(rec); err != nil {
 			return err
@@ -230,7 +234,9 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 	ab.rec.NotBefore = nil
 	s.untrack(ab)
 	s.metrics.finished.WithLabelValues(stateName(state)).Inc()
-	final := proto.Clone(build).(*kilnv1.Build)
+	// Untracked, the record is final: nothing changes it any more, so it is
+	// committed and handed to the notifier as it is, without a copy.
+	final := build
 	var art *store.Artifact
 	var inline []byte
 	if state == kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
@@ -249,7 +255,7 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 	if len(after) > 0 {
 		cb = after[0]
 	}
-	s.putBuild(ab, func(tx store.Tx) error {
+	s.putRecord(ab.rec, func(tx store.Tx) error {
 		if art != nil {
 			if err := tx.PutArtifact(art); err != nil {
 				return err

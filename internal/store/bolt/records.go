@@ -133,6 +133,14 @@ func (t *tx) PutBuildServer(b *store.BuildServer) error {
 	if b.GetName() == "" {
 		return invalid("build server without a name")
 	}
+	// The common case (counters, last seen) keeps the token: when the index
+	// already names this server for b's hash, that hash is the previous
+	// one (a server has at most one index entry), so the previous record
+	// need not be decoded.
+	if b.TokenHash != "" && string(t.bucket(bucketBuildServersByToken).Get([]byte(b.TokenHash))) == b.Name &&
+		t.bucket(bucketBuildServers).Get([]byte(b.Name)) != nil {
+		return t.put(bucketBuildServers, []byte(b.Name), b)
+	}
 	prev := new(store.BuildServer)
 	found, err := t.get(bucketBuildServers, []byte(b.Name), prev)
 	if err != nil {

@@ -201,6 +201,49 @@ var buildServerCases = []testCase{
 			return nil
 		})
 	}},
+	{"a put keeping the token hash stores the record and keeps the lookup", func(t *testing.T, h *harness) {
+		h.update(func(tx store.Tx) error { return tx.CreateBuildServer(server("alpha", "aaaa")) })
+		h.update(func(tx store.Tx) error {
+			b, err := tx.BuildServer("alpha")
+			if err != nil {
+				return err
+			}
+			b.BuildsSucceeded++
+			return tx.PutBuildServer(b)
+		})
+		h.view(func(tx store.Tx) error {
+			got, err := tx.BuildServer("alpha")
+			must(t, err)
+			if got.GetBuildsSucceeded() != 4 {
+				t.Fatalf("BuildsSucceeded = %d, want 4", got.GetBuildsSucceeded())
+			}
+			wantServerByHash(t, tx, "aaaa", "alpha")
+			return nil
+		})
+	}},
+	{"a put may not take another server's token hash", func(t *testing.T, h *harness) {
+		h.update(func(tx store.Tx) error {
+			if err := tx.CreateBuildServer(server("alpha", "aaaa")); err != nil {
+				return err
+			}
+			return tx.CreateBuildServer(server("beta", "bbbb"))
+		})
+		err := h.s.Update(func(tx store.Tx) error { return tx.PutBuildServer(server("beta", "aaaa")) })
+		wantErr(t, "PutBuildServer with alpha's hash", err, store.ErrExists)
+		h.view(func(tx store.Tx) error {
+			wantServerByHash(t, tx, "aaaa", "alpha")
+			wantServerByHash(t, tx, "bbbb", "beta")
+			return nil
+		})
+	}},
+	{"clearing the token hash removes it from the lookup", func(t *testing.T, h *harness) {
+		h.update(func(tx store.Tx) error { return tx.CreateBuildServer(server("alpha", "aaaa")) })
+		h.update(func(tx store.Tx) error { return tx.PutBuildServer(server("alpha", "")) })
+		h.view(func(tx store.Tx) error {
+			wantServerByHash(t, tx, "aaaa", "")
+			return nil
+		})
+	}},
 	{"build servers are listed by name", func(t *testing.T, h *harness) {
 		h.update(func(tx store.Tx) error {
 			for i, n := range []string{"gamma", "alpha", "beta"} {
