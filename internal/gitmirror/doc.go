@@ -36,6 +36,14 @@
 // process; what the table cannot answer for certain (abbreviated ids,
 // expressions, tags of tags, pseudo-refs) goes to git rev-parse as before.
 //
+// # Exporting without git
+//
+// [Mirror.ExportTree] exports like [Mirror.Export] and also returns the tree
+// in memory (git archive's tar stream) when it is small; [Tree.Extract]
+// writes that tree again, with the same checks, without a git process. The
+// buildserver keeps a few such trees, so repeated builds of one commit (the
+// same source with other options) start no git at all.
+//
 // # Concurrency
 //
 // A *Mirror is safe for concurrent use by multiple goroutines. Two *Mirror

@@ -3,6 +3,7 @@ package gitmirror
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -39,17 +40,29 @@ const (
 // outside dst is ever touched. A commit not in the mirror fails with
 // [ErrUnknownRevision]. Export does not fetch; see [Mirror.EnsureCommit].
 func (m *Mirror) Export(ctx context.Context, commit, dst string) error {
+	_, err := m.export(ctx, commit, dst, 0)
+	return err
+}
+
+// ExportTree is [Mirror.Export] that also returns the exported tree held in
+// memory, when git archive's stream of it is at most keep bytes (else the
+// tree is nil and only dst was written). [Tree.Extract] then writes the same
+// tree again with no git process: a commit's tree never changes. The errors
+// are Export's; on error the tree is nil.
+func (m *Mirror) ExportTree(ctx context.Context, commit, dst string, keep int) (*Tree, error) {
+	return m.export(ctx, commit, dst, keep)
+}
+
+// export is Export, keeping the archive when it is at most keep bytes.
+func (m *Mirror) export(ctx context.Context, commit, dst string, keep int) (*Tree, error) {
 	if err := checkCommitID("commit", commit); err != nil {
-		return err
+		return nil, err
 	}
-	root, err := os.OpenRoot(dst)
+	root, err := openEmptyRoot(dst)
 	if err != nil {
-		return fmt.Errorf("gitmirror: export: %w", err)
+		return nil, err
 	}
 	defer root.Close()
-	if err := checkEmpty(root); err != nil {
-		return fmt.Errorf("gitmirror: export into %s: %w", dst, err)
-	}
 
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -57,32 +70,111 @@ func (m *Mirror) Export(ctx context.Context, commit, dst string) error {
 	cmd, stderr := command(gctx, m.dir, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("gitmirror: export: %w", err)
+		return nil, fmt.Errorf("gitmirror: export: %w", err)
 	}
-	x := &extractor{root: root, kinds: make(map[string]entryKind), links: make(map[string]string)}
-	xerr := x.extract(tar.NewReader(bufio.NewReaderSize(stdout, 64<<10)))
+	var in io.Reader = stdout
+	var kept *keepBuffer
+	if keep > 0 {
+		kept = &keepBuffer{max: keep}
+		in = io.TeeReader(stdout, kept)
+	}
+	x := newExtractor(root)
+	xerr := x.extract(tar.NewReader(bufio.NewReaderSize(in, 64<<10)))
+	if xerr == nil && kept != nil && !kept.over {
+		// The tar reader stops at the end marker; the record padding git
+		// writes after it belongs to the stream kept. Bounded by keep.
+		_, xerr = io.Copy(io.Discard, in)
+	}
 	if xerr != nil {
 		cancel() // stop git; its exit status no longer matters
 		_ = cmd.Wait()
 		switch {
 		case errors.Is(xerr, ErrUnsafePath):
 		case ctx.Err() != nil:
-			return fmt.Errorf("gitmirror: export %s: %w", commit, ctx.Err())
+			return nil, fmt.Errorf("gitmirror: export %s: %w", commit, ctx.Err())
 		case stderr.buf.Len() > 0:
-			return fmt.Errorf("gitmirror: export %s: %w (git: %s)", commit, xerr, strings.TrimSpace(stderr.buf.String()))
+			return nil, fmt.Errorf("gitmirror: export %s: %w (git: %s)", commit, xerr, strings.TrimSpace(stderr.buf.String()))
 		}
-		return fmt.Errorf("gitmirror: export %s: %w", commit, xerr)
+		return nil, fmt.Errorf("gitmirror: export %s: %w", commit, xerr)
 	}
 	if werr := cmd.Wait(); werr != nil {
 		if ctx.Err() == nil && !m.HasCommit(ctx, commit) {
-			return fmt.Errorf("%w: commit %s is not in the mirror", ErrUnknownRevision, commit)
+			return nil, fmt.Errorf("%w: commit %s is not in the mirror", ErrUnknownRevision, commit)
 		}
-		return fmt.Errorf("gitmirror: export %s: %w", commit, gitErr(gctx, args, werr, stderr))
+		return nil, fmt.Errorf("gitmirror: export %s: %w", commit, gitErr(gctx, args, werr, stderr))
+	}
+	if kept == nil || kept.over {
+		return nil, nil
+	}
+	// A copy of exactly its size: the tree may be kept for long.
+	return &Tree{commit: commit, archive: bytes.Clone(kept.buf)}, nil
+}
+
+// Tree is the tree of one commit held in memory (git archive's tar stream,
+// as [Mirror.ExportTree] read it), so that it can be written into more
+// directories without git. A Tree is immutable and safe for concurrent use.
+type Tree struct {
+	commit  string
+	archive []byte
+}
+
+// Commit returns the full id of the commit whose tree t is.
+func (t *Tree) Commit() string { return t.commit }
+
+// Size returns the bytes t holds.
+func (t *Tree) Size() int { return len(t.archive) }
+
+// Extract writes t into dst, an existing empty directory, exactly as
+// [Mirror.Export] would, with the same checks ([ErrUnsafePath]) and the same
+// contract on error. It runs no process and reads nothing but t.
+func (t *Tree) Extract(ctx context.Context, dst string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("gitmirror: export %s: %w", t.commit, err)
+	}
+	root, err := openEmptyRoot(dst)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if err := newExtractor(root).extract(tar.NewReader(bytes.NewReader(t.archive))); err != nil {
+		return fmt.Errorf("gitmirror: export %s: %w", t.commit, err)
 	}
 	return nil
+}
+
+// keepBuffer keeps what is written to it up to max bytes; past that it
+// drops everything and sets over. Writes never fail.
+type keepBuffer struct {
+	max  int
+	buf  []byte
+	over bool
+}
+
+func (k *keepBuffer) Write(p []byte) (int, error) {
+	switch {
+	case k.over:
+	case len(k.buf)+len(p) > k.max:
+		k.over, k.buf = true, nil
+	default:
+		k.buf = append(k.buf, p...)
+	}
+	return len(p), nil
+}
+
+// openEmptyRoot opens dst, which must be an empty directory.
+func openEmptyRoot(dst string) (*os.Root, error) {
+	root, err := os.OpenRoot(dst)
+	if err != nil {
+		return nil, fmt.Errorf("gitmirror: export: %w", err)
+	}
+	if err := checkEmpty(root); err != nil {
+		root.Close()
+		return nil, fmt.Errorf("gitmirror: export into %s: %w", dst, err)
+	}
+	return root, nil
 }
 
 // checkEmpty fails unless the root directory has no entries.
@@ -118,6 +210,10 @@ type extractor struct {
 	dirTimes map[string]time.Time
 	stack    []openDir
 	buf      []byte
+}
+
+func newExtractor(root *os.Root) *extractor {
+	return &extractor{root: root, kinds: make(map[string]entryKind), links: make(map[string]string)}
 }
 
 // openDir is one open directory of the extractor's stack; name is its path

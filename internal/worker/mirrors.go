@@ -14,16 +14,18 @@ import (
 type sourceMirror interface {
 	Ensure(ctx context.Context) error
 	EnsureCommit(ctx context.Context, commit string) error
-	Export(ctx context.Context, commit, dst string) error
+	ExportTree(ctx context.Context, commit, dst string, keep int) (*gitmirror.Tree, error)
 }
 
 // mirrors keeps one persistent bare mirror per git URL under dir, so a second
 // build of a project fetches only new objects, and remembers which commits
 // each mirror is known to hold, so a build of a known commit runs no git
-// process before the export.
+// process before the export. Small trees of recent commits are also kept in
+// memory (trees), so another build of the same commit runs no git at all.
 type mirrors struct {
-	dir  string
-	open func(dir, url string) sourceMirror
+	dir   string
+	open  func(dir, url string) sourceMirror
+	trees *treeCache
 
 	mu    sync.Mutex
 	byURL map[string]*mirrorEntry
@@ -44,6 +46,7 @@ func newMirrors(dir string) *mirrors {
 	return &mirrors{
 		dir:   dir,
 		open:  func(dir, url string) sourceMirror { return gitmirror.New(dir, url) },
+		trees: newTreeCache(maxCachedTree, treeCacheBytes),
 		byURL: map[string]*mirrorEntry{},
 	}
 }
@@ -55,8 +58,12 @@ func mirrorDir(root, url string) string {
 }
 
 // export writes the tree of commit from url into the empty directory dst,
-// cloning or fetching the mirror first when needed.
+// cloning or fetching the mirror first when needed, or from memory when the
+// tree is kept there.
 func (ms *mirrors) export(ctx context.Context, url, commit, dst string) error {
+	if t := ms.trees.get(url, commit); t != nil {
+		return t.Extract(ctx, dst)
+	}
 	ms.mu.Lock()
 	e := ms.byURL[url]
 	if e == nil {
@@ -85,5 +92,9 @@ func (ms *mirrors) export(ctx context.Context, url, commit, dst string) error {
 	}
 	e.mu.Unlock()
 	// Exports only read the mirror; git allows that alongside a fetch.
-	return e.m.Export(ctx, commit, dst)
+	t, err := e.m.ExportTree(ctx, commit, dst, ms.trees.maxTree)
+	if t != nil {
+		ms.trees.put(url, t)
+	}
+	return err
 }
