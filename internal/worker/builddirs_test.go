@@ -207,7 +207,8 @@ func TestClientPreparesTheNextBuildDirectory(t *testing.T) {
 		t.Fatalf("outcome %v: %s", res.GetOutcome(), res.GetReason())
 	}
 	waitIdle(t, r.c)
-	pollUntil(t, "the used spare replaced", func() bool { return ready() == 2 })
+	// At least two: the finished directory may be recycled into a third.
+	pollUntil(t, "the used spare replaced", func() bool { return ready() >= 2 })
 	if err := r.wait(t); err != nil {
 		t.Fatal(err)
 	}

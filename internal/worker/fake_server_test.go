@@ -245,15 +245,15 @@ func (f *fakeMeta) UploadArtifact(stream kilnv1.WorkerService_UploadArtifactServ
 	return stream.SendAndClose(&kilnv1.UploadArtifactResponse{Sha256: got, Size: uint64(len(data))})
 }
 
-// push sends m on the current session.
+// push sends m on the current session, waiting for the client to open
+// one if it has not yet.
 func (f *fakeMeta) push(t testing.TB, m *kilnv1.SessionResponse) {
 	t.Helper()
-	f.mu.Lock()
-	ss := f.session
-	f.mu.Unlock()
-	if ss == nil {
-		t.Fatal("no session to push to")
-	}
+	var ss *fakeSession
+	f.waitFor(t, "a session to push to", func() bool {
+		ss = f.session
+		return ss != nil
+	})
 	ss.out <- m
 }
 
