@@ -224,7 +224,14 @@ func (c *Client) acknowledge(ack *kilnv1.ResultAck) {
 // its build directory (in the background) and finally its entry, so that
 // an attempt is gone from c.attempts only once its result file is.
 func (c *Client) forget(a *attempt) {
-	if err := c.results.remove(a.id); err != nil {
+	c.mu.Lock()
+	keep := ""
+	if a.hasDir {
+		// Back to where save took it from: recycling reuses the file.
+		keep = filepath.Join(a.dir, resultTmpName)
+	}
+	c.mu.Unlock()
+	if err := c.results.remove(a.id, keep); err != nil {
 		c.log.Warn("cannot delete saved result", "attempt_id", a.id, "error", err)
 	}
 	if a.log != nil {

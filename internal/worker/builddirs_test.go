@@ -145,6 +145,64 @@ func TestResultIsSavedThroughThePreparedFile(t *testing.T) {
 	}
 }
 
+func TestAnAcknowledgedResultFileGoesBackIntoItsBuildDirectoryForRecycling(t *testing.T) {
+	dir := t.TempDir()
+	s := resultStore{dir: filepath.Join(dir, "results")}
+	if err := os.Mkdir(s.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	build := filepath.Join(dir, "build")
+	if err := makeBuildDir(build); err != nil {
+		t.Fatal(err)
+	}
+	keep := filepath.Join(build, resultTmpName)
+	before, err := os.Stat(keep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &kilnv1.AttemptResult{AttemptId: 7, Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED}
+	if err := s.save(r, keep); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.remove(7, keep); err != nil {
+		t.Fatal(err)
+	}
+	if loaded, err := s.load(); len(loaded) != 0 || err != nil {
+		t.Errorf("load after remove = %v, %v; want nothing", loaded, err)
+	}
+	after, err := os.Stat(keep)
+	if err != nil || !os.SameFile(before, after) {
+		t.Errorf("result file in the build directory: %v, %v; want the prepared file back", after, err)
+	}
+	// Recycling empties it and keeps it.
+	trash := filepath.Join(dir, "trash-build")
+	if err := os.Rename(build, trash); err != nil {
+		t.Fatal(err)
+	}
+	b := &buildDirs{dir: t.TempDir(), want: 1}
+	if !b.recycle(trash) {
+		t.Fatal("the build directory was not recycled")
+	}
+	recycled, err := os.Stat(filepath.Join(b.ready[0], resultTmpName))
+	if err != nil || !os.SameFile(before, recycled) || recycled.Size() != 0 {
+		t.Errorf("recycled result file: %v, %v; want the same file, empty", recycled, err)
+	}
+
+	// Without its build directory, the result file is deleted.
+	if err := s.save(&kilnv1.AttemptResult{AttemptId: 8}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.remove(8, filepath.Join(dir, "gone", resultTmpName)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.path(8)); !os.IsNotExist(err) {
+		t.Errorf("result file kept: %v", err)
+	}
+	if err := s.remove(8, ""); err != nil {
+		t.Errorf("removing a removed result: %v", err)
+	}
+}
+
 func TestAnEmptyResultFileIsDiscarded(t *testing.T) {
 	// What an OS crash may leave of a result written without fsync.
 	s := resultStore{dir: t.TempDir()}

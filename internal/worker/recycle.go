@@ -22,8 +22,10 @@ const (
 var errNotRecyclable = errors.New("build directory not recyclable")
 
 // recycle makes dir, a finished build directory in the trash, a spare: it
-// empties its src, dest and home directories, truncates its log and
-// artifact files, recreates its result file and renames it in as ready. It
+// empties its src, dest and home directories, truncates its log, artifact
+// and result files (the result file is back from the results directory
+// once acknowledged, see resultStore.remove; else it is made anew) and
+// renames it in as ready. It
 // reports whether it did; when not (2×want spares are ready, or dir is not
 // exactly as makeBuildDir made it), dir is left for deletion, possibly
 // partly emptied.

@@ -80,8 +80,18 @@ func writeExisting(path string, data []byte) error {
 	return err
 }
 
-// remove deletes a result once acknowledged; a missing file is not an error.
-func (s resultStore) remove(id uint64) error {
+// remove deletes a result once acknowledged; a missing file is not an
+// error. When keep is not "" (the result file's place in the attempt's
+// build directory, which must be on the same file system), the file is
+// moved there instead, so that recycling the build directory finds its
+// result file and need not create one: creating and deleting an inode is
+// the dear part of a build directory on the project's disk (see
+// buildDirs.recycle). Either way the result is gone from the store when
+// remove returns, as a restart would see it.
+func (s resultStore) remove(id uint64, keep string) error {
+	if keep != "" && os.Rename(s.path(id), keep) == nil {
+		return nil
+	}
 	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing result of attempt %d: %w", id, err)
 	}
