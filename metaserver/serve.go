@@ -52,6 +52,10 @@ type serveConfig struct {
 	// listens in plaintext, which is allowed only on loopback or with Insecure.
 	TLSCert, TLSKey string
 	Insecure        bool
+	// GCMinHeadroom is the least heap growth, in bytes, between two garbage
+	// collections (default 64 MiB); above it the headroom is GOGC percent of
+	// the live heap (default 50). See gcTuner.
+	GCMinHeadroom int64
 	// LogFormat is text or json; LogLevel debug, info, warn or error.
 	LogFormat string
 	LogLevel  string
@@ -72,6 +76,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate for gRPC over TLS")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow plaintext gRPC on a non-loopback --listen address")
+	fs.Int64Var(&c.GCMinHeadroom, "gc-min-headroom", 64<<20, "least heap growth in bytes between garbage collections; above it GOGC percent of the live heap (default 50) applies (0: GOGC alone)")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	c.mail.flags(fs)
@@ -98,6 +103,9 @@ func (c *serveConfig) Validate() error {
 	}
 	if c.Heartbeat <= 0 || c.Lease < 2*c.Heartbeat {
 		return fmt.Errorf("--lease (%s) must be at least twice --heartbeat (%s)", c.Lease, c.Heartbeat)
+	}
+	if c.GCMinHeadroom < 0 {
+		return errors.New("--gc-min-headroom must not be negative")
 	}
 	if c.CacheMaxBytes < 0 {
 		return errors.New("--cache-max-bytes must not be negative")
@@ -146,6 +154,8 @@ func serve(args []string) int {
 }
 
 func runServe(cfg serveConfig, log *slog.Logger) error {
+	gc := startGCTuner(cfg.GCMinHeadroom)
+	defer gc.stop()
 	if err := server.DataDirReady(cfg.DataDir); err != nil {
 		return err
 	}
