@@ -6,31 +6,30 @@ import (
 	"time"
 )
 
-// Reading a blob hashes it (see [Store.Open]). Hashing a large blob again on
-// every read costs as much CPU as sending it, and a read served from the page
-// cache does not even look at the disk. So the store remembers, in memory,
-// which blob files were hashed completely and found intact, together with
-// their file identity (device, inode, size, modification and change times).
-// A later Open of the same, unchanged file within [DefaultReverifyAfter]
-// still checks the size but does not hash again. Any write to the file, a
-// replacement, a truncation, even a chmod or a touch, changes its change time
-// (ctime), which no unprivileged process can set back, so a changed file is
-// always hashed again.
+// Every read of a blob is verified, but not always with the same hash.
+// Hashing a large blob with sha256 on every read costs as much CPU as sending
+// it. So when a read hashes a blob completely and finds it intact, the store
+// remembers, in memory, the file's identity (device, inode, size,
+// modification and change times) and the CRC-32C of its content. A later
+// read of the same, unchanged file within [DefaultReverifyAfter] checks the
+// content against that CRC-32C instead (hardware-accelerated, ~20 times
+// cheaper than sha256), which catches what the disk can do to a file behind
+// the file system's back: flipped bits, torn or lost blocks, truncation.
+//
+// What a CRC cannot catch is a deliberate change made to match it; but any
+// write to the file, a replacement, a truncation, even a chmod or a touch,
+// changes its change time (ctime), which no unprivileged process can set
+// back, and a changed file is hashed with sha256 again.
 //
 // The file system stamps times from a coarse clock, so a change made within
 // the same tick as the stat that recorded the identity would leave it
 // unchanged. As git does with "racily clean" index entries, a verification
 // is therefore remembered only if the file's ctime was at least racyMargin
 // older than the moment the hashing began; a blob written or changed just
-// before is hashed again on its next read, and remembered then.
-//
-// What the memo cannot see is the disk silently flipping bits under an
-// unchanged inode once the page cache dropped the file; such a blob is found
-// at its next verification after DefaultReverifyAfter, and every client
-// checks the sha256 it was announced anyway (startcompile does).
+// before is hashed with sha256 again on its next read, and remembered then.
 
-// DefaultReverifyAfter is how long a verified, unchanged blob is trusted
-// before it is hashed again on read.
+// DefaultReverifyAfter is how long a blob verified with sha256, and
+// unchanged since, is checked with its CRC-32C on read before sha256 again.
 const DefaultReverifyAfter = time.Hour
 
 // racyMargin is how much older than the verification a file's ctime must be
@@ -51,8 +50,9 @@ type fileID struct {
 
 // verified is one remembered verification.
 type verified struct {
-	id fileID
-	at time.Time // when the hashing began
+	id  fileID
+	crc uint32    // CRC-32C (Castagnoli) of the content
+	at  time.Time // when the hashing began
 }
 
 // memo is the set of blobs verified intact, by digest.
@@ -67,26 +67,26 @@ func newMemo() *memo {
 	return &memo{m: make(map[string]verified), reverifyAfter: DefaultReverifyAfter, now: time.Now}
 }
 
-// trusted reports whether the file of sha, in state id, was verified intact
-// recently enough not to be hashed again.
-func (m *memo) trusted(sha string, id fileID) bool {
+// trusted returns the content's CRC-32C if the file of sha, in state id,
+// was verified intact recently enough not to be hashed with sha256 again.
+func (m *memo) trusted(sha string, id fileID) (crc uint32, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	v, ok := m.m[sha]
 	if !ok {
-		return false
+		return 0, false
 	}
 	if v.id != id || m.now().Sub(v.at) >= m.reverifyAfter {
 		delete(m.m, sha)
-		return false
+		return 0, false
 	}
-	return true
+	return v.crc, true
 }
 
 // remember records that the file of sha, in state id both when the hashing
-// began (at) and when it ended, hashed to sha. A file changed too shortly
-// before at is not remembered (see racyMargin).
-func (m *memo) remember(sha string, id fileID, at time.Time) {
+// began (at) and when it ended, hashed to sha and has CRC-32C crc. A file
+// changed too shortly before at is not remembered (see racyMargin).
+func (m *memo) remember(sha string, id fileID, crc uint32, at time.Time) {
 	if at.UnixNano()-id.ctime < int64(racyMargin) || m.reverifyAfter <= 0 {
 		return
 	}
@@ -98,7 +98,7 @@ func (m *memo) remember(sha string, id fileID, at time.Time) {
 			break
 		}
 	}
-	m.m[sha] = verified{id: id, at: at}
+	m.m[sha] = verified{id: id, crc: crc, at: at}
 }
 
 // forget drops sha's entry (the blob was deleted or found corrupt).
@@ -108,8 +108,9 @@ func (m *memo) forget(sha string) {
 	m.mu.Unlock()
 }
 
-// SetReverifyAfter sets how long a verified, unchanged blob is trusted on
-// read without hashing it again; 0 hashes on every read. The default is
+// SetReverifyAfter sets how long a blob verified with sha256 and unchanged
+// since is read with a CRC-32C check instead of sha256; 0 hashes with sha256
+// on every read. The default is
 // DefaultReverifyAfter. It applies to verifications made from now on.
 func (s *Store) SetReverifyAfter(d time.Duration) {
 	s.memo.mu.Lock()

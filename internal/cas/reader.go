@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"io"
 	"os"
 	"time"
@@ -19,9 +20,9 @@ import (
 // ErrNotFound. The caller must Close the reader.
 //
 // A blob file that was hashed completely and found intact, and has not
-// changed since, is not hashed again for [DefaultReverifyAfter] (see
-// [Store.SetReverifyAfter] and the memo's rules in memo.go); its reader
-// still checks the size.
+// changed since, is checked against the CRC-32C of that verified content
+// instead of sha256 for [DefaultReverifyAfter] (see [Store.SetReverifyAfter]
+// and the rules in memo.go); any mismatch is ErrCorrupt all the same.
 func (s *Store) Open(sha string) (io.ReadCloser, int64, error) {
 	if err := checkDigest(sha); err != nil {
 		return nil, 0, err
@@ -39,23 +40,32 @@ func (s *Store) Open(sha string) (io.ReadCloser, int64, error) {
 		f.Close()
 		return nil, 0, fmt.Errorf("cas: stat %s: %w", sha, err)
 	}
-	r := &verifyingReader{s: s, f: f, sha: sha, want: fi.Size(), began: began}
+	r := &verifyingReader{s: s, f: f, sha: sha, want: fi.Size(), began: began, crc: crc32.New(castagnoli)}
 	r.id, r.identified = statID(fi)
-	if !r.identified || !s.memo.trusted(sha, r.id) {
+	if r.identified {
+		r.wantCRC, r.trusted = s.memo.trusted(sha, r.id)
+	}
+	if !r.trusted {
 		r.h = sha256.New()
 	}
 	return r, fi.Size(), nil
 }
 
-// verifyingReader hashes a blob as it is read and checks it at EOF; with a
-// nil h (a trusted blob) it checks only the size.
+// castagnoli is the CRC-32C table (hardware-accelerated on amd64 and arm64).
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// verifyingReader hashes a blob as it is read and checks it at EOF: with
+// sha256, or for a trusted blob with CRC-32C against wantCRC.
 type verifyingReader struct {
 	s          *Store
 	f          *os.File
 	sha        string
 	want       int64
-	h          hash.Hash // nil: trusted, not hashed
-	id         fileID    // the file's identity when opened
+	h          hash.Hash   // sha256; nil for a trusted blob
+	crc        hash.Hash32 // CRC-32C, always
+	trusted    bool
+	wantCRC    uint32
+	id         fileID // the file's identity when opened
 	identified bool
 	began      time.Time
 	n          int64
@@ -67,6 +77,7 @@ func (r *verifyingReader) Read(p []byte) (int, error) {
 		return 0, r.err
 	}
 	n, err := r.f.Read(p)
+	r.crc.Write(p[:n])
 	if r.h != nil {
 		r.h.Write(p[:n])
 		r.s.hashed.Add(int64(n))
@@ -92,17 +103,22 @@ func (r *verifyingReader) end() {
 		r.corrupt(fmt.Errorf("%w: %s has %d bytes, want %d", ErrCorrupt, r.sha, r.n, r.want))
 		return
 	}
-	r.err = io.EOF
-	if r.h == nil {
+	if r.trusted {
+		if got := r.crc.Sum32(); got != r.wantCRC {
+			r.corrupt(fmt.Errorf("%w: %s has CRC-32C %08x, %08x when last verified", ErrCorrupt, r.sha, got, r.wantCRC))
+			return
+		}
+		r.err = io.EOF
 		return
 	}
+	r.err = io.EOF
 	if got := hex.EncodeToString(r.h.Sum(nil)); got != r.sha {
 		r.corrupt(fmt.Errorf("%w: %s hashes to %s", ErrCorrupt, r.sha, got))
 		return
 	}
 	// Remember the verification only if the file stayed the same throughout.
 	if now, ok := identify(r.f); ok && r.identified && now == r.id {
-		r.s.memo.remember(r.sha, r.id, r.began)
+		r.s.memo.remember(r.sha, r.id, r.crc.Sum32(), r.began)
 	}
 }
 
