@@ -200,11 +200,13 @@ func runDownload(ctx context.Context, e *env) error {
 	if _, _, err := download(ctx, ba.m.Compile, ba.buildID); err != nil {
 		return err
 	}
-	// The metaserver hashes a blob on read unless the same unchanged file was
-	// verified before: then it checks a CRC-32C instead (internal/cas, memo.go). Change the file's ctime (a
-	// chmod to its own mode) so whatever that read remembered is void, and
-	// wait out the store's racy margin so the next read is remembered: the
-	// first download below hashes, the later ones are trusted.
+	// The metaserver hashes a blob with sha256 on read unless the same
+	// unchanged file was verified before; then it checks the CRC-32C of
+	// that content instead (internal/cas, memo.go). Change the file's ctime
+	// (a chmod to its own mode) so whatever that read remembered is void,
+	// and wait out the store's racy margin so the next read is remembered:
+	// the first download below hashes with sha256, the later ones check
+	// the CRC-32C.
 	if err := touchBlob(ctx, filepath.Join(ba.m.DataDir, "blobs", ba.sha[:2], ba.sha)); err != nil {
 		return err
 	}
