@@ -70,10 +70,39 @@ func NewProcess(t testing.TB, name, path string, args ...string) *Process {
 	t.Cleanup(func() {
 		p.Stop()
 		if t.Failed() {
-			t.Logf("---- last %d lines of %s (%s) ----\n%s", tailLines, p.name, p.logPath, tail(p.Logs(), tailLines))
+			kept := keepLog(t, p.logPath)
+			t.Logf("---- last %d lines of %s (whole log kept in %s) ----\n%s", tailLines, p.name, kept, tail(p.Logs(), tailLines))
 		}
 	})
 	return p
+}
+
+// KeptLogsEnv names the directory where the logs of a failed test's
+// processes are kept (the test's temporary directory is deleted with it);
+// unset, they go to a new directory under the system's temporary directory.
+const KeptLogsEnv = "KILN_TEST_LOGS"
+
+// keepLog copies the log at path out of the test's temporary directory and
+// returns where it went ("" and the reason logged if it could not).
+func keepLog(t testing.TB, path string) string {
+	base := os.Getenv(KeptLogsEnv)
+	if base == "" {
+		base = filepath.Join(os.TempDir(), "kiln-test-logs")
+	}
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	dir := filepath.Join(base, name)
+	data, err := os.ReadFile(path)
+	if err == nil {
+		err = os.MkdirAll(dir, 0o755)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, filepath.Base(path)), data, 0o644)
+	}
+	if err != nil {
+		t.Logf("farmtest: cannot keep %s: %v", path, err)
+		return "(not kept)"
+	}
+	return filepath.Join(dir, filepath.Base(path))
 }
 
 // StartProcess is NewProcess followed by Start; a failure to start fails the
