@@ -131,6 +131,12 @@ func TestWebPagesOfARealFarmWorkInABrowser(t *testing.T) {
 		for _, p := range append(pages, "/build/"+doneID+"/log", "/build/"+doneID+"/artifact") {
 			c.checkJSON(p)
 		}
+		// --sandbox none is announced on the build server's page.
+		if body, code, err := c.get(context.Background(), "/buildservers", ""); err != nil || code != http.StatusOK ||
+			!strings.Contains(body, `id="bs-volunteer-1"`) || !strings.Contains(body, ">UNSANDBOXED</span>") ||
+			!strings.Contains(body, "runs builds WITHOUT a sandbox") {
+			t.Errorf("/buildservers does not announce volunteer-1's --sandbox none (%d, %v):\n%s", code, err, body)
+		}
 		var b struct {
 			State string `json:"state"`
 			Final bool   `json:"final"`
@@ -420,6 +426,8 @@ func TestWebMetaserverMetricsMoveAsBuildsRun(t *testing.T) {
 		webWant{"kiln_cache_hits_total", nil, webEq(0)},
 		webWant{"kiln_queue_depth", nil, webEq(1)},
 		webWant{"kiln_oldest_queued_seconds", nil, webAbove(0)},
+		webWant{"kiln_builds", []string{"state", "queued"}, webEq(1)},
+		webWant{"kiln_builds", []string{"state", "succeeded"}, webEq(0)},
 	)
 
 	bs := f.StartBuildserver(f.AddBuildServer("volunteer-1"))
@@ -446,6 +454,9 @@ func TestWebMetaserverMetricsMoveAsBuildsRun(t *testing.T) {
 		webWant{"kiln_dispatch_latency_seconds", nil, webEq(1)}, // observations
 		webWant{"kiln_artifact_upload_bytes_total", nil, webEq(size)},
 		webWant{"kiln_artifact_download_bytes_total", nil, webEq(size)},
+		webWant{"kiln_builds", []string{"state", "queued"}, webEq(0)},
+		webWant{"kiln_builds", []string{"state", "running"}, webEq(0)},
+		webWant{"kiln_builds", []string{"state", "succeeded"}, webEq(1)},
 	)
 
 	r = f.Startcompile("--project", "hello", "--json", webRequester)
