@@ -12,6 +12,8 @@ pkgs=(qemu-user qemu-user-binfmt binfmt-support
   gcc-s390x-linux-gnu gcc-i686-linux-gnu gcc-arm-linux-gnueabihf gcc-powerpc-linux-gnu
   libc6-dev-s390x-cross libc6-dev-i386-cross libc6-dev-armhf-cross libc6-dev-powerpc-cross
   musl-tools bubblewrap postfix chromium git make gcc util-linux)
+# buf comes from npm (the Go module proxy, Debian and npm are the registries here).
+command -v npm >/dev/null || pkgs+=(nodejs npm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,8 +32,12 @@ $SUDO update-binfmts --enable >/dev/null 2>&1 || true
 
 # Protobuf generators and buf, pinned (the proto check regenerates and diffs).
 export PATH="$(go env GOPATH)/bin:$PATH"
-command -v protoc-gen-go >/dev/null || go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
-command -v protoc-gen-go-grpc >/dev/null || go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+# The generated files name the generator's version, so another version would
+# fail the check: install the pinned one unless it is the one on PATH.
+[ "$(protoc-gen-go --version 2>/dev/null)" = "protoc-gen-go v1.36.12" ] ||
+  go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+[ "$(protoc-gen-go-grpc --version 2>/dev/null)" = "protoc-gen-go-grpc 1.6.2" ] ||
+  go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 root="$(cd "$(dirname "$0")/.." && pwd)"
 if [ ! -x "$root/.tools/node_modules/@bufbuild/buf-linux-x64/bin/buf" ]; then
   mkdir -p "$root/.tools"
