@@ -96,49 +96,19 @@ func uploadBig(ctx context.Context, e *env, sizeMiB int) (*bigArtifact, error) {
 		return ba, errors.New("no assignment within 30 s")
 	}
 
-	pid := m.Proc.pid()
-	if err := resetPeak(pid); err != nil {
-		e.rep.logf("cannot reset the metaserver's peak RSS (%v); sampling only", err)
-	}
-	before, err := readMem(pid)
+	mem, err := sampleMem(e, m.Proc.pid())
 	if err != nil {
 		return ba, err
 	}
-	ba.rssBefore, ba.rssPeak = before.RSS, before.RSS
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	wg.Add(1)
-	go func() { // sample RSS; VmHWM (after the reset) catches what sampling misses
-		defer wg.Done()
-		t := time.NewTicker(5 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				if mi, err := readMem(pid); err == nil {
-					mu.Lock()
-					ba.rssPeak = max(ba.rssPeak, mi.RSS, mi.HWM)
-					mu.Unlock()
-				}
-			}
-		}
-	}()
 	e.rep.logf("uploading %d MiB through UploadArtifact", sizeMiB)
 	prof := profiler{e: e}
 	prof.cpu(ctx, "metaserver-upload", m.PprofAddr, e.bins.Metaserver, time.Duration(sizeMiB)*3*time.Millisecond)
 	t0 := time.Now()
 	art, err := sim.uploadKnown(a.GetAttemptId(), src2, sum)
 	ba.uploadTime = time.Since(t0)
-	close(stop)
-	wg.Wait()
+	ba.rssBefore, ba.rssPeak = mem.stop()
 	if err != nil {
 		return ba, err
-	}
-	if mi, err := readMem(pid); err == nil {
-		ba.rssPeak = max(ba.rssPeak, mi.HWM)
 	}
 	prof.wait()
 	art.Files = []string{"out.txt"}
@@ -157,6 +127,59 @@ func uploadBig(ctx context.Context, e *env, sizeMiB int) (*bigArtifact, error) {
 		return ba, err
 	}
 	return ba, nil
+}
+
+// memSampler follows a process's resident memory: sampled every 5 ms, and
+// its VmHWM (reset at the start where the kernel allows) catches what the
+// sampling misses.
+type memSampler struct {
+	pid    int
+	before int64
+	stopC  chan struct{}
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	peak   int64
+}
+
+// sampleMem starts sampling pid's memory.
+func sampleMem(e *env, pid int) (*memSampler, error) {
+	if err := resetPeak(pid); err != nil {
+		e.rep.logf("cannot reset the peak RSS of pid %d (%v); sampling only", pid, err)
+	}
+	before, err := readMem(pid)
+	if err != nil {
+		return nil, err
+	}
+	s := &memSampler{pid: pid, before: before.RSS, peak: before.RSS, stopC: make(chan struct{})}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stopC:
+				return
+			case <-t.C:
+				if mi, err := readMem(pid); err == nil {
+					s.mu.Lock()
+					s.peak = max(s.peak, mi.RSS, mi.HWM)
+					s.mu.Unlock()
+				}
+			}
+		}
+	}()
+	return s, nil
+}
+
+// stop ends the sampling and returns the RSS at the start and the peak.
+func (s *memSampler) stop() (before, peak int64) {
+	close(s.stopC)
+	s.wg.Wait()
+	if mi, err := readMem(s.pid); err == nil {
+		s.peak = max(s.peak, mi.HWM)
+	}
+	return s.before, s.peak
 }
 
 // runUpload measures a large artifact upload against the disk's own
@@ -212,6 +235,10 @@ func runDownload(ctx context.Context, e *env) error {
 	}
 	prof := profiler{e: e}
 	prof.cpu(ctx, "metaserver", ba.m.PprofAddr, e.bins.Metaserver, time.Duration(e.cfg.SizeMiB)*9*time.Millisecond)
+	mem, err := sampleMem(e, ba.m.Proc.pid())
+	if err != nil {
+		return err
+	}
 	var raw, got []float64
 	for range 3 { // interleaved, to share the machine's noise fairly
 		r, err := bulkBound(ctx, addr, e.cfg.SizeMiB)
@@ -227,6 +254,7 @@ func runDownload(ctx context.Context, e *env) error {
 		}
 		raw, got = append(raw, r), append(got, mbps(n, d))
 	}
+	rssBefore, rssPeak := mem.stop()
 	prof.wait()
 	bound := slices.Max(raw)
 	rawNote := fmt.Sprintf("raw gRPC bulk (same message type, 1 MiB chunks, another process) %.0f / %.0f / %.0f MB/s, best used", raw[0], raw[1], raw[2])
@@ -236,6 +264,8 @@ func runDownload(ctx context.Context, e *env) error {
 	e.rep.add(figure{Scenario: "download", Name: fmt.Sprintf("%d MiB download hashed on the metaserver, %% of raw gRPC", e.cfg.SizeMiB), Value: 100 * got[0] / bound, Unit: "%", Target: 70,
 		Bound: bound, BoundName: "raw loopback gRPC bulk",
 		Note: fmt.Sprintf("first download since the blob file changed (or the metaserver started, or an hour passed): sha256 (and CRC-32C) computed while sent, %.0f MB/s", got[0])})
+	e.rep.add(figure{Scenario: "download", Name: "metaserver RSS growth during downloads", Value: mib(rssPeak - rssBefore), Unit: "MiB", NoTarget: true,
+		Note: fmt.Sprintf("RSS %.1f MiB before the three downloads, peak %.1f MiB (sampled every 5 ms and VmHWM after resetting it)", mib(rssBefore), mib(rssPeak))})
 	return nil
 }
 
