@@ -146,3 +146,90 @@ func TestTreeExtractRefusesANonEmptyDestinationAndAStoppedContext(t *testing.T) 
 		t.Errorf("a cancelled Extract wrote %v", entries)
 	}
 }
+
+func TestTreeMatchesOnlyAnUntouchedExtraction(t *testing.T) {
+	u := newUpstream(t)
+	c := u.commit("tree", map[string]string{
+		"Makefile":        "all:\n\ttrue\n",
+		"configure*":      "#!/bin/sh\n",
+		"src/deep/main.c": "int main(void){return 0;}\n",
+		"src/link":        "->deep/main.c",
+	})
+	m := newMirror(t, u, Options{})
+	tree, err := m.ExportTree(testCtx(t), c, t.TempDir(), 1<<20)
+	if err != nil || tree == nil {
+		t.Fatalf("ExportTree = %v, %v", tree, err)
+	}
+	mtime := commitEpoch
+	tests := []struct {
+		name   string
+		change func(t *testing.T, dir string) error
+		ok     func(string, fs.FileInfo) bool
+		want   bool
+	}{
+		{"untouched", func(*testing.T, string) error { return nil }, nil, true},
+		{"content changed, size and time kept", func(_ *testing.T, d string) error {
+			p := filepath.Join(d, "Makefile")
+			if err := os.WriteFile(p, []byte("all:\n\tfals\n"), 0o644); err != nil {
+				return err
+			}
+			return os.Chtimes(p, mtime, mtime)
+		}, nil, false},
+		{"a file added", func(_ *testing.T, d string) error {
+			return os.WriteFile(filepath.Join(d, "src", "deep", "main.o"), nil, 0o644)
+		}, nil, false},
+		{"an empty directory added, time kept", func(_ *testing.T, d string) error {
+			if err := os.Mkdir(filepath.Join(d, "build"), 0o755); err != nil {
+				return err
+			}
+			return os.Chtimes(d, mtime, mtime)
+		}, nil, false},
+		{"a file removed", func(_ *testing.T, d string) error {
+			return os.Remove(filepath.Join(d, "configure"))
+		}, nil, false},
+		{"a mode changed", func(_ *testing.T, d string) error {
+			return os.Chmod(filepath.Join(d, "configure"), 0o777)
+		}, nil, false},
+		{"a directory's time changed", func(_ *testing.T, d string) error {
+			p := filepath.Join(d, "src", "tmp")
+			if err := os.WriteFile(p, nil, 0o644); err != nil {
+				return err
+			}
+			return os.Remove(p)
+		}, nil, false},
+		{"a file replaced by a link to it", func(_ *testing.T, d string) error {
+			p := filepath.Join(d, "Makefile")
+			if err := os.Rename(p, filepath.Join(d, "src", "M")); err != nil {
+				return err
+			}
+			return os.Symlink("src/M", p)
+		}, nil, false},
+		{"a link retargeted", func(_ *testing.T, d string) error {
+			p := filepath.Join(d, "src", "link")
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+			return os.Symlink("../Makefile", p)
+		}, nil, false},
+		{"the caller's own check fails", func(*testing.T, string) error { return nil },
+			func(p string, _ fs.FileInfo) bool { return !strings.HasSuffix(p, "main.c") }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := tree.Extract(testCtx(t), dir); err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.change(t, dir); err != nil {
+				t.Fatal(err)
+			}
+			got, err := tree.Matches(dir, tt.ok)
+			if err != nil || got != tt.want {
+				t.Errorf("Matches = %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+	if _, err := tree.Matches(filepath.Join(t.TempDir(), "missing"), nil); err == nil {
+		t.Error("Matches of a missing directory gave no error")
+	}
+}

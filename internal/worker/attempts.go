@@ -28,6 +28,9 @@ type attempt struct {
 	dropped bool
 	// phase is the last phase reported, reported again after a reconnect.
 	phase kilnv1.Phase
+	// held is the source tree exported into the build directory's src,
+	// zero until the export is complete.
+	held treeKey
 }
 
 // assign takes an Assignment: starts it when a slot is free, or answers it
@@ -82,7 +85,8 @@ func (c *Client) assign(asg *kilnv1.Assignment) {
 // execute prepares the build directory and log, then runs the attempt.
 func (c *Client) execute(ctx context.Context, a *attempt, asg *kilnv1.Assignment) *kilnv1.AttemptResult {
 	os.RemoveAll(a.dir) // only a crashed earlier run leaves one
-	spare, err := c.dirs.take(a.dir)
+	tree := treeKey{asg.GetGitUrl(), asg.GetCommit()}
+	spare, holds, err := c.dirs.take(a.dir, tree, func(d string) { c.janitor.discard(d, treeKey{}) })
 	if spare {
 		c.janitor.poke() // prepare the next one while this build runs
 	}
@@ -100,9 +104,15 @@ func (c *Client) execute(ctx context.Context, a *attempt, asg *kilnv1.Assignment
 	a.log = l
 	c.mu.Unlock()
 	return c.runner.run(ctx, job{
-		asg: asg,
-		dir: a.dir,
-		log: l,
+		asg:       asg,
+		dir:       a.dir,
+		log:       l,
+		srcExists: holds,
+		sourced: func() {
+			c.mu.Lock()
+			a.held = tree
+			c.mu.Unlock()
+		},
 		progress: func(p kilnv1.Phase) {
 			c.mu.Lock()
 			a.phase = p
@@ -230,6 +240,7 @@ func (c *Client) forget(a *attempt) {
 		// Back to where save took it from: recycling reuses the file.
 		keep = filepath.Join(a.dir, resultTmpName)
 	}
+	held := a.held
 	c.mu.Unlock()
 	if err := c.results.remove(a.id, keep); err != nil {
 		c.log.Warn("cannot delete saved result", "attempt_id", a.id, "error", err)
@@ -237,7 +248,7 @@ func (c *Client) forget(a *attempt) {
 	if a.log != nil {
 		a.log.release()
 	}
-	c.janitor.discard(a.dir)
+	c.janitor.discard(a.dir, held)
 	c.mu.Lock()
 	if c.attempts[a.id] == a {
 		delete(c.attempts, a.id)

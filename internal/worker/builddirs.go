@@ -44,14 +44,21 @@ type buildDirs struct {
 	want int    // spares to keep ready: one per slot
 	seq  atomic.Uint64
 
+	// trees, when not nil, lets recycle keep a finished build's source
+	// tree for another build of the same commit (see recycle).
+	trees *treeCache
+
 	mu    sync.Mutex
 	ready []string
+	// holds names the spares among ready whose src holds a source tree
+	// (named "tree-<n>" on disk, not "ready-<n>"); the others are empty.
+	holds map[string]treeKey
 }
 
 // newBuildDirs takes up the complete spares a previous run left in dir and
 // returns the other entries there, to be discarded.
 func newBuildDirs(dir string, want int) (*buildDirs, []string, error) {
-	b := &buildDirs{dir: dir, want: want}
+	b := &buildDirs{dir: dir, want: want, holds: map[string]treeKey{}}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading spare build directories: %w", err)
@@ -77,22 +84,70 @@ func newBuildDirs(dir string, want int) (*buildDirs, []string, error) {
 
 // take makes dst, which must not exist, a build directory: a prepared one
 // when ready, else a fresh one. It reports whether it used a spare, so the
-// caller can ask for a new one.
-func (b *buildDirs) take(dst string) (spare bool, err error) {
+// caller can ask for a new one, and whether dst's src already holds the
+// source tree want (then it must not be exported again; else src is empty).
+//
+// A spare holding want is preferred, then an empty one. A spare holding
+// another tree is used last: its src is handed to trash (the janitor's
+// discard, which deletes it off the critical path; nil deletes it here) and
+// made anew, one mkdir.
+func (b *buildDirs) take(dst string, want treeKey, trash func(dir string)) (spare, holds bool, err error) {
 	b.mu.Lock()
+	rank := func(p string) int {
+		switch k, ok := b.holds[p]; {
+		case ok && k == want:
+			return 0
+		case !ok:
+			return 1
+		}
+		return 2
+	}
+	i := -1
+	for j := len(b.ready) - 1; j >= 0; j-- { // the newest first, as before
+		if i < 0 || rank(b.ready[j]) < rank(b.ready[i]) {
+			i = j
+		}
+	}
 	var p string
-	if n := len(b.ready); n > 0 {
-		p = b.ready[n-1]
-		b.ready = b.ready[:n-1]
+	var k treeKey
+	var held bool
+	if i >= 0 {
+		p = b.ready[i]
+		b.ready = append(b.ready[:i], b.ready[i+1:]...)
+		k, held = b.holds[p]
+		delete(b.holds, p)
 	}
 	b.mu.Unlock()
 	if p != "" {
 		if err := os.Rename(p, dst); err == nil {
-			return true, nil
+			if !held || k == want {
+				return true, held, nil
+			}
+			if err := resetSrc(dst, trash); err == nil {
+				return true, false, nil
+			}
+			os.RemoveAll(dst)
+		} else {
+			os.RemoveAll(p) // gone or broken; the fresh directory below tells why
 		}
-		os.RemoveAll(p) // gone or broken; the fresh directory below tells why
 	}
-	return false, makeBuildDir(dst)
+	return false, false, makeBuildDir(dst)
+}
+
+// resetSrc replaces dir's src, which holds another source tree, by an empty
+// directory; the old one goes to trash.
+func resetSrc(dir string, trash func(dir string)) error {
+	src := filepath.Join(dir, srcName)
+	old := filepath.Join(dir, "old-"+srcName)
+	if err := os.Rename(src, old); err != nil {
+		return err
+	}
+	if trash != nil {
+		trash(old)
+	} else if err := os.RemoveAll(old); err != nil {
+		return err
+	}
+	return os.Mkdir(src, buildDirMode)
 }
 
 // missing returns how many spares are wanted but not ready.

@@ -65,7 +65,7 @@ func TestBuildDirsHandOutPreparedDirectories(t *testing.T) {
 		if i == 0 {
 			os.Mkdir(filepath.Dir(dst), 0o755)
 		}
-		spare, err := b.take(dst)
+		spare, _, err := b.take(dst, treeKey{}, nil)
 		if err != nil || spare != want {
 			t.Fatalf("take %d = %v, %v; want spare %v", i, spare, err, want)
 		}
@@ -180,7 +180,7 @@ func TestAnAcknowledgedResultFileGoesBackIntoItsBuildDirectoryForRecycling(t *te
 		t.Fatal(err)
 	}
 	b := &buildDirs{dir: t.TempDir(), want: 1}
-	if !b.recycle(trash) {
+	if !b.recycle(trash, treeKey{}) {
 		t.Fatal("the build directory was not recycled")
 	}
 	recycled, err := os.Stat(filepath.Join(b.ready[0], resultTmpName))

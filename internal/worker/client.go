@@ -104,8 +104,10 @@ func New(cfg Config) (*Client, error) {
 	c.dirs = dirs
 	c.janitor = newJanitor(filepath.Join(dataDir, "trash"), dirs, c.log)
 	for _, d := range stale {
-		c.janitor.discard(d)
+		c.janitor.discard(d, treeKey{})
 	}
+	ms := newMirrors(filepath.Join(dataDir, "mirrors"))
+	dirs.trees = ms.trees
 	c.runner = &attemptRunner{
 		sandbox:        cfg.Sandbox,
 		hide:           hide,
@@ -114,7 +116,7 @@ func New(cfg Config) (*Client, error) {
 		maxArtifact:    cfg.MaxArtifactBytes,
 		policy:         cfg.Policy,
 		targets:        byID,
-		mirrors:        newMirrors(filepath.Join(dataDir, "mirrors")),
+		mirrors:        ms,
 		log:            c.log,
 	}
 	return c, nil
@@ -306,7 +308,7 @@ func (c *Client) discardStaleBuilds() {
 		_, pending := c.attempts[id]
 		c.mu.Unlock()
 		if err != nil || !pending {
-			c.janitor.discard(filepath.Join(c.buildsDir, e.Name()))
+			c.janitor.discard(filepath.Join(c.buildsDir, e.Name()), treeKey{})
 		}
 	}
 }

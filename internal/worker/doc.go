@@ -49,12 +49,19 @@
 //	  results/<attempt id>.pb    AttemptResult not yet acknowledged
 //	  spare/ready-<n>/  build directories prepared in advance (same layout,
 //	            all empty), renamed to builds/<attempt id> when one starts
+//	  spare/tree-<n>/   the same, but src holds, exactly as exported, the
+//	            source tree of a commit a finished build left untouched:
+//	            taken by the next build of that commit, which exports nothing
 //	  trash/    build directories waiting for background deletion
 //
 // Files are created off the critical path where possible (creating an inode
 // costs about 0.25 ms on the project's disk): the janitor prepares spare
 // build directories and empties the trash in the background; result files
 // are written without fsync (see resultStore.save for why that is safe).
+// Small source trees of recent commits are kept in memory (treeCache), and
+// a finished build's untouched source tree is kept in its recycled build
+// directory (buildDirs.recycle), so repeated builds of one commit (the same
+// source with other options) start no git process and create no files.
 // Once no build has run for a second, the build server returns its free
 // memory to the operating system (idleTrimmer).
 package worker

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -23,14 +24,21 @@ type janitor struct {
 	log    *slog.Logger
 	wake   chan struct{}
 	seq    atomic.Uint64
+
+	mu sync.Mutex
+	// held records, for build directories in the trash whose src holds a
+	// source tree, which one (see buildDirs.recycle).
+	held map[string]treeKey
 }
 
 func newJanitor(trash string, spares *buildDirs, log *slog.Logger) *janitor {
-	return &janitor{trash: trash, spares: spares, log: log, wake: make(chan struct{}, 1)}
+	return &janitor{trash: trash, spares: spares, log: log, wake: make(chan struct{}, 1), held: map[string]treeKey{}}
 }
 
-// discard moves dir into the trash and wakes the janitor. A missing dir is fine.
-func (j *janitor) discard(dir string) {
+// discard moves dir into the trash and wakes the janitor. A missing dir is
+// fine. held is the source tree dir's src holds, if any: as exported, not
+// necessarily as the build left it.
+func (j *janitor) discard(dir string, held treeKey) {
 	dst := filepath.Join(j.trash, fmt.Sprintf("%s-%d-%d", filepath.Base(dir), time.Now().UnixNano(), j.seq.Add(1)))
 	if err := os.Rename(dir, dst); err != nil {
 		if !os.IsNotExist(err) {
@@ -39,7 +47,21 @@ func (j *janitor) discard(dir string) {
 		}
 		return
 	}
+	if held != (treeKey{}) {
+		j.mu.Lock()
+		j.held[dst] = held
+		j.mu.Unlock()
+	}
 	j.poke()
+}
+
+// takeHeld returns and forgets the source tree recorded for p.
+func (j *janitor) takeHeld(p string) treeKey {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	k := j.held[p]
+	delete(j.held, p)
+	return k
 }
 
 // poke asks the janitor to empty the trash.
@@ -70,7 +92,8 @@ func (j *janitor) run(ctx context.Context) {
 		var rest []string
 		for _, e := range entries {
 			p := filepath.Join(j.trash, e.Name())
-			if j.spares != nil && j.spares.recycle(p) {
+			held := j.takeHeld(p)
+			if j.spares != nil && j.spares.recycle(p, held) {
 				continue
 			}
 			rest = append(rest, p)

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+
+	"github.com/kilnbuild/kiln/internal/gitmirror"
 )
 
 // Modes a build directory's entries have when made by makeBuildDir (umask
@@ -38,7 +40,14 @@ var errNotRecyclable = errors.New("build directory not recyclable")
 // sandbox's PID namespace or cgroup), and anything a step could leave
 // behind that would outlive emptying (a mode, an ACL or other extended
 // attribute, a hard link) makes recycle refuse.
-func (b *buildDirs) recycle(dir string) bool {
+//
+// When src holds the source tree held (zero: none) and that tree is still
+// kept in memory, src is kept instead of emptied if it is exactly as
+// exported (gitmirror.Tree.Matches, every entry with one link, no extended
+// attributes, owned by this process's user), and the spare is named
+// "tree-<n>": take gives it to the next build of the same commit, which
+// then neither deletes nor creates a file of its source tree.
+func (b *buildDirs) recycle(dir string, held treeKey) bool {
 	// Up to twice the spares fill keeps: a finished build directory
 	// reaches the trash only after the next build took its spare and fill
 	// replaced it, so with room for want only, nearly none would be
@@ -50,28 +59,42 @@ func (b *buildDirs) recycle(dir string) bool {
 	if room <= 0 {
 		return false
 	}
-	if err := cleanBuildDir(dir); err != nil {
+	var tree *gitmirror.Tree
+	if held != (treeKey{}) && b.trees != nil {
+		tree = b.trees.get(held.url, held.commit)
+	}
+	kept, err := cleanBuildDir(dir, tree)
+	if err != nil {
 		return false
 	}
-	ready := filepath.Join(b.dir, "ready-"+strconv.FormatUint(b.seq.Add(1), 10))
+	name := "ready-"
+	if kept {
+		name = "tree-"
+	}
+	ready := filepath.Join(b.dir, name+strconv.FormatUint(b.seq.Add(1), 10))
 	if err := os.Rename(dir, ready); err != nil {
 		return false
 	}
 	b.mu.Lock()
 	b.ready = append(b.ready, ready)
+	if kept {
+		b.holds[ready] = held
+	}
 	b.mu.Unlock()
 	return true
 }
 
 // cleanBuildDir brings dir back to what makeBuildDir makes, or fails with
 // errNotRecyclable (or the file system's error) if it cannot be trusted to.
-func cleanBuildDir(dir string) error {
+// When tree is not nil and src holds exactly that tree, src is left as it
+// is and kept reports so.
+func cleanBuildDir(dir string, tree *gitmirror.Tree) (kept bool, err error) {
 	if err := checkEntry(dir, true, buildDirMode); err != nil {
-		return err
+		return false, err
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return err
+		return false, err
 	}
 	seen := 0
 	hasResult := false
@@ -82,15 +105,28 @@ func cleanBuildDir(dir string) error {
 		case resultTmpName:
 			hasResult = true
 		default:
-			return fmt.Errorf("%w: unexpected %s", errNotRecyclable, e.Name())
+			return false, fmt.Errorf("%w: unexpected %s", errNotRecyclable, e.Name())
 		}
 	}
 	if seen != 5 {
-		return fmt.Errorf("%w: entries missing", errNotRecyclable)
+		return false, fmt.Errorf("%w: entries missing", errNotRecyclable)
 	}
-	for _, d := range []string{srcName, destName, homeName} {
+	// dest and home first: a hard link from there into src is gone then.
+	for _, d := range []string{destName, homeName} {
 		if err := emptyDir(filepath.Join(dir, d)); err != nil {
-			return err
+			return false, err
+		}
+	}
+	src := filepath.Join(dir, srcName)
+	if tree != nil {
+		kept, err = pristine(src, tree)
+		if err != nil {
+			return false, err
+		}
+	}
+	if !kept {
+		if err := emptyDir(src); err != nil {
+			return false, err
 		}
 	}
 	files := []string{logName, artifactName}
@@ -100,22 +136,53 @@ func cleanBuildDir(dir string) error {
 	for _, f := range files {
 		p := filepath.Join(dir, f)
 		if err := checkEntry(p, false, buildFileMode); err != nil {
-			return err
+			return false, err
 		}
 		if err := os.Truncate(p, 0); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if !hasResult {
 		fh, err := os.OpenFile(filepath.Join(dir, resultTmpName), os.O_WRONLY|os.O_CREATE|os.O_EXCL, buildFileMode)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if err := fh.Close(); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return kept, nil
+}
+
+// pristine reports whether src (a build's source directory, checked like
+// any directory of a build directory) holds exactly tree as exported: see
+// gitmirror.Tree.Matches, and every entry has one link, no extended
+// attributes and src's owner (this process's user), so nothing a step did can reach the
+// next build through it.
+func pristine(src string, tree *gitmirror.Tree) (bool, error) {
+	if err := checkEntry(src, true, buildDirMode); err != nil {
+		return false, err
+	}
+	fi, err := os.Lstat(src)
+	if err != nil {
+		return false, err
+	}
+	// What export creates in src is owned like src, which the build
+	// server made.
+	want, ok := ownerOf(fi)
+	if !ok || want.uid != uint32(os.Geteuid()) {
+		return false, nil
+	}
+	return tree.Matches(src, func(p string, fi fs.FileInfo) bool {
+		if !fi.IsDir() && hardLinked(fi) {
+			return false
+		}
+		if o, ok := ownerOf(fi); !ok || o != want {
+			return false
+		}
+		x, err := hasXattrs(p)
+		return err == nil && !x
+	})
 }
 
 // emptyDir deletes everything in d, after checking d is a directory as

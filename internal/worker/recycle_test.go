@@ -55,13 +55,13 @@ func TestAFinishedBuildDirectoryIsRecycledIntoAnEmptySpare(t *testing.T) {
 	}
 	dir := finishedBuildDir(t, trash)
 	dest := inode(t, filepath.Join(dir, destName))
-	if !b.recycle(dir) {
+	if !b.recycle(dir, treeKey{}) {
 		t.Fatal("recycle refused a finished build directory")
 	}
 	if b.missing() != 0 || len(b.ready) != 1 {
 		t.Fatalf("ready spares %v, want one", b.ready)
 	}
-	if !b.recycle(finishedBuildDir(t, trash)) {
+	if !b.recycle(finishedBuildDir(t, trash), treeKey{}) {
 		t.Fatal("recycle refused a second spare, within twice the spares wanted")
 	}
 	checkBuildDir(t, b.ready[0])
@@ -71,7 +71,7 @@ func TestAFinishedBuildDirectoryIsRecycledIntoAnEmptySpare(t *testing.T) {
 	if _, err := os.Lstat(dir); !os.IsNotExist(err) {
 		t.Errorf("recycled directory still in the trash: %v", err)
 	}
-	if b.recycle(finishedBuildDir(t, trash)) {
+	if b.recycle(finishedBuildDir(t, trash), treeKey{}) {
 		t.Error("recycle took a directory beyond twice the spares wanted")
 	}
 }
@@ -122,7 +122,7 @@ func TestABuildDirectoryAStepTamperedWithIsNotRecycled(t *testing.T) {
 			}
 			dir := finishedBuildDir(t, root)
 			tt.tamper(t, dir)
-			if b.recycle(dir) {
+			if b.recycle(dir, treeKey{}) {
 				t.Fatalf("recycled a directory with %s", tt.name)
 			}
 			if len(b.ready) != 0 {

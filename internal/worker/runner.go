@@ -35,6 +35,11 @@ type job struct {
 	dir      string // DATA_DIR/builds/<attempt id>, as made by buildDirs; the log is open
 	log      *logStream
 	progress func(kilnv1.Phase)
+	// srcExists: src already holds the tree of the assignment's commit,
+	// exactly as exported (a recycled build directory, see buildDirs.take).
+	srcExists bool
+	// sourced is called once src holds the commit's tree.
+	sourced func()
 }
 
 // result builds an AttemptResult.
@@ -53,7 +58,7 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 
 	j.progress(kilnv1.Phase_PHASE_FETCHING)
 	start := time.Now()
-	if err := r.mirrors.export(ctx, a.GetGitUrl(), a.GetCommit(), src); err != nil {
+	if err := r.source(ctx, j, src); err != nil {
 		if ctx.Err() != nil {
 			return stopped(ctx)
 		}
@@ -146,6 +151,20 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	res := result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED, "", "")
 	res.Artifact = art
 	return res
+}
+
+// source makes src hold the tree of the assignment's commit, unless it does.
+func (r *attemptRunner) source(ctx context.Context, j job, src string) error {
+	if !j.srcExists {
+		a := j.asg
+		if err := r.mirrors.export(ctx, a.GetGitUrl(), a.GetCommit(), src); err != nil {
+			return err
+		}
+	}
+	if j.sourced != nil {
+		j.sourced()
+	}
+	return nil
 }
 
 // setupFailed ends an attempt SETUP_FAILED: the build server's fault, to be

@@ -13,6 +13,18 @@ func hardLinked(fi fs.FileInfo) bool {
 	return !ok || st.Nlink != 1
 }
 
+// owner is the user and group owning a file.
+type owner struct{ uid, gid uint32 }
+
+// ownerOf returns the owner of the file fi describes.
+func ownerOf(fi fs.FileInfo) (owner, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return owner{}, false
+	}
+	return owner{st.Uid, st.Gid}, true
+}
+
 // hasXattrs reports whether path (not followed if a symbolic link) carries
 // extended attributes, such as a default ACL a build step set on one of its
 // directories.
