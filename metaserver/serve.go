@@ -44,6 +44,8 @@ type serveConfig struct {
 	InlineArtifactBytes int64
 	// RequestsPerMinute bounds requests per email address (negative: no limit).
 	RequestsPerMinute int
+	// RequestsPerMinutePerAddress bounds requests per peer IP address (0 or negative: no limit).
+	RequestsPerMinutePerAddress int
 	// CacheMaxBytes bounds the artifact cache (LRU eviction of unpinned artifacts).
 	CacheMaxBytes int64
 	// GracePeriod bounds a graceful stop before connections are cut.
@@ -68,9 +70,10 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "HTTP address for Prometheus /metrics (empty: off)")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 5*time.Second, "build server heartbeat interval")
 	fs.DurationVar(&c.Lease, "lease", 30*time.Second, "how long an attempt survives without a heartbeat")
-	fs.IntVar(&c.MaxInfraAttempts, "max-infra-attempts", 5, "attempts ending in infrastructure failures before a build ends as error")
+	fs.IntVar(&c.MaxInfraAttempts, "max-infra-attempts", 5, "attempts ending in infrastructure failures (setup failure, lost lease; refusals by a volunteer's policy do not count) before a build ends as error")
 	fs.Int64Var(&c.InlineArtifactBytes, "inline-artifact-bytes", 256<<10, "artifacts up to this size are stored inside the store with their result instead of as files (0: always files)")
 	fs.IntVar(&c.RequestsPerMinute, "requests-per-minute", 30, "build requests one email address may make per minute (negative: unlimited)")
+	fs.IntVar(&c.RequestsPerMinutePerAddress, "requests-per-minute-per-address", 300, "build requests one client IP address may make per minute, whatever the email addresses; loopback included (0: unlimited)")
 	fs.Int64Var(&c.CacheMaxBytes, "cache-max-bytes", 0, "artifact cache size limit in bytes; least recently used unpinned artifacts are evicted (0: unlimited)")
 	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long a graceful stop waits for in-flight calls")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate for gRPC over TLS")
@@ -170,7 +173,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	}
 	srv, err := server.Open(server.Config{
 		DataDir: cfg.DataDir, HeartbeatInterval: cfg.Heartbeat, Lease: cfg.Lease,
-		MaxInfraAttempts: cfg.MaxInfraAttempts, CacheMaxBytes: cfg.CacheMaxBytes, RequestsPerMinute: cfg.RequestsPerMinute, InlineArtifactBytes: inlineBytes(cfg.InlineArtifactBytes), Version: version, Logger: log, Notifier: notifier,
+		MaxInfraAttempts: cfg.MaxInfraAttempts, CacheMaxBytes: cfg.CacheMaxBytes, RequestsPerMinute: cfg.RequestsPerMinute, RequestsPerMinutePerAddress: perAddress(cfg.RequestsPerMinutePerAddress), InlineArtifactBytes: inlineBytes(cfg.InlineArtifactBytes), Version: version, Logger: log, Notifier: notifier,
 	}, st)
 	if err != nil {
 		return err
@@ -273,6 +276,15 @@ const version = "0.1.0"
 
 // inlineBytes maps the flag (0: never inline) to server.Config (negative: never).
 func inlineBytes(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+// perAddress maps the flag (0 or negative: unlimited) to server.Config
+// (negative: unlimited, 0: the default).
+func perAddress(n int) int {
 	if n <= 0 {
 		return -1
 	}

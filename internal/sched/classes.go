@@ -155,7 +155,11 @@ func missingTool(info *kilnv1.SystemInfo, requires []string) string {
 	return ""
 }
 
-// refusal returns why a volunteer's policy refuses b, or "".
+// refusal returns why a volunteer's policy refuses b, or "": a project not
+// in its allowed list, an option value not in its allowed values, or a
+// time limit (the manifest's timeout, b.TimeoutSeconds) longer than its
+// maximum build time. Idle-only is not decided here: a busy server reports
+// itself busy and takes no work at all.
 func refusal(p *kilnv1.BuildServerPolicy, b *Build) string {
 	if p == nil {
 		return ""
@@ -181,6 +185,9 @@ func refusal(p *kilnv1.BuildServerPolicy, b *Build) string {
 		if !ok {
 			return fmt.Sprintf("option %s=%s not allowed", name, v)
 		}
+	}
+	if limit := p.GetMaxBuildSeconds(); limit > 0 && b.TimeoutSeconds > limit {
+		return fmt.Sprintf("time limit %ds exceeds the maximum of %ds", b.TimeoutSeconds, limit)
 	}
 	return ""
 }

@@ -27,6 +27,9 @@ type Build struct {
 	Constraints    *kilnv1.PlatformConstraints
 	Requires       []string
 	Options        map[string]string
+	// TimeoutSeconds is the build's wall-time limit (the manifest's
+	// timeout); a volunteer whose policy caps build time below it does not
+	// get the build.
 	TimeoutSeconds uint32
 	// Excluded names build servers that must not get this build again
 	// (a setup failure or a refusal there).

@@ -40,6 +40,7 @@ func TestMatch(t *testing.T) {
 		project     string
 		options     map[string]string
 		excluded    map[string]bool
+		timeout     uint32 // seconds; 0 stands for the manifest default, one hour
 		want        string // "server/target" or "" for no match
 	}{
 		{name: "a free constraint takes any target", servers: []*Server{server("a", 1, x86)},
@@ -67,6 +68,19 @@ func TestMatch(t *testing.T) {
 		{name: "a policy limiting an option value accepts allowed values", servers: []*Server{
 			{Name: "p", Slots: 1, Policy: &kilnv1.BuildServerPolicy{AllowedOptions: map[string]*kilnv1.OptionValues{"level": {Values: []string{"0", "1"}}}}, Targets: []*Target{{ID: "t0", Info: x86}}}},
 			constraints: &kilnv1.PlatformConstraints{}, options: map[string]string{"level": "1"}, want: "p/t0"},
+		{name: "a policy capping build time refuses a longer time limit", servers: []*Server{
+			{Name: "p", Slots: 1, Policy: &kilnv1.BuildServerPolicy{MaxBuildSeconds: 600}, Targets: []*Target{{ID: "t0", Info: x86}}}},
+			constraints: &kilnv1.PlatformConstraints{}, timeout: 601, want: ""},
+		{name: "a policy capping build time refuses the one-hour default below an hour", servers: []*Server{
+			{Name: "p", Slots: 1, Policy: &kilnv1.BuildServerPolicy{MaxBuildSeconds: 3599}, Targets: []*Target{{ID: "t0", Info: x86}}}},
+			constraints: &kilnv1.PlatformConstraints{}, want: ""},
+		{name: "a policy capping build time accepts a time limit equal to the cap", servers: []*Server{
+			{Name: "p", Slots: 1, Policy: &kilnv1.BuildServerPolicy{MaxBuildSeconds: 600}, Targets: []*Target{{ID: "t0", Info: x86}}}},
+			constraints: &kilnv1.PlatformConstraints{}, timeout: 600, want: "p/t0"},
+		{name: "a build refused by one server's time cap goes to another without a cap", servers: []*Server{
+			{Name: "capped", Slots: 1, Policy: &kilnv1.BuildServerPolicy{MaxBuildSeconds: 60}, Targets: []*Target{{ID: "t0", Info: x86}}},
+			server("free", 1, x86)},
+			constraints: &kilnv1.PlatformConstraints{}, timeout: 120, want: "free/t0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -78,7 +92,11 @@ func TestMatch(t *testing.T) {
 			if project == "" {
 				project = "hello"
 			}
-			b := &Build{ID: 1, Project: project, Constraints: tt.constraints, Requires: tt.requires, Options: tt.options, Excluded: tt.excluded}
+			timeout := tt.timeout
+			if timeout == 0 {
+				timeout = 3600
+			}
+			b := &Build{ID: 1, Project: project, Constraints: tt.constraints, Requires: tt.requires, Options: tt.options, Excluded: tt.excluded, TimeoutSeconds: timeout}
 			got := ""
 			if tg := s.Match(b, now); tg != nil {
 				got = tg.Server.Name + "/" + tg.ID
@@ -184,6 +202,38 @@ func TestWaitingReasonsCountTargetsPerUnmetConstraint(t *testing.T) {
 	}
 	if r := New().WaitingReasons(b, time.Now()); len(r) != 1 || !strings.Contains(r[0], "no build server") {
 		t.Errorf("with nobody connected, reasons = %v", r)
+	}
+}
+
+func TestWaitingReasonsNamePolicyRefusals(t *testing.T) {
+	tests := []struct {
+		name   string
+		policy *kilnv1.BuildServerPolicy
+		build  *Build
+		want   string
+	}{
+		{name: "a time limit above the volunteer's cap is named with both figures",
+			policy: &kilnv1.BuildServerPolicy{MaxBuildSeconds: 600},
+			build:  &Build{ID: 1, Project: "hello", TimeoutSeconds: 3600},
+			want:   "policy: time limit 3600s exceeds the maximum of 600s: 1 of 1 connected targets do not match"},
+		{name: "a project outside the allowed list is named",
+			policy: &kilnv1.BuildServerPolicy{AllowedProjects: []string{"other"}},
+			build:  &Build{ID: 1, Project: "hello", TimeoutSeconds: 60},
+			want:   "policy: project hello not allowed: 1 of 1 connected targets do not match"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := New()
+			s.Connect(&Server{Name: "p", Slots: 1, Policy: tt.policy, Targets: []*Target{{ID: "t0", Info: x86}}})
+			tt.build.Constraints = &kilnv1.PlatformConstraints{}
+			got := s.WaitingReasons(tt.build, time.Now())
+			if len(got) != 2 || got[0] != tt.want || got[1] != "no connected target matches" {
+				t.Fatalf("reasons = %q, want [%q, \"no connected target matches\"]", got, tt.want)
+			}
+			if s.Match(tt.build, time.Now()) != nil {
+				t.Fatal("a refused build matched")
+			}
+		})
 	}
 }
 

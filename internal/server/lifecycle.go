@@ -153,7 +153,14 @@ func (s *Server) endAttemptLocked(a *sched.Attempt, r *kilnv1.AttemptResult, aft
 		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REFUSED:
 			exclude = true
 		}
-		if r.GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RETURNED {
+		// A refusal is the volunteer's policy saying no, not a broken
+		// build server: like a build handed back on a graceful stop it does
+		// not count toward MaxInfraAttempts. The refusing server is
+		// excluded for this build, so refusals are bounded by the servers
+		// that may refuse (and by maxAttemptsPerBuild).
+		switch r.GetOutcome() {
+		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RETURNED, kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REFUSED:
+		default:
 			ab.rec.InfraAttempts++
 		}
 		if int(ab.rec.GetInfraAttempts()) >= s.cfg.MaxInfraAttempts {

@@ -1,27 +1,48 @@
 package server
 
 import (
+	"container/list"
+	"context"
+	"net"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/peer"
 )
 
+// defaultMaxKeys bounds how many keys a limiter remembers.
+const defaultMaxKeys = 100000
+
 // limiter is a per-key token bucket: burst requests at once, refilled to
-// burst over per. It stops one email address from flooding the queue.
+// burst over per. One limiter keyed by email address stops one requester
+// from flooding the queue; one keyed by peer address stops one machine
+// from doing it with many addresses.
+//
+// Memory is bounded by maxKeys buckets. A key seen for the first time gets
+// a full bucket, so forgetting a bucket that has refilled changes nothing;
+// past maxKeys the limiter forgets those first, oldest first, and only when
+// the least recently used bucket is still refilling does it forget that one.
+// A key in active use is therefore never forgotten while fewer than maxKeys
+// other keys were used after it.
 type limiter struct {
-	burst float64
-	rate  float64 // tokens per second
+	burst   float64
+	rate    float64 // tokens per second
+	maxKeys int
 
 	mu      sync.Mutex
-	buckets map[string]*bucket
+	buckets map[string]*list.Element // of *bucket
+	lru     *list.List               // of *bucket, least recently used first
 }
 
 type bucket struct {
+	key    string
 	tokens float64
 	last   time.Time
 }
 
 func newLimiter(burst int, per time.Duration) *limiter {
-	return &limiter{burst: float64(burst), rate: float64(burst) / per.Seconds(), buckets: map[string]*bucket{}}
+	return &limiter{burst: float64(burst), rate: float64(burst) / per.Seconds(), maxKeys: defaultMaxKeys,
+		buckets: map[string]*list.Element{}, lru: list.New()}
 }
 
 // allow takes one token for key at now. A limiter with a negative burst allows all.
@@ -31,13 +52,14 @@ func (l *limiter) allow(key string, now time.Time) bool {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b, ok := l.buckets[key]
-	if !ok {
-		if len(l.buckets) > 100000 {
-			l.buckets = map[string]*bucket{} // bounded memory; forgiving on overflow
-		}
-		b = &bucket{tokens: l.burst, last: now}
-		l.buckets[key] = b
+	var b *bucket
+	if e, ok := l.buckets[key]; ok {
+		b = e.Value.(*bucket)
+		l.lru.MoveToBack(e)
+	} else {
+		l.evict(now)
+		b = &bucket{key: key, tokens: l.burst, last: now}
+		l.buckets[key] = l.lru.PushBack(b)
 	}
 	b.tokens += now.Sub(b.last).Seconds() * l.rate
 	if b.tokens > l.burst {
@@ -49,4 +71,55 @@ func (l *limiter) allow(key string, now time.Time) bool {
 	}
 	b.tokens--
 	return true
+}
+
+// evict makes room for one more key: it forgets the least recently used
+// buckets that are full again, or, when the least recently used one is
+// still refilling, that one alone.
+func (l *limiter) evict(now time.Time) {
+	if l.lru.Len() < l.maxKeys {
+		return
+	}
+	evicted := false
+	for e := l.lru.Front(); e != nil; e = l.lru.Front() {
+		if evicted && !l.full(e.Value.(*bucket), now) {
+			break
+		}
+		l.lru.Remove(e)
+		delete(l.buckets, e.Value.(*bucket).key)
+		evicted = true
+	}
+}
+
+// full reports whether b has refilled to its burst by now.
+func (l *limiter) full(b *bucket, now time.Time) bool {
+	return b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst
+}
+
+// keys returns how many buckets the limiter holds.
+func (l *limiter) keys() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.buckets)
+}
+
+// peerKey returns the key of the calling peer for the per-address limit:
+// its IP address (without the port, so that new connections share the
+// bucket), or the whole address for a non-IP transport.
+func peerKey(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return "unknown"
+	}
+	switch a := p.Addr.(type) {
+	case *net.TCPAddr:
+		return a.IP.String()
+	case *net.UDPAddr:
+		return a.IP.String()
+	}
+	s := p.Addr.String()
+	if host, _, err := net.SplitHostPort(s); err == nil {
+		return host
+	}
+	return s
 }

@@ -46,8 +46,9 @@ type Config struct {
 	// Lease is how long an attempt survives without a heartbeat (default 30s).
 	Lease time.Duration
 	// MaxInfraAttempts is how many attempts may end for infrastructure
-	// reasons (setup failure, lost lease, refusal) before the build ends as
-	// ERROR (default 5).
+	// reasons (setup failure, lost lease) before the build ends as ERROR
+	// (default 5). Refusals by a volunteer's policy and builds handed back
+	// on a graceful stop do not count: the build waits for someone else.
 	MaxInfraAttempts int
 	// SetupFailuresBeforeAside puts a build server aside for AsideFor after
 	// that many consecutive setup failures (defaults 3 and 5m).
@@ -69,6 +70,11 @@ type Config struct {
 	// RequestsPerMinute bounds the requests one email address may make per
 	// minute (burst of the same size); 0 means the default 30, negative none.
 	RequestsPerMinute int
+	// RequestsPerMinutePerAddress bounds the requests one peer IP address
+	// may make per minute, whatever the email addresses (burst of the same
+	// size); 0 means the default 300, negative none. Loopback is a peer
+	// like any other.
+	RequestsPerMinutePerAddress int
 	// Version is reported on the status page.
 	Version string
 	// Notifier receives final builds inside their last transaction, to queue
@@ -112,6 +118,9 @@ func (c *Config) setDefaults() {
 	if c.RequestsPerMinute == 0 {
 		c.RequestsPerMinute = 30
 	}
+	if c.RequestsPerMinutePerAddress == 0 {
+		c.RequestsPerMinutePerAddress = 300
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -145,7 +154,9 @@ type Server struct {
 	tokens  sync.Map
 	revoked sync.Map
 	nextID  uint64
-	limiter *limiter
+	// limiter is keyed by email address, addrLimiter by peer IP address.
+	limiter     *limiter
+	addrLimiter *limiter
 
 	// cacheBytes is the size of the distinct blobs the cache references.
 	cacheBytes atomic.Int64
@@ -183,23 +194,24 @@ func Open(cfg Config, st store.Store) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		st:       st,
-		blobs:    blobs,
-		mirrors:  newMirrors(filepath.Join(cfg.DataDir, "mirrors")),
-		logs:     logs,
-		changes:  newNotifier(),
-		metrics:  newMetrics(),
-		started:  time.Now(),
-		sched:    sched.New(),
-		active:   map[uint64]*activeBuild{},
-		bySource: map[string][]*activeBuild{},
-		sessions: map[string]*session{},
-		uploads:  map[string]int{},
-		limiter:  newLimiter(cfg.RequestsPerMinute, time.Minute),
-		fatal:    make(chan error, 1),
-		closing:  make(chan struct{}),
+		cfg:         cfg,
+		log:         cfg.Logger,
+		st:          st,
+		blobs:       blobs,
+		mirrors:     newMirrors(filepath.Join(cfg.DataDir, "mirrors")),
+		logs:        logs,
+		changes:     newNotifier(),
+		metrics:     newMetrics(),
+		started:     time.Now(),
+		sched:       sched.New(),
+		active:      map[uint64]*activeBuild{},
+		bySource:    map[string][]*activeBuild{},
+		sessions:    map[string]*session{},
+		uploads:     map[string]int{},
+		limiter:     newLimiter(cfg.RequestsPerMinute, time.Minute),
+		addrLimiter: newLimiter(cfg.RequestsPerMinutePerAddress, time.Minute),
+		fatal:       make(chan error, 1),
+		closing:     make(chan struct{}),
 	}
 	s.commits = newCommitter(st, s.log, s.fail)
 	if err := s.restore(); err != nil {

@@ -52,6 +52,9 @@ func (s *Server) validate(ctx context.Context, req *kilnv1.SubmitRequest) (*reso
 	if err != nil {
 		return nil, invalid("email", "invalid email address %q: %v", req.GetEmail(), err)
 	}
+	if addr := peerKey(ctx); !s.addrLimiter.allow(addr, s.now()) {
+		return nil, status.Errorf(codes.ResourceExhausted, "too many requests from address %s; try again in a minute", addr)
+	}
 	if !s.limiter.allow(email, s.now()) {
 		return nil, status.Errorf(codes.ResourceExhausted, "too many requests from %s; try again in a minute", email)
 	}
