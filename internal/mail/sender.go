@@ -183,7 +183,7 @@ func (s *Sender) Kick() {
 // an attempt.
 func (s *Sender) Run(ctx context.Context) error {
 	if s.smtpHost == "" {
-		s.log.Warn("mail disabled: no SMTP server configured; mail stays queued, hooks still run")
+		s.log.Warn("mail disabled: no SMTP server configured (--smtp-addr); no mail is queued or sent, hooks still run")
 	} else {
 		s.log.Info("outbox sender started", "smtp_addr", s.cfg.SMTPAddr, "tls", s.cfg.TLS, "poll", s.cfg.Poll)
 	}
