@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -86,6 +87,9 @@ func (r remoteAdmin) RevokeBuildServer(ctx context.Context, req *kilnv1.RevokeBu
 func (r remoteAdmin) CreateEnrollToken(ctx context.Context, req *kilnv1.CreateEnrollTokenRequest) (*kilnv1.CreateEnrollTokenResponse, error) {
 	return r.c.CreateEnrollToken(ctx, req)
 }
+func (r remoteAdmin) CancelBuild(ctx context.Context, req *kilnv1.CancelBuildRequest) (*kilnv1.CancelBuildResponse, error) {
+	return r.c.CancelBuild(ctx, req)
+}
 func (r remoteAdmin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.PinResponse, error) {
 	return r.c.Pin(ctx, req)
 }
@@ -94,10 +98,11 @@ func (r remoteAdmin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.P
 func adminCommand(name string, args []string) int {
 	fs := flag.NewFlagSet("metaserver "+name, flag.ContinueOnError)
 	dataDir := fs.String("data-dir", os.Getenv("KILN_DATA_DIR"), "the metaserver's data directory (env KILN_DATA_DIR)")
+	reason := fs.String("reason", "", "cancel: why the build is cancelled, shown as its failure (default \"cancelled by an administrator\")")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	want := map[string]int{"project add": 2, "project list": 0, "buildserver add": 1, "buildserver revoke": 1, "pin": 2, "enroll-token create": 0}
+	want := map[string]int{"project add": 2, "project list": 0, "buildserver add": 1, "buildserver revoke": 1, "pin": 2, "enroll-token create": 0, "cancel": 1}
 	n, known := want[name]
 	if !known {
 		fmt.Fprintf(os.Stderr, "metaserver: unknown command %q\n%s", name, usage)
@@ -107,7 +112,20 @@ func adminCommand(name string, args []string) int {
 		fmt.Fprintf(os.Stderr, "metaserver %s: needs --data-dir and %d argument(s)\n%s", name, n, usage)
 		return 2
 	}
+	if *reason != "" && name != "cancel" {
+		fmt.Fprintf(os.Stderr, "metaserver %s: --reason is only for cancel\n%s", name, usage)
+		return 2
+	}
 	a := fs.Args()
+	var cancelID uint64
+	if name == "cancel" {
+		id, perr := strconv.ParseUint(a[0], 10, 64)
+		if perr != nil || id == 0 {
+			fmt.Fprintf(os.Stderr, "metaserver cancel: BUILD_ID %q is not a build number\n", a[0])
+			return 2
+		}
+		cancelID = id
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	admin, closeFn, err := adminClient(ctx, *dataDir)
@@ -144,6 +162,12 @@ func adminCommand(name string, args []string) int {
 		resp, err = admin.CreateEnrollToken(ctx, &kilnv1.CreateEnrollTokenRequest{})
 		if err == nil {
 			fmt.Println(resp.GetToken())
+		}
+	case "cancel":
+		var resp *kilnv1.CancelBuildResponse
+		resp, err = admin.CancelBuild(ctx, &kilnv1.CancelBuildRequest{BuildId: cancelID, Reason: *reason})
+		if err == nil {
+			fmt.Printf("build %d %s: %s\n", resp.GetBuild().GetId(), strings.ToLower(strings.TrimPrefix(resp.GetBuild().GetState().String(), "BUILD_STATE_")), resp.GetBuild().GetFailure())
 		}
 	case "pin":
 		id, perr := strconv.ParseUint(a[1], 10, 64)

@@ -9,9 +9,10 @@
 //	metaserver buildserver revoke --data-dir DIR NAME
 //	metaserver pin --data-dir DIR NAME BUILD_ID
 //	metaserver enroll-token create --data-dir DIR
+//	metaserver cancel --data-dir DIR [--reason TEXT] BUILD_ID
 //
 // The admin commands talk to a running serve over DIR/admin.sock, or open the
-// store directly when serve is not running.
+// store directly when serve is not running; cancel needs the running serve.
 package main
 
 import (
@@ -27,6 +28,7 @@ const usage = `usage:
   metaserver buildserver revoke --data-dir DIR NAME
   metaserver pin --data-dir DIR NAME BUILD_ID
   metaserver enroll-token create --data-dir DIR
+  metaserver cancel --data-dir DIR [--reason TEXT] BUILD_ID   (needs the running serve)
 Run a command with -h for its flags.
 `
 
@@ -49,8 +51,8 @@ func run(args []string) int {
 			return 2
 		}
 		return adminCommand(cmd+" "+rest[0], rest[1:])
-	case "pin":
-		return adminCommand("pin", rest)
+	case "pin", "cancel":
+		return adminCommand(cmd, rest)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return 0

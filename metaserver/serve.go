@@ -207,7 +207,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 
-	admin := &server.Admin{Store: st, DataDir: cfg.DataDir, OnRevoke: srv.Disconnect}
+	admin := &server.Admin{Store: st, DataDir: cfg.DataDir, OnRevoke: srv.Disconnect, Cancel: srv.AdminCancel}
 	adminSrv, adminLn, err := listenAdmin(cfg.DataDir, admin)
 	if err != nil {
 		return err

@@ -30,6 +30,9 @@ type Admin struct {
 	DataDir string
 	// OnRevoke is called after a credential is revoked (closes the live session).
 	OnRevoke func(name string)
+	// Cancel cancels a build in the running metaserver (Server.AdminCancel);
+	// nil when no metaserver runs, and CancelBuild then fails.
+	Cancel func(id uint64, reason string) (*kilnv1.Build, error)
 }
 
 // AddProject implements kilnv1.AdminServiceServer.

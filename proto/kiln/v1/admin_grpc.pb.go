@@ -25,6 +25,7 @@ const (
 	AdminService_RevokeBuildServer_FullMethodName = "/kiln.v1.AdminService/RevokeBuildServer"
 	AdminService_Pin_FullMethodName               = "/kiln.v1.AdminService/Pin"
 	AdminService_CreateEnrollToken_FullMethodName = "/kiln.v1.AdminService/CreateEnrollToken"
+	AdminService_CancelBuild_FullMethodName       = "/kiln.v1.AdminService/CancelBuild"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -50,6 +51,13 @@ type AdminServiceClient interface {
 	// CreateEnrollToken creates a single-use enrollment token; the token is
 	// returned once and stored only as a hash.
 	CreateEnrollToken(ctx context.Context, in *CreateEnrollTokenRequest, opts ...grpc.CallOption) (*CreateEnrollTokenResponse, error)
+	// CancelBuild cancels a queued or running build on the operator's
+	// authority, as CompileService.Cancel does for its requester: the build
+	// ends CANCELLED with the reason, its build server is told to stop it and
+	// its requesters are notified. Only the running metaserver can do this
+	// (FAILED_PRECONDITION without it); NOT_FOUND for an unknown build,
+	// FAILED_PRECONDITION for a build already final.
+	CancelBuild(ctx context.Context, in *CancelBuildRequest, opts ...grpc.CallOption) (*CancelBuildResponse, error)
 }
 
 type adminServiceClient struct {
@@ -120,6 +128,16 @@ func (c *adminServiceClient) CreateEnrollToken(ctx context.Context, in *CreateEn
 	return out, nil
 }
 
+func (c *adminServiceClient) CancelBuild(ctx context.Context, in *CancelBuildRequest, opts ...grpc.CallOption) (*CancelBuildResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelBuildResponse)
+	err := c.cc.Invoke(ctx, AdminService_CancelBuild_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -143,6 +161,13 @@ type AdminServiceServer interface {
 	// CreateEnrollToken creates a single-use enrollment token; the token is
 	// returned once and stored only as a hash.
 	CreateEnrollToken(context.Context, *CreateEnrollTokenRequest) (*CreateEnrollTokenResponse, error)
+	// CancelBuild cancels a queued or running build on the operator's
+	// authority, as CompileService.Cancel does for its requester: the build
+	// ends CANCELLED with the reason, its build server is told to stop it and
+	// its requesters are notified. Only the running metaserver can do this
+	// (FAILED_PRECONDITION without it); NOT_FOUND for an unknown build,
+	// FAILED_PRECONDITION for a build already final.
+	CancelBuild(context.Context, *CancelBuildRequest) (*CancelBuildResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -170,6 +195,9 @@ func (UnimplementedAdminServiceServer) Pin(context.Context, *PinRequest) (*PinRe
 }
 func (UnimplementedAdminServiceServer) CreateEnrollToken(context.Context, *CreateEnrollTokenRequest) (*CreateEnrollTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateEnrollToken not implemented")
+}
+func (UnimplementedAdminServiceServer) CancelBuild(context.Context, *CancelBuildRequest) (*CancelBuildResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelBuild not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -300,6 +328,24 @@ func _AdminService_CreateEnrollToken_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_CancelBuild_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelBuildRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CancelBuild(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CancelBuild_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CancelBuild(ctx, req.(*CancelBuildRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -330,6 +376,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateEnrollToken",
 			Handler:    _AdminService_CreateEnrollToken_Handler,
+		},
+		{
+			MethodName: "CancelBuild",
+			Handler:    _AdminService_CancelBuild_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

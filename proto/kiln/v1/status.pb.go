@@ -419,8 +419,15 @@ type ListBuildsRequest struct {
 	// Matches the built (or pinned) arch.
 	Arch string `protobuf:"bytes,3,opt,name=arch,proto3" json:"arch,omitempty"`
 	// Page size (default 50, at most 500) and the opaque token of the next page.
-	PageSize      uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageSize  uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Like arch, these match the platform the build ran on once dispatched,
+	// otherwise the value the requester pinned: os ("linux"), endian ("big",
+	// "little"), data_model ("LP64", "ILP32", ...) and libc ("glibc", "musl").
+	Os            string `protobuf:"bytes,6,opt,name=os,proto3" json:"os,omitempty"`
+	Endian        string `protobuf:"bytes,7,opt,name=endian,proto3" json:"endian,omitempty"`
+	DataModel     string `protobuf:"bytes,8,opt,name=data_model,json=dataModel,proto3" json:"data_model,omitempty"`
+	Libc          string `protobuf:"bytes,9,opt,name=libc,proto3" json:"libc,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -486,6 +493,34 @@ func (x *ListBuildsRequest) GetPageSize() uint32 {
 func (x *ListBuildsRequest) GetPageToken() string {
 	if x != nil {
 		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListBuildsRequest) GetOs() string {
+	if x != nil {
+		return x.Os
+	}
+	return ""
+}
+
+func (x *ListBuildsRequest) GetEndian() string {
+	if x != nil {
+		return x.Endian
+	}
+	return ""
+}
+
+func (x *ListBuildsRequest) GetDataModel() string {
+	if x != nil {
+		return x.DataModel
+	}
+	return ""
+}
+
+func (x *ListBuildsRequest) GetLibc() string {
+	if x != nil {
+		return x.Libc
 	}
 	return ""
 }
@@ -585,14 +620,19 @@ const file_kiln_v1_status_proto_rawDesc = "" +
 	"\bdraining\x18\n" +
 	" \x01(\bR\bdraining\x12\x18\n" +
 	"\arevoked\x18\v \x01(\bR\arevoked\x122\n" +
-	"\x06policy\x18\f \x01(\v2\x1a.kiln.v1.BuildServerPolicyR\x06policy\"\xa8\x01\n" +
+	"\x06policy\x18\f \x01(\v2\x1a.kiln.v1.BuildServerPolicyR\x06policy\"\x83\x02\n" +
 	"\x11ListBuildsRequest\x12)\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x13.kiln.v1.BuildStateR\x05state\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x12\n" +
 	"\x04arch\x18\x03 \x01(\tR\x04arch\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageToken\"d\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12\x0e\n" +
+	"\x02os\x18\x06 \x01(\tR\x02os\x12\x16\n" +
+	"\x06endian\x18\a \x01(\tR\x06endian\x12\x1d\n" +
+	"\n" +
+	"data_model\x18\b \x01(\tR\tdataModel\x12\x12\n" +
+	"\x04libc\x18\t \x01(\tR\x04libc\"d\n" +
 	"\x12ListBuildsResponse\x12&\n" +
 	"\x06builds\x18\x01 \x03(\v2\x0e.kiln.v1.BuildR\x06builds\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xf9\x01\n" +
