@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/kilnbuild/kiln/internal/platform"
 	"github.com/kilnbuild/kiln/internal/store"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
@@ -109,7 +110,23 @@ func (s *Server) ListBuilds(ctx context.Context, req *kilnv1.ListBuildsRequest) 
 		}
 		before = v
 	}
-	f := store.BuildFilter{State: req.GetState(), Project: req.GetProject(), Arch: req.GetArch()}
+	f := store.BuildFilter{State: req.GetState(), Project: req.GetProject()}
+	// Platform filters take the spellings constraints take ("amd64",
+	// "BIG", "lp64" and "any" included) and match the canonical ones stored.
+	for _, pf := range []struct {
+		field string
+		value string
+		dst   *string
+	}{
+		{"os", req.GetOs(), &f.Os}, {"arch", req.GetArch(), &f.Arch}, {"endian", req.GetEndian(), &f.Endian},
+		{"data_model", req.GetDataModel(), &f.DataModel}, {"libc", req.GetLibc(), &f.Libc},
+	} {
+		v, err := platform.Canonical(pf.field, pf.value)
+		if err != nil {
+			return nil, invalid(pf.field, "%v", err)
+		}
+		*pf.dst = v
+	}
 	var recs []*store.Build
 	err := s.st.View(func(tx store.Tx) error {
 		var err error

@@ -137,4 +137,11 @@ type BuildFilter struct {
 	Project string
 	// Arch matches the built platform's arch, or the pinned arch of a build not yet dispatched.
 	Arch string
+	// Os, Endian, DataModel and Libc match like Arch (BuildPlatformValue);
+	// they are not indexed, so a list selected only by them scans builds
+	// newest first until the page is full.
+	Os        string
+	Endian    string
+	DataModel string
+	Libc      string
 }

@@ -227,12 +227,7 @@ func (t *tx) ListBuilds(f store.BuildFilter, beforeID uint64, limit int) ([]*sto
 	return out, nil
 }
 
-func matches(f store.BuildFilter, b *store.Build) bool {
-	v := b.GetBuild()
-	return (f.State == kilnv1.BuildState_BUILD_STATE_UNSPECIFIED || v.GetState() == f.State) &&
-		(f.Project == "" || v.GetProject() == f.Project) &&
-		(f.Arch == "" || store.BuildArch(b) == f.Arch)
-}
+func matches(f store.BuildFilter, b *store.Build) bool { return f.Matches(b) }
 
 // CountBuildsByState returns the number of builds in each state, from
 // counters PutBuild keeps; states without builds are absent from the map.

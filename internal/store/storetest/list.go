@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/kilnbuild/kiln/internal/store"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
 // list returns the ids ListBuilds gives.
@@ -31,7 +32,11 @@ func filterMatches(f store.BuildFilter, b *store.Build) bool {
 	v := b.GetBuild()
 	return (f.State == 0 || v.GetState() == f.State) &&
 		(f.Project == "" || v.GetProject() == f.Project) &&
-		(f.Arch == "" || store.BuildArch(b) == f.Arch)
+		(f.Arch == "" || store.BuildArch(b) == f.Arch) &&
+		(f.Os == "" || store.BuildPlatformValue(b, "os") == f.Os) &&
+		(f.Endian == "" || store.BuildPlatformValue(b, "endian") == f.Endian) &&
+		(f.DataModel == "" || store.BuildPlatformValue(b, "data_model") == f.DataModel) &&
+		(f.Libc == "" || store.BuildPlatformValue(b, "libc") == f.Libc)
 }
 
 // mixedBuilds stores builds 1..12 across projects, states and archs:
@@ -99,6 +104,40 @@ var listCases = []testCase{
 		for _, c := range cases {
 			wantIDs(t, fmt.Sprintf("%+v", c.f), h.list(c.f, 0, 50), c.want)
 		}
+	}},
+	{"ListBuilds filters by os, endian, data model and libc, built or pinned", func(t *testing.T, h *harness) {
+		plat := func(arch, endian, model, libc string) *kilnv1.SystemInfo {
+			return &kilnv1.SystemInfo{Os: "linux", Arch: arch, Endian: endian, DataModel: model, Libc: libc}
+		}
+		b1 := newBuild(buildSpec{id: 1, project: "awk", state: succeeded})
+		b1.Build.Platform = plat("s390x", "big", "LP64", "glibc")
+		b2 := newBuild(buildSpec{id: 2, project: "make", state: queued})
+		b2.Build.Constraints = &kilnv1.PlatformConstraints{Os: "linux", Endian: "big", DataModel: "ILP32"}
+		b3 := newBuild(buildSpec{id: 3, project: "awk", state: running})
+		b3.Build.Constraints = &kilnv1.PlatformConstraints{Libc: "musl"}
+		b3.Build.Platform = plat("x86_64", "little", "LP64", "glibc") // built elsewhere than pinned: the built value counts
+		b4 := newBuild(buildSpec{id: 4, project: "make", state: failed})
+		b4.Build.Platform = plat("i686", "little", "ILP32", "musl")
+		h.putBuilds(b1, b2, b3, b4)
+		cases := []struct {
+			f    store.BuildFilter
+			want []uint64
+		}{
+			{store.BuildFilter{Os: "linux"}, []uint64{4, 3, 2, 1}},
+			{store.BuildFilter{Os: "freebsd"}, nil},
+			{store.BuildFilter{Endian: "big"}, []uint64{2, 1}},
+			{store.BuildFilter{Endian: "little"}, []uint64{4, 3}},
+			{store.BuildFilter{DataModel: "ILP32"}, []uint64{4, 2}},
+			{store.BuildFilter{Libc: "musl"}, []uint64{4}},
+			{store.BuildFilter{Libc: "glibc"}, []uint64{3, 1}},
+			{store.BuildFilter{State: queued, Endian: "big"}, []uint64{2}},
+			{store.BuildFilter{Project: "make", DataModel: "ILP32", Libc: "musl"}, []uint64{4}},
+			{store.BuildFilter{Arch: "s390x", Endian: "little"}, nil},
+		}
+		for _, c := range cases {
+			wantIDs(t, fmt.Sprintf("%+v", c.f), h.list(c.f, 0, 50), c.want)
+		}
+		wantIDs(t, "little endian below 4", h.list(store.BuildFilter{Endian: "little"}, 4, 10), []uint64{3})
 	}},
 	{"ListBuilds pages through a filtered list", func(t *testing.T, h *harness) {
 		h.mixedBuilds()
