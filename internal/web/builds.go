@@ -9,17 +9,25 @@ import (
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
-// maxFilterLen bounds a filter value; project names and arches are short.
+// maxFilterLen bounds a filter value; project names and platform values are short.
 const maxFilterLen = 128
 
 // maxTokenLen bounds the opaque page token we pass through.
 const maxTokenLen = 1024
 
-// buildFilter is the /builds query: ?state=&project=&arch=&page_size=&page_token=.
+// buildFilter is the /builds query:
+// ?state=&project=&os=&arch=&endian=&data_model=&libc=&page_size=&page_token=.
+// The platform fields match the platform a build ran on, or the one its
+// requester pinned while it waits; the metaserver accepts the spellings
+// startcompile accepts (amd64, BIG, lp64, any).
 type buildFilter struct {
 	State     string `json:"state"` // lower-case state word, "" for any
 	Project   string `json:"project"`
+	Os        string `json:"os"`
 	Arch      string `json:"arch"`
+	Endian    string `json:"endian"`
+	DataModel string `json:"data_model"`
+	Libc      string `json:"libc"`
 	PageSize  uint32 `json:"page_size,omitempty"`
 	PageToken string `json:"page_token,omitempty"`
 
@@ -32,9 +40,9 @@ func parseBuildFilter(q url.Values) (buildFilter, error) {
 	var f buildFilter
 	for key := range q {
 		switch key {
-		case "state", "project", "arch", "page_size", "page_token":
+		case "state", "project", "os", "arch", "endian", "data_model", "libc", "page_size", "page_token":
 		default:
-			return f, badRequest("Unknown parameter %q; /builds takes state, project, arch, page_size and page_token.", key)
+			return f, badRequest("Unknown parameter %q; /builds takes state, project, os, arch, endian, data_model, libc, page_size and page_token.", key)
 		}
 		if len(q[key]) > 1 {
 			return f, badRequest("Parameter %q is given %d times; give it once.", key, len(q[key]))
@@ -52,8 +60,13 @@ func parseBuildFilter(q url.Values) (buildFilter, error) {
 	if f.Project, err = filterValue(q, "project"); err != nil {
 		return f, err
 	}
-	if f.Arch, err = filterValue(q, "arch"); err != nil {
-		return f, err
+	for _, p := range []struct {
+		key string
+		dst *string
+	}{{"os", &f.Os}, {"arch", &f.Arch}, {"endian", &f.Endian}, {"data_model", &f.DataModel}, {"libc", &f.Libc}} {
+		if *p.dst, err = filterValue(q, p.key); err != nil {
+			return f, err
+		}
 	}
 	if raw := q.Get("page_size"); raw != "" {
 		n, err := strconv.ParseUint(raw, 10, 32)
@@ -69,7 +82,7 @@ func parseBuildFilter(q url.Values) (buildFilter, error) {
 	return f, nil
 }
 
-// filterValue reads a project or arch filter: printable, no spaces, short.
+// filterValue reads a project or platform filter: printable, no spaces, short.
 func filterValue(q url.Values, key string) (string, error) {
 	v := q.Get(key)
 	if len(v) > maxFilterLen {
@@ -92,8 +105,10 @@ func (f buildFilter) url(token string) string {
 	if f.Project != "" {
 		q.Set("project", f.Project)
 	}
-	if f.Arch != "" {
-		q.Set("arch", f.Arch)
+	for key, v := range map[string]string{"os": f.Os, "arch": f.Arch, "endian": f.Endian, "data_model": f.DataModel, "libc": f.Libc} {
+		if v != "" {
+			q.Set(key, v)
+		}
 	}
 	if f.PageSize != 0 {
 		q.Set("page_size", strconv.FormatUint(uint64(f.PageSize), 10))
@@ -105,6 +120,12 @@ func (f buildFilter) url(token string) string {
 		return "/builds"
 	}
 	return "/builds?" + q.Encode()
+}
+
+// Active reports whether the filter selects anything (the page offers to
+// clear it and says "no build matches these filters").
+func (f buildFilter) Active() bool {
+	return f.State != "" || f.Project != "" || f.Os != "" || f.Arch != "" || f.Endian != "" || f.DataModel != "" || f.Libc != ""
 }
 
 // buildsView is the data of /builds.
@@ -132,7 +153,8 @@ func (s *server) handleBuilds(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := s.rpcContext(r)
 	defer cancel()
 	resp, err := s.status.ListBuilds(ctx, &kilnv1.ListBuildsRequest{
-		State: f.state, Project: f.Project, Arch: f.Arch, PageSize: size, PageToken: f.PageToken,
+		State: f.state, Project: f.Project, Os: f.Os, Arch: f.Arch, Endian: f.Endian, DataModel: f.DataModel, Libc: f.Libc,
+		PageSize: size, PageToken: f.PageToken,
 	})
 	if err != nil {
 		s.writeError(w, r, fromRPC(err, "build list"))

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/kilnbuild/kiln/internal/platform"
 	"github.com/kilnbuild/kiln/internal/web"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
@@ -256,13 +257,20 @@ func (s *fakeStatus) ListBuilds(_ context.Context, req *kilnv1.ListBuildsRequest
 	defer s.f.mu.Unlock()
 	var ids []uint64
 	for id, b := range s.f.builds {
-		arch := b.GetPlatform().GetArch()
-		if arch == "" {
-			arch = b.GetConstraints().GetArch()
+		// Platform fields match the built platform, else the pinned one.
+		value := func(field string) string {
+			if b.GetPlatform() != nil {
+				return platform.Value(b.GetPlatform(), field)
+			}
+			return platform.Get(b.GetConstraints(), field)
 		}
 		if (req.GetState() == 0 || b.GetState() == req.GetState()) &&
 			(req.GetProject() == "" || b.GetProject() == req.GetProject()) &&
-			(req.GetArch() == "" || arch == req.GetArch()) {
+			(req.GetOs() == "" || value("os") == req.GetOs()) &&
+			(req.GetArch() == "" || value("arch") == req.GetArch()) &&
+			(req.GetEndian() == "" || value("endian") == req.GetEndian()) &&
+			(req.GetDataModel() == "" || value("data_model") == req.GetDataModel()) &&
+			(req.GetLibc() == "" || value("libc") == req.GetLibc()) {
 			ids = append(ids, id)
 		}
 	}

@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"encoding/json"
+	"html"
 	"io"
 	"net"
 	"net/http"
@@ -204,6 +205,12 @@ func TestBuildsFiltersAndPages(t *testing.T) {
 		{"filters combine", "?project=hello&arch=s390x&state=failed", []string{"102"}},
 		{"an empty state means any", "?state=&project=libfoo", []string{"104", "103"}},
 		{"nothing matches an unknown project", "?project=nope", nil},
+		{"endian matches the built platform or the pinned one of a queued build", "?endian=big", []string{"104", "103", "102"}},
+		{"the data model matches the built platform only once dispatched", "?project=libfoo&data_model=LP64", []string{"103"}},
+		{"libc combines with project", "?project=hello&libc=glibc", []string{"105", "102", "101"}},
+		{"os combines with state", "?os=linux&state=running", []string{"103"}},
+		{"nothing matches a libc nobody built with", "?libc=musl", nil},
+		{"an empty platform field means any", "?endian=&libc=&os=&data_model=&project=libfoo", []string{"104", "103"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -223,6 +230,37 @@ func TestBuildsFiltersAndPages(t *testing.T) {
 			if !strings.Contains(r.body, w) {
 				t.Errorf("form lacks %q", w)
 			}
+		}
+	})
+
+	t.Run("the filter form keeps the platform fields and offers to clear them", func(t *testing.T) {
+		r := get(t, srv.URL+"/builds?endian=big&data_model=LP64&libc=glibc&os=linux", "")
+		for _, w := range []string{`<option value="big" selected>`, `name="data_model" id="filter-data-model" value="LP64"`,
+			`name="libc" id="filter-libc" value="glibc"`, `name="os" id="filter-os" value="linux"`, `<a href="/builds">clear</a>`} {
+			if !strings.Contains(r.body, w) {
+				t.Errorf("form lacks %q", w)
+			}
+		}
+		if got := ids(r.body); strings.Join(got, ",") != "103,102" {
+			t.Errorf("builds %v, want [103 102]", got)
+		}
+	})
+
+	t.Run("next page links keep the platform filters", func(t *testing.T) {
+		r := get(t, srv.URL+"/builds?libc=glibc&page_size=3", "")
+		m := regexp.MustCompile(`id="next-page" href="([^"]+)"|href="([^"]+)" id="next-page"`).FindStringSubmatch(r.body)
+		if m == nil {
+			t.Fatalf("no next page link in %s", r.body)
+		}
+		next := html.UnescapeString(m[1] + m[2])
+		if !strings.Contains(next, "libc=glibc") || !strings.Contains(next, "page_token=") {
+			t.Fatalf("next page link %q lost the filter", next)
+		}
+	})
+
+	t.Run("a platform filter with a space is refused", func(t *testing.T) {
+		if r := get(t, srv.URL+"/builds?libc=g%20libc", ""); r.code != http.StatusBadRequest || !strings.Contains(r.body, "libc may not contain spaces") {
+			t.Fatalf("status %d: %s", r.code, r.body)
 		}
 	})
 
