@@ -15,14 +15,11 @@ func BuildArch(b *Build) string {
 	return v.GetConstraints().GetArch()
 }
 
-// BuildPlatformFields are the platform fields BuildFilter can select on, in
-// the spelling of platform constraints.
-var BuildPlatformFields = []string{"os", "arch", "endian", "data_model", "libc"}
-
 // BuildPlatformValue is the value a BuildFilter platform field matches for
 // b, like BuildArch: field of the platform the build ran on once it has
 // been dispatched, otherwise the value the requester pinned (possibly
-// empty). field is one of BuildPlatformFields; any other gives "".
+// empty). field is "os", "arch", "endian", "data_model" or "libc"; any
+// other gives "".
 func BuildPlatformValue(b *Build, field string) string {
 	v := b.GetBuild()
 	if p := v.GetPlatform(); p != nil {
