@@ -281,7 +281,7 @@ func (c *Client) loadPending() {
 	}
 	for _, r := range saved {
 		a := &attempt{id: r.GetAttemptId(), dir: c.attemptDir(r.GetAttemptId()), cancel: func(error) {}, result: r}
-		l, err := openLog(filepath.Join(a.dir, "log"), a.id, c)
+		l, err := openLog(filepath.Join(a.dir, "log"), a.id, c, int64(r.GetLogSize()))
 		if err != nil {
 			c.log.Warn("build log of a saved result is unreadable; sending the result without it", "attempt_id", a.id, "error", err)
 			l = &logStream{id: a.id, out: c, closed: true}

@@ -48,7 +48,10 @@
 //	    result.tmp  the result, before it is renamed into results/
 //	  results/<attempt id>.pb    AttemptResult not yet acknowledged
 //	  spare/ready-<n>/  build directories prepared in advance (same layout,
-//	            all empty), renamed to builds/<attempt id> when one starts
+//	            empty directories; a recycled one's files still hold an
+//	            earlier build's content, which each writer writes over and
+//	            cuts to its length), renamed to builds/<attempt id> when one
+//	            starts
 //	  spare/tree-<n>/   the same, but src holds, exactly as exported, the
 //	            source tree of a commit a finished build left untouched:
 //	            taken by the next build of that commit, which exports nothing

@@ -11,7 +11,7 @@ import (
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
-// Build log streaming: output is appended to the attempt's log file and sent
+// Build log streaming: output is written to the attempt's log file and sent
 // to the metaserver as LogChunks of at most logChunkMax bytes, read back from
 // the file so memory does not grow with the log. Output is sent once
 // logChunkMax bytes are waiting, logFlushDelay after the first unsent byte,
@@ -57,18 +57,24 @@ type logStream struct {
 	buf     []byte
 }
 
-// createLog creates an empty log file at path for attempt id.
+// createLog starts the log of attempt id in the file at path, created if
+// missing. An existing file's content is overwritten from the start, and
+// close cuts the file to the log's size: a recycled build directory's log
+// file still holds an earlier build's log (see buildDirs.recycle), and
+// cutting a file to zero before rewriting it costs far more on ext4, which
+// then writes it back on close.
 func createLog(path string, id uint64, out logSender, max int64) (*logStream, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("creating build log: %w", err)
 	}
 	return &logStream{id: id, out: out, max: max, f: f}, nil
 }
 
-// openLog opens the existing log at path of a finished attempt, to resend it.
-// A missing file yields an empty log.
-func openLog(path string, id uint64, out logSender) (*logStream, error) {
+// openLog opens the existing log at path of a finished attempt, to resend it;
+// size is the log's size as its result says (the file may be longer, see
+// createLog). A missing file yields an empty log.
+func openLog(path string, id uint64, out logSender, size int64) (*logStream, error) {
 	l := &logStream{id: id, out: out, closed: true}
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -82,7 +88,7 @@ func openLog(path string, id uint64, out logSender) (*logStream, error) {
 		f.Close()
 		return nil, fmt.Errorf("opening build log: %w", err)
 	}
-	l.f, l.size = f, st.Size()
+	l.f, l.size = f, min(st.Size(), size)
 	return l, nil
 }
 
@@ -99,7 +105,7 @@ func (l *logStream) Write(p []byte) (int, error) {
 		data = append(data[:room:room], fmt.Sprintf("\n[kiln] log truncated at %d bytes; further output is dropped\n", l.max)...)
 		l.truncated = true
 	}
-	n, err := l.f.Write(data)
+	n, err := l.f.WriteAt(data, l.size)
 	l.size += int64(n)
 	l.unflushed += int64(n)
 	if err != nil && l.writeErr == nil {
@@ -185,10 +191,17 @@ func (l *logStream) flush() (uint64, error) {
 // returns the log's total size. The file stays open for resending.
 func (l *logStream) close() int64 {
 	l.mu.Lock()
+	wasClosed := l.closed
 	l.closed = true
 	if l.timer != nil {
 		l.timer.Stop()
 		l.timerArmed = false
+	}
+	if !wasClosed && l.f != nil {
+		// What an earlier build left past this log's end (see createLog).
+		if err := l.f.Truncate(l.size); err != nil && l.writeErr == nil {
+			l.writeErr = err
+		}
 	}
 	l.mu.Unlock()
 	l.flush()

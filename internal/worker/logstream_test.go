@@ -112,7 +112,7 @@ func TestLogStreamResendsFromTheStartInANewSession(t *testing.T) {
 	// A log reopened after a restart is sent whole too.
 	l.release()
 	sink2 := &chunkSink{gen: 7}
-	l2, err := openLog(path, 1, sink2)
+	l2, err := openLog(path, 1, sink2, int64(len("before\nduring\nafter\n")))
 	if err != nil {
 		t.Fatal(err)
 	}

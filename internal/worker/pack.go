@@ -153,7 +153,10 @@ var gzipPool = sync.Pool{New: func() any {
 // bytes is a *buildError.
 func pack(entries []packEntry, out string, max int64) (*kilnv1.Artifact, error) {
 	sort.Slice(entries, func(i, j int) bool { return entries[i].name < entries[j].name })
-	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	// Not O_TRUNC: out may hold an earlier artifact (a recycled build
+	// directory); it is written over and cut to size at the end, which
+	// costs far less on ext4 than cutting to zero first (see writeExisting).
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("creating artifact file: %w", err)
 	}
@@ -182,6 +185,9 @@ func pack(entries []packEntry, out string, max int64) (*kilnv1.Artifact, error) 
 	}
 	if errors.Is(err, errTooLarge) {
 		return nil, &buildError{fmt.Sprintf("artifact exceeds the build server's limit of %d bytes", max)}
+	}
+	if err == nil {
+		err = f.Truncate(cw.n)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("writing artifact: %w", err)

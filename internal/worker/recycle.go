@@ -24,10 +24,11 @@ const (
 var errNotRecyclable = errors.New("build directory not recyclable")
 
 // recycle makes dir, a finished build directory in the trash, a spare: it
-// empties its src, dest and home directories, truncates its log, artifact
+// empties its src, dest and home directories, checks its log, artifact
 // and result files (the result file is back from the results directory
-// once acknowledged, see resultStore.remove; else it is made anew) and
-// renames it in as ready. It
+// once acknowledged, see resultStore.remove; else it is made anew), which
+// keep the earlier build's content until written over, and renames it in
+// as ready. It
 // reports whether it did; when not (2×want spares are ready, or dir is not
 // exactly as makeBuildDir made it), dir is left for deletion, possibly
 // partly emptied.
@@ -129,16 +130,15 @@ func cleanBuildDir(dir string, tree *gitmirror.Tree) (kept bool, err error) {
 			return false, err
 		}
 	}
+	// The log, artifact and result files keep their content: each is
+	// written over from the start and cut to its length when used (see
+	// createLog), which costs far less than cutting it to zero here.
 	files := []string{logName, artifactName}
 	if hasResult {
 		files = append(files, resultTmpName)
 	}
 	for _, f := range files {
-		p := filepath.Join(dir, f)
-		if err := checkEntry(p, false, buildFileMode); err != nil {
-			return false, err
-		}
-		if err := os.Truncate(p, 0); err != nil {
+		if err := checkEntry(filepath.Join(dir, f), false, buildFileMode); err != nil {
 			return false, err
 		}
 	}

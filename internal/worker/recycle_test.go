@@ -3,10 +3,14 @@ package worker
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
 // finishedBuildDir makes a build directory in trash as a finished build
@@ -64,7 +68,7 @@ func TestAFinishedBuildDirectoryIsRecycledIntoAnEmptySpare(t *testing.T) {
 	if !b.recycle(finishedBuildDir(t, trash), treeKey{}) {
 		t.Fatal("recycle refused a second spare, within twice the spares wanted")
 	}
-	checkBuildDir(t, b.ready[0])
+	checkRecycledBuildDir(t, b.ready[0])
 	if got := inode(t, filepath.Join(b.ready[0], destName)); got != dest {
 		t.Errorf("dest is a new inode %d, want the recycled %d", got, dest)
 	}
@@ -132,5 +136,56 @@ func TestABuildDirectoryAStepTamperedWithIsNotRecycled(t *testing.T) {
 				t.Errorf("refused directory not left for deletion: %v", err)
 			}
 		})
+	}
+}
+
+func TestWritersOfARecycledBuildDirectoryLeaveNothingOfTheEarlierBuild(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "build")
+	if err := makeBuildDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	stale := strings.Repeat("earlier build ", 1000)
+	for _, f := range []string{logName, artifactName, resultTmpName} {
+		writeFile(t, filepath.Join(dir, f), stale)
+	}
+
+	l, err := createLog(filepath.Join(dir, logName), 1, &chunkSink{gen: 1}, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Write([]byte("new log\n"))
+	if n := l.close(); n != int64(len("new log\n")) {
+		t.Errorf("log size %d", n)
+	}
+	l.release()
+	if data, err := os.ReadFile(filepath.Join(dir, logName)); err != nil || string(data) != "new log\n" {
+		t.Errorf("log file = %q, %v", data, err)
+	}
+
+	writeFile(t, filepath.Join(dir, srcName, "out"), "artifact")
+	out := filepath.Join(dir, srcName, "out")
+	fi, err := os.Lstat(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	art, err := pack([]packEntry{{name: "out", path: out, info: fi}}, filepath.Join(dir, artifactName), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, artifactName))
+	if err != nil || uint64(len(data)) != art.GetSize() {
+		t.Fatalf("artifact file: %d bytes, %v; want %d", len(data), err, art.GetSize())
+	}
+	if files := untar(t, data); len(files) != 1 || files["out"] != "artifact" {
+		t.Errorf("artifact holds %v", files)
+	}
+
+	s := resultStore{dir: t.TempDir()}
+	r := &kilnv1.AttemptResult{AttemptId: 9, Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED}
+	if err := s.save(r, filepath.Join(dir, resultTmpName)); err != nil {
+		t.Fatal(err)
+	}
+	if loaded, err := s.load(); err != nil || len(loaded) != 1 || !proto.Equal(loaded[0], r) {
+		t.Errorf("load = %v, %v; want %v", loaded, err, r)
 	}
 }
