@@ -145,3 +145,13 @@ func TestParseConfig(t *testing.T) {
 		})
 	}
 }
+
+func TestTheBuildServerRunsOnOneProcessorUnlessGOMAXPROCSIsSet(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	if n := ownProcs(env(nil)); n != 1 {
+		t.Errorf("ownProcs without GOMAXPROCS = %d, want 1", n)
+	}
+	if n := ownProcs(env(map[string]string{"GOMAXPROCS": "4"})); n != 0 {
+		t.Errorf("ownProcs with GOMAXPROCS=4 = %d, want 0 (leave it)", n)
+	}
+}
