@@ -210,7 +210,8 @@ type BuildRecord struct {
 	SourceKey string `protobuf:"bytes,3,opt,name=source_key,json=sourceKey,proto3" json:"source_key,omitempty"`
 	// Build servers excluded for this build after a setup failure there.
 	ExcludedBuildServers []string `protobuf:"bytes,4,rep,name=excluded_build_servers,json=excludedBuildServers,proto3" json:"excluded_build_servers,omitempty"`
-	// Attempts that ended for infrastructure reasons (setup, lost, refused...).
+	// Attempts that ended for infrastructure reasons (setup failed, lost);
+	// a volunteer's policy refusal does not count.
 	InfraAttempts uint32 `protobuf:"varint,5,opt,name=infra_attempts,json=infraAttempts,proto3" json:"infra_attempts,omitempty"`
 	// Git URL at submit time.
 	GitUrl string `protobuf:"bytes,6,opt,name=git_url,json=gitUrl,proto3" json:"git_url,omitempty"`
