@@ -55,8 +55,10 @@ type serveConfig struct {
 	TLSCert, TLSKey string
 	Insecure        bool
 	// GCMinHeadroom is the least heap growth, in bytes, between two garbage
-	// collections (default 64 MiB); above it the headroom is GOGC percent of
-	// the live heap (default 50). See gcTuner.
+	// collections while the metaserver is busy (default 64 MiB); above it
+	// the headroom is GOGC percent of the live heap (default 50). After 10 s
+	// without load the floor is dropped and memory returned to the system
+	// once. 0: GOGC alone. See gcTuner.
 	GCMinHeadroom int64
 	// LogFormat is text or json; LogLevel debug, info, warn or error.
 	LogFormat string
@@ -79,7 +81,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate for gRPC over TLS")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow plaintext gRPC on a non-loopback --listen address")
-	fs.Int64Var(&c.GCMinHeadroom, "gc-min-headroom", 64<<20, "least heap growth in bytes between garbage collections; above it GOGC percent of the live heap (default 50) applies (0: GOGC alone)")
+	fs.Int64Var(&c.GCMinHeadroom, "gc-min-headroom", 64<<20, "least heap growth in bytes between garbage collections while busy; above it GOGC percent of the live heap (default 50) applies; dropped after 10s without load (0: GOGC alone)")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	c.mail.flags(fs)
