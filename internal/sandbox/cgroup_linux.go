@@ -18,8 +18,8 @@ import (
 )
 
 // cgroupHelperAllowance is added to Limits.Processes for pids.max: the
-// spawning thread (until it exits) and bwrap's two own processes (monitor and
-// PID-namespace init) live in the step's cgroup too.
+// spawning thread (a cell's, for good, on cgroup v1) and bwrap's two own
+// processes (monitor and PID-namespace init) live in the step's cgroup too.
 const cgroupHelperAllowance = 3
 
 // cgroupParent is where step cgroups are created: the directory of this
@@ -150,17 +150,16 @@ func hasOption(list, opt string) bool {
 
 // stepCgroup is a pids cgroup holding every process of one step.
 //
-// One cgroup per step, created and removed around it, costs about 0.1 ms on
-// the project's machine (mkdir, pids.max, the v1 thread moves, rmdir: 15-20
-// µs each). Reusing cgroups from a pool was measured and dropped: it saves
-// only the mkdir and rmdir, and a bwrap step leaves its PID-namespace init
-// charged to the cgroup until the host's init reaps it (bwrap's monitor
-// exits without waiting for that), so reuse would need a wait or a recheck
-// that costs about what it saves.
+// On cgroup v2 it is made for the step and removed after it (mkdir,
+// pids.max, rmdir: 15-20 µs each); the child starts in it through clone3's
+// CLONE_INTO_CGROUP. On v1 it is a reused cell (see cell), whose thread
+// starts the child: moving a thread into and out of a fresh cgroup per step
+// can wait for an RCU grace period, about 8 ms here.
 type stepCgroup struct {
-	dir string
-	v2  bool
-	fd  int // v2: open directory for clone3's CLONE_INTO_CGROUP; else -1
+	dir  string
+	v2   bool
+	fd   int   // v2: open directory for clone3's CLONE_INTO_CGROUP; else -1
+	cell *cell // v1: the cell lent to this step; nil on v2
 }
 
 // newStepCgroup creates a step cgroup with pids.max = processes (+ helper
@@ -170,6 +169,17 @@ func newStepCgroup(processes uint64) (*stepCgroup, error) {
 	parent, v2 := cgroupParent()
 	if parent == "" {
 		return nil, nil
+	}
+	if !v2 {
+		cl, err := takeCell(parent)
+		if err != nil {
+			return nil, err
+		}
+		if err := cl.setMax(processes); err != nil {
+			cl.destroy()
+			return nil, err
+		}
+		return &stepCgroup{dir: cl.dir, fd: -1, cell: cl}, nil
 	}
 	dir := filepath.Join(parent, fmt.Sprintf("kiln-sandbox-%d-%d", os.Getpid(), cgroupSeq.Add(1)))
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -194,10 +204,14 @@ func newStepCgroup(processes uint64) (*stepCgroup, error) {
 	return c, nil
 }
 
-// prepare arranges for the child to start inside the cgroup. On cgroup v1 it
-// moves the calling thread, which must be locked and discarded after the
-// fork; on v2 it sets clone3's CLONE_INTO_CGROUP.
+// prepare arranges for the child to start inside the cgroup. On cgroup v1
+// without a cell it moves the calling thread, which must be locked and
+// discarded after the fork; on v2 it sets clone3's CLONE_INTO_CGROUP. A
+// cell needs nothing: its own thread starts the child.
 func (c *stepCgroup) prepare(attr *syscall.SysProcAttr) error {
+	if c.cell != nil {
+		return nil
+	}
 	if c.v2 {
 		attr.UseCgroupFD = true
 		attr.CgroupFD = c.fd
@@ -213,7 +227,7 @@ func (c *stepCgroup) prepare(attr *syscall.SysProcAttr) error {
 // started moves the calling thread back out of a v1 cgroup once the child is
 // forked, so the cgroup holds only the step's processes.
 func (c *stepCgroup) started() {
-	if c.v2 {
+	if c.v2 || c.cell != nil {
 		return
 	}
 	tid := strconv.Itoa(unix.Gettid())
@@ -305,13 +319,22 @@ func (c *stepCgroup) waitUnpopulated(deadline time.Time) bool {
 	}
 }
 
-// remove kills what is left and deletes the cgroup.
+// remove kills what is left and deletes the cgroup, or gives a cell back
+// for reuse. A cgroup that cannot be emptied is left (with a warning), and
+// so is a cell's, never reused.
 func (c *stepCgroup) remove() {
 	if !c.killAll() {
 		slog.Default().Warn("sandbox: processes survive in step cgroup", "cgroup", c.dir)
 		if c.fd >= 0 {
 			_ = unix.Close(c.fd)
 		}
+		if c.cell != nil {
+			c.cell.abandon()
+		}
+		return
+	}
+	if c.cell != nil {
+		c.cell.put()
 		return
 	}
 	c.destroy()

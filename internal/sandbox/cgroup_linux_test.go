@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -25,5 +26,32 @@ func TestStaleCgroupCleanupSparesLiveCreators(t *testing.T) {
 		if _, err := os.Stat(d); !os.IsNotExist(err) {
 			t.Fatalf("stale %s kept: %v", filepath.Base(d), err)
 		}
+	}
+}
+
+func TestStepsOnCgroupV1ReuseACellAndKeepTheirProcessLimit(t *testing.T) {
+	parent, v2 := cgroupParent()
+	if parent == "" || v2 {
+		t.Skip("needs root and a cgroup v1 pids hierarchy")
+	}
+	pidsCgroup := `sed -n 's/^[0-9]*:pids:\(.*\)$/\1/p' /proc/self/cgroup`
+	first, err := run(t, Unsandboxed{Grace: testGrace}, Step{Limits: Limits{Processes: 40}, Command: pidsCgroup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := run(t, Unsandboxed{Grace: testGrace}, Step{Limits: Limits{Processes: 30},
+		Command: pidsCgroup + `; cat /sys/fs/cgroup/pids$(` + pidsCgroup + `)/pids.max`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Fields(second)
+	if len(lines) != 2 || !strings.Contains(first, "kiln-sandbox-") || strings.TrimSpace(first) != lines[0] {
+		t.Fatalf("steps ran in cgroups %q and %q, want one reused kiln-sandbox cell", first, second)
+	}
+	// The limit of the second step, with the helpers and at most
+	// maxLeftover processes of the first not yet reaped.
+	max, err := strconv.Atoi(lines[1])
+	if err != nil || max < 30+cgroupHelperAllowance || max > 30+cgroupHelperAllowance+maxLeftover {
+		t.Errorf("pids.max = %q, want 30 + %d + at most %d", lines[1], cgroupHelperAllowance, maxLeftover)
 	}
 }

@@ -71,6 +71,14 @@
 // cgroup v2 where the pids controller is delegated) whose pids.max is
 // Processes plus a small allowance for the sandbox's own helper processes.
 // When neither works, a warning is logged once and only the rlimit applies.
+// On cgroup v1 the step cgroups are reused "cells", each with a thread of
+// ours living in it that starts the step (see cell): moving a thread into a
+// fresh cgroup per step can wait for an RCU grace period, about 8 ms on the
+// project's machine. A cell is kept after its step only when nothing of the
+// step is left but processes killed and not yet reaped by the host's init
+// (at most a few, added to the next step's pids.max); idle cells' empty
+// cgroups stay behind when the process ends and are removed by the next
+// start, like a crashed run's.
 //
 // What the cgroup is for differs by runner. Under [Bwrap] every process of
 // the step lives in the step's PID namespace, and killing its init (which Run

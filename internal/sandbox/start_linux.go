@@ -16,7 +16,8 @@ const (
 )
 
 // startLowPriority starts cmd with nice 19 and the idle I/O class, inside cg
-// when cg is not nil.
+// when cg is not nil. A cgroup v1 cg lends a cell, whose own thread starts
+// cmd (see cell); otherwise:
 //
 // Nice value, I/O priority and cgroup v1 membership belong to a thread, and a
 // child inherits them from the thread that forks it. So a fresh goroutine
@@ -31,6 +32,13 @@ const (
 // runtime discard the lowered thread instead of reusing it. release must be
 // called exactly once when err is nil.
 func startLowPriority(cmd *exec.Cmd, cg *stepCgroup) (release func(), err error) {
+	if cg != nil && cg.cell != nil {
+		// The cell's thread is lowered, in the cgroup, and outlives the child.
+		if err := cg.cell.start(cmd); err != nil {
+			return nil, err
+		}
+		return func() {}, nil
+	}
 	errc := make(chan error, 1)
 	done := make(chan struct{})
 	go func() {
