@@ -125,8 +125,10 @@ func sameContent(p string, r io.Reader, size int64, buf *[]byte) (bool, error) {
 		return false, err
 	}
 	defer f.Close()
-	if *buf == nil {
-		*buf = make([]byte, 64<<10)
+	// Sized to need, and at least 2 bytes for the check past the end:
+	// most source files are small.
+	if need := 2 * max(1, min(size, 32<<10)); int64(len(*buf)) < need {
+		*buf = make([]byte, need)
 	}
 	half := len(*buf) / 2
 	a, b := (*buf)[:half], (*buf)[half:]

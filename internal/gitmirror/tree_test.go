@@ -154,6 +154,8 @@ func TestTreeMatchesOnlyAnUntouchedExtraction(t *testing.T) {
 		"configure*":      "#!/bin/sh\n",
 		"src/deep/main.c": "int main(void){return 0;}\n",
 		"src/link":        "->deep/main.c",
+		"src/empty":       "",
+		"big":             strings.Repeat("0123456789abcdef", 5000),
 	})
 	m := newMirror(t, u, Options{})
 	tree, err := m.ExportTree(testCtx(t), c, t.TempDir(), 1<<20)
@@ -177,6 +179,22 @@ func TestTreeMatchesOnlyAnUntouchedExtraction(t *testing.T) {
 		}, nil, false},
 		{"a file added", func(_ *testing.T, d string) error {
 			return os.WriteFile(filepath.Join(d, "src", "deep", "main.o"), nil, 0o644)
+		}, nil, false},
+		{"a large file changed at its end, size and time kept", func(_ *testing.T, d string) error {
+			p := filepath.Join(d, "big")
+			data := []byte(strings.Repeat("0123456789abcdef", 5000))
+			data[len(data)-1] = 'X'
+			if err := os.WriteFile(p, data, 0o644); err != nil {
+				return err
+			}
+			return os.Chtimes(p, mtime, mtime)
+		}, nil, false},
+		{"an empty file filled, time kept", func(_ *testing.T, d string) error {
+			p := filepath.Join(d, "src", "empty")
+			if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+				return err
+			}
+			return os.Chtimes(p, mtime, mtime)
 		}, nil, false},
 		{"an empty directory added, time kept", func(_ *testing.T, d string) error {
 			if err := os.Mkdir(filepath.Join(d, "build"), 0o755); err != nil {

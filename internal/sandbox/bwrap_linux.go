@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -34,14 +35,25 @@ type Bwrap struct {
 
 var _ Runner = Bwrap{}
 
+// bwrapPaths caches what exec.LookPath found for each Bwrap.Path: a look-up
+// stats every $PATH entry, a few percent of the build server's own CPU per
+// no-op step. A binary removed later fails at exec, as a SetupError too.
+var bwrapPaths sync.Map // Bwrap.Path → absolute path
+
 func (b Bwrap) binary() (string, error) {
 	p := b.Path
 	if p == "" {
 		p = "bwrap"
 	}
+	if path, ok := bwrapPaths.Load(p); ok {
+		return path.(string), nil
+	}
 	path, err := exec.LookPath(p)
 	if err != nil {
 		return "", fmt.Errorf("bubblewrap: %w", err)
+	}
+	if filepath.IsAbs(path) {
+		bwrapPaths.Store(p, path)
 	}
 	return path, nil
 }
