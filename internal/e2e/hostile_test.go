@@ -841,12 +841,13 @@ func TestAuthABuildServerCannotSpeakForAnotherOnesAttemptNorUploadTamperedData(t
 	for _, c := range []struct {
 		name    string
 		attempt uint64
+		want    codes.Code
 	}{
-		{"another server's current attempt", asg.GetAttemptId()},
-		{"an attempt that does not exist", asg.GetAttemptId() + 1000},
+		{"another server's current attempt", asg.GetAttemptId(), codes.PermissionDenied},
+		{"an attempt that does not exist", asg.GetAttemptId() + 1000, codes.FailedPrecondition},
 	} {
 		err := authUpload(t, f, intruder.auth, authHeader(c.attempt, forged), forged)
-		authExpectCode(t, "intruder upload for "+c.name, err, codes.FailedPrecondition)
+		authExpectCode(t, "intruder upload for "+c.name, err, c.want)
 	}
 	authExpectNothingStored(t, f)
 

@@ -67,7 +67,8 @@ func startTestServer(t *testing.T, cfg Config, seed ...*store.Build) *testServer
 		t.Fatal(err)
 	}
 	unary, stream := auth.Interceptors(srv.LookupToken, "/kiln.v1.WorkerService/")
-	gs := grpc.NewServer(grpc.UnaryInterceptor(unary), grpc.StreamInterceptor(stream))
+	gs := grpc.NewServer(grpc.UnaryInterceptor(unary), grpc.StreamInterceptor(stream),
+		grpc.MaxRecvMsgSize(MaxMessageBytes))
 	kilnv1.RegisterWorkerServiceServer(gs, srv)
 	kilnv1.RegisterCompileServiceServer(gs, srv)
 	kilnv1.RegisterStatusServiceServer(gs, srv)
@@ -105,6 +106,11 @@ type testSession struct {
 	name   string
 	stream kilnv1.WorkerService_SessionClient
 	msgs   chan *kilnv1.SessionResponse
+	// conn carries the build server's credential, for its other calls
+	// (UploadArtifact).
+	conn *grpc.ClientConn
+	// end is why the session's stream ended; set before msgs is closed.
+	end error
 }
 
 var testSystem = &kilnv1.SystemInfo{Os: "linux", Arch: "x86_64", Endian: "little", DataModel: "LP64", CharBit: 8,
@@ -142,12 +148,13 @@ func (ts *testServer) connect(name string, policy *kilnv1.BuildServerPolicy) *te
 	if err != nil {
 		t.Fatal(err)
 	}
-	ss := &testSession{t: t, name: name, stream: stream, msgs: make(chan *kilnv1.SessionResponse, 64)}
+	ss := &testSession{t: t, name: name, stream: stream, msgs: make(chan *kilnv1.SessionResponse, 64), conn: conn}
 	go func() {
 		defer close(ss.msgs)
 		for {
 			msg, err := stream.Recv()
 			if err != nil {
+				ss.end = err
 				return
 			}
 			ss.msgs <- msg

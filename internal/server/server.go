@@ -37,6 +37,14 @@ import (
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
+// MaxMessageBytes is the largest gRPC message the metaserver receives
+// (grpc.MaxRecvMsgSize, which its gRPC server must be given); a larger one
+// fails that call with RESOURCE_EXHAUSTED before any handler sees it. It
+// bounds what one message can make the metaserver buffer: upload data comes
+// in chunks of at most 1 MiB and log chunks of at most 64 KiB, so 4 MiB
+// leaves room for every honest message.
+const MaxMessageBytes = 4 << 20
+
 // Config is the metaserver's behaviour; the serve command fills it from flags.
 type Config struct {
 	// DataDir holds kiln.db, blobs/, mirrors/, logs/ and admin.sock.

@@ -391,6 +391,12 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 	defer s.mu.Unlock()
 	a := s.ownAttemptLocked(ss, r.GetAttemptId())
 	if a == nil {
+		if holder := s.heldAttemptLocked(r.GetAttemptId()); holder != "" && holder != ss.name {
+			s.log.Warn("result refused: attempt of another build server", "build_server", ss.name,
+				"attempt_id", r.GetAttemptId(), "holder", holder)
+			ack(false, "attempt belongs to another build server")
+			return
+		}
 		s.log.Info("result refused: attempt not current", "build_server", ss.name, "attempt_id", r.GetAttemptId())
 		ack(false, "attempt is not current (lease lapsed, cancelled or unknown)")
 		return
@@ -443,14 +449,14 @@ func (s *Server) UploadArtifact(stream kilnv1.WorkerService_UploadArtifactServer
 	}
 	s.mu.Lock()
 	a := s.sched.Attempt(h.GetAttemptId())
-	own := a != nil && a.Server.Name == name
+	own := a != nil && a.Server != nil && a.Server.Name == name
 	busy := s.uploads[name] >= maxUploadsPerServer
 	if own && !busy {
 		s.uploads[name]++
 	}
 	s.mu.Unlock()
 	if !own {
-		return status.Error(codes.FailedPrecondition, "attempt is not a current attempt of this build server")
+		return s.refuseAttempt(name, h.GetAttemptId())
 	}
 	if busy {
 		return status.Errorf(codes.ResourceExhausted, "at most %d concurrent uploads per build server", maxUploadsPerServer)

@@ -30,10 +30,13 @@ const (
 // WorkerService is spoken by build servers. Every call carries the build
 // server's credential as gRPC metadata "authorization: Bearer <token>"; a call
 // without a valid, unrevoked credential fails with UNAUTHENTICATED. A build
-// server may only speak about its own current attempts: anything naming an
-// attempt that is not the current attempt of its build, or that belongs to
-// another build server, is refused (FAILED_PRECONDITION on unary/upload calls,
-// a ResultAck with accepted=false on the session).
+// server may only speak about its own current attempts. An upload naming an
+// attempt given to another build server (current or past) fails with
+// PERMISSION_DENIED; one naming an attempt that is not current (its own after
+// the lease lapsed, the build was cancelled or it reported the result, or an
+// id never handed out) fails with FAILED_PRECONDITION, which an honest build
+// server meets after a reconnect. On the session such a result is answered
+// by a ResultAck with accepted=false, and such a log chunk is dropped.
 type WorkerServiceClient interface {
 	// Session is the build server's one long-lived stream. The build server
 	// opens it and sends Hello first; the metaserver answers Welcome, then
@@ -98,10 +101,13 @@ type WorkerService_UploadArtifactClient = grpc.ClientStreamingClient[UploadArtif
 // WorkerService is spoken by build servers. Every call carries the build
 // server's credential as gRPC metadata "authorization: Bearer <token>"; a call
 // without a valid, unrevoked credential fails with UNAUTHENTICATED. A build
-// server may only speak about its own current attempts: anything naming an
-// attempt that is not the current attempt of its build, or that belongs to
-// another build server, is refused (FAILED_PRECONDITION on unary/upload calls,
-// a ResultAck with accepted=false on the session).
+// server may only speak about its own current attempts. An upload naming an
+// attempt given to another build server (current or past) fails with
+// PERMISSION_DENIED; one naming an attempt that is not current (its own after
+// the lease lapsed, the build was cancelled or it reported the result, or an
+// id never handed out) fails with FAILED_PRECONDITION, which an honest build
+// server meets after a reconnect. On the session such a result is answered
+// by a ResultAck with accepted=false, and such a log chunk is dropped.
 type WorkerServiceServer interface {
 	// Session is the build server's one long-lived stream. The build server
 	// opens it and sends Hello first; the metaserver answers Welcome, then
