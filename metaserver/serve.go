@@ -195,7 +195,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	}
 	gs := grpc.NewServer(append(opts,
 		grpc.UnaryInterceptor(unary), grpc.StreamInterceptor(stream),
-		grpc.MaxRecvMsgSize(4<<20),
+		grpc.MaxRecvMsgSize(server.MaxMessageBytes),
 		// Smaller per-connection buffers, and write buffers released while
 		// idle: an idle build server costs little (issue 9: 10,000 of them).
 		grpc.ReadBufferSize(8<<10), grpc.WriteBufferSize(8<<10), grpc.SharedWriteBuffer(true),
