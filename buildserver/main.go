@@ -73,6 +73,7 @@ func main() {
 		stop()
 	}()
 	err = run(ctx, cfg, log)
+	sandbox.ReleaseIdle() // no step runs any more
 	var authErr *worker.AuthError
 	switch {
 	case errors.As(err, &authErr):

@@ -77,8 +77,9 @@ func newCell(parent string) (*cell, error) {
 }
 
 // run is the cell's thread: lowered, moved into the cell's cgroup, then
-// starting the commands it is given until reqs is closed. It never unlocks
-// its thread, so the Go runtime discards the thread when run returns.
+// starting the commands it is given until reqs is closed, then moved out
+// again. It never unlocks its thread, so the Go runtime discards the
+// thread when run returns.
 func (c *cell) run(ready chan<- error) {
 	runtime.LockOSThread()
 	// No UnlockOSThread: the thread is lowered and in the cell's cgroup.
@@ -100,6 +101,10 @@ func (c *cell) run(ready chan<- error) {
 	for cmd := range c.reqs {
 		c.errs <- cmd.Start()
 	}
+	// Out of the cgroup before the thread ends, so it can be removed at
+	// once: a thread the runtime cannot end (the main thread) is parked
+	// for good instead.
+	_ = os.WriteFile(filepath.Join(filepath.Dir(c.dir), "tasks"), []byte(tid), 0)
 }
 
 // setMax sets the cgroup's pids.max for the next step: processes plus the
@@ -170,4 +175,18 @@ func (c *cell) destroy() {
 // processes that could not be killed.
 func (c *cell) abandon() {
 	close(c.reqs)
+}
+
+// ReleaseIdle removes the pids cgroups kept for reuse (cgroup v1, see
+// cell) and ends their threads. Call it when no step runs any more, e.g.
+// as the build server stops; a later step makes new ones. Cgroups not
+// released (a crash) are removed by the next process that needs one.
+func ReleaseIdle() {
+	idleCells.Lock()
+	list := idleCells.list
+	idleCells.list = nil
+	idleCells.Unlock()
+	for _, c := range list {
+		c.destroy()
+	}
 }

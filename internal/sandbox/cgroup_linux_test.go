@@ -55,3 +55,28 @@ func TestStepsOnCgroupV1ReuseACellAndKeepTheirProcessLimit(t *testing.T) {
 		t.Errorf("pids.max = %q, want 30 + %d + at most %d", lines[1], cgroupHelperAllowance, maxLeftover)
 	}
 }
+
+func TestReleaseIdleRemovesTheCellsKeptForReuse(t *testing.T) {
+	parent, v2 := cgroupParent()
+	if parent == "" || v2 {
+		t.Skip("needs root and a cgroup v1 pids hierarchy")
+	}
+	if _, err := run(t, Unsandboxed{Grace: testGrace}, Step{Limits: Limits{Processes: 10}, Command: "true"}); err != nil {
+		t.Fatal(err)
+	}
+	idleCells.Lock()
+	var dirs []string
+	for _, c := range idleCells.list {
+		dirs = append(dirs, c.dir)
+	}
+	idleCells.Unlock()
+	if len(dirs) == 0 {
+		t.Fatal("no cell kept after a step")
+	}
+	ReleaseIdle()
+	for _, d := range dirs {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("cell cgroup %s still there: %v", d, err)
+		}
+	}
+}

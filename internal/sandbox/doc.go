@@ -76,9 +76,8 @@
 // fresh cgroup per step can wait for an RCU grace period, about 8 ms on the
 // project's machine. A cell is kept after its step only when nothing of the
 // step is left but processes killed and not yet reaped by the host's init
-// (at most a few, added to the next step's pids.max); idle cells' empty
-// cgroups stay behind when the process ends and are removed by the next
-// start, like a crashed run's.
+// (at most a few, added to the next step's pids.max). [ReleaseIdle]
+// removes the idle cells' cgroups; after a crash the next start does.
 //
 // What the cgroup is for differs by runner. Under [Bwrap] every process of
 // the step lives in the step's PID namespace, and killing its init (which Run
