@@ -14,8 +14,8 @@
 // The build server's own Go code runs on one processor (GOMAXPROCS=1) unless
 // GOMAXPROCS is set in its environment; the builds use every core.
 //
-// Exit status: 0 after a graceful stop, 2 for a bad flag, 3 when the
-// metaserver refuses the token (wrong or revoked: restarting cannot help),
+// Exit status: 0 after a graceful stop; 2 for bad input: a bad flag, or a
+// token the metaserver refuses (wrong or revoked: restarting cannot help);
 // 1 for anything else.
 package main
 
@@ -50,7 +50,7 @@ var version = "dev"
 const (
 	exitFailure = 1
 	exitUsage   = 2
-	exitAuth    = 3
+	exitAuth    = 2 // bad input too: the token is refused
 )
 
 func main() {

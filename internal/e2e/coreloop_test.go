@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -132,8 +133,9 @@ func TestAWrongTokenIsRefused(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("a buildserver with a wrong token kept running")
 	}
-	if err := p.Wait(); err == nil {
-		t.Fatalf("buildserver with a wrong token exited 0")
+	var ee *exec.ExitError
+	if err := p.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("buildserver with a wrong token: %v, want exit status 2 (bad input)", err)
 	}
 	if logs := p.Logs(); !strings.Contains(strings.ToLower(logs), "credential") && !strings.Contains(strings.ToLower(logs), "unauthenticated") {
 		t.Fatalf("buildserver log does not explain the refusal:\n%s", logs)

@@ -800,8 +800,8 @@ func TestAuthARevokedCredentialIsRefusedAndItsBuildserverStops(t *testing.T) {
 		t.Fatal("the buildserver of a revoked credential kept running")
 	}
 	var ee *exec.ExitError
-	if err := bs.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 3 {
-		t.Fatalf("buildserver exit %v; want status 3 (credential refused)", err)
+	if err := bs.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("buildserver exit %v; want status 2 (credential refused: bad input)", err)
 	}
 	f.WaitBuildServers(0)
 
