@@ -1,0 +1,61 @@
+package e2e
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kilnbuild/kiln/internal/farmtest"
+)
+
+// A requester waiting on a build does not lose it when the metaserver is
+// stopped gracefully mid-build and started again: the metaserver ends the
+// watch cleanly, startcompile resumes it against the restarted metaserver,
+// the build server reports the build it kept running, and the wait ends
+// with the artifact, once.
+func TestStopSIGTERMOnTheMetaserverMidBuildKeepsAWaitingRequesterWaiting(t *testing.T) {
+	f, _ := faultFarm(t, slowManifest(4), "8s")
+	f.StartBuildserver(f.AddBuildServer("a"))
+	f.WaitBuildServers(1)
+	id := submit(t, f)
+	done := make(chan farmtest.Result, 1)
+	go func() {
+		done <- f.StartcompileContext(context.Background(), "status", "--wait", "--json", strconv.FormatUint(id, 10))
+	}()
+	waitRunningOn(t, f, id, "a")
+
+	start := time.Now()
+	if err := f.Meta().Process.Stop(); err != nil {
+		t.Fatalf("metaserver SIGTERM: %v", err)
+	}
+	if took := time.Since(start); took > 8*time.Second {
+		t.Fatalf("graceful stop took %s with a watch and a session open", took)
+	}
+	if logs := f.Meta().Process.Logs(); !strings.Contains(logs, "metaserver stopped cleanly") {
+		t.Fatalf("no clean stop:\n%s", logs)
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("startcompile --wait gave up while the metaserver was down: exit %d\n%s\n%s", r.Exit, r.Stdout, r.Stderr)
+	default:
+	}
+	f.Meta().Restart()
+
+	var r farmtest.Result
+	select {
+	case r = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("startcompile --wait did not finish after the metaserver came back")
+	}
+	expectExit(t, r, 0)
+	out := parseResult(t, r)
+	if out.State != "succeeded" || out.BuildID != id || out.ArtifactSHA256 == "" {
+		t.Fatalf("waited result: %+v", out)
+	}
+	b := getBuild(t, f, id)
+	if outcomes(b) != "a:SUCCEEDED" {
+		t.Fatalf("attempts %s: the running build should have been kept, not redone", outcomes(b))
+	}
+}
