@@ -145,6 +145,17 @@ func (a *Admin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.PinRes
 		if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
 			return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", b.GetId(), stateName(b.GetState()))
 		}
+		// The build's cache entry holds its blob: once evicted, the blob may
+		// be gone (deleted right after the eviction's commit), so a pin
+		// could name bytes that no longer exist. A rebuild with the same
+		// cache key and the same bytes is as good.
+		entry, err := tx.Artifact(b.GetCacheKey())
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if entry == nil || entry.GetArtifact().GetSha256() != b.GetArtifact().GetSha256() {
+			return status.Errorf(codes.FailedPrecondition, "the artifact of build %d was evicted from the cache; build it again and pin the new build", b.GetId())
+		}
 		if err := tx.CreatePin(&store.Pin{Name: req.GetName(), BuildId: b.GetId(), Sha256: b.GetArtifact().GetSha256(),
 			CacheKey: b.GetCacheKey(), CreatedAt: timestamppb.Now()}); err != nil {
 			if errors.Is(err, store.ErrExists) {
@@ -152,12 +163,10 @@ func (a *Admin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.PinRes
 			}
 			return err
 		}
-		if c, err := tx.Artifact(b.GetCacheKey()); err == nil {
-			c = proto.Clone(c).(*store.Artifact)
-			c.Pins = append(c.Pins, req.GetName())
-			if err := tx.PutArtifact(c); err != nil {
-				return err
-			}
+		c := proto.Clone(entry).(*store.Artifact)
+		c.Pins = append(c.Pins, req.GetName())
+		if err := tx.PutArtifact(c); err != nil {
+			return err
 		}
 		art = b.GetArtifact()
 		return nil
