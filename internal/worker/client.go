@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"sync"
@@ -48,7 +49,10 @@ type Client struct {
 	attempts map[uint64]*attempt
 	draining bool
 	changed  chan struct{} // closed and replaced on every change of attempts
-	wg       sync.WaitGroup
+	// loadAverage reads the machine's 1-minute load average for the
+	// idle-only policy (readLoadAverage; tests replace it).
+	loadAverage func() (load float64, ok bool)
+	wg          sync.WaitGroup
 
 	sendMu sync.Mutex // serializes Send on the stream; guards the fields below
 	stream grpc.BidiStreamingClient[kilnv1.SessionRequest, kilnv1.SessionResponse]
@@ -92,6 +96,8 @@ func New(cfg Config) (*Client, error) {
 		hbWake:    make(chan struct{}, 1),
 		attempts:  map[uint64]*attempt{},
 		changed:   make(chan struct{}),
+
+		loadAverage: readLoadAverage,
 	}
 	for i := range targets {
 		byID[targets[i].Info.GetId()] = &targets[i]
@@ -344,5 +350,16 @@ func (c *Client) runningLocked() int {
 
 // busyLocked reports whether the idle-only policy finds the machine busy.
 func (c *Client) busyLocked() bool {
-	return c.cfg.Policy.GetIdleOnly() && machineBusy(c.runningLocked())
+	return c.cfg.Policy.GetIdleOnly() && machineBusy(c.loadAverage, c.runningLocked())
+}
+
+// machineBusy reports, for the idle-only policy, whether the machine is busy
+// with work of its owner: the 1-minute load average (from load), less one
+// per build of ours, above half the CPUs. An unreadable load counts as idle.
+func machineBusy(load func() (float64, bool), ourBuilds int) bool {
+	l, ok := load()
+	if !ok {
+		return false
+	}
+	return l-float64(ourBuilds) > float64(runtime.NumCPU())/2
 }

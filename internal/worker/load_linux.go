@@ -2,26 +2,24 @@ package worker
 
 import (
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 )
 
-// machineBusy reports, for the idle-only policy, whether the machine is busy
-// with work of its owner: the 1-minute load average, less one per build of
-// ours, above half the CPUs.
-func machineBusy(ourBuilds int) bool {
+// readLoadAverage returns the 1-minute load average from /proc/loadavg; ok
+// is false when it cannot be read.
+func readLoadAverage() (load float64, ok bool) {
 	data, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
-		return false
+		return 0, false
 	}
 	fields := strings.Fields(string(data))
 	if len(fields) == 0 {
-		return false
+		return 0, false
 	}
-	load, err := strconv.ParseFloat(fields[0], 64)
+	load, err = strconv.ParseFloat(fields[0], 64)
 	if err != nil {
-		return false
+		return 0, false
 	}
-	return load-float64(ourBuilds) > float64(runtime.NumCPU())/2
+	return load, true
 }
