@@ -97,7 +97,7 @@ func (b Bwrap) Run(ctx context.Context, s Step) error {
 	if err != nil {
 		return &SetupError{Err: err}
 	}
-	cmdArgv, err := commandArgv(s.Limits, s.Command)
+	cmdArgv, err := checkedArgv(s.Limits, s.Command)
 	if err != nil {
 		return err
 	}
@@ -106,14 +106,21 @@ func (b Bwrap) Run(ctx context.Context, s Step) error {
 		return setupErrorf("status pipe: %w", err)
 	}
 	defer statusR.Close()
-	// statusW becomes fd 3 of bwrap (ExtraFiles[0]).
+	reportR, reportW, err := os.Pipe()
+	if err != nil {
+		statusW.Close()
+		return setupErrorf("report pipe: %w", err)
+	}
+	defer reportR.Close()
+	// statusW becomes fd 3 of bwrap (ExtraFiles[0]), reportW fd 4
+	// (reportFD), which bwrap passes on to the checking shell.
 	argv := append(append(append([]string{path}, args...), "--json-status-fd", "3", "--"), cmdArgv...)
 	status := readBwrapStatus(statusR)
 
 	return execute(ctx, s, launch{
 		argv:       argv,
 		env:        []string{},
-		extraFiles: []*os.File{statusW},
+		extraFiles: []*os.File{statusW, reportW},
 		grace:      graceOr(b.Grace),
 		// --unshare-pid: see launch.pidNamespace.
 		pidNamespace: true,
@@ -134,10 +141,13 @@ func (b Bwrap) Run(ctx context.Context, s Step) error {
 			case !ran:
 				return setupErrorf("bwrap exited with status %d before running the command: %s",
 					exitCode(state), lastLine(tail))
-			case code != 0:
-				return &ExitError{Step: s.Name, Code: code}
 			}
-			return nil
+			// Every process that held reportW is gone (waitGone).
+			var err error
+			if code != 0 {
+				err = &ExitError{Step: s.Name, Code: code}
+			}
+			return readReport(reportR).attach(s.Name, err)
 		},
 	})
 }

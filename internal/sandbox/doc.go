@@ -40,14 +40,37 @@
 // Run classifies failures where they happen, because the metaserver treats
 // them differently:
 //
-//   - nil: the command exited 0.
+//   - nil: the command exited 0 and left no process running.
 //   - [*ExitError]: the command exited non-zero or was killed by a signal;
 //     the build's own failure, final.
+//   - [*LeftoverError]: the command exited while processes it started were
+//     still running (they were killed); the build's own failure, final.
+//     It unwraps to an *ExitError when the command also failed.
+//   - [*DiskError]: Step.Disk did not hold while the step ran; the step
+//     was killed at once (see [DiskLimit]).
 //   - an error wrapping [ErrTimeout]: Step.Timeout elapsed.
 //   - an error wrapping ctx.Err(): the caller cancelled the step.
 //   - [*SetupError]: the sandbox could not start the command (bwrap missing,
 //     a bind source missing, a limit above the hard limit); an
 //     infrastructure failure, retried on another build server.
+//
+// # Leftover processes
+//
+// A step must not leave processes running: a daemon, or a `cmd &` never
+// waited for, fails the step with a [*LeftoverError] naming them (see
+// leftover_linux.go for how each runner finds them; under [Bwrap] this
+// costs one more exec of /bin/sh per step, about 0.5 ms). [Unsandboxed]
+// without a pids cgroup (not root) finds only those still in the step's
+// process group: a process that called setsid(1) is neither found nor
+// killed there.
+//
+// # Disk
+//
+// [Step.Disk] bounds what the build holds on disk, and the space left on
+// the file system, while the step runs: a watcher sums the allocated
+// blocks of the given directories, first after one interval (a shorter
+// step pays nothing), and kills the step at once when a bound does not
+// hold.
 //
 // # Resource limits
 //

@@ -27,8 +27,13 @@ var prlimitPath = sync.OnceValues(func() (string, error) {
 // indistinguishable from the command's), or when prlimit is needed but
 // missing.
 func commandArgv(l Limits, command string) ([]string, error) {
+	return shellArgv(l, command)
+}
+
+// shellArgv is commandArgv for `sh -c script args...`.
+func shellArgv(l Limits, script string, args ...string) ([]string, error) {
 	if l.isZero() {
-		return []string{shellPath, "-c", command}, nil
+		return append([]string{shellPath, "-c", script}, args...), nil
 	}
 	for _, lim := range l.list() {
 		if lim.value == 0 {
@@ -40,7 +45,7 @@ func commandArgv(l Limits, command string) ([]string, error) {
 	}
 	if u := shellUlimit(); u.ok {
 		if prelude, ok := u.prelude(l); ok {
-			return []string{shellPath, "-c", prelude + command}, nil
+			return append([]string{shellPath, "-c", prelude + script}, args...), nil
 		}
 	}
 	path, err := prlimitPath()
@@ -53,7 +58,7 @@ func commandArgv(l Limits, command string) ([]string, error) {
 			argv = append(argv, lim.flag+"="+strconv.FormatUint(lim.value, 10))
 		}
 	}
-	return append(append(argv, "--"), shellPath, "-c", command), nil
+	return append(append(argv, "--", shellPath, "-c", script), args...), nil
 }
 
 // limit is one Limits field with its rlimit and prlimit(1) flag.

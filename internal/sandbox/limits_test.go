@@ -142,8 +142,9 @@ func TestBwrapStepWithoutProcessLimitNeedsNoCgroup(t *testing.T) {
 	created := cgroupSeq.Load()
 	// A background process is still killed: by the PID namespace.
 	marker := fmt.Sprintf("1000.%d%d", os.Getpid(), time.Now().UnixNano()%1000000)
-	if out, err := run(t, b, Step{Command: "setsid sleep " + marker + " & echo started", Limits: Limits{OpenFiles: 256}}); err != nil {
-		t.Fatalf("Run: %v (%q)", err, out)
+	out, err := run(t, b, Step{Command: "setsid sleep " + marker + " & echo started", Limits: Limits{OpenFiles: 256}})
+	if le := (*LeftoverError)(nil); !errors.As(err, &le) || le.Count != 1 {
+		t.Fatalf("Run: %v (%q); want a LeftoverError counting the setsid process", err, out)
 	}
 	if after := ownCgroups(t); !slices.Equal(after, before) || cgroupSeq.Load() != created {
 		t.Errorf("step cgroups %v after the step, %v before; %d created", after, before, cgroupSeq.Load()-created)
@@ -158,8 +159,8 @@ func TestUnsandboxedEscapeeIsKilledThroughTheCgroup(t *testing.T) {
 	marker := fmt.Sprintf("1000.%d%d", os.Getpid(), time.Now().UnixNano()%1000000)
 	start := time.Now()
 	out, err := run(t, Unsandboxed{Grace: testGrace}, Step{Command: "setsid sleep " + marker + " > /dev/null 2>&1 & echo started"})
-	if err != nil {
-		t.Fatalf("Run: %v (%q)", err, out)
+	if le := (*LeftoverError)(nil); !errors.As(err, &le) || le.Count != 1 || le.Names[0] != "sleep" {
+		t.Fatalf("Run: %v (%q); want a LeftoverError naming the setsid sleep", err, out)
 	}
 	if elapsed := time.Since(start); elapsed >= pipeDrainTimeout {
 		t.Errorf("Run took %s", elapsed)

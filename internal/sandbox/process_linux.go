@@ -36,6 +36,10 @@ type launch struct {
 	// afterExit runs once the child is reaped and killed: a runner waits there
 	// for processes that outlive its child (bwrap's PID namespace).
 	afterExit func()
+	// leftovers, when not nil, lists what the step left running once its
+	// child exited by itself; pid is the child's, exited but not reaped, and
+	// cg the step's cgroup or nil. Under Bwrap the step reports that itself.
+	leftovers func(pid int, cg *stepCgroup) leftovers
 	// result maps the exit of a step that was neither timed out nor
 	// cancelled to Run's error; tail is the end of the output.
 	result func(state *os.ProcessState, tail []byte) error
@@ -107,12 +111,27 @@ func execute(ctx context.Context, s Step, l launch) error {
 		defer t.Stop()
 		timeout = t.C
 	}
+	var diskFull <-chan *DiskError
+	if s.Disk.active() {
+		w := watchDisk(s.Name, s.Disk)
+		defer w.stop()
+		diskFull = w.c
+	}
 	select {
 	case <-exited:
 	case <-ctx.Done():
 		stopped = fmt.Errorf("step %q: %w", s.Name, ctx.Err())
 	case <-timeout:
 		stopped = fmt.Errorf("step %q: %w after %s", s.Name, ErrTimeout, s.Timeout)
+	case derr := <-diskFull:
+		// No grace: every moment lets the step write more.
+		l.kill(pid)
+		<-exited
+		return finishStopped(l, cmd, release, out, removeCgroup, derr)
+	}
+	var left leftovers
+	if stopped == nil && l.leftovers != nil {
+		left = l.leftovers(pid, cg)
 	}
 	if stopped != nil {
 		l.terminate(pid)
@@ -125,24 +144,36 @@ func execute(ctx context.Context, s Step, l launch) error {
 		}
 		grace.Stop()
 	}
+	if stopped != nil {
+		return finishStopped(l, cmd, release, out, removeCgroup, stopped)
+	}
+	tail, waitErr := cleanUp(l, cmd, release, out, removeCgroup)
+	if cmd.ProcessState == nil {
+		return setupErrorf("wait %s: %w", l.argv[0], waitErr)
+	}
+	return left.attach(s.Name, l.result(cmd.ProcessState, tail))
+}
+
+// cleanUp kills what is left of a step whose child has exited, reaps the
+// child and drains the output; it returns the output's tail and Wait's
+// error.
+func cleanUp(l launch, cmd *exec.Cmd, release func(), out *outputCopier, removeCgroup func()) ([]byte, error) {
 	// The child has exited but is not reaped, so its PID (and process group
 	// ID) cannot be reused yet: killing the group now cannot hit a stranger.
-	l.kill(pid)
+	l.kill(cmd.Process.Pid)
 	waitErr := cmd.Wait()
 	release()
 	if l.afterExit != nil {
 		l.afterExit()
 	}
 	removeCgroup()
-	tail := out.finish()
+	return out.finish(), waitErr
+}
 
-	if stopped != nil {
-		return stopped
-	}
-	if cmd.ProcessState == nil {
-		return setupErrorf("wait %s: %w", l.argv[0], waitErr)
-	}
-	return l.result(cmd.ProcessState, tail)
+// finishStopped cleans up a step that was stopped and returns why.
+func finishStopped(l launch, cmd *exec.Cmd, release func(), out *outputCopier, removeCgroup func(), why error) error {
+	_, _ = cleanUp(l, cmd, release, out, removeCgroup)
+	return why
 }
 
 // waitNoReap blocks until process pid exits, leaving it a zombie.

@@ -261,8 +261,12 @@ func TestBackgroundProcessesDoNotOutliveTheStep(t *testing.T) {
 			start := time.Now()
 			out, err := run(t, rc.r, Step{Command: "sleep " + marker + " & sleep " + marker + " & echo started"})
 			elapsed := time.Since(start)
-			if err != nil {
-				t.Fatalf("Run: %v (output %q)", err, out)
+			var le *LeftoverError
+			if !errors.As(err, &le) || le.Count != 2 || le.Code != 0 || out != "started\n" {
+				t.Fatalf("Run: %v (output %q); want a LeftoverError counting 2 processes", err, out)
+			}
+			if want := `step "test" left 2 background processes running (sleep, sleep); they were killed`; err.Error() != want {
+				t.Errorf("error %q, want %q", err, want)
 			}
 			// The background sleeps hold the output pipe: returning before the
 			// drain timeout shows they were killed, not waited for.

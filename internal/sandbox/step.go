@@ -55,6 +55,9 @@ type Step struct {
 	Timeout time.Duration
 	// Limits are the step's resource limits.
 	Limits Limits
+	// Disk bounds the disk space of the build while the step runs; the
+	// zero value sets no bound. See DiskLimit.
+	Disk DiskLimit
 }
 
 // Limits are per-process resource limits of a step; 0 means unlimited
@@ -79,8 +82,9 @@ func (l Limits) isZero() bool { return l == Limits{} }
 
 // Runner runs one build step.
 type Runner interface {
-	// Run runs s to completion and returns nil if the command exited 0;
-	// otherwise an *ExitError, an error wrapping ErrTimeout or ctx.Err(), or a
+	// Run runs s to completion and returns nil if the command exited 0 and
+	// left no process running; otherwise an *ExitError, a *LeftoverError, a
+	// *DiskError, an error wrapping ErrTimeout or ctx.Err(), or a
 	// *SetupError (see the package doc). When Run returns, no process started
 	// by the step is left running and s.Output is no longer written to. Run
 	// is safe for concurrent use with different steps.

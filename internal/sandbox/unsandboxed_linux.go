@@ -45,6 +45,7 @@ func (u Unsandboxed) Run(ctx context.Context, s Step) error {
 		grace:     graceOr(u.Grace),
 		terminate: func(pid int) { killGroup(pid, unix.SIGTERM) },
 		kill:      func(pid int) { killGroup(pid, unix.SIGKILL) },
+		leftovers: groupLeftovers,
 		result: func(state *os.ProcessState, _ []byte) error {
 			if state.Success() {
 				return nil
