@@ -29,6 +29,12 @@ const (
 	DefaultProcesses     = 512
 	DefaultOpenFiles     = 1024
 	DefaultFileSizeBytes = 1 << 30
+	// DefaultMaxDiskBytes caps what one build holds on disk (see
+	// Config.MaxDiskBytes).
+	DefaultMaxDiskBytes = 4 << 30
+	// DefaultMinFreeDiskBytes is the space a running build leaves free on
+	// the data directory's file system (see Config.MinFreeDiskBytes).
+	DefaultMinFreeDiskBytes = 512 << 20
 )
 
 // StepRunner runs one build step, sandboxed or not. sandbox.Bwrap and
@@ -79,6 +85,19 @@ type Config struct {
 	MaxLogBytes int64
 	// MaxArtifactBytes caps one attempt's packed artifact in bytes.
 	MaxArtifactBytes int64
+	// MaxDiskBytes caps what one build holds on disk: its src, dest and
+	// home directories, checked while its steps run (every 250 ms, from
+	// 250 ms into each step) and after the last one, and those together
+	// with the packed artifact. A build over it is stopped at once and
+	// ends FAILED ("build used more than 4 GiB of disk (--max-disk-bytes);
+	// stopped"). Zero means DefaultMaxDiskBytes; negative means no cap.
+	MaxDiskBytes int64
+	// MinFreeDiskBytes is the space the data directory's file system must
+	// keep available to unprivileged users while steps run, checked like
+	// MaxDiskBytes: a step that finds less is stopped at once and the
+	// attempt ends SETUP_FAILED, to be built elsewhere. Zero means
+	// DefaultMinFreeDiskBytes; negative means no reserve.
+	MinFreeDiskBytes int64
 	// Hide lists further host paths the steps must not see, e.g. the
 	// directory of a credential file. DataDir and the volunteer's home are
 	// always hidden.
@@ -118,6 +137,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Limits.FileSizeBytes == 0 {
 		c.Limits.FileSizeBytes = DefaultFileSizeBytes
+	}
+	if c.MaxDiskBytes == 0 {
+		c.MaxDiskBytes = DefaultMaxDiskBytes
+	}
+	if c.MinFreeDiskBytes == 0 {
+		c.MinFreeDiskBytes = DefaultMinFreeDiskBytes
+	}
+	if c.Sandbox != nil {
+		c.Sandbox = withDiskGuard(c.Sandbox, c.MaxDiskBytes, c.MinFreeDiskBytes)
 	}
 	if c.Policy == nil {
 		c.Policy = &kilnv1.BuildServerPolicy{}

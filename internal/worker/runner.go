@@ -112,6 +112,10 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	}
 
 	built := time.Now()
+	maxArtifact, diskBound, over := r.diskBudget(j, src, dest, home)
+	if over != nil {
+		return over
+	}
 	var entries []packEntry
 	var err error
 	if recipe.GetInstallTree() {
@@ -122,7 +126,11 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	artPath := filepath.Join(j.dir, artifactName)
 	var art *kilnv1.Artifact
 	if err == nil {
-		art, err = pack(entries, artPath, r.maxArtifact)
+		art, err = pack(entries, artPath, maxArtifact)
+		if be := (*buildError)(nil); diskBound && errors.As(err, &be) {
+			// pack's only build error is its size limit, here the disk's share.
+			err = &buildError{overDiskCap(diskCap(r.sandbox))}
+		}
 	}
 	if err != nil {
 		if be := (*buildError)(nil); errors.As(err, &be) {
@@ -151,6 +159,33 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	res := result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED, "", "")
 	res.Artifact = art
 	return res
+}
+
+// diskBudget checks, after the last step, that the build's directories
+// hold no more than the disk cap (the watcher during the steps may have
+// missed up to one interval's writes, or a step shorter than one), and
+// returns the artifact's size limit: the smaller of the artifact cap and
+// what the disk cap leaves, and whether it is the disk's. res is the
+// attempt's result when the build is already over the cap.
+func (r *attemptRunner) diskBudget(j job, dirs ...string) (limit int64, diskBound bool, res *kilnv1.AttemptResult) {
+	limit = r.maxArtifact
+	maxDisk := diskCap(r.sandbox)
+	if maxDisk <= 0 {
+		return limit, false, nil
+	}
+	used, err := sandbox.DiskUsage(dirs...)
+	if err != nil {
+		r.log.Warn("measuring the build's disk usage", "attempt_id", j.asg.GetAttemptId(), "error", err)
+	}
+	if used > maxDisk {
+		reason := overDiskCap(maxDisk)
+		j.log.notef("%s", reason)
+		return 0, false, result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED, reason, "")
+	}
+	if left := max(maxDisk-used, 1); limit <= 0 || left < limit {
+		return left, true, nil
+	}
+	return limit, false, nil
 }
 
 // source makes src hold the tree of the assignment's commit, unless it does.
@@ -208,6 +243,8 @@ func (s *steps) run(ctx context.Context, cmd string) *kilnv1.AttemptResult {
 	st.Name, st.Command, st.Timeout = cmd, cmd, remaining
 	err := s.r.sandbox.Run(ctx, st)
 	var exit *sandbox.ExitError
+	var left *sandbox.LeftoverError
+	var disk *sandbox.DiskError
 	switch {
 	case ctx.Err() != nil:
 		res := stopped(ctx)
@@ -217,6 +254,22 @@ func (s *steps) run(ctx context.Context, cmd string) *kilnv1.AttemptResult {
 	case err == nil:
 		log.Flush()
 		return nil
+	case errors.As(err, &disk):
+		outcome, reason := kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED, overDiskCap(disk.MaxBytes)
+		if !disk.OverCap() {
+			// The machine's disk ran low: not necessarily this build's doing.
+			outcome, reason = kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED, diskLow(disk.MinFreeBytes)
+		}
+		log.notef("%s during step %q", reason, cmd)
+		log.Flush()
+		return result(outcome, reason, cmd)
+	case errors.As(err, &left):
+		// Checked before ExitError: a LeftoverError of a failed command
+		// unwraps to one.
+		reason := left.Error()
+		log.notef("%s", reason)
+		log.Flush()
+		return result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED, reason, cmd)
 	case errors.Is(err, sandbox.ErrTimeout):
 		reason := fmt.Sprintf("time limit of %v reached", s.timeout)
 		log.notef("%s during step %q", reason, cmd)
