@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kilnbuild/kiln/internal/sysinfo"
+	"github.com/kilnbuild/kiln/internal/worker"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
@@ -75,6 +76,14 @@ type Config struct {
 	MaxProcesses uint64 `flag:"max-processes"`
 	// MaxArtifactBytes caps one packed artifact.
 	MaxArtifactBytes int64 `flag:"max-artifact-bytes"`
+	// MaxDiskBytes caps what one build holds on disk (its source, install
+	// and home directories, and its artifact); a build over it is stopped
+	// and fails. 0 means no cap.
+	MaxDiskBytes int64 `flag:"max-disk-bytes"`
+	// MinFreeDiskBytes is the space the data directory's file system keeps
+	// free: a running build step that finds less is stopped and handed
+	// back to be built elsewhere. 0 means no reserve.
+	MinFreeDiskBytes int64 `flag:"min-free-disk-bytes"`
 	// Grace is how long SIGTERM lets running builds finish before they are
 	// cancelled and handed back to the metaserver.
 	Grace time.Duration `flag:"grace"`
@@ -93,7 +102,10 @@ func defaultConfig() Config {
 		Sandbox:    "bwrap",
 		Grace:      30 * time.Second,
 		LogFormat:  "text",
-		LogLevel:   "info",
+
+		MaxDiskBytes:     worker.DefaultMaxDiskBytes,
+		MinFreeDiskBytes: worker.DefaultMinFreeDiskBytes,
+		LogLevel:         "info",
 	}
 }
 
@@ -148,6 +160,15 @@ func (c Config) Validate() error {
 	}
 	if c.Sandbox != "bwrap" && c.Sandbox != "none" {
 		errs = append(errs, fmt.Errorf("--sandbox %q: want bwrap or none", c.Sandbox))
+	}
+	for _, v := range []struct {
+		flag string
+		n    int64
+	}{{"max-log-bytes", c.MaxLogBytes}, {"max-artifact-bytes", c.MaxArtifactBytes},
+		{"max-disk-bytes", c.MaxDiskBytes}, {"min-free-disk-bytes", c.MinFreeDiskBytes}} {
+		if v.n < 0 {
+			errs = append(errs, fmt.Errorf("--%s must not be negative, got %d", v.flag, v.n))
+		}
 	}
 	if c.Grace < 0 {
 		errs = append(errs, fmt.Errorf("--grace must not be negative, got %s", c.Grace))
@@ -273,6 +294,8 @@ func newFlagSet(c *Config) *flag.FlagSet {
 	fs.Uint64Var(&c.MaxFileSize, "max-file-size", c.MaxFileSize, "cap on any file a build step writes, bytes (0: 1 GiB)")
 	fs.Uint64Var(&c.MaxProcesses, "max-processes", c.MaxProcesses, "cap on the processes of one build step (0: 512)")
 	fs.Int64Var(&c.MaxArtifactBytes, "max-artifact-bytes", c.MaxArtifactBytes, "cap on one packed artifact in bytes (0: 1 GiB)")
+	fs.Int64Var(&c.MaxDiskBytes, "max-disk-bytes", c.MaxDiskBytes, "cap on what one build holds on disk (sources, install tree, home, artifact), bytes; a build over it is stopped (0: no cap)")
+	fs.Int64Var(&c.MinFreeDiskBytes, "min-free-disk-bytes", c.MinFreeDiskBytes, "space kept free on the data directory's file system; a build step finding less is stopped and handed back (0: no reserve)")
 	fs.DurationVar(&c.Grace, "grace", c.Grace, "on SIGTERM, how long running builds may finish before they are handed back")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "format of the build server's own log on stderr: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error (env KILN_LOG_LEVEL)")

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kilnbuild/kiln/internal/worker"
 )
 
 // TestEveryFlagMapsToAConfigField checks the flag <-> Config mapping both
@@ -124,6 +126,14 @@ func TestParseConfig(t *testing.T) {
 			args: []string{"--data-dir", "/d", "--token", "t", "--max-build-time", "1500ms"}, wantErr: "whole seconds"},
 		{name: "an unknown log format is refused",
 			args: []string{"--data-dir", "/d", "--token", "t", "--log-format", "xml"}, wantErr: "--log-format"},
+		{name: "the disk bounds default to the worker's and 0 turns them off",
+			args: []string{"--data-dir", "/d", "--token", "t", "--min-free-disk-bytes", "0"},
+			want: func(c Config) bool {
+				return c.MaxDiskBytes == worker.DefaultMaxDiskBytes && c.MinFreeDiskBytes == 0 &&
+					noneIfZero(c.MinFreeDiskBytes) < 0 && noneIfZero(c.MaxDiskBytes) == worker.DefaultMaxDiskBytes
+			}},
+		{name: "a negative disk cap is refused",
+			args: []string{"--data-dir", "/d", "--token", "t", "--max-disk-bytes", "-5"}, wantErr: "--max-disk-bytes"},
 		{name: "stray arguments are refused",
 			args: []string{"--data-dir", "/d", "--token", "t", "extra"}, wantErr: "unexpected arguments"},
 	}

@@ -144,20 +144,25 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	client, err := worker.New(worker.Config{
-		Metaserver:      cfg.Metaserver,
-		Token:           cfg.Token,
-		DataDir:         cfg.DataDir,
-		Targets:         targets,
-		Labels:          cfg.Labels,
-		Slots:           cfg.Jobs,
-		Policy:          cfg.policy(),
-		Sandbox:         runner,
-		Unsandboxed:     cfg.Sandbox == "none",
-		Grace:           workerGrace(cfg.Grace),
-		Transport:       transport,
-		SecureTransport: secure,
-		Version:         version,
-		Logger:          log,
+		Metaserver:       cfg.Metaserver,
+		Token:            cfg.Token,
+		DataDir:          cfg.DataDir,
+		Targets:          targets,
+		Labels:           cfg.Labels,
+		Slots:            cfg.Jobs,
+		Policy:           cfg.policy(),
+		Sandbox:          runner,
+		Unsandboxed:      cfg.Sandbox == "none",
+		Grace:            workerGrace(cfg.Grace),
+		Limits:           sandbox.Limits{FileSizeBytes: cfg.MaxFileSize, Processes: cfg.MaxProcesses},
+		MaxLogBytes:      cfg.MaxLogBytes,
+		MaxArtifactBytes: cfg.MaxArtifactBytes,
+		MaxDiskBytes:     noneIfZero(cfg.MaxDiskBytes),
+		MinFreeDiskBytes: noneIfZero(cfg.MinFreeDiskBytes),
+		Transport:        transport,
+		SecureTransport:  secure,
+		Version:          version,
+		Logger:           log,
 	})
 	if err != nil {
 		return err
@@ -165,6 +170,15 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("buildserver starting", "version", version, "metaserver", cfg.Metaserver, "targets", len(targets),
 		"jobs", cfg.Jobs, "sandbox", cfg.Sandbox)
 	return client.Run(ctx)
+}
+
+// noneIfZero maps a flag where 0 means "no bound" to worker.Config, where
+// zero means the default and a negative value means none.
+func noneIfZero(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // workerGrace maps --grace to worker.Config.Grace, where zero means the
