@@ -14,6 +14,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func digest(b []byte) string {
@@ -459,5 +460,48 @@ func TestMemoryDoesNotGrowWithBlobSize(t *testing.T) {
 	if putAlloc > bound || readAlloc > bound {
 		t.Errorf("a %d MiB blob allocated %d bytes to write and %d to read; want under %d",
 			size>>20, putAlloc, readAlloc, bound)
+	}
+}
+
+func TestWalkListsEveryBlobOnce(t *testing.T) {
+	s := openStore(t)
+	want := map[string]bool{}
+	for i := range 20 {
+		sha, _, err := s.Put(strings.NewReader(fmt.Sprintf("blob %d", i)), "", -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[sha] = true
+	}
+	// A temporary file and a stray file are not blobs.
+	w, err := s.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	if err := os.WriteFile(filepath.Join(s.Dir(), "README"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	err = s.Walk(func(sha string, mod time.Time) error {
+		if got[sha] {
+			t.Errorf("%s listed twice", sha)
+		}
+		if mod.IsZero() || time.Since(mod) > time.Hour {
+			t.Errorf("%s has modification time %v", sha, mod)
+		}
+		got[sha] = true
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Walk listed %d blobs, want %d", len(got), len(want))
+	}
+	for sha := range want {
+		if !got[sha] {
+			t.Errorf("Walk missed %s", sha)
+		}
 	}
 }

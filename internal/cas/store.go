@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"time"
 )
 
 // Errors of the store; test with errors.Is.
@@ -161,4 +162,39 @@ func (s *Store) Put(r io.Reader, wantSHA256 string, wantSize int64) (string, int
 		return "", 0, fmt.Errorf("cas: put: %w", err)
 	}
 	return w.Commit(wantSHA256, wantSize)
+}
+
+// Walk calls fn with the digest and modification time of every stored blob,
+// in no particular order, until fn returns an error (which Walk returns).
+// Blobs added or removed meanwhile may or may not be seen.
+func (s *Store) Walk(fn func(sha string, modTime time.Time) error) error {
+	shards, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("cas: walk: %w", err)
+	}
+	for _, shard := range shards {
+		if !shard.IsDir() || len(shard.Name()) != 2 {
+			continue
+		}
+		entries, err := os.ReadDir(filepath.Join(s.dir, shard.Name()))
+		if err != nil {
+			return fmt.Errorf("cas: walk: %w", err)
+		}
+		for _, e := range entries {
+			if !ValidDigest(e.Name()) || e.Name()[:2] != shard.Name() {
+				continue
+			}
+			info, err := e.Info()
+			if errors.Is(err, os.ErrNotExist) {
+				continue // deleted meanwhile
+			}
+			if err != nil {
+				return fmt.Errorf("cas: walk: %w", err)
+			}
+			if err := fn(e.Name(), info.ModTime()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

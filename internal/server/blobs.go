@@ -33,6 +33,16 @@ type artifactStore struct {
 	mu           sync.Mutex
 	pending      map[string]pendingBlob
 	pendingBytes int64
+	// recent holds the file artifacts uploaded within pendingTTL whose
+	// results have not committed (they may still come): the collector never
+	// deletes them.
+	recent map[string]time.Time
+
+	// gcMu orders deleting a file against uploading the same content:
+	// commitFile holds it shared from placing the file until it is marked
+	// recent, a deletion holds it exclusively from its checks until the
+	// file is gone (see blobgc.go).
+	gcMu sync.RWMutex
 }
 
 // pendingBlob is a verified small upload waiting for its result's commit.
@@ -53,7 +63,7 @@ const maxPendingBytes = 256 << 20
 var errPendingFull = errors.New("too many uploads are waiting for their results")
 
 func newArtifactStore(files *cas.Store, st store.Store, inlineMax int64) *artifactStore {
-	return &artifactStore{files: files, st: st, inlineMax: inlineMax, pending: map[string]pendingBlob{}}
+	return &artifactStore{files: files, st: st, inlineMax: inlineMax, pending: map[string]pendingBlob{}, recent: map[string]time.Time{}}
 }
 
 // inline reports whether an artifact of size bytes is kept in the store.
@@ -86,17 +96,21 @@ func (a *artifactStore) pendingData(sha string) []byte {
 	return a.pending[sha].data
 }
 
-// committed forgets a pending upload once its result's transaction holds it.
+// committed forgets a pending upload once its result's transaction holds
+// it: a small one's bytes, a large one's mark as recently uploaded (the cache
+// entry protects its file from now on).
 func (a *artifactStore) committed(sha string) {
 	a.mu.Lock()
 	if p, ok := a.pending[sha]; ok {
 		a.pendingBytes -= int64(len(p.data))
 		delete(a.pending, sha)
 	}
+	delete(a.recent, sha)
 	a.mu.Unlock()
 }
 
-// expire drops pending uploads whose result never came.
+// expire drops pending uploads whose result never came, and forgets file
+// uploads as recent after the same time.
 func (a *artifactStore) expire(now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -106,6 +120,36 @@ func (a *artifactStore) expire(now time.Time) {
 			delete(a.pending, sha)
 		}
 	}
+	for sha, at := range a.recent {
+		if now.Sub(at) > pendingTTL {
+			delete(a.recent, sha)
+		}
+	}
+}
+
+// commitFile finishes a large upload: the blob is verified, fsynced and
+// linked into place (see cas.Writer.Commit), then marked recently
+// uploaded, with no deletion of the same content in between.
+func (a *artifactStore) commitFile(w *cas.Writer, wantSHA256 string, wantSize int64) (string, int64, error) {
+	a.gcMu.RLock()
+	defer a.gcMu.RUnlock()
+	sha, size, err := w.Commit(wantSHA256, wantSize)
+	if err != nil {
+		return sha, size, err
+	}
+	a.mu.Lock()
+	a.recent[sha] = time.Now()
+	a.mu.Unlock()
+	return sha, size, nil
+}
+
+// uploadedRecently reports whether sha was uploaded as a file within
+// pendingTTL.
+func (a *artifactStore) uploadedRecently(sha string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.recent[sha]
+	return ok
 }
 
 // statTx is stat inside an open transaction (never open a second one from
@@ -183,8 +227,8 @@ func (a *artifactStore) delete(tx store.Tx, sha string) error {
 	return nil
 }
 
-// deleteFile removes a file artifact (after the transaction that dropped
-// its last reference committed).
+// deleteFile removes a file artifact unconditionally (a corrupt one); an
+// artifact that merely lost its references goes through collect.
 func (a *artifactStore) deleteFile(sha string) error {
 	if err := a.files.Delete(sha); err != nil && !errors.Is(err, cas.ErrNotFound) {
 		return err

@@ -122,6 +122,7 @@ func (s *Server) evict() error {
 		return err
 	}
 	evicted := 0
+	unreferenced := map[string]bool{}
 	for _, v := range victims {
 		if spared[v.GetCacheKey()] {
 			continue
@@ -129,12 +130,15 @@ func (s *Server) evict() error {
 		evicted++
 		sha := v.GetArtifact().GetSha256()
 		if refs[sha] == 0 {
-			if err := s.blobs.deleteFile(sha); err != nil {
-				s.log.Warn("deleting evicted blob", "sha256", sha, "err", err)
-			}
+			unreferenced[sha] = true
 		}
 		s.log.Info("artifact evicted", "build_id", v.GetBuildId(), "sha256", sha, "size", v.GetArtifact().GetSize(),
 			"last_used", v.GetLastUsed().AsTime())
+	}
+	// The files go through the collector, which checks again that nothing
+	// names them, not even an upload of the same content just now.
+	if _, err := s.collect(unreferenced); err != nil {
+		s.log.Warn("deleting evicted artifact files", "err", err)
 	}
 	s.cacheBytes.Store(total)
 	s.cacheEntries.Add(-int64(evicted))

@@ -299,10 +299,9 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 		}
 		s.changes.notify(final.GetId())
 		if err == nil && art != nil {
+			// The cache entry names the artifact now: no longer pending.
+			s.blobs.committed(art.GetArtifact().GetSha256())
 			s.cacheAdded(int64(art.GetArtifact().GetSize()))
-			if inline != nil {
-				s.blobs.committed(art.GetArtifact().GetSha256())
-			}
 		}
 	})
 	s.log.Info("build finished", "build_id", build.GetId(), "state", stateName(state), "failure", failure)

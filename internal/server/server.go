@@ -239,13 +239,15 @@ func (s *Server) fail(err error) {
 // Fatal delivers the error that requires the process to stop.
 func (s *Server) Fatal() <-chan error { return s.fatal }
 
-// Start runs the background loops (committer, lease checker) until Stop.
+// Start runs the background loops (committer, lease checker, collector of
+// unreferenced artifact files) until Stop.
 func (s *Server) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
-	s.bg.Add(2)
+	s.bg.Add(3)
 	go func() { defer s.bg.Done(); s.commits.run(ctx) }()
 	go func() { defer s.bg.Done(); s.leaseLoop(ctx) }()
+	go func() { defer s.bg.Done(); s.collectLoop(ctx) }()
 	s.mu.Lock()
 	s.dispatchLocked()
 	s.mu.Unlock()

@@ -530,7 +530,7 @@ func (s *Server) receiveUpload(stream kilnv1.WorkerService_UploadArtifactServer,
 			return "", 0, status.Errorf(codes.Internal, "writing blob: %v", err)
 		}
 	}
-	sha, size, err := w.Commit(h.GetSha256(), int64(h.GetSize()))
+	sha, size, err := s.blobs.commitFile(w, h.GetSha256(), int64(h.GetSize()))
 	if err != nil && !errors.Is(err, cas.ErrMismatch) {
 		return "", 0, status.Errorf(codes.Internal, "storing blob: %v", err)
 	}

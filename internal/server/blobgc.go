@@ -1,0 +1,99 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/kilnbuild/kiln/internal/store"
+)
+
+// Large artifacts are files, placed when their upload completes and before
+// the result that names them commits. A file nothing names any more is
+// garbage: an upload whose result never came (the attempt was lost or
+// failed), or the blob of an evicted cache entry. The collector deletes such
+// files; it never deletes one that
+//   - a cache entry names (pinned ones included: a pin names its entry),
+//   - was uploaded within pendingTTL (its result may still come; after a
+//     restart, a file modified within pendingTTL stands for that), or
+//   - is being uploaded again right now: commitFile holds gcMu shared from
+//     placing a file until it is marked recent, and a deletion holds gcMu
+//     exclusively from its checks until the file is gone, so a blob an
+//     upload just reused is never deleted under it.
+
+// collectEvery is how often the collector looks for unreferenced files.
+const collectEvery = pendingTTL
+
+// collect deletes the file artifacts among candidates (all files when nil)
+// that nothing names, and returns how many it deleted. Files modified within
+// pendingTTL are kept as well when considering all files.
+func (s *Server) collect(candidates map[string]bool) (int, error) {
+	a := s.blobs
+	if candidates == nil {
+		candidates = map[string]bool{}
+		cutoff := time.Now().Add(-pendingTTL)
+		err := a.files.Walk(func(sha string, mod time.Time) error {
+			if mod.Before(cutoff) {
+				candidates[sha] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	if len(candidates) == 0 {
+		return 0, nil
+	}
+	a.gcMu.Lock()
+	defer a.gcMu.Unlock()
+	err := s.st.View(func(tx store.Tx) error {
+		return tx.Artifacts(func(e *store.Artifact) error {
+			delete(candidates, e.GetArtifact().GetSha256())
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	deleted := 0
+	for sha := range candidates {
+		if a.uploadedRecently(sha) {
+			continue
+		}
+		if err := a.deleteFile(sha); err != nil {
+			s.log.Warn("deleting an unreferenced artifact file", "sha256", sha, "err", err)
+			continue
+		}
+		deleted++
+	}
+	return deleted, nil
+}
+
+// collectFirst is when the collector first runs after start: soon, but
+// not in the way of the restore and of the build servers reconnecting.
+const collectFirst = time.Minute
+
+// collectLoop runs the collector collectFirst after start, then every
+// collectEvery.
+func (s *Server) collectLoop(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(collectFirst):
+	}
+	tick := time.NewTicker(collectEvery)
+	defer tick.Stop()
+	for {
+		n, err := s.collect(nil)
+		if err != nil {
+			s.log.Error("collecting unreferenced artifact files", "err", err)
+		} else if n > 0 {
+			s.log.Info("unreferenced artifact files deleted", "files", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
