@@ -505,3 +505,26 @@ func TestWalkListsEveryBlobOnce(t *testing.T) {
 		}
 	}
 }
+
+func TestCommittingAnExistingBlobMarksItWrittenNow(t *testing.T) {
+	s := openStore(t)
+	sha, _, err := s.Put(strings.NewReader("same bytes"), "", -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(s.Dir(), sha[:2], sha)
+	old := time.Now().Add(-48 * time.Hour)
+	if err := os.Chtimes(path, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Put(strings.NewReader("same bytes"), sha, -1); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(fi.ModTime()) > time.Hour {
+		t.Fatalf("the existing blob still looks written at %v", fi.ModTime())
+	}
+}

@@ -87,11 +87,14 @@ func (m *memo) trusted(sha string, id fileID) (crc uint32, ok bool) {
 // began (at) and when it ended, hashed to sha and has CRC-32C crc. A file
 // changed too shortly before at is not remembered (see racyMargin).
 func (m *memo) remember(sha string, id fileID, crc uint32, at time.Time) {
-	if at.UnixNano()-id.ctime < int64(racyMargin) || m.reverifyAfter <= 0 {
+	if at.UnixNano()-id.ctime < int64(racyMargin) {
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.reverifyAfter <= 0 {
+		return
+	}
 	if len(m.m) >= maxMemo {
 		for k := range m.m { // drop an arbitrary entry: it is only hashed again
 			delete(m.m, k)

@@ -134,8 +134,7 @@ func (s *Store) Delete(sha string) error {
 // an error wrapping ErrCorrupt if not, or one wrapping ErrNotFound. It
 // always hashes, whatever an earlier verification found.
 func (s *Store) Verify(sha string) error {
-	s.memo.forget(sha)
-	r, _, err := s.Open(sha)
+	r, _, err := s.open(sha, true)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"hash"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // Writer writes one blob: Write any number of times, then Commit or Abort.
@@ -59,7 +60,8 @@ func (w *Writer) Write(p []byte) (int, error) {
 // Otherwise the file is fsynced, linked into place and its directory
 // fsynced before Commit returns, so a committed blob survives a crash. If the
 // blob already exists, the existing file is kept and Commit succeeds:
-// committing is idempotent. After Commit, whether it failed or not, the
+// committing is idempotent, and the existing file's modification time
+// becomes now. After Commit, whether it failed or not, the
 // Writer is finished and its temporary file gone.
 func (w *Writer) Commit(wantSHA256 string, wantSize int64) (sha string, size int64, err error) {
 	if w.f == nil {
@@ -111,8 +113,22 @@ func (s *Store) place(tmp, sha string) error {
 		return fmt.Errorf("cas: create shard: %w", err)
 	}
 	err := os.Link(tmp, s.path(sha))
-	if errors.Is(err, os.ErrExist) {
-		return nil // already stored: keep the existing file
+	for range 2 {
+		if !errors.Is(err, os.ErrExist) {
+			break
+		}
+		// Already stored: keep the existing file, but mark it written now,
+		// as a collector of unreferenced blobs spares recent files. If it
+		// was deleted in between, link ours after all.
+		now := time.Now()
+		terr := os.Chtimes(s.path(sha), now, now)
+		if terr == nil {
+			return nil
+		}
+		if !errors.Is(terr, os.ErrNotExist) {
+			return fmt.Errorf("cas: touch existing blob: %w", terr)
+		}
+		err = os.Link(tmp, s.path(sha))
 	}
 	if err != nil {
 		return fmt.Errorf("cas: link blob: %w", err)

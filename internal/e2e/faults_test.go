@@ -109,12 +109,14 @@ func TestFaultAKilledBuildserversBuildIsRerunElsewhere(t *testing.T) {
 	if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED || outcomes(b) != "a:LOST,b:SUCCEEDED" {
 		t.Fatalf("after killing a: state %s, attempts %s", b.GetState(), outcomes(b))
 	}
-	// Re-dispatched within the lease (2 s) plus one dispatch: the lease is
-	// checked on every heartbeat tick (200 ms); 1.5 s covers a loaded machine.
-	if redispatch := b.GetAttempts()[1].GetStartedAt().AsTime().Sub(killed); redispatch > 2*time.Second+200*time.Millisecond+1500*time.Millisecond {
+	// Re-dispatched after the lease (2 s) lapsed, plus one dispatch: the
+	// lease is checked on every heartbeat tick (200 ms); 5 s of slack covers
+	// a loaded CI machine (measured: 2.0 s on a quiet one).
+	redispatch := b.GetAttempts()[1].GetStartedAt().AsTime().Sub(killed)
+	t.Logf("second attempt started %s after the kill", redispatch)
+	if redispatch > 2*time.Second+200*time.Millisecond+5*time.Second {
 		t.Fatalf("the second attempt started %s after the kill; want within the lease plus one dispatch", redispatch)
 	}
-	t.Logf("second attempt started %s after the kill", b.GetAttempts()[1].GetStartedAt().AsTime().Sub(killed))
 	// And finished within that plus one build (3 s) plus slack.
 	if took := time.Since(killed); took > 2*time.Second+3*time.Second+10*time.Second {
 		t.Fatalf("re-run took %s", took)

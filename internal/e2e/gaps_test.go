@@ -477,3 +477,25 @@ timeout: 2m
 		t.Fatalf("level 2 after its eviction: %+v, want a new build", got)
 	}
 }
+
+// The per-network-address limit holds whatever email each request names:
+// the third request from this host within the minute is refused even from
+// a new requester.
+func TestGapsTheRequestRateLimitPerNetworkAddressHoldsAcrossEmails(t *testing.T) {
+	f := farmtest.New(t)
+	f.StartMetaserver("--heartbeat", "200ms", "--lease", "2s", "--requests-per-minute-per-address", "2")
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
+	f.AddProject("hello", repo)
+	for i, email := range []string{"one@example.com", "two@example.com"} {
+		r := f.Startcompile("--project", "hello", "-o", "level="+strconv.Itoa(i+1), "--json", email)
+		expectExit(t, r, 0)
+	}
+	r := f.Startcompile("--project", "hello", "-o", "level=3", "three@example.com")
+	expectExit(t, r, 2)
+	if !strings.Contains(r.Stderr, "ResourceExhausted") || !strings.Contains(r.Stderr, "127.0.0.1") {
+		t.Fatalf("the refused request's message names neither the limit nor the address:\n%s", r.Stderr)
+	}
+	if n := len(listBuilds(t, f)); n != 2 {
+		t.Fatalf("%d builds after the refused request, want 2", n)
+	}
+}

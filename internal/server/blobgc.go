@@ -46,6 +46,15 @@ func (s *Server) collect(candidates map[string]bool) (int, error) {
 	}
 	a.gcMu.Lock()
 	defer a.gcMu.Unlock()
+	// The uploads pending as of now: one whose result commits after the
+	// snapshot below leaves recent (committed) while its cache entry is not
+	// in the snapshot, so it must be spared by this copy.
+	a.mu.Lock()
+	pending := make(map[string]bool, len(a.recent))
+	for sha := range a.recent {
+		pending[sha] = true
+	}
+	a.mu.Unlock()
 	err := s.st.View(func(tx store.Tx) error {
 		return tx.Artifacts(func(e *store.Artifact) error {
 			delete(candidates, e.GetArtifact().GetSha256())
@@ -57,7 +66,7 @@ func (s *Server) collect(candidates map[string]bool) (int, error) {
 	}
 	deleted := 0
 	for sha := range candidates {
-		if a.uploadedRecently(sha) {
+		if pending[sha] || a.uploadedRecently(sha) {
 			continue
 		}
 		if err := a.deleteFile(sha); err != nil {

@@ -105,7 +105,8 @@ func (l *limiter) keys() int {
 
 // peerKey returns the key of the calling peer for the per-address limit:
 // its IP address (without the port, so that new connections share the
-// bucket), or the whole address for a non-IP transport.
+// bucket; an IPv6 address by its /64, which one host or site holds whole),
+// or the whole address for a non-IP transport.
 func peerKey(ctx context.Context) string {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.Addr == nil {
@@ -113,13 +114,21 @@ func peerKey(ctx context.Context) string {
 	}
 	switch a := p.Addr.(type) {
 	case *net.TCPAddr:
-		return a.IP.String()
+		return ipKey(a.IP)
 	case *net.UDPAddr:
-		return a.IP.String()
+		return ipKey(a.IP)
 	}
 	s := p.Addr.String()
 	if host, _, err := net.SplitHostPort(s); err == nil {
 		return host
 	}
 	return s
+}
+
+// ipKey is an IPv4 address itself, an IPv6 address its /64 prefix.
+func ipKey(ip net.IP) string {
+	if ip.To4() != nil {
+		return ip.String()
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }

@@ -98,7 +98,9 @@ func TestPeerKeyIsTheIPWithoutThePort(t *testing.T) {
 		want string
 	}{
 		{name: "an IPv4 loopback peer is its address", addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, want: "127.0.0.1"},
-		{name: "an IPv6 peer is its address", addr: &net.TCPAddr{IP: net.ParseIP("::1"), Port: 1}, want: "::1"},
+		{name: "an IPv6 peer is its /64", addr: &net.TCPAddr{IP: net.ParseIP("::1"), Port: 1}, want: "::/64"},
+		{name: "two IPv6 peers of one /64 share a key", addr: &net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:aaaa::7"), Port: 1}, want: "2001:db8:1:2::/64"},
+		{name: "an IPv4-mapped IPv6 peer is its IPv4 address", addr: &net.TCPAddr{IP: net.ParseIP("::ffff:10.1.2.3"), Port: 1}, want: "10.1.2.3"},
 		{name: "a unix socket peer is its name", addr: &net.UnixAddr{Name: "/tmp/x.sock", Net: "unix"}, want: "/tmp/x.sock"},
 	}
 	for _, tt := range tests {
