@@ -412,7 +412,7 @@ cat DATA/token
 		h.expectBuildserverGoesOn(t)
 	})
 
-	t.Run("background processes do not outlive their step", func(t *testing.T) {
+	t.Run("background processes left running fail the build and do not outlive it", func(t *testing.T) {
 		marker := "kiln-bg-" + h.nonce
 		rev := h.commit(t, "background", "60s", "out.txt", strings.ReplaceAll(`
 cp /bin/sleep ./MARKER
@@ -438,14 +438,25 @@ echo built > out.txt
 			os.WriteFile(filepath.Join(src, "go-on"), nil, 0o644)
 		}
 		out, log := h.finish(t, <-done)
-		if out.State != "succeeded" || !strings.Contains(log, "daemons: running") {
-			t.Fatalf("background build: %+v\n%s", out, hostileTail(log))
+		hostileExpectFailure(t, out, log)
+		// The step itself succeeded: what fails it is what it left behind,
+		// named by their command (15 bytes of it, as the kernel keeps it).
+		comm := marker[:15]
+		want := fmt.Sprintf("left 3 background processes running (%s, %s, %s); they were killed", comm, comm, comm)
+		if !strings.Contains(out.Failure, want) || !strings.Contains(log, want) {
+			t.Errorf("failure %q; want it and the log to say %q\nlog tail:\n%s", out.Failure, want, hostileTail(log))
+		}
+		if !strings.Contains(log, "daemons: running") || !strings.Contains(out.FailingStep, "setsid ./"+marker) {
+			t.Errorf("failing step %q; want the step that started the daemons\n%s", out.FailingStep, hostileTail(log))
 		}
 		hostileExpectNoneLeft(t, marker)
 		h.expectBuildserverGoesOn(t)
 	})
 
-	t.Run("filling the disk is stopped by the file size limit", func(t *testing.T) {
+	t.Run("filling the disk with files under the size limit is stopped by the disk cap", func(sub *testing.T) {
+		// The buildserver restarted below must outlive this subtest.
+		parent, t := t, sub
+		// First the single huge file: RLIMIT_FSIZE stops it.
 		limit := int64(worker.DefaultFileSizeBytes)
 		rev := h.commit(t, "disk", "60s", "never-made", fmt.Sprintf(`
 head -c %d /dev/zero > big; rc=$?
@@ -462,6 +473,48 @@ exit $rc
 		size, _ := strconv.ParseInt(m[2], 10, 64)
 		if m[1] != "153" || size > limit { // 153 = 128 + SIGXFSZ
 			t.Fatalf("head exited %s with %d bytes written; want 153 (SIGXFSZ) at no more than %d bytes", m[1], size, limit)
+		}
+		h.expectBuildserverGoesOn(t)
+
+		// Then many files, each far below the file size limit, on a
+		// buildserver with a small disk cap: the same data directory and
+		// token, restarted with --max-disk-bytes 64 MiB for this build and
+		// back to the defaults afterwards.
+		const diskCap = 64 << 20
+		restart := func(extra ...string) {
+			t.Helper()
+			if err := h.bs.Stop(); err != nil {
+				t.Logf("stopping the buildserver: %v", err)
+			}
+			args := append([]string{"--metaserver", h.f.Meta().Addr, "--data-dir", h.dataDir}, extra...)
+			h.bs = farmtest.NewProcess(parent, "hostile-buildserver", farmtest.Binary(t, "buildserver"), args...)
+			h.bs.StopTimeout = 5 * time.Second
+			h.bs.Env = hostileEnv(h.home)
+			if err := h.bs.Start(); err != nil {
+				t.Fatal(err)
+			}
+			h.f.WaitBuildServers(1)
+			h.pid = h.bs.PID()
+		}
+		restart("--max-disk-bytes", strconv.Itoa(diskCap))
+		defer restart()
+		rev = h.commit(t, "disk files", "60s", "never-made", `
+i=0
+while [ $i -lt 1000 ]; do head -c 4194304 /dev/zero > fill$i || exit 9; i=$((i+1)); done
+echo "fill: all $i files written"
+`)
+		start := time.Now()
+		out, log = h.build(t, rev)
+		hostileExpectFailure(t, out, log)
+		want := "build used more than 64 MiB of disk (--max-disk-bytes); stopped"
+		if !strings.Contains(out.Failure, want) || !strings.Contains(log, want) {
+			t.Errorf("failure %q; want it and the log to say %q\nlog tail:\n%s", out.Failure, want, hostileTail(log))
+		}
+		if strings.Contains(log, "fill: all 1000 files written") {
+			t.Errorf("the step wrote 4 GB of files before it was stopped:\n%s", hostileTail(log))
+		}
+		if took := time.Since(start); took > 45*time.Second {
+			t.Errorf("the build took %s to be stopped", took)
 		}
 		h.expectBuildserverGoesOn(t)
 	})
@@ -493,8 +546,10 @@ exit $rc
 		// limit held does the real, unbounded bomb run.
 		probe := strings.ReplaceAll(`
 cp /bin/sleep ./MARKER
-( n=0; while [ $n -lt 2000 ]; do ./MARKER 1000 & n=$((n+1)); done; echo "bomb: all $n sleepers started"; exit 0 )
+( n=0; while [ $n -lt 2000 ]; do ./MARKER 1000 & echo $! >> pids; n=$((n+1)); done; echo "bomb: all $n sleepers started"; exit 0 )
 rc=$?
+# The sleepers must not outlive the probe, which would fail it (builtins only: no fork is left).
+while read -r p; do kill -9 $p; done < pids
 if [ $rc -eq 0 ]; then exit 1; fi
 echo "bomb: probe stopped by the process limit (status $rc)"
 `, "MARKER", marker)
