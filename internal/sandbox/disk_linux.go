@@ -11,10 +11,11 @@ import (
 
 // DiskUsage returns the space allocated to paths and everything below
 // them, in bytes, as DiskLimit counts it. Paths that do not exist count
-// nothing; entries that vanish during the walk are skipped. A directory a
-// step made unreadable to its owner (mode 000) is given back u+rwx so that
-// nothing can hide below it; other entries that cannot be read are skipped
-// and the first such error is returned with the partial sum.
+// nothing; entries that vanish during the walk are skipped. A directory of
+// ours that a step made unreadable or unsearchable to its owner (mode 000,
+// 400...) is given back u+rwx (safely, see reopenOwnerRWX) so that nothing
+// can hide below it; other entries that cannot be read are skipped and the
+// first such error is returned with the partial sum.
 func DiskUsage(paths ...string) (int64, error) {
 	w := walker{buf: make([]byte, 16<<10)}
 	var total int64
@@ -30,7 +31,7 @@ func DiskUsage(paths ...string) (int64, error) {
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			continue
 		}
-		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open(p, dirFlags, 0)
 		if err != nil {
 			w.note(fmt.Errorf("disk usage of %s: %w", p, err))
 			continue
@@ -91,14 +92,22 @@ func (w *walker) entry(fd int, name string) int64 {
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return size
 	}
-	const flags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	sub, err := unix.Openat(fd, name, flags, 0)
-	if errors.Is(err, unix.EACCES) {
-		// The build's own directory, made unreadable: open it up again.
-		if unix.Fchmodat(fd, name, st.Mode&0o7777|0o700, 0) == nil {
-			sub, err = unix.Openat(fd, name, flags, 0)
+	if st.Mode&0o700 != 0o700 {
+		// The build's own directory, made unreadable or unsearchable to its
+		// owner (chmod 000, 400...): nothing may hide below it, so give it
+		// back u+rwx first. Safely: the build can swap the name for a
+		// symlink at any moment, so the directory is pinned by an O_PATH
+		// descriptor (which never follows a symlink), checked, and changed
+		// through that descriptor, never by name.
+		if sub, err := reopenOwnerRWX(fd, name); err == nil {
+			return size + w.dir(sub)
+		} else if !errors.Is(err, unix.ENOENT) {
+			w.note(fmt.Errorf("disk usage of %s: %w", name, err))
+			return size
 		}
+		return size
 	}
+	sub, err := unix.Openat(fd, name, dirFlags, 0)
 	if err != nil {
 		if !errors.Is(err, unix.ENOENT) {
 			w.note(fmt.Errorf("disk usage of %s: %w", name, err))
@@ -106,6 +115,33 @@ func (w *walker) entry(fd int, name string) int64 {
 		return size
 	}
 	return size + w.dir(sub)
+}
+
+const dirFlags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+
+// reopenOwnerRWX adds u+rwx to the directory name in the directory open as
+// fd, if it is a directory this process owns, and returns it open for
+// reading. The mode is changed through an O_PATH descriptor of that very
+// directory (via /proc/self/fd), so a symlink swapped in for name is never
+// followed to another file.
+func reopenOwnerRWX(fd int, name string) (int, error) {
+	p, err := unix.Openat(fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(p)
+	var st unix.Stat_t
+	if err := unix.Fstat(p, &st); err != nil {
+		return -1, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || int(st.Uid) != unix.Geteuid() {
+		return -1, fmt.Errorf("%s: not a directory of ours", name)
+	}
+	self := fmt.Sprintf("/proc/self/fd/%d", p)
+	if err := unix.Fchmodat(unix.AT_FDCWD, self, st.Mode&0o7777|0o700, 0); err != nil {
+		return -1, err
+	}
+	return unix.Open(self, dirFlags&^unix.O_NOFOLLOW, 0)
 }
 
 // availableBytes returns the space of path's file system available to
