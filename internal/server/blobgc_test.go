@@ -66,7 +66,17 @@ func TestTheCollectorDeletesOnlyFilesNothingNames(t *testing.T) {
 		}
 	}
 
-	// Once the upload is no longer recent and still unnamed, it goes too.
+	// Uploading it again marked the file written now (cas), which also
+	// spares it across a restart.
+	fi, err := os.Stat(filepath.Join(ts.srv.blobs.files.Dir(), reused[:2], reused))
+	if err != nil || time.Since(fi.ModTime()) > time.Minute {
+		t.Fatalf("the re-uploaded file: %v, modified %v; want modified now", err, fi.ModTime())
+	}
+	// Once the upload is neither recent nor new, and still unnamed, it goes.
+	when := time.Now().Add(-2 * pendingTTL)
+	if err := os.Chtimes(filepath.Join(ts.srv.blobs.files.Dir(), reused[:2], reused), when, when); err != nil {
+		t.Fatal(err)
+	}
 	ts.srv.blobs.expire(time.Now().Add(pendingTTL + time.Minute))
 	if n, err := ts.srv.collect(nil); err != nil || n != 1 || gcStored(ts, reused) {
 		t.Fatalf("second collect = %d, %v; the expired upload stored: %v", n, err, gcStored(ts, reused))
