@@ -55,7 +55,7 @@ type serveConfig struct {
 	TLSCert, TLSKey string
 	Insecure        bool
 	// GCMinHeadroom is the least heap growth, in bytes, between two garbage
-	// collections while the metaserver is busy (default 64 MiB); above it
+	// collections while the metaserver is busy (default 40 MiB: less costs CPU per build, more costs memory during a large upload; see BENCHMARKS.md); above it
 	// the headroom is GOGC percent of the live heap (default 50). After 10 s
 	// without load the floor is dropped and memory returned to the system
 	// once. 0: GOGC alone. See gcTuner.
@@ -81,7 +81,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate for gRPC over TLS")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow plaintext gRPC on a non-loopback --listen address")
-	fs.Int64Var(&c.GCMinHeadroom, "gc-min-headroom", 64<<20, "least heap growth in bytes between garbage collections while busy; above it GOGC percent of the live heap (default 50) applies; dropped after 10s without load (0: GOGC alone)")
+	fs.Int64Var(&c.GCMinHeadroom, "gc-min-headroom", 40<<20, "least heap growth in bytes between garbage collections while busy; above it GOGC percent of the live heap (default 50) applies; dropped after 10s without load (0: GOGC alone)")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	c.mail.flags(fs)
