@@ -55,10 +55,11 @@ type serveConfig struct {
 	TLSCert, TLSKey string
 	Insecure        bool
 	// GCMinHeadroom is the least heap growth, in bytes, between two garbage
-	// collections while the metaserver is busy (default 40 MiB: less costs CPU per build, more costs memory during a large upload; see BENCHMARKS.md); above it
-	// the headroom is GOGC percent of the live heap (default 50). After 10 s
-	// without load the floor is dropped and memory returned to the system
-	// once. 0: GOGC alone. See gcTuner.
+	// collections while the metaserver is busy (default 40 MiB: less costs
+	// CPU per build, more costs memory during a large upload; see
+	// BENCHMARKS.md); above it the headroom is GOGC percent of the live heap
+	// (default 50). After 10 s without load the floor is dropped and memory
+	// returned to the system once. 0: GOGC alone. See gcTuner.
 	GCMinHeadroom int64
 	// LogFormat is text or json; LogLevel debug, info, warn or error.
 	LogFormat string
