@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,11 +18,22 @@ func TestStopSIGTERMOnTheMetaserverMidBuildKeepsAWaitingRequesterWaiting(t *test
 	f, _ := faultFarm(t, slowManifest(4), "8s")
 	f.StartBuildserver(f.AddBuildServer("a"))
 	f.WaitBuildServers(1)
-	id := submit(t, f)
+	// The requester submits and waits in one process: once the build
+	// exists, Submit was answered and startcompile is watching (or about
+	// to: opening the watch is retried like a broken one).
 	done := make(chan farmtest.Result, 1)
 	go func() {
-		done <- f.StartcompileContext(context.Background(), "status", "--wait", "--json", strconv.FormatUint(id, 10))
+		done <- f.StartcompileContext(context.Background(), "--project", "hello", "--wait", "--json", "dev@example.com")
 	}()
+	var id uint64
+	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
+		builds := listBuilds(t, f)
+		if len(builds) != 1 {
+			return errorf("%d builds", len(builds))
+		}
+		id = builds[0].GetId()
+		return nil
+	})
 	waitRunningOn(t, f, id, "a")
 
 	start := time.Now()

@@ -40,17 +40,20 @@ func newJanitor(trash string, spares *buildDirs, log *slog.Logger) *janitor {
 // necessarily as the build left it.
 func (j *janitor) discard(dir string, held treeKey) {
 	dst := filepath.Join(j.trash, fmt.Sprintf("%s-%d-%d", filepath.Base(dir), time.Now().UnixNano(), j.seq.Add(1)))
+	// Recorded before the rename: a janitor pass listing the trash right
+	// after it must find the tree (and take the entry, never leaving it).
+	if held != (treeKey{}) {
+		j.mu.Lock()
+		j.held[dst] = held
+		j.mu.Unlock()
+	}
 	if err := os.Rename(dir, dst); err != nil {
+		j.takeHeld(dst)
 		if !os.IsNotExist(err) {
 			j.log.Warn("cannot move build directory to trash; deleting in place", "dir", dir, "error", err)
 			go os.RemoveAll(dir)
 		}
 		return
-	}
-	if held != (treeKey{}) {
-		j.mu.Lock()
-		j.held[dst] = held
-		j.mu.Unlock()
 	}
 	j.poke()
 }
