@@ -139,7 +139,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 	}
 	specs, _ := cfg.targetSpecs() // validated
-	targets, err := worker.ProbeTargets(ctx, specs, nil, cfg.DataDir, log)
+	targets, rejected, err := worker.ProbeAll(ctx, specs, nil, cfg.DataDir, log)
 	if err != nil {
 		return err
 	}
@@ -148,6 +148,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Token:            cfg.Token,
 		DataDir:          cfg.DataDir,
 		Targets:          targets,
+		Rejected:         rejected,
 		Labels:           cfg.Labels,
 		Slots:            cfg.Jobs,
 		Policy:           cfg.policy(),

@@ -455,10 +455,18 @@ func TestPlatformTargetsMatchingQueueAndPolicy(t *testing.T) {
 			t.Fatalf("status %s, waiting reasons %q; want queued naming arch=ppc with 4 of 4 targets", st.State, reasons)
 		}
 
-		// A volunteer offering powerpc but only another project.
+		// A volunteer offering powerpc but only another project; its
+		// target without a compiler is reported, not offered.
 		const picky = "picky-ppc"
-		f.StartBuildserver(f.AddBuildServer(picky), "--target", "cross:powerpc-linux-gnu", "--allow-project", "other-project")
+		f.StartBuildserver(f.AddBuildServer(picky), "--target", "cross:powerpc-linux-gnu",
+			"--target", "cross:nonexistent-linux-gnu", "--allow-project", "other-project")
 		platformWaitTargets(t, f, picky, "cross:powerpc-linux-gnu")
+		for _, s := range platformServers(t, f) {
+			if r := s.GetRejectedTargets(); s.GetName() == picky &&
+				(len(r) != 1 || r[0].GetTargetId() != "cross:nonexistent-linux-gnu" || r[0].GetReason() == "") {
+				t.Errorf("%s reports rejected targets %v, want cross:nonexistent-linux-gnu with a reason", picky, r)
+			}
+		}
 		farmtest.Eventually(t, 10*time.Second, func() error {
 			st, reasons := platformStatus(t, f, id)
 			if st.State != "queued" {

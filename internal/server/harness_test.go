@@ -120,6 +120,26 @@ var testSystem = &kilnv1.SystemInfo{Os: "linux", Arch: "x86_64", Endian: "little
 // with one native target, one slot and the given policy; it returns after
 // the Welcome.
 func (ts *testServer) connect(name string, policy *kilnv1.BuildServerPolicy) *testSession {
+	ts.t.Helper()
+	return ts.connectHello(name, &kilnv1.Hello{
+		Version: "test", Slots: 1, Policy: policy,
+		Targets: []*kilnv1.Target{{Id: "native", System: testSystem}},
+	})
+}
+
+// connectHello is connect with the given Hello; it returns after the Welcome.
+func (ts *testServer) connectHello(name string, hello *kilnv1.Hello) *testSession {
+	ts.t.Helper()
+	ss := ts.open(name, hello)
+	if ss.next(5*time.Second).GetWelcome() == nil {
+		ts.t.Fatalf("%s: the first message is not a Welcome", name)
+	}
+	return ss
+}
+
+// open registers build server name with the store, opens its session and
+// sends hello; it does not wait for the answer.
+func (ts *testServer) open(name string, hello *kilnv1.Hello) *testSession {
 	t := ts.t
 	t.Helper()
 	token, hash := auth.NewToken()
@@ -141,10 +161,7 @@ func (ts *testServer) connect(name string, policy *kilnv1.BuildServerPolicy) *te
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = stream.Send(&kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Hello{Hello: &kilnv1.Hello{
-		Version: "test", Slots: 1, Policy: policy,
-		Targets: []*kilnv1.Target{{Id: "native", System: testSystem}},
-	}}})
+	err = stream.Send(&kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Hello{Hello: hello}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,9 +177,6 @@ func (ts *testServer) connect(name string, policy *kilnv1.BuildServerPolicy) *te
 			ss.msgs <- msg
 		}
 	}()
-	if ss.next(5*time.Second).GetWelcome() == nil {
-		t.Fatalf("%s: the first message is not a Welcome", name)
-	}
 	return ss
 }
 

@@ -31,6 +31,11 @@ const (
 	sendBuffer     = 32
 	helloTimeout   = 10 * time.Second
 	maxLabelLength = 64
+	// Limits on Hello.rejected_targets (see worker.proto): a Hello over
+	// them is refused with INVALID_ARGUMENT, not truncated.
+	maxRejectedTargets   = 32
+	maxRejectedIDBytes   = 128
+	maxRejectReasonBytes = 512
 	// maxReasonBytes bounds a result's reason and failing step as stored.
 	maxReasonBytes = 1024
 	// maxUploadsPerServer bounds concurrent UploadArtifact streams of one
@@ -51,6 +56,9 @@ type session struct {
 	ctx         context.Context
 	cancel      context.CancelCauseFunc
 	unsandboxed bool
+	// rejected are the targets whose probe failed, as this session's Hello
+	// reported them; shown by ListBuildServers. Never modified.
+	rejected []*kilnv1.RejectedTarget
 
 	mu      sync.Mutex
 	queue   []*kilnv1.SessionResponse
@@ -110,7 +118,8 @@ func (s *Server) Session(stream kilnv1.WorkerService_SessionServer) error {
 	}
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
-	ss := &session{name: name, stream: stream, ctx: ctx, cancel: cancel, unsandboxed: hello.GetUnsandboxed()}
+	ss := &session{name: name, stream: stream, ctx: ctx, cancel: cancel, unsandboxed: hello.GetUnsandboxed(),
+		rejected: hello.GetRejectedTargets()}
 	// Hold the queue until the Welcome is out: connect may already queue
 	// assignments, which must follow it.
 	ss.mu.Lock()
@@ -131,6 +140,10 @@ func (s *Server) Session(stream kilnv1.WorkerService_SessionServer) error {
 		"kept_attempts", len(welcome.GetKeepAttemptIds()), "dropped_attempts", len(welcome.GetDropAttemptIds()), "unsandboxed", hello.GetUnsandboxed())
 	if hello.GetUnsandboxed() {
 		s.log.Warn("build server runs builds WITHOUT a sandbox", "build_server", name)
+	}
+	for _, r := range hello.GetRejectedTargets() {
+		s.log.Info("build server does not offer a target: its probe failed", "build_server", name,
+			"target", r.GetTargetId(), "reason", r.GetReason())
 	}
 	defer s.disconnect(ss)
 
@@ -189,6 +202,17 @@ func validateHello(h *kilnv1.Hello) error {
 	}
 	if h.GetSlots() == 0 || h.GetSlots() > maxSlots {
 		return fmt.Errorf("slots must be 1..%d, got %d", maxSlots, h.GetSlots())
+	}
+	if len(h.GetRejectedTargets()) > maxRejectedTargets {
+		return fmt.Errorf("at most %d rejected targets, got %d", maxRejectedTargets, len(h.GetRejectedTargets()))
+	}
+	for _, r := range h.GetRejectedTargets() {
+		if r.GetTargetId() == "" || len(r.GetTargetId()) > maxRejectedIDBytes {
+			return fmt.Errorf("rejected target ids must be non-empty and at most %d bytes: %q", maxRejectedIDBytes, r.GetTargetId())
+		}
+		if len(r.GetReason()) > maxRejectReasonBytes {
+			return fmt.Errorf("rejected target %s: reason longer than %d bytes", r.GetTargetId(), maxRejectReasonBytes)
+		}
 	}
 	seen := map[string]bool{}
 	for _, t := range h.GetTargets() {

@@ -80,6 +80,7 @@ func (s *Server) ListBuildServers(ctx context.Context, _ *kilnv1.ListBuildServer
 			sort.Slice(bs.RunningBuildIds, func(i, j int) bool { return bs.RunningBuildIds[i] < bs.RunningBuildIds[j] })
 			if ss := s.sessions[r.GetName()]; ss != nil {
 				bs.Unsandboxed = ss.unsandboxed
+				bs.RejectedTargets = ss.rejected
 			}
 		}
 		resp.BuildServers = append(resp.BuildServers, bs)

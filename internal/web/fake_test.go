@@ -126,7 +126,10 @@ func newFarm() *farm {
 		},
 		{
 			Name: "bob-unsafe", Connected: true, Slots: 1, Unsandboxed: true, Draining: true,
-			Targets:  []*kilnv1.Target{{Id: "musl", System: &kilnv1.SystemInfo{Os: "linux", Arch: "x86_64", Endian: "little", DataModel: "LP64", CharBit: 8, Libc: "musl", LibcVersion: "1.2.3", Compiler: "gcc", CompilerVersion: "12.2.0", Cpus: 4, MemoryBytes: 16 << 30}}},
+			Targets: []*kilnv1.Target{{Id: "musl", System: &kilnv1.SystemInfo{Os: "linux", Arch: "x86_64", Endian: "little", DataModel: "LP64", CharBit: 8, Libc: "musl", LibcVersion: "1.2.3", Compiler: "gcc", CompilerVersion: "12.2.0", Cpus: 4, MemoryBytes: 16 << 30}}},
+			RejectedTargets: []*kilnv1.RejectedTarget{
+				{TargetId: "cross:nonexistent-linux-gnu", Reason: `compiling the probe: exec: "nonexistent-linux-gnu-gcc": <not found>`},
+			},
 			LastSeen: ts(-7 * time.Second), BuildsSucceeded: 1, BuildsFailed: 5,
 			Policy: &kilnv1.BuildServerPolicy{IdleOnly: true, AllowedOptions: map[string]*kilnv1.OptionValues{"opt": {Values: []string{"-O0", "-O2"}}}},
 		},

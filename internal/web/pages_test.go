@@ -64,6 +64,7 @@ func TestPagesRenderAsHTML(t *testing.T) {
 			"glibc 2.36", "gcc 12.2.0", "qemu-user", "autoconf 2.71, git 2.39.5, make 4.3", "8.0 GiB", `href="/build/103"`,
 			"11 succeeded, 4 failed", "UNSANDBOXED", "WITHOUT a sandbox", "draining", "revoked", "disconnected", "musl 1.2.3",
 			"projects: hello, libfoo; at most 1h00m00s per build", "only while idle", "opt ∈ {-O0, -O2}", "2026-03-14T15:09:23Z", "(3s ago)",
+			"not offered", "<code>cross:nonexistent-linux-gnu</code>", "&lt;not found&gt;",
 		}},
 		{"builds list newest first with links", "/builds", []string{`href="/build/105"`, `href="/build/101"`, "libfoo", "asked: arch=ppc64 endian=big", "linux/s390x big LP64 glibc-2.36 gcc-12.2.0 (emulated)"}},
 		{"a succeeded build shows attempts, platform and artifact", "/build/101", []string{
@@ -122,6 +123,9 @@ func TestPagesRenderAsJSON(t *testing.T) {
 			bob := bss[1].(map[string]any)
 			expect(t, bob["name"], "bob-unsafe")
 			expect(t, bob["unsandboxed"], true)
+			rejected := bob["rejected_targets"].([]any)[0].(map[string]any)
+			expect(t, rejected["target_id"], "cross:nonexistent-linux-gnu")
+			expect(t, rejected["reason"], `compiling the probe: exec: "nonexistent-linux-gnu-gcc": <not found>`)
 			alice := bss[0].(map[string]any)
 			expect(t, alice["targets"].([]any)[1].(map[string]any)["system"].(map[string]any)["data_model"], "LP64")
 			expect(t, alice["running_build_ids"].([]any)[0], "103") // protojson writes uint64 as a string

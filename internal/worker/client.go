@@ -30,9 +30,11 @@ const resultFlushTimeout = 5 * time.Second
 // session up (reconnecting with backoff), runs the attempts it is assigned
 // and delivers their logs and results. Create it with New and call Run once.
 type Client struct {
-	cfg       Config
-	log       *slog.Logger
-	targets   []*kilnv1.Target
+	cfg     Config
+	log     *slog.Logger
+	targets []*kilnv1.Target
+	// rejected are cfg.Rejected as Hello carries them (see helloRejected).
+	rejected  []*kilnv1.RejectedTarget
 	buildsDir string
 	results   resultStore
 	dirs      *buildDirs
@@ -103,6 +105,7 @@ func New(cfg Config) (*Client, error) {
 		byID[targets[i].Info.GetId()] = &targets[i]
 		c.targets = append(c.targets, targets[i].Info)
 	}
+	c.rejected = helloRejected(cfg.Rejected)
 	dirs, stale, err := newBuildDirs(filepath.Join(dataDir, "spare"), cfg.Slots)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)

@@ -60,6 +60,11 @@ type Config struct {
 	DataDir string
 	// Targets are the probed targets to offer (see ProbeTargets). At least one.
 	Targets []Target
+	// Rejected are the targets whose probe failed (see ProbeAll), reported
+	// in every Hello so the metaserver can show why they are not offered.
+	// Hello carries at most MaxRejectedTargets of them, reasons cut to
+	// MaxRejectReasonBytes. Optional.
+	Rejected []*kilnv1.RejectedTarget
 	// Labels are free-form labels added to every target's system info.
 	Labels []string
 	// Slots is how many builds may run at once across all targets (--jobs). At least 1.

@@ -71,6 +71,7 @@ func (c *Client) session(life context.Context, rpc kilnv1.WorkerServiceClient) (
 		RunningAttemptIds: c.knownIDsLocked(),
 		Unsandboxed:       c.cfg.Unsandboxed,
 		Draining:          c.draining,
+		RejectedTargets:   c.rejected,
 	}
 	c.mu.Unlock()
 	if err := stream.Send(&kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Hello{Hello: hello}}); err != nil {

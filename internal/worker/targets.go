@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
@@ -24,10 +26,32 @@ type Target struct {
 // ProbeFunc measures one target spec; sysinfo.Probe is the real one.
 type ProbeFunc func(ctx context.Context, spec sysinfo.TargetSpec, workDir string) (*kilnv1.Target, error)
 
+// Limits on the rejected targets a build server reports in Hello; the
+// metaserver refuses a Hello over them (see kilnv1.Hello.rejected_targets).
+const (
+	// MaxRejectedTargets is how many rejected targets Hello carries at most.
+	MaxRejectedTargets = 32
+	// MaxRejectReasonBytes bounds one rejected target's reason in Hello.
+	MaxRejectReasonBytes = 512
+	// maxRejectedIDBytes bounds one rejected target's id in Hello.
+	maxRejectedIDBytes = 128
+)
+
 // ProbeTargets measures each spec with probe (nil: sysinfo.Probe), using
 // workDir for scratch files. A target whose probe fails is logged and left
 // out; when none remains it returns ErrNoTargets (wrapping the failures).
+// It is ProbeAll without the list of rejected targets.
 func ProbeTargets(ctx context.Context, specs []sysinfo.TargetSpec, probe ProbeFunc, workDir string, log *slog.Logger) ([]Target, error) {
+	targets, _, err := ProbeAll(ctx, specs, probe, workDir, log)
+	return targets, err
+}
+
+// ProbeAll measures each spec like ProbeTargets and also returns the specs
+// whose probe failed, in spec order, each with the probe's error text as
+// its reason, ready for Config.Rejected (and so for Hello). When no target
+// probes it returns ErrNoTargets (wrapping the failures) and the rejected
+// list.
+func ProbeAll(ctx context.Context, specs []sysinfo.TargetSpec, probe ProbeFunc, workDir string, log *slog.Logger) ([]Target, []*kilnv1.RejectedTarget, error) {
 	if probe == nil {
 		probe = sysinfo.Probe
 	}
@@ -35,12 +59,14 @@ func ProbeTargets(ctx context.Context, specs []sysinfo.TargetSpec, probe ProbeFu
 		log = slog.Default()
 	}
 	var targets []Target
+	var rejected []*kilnv1.RejectedTarget
 	var failures []error
 	for _, spec := range specs {
 		info, err := probe(ctx, spec, workDir)
 		if err != nil {
 			log.Error("target probe failed; not offering it", "target", fmt.Sprint(spec), "error", err)
 			failures = append(failures, err)
+			rejected = append(rejected, &kilnv1.RejectedTarget{TargetId: spec.ID, Reason: err.Error()})
 			continue
 		}
 		log.Info("target probed", "target", info.GetId(),
@@ -49,9 +75,43 @@ func ProbeTargets(ctx context.Context, specs []sysinfo.TargetSpec, probe ProbeFu
 		targets = append(targets, Target{Info: info, Env: spec.Toolchain().Env})
 	}
 	if len(targets) == 0 {
-		return nil, fmt.Errorf("%w: %d of %d probes failed: %v", ErrNoTargets, len(failures), len(specs), failures)
+		return nil, rejected, fmt.Errorf("%w: %d of %d probes failed: %v", ErrNoTargets, len(failures), len(specs), failures)
 	}
-	return targets, nil
+	return targets, rejected, nil
+}
+
+// helloRejected returns rejected as Hello may carry it: at most
+// MaxRejectedTargets entries, entries without an id dropped, ids and
+// reasons truncated at a UTF-8 boundary to their limits. The caller's
+// messages are not modified.
+func helloRejected(rejected []*kilnv1.RejectedTarget) []*kilnv1.RejectedTarget {
+	var out []*kilnv1.RejectedTarget
+	for _, r := range rejected {
+		if len(out) == MaxRejectedTargets {
+			break
+		}
+		if r.GetTargetId() == "" {
+			continue
+		}
+		out = append(out, &kilnv1.RejectedTarget{
+			TargetId: truncateUTF8(r.GetTargetId(), maxRejectedIDBytes),
+			Reason:   truncateUTF8(r.GetReason(), MaxRejectReasonBytes),
+		})
+	}
+	return out
+}
+
+// truncateUTF8 returns s cut to at most n bytes without splitting a rune;
+// invalid UTF-8 is replaced first, so the result is valid UTF-8.
+func truncateUTF8(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // withLabels returns copies of targets whose system info carries labels too.

@@ -392,6 +392,66 @@ func (x *Target) GetSystem() *SystemInfo {
 	return nil
 }
 
+// RejectedTarget is a target a build server was asked to offer (--target)
+// whose probe failed, so it is not offered. It is reported so that the
+// volunteer and the public can see why a platform is missing.
+type RejectedTarget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The target as given: "native", "musl", "cross:s390x-linux-gnu".
+	// Non-empty, at most 128 bytes.
+	TargetId string `protobuf:"bytes,1,opt,name=target_id,json=targetId,proto3" json:"target_id,omitempty"`
+	// Why the probe failed (the prober's error text), at most 512 bytes;
+	// the build server truncates longer text (at a UTF-8 boundary) before
+	// sending it.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectedTarget) Reset() {
+	*x = RejectedTarget{}
+	mi := &file_kiln_v1_platform_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectedTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectedTarget) ProtoMessage() {}
+
+func (x *RejectedTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_platform_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectedTarget.ProtoReflect.Descriptor instead.
+func (*RejectedTarget) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_platform_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RejectedTarget) GetTargetId() string {
+	if x != nil {
+		return x.TargetId
+	}
+	return ""
+}
+
+func (x *RejectedTarget) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // BuildServerPolicy is what a volunteer accepts ("client checkers"). The
 // metaserver applies it before dispatch; the build server checks it again
 // before running and answers REFUSED when it does not hold.
@@ -412,7 +472,7 @@ type BuildServerPolicy struct {
 
 func (x *BuildServerPolicy) Reset() {
 	*x = BuildServerPolicy{}
-	mi := &file_kiln_v1_platform_proto_msgTypes[3]
+	mi := &file_kiln_v1_platform_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -424,7 +484,7 @@ func (x *BuildServerPolicy) String() string {
 func (*BuildServerPolicy) ProtoMessage() {}
 
 func (x *BuildServerPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_platform_proto_msgTypes[3]
+	mi := &file_kiln_v1_platform_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -437,7 +497,7 @@ func (x *BuildServerPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildServerPolicy.ProtoReflect.Descriptor instead.
 func (*BuildServerPolicy) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_platform_proto_rawDescGZIP(), []int{3}
+	return file_kiln_v1_platform_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BuildServerPolicy) GetAllowedProjects() []string {
@@ -478,7 +538,7 @@ type OptionValues struct {
 
 func (x *OptionValues) Reset() {
 	*x = OptionValues{}
-	mi := &file_kiln_v1_platform_proto_msgTypes[4]
+	mi := &file_kiln_v1_platform_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -490,7 +550,7 @@ func (x *OptionValues) String() string {
 func (*OptionValues) ProtoMessage() {}
 
 func (x *OptionValues) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_platform_proto_msgTypes[4]
+	mi := &file_kiln_v1_platform_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -503,7 +563,7 @@ func (x *OptionValues) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OptionValues.ProtoReflect.Descriptor instead.
 func (*OptionValues) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_platform_proto_rawDescGZIP(), []int{4}
+	return file_kiln_v1_platform_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *OptionValues) GetValues() []string {
@@ -560,7 +620,10 @@ const file_kiln_v1_platform_proto_rawDesc = "" +
 	"\bchar_bit\x18\t \x01(\rR\acharBit\"E\n" +
 	"\x06Target\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
-	"\x06system\x18\x02 \x01(\v2\x13.kiln.v1.SystemInfoR\x06system\"\xba\x02\n" +
+	"\x06system\x18\x02 \x01(\v2\x13.kiln.v1.SystemInfoR\x06system\"E\n" +
+	"\x0eRejectedTarget\x12\x1b\n" +
+	"\ttarget_id\x18\x01 \x01(\tR\btargetId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xba\x02\n" +
 	"\x11BuildServerPolicy\x12)\n" +
 	"\x10allowed_projects\x18\x01 \x03(\tR\x0fallowedProjects\x12*\n" +
 	"\x11max_build_seconds\x18\x02 \x01(\rR\x0fmaxBuildSeconds\x12W\n" +
@@ -584,21 +647,22 @@ func file_kiln_v1_platform_proto_rawDescGZIP() []byte {
 	return file_kiln_v1_platform_proto_rawDescData
 }
 
-var file_kiln_v1_platform_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_kiln_v1_platform_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_kiln_v1_platform_proto_goTypes = []any{
 	(*SystemInfo)(nil),          // 0: kiln.v1.SystemInfo
 	(*PlatformConstraints)(nil), // 1: kiln.v1.PlatformConstraints
 	(*Target)(nil),              // 2: kiln.v1.Target
-	(*BuildServerPolicy)(nil),   // 3: kiln.v1.BuildServerPolicy
-	(*OptionValues)(nil),        // 4: kiln.v1.OptionValues
-	nil,                         // 5: kiln.v1.SystemInfo.ToolsEntry
-	nil,                         // 6: kiln.v1.BuildServerPolicy.AllowedOptionsEntry
+	(*RejectedTarget)(nil),      // 3: kiln.v1.RejectedTarget
+	(*BuildServerPolicy)(nil),   // 4: kiln.v1.BuildServerPolicy
+	(*OptionValues)(nil),        // 5: kiln.v1.OptionValues
+	nil,                         // 6: kiln.v1.SystemInfo.ToolsEntry
+	nil,                         // 7: kiln.v1.BuildServerPolicy.AllowedOptionsEntry
 }
 var file_kiln_v1_platform_proto_depIdxs = []int32{
-	5, // 0: kiln.v1.SystemInfo.tools:type_name -> kiln.v1.SystemInfo.ToolsEntry
+	6, // 0: kiln.v1.SystemInfo.tools:type_name -> kiln.v1.SystemInfo.ToolsEntry
 	0, // 1: kiln.v1.Target.system:type_name -> kiln.v1.SystemInfo
-	6, // 2: kiln.v1.BuildServerPolicy.allowed_options:type_name -> kiln.v1.BuildServerPolicy.AllowedOptionsEntry
-	4, // 3: kiln.v1.BuildServerPolicy.AllowedOptionsEntry.value:type_name -> kiln.v1.OptionValues
+	7, // 2: kiln.v1.BuildServerPolicy.allowed_options:type_name -> kiln.v1.BuildServerPolicy.AllowedOptionsEntry
+	5, // 3: kiln.v1.BuildServerPolicy.AllowedOptionsEntry.value:type_name -> kiln.v1.OptionValues
 	4, // [4:4] is the sub-list for method output_type
 	4, // [4:4] is the sub-list for method input_type
 	4, // [4:4] is the sub-list for extension type_name
@@ -617,7 +681,7 @@ func file_kiln_v1_platform_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_platform_proto_rawDesc), len(file_kiln_v1_platform_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

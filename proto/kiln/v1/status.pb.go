@@ -293,6 +293,10 @@ type BuildServerStatus struct {
 	Draining        bool                   `protobuf:"varint,10,opt,name=draining,proto3" json:"draining,omitempty"`
 	Revoked         bool                   `protobuf:"varint,11,opt,name=revoked,proto3" json:"revoked,omitempty"`
 	Policy          *BuildServerPolicy     `protobuf:"bytes,12,opt,name=policy,proto3" json:"policy,omitempty"`
+	// Targets the build server was configured to offer but whose probe
+	// failed, with the reason, as its current session reported them in
+	// Hello. Empty while disconnected (they are kept with the session only).
+	RejectedTargets []*RejectedTarget `protobuf:"bytes,13,rep,name=rejected_targets,json=rejectedTargets,proto3" json:"rejected_targets,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -407,6 +411,13 @@ func (x *BuildServerStatus) GetRevoked() bool {
 func (x *BuildServerStatus) GetPolicy() *BuildServerPolicy {
 	if x != nil {
 		return x.Policy
+	}
+	return nil
+}
+
+func (x *BuildServerStatus) GetRejectedTargets() []*RejectedTarget {
+	if x != nil {
+		return x.RejectedTargets
 	}
 	return nil
 }
@@ -606,7 +617,7 @@ const file_kiln_v1_status_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x19\n" +
 	"\x17ListBuildServersRequest\"[\n" +
 	"\x18ListBuildServersResponse\x12?\n" +
-	"\rbuild_servers\x18\x01 \x03(\v2\x1a.kiln.v1.BuildServerStatusR\fbuildServers\"\xc7\x03\n" +
+	"\rbuild_servers\x18\x01 \x03(\v2\x1a.kiln.v1.BuildServerStatusR\fbuildServers\"\x8b\x04\n" +
 	"\x11BuildServerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tconnected\x18\x02 \x01(\bR\tconnected\x12)\n" +
@@ -620,7 +631,8 @@ const file_kiln_v1_status_proto_rawDesc = "" +
 	"\bdraining\x18\n" +
 	" \x01(\bR\bdraining\x12\x18\n" +
 	"\arevoked\x18\v \x01(\bR\arevoked\x122\n" +
-	"\x06policy\x18\f \x01(\v2\x1a.kiln.v1.BuildServerPolicyR\x06policy\"\x83\x02\n" +
+	"\x06policy\x18\f \x01(\v2\x1a.kiln.v1.BuildServerPolicyR\x06policy\x12B\n" +
+	"\x10rejected_targets\x18\r \x03(\v2\x17.kiln.v1.RejectedTargetR\x0frejectedTargets\"\x83\x02\n" +
 	"\x11ListBuildsRequest\x12)\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x13.kiln.v1.BuildStateR\x05state\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x12\n" +
@@ -667,8 +679,9 @@ var file_kiln_v1_status_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil),    // 8: google.protobuf.Timestamp
 	(*Target)(nil),                   // 9: kiln.v1.Target
 	(*BuildServerPolicy)(nil),        // 10: kiln.v1.BuildServerPolicy
-	(BuildState)(0),                  // 11: kiln.v1.BuildState
-	(*Build)(nil),                    // 12: kiln.v1.Build
+	(*RejectedTarget)(nil),           // 11: kiln.v1.RejectedTarget
+	(BuildState)(0),                  // 12: kiln.v1.BuildState
+	(*Build)(nil),                    // 13: kiln.v1.Build
 }
 var file_kiln_v1_status_proto_depIdxs = []int32{
 	7,  // 0: kiln.v1.GetOverviewResponse.builds_by_state:type_name -> kiln.v1.GetOverviewResponse.BuildsByStateEntry
@@ -678,19 +691,20 @@ var file_kiln_v1_status_proto_depIdxs = []int32{
 	9,  // 4: kiln.v1.BuildServerStatus.targets:type_name -> kiln.v1.Target
 	8,  // 5: kiln.v1.BuildServerStatus.last_seen:type_name -> google.protobuf.Timestamp
 	10, // 6: kiln.v1.BuildServerStatus.policy:type_name -> kiln.v1.BuildServerPolicy
-	11, // 7: kiln.v1.ListBuildsRequest.state:type_name -> kiln.v1.BuildState
-	12, // 8: kiln.v1.ListBuildsResponse.builds:type_name -> kiln.v1.Build
-	0,  // 9: kiln.v1.StatusService.GetOverview:input_type -> kiln.v1.GetOverviewRequest
-	2,  // 10: kiln.v1.StatusService.ListBuildServers:input_type -> kiln.v1.ListBuildServersRequest
-	5,  // 11: kiln.v1.StatusService.ListBuilds:input_type -> kiln.v1.ListBuildsRequest
-	1,  // 12: kiln.v1.StatusService.GetOverview:output_type -> kiln.v1.GetOverviewResponse
-	3,  // 13: kiln.v1.StatusService.ListBuildServers:output_type -> kiln.v1.ListBuildServersResponse
-	6,  // 14: kiln.v1.StatusService.ListBuilds:output_type -> kiln.v1.ListBuildsResponse
-	12, // [12:15] is the sub-list for method output_type
-	9,  // [9:12] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	11, // 7: kiln.v1.BuildServerStatus.rejected_targets:type_name -> kiln.v1.RejectedTarget
+	12, // 8: kiln.v1.ListBuildsRequest.state:type_name -> kiln.v1.BuildState
+	13, // 9: kiln.v1.ListBuildsResponse.builds:type_name -> kiln.v1.Build
+	0,  // 10: kiln.v1.StatusService.GetOverview:input_type -> kiln.v1.GetOverviewRequest
+	2,  // 11: kiln.v1.StatusService.ListBuildServers:input_type -> kiln.v1.ListBuildServersRequest
+	5,  // 12: kiln.v1.StatusService.ListBuilds:input_type -> kiln.v1.ListBuildsRequest
+	1,  // 13: kiln.v1.StatusService.GetOverview:output_type -> kiln.v1.GetOverviewResponse
+	3,  // 14: kiln.v1.StatusService.ListBuildServers:output_type -> kiln.v1.ListBuildServersResponse
+	6,  // 15: kiln.v1.StatusService.ListBuilds:output_type -> kiln.v1.ListBuildsResponse
+	13, // [13:16] is the sub-list for method output_type
+	10, // [10:13] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_status_proto_init() }

@@ -284,9 +284,18 @@ type Hello struct {
 	// shown on public pages.
 	Unsandboxed bool `protobuf:"varint,6,opt,name=unsandboxed,proto3" json:"unsandboxed,omitempty"`
 	// True while the build server is draining (SIGTERM): no new work.
-	Draining      bool `protobuf:"varint,7,opt,name=draining,proto3" json:"draining,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Draining bool `protobuf:"varint,7,opt,name=draining,proto3" json:"draining,omitempty"`
+	// Targets this build server was configured to offer whose probe failed;
+	// they are not in targets and take no work. Re-sent on every Hello; the
+	// metaserver keeps them with the session (in memory) and shows them in
+	// StatusService.ListBuildServers. At most 32 entries, each with a
+	// non-empty target_id of at most 128 bytes and a reason of at most 512
+	// bytes: the metaserver rejects a Hello over these limits with
+	// INVALID_ARGUMENT (it does not truncate), so the build server truncates
+	// reasons and keeps only the first 32 entries before sending.
+	RejectedTargets []*RejectedTarget `protobuf:"bytes,8,rep,name=rejected_targets,json=rejectedTargets,proto3" json:"rejected_targets,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -366,6 +375,13 @@ func (x *Hello) GetDraining() bool {
 		return x.Draining
 	}
 	return false
+}
+
+func (x *Hello) GetRejectedTargets() []*RejectedTarget {
+	if x != nil {
+		return x.RejectedTargets
+	}
+	return nil
 }
 
 // Welcome answers Hello.
@@ -1252,7 +1268,7 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\x06cancel\x18\x03 \x01(\v2\x16.kiln.v1.CancelAttemptH\x00R\x06cancel\x123\n" +
 	"\n" +
 	"result_ack\x18\x04 \x01(\v2\x12.kiln.v1.ResultAckH\x00R\tresultAckB\x05\n" +
-	"\x03msg\"\x84\x02\n" +
+	"\x03msg\"\xc8\x02\n" +
 	"\x05Hello\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12)\n" +
 	"\atargets\x18\x02 \x03(\v2\x0f.kiln.v1.TargetR\atargets\x12\x14\n" +
@@ -1260,7 +1276,8 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\x06policy\x18\x04 \x01(\v2\x1a.kiln.v1.BuildServerPolicyR\x06policy\x12.\n" +
 	"\x13running_attempt_ids\x18\x05 \x03(\x04R\x11runningAttemptIds\x12 \n" +
 	"\vunsandboxed\x18\x06 \x01(\bR\vunsandboxed\x12\x1a\n" +
-	"\bdraining\x18\a \x01(\bR\bdraining\"\xcf\x01\n" +
+	"\bdraining\x18\a \x01(\bR\bdraining\x12B\n" +
+	"\x10rejected_targets\x18\b \x03(\v2\x17.kiln.v1.RejectedTargetR\x0frejectedTargets\"\xcf\x01\n" +
 	"\aWelcome\x12!\n" +
 	"\fbuild_server\x18\x01 \x01(\tR\vbuildServer\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x02 \x01(\rR\x13heartbeatIntervalMs\x12\x19\n" +
@@ -1369,9 +1386,10 @@ var file_kiln_v1_worker_proto_goTypes = []any{
 	nil,                            // 15: kiln.v1.Assignment.OptionsEntry
 	(*Target)(nil),                 // 16: kiln.v1.Target
 	(*BuildServerPolicy)(nil),      // 17: kiln.v1.BuildServerPolicy
-	(Phase)(0),                     // 18: kiln.v1.Phase
-	(AttemptOutcome)(0),            // 19: kiln.v1.AttemptOutcome
-	(*Artifact)(nil),               // 20: kiln.v1.Artifact
+	(*RejectedTarget)(nil),         // 18: kiln.v1.RejectedTarget
+	(Phase)(0),                     // 19: kiln.v1.Phase
+	(AttemptOutcome)(0),            // 20: kiln.v1.AttemptOutcome
+	(*Artifact)(nil),               // 21: kiln.v1.Artifact
 }
 var file_kiln_v1_worker_proto_depIdxs = []int32{
 	2,  // 0: kiln.v1.SessionRequest.hello:type_name -> kiln.v1.Hello
@@ -1385,21 +1403,22 @@ var file_kiln_v1_worker_proto_depIdxs = []int32{
 	10, // 8: kiln.v1.SessionResponse.result_ack:type_name -> kiln.v1.ResultAck
 	16, // 9: kiln.v1.Hello.targets:type_name -> kiln.v1.Target
 	17, // 10: kiln.v1.Hello.policy:type_name -> kiln.v1.BuildServerPolicy
-	15, // 11: kiln.v1.Assignment.options:type_name -> kiln.v1.Assignment.OptionsEntry
-	6,  // 12: kiln.v1.Assignment.recipe:type_name -> kiln.v1.Recipe
-	18, // 13: kiln.v1.AttemptProgress.phase:type_name -> kiln.v1.Phase
-	19, // 14: kiln.v1.AttemptResult.outcome:type_name -> kiln.v1.AttemptOutcome
-	20, // 15: kiln.v1.AttemptResult.artifact:type_name -> kiln.v1.Artifact
-	13, // 16: kiln.v1.UploadArtifactRequest.header:type_name -> kiln.v1.UploadHeader
-	0,  // 17: kiln.v1.WorkerService.Session:input_type -> kiln.v1.SessionRequest
-	12, // 18: kiln.v1.WorkerService.UploadArtifact:input_type -> kiln.v1.UploadArtifactRequest
-	1,  // 19: kiln.v1.WorkerService.Session:output_type -> kiln.v1.SessionResponse
-	14, // 20: kiln.v1.WorkerService.UploadArtifact:output_type -> kiln.v1.UploadArtifactResponse
-	19, // [19:21] is the sub-list for method output_type
-	17, // [17:19] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	18, // 11: kiln.v1.Hello.rejected_targets:type_name -> kiln.v1.RejectedTarget
+	15, // 12: kiln.v1.Assignment.options:type_name -> kiln.v1.Assignment.OptionsEntry
+	6,  // 13: kiln.v1.Assignment.recipe:type_name -> kiln.v1.Recipe
+	19, // 14: kiln.v1.AttemptProgress.phase:type_name -> kiln.v1.Phase
+	20, // 15: kiln.v1.AttemptResult.outcome:type_name -> kiln.v1.AttemptOutcome
+	21, // 16: kiln.v1.AttemptResult.artifact:type_name -> kiln.v1.Artifact
+	13, // 17: kiln.v1.UploadArtifactRequest.header:type_name -> kiln.v1.UploadHeader
+	0,  // 18: kiln.v1.WorkerService.Session:input_type -> kiln.v1.SessionRequest
+	12, // 19: kiln.v1.WorkerService.UploadArtifact:input_type -> kiln.v1.UploadArtifactRequest
+	1,  // 20: kiln.v1.WorkerService.Session:output_type -> kiln.v1.SessionResponse
+	14, // 21: kiln.v1.WorkerService.UploadArtifact:output_type -> kiln.v1.UploadArtifactResponse
+	20, // [20:22] is the sub-list for method output_type
+	18, // [18:20] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_worker_proto_init() }
