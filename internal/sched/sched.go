@@ -22,11 +22,11 @@ import (
 
 // Build is a queued or running build as the scheduler sees it.
 type Build struct {
-	ID             uint64
-	Project        string
-	Constraints    *kilnv1.PlatformConstraints
-	Requires       []string
-	Options        map[string]string
+	ID          uint64
+	Project     string
+	Constraints *kilnv1.PlatformConstraints
+	Requires    []string
+	Options     map[string]string
 	// TimeoutSeconds is the build's wall-time limit (the manifest's
 	// timeout); a volunteer whose policy caps build time below it does not
 	// get the build.
