@@ -28,14 +28,16 @@
 // discard what it got) on any other error. [Store.Verify] checks a blob
 // without a consumer.
 //
-// Every read is verified, but a blob file hashed completely and found intact
-// is remembered with its file identity (inode, size, modification and change
+// Every read is verified, but a blob file found intact, by a read that
+// hashed it completely or by the Writer that hashed and placed it, is
+// remembered with its file identity (inode, size, modification and change
 // times) and its CRC-32C; reads of the same unchanged file within
 // [DefaultReverifyAfter] check that CRC-32C instead of sha256, which catches
-// what a disk does to a file at a twentieth of the cost. A file changed in
-// any way, or changed too shortly before its verification to be told apart by
-// the file system's clock, is hashed with sha256 again (memo.go explains the
-// rules).
+// what a disk does to a file at a twentieth of the cost. So the first read
+// after an upload already takes the cheap path. A file changed in any way,
+// or changed by someone else too shortly before a read's verification to be
+// told apart by the file system's clock, is hashed with sha256 again
+// (memo.go explains the rules).
 //
 // # Concurrency
 //

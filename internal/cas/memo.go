@@ -8,7 +8,8 @@ import (
 
 // Every read of a blob is verified, but not always with the same hash.
 // Hashing a large blob with sha256 on every read costs as much CPU as sending
-// it. So when a read hashes a blob completely and finds it intact, the store
+// it. So when a blob's content is verified against its sha256 (by a read
+// that hashed it completely, or by the Writer that stored it), the store
 // remembers, in memory, the file's identity (device, inode, size,
 // modification and change times) and the CRC-32C of its content. A later
 // read of the same, unchanged file within [DefaultReverifyAfter] checks the
@@ -21,12 +22,45 @@ import (
 // changes its change time (ctime), which no unprivileged process can set
 // back, and a changed file is hashed with sha256 again.
 //
-// The file system stamps times from a coarse clock, so a change made within
-// the same tick as the stat that recorded the identity would leave it
-// unchanged. As git does with "racily clean" index entries, a verification
-// is therefore remembered only if the file's ctime was at least racyMargin
-// older than the moment the hashing began; a blob written or changed just
+// The file system stamps times from a coarse clock (jiffies, or whole
+// seconds on some file systems), so a change made within the same tick as
+// the stat that recorded the identity would leave it unchanged.
+//
+// Verified by a read. A file whose ctime is recent is being changed by
+// someone, and the next step of that change may land in the tick of our
+// stat. As git does with "racily clean" index entries, a read's
+// verification is therefore remembered only if the file's ctime was at least
+// racyMargin older than the moment the hashing began; a blob changed just
 // before is hashed with sha256 again on its next read, and remembered then.
+//
+// Verified by the Writer (rememberWritten). The Writer hashes every byte
+// with sha256 and CRC-32C as it writes them to a file of its own, under a
+// fresh name in tmp/ created with O_EXCL and mode 0600, and checks the
+// digest before linking the file into place; the identity it records is
+// the placed file's, stat'd after the last change the Writer itself makes
+// (removing the temporary name), and checked to be the very inode it wrote.
+// Here the recent ctime is our own, not a sign of someone else changing the
+// file: until the link nobody else had a name for it, and the content
+// remembered is the content we wrote and hashed, not what another process
+// might have left. What the margin would still cover is a change made
+// within the one tick after that stat, by a process with write permission
+// on the file (the metaserver's own user, who can as well rewrite the
+// store's database), starting within that tick of the blob appearing. Such
+// a change is not hidden from the read: every trusted read still checks the
+// content's CRC-32C, which catches any accidental change (a partial
+// rewrite, a tool writing the wrong bytes); only a change crafted to keep
+// the CRC-32C and timed into that tick would pass, the same attack that
+// stays possible after any read-verification's stat. So the Writer's own
+// verification is remembered without the margin, and the first download
+// after an upload checks the CRC-32C instead of hashing 1 GiB again.
+//
+// When Commit finds the blob already in place it keeps the existing file
+// and refreshes its modification time; then nothing is remembered (and any
+// earlier verification of that file is forgotten): the bytes the Writer
+// verified are in its own temporary file, not in the existing one, which
+// this commit never read; and the refresh, our own change, moves the
+// file's ctime to now, so its identity could not tell whether anyone else
+// changed the file meanwhile. Its next read hashes it with sha256.
 
 // DefaultReverifyAfter is how long a blob verified with sha256, and
 // unchanged since, is checked with its CRC-32C on read before sha256 again.
@@ -90,18 +124,32 @@ func (m *memo) remember(sha string, id fileID, crc uint32, at time.Time) {
 	if at.UnixNano()-id.ctime < int64(racyMargin) {
 		return
 	}
+	m.put(sha, verified{id: id, crc: crc, at: at})
+}
+
+// rememberWritten records that a Writer wrote the file of sha, whose
+// identity after the Writer's last change to it is id, with content that
+// hashed to sha and has CRC-32C crc; at is when the Writer's verification
+// ended. Unlike remember it applies no racy margin (see the comment atop
+// this file for why that is sound for a file the Writer wrote itself).
+func (m *memo) rememberWritten(sha string, id fileID, crc uint32, at time.Time) {
+	m.put(sha, verified{id: id, crc: crc, at: at})
+}
+
+// put stores v as sha's entry, unless remembering is disabled.
+func (m *memo) put(sha string, v verified) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.reverifyAfter <= 0 {
 		return
 	}
-	if len(m.m) >= maxMemo {
+	if _, ok := m.m[sha]; !ok && len(m.m) >= maxMemo {
 		for k := range m.m { // drop an arbitrary entry: it is only hashed again
 			delete(m.m, k)
 			break
 		}
 	}
-	m.m[sha] = verified{id: id, crc: crc, at: at}
+	m.m[sha] = v
 }
 
 // forget drops sha's entry (the blob was deleted or found corrupt).

@@ -49,14 +49,27 @@ func skipUnlessIdentified(t *testing.T) {
 	}
 }
 
-func TestAnUnchangedVerifiedBlobIsCheckedByItsCRCInsteadOfSHA256(t *testing.T) {
+// reopen opens s's directory again, as a restarted metaserver does: nothing
+// is remembered. Its clock reads skew ahead of real time.
+func reopen(t *testing.T, s *Store, skew *time.Duration) *Store {
+	t.Helper()
+	s2, err := Open(s.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.memo.now = func() time.Time { return time.Now().Add(*skew) }
+	return s2
+}
+
+func TestABlobVerifiedByAReadIsCheckedByItsCRCOnLaterReads(t *testing.T) {
 	skipUnlessIdentified(t)
 	skew := time.Minute
-	s := storeWithClock(t, &skew)
 	data := bytes.Repeat([]byte("artifact "), 10000)
-	sha := putBlob(t, s, data)
+	written := openStore(t)
+	sha := putBlob(t, written, data)
+	s := reopen(t, written, &skew) // the Writer's verification is not known here
 	if n, err := readHashed(t, s, sha); err != nil || n != int64(len(data)) {
-		t.Fatalf("first read hashed %d bytes, %v; want all %d", n, err, len(data))
+		t.Fatalf("first read after a restart hashed %d bytes, %v; want all %d", n, err, len(data))
 	}
 	if n, err := readHashed(t, s, sha); err != nil || n != 0 {
 		t.Fatalf("second read hashed %d bytes with sha256, %v; want none", n, err)
@@ -82,11 +95,14 @@ func TestABlobIsHashedAgainWhenChangedOrAfterTheInterval(t *testing.T) {
 		{"the reverify interval passed", func(t *testing.T, s *Store, sha string, skew *time.Duration) {
 			*skew += DefaultReverifyAfter
 		}, false},
-		{"the blob was deleted and stored again", func(t *testing.T, s *Store, sha string, _ *time.Duration) {
-			if err := s.Delete(sha); err != nil {
+		{"the file was replaced by a copy", func(t *testing.T, s *Store, sha string, _ *time.Duration) {
+			path := filepath.Join(s.Dir(), sha[:2], sha)
+			if err := os.WriteFile(path+".copy", data, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			putBlob(t, s, data)
+			if err := os.Rename(path+".copy", path); err != nil {
+				t.Fatal(err)
+			}
 		}, false},
 	}
 	for _, tt := range tests {
@@ -153,15 +169,137 @@ func fileIDOf(t *testing.T, path string) fileID {
 	return id
 }
 
-func TestABlobWrittenJustBeforeItsVerificationIsNotRemembered(t *testing.T) {
-	skipUnlessIdentified(t)
-	s := openStore(t) // real clock: the verification follows the write at once
-	data := bytes.Repeat([]byte("fresh "), 10000)
-	sha := putBlob(t, s, data)
-	for i := range 2 {
-		if n, err := readHashed(t, s, sha); err != nil || n != int64(len(data)) {
-			t.Fatalf("read %d hashed %d bytes, %v; want all %d", i, n, err, len(data))
+// rememberedID returns the identity the memo holds for sha.
+func rememberedID(t *testing.T, s *Store, sha string) fileID {
+	t.Helper()
+	s.memo.mu.Lock()
+	defer s.memo.mu.Unlock()
+	v, ok := s.memo.m[sha]
+	if !ok {
+		t.Fatalf("%s is not remembered as verified", sha)
+	}
+	return v.id
+}
+
+// changeUntilNoticed applies change to path until the file's identity
+// differs from id: a coarse file-system clock can stamp a change made within
+// the tick of the stat that recorded id alike. change must leave the file in
+// the same state however often it is applied.
+func changeUntilNoticed(t *testing.T, path string, id fileID, change func(t *testing.T, path string)) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		change(t, path)
+		if fileIDOf(t, path) != id {
+			return
 		}
+		if time.Now().After(deadline) {
+			t.Fatal("the file's identity never changed")
+		}
+	}
+}
+
+func TestABlobJustWrittenIsReadWithItsCRCInsteadOfSHA256(t *testing.T) {
+	skipUnlessIdentified(t)
+	s := openStore(t) // real clock: the read follows the write at once
+	data := bytes.Repeat([]byte("fresh artifact "), 20000)
+	w, err := s.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rest := data; len(rest) > 0; { // uneven pieces
+		n := min(len(rest), 7777)
+		if _, err := w.Write(rest[:n]); err != nil {
+			t.Fatal(err)
+		}
+		rest = rest[n:]
+	}
+	sha, _, err := w.Commit(digest(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rememberedID(t, s, sha); got != fileIDOf(t, filepath.Join(s.Dir(), sha[:2], sha)) {
+		t.Fatalf("remembered identity %+v is not the placed file's", got)
+	}
+	for i := range 2 {
+		if n, err := readHashed(t, s, sha); err != nil || n != 0 {
+			t.Fatalf("read %d hashed %d bytes with sha256, %v; want none (CRC-32C only)", i, n, err)
+		}
+	}
+	if got, err := readAll(t, s, sha); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes, %v; want the %d written", len(got), err, len(data))
+	}
+}
+
+func TestABlobChangedAfterItsWriteIsHashedWithSHA256Again(t *testing.T) {
+	skipUnlessIdentified(t)
+	data := bytes.Repeat([]byte("artifact "), 10000)
+	rewrite := func(content []byte) func(*testing.T, string) {
+		return func(t *testing.T, path string) {
+			if err := os.WriteFile(path, content, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	changed := bytes.Clone(data)
+	changed[100] ^= 0x01
+	tests := []struct {
+		name    string
+		change  func(t *testing.T, path string)
+		corrupt bool
+	}{
+		{"rewritten with other bytes of the same size", rewrite(changed), true},
+		{"rewritten with the same bytes", rewrite(data), false},
+		{"touched", func(t *testing.T, path string) {
+			now := time.Now()
+			if err := os.Chtimes(path, now, now); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+		{"chmodded and back", func(t *testing.T, path string) {
+			for _, mode := range []os.FileMode{0o400, 0o600} {
+				if err := os.Chmod(path, mode); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openStore(t) // real clock
+			sha := putBlob(t, s, data)
+			path := filepath.Join(s.Dir(), sha[:2], sha)
+			changeUntilNoticed(t, path, rememberedID(t, s, sha), tt.change)
+			n, err := readHashed(t, s, sha)
+			if n != int64(len(data)) {
+				t.Errorf("read after the change hashed %d bytes with sha256, want %d", n, len(data))
+			}
+			if tt.corrupt != errors.Is(err, ErrCorrupt) {
+				t.Errorf("read after the change: %v, want corrupt %v", err, tt.corrupt)
+			}
+			// Changed just now, the file is not remembered by that read
+			// (racy margin): the next read hashes again.
+			n, err = readHashed(t, s, sha)
+			if n != int64(len(data)) || tt.corrupt != errors.Is(err, ErrCorrupt) {
+				t.Errorf("second read after the change hashed %d bytes with sha256, %v; want %d, corrupt %v", n, err, len(data), tt.corrupt)
+			}
+		})
+	}
+}
+
+func TestCommittingAnExistingBlobDoesNotMarkItVerified(t *testing.T) {
+	skipUnlessIdentified(t)
+	s := openStore(t)
+	data := bytes.Repeat([]byte("twice "), 10000)
+	sha := putBlob(t, s, data)
+	if _, err := readHashed(t, s, sha); err != nil {
+		t.Fatal(err)
+	}
+	// The second commit verifies its own copy, then keeps the existing file
+	// (which it never read) and refreshes its mtime.
+	putBlob(t, s, data)
+	if n, err := readHashed(t, s, sha); err != nil || n != int64(len(data)) {
+		t.Fatalf("read after committing existing content hashed %d bytes with sha256, %v; want all %d", n, err, len(data))
 	}
 }
 
@@ -171,7 +309,7 @@ func TestZeroReverifyIntervalHashesEveryRead(t *testing.T) {
 	s := storeWithClock(t, &skew)
 	s.SetReverifyAfter(0)
 	data := bytes.Repeat([]byte("x"), 5000)
-	sha := putBlob(t, s, data)
+	sha := putBlob(t, s, data) // the Writer's verification is not remembered either
 	for i := range 3 {
 		if n, err := readHashed(t, s, sha); err != nil || n != int64(len(data)) {
 			t.Fatalf("read %d hashed %d bytes, %v", i, n, err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"time"
@@ -19,7 +20,8 @@ type Writer struct {
 	s    *Store
 	f    *os.File // nil once committed or aborted
 	bw   *bufio.Writer
-	h    hash.Hash
+	h    hash.Hash // sha256
+	crc  uint32    // CRC-32C, for the memo (memo.go)
 	size int64
 	err  error // first write error; sticky
 }
@@ -44,6 +46,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	n, err := w.bw.Write(p)
 	w.h.Write(p[:n])
+	w.crc = crc32.Update(w.crc, castagnoli, p[:n])
 	w.size += int64(n)
 	if err != nil {
 		w.err = fmt.Errorf("cas: write: %w", err)
@@ -63,6 +66,10 @@ func (w *Writer) Write(p []byte) (int, error) {
 // committing is idempotent, and the existing file's modification time
 // becomes now. After Commit, whether it failed or not, the
 // Writer is finished and its temporary file gone.
+//
+// A blob that Commit placed is remembered as verified, with the CRC-32C of
+// what was written, so reads of the unchanged file check that instead of
+// sha256 (memo.go); an existing blob kept instead is not.
 func (w *Writer) Commit(wantSHA256 string, wantSize int64) (sha string, size int64, err error) {
 	if w.f == nil {
 		return "", 0, ErrClosed
@@ -89,30 +96,65 @@ func (w *Writer) Commit(wantSHA256 string, wantSize int64) (sha string, size int
 	if err := w.f.Sync(); err != nil {
 		return "", 0, fmt.Errorf("cas: fsync: %w", err)
 	}
+	written, identified := identify(w.f)
 	if err := w.f.Close(); err != nil {
 		return "", 0, fmt.Errorf("cas: close: %w", err)
 	}
-	if err := w.s.place(w.f.Name(), sha); err != nil {
+	existed, err := w.s.place(w.f.Name(), sha)
+	if err != nil {
 		return "", 0, err
 	}
+	if existed {
+		// The verified bytes are in our temporary file, not in the blob
+		// kept, whose ctime our mtime refresh just moved (memo.go).
+		w.s.memo.forget(sha)
+		return sha, w.size, nil
+	}
+	w.rememberPlaced(sha, written, identified)
 	return sha, w.size, nil
 }
 
+// rememberPlaced records the Writer's verification of blob sha, just placed,
+// in the memo (see memo.go). written is the temporary file's identity after
+// fsync; its device, inode, size and mtime are compared with the placed
+// file's, not its ctime: the link and the removal of the temporary name
+// below change that. The identity remembered is the
+// placed file's after that removal, the Writer's last change to it.
+func (w *Writer) rememberPlaced(sha string, written fileID, identified bool) {
+	tmp := w.f.Name()
+	if err := os.Remove(tmp); err != nil {
+		return // Abort retries; the blob is placed, only not remembered
+	}
+	if !identified {
+		return
+	}
+	fi, err := os.Stat(w.s.path(sha))
+	if err != nil {
+		return
+	}
+	placed, ok := statID(fi)
+	if !ok || placed.dev != written.dev || placed.ino != written.ino || placed.size != w.size || placed.mtime != written.mtime {
+		return // replaced or written meanwhile: not the file we verified
+	}
+	w.s.memo.rememberWritten(sha, placed, w.crc, w.s.memo.now())
+}
+
 // place links the finished temporary file tmp to the blob's path, unless the
-// blob exists. A link never replaces an existing file, so concurrent commits
-// of the same content cannot clobber each other or a blob being read.
-func (s *Store) place(tmp, sha string) error {
+// blob exists; existed reports that it did (and its mtime was refreshed). A
+// link never replaces an existing file, so concurrent commits of the same
+// content cannot clobber each other or a blob being read.
+func (s *Store) place(tmp, sha string) (existed bool, err error) {
 	shard := filepath.Join(s.dir, sha[:2])
 	switch err := os.Mkdir(shard, 0o755); {
 	case err == nil:
 		// A new shard's own entry must be durable too.
 		if err := syncDir(s.dir); err != nil {
-			return err
+			return false, err
 		}
 	case !errors.Is(err, os.ErrExist):
-		return fmt.Errorf("cas: create shard: %w", err)
+		return false, fmt.Errorf("cas: create shard: %w", err)
 	}
-	err := os.Link(tmp, s.path(sha))
+	err = os.Link(tmp, s.path(sha))
 	for range 2 {
 		if !errors.Is(err, os.ErrExist) {
 			break
@@ -123,17 +165,17 @@ func (s *Store) place(tmp, sha string) error {
 		now := time.Now()
 		terr := os.Chtimes(s.path(sha), now, now)
 		if terr == nil {
-			return nil
+			return true, nil
 		}
 		if !errors.Is(terr, os.ErrNotExist) {
-			return fmt.Errorf("cas: touch existing blob: %w", terr)
+			return false, fmt.Errorf("cas: touch existing blob: %w", terr)
 		}
 		err = os.Link(tmp, s.path(sha))
 	}
 	if err != nil {
-		return fmt.Errorf("cas: link blob: %w", err)
+		return false, fmt.Errorf("cas: link blob: %w", err)
 	}
-	return syncDir(shard)
+	return false, syncDir(shard)
 }
 
 func syncDir(dir string) error {
