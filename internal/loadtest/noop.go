@@ -175,13 +175,14 @@ func runNoop(ctx context.Context, e *env) error {
 }
 
 // workerTimings summarizes the build server's own "attempt timings" debug
-// lines (fetch, steps, pack, upload) of attempts from firstAttempt on.
+// lines (fetch, steps, pack, and upload or inline: the artifact sent with
+// the result) of attempts from firstAttempt on.
 func workerTimings(logPath string, firstAttempt uint64) (string, time.Duration) {
 	b, err := os.ReadFile(logPath)
 	if err != nil {
 		return "", 0
 	}
-	keys := []string{"fetch", "steps", "pack", "upload"}
+	keys := []string{"fetch", "steps", "pack", "upload", "inline"}
 	got := map[string]*durations{}
 	for _, k := range keys {
 		got[k] = &durations{}
@@ -208,6 +209,10 @@ func workerTimings(logPath string, firstAttempt uint64) (string, time.Duration) 
 	if got["fetch"].len() == 0 {
 		return "", 0
 	}
-	return fmt.Sprintf("build server's own attempt timings (p50): fetch %.2f ms, steps (bwrap) %.2f ms, pack %.2f ms, upload %.2f ms\n",
-		ms(got["fetch"].pct(50)), ms(got["steps"].pct(50)), ms(got["pack"].pct(50)), ms(got["upload"].pct(50))), got["steps"].pct(50)
+	send := "upload"
+	if got["inline"].len() > got["upload"].len() {
+		send = "inline"
+	}
+	return fmt.Sprintf("build server's own attempt timings (p50): fetch %.2f ms, steps (bwrap) %.2f ms, pack %.2f ms, %s %.2f ms\n",
+		ms(got["fetch"].pct(50)), ms(got["steps"].pct(50)), ms(got["pack"].pct(50)), send, ms(got[send].pct(50))), got["steps"].pct(50)
 }

@@ -100,7 +100,7 @@ func runSim(ctx context.Context, e *env) error {
 		return err
 	}
 	perBuild := ms(cpu1-cpu0) / float64(res.Completed)
-	note := fmt.Sprintf("%d cycles in %.1f s (Submit → Assignment → UploadArtifact → AttemptResult → ResultAck)\nSubmit RPC %s\ncycle %s\nmachine CPU busy %.0f%% of 2 cores; the harness itself (submitters + %d simulated servers) used %.2f ms CPU per build",
+	note := fmt.Sprintf("%d cycles in %.1f s (Submit → Assignment → AttemptResult carrying its 50-byte artifact → ResultAck)\nSubmit RPC %s\ncycle %s\nmachine CPU busy %.0f%% of 2 cores; the harness itself (submitters + %d simulated servers) used %.2f ms CPU per build",
 		res.Completed, res.Elapsed.Seconds(), res.Submit.describe(), res.Cycle.describe(), 100*utilization(mach0, mach1), e.cfg.Sims, ms(self1-self0)/float64(res.Completed))
 	if qw, ok := histogramMean(met0, met1, "kiln_queue_wait_seconds"); ok {
 		dl, _ := histogramMean(met0, met1, "kiln_dispatch_latency_seconds")

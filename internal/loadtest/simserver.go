@@ -19,8 +19,9 @@ import (
 // simServer is a simulated build server: it speaks the real WorkerService
 // protocol over its own gRPC connection (its own TCP connection), with its
 // own credential, but runs nothing. On an Assignment it calls onAssignment
-// (by default: upload a tiny artifact naming the build, then report
-// SUCCEEDED); on an accepted ResultAck it tells the tracker the build is done.
+// (by default: report SUCCEEDED with a tiny artifact naming the build, sent
+// with the result as a real build server does when Welcome allows, else
+// uploaded first); on an accepted ResultAck it tells the tracker the build is done.
 type simServer struct {
 	name, token string
 	target      *kilnv1.Target
@@ -34,6 +35,8 @@ type simServer struct {
 	client kilnv1.WorkerServiceClient
 	ctx    context.Context // carries the credential
 	stream kilnv1.WorkerService_SessionClient
+	// inlineMax is Welcome.max_inline_artifact_bytes.
+	inlineMax uint64
 
 	sendMu  sync.Mutex
 	mu      sync.Mutex
@@ -72,6 +75,7 @@ func (s *simServer) connect(ctx context.Context, addr string) error {
 	if w == nil {
 		return fmt.Errorf("%s: first message is not Welcome: %v", s.name, msg)
 	}
+	s.inlineMax = w.GetMaxInlineArtifactBytes()
 	interval := time.Duration(w.GetHeartbeatIntervalMs()) * time.Millisecond
 	if interval <= 0 {
 		interval = 5 * time.Second
@@ -170,9 +174,20 @@ func (s *simServer) heartbeatLoop(ctx context.Context, every time.Duration) {
 	}
 }
 
-// succeed uploads a tiny artifact unique to the build and reports SUCCEEDED.
+// succeed reports SUCCEEDED with a tiny artifact unique to the build: sent
+// with the result when Welcome allows, as a real build server does, else
+// uploaded first.
 func (s *simServer) succeed(a *kilnv1.Assignment) {
 	blob := []byte(fmt.Sprintf("loadtest artifact of build %d attempt %d\n", a.GetBuildId(), a.GetAttemptId()))
+	if uint64(len(blob)) <= s.inlineMax {
+		sum := sha256.Sum256(blob)
+		art := &kilnv1.Artifact{Sha256: hex.EncodeToString(sum[:]), Size: uint64(len(blob)), Files: []string{"out.txt"}}
+		if err := s.send(&kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Result{Result: &kilnv1.AttemptResult{
+			AttemptId: a.GetAttemptId(), Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED, Artifact: art, ArtifactData: blob}}}); err != nil {
+			s.fail(err)
+		}
+		return
+	}
 	art, err := s.upload(a.GetAttemptId(), blobSource{block: blob, count: 1})
 	if err != nil {
 		s.fail(err)

@@ -66,19 +66,44 @@ func newArtifactStore(files *cas.Store, st store.Store, inlineMax int64) *artifa
 	return &artifactStore{files: files, st: st, inlineMax: inlineMax, pending: map[string]pendingBlob{}, recent: map[string]time.Time{}}
 }
 
+// maxInlineResult is the largest artifact a build server may send inside its
+// AttemptResult (Welcome.max_inline_artifact_bytes): what the store keeps
+// inline, within a quarter of the largest message; 0 when the store keeps
+// every artifact as a file.
+func (s *Server) maxInlineResult() int64 {
+	return max(0, min(s.cfg.InlineArtifactBytes, MaxMessageBytes/4))
+}
+
 // inline reports whether an artifact of size bytes is kept in the store.
 func (a *artifactStore) inline(size uint64) bool { return int64(size) <= a.inlineMax }
 
 // receive stores an upload of a small artifact: data must hash to sha and
 // have exactly size bytes (cas.ErrMismatch otherwise).
 func (a *artifactStore) receive(sha string, size uint64, data []byte) error {
+	if err := checkData(sha, size, data); err != nil {
+		return err
+	}
+	return a.keep(sha, data, false)
+}
+
+// checkData verifies that data hashes to sha and has exactly size bytes
+// (cas.ErrMismatch otherwise).
+func checkData(sha string, size uint64, data []byte) error {
 	sum := sha256.Sum256(data)
 	if got := hex.EncodeToString(sum[:]); got != sha || uint64(len(data)) != size {
 		return fmt.Errorf("%w: got sha256 %s and %d bytes, declared %s and %d", cas.ErrMismatch, got, len(data), sha, size)
 	}
+	return nil
+}
+
+// keep holds verified data until its result commits. Beyond
+// maxPendingBytes it fails with errPendingFull, unless force: data that came
+// with its result is committed right away, so it does not wait for a result
+// that may never come.
+func (a *artifactStore) keep(sha string, data []byte, force bool) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, ok := a.pending[sha]; !ok && a.pendingBytes+int64(len(data)) > maxPendingBytes {
+	if _, ok := a.pending[sha]; !ok && !force && a.pendingBytes+int64(len(data)) > maxPendingBytes {
 		return errPendingFull
 	}
 	if old, ok := a.pending[sha]; ok {

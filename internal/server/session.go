@@ -251,9 +251,10 @@ func (s *Server) connect(ss *session, h *kilnv1.Hello) *kilnv1.Welcome {
 	s.updateTargetMetricsLocked()
 
 	w := &kilnv1.Welcome{
-		BuildServer:         ss.name,
-		HeartbeatIntervalMs: uint32(s.cfg.HeartbeatInterval.Milliseconds()),
-		LeaseMs:             uint32(s.cfg.Lease.Milliseconds()),
+		BuildServer:            ss.name,
+		HeartbeatIntervalMs:    uint32(s.cfg.HeartbeatInterval.Milliseconds()),
+		LeaseMs:                uint32(s.cfg.Lease.Milliseconds()),
+		MaxInlineArtifactBytes: uint64(s.maxInlineResult()),
 	}
 	reported := map[uint64]bool{}
 	for _, id := range h.GetRunningAttemptIds() {
@@ -411,6 +412,25 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 		ss.send(&kilnv1.SessionResponse{Msg: &kilnv1.SessionResponse_ResultAck{ResultAck: &kilnv1.ResultAck{
 			AttemptId: r.GetAttemptId(), Accepted: ok, Reason: reason}}})
 	}
+	// An artifact sent with its result is verified before taking s.mu (it
+	// is hashed) and kept, like a small upload, once the attempt is known
+	// to be this server's.
+	inline, badInline := r.GetArtifactData(), ""
+	if len(inline) > 0 {
+		art := r.GetArtifact()
+		switch {
+		case r.GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED:
+			// Nothing to store; the data is dropped below.
+		case int64(len(inline)) > s.maxInlineResult():
+			badInline = fmt.Sprintf("artifact of %d bytes sent with its result, more than the %d allowed", len(inline), s.maxInlineResult())
+		default:
+			if err := checkData(art.GetSha256(), art.GetSize(), inline); err != nil {
+				badInline = "artifact sent with the result does not match it: " + err.Error()
+			}
+		}
+		r = proto.Clone(r).(*kilnv1.AttemptResult)
+		r.ArtifactData = nil // never stored with the attempt
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.ownAttemptLocked(ss, r.GetAttemptId())
@@ -428,6 +448,15 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 	switch r.GetOutcome() {
 	case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED:
 		art := r.GetArtifact()
+		if badInline != "" {
+			r.Outcome = kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED
+			r.Reason = badInline
+			break
+		}
+		if len(inline) > 0 {
+			_ = s.blobs.keep(art.GetSha256(), inline, true) // forced: never errPendingFull
+			s.metrics.uploadBytes.Add(float64(len(inline)))
+		}
 		size, err := s.blobs.stat(art.GetSha256())
 		if err != nil || uint64(size) != art.GetSize() {
 			r = proto.Clone(r).(*kilnv1.AttemptResult)

@@ -35,6 +35,7 @@ type fakeMeta struct {
 	changed     chan struct{}
 	hbInterval  uint32
 	noAck       bool            // do not acknowledge results
+	inlineMax   uint64          // Welcome.max_inline_artifact_bytes
 	dropIDs     map[uint64]bool // answer these in Welcome.drop_attempt_ids
 	revoked     bool            // every call fails UNAUTHENTICATED
 	hellos      []*kilnv1.Hello
@@ -129,7 +130,7 @@ func (f *fakeMeta) Session(stream kilnv1.WorkerService_SessionServer) error {
 	}
 	ss := &fakeSession{out: make(chan *kilnv1.SessionResponse, 64), kill: make(chan error, 1)}
 	f.mu.Lock()
-	w := &kilnv1.Welcome{BuildServer: "fake", HeartbeatIntervalMs: f.hbInterval, LeaseMs: 10 * f.hbInterval}
+	w := &kilnv1.Welcome{BuildServer: "fake", HeartbeatIntervalMs: f.hbInterval, LeaseMs: 10 * f.hbInterval, MaxInlineArtifactBytes: f.inlineMax}
 	for _, id := range hello.GetRunningAttemptIds() {
 		if f.dropIDs[id] {
 			w.DropAttemptIds = append(w.DropAttemptIds, id)

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/kilnbuild/kiln/internal/gitmirror"
@@ -26,7 +28,10 @@ type attemptRunner struct {
 	targets        map[string]*Target
 	mirrors        *mirrors
 	uploader       artifactUploader
-	log            *slog.Logger
+	// inlineMax is the latest Welcome's max_inline_artifact_bytes: an
+	// artifact up to this size goes inside the result instead of an upload.
+	inlineMax atomic.Uint64
+	log       *slog.Logger
 }
 
 // job is one attempt being run.
@@ -144,6 +149,20 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	}
 
 	packed := time.Now()
+	res := result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED, "", "")
+	res.Artifact = art
+	if art.GetSize() <= r.inlineMax.Load() {
+		// Small enough to go with the result: no upload call.
+		data, err := os.ReadFile(artPath)
+		if err != nil {
+			return r.setupFailed(j, "reading artifact", err)
+		}
+		res.ArtifactData = data
+		r.log.Debug("attempt timings", "attempt_id", a.GetAttemptId(), "fetch", fetched.Sub(start),
+			"steps", built.Sub(fetched), "pack", packed.Sub(built), "inline", time.Since(packed))
+		j.log.notef("artifact %s (%d bytes, %d files) sent with the result", art.GetSha256(), art.GetSize(), len(art.GetFiles()))
+		return res
+	}
 	j.progress(kilnv1.Phase_PHASE_UPLOADING)
 	if err := upload(ctx, r.uploader, a.GetAttemptId(), artPath, art); err != nil {
 		if ctx.Err() != nil {
@@ -156,8 +175,6 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	r.log.Debug("attempt timings", "attempt_id", a.GetAttemptId(), "fetch", fetched.Sub(start),
 		"steps", built.Sub(fetched), "pack", packed.Sub(built), "upload", time.Since(packed))
 	j.log.notef("artifact %s (%d bytes, %d files) uploaded", art.GetSha256(), art.GetSize(), len(art.GetFiles()))
-	res := result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED, "", "")
-	res.Artifact = art
 	return res
 }
 

@@ -96,6 +96,7 @@ func (c *Client) session(life context.Context, rpc kilnv1.WorkerServiceClient) (
 		"lease", time.Duration(w.GetLeaseMs())*time.Millisecond, "running", len(hello.RunningAttemptIds),
 		"kept", len(w.GetKeepAttemptIds()), "dropped", len(w.GetDropAttemptIds()))
 	c.dropAttempts(w.GetDropAttemptIds())
+	c.runner.inlineMax.Store(w.GetMaxInlineArtifactBytes())
 
 	gen := c.install(stream)
 	defer c.uninstall(gen)

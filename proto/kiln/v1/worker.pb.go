@@ -395,8 +395,13 @@ type Welcome struct {
 	// the result) and those that are not (stop them, discard results).
 	KeepAttemptIds []uint64 `protobuf:"varint,4,rep,packed,name=keep_attempt_ids,json=keepAttemptIds,proto3" json:"keep_attempt_ids,omitempty"`
 	DropAttemptIds []uint64 `protobuf:"varint,5,rep,packed,name=drop_attempt_ids,json=dropAttemptIds,proto3" json:"drop_attempt_ids,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The largest artifact the build server may send inside its
+	// AttemptResult (artifact_data) instead of uploading it; 0: upload every
+	// artifact. Sending a small artifact with its result saves an
+	// UploadArtifact call per build.
+	MaxInlineArtifactBytes uint64 `protobuf:"varint,6,opt,name=max_inline_artifact_bytes,json=maxInlineArtifactBytes,proto3" json:"max_inline_artifact_bytes,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
@@ -462,6 +467,13 @@ func (x *Welcome) GetDropAttemptIds() []uint64 {
 		return x.DropAttemptIds
 	}
 	return nil
+}
+
+func (x *Welcome) GetMaxInlineArtifactBytes() uint64 {
+	if x != nil {
+		return x.MaxInlineArtifactBytes
+	}
+	return 0
 }
 
 // Heartbeat renews the leases of running attempts and reports capacity.
@@ -859,7 +871,13 @@ type AttemptResult struct {
 	// For SUCCEEDED: the uploaded artifact.
 	Artifact *Artifact `protobuf:"bytes,5,opt,name=artifact,proto3" json:"artifact,omitempty"`
 	// Total log bytes produced, so the metaserver knows it has all of them.
-	LogSize       uint64 `protobuf:"varint,6,opt,name=log_size,json=logSize,proto3" json:"log_size,omitempty"`
+	LogSize uint64 `protobuf:"varint,6,opt,name=log_size,json=logSize,proto3" json:"log_size,omitempty"`
+	// For SUCCEEDED, instead of an upload: the artifact's bytes, when it has
+	// at most Welcome.max_inline_artifact_bytes. The metaserver verifies them
+	// against artifact.sha256 and artifact.size as it verifies an upload; an
+	// attempt whose data does not match, or is larger than allowed, ends
+	// SETUP_FAILED. Resending the result after a reconnect resends the bytes.
+	ArtifactData  []byte `protobuf:"bytes,7,opt,name=artifact_data,json=artifactData,proto3" json:"artifact_data,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -934,6 +952,13 @@ func (x *AttemptResult) GetLogSize() uint64 {
 		return x.LogSize
 	}
 	return 0
+}
+
+func (x *AttemptResult) GetArtifactData() []byte {
+	if x != nil {
+		return x.ArtifactData
+	}
+	return nil
 }
 
 // ResultAck answers an AttemptResult. accepted=false means the attempt was no
@@ -1277,13 +1302,14 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\x13running_attempt_ids\x18\x05 \x03(\x04R\x11runningAttemptIds\x12 \n" +
 	"\vunsandboxed\x18\x06 \x01(\bR\vunsandboxed\x12\x1a\n" +
 	"\bdraining\x18\a \x01(\bR\bdraining\x12B\n" +
-	"\x10rejected_targets\x18\b \x03(\v2\x17.kiln.v1.RejectedTargetR\x0frejectedTargets\"\xcf\x01\n" +
+	"\x10rejected_targets\x18\b \x03(\v2\x17.kiln.v1.RejectedTargetR\x0frejectedTargets\"\x8a\x02\n" +
 	"\aWelcome\x12!\n" +
 	"\fbuild_server\x18\x01 \x01(\tR\vbuildServer\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x02 \x01(\rR\x13heartbeatIntervalMs\x12\x19\n" +
 	"\blease_ms\x18\x03 \x01(\rR\aleaseMs\x12(\n" +
 	"\x10keep_attempt_ids\x18\x04 \x03(\x04R\x0ekeepAttemptIds\x12(\n" +
-	"\x10drop_attempt_ids\x18\x05 \x03(\x04R\x0edropAttemptIds\"k\n" +
+	"\x10drop_attempt_ids\x18\x05 \x03(\x04R\x0edropAttemptIds\x129\n" +
+	"\x19max_inline_artifact_bytes\x18\x06 \x01(\x04R\x16maxInlineArtifactBytes\"k\n" +
 	"\tHeartbeat\x12.\n" +
 	"\x13running_attempt_ids\x18\x01 \x03(\x04R\x11runningAttemptIds\x12\x1a\n" +
 	"\bdraining\x18\x02 \x01(\bR\bdraining\x12\x12\n" +
@@ -1320,7 +1346,7 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"attempt_id\x18\x01 \x01(\x04R\tattemptId\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"\xe6\x01\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"\x8b\x02\n" +
 	"\rAttemptResult\x12\x1d\n" +
 	"\n" +
 	"attempt_id\x18\x01 \x01(\x04R\tattemptId\x121\n" +
@@ -1328,7 +1354,8 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12!\n" +
 	"\ffailing_step\x18\x04 \x01(\tR\vfailingStep\x12-\n" +
 	"\bartifact\x18\x05 \x01(\v2\x11.kiln.v1.ArtifactR\bartifact\x12\x19\n" +
-	"\blog_size\x18\x06 \x01(\x04R\alogSize\"^\n" +
+	"\blog_size\x18\x06 \x01(\x04R\alogSize\x12#\n" +
+	"\rartifact_data\x18\a \x01(\fR\fartifactData\"^\n" +
 	"\tResultAck\x12\x1d\n" +
 	"\n" +
 	"attempt_id\x18\x01 \x01(\x04R\tattemptId\x12\x1a\n" +
