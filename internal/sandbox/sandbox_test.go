@@ -398,6 +398,34 @@ func TestSandboxedStepCannotWriteTheSystem(t *testing.T) {
 	}
 }
 
+func TestAPathGivenTwiceIsMountedOnce(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	// As the build server does: Dir again among the Writable directories.
+	args, err := bwrapArgs(Step{Name: "x", Dir: dir, Writable: []string{dir, other, other + "/"},
+		Hide: []string{other, other}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(opt, path string) int {
+		n := 0
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == opt && args[i+1] == path {
+				n++
+			}
+		}
+		return n
+	}
+	for _, c := range []struct{ opt, path string }{{"--bind", dir}, {"--bind", other}, {"--tmpfs", other}} {
+		if n := count(c.opt, c.path); n != 1 {
+			t.Errorf("%s %s appears %d times in %q, want once", c.opt, c.path, n, args)
+		}
+	}
+	// The hide still comes before the bind that exposes the path again.
+	if i, j := lastIndex(args, "--tmpfs"), slices.Index(args, "--bind"); i < 0 || j < 0 || i > j {
+		t.Errorf("args %q: want the hide's --tmpfs before the --bind", args)
+	}
+}
+
 func TestSandboxedStepCannotSeeHiddenPaths(t *testing.T) {
 	b := needBwrap(t)
 	// Outside /tmp, which every sandbox replaces anyway.
@@ -596,4 +624,46 @@ func BenchmarkUnsandboxedTrue(b *testing.B) {
 
 func BenchmarkUnsandboxedTrueWithLimits(b *testing.B) {
 	benchmarkTrue(b, Unsandboxed{}, Limits{CPUSeconds: 3600, Processes: 1000, OpenFiles: 1024, FileSizeBytes: 1 << 30})
+}
+
+// BenchmarkBwrapBuildServerStep runs `true` as the build server runs a
+// step: its data directory and $HOME hidden, the build's source, install
+// and home directories writable, its default limits set.
+func BenchmarkBwrapBuildServerStep(b *testing.B) {
+	if err := (Bwrap{}).Available(); err != nil {
+		b.Skip(err)
+	}
+	data := b.TempDir()
+	build := filepath.Join(data, "builds", "1")
+	src, dest, home := filepath.Join(build, "src"), filepath.Join(build, "dest"), filepath.Join(build, "home")
+	for _, d := range []string{src, dest, home} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	hide := []string{data}
+	if h, err := os.UserHomeDir(); err == nil && h != "/" && h != "" {
+		hide = append(hide, h)
+	}
+	s := Step{
+		Name: "bench", Dir: src, Writable: []string{src, dest, home}, Hide: hide,
+		Command: "true", Env: []string{"PATH=/usr/bin:/bin", "HOME=" + home},
+		Limits: Limits{CPUSeconds: 3600, Processes: 512, OpenFiles: 1024, FileSizeBytes: 1 << 30},
+	}
+	ctx := context.Background()
+	for b.Loop() {
+		if err := (Bwrap{}).Run(ctx, s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// lastIndex returns the index of the last s in list, -1 if none.
+func lastIndex(list []string, s string) int {
+	for i := len(list) - 1; i >= 0; i-- {
+		if list[i] == s {
+			return i
+		}
+	}
+	return -1
 }
