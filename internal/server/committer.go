@@ -28,6 +28,9 @@ type committer struct {
 
 	mu      sync.Mutex
 	pending []change
+	// held counts open holds: while any is open no new transaction starts,
+	// so changes decided together commit together (see hold).
+	held int
 	// failed is the first commit error; once set, nothing more is
 	// committed or acknowledged (later changes may depend on the lost one).
 	failed error
@@ -57,6 +60,30 @@ func (c *committer) enqueue(fn func(store.Tx) error, after func(error)) {
 	}
 }
 
+// hold delays the next transaction until the returned release is called,
+// so that the changes enqueued in between share one transaction (one
+// fsync) with what is already pending: e.g. a new build and its immediate
+// dispatch, or a result and the next dispatch to the same build server.
+// A transaction already running is not affected. Hold only around work
+// that takes microseconds (under the server's mutex).
+func (c *committer) hold() (release func()) {
+	c.mu.Lock()
+	c.held++
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		c.held--
+		wake := c.held == 0 && len(c.pending) > 0
+		c.mu.Unlock()
+		if wake {
+			select {
+			case c.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
 // wait enqueues fn and blocks until it is committed. Must not be called with
 // the server's mutex held.
 func (c *committer) wait(fn func(store.Tx) error) error {
@@ -72,16 +99,23 @@ func (c *committer) run(ctx context.Context) {
 		select {
 		case <-c.wake:
 		case <-ctx.Done():
-			c.flush()
+			c.flush(true)
 			return
 		}
-		c.flush()
+		c.flush(false)
 	}
 }
 
-func (c *committer) flush() {
+// flush commits what is pending, in batches, until nothing is; unless
+// final, it leaves what is pending while a hold is open (holds only group
+// changes, so the last flush at shutdown ignores them).
+func (c *committer) flush(final bool) {
 	for {
 		c.mu.Lock()
+		if c.held > 0 && !final && c.failed == nil {
+			c.mu.Unlock()
+			return // the last release wakes run again
+		}
 		batch := c.pending
 		c.pending = nil
 		failed := c.failed

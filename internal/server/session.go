@@ -431,6 +431,8 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 		r = proto.Clone(r).(*kilnv1.AttemptResult)
 		r.ArtifactData = nil // never stored with the attempt
 	}
+	// The result and the dispatch of the slot it frees share a transaction.
+	defer s.commits.hold()()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.ownAttemptLocked(ss, r.GetAttemptId())

@@ -234,6 +234,9 @@ func (s *Server) joinOrQueue(r *resolved) (*kilnv1.SubmitResponse, error) {
 	done := make(chan error, 1)
 	after := func(err error) { done <- err }
 
+	// A new build is usually dispatched at once: its record, its request
+	// and its dispatch go in one transaction.
+	release := s.commits.hold()
 	s.mu.Lock()
 	ab := s.findActiveLocked(r)
 	joined := ab != nil
@@ -263,6 +266,7 @@ func (s *Server) joinOrQueue(r *resolved) (*kilnv1.SubmitResponse, error) {
 	}
 	view := s.viewLocked(ab)
 	s.mu.Unlock()
+	release()
 
 	if err := <-done; err != nil {
 		return nil, status.Errorf(codes.Unavailable, "storing request: %v", err)
