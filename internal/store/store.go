@@ -72,13 +72,15 @@ type Tx interface {
 	BuildServers() ([]*BuildServer, error)
 
 	Build(id uint64) (*Build, error)
-	// PutBuild creates or replaces a build and keeps the indexes by state and
-	// by source key (active = QUEUED or RUNNING) in step with it.
+	// PutBuild creates or replaces a build and keeps its indexes (by state,
+	// project, arch) and the counts by state in step with it.
 	PutBuild(b *Build) error
 	// BuildsByState calls fn for each build in state, in ascending id order,
 	// until fn returns an error (returned as is) or ErrStop (returns nil).
 	BuildsByState(state kilnv1.BuildState, fn func(*Build) error) error
-	// ActiveBuildsBySource returns the QUEUED and RUNNING builds with sourceKey.
+	// ActiveBuildsBySource returns the QUEUED and RUNNING builds with
+	// sourceKey. It may read every active build: it is for tools and
+	// recovery, not a hot path (the metaserver keeps active builds in memory).
 	ActiveBuildsBySource(sourceKey string) ([]*Build, error)
 	// ListBuilds returns up to limit builds matching f, newest first, with ids
 	// below beforeID (0: from the newest).

@@ -2,7 +2,9 @@ package bolt
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
+	"slices"
 
 	"github.com/kilnbuild/kiln/internal/store"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
@@ -35,8 +37,6 @@ func (t *tx) build(id uint64) (*store.Build, error) {
 // buildIndexKeys are the index entries of one version of a build record.
 type buildIndexKeys struct {
 	state, project, arch []byte
-	// active is nil when the build is neither QUEUED nor RUNNING.
-	active []byte
 }
 
 func stateByte(s kilnv1.BuildState) (byte, bool) {
@@ -46,22 +46,14 @@ func stateByte(s kilnv1.BuildState) (byte, bool) {
 	return byte(s), true
 }
 
-func isActive(s kilnv1.BuildState) bool {
-	return s == kilnv1.BuildState_BUILD_STATE_QUEUED || s == kilnv1.BuildState_BUILD_STATE_RUNNING
-}
-
 func indexKeys(b *store.Build) buildIndexKeys {
 	v := b.GetBuild()
 	sb, _ := stateByte(v.GetState())
-	k := buildIndexKeys{
+	return buildIndexKeys{
 		state:   binary.BigEndian.AppendUint64([]byte{sb}, v.GetId()),
 		project: strIDKey(v.GetProject(), v.GetId()),
 		arch:    strIDKey(store.BuildArch(b), v.GetId()),
 	}
-	if isActive(v.GetState()) {
-		k.active = strIDKey(b.GetSourceKey(), v.GetId())
-	}
-	return k
 }
 
 // PutBuild creates or replaces build b.Build.Id (non-zero, with a state) and
@@ -96,7 +88,6 @@ func (t *tx) PutBuild(b *store.Build) error {
 		{bucketBuildsByState, old.state, next.state},
 		{bucketBuildsByProject, old.project, next.project},
 		{bucketBuildsByArch, old.arch, next.arch},
-		{bucketBuildsActiveBySource, old.active, next.active},
 	} {
 		if bytes.Equal(ix.old, ix.next) {
 			continue
@@ -147,19 +138,30 @@ func (t *tx) BuildsByState(state kilnv1.BuildState, fn func(*store.Build) error)
 }
 
 // ActiveBuildsBySource returns the QUEUED and RUNNING builds with sourceKey,
-// in ascending id order.
+// in ascending id order. It reads every active build (through
+// builds_by_state): no index by source is kept, since keeping one cost each
+// build two writes to a random page and the metaserver holds its active
+// builds in memory anyway (see SchemaVersion 2).
 func (t *tx) ActiveBuildsBySource(sourceKey string) ([]*store.Build, error) {
 	if err := t.read(); err != nil {
 		return nil, err
 	}
 	var out []*store.Build
-	for _, k := range t.keysWithPrefix(bucketBuildsActiveBySource, strKey(sourceKey)) {
-		b, err := t.build(trailingID(k))
-		if err != nil {
-			return nil, err
+	for _, state := range []kilnv1.BuildState{kilnv1.BuildState_BUILD_STATE_QUEUED, kilnv1.BuildState_BUILD_STATE_RUNNING} {
+		sb, _ := stateByte(state)
+		c := t.bucket(bucketBuildsByState).Cursor()
+		prefix := []byte{sb}
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			b, err := t.build(trailingID(k))
+			if err != nil {
+				return nil, err
+			}
+			if b.GetSourceKey() == sourceKey {
+				out = append(out, b)
+			}
 		}
-		out = append(out, b)
 	}
+	slices.SortFunc(out, func(a, b *store.Build) int { return cmp.Compare(a.GetBuild().GetId(), b.GetBuild().GetId()) })
 	return out, nil
 }
 

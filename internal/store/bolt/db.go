@@ -9,7 +9,7 @@
 // string is never the prefix of another's key.
 //
 //	meta/
-//	  "version"            -> u64 schema version (1)
+//	  "version"            -> u64 schema version (2)
 //	  "outbox_len"         -> u64 messages in outbox/
 //	seq/
 //	  <sequence name>/     bucket whose NextSequence is NextID(name)
@@ -20,7 +20,6 @@
 //	builds_by_state/       state byte + u64 id
 //	builds_by_project/     str project + u64 id
 //	builds_by_arch/        str store.BuildArch + u64 id
-//	builds_active_by_source/ str source_key + u64 id (QUEUED and RUNNING only)
 //	build_counts/          state byte -> u64 builds in that state (absent: 0)
 //	requests/              u64 id -> RequestRecord
 //	requests_by_build/     u64 build id + u64 request id

@@ -1,6 +1,7 @@
 package bolt_test
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 
 	bbolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/kilnbuild/kiln/internal/store"
 	"github.com/kilnbuild/kiln/internal/store/bolt"
@@ -24,6 +26,32 @@ func openT(t testing.TB, path string, opts bolt.Options) *bolt.DB {
 	}
 	t.Cleanup(func() { _ = db.Close() })
 	return db
+}
+
+// rawUpdate runs fn in a bbolt transaction on the closed store file at path.
+func rawUpdate(t *testing.T, path string, fn func(*bbolt.Tx) error) {
+	t.Helper()
+	raw, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if err := raw.Update(fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rawView runs fn in a read-only bbolt transaction on the closed store file.
+func rawView(t *testing.T, path string, fn func(*bbolt.Tx) error) {
+	t.Helper()
+	raw, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if err := raw.View(fn); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // setVersion writes a schema version into a closed store file directly.
@@ -76,6 +104,64 @@ func TestOpen(t *testing.T) {
 		// The refusal released the file: it can be fixed and opened again.
 		setVersion(t, path, bolt.SchemaVersion)
 		openT(t, path, bolt.Options{})
+	})
+	t.Run("a version 1 file is upgraded: its active-by-source index is dropped and every record kept", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "kiln.db")
+		db := openT(t, path, bolt.Options{})
+		queuedB := &store.Build{Build: &kilnv1.Build{Id: 1, Project: "p", State: kilnv1.BuildState_BUILD_STATE_QUEUED}, SourceKey: "s"}
+		doneB := &store.Build{Build: &kilnv1.Build{Id: 2, Project: "p", State: kilnv1.BuildState_BUILD_STATE_SUCCEEDED}, SourceKey: "s"}
+		err := db.Update(func(tx store.Tx) error {
+			if err := tx.PutBuild(queuedB); err != nil {
+				return err
+			}
+			return tx.PutBuild(doneB)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// Version 1 is version 2 plus the index by source of active builds.
+		setVersion(t, path, 1)
+		rawUpdate(t, path, func(tx *bbolt.Tx) error {
+			b, err := tx.CreateBucket([]byte("builds_active_by_source"))
+			if err != nil {
+				return err
+			}
+			return b.Put(append([]byte{1, 's'}, 0, 0, 0, 0, 0, 0, 0, 1), []byte{})
+		})
+
+		db = openT(t, path, bolt.Options{})
+		err = db.View(func(tx store.Tx) error {
+			for _, want := range []*store.Build{queuedB, doneB} {
+				got, err := tx.Build(want.GetBuild().GetId())
+				if err != nil || !proto.Equal(got, want) {
+					t.Errorf("Build(%d) after the upgrade: got %v, %v; want %v", want.GetBuild().GetId(), got, err, want)
+				}
+			}
+			active, err := tx.ActiveBuildsBySource("s")
+			if err != nil || len(active) != 1 || active[0].GetBuild().GetId() != 1 {
+				t.Errorf("ActiveBuildsBySource after the upgrade: got %v, %v; want build 1", active, err)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		rawView(t, path, func(tx *bbolt.Tx) error {
+			if v := tx.Bucket([]byte("meta")).Get([]byte("version")); !bytes.Equal(v, []byte{0, 0, 0, 0, 0, 0, 0, bolt.SchemaVersion}) {
+				t.Errorf("version after the upgrade: got %x, want %d", v, bolt.SchemaVersion)
+			}
+			if tx.Bucket([]byte("builds_active_by_source")) != nil {
+				t.Error("builds_active_by_source survived the upgrade")
+			}
+			return nil
+		})
+		openT(t, path, bolt.Options{}) // and the upgraded file opens again
 	})
 	t.Run("a file held by another opener is refused after the timeout", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "kiln.db")
@@ -137,6 +223,33 @@ func TestTx(t *testing.T) {
 			}
 		})
 	}
+	t.Run("indexes filled in id order keep their leaf pages nearly full", func(t *testing.T) {
+		db := openT(t, filepath.Join(t.TempDir(), "kiln.db"), bolt.Options{NoSync: true})
+		for start := uint64(1); start <= 5000; start += 100 {
+			// Small commits, as the metaserver's, so every leaf splits many times.
+			err := db.Update(func(tx store.Tx) error {
+				for id := start; id < start+100; id++ {
+					b := &store.Build{Build: &kilnv1.Build{Id: id, Project: "p", State: kilnv1.BuildState_BUILD_STATE_SUCCEEDED}}
+					if err := tx.PutBuild(b); err != nil {
+						return err
+					}
+					if err := tx.PutRequest(&store.Request{Id: id, BuildId: id}); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, name := range []string{"builds_by_state", "builds_by_project", "builds_by_arch", "requests_by_build"} {
+			fill, err := db.LeafFill(name)
+			if err != nil || fill < 0.9 {
+				t.Errorf("%s: leaf pages %.0f%% full (%v), want at least 90%%", name, 100*fill, err)
+			}
+		}
+	})
 	t.Run("ListBuilds returns nothing for a limit of 0 and at most MaxListLimit", func(t *testing.T) {
 		err := db.Update(func(tx store.Tx) error {
 			for id := uint64(1); id <= bolt.MaxListLimit+5; id++ {

@@ -2,14 +2,22 @@ package bolt
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	bbolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // SchemaVersion is the layout this package reads and writes (see the bucket
 // tree in db.go).
-const SchemaVersion = 1
+//
+//   - 1: the first layout.
+//   - 2: builds_active_by_source/ dropped. Nothing on a hot path read it (the
+//     metaserver keeps its active builds in memory), yet it cost every build
+//     two writes to a random leaf page (its key starts with a sha256), an
+//     insert when queued and a delete when final.
+const SchemaVersion = 2
 
 // Bucket names. See the bucket tree in db.go.
 var (
@@ -22,6 +30,7 @@ var (
 	bucketBuildsByState        = []byte("builds_by_state")
 	bucketBuildsByProject      = []byte("builds_by_project")
 	bucketBuildsByArch         = []byte("builds_by_arch")
+	// bucketBuildsActiveBySource existed in version 1 only.
 	bucketBuildsActiveBySource = []byte("builds_active_by_source")
 	bucketBuildCounts          = []byte("build_counts")
 	bucketRequests             = []byte("requests")
@@ -38,11 +47,11 @@ var (
 	keyOutboxLen = []byte("outbox_len")
 )
 
-// bucketsV1 are the top-level buckets of schema version 1.
-var bucketsV1 = [][]byte{
+// buckets are the top-level buckets of SchemaVersion.
+var buckets = [][]byte{
 	bucketMeta, bucketSeq, bucketProjects, bucketBuildServers,
 	bucketBuildServersByToken, bucketBuilds, bucketBuildsByState,
-	bucketBuildsByProject, bucketBuildsByArch, bucketBuildsActiveBySource,
+	bucketBuildsByProject, bucketBuildsByArch,
 	bucketBuildCounts, bucketRequests, bucketRequestsByBuild, bucketArtifacts,
 	bucketArtifactsBySource, bucketPins, bucketOutbox, bucketOutboxDue,
 	bucketEnrollTokens, bucketBlobs,
@@ -64,9 +73,10 @@ func (e *SchemaVersionError) Error() string {
 }
 
 // upgrade brings the file to SchemaVersion: a fresh file gets every bucket
-// and the version key; a file at the current version gets any missing bucket
-// (harmless, keeps transactions free of nil checks). Future versions add one
-// step per version here, each in this same transaction.
+// and the version key; an older file is upgraded one version at a time (the
+// steps below), all in this same transaction, so a crash leaves it at its
+// old version; a file at the current version gets any missing bucket
+// (harmless, keeps transactions free of nil checks).
 func upgrade(btx *bbolt.Tx, path string) error {
 	var found uint64
 	if meta := btx.Bucket(bucketMeta); meta != nil {
@@ -79,12 +89,18 @@ func upgrade(btx *bbolt.Tx, path string) error {
 			return &SchemaVersionError{Path: path, Found: found, Supported: SchemaVersion}
 		}
 	}
-	for _, name := range bucketsV1 {
+	if found == 1 {
+		// 1 → 2: the active-by-source index is no longer kept.
+		if err := btx.DeleteBucket(bucketBuildsActiveBySource); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
+			return fmt.Errorf("upgrade to schema 2: drop %s: %w", bucketBuildsActiveBySource, err)
+		}
+	}
+	for _, name := range buckets {
 		if _, err := btx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
 	}
-	if found == 0 {
+	if found != SchemaVersion { // fresh (0) or upgraded above
 		if err := btx.Bucket(bucketMeta).Put(keyVersion, u64(SchemaVersion)); err != nil {
 			return fmt.Errorf("write schema version: %w", err)
 		}

@@ -54,7 +54,26 @@ func (t *tx) write() error {
 	return nil
 }
 
-func (t *tx) bucket(name []byte) *bbolt.Bucket { return t.btx.Bucket(name) }
+// bucket returns the top-level bucket name. The indexes whose keys end with
+// an increasing id and whose entries never grow are filled to the brim when
+// a leaf splits (bbolt's default is half), since new keys land after the last
+// one: half as many pages to hold and write.
+func (t *tx) bucket(name []byte) *bbolt.Bucket {
+	b := t.btx.Bucket(name)
+	if appendIndex(name) {
+		b.FillPercent = 1.0
+	}
+	return b
+}
+
+// appendIndex reports whether name is an index filled in id order.
+func appendIndex(name []byte) bool {
+	switch string(name) {
+	case "builds_by_state", "builds_by_project", "builds_by_arch", "requests_by_build":
+		return true
+	}
+	return false
+}
 
 // get decodes the record at key into m. found is false, with a nil error,
 // when there is none. m is decoded from a copy, so it shares no memory with
