@@ -48,7 +48,7 @@ func BenchmarkOpenRead(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := io.CopyBuffer(io.Discard, r, buf); err != nil {
+		if _, err := io.CopyBuffer(discard{}, r, buf); err != nil {
 			b.Fatal(err)
 		}
 		r.Close()
@@ -70,7 +70,7 @@ func BenchmarkOpenReadTrusted(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := io.CopyBuffer(io.Discard, r, buf); err != nil {
+		if _, err := io.CopyBuffer(discard{}, r, buf); err != nil {
 			b.Fatal(err)
 		}
 		r.Close()
@@ -118,4 +118,45 @@ func (c *constReader) Read(p []byte) (int, error) {
 	}
 	c.n -= n
 	return n, nil
+}
+
+// BenchmarkOpenReadTrustedMiBChunks reads a trusted blob the way the
+// metaserver's download does: io.ReadFull into 1 MiB buffers.
+func BenchmarkOpenReadTrustedMiBChunks(b *testing.B) {
+	s := openStore(b)
+	sha, _, err := s.Put(&zeroReader{n: benchSize}, "", benchSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	b.SetBytes(benchSize)
+	for b.Loop() {
+		r, _, err := s.Open(sha)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			if _, err := io.ReadFull(r, buf); err == io.EOF || err == io.ErrUnexpectedEOF {
+				break
+			} else if err != nil {
+				b.Fatal(err)
+			}
+		}
+		r.Close()
+	}
+}
+
+// BenchmarkVerify verifies a 256 MiB blob (sha256, from the page cache).
+func BenchmarkVerify(b *testing.B) {
+	s := openStore(b)
+	sha, _, err := s.Put(&zeroReader{n: benchSize}, "", benchSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(benchSize)
+	for b.Loop() {
+		if err := s.Verify(sha); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -205,6 +205,15 @@ func runUpload(ctx context.Context, e *env) error {
 
 // runDownload measures a large artifact download from the metaserver
 // against raw loopback gRPC streaming between two processes.
+//
+// The metaserver verifies every read of a blob: with sha256, or, for a blob
+// file verified before and unchanged since, with the CRC-32C of the
+// verified content (internal/cas, memo.go). The upload's own sha256
+// verification counts, so the downloads right after the upload check the
+// CRC-32C: the first of them is the headline figure. The metaserver is then
+// restarted, which forgets every verification, and one more download hashes
+// with sha256 while sending: the figure for a blob not verified since the
+// metaserver started (or since the file changed, or for an hour).
 func runDownload(ctx context.Context, e *env) error {
 	ba, err := uploadBig(ctx, e, e.cfg.SizeMiB)
 	if ba != nil && ba.m != nil {
@@ -218,19 +227,12 @@ func runDownload(ctx context.Context, e *env) error {
 		return err
 	}
 	defer bulk.stop()
-	// Read the blob once so every measurement starts from the page cache
-	// the same way (the upload just wrote it; this only makes it certain).
-	if _, _, err := download(ctx, ba.m.Compile, ba.buildID); err != nil {
-		return err
-	}
-	// The metaserver hashes a blob with sha256 on read unless the same
-	// unchanged file was verified before; then it checks the CRC-32C of
-	// that content instead (internal/cas, memo.go). Change the file's ctime
-	// (a chmod to its own mode) so whatever that read remembered is void,
-	// and wait out the store's racy margin so the next read is remembered:
-	// the first download below hashes with sha256, the later ones check
-	// the CRC-32C.
-	if err := touchBlob(ctx, filepath.Join(ba.m.DataDir, "blobs", ba.sha[:2], ba.sha)); err != nil {
+	// Start every measurement from the page cache, as the raw bound does not
+	// touch the disk: the upload just wrote the file, and reading it here
+	// (not through the metaserver, which remembers nothing of it) makes it
+	// certain.
+	blobPath := filepath.Join(ba.m.DataDir, "blobs", ba.sha[:2], ba.sha)
+	if err := readFile(blobPath); err != nil {
 		return err
 	}
 	prof := profiler{e: e}
@@ -239,59 +241,90 @@ func runDownload(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	var raw, got []float64
-	for range 3 { // interleaved, to share the machine's noise fairly
-		r, err := bulkBound(ctx, addr, e.cfg.SizeMiB)
-		if err != nil {
-			return err
-		}
-		n, d, err := download(ctx, ba.m.Compile, ba.buildID)
-		if err != nil {
-			return err
-		}
-		if n != ba.size {
-			return fmt.Errorf("downloaded %d bytes, want %d", n, ba.size)
-		}
-		raw, got = append(raw, r), append(got, mbps(n, d))
+	raw, got, err := downloadRounds(ctx, addr, ba.m, ba, 3)
+	if err != nil {
+		return err
 	}
 	rssBefore, rssPeak := mem.stop()
 	prof.wait()
+
+	e.rep.logf("restarting the metaserver (it forgets which blobs it verified)")
+	ba.m.Proc.stop()
+	m2, err := startMetaserver(ctx, e.bins, e.dir)
+	if m2 != nil {
+		defer m2.close()
+	}
+	if err != nil {
+		return err
+	}
+	prof.cpu(ctx, "metaserver-restarted", m2.PprofAddr, e.bins.Metaserver, time.Duration(e.cfg.SizeMiB)*3*time.Millisecond)
+	rawR, gotR, err := downloadRounds(ctx, addr, m2, ba, 1)
+	if err != nil {
+		return err
+	}
+	prof.wait()
+	raw = append(raw, rawR...)
+
 	bound := slices.Max(raw)
-	rawNote := fmt.Sprintf("raw gRPC bulk (same message type, 1 MiB chunks, another process) %.0f / %.0f / %.0f MB/s, best used", raw[0], raw[1], raw[2])
-	e.rep.add(figure{Scenario: "download", Name: fmt.Sprintf("%d MiB download, %% of raw gRPC", e.cfg.SizeMiB), Value: 100 * max(got[1], got[2]) / bound, Unit: "%", Target: 70,
+	rawNote := fmt.Sprintf("raw gRPC bulk (same message type, 1 MiB chunks, another process) %.0f / %.0f / %.0f / %.0f MB/s, best used", raw[0], raw[1], raw[2], raw[3])
+	e.rep.add(figure{Scenario: "download", Name: fmt.Sprintf("%d MiB download, first after the upload, %% of raw gRPC", e.cfg.SizeMiB), Value: 100 * got[0] / bound, Unit: "%", Target: 70,
 		Bound: bound, BoundName: "raw loopback gRPC bulk",
-		Note: fmt.Sprintf("artifact unchanged since its sha256 was verified (the metaserver verifies its CRC-32C on this read): %.0f / %.0f MB/s, best used; %s", got[1], got[2], rawNote)})
-	e.rep.add(figure{Scenario: "download", Name: fmt.Sprintf("%d MiB download hashed on the metaserver, %% of raw gRPC", e.cfg.SizeMiB), Value: 100 * got[0] / bound, Unit: "%", Target: 70,
+		Note: fmt.Sprintf("%.0f MB/s: the metaserver checks the CRC-32C of the content its upload verified with sha256, as on every later read of the unchanged file (the next two: %.0f / %.0f MB/s); %s", got[0], got[1], got[2], rawNote)})
+	e.rep.add(figure{Scenario: "download", Name: fmt.Sprintf("%d MiB download after a metaserver restart, %% of raw gRPC", e.cfg.SizeMiB), Value: 100 * gotR[0] / bound, Unit: "%", Target: 70,
 		Bound: bound, BoundName: "raw loopback gRPC bulk",
-		Note: fmt.Sprintf("first download since the blob file changed (or the metaserver started, or an hour passed): sha256 (and CRC-32C) computed while sent, %.0f MB/s", got[0])})
+		Note: fmt.Sprintf("%.0f MB/s: no verification remembered (likewise after the blob file changed, or an hour after its last sha256), so sha256 (and CRC-32C) computed while sent; the reads after it check the CRC-32C again", gotR[0])})
 	e.rep.add(figure{Scenario: "download", Name: "metaserver RSS growth during downloads", Value: mib(rssPeak - rssBefore), Unit: "MiB", NoTarget: true,
-		Note: fmt.Sprintf("RSS %.1f MiB before the three downloads, peak %.1f MiB (sampled every 5 ms and VmHWM after resetting it)", mib(rssBefore), mib(rssPeak))})
+		Note: fmt.Sprintf("RSS %.1f MiB before the three downloads after the upload, peak %.1f MiB (sampled every 5 ms and VmHWM after resetting it)", mib(rssBefore), mib(rssPeak))})
 	return nil
 }
 
-// touchBlob changes path's ctime without changing its content, then waits
-// until that ctime is older than the content store's racy margin (2 s).
-func touchBlob(ctx context.Context, path string) error {
-	fi, err := os.Stat(path)
+// downloadRounds runs n rounds of one raw gRPC bulk stream of the
+// artifact's size from the bulk server at addr followed by one download of
+// ba's artifact from m, interleaved to share the machine's noise fairly,
+// and returns their throughputs in MB/s.
+func downloadRounds(ctx context.Context, addr string, m *meta, ba *bigArtifact, n int) (raw, got []float64, err error) {
+	for range n {
+		r, err := bulkBound(ctx, addr, int(ba.size>>20))
+		if err != nil {
+			return nil, nil, err
+		}
+		size, d, err := download(ctx, m.Addr, ba.buildID)
+		if err != nil {
+			return nil, nil, err
+		}
+		if size != ba.size {
+			return nil, nil, fmt.Errorf("downloaded %d bytes, want %d", size, ba.size)
+		}
+		raw, got = append(raw, r), append(got, mbps(size, d))
+	}
+	return raw, got, nil
+}
+
+// readFile reads path to the end, discarding it.
+func readFile(path string) error {
+	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("the artifact's blob file: %w", err)
 	}
-	if err := os.Chmod(path, fi.Mode().Perm()); err != nil {
-		return err
+	defer f.Close()
+	if _, err := io.CopyBuffer(io.Discard, f, make([]byte, 1<<20)); err != nil {
+		return fmt.Errorf("the artifact's blob file: %w", err)
 	}
-	select {
-	case <-time.After(2500 * time.Millisecond):
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return nil
 }
 
-// download reads build id's artifact through DownloadArtifact and returns
-// its size and the time taken.
-func download(ctx context.Context, c kilnv1.CompileServiceClient, id uint64) (int64, time.Duration, error) {
+// download reads build id's artifact through DownloadArtifact from the
+// metaserver at addr, over a connection of its own (as a startcompile
+// process does, and as bulkBound does for the bound), and returns its size
+// and the time taken from the first RPC (which connects) to the last byte.
+func download(ctx context.Context, addr string, id uint64) (int64, time.Duration, error) {
+	conn, err := dialLoopback(addr)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer conn.Close()
 	t0 := time.Now()
-	stream, err := c.DownloadArtifact(ctx, &kilnv1.DownloadArtifactRequest{What: &kilnv1.DownloadArtifactRequest_BuildId{BuildId: id}})
+	stream, err := kilnv1.NewCompileServiceClient(conn).DownloadArtifact(ctx, &kilnv1.DownloadArtifactRequest{What: &kilnv1.DownloadArtifactRequest_BuildId{BuildId: id}})
 	if err != nil {
 		return 0, 0, err
 	}
