@@ -64,8 +64,9 @@ func (c *committer) enqueue(fn func(store.Tx) error, after func(error)) {
 // so that the changes enqueued in between share one transaction (one
 // fsync) with what is already pending: e.g. a new build and its immediate
 // dispatch, or a result and the next dispatch to the same build server.
-// A transaction already running is not affected. Hold only around work
-// that takes microseconds (under the server's mutex).
+// A transaction already running is not affected. Hold only while holding
+// the server's mutex, around work that takes microseconds: a hold taken
+// while waiting for the mutex would keep the committer idle.
 func (c *committer) hold() (release func()) {
 	c.mu.Lock()
 	c.held++

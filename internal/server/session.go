@@ -431,10 +431,11 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 		r = proto.Clone(r).(*kilnv1.AttemptResult)
 		r.ArtifactData = nil // never stored with the attempt
 	}
-	// The result and the dispatch of the slot it frees share a transaction.
-	defer s.commits.hold()()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// The result and the dispatch of the slot it frees share a transaction
+	// (held under s.mu only: holds never overlap).
+	defer s.commits.hold()()
 	a := s.ownAttemptLocked(ss, r.GetAttemptId())
 	if a == nil {
 		if holder := s.heldAttemptLocked(r.GetAttemptId()); holder != "" && holder != ss.name {

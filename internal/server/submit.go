@@ -234,10 +234,11 @@ func (s *Server) joinOrQueue(r *resolved) (*kilnv1.SubmitResponse, error) {
 	done := make(chan error, 1)
 	after := func(err error) { done <- err }
 
-	// A new build is usually dispatched at once: its record, its request
-	// and its dispatch go in one transaction.
-	release := s.commits.hold()
 	s.mu.Lock()
+	// A new build is usually dispatched at once: its record, its request
+	// and its dispatch go in one transaction. (Held under s.mu only, so
+	// holds never overlap and never wait for the lock.)
+	release := s.commits.hold()
 	ab := s.findActiveLocked(r)
 	joined := ab != nil
 	if joined {
@@ -265,8 +266,8 @@ func (s *Server) joinOrQueue(r *resolved) (*kilnv1.SubmitResponse, error) {
 		s.dispatchLocked()
 	}
 	view := s.viewLocked(ab)
-	s.mu.Unlock()
 	release()
+	s.mu.Unlock()
 
 	if err := <-done; err != nil {
 		return nil, status.Errorf(codes.Unavailable, "storing request: %v", err)
