@@ -1,6 +1,8 @@
 package bolt
 
 import (
+	"fmt"
+
 	"github.com/kilnbuild/kiln/internal/store"
 )
 
@@ -17,22 +19,27 @@ func (t *tx) PutArtifact(a *store.Artifact) error {
 	if a.GetCacheKey() == "" {
 		return invalid("artifact without a cache key")
 	}
-	prev := new(store.Artifact)
-	hadPrev, err := t.get(bucketArtifacts, []byte(a.CacheKey), prev)
-	if err != nil {
-		return err
+	key := []byte(a.CacheKey)
+	var prevSource string
+	pv := t.bucket(bucketArtifacts).Get(key)
+	hadPrev := pv != nil
+	if hadPrev {
+		var err error
+		if prevSource, err = scanArtifactSourceKey(pv); err != nil {
+			return fmt.Errorf("bolt: decode %s/%x: %w", bucketArtifacts, key, err)
+		}
 	}
-	if hadPrev && prev.SourceKey != a.SourceKey {
-		if err := t.del(bucketArtifactsBySource, artifactSourceKey(prev)); err != nil {
+	if hadPrev && prevSource != a.SourceKey {
+		if err := t.del(bucketArtifactsBySource, append(strKey(prevSource), a.CacheKey...)); err != nil {
 			return err
 		}
 	}
-	if !hadPrev || prev.SourceKey != a.SourceKey {
+	if !hadPrev || prevSource != a.SourceKey {
 		if err := t.mark(bucketArtifactsBySource, artifactSourceKey(a)); err != nil {
 			return err
 		}
 	}
-	return t.put(bucketArtifacts, []byte(a.CacheKey), a)
+	return t.put(bucketArtifacts, key, a)
 }
 
 // Artifact returns the cache entry cacheKey.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/binary"
+	"fmt"
 	"slices"
 
 	"github.com/kilnbuild/kiln/internal/store"
@@ -58,7 +59,8 @@ func indexKeys(b *store.Build) buildIndexKeys {
 
 // PutBuild creates or replaces build b.Build.Id (non-zero, with a state) and
 // moves its index entries and state counts from the previous version of the
-// record, read in the same transaction.
+// record, read in the same transaction (only the fields they derive from:
+// scanBuildIndexFields).
 func (t *tx) PutBuild(b *store.Build) error {
 	if err := t.write(); err != nil {
 		return err
@@ -71,15 +73,20 @@ func (t *tx) PutBuild(b *store.Build) error {
 	if _, ok := stateByte(state); !ok {
 		return invalid("build %d has state %v", id, state)
 	}
-	prev := new(store.Build)
-	hadPrev, err := t.get(bucketBuilds, u64(id), prev)
-	if err != nil {
-		return err
+	key := u64(id)
+	var prev buildIndexFields
+	pv := t.bucket(bucketBuilds).Get(key)
+	hadPrev := pv != nil
+	if hadPrev {
+		var err error
+		if prev, err = scanBuildIndexFields(pv); err != nil {
+			return fmt.Errorf("bolt: decode %s/%x: %w", bucketBuilds, key, err)
+		}
 	}
 	next := indexKeys(b)
 	var old buildIndexKeys
 	if hadPrev {
-		old = indexKeys(prev)
+		old = prev.keys(id)
 	}
 	for _, ix := range []struct {
 		bucket    []byte
@@ -103,7 +110,7 @@ func (t *tx) PutBuild(b *store.Build) error {
 			}
 		}
 	}
-	prevState := prev.GetBuild().GetState()
+	prevState := prev.state
 	if !hadPrev || prevState != state {
 		if hadPrev {
 			if err := t.add(bucketBuildCounts, []byte{byte(prevState)}, -1); err != nil {
@@ -114,7 +121,7 @@ func (t *tx) PutBuild(b *store.Build) error {
 			return err
 		}
 	}
-	return t.put(bucketBuilds, u64(id), b)
+	return t.put(bucketBuilds, key, b)
 }
 
 // BuildsByState calls fn for each build in state in ascending id order. fn

@@ -1,6 +1,8 @@
 package bolt
 
 import (
+	"fmt"
+
 	"github.com/kilnbuild/kiln/internal/store"
 )
 
@@ -13,22 +15,27 @@ func (t *tx) PutRequest(r *store.Request) error {
 	if r.GetId() == 0 {
 		return invalid("request without an id")
 	}
-	prev := new(store.Request)
-	hadPrev, err := t.get(bucketRequests, u64(r.Id), prev)
-	if err != nil {
-		return err
+	key := u64(r.Id)
+	var prevBuild uint64
+	pv := t.bucket(bucketRequests).Get(key)
+	hadPrev := pv != nil
+	if hadPrev {
+		var err error
+		if prevBuild, err = scanRequestBuildID(pv); err != nil {
+			return fmt.Errorf("bolt: decode %s/%x: %w", bucketRequests, key, err)
+		}
 	}
-	if hadPrev && prev.BuildId != r.BuildId {
-		if err := t.del(bucketRequestsByBuild, idIDKey(prev.BuildId, r.Id)); err != nil {
+	if hadPrev && prevBuild != r.BuildId {
+		if err := t.del(bucketRequestsByBuild, idIDKey(prevBuild, r.Id)); err != nil {
 			return err
 		}
 	}
-	if !hadPrev || prev.BuildId != r.BuildId {
+	if !hadPrev || prevBuild != r.BuildId {
 		if err := t.mark(bucketRequestsByBuild, idIDKey(r.BuildId, r.Id)); err != nil {
 			return err
 		}
 	}
-	return t.put(bucketRequests, u64(r.Id), r)
+	return t.put(bucketRequests, key, r)
 }
 
 // Request returns request id.

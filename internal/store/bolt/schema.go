@@ -21,15 +21,15 @@ const SchemaVersion = 2
 
 // Bucket names. See the bucket tree in db.go.
 var (
-	bucketMeta                 = []byte("meta")
-	bucketSeq                  = []byte("seq")
-	bucketProjects             = []byte("projects")
-	bucketBuildServers         = []byte("build_servers")
-	bucketBuildServersByToken  = []byte("build_servers_by_token")
-	bucketBuilds               = []byte("builds")
-	bucketBuildsByState        = []byte("builds_by_state")
-	bucketBuildsByProject      = []byte("builds_by_project")
-	bucketBuildsByArch         = []byte("builds_by_arch")
+	bucketMeta                = []byte("meta")
+	bucketSeq                 = []byte("seq")
+	bucketProjects            = []byte("projects")
+	bucketBuildServers        = []byte("build_servers")
+	bucketBuildServersByToken = []byte("build_servers_by_token")
+	bucketBuilds              = []byte("builds")
+	bucketBuildsByState       = []byte("builds_by_state")
+	bucketBuildsByProject     = []byte("builds_by_project")
+	bucketBuildsByArch        = []byte("builds_by_arch")
 	// bucketBuildsActiveBySource existed in version 1 only.
 	bucketBuildsActiveBySource = []byte("builds_active_by_source")
 	bucketBuildCounts          = []byte("build_counts")
