@@ -452,6 +452,8 @@ func TestWebMetaserverMetricsMoveAsBuildsRun(t *testing.T) {
 		webWant{"kiln_oldest_queued_seconds", nil, webEq(0)},
 		webWant{"kiln_queue_wait_seconds", nil, webEq(1)},       // observations
 		webWant{"kiln_dispatch_latency_seconds", nil, webEq(1)}, // observations
+		webWant{"kiln_store_commit_seconds", nil, webAbove(0)},  // transactions
+		webWant{"kiln_store_changes_total", nil, webAbove(2)},   // at least the submit, dispatch and result
 		webWant{"kiln_artifact_upload_bytes_total", nil, webEq(size)},
 		webWant{"kiln_artifact_download_bytes_total", nil, webEq(size)},
 		webWant{"kiln_builds", []string{"state", "queued"}, webEq(0)},

@@ -19,10 +19,15 @@ func realFarm(ctx context.Context, e *env, n, jobs int, debugLog bool) (*meta, *
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	m, err := startMetaserver(ctx, e.bins, e.dir)
+	metricsAddr, err := freeAddr()
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	m, err := startMetaserver(ctx, e.bins, e.dir, "--metrics-listen", metricsAddr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	m.MetricsAddr = metricsAddr
 	if err := m.addProject(ctx, projectName, src); err != nil {
 		return m, nil, nil, err
 	}
@@ -114,6 +119,7 @@ func runNoop(ctx context.Context, e *env) error {
 	prof.cpu(ctx, "buildserver", bss[0].PprofAddr, e.bins.Buildserver, est)
 	firstMeasured := uint64(0)
 	e.rep.logf("measuring %d sequential no-op builds", e.cfg.N)
+	met0, _ := scrape(ctx, m.MetricsAddr)
 	for range e.cfg.N {
 		tb, err := oneBuild(ctx, m.Compile, reqs.next())
 		if err != nil {
@@ -150,8 +156,14 @@ func runNoop(ctx context.Context, e *env) error {
 			upload.add(tb.final.Sub(t))
 		}
 	}
+	met1, _ := scrape(ctx, m.MetricsAddr)
 	prof.wait()
 	timings, stepsP50 := workerTimings(bss[0].LogPath, firstMeasured)
+	if mean, ok := histogramMean(met0, met1, "kiln_store_commit_seconds"); ok {
+		n := met1["kiln_store_commit_seconds_count"] - met0["kiln_store_commit_seconds_count"]
+		timings += fmt.Sprintf("metaserver store: %.1f transactions per build (%.1f changes), %.2f ms each (mean)\n",
+			n/float64(e.cfg.N), (met1["kiln_store_changes_total"]-met0["kiln_store_changes_total"])/float64(e.cfg.N), mean)
+	}
 	note := fmt.Sprintf("metaserver timestamps (p50): Submit RPC %.2f ms; created→dispatched %.2f ms; dispatched→finished %.2f ms; finished→client saw it %.2f ms\n"+
 		"phases as the client saw them through WatchBuild (p50; a fast build's phases can be coalesced): submit→FETCHING %.2f ms, FETCHING→BUILDING %.2f ms, BUILDING→PACKING %.2f ms, PACKING→UPLOADING %.2f ms, UPLOADING→final %.2f ms\n"+
 		"%sall: %s",

@@ -114,6 +114,7 @@ func runRest(ctx context.Context, e *env) error {
 			return err
 		}
 	}
+	(&profiler{e: e}).snapshot(ctx, "metaserver", m.PprofAddr, e.bins.Metaserver)
 	heap := "metrics unavailable"
 	if met, err := scrape(ctx, m.MetricsAddr); err == nil {
 		heap = fmt.Sprintf("heap in use %.1f MiB, released to the OS %.1f MiB, next GC at %.1f MiB (GOGC %.0f)",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/kilnbuild/kiln/internal/store"
 )
@@ -36,6 +37,9 @@ type committer struct {
 	failed error
 	wake   chan struct{}
 	done   chan struct{}
+	// observe, when set before run, is told each transaction's number of
+	// changes and duration (for metrics).
+	observe func(changes int, d time.Duration)
 }
 
 // change is one state change: fn writes it, after runs once it is committed.
@@ -132,6 +136,7 @@ func (c *committer) flush(final bool) {
 			}
 			continue
 		}
+		start := time.Now()
 		err := c.st.Update(func(tx store.Tx) error {
 			for _, ch := range batch {
 				if err := ch.fn(tx); err != nil {
@@ -140,6 +145,9 @@ func (c *committer) flush(final bool) {
 			}
 			return nil
 		})
+		if c.observe != nil {
+			c.observe(len(batch), time.Since(start))
+		}
 		if err != nil {
 			c.log.Error("commit failed; stopping so a restart reloads the store", "changes", len(batch), "err", err)
 			c.mu.Lock()

@@ -24,6 +24,8 @@ type metrics struct {
 	cacheHits     prometheus.Counter
 	cacheMisses   prometheus.Counter
 	uploadBytes   prometheus.Counter
+	commitSeconds prometheus.Histogram
+	commitChanges prometheus.Counter
 	downloadBytes prometheus.Counter
 	targets       *prometheus.GaugeVec
 	evicted       prometheus.Counter
@@ -45,6 +47,11 @@ func newMetrics() *metrics {
 			Name: "kiln_queue_wait_seconds", Help: "Time from a build's creation (or requeue) to its dispatch.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 12),
 		}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "kiln_store_commit_seconds", Help: "Duration of each store transaction of the committer (one group commit, fsynced).",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
+		}),
+		commitChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_store_changes_total", Help: "State changes written by the committer (many share one transaction)."}),
 		dispatchDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "kiln_dispatch_latency_seconds", Help: "Time from the dispatch decision to the assignment being sent (includes the commit).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
@@ -58,7 +65,7 @@ func newMetrics() *metrics {
 			Name: "kiln_connected_targets", Help: "Connected build targets by platform.",
 		}, []string{"os", "arch", "endian", "data_model", "libc"}),
 	}
-	m.reg.MustRegister(m.submitted, m.finished, m.attempts, m.queueWait, m.dispatchDelay,
+	m.reg.MustRegister(m.submitted, m.finished, m.attempts, m.queueWait, m.dispatchDelay, m.commitSeconds, m.commitChanges,
 		m.cacheHits, m.cacheMisses, m.uploadBytes, m.downloadBytes, m.targets, m.evicted,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

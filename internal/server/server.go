@@ -222,6 +222,10 @@ func Open(cfg Config, st store.Store) (*Server, error) {
 		closing:     make(chan struct{}),
 	}
 	s.commits = newCommitter(st, s.log, s.fail)
+	s.commits.observe = func(changes int, d time.Duration) {
+		s.metrics.commitChanges.Add(float64(changes))
+		s.metrics.commitSeconds.Observe(d.Seconds())
+	}
 	if err := s.restore(); err != nil {
 		return nil, err
 	}
