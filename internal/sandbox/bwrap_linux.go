@@ -114,6 +114,11 @@ func (b Bwrap) Run(ctx context.Context, s Step) error {
 	defer reportR.Close()
 	// statusW becomes fd 3 of bwrap (ExtraFiles[0]), reportW fd 4
 	// (reportFD), which bwrap passes on to the checking shell.
+	// A network namespace made ahead of time saves bwrap making one.
+	netns := takeNetns()
+	if netns != nil {
+		args = append(args, "--share-net")
+	}
 	argv := append(append(append([]string{path}, args...), "--json-status-fd", "3", "--"), cmdArgv...)
 	status := readBwrapStatus(statusR)
 
@@ -121,6 +126,7 @@ func (b Bwrap) Run(ctx context.Context, s Step) error {
 		argv:       argv,
 		env:        []string{},
 		extraFiles: []*os.File{statusW, reportW},
+		netns:      netns,
 		grace:      graceOr(b.Grace),
 		// --unshare-pid: see launch.pidNamespace.
 		pidNamespace: true,

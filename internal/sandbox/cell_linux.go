@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -34,8 +36,17 @@ import (
 // maxLeftover of them is not reused.
 type cell struct {
 	dir  string
-	reqs chan *exec.Cmd
+	reqs chan startReq
 	errs chan error
+	// broken: the thread could not return to the host's network namespace
+	// and has ended; the cell is never reused.
+	broken atomic.Bool
+}
+
+// startReq asks a cell's thread to start cmd, inside netns when not nil.
+type startReq struct {
+	cmd   *exec.Cmd
+	netns *os.File
 }
 
 // maxIdleCells bounds the cells kept for reuse; more are destroyed when
@@ -66,7 +77,7 @@ func newCell(parent string) (*cell, error) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create pids cgroup: %w", err)
 	}
-	c := &cell{dir: dir, reqs: make(chan *exec.Cmd), errs: make(chan error)}
+	c := &cell{dir: dir, reqs: make(chan startReq), errs: make(chan error)}
 	ready := make(chan error)
 	go c.run(ready)
 	if err := <-ready; err != nil {
@@ -98,8 +109,14 @@ func (c *cell) run(ready chan<- error) {
 		return
 	}
 	ready <- nil
-	for cmd := range c.reqs {
-		c.errs <- cmd.Start()
+	for req := range c.reqs {
+		err := startInNetns(req.netns, req.cmd.Start)
+		c.errs <- err
+		if errors.Is(err, errNetnsRestore) {
+			// Stuck in the step's network namespace: start nothing
+			// more; the next start finds the cell gone (see start).
+			break
+		}
 	}
 	// Out of the cgroup before the thread ends, so it can be removed at
 	// once: a thread the runtime cannot end (the main thread) is parked
@@ -125,10 +142,17 @@ func (c *cell) setMax(processes uint64) error {
 	return nil
 }
 
-// start starts cmd from the cell's thread.
-func (c *cell) start(cmd *exec.Cmd) error {
-	c.reqs <- cmd
-	return <-c.errs
+// start starts cmd from the cell's thread, inside netns when not nil.
+func (c *cell) start(cmd *exec.Cmd, netns *os.File) error {
+	c.reqs <- startReq{cmd: cmd, netns: netns}
+	err := <-c.errs
+	if errors.Is(err, errNetnsRestore) {
+		c.broken.Store(true)
+		if cmd.Process != nil {
+			err = nil // the step runs; the cell is not reused
+		}
+	}
+	return err
 }
 
 // maxLeftover bounds the killed but unreaped processes a cell may hold
@@ -141,6 +165,11 @@ const maxLeftover = 4
 // are idle or when killed processes are still charged to it (not yet
 // reaped by the host's init: they would count against the next step).
 func (c *cell) put() {
+	if c.broken.Load() {
+		// Its thread has ended (see run); only the cgroup is left.
+		go (&stepCgroup{dir: c.dir, fd: -1}).destroy()
+		return
+	}
 	if n, err := c.charged(); err != nil || n > 1+maxLeftover {
 		go c.destroy()
 		return

@@ -20,7 +20,10 @@ type launch struct {
 	env        []string   // environment of argv[0]; never nil
 	dir        string     // working directory of argv[0]; "" = inherit
 	extraFiles []*os.File // closed by execute once the child has them
-	grace      time.Duration
+	// netns, when not nil, is the network namespace the child starts in
+	// (see takeNetns); execute closes it when it returns.
+	netns *os.File
+	grace time.Duration
 	// pidNamespace: every process of the step lives in a PID namespace
 	// whose end kills them all (Bwrap), so a pids cgroup is needed only to
 	// enforce Limits.Processes; without one (Unsandboxed) the cgroup also
@@ -47,6 +50,9 @@ type launch struct {
 
 // execute runs l for s as described on Runner.Run.
 func execute(ctx context.Context, s Step, l launch) error {
+	if l.netns != nil {
+		defer l.netns.Close()
+	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("step %q not started: %w", s.Name, err)
 	}
@@ -87,7 +93,7 @@ func execute(ctx context.Context, s Step, l launch) error {
 		ExtraFiles:  l.extraFiles,
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 	}
-	release, err := startLowPriority(cmd, cg)
+	release, err := startLowPriority(cmd, cg, l.netns)
 	pw.Close()
 	closeFiles(l.extraFiles) // the child has its copies
 	if err != nil {

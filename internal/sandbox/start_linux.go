@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"runtime"
 
@@ -31,10 +32,13 @@ const (
 // the child is reaped) and then exits without unlocking, which makes the Go
 // runtime discard the lowered thread instead of reusing it. release must be
 // called exactly once when err is nil.
-func startLowPriority(cmd *exec.Cmd, cg *stepCgroup) (release func(), err error) {
+//
+// When netns is not nil the child starts inside that network namespace (see
+// takeNetns): the forking thread enters it for the fork only.
+func startLowPriority(cmd *exec.Cmd, cg *stepCgroup, netns *os.File) (release func(), err error) {
 	if cg != nil && cg.cell != nil {
 		// The cell's thread is lowered, in the cgroup, and outlives the child.
-		if err := cg.cell.start(cmd); err != nil {
+		if err := cg.cell.start(cmd, netns); err != nil {
 			return nil, err
 		}
 		return func() {}, nil
@@ -59,7 +63,9 @@ func startLowPriority(cmd *exec.Cmd, cg *stepCgroup) (release func(), err error)
 				return
 			}
 		}
-		err := cmd.Start()
+		// The thread is discarded afterwards, so a failed return to the
+		// host's namespace harms nothing.
+		err := startInNetns(netns, cmd.Start)
 		if cg != nil {
 			cg.started()
 		}
