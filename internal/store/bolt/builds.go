@@ -110,16 +110,11 @@ func (t *tx) PutBuild(b *store.Build) error {
 			}
 		}
 	}
-	prevState := prev.state
-	if !hadPrev || prevState != state {
+	if !hadPrev || prev.state != state {
 		if hadPrev {
-			if err := t.add(bucketBuildCounts, []byte{byte(prevState)}, -1); err != nil {
-				return err
-			}
+			t.countBuild(byte(prev.state), -1)
 		}
-		if err := t.add(bucketBuildCounts, []byte{byte(state)}, 1); err != nil {
-			return err
-		}
+		t.countBuild(byte(state), 1)
 	}
 	return t.put(bucketBuilds, key, b)
 }
@@ -239,7 +234,8 @@ func (t *tx) ListBuilds(f store.BuildFilter, beforeID uint64, limit int) ([]*sto
 func matches(f store.BuildFilter, b *store.Build) bool { return f.Matches(b) }
 
 // CountBuildsByState returns the number of builds in each state, from
-// counters PutBuild keeps; states without builds are absent from the map.
+// counters PutBuild keeps (with this transaction's own changes, written when
+// its closure returns); states without builds are absent from the map.
 func (t *tx) CountBuildsByState() (map[kilnv1.BuildState]uint64, error) {
 	if err := t.read(); err != nil {
 		return nil, err
@@ -251,5 +247,13 @@ func (t *tx) CountBuildsByState() (map[kilnv1.BuildState]uint64, error) {
 		}
 		return nil
 	})
+	for sb, d := range t.counts { // this transaction's own PutBuilds
+		st := kilnv1.BuildState(sb)
+		if n := int64(out[st]) + d; n > 0 {
+			out[st] = uint64(n)
+		} else {
+			delete(out, st)
+		}
+	}
 	return out, err
 }

@@ -164,9 +164,13 @@ func (db *DB) Close() error {
 	return nil
 }
 
-// run hands fn a Tx that refuses use once fn has returned.
+// run hands fn a Tx that refuses use once fn has returned, and writes what
+// fn left pending in it (build counts) when fn succeeded.
 func run(btx *bbolt.Tx, fn func(store.Tx) error) error {
 	t := &tx{btx: btx}
 	defer func() { t.done = true }()
-	return fn(t)
+	if err := fn(t); err != nil {
+		return err
+	}
+	return t.flushCounts()
 }

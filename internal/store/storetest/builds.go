@@ -216,4 +216,32 @@ var buildCases = []testCase{
 			})
 		}
 	}},
+	{"the counts read in the transaction that changed them include the change, and a failed one changes none", func(t *testing.T, h *harness) {
+		type counts = map[kilnv1.BuildState]uint64
+		h.update(func(tx store.Tx) error {
+			for id := uint64(1); id <= 3; id++ {
+				must(t, tx.PutBuild(newBuild(buildSpec{id: id, state: queued})))
+			}
+			wantCounts(t, tx, counts{queued: 3})
+			must(t, tx.PutBuild(newBuild(buildSpec{id: 1, state: running})))
+			must(t, tx.PutBuild(newBuild(buildSpec{id: 2, state: succeeded})))
+			wantCounts(t, tx, counts{queued: 1, running: 1, succeeded: 1})
+			return nil
+		})
+		h.view(func(tx store.Tx) error {
+			wantCounts(t, tx, counts{queued: 1, running: 1, succeeded: 1})
+			return nil
+		})
+		failed := errors.New("changed my mind")
+		err := h.s.Update(func(tx store.Tx) error {
+			must(t, tx.PutBuild(newBuild(buildSpec{id: 3, state: cancelled})))
+			must(t, tx.PutBuild(newBuild(buildSpec{id: 4, state: queued})))
+			return failed
+		})
+		wantErr(t, "failed Update", err, failed)
+		h.view(func(tx store.Tx) error {
+			wantCounts(t, tx, counts{queued: 1, running: 1, succeeded: 1})
+			return nil
+		})
+	}},
 }
