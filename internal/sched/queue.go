@@ -24,8 +24,16 @@ func (q *queue) insert(b *Build) {
 	q.builds[i] = b
 }
 
+// remove takes b out of the queue. The oldest build, the one dispatch
+// takes, goes in O(1): the slice is cut at its front, so that a deep queue
+// does not cost a copy of itself per dispatch.
 func (q *queue) remove(b *Build) {
 	i := q.search(b.ID)
+	if i == 0 && len(q.builds) > 0 && q.builds[0] == b {
+		q.builds[0] = nil
+		q.builds = q.builds[1:]
+		return
+	}
 	if i < len(q.builds) && q.builds[i] == b {
 		copy(q.builds[i:], q.builds[i+1:])
 		q.builds[len(q.builds)-1] = nil
@@ -42,7 +50,12 @@ func (q *queue) first() *Build {
 	return q.builds[0]
 }
 
-// snapshot returns the queued builds in order; the slice is the caller's.
-func (q *queue) snapshot() []*Build {
-	return append([]*Build(nil), q.builds...)
+// after returns the queued build with the smallest id greater than id, or
+// nil: a cursor that stays valid while builds are removed or inserted.
+func (q *queue) after(id uint64) *Build {
+	i := sort.Search(len(q.builds), func(i int) bool { return q.builds[i].ID > id })
+	if i == len(q.builds) {
+		return nil
+	}
+	return q.builds[i]
 }

@@ -276,7 +276,9 @@ func (s *Scheduler) Dispatch(now time.Time, start func(b *Build, t *Target) bool
 	if s.classes.freeServers == 0 || s.queue.len() == 0 {
 		return
 	}
-	for _, b := range s.queue.snapshot() {
+	// A cursor by id, not a copy of the queue: start removes builds, and
+	// a deep queue would otherwise be copied on every dispatch.
+	for b := s.queue.after(0); b != nil; b = s.queue.after(b.ID) {
 		if s.classes.freeServers == 0 {
 			return
 		}
