@@ -144,3 +144,13 @@ func (f *simFarm) close() {
 		s.close()
 	}
 }
+
+// setDraining sets every server's draining flag (see simServer.setDraining).
+func (f *simFarm) setDraining(v bool) error {
+	for _, s := range f.servers {
+		if err := s.setDraining(v); err != nil {
+			return fmt.Errorf("%s: heartbeat: %w", s.name, err)
+		}
+	}
+	return nil
+}

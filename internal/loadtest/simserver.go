@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -37,6 +38,10 @@ type simServer struct {
 	stream kilnv1.WorkerService_SessionClient
 	// inlineMax is Welcome.max_inline_artifact_bytes.
 	inlineMax uint64
+	// draining is sent with every heartbeat (see setDraining); hbMu
+	// orders reading it with sending, so the last flag set is the last sent.
+	draining atomic.Bool
+	hbMu     sync.Mutex
 
 	sendMu  sync.Mutex
 	mu      sync.Mutex
@@ -162,16 +167,33 @@ func (s *simServer) heartbeatLoop(ctx context.Context, every time.Duration) {
 			return
 		case <-t.C:
 		}
-		s.mu.Lock()
-		ids := make([]uint64, 0, len(s.running))
-		for id := range s.running {
-			ids = append(ids, id)
-		}
-		s.mu.Unlock()
-		if err := s.send(&kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Heartbeat{Heartbeat: &kilnv1.Heartbeat{RunningAttemptIds: ids}}}); err != nil {
+		if err := s.heartbeat(); err != nil {
 			return
 		}
 	}
+}
+
+// heartbeat sends a Heartbeat with the running attempts and the draining flag.
+func (s *simServer) heartbeat() error {
+	s.hbMu.Lock()
+	defer s.hbMu.Unlock()
+	s.mu.Lock()
+	ids := make([]uint64, 0, len(s.running))
+	for id := range s.running {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	return s.send(&kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Heartbeat{Heartbeat: &kilnv1.Heartbeat{
+		RunningAttemptIds: ids, Draining: s.draining.Load()}}})
+}
+
+// setDraining tells the metaserver at once whether the server takes new
+// work, as a real build server does when it drains (and when it stops).
+func (s *simServer) setDraining(v bool) error {
+	s.hbMu.Lock()
+	s.draining.Store(v)
+	s.hbMu.Unlock()
+	return s.heartbeat()
 }
 
 // succeed reports SUCCEEDED with a tiny artifact unique to the build: sent
