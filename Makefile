@@ -21,11 +21,13 @@ setup:
 demo: setup build
 	bash scripts/demo.sh
 
-# The full suite: protocol check, vet, every test (unit and end-to-end with the
-# real programs), then a short run of each fuzzer.
+# The full suite: protocol check, vet, the unit tests under the race
+# detector, the end-to-end tests with the real programs, then a short run of
+# each fuzzer.
 test: setup proto-check
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -race -timeout 20m $$($(GO) list ./... | grep -v /internal/e2e)
+	$(GO) test -count=1 -timeout 20m ./internal/e2e/
 	bash scripts/fuzz.sh 30000x
 
 proto-check:
