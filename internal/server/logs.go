@@ -23,7 +23,17 @@ type logFiles struct {
 
 	mu    sync.Mutex
 	sizes map[logKey]int64
+	// files holds the open log files of attempts being written (at most
+	// maxOpenLogs): a build's log comes in several chunks, and opening the
+	// file anew for each costs the file system a lookup, or a create, per
+	// chunk (slow while the store's commits fsync the same file system).
+	// forget closes it.
+	files map[logKey]*os.File
 }
+
+// maxOpenLogs bounds the log files kept open; beyond it a chunk's file is
+// opened and closed around its write.
+const maxOpenLogs = 256
 
 // logKey names one attempt's log.
 type logKey struct {
@@ -35,7 +45,7 @@ func openLogFiles(dir string, max int64) (*logFiles, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating log directory: %w", err)
 	}
-	return &logFiles{dir: dir, max: max, sizes: map[logKey]int64{}}, nil
+	return &logFiles{dir: dir, max: max, sizes: map[logKey]int64{}, files: map[logKey]*os.File{}}, nil
 }
 
 func (l *logFiles) path(buildID uint64, attempt int) string {
@@ -73,12 +83,21 @@ func (l *logFiles) append(buildID uint64, attempt int, offset uint64, data []byt
 	if room := l.max - size; int64(len(data)) > room {
 		data = append(data[:room:room], truncatedNote...)
 	}
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return size, err
+	f := l.files[k]
+	if f == nil {
+		var err error
+		if f, err = os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
+			return size, err
+		}
+		// Kept open only for an attempt whose size is known here (running:
+		// forget closes it), never for a chunk racing its attempt's end.
+		if ok && len(l.files) < maxOpenLogs {
+			l.files[k] = f
+		} else {
+			defer f.Close()
+		}
 	}
 	n, err := f.Write(data)
-	f.Close()
 	size += int64(n)
 	l.sizes[k] = size
 	return size, err
@@ -130,9 +149,15 @@ func (l *logFiles) size(buildID uint64, attempt int) int64 {
 // log's size.
 func (l *logFiles) forget(buildID uint64, attempt int) int64 {
 	size := l.size(buildID, attempt)
+	k := logKey{buildID, attempt}
 	l.mu.Lock()
-	delete(l.sizes, logKey{buildID, attempt})
+	delete(l.sizes, k)
+	f := l.files[k]
+	delete(l.files, k)
 	l.mu.Unlock()
+	if f != nil {
+		f.Close()
+	}
 	return size
 }
 

@@ -55,3 +55,45 @@ func TestALogWrittenByAnEarlierProcessIsMeasuredFromItsFile(t *testing.T) {
 		t.Fatalf("append after a restart = %d, %v; want 21, nil", size, err)
 	}
 }
+
+func TestARunningAttemptsLogFileStaysOpenUntilForgottenAndALateChunkLeavesNothingOpen(t *testing.T) {
+	l, err := openLogFiles(t.TempDir(), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.files)
+	}
+	l.started(7, 1)
+	var off uint64
+	for _, chunk := range []string{"one ", "two ", "three"} {
+		if _, err := l.append(7, 1, off, []byte(chunk)); err != nil {
+			t.Fatal(err)
+		}
+		off += uint64(len(chunk))
+	}
+	if n := open(); n != 1 {
+		t.Fatalf("%d log files open while the attempt runs; want its one", n)
+	}
+	if got := l.forget(7, 1); got != int64(len("one two three")) {
+		t.Fatalf("forget returned size %d; want %d", got, len("one two three"))
+	}
+	if n := open(); n != 0 {
+		t.Fatalf("%d log files open after the attempt ended; want none", n)
+	}
+	data, err := os.ReadFile(l.path(7, 1))
+	if err != nil || string(data) != "one two three" {
+		t.Fatalf("log file %q, %v; want the three chunks", data, err)
+	}
+
+	// A chunk that raced its attempt's end is still stored, and its file
+	// is not kept open (nothing would close it).
+	if _, err := l.append(7, 1, uint64(len(data)), []byte(" late")); err != nil {
+		t.Fatal(err)
+	}
+	if n := open(); n != 0 {
+		t.Fatalf("%d log files open after a late chunk; want none", n)
+	}
+}
