@@ -99,6 +99,26 @@ func (s *Server) dispatchLocked() {
 	})
 }
 
+// keepLogLocked ends an attempt's log (see logFiles.forget) and returns its
+// size. A log held in memory is written to the store by a change enqueued
+// now, so it commits with or before the attempt's end, which is enqueued
+// after it.
+func (s *Server) keepLogLocked(buildID uint64, n int) int64 {
+	size, inline := s.logs.forget(buildID, n)
+	switch {
+	case inline == nil:
+	case len(inline) == 0:
+		s.logs.stored(buildID, n) // nothing to keep
+	default:
+		s.commits.enqueue(func(tx store.Tx) error { return tx.PutLog(buildID, n, inline) }, func(err error) {
+			if err == nil {
+				s.logs.stored(buildID, n)
+			}
+		})
+	}
+	return size
+}
+
 // kickDispatch runs a dispatch round from outside the lock (timers).
 func (s *Server) kickDispatch() {
 	s.mu.Lock()
@@ -112,6 +132,7 @@ func (s *Server) endAttemptLocked(a *sched.Attempt, r *kilnv1.AttemptResult, aft
 	ab := s.active[a.Build.ID]
 	s.sched.Finish(a)
 	if ab == nil {
+		s.keepLogLocked(a.Build.ID, attemptNumber(a.ID))
 		if after != nil {
 			after(nil)
 		}
@@ -124,7 +145,7 @@ func (s *Server) endAttemptLocked(a *sched.Attempt, r *kilnv1.AttemptResult, aft
 	att.FinishedAt = timestamppb.New(now)
 	att.Reason = r.GetReason()
 	att.Phase = kilnv1.Phase_PHASE_UNSPECIFIED
-	build.LogSize = uint64(s.logs.forget(a.Build.ID, attemptNumber(a.ID)))
+	build.LogSize = uint64(s.keepLogLocked(a.Build.ID, attemptNumber(a.ID)))
 	s.metrics.attempts.WithLabelValues(outcomeName(r.GetOutcome())).Inc()
 	serverName := a.Server.Name
 
@@ -228,7 +249,7 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 			if sa := s.sched.Attempt(last.GetId()); sa != nil {
 				s.sched.Finish(sa)
 			}
-			s.logs.forget(build.GetId(), attemptNumber(last.GetId()))
+			s.keepLogLocked(build.GetId(), attemptNumber(last.GetId()))
 			last.Outcome = kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_CANCELLED
 			last.FinishedAt = timestamppb.New(s.now())
 			last.Reason = failure

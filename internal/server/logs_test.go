@@ -1,49 +1,172 @@
 package server
 
 import (
+	"bytes"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/kilnbuild/kiln/internal/store"
+	"github.com/kilnbuild/kiln/internal/store/bolt"
 )
 
-func TestAStartedAttemptsLogIsEmptyAndGrowsWithAppendsWithoutTouchingTheDisk(t *testing.T) {
-	l, err := openLogFiles(t.TempDir(), 1<<20)
+// testLogs opens logFiles in a temporary directory with a real store.
+func testLogs(t *testing.T, max int64) (*logFiles, store.Store) {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := bolt.Open(filepath.Join(dir, "kiln.db"), bolt.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { st.Close() })
+	l, err := openLogFiles(filepath.Join(dir, "logs"), max, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, st
+}
+
+// appendAll appends chunks in order from offset 0, failing the test on error.
+func appendAll(t *testing.T, l *logFiles, build uint64, attempt int, chunks ...string) {
+	t.Helper()
+	var off uint64
+	for _, c := range chunks {
+		if _, err := l.append(build, attempt, off, []byte(c)); err != nil {
+			t.Fatal(err)
+		}
+		off += uint64(len(c))
+	}
+}
+
+// readAll reads the whole log through read, in pieces of at most 7 bytes.
+func readAll(t *testing.T, l *logFiles, build uint64, attempt int) string {
+	t.Helper()
+	var out []byte
+	for range 100000 {
+		data, err := l.read(build, attempt, uint64(len(out)), 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(data) == 0 {
+			return string(out)
+		}
+		out = append(out, data...)
+	}
+	t.Fatal("the log never ended")
+	return ""
+}
+
+func openFiles(l *logFiles) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.files)
+}
+
+func TestASmallLogIsHeldInMemoryWhileItsAttemptRunsAndReadFromTheStoreOnceKept(t *testing.T) {
+	l, st := testLogs(t, 1<<20)
 	l.started(7, 1)
 	if got := l.size(7, 1); got != 0 {
 		t.Fatalf("size of a started attempt = %d, want 0", got)
 	}
+	appendAll(t, l, 7, 1, "hello ", "world")
+	// A resent chunk is skipped, a gap refused.
+	if size, err := l.append(7, 1, 0, []byte("hello ")); err != nil || size != 11 {
+		t.Fatalf("resending the first chunk: size %d, %v; want 11, nil", size, err)
+	}
+	if _, err := l.append(7, 1, 20, []byte("x")); err == nil {
+		t.Fatal("a chunk leaving a gap was accepted")
+	}
 	if _, err := os.Stat(l.path(7, 1)); !os.IsNotExist(err) {
-		t.Fatalf("starting an attempt created its log file (stat: %v)", err)
+		t.Fatalf("a small log reached a file (stat: %v)", err)
 	}
-	if _, err := l.append(7, 1, 0, []byte("hello ")); err != nil {
+	if got := readAll(t, l, 7, 1); got != "hello world" {
+		t.Fatalf("running log reads %q", got)
+	}
+
+	size, inline := l.forget(7, 1)
+	if size != 11 || string(inline) != "hello world" {
+		t.Fatalf("forget = %d, %q; want 11 and the log's bytes", size, inline)
+	}
+	// Until the store holds it, reads and the size still find it.
+	if got := readAll(t, l, 7, 1); got != "hello world" {
+		t.Fatalf("ending log reads %q", got)
+	}
+	if got := l.tail(7, 1, 5); got != "world" {
+		t.Fatalf("tail = %q, want %q", got, "world")
+	}
+	if err := st.Update(func(tx store.Tx) error { return tx.PutLog(7, 1, inline) }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.append(7, 1, 6, []byte("world")); err != nil {
+	l.stored(7, 1)
+	if got := readAll(t, l, 7, 1); got != "hello world" {
+		t.Fatalf("kept log reads %q from the store", got)
+	}
+	// A chunk that raced the attempt's end does not shadow the kept log.
+	if _, err := l.append(7, 1, 0, []byte("late")); err != nil {
 		t.Fatal(err)
 	}
-	if got := l.size(7, 1); got != 11 {
-		t.Fatalf("size after appends = %d, want 11", got)
+	if got := readAll(t, l, 7, 1); got != "hello world" {
+		t.Fatalf("after a late chunk the log reads %q", got)
 	}
-	if got := l.forget(7, 1); got != 11 {
-		t.Fatalf("forget returned %d, want the final size 11", got)
+	if n := openFiles(l); n != 0 {
+		t.Fatalf("%d log files open after a late chunk; want none", n)
 	}
-	if got := l.size(7, 1); got != 11 {
-		t.Fatalf("size of a forgotten attempt, read from its file = %d, want 11", got)
+}
+
+func TestALogThatOutgrowsMemoryMovesToItsFileWholeAndInOrder(t *testing.T) {
+	l, _ := testLogs(t, 1<<20)
+	l.started(9, 2)
+	first := strings.Repeat("a", inlineLogMax-10)
+	second := strings.Repeat("b", 100)
+	third := "end\n"
+	appendAll(t, l, 9, 2, first, second, third)
+	want := first + second + third
+	data, err := os.ReadFile(l.path(9, 2))
+	if err != nil || string(data) != want {
+		t.Fatalf("log file: %d bytes, %v; want the %d bytes in order", len(data), err, len(want))
+	}
+	if n := openFiles(l); n != 1 {
+		t.Fatalf("%d log files open while the attempt runs; want its one", n)
+	}
+	if got := l.size(9, 2); got != int64(len(want)) {
+		t.Fatalf("size = %d, want %d", got, len(want))
+	}
+	size, inline := l.forget(9, 2)
+	if size != int64(len(want)) || inline != nil {
+		t.Fatalf("forget = %d, %d inline bytes; want %d and none (the file holds it)", size, len(inline), len(want))
+	}
+	if n := openFiles(l); n != 0 {
+		t.Fatalf("%d log files open after the attempt ended; want none", n)
+	}
+	if got := readAll(t, l, 9, 2); got != want {
+		t.Fatalf("the file's log reads %d bytes, want %d", len(got), len(want))
+	}
+}
+
+func TestTheLogCapTruncatesAMemoryLogThatSpillsWithANote(t *testing.T) {
+	const max = inlineLogMax + 100
+	l, _ := testLogs(t, max)
+	l.started(4, 1)
+	appendAll(t, l, 4, 1, strings.Repeat("x", inlineLogMax), strings.Repeat("y", 500))
+	got := readAll(t, l, 4, 1)
+	if !strings.HasPrefix(got, strings.Repeat("x", inlineLogMax)+strings.Repeat("y", 100)) || !strings.HasSuffix(got, truncatedNote) {
+		t.Fatalf("capped log: %d bytes ending %q", len(got), got[max64(0, int64(len(got))-60):])
 	}
 }
 
 func TestALogWrittenByAnEarlierProcessIsMeasuredFromItsFile(t *testing.T) {
 	dir := t.TempDir()
-	l, err := openLogFiles(dir, 1<<20)
+	l, err := openLogFiles(dir, 1<<20, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Not started by this process (restored after a restart): a file.
 	if _, err := l.append(3, 2, 0, []byte("before restart\n")); err != nil {
 		t.Fatal(err)
 	}
-	restarted, err := openLogFiles(dir, 1<<20)
+	restarted, err := openLogFiles(dir, 1<<20, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,46 +177,7 @@ func TestALogWrittenByAnEarlierProcessIsMeasuredFromItsFile(t *testing.T) {
 	if err != nil || size != 21 {
 		t.Fatalf("append after a restart = %d, %v; want 21, nil", size, err)
 	}
-}
-
-func TestARunningAttemptsLogFileStaysOpenUntilForgottenAndALateChunkLeavesNothingOpen(t *testing.T) {
-	l, err := openLogFiles(t.TempDir(), 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	open := func() int {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		return len(l.files)
-	}
-	l.started(7, 1)
-	var off uint64
-	for _, chunk := range []string{"one ", "two ", "three"} {
-		if _, err := l.append(7, 1, off, []byte(chunk)); err != nil {
-			t.Fatal(err)
-		}
-		off += uint64(len(chunk))
-	}
-	if n := open(); n != 1 {
-		t.Fatalf("%d log files open while the attempt runs; want its one", n)
-	}
-	if got := l.forget(7, 1); got != int64(len("one two three")) {
-		t.Fatalf("forget returned size %d; want %d", got, len("one two three"))
-	}
-	if n := open(); n != 0 {
-		t.Fatalf("%d log files open after the attempt ended; want none", n)
-	}
-	data, err := os.ReadFile(l.path(7, 1))
-	if err != nil || string(data) != "one two three" {
-		t.Fatalf("log file %q, %v; want the three chunks", data, err)
-	}
-
-	// A chunk that raced its attempt's end is still stored, and its file
-	// is not kept open (nothing would close it).
-	if _, err := l.append(7, 1, uint64(len(data)), []byte(" late")); err != nil {
-		t.Fatal(err)
-	}
-	if n := open(); n != 0 {
-		t.Fatalf("%d log files open after a late chunk; want none", n)
+	if data, _ := os.ReadFile(restarted.path(3, 2)); !bytes.Equal(data, []byte("before restart\nafter\n")) {
+		t.Fatalf("file holds %q", data)
 	}
 }

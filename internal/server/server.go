@@ -197,7 +197,7 @@ func Open(cfg Config, st store.Store) (*Server, error) {
 		return nil, fmt.Errorf("opening blob store: %w", err)
 	}
 	blobs := newArtifactStore(files, st, cfg.InlineArtifactBytes)
-	logs, err := openLogFiles(filepath.Join(cfg.DataDir, "logs"), cfg.MaxLogBytes)
+	logs, err := openLogFiles(filepath.Join(cfg.DataDir, "logs"), cfg.MaxLogBytes, st)
 	if err != nil {
 		return nil, err
 	}

@@ -115,6 +115,12 @@ type Tx interface {
 	// DeleteBlob removes an inline artifact; ErrNotFound when absent.
 	DeleteBlob(sha256 string) error
 
+	// Log returns an attempt's whole log when it is kept in the store (a
+	// small log, written when its attempt ended); ErrNotFound when not.
+	Log(buildID uint64, attempt int) ([]byte, error)
+	// PutLog stores an attempt's whole log (replacing any).
+	PutLog(buildID uint64, attempt int, data []byte) error
+
 	// EnrollToken finds an enrollment token by the hash of its secret.
 	EnrollToken(hash string) (*EnrollToken, error)
 	// CreateEnrollToken fails with ErrExists when the hash is taken.

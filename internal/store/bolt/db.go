@@ -28,6 +28,7 @@
 //	pins/                  name -> PinRecord
 //	enroll_tokens/         token hash -> EnrollTokenRecord
 //	blobs/                 sha256 -> raw bytes of a small artifact stored inline
+//	logs/                  build id, attempt number -> a small attempt log, whole
 //	outbox/                u64 id -> OutboxRecord
 //	outbox_due/            next_attempt_at (u64 seconds with the sign bit
 //	                       flipped + u32 nanos; nil = epoch) + u64 id

@@ -289,6 +289,29 @@ func (t *tx) PutBlob(sha256 string, data []byte) error {
 	return t.bucket(bucketBlobs).Put([]byte(sha256), data)
 }
 
+// Log returns the log of attempt of build buildID kept in the store.
+func (t *tx) Log(buildID uint64, attempt int) ([]byte, error) {
+	if err := t.read(); err != nil {
+		return nil, err
+	}
+	v := t.bucket(bucketLogs).Get(idIDKey(buildID, uint64(attempt)))
+	if v == nil {
+		return nil, notFound("log", fmt.Sprintf("%d/%d", buildID, attempt))
+	}
+	return append([]byte(nil), v...), nil // bbolt's memory is valid only in the tx
+}
+
+// PutLog stores the whole log of attempt of build buildID.
+func (t *tx) PutLog(buildID uint64, attempt int, data []byte) error {
+	if err := t.write(); err != nil {
+		return err
+	}
+	if buildID == 0 || attempt <= 0 {
+		return invalid("log of build %d attempt %d", buildID, attempt)
+	}
+	return t.bucket(bucketLogs).Put(idIDKey(buildID, uint64(attempt)), append([]byte{}, data...))
+}
+
 // DeleteBlob removes the inline artifact with this sha256.
 func (t *tx) DeleteBlob(sha256 string) error {
 	if err := t.write(); err != nil {

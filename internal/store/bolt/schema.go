@@ -17,7 +17,9 @@ import (
 //     metaserver keeps its active builds in memory), yet it cost every build
 //     two writes to a random leaf page (its key starts with a sha256), an
 //     insert when queued and a delete when final.
-const SchemaVersion = 2
+//   - 3: logs/ added: small attempt logs, kept with the attempt's end
+//     instead of one file each (the upgrade creates the bucket).
+const SchemaVersion = 3
 
 // Bucket names. See the bucket tree in db.go.
 var (
@@ -40,6 +42,7 @@ var (
 	bucketPins                 = []byte("pins")
 	bucketEnrollTokens         = []byte("enroll_tokens")
 	bucketBlobs                = []byte("blobs")
+	bucketLogs                 = []byte("logs")
 	bucketOutbox               = []byte("outbox")
 	bucketOutboxDue            = []byte("outbox_due")
 
@@ -54,7 +57,7 @@ var buckets = [][]byte{
 	bucketBuildsByProject, bucketBuildsByArch,
 	bucketBuildCounts, bucketRequests, bucketRequestsByBuild, bucketArtifacts,
 	bucketArtifactsBySource, bucketPins, bucketOutbox, bucketOutboxDue,
-	bucketEnrollTokens, bucketBlobs,
+	bucketEnrollTokens, bucketBlobs, bucketLogs,
 }
 
 // SchemaVersionError is returned by Open for a file whose schema version this

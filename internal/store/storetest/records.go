@@ -338,3 +338,29 @@ var blobCases = []testCase{
 		wantErr(t, "second DeleteBlob", err, store.ErrNotFound)
 	}},
 }
+
+var logCases = []testCase{
+	{"an attempt's log round-trips, survives a reopen, is replaced whole and is told apart by attempt", func(t *testing.T, h *harness) {
+		h.update(func(tx store.Tx) error { return tx.PutLog(7, 1, []byte("first attempt\n")) })
+		h.update(func(tx store.Tx) error { return tx.PutLog(7, 2, []byte("second")) })
+		h.update(func(tx store.Tx) error { return tx.PutLog(7, 2, []byte("second attempt\n")) })
+		h.reopen()
+		h.view(func(tx store.Tx) error {
+			for attempt, want := range map[int]string{1: "first attempt\n", 2: "second attempt\n"} {
+				got, err := tx.Log(7, attempt)
+				must(t, err)
+				if string(got) != want {
+					t.Fatalf("Log(7, %d) = %q, want %q", attempt, got, want)
+				}
+			}
+			_, err := tx.Log(7, 3)
+			wantErr(t, "Log of an attempt without one", err, store.ErrNotFound)
+			_, err = tx.Log(8, 1)
+			wantErr(t, "Log of another build", err, store.ErrNotFound)
+			return nil
+		})
+		if err := h.s.Update(func(tx store.Tx) error { return tx.PutLog(7, 0, []byte("x")) }); err == nil {
+			t.Fatal("PutLog of attempt 0 succeeded")
+		}
+	}},
+}

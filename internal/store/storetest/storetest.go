@@ -50,6 +50,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"pins", pinCases},
 		{"enrollment tokens", enrollTokenCases},
 		{"inline blobs", blobCases},
+		{"logs", logCases},
 		{"builds", buildCases},
 		{"listing builds", listCases},
 		{"requests", requestCases},
