@@ -62,17 +62,23 @@ func TestDispatchFromADeepQueueTakesTheOldestFirstAndKeepsPositions(t *testing.T
 
 // BenchmarkDispatchFromA50000DeepQueue frees a slot and dispatches the
 // next build, with 50,000 builds queued (a farm with far more requests
-// than volunteers).
+// than volunteers); each iteration queues a new build, so the depth stays.
 func BenchmarkDispatchFromA50000DeepQueue(b *testing.B) {
-	s, _ := deepQueue(50000 + b.N)
+	const depth = 50000
+	s, _ := deepQueue(depth)
+	next := uint64(depth + 1)
 	now := time.Now()
-	b.ResetTimer()
 	for b.Loop() {
 		var a *Attempt
 		s.Dispatch(now, func(bd *Build, tg *Target) bool {
 			a = s.Start(bd, tg, bd.ID<<8|1, now.Add(time.Minute))
 			return true
 		})
+		if a == nil {
+			b.Fatal("nothing dispatched")
+		}
 		s.Finish(a)
+		s.Enqueue(&Build{ID: next, Constraints: &kilnv1.PlatformConstraints{}})
+		next++
 	}
 }
