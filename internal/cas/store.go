@@ -71,6 +71,9 @@ func Open(dir string) (*Store, error) {
 			return nil, fmt.Errorf("cas: remove stale temporary file: %w", err)
 		}
 	}
+	// Verifications remembered by the previous process (see SaveMemo); a
+	// file that cannot be read or is damaged only means hashing again.
+	_ = s.memo.load(filepath.Join(dir, memoFileName))
 	return s, nil
 }
 

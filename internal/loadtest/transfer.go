@@ -211,9 +211,13 @@ func runUpload(ctx context.Context, e *env) error {
 // verified content (internal/cas, memo.go). The upload's own sha256
 // verification counts, so the downloads right after the upload check the
 // CRC-32C: the first of them is the headline figure. The metaserver is then
-// restarted, which forgets every verification, and one more download hashes
-// with sha256 while sending: the figure for a blob not verified since the
-// metaserver started (or since the file changed, or for an hour).
+// restarted gracefully: it saves the verifications it remembers and the next
+// process trusts them for unchanged files, so one more download is again a
+// CRC-32C read (the second figure). Last, the blob file's ctime is changed
+// (a chmod to its own mode), which voids its verification, and one more
+// download hashes with sha256 while sending: the figure for a blob not
+// verified since it changed (or for an hour, or ever by a process that
+// stopped gracefully).
 func runDownload(ctx context.Context, e *env) error {
 	ba, err := uploadBig(ctx, e, e.cfg.SizeMiB)
 	if ba != nil && ba.m != nil {
@@ -248,7 +252,7 @@ func runDownload(ctx context.Context, e *env) error {
 	rssBefore, rssPeak := mem.stop()
 	prof.wait()
 
-	e.rep.logf("restarting the metaserver (it forgets which blobs it verified)")
+	e.rep.logf("restarting the metaserver (it saves which blobs it verified for the next process)")
 	ba.m.Proc.stop()
 	m2, err := startMetaserver(ctx, e.bins, e.dir)
 	if m2 != nil {
@@ -264,15 +268,31 @@ func runDownload(ctx context.Context, e *env) error {
 	}
 	prof.wait()
 	raw = append(raw, rawR...)
+	e.rep.logf("changing the blob file's ctime (chmod to its own mode): its verification no longer holds")
+	fi, err := os.Stat(blobPath)
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(blobPath, fi.Mode().Perm()); err != nil {
+		return err
+	}
+	rawC, gotC, err := downloadRounds(ctx, addr, m2, ba, 1)
+	if err != nil {
+		return err
+	}
+	raw = append(raw, rawC...)
 
 	bound := slices.Max(raw)
-	rawNote := fmt.Sprintf("raw gRPC bulk (same message type, 1 MiB chunks, another process) %.0f / %.0f / %.0f / %.0f MB/s, best used", raw[0], raw[1], raw[2], raw[3])
+	rawNote := fmt.Sprintf("raw gRPC bulk (same message type, 1 MiB chunks, another process) %.0f / %.0f / %.0f / %.0f / %.0f MB/s, best used", raw[0], raw[1], raw[2], raw[3], raw[4])
 	e.rep.add(figure{Scenario: "download", Name: fmt.Sprintf("%d MiB download, first after the upload, %% of raw gRPC", e.cfg.SizeMiB), Value: 100 * got[0] / bound, Unit: "%", Target: 70,
 		Bound: bound, BoundName: "raw loopback gRPC bulk",
 		Note: fmt.Sprintf("%.0f MB/s: the metaserver checks the CRC-32C of the content its upload verified with sha256, as on every later read of the unchanged file (the next two: %.0f / %.0f MB/s); %s", got[0], got[1], got[2], rawNote)})
-	e.rep.add(figure{Scenario: "download", Name: fmt.Sprintf("%d MiB download after a metaserver restart, %% of raw gRPC", e.cfg.SizeMiB), Value: 100 * gotR[0] / bound, Unit: "%", Target: 70,
+	e.rep.add(figure{Scenario: "download", Name: fmt.Sprintf("%d MiB download after a graceful metaserver restart, %% of raw gRPC", e.cfg.SizeMiB), Value: 100 * gotR[0] / bound, Unit: "%", Target: 70,
 		Bound: bound, BoundName: "raw loopback gRPC bulk",
-		Note: fmt.Sprintf("%.0f MB/s: no verification remembered (likewise after the blob file changed, or an hour after its last sha256), so sha256 (and CRC-32C) computed while sent; the reads after it check the CRC-32C again", gotR[0])})
+		Note: fmt.Sprintf("%.0f MB/s: the stopped metaserver saved its verifications (blobs/verified.memo) and the new one trusts them for the unchanged file: CRC-32C", gotR[0])})
+	e.rep.add(figure{Scenario: "download", Name: fmt.Sprintf("%d MiB download after the blob file changed, %% of raw gRPC", e.cfg.SizeMiB), Value: 100 * gotC[0] / bound, Unit: "%", Target: 70,
+		Bound: bound, BoundName: "raw loopback gRPC bulk",
+		Note: fmt.Sprintf("%.0f MB/s: the file's ctime moved (likewise an hour after its last sha256, or after a crash for a blob never verified before a graceful stop), so sha256 (and CRC-32C) computed while sent; the reads after it check the CRC-32C again", gotC[0])})
 	e.rep.add(figure{Scenario: "download", Name: "metaserver RSS growth during downloads", Value: mib(rssPeak - rssBefore), Unit: "MiB", NoTarget: true,
 		Note: fmt.Sprintf("RSS %.1f MiB before the three downloads after the upload, peak %.1f MiB (sampled every 5 ms and VmHWM after resetting it)", mib(rssBefore), mib(rssPeak))})
 	return nil

@@ -276,6 +276,10 @@ func (s *Server) Stop() {
 		s.stop()
 	}
 	s.bg.Wait()
+	// The next process reads unchanged blobs without hashing them again.
+	if err := s.blobs.files.SaveMemo(); err != nil {
+		s.log.Warn("saving the blobs' verifications for the next start", "err", err)
+	}
 }
 
 // restore loads active builds from the store.
