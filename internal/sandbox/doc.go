@@ -44,8 +44,10 @@
 //   - [*ExitError]: the command exited non-zero or was killed by a signal;
 //     the build's own failure, final.
 //   - [*LeftoverError]: the command exited while processes it started were
-//     still running (they were killed); the build's own failure, final.
-//     It unwraps to an *ExitError when the command also failed.
+//     still running (they were killed), or, under [Bwrap], it exited 0 but
+//     kept the check for such processes from reporting (Count 0: unknown);
+//     the build's own failure, final. It unwraps to an *ExitError when the
+//     command also failed.
 //   - [*DiskError]: Step.Disk did not hold while the step ran; the step
 //     was killed at once (see [DiskLimit]).
 //   - an error wrapping [ErrTimeout]: Step.Timeout elapsed.
@@ -59,7 +61,12 @@
 // A step must not leave processes running: a daemon, or a `cmd &` never
 // waited for, fails the step with a [*LeftoverError] naming them (see
 // leftover_linux.go for how each runner finds them; under [Bwrap] this
-// costs one more exec of /bin/sh per step, about 0.5 ms). [Unsandboxed]
+// costs one more exec of /bin/sh per step, about 0.5 ms). Under [Bwrap]
+// the check reports over a Unix socket the command can neither inherit nor
+// open through /proc, each report tagged with a random per-step nonce the
+// command never sees, so a step cannot forge a clean report; only a step
+// that may ptrace its checking shell could (no Yama restriction, as on the
+// project's machine: see leftover_linux.go). [Unsandboxed]
 // without a pids cgroup (not root) finds only those still in the step's
 // process group: a process that called setsid(1) is neither found nor
 // killed there.

@@ -21,7 +21,10 @@ type LeftoverError struct {
 	Step string
 	// Code is the command's own exit status; 0 when it succeeded.
 	Code int
-	// Count is how many processes were left running.
+	// Count is how many processes were left running; 0 when that is
+	// unknown: the command exited 0 but the check for leftovers sent no
+	// valid report, which only the step's interference with the check
+	// causes (see leftover_linux.go). Such a step fails all the same.
 	Count int
 	// Names are the command names (as in /proc/PID/comm, at most 15 bytes)
 	// of the first few of them, at most 8.
@@ -30,6 +33,9 @@ type LeftoverError struct {
 
 func (e *LeftoverError) Error() string {
 	what := fmt.Sprintf("step %q", e.Step)
+	if e.Count == 0 {
+		return what + " interfered with the check for background processes it left running; any were killed"
+	}
 	if e.Code != 0 {
 		what += fmt.Sprintf(" exited with status %d and", e.Code)
 	}
@@ -37,8 +43,12 @@ func (e *LeftoverError) Error() string {
 }
 
 // Processes describes what was left, e.g. "3 background processes running
-// (sleep, sleep, sleep)".
+// (sleep, sleep, sleep)", or "an unknown number of background processes"
+// when Count is 0.
 func (e *LeftoverError) Processes() string {
+	if e.Count == 0 {
+		return "an unknown number of background processes"
+	}
 	noun := "processes"
 	if e.Count == 1 {
 		noun = "process"
@@ -62,6 +72,8 @@ func (e *LeftoverError) Unwrap() error {
 type leftovers struct {
 	count int
 	names []string
+	// unknown: the step interfered with the check, count is 0.
+	unknown bool
 }
 
 func (l *leftovers) add(name string) {
@@ -75,7 +87,7 @@ func (l *leftovers) add(name string) {
 // *LeftoverError; err is returned as is when nothing was left, or when it
 // is not the command's own result (a setup failure).
 func (l leftovers) attach(step string, err error) error {
-	if l.count == 0 {
+	if l.count == 0 && !l.unknown {
 		return err
 	}
 	le := &LeftoverError{Step: step, Count: l.count, Names: l.names}

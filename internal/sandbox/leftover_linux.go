@@ -2,7 +2,12 @@ package sandbox
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,11 +24,57 @@ import (
 // `/bin/sh -c COMMAND`, exactly as before (same $0, positional parameters,
 // line numbers, limits), and after it exits lists the namespace's /proc
 // with shell builtins only: every process but the namespace's init and
-// itself that is not a zombie was left by the step. It writes the count and
-// the first names to fd 4, a pipe to Run that the command does not get,
-// and exits with the command's status. The command cannot skip the check
-// (it runs in another process); at worst it kills the checking shell, which
-// fails the step anyway. This costs one more exec of /bin/sh per step.
+// itself that is not a zombie was left by the step. It reports the count
+// and the first names on fd 4 and exits with the command's status. The
+// command cannot skip the check (it runs in another process); at worst it
+// kills the checking shell, which fails the step by its exit status (128+N
+// for signal N) anyway. This costs one more exec of /bin/sh per step.
+//
+// The report must not be forgeable by the command, which runs as the same
+// user as the checking shell and can open what /proc/$PPID/fd shows (dash
+// keeps the shell's fd 4 there, moved to fd 10 or above, while the
+// command runs). A forged "0" would make a step that left processes
+// succeed (they would still be killed with the namespace; only the failure
+// would be lost).
+// Two measures, each sufficient against such a command on its own:
+//
+//   - fd 4 is one end of a Unix socket pair, not a pipe. open(2) of a
+//     socket's /proc/PID/fd link fails (ENXIO), so the command can neither
+//     write a report into it nor read, and so learn, the real one. The
+//     command does not inherit fd 4 (`4>&-`), the shell's copy is
+//     close-on-exec.
+//   - Run sends a fresh random nonce (16 bytes, hex) down the socket
+//     before the sandbox starts; the shell reads it with the read builtin
+//     before it starts the command, so it is neither in any argv or
+//     environment (/proc/$PPID/cmdline, environ) nor left in the socket.
+//     Every line of the report starts with it: "NONCE COUNT", a line
+//     "NONCE NAME" for each of the first names, and "NONCE." to end it, all
+//     in one write of a few hundred bytes. Run reads everything there is, at
+//     most maxReportSize bytes, and accepts exactly one such block, intact
+//     and contiguous; garbage before or after it, or lines that look like
+//     names, change nothing.
+//
+// A step whose command exited 0 and whose report is missing, forged,
+// truncated or doubled fails with a *LeftoverError of unknown Count: only
+// interference with the check causes that. With a non-zero status the
+// *ExitError stands alone as before (the command may have killed the
+// checking shell, which then wrote nothing). A check that cannot write its
+// report (its socket buffer full, which only a process holding the socket
+// could cause) blocks, and the step ends by its Timeout: a timeout, never a
+// success.
+//
+// What remains: a process that may ptrace the checking shell can subvert
+// it entirely, e.g. read the nonce from /proc/$PPID/mem, take the socket
+// with pidfd_getfd(2), or rewrite the shell's variables. Ptrace access
+// needs only the same uid and a dumpable target unless Yama
+// (kernel.yama.ptrace_scope >= 1) or a seccomp filter forbids it; bwrap
+// installs no seccomp filter here and dropping capabilities does not
+// prevent same-uid ptrace. The project's machine has no Yama (there is no
+// /proc/sys/kernel/yama), and both /proc/$PPID/mem and pidfd_getfd work
+// from inside a step there. Even then a forged block written while the
+// checking shell still runs is followed by the real one, which Run's
+// "exactly one block" rule rejects; a forger must also stop the shell's own
+// report, which again takes ptrace (killing it fails the step).
 //
 // Unsandboxed looks from the host while the command's shell is exited but
 // not reaped: the members of the step's pids cgroup when it has one (root;
@@ -36,14 +87,22 @@ import (
 // reportFD is the descriptor of the leftover report inside bwrap.
 const reportFD = 4
 
+// maxReportSize bounds what Run reads of the leftover report channel. The
+// checking shell's report of at most maxLeftoverNames names of 15 bytes is
+// well below it.
+const maxReportSize = 64 << 10
+
 // leftoverGrace bounds the wait for leftover processes that exit by
 // themselves right after the command.
 const leftoverGrace = 200 * time.Millisecond
 
-// leftoverScript runs "$1" as the command and then reports leftovers to fd
-// 4 as "COUNT\nNAME\nNAME…" (nothing when none). The retry sleeps use the
-// external sleep(1), only when something was found.
-const leftoverScript = `/bin/sh -c "$1" 4>&-
+// leftoverScript reads the step's nonce from fd 4, runs "$1" as the
+// command and then reports leftovers to fd 4 as "NONCE COUNT\n", then
+// "NONCE NAME\n" for each of the first 8 names, then "NONCE.\n"; always,
+// also when COUNT is 0. The retry sleeps use the external sleep(1), only
+// when something was found.
+const leftoverScript = `read -r nonce <&4 || nonce=
+/bin/sh -c "$1" 4>&-
 r=$?
 k=0
 while :; do
@@ -55,14 +114,14 @@ read -r s 2>/dev/null </proc/$p/stat || continue
 t=${s##*) }
 case ${t%% *} in Z|X) continue;; esac
 n=$((n+1))
-if [ $n -le 8 ]; then c=${s#*(}; l="$l
-${c%)*}"; fi
+if [ $n -le 8 ]; then c=${s#*(}; l="$l$nonce ${c%)*}
+"; fi
 done
 if [ $n = 0 ] || [ $k -ge 10 ]; then break; fi
 k=$((k+1))
 sleep 0.02 2>/dev/null || k=10
 done
-if [ $n != 0 ]; then printf '%s%s\n' "$n" "$l" >&4; fi
+printf '%s %s\n%s%s.\n' "$nonce" "$n" "$l" "$nonce" >&4
 exit $r`
 
 // checkedArgv returns the argv that runs command under the limits, wrapped
@@ -71,30 +130,101 @@ func checkedArgv(l Limits, command string) ([]string, error) {
 	return shellArgv(l, leftoverScript, "sh", command)
 }
 
-// readReport reads the leftover report from r, whose writers have all
-// exited: what is there is all there is, so a non-blocking read suffices.
-func readReport(r *os.File) leftovers {
-	_ = unix.SetNonblock(int(r.Fd()), true)
-	buf := make([]byte, 4096)
-	n, _ := unix.Read(int(r.Fd()), buf)
-	if n <= 0 {
-		return leftovers{}
+// newReportChannel returns the two ends of a step's leftover report
+// channel, a Unix socket pair, with a fresh nonce already sent to theirs:
+// theirs becomes the checking shell's fd 4, ours is read by readReport.
+func newReportChannel() (ours, theirs *os.File, nonce string, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("socketpair: %w", err)
 	}
-	return parseReport(buf[:n])
+	ours, theirs = os.NewFile(uintptr(fds[0]), "report"), os.NewFile(uintptr(fds[1]), "report")
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // never fails (crypto/rand crashes the program instead)
+	nonce = hex.EncodeToString(b)
+	// An empty socket's buffer takes 33 bytes without blocking.
+	if _, err := unix.Write(fds[0], []byte(nonce+"\n")); err != nil {
+		ours.Close()
+		theirs.Close()
+		return nil, nil, "", fmt.Errorf("send nonce: %w", err)
+	}
+	return ours, theirs, nonce, nil
 }
 
-// parseReport parses leftoverScript's report.
-func parseReport(b []byte) leftovers {
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	count, err := strconv.Atoi(lines[0])
-	if err != nil || count <= 0 {
-		return leftovers{}
+// readReport reads the leftover report from r, whose peers have all exited:
+// what is there is all there is, so non-blocking reads suffice. At most
+// maxReportSize bytes are read. ok is false when no valid report for nonce
+// is there (see parseReport).
+func readReport(r *os.File, nonce string) (l leftovers, ok bool) {
+	fd := int(r.Fd())
+	_ = unix.SetNonblock(fd, true)
+	buf := make([]byte, 0, 512)
+	for len(buf) < maxReportSize {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(cap(buf), maxReportSize-len(buf)))
+		}
+		n, err := unix.Read(fd, buf[len(buf):min(cap(buf), maxReportSize)])
+		if n <= 0 {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			break // EOF, EAGAIN or an error: nothing more to read
+		}
+		buf = buf[:len(buf)+n]
 	}
-	names := lines[1:]
-	if len(names) > maxLeftoverNames {
-		names = names[:maxLeftoverNames]
+	return parseReport(buf, nonce)
+}
+
+// parseReport finds leftoverScript's report for nonce in b: the one line
+// "NONCE COUNT" (at the start of b or of a line), followed directly by at
+// most COUNT lines "NONCE NAME" and the line "NONCE.". Anything else in b is
+// ignored, but ok is false when there is no such block, when it is
+// truncated or interrupted by another line, or when a second line starting
+// with the nonce follows it: only the checking shell knows the nonce, and
+// it writes one block at once.
+func parseReport(b []byte, nonce string) (l leftovers, ok bool) {
+	if nonce == "" {
+		return leftovers{}, false
 	}
-	return leftovers{count: count, names: names}
+	lines := strings.Split(string(b), "\n")
+	// The last element follows the last newline: an unterminated line,
+	// never part of a report.
+	lines = lines[:len(lines)-1]
+	head := nonce + " "
+	for i, line := range lines {
+		count, found := strings.CutPrefix(line, head)
+		if !found {
+			continue
+		}
+		n, err := strconv.Atoi(count)
+		if err != nil || n < 0 || count != strconv.Itoa(n) {
+			return leftovers{}, false
+		}
+		l = leftovers{count: n}
+		for j, line := range lines[i+1:] {
+			if line == nonce+"." {
+				return l, !anyHasPrefix(lines[i+1+j+1:], nonce)
+			}
+			name, found := strings.CutPrefix(line, head)
+			if !found || j >= n {
+				return leftovers{}, false
+			}
+			if len(l.names) < maxLeftoverNames {
+				l.names = append(l.names, name)
+			}
+		}
+		return leftovers{}, false // truncated
+	}
+	return leftovers{}, false
+}
+
+func anyHasPrefix(lines []string, prefix string) bool {
+	for _, line := range lines {
+		if strings.HasPrefix(line, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // groupLeftovers returns what is left of an unsandboxed step whose command
