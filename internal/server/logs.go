@@ -48,6 +48,8 @@ type logFiles struct {
 	// ending holds logs taken from mem when their attempt ended, until the
 	// transaction writing them to the store has committed (stored).
 	ending map[logKey][]byte
+	// memBytes counts the bytes in mem and ending, at most memLogsMax.
+	memBytes int64
 	// files holds the open log files of attempts being written (at most
 	// maxOpenLogs): a log comes in many chunks, and opening the file anew
 	// for each costs a lookup per chunk. forget closes it.
@@ -56,6 +58,11 @@ type logFiles struct {
 
 // inlineLogMax is the largest log kept in memory and then in the store.
 const inlineLogMax = 64 << 10
+
+// memLogsMax bounds the memory all logs held in memory take together (a
+// thousand running attempts with full small logs); beyond it a log moves
+// to its file.
+const memLogsMax = 64 << 20
 
 // maxOpenLogs bounds the log files kept open; beyond it a chunk's file is
 // opened and closed around its write.
@@ -112,8 +119,9 @@ func (l *logFiles) append(buildID uint64, attempt int, offset uint64, data []byt
 	}
 	base := size // the log's bytes before data
 	if buf, inMem := l.mem[k]; inMem {
-		if size+int64(len(data)) <= inlineLogMax {
+		if size+int64(len(data)) <= inlineLogMax && l.memBytes+int64(len(data)) <= memLogsMax {
 			l.mem[k] = append(buf, data...)
+			l.memBytes += int64(len(data))
 			size += int64(len(data))
 			l.sizes[k] = size
 			return size, nil
@@ -121,6 +129,7 @@ func (l *logFiles) append(buildID uint64, attempt int, offset uint64, data []byt
 		// Outgrown: the file starts with what memory held.
 		data = append(buf[:len(buf):len(buf)], data...)
 		base -= int64(len(buf))
+		l.memBytes -= int64(len(buf))
 		delete(l.mem, k)
 	}
 	f := l.files[k]
@@ -249,8 +258,10 @@ func (l *logFiles) forget(buildID uint64, attempt int) (size int64, inline []byt
 
 // stored drops a log that forget returned once the store holds it.
 func (l *logFiles) stored(buildID uint64, attempt int) {
+	k := logKey{buildID, attempt}
 	l.mu.Lock()
-	delete(l.ending, logKey{buildID, attempt})
+	l.memBytes -= int64(len(l.ending[k]))
+	delete(l.ending, k)
 	l.mu.Unlock()
 }
 

@@ -181,3 +181,31 @@ func TestALogWrittenByAnEarlierProcessIsMeasuredFromItsFile(t *testing.T) {
 		t.Fatalf("file holds %q", data)
 	}
 }
+
+func TestLogsHeldInMemoryTogetherStayWithinTheirBoundAndTheRestGoToFiles(t *testing.T) {
+	l, _ := testLogs(t, 1<<20)
+	chunk := strings.Repeat("z", inlineLogMax)
+	n := int(memLogsMax/inlineLogMax) + 3
+	for i := 1; i <= n; i++ {
+		l.started(uint64(i), 1)
+		appendAll(t, l, uint64(i), 1, chunk)
+	}
+	l.mu.Lock()
+	held, inMem := l.memBytes, len(l.mem)
+	l.mu.Unlock()
+	if held > memLogsMax || inMem != int(memLogsMax/inlineLogMax) {
+		t.Fatalf("%d bytes in memory for %d logs; want at most %d, for %d logs", held, inMem, memLogsMax, memLogsMax/inlineLogMax)
+	}
+	if data, err := os.ReadFile(l.path(uint64(n), 1)); err != nil || len(data) != inlineLogMax {
+		t.Fatalf("a log beyond the bound: file %d bytes, %v; want its %d bytes in its file", len(data), err, inlineLogMax)
+	}
+	// Ending and storing a log gives its memory back.
+	_, inline := l.forget(1, 1)
+	l.stored(1, 1)
+	l.mu.Lock()
+	held = l.memBytes
+	l.mu.Unlock()
+	if len(inline) != inlineLogMax || held != memLogsMax-inlineLogMax {
+		t.Fatalf("after one log was stored: %d bytes held; want %d", held, memLogsMax-inlineLogMax)
+	}
+}
