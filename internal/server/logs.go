@@ -118,7 +118,8 @@ func (l *logFiles) append(buildID uint64, attempt int, offset uint64, data []byt
 		data = append(data[:room:room], truncatedNote...)
 	}
 	base := size // the log's bytes before data
-	if buf, inMem := l.mem[k]; inMem {
+	buf, inMem := l.mem[k]
+	if inMem {
 		if size+int64(len(data)) <= inlineLogMax && l.memBytes+int64(len(data)) <= memLogsMax {
 			l.mem[k] = append(buf, data...)
 			l.memBytes += int64(len(data))
@@ -126,11 +127,10 @@ func (l *logFiles) append(buildID uint64, attempt int, offset uint64, data []byt
 			l.sizes[k] = size
 			return size, nil
 		}
-		// Outgrown: the file starts with what memory held.
+		// Outgrown: the file starts with what memory held, which memory
+		// keeps until the file has it.
 		data = append(buf[:len(buf):len(buf)], data...)
 		base -= int64(len(buf))
-		l.memBytes -= int64(len(buf))
-		delete(l.mem, k)
 	}
 	f := l.files[k]
 	if f == nil {
@@ -147,6 +147,10 @@ func (l *logFiles) append(buildID uint64, attempt int, offset uint64, data []byt
 		}
 	}
 	n, err := f.Write(data)
+	if inMem {
+		l.memBytes -= int64(len(buf))
+		delete(l.mem, k)
+	}
 	size = base + int64(n)
 	l.sizes[k] = size
 	return size, err
