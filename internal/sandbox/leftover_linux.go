@@ -56,7 +56,8 @@ import (
 //
 // A step whose command exited 0 and whose report is missing, forged,
 // truncated or doubled fails with a *LeftoverError of unknown Count: only
-// interference with the check causes that. With a non-zero status the
+// interference with the check causes that (including a process that keeps
+// the scan from ever being conclusive, below). With a non-zero status the
 // *ExitError stands alone as before (the command may have killed the
 // checking shell, which then wrote nothing). A check that cannot write its
 // report (its socket buffer full, which only a process holding the socket
@@ -76,13 +77,32 @@ import (
 // "exactly one block" rule rejects; a forger must also stop the shell's own
 // report, which again takes ptrace (killing it fails the step).
 //
-// A separate, known gap of the scan itself (not of the report): the check
-// stops at the first scan that finds nothing, and a process that keeps
-// replacing itself (forks a child and exits, again and again) can be
-// between listing and reading at that moment: such a hopper went unnoticed
-// in 4 of 20 runs on the project's machine (it is still killed with the
-// namespace). A fix would treat a scan during which
-// /proc/sys/kernel/ns_last_pid changed as inconclusive.
+// A scan of /proc is not atomic: a process that keeps replacing itself
+// (forks a child and exits, again and again) can be listed as one pid that
+// is gone when its stat is read, while its child, born after the listing,
+// is not listed at all; the old check, which stopped at the first pass
+// that found nothing, missed such a hopper in 2 to 6 of 20 steps on the
+// project's machine. So a pass that finds nothing only counts when the
+// last pid allocated in the step's PID namespace is the same before and
+// after it: a process alive before the listing and through the reads is
+// listed and read, and any process born during the pass moves the last pid
+// (it would have to wrap around pid_max to come back); the pass itself
+// forks nothing. An inconclusive pass is retried like one that found
+// something, at most 10 times with 20 ms between; if the last pass is
+// still empty and inconclusive, something the scan cannot see is forking,
+// and the shell writes no report: a command that exited 0 fails with the
+// *LeftoverError of unknown Count (below), the existing verdict for a step
+// that defeats the check, since how many processes and which are unknown;
+// a failed command keeps its *ExitError. A hopper seen in the last pass is
+// reported with its count and names as usual.
+//
+// The last pid is the fifth field of /proc/loadavg, which the kernel takes
+// from the reader's PID namespace (inside bwrap: the step's), readable by
+// anyone and always there. /proc/sys/kernel/ns_last_pid holds the same
+// number but cannot be read with the read builtin: dash reads one byte at
+// a time, and a sysctl file answers any read past offset 0 with EOF, so
+// only its first digit arrives. Should /proc/loadavg be unreadable, both
+// reads are empty and the check is the old one, gap included.
 //
 // Unsandboxed looks from the host while the command's shell is exited but
 // not reaped: the members of the step's pids cgroup when it has one (root;
@@ -106,15 +126,19 @@ const leftoverGrace = 200 * time.Millisecond
 
 // leftoverScript reads the step's nonce from fd 4, runs "$1" as the
 // command and then reports leftovers to fd 4 as "NONCE COUNT\n", then
-// "NONCE NAME\n" for each of the first 8 names, then "NONCE.\n"; always,
-// also when COUNT is 0. The retry sleeps use the external sleep(1), only
-// when something was found.
+// "NONCE NAME\n" for each of the first 8 names, then "NONCE.\n"; also
+// when COUNT is 0, but not at all when its last scan found nothing while
+// the namespace's last pid changed (a process it could not see forked:
+// unknown). A scan pass is only builtins (a and b are the last pid from
+// /proc/loadavg before and after it); the retry sleeps use the external
+// sleep(1), only when a pass found something or was inconclusive.
 const leftoverScript = `read -r nonce <&4 || nonce=
 /bin/sh -c "$1" 4>&-
 r=$?
 k=0
 while :; do
 n=0 l=
+read -r x x x x a 2>/dev/null </proc/loadavg || a=
 for p in /proc/[1-9]*; do
 p=${p#/proc/}
 case $p in 1|$$|*[!0-9]*) continue;; esac
@@ -125,10 +149,13 @@ n=$((n+1))
 if [ $n -le 8 ]; then c=${s#*(}; l="$l$nonce ${c%)*}
 "; fi
 done
-if [ $n = 0 ] || [ $k -ge 10 ]; then break; fi
+read -r x x x x b 2>/dev/null </proc/loadavg || b=
+if [ $n = 0 ] && [ "$a" = "$b" ]; then break; fi
+if [ $k -ge 10 ]; then break; fi
 k=$((k+1))
 sleep 0.02 2>/dev/null || k=10
 done
+if [ $n = 0 ] && [ "$a" != "$b" ]; then exit $r; fi
 printf '%s %s\n%s%s.\n' "$nonce" "$n" "$l" "$nonce" >&4
 exit $r`
 

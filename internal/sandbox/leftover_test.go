@@ -321,3 +321,29 @@ func TestAStepThatKillsOrStopsItsCheckerFails(t *testing.T) {
 		t.Errorf("processes %v survived the steps", pids)
 	}
 }
+
+func TestAStepThatLeavesASelfReplacingProcessAlwaysFails(t *testing.T) {
+	b := needBwrap(t)
+	marker := fmt.Sprintf("1000.%d%d", os.Getpid(), time.Now().UnixNano()%1000000)
+	// A hopper: each generation starts the next in the background and
+	// exits, so the one live process keeps changing its pid. A scan that
+	// trusted its first empty pass missed it in 2 to 6 of 20 steps (it
+	// listed one generation, gone before its stat was read, and not the
+	// next); 20 steps make such a miss all but certain.
+	command := `export H=': ` + marker + `; sh -c "$H" </dev/null >/dev/null 2>&1 &'; sh -c "$H"`
+	const runs = 20
+	for i := range runs {
+		out, err := run(t, b, Step{Command: command, Timeout: 30 * time.Second})
+		var le *LeftoverError
+		if !errors.As(err, &le) || le.Code != 0 {
+			t.Errorf("step %d of %d: Run: %v (output %q); want a LeftoverError", i+1, runs, err, out)
+		}
+	}
+	if !waitUntil(time.Second, func() bool { return len(liveProcessesWith(marker)) == 0 }) {
+		pids := liveProcessesWith(marker)
+		for _, p := range pids {
+			_ = (&os.Process{Pid: p}).Kill()
+		}
+		t.Errorf("processes %v survived the steps", pids)
+	}
+}
