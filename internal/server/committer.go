@@ -30,8 +30,14 @@ type committer struct {
 	mu      sync.Mutex
 	pending []change
 	// held counts open holds: while any is open no new transaction starts,
-	// so changes decided together commit together (see hold).
-	held int
+	// so changes decided together commit together (see hold). epoch counts
+	// holds taken; deferred says the pending changes wait for the hold of
+	// epoch deferredFor. They wait for that hold only, never for a later
+	// one, so holds taken back to back cannot starve them.
+	held        int
+	epoch       uint64
+	deferred    bool
+	deferredFor uint64
 	// failed is the first commit error; once set, nothing more is
 	// committed or acknowledged (later changes may depend on the lost one).
 	failed error
@@ -74,11 +80,12 @@ func (c *committer) enqueue(fn func(store.Tx) error, after func(error)) {
 func (c *committer) hold() (release func()) {
 	c.mu.Lock()
 	c.held++
+	c.epoch++
 	c.mu.Unlock()
 	return func() {
 		c.mu.Lock()
 		c.held--
-		wake := c.held == 0 && len(c.pending) > 0
+		wake := len(c.pending) > 0
 		c.mu.Unlock()
 		if wake {
 			select {
@@ -117,12 +124,14 @@ func (c *committer) run(ctx context.Context) {
 func (c *committer) flush(final bool) {
 	for {
 		c.mu.Lock()
-		if c.held > 0 && !final && c.failed == nil {
+		if c.held > 0 && !final && c.failed == nil && (!c.deferred || c.deferredFor == c.epoch) {
+			c.deferred, c.deferredFor = true, c.epoch
 			c.mu.Unlock()
-			return // the last release wakes run again
+			return // the release wakes run again
 		}
 		batch := c.pending
 		c.pending = nil
+		c.deferred = false
 		failed := c.failed
 		c.mu.Unlock()
 		if len(batch) == 0 {

@@ -99,3 +99,30 @@ func TestTheLastFlushAtShutdownCommitsChangesEvenUnderAnOpenHold(t *testing.T) {
 	<-c.done
 	waitClosed(t, "the held change at shutdown", done)
 }
+
+func TestHoldsTakenBackToBackDoNotStarveTheCommitter(t *testing.T) {
+	c, _, _ := startCommitter(t)
+	after, done := committed(t)
+	release := c.hold()
+	c.enqueue(func(store.Tx) error { return nil }, after)
+	// Each hold is released and the next taken at once, as server calls
+	// under the server's mutex do under load; the change waits for the
+	// hold it was enqueued under, not for the ones after it.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		r := release
+		for {
+			next := c.hold()
+			r()
+			r = next
+			select {
+			case <-stop:
+				r()
+				return
+			default:
+			}
+		}
+	}()
+	waitClosed(t, "a change enqueued under a hold, with holds taken back to back", done)
+}

@@ -30,7 +30,53 @@ func attemptNumber(id uint64) int { return int(id & 0xff) }
 // putBuild enqueues a commit of ab's current record (a snapshot: later
 // in-memory changes do not race with the encoder).
 func (s *Server) putBuild(ab *activeBuild, extra func(store.Tx) error, after func(error)) {
+	extra, after = s.withEndedLogsLocked(ab, extra, after)
 	s.putRecord(proto.Clone(ab.rec).(*store.Build), extra, after)
+}
+
+// putFinalLocked enqueues the commit of ab's final record (finishLocked)
+// with ab's ended logs.
+func (s *Server) putFinalLocked(ab *activeBuild, extra func(store.Tx) error, after func(error)) {
+	extra, after = s.withEndedLogsLocked(ab, extra, after)
+	s.putRecord(ab.rec, extra, after)
+}
+
+// endedLog is an ended attempt's log held in memory (see keepLogLocked).
+type endedLog struct {
+	build uint64
+	n     int
+	data  []byte
+}
+
+// withEndedLogsLocked makes extra also write ab's ended logs, in the same
+// transaction as the record that ends their attempts, and after report them
+// stored once committed.
+func (s *Server) withEndedLogsLocked(ab *activeBuild, extra func(store.Tx) error, after func(error)) (func(store.Tx) error, func(error)) {
+	logs := ab.endedLogs
+	if len(logs) == 0 {
+		return extra, after
+	}
+	ab.endedLogs = nil
+	return func(tx store.Tx) error {
+			for _, l := range logs {
+				if err := tx.PutLog(l.build, l.n, l.data); err != nil {
+					return err
+				}
+			}
+			if extra != nil {
+				return extra(tx)
+			}
+			return nil
+		}, func(err error) {
+			if err == nil {
+				for _, l := range logs {
+					s.logs.kept(l.build, l.n)
+				}
+			}
+			if after != nil {
+				after(err)
+			}
+		}
 }
 
 // putRecord enqueues a commit of rec, which nobody may change any more.
@@ -100,19 +146,24 @@ func (s *Server) dispatchLocked() {
 }
 
 // keepLogLocked ends an attempt's log (see logFiles.forget) and returns its
-// size. A log held in memory is written to the store by a change enqueued
-// now, so it commits with or before the attempt's end, which is enqueued
-// after it.
-func (s *Server) keepLogLocked(buildID uint64, n int) int64 {
+// size. A log held in memory is written to the store in the same
+// transaction as the build's next record (putBuild, finishLocked), the one
+// that ends the attempt: were it committed alone, a crash before the record
+// would restore the attempt as running, its build server would resend the
+// log into a file, and the stale copy in the store would hide it. Without
+// an active build (ab nil) there is no such record and it is written alone.
+func (s *Server) keepLogLocked(ab *activeBuild, buildID uint64, n int) int64 {
 	size, inline := s.logs.forget(buildID, n)
 	switch {
 	case inline == nil:
 	case len(inline) == 0:
-		s.logs.stored(buildID, n) // nothing to keep
+		s.logs.kept(buildID, n) // nothing to keep
+	case ab != nil:
+		ab.endedLogs = append(ab.endedLogs, endedLog{build: buildID, n: n, data: inline})
 	default:
 		s.commits.enqueue(func(tx store.Tx) error { return tx.PutLog(buildID, n, inline) }, func(err error) {
 			if err == nil {
-				s.logs.stored(buildID, n)
+				s.logs.kept(buildID, n)
 			}
 		})
 	}
@@ -132,7 +183,7 @@ func (s *Server) endAttemptLocked(a *sched.Attempt, r *kilnv1.AttemptResult, aft
 	ab := s.active[a.Build.ID]
 	s.sched.Finish(a)
 	if ab == nil {
-		s.keepLogLocked(a.Build.ID, attemptNumber(a.ID))
+		s.keepLogLocked(nil, a.Build.ID, attemptNumber(a.ID))
 		if after != nil {
 			after(nil)
 		}
@@ -145,7 +196,7 @@ func (s *Server) endAttemptLocked(a *sched.Attempt, r *kilnv1.AttemptResult, aft
 	att.FinishedAt = timestamppb.New(now)
 	att.Reason = r.GetReason()
 	att.Phase = kilnv1.Phase_PHASE_UNSPECIFIED
-	build.LogSize = uint64(s.keepLogLocked(a.Build.ID, attemptNumber(a.ID)))
+	build.LogSize = uint64(s.keepLogLocked(ab, a.Build.ID, attemptNumber(a.ID)))
 	s.metrics.attempts.WithLabelValues(outcomeName(r.GetOutcome())).Inc()
 	serverName := a.Server.Name
 
@@ -249,7 +300,7 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 			if sa := s.sched.Attempt(last.GetId()); sa != nil {
 				s.sched.Finish(sa)
 			}
-			s.keepLogLocked(build.GetId(), attemptNumber(last.GetId()))
+			s.keepLogLocked(ab, build.GetId(), attemptNumber(last.GetId()))
 			last.Outcome = kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_CANCELLED
 			last.FinishedAt = timestamppb.New(s.now())
 			last.Reason = failure
@@ -283,7 +334,7 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 	if len(after) > 0 {
 		cb = after[0]
 	}
-	s.putRecord(ab.rec, func(tx store.Tx) error {
+	s.putFinalLocked(ab, func(tx store.Tx) error {
 		if art != nil {
 			if err := tx.PutArtifact(art); err != nil {
 				return err

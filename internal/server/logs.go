@@ -169,19 +169,10 @@ func (l *logFiles) read(buildID uint64, attempt int, offset uint64, max int) ([]
 		return window(buf, offset, max), nil
 	}
 	l.mu.Unlock()
-	if l.st != nil {
-		var data []byte
-		err := l.st.View(func(tx store.Tx) error {
-			var err error
-			data, err = tx.Log(buildID, attempt)
-			return err
-		})
-		if err == nil {
-			return window(data, offset, max), nil
-		}
-		if !errors.Is(err, store.ErrNotFound) {
-			return nil, err
-		}
+	if data, ok, err := l.stored(buildID, attempt); err != nil {
+		return nil, err
+	} else if ok {
+		return window(data, offset, max), nil
 	}
 	f, err := os.Open(l.path(buildID, attempt))
 	if os.IsNotExist(err) {
@@ -197,6 +188,22 @@ func (l *logFiles) read(buildID uint64, attempt int, offset uint64, max int) ([]
 		err = nil
 	}
 	return out[:n], err
+}
+
+// stored returns the attempt's log when the store holds it.
+func (l *logFiles) stored(buildID uint64, attempt int) (data []byte, ok bool, err error) {
+	if l.st == nil {
+		return nil, false, nil
+	}
+	err = l.st.View(func(tx store.Tx) error {
+		var err error
+		data, err = tx.Log(buildID, attempt)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, false, nil
+	}
+	return data, err == nil, err
 }
 
 // window returns a copy of at most max bytes of data from offset.
@@ -220,18 +227,22 @@ func (l *logFiles) started(buildID uint64, attempt int) {
 	l.mu.Unlock()
 }
 
-// size returns the attempt's log size.
+// size returns the attempt's log size (0 for a log kept in the store: see
+// tail).
 func (l *logFiles) size(buildID uint64, attempt int) int64 {
-	k := logKey{buildID, attempt}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.sizeLocked(logKey{buildID, attempt})
+}
+
+func (l *logFiles) sizeLocked(k logKey) int64 {
 	if s, ok := l.sizes[k]; ok {
 		return s
 	}
 	if buf, ok := l.ending[k]; ok {
 		return int64(len(buf))
 	}
-	if fi, err := os.Stat(l.path(buildID, attempt)); err == nil {
+	if fi, err := os.Stat(l.path(k.build, k.attempt)); err == nil {
 		return fi.Size()
 	}
 	return 0
@@ -239,12 +250,12 @@ func (l *logFiles) size(buildID uint64, attempt int) int64 {
 
 // forget ends an attempt's log: it drops its cached size, closes its file
 // and returns the log's size and, when the log is held in memory, its
-// bytes, which the caller must write to the store and then report stored.
+// bytes, which the caller must write to the store and then report kept.
 // Until then reads still find them.
 func (l *logFiles) forget(buildID uint64, attempt int) (size int64, inline []byte) {
-	size = l.size(buildID, attempt)
 	k := logKey{buildID, attempt}
 	l.mu.Lock()
+	size = l.sizeLocked(k)
 	delete(l.sizes, k)
 	if buf, ok := l.mem[k]; ok {
 		delete(l.mem, k)
@@ -260,8 +271,8 @@ func (l *logFiles) forget(buildID uint64, attempt int) (size int64, inline []byt
 	return size, inline
 }
 
-// stored drops a log that forget returned once the store holds it.
-func (l *logFiles) stored(buildID uint64, attempt int) {
+// kept drops a log that forget returned once the store holds it.
+func (l *logFiles) kept(buildID uint64, attempt int) {
 	k := logKey{buildID, attempt}
 	l.mu.Lock()
 	l.memBytes -= int64(len(l.ending[k]))
@@ -275,6 +286,11 @@ func (l *logFiles) tail(buildID uint64, attempt int, max int64) string {
 		return ""
 	}
 	size := l.size(buildID, attempt)
+	if size == 0 {
+		if data, ok, _ := l.stored(buildID, attempt); ok {
+			return string(data[max64(int64(len(data))-max, 0):])
+		}
+	}
 	off := max64(size-max, 0)
 	data, err := l.read(buildID, attempt, uint64(off), int(size-off))
 	if err != nil {
@@ -288,4 +304,21 @@ func max64(a, b int64) int64 {
 		return a
 	}
 	return b
+}
+
+// saveRunning writes the logs held in memory of attempts still running to
+// their files (the metaserver stops): the next process measures a restored
+// attempt's log from its file, and its build server resends only what is
+// missing. A log already ended is in the store by then (the committer has
+// drained).
+func (l *logFiles) saveRunning() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var first error
+	for k, buf := range l.mem {
+		if err := os.WriteFile(l.path(k.build, k.attempt), buf, 0o600); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,7 +100,7 @@ func TestASmallLogIsHeldInMemoryWhileItsAttemptRunsAndReadFromTheStoreOnceKept(t
 	if err := st.Update(func(tx store.Tx) error { return tx.PutLog(7, 1, inline) }); err != nil {
 		t.Fatal(err)
 	}
-	l.stored(7, 1)
+	l.kept(7, 1)
 	if got := readAll(t, l, 7, 1); got != "hello world" {
 		t.Fatalf("kept log reads %q from the store", got)
 	}
@@ -201,11 +202,84 @@ func TestLogsHeldInMemoryTogetherStayWithinTheirBoundAndTheRestGoToFiles(t *test
 	}
 	// Ending and storing a log gives its memory back.
 	_, inline := l.forget(1, 1)
-	l.stored(1, 1)
+	l.kept(1, 1)
 	l.mu.Lock()
 	held = l.memBytes
 	l.mu.Unlock()
 	if len(inline) != inlineLogMax || held != memLogsMax-inlineLogMax {
 		t.Fatalf("after one log was stored: %d bytes held; want %d", held, memLogsMax-inlineLogMax)
+	}
+}
+
+func TestTheTailOfALogKeptInTheStoreIsReadFromTheStore(t *testing.T) {
+	l, st := testLogs(t, 1<<20)
+	l.started(5, 1)
+	appendAll(t, l, 5, 1, "line one\n", "line two\n")
+	_, inline := l.forget(5, 1)
+	if err := st.Update(func(tx store.Tx) error { return tx.PutLog(5, 1, inline) }); err != nil {
+		t.Fatal(err)
+	}
+	l.kept(5, 1)
+	if got := l.tail(5, 1, 9); got != "line two\n" {
+		t.Fatalf("tail of a kept log = %q, want %q", got, "line two\n")
+	}
+}
+
+func TestLogsOfRunningAttemptsAreSavedToFilesAtAStopAndMeasuredByTheNextProcess(t *testing.T) {
+	l, st := testLogs(t, 1<<20)
+	l.started(6, 1)
+	appendAll(t, l, 6, 1, "compiling\n")
+	if err := l.saveRunning(); err != nil {
+		t.Fatal(err)
+	}
+	next, err := openLogFiles(l.dir, 1<<20, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := next.size(6, 1); got != int64(len("compiling\n")) {
+		t.Fatalf("the next process measures %d bytes; want %d", got, len("compiling\n"))
+	}
+	// The build server's resend from offset 0 is skipped, the rest appended.
+	if size, err := next.append(6, 1, 0, []byte("compiling\nlinking\n")); err != nil || size != int64(len("compiling\nlinking\n")) {
+		t.Fatalf("resend after the restart: %d, %v", size, err)
+	}
+	if got := readAll(t, next, 6, 1); got != "compiling\nlinking\n" {
+		t.Fatalf("log after the restart reads %q", got)
+	}
+}
+
+func TestAnEndedAttemptsSmallLogIsCommittedWithTheRecordThatEndsIt(t *testing.T) {
+	ts := startTestServer(t, Config{MaxInfraAttempts: 5}, queuedBuild(1, "hello", 60))
+	ss := ts.connect("bs", nil)
+	attempt := ss.assignment().GetAttemptId()
+	if err := ss.stream.Send(&kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Log{Log: &kilnv1.LogChunk{
+		AttemptId: attempt, Offset: 0, Data: []byte("fetching\nsetup failed\n")}}}); err != nil {
+		t.Fatal(err)
+	}
+	// An infrastructure failure queues the build again (putBuild).
+	ss.report(&kilnv1.AttemptResult{AttemptId: attempt, Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED, Reason: "disk full", LogSize: 22})
+
+	err := ts.st.View(func(tx store.Tx) error {
+		rec, err := tx.Build(1)
+		if err != nil {
+			return err
+		}
+		if a := rec.GetBuild().GetAttempts(); len(a) != 1 || a[0].GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED {
+			t.Errorf("stored attempts %v; want the one that failed setup", a)
+		}
+		log, err := tx.Log(1, attemptNumber(attempt))
+		if err != nil || string(log) != "fetching\nsetup failed\n" {
+			t.Errorf("stored log %q, %v; want the attempt's log", log, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.srv.mu.Lock()
+	pending := len(ts.srv.active[1].endedLogs)
+	ts.srv.mu.Unlock()
+	if pending != 0 {
+		t.Fatalf("%d ended logs still wait for a commit", pending)
 	}
 }

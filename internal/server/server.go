@@ -185,6 +185,9 @@ type activeBuild struct {
 	rec     *store.Build
 	sb      *sched.Build
 	waiters int
+	// endedLogs are logs of ended attempts, held in memory, that the
+	// build's next record commit writes to the store (keepLogLocked).
+	endedLogs []endedLog
 }
 
 // Open loads the server's state from st and the data directory. Queued
@@ -276,6 +279,11 @@ func (s *Server) Stop() {
 		s.stop()
 	}
 	s.bg.Wait()
+	// Logs of attempts still running, held in memory, go to their files:
+	// the next process measures a restored attempt's log from its file.
+	if err := s.logs.saveRunning(); err != nil {
+		s.log.Warn("saving the logs of running attempts", "err", err)
+	}
 	// The next process reads unchanged blobs without hashing them again.
 	if err := s.blobs.files.SaveMemo(); err != nil {
 		s.log.Warn("saving the blobs' verifications for the next start", "err", err)
