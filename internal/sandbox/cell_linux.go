@@ -113,8 +113,13 @@ func (c *cell) run(ready chan<- error) {
 		err := startInNetns(req.netns, req.cmd.Start)
 		c.errs <- err
 		if errors.Is(err, errNetnsRestore) {
-			// Stuck in the step's network namespace: start nothing
-			// more; the next start finds the cell gone (see start).
+			// Stuck in the step's network namespace: start nothing more,
+			// but stay until the cell is given back (put closes reqs):
+			// the thread is the parent of the step just started, and
+			// bwrap's --die-with-parent would kill it if it ended.
+			for range c.reqs {
+				c.errs <- errNetnsRestore
+			}
 			break
 		}
 	}
@@ -166,8 +171,8 @@ const maxLeftover = 4
 // reaped by the host's init: they would count against the next step).
 func (c *cell) put() {
 	if c.broken.Load() {
-		// Its thread has ended (see run); only the cgroup is left.
-		go (&stepCgroup{dir: c.dir, fd: -1}).destroy()
+		// Its step is over: end its thread (see run), remove its cgroup.
+		go c.destroy()
 		return
 	}
 	if n, err := c.charged(); err != nil || n > 1+maxLeftover {

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -66,6 +67,11 @@ func startLowPriority(cmd *exec.Cmd, cg *stepCgroup, netns *os.File) (release fu
 		// The thread is discarded afterwards, so a failed return to the
 		// host's namespace harms nothing.
 		err := startInNetns(netns, cmd.Start)
+		if errors.Is(err, errNetnsRestore) && cmd.Process != nil {
+			// Started: the thread stays in the step's namespace, which
+			// harms nothing as it is discarded after the step.
+			err = nil
+		}
 		if cg != nil {
 			cg.started()
 		}
