@@ -112,14 +112,6 @@ func trackerWait(tr *tracker) waitFunc {
 	}
 }
 
-// watchWait waits for a build with WatchBuild on c.
-func watchWait(c kilnv1.CompileServiceClient) waitFunc {
-	return func(ctx context.Context, b *kilnv1.Build) error {
-		_, _, err := watchUntilFinal(ctx, c, b.GetId())
-		return err
-	}
-}
-
 // compileClients opens n connections to the metaserver's CompileService, so
 // that many submitters do not share one HTTP/2 connection.
 func compileClients(m *meta, n int) ([]kilnv1.CompileServiceClient, func(), error) {

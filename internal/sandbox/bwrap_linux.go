@@ -112,8 +112,8 @@ func (b Bwrap) Run(ctx context.Context, s Step) error {
 		return setupErrorf("leftover report: %w", err)
 	}
 	defer reportR.Close()
-	// statusW becomes fd 3 of bwrap (ExtraFiles[0]), reportW fd 4
-	// (reportFD), which bwrap passes on to the checking shell.
+	// statusW becomes fd 3 of bwrap (ExtraFiles[0]), reportW fd 4, which
+	// bwrap passes on to the checking shell (leftoverScript).
 	// A network namespace made ahead of time saves bwrap making one.
 	netns := takeNetns()
 	if netns != nil {

@@ -112,9 +112,6 @@ import (
 // Both wait up to leftoverGrace for processes that are already on their way
 // out, e.g. a test server the command's last line sent SIGTERM to.
 
-// reportFD is the descriptor of the leftover report inside bwrap.
-const reportFD = 4
-
 // maxReportSize bounds what Run reads of the leftover report channel. The
 // checking shell's report of at most maxLeftoverNames names of 15 bytes is
 // well below it.
