@@ -9,9 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,6 +96,15 @@ func New(t *testing.T) *Farm {
 	f := &Farm{t: t, Dir: dir, metaDataDir: filepath.Join(dir, "metaserver")}
 	if err := os.MkdirAll(f.metaDataDir, 0o700); err != nil {
 		t.Fatalf("farmtest: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		// A root build server's builds run as build users, which must be
+		// able to search the directories above its data directory.
+		for _, d := range []string{filepath.Dir(dir), dir} {
+			if err := os.Chmod(d, 0o711); err != nil {
+				t.Fatalf("farmtest: %v", err)
+			}
+		}
 	}
 	t.Cleanup(func() {
 		f.mu.Lock()
@@ -241,6 +252,11 @@ func (f *Farm) StartBuildserver(token string, extraArgs ...string) *Process {
 		f.t.Fatalf("farmtest: %v", err)
 	}
 	args := append([]string{"--metaserver", m.Addr, "--token", token, "--data-dir", dir}, extraArgs...)
+	if os.Geteuid() == 0 && !slices.ContainsFunc(extraArgs, func(a string) bool { return strings.HasPrefix(a, "--build-uid") }) {
+		// Build servers started at once (in this test or another) must not
+		// share build uids; the build server refuses a range in use.
+		args = append(args, "--build-uid", strconv.FormatUint(uint64(nextBuildUID()), 10))
+	}
 	return StartProcess(f.t, name, Binary(f.t, "buildserver"), args...)
 }
 
@@ -393,4 +409,14 @@ func orInsecure(c credentials.TransportCredentials) credentials.TransportCredent
 		return insecure.NewCredentials()
 	}
 	return c
+}
+
+// buildUIDs numbers the build uid ranges handed to this process's build
+// servers: each gets 64 uids (so up to --jobs 64), the process's range
+// chosen by its pid so that test binaries running at once differ.
+var buildUIDs atomic.Uint32
+
+// nextBuildUID returns the first uid of a fresh range of 64.
+func nextBuildUID() uint32 {
+	return 1_701_000_000 + uint32(os.Getpid()%4096)*65536 + buildUIDs.Add(1)*64
 }
