@@ -82,7 +82,6 @@ func (b Bwrap) AvailableAs(u *User) error {
 			return err
 		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-		args = append(args, "--unshare-user", "--disable-userns")
 	}
 	cmd.Args = append(append([]string{path}, args...), "--", "true")
 	out, err := cmd.CombinedOutput()
@@ -96,10 +95,14 @@ func (b Bwrap) AvailableAs(u *User) error {
 	return nil
 }
 
-// baseArgs are the isolation options of every step.
+// baseArgs are the isolation options of every step. The step's user
+// namespace maps only the user bwrap runs as (the step's, see
+// Step.User), and --disable-userns forbids making another inside, so
+// nothing in the step can gain a capability even in a namespace of its
+// own.
 func baseArgs() []string {
 	return []string{
-		"--unshare-all", "--die-with-parent", "--new-session",
+		"--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
 		"--ro-bind", "/", "/",
 		"--dev", "/dev",
 		"--proc", "/proc",
@@ -120,13 +123,6 @@ func (b Bwrap) Run(ctx context.Context, s Step) error {
 	cred, err := stepCredential(s.User)
 	if err != nil {
 		return &SetupError{Err: err}
-	}
-	if cred != nil {
-		// bwrap runs as the step's user: its own user namespace maps only
-		// that uid, and no further namespace can be made inside, so
-		// nothing in the step can gain a capability even in a namespace
-		// of its own.
-		args = append(args, "--unshare-user", "--disable-userns")
 	}
 	cmdArgv, err := checkedArgv(s.Limits, s.Command)
 	if err != nil {
