@@ -50,6 +50,13 @@ func (m *mailbox) recipients(id uint64) ([]string, bool) {
 	return append([]string(nil), to...), ok
 }
 
+// finalBuild returns build id as it was when it finished, or nil.
+func (m *mailbox) finalBuild(id uint64) *kilnv1.Build {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.final[id]
+}
+
 // startCancelServer is a metaserver with the farmtest C project registered
 // as "hello", mailing into the returned mailbox.
 func startCancelServer(t *testing.T) (*testServer, *mailbox) {
