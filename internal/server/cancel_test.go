@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kilnbuild/kiln/internal/farmtest"
 	"github.com/kilnbuild/kiln/internal/store"
@@ -281,4 +283,39 @@ func TestServer_GetBuild_ALegacyCancellationDoesNotShowItsAddress(t *testing.T) 
 			t.Errorf("%s: failure %q, attempt reason %q; want the address replaced", what, b.GetFailure(), b.GetAttempts()[0].GetReason())
 		}
 	}
+}
+
+func TestServer_Open_AWithdrawnRequestIsNoWaiterAfterARestart(t *testing.T) {
+	ts := startSeededServer(t, Config{}, func(tx store.Tx) error {
+		if err := tx.PutBuild(queuedBuild(1, "hello", 60)); err != nil {
+			return err
+		}
+		for _, r := range []*store.Request{
+			{Id: 1, BuildId: 1, Email: "ada@example.org", CreatedAt: timestamppb.Now()},
+			{Id: 2, BuildId: 1, Email: "bob@example.net", CreatedAt: timestamppb.Now(), Notified: true, WithdrawnAt: timestamppb.Now()},
+		} {
+			if err := tx.PutRequest(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if b := ts.build(1); b.GetWaiters() != 1 {
+		t.Fatalf("restored build has %d waiters; want 1 (bob withdrew)", b.GetWaiters())
+	}
+	b, err := ts.cancel("ada@example.org", 1)
+	if err != nil || b.GetState() != kilnv1.BuildState_BUILD_STATE_CANCELLED || b.GetFailure() != withdrawnReason {
+		t.Fatalf("ada withdrawing after the restart: %v, %v %q; want the build cancelled as she was its last waiter", err, b.GetState(), b.GetFailure())
+	}
+}
+
+func TestServer_Cancel_IsLimitedPerAddressLikeSubmit(t *testing.T) {
+	ts := startTestServer(t, Config{RequestsPerMinutePerAddress: 3}, queuedBuild(1, "hello", 60))
+	for i := range 3 {
+		// Within the limit a guess is refused for what it is.
+		_, err := ts.cancel(fmt.Sprintf("guess%d@example.org", i), 1)
+		expectCode(t, "a guessed address within the limit", err, codes.PermissionDenied)
+	}
+	_, err := ts.cancel("guess3@example.org", 1)
+	expectCode(t, "a fourth guess from the same address", err, codes.ResourceExhausted)
 }
