@@ -51,7 +51,7 @@ func (e *Env) fill() {
 const topUsage = `usage:
   startcompile [flags] EMAIL                      request a build
   startcompile status [flags] BUILD_ID            show or follow a build
-  startcompile cancel --email EMAIL BUILD_ID      cancel a build
+  startcompile cancel --email EMAIL BUILD_ID      withdraw your wait (the last one cancels the build)
   startcompile log [--follow] BUILD_ID            print a build's log
   startcompile check [flags] EMAIL                build on every connected platform
 

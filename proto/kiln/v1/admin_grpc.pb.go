@@ -52,9 +52,10 @@ type AdminServiceClient interface {
 	// returned once and stored only as a hash.
 	CreateEnrollToken(ctx context.Context, in *CreateEnrollTokenRequest, opts ...grpc.CallOption) (*CreateEnrollTokenResponse, error)
 	// CancelBuild cancels a queued or running build on the operator's
-	// authority, as CompileService.Cancel does for its requester: the build
-	// ends CANCELLED with the reason, its build server is told to stop it and
-	// its requesters are notified. Only the running metaserver can do this
+	// authority, whoever still waits on it (CompileService.Cancel only
+	// withdraws one requester's wait): the build ends CANCELLED with the
+	// reason, its build server is told to stop it and its requesters are
+	// notified. The reason is public (pages, mail, the build server). Only the running metaserver can do this
 	// (FAILED_PRECONDITION without it); NOT_FOUND for an unknown build,
 	// FAILED_PRECONDITION for a build already final.
 	CancelBuild(ctx context.Context, in *CancelBuildRequest, opts ...grpc.CallOption) (*CancelBuildResponse, error)
@@ -162,9 +163,10 @@ type AdminServiceServer interface {
 	// returned once and stored only as a hash.
 	CreateEnrollToken(context.Context, *CreateEnrollTokenRequest) (*CreateEnrollTokenResponse, error)
 	// CancelBuild cancels a queued or running build on the operator's
-	// authority, as CompileService.Cancel does for its requester: the build
-	// ends CANCELLED with the reason, its build server is told to stop it and
-	// its requesters are notified. Only the running metaserver can do this
+	// authority, whoever still waits on it (CompileService.Cancel only
+	// withdraws one requester's wait): the build ends CANCELLED with the
+	// reason, its build server is told to stop it and its requesters are
+	// notified. The reason is public (pages, mail, the build server). Only the running metaserver can do this
 	// (FAILED_PRECONDITION without it); NOT_FOUND for an unknown build,
 	// FAILED_PRECONDITION for a build already final.
 	CancelBuild(context.Context, *CancelBuildRequest) (*CancelBuildResponse, error)
