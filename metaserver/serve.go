@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -20,8 +19,8 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/kilnbuild/kiln/internal/auth"
+	"github.com/kilnbuild/kiln/internal/config"
 	"github.com/kilnbuild/kiln/internal/server"
-	"github.com/kilnbuild/kiln/internal/store/bolt"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
@@ -146,6 +145,11 @@ func serve(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	// Resolved once: mirrors and hooks run git and commands elsewhere.
+	if err := config.AbsPaths(fs, "data-dir", "tls-cert", "tls-key", "smtp-password-file", "hook-secret-file"); err != nil {
+		fmt.Fprintln(os.Stderr, "metaserver serve:", err)
+		return 2
+	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "metaserver serve:", err)
 		return 2
@@ -153,6 +157,9 @@ func serve(args []string) int {
 	log := newLogger(cfg.LogFormat, cfg.LogLevel).With("component", "metaserver")
 	slog.SetDefault(log)
 	if err := runServe(cfg, log); err != nil {
+		if refused(err) {
+			return refusal("serve", err)
+		}
 		log.Error("metaserver stopped", "err", err)
 		return 1
 	}
@@ -165,7 +172,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	if err := server.DataDirReady(cfg.DataDir); err != nil {
 		return err
 	}
-	st, err := bolt.Open(filepath.Join(cfg.DataDir, "kiln.db"), bolt.Options{Timeout: 2 * time.Second})
+	st, err := openStore(cfg.DataDir)
 	if err != nil {
 		return fmt.Errorf("opening store: %w", err)
 	}

@@ -3,6 +3,7 @@ package bolt
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -13,10 +14,11 @@ import (
 // is written to a temporary file beside path, fsynced, checked with
 // CheckFile, then linked to path, which must not exist (a backup never
 // replaces a file, least of all the store itself), and the directory is
-// fsynced. It returns the copy's size. On error no file is left at path.
+// fsynced. It returns the copy's size. On error no file is left at path;
+// a path that exists fails with an error wrapping fs.ErrExist.
 func (db *DB) BackupFile(path string) (int64, error) {
 	if _, err := os.Lstat(path); err == nil {
-		return 0, fmt.Errorf("bolt: backup: %s already exists", path)
+		return 0, fmt.Errorf("bolt: backup: %s: %w", path, fs.ErrExist)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
@@ -37,8 +39,8 @@ func (db *DB) BackupFile(path string) (int64, error) {
 		return 0, fmt.Errorf("bolt: backup: the copy does not check: %w", err)
 	}
 	if err := os.Link(tmp.Name(), path); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return 0, fmt.Errorf("bolt: backup: %s already exists", path)
+		if errors.Is(err, fs.ErrExist) {
+			return 0, fmt.Errorf("bolt: backup: %s: %w", path, fs.ErrExist)
 		}
 		return 0, fmt.Errorf("bolt: backup: %w", err)
 	}

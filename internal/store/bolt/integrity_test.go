@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -289,7 +290,7 @@ func TestDB_BackupFile_WhileWriting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.BackupFile(backup); err == nil || !strings.Contains(err.Error(), "already exists") {
+	if _, err := db.BackupFile(backup); !errors.Is(err, fs.ErrExist) {
 		t.Fatalf("a second BackupFile to the same path: got %v, want a refusal", err)
 	}
 	if _, err := db.BackupFile(db.Path()); err == nil {
