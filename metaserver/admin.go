@@ -26,7 +26,7 @@ const adminSocket = "admin.sock"
 
 // listenAdmin serves the AdminService on DIR/admin.sock, readable by the
 // owner only: the socket's file mode is the admin authentication.
-func listenAdmin(dataDir string, admin *server.Admin) (*grpc.Server, net.Listener, error) {
+func listenAdmin(dataDir string, admin *server.Admin, opts ...grpc.ServerOption) (*grpc.Server, net.Listener, error) {
 	path := filepath.Join(dataDir, adminSocket)
 	_ = os.Remove(path) // a stale socket of a killed process; the store lock proves we are alone
 	old := umask(0o077)
@@ -39,7 +39,7 @@ func listenAdmin(dataDir string, admin *server.Admin) (*grpc.Server, net.Listene
 		ln.Close()
 		return nil, nil, err
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(opts...)
 	kilnv1.RegisterAdminServiceServer(gs, admin)
 	return gs, ln, nil
 }

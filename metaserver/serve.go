@@ -193,6 +193,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		return err
 	}
 	unary, stream := auth.Interceptors(srv.LookupToken, "/kiln.v1.WorkerService/")
+	gateUnary, gateStream := srv.WriteGate()
 	opts := []grpc.ServerOption{}
 	if cfg.TLSCert != "" {
 		creds, err := auth.ServerCredentials(cfg.TLSCert, cfg.TLSKey)
@@ -202,7 +203,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		opts = append(opts, grpc.Creds(creds))
 	}
 	gs := grpc.NewServer(append(opts,
-		grpc.UnaryInterceptor(unary), grpc.StreamInterceptor(stream),
+		grpc.ChainUnaryInterceptor(unary, gateUnary), grpc.ChainStreamInterceptor(stream, gateStream),
 		grpc.MaxRecvMsgSize(server.MaxMessageBytes),
 		// A small read buffer, and write buffers taken from a pool only
 		// while writing: an idle build server costs little (issue 9:
@@ -220,7 +221,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	healthpb.RegisterHealthServer(gs, hs)
 
 	admin := &server.Admin{Store: st, DataDir: cfg.DataDir, OnRevoke: srv.Disconnect, Cancel: srv.AdminCancel}
-	adminSrv, adminLn, err := listenAdmin(cfg.DataDir, admin)
+	adminSrv, adminLn, err := listenAdmin(cfg.DataDir, admin, grpc.ChainUnaryInterceptor(gateUnary))
 	if err != nil {
 		return err
 	}
