@@ -37,6 +37,18 @@
 // the record to remove its stale index entries, so the indexes are always in
 // step with the records in the same transaction.
 //
+// # Integrity
+//
+// Open refuses, before writing anything, an existing file that is empty,
+// shorter than the pages its meta page counts, without a valid meta page,
+// or (unless Options.NoCheck) failing bbolt's Tx.Check: a *DamagedError
+// wrapping store.ErrDamaged (integrity.go). A missing file is created.
+// Afterwards a page bbolt cannot decode fails the transaction that reads
+// it with a *DamagedError instead of a panic, and a commit that finds the
+// disk full fails with store.ErrNoSpace, having written nothing. Backup
+// and BackupFile copy the store from one read transaction; CheckFile
+// checks a file read-only.
+//
 // # Schema versions
 //
 // meta/version is the layout above. Open refuses a file written by a newer
@@ -95,8 +107,9 @@ type Options struct {
 	MaxBatchDelay time.Duration
 	// NoCheck skips the consistency check of every page that Open runs on
 	// an existing file before writing to it (the cheap check of its size
-	// against its meta page always runs). The check reads the whole file:
-	// see BENCHMARKS.md for its cost.
+	// against its meta page always runs). The check walks every page: about
+	// 60-110 ms for a 221 MiB store of 100,000 builds with a warm page cache
+	// (more from a cold disk).
 	NoCheck bool
 }
 
