@@ -6,7 +6,9 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -218,5 +220,110 @@ func TestRelativeDataDirsWorkForEveryProgram(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(work, "copy.db")); err != nil {
 		t.Fatalf("the relative backup path: %v", err)
+	}
+}
+
+// mountTmpfs mounts a tmpfs of size bytes on dir and unmounts it when the
+// test ends (after the processes started later are stopped). It skips the
+// test when it cannot: a real full disk needs root and mount permission.
+func mountTmpfs(t *testing.T, dir string, size int) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("a real full disk needs a tmpfs mount: run as root")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+strconv.Itoa(size)+",mode=0700"); err != nil {
+		t.Skipf("cannot mount a tmpfs (%v): a real full disk needs it", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+}
+
+func TestFullDiskRefusesWritesServesReadsAndRecovers(t *testing.T) {
+	f := farmtest.New(t)
+	// Only the store is on the small file system (through a symbolic
+	// link), so that what fills up is the store, not the git mirrors.
+	small := filepath.Join(f.Dir, "small")
+	mountTmpfs(t, small, 4<<20)
+	if err := os.Symlink(filepath.Join(small, "kiln.db"), filepath.Join(f.MetaDataDir(), "kiln.db")); err != nil {
+		t.Fatal(err)
+	}
+	f.StartMetaserver()
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
+	f.AddProject("hello", repo)
+	first := submit(t, f)
+
+	filler := filepath.Join(small, "filler")
+	fh, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 64<<10)
+	for i := 0; i < 1024; i++ { // 64 MiB at most; the file system holds 4
+		if _, err = fh.Write(chunk); err != nil {
+			break
+		}
+	}
+	fh.Close()
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("filling the file system: %v", err)
+	}
+
+	// New requests: the first whose commit finds the disk full waits
+	// (it may stay unanswered until space returns); later ones are refused.
+	var refused farmtest.Result
+	var waiting []int
+	for level := 10; level < 200 && refused.Stderr == ""; level++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		r := f.StartcompileContext(ctx, "--project", "hello", "-o", "level="+strconv.Itoa(level), "--json", "dev@example.com")
+		cancel()
+		switch {
+		case strings.Contains(r.Stderr, "disk is full"):
+			refused = r
+		case r.Exit == -1:
+			waiting = append(waiting, level)
+		case r.Exit != 0:
+			t.Fatalf("request at level %d: exit %d\n%s%s", level, r.Exit, r.Stdout, r.Stderr)
+		}
+	}
+	if refused.Stderr == "" {
+		t.Fatal("no request was refused on a full disk")
+	}
+	if refused.Exit != 3 || !strings.Contains(refused.Stderr, "writes are refused until space returns") {
+		t.Fatalf("the refusal: exit %d, want 3 (infrastructure, retry)\n%s", refused.Exit, refused.Stderr)
+	}
+	t.Logf("refused after %d requests left waiting", len(waiting))
+	if !f.Meta().Process.Running() {
+		t.Fatal("the metaserver stopped on a full disk")
+	}
+	// Reads go on.
+	if b := getBuild(t, f, first); b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED {
+		t.Fatalf("build %d on a full disk: %v", first, b)
+	}
+	before := len(listBuilds(t, f))
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	// Writes are accepted again, without a restart, and the waiting
+	// change was committed.
+	farmtest.Eventually(t, 30*time.Second, func() error {
+		r := f.Startcompile("--project", "hello", "-o", "level=500", "--json", "dev@example.com")
+		if r.Exit != 0 {
+			return errorf("request after space returned: exit %d %s", r.Exit, r.Stderr)
+		}
+		return nil
+	})
+	if n := len(listBuilds(t, f)); n < before+1 || (len(waiting) > 0 && n < before+2) {
+		t.Fatalf("%d builds after space returned, had %d and %d requests waiting", n, before, len(waiting))
+	}
+	f.Meta().Restart() // and what was committed is on disk
+	if n := len(listBuilds(t, f)); n < before+1 {
+		t.Fatalf("after a restart: %d builds, want at least %d", n, before+1)
 	}
 }
