@@ -331,6 +331,10 @@ func parseConfig(args []string, getenv func(string) string) (Config, error) {
 	if err := config.ApplyEnv(fs, envFallbacks, getenv); err != nil {
 		return c, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
+	// The probe and git run in other directories: paths must not move.
+	if err := config.AbsPaths(fs, "data-dir", "ca"); err != nil {
+		return c, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 	if c.Token == "" && c.DataDir != "" {
 		data, err := os.ReadFile(filepath.Join(c.DataDir, "token"))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
