@@ -11,7 +11,8 @@ import (
 // stepEnv is the whole environment of a's steps: a fixed base (nothing of
 // the build server's own environment leaks in), the target's toolchain, and
 // the KILN_* variables, which win over toolchain entries of the same name.
-func stepEnv(a *kilnv1.Assignment, t *Target, home, destDir string) []string {
+// jobs is the attempt's share of the machine's CPUs (KILN_JOBS, for make -j).
+func stepEnv(a *kilnv1.Assignment, t *Target, home, destDir string, jobs int) []string {
 	env := []string{
 		"PATH=/usr/local/bin:/usr/bin:/bin",
 		"HOME=" + home,
@@ -32,6 +33,7 @@ func stepEnv(a *kilnv1.Assignment, t *Target, home, destDir string) []string {
 		"KILN_ATTEMPT_ID="+strconv.FormatUint(a.GetAttemptId(), 10),
 		"KILN_TARGET="+a.GetTargetId(),
 		"KILN_DESTDIR="+destDir,
+		"KILN_JOBS="+strconv.Itoa(max(jobs, 1)),
 	)
 	return env
 }
@@ -49,4 +51,10 @@ func optionVar(name string) string {
 			return '_'
 		}
 	}, name)
+}
+
+// jobsPerSlot is one build's share of cpus when slots builds may run at
+// once: at least 1.
+func jobsPerSlot(cpus, slots int) int {
+	return max(cpus/max(slots, 1), 1)
 }

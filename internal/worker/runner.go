@@ -26,8 +26,10 @@ type attemptRunner struct {
 	maxArtifact    int64
 	policy         *kilnv1.BuildServerPolicy
 	targets        map[string]*Target
-	mirrors        *mirrors
-	uploader       artifactUploader
+	// jobs is one attempt's share of the machine's CPUs (KILN_JOBS).
+	jobs     int
+	mirrors  *mirrors
+	uploader artifactUploader
 	// inlineMax is the latest Welcome's max_inline_artifact_bytes: an
 	// artifact up to this size goes inside the result instead of an upload.
 	inlineMax atomic.Uint64
@@ -88,12 +90,15 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 			Dir:      src,
 			Writable: []string{src, dest, home},
 			Hide:     r.hide,
-			Env:      stepEnv(a, target, home, dest),
+			Env:      stepEnv(a, target, home, dest, r.jobs),
 			Output:   j.log,
 			Limits:   limits,
 		},
 	}
 	recipe := a.GetRecipe()
+	if sum := recipe.GetSummary(); sum != "" {
+		j.log.notef("recipe: %s", sum)
+	}
 	for _, phase := range []struct {
 		phase kilnv1.Phase
 		cmds  []string
