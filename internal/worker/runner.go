@@ -133,6 +133,13 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	} else {
 		entries, err = collectGlobs(src, recipe.GetArtifacts())
 	}
+	if err == nil {
+		var checked bool
+		if checked, err = checkArtifactELF(entries, target.Info.GetSystem()); err == nil && !checked {
+			j.log.notef("artifact's ELF files not checked: no known ELF machine for arch %q, %q-endian, %q",
+				target.Info.GetSystem().GetArch(), target.Info.GetSystem().GetEndian(), target.Info.GetSystem().GetDataModel())
+		}
+	}
 	artPath := filepath.Join(j.dir, artifactName)
 	var art *kilnv1.Artifact
 	if err == nil {
