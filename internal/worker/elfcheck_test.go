@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kilnbuild/kiln/internal/sysinfo"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
@@ -180,5 +181,25 @@ func TestClient_HostBinaryFromCrossTargetFailsTheBuild(t *testing.T) {
 	log := f.log(1)
 	if !strings.Contains(log, "[kiln] recipe: kiln.yaml\n") || !strings.Contains(log, "[kiln] "+want) {
 		t.Errorf("log lacks the recipe or the reason:\n%s", log)
+	}
+}
+
+func TestClient_StepsSeeTheTargetsFiles(t *testing.T) {
+	f := startFake(t)
+	url, commit := makeRepo(t, map[string]string{"README": "x\n"})
+	cfg := testConfig(t, f)
+	tgt := testTarget()
+	tgt.Files = []sysinfo.TargetFile{{Env: "KILN_CMAKE_TOOLCHAIN_FILE", Name: "toolchain.cmake", Content: "set(CMAKE_SYSTEM_NAME Linux)\n"}}
+	cfg.Targets = []Target{tgt}
+	startClient(t, cfg)
+	f.waitFor(t, "Hello", func() bool { return len(f.hellos) == 1 })
+	f.push(t, assign(assignment(1, url, commit, recipe([]string{
+		`test "$KILN_CMAKE_TOOLCHAIN_FILE" = "$HOME/.kiln/toolchain.cmake" && test "$KILN_JOBS" -ge 1 && cat "$KILN_CMAKE_TOOLCHAIN_FILE" && touch out`}, "out"))))
+	res := f.waitResult(t, 1)
+	if res.GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED {
+		t.Fatalf("result %v %q\nlog:\n%s", res.GetOutcome(), res.GetReason(), f.log(1))
+	}
+	if log := f.log(1); !strings.Contains(log, "\nset(CMAKE_SYSTEM_NAME Linux)\n") {
+		t.Errorf("the step did not read the toolchain file from $KILN_CMAKE_TOOLCHAIN_FILE:\n%s", log)
 	}
 }

@@ -72,7 +72,7 @@ func TestStepEnv(t *testing.T) {
 	a := &kilnv1.Assignment{AttemptId: 5, BuildId: 2, TargetId: "cross:s390x-linux-gnu",
 		Options: map[string]string{"with-ssl": "yes", "Level": "3"}}
 	tgt := &Target{Env: []string{"CC=s390x-linux-gnu-gcc", "QEMU_LD_PREFIX=/usr/s390x-linux-gnu", "KILN_TARGET=spoofed"}}
-	env := stepEnv(a, tgt, "/b/home", "/b/dest", 3)
+	env := stepEnv(a, tgt, "/b/home", "/b/dest", 3, "KILN_CMAKE_TOOLCHAIN_FILE=/b/home/.kiln/toolchain.cmake")
 	last := map[string]string{}
 	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
@@ -83,7 +83,7 @@ func TestStepEnv(t *testing.T) {
 		"CC": "s390x-linux-gnu-gcc", "QEMU_LD_PREFIX": "/usr/s390x-linux-gnu",
 		"KILN_OPT_WITH_SSL": "yes", "KILN_OPT_LEVEL": "3",
 		"KILN_BUILD_ID": "2", "KILN_ATTEMPT_ID": "5", "KILN_TARGET": "cross:s390x-linux-gnu", "KILN_DESTDIR": "/b/dest",
-		"KILN_JOBS": "3",
+		"KILN_JOBS": "3", "KILN_CMAKE_TOOLCHAIN_FILE": "/b/home/.kiln/toolchain.cmake",
 	}
 	for k, v := range want {
 		if last[k] != v {

@@ -79,6 +79,10 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	}
 	fetched := time.Now()
 
+	files, err := writeTargetFiles(target, home)
+	if err != nil {
+		return r.setupFailed(j, "writing the target's toolchain files", err)
+	}
 	timeout := buildTimeout(r.policy, a, r.defaultTimeout)
 	limits := r.limits
 	if limits.CPUSeconds == 0 {
@@ -90,7 +94,7 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 			Dir:      src,
 			Writable: []string{src, dest, home},
 			Hide:     r.hide,
-			Env:      stepEnv(a, target, home, dest, r.jobs),
+			Env:      stepEnv(a, target, home, dest, r.jobs, files...),
 			Output:   j.log,
 			Limits:   limits,
 		},
@@ -127,7 +131,6 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		return over
 	}
 	var entries []packEntry
-	var err error
 	if recipe.GetInstallTree() {
 		entries, err = collectTree(dest)
 	} else {
