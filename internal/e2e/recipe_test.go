@@ -78,7 +78,7 @@ hello: hello.c
 
 // TestRecipeDetectsBuildSystemsNativeAndCross builds real CMake, Meson and
 // autotools (autoreconf) fixtures without kiln.yaml through a farm, on the
-// native target and on s390x under qemu, with their own tests, and checks
+// native target, on s390x under qemu and on musl, with their own tests, and checks
 // every ELF file of each downloaded artifact; then a manifest that ships a
 // host binary from the s390x target fails with the reason.
 func TestRecipeDetectsBuildSystemsNativeAndCross(t *testing.T) {
@@ -93,8 +93,8 @@ func TestRecipeDetectsBuildSystemsNativeAndCross(t *testing.T) {
 	f.AddProject("hardcc", "file://"+hardRepo)
 
 	const server = "recipes"
-	f.StartBuildserver(f.AddBuildServer(server), "--jobs", "1", "--target", "native", "--target", "cross:s390x-linux-gnu")
-	platformWaitTargets(t, f, server, "native", "cross:s390x-linux-gnu")
+	f.StartBuildserver(f.AddBuildServer(server), "--jobs", "1", "--target", "native", "--target", "cross:s390x-linux-gnu", "--target", "musl")
+	platformWaitTargets(t, f, server, "native", "cross:s390x-linux-gnu", "musl")
 
 	platforms := []struct {
 		name, target string
@@ -105,6 +105,9 @@ func TestRecipeDetectsBuildSystemsNativeAndCross(t *testing.T) {
 	}{
 		{"native", "native", []string{"--arch", "x86_64", "--libc", "glibc"}, elf.EM_X86_64, elf.ELFDATA2LSB, "x86_64"},
 		{"s390x", "cross:s390x-linux-gnu", []string{"--arch", "s390x"}, elf.EM_S390, elf.ELFDATA2MSB, "s390x"},
+		// greet.c includes <linux/limits.h>, which musl-gcc finds only
+		// through the target's kernel header links.
+		{"musl", "musl", []string{"--arch", "x86_64", "--libc", "musl"}, elf.EM_X86_64, elf.ELFDATA2LSB, "x86_64"},
 	}
 	projects := []struct {
 		name, summary string
@@ -147,12 +150,17 @@ func TestRecipeDetectsBuildSystemsNativeAndCross(t *testing.T) {
 						t.Errorf("%s is %v %v %v, want %v ELFCLASS64 %v", name, h.Machine, h.Class, h.Data, pl.machine, pl.data)
 					}
 				}
+				if pl.target == "musl" {
+					if interp := platformInterp(t, filepath.Join(out, "usr/local/bin/hello")); !strings.Contains(interp, "ld-musl") {
+						t.Errorf("musl build's hello has the interpreter %q", interp)
+					}
+				}
 				if p.name == "autotools" {
 					host, err := os.ReadFile(filepath.Join(out, "usr/local/share/kilnautotools/host.txt"))
 					if err != nil || !strings.HasPrefix(string(host), pl.hostWord+"-") {
 						t.Errorf("configure's host was %q (%v), want %s-...", host, err, pl.hostWord)
 					}
-					wantHost := pl.target != "native"
+					wantHost := strings.HasPrefix(pl.target, "cross:") // musl-gcc is not a cross compiler
 					if got := strings.Contains(log, "+ ./configure --build=x86_64-linux-gnu --host=s390x-linux-gnu\n"); got != wantHost {
 						t.Errorf("log shows --host=s390x-linux-gnu: %v, want %v", got, wantHost)
 					}
