@@ -20,6 +20,8 @@ type launch struct {
 	env        []string   // environment of argv[0]; never nil
 	dir        string     // working directory of argv[0]; "" = inherit
 	extraFiles []*os.File // closed by execute once the child has them
+	// cred, when not nil, is the user argv[0] runs as (see Step.User).
+	cred *syscall.Credential
 	// netns, when not nil, is the network namespace the child starts in
 	// (see takeNetns); execute closes it when it returns.
 	netns *os.File
@@ -84,14 +86,20 @@ func execute(ctx context.Context, s Step, l launch) error {
 		return setupErrorf("output pipe: %w", err)
 	}
 	cmd := &exec.Cmd{
-		Path:        l.argv[0],
-		Args:        l.argv,
-		Env:         l.env,
-		Dir:         l.dir,
-		Stdout:      pw, // an *os.File: the child writes to it directly, no exec goroutine
-		Stderr:      pw,
-		ExtraFiles:  l.extraFiles,
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		Path:       l.argv[0],
+		Args:       l.argv,
+		Env:        l.env,
+		Dir:        l.dir,
+		Stdout:     pw, // an *os.File: the child writes to it directly, no exec goroutine
+		Stderr:     pw,
+		ExtraFiles: l.extraFiles,
+		// Pdeathsig is set in the child before exec, and Go's fork checks
+		// the parent is still there after setting it: a build server killed
+		// at the instant it starts a step cannot leave the step running
+		// (bwrap's own --die-with-parent comes only after bwrap starts).
+		// It follows the thread that forks, which startLowPriority keeps
+		// until the child is reaped.
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Credential: l.cred, Pdeathsig: syscall.SIGKILL},
 	}
 	release, err := startLowPriority(cmd, cg, l.netns)
 	pw.Close()
