@@ -2,6 +2,9 @@ package server
 
 import (
 	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kilnbuild/kiln/internal/store"
+	"github.com/kilnbuild/kiln/internal/store/bolt"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
@@ -303,5 +307,63 @@ func TestAQueuedBuildNoTargetMatchesExpiresAndItsWaitersAreTold(t *testing.T) {
 	})
 	if v := ts.build(3); v.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED {
 		t.Fatalf("build 3, matched but waiting for a slot, is %v; want still queued", v.GetState())
+	}
+}
+
+func TestAnAttemptRestoredAfterARestartKeepsTheDeadlineOfItsStart(t *testing.T) {
+	// Running when the previous metaserver stopped, started an hour ago
+	// with a 1s time limit: the new process takes it back at once, not a
+	// lease (30s) or a whole time limit later.
+	rec := queuedBuild(1, "hello", 1)
+	rec.Build.State = kilnv1.BuildState_BUILD_STATE_RUNNING
+	rec.Build.Attempts = []*kilnv1.Attempt{{Id: attemptID(1, 1), BuildServer: "gone", TargetId: "native",
+		Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RUNNING, StartedAt: timestamppb.New(time.Now().Add(-time.Hour))}}
+	ts := startTestServer(t, Config{}, rec)
+	fresh := ts.connect("fresh", nil)
+	a := fresh.next(10 * time.Second).GetAssignment()
+	if a.GetBuildId() != 1 || a.GetAttemptId() != attemptID(1, 2) {
+		t.Fatalf("got %v; want attempt 2 of build 1", a)
+	}
+	first := ts.build(1).GetAttempts()[0]
+	if first.GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST || !strings.Contains(first.GetReason(), "past its time limit of 1s plus 5m0s grace") {
+		t.Fatalf("restored attempt ended %v (%q); want lost past its time limit", first.GetOutcome(), first.GetReason())
+	}
+}
+
+func TestAPutAsideSurvivesARestartAndAReconnect(t *testing.T) {
+	dir := t.TempDir()
+	if err := DataDirReady(dir); err != nil {
+		t.Fatal(err)
+	}
+	st, err := bolt.Open(filepath.Join(dir, "kiln.db"), bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	until := time.Now().Add(time.Hour).Truncate(time.Second)
+	err = st.Update(func(tx store.Tx) error {
+		return tx.CreateBuildServer(&store.BuildServer{Name: "flaky", TokenHash: "h", ConsecutiveLosses: 3,
+			AttemptsLost: 9, PutAsideUntil: timestamppb.New(until), PutAsideReason: "3 attempts lost in a row; the last: lease lapsed"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Open(Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	srv.connect(&session{name: "flaky", ctx: ctx, cancel: cancel}, hello())
+	if got := srv.sched.Server("flaky").PutAsideUntil; !got.Equal(until) {
+		t.Fatalf("connected after a restart with PutAsideUntil %v, want %v", got, until)
+	}
+	resp, err := srv.ListBuildServers(context.Background(), &kilnv1.ListBuildServersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs := resp.GetBuildServers()[0]
+	if !bs.GetPutAsideUntil().AsTime().Equal(until) || bs.GetConsecutiveLosses() != 3 || bs.GetAttemptsLost() != 9 || bs.GetPutAsideReason() == "" {
+		t.Fatalf("listed %v; want put aside until %v after 3 losses in a row, 9 in all, with the reason", bs, until)
 	}
 }
