@@ -229,6 +229,8 @@ func (s *Server) endAttemptLocked(a *sched.Attempt, r *kilnv1.AttemptResult, aft
 			s.lossLocked(serverName, now, r.GetReason())
 		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REFUSED:
 			exclude = true
+		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RETURNED:
+			exclude = handedBackBefore(build, serverName)
 		}
 		// A refusal is the volunteer's policy saying no, not a broken
 		// build server: like a build handed back on a graceful stop it does

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,7 +29,10 @@ import (
 //     final result. A build server losing the same build twice is
 //     excluded from it for ExcludeFor.
 //   - Exhaust the build's budget: a build's MaxInfraAttempts counts build
-//     servers, not attempts; one volunteer's losses count once.
+//     servers, not attempts; one volunteer's losses count once. Nor may it
+//     burn the build's attempt numbers (maxAttemptsPerBuild) by handing
+//     the build back as it gets it: a second RETURNED of one build by one
+//     server excludes it from the build for ExcludeFor.
 //
 // Exclusions and put-aside times expire, so a build is never stuck behind
 // its only matching volunteer; both survive a restart in the store.
@@ -148,20 +152,27 @@ func (s *Server) excludeLocked(ab *activeBuild, name string, now time.Time) {
 	ab.rec.ExcludedUntil = m
 }
 
-// lostBefore reports whether build server name lost an earlier attempt of
-// b (all but the last attempt, the one ending now).
-func lostBefore(b *kilnv1.Build, name string) bool {
+// endedBefore reports whether an earlier attempt of b (all but the last,
+// the one ending now) on build server name ended with one of outcomes.
+func endedBefore(b *kilnv1.Build, name string, outcomes ...kilnv1.AttemptOutcome) bool {
 	atts := b.GetAttempts()
 	for _, a := range atts[:max(len(atts)-1, 0)] {
-		if a.GetBuildServer() != name {
-			continue
-		}
-		switch a.GetOutcome() {
-		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST, kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED:
+		if a.GetBuildServer() == name && slices.Contains(outcomes, a.GetOutcome()) {
 			return true
 		}
 	}
 	return false
+}
+
+// lostBefore reports whether build server name lost an earlier attempt of b.
+func lostBefore(b *kilnv1.Build, name string) bool {
+	return endedBefore(b, name, kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST, kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED)
+}
+
+// handedBackBefore reports whether build server name lost or handed back
+// an earlier attempt of b.
+func handedBackBefore(b *kilnv1.Build, name string) bool {
+	return lostBefore(b, name) || endedBefore(b, name, kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RETURNED)
 }
 
 // timeLimit is rec's time limit, the manifest's timeout.

@@ -367,3 +367,26 @@ func TestAPutAsideSurvivesARestartAndAReconnect(t *testing.T) {
 		t.Fatalf("listed %v; want put aside until %v after 3 losses in a row, 9 in all, with the reason", bs, until)
 	}
 }
+
+func TestAVolunteerHandingABuildBackAgainIsExcludedFromItAndCannotBurnItsAttempts(t *testing.T) {
+	// Handing back costs neither the budget nor a loss; doing it twice
+	// excludes the server from the build, so it cannot spin through the
+	// build's attempt numbers until "too many attempts".
+	ts := startTestServer(t, Config{ExcludeFor: time.Minute}, queuedBuild(1, "hello", 60))
+	spinner := ts.connect("spinner", nil)
+	for i := 1; i <= 2; i++ {
+		a := spinner.assignment()
+		spinner.report(&kilnv1.AttemptResult{AttemptId: a.GetAttemptId(), Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RETURNED, Reason: "all 1 slots are busy"})
+	}
+	b := ts.build(1)
+	if b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED || len(b.GetAttempts()) != 2 {
+		t.Fatalf("after 2 hand-backs: %v with %d attempts; want queued after 2", b.GetState(), len(b.GetAttempts()))
+	}
+	if got := strings.Join(b.GetWaitingReasons(), "\n"); !strings.Contains(got, "excluded") {
+		t.Fatalf("reasons %q; want the spinner excluded", got)
+	}
+	other := ts.connect("other", nil)
+	if a := other.assignment(); a.GetBuildId() != 1 {
+		t.Fatalf("other got build %d, want 1", a.GetBuildId())
+	}
+}
