@@ -124,3 +124,38 @@ func TestAHeldBuildIsTakenBackWithinItsTimeLimitPlusGraceAndBuiltByAnother(t *te
 		}
 	}
 }
+
+func TestAnUnmatchedRequestExpiresAndItsRequesterIsMailedWhy(t *testing.T) {
+	port := farmtest.FreePort(t)
+	sink := mailStartSink(t, port)
+	f := mailFarm(t, port, farmtest.CProjectOptions{Manifest: true}, "--expire-unmatched", "2s")
+	mailStartBuilder(t, f) // native only: nothing big-endian
+	const ada = "ada@example.org"
+
+	r := f.Startcompile("--project", "hello", "--revision", "main", "--endian", "big", "--wait", "--json", ada)
+	expectExit(t, r, 3)
+	res := parseResult(t, r)
+	if res.State != "expired" {
+		t.Fatalf("build: %+v, want state expired", res)
+	}
+	b := mailGetBuild(t, f, res.BuildID)
+	if b.GetState() != kilnv1.BuildState_BUILD_STATE_EXPIRED || len(b.GetAttempts()) != 0 {
+		t.Fatalf("build %d: %s with %d attempts; want expired, never dispatched", b.GetId(), b.GetState(), len(b.GetAttempts()))
+	}
+	for _, want := range []string{"no connected target matched for 2s", "endian=big: 1 of 1 connected targets do not match"} {
+		if !strings.Contains(b.GetFailure(), want) {
+			t.Fatalf("failure %q lacks %q", b.GetFailure(), want)
+		}
+	}
+	msgs := mailWaitSettled(t, f, sink, 1, mailDeliveryTimeout)
+	got := mailFor(msgs, ada)
+	if len(got) != 1 {
+		t.Fatalf("%s received %d mails, want 1", ada, len(got))
+	}
+	if s := got[0].Subject(); !strings.HasSuffix(s, ": expired") {
+		t.Errorf("subject %q does not say expired", s)
+	}
+	if text := mailNorm(got[0].Text); !strings.Contains(text, "no connected target matched for 2s") {
+		t.Errorf("the mail does not say why:\n%s", got[0].Text)
+	}
+}
