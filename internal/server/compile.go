@@ -21,7 +21,8 @@ const (
 func isFinal(st kilnv1.BuildState) bool {
 	switch st {
 	case kilnv1.BuildState_BUILD_STATE_SUCCEEDED, kilnv1.BuildState_BUILD_STATE_FAILED,
-		kilnv1.BuildState_BUILD_STATE_ERROR, kilnv1.BuildState_BUILD_STATE_CANCELLED:
+		kilnv1.BuildState_BUILD_STATE_ERROR, kilnv1.BuildState_BUILD_STATE_CANCELLED,
+		kilnv1.BuildState_BUILD_STATE_EXPIRED:
 		return true
 	}
 	return false

@@ -247,6 +247,7 @@ func (s *Server) connect(ss *session, h *kilnv1.Hello) *kilnv1.Welcome {
 	for _, t := range h.GetTargets() {
 		srv.Targets = append(srv.Targets, &sched.Target{ID: t.GetId(), Info: t.GetSystem()})
 	}
+	s.applyStandingLocked(srv)
 	s.sched.Connect(srv)
 	s.updateTargetMetricsLocked()
 

@@ -67,6 +67,14 @@ func (s *Server) ListBuildServers(ctx context.Context, _ *kilnv1.ListBuildServer
 		bs := &kilnv1.BuildServerStatus{
 			Name: r.GetName(), Targets: r.GetTargets(), LastSeen: r.GetLastSeen(),
 			BuildsSucceeded: r.GetBuildsSucceeded(), BuildsFailed: r.GetBuildsFailed(), Revoked: r.GetRevoked(),
+			AttemptsLost: r.GetAttemptsLost(),
+		}
+		if st := s.standings[r.GetName()]; st != nil {
+			bs.ConsecutiveLosses = st.losses
+			if s.now().Before(st.asideUntil) {
+				bs.PutAsideUntil = timestamppb.New(st.asideUntil)
+				bs.PutAsideReason = st.reason
+			}
 		}
 		if srv := s.sched.Server(r.GetName()); srv != nil {
 			bs.Connected = true

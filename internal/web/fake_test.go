@@ -131,6 +131,7 @@ func newFarm() *farm {
 				{TargetId: "cross:nonexistent-linux-gnu", Reason: `compiling the probe: exec: "nonexistent-linux-gnu-gcc": <not found>`},
 			},
 			LastSeen: ts(-7 * time.Second), BuildsSucceeded: 1, BuildsFailed: 5,
+			PutAsideUntil: ts(4 * time.Minute), PutAsideReason: "3 attempts lost in a row; the last: lease lapsed", ConsecutiveLosses: 3, AttemptsLost: 7,
 			Policy: &kilnv1.BuildServerPolicy{IdleOnly: true, AllowedOptions: map[string]*kilnv1.OptionValues{"opt": {Values: []string{"-O0", "-O2"}}}},
 		},
 		{

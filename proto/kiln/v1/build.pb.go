@@ -25,14 +25,16 @@ const (
 // BuildState is the lifecycle of a build:
 //
 //	QUEUED ──dispatch──▶ RUNNING ──success──▶ SUCCEEDED
-//	  ▲                    │ ├──compile failure / timeout──▶ FAILED
-//	  └──setup failure,────┘ ├──attempt limit reached──────▶ ERROR
-//	     lost lease,         └──cancel──────────────────────▶ CANCELLED
-//	     refusal
+//	  ▲ │                  │ ├──compile failure / timeout──▶ FAILED
+//	  │ │                  │ ├──attempt limit reached──────▶ ERROR
+//	  └─┼──setup failure,──┘ └──cancel──────────────────────▶ CANCELLED
+//	    │  lost lease, held past
+//	    │  its time limit, refusal
+//	    └──no connected target matched for --expire-unmatched──▶ EXPIRED
 //
-// SUCCEEDED, FAILED, ERROR and CANCELLED are final. A queued build may be
-// cancelled too. Only an administrator cancels a build others wait on; a
-// requester withdraws its own wait, and the last one withdrawing cancels
+// SUCCEEDED, FAILED, ERROR, CANCELLED and EXPIRED are final. A queued build
+// may be cancelled too. Only an administrator cancels a build others wait on;
+// a requester withdraws its own wait, and the last one withdrawing cancels
 // the build (CompileService.Cancel).
 type BuildState int32
 
@@ -44,6 +46,9 @@ const (
 	BuildState_BUILD_STATE_FAILED      BuildState = 4
 	BuildState_BUILD_STATE_ERROR       BuildState = 5
 	BuildState_BUILD_STATE_CANCELLED   BuildState = 6
+	// Queued while no connected target could ever take it (platform, tools,
+	// policy) for the metaserver's --expire-unmatched time; failure says why.
+	BuildState_BUILD_STATE_EXPIRED BuildState = 7
 )
 
 // Enum value maps for BuildState.
@@ -56,6 +61,7 @@ var (
 		4: "BUILD_STATE_FAILED",
 		5: "BUILD_STATE_ERROR",
 		6: "BUILD_STATE_CANCELLED",
+		7: "BUILD_STATE_EXPIRED",
 	}
 	BuildState_value = map[string]int32{
 		"BUILD_STATE_UNSPECIFIED": 0,
@@ -65,6 +71,7 @@ var (
 		"BUILD_STATE_FAILED":      4,
 		"BUILD_STATE_ERROR":       5,
 		"BUILD_STATE_CANCELLED":   6,
+		"BUILD_STATE_EXPIRED":     7,
 	}
 )
 
@@ -107,7 +114,9 @@ const (
 	AttemptOutcome_ATTEMPT_OUTCOME_FAILED AttemptOutcome = 3
 	// The build server could not set up (fetch, toolchain, sandbox, disk): retried elsewhere.
 	AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED AttemptOutcome = 4
-	// The lease lapsed (build server vanished): retried.
+	// The lease lapsed (build server vanished), the build server reconnected
+	// without it, or it was held past the build's time limit plus the
+	// metaserver's grace without a result: retried.
 	AttemptOutcome_ATTEMPT_OUTCOME_LOST AttemptOutcome = 5
 	// The manifest's or the volunteer's time limit was reached: final.
 	AttemptOutcome_ATTEMPT_OUTCOME_TIMED_OUT AttemptOutcome = 6
@@ -668,7 +677,7 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\x06recipe\x18\x15 \x01(\tR\x06recipe\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xbf\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xd8\x01\n" +
 	"\n" +
 	"BuildState\x12\x1b\n" +
 	"\x17BUILD_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -677,7 +686,8 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\x15BUILD_STATE_SUCCEEDED\x10\x03\x12\x16\n" +
 	"\x12BUILD_STATE_FAILED\x10\x04\x12\x15\n" +
 	"\x11BUILD_STATE_ERROR\x10\x05\x12\x19\n" +
-	"\x15BUILD_STATE_CANCELLED\x10\x06*\xbe\x02\n" +
+	"\x15BUILD_STATE_CANCELLED\x10\x06\x12\x17\n" +
+	"\x13BUILD_STATE_EXPIRED\x10\a*\xbe\x02\n" +
 	"\x0eAttemptOutcome\x12\x1f\n" +
 	"\x1bATTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17ATTEMPT_OUTCOME_RUNNING\x10\x01\x12\x1d\n" +
