@@ -75,8 +75,10 @@ type Store interface {
 // Tx is one transaction. Methods of a read-only transaction that write
 // return an error. A Tx must not be used after its closure returns.
 type Tx interface {
-	// NextID returns the next value (starting at 1) of the named sequence:
-	// "build", "attempt", "request", "outbox".
+	// NextID returns the next value (starting at 1) of the named sequence,
+	// created on first use. The metaserver draws "request" ids and
+	// mail.OutboxSequence ("outbox") ids; build ids come from the one
+	// writer's memory and attempt ids from their build's (see Store).
 	NextID(sequence string) (uint64, error)
 
 	Project(name string) (*Project, error)

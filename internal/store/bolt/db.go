@@ -9,7 +9,7 @@
 // string is never the prefix of another's key.
 //
 //	meta/
-//	  "version"            -> u64 schema version (2)
+//	  "version"            -> u64 schema version (SchemaVersion, 3)
 //	  "outbox_len"         -> u64 messages in outbox/
 //	seq/
 //	  <sequence name>/     bucket whose NextSequence is NextID(name)
