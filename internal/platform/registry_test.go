@@ -84,3 +84,24 @@ func TestLookup_UnknownName_IsNotFound(t *testing.T) {
 		t.Errorf("Lookup(data_model) = %+v, %v", f, ok)
 	}
 }
+
+func TestField_ListFilter_ReadsAndWritesTheRequestFieldOfItsName(t *testing.T) {
+	for _, f := range Registry {
+		req := &kilnv1.ListBuildsRequest{}
+		f.SetListFilter(req, "v-"+f.Name)
+		got := f.ListFilter(req)
+		if !f.Filterable {
+			if got != "" || req.String() != "" {
+				t.Errorf("%s is not filterable, yet the request became %v", f.Name, req)
+			}
+			continue
+		}
+		field := req.ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(f.Name))
+		if got != "v-"+f.Name || req.ProtoReflect().Get(field).String() != got {
+			t.Errorf("%s: ListFilter = %q after SetListFilter, request %v", f.Name, got, req)
+		}
+	}
+	if got := Registry[0].ListFilter(nil); got != "" {
+		t.Errorf("ListFilter(nil) = %q", got)
+	}
+}
