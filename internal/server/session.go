@@ -326,8 +326,7 @@ func (s *Server) updateTargetMetricsLocked() {
 	s.metrics.targets.Reset()
 	for _, srv := range s.sched.Servers() {
 		for _, t := range srv.Targets {
-			i := t.Info
-			s.metrics.targets.WithLabelValues(i.GetOs(), i.GetArch(), i.GetEndian(), i.GetDataModel(), i.GetLibc()).Inc()
+			s.metrics.targets.WithLabelValues(targetLabels(t.Info)...).Inc()
 		}
 	}
 }

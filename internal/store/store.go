@@ -167,13 +167,10 @@ var ErrStop = errors.New("store: stop iteration")
 type BuildFilter struct {
 	State   kilnv1.BuildState
 	Project string
-	// Arch matches the built platform's arch, or the pinned arch of a build not yet dispatched.
-	Arch string
-	// Os, Endian, DataModel and Libc match like Arch (BuildPlatformValue);
-	// they are not indexed, so a list selected only by them scans builds
-	// newest first until the page is full.
-	Os        string
-	Endian    string
-	DataModel string
-	Libc      string
+	// Platform's pinned fields (canonical, as platform.Set leaves them)
+	// must each equal the build's BuildPlatformValue: the built platform's
+	// value, or the pinned one of a build not yet dispatched. nil matches
+	// all. Only arch is indexed (BuildArch); a list selected only by other
+	// fields scans builds newest first until the page is full.
+	Platform *kilnv1.PlatformConstraints
 }

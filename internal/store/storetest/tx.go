@@ -84,7 +84,7 @@ func wantOneOfEach(t *testing.T, tx store.Tx) {
 	wantEqual(t, "Build", b, newBuild(buildSpec{id: 1, state: queued, source: "s", pinArch: "x86_64"}))
 	wantIDs(t, "queued", byState(t, tx, queued), []uint64{1})
 	wantIDs(t, "active by source", activeBySource(t, tx, "s"), []uint64{1})
-	wantIDs(t, "listed by arch", listIDs(t, tx, store.BuildFilter{Arch: "x86_64", Project: "hello"}), []uint64{1})
+	wantIDs(t, "listed by arch", listIDs(t, tx, store.BuildFilter{Project: "hello", Platform: &kilnv1.PlatformConstraints{Arch: "x86_64"}}), []uint64{1})
 	wantCounts(t, tx, map[kilnv1.BuildState]uint64{queued: 1})
 	wantIDs(t, "requests for build", requestIDs(t, tx, 1), []uint64{1})
 	wantKeys(t, "artifacts by source", bySource(t, tx, "s"), "k1")
