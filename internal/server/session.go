@@ -327,8 +327,7 @@ func (s *Server) updateTargetMetricsLocked() {
 	s.metrics.targets.Reset()
 	for _, srv := range s.sched.Servers() {
 		for _, t := range srv.Targets {
-			i := t.Info
-			s.metrics.targets.WithLabelValues(i.GetOs(), i.GetArch(), i.GetEndian(), i.GetDataModel(), i.GetLibc()).Inc()
+			s.metrics.targets.WithLabelValues(targetLabels(t.Info)...).Inc()
 		}
 	}
 }
@@ -461,7 +460,8 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 			_ = s.blobs.keep(art.GetSha256(), inline, true) // forced: never errPendingFull
 			s.metrics.uploadBytes.Add(float64(len(inline)))
 		}
-		size, err := s.blobs.stat(art.GetSha256())
+		// Not cancelled with the session: a result received is judged.
+		size, err := s.blobs.stat(context.WithoutCancel(ss.ctx), art.GetSha256())
 		if err != nil || uint64(size) != art.GetSize() {
 			r = proto.Clone(r).(*kilnv1.AttemptResult)
 			r.Outcome = kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED
@@ -570,7 +570,7 @@ func (s *Server) receiveUpload(stream kilnv1.WorkerService_UploadArtifactServer,
 		}
 		return h.GetSha256(), int64(len(buf)), nil
 	}
-	w, err := s.blobs.files.Create()
+	w, err := s.blobs.createFile(stream.Context())
 	if err != nil {
 		return "", 0, status.Errorf(codes.Internal, "creating blob: %v", err)
 	}
@@ -587,7 +587,7 @@ func (s *Server) receiveUpload(stream kilnv1.WorkerService_UploadArtifactServer,
 			return "", 0, status.Errorf(codes.Internal, "writing blob: %v", err)
 		}
 	}
-	sha, size, err := s.blobs.commitFile(w, h.GetSha256(), int64(h.GetSize()))
+	sha, size, err := s.blobs.commitFile(stream.Context(), w, h.GetSha256(), int64(h.GetSize()))
 	if err != nil && !errors.Is(err, cas.ErrMismatch) {
 		return "", 0, status.Errorf(codes.Internal, "storing blob: %v", err)
 	}
