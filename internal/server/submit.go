@@ -179,7 +179,7 @@ func (s *Server) fromCache(r *resolved) (*kilnv1.SubmitResponse, error) {
 					continue // blob gone (evicted or deleted as corrupt): build again
 				}
 				rec, err := tx.Build(a.GetBuildId())
-				if err != nil {
+				if err != nil || rec.GetBuild().GetWithdrawn() != "" {
 					continue
 				}
 				hit, build = a, rec.GetBuild()
