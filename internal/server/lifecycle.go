@@ -215,14 +215,14 @@ func (s *Server) endAttemptLocked(a *sched.Attempt, r *kilnv1.AttemptResult, aft
 	case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_CANCELLED:
 		s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_CANCELLED, nonEmpty(r.GetReason(), "cancelled"), "", after)
 	default:
-		// Infrastructure: SETUP_FAILED, LOST, REFUSED, RETURNED.
+		// Infrastructure: SETUP_FAILED, LOST, REFUSED, RETURNED, REJECTED.
 		exclude := false
 		delay := time.Duration(0)
 		switch r.GetOutcome() {
 		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED:
 			exclude = true
 			s.setupFailureLocked(serverName, now)
-		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REFUSED:
+		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REFUSED, kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REJECTED:
 			exclude = true
 		}
 		// A refusal is the volunteer's policy saying no, not a broken
