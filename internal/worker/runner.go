@@ -26,12 +26,12 @@ type attemptRunner struct {
 	maxArtifact    int64
 	policy         *kilnv1.BuildServerPolicy
 	targets        map[string]*Target
-	mirrors        *mirrors
+	// jobs is one attempt's share of the machine's CPUs (KILN_JOBS).
+	jobs    int
+	mirrors *mirrors
 	// users, when not nil, gives each running build its own unprivileged
 	// user (Config.BuildUID).
-	users *buildUsers
-	// jobs is one attempt's share of the machine's CPUs (KILN_JOBS).
-	jobs     int
+	users    *buildUsers
 	uploader artifactUploader
 	// inlineMax is the latest Welcome's max_inline_artifact_bytes: an
 	// artifact up to this size goes inside the result instead of an upload.
@@ -80,12 +80,6 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		}
 		return r.setupFailed(j, fmt.Sprintf("fetching %s at %s", a.GetGitUrl(), a.GetCommit()), err)
 	}
-	// The target's files go into home before it is handed to the build
-	// user, so they are the build's like the rest of home.
-	files, err := writeTargetFiles(target, home)
-	if err != nil {
-		return r.setupFailed(j, "writing the target's toolchain files", err)
-	}
 	var user *sandbox.User
 	if r.users != nil {
 		u, ok := r.users.take()
@@ -100,6 +94,10 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	}
 	fetched := time.Now()
 
+	files, err := writeTargetFiles(target, home)
+	if err != nil {
+		return r.setupFailed(j, "writing the target's toolchain files", err)
+	}
 	timeout := buildTimeout(r.policy, a, r.defaultTimeout)
 	limits := r.limits
 	if limits.CPUSeconds == 0 {
