@@ -88,4 +88,18 @@ func TestPurgeARevokedBuildServersArtifactsAreBuiltAgainElsewhere(t *testing.T) 
 	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(pout), "withdrawn") {
 		t.Fatalf("pinning a withdrawn build: %v\n%s\nwant exit status 2 saying it was withdrawn", err, pout)
 	}
+
+	// Without a running metaserver the purge writes the store directly.
+	if err := f.Meta().Process.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runCmd(farmtest.Binary(t, "metaserver"), "buildserver", "revoke", "--data-dir", f.MetaDataDir(), "--purge", "honest")
+	if err != nil || !strings.Contains(out, "withdrawn: build "+strconv.FormatUint(rebuilt.BuildID, 10)+" ") ||
+		!strings.Contains(out, "build server honest revoked; 1 artifact(s) withdrawn, 0 kept") {
+		t.Fatalf("offline revoke --purge: %v\n%s", err, out)
+	}
+	f.Meta().Restart()
+	if b := getBuild(t, f, rebuilt.BuildID); b.GetWithdrawn() != "its build server's credential was revoked (honest)" {
+		t.Fatalf("after the offline purge build %d withdrawn=%q", rebuilt.BuildID, b.GetWithdrawn())
+	}
 }
