@@ -225,6 +225,9 @@ func (s *Server) DownloadArtifact(req *kilnv1.DownloadArtifactRequest, stream ki
 	if build.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
 		return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", build.GetId(), stateName(build.GetState()))
 	}
+	if err := withdrawnError(build, req.GetPin()); err != nil {
+		return err
+	}
 	sha := build.GetArtifact().GetSha256()
 	r, size, err := s.blobs.open(stream.Context(), sha)
 	if errors.Is(err, cas.ErrCorrupt) {

@@ -431,8 +431,26 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 		r = proto.Clone(r).(*kilnv1.AttemptResult)
 		r.ArtifactData = nil // never stored with the attempt
 	}
+	// The artifact is checked against the target's claimed platform
+	// before taking s.mu: it is read whole (artifactcheck.go).
+	mismatch := ""
+	if r.GetOutcome() == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED && badInline == "" {
+		var err error
+		mismatch, err = s.inspectArtifact(ss, r, inline)
+		if err != nil && ss.ctx.Err() != nil {
+			return // the session ended: its build server sends the result again
+		}
+		if err != nil {
+			s.log.Error("checking an artifact against its target failed", "build_server", ss.name, "attempt_id", r.GetAttemptId(), "err", err)
+			badInline = "the metaserver could not check the artifact: " + err.Error()
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, revoked := s.revoked.Load(ss.name); revoked {
+		ack(false, "credential revoked")
+		return
+	}
 	// The result and the dispatch of the slot it frees share a transaction
 	// (held under s.mu only: holds never overlap).
 	defer s.commits.hold()()
@@ -454,6 +472,13 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 		if badInline != "" {
 			r.Outcome = kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED
 			r.Reason = badInline
+			break
+		}
+		if mismatch != "" {
+			r = proto.Clone(r).(*kilnv1.AttemptResult)
+			r.Outcome = kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REJECTED
+			r.Reason = mismatch
+			s.distrustLocked(ss, a, mismatch)
 			break
 		}
 		if len(inline) > 0 {
@@ -482,7 +507,9 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 	}
 	s.endAttemptLocked(a, r, func(err error) {
 		if err == nil {
-			ack(true, "")
+			// A rejected result is recorded, but refused: its build
+			// server learns why.
+			ack(mismatch == "", mismatch)
 		}
 	})
 }

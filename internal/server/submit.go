@@ -181,7 +181,7 @@ func (s *Server) fromCache(ctx context.Context, r *resolved) (*kilnv1.SubmitResp
 					continue // blob gone (evicted or deleted as corrupt): build again
 				}
 				rec, err := tx.Build(a.GetBuildId())
-				if err != nil {
+				if err != nil || rec.GetBuild().GetWithdrawn() != "" {
 					continue
 				}
 				hit, build = a, rec.GetBuild()
