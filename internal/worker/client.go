@@ -137,6 +137,7 @@ func New(cfg Config) (*Client, error) {
 		jobs:           jobsPerSlot(runtime.NumCPU(), cfg.Slots),
 		mirrors:        ms,
 		users:          users,
+		fixedLayout:    movesDirs(cfg.Sandbox),
 		log:            c.log,
 	}
 	return c, nil
@@ -152,6 +153,10 @@ func New(cfg Config) (*Client, error) {
 func (c *Client) Run(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
 		return errors.New("worker: Client.Run called twice")
+	}
+	if u := c.runner.users; u != nil {
+		// Run waits for every attempt before it returns: the uids are free.
+		defer u.close()
 	}
 	transport := c.cfg.Transport
 	if transport == nil {
