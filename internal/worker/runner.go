@@ -32,7 +32,7 @@ type attemptRunner struct {
 	// fixedLayout: steps see the build's directories at buildRoot (the
 	// sandbox binds them there) rather than at their host paths.
 	fixedLayout bool
-	mirrors *mirrors
+	mirrors     *mirrors
 	// users, when not nil, gives each running build its own unprivileged
 	// user (Config.BuildUID).
 	users    *buildUsers
