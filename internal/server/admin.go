@@ -145,7 +145,7 @@ func (a *Admin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.PinRes
 		}
 		b := rec.GetBuild()
 		if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
-			return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", b.GetId(), stateName(b.GetState()))
+			return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", b.GetId(), b.GetState().Word())
 		}
 		// The build's cache entry holds its blob: once evicted, the blob may
 		// be gone (deleted right after the eviction's commit), so a pin
