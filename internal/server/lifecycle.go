@@ -227,9 +227,9 @@ func (s *Server) endAttemptLocked(a *sched.Attempt, r *kilnv1.AttemptResult, aft
 }
 
 // retryLocked applies an outcome that queues the build again (an
-// infrastructure failure: SETUP_FAILED, LOST, REFUSED, RETURNED): the
-// build server's standing, the build's budget, the exclusion and the
-// delay its rule says.
+// infrastructure failure: SETUP_FAILED, LOST, REFUSED, RETURNED,
+// REJECTED): the build server's standing, the build's budget, the
+// exclusion and the delay its rule says.
 func (s *Server) retryLocked(ab *activeBuild, a *sched.Attempt, r *kilnv1.AttemptResult, now time.Time, after func(error)) {
 	build := ab.rec.GetBuild()
 	serverName := a.Server.Name

@@ -90,6 +90,11 @@ var outcomeRules = map[AttemptOutcome]OutcomeRule{
 	// again is pointless.
 	AttemptOutcome_ATTEMPT_OUTCOME_REFUSED: {Build: BuildState_BUILD_STATE_QUEUED,
 		Exclude: ExcludeAlways},
+	// The metaserver refused the result (its ELF files are for another
+	// machine than the target's): the volunteer's doing, counted against
+	// it like a loss, and never asked again.
+	AttemptOutcome_ATTEMPT_OUTCOME_REJECTED: {Build: BuildState_BUILD_STATE_QUEUED,
+		Infra: true, Loss: true, Exclude: ExcludeAlways, Prefix: "result rejected: "},
 	// Handed back on a graceful stop: free, unless it happens again (a
 	// server must not burn a build's attempt numbers).
 	AttemptOutcome_ATTEMPT_OUTCOME_RETURNED: {Build: BuildState_BUILD_STATE_QUEUED,
