@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -28,17 +27,6 @@ timeout: 2m
 `
 }
 
-func getBuild(t *testing.T, f *farmtest.Farm, id uint64) *kilnv1.Build {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := kilnv1.NewCompileServiceClient(f.Conn()).GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: id})
-	if err != nil {
-		t.Fatalf("GetBuild %d: %v", id, err)
-	}
-	return resp.GetBuild()
-}
-
 // submit queues a build without waiting and returns its id.
 func submit(t *testing.T, f *farmtest.Farm, args ...string) uint64 {
 	t.Helper()
@@ -51,7 +39,7 @@ func submit(t *testing.T, f *farmtest.Farm, args ...string) uint64 {
 func waitRunningOn(t *testing.T, f *farmtest.Farm, id uint64, name string) {
 	t.Helper()
 	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
-		b := getBuild(t, f, id)
+		b := f.GetBuild(t, id)
 		atts := b.GetAttempts()
 		if b.GetState() != kilnv1.BuildState_BUILD_STATE_RUNNING || len(atts) == 0 {
 			return errorf("build %d is %s", id, b.GetState())
@@ -68,7 +56,7 @@ func waitFinal(t *testing.T, f *farmtest.Farm, id uint64, within time.Duration) 
 	t.Helper()
 	var b *kilnv1.Build
 	farmtest.Eventually(t, within, func() error {
-		b = getBuild(t, f, id)
+		b = f.GetBuild(t, id)
 		switch b.GetState() {
 		case kilnv1.BuildState_BUILD_STATE_QUEUED, kilnv1.BuildState_BUILD_STATE_RUNNING:
 			return errorf("build %d still %s", id, b.GetState())
@@ -179,7 +167,7 @@ func TestFaultALongConnectionCutRerunsElsewhereAndRefusesTheLateResult(t *testin
 		}
 		return nil
 	})
-	if got := getBuild(t, f, id); outcomes(got) != "a:LOST,b:SUCCEEDED" || got.GetArtifact().GetSha256() != b.GetArtifact().GetSha256() {
+	if got := f.GetBuild(t, id); outcomes(got) != "a:LOST,b:SUCCEEDED" || got.GetArtifact().GetSha256() != b.GetArtifact().GetSha256() {
 		t.Fatalf("the late result changed the build: %s", outcomes(got))
 	}
 }
@@ -200,7 +188,7 @@ func TestFaultASetupFailureIsRetriedElsewhereAndACompileFailureIsNot(t *testing.
 	f.WaitBuildServers(1)
 	id := submit(t, f)
 	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
-		if b := getBuild(t, f, id); !strings.Contains(outcomes(b), "a:SETUP_FAILED") {
+		if b := f.GetBuild(t, id); !strings.Contains(outcomes(b), "a:SETUP_FAILED") {
 			return errorf("attempts %s", outcomes(b))
 		}
 		return nil

@@ -183,7 +183,7 @@ func TestGapsAnIdenticalRequestJoinsARunningBuildAndBothSeeTheSameResult(t *test
 		r1.ArtifactSHA256 != r2.ArtifactSHA256 || r1.ArtifactSize != r2.ArtifactSize || r1.Commit != r2.Commit {
 		t.Fatalf("the two requesters saw different results:\n%+v\n%+v", r1, r2)
 	}
-	b := getBuild(t, f, id)
+	b := f.GetBuild(t, id)
 	if len(listBuilds(t, f)) != 1 || len(b.GetAttempts()) != 1 || b.GetWaiters() != 2 {
 		t.Fatalf("%d builds; build %d has attempts %s and %d waiters, want 1 build, 1 attempt, 2 waiters",
 			len(listBuilds(t, f)), id, outcomes(b), b.GetWaiters())
@@ -319,7 +319,7 @@ func TestGapsAfterMaxInfraAttemptsTheBuildEndsAsErrorWithEveryReason(t *testing.
 	if res.State != "error" {
 		t.Fatalf("build: %+v, want state error", res)
 	}
-	b := getBuild(t, f, res.BuildID)
+	b := f.GetBuild(t, res.BuildID)
 	atts := b.GetAttempts()
 	if b.GetState() != kilnv1.BuildState_BUILD_STATE_ERROR || len(atts) != 2 {
 		t.Fatalf("build %d: %s with attempts %s, want error after 2", b.GetId(), b.GetState(), outcomes(b))

@@ -1,14 +1,12 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	osexec "os/exec"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kilnbuild/kiln/internal/farmtest"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
@@ -30,18 +28,6 @@ func sfixExit(t *testing.T, args ...string) (string, int) {
 	return out, -1
 }
 
-// sfixBuild reads build id through the CompileService.
-func sfixBuild(t *testing.T, f *farmtest.Farm, id uint64) *kilnv1.Build {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := kilnv1.NewCompileServiceClient(f.Conn()).GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: id})
-	if err != nil {
-		t.Fatalf("GetBuild %d: %v", id, err)
-	}
-	return resp.GetBuild()
-}
-
 func TestSfixAdminCancelEndsAQueuedBuildAndRefusesAFinishedOne(t *testing.T) {
 	f := farmtest.New(t)
 	f.StartMetaserver("--heartbeat", "200ms", "--lease", "2s")
@@ -60,7 +46,7 @@ func TestSfixAdminCancelEndsAQueuedBuildAndRefusesAFinishedOne(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "build "+id+" cancelled: operator says no") {
 		t.Fatalf("metaserver cancel: exit %d\n%s", code, out)
 	}
-	b := sfixBuild(t, f, res.BuildID)
+	b := f.GetBuild(t, res.BuildID)
 	if b.GetState() != kilnv1.BuildState_BUILD_STATE_CANCELLED || b.GetFailure() != "operator says no" {
 		t.Fatalf("after metaserver cancel: state %v, failure %q", b.GetState(), b.GetFailure())
 	}
@@ -119,7 +105,7 @@ func TestSfixABuildLongerThanAVolunteersMaxBuildTimeWaitsForAnother(t *testing.T
 	if !strings.Contains(reasons, want) {
 		t.Fatalf("waiting reasons %q lack %q", reasons, want)
 	}
-	if b := sfixBuild(t, f, res.BuildID); len(b.GetAttempts()) != 0 {
+	if b := f.GetBuild(t, res.BuildID); len(b.GetAttempts()) != 0 {
 		t.Fatalf("the capped volunteer got attempts: %v", b.GetAttempts())
 	}
 
@@ -128,7 +114,7 @@ func TestSfixABuildLongerThanAVolunteersMaxBuildTimeWaitsForAnother(t *testing.T
 	if got := parseResult(t, done); got.State != "succeeded" {
 		t.Fatalf("after an uncapped volunteer joined: %+v\n%s", got, done.Stderr)
 	}
-	b := sfixBuild(t, f, res.BuildID)
+	b := f.GetBuild(t, res.BuildID)
 	if n := len(b.GetAttempts()); n != 1 || b.GetAttempts()[0].GetBuildServer() != "uncapped" {
 		t.Fatalf("attempts %v, want exactly one, on uncapped", b.GetAttempts())
 	}

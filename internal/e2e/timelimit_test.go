@@ -76,7 +76,7 @@ func TestAHeldBuildIsTakenBackWithinItsTimeLimitPlusGraceAndBuiltByAnother(t *te
 
 	var b *kilnv1.Build
 	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
-		b = authGetBuild(t, f, buildID)
+		b = f.GetBuild(t, buildID)
 		if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
 			return fmt.Errorf("build %d is %s (%s)", buildID, b.GetState(), b.GetFailure())
 		}
@@ -107,7 +107,7 @@ func TestAHeldBuildIsTakenBackWithinItsTimeLimitPlusGraceAndBuiltByAnother(t *te
 	if ack.GetAccepted() {
 		t.Fatalf("the holder's late result was accepted: %v", ack)
 	}
-	if got := authGetBuild(t, f, buildID); got.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
+	if got := f.GetBuild(t, buildID); got.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
 		t.Fatalf("after the late result the build is %s", got.GetState())
 	}
 
@@ -138,7 +138,7 @@ func TestAnUnmatchedRequestExpiresAndItsRequesterIsMailedWhy(t *testing.T) {
 	if res.State != "expired" {
 		t.Fatalf("build: %+v, want state expired", res)
 	}
-	b := mailGetBuild(t, f, res.BuildID)
+	b := f.GetBuild(t, res.BuildID)
 	if b.GetState() != kilnv1.BuildState_BUILD_STATE_EXPIRED || len(b.GetAttempts()) != 0 {
 		t.Fatalf("build %d: %s with %d attempts; want expired, never dispatched", b.GetId(), b.GetState(), len(b.GetAttempts()))
 	}
