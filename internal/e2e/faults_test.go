@@ -210,3 +210,55 @@ func TestFaultASetupFailureIsRetriedElsewhereAndACompileFailureIsNot(t *testing.
 		t.Fatalf("compile failure: %s, attempts %s, failing step %q", fb.GetState(), outcomes(fb), fb.GetFailingStep())
 	}
 }
+
+func TestAfterMaxInfraAttemptsTheBuildEndsAsErrorWithEveryReason(t *testing.T) {
+	f := farmtest.New(t)
+	f.StartMetaserver("--heartbeat", "200ms", "--lease", "2s", "--inline-artifact-bytes", "0", "--max-infra-attempts", "2")
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{ManifestText: slowManifest(0)})
+	f.AddProject("hello", repo)
+	// Neither build server can create its source mirror: a file sits where
+	// the mirror directory goes (as in the setup-failure fault test).
+	sum := sha256.Sum256([]byte(repo))
+	for _, name := range []string{"a", "b"} {
+		dir := filepath.Join(t.TempDir(), name+"-data")
+		if err := os.MkdirAll(filepath.Join(dir, "mirrors"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "mirrors", hex.EncodeToString(sum[:])[:16]), []byte("not a repository"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f.StartBuildserver(f.AddBuildServer(name), "--data-dir", dir)
+	}
+	f.WaitBuildServers(2)
+	r := f.Startcompile("--project", "hello", "--wait", "--json", "dev@example.com")
+	expectExit(t, r, 3)
+	res := parseResult(t, r)
+	if res.State != "error" {
+		t.Fatalf("build: %+v, want state error", res)
+	}
+	b := f.GetBuild(t, res.BuildID)
+	atts := b.GetAttempts()
+	if b.GetState() != kilnv1.BuildState_BUILD_STATE_ERROR || len(atts) != 2 {
+		t.Fatalf("build %d: %s with attempts %s, want error after 2", b.GetId(), b.GetState(), outcomes(b))
+	}
+	servers := map[string]bool{}
+	for i, a := range atts {
+		servers[a.GetBuildServer()] = true
+		if a.GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED || a.GetReason() == "" {
+			t.Fatalf("attempt %d: %s %q, want setup_failed with a reason", i+1, a.GetOutcome(), a.GetReason())
+		}
+		want := "attempt " + strconv.Itoa(i+1) + " on " + a.GetBuildServer() + ": setup_failed (" + a.GetReason() + ")"
+		if !strings.Contains(b.GetFailure(), want) || !strings.Contains(res.Failure, want) {
+			t.Fatalf("the failure reason lacks %q:\nGetBuild: %s\nstartcompile: %s", want, b.GetFailure(), res.Failure)
+		}
+	}
+	if !servers["a"] || !servers["b"] {
+		t.Fatalf("attempts ran on %v, want one on each build server", servers)
+	}
+	// startcompile status reports the same.
+	r = f.Startcompile("status", "--json", strconv.FormatUint(res.BuildID, 10))
+	expectExit(t, r, 3)
+	if got := parseResult(t, r); got.State != "error" || got.Failure != b.GetFailure() {
+		t.Fatalf("status: %+v", got)
+	}
+}

@@ -773,3 +773,22 @@ func mailCheckNoAddress(t *testing.T, f *farmtest.Farm, webURL string, id uint64
 		}
 	}
 }
+
+func TestWithoutSMTPNoMailIsSentAndTheLogSaysSoOnce(t *testing.T) {
+	f, _, _ := farmWithProject(t, farmtest.CProjectOptions{Manifest: true}, 1)
+	for _, level := range []string{"1", "2"} {
+		if got := parseResult(t, f.Startcompile("--project", "hello", "-o", "level="+level, "--wait", "--json", "a@example.com")); got.State != "succeeded" {
+			t.Fatalf("build: %+v", got)
+		}
+	}
+	if err := mailOutboxEmpty(f); err != nil {
+		t.Fatalf("outbox: %v", err)
+	}
+	if sent, err := mailMetric(f, "kiln_mail_sent_total"); err != nil || sent != 0 {
+		t.Fatalf("kiln_mail_sent_total = %v (%v), want 0", sent, err)
+	}
+	logs := f.Meta().Process.Logs()
+	if n := strings.Count(logs, "no SMTP server configured"); n != 1 || !strings.Contains(logs, "mail disabled") {
+		t.Fatalf("the metaserver's log says %d times that there is no SMTP server, want once:\n%s", n, logs)
+	}
+}
