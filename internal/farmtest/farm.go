@@ -320,6 +320,19 @@ func (f *Farm) Conn() *grpc.ClientConn {
 	return f.conn
 }
 
+// GetBuild reads build id through CompileService.GetBuild and fails t
+// when that fails (within 10 seconds).
+func (f *Farm) GetBuild(t testing.TB, id uint64) *kilnv1.Build {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := kilnv1.NewCompileServiceClient(f.Conn()).GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: id})
+	if err != nil {
+		t.Fatalf("GetBuild %d: %v", id, err)
+	}
+	return resp.GetBuild()
+}
+
 // ConnectedBuildServers returns the names of build servers the metaserver
 // reports connected.
 func (f *Farm) ConnectedBuildServers(ctx context.Context) ([]string, error) {
