@@ -38,6 +38,11 @@ type Step struct {
 	// Each Src must exist and be a directory, each Dst an existing
 	// directory of the host's file system. Ignored by Unsandboxed.
 	Binds []Bind
+	// ReadOnly lists host directories bound read-only at the same path,
+	// visible even inside a hidden directory (e.g. a build's sysroot of
+	// dependency artifacts under the data directory). Each must exist.
+	// Ignored by Unsandboxed.
+	ReadOnly []string
 	// Hide lists host paths made invisible inside the sandbox: a directory
 	// becomes an empty tmpfs; a file is covered by /dev/null on a nodev
 	// mount, so opening it fails with EACCES. Use it for the
