@@ -33,6 +33,8 @@ type attemptRunner struct {
 	// user (Config.BuildUID).
 	users    *buildUsers
 	uploader artifactUploader
+	// downloader fetches the artifacts of a build's dependencies.
+	downloader kilnv1.CompileServiceClient
 	// inlineMax is the latest Welcome's max_inline_artifact_bytes: an
 	// artifact up to this size goes inside the result instead of an upload.
 	inlineMax atomic.Uint64
@@ -98,6 +100,22 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	if err != nil {
 		return r.setupFailed(j, "writing the target's toolchain files", err)
 	}
+	env := stepEnv(a, target, home, dest, r.jobs, files...)
+	var readOnly []string
+	if deps := a.GetDependencies(); len(deps) > 0 {
+		sysroot := filepath.Join(j.dir, sysrootName)
+		extra, err := stageDependencies(ctx, r.downloader, deps, sysroot, env)
+		if err != nil {
+			if ctx.Err() != nil {
+				return stopped(ctx)
+			}
+			return r.setupFailed(j, "staging the dependencies", err)
+		}
+		for _, d := range deps {
+			j.log.notef("dependency %s: build %d, artifact %s", d.GetProject(), d.GetBuildId(), d.GetArtifact().GetSha256())
+		}
+		env, readOnly = append(env, extra...), []string{sysroot}
+	}
 	timeout := buildTimeout(r.policy, a, r.defaultTimeout)
 	limits := r.limits
 	if limits.CPUSeconds == 0 {
@@ -108,8 +126,9 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		base: sandbox.Step{
 			Dir:      src,
 			Writable: []string{src, dest, home},
+			ReadOnly: readOnly,
 			Hide:     r.hide,
-			Env:      stepEnv(a, target, home, dest, r.jobs, files...),
+			Env:      env,
 			Output:   j.log,
 			Limits:   limits,
 			User:     user,
