@@ -249,7 +249,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 
-	admin := &server.Admin{Store: st, DataDir: cfg.DataDir, OnRevoke: srv.Disconnect, Cancel: srv.AdminCancel}
+	admin := &server.Admin{Store: st, DataDir: cfg.DataDir, OnRevoke: srv.Disconnect, Cancel: srv.AdminCancel, Purge: srv.Purge}
 	adminSrv, adminLn, err := listenAdmin(cfg.DataDir, admin, grpc.ChainUnaryInterceptor(gateUnary))
 	if err != nil {
 		return err

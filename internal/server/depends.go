@@ -231,7 +231,7 @@ func (s *Server) activeCoveringLocked(source string, c *kilnv1.PlatformConstrain
 }
 
 // cachedArtifact returns a cache entry of source whose platform satisfies
-// c and whose blob is stored, or nil.
+// c, whose blob is stored and whose build was not withdrawn, or nil.
 func (s *Server) cachedArtifact(source string, c *kilnv1.PlatformConstraints) *store.Artifact {
 	var hit *store.Artifact
 	_ = s.st.View(func(tx store.Tx) error {
@@ -243,8 +243,11 @@ func (s *Server) cachedArtifact(source string, c *kilnv1.PlatformConstraints) *s
 			if !platform.Satisfies(a.GetPlatform(), c) {
 				continue
 			}
-			if _, err := s.blobs.statTx(tx, a.GetArtifact().GetSha256()); err != nil {
+			if _, err := s.blobs.statTx(context.Background(), tx, a.GetArtifact().GetSha256()); err != nil {
 				continue
+			}
+			if rec, err := tx.Build(a.GetBuildId()); err != nil || rec.GetBuild().GetWithdrawn() != "" {
+				continue // withdrawn artifacts are never staged (see fromCache)
 			}
 			hit = a
 			return nil

@@ -217,7 +217,7 @@ func (s *Server) endAttemptLocked(a *sched.Attempt, r *kilnv1.AttemptResult, aft
 	case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_CANCELLED:
 		s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_CANCELLED, nonEmpty(r.GetReason(), "cancelled"), "", after)
 	default:
-		// Infrastructure: SETUP_FAILED, LOST, REFUSED, RETURNED.
+		// Infrastructure: SETUP_FAILED, LOST, REFUSED, RETURNED, REJECTED.
 		exclude := false
 		delay := time.Duration(0)
 		lostAgain := lostBefore(build, serverName)
@@ -228,6 +228,11 @@ func (s *Server) endAttemptLocked(a *sched.Attempt, r *kilnv1.AttemptResult, aft
 		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST:
 			exclude = lostAgain
 			s.lossLocked(serverName, now, r.GetReason())
+		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REJECTED:
+			// A result for another machine than claimed: the volunteer's
+			// doing, counted against it like a loss.
+			exclude = true
+			s.lossLocked(serverName, now, "result rejected: "+r.GetReason())
 		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REFUSED:
 			exclude = true
 		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RETURNED:

@@ -106,6 +106,12 @@ type Config struct {
 	// size); 0 means the default 300, negative none. Loopback is a peer
 	// like any other.
 	RequestsPerMinutePerAddress int
+	// OpenBlobs opens the blob store that keeps the artifacts too large to
+	// keep inline. Open calls it once, and the server owns what it returns:
+	// Stop closes it, and so does an Open that fails after it. nil: the
+	// directory DataDir/blobs (cas.Open). Nothing else in the server
+	// touches the blob store's files.
+	OpenBlobs func() (cas.BlobStore, error)
 	// Version is reported on the status page.
 	Version string
 	// Notifier receives final builds inside their last transaction, to queue
@@ -163,6 +169,16 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.OpenBlobs == nil {
+		dir := filepath.Join(c.DataDir, "blobs")
+		c.OpenBlobs = func() (cas.BlobStore, error) {
+			s, err := cas.Open(dir)
+			if err != nil {
+				return nil, err // not a nil *cas.Store in the interface
+			}
+			return s, nil
+		}
 	}
 }
 
@@ -234,18 +250,23 @@ type activeBuild struct {
 // Open loads the server's state from st and the data directory. Queued
 // builds are queued again and running ones wait for their build servers to
 // reconnect for one lease.
-func Open(cfg Config, st store.Store) (*Server, error) {
+func Open(cfg Config, st store.Store) (s *Server, err error) {
 	cfg.setDefaults()
-	files, err := cas.Open(filepath.Join(cfg.DataDir, "blobs"))
+	files, err := cfg.OpenBlobs()
 	if err != nil {
 		return nil, fmt.Errorf("opening blob store: %w", err)
 	}
+	defer func() {
+		if err != nil {
+			files.Close()
+		}
+	}()
 	blobs := newArtifactStore(files, st, cfg.InlineArtifactBytes)
 	logs, err := openLogFiles(filepath.Join(cfg.DataDir, "logs"), cfg.MaxLogBytes, st)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{
+	s = &Server{
 		cfg:         cfg,
 		log:         cfg.Logger,
 		st:          st,
@@ -327,9 +348,10 @@ func (s *Server) Stop() {
 	if err := s.logs.saveRunning(); err != nil {
 		s.log.Warn("saving the logs of running attempts", "err", err)
 	}
-	// The next process reads unchanged blobs without hashing them again.
-	if err := s.blobs.files.SaveMemo(); err != nil {
-		s.log.Warn("saving the blobs' verifications for the next start", "err", err)
+	// The directory saves its verifications: the next process reads
+	// unchanged blobs without hashing them again.
+	if err := s.blobs.close(); err != nil {
+		s.log.Warn("closing the blob store", "err", err)
 	}
 }
 

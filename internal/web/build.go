@@ -82,7 +82,7 @@ func newBuildView(b *kilnv1.Build, now time.Time) buildView {
 		d := end.Sub(st.AsTime()).Seconds()
 		v.RunSeconds = &d
 	}
-	if b.GetArtifact() != nil && b.GetArtifact().GetSha256() != "" {
+	if b.GetArtifact() != nil && b.GetArtifact().GetSha256() != "" && b.GetWithdrawn() == "" {
 		v.ArtifactURL = base + "/artifact"
 		v.ArtifactName = artifactName(b)
 	}

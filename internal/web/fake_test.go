@@ -269,13 +269,14 @@ func (s *fakeStatus) ListBuilds(_ context.Context, req *kilnv1.ListBuildsRequest
 			}
 			return platform.Get(b.GetConstraints(), field)
 		}
-		if (req.GetState() == 0 || b.GetState() == req.GetState()) &&
-			(req.GetProject() == "" || b.GetProject() == req.GetProject()) &&
-			(req.GetOs() == "" || value("os") == req.GetOs()) &&
-			(req.GetArch() == "" || value("arch") == req.GetArch()) &&
-			(req.GetEndian() == "" || value("endian") == req.GetEndian()) &&
-			(req.GetDataModel() == "" || value("data_model") == req.GetDataModel()) &&
-			(req.GetLibc() == "" || value("libc") == req.GetLibc()) {
+		match := (req.GetState() == 0 || b.GetState() == req.GetState()) &&
+			(req.GetProject() == "" || b.GetProject() == req.GetProject())
+		for _, pf := range platform.Registry {
+			if want := pf.ListFilter(req); want != "" && value(pf.Name) != want {
+				match = false
+			}
+		}
+		if match {
 			ids = append(ids, id)
 		}
 	}

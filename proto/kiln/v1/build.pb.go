@@ -126,21 +126,28 @@ const (
 	AttemptOutcome_ATTEMPT_OUTCOME_REFUSED AttemptOutcome = 8
 	// The build server gave the attempt back (graceful stop): queued again.
 	AttemptOutcome_ATTEMPT_OUTCOME_RETURNED AttemptOutcome = 9
+	// The metaserver refused the result: its artifact holds ELF files for
+	// another machine, class or byte order than the target's measured
+	// platform (or cannot be read). The volunteer's fault: the build is
+	// queued again for someone else, never cached, and the build server is
+	// no longer given that target's builds in this session.
+	AttemptOutcome_ATTEMPT_OUTCOME_REJECTED AttemptOutcome = 10
 )
 
 // Enum value maps for AttemptOutcome.
 var (
 	AttemptOutcome_name = map[int32]string{
-		0: "ATTEMPT_OUTCOME_UNSPECIFIED",
-		1: "ATTEMPT_OUTCOME_RUNNING",
-		2: "ATTEMPT_OUTCOME_SUCCEEDED",
-		3: "ATTEMPT_OUTCOME_FAILED",
-		4: "ATTEMPT_OUTCOME_SETUP_FAILED",
-		5: "ATTEMPT_OUTCOME_LOST",
-		6: "ATTEMPT_OUTCOME_TIMED_OUT",
-		7: "ATTEMPT_OUTCOME_CANCELLED",
-		8: "ATTEMPT_OUTCOME_REFUSED",
-		9: "ATTEMPT_OUTCOME_RETURNED",
+		0:  "ATTEMPT_OUTCOME_UNSPECIFIED",
+		1:  "ATTEMPT_OUTCOME_RUNNING",
+		2:  "ATTEMPT_OUTCOME_SUCCEEDED",
+		3:  "ATTEMPT_OUTCOME_FAILED",
+		4:  "ATTEMPT_OUTCOME_SETUP_FAILED",
+		5:  "ATTEMPT_OUTCOME_LOST",
+		6:  "ATTEMPT_OUTCOME_TIMED_OUT",
+		7:  "ATTEMPT_OUTCOME_CANCELLED",
+		8:  "ATTEMPT_OUTCOME_REFUSED",
+		9:  "ATTEMPT_OUTCOME_RETURNED",
+		10: "ATTEMPT_OUTCOME_REJECTED",
 	}
 	AttemptOutcome_value = map[string]int32{
 		"ATTEMPT_OUTCOME_UNSPECIFIED":  0,
@@ -153,6 +160,7 @@ var (
 		"ATTEMPT_OUTCOME_CANCELLED":    7,
 		"ATTEMPT_OUTCOME_REFUSED":      8,
 		"ATTEMPT_OUTCOME_RETURNED":     9,
+		"ATTEMPT_OUTCOME_REJECTED":     10,
 	}
 )
 
@@ -448,12 +456,18 @@ type Build struct {
 	// Which recipe the build runs and why: "kiln.yaml", or the default
 	// recipe's kind and what chose it ("cmake — found CMakeLists.txt").
 	Recipe string `protobuf:"bytes,21,opt,name=recipe,proto3" json:"recipe,omitempty"`
+	// Set when the build's artifact was withdrawn from the cache and from
+	// pins: why ("its build server's credential was revoked (NAME)"). The
+	// build stays SUCCEEDED, as history, but its artifact is no longer
+	// served, by id or by pin, nor used as a cache hit.
+	Withdrawn   string                 `protobuf:"bytes,22,opt,name=withdrawn,proto3" json:"withdrawn,omitempty"`
+	WithdrawnAt *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=withdrawn_at,json=withdrawnAt,proto3" json:"withdrawn_at,omitempty"`
 	// The builds of the projects this one depends on (kiln.yaml depends:), in
 	// the manifest's order. A build with dependencies stays QUEUED, outside the
 	// scheduler's queue, until every dependency build succeeded (then it is
 	// narrowed to their platform identity and queued) or one failed (then it
 	// fails with that dependency's reason).
-	Dependencies  []*BuildDependency `protobuf:"bytes,22,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
+	Dependencies  []*BuildDependency `protobuf:"bytes,24,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -635,6 +649,20 @@ func (x *Build) GetRecipe() string {
 	return ""
 }
 
+func (x *Build) GetWithdrawn() string {
+	if x != nil {
+		return x.Withdrawn
+	}
+	return ""
+}
+
+func (x *Build) GetWithdrawnAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WithdrawnAt
+	}
+	return nil
+}
+
 func (x *Build) GetDependencies() []*BuildDependency {
 	if x != nil {
 		return x.Dependencies
@@ -735,7 +763,7 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\bArtifact\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x14\n" +
-	"\x05files\x18\x03 \x03(\tR\x05files\"\xb9\a\n" +
+	"\x05files\x18\x03 \x03(\tR\x05files\"\x96\b\n" +
 	"\x05Build\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x1a\n" +
@@ -761,8 +789,10 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\x0equeue_position\x18\x12 \x01(\rR\rqueuePosition\x12\x18\n" +
 	"\awaiters\x18\x13 \x01(\rR\awaiters\x12\x1b\n" +
 	"\tcache_key\x18\x14 \x01(\tR\bcacheKey\x12\x16\n" +
-	"\x06recipe\x18\x15 \x01(\tR\x06recipe\x12<\n" +
-	"\fdependencies\x18\x16 \x03(\v2\x18.kiln.v1.BuildDependencyR\fdependencies\x1a:\n" +
+	"\x06recipe\x18\x15 \x01(\tR\x06recipe\x12\x1c\n" +
+	"\twithdrawn\x18\x16 \x01(\tR\twithdrawn\x12=\n" +
+	"\fwithdrawn_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\vwithdrawnAt\x12<\n" +
+	"\fdependencies\x18\x18 \x03(\v2\x18.kiln.v1.BuildDependencyR\fdependencies\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa6\x01\n" +
@@ -780,7 +810,7 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\x12BUILD_STATE_FAILED\x10\x04\x12\x15\n" +
 	"\x11BUILD_STATE_ERROR\x10\x05\x12\x19\n" +
 	"\x15BUILD_STATE_CANCELLED\x10\x06\x12\x17\n" +
-	"\x13BUILD_STATE_EXPIRED\x10\a*\xbe\x02\n" +
+	"\x13BUILD_STATE_EXPIRED\x10\a*\xdc\x02\n" +
 	"\x0eAttemptOutcome\x12\x1f\n" +
 	"\x1bATTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17ATTEMPT_OUTCOME_RUNNING\x10\x01\x12\x1d\n" +
@@ -791,7 +821,9 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\x19ATTEMPT_OUTCOME_TIMED_OUT\x10\x06\x12\x1d\n" +
 	"\x19ATTEMPT_OUTCOME_CANCELLED\x10\a\x12\x1b\n" +
 	"\x17ATTEMPT_OUTCOME_REFUSED\x10\b\x12\x1c\n" +
-	"\x18ATTEMPT_OUTCOME_RETURNED\x10\t*\x82\x01\n" +
+	"\x18ATTEMPT_OUTCOME_RETURNED\x10\t\x12\x1c\n" +
+	"\x18ATTEMPT_OUTCOME_REJECTED\x10\n" +
+	"*\x82\x01\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0ePHASE_FETCHING\x10\x01\x12\x12\n" +
@@ -841,14 +873,15 @@ var file_kiln_v1_build_proto_depIdxs = []int32{
 	3,  // 10: kiln.v1.Build.attempts:type_name -> kiln.v1.Attempt
 	10, // 11: kiln.v1.Build.platform:type_name -> kiln.v1.SystemInfo
 	4,  // 12: kiln.v1.Build.artifact:type_name -> kiln.v1.Artifact
-	6,  // 13: kiln.v1.Build.dependencies:type_name -> kiln.v1.BuildDependency
-	4,  // 14: kiln.v1.BuildDependency.artifact:type_name -> kiln.v1.Artifact
-	10, // 15: kiln.v1.BuildDependency.platform:type_name -> kiln.v1.SystemInfo
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	8,  // 13: kiln.v1.Build.withdrawn_at:type_name -> google.protobuf.Timestamp
+	6,  // 14: kiln.v1.Build.dependencies:type_name -> kiln.v1.BuildDependency
+	4,  // 15: kiln.v1.BuildDependency.artifact:type_name -> kiln.v1.Artifact
+	10, // 16: kiln.v1.BuildDependency.platform:type_name -> kiln.v1.SystemInfo
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_build_proto_init() }
