@@ -269,6 +269,18 @@ func bwrapArgs(s Step) ([]string, error) {
 		}
 		add(w, "--bind", w, w)
 	}
+	for _, r := range s.ReadOnly {
+		if !filepath.IsAbs(r) {
+			return nil, fmt.Errorf("read-only path %q is not absolute", r)
+		}
+		r = filepath.Clean(r)
+		if fi, err := os.Stat(r); err != nil {
+			return nil, fmt.Errorf("read-only path: %w", err)
+		} else if !fi.IsDir() {
+			return nil, fmt.Errorf("read-only path %q is not a directory", r)
+		}
+		add(r, "--ro-bind", r, r)
+	}
 	for _, b := range s.Binds {
 		if !filepath.IsAbs(b.Src) || !filepath.IsAbs(b.Dst) {
 			return nil, fmt.Errorf("bind %q on %q: paths must be absolute", b.Src, b.Dst)

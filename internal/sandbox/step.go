@@ -44,6 +44,11 @@ type Step struct {
 	// Hostname, when not empty, is the host name the step sees (its own
 	// UTS namespace). Ignored by Unsandboxed.
 	Hostname string
+	// ReadOnly lists host directories bound read-only at the same path,
+	// visible even inside a hidden directory (e.g. a build's sysroot of
+	// dependency artifacts under the data directory). Each must exist.
+	// Ignored by Unsandboxed.
+	ReadOnly []string
 	// Hide lists host paths made invisible inside the sandbox: a directory
 	// becomes an empty tmpfs; a file is covered by /dev/null on a nodev
 	// mount, so opening it fails with EACCES. Use it for the

@@ -133,6 +133,7 @@ func (s *Server) dispatchLocked() {
 		asg := &kilnv1.Assignment{
 			AttemptId: id, BuildId: b.ID, TargetId: t.ID, Project: build.GetProject(),
 			GitUrl: rec.GetGitUrl(), Commit: build.GetCommit(), Options: build.GetOptions(), Recipe: rec.GetRecipe(),
+			Dependencies: assignmentDependencies(build),
 		}
 		s.putBuild(ab, nil, func(err error) {
 			if err == nil {
@@ -213,7 +214,7 @@ func (s *Server) endAttemptLocked(a *sched.Attempt, r *kilnv1.AttemptResult, aft
 		switch rule.Build {
 		case kilnv1.BuildState_BUILD_STATE_SUCCEEDED:
 			build.Artifact = r.GetArtifact()
-			build.CacheKey = cachekey.Key(ab.rec.GetSourceKey(), build.GetPlatform())
+			build.CacheKey = cachekey.KeyWithDeps(ab.rec.GetSourceKey(), build.GetPlatform(), artifactDeps(build))
 			failure = ""
 		case kilnv1.BuildState_BUILD_STATE_FAILED:
 			step = r.GetFailingStep()
@@ -449,6 +450,8 @@ func (s *Server) viewLocked(ab *activeBuild) *kilnv1.Build {
 	if ab.sb.Queued() {
 		b.QueuePosition = uint32(s.sched.QueuePosition(ab.sb))
 		b.WaitingReasons = s.sched.WaitingReasons(ab.sb, s.now())
+	} else if b.GetState() == kilnv1.BuildState_BUILD_STATE_QUEUED {
+		b.WaitingReasons = dependencyWaits(b)
 	}
 	if a := ab.sb.Attempt; a != nil {
 		b.LogSize = uint64(s.logs.size(b.GetId(), attemptNumber(a.ID)))

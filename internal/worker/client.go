@@ -177,6 +177,7 @@ func (c *Client) Run(ctx context.Context) error {
 	defer conn.Close()
 	rpc := kilnv1.NewWorkerServiceClient(conn)
 	c.runner.uploader = rpc
+	c.runner.downloader = kilnv1.NewCompileServiceClient(conn)
 
 	// Attempts and the session live on life, which the caller's cancellation
 	// does not reach: a stop drains instead of killing builds.

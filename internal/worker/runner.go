@@ -37,6 +37,8 @@ type attemptRunner struct {
 	// user (Config.BuildUID).
 	users    *buildUsers
 	uploader artifactUploader
+	// downloader fetches the artifacts of a build's dependencies.
+	downloader kilnv1.CompileServiceClient
 	// inlineMax is the latest Welcome's max_inline_artifact_bytes: an
 	// artifact up to this size goes inside the result instead of an upload.
 	inlineMax atomic.Uint64
@@ -114,12 +116,28 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	}
 	env := stepEnv(a, target, lay.home, lay.dest, r.jobs, files...)
 	env = append(env, reproducibleEnv(src)...)
+	var readOnly []string
+	if deps := a.GetDependencies(); len(deps) > 0 {
+		sysroot := filepath.Join(j.dir, sysrootName)
+		extra, err := stageDependencies(ctx, r.downloader, deps, sysroot, env)
+		if err != nil {
+			if ctx.Err() != nil {
+				return stopped(ctx)
+			}
+			return r.setupFailed(j, "staging the dependencies", err)
+		}
+		for _, d := range deps {
+			j.log.notef("dependency %s: build %d, artifact %s", d.GetProject(), d.GetBuildId(), d.GetArtifact().GetSha256())
+		}
+		env, readOnly = append(env, extra...), []string{sysroot}
+	}
 	s := steps{
 		r: r, j: j, deadline: time.Now().Add(timeout), timeout: timeout,
 		base: sandbox.Step{
 			Dir:      lay.src,
 			Writable: lay.writable,
 			Binds:    lay.binds,
+			ReadOnly: readOnly,
 			Hostname: buildHostname,
 			Hide:     r.hide,
 			Env:      env,
