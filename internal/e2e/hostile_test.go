@@ -85,6 +85,7 @@ type hostileFarm struct {
 	secret  string // content of home/.kiln-secret
 	nonce   string
 	rounds  int
+	uidArgs []string // --build-uid of a root build server
 }
 
 func newHostileFarm(t *testing.T) *hostileFarm {
@@ -120,8 +121,11 @@ func newHostileFarmAs(t *testing.T, cred *syscall.Credential) *hostileFarm {
 	if err := os.WriteFile(filepath.Join(h.dataDir, "token"), []byte(h.token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h.bs = farmtest.NewProcess(t, "hostile-buildserver", farmtest.Binary(t, "buildserver"),
-		"--metaserver", h.f.Meta().Addr, "--data-dir", h.dataDir)
+	if os.Geteuid() == 0 && cred == nil {
+		h.uidArgs = []string{"--build-uid", strconv.FormatUint(uint64(farmtest.NextBuildUID()), 10)}
+	}
+	args := append([]string{"--metaserver", h.f.Meta().Addr, "--data-dir", h.dataDir}, h.uidArgs...)
+	h.bs = farmtest.NewProcess(t, "hostile-buildserver", farmtest.Binary(t, "buildserver"), args...)
 	h.bs.StopTimeout = 5 * time.Second
 	h.bs.Env = hostileEnv(h.home)
 	if cred != nil {
@@ -511,7 +515,7 @@ exit $rc
 			if err := h.bs.Stop(); err != nil {
 				t.Logf("stopping the buildserver: %v", err)
 			}
-			args := append([]string{"--metaserver", h.f.Meta().Addr, "--data-dir", h.dataDir}, extra...)
+			args := append(append([]string{"--metaserver", h.f.Meta().Addr, "--data-dir", h.dataDir}, h.uidArgs...), extra...)
 			h.bs = farmtest.NewProcess(parent, "hostile-buildserver", farmtest.Binary(t, "buildserver"), args...)
 			h.bs.StopTimeout = 5 * time.Second
 			h.bs.Env = hostileEnv(h.home)

@@ -289,7 +289,7 @@ func (f *Farm) StartBuildserver(token string, extraArgs ...string) *Process {
 	if os.Geteuid() == 0 && !slices.ContainsFunc(extraArgs, func(a string) bool { return strings.HasPrefix(a, "--build-uid") }) {
 		// Build servers started at once (in this test or another) must not
 		// share build uids; the build server refuses a range in use.
-		args = append(args, "--build-uid", strconv.FormatUint(uint64(nextBuildUID()), 10))
+		args = append(args, "--build-uid", strconv.FormatUint(uint64(NextBuildUID()), 10))
 	}
 	return f.start(name, Binary(f.t, "buildserver"), args...)
 }
@@ -463,7 +463,8 @@ func orInsecure(c credentials.TransportCredentials) credentials.TransportCredent
 // chosen by its pid so that test binaries running at once differ.
 var buildUIDs atomic.Uint32
 
-// nextBuildUID returns the first uid of a fresh range of 64.
-func nextBuildUID() uint32 {
+// NextBuildUID returns the first uid of a fresh range of 64, for a build
+// server the test starts as root (--build-uid).
+func NextBuildUID() uint32 {
 	return 1_701_000_000 + uint32(os.Getpid()%4096)*65536 + buildUIDs.Add(1)*64
 }
