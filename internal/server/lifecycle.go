@@ -377,6 +377,7 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 		}
 	})
 	s.log.Info("build finished", "build_id", build.GetId(), "state", state.Word(), "failure", failure)
+	s.dependencyFinishedLocked(final)
 }
 
 // serverCountLocked counts a final result for a build server: its lost
