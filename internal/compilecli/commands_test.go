@@ -180,6 +180,7 @@ func TestStatusPrintsTheBuildAndExitsByItsState(t *testing.T) {
 	}{
 		{"a queued build exits 0", queued(4), ExitOK, "  waiting   endian=big: 3 of 3 connected targets differ"},
 		{"a succeeded build exits 0", final(4, kilnv1.BuildState_BUILD_STATE_SUCCEEDED), ExitOK, "  artifact  sha256 " + strings.Repeat("ab", 32) + ", 1234 bytes"},
+		{"attempts are counted within the build, not by store id", retried(4), ExitOK, "  attempt   1 on bs1/native: lost: lease expired\n  attempt   2 on bs2/native: running (building)\n"},
 		{"a failed build exits 1", final(4, kilnv1.BuildState_BUILD_STATE_FAILED), ExitFailed, "  failure   make exited with status 2 (step: make check)"},
 		{"an errored build exits 3", final(4, kilnv1.BuildState_BUILD_STATE_ERROR), ExitInfra, "build 4: error"},
 	}
@@ -193,6 +194,15 @@ func TestStatusPrintsTheBuildAndExitsByItsState(t *testing.T) {
 			}
 		})
 	}
+}
+
+// retried is build id running its second attempt after a lost first.
+func retried(id uint64) *kilnv1.Build {
+	b := running(id, kilnv1.Phase_PHASE_BUILDING)
+	b.Attempts[0].Outcome, b.Attempts[0].Reason = kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST, "lease expired"
+	b.Attempts = append(b.Attempts, &kilnv1.Attempt{Id: 5889, BuildServer: "bs2", TargetId: "native",
+		Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RUNNING, Phase: kilnv1.Phase_PHASE_BUILDING})
+	return b
 }
 
 func TestStatusOfAnUnknownBuildExitsTwo(t *testing.T) {
