@@ -406,6 +406,14 @@ func TestCommandLineMistakesExitTwoWithoutContactingTheServer(t *testing.T) {
 		{"cancel without email", []string{"cancel", "5"}, "EMAIL"},
 		{"check with a bad platform", []string{"check", "--project", "hello", "--platform", "arch", email}, "field=value"},
 		{"check with an unknown field", []string{"check", "--project", "hello", "--platform", "colour=red", email}, "unknown platform field"},
+		{"a command name where the email goes", []string{"--project", "hello", "status"},
+			`"status" is a command, not an email address: to run it, type "startcompile status [--wait] [--download DIR] [--json] BUILD_ID"`},
+		{"a command name after the email", []string{"--project", "hello", email, "log", "5"}, `"log" is a command, not an email address`},
+		{"a command name where check's email goes", []string{"check", "--project", "hello", "cancel"},
+			`type "startcompile cancel --email EMAIL BUILD_ID"`},
+		{"a command name where the build id goes", []string{"status", "log"}, `"log" is a command, not a build id`},
+		{"a submit flag before a command", []string{"--project", "hello", "log", "5"}, `"log" is a command, not an email address: to run it, type "startcompile log [--follow] BUILD_ID"`},
+		{"a submit flag after a command", []string{"log", "--project", "hello", "5"}, "flag provided but not defined: -project"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
