@@ -206,6 +206,29 @@ func (s *Scheduler) Disconnect(name string) {
 	delete(s.servers, name)
 }
 
+// LapseBy shortens the leases of the attempts connected server name
+// holds so that they lapse by until, unless the server reconnects and
+// adopts them first; a lease ending sooner is kept. It returns how many
+// attempts it shortened. Call it before Disconnect when the server's
+// connection closed (a crash, a kill, a reboot): heartbeats cannot come
+// on a closed connection, and waiting the whole lease for them only delays
+// the build. A silent partition, where the connection stays open, is left
+// to the lease.
+func (s *Scheduler) LapseBy(name string, until time.Time) int {
+	srv, ok := s.servers[name]
+	if !ok {
+		return 0
+	}
+	n := 0
+	for _, a := range srv.Running {
+		if until.Before(a.LeaseUntil) {
+			a.LeaseUntil = until
+			n++
+		}
+	}
+	return n
+}
+
 // Server returns the connected server by name, or nil.
 func (s *Scheduler) Server(name string) *Server { return s.servers[name] }
 
