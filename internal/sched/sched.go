@@ -77,6 +77,18 @@ type Target struct {
 	class  *class
 }
 
+// Jobs is one build's share of t's CPUs: the CPUs its system info reports
+// over the builds its server runs at once (its slots), at least 1. A
+// --jobs 2 volunteer on 16 CPUs gives each build 8; the build server
+// computes the same share for the build's KILN_JOBS.
+func (t *Target) Jobs() int {
+	slots := 1
+	if t.Server != nil {
+		slots = max(t.Server.Slots, 1)
+	}
+	return max(int(t.Info.GetCpus())/slots, 1)
+}
+
 // Server is a connected build server.
 type Server struct {
 	Name    string

@@ -225,6 +225,28 @@ func TestScheduler_LapseBy_ShortensTheLeasesOfAClosedServerUnlessItAdoptsThem(t 
 	}
 }
 
+func TestTarget_Jobs_IsTheBuildsShareOfTheTargetsCPUs(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		cpus, slots int
+		want        int
+	}{
+		{"a --jobs 2 volunteer on 16 CPUs gives each build 8", 16, 2, 8},
+		{"one slot gets every CPU", 4, 1, 4},
+		{"more slots than CPUs still give 1", 2, 8, 1},
+		{"a target that reports no CPUs gives 1", 0, 1, 1},
+		{"an odd count rounds down", 7, 2, 3},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := &Server{Name: "s", Slots: c.slots}
+			tg := &Target{ID: "native", Info: &kilnv1.SystemInfo{Cpus: uint32(c.cpus)}, Server: srv}
+			if got := tg.Jobs(); got != c.want {
+				t.Fatalf("Jobs() = %d for %d CPUs and %d slots, want %d", got, c.cpus, c.slots, c.want)
+			}
+		})
+	}
+}
+
 func TestWaitingReasonsCountTargetsPerUnmetConstraint(t *testing.T) {
 	s := New()
 	s.Connect(server("a", 1, x86, i686))

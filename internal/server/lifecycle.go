@@ -141,7 +141,7 @@ func (s *Server) dispatchLocked() {
 				s.metrics.dispatchDelay.Observe(time.Since(now).Seconds())
 			}
 		})
-		s.log.Debug("dispatched", "build_id", b.ID, "attempt_id", id, "build_server", t.Server.Name, "target", t.ID)
+		s.log.Debug("dispatched", "build_id", b.ID, "attempt_id", id, "build_server", t.Server.Name, "target", t.ID, "jobs", t.Jobs())
 		s.changes.notify(b.ID)
 		return true
 	})
