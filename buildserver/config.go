@@ -206,6 +206,15 @@ func (c Config) targetSpecs() ([]sysinfo.TargetSpec, error) {
 	}
 	var specs []sysinfo.TargetSpec
 	for _, n := range names {
+		if n == "auto" {
+			found, _ := sysinfo.Discover()
+			for _, f := range found {
+				if !slices.ContainsFunc(specs, func(s sysinfo.TargetSpec) bool { return s.ID == f.ID }) {
+					specs = append(specs, f)
+				}
+			}
+			continue
+		}
 		spec, err := sysinfo.ParseTarget(n)
 		if err != nil {
 			return nil, fmt.Errorf("--target: %w", err)
@@ -296,7 +305,7 @@ func newFlagSet(c *Config) *flag.FlagSet {
 	fs.BoolVar(&c.Insecure, "insecure", c.Insecure, "allow plaintext to a non-loopback metaserver")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for mirrors, builds and pending results (env KILN_DATA_DIR)")
 	fs.IntVar(&c.Jobs, "jobs", c.Jobs, "builds run at once across all targets")
-	fs.Var(stringList{&c.Targets}, "target", "target to offer: native, musl or cross:TRIPLE (repeatable; default native)")
+	fs.Var(stringList{&c.Targets}, "target", "target to offer: native, musl, cross:TRIPLE, or auto: every toolchain installed here whose programs run (repeatable; default native)")
 	fs.Var(stringList{&c.Labels}, "label", "free-form label shown with every target (repeatable)")
 	fs.Var(stringList{&c.AllowProjects}, "allow-project", "build only this project (repeatable; default any)")
 	fs.Var(stringList{&c.AllowOptions}, "allow-option", "allow only these values of an option, name=v1,v2 (repeatable)")

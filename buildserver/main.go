@@ -30,6 +30,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -40,6 +41,7 @@ import (
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 
 	"github.com/kilnbuild/kiln/internal/sandbox"
+	"github.com/kilnbuild/kiln/internal/sysinfo"
 	"github.com/kilnbuild/kiln/internal/worker"
 )
 
@@ -56,6 +58,9 @@ const (
 func main() {
 	if n := ownProcs(os.Getenv); n > 0 {
 		runtime.GOMAXPROCS(n)
+	}
+	if len(os.Args) > 1 && os.Args[1] == "doctor" {
+		os.Exit(doctor(os.Args[2:], os.Stdout))
 	}
 	cfg, err := parseConfig(os.Args[1:], os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
@@ -154,6 +159,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 	}
 	specs, _ := cfg.targetSpecs() // validated
+	if slices.Contains(cfg.Targets, "auto") {
+		_, skipped := sysinfo.Discover()
+		for _, sk := range skipped {
+			log.Info("--target auto: not offering", "target", sk.ID, "reason", sk.Reason, "install", strings.Join(sk.Install, " "))
+		}
+	}
 	targets, rejected, err := worker.ProbeAll(ctx, specs, nil, cfg.DataDir, log)
 	if err != nil {
 		return err

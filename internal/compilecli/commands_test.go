@@ -180,6 +180,7 @@ func TestStatusPrintsTheBuildAndExitsByItsState(t *testing.T) {
 	}{
 		{"a queued build exits 0", queued(4), ExitOK, "  waiting   endian=big: 3 of 3 connected targets differ"},
 		{"a succeeded build exits 0", final(4, kilnv1.BuildState_BUILD_STATE_SUCCEEDED), ExitOK, "  artifact  sha256 " + strings.Repeat("ab", 32) + ", 1234 bytes"},
+		{"attempts are counted within the build, not by store id", retried(4), ExitOK, "  attempt   1 on bs1/native: lost: lease expired\n  attempt   2 on bs2/native: running (building)\n"},
 		{"a failed build exits 1", final(4, kilnv1.BuildState_BUILD_STATE_FAILED), ExitFailed, "  failure   make exited with status 2 (step: make check)"},
 		{"an errored build exits 3", final(4, kilnv1.BuildState_BUILD_STATE_ERROR), ExitInfra, "build 4: error"},
 	}
@@ -192,6 +193,60 @@ func TestStatusPrintsTheBuildAndExitsByItsState(t *testing.T) {
 				t.Fatalf("exit %d, want %d; stdout:\n%s\nstderr:\n%s", code, tt.want, stdout, stderr)
 			}
 		})
+	}
+}
+
+// retried is build id running its second attempt after a lost first.
+func retried(id uint64) *kilnv1.Build {
+	b := running(id, kilnv1.Phase_PHASE_BUILDING)
+	b.Attempts[0].Outcome, b.Attempts[0].Reason = kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST, "lease expired"
+	b.Attempts = append(b.Attempts, &kilnv1.Attempt{Id: 5889, BuildServer: "bs2", TargetId: "native",
+		Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RUNNING, Phase: kilnv1.Phase_PHASE_BUILDING})
+	return b
+}
+
+func TestGlobalFlagsGoBeforeOrAfterTheCommand(t *testing.T) {
+	tests := []struct {
+		name string
+		args func(addr string) []string
+		want string
+	}{
+		{"status, flags first", func(a string) []string { return []string{"--metaserver", a, "status", "4"} }, "build 4: running"},
+		{"status, flags after the name", func(a string) []string { return []string{"status", "--metaserver", a, "4"} }, "build 4: running"},
+		{"status, flags last", func(a string) []string { return []string{"status", "4", "--metaserver=" + a} }, "build 4: running"},
+		{"status, flags on both sides", func(a string) []string {
+			return []string{"--dial-timeout", "3s", "--insecure", "status", "--metaserver", a, "4", "--json"}
+		}, `"state":"running"`},
+		{"log, flags first", func(a string) []string { return []string{"-metaserver", a, "log", "4"} }, "compiling\n"},
+		{"cancel, flags first", func(a string) []string { return []string{"--metaserver", a, "--email", email, "cancel", "4"} }, "build 4 cancelled"},
+		{"check, flags first", func(a string) []string {
+			return []string{"--metaserver", a, "--json", "check", "--project", "hello", "--platform", "arch=x86_64", email}
+		}, `"succeeded":[{"platform":"linux/x86_64`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := matrixFake(t, nil)
+			f.builds[4] = retried(4)
+			f.logs = []*kilnv1.GetLogResponse{{Offset: 0, Data: []byte("compiling\n")}}
+			f.cancel = func(req *kilnv1.CancelRequest) (*kilnv1.CancelResponse, error) {
+				return &kilnv1.CancelResponse{Build: final(req.GetBuildId(), kilnv1.BuildState_BUILD_STATE_CANCELLED)}, nil
+			}
+			// No KILN_METASERVER: only the flag leads to the fake.
+			env := Env{Getenv: envWith(), Measure: measured(x86Info())}
+			stdout, stderr, code := runWith(t, env, tt.args(f.addr)...)
+			if code != ExitOK || !strings.Contains(stdout, tt.want) {
+				t.Fatalf("exit %d, want 0 and %q on stdout; stdout:\n%s\nstderr:\n%s", code, tt.want, stdout, stderr)
+			}
+		})
+	}
+}
+
+func TestAFlagValueNamedLikeACommandIsNotTheCommand(t *testing.T) {
+	f := startFake(t)
+	f.submit = answerQueued(1)
+	_, stderr, code := f.run(t, "--project", "status", "--revision", "log", email)
+	if code != ExitOK || len(f.submits) != 1 || f.submits[0].GetProject() != "status" || f.submits[0].GetRevision() != "log" {
+		t.Fatalf("exit %d, submits %v; stderr:\n%s", code, f.submits, stderr)
 	}
 }
 

@@ -20,7 +20,7 @@ type progress struct {
 	state    kilnv1.BuildState
 	position uint32
 	reasons  string
-	attempt  uint64
+	attempt  uint64 // store id of the running attempt shown
 	phase    kilnv1.Phase
 	outcomes map[uint64]kilnv1.AttemptOutcome
 }
@@ -49,7 +49,7 @@ func (p *progress) log(data []byte) {
 
 // update writes what changed since the previous update of the same build.
 func (p *progress) update(b *kilnv1.Build) {
-	for _, a := range b.GetAttempts() {
+	for i, a := range b.GetAttempts() {
 		o := a.GetOutcome()
 		if o == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RUNNING || o == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_UNSPECIFIED {
 			continue
@@ -61,7 +61,7 @@ func (p *progress) update(b *kilnv1.Build) {
 		if b.GetState().Final() && o.Final() {
 			continue // the final line says it
 		}
-		msg := fmt.Sprintf("attempt %d on %s: %s", a.GetId(), attemptWhere(a), o.Word())
+		msg := fmt.Sprintf("attempt %d on %s: %s", i+1, attemptWhere(a), o.Word())
 		if a.GetReason() != "" {
 			msg += ": " + a.GetReason()
 		}
@@ -96,8 +96,8 @@ func (p *progress) update(b *kilnv1.Build) {
 			if b.GetPlatform() != nil {
 				msg += " (" + platform.Describe(b.GetPlatform()) + ")"
 			}
-			if a.GetId() != 0 {
-				msg += fmt.Sprintf(", attempt %d", a.GetId())
+			if n := b.AttemptNumber(a.GetId()); n != 0 {
+				msg += fmt.Sprintf(", attempt %d", n)
 			}
 			p.line(b, "%s", msg)
 			p.attempt, p.phase = a.GetId(), 0

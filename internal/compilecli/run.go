@@ -57,29 +57,31 @@ const topUsage = `usage:
   startcompile log [--follow] BUILD_ID            print a build's log
   startcompile check [flags] EMAIL                build on every connected platform
 
-Run "startcompile -h" or "startcompile COMMAND -h" for the flags.
+Run "startcompile -h" or "startcompile COMMAND -h" for the flags; they may
+come before or after the command's name.
 Exit status: 0 success, 1 build failed, 2 invalid request, 3 infrastructure error.
 `
 
 // Run executes the startcompile command line args (without the program
 // name) and returns the exit status. It never calls os.Exit. Cancelling ctx
-// (a signal) stops any wait and exits with ExitInfra.
+// (a signal) stops any wait and exits with ExitInfra. Flags may come before
+// a command's name as well as after it: "--metaserver ADDR status 5" is
+// "status --metaserver ADDR 5".
 func Run(ctx context.Context, env Env, args []string) int {
 	env.fill()
-	if len(args) > 0 {
-		switch args[0] {
-		case "status":
-			return runStatus(ctx, env, args[1:])
-		case "cancel":
-			return runCancel(ctx, env, args[1:])
-		case "log":
-			return runLog(ctx, env, args[1:])
-		case "check":
-			return runCheck(ctx, env, args[1:])
-		case "help":
-			fmt.Fprint(env.Stdout, topUsage)
-			return ExitOK
-		}
+	name, rest := findCommand(args, env.Getenv)
+	switch name {
+	case "status":
+		return runStatus(ctx, env, rest)
+	case "cancel":
+		return runCancel(ctx, env, rest)
+	case "log":
+		return runLog(ctx, env, rest)
+	case "check":
+		return runCheck(ctx, env, rest)
+	case "help":
+		fmt.Fprint(env.Stdout, topUsage)
+		return ExitOK
 	}
 	return runSubmit(ctx, env, args)
 }
@@ -92,6 +94,9 @@ func parseCommand(env Env, fs *flag.FlagSet, synopsis string, args []string, npo
 	if errors.Is(err, flag.ErrHelp) {
 		usage(env.Stdout, synopsis, fs)
 		return nil, ExitOK, true
+	}
+	if err == nil {
+		err = misplacedCommand(pos, synopsis)
 	}
 	if err == nil && len(pos) != npos {
 		err = usageError("want %d positional argument(s) (%s), got %d", npos, synopsis, len(pos))

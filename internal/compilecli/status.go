@@ -94,8 +94,8 @@ func writeBuild(w io.Writer, b *kilnv1.Build) {
 	for _, r := range b.GetWaitingReasons() {
 		fmt.Fprintf(w, "  waiting   %s\n", r)
 	}
-	for _, a := range b.GetAttempts() {
-		fmt.Fprintf(w, "  attempt   %d on %s: %s", a.GetId(), attemptWhere(a), a.GetOutcome().Word())
+	for i, a := range b.GetAttempts() {
+		fmt.Fprintf(w, "  attempt   %d on %s: %s", i+1, attemptWhere(a), a.GetOutcome().Word())
 		if a.GetOutcome() == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RUNNING && a.GetPhase() != kilnv1.Phase_PHASE_UNSPECIFIED {
 			fmt.Fprintf(w, " (%s)", a.GetPhase().Word())
 		}

@@ -33,7 +33,9 @@ func running(id uint64, phase kilnv1.Phase) *kilnv1.Build {
 	b.State, b.QueuePosition, b.WaitingReasons = kilnv1.BuildState_BUILD_STATE_RUNNING, 0, nil
 	b.Commit = strings.Repeat("c", 40)
 	b.Platform = x86Info()
-	b.Attempts = []*kilnv1.Attempt{{Id: 7, BuildServer: "bs1", TargetId: "native", Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RUNNING, Phase: phase}}
+	// A store id, unique across builds: people read the attempt's number
+	// within the build instead.
+	b.Attempts = []*kilnv1.Attempt{{Id: id<<8 | 1, BuildServer: "bs1", TargetId: "native", Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RUNNING, Phase: phase}}
 	return b
 }
 
@@ -150,7 +152,7 @@ func TestWaitShowsEveryChangeAndTheLog(t *testing.T) {
 	lost.State = kilnv1.BuildState_BUILD_STATE_QUEUED
 	lost.Attempts[0].Outcome, lost.Attempts[0].Reason = kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST, "lease expired"
 	second := running(5, kilnv1.Phase_PHASE_CHECKING)
-	second.Attempts = append(lost.Attempts, &kilnv1.Attempt{Id: 8, BuildServer: "bs2", TargetId: "native", Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RUNNING, Phase: kilnv1.Phase_PHASE_BUILDING})
+	second.Attempts = append(lost.Attempts, &kilnv1.Attempt{Id: 5<<8 | 2, BuildServer: "bs2", TargetId: "native", Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RUNNING, Phase: kilnv1.Phase_PHASE_BUILDING})
 	f.watch = script(
 		upd(queued(5)), upd(queued(5)), // an unchanged update prints nothing
 		upd(q2),
@@ -169,11 +171,11 @@ func TestWaitShowsEveryChangeAndTheLog(t *testing.T) {
 		"[build 5] queued, position 3",
 		"[build 5] waiting: endian=big: 3 of 3 connected targets differ",
 		"[build 5] queued, position 1",
-		"[build 5] running on bs1/native (linux/x86_64 little LP64 glibc-2.36 gcc-12.2.0), attempt 7",
+		"[build 5] running on bs1/native (linux/x86_64 little LP64 glibc-2.36 gcc-12.2.0), attempt 1",
 		"[build 5] fetching",
-		"[build 5] attempt 7 on bs1/native: lost: lease expired",
+		"[build 5] attempt 1 on bs1/native: lost: lease expired",
 		"[build 5] queued",
-		"[build 5] running on bs2/native (linux/x86_64 little LP64 glibc-2.36 gcc-12.2.0), attempt 8",
+		"[build 5] running on bs2/native (linux/x86_64 little LP64 glibc-2.36 gcc-12.2.0), attempt 2",
 		"[build 5] building",
 		"cc -O2 hello.c",
 		"[build 5] succeeded: artifact abababababab (1234 bytes, 1 files) on linux/x86_64 little LP64 glibc-2.36 gcc-12.2.0",
@@ -404,6 +406,14 @@ func TestCommandLineMistakesExitTwoWithoutContactingTheServer(t *testing.T) {
 		{"cancel without email", []string{"cancel", "5"}, "EMAIL"},
 		{"check with a bad platform", []string{"check", "--project", "hello", "--platform", "arch", email}, "field=value"},
 		{"check with an unknown field", []string{"check", "--project", "hello", "--platform", "colour=red", email}, "unknown platform field"},
+		{"a command name where the email goes", []string{"--project", "hello", "status"},
+			`"status" is a command, not an email address: to run it, type "startcompile status [--wait] [--download DIR] [--json] BUILD_ID"`},
+		{"a command name after the email", []string{"--project", "hello", email, "log", "5"}, `"log" is a command, not an email address`},
+		{"a command name where check's email goes", []string{"check", "--project", "hello", "cancel"},
+			`type "startcompile cancel --email EMAIL BUILD_ID"`},
+		{"a command name where the build id goes", []string{"status", "log"}, `"log" is a command, not a build id`},
+		{"a submit flag before a command", []string{"--project", "hello", "log", "5"}, `"log" is a command, not an email address: to run it, type "startcompile log [--follow] BUILD_ID"`},
+		{"a submit flag after a command", []string{"log", "--project", "hello", "5"}, "flag provided but not defined: -project"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

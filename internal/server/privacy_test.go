@@ -454,7 +454,8 @@ func (p *privacyRun) readEverything(builds []*privacyBuild) {
 	}
 
 	h := web.NewHandler(statusc, compile, web.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	paths := []string{"/", "/metaserverstatus", "/buildservers", "/builds", "/builds?page_size=3"}
+	paths := []string{"/", "/metaserverstatus", "/buildservers", "/builds", "/builds?page_size=3",
+		"/projects", "/project/hello", "/badge/hello.svg", "/badge/hello.svg?platform=arch=x86_64"}
 	for _, st := range []string{"queued", "running", "succeeded", "failed", "error", "cancelled"} {
 		paths = append(paths, "/builds?state="+st)
 	}

@@ -1,6 +1,7 @@
 // Package web renders Kiln's public status pages: the farm overview, the build
 // servers, the builds, one build with its attempts, its log (followed live
-// while the build runs) and its artifact download.
+// while the build runs) and its artifact download, the projects with their
+// commit × platform matrix, and status badges.
 //
 // The package holds no state of its own. Every request reads the metaserver
 // through the StatusService and CompileService gRPC clients given to
@@ -17,12 +18,16 @@
 //	/build/<id>/log/events      the log as server-sent events (resumable by offset)
 //	/build/<id>/log.txt         the raw log; ?follow=1 streams while the build runs
 //	/build/<id>/artifact        the artifact as an attachment
+//	/projects                   the projects of the newest builds, passing and broken
+//	/project/<name>             recent commits × platforms, where it broke, how to build it
+//	/badge/<name>.svg           an SVG status badge; ?platform=arch=s390x,...
 //	/healthz                    "ok"
 //
 // Pages are rendered on the server with html/template and need no JavaScript.
 // Every page is also served as JSON when the request's Accept header names
 // application/json: proto messages are encoded with protojson (proto field
-// names), the rest with encoding/json under stable snake_case names.
+// names), the rest with encoding/json under stable snake_case names. Badges
+// are SVG whatever the Accept header.
 //
 // # Errors
 //

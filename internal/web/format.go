@@ -32,7 +32,16 @@ func funcMap(now func() time.Time) template.FuncMap {
 		"tools":       toolsText,
 		"sortedKeys":  func(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) },
 		"policy":      describePolicy,
-		"pct":         func(r float64) string { return strconv.FormatFloat(100*r, 'f', 1, 64) + "%" },
+		"projectURL":  projectURL,
+		"at":          func(t *time.Time) template.HTML { return timeHTML(timestampOf(t), now()) },
+		"age": func(t *time.Time) string {
+			if t == nil {
+				return "—"
+			}
+			return roughDuration(now().Sub(*t))
+		},
+		"inc": func(i int) int { return i + 1 },
+		"pct": func(r float64) string { return strconv.FormatFloat(100*r, 'f', 1, 64) + "%" },
 	}
 }
 
@@ -46,6 +55,14 @@ func timeHTML(ts *timestamppb.Timestamp, now time.Time) template.HTML {
 	abs := t.Format(time.RFC3339)
 	return template.HTML(fmt.Sprintf(`<time datetime="%s">%s</time> <span class="rel">(%s)</span>`,
 		template.HTMLEscapeString(abs), template.HTMLEscapeString(abs), template.HTMLEscapeString(relative(t, now))))
+}
+
+// timestampOf converts a page's *time.Time for timeHTML; nil stays nil.
+func timestampOf(t *time.Time) *timestamppb.Timestamp {
+	if t == nil {
+		return nil
+	}
+	return timestamppb.New(*t)
 }
 
 // sinceText is the age of ts ("3s ago"), or "—" when unset.

@@ -21,7 +21,7 @@ var staticFS embed.FS
 // pageNames are the page templates (templates/<name>.html). Each defines
 // "content" and is executed through "page" in layout.html, which adds the
 // head, the nav bar and the footer.
-var pageNames = []string{"overview", "buildservers", "builds", "build", "log", "error"}
+var pageNames = []string{"overview", "buildservers", "builds", "build", "log", "error", "projects", "project"}
 
 // templates holds one parsed set per page, each a clone of the layout with
 // the page's "content" added.
@@ -53,7 +53,7 @@ func parseTemplates(now func() time.Time) (*templates, error) {
 // page's own data (the same value the JSON form encodes).
 type page struct {
 	Title string
-	Nav   string // "overview", "buildservers", "builds" or ""
+	Nav   string // "overview", "buildservers", "builds", "projects" or ""
 	Data  any
 }
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -61,6 +62,9 @@ var emailRe = regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}
 //     buildID appears) to /build/<buildID>, and from there to the build
 //     server of its first attempt on /buildservers;
 //   - the filter form on /builds narrows the list to the build's project;
+//   - the build's project link leads to its project page: a matrix whose
+//     cells link to builds, a badge that loads as an image, the
+//     startcompile line; /projects lists the project;
 //   - with LiveBuildID set, the live log page shows a line produced after
 //     the page opened, both streamed without script and over SSE.
 //
@@ -95,6 +99,7 @@ func BrowserCheck(t *testing.T, baseURL string, buildID uint64, opts Options) {
 
 	b.checkPages(buildID)
 	b.checkLinks(buildID)
+	b.checkProject(buildID)
 	if opts.LiveBuildID != 0 {
 		b.checkLiveLog(opts.LiveBuildID, opts.NextLine)
 	}
@@ -356,4 +361,37 @@ func (b *browser) checkLiveLog(id uint64, next func(*testing.T) string) {
 	if err := chromedp.Do(b.ctx, chromedp.Navigate("about:blank")); err != nil {
 		t.Errorf("leave the live log: %v", err)
 	}
+}
+
+// checkProject follows the build's project link to the project page.
+func (b *browser) checkProject(buildID uint64) {
+	t := b.t
+	b.open("/build/"+strconv.FormatUint(buildID, 10), 200)
+	project := eval[string](b, `document.getElementById('project-link').textContent`)
+	b.click("#project-link")
+	if got := b.location().Path; got != "/project/"+url.PathEscape(project) {
+		t.Fatalf("the project link led to %s", got)
+	}
+	b.checkChrome("project page")
+	if n := eval[int](b, `document.querySelectorAll('#matrix tbody a.badge[href^="/build/"]').length`); n == 0 {
+		t.Errorf("the matrix of %s links no build", project)
+	}
+	// An <img> that failed to load or is not an image has no natural size.
+	b.waitJS("the badge to load", `() => { const i = document.getElementById('project-badge'); return i.complete && i.naturalWidth > 0; }`, nil, 10*time.Second)
+	if cmd := eval[string](b, `document.getElementById('check-command').textContent`); !strings.Contains(cmd, "startcompile check --project") {
+		t.Errorf("project page's check command is %q", cmd)
+	}
+	b.screenshot("project")
+	b.click(`#matrix tbody a.badge[href^="/build/"]`)
+	if got := b.location().Path; !strings.HasPrefix(got, "/build/") {
+		t.Errorf("a matrix cell led to %s", got)
+	}
+
+	b.open("/projects", 200)
+	b.checkChrome("/projects")
+	names := eval[[]string](b, `Array.from(document.querySelectorAll('#projects a.project-link')).map(a => a.textContent)`)
+	if !slices.Contains(names, project) {
+		t.Errorf("/projects lists %q, not %q", names, project)
+	}
+	b.screenshot("projects")
 }

@@ -86,3 +86,17 @@ func TestOutcomeRule_Reason(t *testing.T) {
 		t.Errorf("reason: %q", got)
 	}
 }
+
+func TestBuild_AttemptNumber_CountsWithinTheBuild(t *testing.T) {
+	// Store ids are unique across builds and say nothing of the order
+	// people count in.
+	b := &Build{Id: 23, Attempts: []*Attempt{{Id: 5889}, {Id: 257}, {Id: 3}}}
+	for id, want := range map[uint64]int{5889: 1, 257: 2, 3: 3, 999: 0} {
+		if got := b.AttemptNumber(id); got != want {
+			t.Errorf("AttemptNumber(%d) = %d, want %d", id, got, want)
+		}
+	}
+	if got := (*Build)(nil).AttemptNumber(257); got != 0 {
+		t.Errorf("nil build: AttemptNumber = %d, want 0", got)
+	}
+}
