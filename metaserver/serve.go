@@ -36,6 +36,10 @@ type serveConfig struct {
 	// attempt lives without one.
 	Heartbeat time.Duration
 	Lease     time.Duration
+	// ReconnectGrace is how long the attempts of a build server whose
+	// connection closed wait for it to reconnect before they go to another
+	// target (at most Lease; a silent partition waits the whole Lease).
+	ReconnectGrace time.Duration
 	// MaxInfraAttempts bounds retries after infrastructure failures.
 	MaxInfraAttempts int
 	// TimeoutGrace is added to a build's time limit to give how long one
@@ -85,6 +89,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "HTTP address for Prometheus /metrics (empty: off)")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 5*time.Second, "build server heartbeat interval")
 	fs.DurationVar(&c.Lease, "lease", 30*time.Second, "how long an attempt survives without a heartbeat")
+	fs.DurationVar(&c.ReconnectGrace, "reconnect-grace", 3*time.Second, "how long the attempts of a build server whose connection closed (crash, kill, reboot) wait for it to reconnect before they are re-dispatched; at most --lease, which still bounds a silent partition")
 	fs.IntVar(&c.MaxInfraAttempts, "max-infra-attempts", 5, "attempts ending in infrastructure failures (setup failure, lost lease; refusals by a volunteer's policy do not count) before a build ends as error")
 	fs.DurationVar(&c.TimeoutGrace, "timeout-grace", 5*time.Minute, "added to a build's time limit (the manifest's timeout) for fetching, packing and uploading: an attempt held longer, heartbeats or not, is taken back and the build queued again elsewhere")
 	fs.DurationVar(&c.ExcludeFor, "exclude-for", 10*time.Minute, "how long a build server stays excluded from a build after a setup failure or refusal there, holding it past its time, or losing it twice")
@@ -126,6 +131,9 @@ func (c *serveConfig) Validate() error {
 	}
 	if c.Heartbeat <= 0 || c.Lease < 2*c.Heartbeat {
 		return fmt.Errorf("--lease (%s) must be at least twice --heartbeat (%s)", c.Lease, c.Heartbeat)
+	}
+	if c.ReconnectGrace <= 0 {
+		return errors.New("--reconnect-grace must be positive")
 	}
 	if c.GCMinHeadroom < 0 {
 		return errors.New("--gc-min-headroom must not be negative")
@@ -209,7 +217,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		return err
 	}
 	srv, err := server.Open(server.Config{
-		DataDir: cfg.DataDir, HeartbeatInterval: cfg.Heartbeat, Lease: cfg.Lease,
+		DataDir: cfg.DataDir, HeartbeatInterval: cfg.Heartbeat, Lease: cfg.Lease, ReconnectGrace: cfg.ReconnectGrace,
 		MaxInfraAttempts: cfg.MaxInfraAttempts, TimeoutGrace: cfg.TimeoutGrace, ExcludeFor: cfg.ExcludeFor,
 		LossesBeforeAside: cfg.LossesBeforeAside, AsideFor: cfg.AsideFor, ExpireUnmatchedAfter: expireUnmatched(cfg.ExpireUnmatched),
 		CacheMaxBytes: cfg.CacheMaxBytes, RequestsPerMinute: cfg.RequestsPerMinute, RequestsPerMinutePerAddress: perAddress(cfg.RequestsPerMinutePerAddress), InlineArtifactBytes: inlineBytes(cfg.InlineArtifactBytes), Version: version, Logger: log, Notifier: notifier,
@@ -278,7 +286,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	go func() { serveErr <- adminSrv.Serve(adminLn) }()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	log.Info("metaserver serving", "listen", ln.Addr().String(), "data_dir", cfg.DataDir, "metrics_listen", cfg.MetricsListen,
-		"heartbeat", cfg.Heartbeat, "lease", cfg.Lease, "tls", cfg.TLSCert != "")
+		"heartbeat", cfg.Heartbeat, "lease", cfg.Lease, "reconnect_grace", min(cfg.ReconnectGrace, cfg.Lease), "tls", cfg.TLSCert != "")
 
 	var runErr error
 	select {

@@ -85,6 +85,7 @@ func TestServeRefusesPlaintextOffLoopbackAndBadLimits(t *testing.T) {
 		{"--data-dir", "d", "--exclude-for", "-1s"},
 		{"--data-dir", "d", "--losses-before-aside", "0"},
 		{"--data-dir", "d", "--expire-unmatched", "-1h"},
+		{"--data-dir", "d", "--reconnect-grace", "0s"},
 	} {
 		var c serveConfig
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)

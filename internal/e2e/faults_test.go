@@ -111,6 +111,35 @@ func TestFaultAKilledBuildserversBuildIsRerunElsewhere(t *testing.T) {
 	}
 }
 
+func TestFaultAKilledBuildserversBuildGoesElsewhereAfterTheReconnectGraceNotTheLease(t *testing.T) {
+	// A lease of 30 s and the default reconnect grace (3 s): the killed
+	// server's connection closes at once, so its build must not wait the lease.
+	const lease = 30 * time.Second
+	f, _ := faultFarm(t, slowManifest(3), lease.String())
+	a := f.StartBuildserver(f.AddBuildServer("a"))
+	f.WaitBuildServers(1)
+	id := submit(t, f)
+	waitRunningOn(t, f, id, "a")
+	f.StartBuildserver(f.AddBuildServer("b"))
+	f.WaitBuildServers(2)
+	killed := time.Now()
+	a.Kill()
+	b := waitFinal(t, f, id, lease+30*time.Second)
+	if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED || outcomes(b) != "a:LOST,b:SUCCEEDED" {
+		t.Fatalf("after killing a: state %s, attempts %s", b.GetState(), outcomes(b))
+	}
+	if reason := b.GetAttempts()[0].GetReason(); !strings.Contains(reason, "a did not reconnect") {
+		t.Fatalf("a's attempt lost with %q; want it lost for not reconnecting", reason)
+	}
+	// The behaviour, not a speed: the second attempt starts before the
+	// lease could have lapsed (the figure is loadtest's redispatch).
+	redispatch := b.GetAttempts()[1].GetStartedAt().AsTime().Sub(killed)
+	t.Logf("second attempt started %s after the kill (lease %s)", redispatch, lease)
+	if redispatch >= lease {
+		t.Fatalf("the second attempt started %s after the kill, not before the lease (%s)", redispatch, lease)
+	}
+}
+
 func TestFaultMetaserverKilledMidBuildDeliversTheBuildOnce(t *testing.T) {
 	f, _ := faultFarm(t, slowManifest(3), "8s")
 	bs := f.StartBuildserver(f.AddBuildServer("a"))

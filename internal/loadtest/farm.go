@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -279,13 +280,26 @@ func startBuildserver(b bins, dir string, m *meta, name, token string, jobs int,
 		bs.PprofAddr = a
 		env = append(env, "KILN_PPROF_ADDR="+a)
 	}
-	p, err := procs.start(dir, name, b.Buildserver, env,
-		"--metaserver", m.Addr, "--data-dir", data, "--jobs", fmt.Sprint(jobs), "--sandbox", sandbox, "--log-level", level)
+	args := []string{"--metaserver", m.Addr, "--data-dir", data, "--jobs", fmt.Sprint(jobs), "--sandbox", sandbox, "--log-level", level}
+	if os.Geteuid() == 0 {
+		// As root each build server builds as uids of its own.
+		args = append(args, "--build-uid", fmt.Sprint(nextBuildUID(jobs)))
+	}
+	p, err := procs.start(dir, name, b.Buildserver, env, args...)
 	if err != nil {
 		return nil, err
 	}
 	bs.Proc, bs.LogPath = p, p.logPath
 	return bs, nil
+}
+
+// buildUIDs counts the uids handed to build servers started as root.
+var buildUIDs atomic.Uint32
+
+// nextBuildUID returns the first of jobs fresh build uids, from a range
+// chosen by this process's pid so that harnesses running at once differ.
+func nextBuildUID(jobs int) uint32 {
+	return 1_702_000_000 + uint32(os.Getpid()%4096)*65536 + buildUIDs.Add(uint32(jobs)) - uint32(jobs)
 }
 
 // pollUntil calls f until it returns nil, ctx ends or timeout passes; the

@@ -35,6 +35,7 @@ type config struct {
 	Idle         int           // idle: idle sessions
 	Settle       time.Duration // rest, idle: wait before reading RSS
 	SizeMiB      int           // upload/download: artifact size
+	Kills        int           // redispatch: build servers killed mid-build
 }
 
 func (c *config) flags(fs *flag.FlagSet) {
@@ -57,6 +58,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Idle, "idle", 10000, "idle: idle connected simulated build servers")
 	fs.DurationVar(&c.Settle, "settle", 3*time.Second, "rest, idle: wait before reading memory")
 	fs.IntVar(&c.SizeMiB, "size-mib", 1024, "upload, download: artifact size in MiB")
+	fs.IntVar(&c.Kills, "kills", 10, "redispatch: build servers SIGKILLed mid-build, one per build")
 }
 
 // env is what a scenario runs with.
@@ -85,6 +87,7 @@ var scenarios = []scenario{
 	{"rest", runRest, 2 * time.Minute, "RSS of an idle metaserver and an idle buildserver"},
 	{"upload", runUpload, 5 * time.Minute, "large artifact upload vs the disk's fsync'd write throughput; RSS growth"},
 	{"download", runDownload, 5 * time.Minute, "large artifact download vs raw loopback gRPC bulk throughput"},
+	{"redispatch", runRedispatch, 5 * time.Minute, "build server SIGKILLed mid-build → its build started on another, vs the lease"},
 }
 
 func usage() {
@@ -143,6 +146,12 @@ func run() int {
 
 	runDir, err := os.MkdirTemp("", "kiln-loadtest-")
 	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadtest:", err)
+		return 1
+	}
+	// Build servers running as root build as their own build users, which
+	// must reach the data directories below this one (MkdirTemp's 0700).
+	if err := os.Chmod(runDir, 0o711); err != nil {
 		fmt.Fprintln(os.Stderr, "loadtest:", err)
 		return 1
 	}

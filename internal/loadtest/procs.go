@@ -107,6 +107,13 @@ func (p *proc) stop() {
 	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
 }
 
+// kill sends SIGKILL to the process's group at once (a crash, for the
+// program) and waits for the process to exit.
+func (p *proc) kill() {
+	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
+	<-p.done
+}
+
 // exitError explains an unexpected exit with the tail of the log.
 func (p *proc) exitError() error {
 	return fmt.Errorf("%s (pid %d) exited: %v; last log lines:\n%s", p.name, p.pid(), p.waitErr, tailFile(p.logPath, 20))

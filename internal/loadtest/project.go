@@ -23,17 +23,34 @@ artifacts:
 timeout: 1m
 `
 
+// slowManifest is the kiln.yaml of the redispatch scenario: a build that
+// runs until it is killed or cancelled (its step sleeps for 5 minutes).
+const slowManifest = `# Kiln load-test project: a build that runs until stopped.
+options:
+  n: {type: int, default: 0}
+build:
+  - sleep 300
+artifacts:
+  - out.txt
+timeout: 10m
+`
+
 // projectName is the load project's registered name.
 const projectName = "noop"
 
-// makeProject creates a git repository under dir holding kiln.yaml and a
-// 1 KiB out.txt, and returns its path and the full commit id.
+// makeProject creates a git repository under dir holding the no-op
+// kiln.yaml and a 1 KiB out.txt, and returns its path and the full commit id.
 func makeProject(ctx context.Context, dir string) (path, commit string, err error) {
+	return makeProjectWith(ctx, dir, noopManifest)
+}
+
+// makeProjectWith is makeProject with the given kiln.yaml.
+func makeProjectWith(ctx context.Context, dir, manifest string) (path, commit string, err error) {
 	path = filepath.Join(dir, "noop-src")
 	if err := os.MkdirAll(path, 0o755); err != nil {
 		return "", "", err
 	}
-	if err := os.WriteFile(filepath.Join(path, "kiln.yaml"), []byte(noopManifest), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(path, "kiln.yaml"), []byte(manifest), 0o644); err != nil {
 		return "", "", err
 	}
 	out := strings.Repeat("kiln no-op artifact line....................................\n", 16) // 1 KiB

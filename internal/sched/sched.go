@@ -77,6 +77,18 @@ type Target struct {
 	class  *class
 }
 
+// Jobs is one build's share of t's CPUs: the CPUs its system info reports
+// over the builds its server runs at once (its slots), at least 1. A
+// --jobs 2 volunteer on 16 CPUs gives each build 8; the build server
+// computes the same share for the build's KILN_JOBS.
+func (t *Target) Jobs() int {
+	slots := 1
+	if t.Server != nil {
+		slots = max(t.Server.Slots, 1)
+	}
+	return max(int(t.Info.GetCpus())/slots, 1)
+}
+
 // Server is a connected build server.
 type Server struct {
 	Name    string
@@ -204,6 +216,29 @@ func (s *Scheduler) Disconnect(name string) {
 		a.Detached = true
 	}
 	delete(s.servers, name)
+}
+
+// LapseBy shortens the leases of the attempts connected server name
+// holds so that they lapse by until, unless the server reconnects and
+// adopts them first; a lease ending sooner is kept. It returns how many
+// attempts it shortened. Call it before Disconnect when the server's
+// connection closed (a crash, a kill, a reboot): heartbeats cannot come
+// on a closed connection, and waiting the whole lease for them only delays
+// the build. A silent partition, where the connection stays open, is left
+// to the lease.
+func (s *Scheduler) LapseBy(name string, until time.Time) int {
+	srv, ok := s.servers[name]
+	if !ok {
+		return 0
+	}
+	n := 0
+	for _, a := range srv.Running {
+		if until.Before(a.LeaseUntil) {
+			a.LeaseUntil = until
+			n++
+		}
+	}
+	return n
 }
 
 // Server returns the connected server by name, or nil.

@@ -191,6 +191,62 @@ func TestDisconnectKeepsAttemptsUntilTheirLeaseLapses(t *testing.T) {
 	}
 }
 
+func TestScheduler_LapseBy_ShortensTheLeasesOfAClosedServerUnlessItAdoptsThem(t *testing.T) {
+	s := New()
+	srv := server("a", 2, x86)
+	s.Connect(srv)
+	now := time.Now()
+	b1 := &Build{ID: 1, Constraints: &kilnv1.PlatformConstraints{}}
+	b2 := &Build{ID: 2, Constraints: &kilnv1.PlatformConstraints{}}
+	s.Enqueue(b1)
+	s.Enqueue(b2)
+	long := s.Start(b1, srv.Targets[0], 1<<8|1, now.Add(30*time.Second))
+	short := s.Start(b2, srv.Targets[0], 2<<8|1, now.Add(time.Second))
+	if n := s.LapseBy("a", now.Add(3*time.Second)); n != 1 {
+		t.Fatalf("LapseBy shortened %d leases, want 1 (a lease ending sooner is kept)", n)
+	}
+	s.Disconnect("a")
+	if !long.LeaseUntil.Equal(now.Add(3*time.Second)) || !short.LeaseUntil.Equal(now.Add(time.Second)) {
+		t.Fatalf("leases %s and %s after LapseBy", long.LeaseUntil.Sub(now), short.LeaseUntil.Sub(now))
+	}
+	if got := s.Expired(now.Add(4 * time.Second)); len(got) != 2 {
+		t.Fatalf("%d attempts expired after the grace, want both", len(got))
+	}
+	if n := s.LapseBy("a", now); n != 0 {
+		t.Fatalf("LapseBy of a disconnected server shortened %d leases", n)
+	}
+	// Reconnecting within the grace, the server adopts the attempt with a
+	// whole lease again.
+	srv2 := server("a", 2, x86)
+	s.Connect(srv2)
+	s.Adopt(long, srv2, now.Add(2*time.Second+30*time.Second))
+	if got := s.Expired(now.Add(4 * time.Second)); len(got) != 1 || got[0] != short {
+		t.Fatalf("expired after adoption: %v, want only the attempt not adopted", got)
+	}
+}
+
+func TestTarget_Jobs_IsTheBuildsShareOfTheTargetsCPUs(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		cpus, slots int
+		want        int
+	}{
+		{"a --jobs 2 volunteer on 16 CPUs gives each build 8", 16, 2, 8},
+		{"one slot gets every CPU", 4, 1, 4},
+		{"more slots than CPUs still give 1", 2, 8, 1},
+		{"a target that reports no CPUs gives 1", 0, 1, 1},
+		{"an odd count rounds down", 7, 2, 3},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := &Server{Name: "s", Slots: c.slots}
+			tg := &Target{ID: "native", Info: &kilnv1.SystemInfo{Cpus: uint32(c.cpus)}, Server: srv}
+			if got := tg.Jobs(); got != c.want {
+				t.Fatalf("Jobs() = %d for %d CPUs and %d slots, want %d", got, c.cpus, c.slots, c.want)
+			}
+		})
+	}
+}
+
 func TestWaitingReasonsCountTargetsPerUnmetConstraint(t *testing.T) {
 	s := New()
 	s.Connect(server("a", 1, x86, i686))

@@ -249,6 +249,7 @@ func (s *Server) Disconnect(name string) {
 	if ss := s.sessions[name]; ss != nil {
 		ss.cancel(status.Error(codes.Unauthenticated, "credential revoked"))
 		delete(s.sessions, name)
+		s.reconnectGraceLocked(name, s.now())
 		s.sched.Disconnect(name)
 		s.updateTargetMetricsLocked()
 	}

@@ -141,7 +141,7 @@ func (s *Server) dispatchLocked() {
 				s.metrics.dispatchDelay.Observe(time.Since(now).Seconds())
 			}
 		})
-		s.log.Debug("dispatched", "build_id", b.ID, "attempt_id", id, "build_server", t.Server.Name, "target", t.ID)
+		s.log.Debug("dispatched", "build_id", b.ID, "attempt_id", id, "build_server", t.Server.Name, "target", t.ID, "jobs", t.Jobs())
 		s.changes.notify(b.ID)
 		return true
 	})
@@ -426,14 +426,8 @@ func (s *Server) leaseLoop(ctx context.Context) {
 		}
 		s.mu.Lock()
 		s.blobs.expire(s.now()) // under s.mu: result and finish read pending blobs under it
-		for _, a := range s.sched.Expired(s.now()) {
-			s.log.Warn("lease lapsed", "attempt_id", a.ID, "build_id", a.Build.ID, "build_server", a.Server.Name)
-			if sess := s.sessions[a.Server.Name]; sess != nil {
-				sess.send(&kilnv1.SessionResponse{Msg: &kilnv1.SessionResponse_Cancel{Cancel: &kilnv1.CancelAttempt{AttemptId: a.ID, Reason: "lease lapsed"}}})
-			}
-			s.endAttemptLocked(a, &kilnv1.AttemptResult{AttemptId: a.ID, Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST, Reason: "lease lapsed: no heartbeat from " + a.Server.Name}, nil)
-		}
 		now := s.now()
+		s.expireLeasesLocked(now)
 		s.takeBackOverdueLocked(now)
 		if now.Sub(lastExpiryCheck) >= s.expiryCheckInterval() {
 			lastExpiryCheck = now
@@ -441,6 +435,37 @@ func (s *Server) leaseLoop(ctx context.Context) {
 		}
 		s.dispatchLocked()
 		s.mu.Unlock()
+	}
+}
+
+// expireLeases ends the attempts whose lease lapsed and dispatches their
+// builds again at once (a timer's call, after a reconnect grace).
+func (s *Server) expireLeases() {
+	select {
+	case <-s.closing:
+		return
+	default:
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expireLeasesLocked(s.now())
+	s.dispatchLocked()
+}
+
+// expireLeasesLocked ends as LOST the attempts whose lease lapsed before
+// now: their build server stopped heartbeating, or its connection closed
+// and it did not reconnect within the grace (reconnectGraceLocked).
+func (s *Server) expireLeasesLocked(now time.Time) {
+	for _, a := range s.sched.Expired(now) {
+		reason := "lease lapsed: no heartbeat from " + a.Server.Name
+		if a.Detached {
+			reason = "lease lapsed: " + a.Server.Name + " did not reconnect"
+		}
+		s.log.Warn("lease lapsed", "attempt_id", a.ID, "build_id", a.Build.ID, "build_server", a.Server.Name, "detached", a.Detached)
+		if sess := s.sessions[a.Server.Name]; sess != nil {
+			sess.send(&kilnv1.SessionResponse{Msg: &kilnv1.SessionResponse_Cancel{Cancel: &kilnv1.CancelAttempt{AttemptId: a.ID, Reason: "lease lapsed"}}})
+		}
+		s.endAttemptLocked(a, &kilnv1.AttemptResult{AttemptId: a.ID, Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST, Reason: reason}, nil)
 	}
 }
 

@@ -54,6 +54,14 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// Lease is how long an attempt survives without a heartbeat (default 30s).
 	Lease time.Duration
+	// ReconnectGrace is how long the attempts of a build server whose
+	// session ended (its connection closed: a crash, a kill, a reboot)
+	// wait for it to reconnect and report them before they are lost and
+	// their builds queued for another target (default 3s, at most Lease).
+	// A build server that reconnects within it keeps its attempts, as
+	// after any reconnect. A silent partition, where the connection stays
+	// open without heartbeats, is bounded by Lease.
+	ReconnectGrace time.Duration
 	// MaxInfraAttempts is how many attempts may end for infrastructure
 	// reasons (setup failure, lost lease) before the build ends as ERROR
 	// (default 5). Refusals by a volunteer's policy and builds handed back
@@ -134,6 +142,10 @@ func (c *Config) setDefaults() {
 	if c.Lease <= 0 {
 		c.Lease = 30 * time.Second
 	}
+	if c.ReconnectGrace <= 0 {
+		c.ReconnectGrace = 3 * time.Second
+	}
+	c.ReconnectGrace = min(c.ReconnectGrace, c.Lease)
 	if c.MaxInfraAttempts <= 0 {
 		c.MaxInfraAttempts = 5
 	}

@@ -309,9 +309,10 @@ func (s *Server) disconnect(ss *session) {
 		return
 	}
 	delete(s.sessions, ss.name)
+	now := s.now()
+	s.reconnectGraceLocked(ss.name, now)
 	s.sched.Disconnect(ss.name)
 	s.updateTargetMetricsLocked()
-	now := s.now()
 	s.commits.enqueue(func(tx store.Tx) error {
 		rec, err := tx.BuildServer(ss.name)
 		if err != nil {
@@ -321,6 +322,26 @@ func (s *Server) disconnect(ss *session) {
 		return tx.PutBuildServer(rec)
 	}, nil)
 	s.log.Info("build server disconnected", "build_server", ss.name)
+}
+
+// reconnectGraceLocked gives the attempts of build server name, whose
+// session just ended, ReconnectGrace to be reported by a new session before
+// they are lost and their builds queued elsewhere (sched.LapseBy), and
+// expires them as soon as it has passed. Not while the metaserver stops:
+// Drain ended the sessions, and the next process waits a lease for them.
+func (s *Server) reconnectGraceLocked(name string, now time.Time) {
+	select {
+	case <-s.closing:
+		return
+	default:
+	}
+	grace := s.cfg.ReconnectGrace
+	if n := s.sched.LapseBy(name, now.Add(grace)); n > 0 {
+		s.log.Info("build server's connection closed; its attempts wait for it to reconnect",
+			"build_server", name, "attempts", n, "reconnect_grace", grace)
+		// Just past the grace: Expired takes leases that ended before now.
+		time.AfterFunc(grace+time.Millisecond, s.expireLeases)
+	}
 }
 
 func (s *Server) updateTargetMetricsLocked() {
