@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
@@ -169,6 +170,14 @@ func (c *Client) Run(ctx context.Context) error {
 		// EnforcementPolicy.MinTime); a server that does not answers
 		// too_many_pings and the client halves its ping rate.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+		// A dropped connection is redialled after 100 ms rather than gRPC's
+		// default 1 s, growing from there: the metaserver gives a closed
+		// session's builds to others after its reconnect grace (3 s by
+		// default), and a short blip must come back well within it.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 10 * time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		}),
 	}, c.cfg.DialOptions...)
 	conn, err := grpc.NewClient(c.cfg.Metaserver, opts...)
 	if err != nil {
