@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what Kiln needs on a fresh Debian 12 machine (idempotent):
 # bubblewrap (build sandbox), qemu-user + Debian cross compilers + musl (foreign
-# targets), postfix's smtp-sink (mail tests), chromium (browser tests), and the
-# protobuf tools (buf, protoc-gen-go, protoc-gen-go-grpc) for the proto check.
+# targets), postfix's smtp-sink (mail tests), chromium (browser tests), the
+# build systems real projects use (autotools, CMake, Meson; the acceptance
+# suite builds them), dpkg-dev (apt-get source unpacks with dpkg-source), and
+# the protobuf tools (buf, protoc-gen-go, protoc-gen-go-grpc) for the proto check.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
@@ -11,7 +13,8 @@ SUDO=""
 pkgs=(qemu-user qemu-user-binfmt binfmt-support
   gcc-s390x-linux-gnu gcc-i686-linux-gnu gcc-arm-linux-gnueabihf gcc-powerpc-linux-gnu
   libc6-dev-s390x-cross libc6-dev-i386-cross libc6-dev-armhf-cross libc6-dev-powerpc-cross
-  musl-tools bubblewrap postfix chromium git make gcc util-linux)
+  musl-tools bubblewrap postfix chromium git make gcc util-linux
+  dpkg-dev autoconf automake libtool pkg-config cmake meson ninja-build)
 # buf comes from npm (the Go module proxy, Debian and npm are the registries here).
 command -v npm >/dev/null || pkgs+=(nodejs npm)
 missing=()
@@ -20,10 +23,10 @@ for p in "${pkgs[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
-  $SUDO apt-get update -qq
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
   # postfix asks questions unless told not to configure a mail system.
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if ! grep -q binfmt_misc /proc/mounts; then
   $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || echo "setup: could not mount binfmt_misc (emulated targets use explicit qemu)"
