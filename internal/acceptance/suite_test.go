@@ -85,6 +85,7 @@ func TestAcceptance(t *testing.T) {
 		JudgeSharedLibs(rep.Cells)
 		rep.Elapsed = time.Since(rep.Started)
 		writeReport(t, rep, reportPath)
+		c = rep.Cells[len(rep.Cells)-1]
 		t.Logf("%s on %s: %s %s (%d of %d cells done)", c.Project, c.Platform, c.Outcome, c.Reason, len(cells), len(projects)*len(platforms))
 	}
 
