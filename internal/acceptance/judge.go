@@ -3,6 +3,7 @@ package acceptance
 import (
 	"fmt"
 	"path"
+	"regexp"
 	"strings"
 )
 
@@ -56,4 +57,28 @@ func limitLines(lines []string, n int) []string {
 	}
 	out := append([]string(nil), lines[:n]...)
 	return append(out, fmt.Sprintf("… and %d more", len(lines)-n))
+}
+
+// symptomPattern matches log lines that say what went wrong.
+var symptomPattern = regexp.MustCompile(`(?i)(error|cannot|can't|not found|no such file|failed|exec format|undefined reference|no targets specified|\*\*\*|segmentation fault|timed out)`)
+
+// noisePattern matches lines that only echo a failure reported above them
+// (recursive make's bookkeeping, Kiln's own step summary).
+var noisePattern = regexp.MustCompile(`^(\[kiln\]|make(\[\d+\])?: (\*\*\* \[|Leaving|Entering)|make(\[\d+\])?: \*\*\* .*Error \d+$)`)
+
+// Symptom picks, from a failed build's log, the last two distinct lines
+// that say what went wrong, in log order ("" when none does).
+func Symptom(lines []string) string {
+	var picked []string
+	for i := len(lines) - 1; i >= 0 && len(picked) < 2; i-- {
+		l := strings.TrimSpace(lines[i])
+		if l == "" || noisePattern.MatchString(l) || !symptomPattern.MatchString(l) {
+			continue
+		}
+		if len(picked) > 0 && picked[0] == l {
+			continue
+		}
+		picked = append([]string{l}, picked...)
+	}
+	return strings.Join(picked, " · ")
 }

@@ -67,3 +67,25 @@ func TestReport_WriteMarkdown_TableAndFailures(t *testing.T) {
 		}
 	}
 }
+
+func TestSymptom_PicksTheErrorNotMakesEcho(t *testing.T) {
+	log := []string{
+		"gcc -c x.c",
+		"../src/x86/sysv.S:1226: Error: junk at end of line, first unrecognized character is `,'",
+		"make[3]: *** [Makefile:1296: src/x86/sysv.lo] Error 1",
+		"make[3]: Leaving directory '/tmp/b'",
+		"make: *** [Makefile:594: all-all] Error 2",
+		`[kiln] step "make" exited with status 2`,
+	}
+	got := Symptom(log)
+	want := "../src/x86/sysv.S:1226: Error: junk at end of line, first unrecognized character is `,'"
+	if got != want {
+		t.Fatalf("Symptom = %q, want %q", got, want)
+	}
+	if got := Symptom([]string{"./minigzip: not found", "\t\t*** zlib test FAILED ***", "make: *** [Makefile:85: teststatic] Error 1"}); got != "./minigzip: not found · *** zlib test FAILED ***" {
+		t.Fatalf("Symptom = %q", got)
+	}
+	if got := Symptom([]string{"all fine"}); got != "" {
+		t.Fatalf("Symptom of a clean log = %q, want empty", got)
+	}
+}

@@ -53,6 +53,8 @@ type Cell struct {
 	Problems []string
 	// Step is the failing step, when the build reported one.
 	Step string
+	// Symptom is the log's own word for what went wrong (Symptom).
+	Symptom string
 	// LogTail is the end of the build's log, for failures.
 	LogTail string
 	// Recipe is the log's "recipe: ..." line, when it has one.
@@ -186,6 +188,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 				b.WriteString(". ")
 			}
 			fmt.Fprintf(&b, "Reason: %s\n", mdEscape(c.Reason))
+			if c.Symptom != "" {
+				fmt.Fprintf(&b, "\nSymptom: `%s`\n", strings.ReplaceAll(c.Symptom, "`", "'"))
+			}
 			for _, prob := range c.Problems {
 				fmt.Fprintf(&b, "- %s\n", mdEscape(prob))
 			}

@@ -306,6 +306,7 @@ func describeBuild(f *farmtest.Farm, c *Cell, pl Platform) {
 		lines = append(lines, line)
 	}
 	if c.Outcome != OK {
+		c.Symptom = Symptom(lines)
 		if len(lines) > logTailLines {
 			lines = lines[len(lines)-logTailLines:]
 		}
