@@ -68,6 +68,10 @@ type Config struct {
 	// read-only system, hidden home and data directory) or "none" (steps run
 	// as this user with full access; announced publicly).
 	Sandbox string `flag:"sandbox"`
+	// BuildUID is the first of --jobs uids (and gids) whose users run the
+	// builds when the build server is root: each running build gets one of
+	// its own. Ignored when not root (steps then run as this user).
+	BuildUID uint `flag:"build-uid"`
 	// MaxLogBytes caps one build's log; output past it is dropped with a notice.
 	MaxLogBytes int64 `flag:"max-log-bytes"`
 	// MaxFileSize caps any file a build step writes (RLIMIT_FSIZE), bytes.
@@ -94,12 +98,18 @@ type Config struct {
 	LogLevel string `flag:"log-level"`
 }
 
+// DefaultBuildUID is --build-uid's default: far above the uids of
+// accounts and of the subordinate ranges (/etc/subuid) that container
+// tools allocate, so that no file on the machine is a build's own.
+const DefaultBuildUID = 1700000000
+
 // defaultConfig is the configuration before flags and environment.
 func defaultConfig() Config {
 	return Config{
 		Metaserver: "127.0.0.1:7070",
 		Jobs:       1,
 		Sandbox:    "bwrap",
+		BuildUID:   DefaultBuildUID,
 		Grace:      30 * time.Second,
 		LogFormat:  "text",
 
@@ -157,6 +167,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--max-build-time must be whole seconds, got %s", c.MaxBuildTime))
 	case c.MaxBuildTime/time.Second > 1<<32-1:
 		errs = append(errs, fmt.Errorf("--max-build-time %s is too long", c.MaxBuildTime))
+	}
+	if c.BuildUID == 0 || c.BuildUID+uint(max(c.Jobs, 1)) > 1<<31 {
+		errs = append(errs, fmt.Errorf("--build-uid %d: want 1 to 2^31-1-jobs", c.BuildUID))
 	}
 	if c.Sandbox != "bwrap" && c.Sandbox != "none" {
 		errs = append(errs, fmt.Errorf("--sandbox %q: want bwrap or none", c.Sandbox))
@@ -289,7 +302,8 @@ func newFlagSet(c *Config) *flag.FlagSet {
 	fs.Var(stringList{&c.AllowOptions}, "allow-option", "allow only these values of an option, name=v1,v2 (repeatable)")
 	fs.DurationVar(&c.MaxBuildTime, "max-build-time", c.MaxBuildTime, "refuse builds allowed to run longer than this, whole seconds (0: no cap)")
 	fs.BoolVar(&c.IdleOnly, "idle-only", c.IdleOnly, "take new builds only while the machine is otherwise idle")
-	fs.StringVar(&c.Sandbox, "sandbox", c.Sandbox, "step isolation: bwrap, or none (unsafe: builds run as this user; announced publicly)")
+	fs.StringVar(&c.Sandbox, "sandbox", c.Sandbox, "step isolation: bwrap, or none (unsafe: builds run as this user; announced publicly; refused as root)")
+	fs.UintVar(&c.BuildUID, "build-uid", c.BuildUID, "as root: builds run as uids (and gids) from this one on, one per --jobs, which no account may have")
 	fs.Int64Var(&c.MaxLogBytes, "max-log-bytes", c.MaxLogBytes, "cap on one build's log in bytes (0: 16 MiB)")
 	fs.Uint64Var(&c.MaxFileSize, "max-file-size", c.MaxFileSize, "cap on any file a build step writes, bytes (0: 1 GiB)")
 	fs.Uint64Var(&c.MaxProcesses, "max-processes", c.MaxProcesses, "cap on the processes of one build step (0: 512)")
@@ -315,6 +329,10 @@ func parseConfig(args []string, getenv func(string) string) (Config, error) {
 		return c, fmt.Errorf("%w: unexpected arguments %s", ErrConfig, strings.Join(fs.Args(), " "))
 	}
 	if err := config.ApplyEnv(fs, envFallbacks, getenv); err != nil {
+		return c, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	// The probe and git run in other directories: paths must not move.
+	if err := config.AbsPaths(fs, "data-dir", "ca"); err != nil {
 		return c, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if c.Token == "" && c.DataDir != "" {

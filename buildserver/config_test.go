@@ -35,7 +35,7 @@ func TestEveryFlagMapsToAConfigField(t *testing.T) {
 		byFlag[name] = f.Name
 	}
 	samples := map[reflect.Kind]string{reflect.String: "sample:1", reflect.Int64: "7s", reflect.Int: "7",
-		reflect.Bool: "true", reflect.Slice: "native", reflect.Uint64: "7"}
+		reflect.Bool: "true", reflect.Slice: "native", reflect.Uint64: "7", reflect.Uint: "7"}
 	fs.VisitAll(func(fl *flag.Flag) {
 		field, ok := byFlag[fl.Name]
 		if !ok {

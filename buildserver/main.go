@@ -115,13 +115,26 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 // run probes the targets, then serves the metaserver until ctx ends.
 func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var runner worker.StepRunner
+	var buildUID uint32
+	if os.Geteuid() == 0 {
+		if cfg.Sandbox == "none" {
+			return errors.New("--sandbox=none as root would run every build as root; run the build server as an unprivileged user, or with bubblewrap")
+		}
+		buildUID = uint32(cfg.BuildUID)
+		log.Info("running as root: build steps run as unprivileged users without capabilities, one per build",
+			"uids", fmt.Sprintf("%d-%d", buildUID, buildUID+uint32(cfg.Jobs)-1))
+	}
 	switch cfg.Sandbox {
 	case "none":
 		runner = sandbox.Unsandboxed{}
 		log.Warn("--sandbox=none: build steps run WITHOUT isolation, as this user, with network access; the metaserver and public pages show this")
 	default:
 		bw := sandbox.Bwrap{}
-		if err := bw.Available(); err != nil {
+		var as *sandbox.User
+		if buildUID != 0 {
+			as = &sandbox.User{UID: buildUID, GID: buildUID}
+		}
+		if err := bw.AvailableAs(as); err != nil {
 			return fmt.Errorf("sandbox: %w (install bubblewrap, or run with --sandbox=none at your own risk)", err)
 		}
 		runner = bw
@@ -154,6 +167,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Policy:           cfg.policy(),
 		Sandbox:          runner,
 		Unsandboxed:      cfg.Sandbox == "none",
+		BuildUID:         buildUID,
 		Grace:            workerGrace(cfg.Grace),
 		Limits:           sandbox.Limits{FileSizeBytes: cfg.MaxFileSize, Processes: cfg.MaxProcesses},
 		MaxLogBytes:      cfg.MaxLogBytes,

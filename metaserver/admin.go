@@ -17,8 +17,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/kilnbuild/kiln/internal/config"
 	"github.com/kilnbuild/kiln/internal/server"
-	"github.com/kilnbuild/kiln/internal/store/bolt"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
@@ -26,7 +26,7 @@ const adminSocket = "admin.sock"
 
 // listenAdmin serves the AdminService on DIR/admin.sock, readable by the
 // owner only: the socket's file mode is the admin authentication.
-func listenAdmin(dataDir string, admin *server.Admin) (*grpc.Server, net.Listener, error) {
+func listenAdmin(dataDir string, admin *server.Admin, opts ...grpc.ServerOption) (*grpc.Server, net.Listener, error) {
 	path := filepath.Join(dataDir, adminSocket)
 	_ = os.Remove(path) // a stale socket of a killed process; the store lock proves we are alone
 	old := umask(0o077)
@@ -39,7 +39,7 @@ func listenAdmin(dataDir string, admin *server.Admin) (*grpc.Server, net.Listene
 		ln.Close()
 		return nil, nil, err
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(opts...)
 	kilnv1.RegisterAdminServiceServer(gs, admin)
 	return gs, ln, nil
 }
@@ -59,7 +59,10 @@ func adminClient(ctx context.Context, dataDir string) (kilnv1.AdminServiceServer
 	if err := server.DataDirReady(dataDir); err != nil {
 		return nil, nil, err
 	}
-	st, err := bolt.Open(filepath.Join(dataDir, "kiln.db"), bolt.Options{Timeout: 2 * time.Second})
+	st, err := openStore(dataDir)
+	if refused(err) {
+		return nil, nil, err
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening store (is a metaserver running without its admin socket?): %w", err)
 	}
@@ -90,6 +93,9 @@ func (r remoteAdmin) CreateEnrollToken(ctx context.Context, req *kilnv1.CreateEn
 func (r remoteAdmin) CancelBuild(ctx context.Context, req *kilnv1.CancelBuildRequest) (*kilnv1.CancelBuildResponse, error) {
 	return r.c.CancelBuild(ctx, req)
 }
+func (r remoteAdmin) Backup(ctx context.Context, req *kilnv1.BackupRequest) (*kilnv1.BackupResponse, error) {
+	return r.c.Backup(ctx, req)
+}
 func (r remoteAdmin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.PinResponse, error) {
 	return r.c.Pin(ctx, req)
 }
@@ -106,6 +112,10 @@ func adminCommand(name string, args []string) int {
 	n, known := want[name]
 	if !known {
 		fmt.Fprintf(os.Stderr, "metaserver: unknown command %q\n%s", name, usage)
+		return 2
+	}
+	if err := config.AbsPaths(fs, "data-dir"); err != nil {
+		fmt.Fprintf(os.Stderr, "metaserver %s: %v\n", name, err)
 		return 2
 	}
 	if *dataDir == "" || fs.NArg() != n {
@@ -129,6 +139,9 @@ func adminCommand(name string, args []string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	admin, closeFn, err := adminClient(ctx, *dataDir)
+	if refused(err) {
+		return refusal(name, err)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "metaserver:", err)
 		return 1

@@ -10,9 +10,14 @@
 //	metaserver pin --data-dir DIR NAME BUILD_ID
 //	metaserver enroll-token create --data-dir DIR
 //	metaserver cancel --data-dir DIR [--reason TEXT] BUILD_ID
+//	metaserver backup --data-dir DIR FILE
+//	metaserver check (--data-dir DIR | FILE)
 //
 // The admin commands talk to a running serve over DIR/admin.sock, or open the
 // store directly when serve is not running; cancel needs the running serve.
+// backup is consistent while serve runs; check reads a store file that no
+// serve holds (a stopped one's, or a backup). Every command that opens the
+// store refuses a damaged file with exit status 2, leaving it as it was.
 package main
 
 import (
@@ -29,6 +34,8 @@ const usage = `usage:
   metaserver pin --data-dir DIR NAME BUILD_ID
   metaserver enroll-token create --data-dir DIR
   metaserver cancel --data-dir DIR [--reason TEXT] BUILD_ID   (needs the running serve)
+  metaserver backup --data-dir DIR FILE     (a consistent copy, also while serve runs)
+  metaserver check (--data-dir DIR | FILE)  (consistency check; not while serve holds DIR)
 Run a command with -h for its flags.
 `
 
@@ -53,6 +60,10 @@ func run(args []string) int {
 		return adminCommand(cmd+" "+rest[0], rest[1:])
 	case "pin", "cancel":
 		return adminCommand(cmd, rest)
+	case "backup":
+		return backupCommand(rest)
+	case "check":
+		return checkCommand(rest)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return 0

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -20,8 +19,8 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/kilnbuild/kiln/internal/auth"
+	"github.com/kilnbuild/kiln/internal/config"
 	"github.com/kilnbuild/kiln/internal/server"
-	"github.com/kilnbuild/kiln/internal/store/bolt"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
@@ -146,6 +145,11 @@ func serve(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	// Resolved once: mirrors and hooks run git and commands elsewhere.
+	if err := config.AbsPaths(fs, "data-dir", "tls-cert", "tls-key", "smtp-password-file", "hook-secret-file"); err != nil {
+		fmt.Fprintln(os.Stderr, "metaserver serve:", err)
+		return 2
+	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "metaserver serve:", err)
 		return 2
@@ -153,6 +157,9 @@ func serve(args []string) int {
 	log := newLogger(cfg.LogFormat, cfg.LogLevel).With("component", "metaserver")
 	slog.SetDefault(log)
 	if err := runServe(cfg, log); err != nil {
+		if refused(err) {
+			return refusal("serve", err)
+		}
 		log.Error("metaserver stopped", "err", err)
 		return 1
 	}
@@ -165,7 +172,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	if err := server.DataDirReady(cfg.DataDir); err != nil {
 		return err
 	}
-	st, err := bolt.Open(filepath.Join(cfg.DataDir, "kiln.db"), bolt.Options{Timeout: 2 * time.Second})
+	st, err := openStore(cfg.DataDir)
 	if err != nil {
 		return fmt.Errorf("opening store: %w", err)
 	}
@@ -186,6 +193,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		return err
 	}
 	unary, stream := auth.Interceptors(srv.LookupToken, "/kiln.v1.WorkerService/")
+	gateUnary, gateStream := srv.WriteGate()
 	opts := []grpc.ServerOption{}
 	if cfg.TLSCert != "" {
 		creds, err := auth.ServerCredentials(cfg.TLSCert, cfg.TLSKey)
@@ -195,7 +203,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		opts = append(opts, grpc.Creds(creds))
 	}
 	gs := grpc.NewServer(append(opts,
-		grpc.UnaryInterceptor(unary), grpc.StreamInterceptor(stream),
+		grpc.ChainUnaryInterceptor(unary, gateUnary), grpc.ChainStreamInterceptor(stream, gateStream),
 		grpc.MaxRecvMsgSize(server.MaxMessageBytes),
 		// A small read buffer, and write buffers taken from a pool only
 		// while writing: an idle build server costs little (issue 9:
@@ -213,7 +221,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	healthpb.RegisterHealthServer(gs, hs)
 
 	admin := &server.Admin{Store: st, DataDir: cfg.DataDir, OnRevoke: srv.Disconnect, Cancel: srv.AdminCancel}
-	adminSrv, adminLn, err := listenAdmin(cfg.DataDir, admin)
+	adminSrv, adminLn, err := listenAdmin(cfg.DataDir, admin, grpc.ChainUnaryInterceptor(gateUnary))
 	if err != nil {
 		return err
 	}

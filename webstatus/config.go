@@ -143,6 +143,9 @@ func parseConfig(args []string, getenv func(string) string) (Config, error) {
 	if err := config.ApplyEnv(fs, envFallbacks, getenv); err != nil {
 		return c, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
+	if err := config.AbsPaths(fs, "ca"); err != nil {
+		return c, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 	return c, c.Validate()
 }
 

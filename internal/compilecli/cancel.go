@@ -27,8 +27,9 @@ func runCancel(ctx context.Context, env Env, args []string) int {
 	return finish(env, false, nil, cancelBuild(ctx, env, &o))
 }
 
-// cancelBuild runs a validated cancel command and prints the build's state
-// afterwards.
+// cancelBuild runs a validated cancel command: it withdraws the wait of
+// o.Email on the build and prints what became of the build (cancelled when
+// that was its last waiter, otherwise going on for the others).
 func cancelBuild(ctx context.Context, env Env, o *CancelOptions) error {
 	conn, err := dial(ctx, o.Connection)
 	if err != nil {
@@ -41,6 +42,15 @@ func cancelBuild(ctx context.Context, env Env, o *CancelOptions) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "build %d %s\n", o.BuildID, stateName(resp.GetBuild().GetState()))
+	b := resp.GetBuild()
+	switch {
+	case b.GetState() == kilnv1.BuildState_BUILD_STATE_CANCELLED:
+		fmt.Fprintf(env.Stdout, "build %d cancelled\n", o.BuildID)
+	case isFinal(b.GetState()):
+		fmt.Fprintf(env.Stdout, "build %d %s; your wait is withdrawn: no mail follows\n", o.BuildID, stateName(b.GetState()))
+	default:
+		fmt.Fprintf(env.Stdout, "build %d %s; your wait is withdrawn: it goes on for its other requesters, no mail follows for you\n",
+			o.BuildID, stateName(b.GetState()))
+	}
 	return nil
 }

@@ -231,6 +231,18 @@ func TestCancelSendsTheEmailAndReportsTheState(t *testing.T) {
 	}
 }
 
+func TestCancelOfAWaitOnABuildOthersWaitForSaysItGoesOn(t *testing.T) {
+	f := startFake(t)
+	f.cancel = func(req *kilnv1.CancelRequest) (*kilnv1.CancelResponse, error) {
+		return &kilnv1.CancelResponse{Build: &kilnv1.Build{Id: 4, State: kilnv1.BuildState_BUILD_STATE_RUNNING, Waiters: 1}}, nil
+	}
+	stdout, stderr, code := f.run(t, "cancel", "--email", email, "4")
+	want := "build 4 running; your wait is withdrawn: it goes on for its other requesters, no mail follows for you"
+	if code != ExitOK || strings.TrimSpace(stdout) != want {
+		t.Fatalf("exit %d stdout %q stderr %s; want exit 0 and %q", code, stdout, stderr, want)
+	}
+}
+
 func TestLogPrintsTheChunksOnceEach(t *testing.T) {
 	f := startFake(t)
 	f.logs = []*kilnv1.GetLogResponse{

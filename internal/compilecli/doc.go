@@ -6,11 +6,14 @@
 //
 // # Commands
 //
-//	startcompile [flags] EMAIL               submit one request
-//	startcompile status [flags] BUILD_ID     show (or follow) a build
-//	startcompile cancel --email EMAIL BUILD_ID
-//	startcompile log [--follow] BUILD_ID     print a build's log
-//	startcompile check [flags] EMAIL         build one revision on every platform
+//	startcompile [flags] EMAIL                   submit one request
+//	startcompile status [flags] BUILD_ID         show (or follow) a build
+//	startcompile cancel --email EMAIL BUILD_ID   withdraw your wait on a build
+//	startcompile log [--follow] BUILD_ID         print a build's log
+//	startcompile check [flags] EMAIL             build one revision on every platform
+//
+// cancel withdraws only the caller's own wait: the build goes on while
+// another requester waits on it, and is cancelled when nobody does.
 //
 // Flags and positional arguments may be mixed; "--" ends the flags.
 //

@@ -117,7 +117,7 @@ func StatusFlags(o *StatusOptions, getenv func(string) string) *flag.FlagSet {
 func CancelFlags(o *CancelOptions, getenv func(string) string) *flag.FlagSet {
 	fs := newFlagSet("startcompile cancel")
 	bindConnection(fs, &o.Connection, getenv)
-	fs.StringVar(&o.Email, "email", "", "email address of one of the build's requesters (required)")
+	fs.StringVar(&o.Email, "email", "", "the email address you asked for the build with; only your own wait is withdrawn (required)")
 	return fs
 }
 

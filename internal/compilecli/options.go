@@ -261,7 +261,9 @@ func (o *StatusOptions) Validate() error {
 // CancelOptions configures `startcompile cancel --email EMAIL BUILD_ID`.
 type CancelOptions struct {
 	Connection
-	// Email must be the address of one of the build's requesters.
+	// Email is the address the caller asked for the build with: the
+	// metaserver withdraws that address's wait only, and cancels the build
+	// when nobody else waits on it.
 	Email string `flag:"email"`
 	// BuildID names the build.
 	BuildID uint64 `arg:"build_id"`

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"io"
 	"os"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kilnbuild/kiln/internal/config"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
@@ -51,7 +53,7 @@ func (e *Env) fill() {
 const topUsage = `usage:
   startcompile [flags] EMAIL                      request a build
   startcompile status [flags] BUILD_ID            show or follow a build
-  startcompile cancel --email EMAIL BUILD_ID      cancel a build
+  startcompile cancel --email EMAIL BUILD_ID      withdraw your wait (the last one cancels the build)
   startcompile log [--follow] BUILD_ID            print a build's log
   startcompile check [flags] EMAIL                build on every connected platform
 
@@ -93,6 +95,11 @@ func parseCommand(env Env, fs *flag.FlagSet, synopsis string, args []string, npo
 	}
 	if err == nil && len(pos) != npos {
 		err = usageError("want %d positional argument(s) (%s), got %d", npos, synopsis, len(pos))
+	}
+	if err == nil {
+		if aerr := config.AbsPaths(fs, "ca", "download"); aerr != nil {
+			err = usageError("%v", aerr)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "startcompile: %s\nusage: %s (-h for the flags)\n", describeError(err), synopsis)

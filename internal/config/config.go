@@ -5,6 +5,7 @@ package config
 import (
 	"flag"
 	"fmt"
+	"path/filepath"
 )
 
 // ApplyEnv gives environment variables the middle precedence between flags
@@ -19,6 +20,29 @@ func ApplyEnv(fs *flag.FlagSet, fallbacks map[string]string, getenv func(string)
 			if err := fs.Set(name, v); err != nil {
 				return fmt.Errorf("%s=%q: %w", env, v, err)
 			}
+		}
+	}
+	return nil
+}
+
+// AbsPaths makes the named flags of fs that hold a path absolute, once,
+// against the working directory at start: a program that later runs
+// commands in other directories (git, a sandboxed probe) or hands a path
+// to another process (over the admin socket) then means the same file
+// everywhere. Call it after fs.Parse and ApplyEnv; flags left empty, and
+// names fs does not define, are skipped.
+func AbsPaths(fs *flag.FlagSet, names ...string) error {
+	for _, name := range names {
+		f := fs.Lookup(name)
+		if f == nil || f.Value.String() == "" {
+			continue
+		}
+		abs, err := filepath.Abs(f.Value.String())
+		if err != nil {
+			return fmt.Errorf("--%s %q: %w", name, f.Value.String(), err)
+		}
+		if err := fs.Set(name, abs); err != nil {
+			return fmt.Errorf("--%s %q: %w", name, abs, err)
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package config
 
 import (
 	"flag"
+	"path/filepath"
 	"testing"
 )
 
@@ -25,5 +26,27 @@ func TestApplyEnvFillsOnlyFlagsNotGiven(t *testing.T) {
 	err = ApplyEnv(fs, map[string]string{"n": "N"}, func(string) string { return "seven" })
 	if err == nil || *n != 0 {
 		t.Fatalf("a bad environment value: err=%v n=%d", err, *n)
+	}
+}
+
+func TestAbsPaths_RelativeFlags_ResolvedAgainstTheWorkingDirectory(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	rel := fs.String("data-dir", "", "")
+	abs := fs.String("ca", "", "")
+	empty := fs.String("download", "", "")
+	other := fs.String("name", "", "")
+	if err := fs.Parse([]string{"--data-dir", "state/../data", "--ca", "/etc/ca.pem", "--name", "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := AbsPaths(fs, "data-dir", "ca", "download", "not-a-flag"); err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "data"); *rel != want {
+		t.Errorf("--data-dir: got %q, want %q", *rel, want)
+	}
+	if *abs != "/etc/ca.pem" || *empty != "" || *other != "x" {
+		t.Errorf("changed what it should not: ca %q, download %q, name %q", *abs, *empty, *other)
 	}
 }

@@ -294,47 +294,6 @@ func TestGapsWithoutSMTPNoMailIsSentAndTheLogSaysSoOnce(t *testing.T) {
 	}
 }
 
-func TestGapsACancelledQueuedBuildMailsEachWaiterOnce(t *testing.T) {
-	port := farmtest.FreePort(t)
-	sink := mailStartSink(t, port)
-	f := mailFarm(t, port, farmtest.CProjectOptions{Manifest: true})
-	const ada, bob = "ada@example.org", "bob@example.net"
-	// No build server: the build stays queued.
-	first := parseResult(t, f.Startcompile("--project", "hello", "--revision", "main", "--json", ada))
-	joined := parseResult(t, f.Startcompile("--project", "hello", "--revision", "main", "--json", bob))
-	if first.State != "queued" || !joined.Joined || joined.BuildID != first.BuildID {
-		t.Fatalf("requests: %+v\n%+v", first, joined)
-	}
-	id := strconv.FormatUint(first.BuildID, 10)
-	r := f.Startcompile("cancel", "--email", ada, id)
-	expectExit(t, r, 0)
-	if strings.TrimSpace(r.Stdout) != "build "+id+" cancelled" {
-		t.Fatalf("cancel printed %q", r.Stdout)
-	}
-	msgs := mailWaitSettled(t, f, sink, 2, mailDeliveryTimeout)
-	for _, who := range []string{ada, bob} {
-		got := mailFor(msgs, who)
-		if len(got) != 1 {
-			t.Fatalf("%s received %d mails, want 1", who, len(got))
-		}
-		if s := got[0].Subject(); !strings.HasPrefix(s, "[kiln] hello main") || !strings.HasSuffix(s, ": cancelled") {
-			t.Errorf("mail to %s: subject %q, want \"[kiln] hello main ... : cancelled\"", who, s)
-		}
-	}
-	// The status says cancelled with exit 1, and a build server arriving
-	// later neither builds it nor causes another mail.
-	r = f.Startcompile("status", "--json", id)
-	expectExit(t, r, 1)
-	if got := parseResult(t, r); got.State != "cancelled" {
-		t.Fatalf("status: %+v", got)
-	}
-	mailStartBuilder(t, f)
-	if b := mailGetBuild(t, f, first.BuildID); b.GetState() != kilnv1.BuildState_BUILD_STATE_CANCELLED || len(b.GetAttempts()) != 0 {
-		t.Fatalf("cancelled build after a build server came: %s, %d attempts", b.GetState(), len(b.GetAttempts()))
-	}
-	mailWaitSettled(t, f, sink, 2, mailDeliveryTimeout)
-}
-
 func TestGapsAfterMaxInfraAttemptsTheBuildEndsAsErrorWithEveryReason(t *testing.T) {
 	f := farmtest.New(t)
 	f.StartMetaserver("--heartbeat", "200ms", "--lease", "2s", "--inline-artifact-bytes", "0", "--max-infra-attempts", "2")

@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -25,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -87,6 +89,13 @@ type hostileFarm struct {
 
 func newHostileFarm(t *testing.T) *hostileFarm {
 	t.Helper()
+	return newHostileFarmAs(t, nil)
+}
+
+// newHostileFarmAs is newHostileFarm with the build server run as cred's
+// user (nil: the test's), owning its data directory and home.
+func newHostileFarmAs(t *testing.T, cred *syscall.Credential) *hostileFarm {
+	t.Helper()
 	h := &hostileFarm{nonce: hostileNonce(t)}
 	// Created before the buildserver so that their removal runs after it stops.
 	h.dataDir = hostileVarTmpDir(t, "kiln-e2e-data-")
@@ -99,7 +108,12 @@ func newHostileFarm(t *testing.T) *hostileFarm {
 	h.f = farmtest.New(t)
 	h.f.StartMetaserver("--heartbeat", "200ms", "--lease", "2s")
 	h.repo, h.normal = farmtest.CProject(t, farmtest.CProjectOptions{Name: "hostile", ManifestText: hostileNormalManifest})
-	h.f.AddProject("hostile", h.repo)
+	url := h.repo
+	if cred != nil {
+		// Another user's git would not read the test's repository.
+		url = farmtest.GitDaemon(t, filepath.Dir(h.repo)) + filepath.Base(h.repo)
+	}
+	h.f.AddProject("hostile", url)
 	h.token = h.f.AddBuildServer("hostile-builder")
 	// The credential lives where a volunteer keeps it: DATA_DIR/token, read at
 	// start because no --token is given (so it is not in the process list).
@@ -110,6 +124,17 @@ func newHostileFarm(t *testing.T) *hostileFarm {
 		"--metaserver", h.f.Meta().Addr, "--data-dir", h.dataDir)
 	h.bs.StopTimeout = 5 * time.Second
 	h.bs.Env = hostileEnv(h.home)
+	if cred != nil {
+		for _, d := range []string{h.dataDir, h.home} {
+			filepath.WalkDir(d, func(p string, _ fs.DirEntry, err error) error {
+				if err == nil {
+					err = os.Lchown(p, int(cred.Uid), int(cred.Gid))
+				}
+				return err
+			})
+		}
+		h.bs.Credential = cred
+	}
 	if err := h.bs.Start(); err != nil {
 		t.Fatal(err)
 	}

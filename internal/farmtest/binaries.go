@@ -162,6 +162,10 @@ func outputDir() (string, error) {
 	dirOnce.Do(func() {
 		removeStaleDirs()
 		binDir, binDirEr = os.MkdirTemp("", binDirPrefix+strconv.Itoa(os.Getpid())+"-")
+		if binDirEr == nil {
+			// Tests may run a program as another user (Process.Credential).
+			binDirEr = os.Chmod(binDir, 0o755)
+		}
 	})
 	return binDir, binDirEr
 }

@@ -9,9 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,6 +49,11 @@ type Farm struct {
 	// ClientCreds, when set before StartMetaserver, are the transport
 	// credentials the harness itself uses to reach the metaserver (TLS tests).
 	ClientCreds credentials.TransportCredentials
+	// RelativeDirs, when set before StartMetaserver, runs the programs and
+	// admin commands in Dir and gives them their data directories as paths
+	// relative to it (issue 13: a relative --data-dir broke the
+	// buildserver's probe and `metaserver pin`).
+	RelativeDirs bool
 
 	metaDataDir string
 	meta        *Metaserver
@@ -95,6 +102,15 @@ func New(t *testing.T) *Farm {
 	if err := os.MkdirAll(f.metaDataDir, 0o700); err != nil {
 		t.Fatalf("farmtest: %v", err)
 	}
+	if os.Geteuid() == 0 {
+		// A root build server's builds run as build users, which must be
+		// able to search the directories above its data directory.
+		for _, d := range []string{filepath.Dir(dir), dir} {
+			if err := os.Chmod(d, 0o711); err != nil {
+				t.Fatalf("farmtest: %v", err)
+			}
+		}
+	}
 	t.Cleanup(func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -122,16 +138,42 @@ func (f *Farm) StartMetaserver(extraArgs ...string) *Metaserver {
 		f.t.Fatalf("farmtest: the farm's metaserver is already started")
 	}
 	m := &Metaserver{Addr: FreeAddr(f.t), DataDir: f.metaDataDir, t: f.t, creds: f.ClientCreds}
-	args := []string{"serve", "--data-dir", m.DataDir, "--listen", m.Addr}
+	args := []string{"serve", "--data-dir", f.dirArg(m.DataDir), "--listen", m.Addr}
 	if !hasFlag(extraArgs, "metrics-listen") {
 		m.MetricsAddr = FreeAddr(f.t)
 		args = append(args, "--metrics-listen", m.MetricsAddr)
 	}
 	args = append(args, extraArgs...)
-	m.Process = StartProcess(f.t, "metaserver", Binary(f.t, "metaserver"), args...)
+	m.Process = f.start("metaserver", Binary(f.t, "metaserver"), args...)
 	f.meta = m
 	m.WaitReady()
 	return m
+}
+
+// dirArg is how the farm names dir on a command line: as is, or relative
+// to f.Dir with RelativeDirs.
+func (f *Farm) dirArg(dir string) string {
+	if !f.RelativeDirs {
+		return dir
+	}
+	rel, err := filepath.Rel(f.Dir, dir)
+	if err != nil {
+		f.t.Fatalf("farmtest: %v", err)
+	}
+	return rel
+}
+
+// start starts a program, in f.Dir with RelativeDirs.
+func (f *Farm) start(name, path string, args ...string) *Process {
+	f.t.Helper()
+	p := NewProcess(f.t, name, path, args...)
+	if f.RelativeDirs {
+		p.Dir = f.Dir
+	}
+	if err := p.Start(); err != nil {
+		f.t.Fatalf("farmtest: %v", err)
+	}
+	return p
 }
 
 // hasFlag reports whether args set --name or -name.
@@ -193,6 +235,9 @@ func (f *Farm) metaCommand(args ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, Binary(f.t, "metaserver"), args...)
+	if f.RelativeDirs {
+		cmd.Dir = f.Dir
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -204,14 +249,14 @@ func (f *Farm) metaCommand(args ...string) string {
 // AddProject registers a project with `metaserver project add`.
 func (f *Farm) AddProject(name, url string) {
 	f.t.Helper()
-	f.metaCommand("project", "add", "--data-dir", f.metaDataDir, name, url)
+	f.metaCommand("project", "add", "--data-dir", f.dirArg(f.metaDataDir), name, url)
 }
 
 // AddBuildServer creates a build server credential with `metaserver
 // buildserver add` and returns its token.
 func (f *Farm) AddBuildServer(name string) string {
 	f.t.Helper()
-	out := strings.TrimSpace(f.metaCommand("buildserver", "add", "--data-dir", f.metaDataDir, name))
+	out := strings.TrimSpace(f.metaCommand("buildserver", "add", "--data-dir", f.dirArg(f.metaDataDir), name))
 	if out == "" || strings.ContainsAny(out, "\n \t") {
 		f.t.Fatalf("farmtest: metaserver buildserver add %s printed %q, want one token", name, out)
 	}
@@ -221,7 +266,7 @@ func (f *Farm) AddBuildServer(name string) string {
 // Pin names a succeeded build's artifact with `metaserver pin`.
 func (f *Farm) Pin(name string, buildID uint64) {
 	f.t.Helper()
-	f.metaCommand("pin", "--data-dir", f.metaDataDir, name, strconv.FormatUint(buildID, 10))
+	f.metaCommand("pin", "--data-dir", f.dirArg(f.metaDataDir), name, strconv.FormatUint(buildID, 10))
 }
 
 // StartBuildserver starts a buildserver with its own data directory,
@@ -240,8 +285,13 @@ func (f *Farm) StartBuildserver(token string, extraArgs ...string) *Process {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		f.t.Fatalf("farmtest: %v", err)
 	}
-	args := append([]string{"--metaserver", m.Addr, "--token", token, "--data-dir", dir}, extraArgs...)
-	return StartProcess(f.t, name, Binary(f.t, "buildserver"), args...)
+	args := append([]string{"--metaserver", m.Addr, "--token", token, "--data-dir", f.dirArg(dir)}, extraArgs...)
+	if os.Geteuid() == 0 && !slices.ContainsFunc(extraArgs, func(a string) bool { return strings.HasPrefix(a, "--build-uid") }) {
+		// Build servers started at once (in this test or another) must not
+		// share build uids; the build server refuses a range in use.
+		args = append(args, "--build-uid", strconv.FormatUint(uint64(nextBuildUID()), 10))
+	}
+	return f.start(name, Binary(f.t, "buildserver"), args...)
 }
 
 func (f *Farm) requireMeta() *Metaserver {
@@ -393,4 +443,14 @@ func orInsecure(c credentials.TransportCredentials) credentials.TransportCredent
 		return insecure.NewCredentials()
 	}
 	return c
+}
+
+// buildUIDs numbers the build uid ranges handed to this process's build
+// servers: each gets 64 uids (so up to --jobs 64), the process's range
+// chosen by its pid so that test binaries running at once differ.
+var buildUIDs atomic.Uint32
+
+// nextBuildUID returns the first uid of a fresh range of 64.
+func nextBuildUID() uint32 {
+	return 1_701_000_000 + uint32(os.Getpid()%4096)*65536 + buildUIDs.Add(1)*64
 }

@@ -1,12 +1,14 @@
 package farmtest
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Greeting is what the default CProject program prints.
@@ -226,4 +228,32 @@ func regexpQuote(s string) string {
 		b.WriteRune(c)
 	}
 	return b.String()
+}
+
+// GitDaemon serves the repositories under base over git:// on a loopback
+// port for the test's life (stopped by its PID at cleanup) and returns the
+// URL prefix, e.g. "git://127.0.0.1:PORT/". Programs running as another
+// user than the repositories' owner read them through it: git refuses to
+// read a local repository someone else owns.
+func GitDaemon(t testing.TB, base string) string {
+	t.Helper()
+	addr := FreeAddr(t)
+	host, port, _ := strings.Cut(addr, ":")
+	p := NewProcess(t, "git-daemon", "git", "daemon", "--listen="+host, "--port="+port,
+		"--export-all", "--reuseaddr", "--base-path="+base, base)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return "git://" + addr + "/"
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("farmtest: git daemon not listening on %s: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -48,6 +48,9 @@ type Process struct {
 	Dir string
 	// StopTimeout bounds the graceful part of Stop; 0 is DefaultStopTimeout.
 	StopTimeout time.Duration
+	// Credential, when not nil, is the user the next Start runs the
+	// program as (the test must be root); nil: this process's user.
+	Credential *syscall.Credential
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -188,7 +191,7 @@ func (p *Process) Start() error {
 	cmd := exec.Command(p.path, p.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env, cmd.Dir = p.Env, p.Dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: p.Credential}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("farmtest: starting %s: %w", p.name, err)

@@ -55,6 +55,11 @@ var baseArgs = []string{
 	"-c", "core.askPass=true",
 	"-c", "credential.helper=",
 	"-c", "gc.autoDetach=false", // no background gc outliving the call
+	// Never run a program a repository's files name: no hooks (a build
+	// that could write a mirror could plant one, run by the build server at
+	// the next fetch), no file-system monitor.
+	"-c", "core.hooksPath=/dev/null",
+	"-c", "core.fsmonitor=false",
 }
 
 // gitError is a failed git process: its arguments, exit error and the start

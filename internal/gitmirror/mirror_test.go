@@ -3,6 +3,7 @@ package gitmirror
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -209,5 +210,48 @@ func TestAFetchCallerThatGivesUpReturnsAtOnce(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Fetch did not return after its context was cancelled")
+	}
+}
+
+// TestFetchRunsNoHookPlantedInTheMirror: hooks (and a file-system
+// monitor) written into a mirror, as a build that could write there
+// would, never run when the mirror is fetched or read.
+func TestFetchRunsNoHookPlantedInTheMirror(t *testing.T) {
+	u := newUpstream(t)
+	u.commit("one", map[string]string{"a": "1"})
+	dir := filepath.Join(t.TempDir(), "mirrors", "p.git")
+	m := NewWithOptions(dir, u.url(), Options{})
+	ctx := testCtx(t)
+	if err := m.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(t.TempDir(), "hook-ran")
+	hook := "#!/bin/sh\necho \"$0\" >> " + marker + "\n"
+	if err := os.MkdirAll(filepath.Join(dir, "hooks"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"reference-transaction", "post-checkout", "pre-auto-gc", "post-merge", "fsmonitor-watchman"} {
+		if err := os.WriteFile(filepath.Join(dir, "hooks", h), []byte(hook), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := os.OpenFile(filepath.Join(dir, "config"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(cfg, "[core]\n\tfsmonitor = %s\n", filepath.Join(dir, "hooks", "fsmonitor-watchman"))
+	cfg.Close()
+	c2 := u.commit("two", map[string]string{"a": "2"})
+	if err := m.Fetch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !m.HasCommit(ctx, c2) {
+		t.Fatalf("commit %s missing after Fetch", c2)
+	}
+	if _, err := m.Resolve(ctx, "main"); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(marker); err == nil {
+		t.Fatalf("a hook planted in the mirror ran: %s", b)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -61,25 +62,47 @@ func (b Bwrap) binary() (string, error) {
 // Available reports whether bwrap can create the sandbox Run uses on this
 // machine: it runs `true` under the same namespaces and mounts. A non-nil
 // error explains why not (bwrap missing, user namespaces disabled, ...).
-func (b Bwrap) Available() error {
+func (b Bwrap) Available() error { return b.AvailableAs(nil) }
+
+// AvailableAs is Available for steps run as u (see Step.User): for a root
+// runner it checks that an unprivileged user may make the sandbox (user
+// namespaces allowed to unprivileged users).
+func (b Bwrap) AvailableAs(u *User) error {
 	path, err := b.binary()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	args := append(baseArgs(), "--", "true")
-	out, err := exec.CommandContext(ctx, path, args...).CombinedOutput()
+	args := baseArgs()
+	cmd := exec.CommandContext(ctx, path)
+	if u != nil && os.Geteuid() == 0 {
+		cred, err := stepCredential(u)
+		if err != nil {
+			return err
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	cmd.Args = append(append([]string{path}, args...), "--", "true")
+	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("bubblewrap %s does not work here: %w: %s", path, err, bytes.TrimSpace(out))
+		who := ""
+		if cmd.SysProcAttr != nil {
+			who = fmt.Sprintf(" for uid %d", u.UID)
+		}
+		return fmt.Errorf("bubblewrap %s does not work here%s: %w: %s", path, who, err, bytes.TrimSpace(out))
 	}
 	return nil
 }
 
-// baseArgs are the isolation options of every step.
+// baseArgs are the isolation options of every step. The step's user
+// namespace maps only the user bwrap runs as (the step's, see
+// Step.User), and --disable-userns forbids making another inside, so
+// nothing in the step can gain a capability even in a namespace of its
+// own.
 func baseArgs() []string {
 	return []string{
-		"--unshare-all", "--die-with-parent", "--new-session",
+		"--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
 		"--ro-bind", "/", "/",
 		"--dev", "/dev",
 		"--proc", "/proc",
@@ -94,6 +117,10 @@ func (b Bwrap) Run(ctx context.Context, s Step) error {
 		return &SetupError{Err: err}
 	}
 	args, err := bwrapArgs(s)
+	if err != nil {
+		return &SetupError{Err: err}
+	}
+	cred, err := stepCredential(s.User)
 	if err != nil {
 		return &SetupError{Err: err}
 	}
@@ -126,6 +153,7 @@ func (b Bwrap) Run(ctx context.Context, s Step) error {
 		argv:       argv,
 		env:        []string{},
 		extraFiles: []*os.File{statusW, reportW},
+		cred:       cred,
 		netns:      netns,
 		grace:      graceOr(b.Grace),
 		// --unshare-pid: see launch.pidNamespace.
@@ -161,6 +189,25 @@ func (b Bwrap) Run(ctx context.Context, s Step) error {
 			return left.attach(s.Name, err)
 		},
 	})
+}
+
+// stepCredential returns the credential bwrap is started with for a step
+// run as u: nil when it runs as the runner's own user. A root runner must be
+// given a user other than root (ErrRootStep); another runner can only run
+// steps as itself.
+func stepCredential(u *User) (*syscall.Credential, error) {
+	euid := os.Geteuid()
+	switch {
+	case euid == 0 && (u == nil || u.UID == 0):
+		return nil, ErrRootStep
+	case euid == 0:
+		// No supplementary groups: root's would follow the step.
+		return &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: []uint32{}}, nil
+	case u == nil || int(u.UID) == euid:
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("running a step as uid %d needs root (the build server is uid %d)", u.UID, euid)
+	}
 }
 
 // bwrapArgs returns the mount, directory and environment options for s.

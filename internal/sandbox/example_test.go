@@ -23,7 +23,7 @@ func ExampleRunner() {
 	if err := (sandbox.Bwrap{}).Available(); err != nil {
 		runner = sandbox.Unsandboxed{}
 	}
-	err = runner.Run(context.Background(), sandbox.Step{
+	step := sandbox.Step{
 		Name:    "check",
 		Command: "echo testing; exit 2",
 		Dir:     dir,
@@ -31,7 +31,16 @@ func ExampleRunner() {
 		Output:  os.Stdout,
 		Timeout: time.Minute,
 		Limits:  sandbox.Limits{Processes: 256, FileSizeBytes: 1 << 30},
-	})
+	}
+	if os.Geteuid() == 0 {
+		// Root never runs a step as itself: it names an unprivileged user,
+		// which must own the build directory.
+		step.User = &sandbox.User{UID: 1700000000, GID: 1700000000}
+		if err := os.Chown(dir, 1700000000, 1700000000); err != nil {
+			log.Fatal(err)
+		}
+	}
+	err = runner.Run(context.Background(), step)
 	var exit *sandbox.ExitError
 	var setup *sandbox.SetupError
 	switch {

@@ -20,6 +20,8 @@ type launch struct {
 	env        []string   // environment of argv[0]; never nil
 	dir        string     // working directory of argv[0]; "" = inherit
 	extraFiles []*os.File // closed by execute once the child has them
+	// cred, when not nil, is the user argv[0] runs as (see Step.User).
+	cred *syscall.Credential
 	// netns, when not nil, is the network namespace the child starts in
 	// (see takeNetns); execute closes it when it returns.
 	netns *os.File
@@ -91,7 +93,7 @@ func execute(ctx context.Context, s Step, l launch) error {
 		Stdout:      pw, // an *os.File: the child writes to it directly, no exec goroutine
 		Stderr:      pw,
 		ExtraFiles:  l.extraFiles,
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Credential: l.cred},
 	}
 	release, err := startLowPriority(cmd, cg, l.netns)
 	pw.Close()

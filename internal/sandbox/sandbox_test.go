@@ -37,18 +37,18 @@ func runners(t *testing.T) []struct {
 		rs = append(rs, struct {
 			name string
 			r    Runner
-		}{"bwrap", Bwrap{Grace: testGrace}})
+		}{"bwrap", asUser{Bwrap{Grace: testGrace}}})
 	}
 	return rs
 }
 
-func needBwrap(t *testing.T) Bwrap {
+func needBwrap(t *testing.T) asUser {
 	t.Helper()
 	b := Bwrap{Grace: testGrace}
 	if err := b.Available(); err != nil {
 		t.Skipf("bubblewrap unavailable: %v", err)
 	}
-	return b
+	return asUser{b}
 }
 
 // syncBuffer is a goroutine-safe output sink.
@@ -156,7 +156,7 @@ func TestEnvironmentIsExactlyEnv(t *testing.T) {
 			got := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 			slices.Sort(got)
 			want := slices.Clone(env)
-			if _, ok := rc.r.(Bwrap); ok {
+			if _, ok := rc.r.(asUser); ok {
 				want = append(want, "PWD="+dir) // documented bwrap addition
 			}
 			slices.Sort(want)
@@ -442,7 +442,9 @@ func TestSandboxedStepCannotSeeHiddenPaths(t *testing.T) {
 	secret := filepath.Join(data, "creds", "token")
 	lone := filepath.Join(data, "lone-secret")
 	for _, f := range []string{secret, lone} {
-		if err := os.WriteFile(f, []byte("s3cr3t"), 0o600); err != nil {
+		// Readable by all: only hiding keeps them from the step (a step of
+		// a root build server runs as another user).
+		if err := os.WriteFile(f, []byte("s3cr3t"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -532,7 +534,7 @@ func TestSandboxSetupFailuresAreSetupErrors(t *testing.T) {
 		want string // in the error message
 	}{
 		{"a missing bwrap binary", Bwrap{Path: "/nonexistent/bwrap"}, Step{Command: "true"}, "bubblewrap"},
-		{"bwrap failing to build the sandbox", Bwrap{Path: wrapper}, Step{Command: "true"}, "nonexistent-kiln-source"},
+		{"bwrap failing to build the sandbox", asUser{Bwrap{Path: wrapper}}, Step{Command: "true"}, "nonexistent-kiln-source"},
 		{"a missing writable directory", b, Step{Command: "true", Writable: []string{"/nonexistent-kiln-dest"}}, "nonexistent-kiln-dest"},
 		{"a relative build directory", b, Step{Command: "true", Dir: "relative"}, "not absolute"},
 		{"a malformed environment entry", b, Step{Command: "true", Env: []string{"NOEQUALS"}}, "NOEQUALS"},
@@ -608,14 +610,14 @@ func BenchmarkBwrapTrue(b *testing.B) {
 	if err := (Bwrap{}).Available(); err != nil {
 		b.Skip(err)
 	}
-	benchmarkTrue(b, Bwrap{}, Limits{})
+	benchmarkTrue(b, asUser{}, Limits{})
 }
 
 func BenchmarkBwrapTrueWithLimits(b *testing.B) {
 	if err := (Bwrap{}).Available(); err != nil {
 		b.Skip(err)
 	}
-	benchmarkTrue(b, Bwrap{}, Limits{CPUSeconds: 3600, Processes: 1000, OpenFiles: 1024, FileSizeBytes: 1 << 30})
+	benchmarkTrue(b, asUser{}, Limits{CPUSeconds: 3600, Processes: 1000, OpenFiles: 1024, FileSizeBytes: 1 << 30})
 }
 
 func BenchmarkUnsandboxedTrue(b *testing.B) {
@@ -652,7 +654,7 @@ func BenchmarkBwrapBuildServerStep(b *testing.B) {
 	}
 	ctx := context.Background()
 	for b.Loop() {
-		if err := (Bwrap{}).Run(ctx, s); err != nil {
+		if err := (asUser{}).Run(ctx, s); err != nil {
 			b.Fatal(err)
 		}
 	}

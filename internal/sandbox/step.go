@@ -58,7 +58,24 @@ type Step struct {
 	// Disk bounds the disk space of the build while the step runs; the
 	// zero value sets no bound. See DiskLimit.
 	Disk DiskLimit
+	// User is the unprivileged user the step runs as. Under Bwrap it is
+	// required when the runner is root, which then starts bwrap itself as
+	// User (no capabilities anywhere, no supplementary groups): a step never
+	// runs with root's identity or privilege. Dir and Writable must be
+	// writable by User, and their parent directories searchable by it.
+	// A runner that is not root runs steps as itself and accepts only nil
+	// or its own uid. Unsandboxed ignores User (see Unsandboxed).
+	User *User
 }
+
+// User is a numeric user and group a step runs as.
+type User struct {
+	UID, GID uint32
+}
+
+// ErrRootStep is wrapped by the SetupError of a step Bwrap refuses to run
+// as root: the runner is root and Step.User is nil (or root).
+var ErrRootStep = errors.New("sandbox: refusing to run a build step as root (set Step.User)")
 
 // Limits are per-process resource limits of a step; 0 means unlimited
 // (inherited from the buildserver). Each is set as both soft and hard limit,

@@ -14,8 +14,10 @@ import (
 // metaserver shows such build servers as unsandboxed.
 //
 // It still applies Limits, the lowest priority, Timeout and cancellation, and
-// kills the step's process group when the step ends. Step.Hide and
-// Step.Writable are ignored. A process that leaves the process group (setsid)
+// kills the step's process group when the step ends. Step.Hide,
+// Step.Writable and Step.User are ignored: it runs steps as the
+// buildserver's user, which is why the buildserver refuses --sandbox=none
+// as root. A process that leaves the process group (setsid)
 // survives the step unless the pids cgroup (root only, see the package doc)
 // catches it. Safe for concurrent use.
 type Unsandboxed struct {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"regexp"
 	"time"
 
@@ -178,6 +180,33 @@ func (a *Admin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.PinRes
 		return nil, status.Errorf(codes.Internal, "pinning: %v", err)
 	}
 	return &kilnv1.PinResponse{Name: req.GetName(), Artifact: art}, nil
+}
+
+// backuper is a store that can copy itself while it serves
+// (bolt.DB.BackupFile).
+type backuper interface {
+	BackupFile(path string) (int64, error)
+}
+
+// Backup implements kilnv1.AdminServiceServer.
+func (a *Admin) Backup(ctx context.Context, req *kilnv1.BackupRequest) (*kilnv1.BackupResponse, error) {
+	if !filepath.IsAbs(req.GetPath()) {
+		return nil, status.Errorf(codes.InvalidArgument, "backup path %q must be absolute", req.GetPath())
+	}
+	b, ok := a.Store.(backuper)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "this store cannot make backups")
+	}
+	n, err := b.BackupFile(req.GetPath())
+	switch {
+	case errors.Is(err, fs.ErrExist):
+		return nil, status.Errorf(codes.AlreadyExists, "%s already exists; a backup never replaces a file", req.GetPath())
+	case errors.Is(err, store.ErrNoSpace):
+		return nil, status.Errorf(codes.ResourceExhausted, "backup: %v", err)
+	case err != nil:
+		return nil, status.Errorf(codes.Internal, "backup: %v", err)
+	}
+	return &kilnv1.BackupResponse{Bytes: n}, nil
 }
 
 func mirrorsDir(dataDir string) string { return fmt.Sprintf("%s/mirrors", dataDir) }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -22,10 +23,27 @@ import (
 // server stops (onFatal) and a restart reloads the truth from the store.
 // Nothing was acknowledged for the failed changes, so nothing acknowledged
 // is lost.
+//
+// A commit that finds the disk full (store.ErrNoSpace) is the exception:
+// nothing was written and the store is intact, so the same changes are
+// committed again, in the same order with whatever was enqueued since,
+// after a growing pause (retryMin to retryMax) until space returns. Their
+// callers wait, unanswered, meanwhile; onSpace tells the server when the
+// disk fills (with the error) and when a commit succeeds again (nil), so
+// that it refuses new writes in between. A change's fn must therefore
+// give the same result when it runs again on a fresh transaction (the
+// contract of store.Store's Batch).
 type committer struct {
 	st      store.Store
 	log     *slog.Logger
 	onFatal func(error)
+	// onSpace, when set before run, is called on the committer goroutine
+	// with the error when a commit finds the disk full and with nil when
+	// a commit succeeds after that.
+	onSpace func(full error)
+	// full is the last commit's ErrNoSpace error, nil otherwise; only the
+	// committer goroutine touches it.
+	full error
 
 	mu      sync.Mutex
 	pending []change
@@ -104,24 +122,47 @@ func (c *committer) wait(fn func(store.Tx) error) error {
 	return <-ch
 }
 
+// Pauses between commits retried on a full disk.
+const (
+	retryMin = 100 * time.Millisecond
+	retryMax = 5 * time.Second
+)
+
 // run commits until ctx is done, then drains what is pending and returns.
+// While the disk is full it commits only when the pause is over, however
+// many changes arrive.
 func (c *committer) run(ctx context.Context) {
 	defer close(c.done)
+	var pause time.Duration
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-c.wake:
+			if retry != nil {
+				continue
+			}
+		case <-retry:
 		case <-ctx.Done():
 			c.flush(true)
 			return
 		}
-		c.flush(false)
+		retry = nil
+		if c.flush(false) {
+			pause = min(max(2*pause, retryMin), retryMax)
+			retry = time.After(pause)
+		} else {
+			pause = 0
+		}
 	}
 }
 
 // flush commits what is pending, in batches, until nothing is; unless
 // final, it leaves what is pending while a hold is open (holds only group
-// changes, so the last flush at shutdown ignores them).
-func (c *committer) flush(final bool) {
+// changes, so the last flush at shutdown ignores them). It reports full
+// when a commit found the disk full: the batch is pending again, ahead of
+// later changes, to be retried; at the final flush a full disk is fatal
+// like any failed commit.
+func (c *committer) flush(final bool) (full bool) {
 	for {
 		c.mu.Lock()
 		if c.held > 0 && !final && c.failed == nil && (!c.deferred || c.deferredFor == c.epoch) {
@@ -156,6 +197,26 @@ func (c *committer) flush(final bool) {
 		})
 		if c.observe != nil {
 			c.observe(len(batch), time.Since(start))
+		}
+		if err != nil && errors.Is(err, store.ErrNoSpace) && !final {
+			if c.full == nil {
+				c.log.Error("disk full: commits wait and new writes are refused until space returns", "changes", len(batch), "err", err)
+				if c.onSpace != nil {
+					c.onSpace(err)
+				}
+			}
+			c.full = err
+			c.mu.Lock()
+			c.pending = append(batch, c.pending...)
+			c.mu.Unlock()
+			return true
+		}
+		if err == nil && c.full != nil {
+			c.full = nil
+			c.log.Info("disk space is back: waiting changes committed, writes accepted again", "changes", len(batch))
+			if c.onSpace != nil {
+				c.onSpace(nil)
+			}
 		}
 		if err != nil {
 			c.log.Error("commit failed; stopping so a restart reloads the store", "changes", len(batch), "err", err)

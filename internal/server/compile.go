@@ -9,7 +9,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kilnbuild/kiln/internal/cas"
-	"github.com/kilnbuild/kiln/internal/mail"
 	"github.com/kilnbuild/kiln/internal/store"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
@@ -46,7 +45,11 @@ func (s *Server) GetBuild(ctx context.Context, req *kilnv1.GetBuildRequest) (*ki
 	}
 	_ = s.st.View(func(tx store.Tx) error {
 		reqs, err := tx.RequestsForBuild(b.GetId())
-		b.Waiters = uint32(len(reqs))
+		for _, r := range reqs {
+			if r.GetWithdrawnAt() == nil {
+				b.Waiters++
+			}
+		}
 		return err
 	})
 	return &kilnv1.GetBuildResponse{Build: b}, nil
@@ -278,64 +281,6 @@ func (s *Server) dropCorrupt(b *kilnv1.Build) {
 		s.cacheEntries.Add(-1)
 		s.cacheBytes.Add(-int64(b.GetArtifact().GetSize()))
 	}
-}
-
-// Cancel implements kilnv1.CompileServiceServer.
-func (s *Server) Cancel(ctx context.Context, req *kilnv1.CancelRequest) (*kilnv1.CancelResponse, error) {
-	email, err := mail.ValidateAddress(req.GetEmail())
-	if err != nil {
-		return nil, invalid("email", "invalid email address: %v", err)
-	}
-	id := req.GetBuildId()
-	allowed := false
-	err = s.st.View(func(tx store.Tx) error {
-		if _, err := tx.Build(id); err != nil {
-			return err
-		}
-		reqs, err := tx.RequestsForBuild(id)
-		for _, r := range reqs {
-			allowed = allowed || r.GetEmail() == email
-		}
-		return err
-	})
-	if err != nil {
-		return nil, buildError(id, err)
-	}
-	if !allowed {
-		return nil, status.Errorf(codes.PermissionDenied, "only a requester of build %d may cancel it", id)
-	}
-	return s.cancel(id, "cancelled by "+email)
-}
-
-// cancel stops a queued or running build.
-func (s *Server) cancel(id uint64, reason string) (*kilnv1.CancelResponse, error) {
-	done := make(chan error, 1)
-	s.mu.Lock()
-	ab := s.active[id]
-	if ab == nil {
-		s.mu.Unlock()
-		b, err := s.build(id)
-		if err != nil {
-			return nil, buildError(id, err)
-		}
-		return nil, status.Errorf(codes.FailedPrecondition, "build %d is already %s", id, stateName(b.GetState()))
-	}
-	if a := ab.sb.Attempt; a != nil {
-		if sess := s.sessions[a.Server.Name]; sess != nil {
-			sess.send(&kilnv1.SessionResponse{Msg: &kilnv1.SessionResponse_Cancel{Cancel: &kilnv1.CancelAttempt{AttemptId: a.ID, Reason: reason}}})
-		}
-	}
-	s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_CANCELLED, reason, "", func(err error) { done <- err })
-	s.dispatchLocked()
-	s.mu.Unlock()
-	if err := <-done; err != nil {
-		return nil, status.Errorf(codes.Unavailable, "storing cancellation: %v", err)
-	}
-	b, err := s.build(id)
-	if err != nil {
-		return nil, buildError(id, err)
-	}
-	return &kilnv1.CancelResponse{Build: b}, nil
 }
 
 // chunk is one read-ahead buffer, or the error that ended the reading.

@@ -92,6 +92,14 @@ func (s *Server) evict() error {
 	// that was pinned or used since, and keep its blob.
 	spared := map[string]bool{}
 	err = s.commits.wait(func(tx store.Tx) error {
+		// A change may run again after a full disk: undo what a previous
+		// run counted.
+		for _, v := range victims {
+			if spared[v.GetCacheKey()] {
+				refs[v.GetArtifact().GetSha256()]--
+			}
+		}
+		clear(spared)
 		for _, v := range victims {
 			cur, err := tx.Artifact(v.GetCacheKey())
 			if errors.Is(err, store.ErrNotFound) {

@@ -34,6 +34,20 @@ type testServer struct {
 // first receives the seed builds (queued builds are queued on start).
 func startTestServer(t *testing.T, cfg Config, seed ...*store.Build) *testServer {
 	t.Helper()
+	return startSeededServer(t, cfg, func(tx store.Tx) error {
+		for _, b := range seed {
+			if err := tx.PutBuild(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// startSeededServer is startTestServer with the store first written by
+// seed, as an earlier process would have left it.
+func startSeededServer(t *testing.T, cfg Config, seed func(store.Tx) error) *testServer {
+	t.Helper()
 	cfg.DataDir = t.TempDir()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -45,18 +59,8 @@ func startTestServer(t *testing.T, cfg Config, seed ...*store.Build) *testServer
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(seed) > 0 {
-		err := st.Update(func(tx store.Tx) error {
-			for _, b := range seed {
-				if err := tx.PutBuild(b); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+	if err := st.Update(seed); err != nil {
+		t.Fatal(err)
 	}
 	srv, err := Open(cfg, st)
 	if err != nil {

@@ -485,7 +485,7 @@ func (s *Server) build(id uint64) (*kilnv1.Build, error) {
 		if err != nil {
 			return err
 		}
-		b = rec.GetBuild()
+		b = redactLegacy(rec.GetBuild())
 		return nil
 	})
 	return b, err

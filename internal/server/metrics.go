@@ -29,6 +29,7 @@ type metrics struct {
 	downloadBytes prometheus.Counter
 	targets       *prometheus.GaugeVec
 	evicted       prometheus.Counter
+	diskFull      prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -61,12 +62,13 @@ func newMetrics() *metrics {
 		uploadBytes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_artifact_upload_bytes_total", Help: "Artifact bytes received from build servers."}),
 		downloadBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_artifact_download_bytes_total", Help: "Artifact bytes sent to requesters."}),
 		evicted:       prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_cache_evictions_total", Help: "Artifacts evicted from the cache (LRU, unpinned)."}),
+		diskFull:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "kiln_store_disk_full", Help: "1 while commits find the disk full (writes refused, reads served), else 0."}),
 		targets: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kiln_connected_targets", Help: "Connected build targets by platform.",
 		}, []string{"os", "arch", "endian", "data_model", "libc"}),
 	}
 	m.reg.MustRegister(m.submitted, m.finished, m.attempts, m.queueWait, m.dispatchDelay, m.commitSeconds, m.commitChanges,
-		m.cacheHits, m.cacheMisses, m.uploadBytes, m.downloadBytes, m.targets, m.evicted,
+		m.cacheHits, m.cacheMisses, m.uploadBytes, m.downloadBytes, m.targets, m.evicted, m.diskFull,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

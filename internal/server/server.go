@@ -176,8 +176,11 @@ type Server struct {
 
 	fatal     chan error
 	fatalOnce sync.Once
-	stop      context.CancelFunc
-	bg        sync.WaitGroup
+	// diskFull holds the error of the commit that found the disk full,
+	// nil once a commit succeeds again (see WriteGate).
+	diskFull atomic.Pointer[error]
+	stop     context.CancelFunc
+	bg       sync.WaitGroup
 }
 
 // activeBuild is a queued or running build held in memory.
@@ -225,6 +228,7 @@ func Open(cfg Config, st store.Store) (*Server, error) {
 		closing:     make(chan struct{}),
 	}
 	s.commits = newCommitter(st, s.log, s.fail)
+	s.commits.onSpace = s.setDiskFull
 	s.commits.observe = func(changes int, d time.Duration) {
 		s.metrics.commitChanges.Add(float64(changes))
 		s.metrics.commitSeconds.Observe(d.Seconds())

@@ -147,7 +147,7 @@ func (s *Server) ListBuilds(ctx context.Context, req *kilnv1.ListBuildsRequest) 
 		if ab, ok := s.active[r.GetBuild().GetId()]; ok {
 			resp.Builds = append(resp.Builds, s.viewLocked(ab))
 		} else {
-			resp.Builds = append(resp.Builds, r.GetBuild())
+			resp.Builds = append(resp.Builds, redactLegacy(r.GetBuild()))
 		}
 	}
 	s.mu.Unlock()

@@ -23,6 +23,19 @@ var ErrNotFound = errors.New("store: not found")
 // ErrExists is returned by Create* methods when the key is taken.
 var ErrExists = errors.New("store: already exists")
 
+// ErrDamaged is wrapped by every error that says the store's file (or
+// database) is not a whole, consistent store: empty where records were
+// expected, truncated, or with damaged pages. An engine returns it instead
+// of starting empty or crashing, and writes nothing to what it refused;
+// the remedy is a restore from a backup (see README, Backup and restore).
+var ErrDamaged = errors.New("store: damaged")
+
+// ErrNoSpace is wrapped by the error of an Update or Batch that could not
+// commit because the disk (or the user's quota) is full. Nothing of the
+// transaction was written and the store stays usable: reads go on, and the
+// same change may be committed again once space returns.
+var ErrNoSpace = errors.New("store: no space left on the disk")
+
 // Record aliases, so callers need not import the generated package.
 type (
 	Project     = kilnstorev1.ProjectRecord

@@ -78,6 +78,15 @@ func New(cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("worker: preparing data directory: %w", err)
 		}
 	}
+	var users *buildUsers
+	if cfg.BuildUID != 0 {
+		if users, err = newBuildUsers(cfg.BuildUID, cfg.Slots); err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+		if err := openToBuildUsers(dataDir); err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+	}
 	// Steps must not see other builds, mirrors, results or the token (all
 	// under the data directory), nor the volunteer's own files.
 	hide := []string{dataDir}
@@ -126,6 +135,7 @@ func New(cfg Config) (*Client, error) {
 		policy:         cfg.Policy,
 		targets:        byID,
 		mirrors:        ms,
+		users:          users,
 		log:            c.log,
 	}
 	return c, nil

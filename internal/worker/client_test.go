@@ -351,6 +351,9 @@ func TestBwrapBuildCannotSeeTheDataDirectory(t *testing.T) {
 			f := startFake(t)
 			cfg := testConfig(t, f)
 			cfg.Sandbox = tc.runner
+			if _, ok := tc.runner.(sandbox.Bwrap); ok {
+				withBuildUsers(t, &cfg)
+			}
 			startClient(t, cfg)
 			f.waitFor(t, "Hello", func() bool { return len(f.hellos) == 1 })
 			a := assignment(11, url, commit, recipe([]string{

@@ -103,6 +103,13 @@ type Config struct {
 	// attempt ends SETUP_FAILED, to be built elsewhere. Zero means
 	// DefaultMinFreeDiskBytes; negative means no reserve.
 	MinFreeDiskBytes int64
+	// BuildUID, when not zero, makes each running build's steps run as a
+	// user of its own, uid and gid BuildUID+i for i below Slots, owning
+	// the build's directories; the build server must then be root (it
+	// hands the directories over) and no account may have those ids.
+	// Zero: steps run as the build server's own user (which Bwrap refuses
+	// for root).
+	BuildUID uint32
 	// Hide lists further host paths the steps must not see, e.g. the
 	// directory of a credential file. DataDir and the volunteer's home are
 	// always hidden.

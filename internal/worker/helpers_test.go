@@ -173,3 +173,23 @@ func writeFile(t testing.TB, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// withBuildUsers sets cfg up as the build server does as root: steps run as
+// build users, which must be able to search the data directory's parents
+// (t.TempDir's are 0700). Not root: nothing changes.
+func withBuildUsers(t *testing.T, cfg *Config) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return
+	}
+	cfg.BuildUID = 1700000200
+	for p := filepath.Dir(cfg.DataDir); p != "/"; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, fi.Mode().Perm()|0o011); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

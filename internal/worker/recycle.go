@@ -45,7 +45,7 @@ var errNotRecyclable = errors.New("build directory not recyclable")
 // When src holds the source tree held (zero: none) and that tree is still
 // kept in memory, src is kept instead of emptied if it is exactly as
 // exported (gitmirror.Tree.Matches, every entry with one link, no extended
-// attributes, owned by this process's user), and the spare is named
+// attributes, owned by src's owner), and the spare is named
 // "tree-<n>": take gives it to the next build of the same commit, which
 // then neither deletes nor creates a file of its source tree.
 func (b *buildDirs) recycle(dir string, held treeKey) bool {
@@ -157,8 +157,9 @@ func cleanBuildDir(dir string, tree *gitmirror.Tree) (kept bool, err error) {
 // pristine reports whether src (a build's source directory, checked like
 // any directory of a build directory) holds exactly tree as exported: see
 // gitmirror.Tree.Matches, and every entry has one link, no extended
-// attributes and src's owner (this process's user), so nothing a step did can reach the
-// next build through it.
+// attributes and src's owner (this process's user, or the build user it
+// was handed to, see handOver; the next build is handed it anew), so
+// nothing a step did can reach the next build through it.
 func pristine(src string, tree *gitmirror.Tree) (bool, error) {
 	if err := checkEntry(src, true, buildDirMode); err != nil {
 		return false, err
@@ -168,9 +169,9 @@ func pristine(src string, tree *gitmirror.Tree) (bool, error) {
 		return false, err
 	}
 	// What export creates in src is owned like src, which the build
-	// server made.
+	// server made and may have handed to the build's user.
 	want, ok := ownerOf(fi)
-	if !ok || want.uid != uint32(os.Geteuid()) {
+	if !ok {
 		return false, nil
 	}
 	return tree.Matches(src, func(p string, fi fs.FileInfo) bool {

@@ -27,7 +27,10 @@ type attemptRunner struct {
 	policy         *kilnv1.BuildServerPolicy
 	targets        map[string]*Target
 	mirrors        *mirrors
-	uploader       artifactUploader
+	// users, when not nil, gives each running build its own unprivileged
+	// user (Config.BuildUID).
+	users    *buildUsers
+	uploader artifactUploader
 	// inlineMax is the latest Welcome's max_inline_artifact_bytes: an
 	// artifact up to this size goes inside the result instead of an upload.
 	inlineMax atomic.Uint64
@@ -75,6 +78,18 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		}
 		return r.setupFailed(j, fmt.Sprintf("fetching %s at %s", a.GetGitUrl(), a.GetCommit()), err)
 	}
+	var user *sandbox.User
+	if r.users != nil {
+		u, ok := r.users.take()
+		if !ok {
+			return r.setupFailed(j, "preparing the build", errNoBuildUser)
+		}
+		defer r.users.put(u)
+		if err := handOver(u, src, dest, home); err != nil {
+			return r.setupFailed(j, "preparing the build", err)
+		}
+		user = u
+	}
 	fetched := time.Now()
 
 	timeout := buildTimeout(r.policy, a, r.defaultTimeout)
@@ -91,6 +106,7 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 			Env:      stepEnv(a, target, home, dest),
 			Output:   j.log,
 			Limits:   limits,
+			User:     user,
 		},
 	}
 	recipe := a.GetRecipe()

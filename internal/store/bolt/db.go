@@ -37,6 +37,18 @@
 // the record to remove its stale index entries, so the indexes are always in
 // step with the records in the same transaction.
 //
+// # Integrity
+//
+// Open refuses, before writing anything, an existing file that is empty,
+// shorter than the pages its meta page counts, without a valid meta page,
+// or (unless Options.NoCheck) failing bbolt's Tx.Check: a *DamagedError
+// wrapping store.ErrDamaged (integrity.go). A missing file is created.
+// Afterwards a page bbolt cannot decode fails the transaction that reads
+// it with a *DamagedError instead of a panic, and a commit that finds the
+// disk full fails with store.ErrNoSpace, having written nothing. Backup
+// and BackupFile copy the store from one read transaction; CheckFile
+// checks a file read-only.
+//
 // # Schema versions
 //
 // meta/version is the layout above. Open refuses a file written by a newer
@@ -51,6 +63,7 @@ import (
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/kilnbuild/kiln/internal/store"
 )
@@ -92,6 +105,12 @@ type Options struct {
 	// MaxBatchDelay is how long a batch waits to fill before it commits
 	// anyway; 0 means DefaultMaxBatchDelay.
 	MaxBatchDelay time.Duration
+	// NoCheck skips the consistency check of every page that Open runs on
+	// an existing file before writing to it (the cheap check of its size
+	// against its meta page always runs). The check walks every page: about
+	// 60-110 ms for a 221 MiB store of 100,000 builds with a warm page cache
+	// (more from a cold disk).
+	NoCheck bool
 }
 
 // DB is a store.Store backed by one bbolt file. It is safe for concurrent
@@ -102,10 +121,14 @@ type DB struct {
 }
 
 // Open opens (creating it with mode 0600 if needed) the bbolt file at path,
-// creates missing buckets and checks the schema version. It fails with an
-// error wrapping bbolt's ErrTimeout when another process holds the file for
-// longer than opts.Timeout, and with *SchemaVersionError when the file was
-// written by a newer schema.
+// creates missing buckets and checks the schema version. Before it writes
+// anything to an existing file it checks it: its size against its meta page
+// (a zero-length or truncated file), then, unless opts.NoCheck, every page
+// (bbolt's Tx.Check); a file that fails is refused with a *DamagedError
+// (wrapping store.ErrDamaged) and left as it was. It fails with an error
+// wrapping bbolt's ErrTimeout when another process holds the file for longer
+// than opts.Timeout, and with *SchemaVersionError when the file was written
+// by a newer schema or is not a Kiln store.
 func Open(path string, opts Options) (*DB, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
@@ -116,20 +139,50 @@ func Open(path string, opts Options) (*DB, error) {
 	if opts.MaxBatchDelay <= 0 {
 		opts.MaxBatchDelay = DefaultMaxBatchDelay
 	}
-	bdb, err := bbolt.Open(path, 0o600, &bbolt.Options{
-		Timeout:      opts.Timeout,
-		NoSync:       opts.NoSync,
-		FreelistType: bbolt.FreelistMapType,
+	if err := precheck(path); err != nil {
+		return nil, err
+	}
+	var bdb *bbolt.DB
+	err := guard(path, func() error {
+		var err error
+		bdb, err = bbolt.Open(path, 0o600, &bbolt.Options{
+			Timeout:      opts.Timeout,
+			NoSync:       opts.NoSync,
+			FreelistType: bbolt.FreelistMapType,
+		})
+		return err
 	})
 	if err != nil {
+		var d *DamagedError
+		if errors.As(err, &d) {
+			return nil, err
+		}
+		if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrVersionMismatch) {
+			return nil, &DamagedError{Path: path, Reason: err.Error()}
+		}
 		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
 	}
 	bdb.MaxBatchSize = opts.MaxBatchSize
 	bdb.MaxBatchDelay = opts.MaxBatchDelay
-	if err := bdb.Update(func(btx *bbolt.Tx) error { return upgrade(btx, path) }); err != nil {
+	db := &DB{db: bdb, path: path}
+	if !opts.NoCheck {
+		// Before the first write: a damaged file must stay as it was.
+		if err := guard(path, func() error {
+			return bdb.View(func(btx *bbolt.Tx) error { return check(path, btx) })
+		}); err != nil {
+			return nil, errors.Join(err, bdb.Close())
+		}
+	}
+	if err := guard(path, func() error {
+		return bdb.Update(func(btx *bbolt.Tx) error { return upgrade(btx, path) })
+	}); err != nil {
+		var d *DamagedError
+		if errors.As(err, &d) {
+			return nil, errors.Join(err, bdb.Close())
+		}
 		return nil, errors.Join(fmt.Errorf("bolt: open %s: %w", path, err), bdb.Close())
 	}
-	return &DB{db: bdb, path: path}, nil
+	return db, nil
 }
 
 // Path returns the file path given to Open.
@@ -138,22 +191,34 @@ func (db *DB) Path() string { return db.path }
 // View runs fn in a read-only transaction on a consistent snapshot. Writes
 // inside fn fail with ErrReadOnly. fn's error is returned as is.
 func (db *DB) View(fn func(store.Tx) error) error {
-	return db.db.View(func(btx *bbolt.Tx) error { return run(btx, fn) })
+	return guard(db.path, func() error {
+		return db.db.View(func(btx *bbolt.Tx) error { return run(btx, fn) })
+	})
 }
 
 // Update runs fn in a read-write transaction and commits with fsync before
 // returning nil. If fn returns an error (returned as is) or panics, nothing
-// is written.
+// is written. A commit that finds the disk full fails with an error
+// wrapping store.ErrNoSpace, having written nothing; the store stays
+// usable. A page bbolt cannot decode, in fn's reads or in the commit, fails
+// it with a *DamagedError instead of a panic.
 func (db *DB) Update(fn func(store.Tx) error) error {
-	return db.db.Update(func(btx *bbolt.Tx) error { return run(btx, fn) })
+	return noSpace(guard(db.path, func() error {
+		return db.db.Update(func(btx *bbolt.Tx) error { return run(btx, fn) })
+	}))
 }
 
 // Batch is Update through bbolt's DB.Batch: closures of concurrent callers
 // share one commit. fn may run more than once (when another closure of the
 // same batch fails, the batch is rolled back and retried without it), so it
 // must decide from what it reads in the transaction only.
+//
+// Errors are as Update's; bbolt runs the batch's commit on another
+// goroutine, so only a damaged page read inside fn becomes a *DamagedError.
 func (db *DB) Batch(fn func(store.Tx) error) error {
-	return db.db.Batch(func(btx *bbolt.Tx) error { return run(btx, fn) })
+	return noSpace(db.db.Batch(func(btx *bbolt.Tx) error {
+		return guard(db.path, func() error { return run(btx, fn) })
+	}))
 }
 
 // Close waits for running transactions and closes the file. Calling Close

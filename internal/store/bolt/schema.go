@@ -81,16 +81,9 @@ func (e *SchemaVersionError) Error() string {
 // old version; a file at the current version gets any missing bucket
 // (harmless, keeps transactions free of nil checks).
 func upgrade(btx *bbolt.Tx, path string) error {
-	var found uint64
-	if meta := btx.Bucket(bucketMeta); meta != nil {
-		v := meta.Get(keyVersion)
-		if len(v) != 8 {
-			return &SchemaVersionError{Path: path, Found: 0, Supported: SchemaVersion}
-		}
-		found = binary.BigEndian.Uint64(v)
-		if found == 0 || found > SchemaVersion {
-			return &SchemaVersionError{Path: path, Found: found, Supported: SchemaVersion}
-		}
+	found, err := storedVersion(btx, path)
+	if err != nil {
+		return err
 	}
 	if found == 1 {
 		// 1 → 2: the active-by-source index is no longer kept.
@@ -109,4 +102,28 @@ func upgrade(btx *bbolt.Tx, path string) error {
 		}
 	}
 	return nil
+}
+
+// storedVersion returns the schema version recorded in btx, 0 for a fresh
+// file (no bucket at all), and *SchemaVersionError for a version this
+// package cannot read or a bbolt file that holds buckets but no Kiln
+// version (another program's file, or one whose meta bucket was lost:
+// upgrading it as fresh would write Kiln's buckets into it).
+func storedVersion(btx *bbolt.Tx, path string) (uint64, error) {
+	meta := btx.Bucket(bucketMeta)
+	if meta == nil {
+		if k, _ := btx.Cursor().First(); k != nil {
+			return 0, &SchemaVersionError{Path: path, Found: 0, Supported: SchemaVersion}
+		}
+		return 0, nil
+	}
+	v := meta.Get(keyVersion)
+	if len(v) != 8 {
+		return 0, &SchemaVersionError{Path: path, Found: 0, Supported: SchemaVersion}
+	}
+	found := binary.BigEndian.Uint64(v)
+	if found == 0 || found > SchemaVersion {
+		return 0, &SchemaVersionError{Path: path, Found: found, Supported: SchemaVersion}
+	}
+	return found, nil
 }

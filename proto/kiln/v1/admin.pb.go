@@ -21,6 +21,98 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// BackupRequest names the file to create.
+type BackupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Absolute path of the new file.
+	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRequest) Reset() {
+	*x = BackupRequest{}
+	mi := &file_kiln_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRequest) ProtoMessage() {}
+
+func (x *BackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
+func (*BackupRequest) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *BackupRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+// BackupResponse describes the copy.
+type BackupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Size of the copy in bytes.
+	Bytes         int64 `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupResponse) Reset() {
+	*x = BackupResponse{}
+	mi := &file_kiln_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupResponse) ProtoMessage() {}
+
+func (x *BackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
+func (*BackupResponse) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BackupResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 // CancelBuildRequest names the build and why it is cancelled.
 type CancelBuildRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -33,7 +125,7 @@ type CancelBuildRequest struct {
 
 func (x *CancelBuildRequest) Reset() {
 	*x = CancelBuildRequest{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[0]
+	mi := &file_kiln_v1_admin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +137,7 @@ func (x *CancelBuildRequest) String() string {
 func (*CancelBuildRequest) ProtoMessage() {}
 
 func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[0]
+	mi := &file_kiln_v1_admin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +150,7 @@ func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildRequest.ProtoReflect.Descriptor instead.
 func (*CancelBuildRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CancelBuildRequest) GetBuildId() uint64 {
@@ -85,7 +177,7 @@ type CancelBuildResponse struct {
 
 func (x *CancelBuildResponse) Reset() {
 	*x = CancelBuildResponse{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[1]
+	mi := &file_kiln_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -97,7 +189,7 @@ func (x *CancelBuildResponse) String() string {
 func (*CancelBuildResponse) ProtoMessage() {}
 
 func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[1]
+	mi := &file_kiln_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -110,7 +202,7 @@ func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildResponse.ProtoReflect.Descriptor instead.
 func (*CancelBuildResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CancelBuildResponse) GetBuild() *Build {
@@ -131,7 +223,7 @@ type CreateEnrollTokenRequest struct {
 
 func (x *CreateEnrollTokenRequest) Reset() {
 	*x = CreateEnrollTokenRequest{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[2]
+	mi := &file_kiln_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -143,7 +235,7 @@ func (x *CreateEnrollTokenRequest) String() string {
 func (*CreateEnrollTokenRequest) ProtoMessage() {}
 
 func (x *CreateEnrollTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[2]
+	mi := &file_kiln_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -156,7 +248,7 @@ func (x *CreateEnrollTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateEnrollTokenRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateEnrollTokenRequest) GetTtlSeconds() uint32 {
@@ -176,7 +268,7 @@ type CreateEnrollTokenResponse struct {
 
 func (x *CreateEnrollTokenResponse) Reset() {
 	*x = CreateEnrollTokenResponse{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[3]
+	mi := &file_kiln_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -188,7 +280,7 @@ func (x *CreateEnrollTokenResponse) String() string {
 func (*CreateEnrollTokenResponse) ProtoMessage() {}
 
 func (x *CreateEnrollTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[3]
+	mi := &file_kiln_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -201,7 +293,7 @@ func (x *CreateEnrollTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateEnrollTokenResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateEnrollTokenResponse) GetToken() string {
@@ -222,7 +314,7 @@ type Project struct {
 
 func (x *Project) Reset() {
 	*x = Project{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[4]
+	mi := &file_kiln_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -234,7 +326,7 @@ func (x *Project) String() string {
 func (*Project) ProtoMessage() {}
 
 func (x *Project) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[4]
+	mi := &file_kiln_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -247,7 +339,7 @@ func (x *Project) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Project.ProtoReflect.Descriptor instead.
 func (*Project) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Project) GetName() string {
@@ -274,7 +366,7 @@ type AddProjectRequest struct {
 
 func (x *AddProjectRequest) Reset() {
 	*x = AddProjectRequest{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[5]
+	mi := &file_kiln_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -286,7 +378,7 @@ func (x *AddProjectRequest) String() string {
 func (*AddProjectRequest) ProtoMessage() {}
 
 func (x *AddProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[5]
+	mi := &file_kiln_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -299,7 +391,7 @@ func (x *AddProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddProjectRequest.ProtoReflect.Descriptor instead.
 func (*AddProjectRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AddProjectRequest) GetProject() *Project {
@@ -319,7 +411,7 @@ type AddProjectResponse struct {
 
 func (x *AddProjectResponse) Reset() {
 	*x = AddProjectResponse{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[6]
+	mi := &file_kiln_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -331,7 +423,7 @@ func (x *AddProjectResponse) String() string {
 func (*AddProjectResponse) ProtoMessage() {}
 
 func (x *AddProjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[6]
+	mi := &file_kiln_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -344,7 +436,7 @@ func (x *AddProjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddProjectResponse.ProtoReflect.Descriptor instead.
 func (*AddProjectResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AddProjectResponse) GetProject() *Project {
@@ -363,7 +455,7 @@ type ListProjectsRequest struct {
 
 func (x *ListProjectsRequest) Reset() {
 	*x = ListProjectsRequest{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[7]
+	mi := &file_kiln_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +467,7 @@ func (x *ListProjectsRequest) String() string {
 func (*ListProjectsRequest) ProtoMessage() {}
 
 func (x *ListProjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[7]
+	mi := &file_kiln_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +480,7 @@ func (x *ListProjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProjectsRequest.ProtoReflect.Descriptor instead.
 func (*ListProjectsRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 // ListProjectsResponse lists projects.
@@ -401,7 +493,7 @@ type ListProjectsResponse struct {
 
 func (x *ListProjectsResponse) Reset() {
 	*x = ListProjectsResponse{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[8]
+	mi := &file_kiln_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -413,7 +505,7 @@ func (x *ListProjectsResponse) String() string {
 func (*ListProjectsResponse) ProtoMessage() {}
 
 func (x *ListProjectsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[8]
+	mi := &file_kiln_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -426,7 +518,7 @@ func (x *ListProjectsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProjectsResponse.ProtoReflect.Descriptor instead.
 func (*ListProjectsResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListProjectsResponse) GetProjects() []*Project {
@@ -446,7 +538,7 @@ type AddBuildServerRequest struct {
 
 func (x *AddBuildServerRequest) Reset() {
 	*x = AddBuildServerRequest{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[9]
+	mi := &file_kiln_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -458,7 +550,7 @@ func (x *AddBuildServerRequest) String() string {
 func (*AddBuildServerRequest) ProtoMessage() {}
 
 func (x *AddBuildServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[9]
+	mi := &file_kiln_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -471,7 +563,7 @@ func (x *AddBuildServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddBuildServerRequest.ProtoReflect.Descriptor instead.
 func (*AddBuildServerRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AddBuildServerRequest) GetName() string {
@@ -492,7 +584,7 @@ type AddBuildServerResponse struct {
 
 func (x *AddBuildServerResponse) Reset() {
 	*x = AddBuildServerResponse{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[10]
+	mi := &file_kiln_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +596,7 @@ func (x *AddBuildServerResponse) String() string {
 func (*AddBuildServerResponse) ProtoMessage() {}
 
 func (x *AddBuildServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[10]
+	mi := &file_kiln_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +609,7 @@ func (x *AddBuildServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddBuildServerResponse.ProtoReflect.Descriptor instead.
 func (*AddBuildServerResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AddBuildServerResponse) GetName() string {
@@ -544,7 +636,7 @@ type RevokeBuildServerRequest struct {
 
 func (x *RevokeBuildServerRequest) Reset() {
 	*x = RevokeBuildServerRequest{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[11]
+	mi := &file_kiln_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +648,7 @@ func (x *RevokeBuildServerRequest) String() string {
 func (*RevokeBuildServerRequest) ProtoMessage() {}
 
 func (x *RevokeBuildServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[11]
+	mi := &file_kiln_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +661,7 @@ func (x *RevokeBuildServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeBuildServerRequest.ProtoReflect.Descriptor instead.
 func (*RevokeBuildServerRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RevokeBuildServerRequest) GetName() string {
@@ -588,7 +680,7 @@ type RevokeBuildServerResponse struct {
 
 func (x *RevokeBuildServerResponse) Reset() {
 	*x = RevokeBuildServerResponse{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[12]
+	mi := &file_kiln_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -600,7 +692,7 @@ func (x *RevokeBuildServerResponse) String() string {
 func (*RevokeBuildServerResponse) ProtoMessage() {}
 
 func (x *RevokeBuildServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[12]
+	mi := &file_kiln_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -613,7 +705,7 @@ func (x *RevokeBuildServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeBuildServerResponse.ProtoReflect.Descriptor instead.
 func (*RevokeBuildServerResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 // PinRequest names a build's artifact.
@@ -627,7 +719,7 @@ type PinRequest struct {
 
 func (x *PinRequest) Reset() {
 	*x = PinRequest{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[13]
+	mi := &file_kiln_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +731,7 @@ func (x *PinRequest) String() string {
 func (*PinRequest) ProtoMessage() {}
 
 func (x *PinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[13]
+	mi := &file_kiln_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +744,7 @@ func (x *PinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinRequest.ProtoReflect.Descriptor instead.
 func (*PinRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PinRequest) GetName() string {
@@ -680,7 +772,7 @@ type PinResponse struct {
 
 func (x *PinResponse) Reset() {
 	*x = PinResponse{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[14]
+	mi := &file_kiln_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +784,7 @@ func (x *PinResponse) String() string {
 func (*PinResponse) ProtoMessage() {}
 
 func (x *PinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[14]
+	mi := &file_kiln_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +797,7 @@ func (x *PinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinResponse.ProtoReflect.Descriptor instead.
 func (*PinResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PinResponse) GetName() string {
@@ -726,7 +818,11 @@ var File_kiln_v1_admin_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x13kiln/v1/admin.proto\x12\akiln.v1\x1a\x13kiln/v1/build.proto\"G\n" +
+	"\x13kiln/v1/admin.proto\x12\akiln.v1\x1a\x13kiln/v1/build.proto\"#\n" +
+	"\rBackupRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"&\n" +
+	"\x0eBackupResponse\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\"G\n" +
 	"\x12CancelBuildRequest\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\x04R\abuildId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\";\n" +
@@ -761,7 +857,7 @@ const file_kiln_v1_admin_proto_rawDesc = "" +
 	"\bbuild_id\x18\x02 \x01(\x04R\abuildId\"P\n" +
 	"\vPinResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
-	"\bartifact\x18\x02 \x01(\v2\x11.kiln.v1.ArtifactR\bartifact2\xa9\x04\n" +
+	"\bartifact\x18\x02 \x01(\v2\x11.kiln.v1.ArtifactR\bartifact2\xe4\x04\n" +
 	"\fAdminService\x12E\n" +
 	"\n" +
 	"AddProject\x12\x1a.kiln.v1.AddProjectRequest\x1a\x1b.kiln.v1.AddProjectResponse\x12K\n" +
@@ -770,7 +866,8 @@ const file_kiln_v1_admin_proto_rawDesc = "" +
 	"\x11RevokeBuildServer\x12!.kiln.v1.RevokeBuildServerRequest\x1a\".kiln.v1.RevokeBuildServerResponse\x120\n" +
 	"\x03Pin\x12\x13.kiln.v1.PinRequest\x1a\x14.kiln.v1.PinResponse\x12Z\n" +
 	"\x11CreateEnrollToken\x12!.kiln.v1.CreateEnrollTokenRequest\x1a\".kiln.v1.CreateEnrollTokenResponse\x12H\n" +
-	"\vCancelBuild\x12\x1b.kiln.v1.CancelBuildRequest\x1a\x1c.kiln.v1.CancelBuildResponseB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
+	"\vCancelBuild\x12\x1b.kiln.v1.CancelBuildRequest\x1a\x1c.kiln.v1.CancelBuildResponse\x129\n" +
+	"\x06Backup\x12\x16.kiln.v1.BackupRequest\x1a\x17.kiln.v1.BackupResponseB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
 
 var (
 	file_kiln_v1_admin_proto_rawDescOnce sync.Once
@@ -784,48 +881,52 @@ func file_kiln_v1_admin_proto_rawDescGZIP() []byte {
 	return file_kiln_v1_admin_proto_rawDescData
 }
 
-var file_kiln_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_kiln_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_kiln_v1_admin_proto_goTypes = []any{
-	(*CancelBuildRequest)(nil),        // 0: kiln.v1.CancelBuildRequest
-	(*CancelBuildResponse)(nil),       // 1: kiln.v1.CancelBuildResponse
-	(*CreateEnrollTokenRequest)(nil),  // 2: kiln.v1.CreateEnrollTokenRequest
-	(*CreateEnrollTokenResponse)(nil), // 3: kiln.v1.CreateEnrollTokenResponse
-	(*Project)(nil),                   // 4: kiln.v1.Project
-	(*AddProjectRequest)(nil),         // 5: kiln.v1.AddProjectRequest
-	(*AddProjectResponse)(nil),        // 6: kiln.v1.AddProjectResponse
-	(*ListProjectsRequest)(nil),       // 7: kiln.v1.ListProjectsRequest
-	(*ListProjectsResponse)(nil),      // 8: kiln.v1.ListProjectsResponse
-	(*AddBuildServerRequest)(nil),     // 9: kiln.v1.AddBuildServerRequest
-	(*AddBuildServerResponse)(nil),    // 10: kiln.v1.AddBuildServerResponse
-	(*RevokeBuildServerRequest)(nil),  // 11: kiln.v1.RevokeBuildServerRequest
-	(*RevokeBuildServerResponse)(nil), // 12: kiln.v1.RevokeBuildServerResponse
-	(*PinRequest)(nil),                // 13: kiln.v1.PinRequest
-	(*PinResponse)(nil),               // 14: kiln.v1.PinResponse
-	(*Build)(nil),                     // 15: kiln.v1.Build
-	(*Artifact)(nil),                  // 16: kiln.v1.Artifact
+	(*BackupRequest)(nil),             // 0: kiln.v1.BackupRequest
+	(*BackupResponse)(nil),            // 1: kiln.v1.BackupResponse
+	(*CancelBuildRequest)(nil),        // 2: kiln.v1.CancelBuildRequest
+	(*CancelBuildResponse)(nil),       // 3: kiln.v1.CancelBuildResponse
+	(*CreateEnrollTokenRequest)(nil),  // 4: kiln.v1.CreateEnrollTokenRequest
+	(*CreateEnrollTokenResponse)(nil), // 5: kiln.v1.CreateEnrollTokenResponse
+	(*Project)(nil),                   // 6: kiln.v1.Project
+	(*AddProjectRequest)(nil),         // 7: kiln.v1.AddProjectRequest
+	(*AddProjectResponse)(nil),        // 8: kiln.v1.AddProjectResponse
+	(*ListProjectsRequest)(nil),       // 9: kiln.v1.ListProjectsRequest
+	(*ListProjectsResponse)(nil),      // 10: kiln.v1.ListProjectsResponse
+	(*AddBuildServerRequest)(nil),     // 11: kiln.v1.AddBuildServerRequest
+	(*AddBuildServerResponse)(nil),    // 12: kiln.v1.AddBuildServerResponse
+	(*RevokeBuildServerRequest)(nil),  // 13: kiln.v1.RevokeBuildServerRequest
+	(*RevokeBuildServerResponse)(nil), // 14: kiln.v1.RevokeBuildServerResponse
+	(*PinRequest)(nil),                // 15: kiln.v1.PinRequest
+	(*PinResponse)(nil),               // 16: kiln.v1.PinResponse
+	(*Build)(nil),                     // 17: kiln.v1.Build
+	(*Artifact)(nil),                  // 18: kiln.v1.Artifact
 }
 var file_kiln_v1_admin_proto_depIdxs = []int32{
-	15, // 0: kiln.v1.CancelBuildResponse.build:type_name -> kiln.v1.Build
-	4,  // 1: kiln.v1.AddProjectRequest.project:type_name -> kiln.v1.Project
-	4,  // 2: kiln.v1.AddProjectResponse.project:type_name -> kiln.v1.Project
-	4,  // 3: kiln.v1.ListProjectsResponse.projects:type_name -> kiln.v1.Project
-	16, // 4: kiln.v1.PinResponse.artifact:type_name -> kiln.v1.Artifact
-	5,  // 5: kiln.v1.AdminService.AddProject:input_type -> kiln.v1.AddProjectRequest
-	7,  // 6: kiln.v1.AdminService.ListProjects:input_type -> kiln.v1.ListProjectsRequest
-	9,  // 7: kiln.v1.AdminService.AddBuildServer:input_type -> kiln.v1.AddBuildServerRequest
-	11, // 8: kiln.v1.AdminService.RevokeBuildServer:input_type -> kiln.v1.RevokeBuildServerRequest
-	13, // 9: kiln.v1.AdminService.Pin:input_type -> kiln.v1.PinRequest
-	2,  // 10: kiln.v1.AdminService.CreateEnrollToken:input_type -> kiln.v1.CreateEnrollTokenRequest
-	0,  // 11: kiln.v1.AdminService.CancelBuild:input_type -> kiln.v1.CancelBuildRequest
-	6,  // 12: kiln.v1.AdminService.AddProject:output_type -> kiln.v1.AddProjectResponse
-	8,  // 13: kiln.v1.AdminService.ListProjects:output_type -> kiln.v1.ListProjectsResponse
-	10, // 14: kiln.v1.AdminService.AddBuildServer:output_type -> kiln.v1.AddBuildServerResponse
-	12, // 15: kiln.v1.AdminService.RevokeBuildServer:output_type -> kiln.v1.RevokeBuildServerResponse
-	14, // 16: kiln.v1.AdminService.Pin:output_type -> kiln.v1.PinResponse
-	3,  // 17: kiln.v1.AdminService.CreateEnrollToken:output_type -> kiln.v1.CreateEnrollTokenResponse
-	1,  // 18: kiln.v1.AdminService.CancelBuild:output_type -> kiln.v1.CancelBuildResponse
-	12, // [12:19] is the sub-list for method output_type
-	5,  // [5:12] is the sub-list for method input_type
+	17, // 0: kiln.v1.CancelBuildResponse.build:type_name -> kiln.v1.Build
+	6,  // 1: kiln.v1.AddProjectRequest.project:type_name -> kiln.v1.Project
+	6,  // 2: kiln.v1.AddProjectResponse.project:type_name -> kiln.v1.Project
+	6,  // 3: kiln.v1.ListProjectsResponse.projects:type_name -> kiln.v1.Project
+	18, // 4: kiln.v1.PinResponse.artifact:type_name -> kiln.v1.Artifact
+	7,  // 5: kiln.v1.AdminService.AddProject:input_type -> kiln.v1.AddProjectRequest
+	9,  // 6: kiln.v1.AdminService.ListProjects:input_type -> kiln.v1.ListProjectsRequest
+	11, // 7: kiln.v1.AdminService.AddBuildServer:input_type -> kiln.v1.AddBuildServerRequest
+	13, // 8: kiln.v1.AdminService.RevokeBuildServer:input_type -> kiln.v1.RevokeBuildServerRequest
+	15, // 9: kiln.v1.AdminService.Pin:input_type -> kiln.v1.PinRequest
+	4,  // 10: kiln.v1.AdminService.CreateEnrollToken:input_type -> kiln.v1.CreateEnrollTokenRequest
+	2,  // 11: kiln.v1.AdminService.CancelBuild:input_type -> kiln.v1.CancelBuildRequest
+	0,  // 12: kiln.v1.AdminService.Backup:input_type -> kiln.v1.BackupRequest
+	8,  // 13: kiln.v1.AdminService.AddProject:output_type -> kiln.v1.AddProjectResponse
+	10, // 14: kiln.v1.AdminService.ListProjects:output_type -> kiln.v1.ListProjectsResponse
+	12, // 15: kiln.v1.AdminService.AddBuildServer:output_type -> kiln.v1.AddBuildServerResponse
+	14, // 16: kiln.v1.AdminService.RevokeBuildServer:output_type -> kiln.v1.RevokeBuildServerResponse
+	16, // 17: kiln.v1.AdminService.Pin:output_type -> kiln.v1.PinResponse
+	5,  // 18: kiln.v1.AdminService.CreateEnrollToken:output_type -> kiln.v1.CreateEnrollTokenResponse
+	3,  // 19: kiln.v1.AdminService.CancelBuild:output_type -> kiln.v1.CancelBuildResponse
+	1,  // 20: kiln.v1.AdminService.Backup:output_type -> kiln.v1.BackupResponse
+	13, // [13:21] is the sub-list for method output_type
+	5,  // [5:13] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
 	5,  // [5:5] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name
@@ -843,7 +944,7 @@ func file_kiln_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_admin_proto_rawDesc), len(file_kiln_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	AdminService_Pin_FullMethodName               = "/kiln.v1.AdminService/Pin"
 	AdminService_CreateEnrollToken_FullMethodName = "/kiln.v1.AdminService/CreateEnrollToken"
 	AdminService_CancelBuild_FullMethodName       = "/kiln.v1.AdminService/CancelBuild"
+	AdminService_Backup_FullMethodName            = "/kiln.v1.AdminService/Backup"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -52,12 +53,20 @@ type AdminServiceClient interface {
 	// returned once and stored only as a hash.
 	CreateEnrollToken(ctx context.Context, in *CreateEnrollTokenRequest, opts ...grpc.CallOption) (*CreateEnrollTokenResponse, error)
 	// CancelBuild cancels a queued or running build on the operator's
-	// authority, as CompileService.Cancel does for its requester: the build
-	// ends CANCELLED with the reason, its build server is told to stop it and
-	// its requesters are notified. Only the running metaserver can do this
+	// authority, whoever still waits on it (CompileService.Cancel only
+	// withdraws one requester's wait): the build ends CANCELLED with the
+	// reason, its build server is told to stop it and its requesters are
+	// notified. The reason is public (pages, mail, the build server). Only the running metaserver can do this
 	// (FAILED_PRECONDITION without it); NOT_FOUND for an unknown build,
 	// FAILED_PRECONDITION for a build already final.
 	CancelBuild(ctx context.Context, in *CancelBuildRequest, opts ...grpc.CallOption) (*CancelBuildResponse, error)
+	// Backup writes a consistent copy of the store, as of one read
+	// transaction, to a new file while the metaserver goes on serving; the
+	// copy is fsynced and checked before it appears under its name.
+	// INVALID_ARGUMENT for a relative path, ALREADY_EXISTS when the file
+	// exists (a backup never replaces a file). The metaserver's process
+	// writes the file, so it must be able to create it.
+	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (*BackupResponse, error)
 }
 
 type adminServiceClient struct {
@@ -138,6 +147,16 @@ func (c *adminServiceClient) CancelBuild(ctx context.Context, in *CancelBuildReq
 	return out, nil
 }
 
+func (c *adminServiceClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (*BackupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BackupResponse)
+	err := c.cc.Invoke(ctx, AdminService_Backup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -162,12 +181,20 @@ type AdminServiceServer interface {
 	// returned once and stored only as a hash.
 	CreateEnrollToken(context.Context, *CreateEnrollTokenRequest) (*CreateEnrollTokenResponse, error)
 	// CancelBuild cancels a queued or running build on the operator's
-	// authority, as CompileService.Cancel does for its requester: the build
-	// ends CANCELLED with the reason, its build server is told to stop it and
-	// its requesters are notified. Only the running metaserver can do this
+	// authority, whoever still waits on it (CompileService.Cancel only
+	// withdraws one requester's wait): the build ends CANCELLED with the
+	// reason, its build server is told to stop it and its requesters are
+	// notified. The reason is public (pages, mail, the build server). Only the running metaserver can do this
 	// (FAILED_PRECONDITION without it); NOT_FOUND for an unknown build,
 	// FAILED_PRECONDITION for a build already final.
 	CancelBuild(context.Context, *CancelBuildRequest) (*CancelBuildResponse, error)
+	// Backup writes a consistent copy of the store, as of one read
+	// transaction, to a new file while the metaserver goes on serving; the
+	// copy is fsynced and checked before it appears under its name.
+	// INVALID_ARGUMENT for a relative path, ALREADY_EXISTS when the file
+	// exists (a backup never replaces a file). The metaserver's process
+	// writes the file, so it must be able to create it.
+	Backup(context.Context, *BackupRequest) (*BackupResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -198,6 +225,9 @@ func (UnimplementedAdminServiceServer) CreateEnrollToken(context.Context, *Creat
 }
 func (UnimplementedAdminServiceServer) CancelBuild(context.Context, *CancelBuildRequest) (*CancelBuildResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelBuild not implemented")
+}
+func (UnimplementedAdminServiceServer) Backup(context.Context, *BackupRequest) (*BackupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Backup not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -346,6 +376,24 @@ func _AdminService_CancelBuild_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_Backup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BackupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Backup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Backup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Backup(ctx, req.(*BackupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -380,6 +428,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelBuild",
 			Handler:    _AdminService_CancelBuild_Handler,
+		},
+		{
+			MethodName: "Backup",
+			Handler:    _AdminService_Backup_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -30,7 +30,10 @@ const (
 //	     lost lease,         └──cancel──────────────────────▶ CANCELLED
 //	     refusal
 //
-// SUCCEEDED, FAILED, ERROR and CANCELLED are final.
+// SUCCEEDED, FAILED, ERROR and CANCELLED are final. A queued build may be
+// cancelled too. Only an administrator cancels a build others wait on; a
+// requester withdraws its own wait, and the last one withdrawing cancels
+// the build (CompileService.Cancel).
 type BuildState int32
 
 const (

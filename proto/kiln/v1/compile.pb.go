@@ -719,11 +719,12 @@ func (x *DownloadHeader) GetPlatform() *SystemInfo {
 	return nil
 }
 
-// CancelRequest asks to stop a build.
+// CancelRequest withdraws one requester's wait on a build.
 type CancelRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BuildId       uint64                 `protobuf:"varint,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
-	Email         string                 `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	BuildId uint64                 `protobuf:"varint,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	// The address the requests were made with.
+	Email         string `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -772,7 +773,8 @@ func (x *CancelRequest) GetEmail() string {
 	return ""
 }
 
-// CancelResponse carries the build after cancellation.
+// CancelResponse carries the build once the wait is withdrawn: CANCELLED
+// when that was its last waiter, otherwise as it goes on for the others.
 type CancelResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Build         *Build                 `protobuf:"bytes,1,opt,name=build,proto3" json:"build,omitempty"`

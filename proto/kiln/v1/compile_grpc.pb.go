@@ -54,8 +54,17 @@ type CompileServiceClient interface {
 	// Artifact, then data chunks. The blob is verified against its sha256 while
 	// read; a corrupt blob fails with DATA_LOSS and is never served.
 	DownloadArtifact(ctx context.Context, in *DownloadArtifactRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadArtifactResponse], error)
-	// Cancel stops a queued or running build. Only the email of one of its
-	// requesters may cancel it (PERMISSION_DENIED otherwise).
+	// Cancel withdraws the caller's wait on a queued or running build: every
+	// request of that email on the build stops waiting and gets no mail. The
+	// build goes on for its other requesters; it is cancelled (its build
+	// server told to stop) only when no request waits on it any more, with
+	// the failure "withdrawn by its last requester" and no mail to anyone.
+	// An email that never asked for the build gets PERMISSION_DENIED; one
+	// whose wait is already withdrawn, or whose build is already final, gets
+	// FAILED_PRECONDITION; NOT_FOUND for an unknown build. A refused call
+	// changes nothing. Rate-limited per address like Submit. No email
+	// address is ever recorded in the build (failure, attempts), so none
+	// reaches a page, a build server or another requester's mail.
 	Cancel(ctx context.Context, in *CancelRequest, opts ...grpc.CallOption) (*CancelResponse, error)
 }
 
@@ -181,8 +190,17 @@ type CompileServiceServer interface {
 	// Artifact, then data chunks. The blob is verified against its sha256 while
 	// read; a corrupt blob fails with DATA_LOSS and is never served.
 	DownloadArtifact(*DownloadArtifactRequest, grpc.ServerStreamingServer[DownloadArtifactResponse]) error
-	// Cancel stops a queued or running build. Only the email of one of its
-	// requesters may cancel it (PERMISSION_DENIED otherwise).
+	// Cancel withdraws the caller's wait on a queued or running build: every
+	// request of that email on the build stops waiting and gets no mail. The
+	// build goes on for its other requesters; it is cancelled (its build
+	// server told to stop) only when no request waits on it any more, with
+	// the failure "withdrawn by its last requester" and no mail to anyone.
+	// An email that never asked for the build gets PERMISSION_DENIED; one
+	// whose wait is already withdrawn, or whose build is already final, gets
+	// FAILED_PRECONDITION; NOT_FOUND for an unknown build. A refused call
+	// changes nothing. Rate-limited per address like Submit. No email
+	// address is ever recorded in the build (failure, attempts), so none
+	// reaches a page, a build server or another requester's mail.
 	Cancel(context.Context, *CancelRequest) (*CancelResponse, error)
 	mustEmbedUnimplementedCompileServiceServer()
 }

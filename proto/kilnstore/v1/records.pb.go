@@ -321,7 +321,11 @@ type RequestRecord struct {
 	Revision    string                  `protobuf:"bytes,6,opt,name=revision,proto3" json:"revision,omitempty"`
 	Constraints *v1.PlatformConstraints `protobuf:"bytes,7,opt,name=constraints,proto3" json:"constraints,omitempty"`
 	// Set once the requester has been notified (or needs no mail).
-	Notified      bool `protobuf:"varint,8,opt,name=notified,proto3" json:"notified,omitempty"`
+	Notified bool `protobuf:"varint,8,opt,name=notified,proto3" json:"notified,omitempty"`
+	// Set when the requester withdrew its wait (CompileService.Cancel) before
+	// the build ended; notified is set with it, so no mail follows. A
+	// withdrawn request no longer counts as a waiter.
+	WithdrawnAt   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=withdrawn_at,json=withdrawnAt,proto3" json:"withdrawn_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -410,6 +414,13 @@ func (x *RequestRecord) GetNotified() bool {
 		return x.Notified
 	}
 	return false
+}
+
+func (x *RequestRecord) GetWithdrawnAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WithdrawnAt
+	}
+	return nil
 }
 
 // ArtifactRecord is a cache entry: one built artifact for one platform.
@@ -855,7 +866,7 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\agit_url\x18\x06 \x01(\tR\x06gitUrl\x129\n" +
 	"\n" +
 	"not_before\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x12(\n" +
-	"\x10first_request_id\x18\b \x01(\x04R\x0efirstRequestId\"\x9b\x02\n" +
+	"\x10first_request_id\x18\b \x01(\x04R\x0efirstRequestId\"\xda\x02\n" +
 	"\rRequestRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x19\n" +
 	"\bbuild_id\x18\x02 \x01(\x04R\abuildId\x12\x14\n" +
@@ -865,7 +876,8 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\x06cached\x18\x05 \x01(\bR\x06cached\x12\x1a\n" +
 	"\brevision\x18\x06 \x01(\tR\brevision\x12>\n" +
 	"\vconstraints\x18\a \x01(\v2\x1c.kiln.v1.PlatformConstraintsR\vconstraints\x12\x1a\n" +
-	"\bnotified\x18\b \x01(\bR\bnotified\"\x81\x03\n" +
+	"\bnotified\x18\b \x01(\bR\bnotified\x12=\n" +
+	"\fwithdrawn_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vwithdrawnAt\"\x81\x03\n" +
 	"\x0eArtifactRecord\x12\x1b\n" +
 	"\tcache_key\x18\x01 \x01(\tR\bcacheKey\x12\x1d\n" +
 	"\n" +
@@ -956,21 +968,22 @@ var file_kilnstore_v1_records_proto_depIdxs = []int32{
 	9,  // 8: kilnstore.v1.BuildRecord.not_before:type_name -> google.protobuf.Timestamp
 	9,  // 9: kilnstore.v1.RequestRecord.created_at:type_name -> google.protobuf.Timestamp
 	13, // 10: kilnstore.v1.RequestRecord.constraints:type_name -> kiln.v1.PlatformConstraints
-	14, // 11: kilnstore.v1.ArtifactRecord.artifact:type_name -> kiln.v1.Artifact
-	15, // 12: kilnstore.v1.ArtifactRecord.platform:type_name -> kiln.v1.SystemInfo
-	9,  // 13: kilnstore.v1.ArtifactRecord.created_at:type_name -> google.protobuf.Timestamp
-	9,  // 14: kilnstore.v1.ArtifactRecord.last_used:type_name -> google.protobuf.Timestamp
-	9,  // 15: kilnstore.v1.PinRecord.created_at:type_name -> google.protobuf.Timestamp
-	9,  // 16: kilnstore.v1.OutboxRecord.next_attempt_at:type_name -> google.protobuf.Timestamp
-	9,  // 17: kilnstore.v1.OutboxRecord.created_at:type_name -> google.protobuf.Timestamp
-	9,  // 18: kilnstore.v1.EnrollTokenRecord.created_at:type_name -> google.protobuf.Timestamp
-	9,  // 19: kilnstore.v1.EnrollTokenRecord.expires_at:type_name -> google.protobuf.Timestamp
-	9,  // 20: kilnstore.v1.EnrollTokenRecord.used_at:type_name -> google.protobuf.Timestamp
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	9,  // 11: kilnstore.v1.RequestRecord.withdrawn_at:type_name -> google.protobuf.Timestamp
+	14, // 12: kilnstore.v1.ArtifactRecord.artifact:type_name -> kiln.v1.Artifact
+	15, // 13: kilnstore.v1.ArtifactRecord.platform:type_name -> kiln.v1.SystemInfo
+	9,  // 14: kilnstore.v1.ArtifactRecord.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 15: kilnstore.v1.ArtifactRecord.last_used:type_name -> google.protobuf.Timestamp
+	9,  // 16: kilnstore.v1.PinRecord.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 17: kilnstore.v1.OutboxRecord.next_attempt_at:type_name -> google.protobuf.Timestamp
+	9,  // 18: kilnstore.v1.OutboxRecord.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 19: kilnstore.v1.EnrollTokenRecord.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 20: kilnstore.v1.EnrollTokenRecord.expires_at:type_name -> google.protobuf.Timestamp
+	9,  // 21: kilnstore.v1.EnrollTokenRecord.used_at:type_name -> google.protobuf.Timestamp
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_kilnstore_v1_records_proto_init() }

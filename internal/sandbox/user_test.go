@@ -1,0 +1,137 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// testUser is the unprivileged user Bwrap steps run as when the tests run
+// as root: a uid no account has.
+var testUser = &User{UID: 1700000123, GID: 1700000123}
+
+// asUser runs Bwrap steps as the build server does: when the tests run as
+// root, as testUser, with the step's directories handed to it and their
+// parents made searchable (see grantUser).
+type asUser struct{ Bwrap }
+
+func (b asUser) Run(ctx context.Context, s Step) error {
+	if os.Geteuid() == 0 && s.User == nil {
+		s.User = testUser
+		for _, d := range append([]string{s.Dir}, s.Writable...) {
+			grantUser(d, s.User)
+		}
+		if filepath.IsAbs(b.Path) {
+			grantUser(filepath.Dir(b.Path), nil)
+		}
+	}
+	return b.Bwrap.Run(ctx, s)
+}
+
+// grantUser gives u (when not nil) everything under dir, if it exists,
+// and lets everyone search dir's parents, as the build server makes its
+// data and builds directories 0711.
+func grantUser(dir string, u *User) {
+	if !filepath.IsAbs(dir) {
+		return
+	}
+	if u != nil {
+		filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+			if err == nil {
+				os.Lchown(p, int(u.UID), int(u.GID))
+			}
+			return nil
+		})
+	}
+	for p := dir; ; p = filepath.Dir(p) {
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			os.Chmod(p, fi.Mode().Perm()|0o011)
+		}
+		if p == "/" {
+			return
+		}
+	}
+}
+
+// TestBwrap_Run_RootWithoutUserRefused: a root runner never runs a step
+// as root, whatever the caller forgot.
+func TestBwrap_Run_RootWithoutUserRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	b := needBwrap(t).Bwrap
+	for _, u := range []*User{nil, {UID: 0, GID: 0}} {
+		_, err := run(t, b, Step{Command: "true", User: u})
+		var se *SetupError
+		if !errors.As(err, &se) || !errors.Is(err, ErrRootStep) {
+			t.Errorf("User %v: Run error = %v, want a SetupError wrapping ErrRootStep", u, err)
+		}
+	}
+}
+
+// TestBwrap_Run_StepHoldsNoPrivilege is the hostile case of issue 13: a
+// step of a build server running as root tries what took over the
+// machine before (remounting /, using a capability, making a user
+// namespace of its own to gain one, reading a root-only file, writing
+// outside its directories). Each must fail, and the step must not be uid 0
+// anywhere.
+func TestBwrap_Run_StepHoldsNoPrivilege(t *testing.T) {
+	b := needBwrap(t)
+	secretDir := t.TempDir()
+	secret := filepath.Join(secretDir, "token")
+	if err := os.WriteFile(secret, []byte("kiln-secret-token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(secretDir, 0o755) // visible, so only the file's mode protects it
+	script := strings.Join([]string{
+		`echo "uid=$(id -u)"`,
+		`echo "capeff=$(awk '/^CapEff/{print $2}' /proc/self/status)"`,
+		`echo "capbnd=$(awk '/^CapBnd/{print $2}' /proc/self/status)"`,
+		`if mount -o remount,bind,rw / 2>/dev/null; then echo REMOUNTED; fi`,
+		`if umount -l /tmp 2>/dev/null; then echo UNMOUNTED; fi`,
+		`if unshare -Ur true 2>/dev/null; then echo USERNS; fi`,
+		`if cat ` + secret + ` 2>/dev/null; then echo READ-SECRET; fi`,
+		`if touch ` + filepath.Join(secretDir, "planted") + ` 2>/dev/null; then echo PLANTED; fi`,
+		`if chown 0 . 2>/dev/null; then echo CHOWNED; fi`,
+		`echo done`,
+	}, "\n")
+	dir := t.TempDir()
+	out, err := run(t, b, Step{Dir: dir, Command: script + "\ntouch made-by-step"})
+	if err != nil {
+		t.Fatalf("Run: %v (output %q)", err, out)
+	}
+	for _, bad := range []string{"REMOUNTED", "UNMOUNTED", "USERNS", "kiln-secret-token", "READ-SECRET", "PLANTED", "CHOWNED"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("the step could %s:\n%s", bad, out)
+		}
+	}
+	if !strings.Contains(out, "done") || !strings.Contains(out, "capeff=0000000000000000") {
+		t.Errorf("the step has capabilities or did not finish:\n%s", out)
+	}
+	if os.Geteuid() == 0 {
+		if want := fmt.Sprintf("uid=%d", testUser.UID); !strings.Contains(out, want) {
+			t.Errorf("as root the step should be %s:\n%s", want, out)
+		}
+		// What the step makes belongs to its user on the host too: it is
+		// not host root under another name.
+		fi, err := os.Lstat(filepath.Join(dir, "made-by-step"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != testUser.UID {
+			t.Errorf("a file the step made is owned by uid %d on the host, want %d", uid, testUser.UID)
+		}
+		if !strings.Contains(out, "capbnd=0000000000000000") {
+			t.Errorf("the step's bounding set is not empty:\n%s", out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(secretDir, "planted")); err == nil {
+		t.Error("a file was planted outside the step's directories")
+	}
+}
