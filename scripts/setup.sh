@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Kiln needs on a fresh Debian 12 machine (idempotent):
 # bubblewrap (build sandbox), qemu-user + Debian cross compilers + musl (foreign
-# targets), postfix's smtp-sink (mail tests), chromium (browser tests), the
-# build systems real projects use (autotools, CMake, Meson; the acceptance
-# suite builds them), dpkg-dev (apt-get source unpacks with dpkg-source), and
-# the protobuf tools (buf, protoc-gen-go, protoc-gen-go-grpc) for the proto check.
+# targets), the build systems of the default recipe, postfix's smtp-sink (mail tests), chromium (browser tests),
+# dpkg-dev (the acceptance suite's apt-get source unpacks with dpkg-source), and the
+# protobuf tools (buf, protoc-gen-go, protoc-gen-go-grpc) for the proto check.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
@@ -14,7 +13,13 @@ pkgs=(qemu-user qemu-user-binfmt binfmt-support
   gcc-s390x-linux-gnu gcc-i686-linux-gnu gcc-arm-linux-gnueabihf gcc-powerpc-linux-gnu
   libc6-dev-s390x-cross libc6-dev-i386-cross libc6-dev-armhf-cross libc6-dev-powerpc-cross
   musl-tools bubblewrap postfix chromium git make gcc util-linux
-  dpkg-dev autoconf automake libtool pkg-config cmake meson ninja-build)
+  # What the default recipe runs (docs/manifest.md): autotools (autoreconf
+  # with libtool and gettext's autopoint), CMake, Meson + Ninja, pkg-config,
+  # a C++ compiler for every target (CMake projects enable C++ by default),
+  # and the kernel headers the musl target links in; dpkg-dev for the
+  # acceptance suite.
+  dpkg-dev autoconf automake libtool autopoint gettext cmake meson ninja-build pkg-config g++
+  g++-s390x-linux-gnu g++-i686-linux-gnu g++-arm-linux-gnueabihf g++-powerpc-linux-gnu linux-libc-dev)
 # buf comes from npm (the Go module proxy, Debian and npm are the registries here).
 command -v npm >/dev/null || pkgs+=(nodejs npm)
 missing=()

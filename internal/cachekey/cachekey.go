@@ -34,8 +34,17 @@ func field(h hash.Hash, s string) {
 }
 
 // Source returns the source key of (project, commit, options). options must
-// already be normalized by the manifest.
+// already be normalized by the manifest. It is SourceRecipe with no recipe
+// key: a project's own kiln.yaml.
 func Source(project, commit string, options map[string]string) string {
+	return SourceRecipe(project, commit, options, "")
+}
+
+// SourceRecipe returns the source key of (project, commit, options) built by
+// the recipe recipeKey names (manifest.Manifest.RecipeKey): "" for the
+// project's own kiln.yaml, which gives Source's key unchanged, else the
+// default recipe's version and kind, appended to the encoding.
+func SourceRecipe(project, commit string, options map[string]string, recipeKey string) string {
 	h := sha256.New()
 	field(h, sourceDomain)
 	field(h, project)
@@ -51,6 +60,10 @@ func Source(project, commit string, options map[string]string) string {
 	for _, name := range names {
 		field(h, name)
 		field(h, options[name])
+	}
+	if recipeKey != "" {
+		field(h, "recipe")
+		field(h, recipeKey)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }

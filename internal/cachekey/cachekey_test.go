@@ -66,3 +66,22 @@ func BenchmarkKey(b *testing.B) {
 		Key(Source("project", "0123456789abcdef0123456789abcdef01234567", opts), i)
 	}
 }
+
+func TestSourceRecipe_DefaultRecipeChangesTheKey(t *testing.T) {
+	opts := map[string]string{"a": "1"}
+	own := Source("p", "c", opts)
+	if got := SourceRecipe("p", "c", opts, ""); got != own {
+		t.Errorf("SourceRecipe with no recipe key = %s, want Source's %s (kiln.yaml keys must not move)", got, own)
+	}
+	cmake := SourceRecipe("p", "c", opts, "default-2/cmake")
+	for name, k := range map[string]string{
+		"kiln.yaml":            own,
+		"another kind":         SourceRecipe("p", "c", opts, "default-2/meson"),
+		"another version":      SourceRecipe("p", "c", opts, "default-3/cmake"),
+		"an option named like": Source("p", "c", map[string]string{"a": "1", "recipe": "default-2/cmake"}),
+	} {
+		if k == cmake {
+			t.Errorf("%s: same source key as the default cmake recipe", name)
+		}
+	}
+}

@@ -114,3 +114,31 @@ func readBatchHeader(r *bufio.Reader) (typ string, size int64, err error) {
 	}
 	return f[1], size, nil
 }
+
+// maxRootNames bounds how many top-level names [Mirror.RootNames] returns;
+// build-system detection only needs the few it looks for.
+const maxRootNames = 10000
+
+// RootNames returns the names of the entries (files, directories, links) at
+// the top of the tree of commit (a full commit id), without fetching, in
+// git's order. A commit not in the mirror fails with an error wrapping
+// [ErrUnknownRevision]. At most 10,000 names; one git process.
+func (m *Mirror) RootNames(ctx context.Context, commit string) ([]string, error) {
+	if err := checkCommitID("commit", commit); err != nil {
+		return nil, err
+	}
+	if !m.HasCommit(ctx, commit) {
+		return nil, fmt.Errorf("gitmirror: list %s: %w", commit, ErrUnknownRevision)
+	}
+	out, err := run(ctx, m.dir, nil, "ls-tree", "-z", "--name-only", commit+"^{tree}")
+	if err != nil {
+		return nil, fmt.Errorf("gitmirror: list %s: %w", commit, err)
+	}
+	var names []string
+	for _, n := range strings.Split(string(out), "\x00") {
+		if n != "" && len(names) < maxRootNames {
+			names = append(names, n)
+		}
+	}
+	return names, nil
+}

@@ -274,3 +274,26 @@ func TestReadFile(t *testing.T) {
 		})
 	}
 }
+
+func TestMirror_RootNames(t *testing.T) {
+	u := newUpstream(t)
+	c1 := u.commit("one", map[string]string{
+		"CMakeLists.txt": "project(x C)\n",
+		"src/main.c":     "int main(void){return 0;}\n",
+		"with space":     "x",
+	})
+	m := newMirror(t, u, Options{})
+	got, err := m.RootNames(testCtx(t), c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "CMakeLists.txt,src,with space" {
+		t.Errorf("RootNames = %q, want CMakeLists.txt, src, with space", got)
+	}
+	if _, err := m.RootNames(testCtx(t), strings.Repeat("3", 40)); !errors.Is(err, ErrUnknownRevision) {
+		t.Errorf("RootNames(absent commit) error = %v, want ErrUnknownRevision", err)
+	}
+	if _, err := m.RootNames(testCtx(t), "main"); !errors.Is(err, ErrBadRevision) {
+		t.Errorf("RootNames(main) error = %v, want ErrBadRevision", err)
+	}
+}

@@ -4,8 +4,9 @@
 // A manifest declares the tools a build requires, typed compile options with
 // defaults, the shell steps that build, check and package the project, the
 // artifact paths and a time limit. A project without kiln.yaml builds with
-// the default recipe ([Default]): ./configure if present, make, make check
-// and make install into $KILN_DESTDIR when the Makefile has those targets.
+// the default recipe [Detect] chooses from the top of its tree: configure,
+// autotools (autoreconf), Meson, CMake or a plain Makefile, configured as a
+// cross build on a cross target, installed into $KILN_DESTDIR.
 // docs/manifest.md describes the format for project authors.
 //
 // # Parsing

@@ -41,33 +41,21 @@ type Manifest struct {
 	InstallTree bool
 	// Timeout is the wall-time limit for the whole build.
 	Timeout time.Duration
-	// Default is true for the default recipe ([Default]), used when a
+	// Default is true for the default recipe ([Detect]), used when a
 	// project has no kiln.yaml.
 	Default bool
+	// Kind and Why are, for the default recipe, the build system Detect
+	// recognised (KindCMake, ...) and what it found ("found
+	// CMakeLists.txt"); empty for a kiln.yaml.
+	Kind, Why string
 }
 
-// Default returns the default recipe, for projects without a kiln.yaml:
-// ./configure if it exists and is executable, make, make check if the
-// Makefile has a check target, and make install into $KILN_DESTDIR if it has
-// an install target, whose tree is the artifact. It declares no options.
-// Each call returns a new value.
-func Default() *Manifest {
-	return &Manifest{
-		Build: []string{
-			`if [ -x ./configure ]; then ./configure; fi`,
-			`make`,
-		},
-		Check: []string{
-			`if make -n check >/dev/null 2>&1; then make check; fi`,
-		},
-		Package: []string{
-			`if make -n install >/dev/null 2>&1; then make install DESTDIR="$KILN_DESTDIR"; fi`,
-		},
-		InstallTree: true,
-		Timeout:     DefaultTimeout,
-		Default:     true,
-	}
-}
+// Default returns the default recipe of a tree whose files are not known:
+// Detect(nil), the make recipe (make, make check if the Makefile has a check
+// target, make install into $KILN_DESTDIR if it has an install target, whose
+// tree is the artifact). It declares no options. Each call returns a new
+// value.
+func Default() *Manifest { return Detect(nil) }
 
 // Option returns the declared option called name.
 func (m *Manifest) Option(name string) (Option, bool) {
@@ -90,6 +78,7 @@ func (m *Manifest) Recipe() *kilnv1.Recipe {
 		InstallTree:    m.InstallTree,
 		TimeoutSeconds: uint32(m.Timeout / time.Second),
 		Requires:       slices.Clone(m.Requires),
+		Summary:        m.Summary(),
 	}
 }
 

@@ -118,10 +118,10 @@ func TestParseSortsOptionsByName(t *testing.T) {
 
 func TestDefaultRecipe(t *testing.T) {
 	d := Default()
-	if !d.Default || !d.InstallTree || d.Timeout != DefaultTimeout || len(d.Options) != 0 {
+	if !d.Default || !d.InstallTree || d.Timeout != DefaultTimeout || len(d.Options) != 0 || d.Kind != KindMake {
 		t.Errorf("Default() = %+v", d)
 	}
-	if len(d.Build) != 2 || !strings.Contains(d.Build[0], "./configure") || d.Build[1] != "make" {
+	if len(d.Build) != 1 || d.Build[0] != `make -j"$KILN_JOBS"` {
 		t.Errorf("Default().Build = %q", d.Build)
 	}
 	if len(d.Check) != 1 || !strings.Contains(d.Check[0], "make check") {
@@ -151,11 +151,12 @@ func TestRecipeCarriesEveryField(t *testing.T) {
 		strings.Join(r.GetBuildSteps(), ";") != `make CFLAGS="-O$KILN_OPT_LEVEL"` ||
 		strings.Join(r.GetCheckSteps(), ";") != "make check" ||
 		len(r.GetPackageSteps()) != 0 ||
-		strings.Join(r.GetArtifacts(), ",") != "hello" {
+		strings.Join(r.GetArtifacts(), ",") != "hello" || r.GetSummary() != "kiln.yaml" {
 		t.Errorf("Recipe() = %v", r)
 	}
 	d := Default().Recipe()
-	if !d.GetInstallTree() || d.GetTimeoutSeconds() != 3600 || len(d.GetBuildSteps()) != 2 || len(d.GetPackageSteps()) != 1 {
+	if !d.GetInstallTree() || d.GetTimeoutSeconds() != 3600 || len(d.GetBuildSteps()) != 1 || len(d.GetPackageSteps()) != 1 ||
+		d.GetSummary() != "make — no configure, configure.ac, meson.build or CMakeLists.txt" {
 		t.Errorf("Default().Recipe() = %v", d)
 	}
 }

@@ -40,8 +40,9 @@ func (m *mirrors) get(project, url string) *gitmirror.Mirror {
 	return mir
 }
 
-// manifest returns the manifest of project at commit, or the default recipe
-// when the commit has no kiln.yaml.
+// manifest returns the manifest of project at commit, or, when the commit
+// has no kiln.yaml, the default recipe manifest.Detect chooses from the
+// names at the top of its tree.
 func (m *mirrors) manifest(ctx context.Context, project string, mir *gitmirror.Mirror, commit string) (*manifest.Manifest, error) {
 	key := project + "\x00" + commit
 	m.mu.Lock()
@@ -53,7 +54,11 @@ func (m *mirrors) manifest(ctx context.Context, project string, mir *gitmirror.M
 	data, err := mir.ReadFile(ctx, commit, manifest.FileName)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		man = manifest.Default()
+		names, lerr := mir.RootNames(ctx, commit)
+		if lerr != nil {
+			return nil, lerr
+		}
+		man = manifest.Detect(names)
 	case err != nil:
 		return nil, err
 	default:

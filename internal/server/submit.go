@@ -33,8 +33,14 @@ type resolved struct {
 	revision    string
 	commits     []string // newest first; commits[0] is built on a miss
 	recipe      *kilnv1.Recipe
+	recipeKey   string // manifest.Manifest.RecipeKey, part of the source key
 	options     map[string]string
 	constraints *kilnv1.PlatformConstraints
+}
+
+// sourceKey is the source key of building commit for r.
+func (r *resolved) sourceKey(commit string) string {
+	return cachekey.SourceRecipe(r.project.GetName(), commit, r.options, r.recipeKey)
 }
 
 func invalid(field, format string, args ...any) error {
@@ -128,7 +134,7 @@ func (s *Server) validate(ctx context.Context, req *kilnv1.SubmitRequest) (*reso
 		return nil, invalid("options", "%v", err)
 	}
 	return &resolved{project: project, email: email, revision: req.GetRevision(), commits: commits,
-		recipe: man.Recipe(), options: opts, constraints: c}, nil
+		recipe: man.Recipe(), recipeKey: man.RecipeKey(), options: opts, constraints: c}, nil
 }
 
 func revisionError(rev string, err error) error {
@@ -161,7 +167,7 @@ func (s *Server) fromCache(r *resolved) (*kilnv1.SubmitResponse, error) {
 	var build *kilnv1.Build
 	err := s.st.View(func(tx store.Tx) error {
 		for _, commit := range r.commits {
-			arts, err := tx.ArtifactsBySource(cachekey.Source(r.project.GetName(), commit, r.options))
+			arts, err := tx.ArtifactsBySource(r.sourceKey(commit))
 			if err != nil {
 				return err
 			}
@@ -254,9 +260,10 @@ func (s *Server) joinOrQueue(r *resolved) (*kilnv1.SubmitResponse, error) {
 			Build: &kilnv1.Build{
 				Id: id, Project: r.project.GetName(), Revision: r.revision, Commit: head, Options: r.options,
 				Constraints: r.constraints, State: kilnv1.BuildState_BUILD_STATE_QUEUED, CreatedAt: timestamppb.New(now),
+				Recipe: r.recipe.GetSummary(),
 			},
 			Recipe:    r.recipe,
-			SourceKey: cachekey.Source(r.project.GetName(), head, r.options),
+			SourceKey: r.sourceKey(head),
 			GitUrl:    r.project.GetGitUrl(),
 		}
 		ab = s.track(rec)
@@ -285,7 +292,7 @@ func (s *Server) joinOrQueue(r *resolved) (*kilnv1.SubmitResponse, error) {
 // source, with constraints at least as strict as r's.
 func (s *Server) findActiveLocked(r *resolved) *activeBuild {
 	for _, commit := range r.commits {
-		for _, ab := range s.bySource[cachekey.Source(r.project.GetName(), commit, r.options)] {
+		for _, ab := range s.bySource[r.sourceKey(commit)] {
 			// Only a build whose own constraints are at least as strict:
 			// a running build on a fitting platform could be retried
 			// elsewhere on its looser constraints after a lost attempt.

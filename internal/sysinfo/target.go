@@ -1,10 +1,13 @@
 package sysinfo
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os/exec"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/kilnbuild/kiln/internal/platform"
 )
@@ -98,34 +101,56 @@ type Toolchain struct {
 	// e.g. [qemu-s390x -L /usr/s390x-linux-gnu]; nil when binaries run
 	// natively.
 	Emulator []string
+	// BuildTriple is the GNU triple of the machine that builds
+	// (x86_64-linux-gnu), HostTriple the one of the machine the binaries
+	// are for, in configure's sense of --build and --host. They differ
+	// only on cross targets: musl-gcc wraps the native compiler and its
+	// binaries run here, so a musl build is not a cross build.
+	BuildTriple, HostTriple string
+}
+
+// crossBinutils are the binutils a cross target's environment names as
+// TRIPLE-tool, by variable.
+var crossBinutils = []struct{ env, tool string }{
+	{"AR", "ar"}, {"RANLIB", "ranlib"}, {"STRIP", "strip"}, {"LD", "ld"}, {"AS", "as"},
+	{"NM", "nm"}, {"OBJCOPY", "objcopy"}, {"OBJDUMP", "objdump"}, {"READELF", "readelf"},
 }
 
 // Toolchain returns the target's toolchain. For the native kind CC is "cc",
-// or "gcc" when no cc is in PATH. It only looks names up in PATH; it does
-// not check that the compiler or emulator exists (Probe does).
+// or "gcc" when no cc is in PATH. Every kind's Env has KILN_BUILD_TRIPLE and
+// KILN_HOST_TRIPLE. A cross target's Env names the TRIPLE- compiler and
+// binutils, and points pkg-config at the target's .pc files only
+// (PKG_CONFIG_LIBDIR), so that the host's libraries are never found for it.
+// It only looks names up in PATH; it does not check that the compiler or
+// emulator exists (Probe does).
 func (t TargetSpec) Toolchain() Toolchain {
+	build := BuildTriple()
 	switch t.Kind {
 	case KindMusl:
-		return Toolchain{CC: "musl-gcc", Env: []string{"CC=musl-gcc", "KILN_EMULATOR="}}
+		return Toolchain{CC: "musl-gcc", BuildTriple: build, HostTriple: build,
+			Env: []string{"CC=musl-gcc", "KILN_EMULATOR=", "KILN_BUILD_TRIPLE=" + build, "KILN_HOST_TRIPLE=" + build}}
 	case KindCross:
 		prefix := "/usr/" + t.Triple
 		tc := Toolchain{
-			CC:       t.Triple + "-gcc",
-			Emulator: []string{QemuName(t.Triple), "-L", prefix},
+			CC:          t.Triple + "-gcc",
+			Emulator:    []string{QemuName(t.Triple), "-L", prefix},
+			BuildTriple: build,
+			HostTriple:  t.Triple,
 		}
-		tc.Env = []string{
-			"CC=" + tc.CC,
-			"AR=" + t.Triple + "-ar",
-			"RANLIB=" + t.Triple + "-ranlib",
-			"STRIP=" + t.Triple + "-strip",
-			"LD=" + t.Triple + "-ld",
+		tc.Env = []string{"CC=" + tc.CC}
+		for _, b := range crossBinutils {
+			tc.Env = append(tc.Env, b.env+"="+t.Triple+"-"+b.tool)
 		}
 		if _, err := exec.LookPath(t.Triple + "-g++"); err == nil {
 			tc.Env = append(tc.Env, "CXX="+t.Triple+"-g++")
 		}
 		tc.Env = append(tc.Env,
+			"PKG_CONFIG=pkg-config",
+			"PKG_CONFIG_LIBDIR="+PkgConfigLibDir(t.Triple),
 			"QEMU_LD_PREFIX="+prefix,
 			"KILN_EMULATOR="+strings.Join(tc.Emulator, " "),
+			"KILN_BUILD_TRIPLE="+build,
+			"KILN_HOST_TRIPLE="+t.Triple,
 		)
 		return tc
 	default:
@@ -135,8 +160,55 @@ func (t TargetSpec) Toolchain() Toolchain {
 				cc = "gcc"
 			}
 		}
-		return Toolchain{CC: cc, Env: []string{"CC=" + cc, "KILN_EMULATOR="}}
+		return Toolchain{CC: cc, BuildTriple: build, HostTriple: build,
+			Env: []string{"CC=" + cc, "KILN_EMULATOR=", "KILN_BUILD_TRIPLE=" + build, "KILN_HOST_TRIPLE=" + build}}
 	}
+}
+
+// PkgConfigLibDir is where a cross target's pkg-config looks, and only
+// there: Debian's multiarch directory for the triple, the cross toolchain's
+// own, and the architecture-independent one.
+func PkgConfigLibDir(triple string) string {
+	return "/usr/lib/" + triple + "/pkgconfig:/usr/" + triple + "/lib/pkgconfig:/usr/share/pkgconfig"
+}
+
+var (
+	buildTripleOnce sync.Once
+	buildTriple     string
+)
+
+// goarchTriple is the build triple of a Linux host by GOARCH, for when the
+// compiler cannot say.
+var goarchTriple = map[string]string{
+	"amd64": "x86_64-linux-gnu", "386": "i686-linux-gnu", "arm64": "aarch64-linux-gnu",
+	"arm": "arm-linux-gnueabihf", "s390x": "s390x-linux-gnu", "ppc64le": "powerpc64le-linux-gnu",
+	"riscv64": "riscv64-linux-gnu",
+}
+
+// BuildTriple returns the GNU triple of this machine as its C compiler
+// names it (`cc -dumpmachine`, e.g. x86_64-linux-gnu), asked once per
+// process; without a compiler, the usual Debian triple of GOARCH.
+func BuildTriple() string {
+	buildTripleOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
+		defer cancel()
+		for _, cc := range []string{"cc", "gcc"} {
+			path, err := exec.LookPath(cc)
+			if err != nil {
+				continue
+			}
+			out, _, err := run(ctx, "", []string{path, "-dumpmachine"}, []string{"LC_ALL=C", "PATH=/usr/local/bin:/usr/bin:/bin"})
+			if t := strings.TrimSpace(string(out)); err == nil && checkTriple(t) == nil {
+				buildTriple = t
+				return
+			}
+		}
+		buildTriple = goarchTriple[runtime.GOARCH]
+		if buildTriple == "" {
+			buildTriple = runtime.GOARCH + "-linux-gnu"
+		}
+	})
+	return buildTriple
 }
 
 // qemuArch maps a triple's architecture part to qemu-user's name for it

@@ -93,13 +93,21 @@ func TestToolchainCrossSetsToolsLoaderPrefixAndEmulator(t *testing.T) {
 		t.Errorf("Emulator = %q, want %q", tc.Emulator, want)
 	}
 	want := map[string]string{
-		"CC":             "s390x-linux-gnu-gcc",
-		"AR":             "s390x-linux-gnu-ar",
-		"RANLIB":         "s390x-linux-gnu-ranlib",
-		"STRIP":          "s390x-linux-gnu-strip",
-		"LD":             "s390x-linux-gnu-ld",
-		"QEMU_LD_PREFIX": "/usr/s390x-linux-gnu",
-		"KILN_EMULATOR":  "qemu-s390x -L /usr/s390x-linux-gnu",
+		"CC":                "s390x-linux-gnu-gcc",
+		"AR":                "s390x-linux-gnu-ar",
+		"RANLIB":            "s390x-linux-gnu-ranlib",
+		"STRIP":             "s390x-linux-gnu-strip",
+		"LD":                "s390x-linux-gnu-ld",
+		"NM":                "s390x-linux-gnu-nm",
+		"OBJCOPY":           "s390x-linux-gnu-objcopy",
+		"PKG_CONFIG_LIBDIR": "/usr/lib/s390x-linux-gnu/pkgconfig:/usr/s390x-linux-gnu/lib/pkgconfig:/usr/share/pkgconfig",
+		"QEMU_LD_PREFIX":    "/usr/s390x-linux-gnu",
+		"KILN_EMULATOR":     "qemu-s390x -L /usr/s390x-linux-gnu",
+		"KILN_HOST_TRIPLE":  "s390x-linux-gnu",
+		"KILN_BUILD_TRIPLE": BuildTriple(),
+	}
+	if tc.HostTriple != "s390x-linux-gnu" || tc.BuildTriple == tc.HostTriple {
+		t.Errorf("triples build %q host %q, want a cross pair", tc.BuildTriple, tc.HostTriple)
 	}
 	for name, v := range want {
 		if got, ok := envValue(tc.Env, name); !ok || got != v {
@@ -148,5 +156,21 @@ func TestToolchainNativeAndMuslRunDirectly(t *testing.T) {
 		if _, ok := envValue(tc.Env, "QEMU_LD_PREFIX"); ok {
 			t.Errorf("%s: QEMU_LD_PREFIX set for a native target", tt.id)
 		}
+		// Not a cross build: configure must not get --host.
+		b, _ := envValue(tc.Env, "KILN_BUILD_TRIPLE")
+		h, _ := envValue(tc.Env, "KILN_HOST_TRIPLE")
+		if b == "" || b != h || b != BuildTriple() {
+			t.Errorf("%s: KILN_BUILD_TRIPLE %q, KILN_HOST_TRIPLE %q, want both %q", tt.id, b, h, BuildTriple())
+		}
+	}
+}
+
+func TestBuildTriple_IsTheCompilersOwn(t *testing.T) {
+	out, err := exec.Command("cc", "-dumpmachine").Output()
+	if err != nil {
+		t.Skipf("no cc: %v", err)
+	}
+	if got, want := BuildTriple(), strings.TrimSpace(string(out)); got != want {
+		t.Errorf("BuildTriple() = %q, want cc -dumpmachine's %q", got, want)
 	}
 }

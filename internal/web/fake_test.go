@@ -154,7 +154,7 @@ func newFarm() *farm {
 			{Id: 7, BuildServer: "carol-old", TargetId: "native", Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST, StartedAt: ts(-9*time.Minute - 30*time.Second), FinishedAt: ts(-9 * time.Minute), Reason: "lease expired"},
 			{Id: 8, BuildServer: "alice-box", TargetId: "native", Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED, StartedAt: ts(-9 * time.Minute), FinishedAt: ts(-8 * time.Minute)},
 		},
-		Platform: x86System(), Artifact: artifact, Waiters: 2, CacheKey: "c4c4e1b2d3",
+		Platform: x86System(), Artifact: artifact, Waiters: 2, CacheKey: "c4c4e1b2d3", Recipe: "cmake — found CMakeLists.txt",
 	}, "configure: ok\nmake: building hello\nmake check: 3 tests passed\n", true)
 	f.artifacts[buildOK] = art
 

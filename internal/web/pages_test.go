@@ -72,6 +72,7 @@ func TestPagesRenderAsHTML(t *testing.T) {
 			"linux/x86_64 little LP64 glibc-2.36 gcc-12.2.0", "2026-03-14T14:59:26Z", "(10m ago)", "after waiting 1m00s", "ran 1m00s",
 			`href="/buildservers#bs-carol-old"`, `href="/buildservers#bs-alice-box"`, "lost", "lease expired",
 			`href="/build/101/artifact"`, "hello-101.tar.gz", `href="/build/101/log"`, "300.0 KiB", "bin/hello", "2 request(s) waiting",
+			"<th>recipe</th><td>cmake — found CMakeLists.txt</td>",
 		}},
 		{"a failed build shows the failure and failing step", "/build/102", []string{"make check exited with status 2", "failing step: <code>make check</code>", "checking", "make exited with status 2"}},
 		{"a queued build says why it waits", "/build/104", []string{"Why it is still waiting", "arch=ppc64: 3 of 3 connected targets differ", "position 1 in the queue", "not dispatched yet", "v2..v3"}},

@@ -134,6 +134,7 @@ func New(cfg Config) (*Client, error) {
 		maxArtifact:    cfg.MaxArtifactBytes,
 		policy:         cfg.Policy,
 		targets:        byID,
+		jobs:           jobsPerSlot(runtime.NumCPU(), cfg.Slots),
 		mirrors:        ms,
 		users:          users,
 		log:            c.log,

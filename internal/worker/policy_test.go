@@ -72,7 +72,7 @@ func TestStepEnv(t *testing.T) {
 	a := &kilnv1.Assignment{AttemptId: 5, BuildId: 2, TargetId: "cross:s390x-linux-gnu",
 		Options: map[string]string{"with-ssl": "yes", "Level": "3"}}
 	tgt := &Target{Env: []string{"CC=s390x-linux-gnu-gcc", "QEMU_LD_PREFIX=/usr/s390x-linux-gnu", "KILN_TARGET=spoofed"}}
-	env := stepEnv(a, tgt, "/b/home", "/b/dest")
+	env := stepEnv(a, tgt, "/b/home", "/b/dest", 3, "KILN_CMAKE_TOOLCHAIN_FILE=/b/home/.kiln/toolchain.cmake")
 	last := map[string]string{}
 	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
@@ -83,6 +83,7 @@ func TestStepEnv(t *testing.T) {
 		"CC": "s390x-linux-gnu-gcc", "QEMU_LD_PREFIX": "/usr/s390x-linux-gnu",
 		"KILN_OPT_WITH_SSL": "yes", "KILN_OPT_LEVEL": "3",
 		"KILN_BUILD_ID": "2", "KILN_ATTEMPT_ID": "5", "KILN_TARGET": "cross:s390x-linux-gnu", "KILN_DESTDIR": "/b/dest",
+		"KILN_JOBS": "3", "KILN_CMAKE_TOOLCHAIN_FILE": "/b/home/.kiln/toolchain.cmake",
 	}
 	for k, v := range want {
 		if last[k] != v {
@@ -98,6 +99,14 @@ func TestStepEnv(t *testing.T) {
 		}
 		slices.Sort(extra)
 		t.Errorf("unexpected variables %q", extra)
+	}
+}
+
+func TestJobsPerSlot(t *testing.T) {
+	for _, c := range []struct{ cpus, slots, want int }{{8, 2, 4}, {2, 1, 2}, {2, 4, 1}, {1, 1, 1}, {7, 2, 3}, {4, 0, 4}} {
+		if got := jobsPerSlot(c.cpus, c.slots); got != c.want {
+			t.Errorf("jobsPerSlot(%d, %d) = %d, want %d", c.cpus, c.slots, got, c.want)
+		}
 	}
 }
 

@@ -29,7 +29,9 @@ type attemptRunner struct {
 	mirrors        *mirrors
 	// users, when not nil, gives each running build its own unprivileged
 	// user (Config.BuildUID).
-	users    *buildUsers
+	users *buildUsers
+	// jobs is one attempt's share of the machine's CPUs (KILN_JOBS).
+	jobs     int
 	uploader artifactUploader
 	// inlineMax is the latest Welcome's max_inline_artifact_bytes: an
 	// artifact up to this size goes inside the result instead of an upload.
@@ -92,6 +94,10 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	}
 	fetched := time.Now()
 
+	files, err := writeTargetFiles(target, home)
+	if err != nil {
+		return r.setupFailed(j, "writing the target's toolchain files", err)
+	}
 	timeout := buildTimeout(r.policy, a, r.defaultTimeout)
 	limits := r.limits
 	if limits.CPUSeconds == 0 {
@@ -103,13 +109,16 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 			Dir:      src,
 			Writable: []string{src, dest, home},
 			Hide:     r.hide,
-			Env:      stepEnv(a, target, home, dest),
+			Env:      stepEnv(a, target, home, dest, r.jobs, files...),
 			Output:   j.log,
 			Limits:   limits,
 			User:     user,
 		},
 	}
 	recipe := a.GetRecipe()
+	if sum := recipe.GetSummary(); sum != "" {
+		j.log.notef("recipe: %s", sum)
+	}
 	for _, phase := range []struct {
 		phase kilnv1.Phase
 		cmds  []string
@@ -138,11 +147,17 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		return over
 	}
 	var entries []packEntry
-	var err error
 	if recipe.GetInstallTree() {
 		entries, err = collectTree(dest)
 	} else {
 		entries, err = collectGlobs(src, recipe.GetArtifacts())
+	}
+	if err == nil {
+		var checked bool
+		if checked, err = checkArtifactELF(entries, target.Info.GetSystem()); err == nil && !checked {
+			j.log.notef("artifact's ELF files not checked: no known ELF machine for arch %q, %q-endian, %q",
+				target.Info.GetSystem().GetArch(), target.Info.GetSystem().GetEndian(), target.Info.GetSystem().GetDataModel())
+		}
 	}
 	artPath := filepath.Join(j.dir, artifactName)
 	var art *kilnv1.Artifact

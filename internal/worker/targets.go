@@ -21,6 +21,10 @@ type Target struct {
 	// Env is the toolchain environment every step on this target gets
 	// (CC, AR, ..., QEMU_LD_PREFIX, KILN_EMULATOR), as NAME=value.
 	Env []string
+	// Files are written under each attempt's $HOME/.kiln before its steps
+	// (CMake toolchain and Meson cross files, musl's kernel headers); the
+	// steps see each one's path in its variable.
+	Files []sysinfo.TargetFile
 }
 
 // ProbeFunc measures one target spec; sysinfo.Probe is the real one.
@@ -72,7 +76,7 @@ func ProbeAll(ctx context.Context, specs []sysinfo.TargetSpec, probe ProbeFunc, 
 		log.Info("target probed", "target", info.GetId(),
 			"arch", info.GetSystem().GetArch(), "libc", info.GetSystem().GetLibc(),
 			"compiler", info.GetSystem().GetCompiler(), "emulated", info.GetSystem().GetEmulated())
-		targets = append(targets, Target{Info: info, Env: spec.Toolchain().Env})
+		targets = append(targets, Target{Info: info, Env: spec.Toolchain().Env, Files: spec.Files(info.GetSystem())})
 	}
 	if len(targets) == 0 {
 		return nil, rejected, fmt.Errorf("%w: %d of %d probes failed: %v", ErrNoTargets, len(failures), len(specs), failures)
@@ -125,7 +129,7 @@ func withLabels(targets []Target, labels []string) []Target {
 			}
 			info.System.Labels = append(info.System.Labels, labels...)
 		}
-		out[i] = Target{Info: info, Env: t.Env}
+		out[i] = Target{Info: info, Env: t.Env, Files: t.Files}
 	}
 	return out
 }

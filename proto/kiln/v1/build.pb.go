@@ -435,7 +435,10 @@ type Build struct {
 	// Number of requests waiting on this build.
 	Waiters uint32 `protobuf:"varint,19,opt,name=waiters,proto3" json:"waiters,omitempty"`
 	// Cache key of the artifact (set when SUCCEEDED).
-	CacheKey      string `protobuf:"bytes,20,opt,name=cache_key,json=cacheKey,proto3" json:"cache_key,omitempty"`
+	CacheKey string `protobuf:"bytes,20,opt,name=cache_key,json=cacheKey,proto3" json:"cache_key,omitempty"`
+	// Which recipe the build runs and why: "kiln.yaml", or the default
+	// recipe's kind and what chose it ("cmake — found CMakeLists.txt").
+	Recipe        string `protobuf:"bytes,21,opt,name=recipe,proto3" json:"recipe,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -610,6 +613,13 @@ func (x *Build) GetCacheKey() string {
 	return ""
 }
 
+func (x *Build) GetRecipe() string {
+	if x != nil {
+		return x.Recipe
+	}
+	return ""
+}
+
 var File_kiln_v1_build_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_build_proto_rawDesc = "" +
@@ -629,7 +639,7 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\bArtifact\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x14\n" +
-	"\x05files\x18\x03 \x03(\tR\x05files\"\xe3\x06\n" +
+	"\x05files\x18\x03 \x03(\tR\x05files\"\xfb\x06\n" +
 	"\x05Build\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x1a\n" +
@@ -654,7 +664,8 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\x0fwaiting_reasons\x18\x11 \x03(\tR\x0ewaitingReasons\x12%\n" +
 	"\x0equeue_position\x18\x12 \x01(\rR\rqueuePosition\x12\x18\n" +
 	"\awaiters\x18\x13 \x01(\rR\awaiters\x12\x1b\n" +
-	"\tcache_key\x18\x14 \x01(\tR\bcacheKey\x1a:\n" +
+	"\tcache_key\x18\x14 \x01(\tR\bcacheKey\x12\x16\n" +
+	"\x06recipe\x18\x15 \x01(\tR\x06recipe\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xbf\x01\n" +

@@ -660,7 +660,11 @@ type Recipe struct {
 	Requires []string `protobuf:"bytes,6,rep,name=requires,proto3" json:"requires,omitempty"`
 	// Steps run after check_steps to produce the artifact (the default recipe's
 	// `make install DESTDIR=$KILN_DESTDIR`).
-	PackageSteps  []string `protobuf:"bytes,7,rep,name=package_steps,json=packageSteps,proto3" json:"package_steps,omitempty"`
+	PackageSteps []string `protobuf:"bytes,7,rep,name=package_steps,json=packageSteps,proto3" json:"package_steps,omitempty"`
+	// Which recipe this is and why, for the build log and the build page:
+	// "kiln.yaml", or the default recipe's kind and what chose it ("cmake —
+	// found CMakeLists.txt"). Informational; the build server logs it first.
+	Summary       string `protobuf:"bytes,8,opt,name=summary,proto3" json:"summary,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -742,6 +746,13 @@ func (x *Recipe) GetPackageSteps() []string {
 		return x.PackageSteps
 	}
 	return nil
+}
+
+func (x *Recipe) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
 }
 
 // AttemptProgress reports a phase change of a running attempt.
@@ -1327,7 +1338,7 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\x06recipe\x18\b \x01(\v2\x0f.kiln.v1.RecipeR\x06recipe\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf5\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\x02\n" +
 	"\x06Recipe\x12\x1f\n" +
 	"\vbuild_steps\x18\x01 \x03(\tR\n" +
 	"buildSteps\x12\x1f\n" +
@@ -1337,7 +1348,8 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\finstall_tree\x18\x04 \x01(\bR\vinstallTree\x12'\n" +
 	"\x0ftimeout_seconds\x18\x05 \x01(\rR\x0etimeoutSeconds\x12\x1a\n" +
 	"\brequires\x18\x06 \x03(\tR\brequires\x12#\n" +
-	"\rpackage_steps\x18\a \x03(\tR\fpackageSteps\"V\n" +
+	"\rpackage_steps\x18\a \x03(\tR\fpackageSteps\x12\x18\n" +
+	"\asummary\x18\b \x01(\tR\asummary\"V\n" +
 	"\x0fAttemptProgress\x12\x1d\n" +
 	"\n" +
 	"attempt_id\x18\x01 \x01(\x04R\tattemptId\x12$\n" +
