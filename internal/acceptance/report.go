@@ -57,7 +57,8 @@ type Cell struct {
 	Symptom string
 	// LogTail is the end of the build's log, for failures.
 	LogTail string
-	// Recipe is the log's "recipe: ..." line, when it has one.
+	// Recipe is the default recipe chosen and why ("cmake — found
+	// CMakeLists.txt"), or "kiln.yaml".
 	Recipe string
 	// Target is the build server target that built it.
 	Target string

@@ -269,13 +269,14 @@ func runCell(t *testing.T, f *farmtest.Farm, p Project, pl Platform, offered map
 	return c
 }
 
-// describeBuild adds the build's target, build time, recipe line and, for
-// a failure, its log's tail.
+// describeBuild adds the build's target, build time, recipe (Build.recipe,
+// else the log's "recipe: " line) and, for a failure, its log's tail.
 func describeBuild(f *farmtest.Farm, c *Cell, pl Platform) {
 	ctx, cancel := context.WithTimeout(context.Background(), farmtest.CommandTimeout)
 	defer cancel()
 	resp, err := kilnv1.NewCompileServiceClient(f.Conn()).GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: c.BuildID})
 	if err == nil {
+		c.Recipe = resp.GetBuild().GetRecipe()
 		if atts := resp.GetBuild().GetAttempts(); len(atts) > 0 {
 			last := atts[len(atts)-1]
 			c.Target = last.GetTargetId()
@@ -300,8 +301,8 @@ func describeBuild(f *farmtest.Farm, c *Cell, pl Platform) {
 		if len(line) > 400 {
 			line = line[:400] + "…"
 		}
-		if c.Recipe == "" && strings.Contains(line, "recipe:") {
-			c.Recipe = strings.TrimSpace(line)
+		if c.Recipe == "" && strings.Contains(line, "recipe: ") {
+			c.Recipe = strings.TrimSpace(line[strings.Index(line, "recipe: ")+len("recipe: "):])
 		}
 		lines = append(lines, line)
 	}
