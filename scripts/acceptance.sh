@@ -13,10 +13,14 @@
 # by later runs; KILN_ACCEPTANCE_PROJECTS / KILN_ACCEPTANCE_PLATFORMS
 # (space-separated) narrow a run; KILN_ACCEPTANCE_REPORT names the report.
 #
-# What a project is: the upstream tarball Debian ships (its .orig tarball),
-# unpacked with `dpkg-source --skip-debianization`: no debian/ directory and
-# none of Debian's patches, i.e. what upstream released. Each tree becomes a
-# git repository with one commit and no kiln.yaml. The one exception is the
+# What a project is: the source Debian 12 ships, unpacked as `apt-get source`
+# does (the upstream .orig tarball with Debian's patches applied), then
+# debian/ and .pc/ removed, so Kiln sees an upstream tree with no packaging.
+# The patches are upstream backports and security fixes (e.g. jansson's
+# check-exports fix for binutils 2.40, without which its own test suite fails
+# on every platform); none of them concerns cross building (checked: see
+# each package's debian/patches/series in .acceptance/debs). Each tree
+# becomes a git repository with one commit and no kiln.yaml. The one exception is the
 # libpng "fork": a second commit adds the kiln.yaml that says it depends on
 # zlib (the only kiln.yaml the suite adds).
 set -euo pipefail
@@ -100,7 +104,7 @@ import() {
   local tmp
   tmp="$(mktemp -d "$cache/unpack.XXXXXX")"
   # apt-get source checked the files against the signed Sources index.
-  dpkg-source --no-check --skip-debianization -x "$(ls "$debs"/*.dsc | head -1)" "$tmp/tree" >/dev/null
+  dpkg-source --no-check -x "$(ls "$debs"/*.dsc | head -1)" "$tmp/tree" >/dev/null
   rm -rf "$tmp/tree/debian" "$tmp/tree/.pc"
   if [ -e "$tmp/tree/kiln.yaml" ]; then
     echo "acceptance: $pkg ships a kiln.yaml; the suite builds projects without one" >&2
@@ -116,7 +120,7 @@ import() {
     git init -q -b main .
     # Upstream trees may ship their own .gitignore: take every file anyway.
     git add -A -f .
-    git commit -q -m "$pkg $version: upstream tree from Debian's source package (no Debian patches)"
+    git commit -q -m "$pkg $version: upstream tree with Debian's patches, without debian/"
     if [ "$name" = libpng ]; then
       fork_libpng
       git add kiln.yaml
@@ -151,7 +155,14 @@ timeout: 1h
 EOF
 }
 
-mkdir -p "$cache"
+# A cache made by an earlier layout of the import is made again.
+layout=2
+mkdir -p "$cache/src"
+if [ "$(cat "$cache/src/LAYOUT" 2>/dev/null)" != "$layout" ]; then
+  rm -rf "$cache/src"
+  mkdir -p "$cache/src"
+  echo "$layout" >"$cache/src/LAYOUT"
+fi
 ensure_deb_src
 list="$cache/projects.tsv"
 : >"$list.tmp"

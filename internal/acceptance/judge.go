@@ -60,11 +60,12 @@ func limitLines(lines []string, n int) []string {
 }
 
 // symptomPattern matches log lines that say what went wrong.
-var symptomPattern = regexp.MustCompile(`(?i)(error|cannot|can't|not found|no such file|failed|exec format|undefined reference|no targets specified|\*\*\*|segmentation fault|timed out)`)
+var symptomPattern = regexp.MustCompile(`(?i)(\berror\b[^.]|cannot|can't|not found|no such file|\bfailed\b|^FAIL\b|exec format|undefined reference|no targets specified|\*\*\*|segmentation fault|timed out)`)
 
 // noisePattern matches lines that only echo a failure reported above them
-// (recursive make's bookkeeping, Kiln's own step summary).
-var noisePattern = regexp.MustCompile(`^(\[kiln\]|make(\[\d+\])?: (\*\*\* \[|Leaving|Entering)|make(\[\d+\])?: \*\*\* .*Error \d+$)`)
+// (recursive make's bookkeeping, Kiln's own step summary, automake's test
+// summary counts such as "# ERROR: 0").
+var noisePattern = regexp.MustCompile(`^(\[kiln\]|make(\[\d+\])?: (\*\*\* \[|Leaving|Entering)|make(\[\d+\])?: \*\*\* .*Error \d+$|# [A-Z]+: +\d+$)`)
 
 // Symptom picks, from a failed build's log, the last two distinct lines
 // that say what went wrong, in log order ("" when none does).

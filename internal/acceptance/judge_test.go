@@ -89,3 +89,18 @@ func TestSymptom_PicksTheErrorNotMakesEcho(t *testing.T) {
 		t.Fatalf("Symptom of a clean log = %q, want empty", got)
 	}
 }
+
+func TestSymptom_AutomakeSummary_PicksTheFailedTest(t *testing.T) {
+	log := []string{
+		"libtool: link: ar cr .libs/libjansson.a dump.o error.o hashtable.o",
+		"FAIL: run-suites",
+		"# TOTAL: 1",
+		"# FAIL:  1",
+		"# ERROR: 0",
+		"See test/test-suite.log",
+		"make[4]: *** [Makefile:679: test-suite.log] Error 1",
+	}
+	if got := Symptom(log); got != "FAIL: run-suites" {
+		t.Fatalf("Symptom = %q, want the failed test", got)
+	}
+}

@@ -124,7 +124,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	fmt.Fprintf(&b, "**%d of %d cells succeed (%.0f%%)**; the target is at least 90%%, every failure the project's own, and no success with a wrong-architecture artifact.\n\n", ok, total, pct)
 	fmt.Fprintf(&b, "Run of %s, Kiln %s, on %s; the suite took %s. ", r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Kiln, r.Machine, r.Elapsed.Round(time.Second))
 	b.WriteString("Produced by `make acceptance` (scripts/acceptance.sh, internal/acceptance): each project is the upstream tree of a Debian 12 source package " +
-		"(`apt-get source`, Debian's patches not applied, no debian/), a git repository without kiln.yaml, built by a real farm with the default recipe " +
+		"(`apt-get source`: upstream's tarball with Debian's patches, debian/ removed), a git repository without kiln.yaml, built by a real farm with the default recipe " +
 		"and its own tests on one buildserver offering every target below. A cell succeeds when the build succeeded, the artifact holds an ELF file, " +
 		"every ELF file in it (static archives' members included) has the platform's machine, class, byte order and ABI, and it has a shared library " +
 		"when the project's native build has one.\n\n")
