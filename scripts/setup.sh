@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what Kiln needs on a fresh Debian 12 machine (idempotent):
 # bubblewrap (build sandbox), qemu-user + Debian cross compilers + musl (foreign
-# targets), the build systems of the default recipe, postfix's smtp-sink (mail tests), chromium (browser tests),
-# dpkg-dev (the acceptance suite's apt-get source unpacks with dpkg-source), and the
+# targets; libc6-i386 runs i686 binaries on kernels that execute them
+# natively), the build systems of the default recipe, postfix's smtp-sink
+# (mail tests), chromium (browser tests), dpkg-dev (the acceptance suite's
+# apt-get source unpacks with dpkg-source), and the
 # protobuf tools (buf, protoc-gen-go, protoc-gen-go-grpc) for the proto check.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -12,6 +14,7 @@ SUDO=""
 pkgs=(qemu-user qemu-user-binfmt binfmt-support
   gcc-s390x-linux-gnu gcc-i686-linux-gnu gcc-arm-linux-gnueabihf gcc-powerpc-linux-gnu
   libc6-dev-s390x-cross libc6-dev-i386-cross libc6-dev-armhf-cross libc6-dev-powerpc-cross
+  libc6-i386 lib32gcc-s1
   musl-tools bubblewrap postfix chromium git make gcc util-linux
   # What the default recipe runs (docs/manifest.md): autotools (autoreconf
   # with libtool and gettext's autopoint), CMake, Meson + Ninja, pkg-config,

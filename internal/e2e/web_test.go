@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -59,19 +60,46 @@ artifacts:
 timeout: 5m
 `
 
+// webStartUnsandboxed starts a build server named name with --sandbox none
+// that builds nothing (--allow-project of no project), as nobody when the
+// test is root.
+func webStartUnsandboxed(t *testing.T, f *farmtest.Farm, name string) {
+	t.Helper()
+	token := f.AddBuildServer(name)
+	args := []string{"--sandbox", "none", "--allow-project", "no-such-project"}
+	if os.Geteuid() != 0 {
+		f.StartBuildserver(token, args...)
+		return
+	}
+	dir := hostileVarTmpDir(t, "kiln-e2e-unsandboxed-")
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	p := farmtest.NewProcess(t, name, farmtest.Binary(t, "buildserver"),
+		append([]string{"--metaserver", f.Meta().Addr, "--token", token, "--data-dir", dir}, args...)...)
+	p.Env = hostileEnv(dir)
+	p.Credential = &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestWebPagesOfARealFarmWorkInABrowser builds one project to the end and
 // keeps a second build running under the test's control, then checks
 // webstatus in headless Chromium (every page, links, the live log), every
 // link of every page over HTTP, the JSON form of every page, the artifact
 // download, and that no page shows the requester's address.
 //
-// The build server runs with --sandbox none so the live build's step can
-// watch a directory of the test (bubblewrap would give it a private /tmp).
+// The live build's step watches a directory of the test under /var/tmp
+// (bubblewrap gives it a private /tmp). A second build server, which takes
+// no build, runs with --sandbox none to be announced as such (as nobody
+// when the test is root: a root build server refuses --sandbox none).
 func TestWebPagesOfARealFarmWorkInABrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a farm and a browser")
 	}
-	ctrl := t.TempDir()
+	ctrl := hostileVarTmpDir(t, "kiln-e2e-web-ctrl-")
+	os.Chmod(ctrl, 0o755) // read by the step's user
 	f := farmtest.New(t)
 	f.StartMetaserver("--heartbeat", "200ms", "--lease", "2s")
 	helloRepo, head := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
@@ -81,8 +109,9 @@ func TestWebPagesOfARealFarmWorkInABrowser(t *testing.T) {
 	})
 	f.AddProject("hello", "file://"+helloRepo)
 	f.AddProject("live", "file://"+liveRepo)
-	f.StartBuildserver(f.AddBuildServer("volunteer-1"), "--sandbox", "none")
-	f.WaitBuildServers(1)
+	f.StartBuildserver(f.AddBuildServer("volunteer-1"))
+	webStartUnsandboxed(t, f, "volunteer-2")
+	f.WaitBuildServers(2)
 	// Registered after the build server's cleanup, so it runs first: the
 	// live step ends before its build server is killed.
 	t.Cleanup(func() { _ = os.WriteFile(filepath.Join(ctrl, "stop"), nil, 0o644) })
@@ -133,9 +162,9 @@ func TestWebPagesOfARealFarmWorkInABrowser(t *testing.T) {
 		}
 		// --sandbox none is announced on the build server's page.
 		if body, code, err := c.get(context.Background(), "/buildservers", ""); err != nil || code != http.StatusOK ||
-			!strings.Contains(body, `id="bs-volunteer-1"`) || !strings.Contains(body, ">UNSANDBOXED</span>") ||
+			!strings.Contains(body, `id="bs-volunteer-2"`) || !strings.Contains(body, ">UNSANDBOXED</span>") ||
 			!strings.Contains(body, "runs builds WITHOUT a sandbox") {
-			t.Errorf("/buildservers does not announce volunteer-1's --sandbox none (%d, %v):\n%s", code, err, body)
+			t.Errorf("/buildservers does not announce volunteer-2's --sandbox none (%d, %v):\n%s", code, err, body)
 		}
 		var b struct {
 			State string `json:"state"`

@@ -264,6 +264,20 @@ func bwrapArgs(s Step) ([]string, error) {
 		}
 		add(w, "--bind", w, w)
 	}
+	for _, b := range s.Binds {
+		if !filepath.IsAbs(b.Src) || !filepath.IsAbs(b.Dst) {
+			return nil, fmt.Errorf("bind %q on %q: paths must be absolute", b.Src, b.Dst)
+		}
+		src, dst := filepath.Clean(b.Src), filepath.Clean(b.Dst)
+		for _, p := range []string{src, dst} {
+			if fi, err := os.Stat(p); err != nil {
+				return nil, fmt.Errorf("bind: %w", err)
+			} else if !fi.IsDir() {
+				return nil, fmt.Errorf("bind: %q is not a directory", p)
+			}
+		}
+		add(dst, "--bind", src, dst)
+	}
 	// Parents before children: a deeper mount must not be covered by a
 	// later shallower one.
 	sort.SliceStable(mounts, func(i, j int) bool { return mounts[i].depth < mounts[j].depth })

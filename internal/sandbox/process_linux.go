@@ -86,14 +86,20 @@ func execute(ctx context.Context, s Step, l launch) error {
 		return setupErrorf("output pipe: %w", err)
 	}
 	cmd := &exec.Cmd{
-		Path:        l.argv[0],
-		Args:        l.argv,
-		Env:         l.env,
-		Dir:         l.dir,
-		Stdout:      pw, // an *os.File: the child writes to it directly, no exec goroutine
-		Stderr:      pw,
-		ExtraFiles:  l.extraFiles,
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Credential: l.cred},
+		Path:       l.argv[0],
+		Args:       l.argv,
+		Env:        l.env,
+		Dir:        l.dir,
+		Stdout:     pw, // an *os.File: the child writes to it directly, no exec goroutine
+		Stderr:     pw,
+		ExtraFiles: l.extraFiles,
+		// Pdeathsig is set in the child before exec, and Go's fork checks
+		// the parent is still there after setting it: a build server killed
+		// at the instant it starts a step cannot leave the step running
+		// (bwrap's own --die-with-parent comes only after bwrap starts).
+		// It follows the thread that forks, which startLowPriority keeps
+		// until the child is reaped.
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Credential: l.cred, Pdeathsig: syscall.SIGKILL},
 	}
 	release, err := startLowPriority(cmd, cg, l.netns)
 	pw.Close()

@@ -32,6 +32,12 @@ type Step struct {
 	// path, e.g. a DESTDIR. Each must exist. Ignored by Unsandboxed (the
 	// whole file system is as writable as the buildserver's user makes it).
 	Writable []string
+	// Binds binds host directories read-write at other paths inside the
+	// sandbox, over what is there (e.g. a build's install tree over
+	// /usr/local, so that an install that ignores DESTDIR lands in it).
+	// Each Src must exist and be a directory, each Dst an existing
+	// directory of the host's file system. Ignored by Unsandboxed.
+	Binds []Bind
 	// Hide lists host paths made invisible inside the sandbox: a directory
 	// becomes an empty tmpfs; a file is covered by /dev/null on a nodev
 	// mount, so opening it fails with EACCES. Use it for the
@@ -66,6 +72,11 @@ type Step struct {
 	// A runner that is not root runs steps as itself and accepts only nil
 	// or its own uid. Unsandboxed ignores User (see Unsandboxed).
 	User *User
+}
+
+// Bind is a host directory Src seen at Dst inside the sandbox.
+type Bind struct {
+	Src, Dst string
 }
 
 // User is a numeric user and group a step runs as.

@@ -135,3 +135,32 @@ func TestBwrap_Run_StepHoldsNoPrivilege(t *testing.T) {
 		t.Error("a file was planted outside the step's directories")
 	}
 }
+
+// TestBwrap_Run_BindsADirectoryOverASystemPath: what a step writes to
+// /usr/local lands in the bound directory; the host's /usr/local is
+// untouched and the rest of the system stays read-only.
+func TestBwrap_Run_BindsADirectoryOverASystemPath(t *testing.T) {
+	b := needBwrap(t)
+	dir := t.TempDir()
+	capture := filepath.Join(dir, "usr-local")
+	if err := os.Mkdir(capture, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, b, Step{Dir: dir, Writable: []string{capture}, Binds: []Bind{{Src: capture, Dst: "/usr/local"}},
+		Command: "mkdir -p /usr/local/man/man1 && echo page > /usr/local/man/man1/kiln-test.1 && if touch /usr/kiln-test 2>/dev/null; then echo WROTE-USR; fi"})
+	if err != nil {
+		t.Fatalf("Run: %v (%s)", err, out)
+	}
+	if strings.Contains(out, "WROTE-USR") {
+		t.Error("/usr was writable")
+	}
+	if b, err := os.ReadFile(filepath.Join(capture, "man/man1/kiln-test.1")); err != nil || string(b) != "page\n" {
+		t.Errorf("captured file = %q, %v", b, err)
+	}
+	if _, err := os.Stat("/usr/local/man/man1/kiln-test.1"); err == nil {
+		t.Error("the step wrote to the host's /usr/local")
+	}
+	if _, err := run(t, b, Step{Dir: dir, Binds: []Bind{{Src: capture, Dst: "/nonexistent-kiln"}}, Command: "true"}); err == nil {
+		t.Error("a bind onto a missing path was accepted")
+	}
+}

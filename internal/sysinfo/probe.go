@@ -109,6 +109,11 @@ func Probe(ctx context.Context, spec TargetSpec, workDir string) (*kilnv1.Target
 	if err != nil {
 		return nil, err
 	}
+	if spec.Kind == KindCross {
+		if err := runDirectly(ctx, spec, tc, dir, prog); err != nil {
+			return nil, &ProbeError{Target: spec.ID, Step: "run ./probe directly", Err: err}
+		}
+	}
 	env := &probeEnv{spec: spec, tc: tc, prog: prog, hostArch: platform.CanonicalArch(runtime.GOARCH)}
 	info := &kilnv1.SystemInfo{}
 	for _, p := range targetProbers {

@@ -1,0 +1,145 @@
+package sysinfo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+)
+
+// runDirectly checks that a cross target's binaries run when executed
+// directly, as a project's `make check` runs ./test (not only through
+// KILN_EMULATOR): the kernel must hand them to qemu-user through a
+// binfmt_misc handler, or run them natively with their loader installed
+// (i386 on an x86-64 kernel with IA32 emulation: /lib/ld-linux.so.2 from
+// libc6-i386).
+//
+// When the kernel refuses the format (ENOEXEC) and this process may, it
+// registers a binfmt_misc handler for the target's qemu (see
+// registerBinfmt) and tries again. Otherwise the error says what is
+// missing; the caller then does not offer the target.
+func runDirectly(ctx context.Context, spec TargetSpec, tc Toolchain, dir string, p *program) error {
+	err := runBinary(ctx, dir, p.binary, tc)
+	if err == nil {
+		return nil
+	}
+	switch {
+	case errors.Is(err, syscall.ENOEXEC):
+		if os.Geteuid() != 0 {
+			return fmt.Errorf("the kernel cannot run %s binaries directly (exec format error) and no binfmt_misc handler takes them; a root build server registers one for %s", spec.Triple, QemuName(spec.Triple))
+		}
+		if rerr := registerBinfmt(spec.Triple, p.binary, tc.Emulator[0]); rerr != nil {
+			return fmt.Errorf("the kernel cannot run %s binaries directly (exec format error), and registering a binfmt_misc handler failed: %w", spec.Triple, rerr)
+		}
+		if err := runBinary(ctx, dir, p.binary, tc); err != nil {
+			return fmt.Errorf("%s binaries still do not run directly after registering a binfmt_misc handler: %w", spec.Triple, err)
+		}
+		return nil
+	case errors.Is(err, syscall.ENOENT) && p.interp != "":
+		return fmt.Errorf("this kernel runs %s binaries itself, but their loader %s is missing on this machine (for i686: apt-get install libc6-i386)", spec.Triple, p.interp)
+	default:
+		return err
+	}
+}
+
+// runBinary runs bin with the toolchain's environment (QEMU_LD_PREFIX lets
+// a binfmt-launched qemu find the target's libraries) and checks its
+// output is the probe's.
+func runBinary(ctx context.Context, dir, bin string, tc Toolchain) error {
+	rctx, cancel := context.WithTimeout(ctx, runTimeout)
+	defer cancel()
+	stdout, stderr, err := run(rctx, dir, []string{bin}, runEnv(tc))
+	if err != nil {
+		if stderr != "" {
+			return fmt.Errorf("%w: %s", err, stderr)
+		}
+		return err
+	}
+	if _, err := parseValues(stdout); err != nil {
+		return err
+	}
+	return nil
+}
+
+var lookPath = exec.LookPath
+
+// binfmtDir is where binfmt_misc is mounted.
+const binfmtDir = "/proc/sys/fs/binfmt_misc"
+
+// registerBinfmt registers a binfmt_misc handler that runs ELF files like
+// bin (same class, byte order and machine; executables and PIEs) with
+// qemu, named kiln-<qemu>. The magic is taken from bin's own header, so
+// any architecture qemu-user runs is covered. Flag F opens qemu now, so the
+// handler also works inside sandboxes that do not see its path. It mounts
+// binfmt_misc first if needed. An existing handler of that name is left.
+func registerBinfmt(triple, bin, qemu string) error {
+	if qemu == "" {
+		return errors.New("the target has no emulator")
+	}
+	qemuPath, err := lookPath(qemu)
+	if err != nil {
+		return err
+	}
+	if err := mountBinfmt(); err != nil {
+		return err
+	}
+	name := "kiln-" + strings.TrimPrefix(QemuName(triple), "qemu-")
+	if _, err := os.Stat(binfmtDir + "/" + name); err == nil {
+		return nil
+	}
+	f, err := os.Open(bin)
+	if err != nil {
+		return err
+	}
+	hdr := make([]byte, 20)
+	_, err = f.ReadAt(hdr, 0)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("reading the probe's ELF header: %w", err)
+	}
+	magic, mask, err := binfmtMagic(hdr)
+	if err != nil {
+		return err
+	}
+	line := fmt.Sprintf(":%s:M::%s:%s:%s:F", name, escapeBinfmt(magic), escapeBinfmt(mask), qemuPath)
+	if err := os.WriteFile(binfmtDir+"/register", []byte(line), 0); err != nil {
+		return fmt.Errorf("registering %s: %w", name, err)
+	}
+	return nil
+}
+
+// binfmtMagic returns the magic and mask matching ELF files with hdr's
+// first 20 bytes: identification (OS ABI and ABI version ignored), and
+// e_machine exactly, e_type ET_EXEC or ET_DYN.
+func binfmtMagic(hdr []byte) (magic, mask []byte, err error) {
+	if len(hdr) < 20 || string(hdr[:4]) != "\x7fELF" {
+		return nil, nil, errors.New("the probe is not an ELF file")
+	}
+	magic = append([]byte(nil), hdr[:20]...)
+	mask = make([]byte, 20)
+	for i := range mask {
+		mask[i] = 0xff
+	}
+	mask[7], mask[8] = 0, 0 // OS ABI, ABI version
+	magic[7], magic[8] = 0, 0
+	// e_type: 2 (EXEC) or 3 (DYN), in the file's byte order.
+	lo := 16 // little-endian: low byte first
+	if hdr[5] == 2 {
+		lo = 17
+	}
+	magic[lo] &^= 1
+	mask[lo] = 0xfe
+	return magic, mask, nil
+}
+
+// escapeBinfmt writes bytes as \xNN, as the register file reads them.
+func escapeBinfmt(b []byte) string {
+	var s strings.Builder
+	for _, c := range b {
+		fmt.Fprintf(&s, "\\x%02x", c)
+	}
+	return s.String()
+}

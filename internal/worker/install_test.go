@@ -1,0 +1,92 @@
+package worker
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kilnbuild/kiln/internal/sandbox"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// TestInstallIgnoringDESTDIRLandsInTheArtifact: a package step that
+// installs into /usr/local and /opt itself (a Makefile without DESTDIR)
+// succeeds, its files are in the artifact under usr/local and opt, the
+// host's /usr/local is untouched, and an artifact whose install honours
+// DESTDIR shows no empty usr/local of Kiln's making.
+func TestInstallIgnoringDESTDIRLandsInTheArtifact(t *testing.T) {
+	bw := sandbox.Bwrap{Grace: 200 * time.Millisecond}
+	if err := bw.Available(); err != nil {
+		t.Skipf("bubblewrap unavailable: %v", err)
+	}
+	url, commit := makeRepo(t, map[string]string{"tool.sh": "echo tool\n"})
+	f := startFake(t)
+	cfg := testConfig(t, f)
+	cfg.Sandbox = bw
+	withBuildUsers(t, &cfg)
+	startClient(t, cfg)
+	f.waitFor(t, "Hello", func() bool { return len(f.hellos) == 1 })
+
+	ignoring := &kilnv1.Recipe{BuildSteps: []string{"true"}, InstallTree: true, TimeoutSeconds: 60,
+		PackageSteps: []string{"mkdir -p /usr/local/bin /usr/local/man/man1 && cp tool.sh /usr/local/bin/kiln-tool && echo page > /usr/local/man/man1/kiln-tool.1 && if [ -d /opt ]; then mkdir -p /opt/kiln && echo x > /opt/kiln/x; fi"}}
+	f.push(t, assign(assignment(21, url, commit, ignoring)))
+	res := f.waitResult(t, 21)
+	if res.GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED {
+		t.Fatalf("outcome %v (%s)\nlog:\n%s", res.GetOutcome(), res.GetReason(), f.log(21))
+	}
+	files := untar(t, f.blob(t, res))
+	want := map[string]string{"usr/local/bin/kiln-tool": "echo tool\n", "usr/local/man/man1/kiln-tool.1": "page\n"}
+	if _, err := os.Stat("/opt"); err == nil {
+		want["opt/kiln/x"] = "x\n"
+	}
+	for name, want := range want {
+		if files[name] != want {
+			t.Errorf("artifact %s = %q, want %q (files %v)", name, files[name], want, keys(files))
+		}
+	}
+	if _, err := os.Stat("/usr/local/bin/kiln-tool"); err == nil {
+		t.Error("the install reached the host's /usr/local")
+	}
+
+	honouring := &kilnv1.Recipe{BuildSteps: []string{"true"}, InstallTree: true, TimeoutSeconds: 60,
+		PackageSteps: []string{`mkdir -p "$KILN_DESTDIR/bin" && cp tool.sh "$KILN_DESTDIR/bin/tool"`}}
+	f.push(t, assign(assignment(22, url, commit, honouring)))
+	res = f.waitResult(t, 22)
+	if res.GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED {
+		t.Fatalf("outcome %v (%s)", res.GetOutcome(), res.GetReason())
+	}
+	files = untar(t, f.blob(t, res))
+	for name := range files {
+		if strings.HasPrefix(name, "usr") || strings.HasPrefix(name, "opt") {
+			t.Errorf("artifact has %s, made by the capture, not the build", name)
+		}
+	}
+	if files["bin/tool"] != "echo tool\n" {
+		t.Errorf("artifact bin/tool = %q", files["bin/tool"])
+	}
+}
+
+func keys(m map[string]string) []string {
+	var k []string
+	for n := range m {
+		k = append(k, n)
+	}
+	return k
+}
+
+// blob returns the artifact of a successful result, sent inline or
+// uploaded.
+func (f *fakeMeta) blob(t *testing.T, res *kilnv1.AttemptResult) []byte {
+	t.Helper()
+	if d := res.GetArtifactData(); d != nil {
+		return d
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.blobs[res.GetArtifact().GetSha256()]
+	if !ok {
+		t.Fatalf("artifact %s neither inline nor uploaded", res.GetArtifact().GetSha256())
+	}
+	return b
+}
