@@ -33,7 +33,7 @@ func TestDetect_ChoosesTheBuildSystem(t *testing.T) {
 			[]string{"sh ./bootstrap; fi; } || autoreconf -fi", "./configure", "make"}, "check", "make install"},
 		{"meson.build", []string{"meson.build", "CMakeLists.txt", "Makefile"},
 			KindMeson, "meson — found meson.build", "meson,ninja",
-			[]string{`meson setup kiln-build --prefix=/usr/local --buildtype=release --wrap-mode=nodownload ${KILN_MESON_CROSS_FILE:+"--cross-file=$KILN_MESON_CROSS_FILE"}`, `meson compile -C kiln-build -j "$KILN_JOBS"`},
+			[]string{`meson setup kiln-build --prefix=/usr/local --libdir=lib --buildtype=release --wrap-mode=nodownload ${KILN_MESON_CROSS_FILE:+"--cross-file=$KILN_MESON_CROSS_FILE"}`, `meson compile -C kiln-build -j "$KILN_JOBS"`},
 			"meson test -C kiln-build", `DESTDIR="$KILN_DESTDIR" meson install -C kiln-build`},
 		{"CMakeLists.txt", []string{"CMakeLists.txt", "Makefile", "README"},
 			KindCMake, "cmake — found CMakeLists.txt", "cmake,make",
