@@ -169,6 +169,14 @@ func TestRecipeDetectsBuildSystemsNativeAndCross(t *testing.T) {
 		}
 	}
 
+	t.Run("a glibc binary shipped from the musl target fails the build", func(t *testing.T) {
+		res, _ := platformRun(t, f, 1, append(platformRequest("hardcc", "--arch", "x86_64", "--libc", "musl"), "--wait", "--json", "dev@example.com")...)
+		want := "artifact does not match the target: hello has the program interpreter /lib64/ld-linux-x86-64.so.2 (not musl's), target's libc is musl"
+		if res.State != "failed" || res.Failure != want {
+			t.Fatalf("result %+v, want failed with %q", res, want)
+		}
+	})
+
 	t.Run("a host binary shipped from the s390x target fails the build, once", func(t *testing.T) {
 		res, _ := platformRun(t, f, 1, append(platformRequest("hardcc", "--arch", "s390x"), "--wait", "--json", "dev@example.com")...)
 		want := "artifact does not match the target: hello is x86_64 (64-bit little-endian), target is s390x (64-bit big-endian)"

@@ -35,6 +35,15 @@
 // Any phase ends CANCELLED when the metaserver cancels the attempt, and
 // RETURNED when the build server stops before the attempt finished.
 //
+// Before the steps, the target's files (CMake toolchain and Meson cross
+// files, musl's kernel-header links; sysinfo.TargetSpec.Files) are written
+// under $HOME/.kiln and named in the steps' environment, with KILN_JOBS,
+// KILN_BUILD_TRIPLE and KILN_HOST_TRIPLE (stepEnv). Before packing, every
+// ELF file of the artifact, and every ELF member of a static archive, must
+// be for the target's measured machine, class, byte order and libc
+// (checkArtifactELF); anything else ends the attempt FAILED with the file
+// and both identities named.
+//
 // # Data directory
 //
 //	DATA_DIR/
@@ -42,7 +51,7 @@
 //	  builds/<attempt id>/
 //	    src/    the source tree; the steps' working directory
 //	    dest/   $KILN_DESTDIR
-//	    home/   $HOME of the steps
+//	    home/   $HOME of the steps; home/.kiln holds the target's files
 //	    log     the build log, kept until the result is acknowledged
 //	    artifact.tar.gz
 //	    result.tmp  the result, before it is renamed into results/
