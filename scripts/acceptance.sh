@@ -46,7 +46,7 @@ libpng|libpng1.6|depends on zlib through kiln.yaml depends: (a fork the suite ma
 '
 
 all_platforms="native musl s390x armhf ppc i686"
-ci_projects="zlib lz4 cjson"
+ci_projects="zlib libyaml cjson"
 ci_platforms="native s390x armhf"
 
 mode=full
