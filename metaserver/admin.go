@@ -105,6 +105,7 @@ func adminCommand(name string, args []string) int {
 	fs := flag.NewFlagSet("metaserver "+name, flag.ContinueOnError)
 	dataDir := fs.String("data-dir", os.Getenv("KILN_DATA_DIR"), "the metaserver's data directory (env KILN_DATA_DIR)")
 	reason := fs.String("reason", "", "cancel: why the build is cancelled, shown as its failure (default \"cancelled by an administrator\")")
+	purge := fs.Bool("purge", false, "buildserver revoke: also withdraw from the cache and from pins the artifacts this build server alone produced")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -124,6 +125,10 @@ func adminCommand(name string, args []string) int {
 	}
 	if *reason != "" && name != "cancel" {
 		fmt.Fprintf(os.Stderr, "metaserver %s: --reason is only for cancel\n%s", name, usage)
+		return 2
+	}
+	if *purge && name != "buildserver revoke" {
+		fmt.Fprintf(os.Stderr, "metaserver %s: --purge is only for buildserver revoke\n%s", name, usage)
 		return 2
 	}
 	a := fs.Args()
@@ -166,9 +171,10 @@ func adminCommand(name string, args []string) int {
 			fmt.Println(resp.GetToken())
 		}
 	case "buildserver revoke":
-		_, err = admin.RevokeBuildServer(ctx, &kilnv1.RevokeBuildServerRequest{Name: a[0]})
+		var resp *kilnv1.RevokeBuildServerResponse
+		resp, err = admin.RevokeBuildServer(ctx, &kilnv1.RevokeBuildServerRequest{Name: a[0], Purge: *purge})
 		if err == nil {
-			fmt.Printf("build server %s revoked\n", a[0])
+			printPurge(a[0], *purge, resp)
 		}
 	case "enroll-token create":
 		var resp *kilnv1.CreateEnrollTokenResponse
@@ -206,4 +212,28 @@ func adminCommand(name string, args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// printPurge prints what a revocation did: one line per artifact withdrawn
+// or kept, then a summary.
+func printPurge(name string, purged bool, resp *kilnv1.RevokeBuildServerResponse) {
+	for _, w := range resp.GetWithdrawn() {
+		fmt.Printf("withdrawn: build %d (%s at %.12s) sha256 %s%s\n", w.GetBuildId(), w.GetProject(), w.GetCommit(), w.GetSha256(), pinList(w.GetPins()))
+	}
+	for _, k := range resp.GetKept() {
+		fmt.Printf("kept: build %d (%s at %.12s) sha256 %s, also built by %s%s\n", k.GetBuildId(), k.GetProject(), k.GetCommit(), k.GetSha256(),
+			strings.Join(k.GetAlsoBuiltBy(), ", "), pinList(k.GetPins()))
+	}
+	if !purged {
+		fmt.Printf("build server %s revoked\n", name)
+		return
+	}
+	fmt.Printf("build server %s revoked; %d artifact(s) withdrawn, %d kept\n", name, len(resp.GetWithdrawn()), len(resp.GetKept()))
+}
+
+func pinList(pins []string) string {
+	if len(pins) == 0 {
+		return ""
+	}
+	return ", pins " + strings.Join(pins, ", ")
 }

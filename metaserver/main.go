@@ -6,7 +6,7 @@
 //	metaserver project add --data-dir DIR NAME GIT_URL
 //	metaserver project list --data-dir DIR
 //	metaserver buildserver add --data-dir DIR NAME
-//	metaserver buildserver revoke --data-dir DIR NAME
+//	metaserver buildserver revoke --data-dir DIR [--purge] NAME
 //	metaserver pin --data-dir DIR NAME BUILD_ID
 //	metaserver enroll-token create --data-dir DIR
 //	metaserver cancel --data-dir DIR [--reason TEXT] BUILD_ID
@@ -30,7 +30,7 @@ const usage = `usage:
   metaserver project add --data-dir DIR NAME GIT_URL
   metaserver project list --data-dir DIR
   metaserver buildserver add --data-dir DIR NAME
-  metaserver buildserver revoke --data-dir DIR NAME
+  metaserver buildserver revoke --data-dir DIR [--purge] NAME
   metaserver pin --data-dir DIR NAME BUILD_ID
   metaserver enroll-token create --data-dir DIR
   metaserver cancel --data-dir DIR [--reason TEXT] BUILD_ID   (needs the running serve)

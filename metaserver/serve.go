@@ -38,6 +38,19 @@ type serveConfig struct {
 	Lease     time.Duration
 	// MaxInfraAttempts bounds retries after infrastructure failures.
 	MaxInfraAttempts int
+	// TimeoutGrace is added to a build's time limit to give how long one
+	// attempt may hold it before the metaserver takes it back.
+	TimeoutGrace time.Duration
+	// ExcludeFor is how long a build server stays excluded from a build
+	// after a setup failure, a refusal or holding it past its time there.
+	ExcludeFor time.Duration
+	// LossesBeforeAside lost attempts in a row put a build server aside
+	// for AsideFor (doubling per further round).
+	LossesBeforeAside int
+	AsideFor          time.Duration
+	// ExpireUnmatched ends a queued build EXPIRED (mailed) after no
+	// connected target matched it for this long (0: never).
+	ExpireUnmatched time.Duration
 	// InlineArtifactBytes: artifacts up to this size live inside the store,
 	// committed with their result, instead of one fsynced file each.
 	InlineArtifactBytes int64
@@ -73,6 +86,11 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 5*time.Second, "build server heartbeat interval")
 	fs.DurationVar(&c.Lease, "lease", 30*time.Second, "how long an attempt survives without a heartbeat")
 	fs.IntVar(&c.MaxInfraAttempts, "max-infra-attempts", 5, "attempts ending in infrastructure failures (setup failure, lost lease; refusals by a volunteer's policy do not count) before a build ends as error")
+	fs.DurationVar(&c.TimeoutGrace, "timeout-grace", 5*time.Minute, "added to a build's time limit (the manifest's timeout) for fetching, packing and uploading: an attempt held longer, heartbeats or not, is taken back and the build queued again elsewhere")
+	fs.DurationVar(&c.ExcludeFor, "exclude-for", 10*time.Minute, "how long a build server stays excluded from a build after a setup failure or refusal there, holding it past its time, or losing it twice")
+	fs.IntVar(&c.LossesBeforeAside, "losses-before-aside", 3, "attempts a build server may lose in a row (setup failures, lapsed leases, reconnects without them, builds held past their time) before it is put aside")
+	fs.DurationVar(&c.AsideFor, "aside-for", 5*time.Minute, "how long a build server is put aside after --losses-before-aside lost attempts in a row; doubles per further round without a final result, up to 16 times")
+	fs.DurationVar(&c.ExpireUnmatched, "expire-unmatched", 24*time.Hour, "a queued build that no connected target matches (platform, tools, policy) for this long ends expired and its requesters are mailed; the clock restarts with the metaserver (0: never)")
 	fs.Int64Var(&c.InlineArtifactBytes, "inline-artifact-bytes", 256<<10, "artifacts up to this size are stored inside the store with their result instead of as files (0: always files)")
 	fs.IntVar(&c.RequestsPerMinute, "requests-per-minute", 30, "build requests one email address may make per minute (negative: unlimited)")
 	fs.IntVar(&c.RequestsPerMinutePerAddress, "requests-per-minute-per-address", 300, "build requests one client IP address may make per minute, whatever the email addresses; loopback included (0: unlimited)")
@@ -117,6 +135,15 @@ func (c *serveConfig) Validate() error {
 	}
 	if c.MaxInfraAttempts < 1 {
 		return errors.New("--max-infra-attempts must be at least 1")
+	}
+	if c.TimeoutGrace <= 0 || c.ExcludeFor <= 0 || c.AsideFor <= 0 {
+		return errors.New("--timeout-grace, --exclude-for and --aside-for must be positive")
+	}
+	if c.LossesBeforeAside < 1 {
+		return errors.New("--losses-before-aside must be at least 1")
+	}
+	if c.ExpireUnmatched < 0 {
+		return errors.New("--expire-unmatched must not be negative (0: never)")
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
@@ -183,7 +210,9 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	}
 	srv, err := server.Open(server.Config{
 		DataDir: cfg.DataDir, HeartbeatInterval: cfg.Heartbeat, Lease: cfg.Lease,
-		MaxInfraAttempts: cfg.MaxInfraAttempts, CacheMaxBytes: cfg.CacheMaxBytes, RequestsPerMinute: cfg.RequestsPerMinute, RequestsPerMinutePerAddress: perAddress(cfg.RequestsPerMinutePerAddress), InlineArtifactBytes: inlineBytes(cfg.InlineArtifactBytes), Version: version, Logger: log, Notifier: notifier,
+		MaxInfraAttempts: cfg.MaxInfraAttempts, TimeoutGrace: cfg.TimeoutGrace, ExcludeFor: cfg.ExcludeFor,
+		LossesBeforeAside: cfg.LossesBeforeAside, AsideFor: cfg.AsideFor, ExpireUnmatchedAfter: expireUnmatched(cfg.ExpireUnmatched),
+		CacheMaxBytes: cfg.CacheMaxBytes, RequestsPerMinute: cfg.RequestsPerMinute, RequestsPerMinutePerAddress: perAddress(cfg.RequestsPerMinutePerAddress), InlineArtifactBytes: inlineBytes(cfg.InlineArtifactBytes), Version: version, Logger: log, Notifier: notifier,
 	}, st)
 	if err != nil {
 		return err
@@ -220,7 +249,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 
-	admin := &server.Admin{Store: st, DataDir: cfg.DataDir, OnRevoke: srv.Disconnect, Cancel: srv.AdminCancel}
+	admin := &server.Admin{Store: st, DataDir: cfg.DataDir, OnRevoke: srv.Disconnect, Cancel: srv.AdminCancel, Purge: srv.Purge}
 	adminSrv, adminLn, err := listenAdmin(cfg.DataDir, admin, grpc.ChainUnaryInterceptor(gateUnary))
 	if err != nil {
 		return err
@@ -297,6 +326,15 @@ func inlineBytes(n int64) int64 {
 
 // perAddress maps the flag (0 or negative: unlimited) to server.Config
 // (negative: unlimited, 0: the default).
+// expireUnmatched maps --expire-unmatched to server.Config, where 0 means
+// the default and negative never.
+func expireUnmatched(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
 func perAddress(n int) int {
 	if n <= 0 {
 		return -1

@@ -81,6 +81,10 @@ func TestServeRefusesPlaintextOffLoopbackAndBadLimits(t *testing.T) {
 		{"--data-dir", "d", "--smtp-tls", "maybe"},
 		{"--listen", "127.0.0.1:7070"},
 		{"--data-dir", "d", "--hook-url", "http://127.0.0.1:1/x"},
+		{"--data-dir", "d", "--timeout-grace", "0s"},
+		{"--data-dir", "d", "--exclude-for", "-1s"},
+		{"--data-dir", "d", "--losses-before-aside", "0"},
+		{"--data-dir", "d", "--expire-unmatched", "-1h"},
 	} {
 		var c serveConfig
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)

@@ -21,11 +21,19 @@ import (
 // storeFile is the store's file name in the data directory.
 const storeFile = "kiln.db"
 
-// openStore opens DIR/kiln.db for serve and the offline admin commands,
-// after bolt's checks of an existing file (size against its meta page,
-// every page); a new one is created.
-func openStore(dataDir string) (*bolt.DB, error) {
-	return bolt.Open(filepath.Join(dataDir, storeFile), bolt.Options{Timeout: 2 * time.Second})
+// openStore is the one factory of the metaserver's store: serve and the
+// offline admin commands open DIR/kiln.db through it, after bolt's checks
+// of an existing file (size against its meta page, every page); a new one
+// is created. It is the one place that names the engine: callers see a
+// store.Store, and another engine (PostgreSQL) is chosen here. The blob
+// store is the server's, opened through server.Config.OpenBlobs (default:
+// the directory DIR/blobs); only serve opens it.
+func openStore(dataDir string) (store.Store, error) {
+	db, err := bolt.Open(filepath.Join(dataDir, storeFile), bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, err // not a nil *bolt.DB in the interface
+	}
+	return db, nil
 }
 
 // refused reports whether err is the store refusing its file (damaged, or

@@ -20,12 +20,12 @@ func BenchmarkPut(b *testing.B) {
 	for b.Loop() {
 		i++
 		r := io.MultiReader(&constReader{b: byte(i), n: 1}, &zeroReader{n: benchSize - 1})
-		sha, _, err := s.Put(r, "", benchSize)
+		sha, _, err := s.Put(b.Context(), r, "", benchSize)
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		if err := s.Delete(sha); err != nil {
+		if err := s.Delete(b.Context(), sha); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
@@ -37,14 +37,14 @@ func BenchmarkPut(b *testing.B) {
 func BenchmarkOpenRead(b *testing.B) {
 	s := openStore(b)
 	s.SetReverifyAfter(0) // sha256 on every read
-	sha, _, err := s.Put(&zeroReader{n: benchSize}, "", benchSize)
+	sha, _, err := s.Put(b.Context(), &zeroReader{n: benchSize}, "", benchSize)
 	if err != nil {
 		b.Fatal(err)
 	}
 	buf := make([]byte, copyBufferSize)
 	b.SetBytes(benchSize)
 	for b.Loop() {
-		r, _, err := s.Open(sha)
+		r, _, err := s.Open(b.Context(), sha)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -59,14 +59,14 @@ func BenchmarkOpenRead(b *testing.B) {
 // stored it) and unchanged since: CRC-32C instead of sha256 (see memo.go).
 func BenchmarkOpenReadTrusted(b *testing.B) {
 	s := openStore(b)
-	sha, _, err := s.Put(&zeroReader{n: benchSize}, "", benchSize)
+	sha, _, err := s.Put(b.Context(), &zeroReader{n: benchSize}, "", benchSize)
 	if err != nil {
 		b.Fatal(err)
 	}
 	buf := make([]byte, copyBufferSize)
 	b.SetBytes(benchSize)
 	for b.Loop() {
-		r, _, err := s.Open(sha)
+		r, _, err := s.Open(b.Context(), sha)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -124,14 +124,14 @@ func (c *constReader) Read(p []byte) (int, error) {
 // metaserver's download does: io.ReadFull into 1 MiB buffers.
 func BenchmarkOpenReadTrustedMiBChunks(b *testing.B) {
 	s := openStore(b)
-	sha, _, err := s.Put(&zeroReader{n: benchSize}, "", benchSize)
+	sha, _, err := s.Put(b.Context(), &zeroReader{n: benchSize}, "", benchSize)
 	if err != nil {
 		b.Fatal(err)
 	}
 	buf := make([]byte, 1<<20)
 	b.SetBytes(benchSize)
 	for b.Loop() {
-		r, _, err := s.Open(sha)
+		r, _, err := s.Open(b.Context(), sha)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -149,13 +149,13 @@ func BenchmarkOpenReadTrustedMiBChunks(b *testing.B) {
 // BenchmarkVerify verifies a 256 MiB blob (sha256, from the page cache).
 func BenchmarkVerify(b *testing.B) {
 	s := openStore(b)
-	sha, _, err := s.Put(&zeroReader{n: benchSize}, "", benchSize)
+	sha, _, err := s.Put(b.Context(), &zeroReader{n: benchSize}, "", benchSize)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.SetBytes(benchSize)
 	for b.Loop() {
-		if err := s.Verify(sha); err != nil {
+		if err := s.Verify(b.Context(), sha); err != nil {
 			b.Fatal(err)
 		}
 	}

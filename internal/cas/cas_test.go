@@ -47,7 +47,7 @@ func tmpEntries(t *testing.T, s *Store) []string {
 
 func readAll(t *testing.T, s *Store, sha string) ([]byte, error) {
 	t.Helper()
-	r, _, err := s.Open(sha)
+	r, _, err := s.Open(t.Context(), sha)
 	if err != nil {
 		return nil, err
 	}
@@ -67,21 +67,21 @@ func TestPutThenOpenReturnsTheSameBytes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sha, size, err := s.Put(bytes.NewReader(tt.data), digest(tt.data), int64(len(tt.data)))
+			sha, size, err := s.Put(t.Context(), bytes.NewReader(tt.data), digest(tt.data), int64(len(tt.data)))
 			if err != nil {
 				t.Fatalf("Put: %v", err)
 			}
 			if sha != digest(tt.data) || size != int64(len(tt.data)) {
 				t.Errorf("Put = %s, %d; want %s, %d", sha, size, digest(tt.data), len(tt.data))
 			}
-			if got, err := s.Stat(sha); err != nil || got != size {
+			if got, err := s.Stat(t.Context(), sha); err != nil || got != size {
 				t.Errorf("Stat = %d, %v; want %d", got, err, size)
 			}
 			got, err := readAll(t, s, sha)
 			if err != nil || !bytes.Equal(got, tt.data) {
 				t.Errorf("read back %d bytes, %v; want the %d bytes put", len(got), err, len(tt.data))
 			}
-			if err := s.Verify(sha); err != nil {
+			if err := s.Verify(t.Context(), sha); err != nil {
 				t.Errorf("Verify: %v", err)
 			}
 			if _, err := os.Stat(filepath.Join(s.Dir(), sha[:2], sha)); err != nil {
@@ -96,7 +96,7 @@ func TestPutThenOpenReturnsTheSameBytes(t *testing.T) {
 
 func TestWriterStreamsInPiecesAndSkipsChecksOnRequest(t *testing.T) {
 	s := openStore(t)
-	w, err := s.Create()
+	w, err := s.Create(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,18 +108,18 @@ func TestWriterStreamsInPiecesAndSkipsChecksOnRequest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sha, size, err := w.Commit("", -1)
+	sha, size, err := w.Commit(t.Context(), "", -1)
 	if err != nil || sha != digest(all) || size != int64(len(all)) {
 		t.Fatalf("Commit = %s, %d, %v; want %s, %d", sha, size, err, digest(all), len(all))
 	}
 	if _, err := w.Write([]byte("more")); !errors.Is(err, ErrClosed) {
 		t.Errorf("Write after Commit = %v, want ErrClosed", err)
 	}
-	if _, _, err := w.Commit("", -1); !errors.Is(err, ErrClosed) {
+	if _, _, err := w.Commit(t.Context(), "", -1); !errors.Is(err, ErrClosed) {
 		t.Errorf("second Commit = %v, want ErrClosed", err)
 	}
 	w.Abort() // no-op after Commit
-	if _, err := s.Stat(sha); err != nil {
+	if _, err := s.Stat(t.Context(), sha); err != nil {
 		t.Errorf("Abort after Commit removed the blob: %v", err)
 	}
 }
@@ -141,12 +141,12 @@ func TestMismatchedContentIsRejectedAndNothingStored(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := openStore(t)
-			_, _, err := s.Put(bytes.NewReader(data), tt.wantSHA, tt.wantSize)
+			_, _, err := s.Put(t.Context(), bytes.NewReader(data), tt.wantSHA, tt.wantSize)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Put error = %v, want %v", err, tt.wantErr)
 			}
 			for _, sha := range []string{digest(data), other} {
-				if _, err := s.Stat(sha); !errors.Is(err, ErrNotFound) {
+				if _, err := s.Stat(t.Context(), sha); !errors.Is(err, ErrNotFound) {
 					t.Errorf("Stat(%s) = %v, want ErrNotFound", sha[:8], err)
 				}
 			}
@@ -160,7 +160,7 @@ func TestMismatchedContentIsRejectedAndNothingStored(t *testing.T) {
 func TestCommittingAnExistingBlobSucceedsAndKeepsTheFile(t *testing.T) {
 	s := openStore(t)
 	data := []byte("same content twice")
-	sha, _, err := s.Put(bytes.NewReader(data), "", -1)
+	sha, _, err := s.Put(t.Context(), bytes.NewReader(data), "", -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestCommittingAnExistingBlobSucceedsAndKeepsTheFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sha2, size2, err := s.Put(bytes.NewReader(data), sha, int64(len(data)))
+	sha2, size2, err := s.Put(t.Context(), bytes.NewReader(data), sha, int64(len(data)))
 	if err != nil || sha2 != sha || size2 != int64(len(data)) {
 		t.Fatalf("second Put = %s, %d, %v", sha2, size2, err)
 	}
@@ -194,7 +194,7 @@ func TestConcurrentWritersOfTheSameContentAllSucceed(t *testing.T) {
 	errs := make(chan error, writers)
 	for range writers {
 		wg.Go(func() {
-			sha, _, err := s.Put(bytes.NewReader(data), want, int64(len(data)))
+			sha, _, err := s.Put(t.Context(), bytes.NewReader(data), want, int64(len(data)))
 			if err == nil && sha != want {
 				err = fmt.Errorf("digest %s", sha)
 			}
@@ -208,7 +208,7 @@ func TestConcurrentWritersOfTheSameContentAllSucceed(t *testing.T) {
 			t.Errorf("Put: %v", err)
 		}
 	}
-	if err := s.Verify(want); err != nil {
+	if err := s.Verify(t.Context(), want); err != nil {
 		t.Errorf("Verify: %v", err)
 	}
 	shard, err := os.ReadDir(filepath.Join(s.Dir(), want[:2]))
@@ -246,13 +246,13 @@ func TestCorruptionIsDetectedAtEndOfFile(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := openStore(t)
-			sha, _, err := s.Put(bytes.NewReader(data), "", -1)
+			sha, _, err := s.Put(t.Context(), bytes.NewReader(data), "", -1)
 			if err != nil {
 				t.Fatal(err)
 			}
 			damage(t, s, sha, tt.change)
 
-			r, _, err := s.Open(sha)
+			r, _, err := s.Open(t.Context(), sha)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -264,17 +264,17 @@ func TestCorruptionIsDetectedAtEndOfFile(t *testing.T) {
 			if _, err := r.Read(make([]byte, 10)); !errors.Is(err, ErrCorrupt) {
 				t.Errorf("Read after the corruption was reported = %v, want ErrCorrupt again", err)
 			}
-			if err := s.Verify(sha); !errors.Is(err, ErrCorrupt) {
+			if err := s.Verify(t.Context(), sha); !errors.Is(err, ErrCorrupt) {
 				t.Errorf("Verify = %v, want ErrCorrupt", err)
 			}
 			// Delete and upload again repairs it.
-			if err := s.Delete(sha); err != nil {
+			if err := s.Delete(t.Context(), sha); err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := s.Put(bytes.NewReader(data), sha, int64(len(data))); err != nil {
+			if _, _, err := s.Put(t.Context(), bytes.NewReader(data), sha, int64(len(data))); err != nil {
 				t.Fatal(err)
 			}
-			if err := s.Verify(sha); err != nil {
+			if err := s.Verify(t.Context(), sha); err != nil {
 				t.Errorf("Verify after repair = %v", err)
 			}
 		})
@@ -306,16 +306,16 @@ func TestInvalidDigestsNeverTouchTheFileSystem(t *testing.T) {
 			if ValidDigest(tt.digest) {
 				t.Fatalf("ValidDigest(%q) = true", tt.digest)
 			}
-			if _, _, err := s.Open(tt.digest); !errors.Is(err, ErrInvalidDigest) {
+			if _, _, err := s.Open(t.Context(), tt.digest); !errors.Is(err, ErrInvalidDigest) {
 				t.Errorf("Open = %v", err)
 			}
-			if _, err := s.Stat(tt.digest); !errors.Is(err, ErrInvalidDigest) {
+			if _, err := s.Stat(t.Context(), tt.digest); !errors.Is(err, ErrInvalidDigest) {
 				t.Errorf("Stat = %v", err)
 			}
-			if err := s.Verify(tt.digest); !errors.Is(err, ErrInvalidDigest) {
+			if err := s.Verify(t.Context(), tt.digest); !errors.Is(err, ErrInvalidDigest) {
 				t.Errorf("Verify = %v", err)
 			}
-			if err := s.Delete(tt.digest); !errors.Is(err, ErrInvalidDigest) {
+			if err := s.Delete(t.Context(), tt.digest); !errors.Is(err, ErrInvalidDigest) {
 				t.Errorf("Delete = %v", err)
 			}
 		})
@@ -331,23 +331,23 @@ func TestInvalidDigestsNeverTouchTheFileSystem(t *testing.T) {
 func TestMissingBlobsAreNotFound(t *testing.T) {
 	s := openStore(t)
 	sha := digest([]byte("never stored"))
-	if _, _, err := s.Open(sha); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.Open(t.Context(), sha); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Open = %v", err)
 	}
-	if _, err := s.Stat(sha); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Stat(t.Context(), sha); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Stat = %v", err)
 	}
-	if err := s.Verify(sha); !errors.Is(err, ErrNotFound) {
+	if err := s.Verify(t.Context(), sha); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Verify = %v", err)
 	}
-	if err := s.Delete(sha); !errors.Is(err, ErrNotFound) {
+	if err := s.Delete(t.Context(), sha); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Delete = %v", err)
 	}
 }
 
 func TestAbortRemovesTheTemporaryFile(t *testing.T) {
 	s := openStore(t)
-	w, err := s.Create()
+	w, err := s.Create(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +362,7 @@ func TestAbortRemovesTheTemporaryFile(t *testing.T) {
 	if left := tmpEntries(t, s); len(left) != 0 {
 		t.Errorf("temporary files left: %v", left)
 	}
-	if _, _, err := w.Commit("", -1); !errors.Is(err, ErrClosed) {
+	if _, _, err := w.Commit(t.Context(), "", -1); !errors.Is(err, ErrClosed) {
 		t.Errorf("Commit after Abort = %v, want ErrClosed", err)
 	}
 }
@@ -373,12 +373,12 @@ func TestOpenRemovesCrashLeftovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kept, _, err := s.Put(strings.NewReader("committed"), "", -1)
+	kept, _, err := s.Put(t.Context(), strings.NewReader("committed"), "", -1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A writer that never finished, as after a crash.
-	w, err := s.Create()
+	w, err := s.Create(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +395,7 @@ func TestOpenRemovesCrashLeftovers(t *testing.T) {
 	if left := tmpEntries(t, s2); len(left) != 0 {
 		t.Errorf("leftovers after Open: %v", left)
 	}
-	if err := s2.Verify(kept); err != nil {
+	if err := s2.Verify(t.Context(), kept); err != nil {
 		t.Errorf("committed blob after reopen: %v", err)
 	}
 }
@@ -403,7 +403,7 @@ func TestOpenRemovesCrashLeftovers(t *testing.T) {
 func TestReaderFailsOnBrokenSource(t *testing.T) {
 	s := openStore(t)
 	boom := errors.New("upload stream broke")
-	_, _, err := s.Put(io.MultiReader(strings.NewReader("part"), errReader{boom}), "", -1)
+	_, _, err := s.Put(t.Context(), io.MultiReader(strings.NewReader("part"), errReader{boom}), "", -1)
 	if !errors.Is(err, boom) {
 		t.Errorf("Put = %v, want the source's error", err)
 	}
@@ -447,12 +447,12 @@ func TestMemoryDoesNotGrowWithBlobSize(t *testing.T) {
 	var sha string
 	putAlloc := allocated(func() {
 		var err error
-		if sha, _, err = s.Put(&zeroReader{n: size}, "", size); err != nil {
+		if sha, _, err = s.Put(t.Context(), &zeroReader{n: size}, "", size); err != nil {
 			t.Fatal(err)
 		}
 	})
 	readAlloc := allocated(func() {
-		if err := s.Verify(sha); err != nil {
+		if err := s.Verify(t.Context(), sha); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -467,14 +467,14 @@ func TestWalkListsEveryBlobOnce(t *testing.T) {
 	s := openStore(t)
 	want := map[string]bool{}
 	for i := range 20 {
-		sha, _, err := s.Put(strings.NewReader(fmt.Sprintf("blob %d", i)), "", -1)
+		sha, _, err := s.Put(t.Context(), strings.NewReader(fmt.Sprintf("blob %d", i)), "", -1)
 		if err != nil {
 			t.Fatal(err)
 		}
 		want[sha] = true
 	}
 	// A temporary file and a stray file are not blobs.
-	w, err := s.Create()
+	w, err := s.Create(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -483,7 +483,7 @@ func TestWalkListsEveryBlobOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := map[string]bool{}
-	err = s.Walk(func(sha string, mod time.Time) error {
+	err = s.Walk(t.Context(), func(sha string, mod time.Time) error {
 		if got[sha] {
 			t.Errorf("%s listed twice", sha)
 		}
@@ -508,7 +508,7 @@ func TestWalkListsEveryBlobOnce(t *testing.T) {
 
 func TestCommittingAnExistingBlobMarksItWrittenNow(t *testing.T) {
 	s := openStore(t)
-	sha, _, err := s.Put(strings.NewReader("same bytes"), "", -1)
+	sha, _, err := s.Put(t.Context(), strings.NewReader("same bytes"), "", -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -517,7 +517,7 @@ func TestCommittingAnExistingBlobMarksItWrittenNow(t *testing.T) {
 	if err := os.Chtimes(path, old, old); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Put(strings.NewReader("same bytes"), sha, -1); err != nil {
+	if _, _, err := s.Put(t.Context(), strings.NewReader("same bytes"), sha, -1); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(path)

@@ -39,6 +39,13 @@
 // told apart by the file system's clock, is hashed with sha256 again
 // (memo.go explains the rules).
 //
+// # Other backends
+//
+// [BlobStore] is the interface the metaserver uses, with a context on every
+// method; [Store] is its directory implementation, and a remote one (S3)
+// must keep the guarantees written there: verified reads, no partial
+// blob, deletion only when asked.
+//
 // # Concurrency
 //
 // A Store is safe for concurrent use; concurrent writers of the same content

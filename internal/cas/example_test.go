@@ -1,6 +1,7 @@
 package cas_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -23,16 +24,16 @@ func ExampleStore_Put() {
 	}
 	// An uploader announced digest and size; Put refuses anything else.
 	const want = "59bd16dfc39e768f82bb8ec74467e571e80ed284683b586f077dbf1aa2483ecd"
-	sha, size, err := store.Put(strings.NewReader("artifact bytes\n"), want, 15)
+	sha, size, err := store.Put(context.Background(), strings.NewReader("artifact bytes\n"), want, 15)
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println(size, sha)
-	if _, _, err := store.Put(strings.NewReader("tampered bytes\n"), want, 15); errors.Is(err, cas.ErrMismatch) {
+	if _, _, err := store.Put(context.Background(), strings.NewReader("tampered bytes\n"), want, 15); errors.Is(err, cas.ErrMismatch) {
 		fmt.Println("tampered upload refused")
 	}
 
-	r, _, err := store.Open(sha)
+	r, _, err := store.Open(context.Background(), sha)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 func readHashed(t *testing.T, s *Store, sha string) (int64, error) {
 	t.Helper()
 	before := s.hashed.Load()
-	r, _, err := s.Open(sha)
+	r, _, err := s.Open(t.Context(), sha)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func storeWithClock(t *testing.T, skew *time.Duration) *Store {
 
 func putBlob(t *testing.T, s *Store, data []byte) string {
 	t.Helper()
-	sha, _, err := s.Put(bytes.NewReader(data), "", -1)
+	sha, _, err := s.Put(t.Context(), bytes.NewReader(data), "", -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestABlobVerifiedByAReadIsCheckedByItsCRCOnLaterReads(t *testing.T) {
 	}
 	// Verify always hashes.
 	before := s.hashed.Load()
-	if err := s.Verify(sha); err != nil || s.hashed.Load()-before != int64(len(data)) {
+	if err := s.Verify(t.Context(), sha); err != nil || s.hashed.Load()-before != int64(len(data)) {
 		t.Fatalf("Verify = %v after hashing %d bytes", err, s.hashed.Load()-before)
 	}
 }
@@ -203,7 +203,7 @@ func TestABlobJustWrittenIsReadWithItsCRCInsteadOfSHA256(t *testing.T) {
 	skipUnlessIdentified(t)
 	s := openStore(t) // real clock: the read follows the write at once
 	data := bytes.Repeat([]byte("fresh artifact "), 20000)
-	w, err := s.Create()
+	w, err := s.Create(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func TestABlobJustWrittenIsReadWithItsCRCInsteadOfSHA256(t *testing.T) {
 		}
 		rest = rest[n:]
 	}
-	sha, _, err := w.Commit(digest(data), int64(len(data)))
+	sha, _, err := w.Commit(t.Context(), digest(data), int64(len(data)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +330,7 @@ func TestATruncatedTrustedBlobIsStillCorrupt(t *testing.T) {
 	}
 	// Opened while trusted, then truncated under the open reader: the size
 	// check still catches it.
-	r, size, err := s.Open(sha)
+	r, size, err := s.Open(t.Context(), sha)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package cas
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -23,8 +24,8 @@ import (
 // changed since, is checked against the CRC-32C of that verified content
 // instead of sha256 for [DefaultReverifyAfter] (see [Store.SetReverifyAfter]
 // and the rules in memo.go); any mismatch is ErrCorrupt all the same.
-func (s *Store) Open(sha string) (io.ReadCloser, int64, error) {
-	r, size, err := s.open(sha, false)
+func (s *Store) Open(ctx context.Context, sha string) (io.ReadCloser, int64, error) {
+	r, size, err := s.open(ctx, sha, false)
 	if err != nil {
 		return nil, 0, err // not a nil *verifyingReader in an interface
 	}
@@ -32,8 +33,8 @@ func (s *Store) Open(sha string) (io.ReadCloser, int64, error) {
 }
 
 // open is Open; with fullHash it hashes with sha256 whatever the memo says.
-func (s *Store) open(sha string, fullHash bool) (*verifyingReader, int64, error) {
-	if err := checkDigest(sha); err != nil {
+func (s *Store) open(ctx context.Context, sha string, fullHash bool) (*verifyingReader, int64, error) {
+	if err := check(ctx, sha); err != nil {
 		return nil, 0, err
 	}
 	f, err := os.Open(s.path(sha))

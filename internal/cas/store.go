@@ -1,6 +1,7 @@
 package cas
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -77,6 +78,10 @@ func Open(dir string) (*Store, error) {
 	return s, nil
 }
 
+// Close saves the remembered verifications for the next Open (SaveMemo).
+// The Store must not be used afterwards.
+func (s *Store) Close() error { return s.SaveMemo() }
+
 // Dir returns the store's directory.
 func (s *Store) Dir() string { return s.dir }
 
@@ -92,6 +97,15 @@ func checkDigest(sha string) error {
 	return nil
 }
 
+// check is checkDigest after ctx: a done context fails first, as
+// BlobStore promises.
+func check(ctx context.Context, sha string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return checkDigest(sha)
+}
+
 // truncate keeps error messages short when a client sends garbage.
 func truncate(s string) string {
 	if len(s) > 80 {
@@ -102,8 +116,8 @@ func truncate(s string) string {
 
 // Stat returns the size of blob sha, or an error wrapping ErrNotFound. It
 // does not verify the content.
-func (s *Store) Stat(sha string) (int64, error) {
-	if err := checkDigest(sha); err != nil {
+func (s *Store) Stat(ctx context.Context, sha string) (int64, error) {
+	if err := check(ctx, sha); err != nil {
 		return 0, err
 	}
 	fi, err := os.Stat(s.path(sha))
@@ -118,8 +132,8 @@ func (s *Store) Stat(sha string) (int64, error) {
 
 // Delete removes blob sha; it returns an error wrapping ErrNotFound if there
 // is none. A reader that already opened the blob can finish reading it.
-func (s *Store) Delete(sha string) error {
-	if err := checkDigest(sha); err != nil {
+func (s *Store) Delete(ctx context.Context, sha string) error {
+	if err := check(ctx, sha); err != nil {
 		return err
 	}
 	s.memo.forget(sha)
@@ -136,8 +150,8 @@ func (s *Store) Delete(sha string) error {
 // Verify reads blob sha completely and returns nil if it hashes to sha,
 // an error wrapping ErrCorrupt if not, or one wrapping ErrNotFound. It
 // always hashes, whatever an earlier verification found.
-func (s *Store) Verify(sha string) error {
-	r, _, err := s.open(sha, true)
+func (s *Store) Verify(ctx context.Context, sha string) error {
+	r, _, err := s.open(ctx, sha, true)
 	if err != nil {
 		return err
 	}
@@ -160,8 +174,8 @@ const copyBufferSize = 256 << 10
 // Put stores the content of r, checked against wantSHA256 and wantSize as by
 // Writer.Commit ("" and -1 skip the checks), and returns its digest and size.
 // On any error nothing is stored.
-func (s *Store) Put(r io.Reader, wantSHA256 string, wantSize int64) (string, int64, error) {
-	w, err := s.Create()
+func (s *Store) Put(ctx context.Context, r io.Reader, wantSHA256 string, wantSize int64) (string, int64, error) {
+	w, err := s.Create(ctx)
 	if err != nil {
 		return "", 0, err
 	}
@@ -170,13 +184,14 @@ func (s *Store) Put(r io.Reader, wantSHA256 string, wantSize int64) (string, int
 		w.Abort()
 		return "", 0, fmt.Errorf("cas: put: %w", err)
 	}
-	return w.Commit(wantSHA256, wantSize)
+	return w.Commit(ctx, wantSHA256, wantSize)
 }
 
 // Walk calls fn with the digest and modification time of every stored blob,
 // in no particular order, until fn returns an error (which Walk returns).
-// Blobs added or removed meanwhile may or may not be seen.
-func (s *Store) Walk(fn func(sha string, modTime time.Time) error) error {
+// Blobs added or removed meanwhile may or may not be seen. Walk stops with
+// ctx.Err() between shards once ctx is done.
+func (s *Store) Walk(ctx context.Context, fn func(sha string, modTime time.Time) error) error {
 	shards, err := os.ReadDir(s.dir)
 	if err != nil {
 		return fmt.Errorf("cas: walk: %w", err)
@@ -184,6 +199,9 @@ func (s *Store) Walk(fn func(sha string, modTime time.Time) error) error {
 	for _, shard := range shards {
 		if !shard.IsDir() || len(shard.Name()) != 2 {
 			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		entries, err := os.ReadDir(filepath.Join(s.dir, shard.Name()))
 		if err != nil {

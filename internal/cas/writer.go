@@ -2,6 +2,7 @@ package cas
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -27,8 +28,12 @@ type Writer struct {
 }
 
 // Create starts a new blob in a temporary file. The caller must call Commit
-// or Abort, or the temporary file stays until the next Open.
-func (s *Store) Create() (*Writer, error) {
+// or Abort, or the temporary file stays until the next Open. The result is
+// a *Writer.
+func (s *Store) Create(ctx context.Context) (BlobWriter, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	f, err := os.CreateTemp(s.tmp, "blob-*")
 	if err != nil {
 		return nil, fmt.Errorf("cas: create temporary file: %w", err)
@@ -70,11 +75,14 @@ func (w *Writer) Write(p []byte) (int, error) {
 // A blob that Commit placed is remembered as verified, with the CRC-32C of
 // what was written, so reads of the unchanged file check that instead of
 // sha256 (memo.go); an existing blob kept instead is not.
-func (w *Writer) Commit(wantSHA256 string, wantSize int64) (sha string, size int64, err error) {
+func (w *Writer) Commit(ctx context.Context, wantSHA256 string, wantSize int64) (sha string, size int64, err error) {
 	if w.f == nil {
 		return "", 0, ErrClosed
 	}
 	defer w.Abort() // removes the temporary file on every path
+	if err := ctx.Err(); err != nil {
+		return "", 0, err
+	}
 	if wantSHA256 != "" {
 		if err := checkDigest(wantSHA256); err != nil {
 			return "", 0, err

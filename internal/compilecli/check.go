@@ -19,8 +19,9 @@ import (
 const checkSynopsis = "startcompile check [--platform field=value,...]... [flags] EMAIL"
 
 // MatrixFields are the system-info fields that make two targets distinct
-// platforms for check, and the fields each check request pins.
-var MatrixFields = []string{"os", "arch", "endian", "data_model", "libc"}
+// platforms for check, and the fields each check request pins:
+// platform.DefaultPinnedFields, what a plain request pins too.
+var MatrixFields = platform.DefaultPinnedFields
 
 // CheckResult is the JSON object `check --json` prints.
 type CheckResult struct {

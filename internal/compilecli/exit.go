@@ -156,7 +156,8 @@ func stateName(s kilnv1.BuildState) string {
 func isFinal(s kilnv1.BuildState) bool {
 	switch s {
 	case kilnv1.BuildState_BUILD_STATE_SUCCEEDED, kilnv1.BuildState_BUILD_STATE_FAILED,
-		kilnv1.BuildState_BUILD_STATE_ERROR, kilnv1.BuildState_BUILD_STATE_CANCELLED:
+		kilnv1.BuildState_BUILD_STATE_ERROR, kilnv1.BuildState_BUILD_STATE_CANCELLED,
+		kilnv1.BuildState_BUILD_STATE_EXPIRED:
 		return true
 	}
 	return false

@@ -72,14 +72,15 @@ func SubmitFlags(o *SubmitOptions, getenv func(string) string) *flag.FlagSet {
 	fs.StringVar(&o.Project, "project", "", "registered project to build (required unless --pin)")
 	fs.StringVar(&o.Revision, "revision", "", "commit, tag, branch or range A..B (default: the default branch's head)")
 	fs.Var(listFlag{&o.Options}, "o", "compile option name=value (repeatable)")
-	for _, f := range constraintFields {
-		def := "any"
-		for _, p := range DefaultPinned {
-			if p == f {
-				def = "this machine's"
-			}
+	for _, pf := range platform.Registry {
+		if pf.Flag == "" {
+			continue
 		}
-		fs.Var(platformFlag{&o.Platform, f}, platform.FlagName(f), fmt.Sprintf("pin %s (default: %s; \"any\" frees it)", f, def))
+		def := "any"
+		if pf.DefaultPinned {
+			def = "this machine's"
+		}
+		fs.Var(platformFlag{&o.Platform, pf.Name}, pf.Flag, fmt.Sprintf("pin %s (default: %s; \"any\" frees it)", pf.Name, def))
 	}
 	fs.BoolVar(&o.Wait, "wait", false, "follow the build to the end, showing progress and the log on stderr")
 	fs.StringVar(&o.Download, "download", "", "unpack the artifact into `DIR` (implies --wait)")

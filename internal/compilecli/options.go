@@ -62,11 +62,11 @@ type SubmitOptions struct {
 	// Options are compile options as "name=value", validated by the
 	// metaserver against the project's manifest.
 	Options []string `flag:"o"`
-	// Platform overrides, keyed by constraint field name (os, arch, endian,
-	// data_model, libc, libc_version, compiler, compiler_version). An absent
-	// key takes the default (measured for DefaultPinned, free otherwise);
-	// "any" frees the field.
-	Platform map[string]string `flag:"os,arch,endian,data-model,libc,libc-version,compiler,compiler-version"`
+	// Platform overrides, keyed by constraint field name: one flag per
+	// platform.Registry field with a Flag (the tag stands for them). An
+	// absent key takes the default (measured for DefaultPinned, free
+	// otherwise); "any" frees the field.
+	Platform map[string]string `flag:"<platform.Registry flags>"`
 	// Wait follows the build until it is final.
 	Wait bool `flag:"wait"`
 	// Download is a directory to unpack the artifact into; implies Wait.
@@ -84,18 +84,8 @@ type SubmitOptions struct {
 }
 
 // DefaultPinned lists the constraint fields a request pins to this machine's
-// measured values unless overridden.
-var DefaultPinned = []string{"os", "arch", "endian", "data_model", "libc"}
-
-// cpuFields describe one CPU together: arch implies endianness and data
-// model. When the user sets any of them, the others are no longer pinned to
-// this machine by default (so `--endian big` alone reaches s390x or powerpc,
-// and `--data-model ILP32 --endian little` reaches i686); an explicit value
-// for them still applies.
-var cpuFields = map[string]bool{"arch": true, "endian": true, "data_model": true}
-
-// constraintFields are the fields startcompile offers as flags.
-var constraintFields = []string{"os", "arch", "endian", "data_model", "libc", "libc_version", "compiler", "compiler_version"}
+// measured values unless overridden: platform.DefaultPinnedFields.
+var DefaultPinned = platform.DefaultPinnedFields
 
 // Validate checks the options without touching the network or the machine.
 // It sets Wait when Download is given. Errors wrap ErrUsage.
@@ -143,13 +133,17 @@ func (o *SubmitOptions) NeedsMeasure() bool {
 }
 
 // defaultPins reports whether field f, not given explicitly, is pinned to
-// this machine's value: not when it is a CPU field and another CPU field was given.
+// this machine's value: not when it is a CPU field (platform.Field.CPU) and
+// another CPU field was given. The CPU fields describe one CPU together,
+// arch implying endianness and data model, so `--endian big` alone reaches
+// s390x or powerpc and `--data-model ILP32 --endian little` reaches i686;
+// an explicit value for them still applies.
 func (o *SubmitOptions) defaultPins(f string) bool {
-	if !cpuFields[f] {
+	if pf, _ := platform.Lookup(f); !pf.CPU {
 		return true
 	}
-	for g := range cpuFields {
-		if _, ok := o.Platform[g]; ok {
+	for _, g := range platform.Registry {
+		if _, ok := o.Platform[g.Name]; ok && g.CPU {
 			return false
 		}
 	}
@@ -159,7 +153,7 @@ func (o *SubmitOptions) defaultPins(f string) bool {
 // Constraints returns the request's platform constraints: fields of
 // DefaultPinned without an explicit value are pinned to local's measured
 // values (left free when local is nil or did not measure them, and the CPU
-// fields left free when another CPU field was given, see cpuFields), explicit
+// fields left free when another CPU field was given, see defaultPins), explicit
 // values are canonicalized by platform.Set, and "any" frees a field.
 func (o *SubmitOptions) Constraints(local *kilnv1.SystemInfo) (*kilnv1.PlatformConstraints, error) {
 	c := &kilnv1.PlatformConstraints{}
@@ -172,13 +166,13 @@ func (o *SubmitOptions) Constraints(local *kilnv1.SystemInfo) (*kilnv1.PlatformC
 			}
 		}
 	}
-	for _, f := range constraintFields {
-		v, ok := o.Platform[f]
-		if !ok {
+	for _, pf := range platform.Registry {
+		v, ok := o.Platform[pf.Name]
+		if !ok || pf.Flag == "" {
 			continue
 		}
-		if err := platform.Set(c, f, v); err != nil {
-			return nil, usageError("--%s: %v", platform.FlagName(f), err)
+		if err := platform.Set(c, pf.Name, v); err != nil {
+			return nil, usageError("--%s: %v", pf.Flag, err)
 		}
 	}
 	return c, nil

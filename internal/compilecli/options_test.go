@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kilnbuild/kiln/internal/platform"
 )
 
 // flagCase is one options struct and its flag set.
@@ -46,7 +48,13 @@ func taggedFields(t reflect.Type) map[string][]int {
 			}
 			continue
 		}
-		if tag := f.Tag.Get("flag"); tag != "" {
+		if tag := f.Tag.Get("flag"); tag == "<platform.Registry flags>" {
+			for _, pf := range platform.Registry {
+				if pf.Flag != "" {
+					out[pf.Flag] = []int{i}
+				}
+			}
+		} else if tag != "" {
 			for _, name := range strings.Split(tag, ",") {
 				out[name] = []int{i}
 			}

@@ -61,7 +61,8 @@ func (p *progress) update(b *kilnv1.Build) {
 		if isFinal(b.GetState()) && o != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST &&
 			o != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED &&
 			o != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REFUSED &&
-			o != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RETURNED {
+			o != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RETURNED &&
+			o != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REJECTED {
 			continue // the final line says it
 		}
 		msg := fmt.Sprintf("attempt %d on %s: %s", a.GetId(), attemptWhere(a), outcomeName(o))

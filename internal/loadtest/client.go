@@ -59,7 +59,8 @@ func (r *requests) with(n, who int64) *kilnv1.SubmitRequest {
 func final(s kilnv1.BuildState) bool {
 	switch s {
 	case kilnv1.BuildState_BUILD_STATE_SUCCEEDED, kilnv1.BuildState_BUILD_STATE_FAILED,
-		kilnv1.BuildState_BUILD_STATE_ERROR, kilnv1.BuildState_BUILD_STATE_CANCELLED:
+		kilnv1.BuildState_BUILD_STATE_ERROR, kilnv1.BuildState_BUILD_STATE_CANCELLED,
+		kilnv1.BuildState_BUILD_STATE_EXPIRED:
 		return true
 	}
 	return false

@@ -81,7 +81,7 @@ func Compose(b *kilnv1.Build, opts ComposeOptions) (subject, text, html string) 
 
 // StateName is the lower-case word for a build state used in subjects,
 // events and hook configuration: "succeeded", "failed", "error",
-// "cancelled", "queued", "running" ("unknown" otherwise).
+// "cancelled", "expired", "queued", "running" ("unknown" otherwise).
 func StateName(s kilnv1.BuildState) string {
 	switch s {
 	case kilnv1.BuildState_BUILD_STATE_QUEUED:
@@ -96,6 +96,8 @@ func StateName(s kilnv1.BuildState) string {
 		return "error"
 	case kilnv1.BuildState_BUILD_STATE_CANCELLED:
 		return "cancelled"
+	case kilnv1.BuildState_BUILD_STATE_EXPIRED:
+		return "expired"
 	}
 	return "unknown"
 }

@@ -22,13 +22,14 @@ type HookConfig struct {
 	// URL); empty: no webhook.
 	WebhookURL string
 	// Events are the build end states the hook fires for: "succeeded",
-	// "failed", "error", "cancelled". Empty means DefaultEvents.
+	// "failed", "error", "cancelled", "expired". Empty means DefaultEvents.
 	Events []string
 }
 
 // DefaultEvents are the events of a HookConfig that lists none: a
-// cancelled build was stopped by someone who already knows.
-var DefaultEvents = []string{"succeeded", "failed", "error"}
+// cancelled build was stopped by someone who already knows; an expired
+// one ended because no build server could take it, which nobody may know.
+var DefaultEvents = []string{"succeeded", "failed", "error", "expired"}
 
 // ErrNotFinal is returned by EnqueueEvent for a build that has not ended.
 var ErrNotFinal = errors.New("build is not in a final state")
@@ -61,7 +62,7 @@ func (h HookConfig) Fires(state string) bool {
 	return slices.Contains(events, state)
 }
 
-var finalStates = []string{"succeeded", "failed", "error", "cancelled"}
+var finalStates = []string{"succeeded", "failed", "error", "cancelled", "expired"}
 
 // Event is the JSON document a hook receives when a build ends. Its field
 // names are a public contract: add fields, never rename or remove one. It
@@ -83,7 +84,7 @@ type Event struct {
 	Revision string            `json:"revision"`
 	Commit   string            `json:"commit"`
 	Options  map[string]string `json:"options,omitempty"`
-	// State is the final state: succeeded, failed, error or cancelled.
+	// State is the final state: succeeded, failed, error, cancelled or expired.
 	State string `json:"state"`
 	// Platform is the measured platform; absent when the build never ran.
 	Platform *EventPlatform `json:"platform,omitempty"`

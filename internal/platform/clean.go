@@ -33,19 +33,16 @@ func Normalize(c *kilnv1.PlatformConstraints) (*kilnv1.PlatformConstraints, erro
 		return out, nil
 	}
 	var errs []error
-	for _, f := range Fields {
-		raw := Get(c, f)
-		v, err := Canonical(f, raw)
+	for i := range Registry {
+		f := &Registry[i]
+		raw := f.Constraint(c)
+		v, err := Canonical(f.Name, raw)
 		if err != nil {
+			// Kept as given (char_bit: the same number), never freed.
 			errs = append(errs, err)
-			if f == "char_bit" {
-				// Unreachable for a uint32 in range, but never free it.
-				out.CharBit = c.CharBit
-				continue
-			}
 			v = strings.ToLower(strings.TrimSpace(raw))
 		}
-		put(out, f, v)
+		f.set(out, v)
 	}
 	return out, errors.Join(errs...)
 }

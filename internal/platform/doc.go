@@ -8,6 +8,13 @@
 //
 // # Fields
 //
+// [Registry] is the one list of platform fields: their names, flags,
+// getters, and whether they filter build lists, are pinned by default or
+// enter the identity. Every other list ([Fields], [IdentityFields],
+// [FilterFields], [DefaultPinnedFields]) and every package that iterates
+// platform fields derives from it, so adding a field is one entry there
+// (plus its proto fields).
+//
 // A constraint pins some of the fields listed in [Fields] to exact values; an
 // empty field is free ("any"). A [kilnv1.SystemInfo] satisfies constraints when
 // every pinned field equals its measured value ([Satisfies], [Unmet]).

@@ -6,10 +6,6 @@ import (
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
-// IdentityFields are the SystemInfo fields that make up a target's identity,
-// in the order IdentityKey encodes them.
-var IdentityFields = []string{"os", "arch", "endian", "data_model", "char_bit", "libc", "libc_version", "compiler", "compiler_version"}
-
 // identityKeyVersion prefixes every key so that a future change of the
 // encoding can never collide with this one.
 const identityKeyVersion = "kiln.platform.identity.v1"
@@ -24,12 +20,21 @@ const identityKeyVersion = "kiln.platform.identity.v1"
 func IdentityKey(info *kilnv1.SystemInfo) []byte {
 	buf := make([]byte, 0, 160)
 	buf = appendString(buf, identityKeyVersion)
-	for _, f := range IdentityFields {
-		buf = appendString(buf, f)
-		buf = appendString(buf, Value(info, f))
+	for _, f := range identity {
+		buf = appendString(buf, f.Name)
+		buf = appendString(buf, f.Measured(info))
 	}
 	return buf
 }
+
+// identity is the fields of IdentityFields.
+var identity = func() []*Field {
+	out := make([]*Field, len(IdentityFields))
+	for i, name := range IdentityFields {
+		out[i] = byName[name]
+	}
+	return out
+}()
 
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))

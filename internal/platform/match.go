@@ -9,8 +9,9 @@ func Satisfies(info *kilnv1.SystemInfo, c *kilnv1.PlatformConstraints) bool {
 	if c == nil {
 		return true
 	}
-	for _, f := range Fields {
-		if v := Get(c, f); v != "" && v != Value(info, f) {
+	for i := range Registry {
+		f := &Registry[i]
+		if v := f.Constraint(c); v != "" && v != f.Measured(info) {
 			return false
 		}
 	}
@@ -21,9 +22,10 @@ func Satisfies(info *kilnv1.SystemInfo, c *kilnv1.PlatformConstraints) bool {
 // or nil when info satisfies c.
 func Unmet(info *kilnv1.SystemInfo, c *kilnv1.PlatformConstraints) []string {
 	var out []string
-	for _, f := range Fields {
-		if v := Get(c, f); v != "" && v != Value(info, f) {
-			out = append(out, f)
+	for i := range Registry {
+		f := &Registry[i]
+		if v := f.Constraint(c); v != "" && v != f.Measured(info) {
+			out = append(out, f.Name)
 		}
 	}
 	return out
@@ -38,8 +40,9 @@ func Covers(build, req *kilnv1.PlatformConstraints) bool {
 	if req == nil {
 		return true
 	}
-	for _, f := range Fields {
-		if v := Get(req, f); v != "" && v != Get(build, f) {
+	for i := range Registry {
+		f := &Registry[i]
+		if v := f.Constraint(req); v != "" && v != f.Constraint(build) {
 			return false
 		}
 	}

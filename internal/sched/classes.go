@@ -131,7 +131,7 @@ func (cs *classes) match(b *Build, now time.Time) *Target {
 				continue
 			}
 			for t := range c.free {
-				if b.Excluded[t.Server.Name] || now.Before(t.Server.PutAsideUntil) {
+				if b.ExcludedAt(t.Server.Name, now) || now.Before(t.Server.PutAsideUntil) {
 					continue
 				}
 				return t
@@ -139,6 +139,18 @@ func (cs *classes) match(b *Build, now time.Time) *Target {
 		}
 	}
 	return nil
+}
+
+// fitsAny reports whether any connected class fits b, free or not.
+func (cs *classes) fitsAny(b *Build) bool {
+	for _, list := range [2][]*class{cs.native, cs.emulated} {
+		for _, c := range list {
+			if fits(c, b) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // fits reports whether builds of b's kind may run on c's targets at all.
@@ -231,7 +243,7 @@ func (s *Scheduler) WaitingReasons(b *Build, now time.Time) []string {
 			if ok {
 				fitting += n
 				for t := range c.free {
-					if !b.Excluded[t.Server.Name] && !now.Before(t.Server.PutAsideUntil) {
+					if !b.ExcludedAt(t.Server.Name, now) && !now.Before(t.Server.PutAsideUntil) {
 						fittingFree++
 					}
 				}

@@ -31,15 +31,42 @@ type Build struct {
 	// timeout); a volunteer whose policy caps build time below it does not
 	// get the build.
 	TimeoutSeconds uint32
-	// Excluded names build servers that must not get this build again
-	// (a setup failure or a refusal there).
-	Excluded map[string]bool
+	// Excluded maps the build servers that must not get this build to
+	// when that ends (a setup failure, a refusal, or the build held past
+	// its time there). Exclusions expire so that a build is never stuck
+	// behind its only matching volunteer; an expired entry is ignored.
+	Excluded map[string]time.Time
 	// NotBefore delays a retry.
 	NotBefore time.Time
 	// Attempt is the current attempt while the build runs.
 	Attempt *Attempt
 
 	queued bool
+	// unmatchedSince is when Unmatched first found no connected target
+	// that fits b; zero while one fits or before the first check.
+	unmatchedSince time.Time
+}
+
+// ExcludedAt reports whether server name is excluded from b at now.
+func (b *Build) ExcludedAt(name string, now time.Time) bool {
+	until, ok := b.Excluded[name]
+	return ok && now.Before(until)
+}
+
+// Exclude keeps server name from getting b until until (a later exclusion
+// already in place is kept), and forgets exclusions that ended before now.
+func (b *Build) Exclude(name string, now, until time.Time) {
+	if b.Excluded == nil {
+		b.Excluded = map[string]time.Time{}
+	}
+	for n, u := range b.Excluded {
+		if !now.Before(u) {
+			delete(b.Excluded, n)
+		}
+	}
+	if until.After(b.Excluded[name]) {
+		b.Excluded[name] = until
+	}
 }
 
 // Target is one target of a connected build server.
@@ -59,7 +86,9 @@ type Server struct {
 	// Draining and Busy servers take no new work.
 	Draining bool
 	Busy     bool
-	// PutAsideUntil is set after repeated setup failures.
+	// PutAsideUntil is set after repeated lost attempts (setup failures,
+	// lapsed leases, builds held past their time): until then the server
+	// gets no new work.
 	PutAsideUntil time.Time
 	// Running maps attempt id to attempt.
 	Running map[uint64]*Attempt
@@ -81,6 +110,10 @@ type Attempt struct {
 	// Detached is true while the attempt's server has no session; the
 	// attempt keeps its lease until it lapses.
 	Detached bool
+	// Deadline is when the attempt must have ended whatever its
+	// heartbeats: the build's time limit plus a grace, from its start.
+	// Zero: none. The caller sets it after Start or Restore.
+	Deadline time.Time
 }
 
 // Scheduler holds the queue and the connected servers. Not safe for
@@ -108,6 +141,7 @@ func (s *Scheduler) Enqueue(b *Build) {
 	}
 	b.Attempt = nil
 	b.queued = true
+	b.unmatchedSince = time.Time{}
 	s.queue.insert(b)
 }
 
@@ -263,6 +297,47 @@ func (s *Scheduler) Expired(now time.Time) []*Attempt {
 	}
 	return out
 }
+
+// Overdue returns the attempts past their Deadline at now: held by a build
+// server that heartbeats but has not ended them within the build's time
+// limit plus grace. The caller takes the build back.
+func (s *Scheduler) Overdue(now time.Time) []*Attempt {
+	var out []*Attempt
+	for _, a := range s.attempts {
+		if !a.Deadline.IsZero() && now.After(a.Deadline) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// Unmatched returns the queued builds that no connected target has fitted
+// (platform, tools, policy; load, exclusions and put-aside servers aside)
+// at any call for at least after, up to now. The clock of a build starts at
+// the first call that finds nothing fitting it and restarts whenever a
+// target fits, so the caller calls it periodically; a fresh Scheduler (a
+// restart) starts every clock again. It costs one fit check per queued
+// build and class.
+func (s *Scheduler) Unmatched(now time.Time, after time.Duration) []*Build {
+	var out []*Build
+	for b := s.queue.after(0); b != nil; b = s.queue.after(b.ID) {
+		if s.classes.fitsAny(b) {
+			b.unmatchedSince = time.Time{}
+			continue
+		}
+		if b.unmatchedSince.IsZero() {
+			b.unmatchedSince = now
+		}
+		if now.Sub(b.unmatchedSince) >= after {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// UnmatchedSince is when Unmatched first found no connected target fitting
+// b (zero: one fits, or not checked yet).
+func (b *Build) UnmatchedSince() time.Time { return b.unmatchedSince }
 
 // Attempts is the number of attempts holding a lease.
 func (s *Scheduler) Attempts() int { return len(s.attempts) }

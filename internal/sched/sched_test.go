@@ -39,7 +39,7 @@ func TestMatch(t *testing.T) {
 		requires    []string
 		project     string
 		options     map[string]string
-		excluded    map[string]bool
+		excluded    map[string]time.Time
 		timeout     uint32 // seconds; 0 stands for the manifest default, one hour
 		want        string // "server/target" or "" for no match
 	}{
@@ -58,7 +58,9 @@ func TestMatch(t *testing.T) {
 		{name: "a missing required tool rules a target out", servers: []*Server{server("a", 1, x86)},
 			constraints: &kilnv1.PlatformConstraints{}, requires: []string{"cmake"}, want: ""},
 		{name: "an excluded server is skipped", servers: []*Server{server("a", 1, x86), server("b", 1, x86)},
-			constraints: &kilnv1.PlatformConstraints{}, excluded: map[string]bool{"a": true}, want: "b/t0"},
+			constraints: &kilnv1.PlatformConstraints{}, excluded: map[string]time.Time{"a": now.Add(time.Minute)}, want: "b/t0"},
+		{name: "an exclusion that ended no longer keeps the only server out", servers: []*Server{server("a", 1, x86)},
+			constraints: &kilnv1.PlatformConstraints{}, excluded: map[string]time.Time{"a": now}, want: "a/t0"},
 		{name: "a policy allowing other projects refuses", servers: []*Server{
 			{Name: "p", Slots: 1, Policy: &kilnv1.BuildServerPolicy{AllowedProjects: []string{"other"}}, Targets: []*Target{{ID: "t0", Info: x86}}}},
 			constraints: &kilnv1.PlatformConstraints{}, project: "hello", want: ""},

@@ -35,6 +35,10 @@ type Admin struct {
 	// Cancel cancels a build in the running metaserver (Server.AdminCancel);
 	// nil when no metaserver runs, and CancelBuild then fails.
 	Cancel func(id uint64, reason string) (*kilnv1.Build, error)
+	// Purge withdraws a revoked build server's artifacts in the running
+	// metaserver (Server.Purge); nil when no metaserver runs, and a purge
+	// then writes the store directly.
+	Purge func(name string) (*kilnv1.RevokeBuildServerResponse, error)
 }
 
 // AddProject implements kilnv1.AdminServiceServer.
@@ -126,7 +130,23 @@ func (a *Admin) RevokeBuildServer(ctx context.Context, req *kilnv1.RevokeBuildSe
 	if a.OnRevoke != nil {
 		a.OnRevoke(req.GetName())
 	}
-	return &kilnv1.RevokeBuildServerResponse{}, nil
+	if !req.GetPurge() {
+		return &kilnv1.RevokeBuildServerResponse{}, nil
+	}
+	// After the revocation: no result of the server is accepted any more,
+	// so nothing it builds can enter the cache behind the purge.
+	if a.Purge != nil {
+		resp, err := a.Purge(req.GetName())
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "revoked, but withdrawing its artifacts failed (run the command again): %v", err)
+		}
+		return resp, nil
+	}
+	res, err := purgeStore(a.Store, req.GetName())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "revoked, but withdrawing its artifacts failed (run the command again): %v", err)
+	}
+	return &kilnv1.RevokeBuildServerResponse{Withdrawn: res.withdrawn, Kept: res.kept}, nil
 }
 
 // Pin implements kilnv1.AdminServiceServer.
@@ -146,6 +166,9 @@ func (a *Admin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.PinRes
 		b := rec.GetBuild()
 		if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
 			return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", b.GetId(), stateName(b.GetState()))
+		}
+		if w := b.GetWithdrawn(); w != "" {
+			return status.Errorf(codes.FailedPrecondition, "the artifact of build %d was withdrawn: %s", b.GetId(), w)
 		}
 		// The build's cache entry holds its blob: once evicted, the blob may
 		// be gone (deleted right after the eviction's commit), so a pin

@@ -26,17 +26,11 @@ const collectEvery = pendingTTL
 // collect deletes the file artifacts among candidates (all files when nil)
 // that nothing names, and returns how many it deleted. Files modified within
 // pendingTTL are kept as well when considering all files.
-func (s *Server) collect(candidates map[string]bool) (int, error) {
+func (s *Server) collect(ctx context.Context, candidates map[string]bool) (int, error) {
 	a := s.blobs
 	if candidates == nil {
-		candidates = map[string]bool{}
-		cutoff := time.Now().Add(-pendingTTL)
-		err := a.files.Walk(func(sha string, mod time.Time) error {
-			if mod.Before(cutoff) {
-				candidates[sha] = true
-			}
-			return nil
-		})
+		var err error
+		candidates, err = a.oldFiles(ctx, time.Now().Add(-pendingTTL))
 		if err != nil {
 			return 0, err
 		}
@@ -69,7 +63,7 @@ func (s *Server) collect(candidates map[string]bool) (int, error) {
 		if pending[sha] || a.uploadedRecently(sha) {
 			continue
 		}
-		if err := a.deleteFile(sha); err != nil {
+		if err := a.deleteFile(ctx, sha); err != nil {
 			s.log.Warn("deleting an unreferenced artifact file", "sha256", sha, "err", err)
 			continue
 		}
@@ -93,7 +87,7 @@ func (s *Server) collectLoop(ctx context.Context) {
 	tick := time.NewTicker(collectEvery)
 	defer tick.Stop()
 	for {
-		n, err := s.collect(nil)
+		n, err := s.collect(ctx, nil)
 		if err != nil {
 			s.log.Error("collecting unreferenced artifact files", "err", err)
 		} else if n > 0 {

@@ -2,32 +2,37 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/kilnbuild/kiln/internal/cas"
 	"github.com/kilnbuild/kiln/internal/store"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
+// blobDir is the test server's blob store, the default directory.
+func blobDir(ts *testServer) *cas.Store { return ts.srv.blobs.files.(*cas.Store) }
+
 // gcPut stores content as a file artifact, last modified age ago.
 func gcPut(t *testing.T, ts *testServer, content string, age time.Duration) string {
 	t.Helper()
-	sha, _, err := ts.srv.blobs.files.Put(bytes.NewReader([]byte(content)), "", -1)
+	sha, _, err := blobDir(ts).Put(t.Context(), bytes.NewReader([]byte(content)), "", -1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	when := time.Now().Add(-age)
-	if err := os.Chtimes(filepath.Join(ts.srv.blobs.files.Dir(), sha[:2], sha), when, when); err != nil {
+	if err := os.Chtimes(filepath.Join(blobDir(ts).Dir(), sha[:2], sha), when, when); err != nil {
 		t.Fatal(err)
 	}
 	return sha
 }
 
 func gcStored(ts *testServer, sha string) bool {
-	_, err := ts.srv.blobs.files.Stat(sha)
+	_, err := ts.srv.blobs.files.Stat(context.Background(), sha)
 	return err == nil
 }
 
@@ -47,16 +52,16 @@ func TestTheCollectorDeletesOnlyFilesNothingNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The same content uploaded again goes through commitFile.
-	w, err := ts.srv.blobs.files.Create()
+	w, err := ts.srv.blobs.createFile(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	fmt.Fprint(w, "old, but uploaded again just now")
-	if _, _, err := ts.srv.blobs.commitFile(w, reused, -1); err != nil {
+	if _, _, err := ts.srv.blobs.commitFile(t.Context(), w, reused, -1); err != nil {
 		t.Fatal(err)
 	}
 
-	n, err := ts.srv.collect(nil)
+	n, err := ts.srv.collect(t.Context(), nil)
 	if err != nil || n != 1 {
 		t.Fatalf("collect = %d, %v; want exactly the orphan deleted", n, err)
 	}
@@ -68,17 +73,17 @@ func TestTheCollectorDeletesOnlyFilesNothingNames(t *testing.T) {
 
 	// Uploading it again marked the file written now (cas), which also
 	// spares it across a restart.
-	fi, err := os.Stat(filepath.Join(ts.srv.blobs.files.Dir(), reused[:2], reused))
+	fi, err := os.Stat(filepath.Join(blobDir(ts).Dir(), reused[:2], reused))
 	if err != nil || time.Since(fi.ModTime()) > time.Minute {
 		t.Fatalf("the re-uploaded file: %v, modified %v; want modified now", err, fi.ModTime())
 	}
 	// Once the upload is neither recent nor new, and still unnamed, it goes.
 	when := time.Now().Add(-2 * pendingTTL)
-	if err := os.Chtimes(filepath.Join(ts.srv.blobs.files.Dir(), reused[:2], reused), when, when); err != nil {
+	if err := os.Chtimes(filepath.Join(blobDir(ts).Dir(), reused[:2], reused), when, when); err != nil {
 		t.Fatal(err)
 	}
 	ts.srv.blobs.expire(time.Now().Add(pendingTTL + time.Minute))
-	if n, err := ts.srv.collect(nil); err != nil || n != 1 || gcStored(ts, reused) {
+	if n, err := ts.srv.collect(t.Context(), nil); err != nil || n != 1 || gcStored(ts, reused) {
 		t.Fatalf("second collect = %d, %v; the expired upload stored: %v", n, err, gcStored(ts, reused))
 	}
 }
@@ -88,15 +93,15 @@ func TestTheCollectorDeletesOnlyFilesNothingNames(t *testing.T) {
 func TestAnEvictedFileUploadedAgainMeanwhileIsKept(t *testing.T) {
 	ts := startTestServer(t, Config{})
 	sha := gcPut(t, ts, "evicted, but rebuilt with the same bytes", 2*pendingTTL)
-	w, err := ts.srv.blobs.files.Create()
+	w, err := ts.srv.blobs.createFile(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	fmt.Fprint(w, "evicted, but rebuilt with the same bytes")
-	if _, _, err := ts.srv.blobs.commitFile(w, sha, -1); err != nil {
+	if _, _, err := ts.srv.blobs.commitFile(t.Context(), w, sha, -1); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := ts.srv.collect(map[string]bool{sha: true}); err != nil || n != 0 || !gcStored(ts, sha) {
+	if n, err := ts.srv.collect(t.Context(), map[string]bool{sha: true}); err != nil || n != 0 || !gcStored(ts, sha) {
 		t.Fatalf("collect of a just re-uploaded blob = %d, %v; stored %v", n, err, gcStored(ts, sha))
 	}
 }

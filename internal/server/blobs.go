@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -15,7 +16,7 @@ import (
 )
 
 // artifactStore keeps artifacts by sha256: large ones as files in the
-// content-addressed directory (streamed, fsynced on upload), small ones
+// blob store (Config.OpenBlobs; streamed, durable on upload), small ones
 // inline in the store, written in the same transaction that records the
 // successful result that names them.
 //
@@ -25,8 +26,11 @@ import (
 // A small upload is verified and held in memory until its result commits;
 // if the metaserver dies in between, nothing was acknowledged (the result
 // was not), and the resent result finds no artifact and the build runs again.
+//
+// It is the only user of the blob store in package server: sessions,
+// downloads and the collector go through its methods.
 type artifactStore struct {
-	files     *cas.Store
+	files     cas.BlobStore
 	st        store.Store
 	inlineMax int64
 
@@ -62,7 +66,7 @@ const maxPendingBytes = 256 << 20
 // errPendingFull is returned by receive when maxPendingBytes would be exceeded.
 var errPendingFull = errors.New("too many uploads are waiting for their results")
 
-func newArtifactStore(files *cas.Store, st store.Store, inlineMax int64) *artifactStore {
+func newArtifactStore(files cas.BlobStore, st store.Store, inlineMax int64) *artifactStore {
 	return &artifactStore{files: files, st: st, inlineMax: inlineMax, pending: map[string]pendingBlob{}, recent: map[string]time.Time{}}
 }
 
@@ -152,13 +156,19 @@ func (a *artifactStore) expire(now time.Time) {
 	}
 }
 
-// commitFile finishes a large upload: the blob is verified, fsynced and
-// linked into place (see cas.Writer.Commit), then marked recently
-// uploaded, with no deletion of the same content in between.
-func (a *artifactStore) commitFile(w *cas.Writer, wantSHA256 string, wantSize int64) (string, int64, error) {
+// createFile starts a large upload, to be finished by commitFile or
+// aborted.
+func (a *artifactStore) createFile(ctx context.Context) (cas.BlobWriter, error) {
+	return a.files.Create(ctx)
+}
+
+// commitFile finishes a large upload: the blob is verified and made
+// durable (see cas.BlobWriter.Commit), then marked recently uploaded, with
+// no deletion of the same content in between.
+func (a *artifactStore) commitFile(ctx context.Context, w cas.BlobWriter, wantSHA256 string, wantSize int64) (string, int64, error) {
 	a.gcMu.RLock()
 	defer a.gcMu.RUnlock()
-	sha, size, err := w.Commit(wantSHA256, wantSize)
+	sha, size, err := w.Commit(ctx, wantSHA256, wantSize)
 	if err != nil {
 		return sha, size, err
 	}
@@ -180,7 +190,7 @@ func (a *artifactStore) uploadedRecently(sha string) bool {
 // statTx is stat inside an open transaction (never open a second one from
 // within a read: a remap by a concurrent commit would wait for the first
 // while the second waits for the remap).
-func (a *artifactStore) statTx(tx store.Tx, sha string) (int64, error) {
+func (a *artifactStore) statTx(ctx context.Context, tx store.Tx, sha string) (int64, error) {
 	if data := a.pendingData(sha); data != nil {
 		return int64(len(data)), nil
 	}
@@ -191,12 +201,12 @@ func (a *artifactStore) statTx(tx store.Tx, sha string) (int64, error) {
 	if !errors.Is(err, store.ErrNotFound) {
 		return 0, err
 	}
-	return a.files.Stat(sha)
+	return a.files.Stat(ctx, sha)
 }
 
 // stat returns the size of a stored (or pending) artifact, cas.ErrNotFound
 // when there is none.
-func (a *artifactStore) stat(sha string) (int64, error) {
+func (a *artifactStore) stat(ctx context.Context, sha string) (int64, error) {
 	if data := a.pendingData(sha); data != nil {
 		return int64(len(data)), nil
 	}
@@ -214,13 +224,13 @@ func (a *artifactStore) stat(sha string) (int64, error) {
 	if size >= 0 {
 		return size, nil
 	}
-	return a.files.Stat(sha)
+	return a.files.Stat(ctx, sha)
 }
 
 // open returns a reader of a committed artifact. Its content is verified:
 // a corrupt inline artifact fails at open, a corrupt file at EOF, both with
 // an error wrapping cas.ErrCorrupt.
-func (a *artifactStore) open(sha string) (io.ReadCloser, int64, error) {
+func (a *artifactStore) open(ctx context.Context, sha string) (io.ReadCloser, int64, error) {
 	var data []byte
 	err := a.st.View(func(tx store.Tx) error {
 		var err error
@@ -235,7 +245,7 @@ func (a *artifactStore) open(sha string) (io.ReadCloser, int64, error) {
 		return nil, 0, err
 	}
 	if data == nil {
-		return a.files.Open(sha)
+		return a.files.Open(ctx, sha)
 	}
 	sum := sha256.Sum256(data)
 	if hex.EncodeToString(sum[:]) != sha {
@@ -254,9 +264,24 @@ func (a *artifactStore) delete(tx store.Tx, sha string) error {
 
 // deleteFile removes a file artifact unconditionally (a corrupt one); an
 // artifact that merely lost its references goes through collect.
-func (a *artifactStore) deleteFile(sha string) error {
-	if err := a.files.Delete(sha); err != nil && !errors.Is(err, cas.ErrNotFound) {
+func (a *artifactStore) deleteFile(ctx context.Context, sha string) error {
+	if err := a.files.Delete(ctx, sha); err != nil && !errors.Is(err, cas.ErrNotFound) {
 		return err
 	}
 	return nil
 }
+
+// oldFiles returns the file artifacts last written before cutoff.
+func (a *artifactStore) oldFiles(ctx context.Context, cutoff time.Time) (map[string]bool, error) {
+	old := map[string]bool{}
+	err := a.files.Walk(ctx, func(sha string, mod time.Time) error {
+		if mod.Before(cutoff) {
+			old[sha] = true
+		}
+		return nil
+	})
+	return old, err
+}
+
+// close closes the blob store.
+func (a *artifactStore) close() error { return a.files.Close() }

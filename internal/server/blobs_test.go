@@ -44,10 +44,10 @@ func TestASmallUploadIsHeldUntilCommittedThenServedFromTheStore(t *testing.T) {
 	if err := a.receive(sha, uint64(len(data)), data); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := a.stat(sha); err != nil || n != int64(len(data)) {
+	if n, err := a.stat(t.Context(), sha); err != nil || n != int64(len(data)) {
 		t.Fatalf("pending stat = %d, %v", n, err)
 	}
-	if _, _, err := a.open(sha); !errors.Is(err, cas.ErrNotFound) {
+	if _, _, err := a.open(t.Context(), sha); !errors.Is(err, cas.ErrNotFound) {
 		t.Fatalf("an uncommitted upload was served: %v", err)
 	}
 	if err := st.Update(func(tx store.Tx) error { return tx.PutBlob(sha, a.pendingData(sha)) }); err != nil {
@@ -57,7 +57,7 @@ func TestASmallUploadIsHeldUntilCommittedThenServedFromTheStore(t *testing.T) {
 	if a.pendingData(sha) != nil {
 		t.Fatal("committed upload still pending")
 	}
-	r, n, err := a.open(sha)
+	r, n, err := a.open(t.Context(), sha)
 	if err != nil || n != int64(len(data)) {
 		t.Fatalf("open = %d, %v", n, err)
 	}
@@ -76,7 +76,7 @@ func TestAMismatchedSmallUploadIsRefused(t *testing.T) {
 	if err := a.receive(digest(data), uint64(len(data))+1, data); !errors.Is(err, cas.ErrMismatch) {
 		t.Fatalf("wrong size: %v", err)
 	}
-	if _, err := a.stat(digest(data)); err == nil {
+	if _, err := a.stat(t.Context(), digest(data)); err == nil {
 		t.Fatal("a refused upload is visible")
 	}
 }
@@ -88,13 +88,13 @@ func TestACorruptInlineArtifactIsDetectedAtOpen(t *testing.T) {
 	if err := st.Update(func(tx store.Tx) error { return tx.PutBlob(sha, []byte("bytes that did rot!")) }); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := a.open(sha); !errors.Is(err, cas.ErrCorrupt) {
+	if _, _, err := a.open(t.Context(), sha); !errors.Is(err, cas.ErrCorrupt) {
 		t.Fatalf("corrupt inline artifact: %v", err)
 	}
 	if err := st.Update(func(tx store.Tx) error { return a.delete(tx, sha) }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.stat(sha); !errors.Is(err, cas.ErrNotFound) {
+	if _, err := a.stat(t.Context(), sha); !errors.Is(err, cas.ErrNotFound) {
 		t.Fatalf("deleted artifact: %v", err)
 	}
 }

@@ -31,8 +31,8 @@ import (
 // callers wait, unanswered, meanwhile; onSpace tells the server when the
 // disk fills (with the error) and when a commit succeeds again (nil), so
 // that it refuses new writes in between. A change's fn must therefore
-// give the same result when it runs again on a fresh transaction (the
-// contract of store.Store's Batch).
+// give the same result when it runs again on a fresh transaction: decide
+// from what it reads in the transaction, not from state captured outside.
 type committer struct {
 	st      store.Store
 	log     *slog.Logger

@@ -21,7 +21,8 @@ const (
 func isFinal(st kilnv1.BuildState) bool {
 	switch st {
 	case kilnv1.BuildState_BUILD_STATE_SUCCEEDED, kilnv1.BuildState_BUILD_STATE_FAILED,
-		kilnv1.BuildState_BUILD_STATE_ERROR, kilnv1.BuildState_BUILD_STATE_CANCELLED:
+		kilnv1.BuildState_BUILD_STATE_ERROR, kilnv1.BuildState_BUILD_STATE_CANCELLED,
+		kilnv1.BuildState_BUILD_STATE_EXPIRED:
 		return true
 	}
 	return false
@@ -224,8 +225,11 @@ func (s *Server) DownloadArtifact(req *kilnv1.DownloadArtifactRequest, stream ki
 	if build.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
 		return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", build.GetId(), stateName(build.GetState()))
 	}
+	if err := withdrawnError(build, req.GetPin()); err != nil {
+		return err
+	}
 	sha := build.GetArtifact().GetSha256()
-	r, size, err := s.blobs.open(sha)
+	r, size, err := s.blobs.open(stream.Context(), sha)
 	if errors.Is(err, cas.ErrCorrupt) {
 		s.dropCorrupt(build)
 		return status.Errorf(codes.DataLoss, "artifact %s is corrupt on the metaserver and was discarded; request the build again", sha)
@@ -270,7 +274,7 @@ func (s *Server) DownloadArtifact(req *kilnv1.DownloadArtifactRequest, stream ki
 // builds it again.
 func (s *Server) dropCorrupt(b *kilnv1.Build) {
 	s.log.Error("corrupt artifact discarded", "build_id", b.GetId(), "sha256", b.GetArtifact().GetSha256())
-	_ = s.blobs.deleteFile(b.GetArtifact().GetSha256())
+	_ = s.blobs.deleteFile(context.Background(), b.GetArtifact().GetSha256())
 	err := s.commits.wait(func(tx store.Tx) error {
 		if err := tx.DeleteArtifact(b.GetCacheKey()); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err

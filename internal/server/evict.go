@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"sort"
 
@@ -145,7 +146,7 @@ func (s *Server) evict() error {
 	}
 	// The files go through the collector, which checks again that nothing
 	// names them, not even an upload of the same content just now.
-	if _, err := s.collect(unreferenced); err != nil {
+	if _, err := s.collect(context.Background(), unreferenced); err != nil {
 		s.log.Warn("deleting evicted artifact files", "err", err)
 	}
 	s.cacheBytes.Store(total)

@@ -115,6 +115,8 @@ type testSession struct {
 	conn *grpc.ClientConn
 	// end is why the session's stream ended; set before msgs is closed.
 	end error
+	// token is the build server's credential, for reopen.
+	token string
 }
 
 var testSystem = &kilnv1.SystemInfo{Os: "linux", Arch: "x86_64", Endian: "little", DataModel: "LP64", CharBit: 8,
@@ -153,6 +155,25 @@ func (ts *testServer) open(name string, hello *kilnv1.Hello) *testSession {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ts.dial(name, token, hello)
+}
+
+// reopen opens a new session for the build server of ss (registered
+// already), as its process would after a restart, and returns after the
+// Welcome; the old session is replaced.
+func (ts *testServer) reopen(ss *testSession, hello *kilnv1.Hello) *testSession {
+	ts.t.Helper()
+	next := ts.dial(ss.name, ss.token, hello)
+	if next.next(5*time.Second).GetWelcome() == nil {
+		ts.t.Fatalf("%s: the first message is not a Welcome", ss.name)
+	}
+	return next
+}
+
+// dial opens a session for build server name with token and sends hello.
+func (ts *testServer) dial(name, token string, hello *kilnv1.Hello) *testSession {
+	t := ts.t
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	conn, err := grpc.NewClient(ts.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -169,7 +190,7 @@ func (ts *testServer) open(name string, hello *kilnv1.Hello) *testSession {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ss := &testSession{t: t, name: name, stream: stream, msgs: make(chan *kilnv1.SessionResponse, 64), conn: conn}
+	ss := &testSession{t: t, name: name, stream: stream, msgs: make(chan *kilnv1.SessionResponse, 64), conn: conn, token: token}
 	go func() {
 		defer close(ss.msgs)
 		for {

@@ -61,7 +61,7 @@ func TestAnArtifactSentWithItsResultIsStoredAndTheBuildSucceedsWithoutAnUpload(t
 	if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED || b.GetArtifact().GetSha256() != digest(data) {
 		t.Fatalf("build after an inline result: %v, artifact %v; want succeeded with %s", b.GetState(), b.GetArtifact(), digest(data))
 	}
-	r, size, err := ts.srv.blobs.open(digest(data))
+	r, size, err := ts.srv.blobs.open(t.Context(), digest(data))
 	if err != nil {
 		t.Fatalf("opening the inline artifact: %v", err)
 	}

@@ -113,7 +113,8 @@ func (s *Server) dispatchLocked() {
 			return true
 		}
 		id := attemptID(b.ID, n)
-		s.sched.Start(b, t, id, now.Add(s.cfg.Lease))
+		sa := s.sched.Start(b, t, id, now.Add(s.cfg.Lease))
+		sa.Deadline = now.Add(s.attemptLimit(rec))
 		s.logs.started(b.ID, n)
 		queuedSince := build.GetCreatedAt().AsTime()
 		if k := len(build.GetAttempts()); k > 0 {
@@ -215,33 +216,46 @@ func (s *Server) endAttemptLocked(a *sched.Attempt, r *kilnv1.AttemptResult, aft
 	case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_CANCELLED:
 		s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_CANCELLED, nonEmpty(r.GetReason(), "cancelled"), "", after)
 	default:
-		// Infrastructure: SETUP_FAILED, LOST, REFUSED, RETURNED.
+		// Infrastructure: SETUP_FAILED, LOST, REFUSED, RETURNED, REJECTED.
 		exclude := false
 		delay := time.Duration(0)
+		lostAgain := lostBefore(build, serverName)
 		switch r.GetOutcome() {
 		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED:
 			exclude = true
-			s.setupFailureLocked(serverName, now)
+			s.lossLocked(serverName, now, "setup failed: "+r.GetReason())
+		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST:
+			exclude = lostAgain
+			s.lossLocked(serverName, now, r.GetReason())
+		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REJECTED:
+			// A result for another machine than claimed: the volunteer's
+			// doing, counted against it like a loss.
+			exclude = true
+			s.lossLocked(serverName, now, "result rejected: "+r.GetReason())
 		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REFUSED:
 			exclude = true
+		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RETURNED:
+			exclude = handedBackBefore(build, serverName)
 		}
 		// A refusal is the volunteer's policy saying no, not a broken
 		// build server: like a build handed back on a graceful stop it does
-		// not count toward MaxInfraAttempts. The refusing server is
-		// excluded for this build, so refusals are bounded by the servers
-		// that may refuse (and by maxAttemptsPerBuild).
+		// not count toward MaxInfraAttempts. Nor does a second loss by a
+		// server that lost this build before: the budget counts build
+		// servers, so that one volunteer taking and losing a build again
+		// and again cannot make it ERROR (standing.go).
 		switch r.GetOutcome() {
 		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RETURNED, kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REFUSED:
 		default:
-			ab.rec.InfraAttempts++
+			if !lostAgain {
+				ab.rec.InfraAttempts++
+			}
 		}
 		if int(ab.rec.GetInfraAttempts()) >= s.cfg.MaxInfraAttempts {
 			s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_ERROR, attemptReasons(build), "", after)
 			break
 		}
 		if exclude {
-			ab.sb.Excluded[serverName] = true
-			ab.rec.ExcludedBuildServers = append(ab.rec.ExcludedBuildServers, serverName)
+			s.excludeLocked(ab, serverName, now)
 		}
 		if r.GetOutcome() == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED {
 			delay = retryDelay(int(ab.rec.GetInfraAttempts()))
@@ -379,10 +393,18 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 	s.log.Info("build finished", "build_id", build.GetId(), "state", stateName(state), "failure", failure)
 }
 
-// serverCountLocked counts a final result for a build server.
+// serverCountLocked counts a final result for a build server: its lost
+// attempts in a row start again from zero, and a success ends its time
+// put aside.
 func (s *Server) serverCountLocked(name string, ok bool) {
-	if srv := s.sched.Server(name); srv != nil && ok {
-		srv.PutAsideUntil = time.Time{}
+	st := s.standingLocked(name)
+	st.losses = 0
+	if ok {
+		st.asideUntil, st.reason = time.Time{}, ""
+		if srv := s.sched.Server(name); srv != nil {
+			srv.PutAsideUntil = time.Time{}
+			s.sched.Refresh(srv)
+		}
 	}
 	s.commits.enqueue(func(tx store.Tx) error {
 		rec, err := tx.BuildServer(name)
@@ -394,48 +416,21 @@ func (s *Server) serverCountLocked(name string, ok bool) {
 		} else {
 			rec.BuildsFailed++
 		}
-		rec.SetupFailures = 0
+		rec.ConsecutiveLosses = 0
+		if ok {
+			rec.PutAsideUntil, rec.PutAsideReason = nil, ""
+		}
 		return tx.PutBuildServer(rec)
 	}, nil)
 }
 
-// setupFailureLocked counts a setup failure and puts the server aside after
-// too many in a row.
-func (s *Server) setupFailureLocked(name string, now time.Time) {
-	srv := s.sched.Server(name)
-	limit, asideFor := uint32(s.cfg.SetupFailuresBeforeAside), s.cfg.AsideFor
-	aside := false
-	s.commits.enqueue(func(tx store.Tx) error {
-		rec, err := tx.BuildServer(name)
-		if err != nil {
-			return nil
-		}
-		rec.SetupFailures++
-		if rec.SetupFailures >= limit {
-			rec.PutAsideUntil = timestamppb.New(now.Add(asideFor))
-			rec.SetupFailures = 0
-			aside = true
-		}
-		return tx.PutBuildServer(rec)
-	}, func(err error) {
-		if err != nil || !aside {
-			return
-		}
-		s.log.Warn("build server put aside after repeated setup failures", "build_server", name, "aside_for", asideFor)
-		s.mu.Lock()
-		if srv != nil && s.sched.Server(name) == srv {
-			srv.PutAsideUntil = now.Add(asideFor)
-			s.sched.Refresh(srv)
-		}
-		s.mu.Unlock()
-		time.AfterFunc(asideFor, s.kickDispatch)
-	})
-}
-
-// leaseLoop expires attempts whose build server stopped heartbeating.
+// leaseLoop expires attempts whose build server stopped heartbeating,
+// takes back those held past their deadline and expires builds nothing
+// matched for too long.
 func (s *Server) leaseLoop(ctx context.Context) {
 	tick := time.NewTicker(min(s.cfg.HeartbeatInterval/2, time.Second))
 	defer tick.Stop()
+	var lastExpiryCheck time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -450,6 +445,12 @@ func (s *Server) leaseLoop(ctx context.Context) {
 				sess.send(&kilnv1.SessionResponse{Msg: &kilnv1.SessionResponse_Cancel{Cancel: &kilnv1.CancelAttempt{AttemptId: a.ID, Reason: "lease lapsed"}}})
 			}
 			s.endAttemptLocked(a, &kilnv1.AttemptResult{AttemptId: a.ID, Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST, Reason: "lease lapsed: no heartbeat from " + a.Server.Name}, nil)
+		}
+		now := s.now()
+		s.takeBackOverdueLocked(now)
+		if now.Sub(lastExpiryCheck) >= s.expiryCheckInterval() {
+			lastExpiryCheck = now
+			s.expireUnmatchedLocked(now)
 		}
 		s.dispatchLocked()
 		s.mu.Unlock()

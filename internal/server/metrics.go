@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/kilnbuild/kiln/internal/platform"
 	"github.com/kilnbuild/kiln/internal/store"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 	"net/http"
@@ -65,12 +66,24 @@ func newMetrics() *metrics {
 		diskFull:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "kiln_store_disk_full", Help: "1 while commits find the disk full (writes refused, reads served), else 0."}),
 		targets: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kiln_connected_targets", Help: "Connected build targets by platform.",
-		}, []string{"os", "arch", "endian", "data_model", "libc"}),
+		}, platform.FilterFields),
 	}
 	m.reg.MustRegister(m.submitted, m.finished, m.attempts, m.queueWait, m.dispatchDelay, m.commitSeconds, m.commitChanges,
 		m.cacheHits, m.cacheMisses, m.uploadBytes, m.downloadBytes, m.targets, m.evicted, m.diskFull,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// targetLabels are the kiln_connected_targets label values of a target:
+// its measured platform.FilterFields.
+func targetLabels(info *kilnv1.SystemInfo) []string {
+	out := make([]string, 0, len(platform.FilterFields))
+	for _, pf := range platform.Registry {
+		if pf.Filterable {
+			out = append(out, pf.Measured(info))
+		}
+	}
+	return out
 }
 
 // Register adds collectors declared elsewhere (the mail sender's) to the registry.
@@ -90,7 +103,7 @@ func (c buildsCollector) Collect(ch chan<- prometheus.Metric) {
 		if err != nil {
 			return err
 		}
-		for st := kilnv1.BuildState_BUILD_STATE_QUEUED; st <= kilnv1.BuildState_BUILD_STATE_CANCELLED; st++ {
+		for st := kilnv1.BuildState_BUILD_STATE_QUEUED; st <= kilnv1.BuildState_BUILD_STATE_EXPIRED; st++ {
 			ch <- prometheus.MustNewConstMetric(buildsDesc, prometheus.GaugeValue, float64(counts[st]), stateName(st))
 		}
 		return nil

@@ -14,10 +14,11 @@
 // # Build lifecycle
 //
 //	Submit ──▶ QUEUED ──dispatch──▶ RUNNING ──result──▶ SUCCEEDED | FAILED
-//	              ▲                    │
-//	              └── lost lease, ─────┘──(attempt limit)──▶ ERROR
-//	                  setup failure,        cancel ──────────▶ CANCELLED
-//	                  refusal, returned
+//	            ▲ │                  │
+//	            └─┼── lost lease, ───┘──(attempt limit)──▶ ERROR
+//	              │   setup failure,      cancel ────────▶ CANCELLED
+//	              │   held past its time, refusal, returned
+//	              └── nothing matched for ExpireUnmatchedAfter ──▶ EXPIRED
 package server
 
 import (
@@ -58,10 +59,32 @@ type Config struct {
 	// (default 5). Refusals by a volunteer's policy and builds handed back
 	// on a graceful stop do not count: the build waits for someone else.
 	MaxInfraAttempts int
-	// SetupFailuresBeforeAside puts a build server aside for AsideFor after
-	// that many consecutive setup failures (defaults 3 and 5m).
-	SetupFailuresBeforeAside int
-	AsideFor                 time.Duration
+	// LossesBeforeAside puts a build server aside (no new work) for
+	// AsideFor after that many attempts lost in a row: setup failures,
+	// lapsed leases, reconnects without the attempt, builds held past
+	// their time (defaults 3 and 5m). Each further LossesBeforeAside
+	// losses without a final result in between double the time, up to 16
+	// times AsideFor: a volunteer that keeps taking and losing builds
+	// spends ever less of its time holding them.
+	LossesBeforeAside int
+	AsideFor          time.Duration
+	// TimeoutGrace is added to a build's time limit (the manifest's
+	// timeout) to give how long one attempt may hold it: fetching the
+	// source before the steps, packing and uploading after them. Past
+	// that the metaserver takes the build back, whatever the heartbeats
+	// (default 5m).
+	TimeoutGrace time.Duration
+	// ExcludeFor is how long a build server stays excluded from one build
+	// after a setup failure or a refusal there, after holding it past its
+	// time, or after losing it a second time (default 10m). Exclusions
+	// expire so that a build is never stuck behind its only matching
+	// volunteer.
+	ExcludeFor time.Duration
+	// ExpireUnmatchedAfter ends a queued build EXPIRED, and mails its
+	// waiters, once no connected target could take it (platform, tools,
+	// policy) for this long (default 24h; negative: never). The clock
+	// restarts with the metaserver.
+	ExpireUnmatchedAfter time.Duration
 	// MaxLogBytes caps one attempt's stored log (default 16 MiB + 64 KiB: a
 	// little above the build server's own 16 MiB cap, so its truncation
 	// notice is kept and the metaserver's cap only stops a misbehaving server).
@@ -83,6 +106,12 @@ type Config struct {
 	// size); 0 means the default 300, negative none. Loopback is a peer
 	// like any other.
 	RequestsPerMinutePerAddress int
+	// OpenBlobs opens the blob store that keeps the artifacts too large to
+	// keep inline. Open calls it once, and the server owns what it returns:
+	// Stop closes it, and so does an Open that fails after it. nil: the
+	// directory DataDir/blobs (cas.Open). Nothing else in the server
+	// touches the blob store's files.
+	OpenBlobs func() (cas.BlobStore, error)
 	// Version is reported on the status page.
 	Version string
 	// Notifier receives final builds inside their last transaction, to queue
@@ -108,8 +137,17 @@ func (c *Config) setDefaults() {
 	if c.MaxInfraAttempts <= 0 {
 		c.MaxInfraAttempts = 5
 	}
-	if c.SetupFailuresBeforeAside <= 0 {
-		c.SetupFailuresBeforeAside = 3
+	if c.LossesBeforeAside <= 0 {
+		c.LossesBeforeAside = 3
+	}
+	if c.TimeoutGrace <= 0 {
+		c.TimeoutGrace = 5 * time.Minute
+	}
+	if c.ExcludeFor <= 0 {
+		c.ExcludeFor = 10 * time.Minute
+	}
+	if c.ExpireUnmatchedAfter == 0 {
+		c.ExpireUnmatchedAfter = 24 * time.Hour
 	}
 	if c.AsideFor <= 0 {
 		c.AsideFor = 5 * time.Minute
@@ -131,6 +169,16 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.OpenBlobs == nil {
+		dir := filepath.Join(c.DataDir, "blobs")
+		c.OpenBlobs = func() (cas.BlobStore, error) {
+			s, err := cas.Open(dir)
+			if err != nil {
+				return nil, err // not a nil *cas.Store in the interface
+			}
+			return s, nil
+		}
 	}
 }
 
@@ -157,6 +205,9 @@ type Server struct {
 	bySource map[string][]*activeBuild
 	sessions map[string]*session
 	uploads  map[string]int
+	// standings are the build servers' lost-attempt counts and put-aside
+	// times (see standing.go), restored from their records at Open.
+	standings map[string]*standing
 	// tokens caches credential hash -> build server name; revoked holds
 	// names revoked while this process runs.
 	tokens  sync.Map
@@ -196,18 +247,23 @@ type activeBuild struct {
 // Open loads the server's state from st and the data directory. Queued
 // builds are queued again and running ones wait for their build servers to
 // reconnect for one lease.
-func Open(cfg Config, st store.Store) (*Server, error) {
+func Open(cfg Config, st store.Store) (s *Server, err error) {
 	cfg.setDefaults()
-	files, err := cas.Open(filepath.Join(cfg.DataDir, "blobs"))
+	files, err := cfg.OpenBlobs()
 	if err != nil {
 		return nil, fmt.Errorf("opening blob store: %w", err)
 	}
+	defer func() {
+		if err != nil {
+			files.Close()
+		}
+	}()
 	blobs := newArtifactStore(files, st, cfg.InlineArtifactBytes)
 	logs, err := openLogFiles(filepath.Join(cfg.DataDir, "logs"), cfg.MaxLogBytes, st)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{
+	s = &Server{
 		cfg:         cfg,
 		log:         cfg.Logger,
 		st:          st,
@@ -222,6 +278,7 @@ func Open(cfg Config, st store.Store) (*Server, error) {
 		bySource:    map[string][]*activeBuild{},
 		sessions:    map[string]*session{},
 		uploads:     map[string]int{},
+		standings:   map[string]*standing{},
 		limiter:     newLimiter(cfg.RequestsPerMinute, time.Minute),
 		addrLimiter: newLimiter(cfg.RequestsPerMinutePerAddress, time.Minute),
 		fatal:       make(chan error, 1),
@@ -288,9 +345,10 @@ func (s *Server) Stop() {
 	if err := s.logs.saveRunning(); err != nil {
 		s.log.Warn("saving the logs of running attempts", "err", err)
 	}
-	// The next process reads unchanged blobs without hashing them again.
-	if err := s.blobs.files.SaveMemo(); err != nil {
-		s.log.Warn("saving the blobs' verifications for the next start", "err", err)
+	// The directory saves its verifications: the next process reads
+	// unchanged blobs without hashing them again.
+	if err := s.blobs.close(); err != nil {
+		s.log.Warn("closing the blob store", "err", err)
 	}
 }
 
@@ -328,12 +386,16 @@ func (s *Server) restore() error {
 					return nil
 				}
 				a := atts[len(atts)-1]
-				s.sched.Restore(ab.sb, a.GetBuildServer(), a.GetTargetId(), a.GetId(), now.Add(s.cfg.Lease))
+				sa := s.sched.Restore(ab.sb, a.GetBuildServer(), a.GetTargetId(), a.GetId(), now.Add(s.cfg.Lease))
+				sa.Deadline = a.GetStartedAt().AsTime().Add(s.attemptLimit(rec))
 				return nil
 			})
 			if err != nil {
 				return err
 			}
+		}
+		if err := s.restoreStandings(tx); err != nil {
+			return err
 		}
 		s.log.Info("store loaded", "queued", s.sched.QueueLen(), "running", s.sched.Attempts(), "next_build_id", s.nextID)
 		return nil
@@ -343,10 +405,7 @@ func (s *Server) restore() error {
 // track registers rec as an active build. Called under s.mu (or before start).
 func (s *Server) track(rec *store.Build) *activeBuild {
 	b := rec.GetBuild()
-	excluded := map[string]bool{}
-	for _, name := range rec.GetExcludedBuildServers() {
-		excluded[name] = true
-	}
+	excluded := upgradeExclusions(rec, time.Now().Add(s.cfg.ExcludeFor))
 	ab := &activeBuild{rec: rec, sb: &sched.Build{
 		ID:             b.GetId(),
 		Project:        b.GetProject(),

@@ -247,6 +247,7 @@ func (s *Server) connect(ss *session, h *kilnv1.Hello) *kilnv1.Welcome {
 	for _, t := range h.GetTargets() {
 		srv.Targets = append(srv.Targets, &sched.Target{ID: t.GetId(), Info: t.GetSystem()})
 	}
+	s.applyStandingLocked(srv)
 	s.sched.Connect(srv)
 	s.updateTargetMetricsLocked()
 
@@ -326,8 +327,7 @@ func (s *Server) updateTargetMetricsLocked() {
 	s.metrics.targets.Reset()
 	for _, srv := range s.sched.Servers() {
 		for _, t := range srv.Targets {
-			i := t.Info
-			s.metrics.targets.WithLabelValues(i.GetOs(), i.GetArch(), i.GetEndian(), i.GetDataModel(), i.GetLibc()).Inc()
+			s.metrics.targets.WithLabelValues(targetLabels(t.Info)...).Inc()
 		}
 	}
 }
@@ -431,8 +431,26 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 		r = proto.Clone(r).(*kilnv1.AttemptResult)
 		r.ArtifactData = nil // never stored with the attempt
 	}
+	// The artifact is checked against the target's claimed platform
+	// before taking s.mu: it is read whole (artifactcheck.go).
+	mismatch := ""
+	if r.GetOutcome() == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED && badInline == "" {
+		var err error
+		mismatch, err = s.inspectArtifact(ss, r, inline)
+		if err != nil && ss.ctx.Err() != nil {
+			return // the session ended: its build server sends the result again
+		}
+		if err != nil {
+			s.log.Error("checking an artifact against its target failed", "build_server", ss.name, "attempt_id", r.GetAttemptId(), "err", err)
+			badInline = "the metaserver could not check the artifact: " + err.Error()
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, revoked := s.revoked.Load(ss.name); revoked {
+		ack(false, "credential revoked")
+		return
+	}
 	// The result and the dispatch of the slot it frees share a transaction
 	// (held under s.mu only: holds never overlap).
 	defer s.commits.hold()()
@@ -456,11 +474,19 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 			r.Reason = badInline
 			break
 		}
+		if mismatch != "" {
+			r = proto.Clone(r).(*kilnv1.AttemptResult)
+			r.Outcome = kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REJECTED
+			r.Reason = mismatch
+			s.distrustLocked(ss, a, mismatch)
+			break
+		}
 		if len(inline) > 0 {
 			_ = s.blobs.keep(art.GetSha256(), inline, true) // forced: never errPendingFull
 			s.metrics.uploadBytes.Add(float64(len(inline)))
 		}
-		size, err := s.blobs.stat(art.GetSha256())
+		// Not cancelled with the session: a result received is judged.
+		size, err := s.blobs.stat(context.WithoutCancel(ss.ctx), art.GetSha256())
 		if err != nil || uint64(size) != art.GetSize() {
 			r = proto.Clone(r).(*kilnv1.AttemptResult)
 			r.Outcome = kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED
@@ -481,7 +507,9 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 	}
 	s.endAttemptLocked(a, r, func(err error) {
 		if err == nil {
-			ack(true, "")
+			// A rejected result is recorded, but refused: its build
+			// server learns why.
+			ack(mismatch == "", mismatch)
 		}
 	})
 }
@@ -569,7 +597,7 @@ func (s *Server) receiveUpload(stream kilnv1.WorkerService_UploadArtifactServer,
 		}
 		return h.GetSha256(), int64(len(buf)), nil
 	}
-	w, err := s.blobs.files.Create()
+	w, err := s.blobs.createFile(stream.Context())
 	if err != nil {
 		return "", 0, status.Errorf(codes.Internal, "creating blob: %v", err)
 	}
@@ -586,7 +614,7 @@ func (s *Server) receiveUpload(stream kilnv1.WorkerService_UploadArtifactServer,
 			return "", 0, status.Errorf(codes.Internal, "writing blob: %v", err)
 		}
 	}
-	sha, size, err := s.blobs.commitFile(w, h.GetSha256(), int64(h.GetSize()))
+	sha, size, err := s.blobs.commitFile(stream.Context(), w, h.GetSha256(), int64(h.GetSize()))
 	if err != nil && !errors.Is(err, cas.ErrMismatch) {
 		return "", 0, status.Errorf(codes.Internal, "storing blob: %v", err)
 	}

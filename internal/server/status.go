@@ -67,6 +67,14 @@ func (s *Server) ListBuildServers(ctx context.Context, _ *kilnv1.ListBuildServer
 		bs := &kilnv1.BuildServerStatus{
 			Name: r.GetName(), Targets: r.GetTargets(), LastSeen: r.GetLastSeen(),
 			BuildsSucceeded: r.GetBuildsSucceeded(), BuildsFailed: r.GetBuildsFailed(), Revoked: r.GetRevoked(),
+			AttemptsLost: r.GetAttemptsLost(),
+		}
+		if st := s.standings[r.GetName()]; st != nil {
+			bs.ConsecutiveLosses = st.losses
+			if s.now().Before(st.asideUntil) {
+				bs.PutAsideUntil = timestamppb.New(st.asideUntil)
+				bs.PutAsideReason = st.reason
+			}
 		}
 		if srv := s.sched.Server(r.GetName()); srv != nil {
 			bs.Connected = true
@@ -111,22 +119,16 @@ func (s *Server) ListBuilds(ctx context.Context, req *kilnv1.ListBuildsRequest) 
 		}
 		before = v
 	}
-	f := store.BuildFilter{State: req.GetState(), Project: req.GetProject()}
+	f := store.BuildFilter{State: req.GetState(), Project: req.GetProject(), Platform: &kilnv1.PlatformConstraints{}}
 	// Platform filters take the spellings constraints take ("amd64",
 	// "BIG", "lp64" and "any" included) and match the canonical ones stored.
-	for _, pf := range []struct {
-		field string
-		value string
-		dst   *string
-	}{
-		{"os", req.GetOs(), &f.Os}, {"arch", req.GetArch(), &f.Arch}, {"endian", req.GetEndian(), &f.Endian},
-		{"data_model", req.GetDataModel(), &f.DataModel}, {"libc", req.GetLibc(), &f.Libc},
-	} {
-		v, err := platform.Canonical(pf.field, pf.value)
-		if err != nil {
-			return nil, invalid(pf.field, "%v", err)
+	for _, pf := range platform.Registry {
+		if !pf.Filterable {
+			continue
 		}
-		*pf.dst = v
+		if err := platform.Set(f.Platform, pf.Name, pf.ListFilter(req)); err != nil {
+			return nil, invalid(pf.Name, "%v", err)
+		}
 	}
 	var recs []*store.Build
 	err := s.st.View(func(tx store.Tx) error {

@@ -153,7 +153,7 @@ func (s *Server) Submit(ctx context.Context, req *kilnv1.SubmitRequest) (*kilnv1
 	if err != nil {
 		return nil, err
 	}
-	if resp, err := s.fromCache(r); resp != nil || err != nil {
+	if resp, err := s.fromCache(ctx, r); resp != nil || err != nil {
 		return resp, err
 	}
 	s.metrics.cacheMisses.Inc()
@@ -161,8 +161,10 @@ func (s *Server) Submit(ctx context.Context, req *kilnv1.SubmitRequest) (*kilnv1
 }
 
 // fromCache answers r from a stored artifact of any commit in r's range whose
-// platform satisfies r's constraints.
-func (s *Server) fromCache(r *resolved) (*kilnv1.SubmitResponse, error) {
+// platform satisfies r's constraints. The requester leaving does not make a
+// stored blob look missing: its stat runs on ctx without its cancellation.
+func (s *Server) fromCache(ctx context.Context, r *resolved) (*kilnv1.SubmitResponse, error) {
+	ctx = context.WithoutCancel(ctx)
 	var hit *store.Artifact
 	var build *kilnv1.Build
 	err := s.st.View(func(tx store.Tx) error {
@@ -175,11 +177,11 @@ func (s *Server) fromCache(r *resolved) (*kilnv1.SubmitResponse, error) {
 				if !platform.Satisfies(a.GetPlatform(), r.constraints) {
 					continue
 				}
-				if _, err := s.blobs.statTx(tx, a.GetArtifact().GetSha256()); err != nil {
+				if _, err := s.blobs.statTx(ctx, tx, a.GetArtifact().GetSha256()); err != nil {
 					continue // blob gone (evicted or deleted as corrupt): build again
 				}
 				rec, err := tx.Build(a.GetBuildId())
-				if err != nil {
+				if err != nil || rec.GetBuild().GetWithdrawn() != "" {
 					continue
 				}
 				hit, build = a, rec.GetBuild()

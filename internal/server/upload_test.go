@@ -84,7 +84,7 @@ func expectCode(t *testing.T, what string, err error, code codes.Code) {
 // if the blob directory holds any file (a stored blob or a left temp file).
 func (ts *testServer) expectNotStored(sha string) {
 	ts.t.Helper()
-	if size, err := ts.srv.blobs.stat(sha); !errors.Is(err, cas.ErrNotFound) {
+	if size, err := ts.srv.blobs.stat(ts.t.Context(), sha); !errors.Is(err, cas.ErrNotFound) {
 		ts.t.Fatalf("blob %s: size %d, %v; want not stored", sha, size, err)
 	}
 	var files []string
@@ -138,7 +138,7 @@ func TestAnUploadBeyondTheArtifactLimitIsRefusedAndNothingIsStored(t *testing.T)
 			if err := ss.upload(header(attempt, fits), fits); err != nil {
 				t.Fatalf("an upload of exactly the limit: %v", err)
 			}
-			if size, err := ts.srv.blobs.stat(digest(fits)); err != nil || size != limit {
+			if size, err := ts.srv.blobs.stat(t.Context(), digest(fits)); err != nil || size != limit {
 				t.Fatalf("the accepted upload: size %d, %v; want %d stored", size, err, limit)
 			}
 		})
@@ -165,7 +165,7 @@ func TestAFifthConcurrentUploadOfOneBuildServerIsRefusedWhileFourAreOpen(t *test
 	fifth := datas[maxUploadsPerServer]
 	err := ss.upload(header(attempt, fifth), fifth)
 	expectCode(t, "the fifth concurrent upload", err, codes.ResourceExhausted)
-	if size, err := ts.srv.blobs.stat(digest(fifth)); !errors.Is(err, cas.ErrNotFound) {
+	if size, err := ts.srv.blobs.stat(t.Context(), digest(fifth)); !errors.Is(err, cas.ErrNotFound) {
 		t.Fatalf("the refused upload is stored: size %d, %v", size, err)
 	}
 
@@ -190,7 +190,7 @@ func TestAFifthConcurrentUploadOfOneBuildServerIsRefusedWhileFourAreOpen(t *test
 	}
 	ts.waitUploads("bs", 0)
 	for i, d := range append(datas[:maxUploadsPerServer+1], other) {
-		if _, err := ts.srv.blobs.stat(digest(d)); err != nil {
+		if _, err := ts.srv.blobs.stat(t.Context(), digest(d)); err != nil {
 			t.Fatalf("accepted upload %d is not stored: %v", i+1, err)
 		}
 	}

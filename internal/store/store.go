@@ -4,8 +4,7 @@
 // (package store/bolt) and a SQL engine can both serve.
 //
 // Every state change runs in one transaction; a caller acknowledges a client
-// only after Update (or Batch) has returned nil, at which point the change is
-// on disk. Records returned by a read are owned by the caller but must be
+// only after Update has returned nil, at which point the change is on disk. Records returned by a read are owned by the caller but must be
 // treated as immutable snapshots: change a copy (proto.Clone) and Put it.
 package store
 
@@ -30,7 +29,7 @@ var ErrExists = errors.New("store: already exists")
 // the remedy is a restore from a backup (see README, Backup and restore).
 var ErrDamaged = errors.New("store: damaged")
 
-// ErrNoSpace is wrapped by the error of an Update or Batch that could not
+// ErrNoSpace is wrapped by the error of an Update that could not
 // commit because the disk (or the user's quota) is full. Nothing of the
 // transaction was written and the store stays usable: reads go on, and the
 // same change may be committed again once space returns.
@@ -52,22 +51,34 @@ type (
 //
 // View runs fn in a read-only transaction with a consistent snapshot.
 // Update runs fn in a read-write transaction and commits (fsync) before it
-// returns; if fn returns an error nothing is written. Batch is Update for
-// many concurrent callers: their closures may share one commit, and fn may
-// run more than once, so it must be idempotent (decide from what it reads
-// inside the transaction, not from state captured outside).
+// returns; if fn returns an error nothing is written. The metaserver groups
+// its changes into one Update itself (server's committer, which keeps
+// their order), so there is no Batch.
+//
+// # One writer
+//
+// One process at a time opens a store to write it. The metaserver keeps
+// what it derives from the store in memory and trusts it without reading
+// again: the next build id (the newest build's plus one; builds take no
+// NextID), the queued and running builds, the cache's size. A second
+// writer would make those silently wrong, so an implementation must refuse
+// a second Open while one is open anywhere, not only in this process
+// (bolt: the file lock, Open failing after its Timeout; a SQL engine: an
+// advisory lock held for the connection's life). Tools go through the
+// writer (admin socket) or wait until it stops.
 type Store interface {
 	View(fn func(Tx) error) error
 	Update(fn func(Tx) error) error
-	Batch(fn func(Tx) error) error
 	Close() error
 }
 
 // Tx is one transaction. Methods of a read-only transaction that write
 // return an error. A Tx must not be used after its closure returns.
 type Tx interface {
-	// NextID returns the next value (starting at 1) of the named sequence:
-	// "build", "attempt", "request", "outbox".
+	// NextID returns the next value (starting at 1) of the named sequence,
+	// created on first use. The metaserver draws "request" ids and
+	// mail.OutboxSequence ("outbox") ids; build ids come from the one
+	// writer's memory and attempt ids from their build's (see Store).
 	NextID(sequence string) (uint64, error)
 
 	Project(name string) (*Project, error)
@@ -156,13 +167,10 @@ var ErrStop = errors.New("store: stop iteration")
 type BuildFilter struct {
 	State   kilnv1.BuildState
 	Project string
-	// Arch matches the built platform's arch, or the pinned arch of a build not yet dispatched.
-	Arch string
-	// Os, Endian, DataModel and Libc match like Arch (BuildPlatformValue);
-	// they are not indexed, so a list selected only by them scans builds
-	// newest first until the page is full.
-	Os        string
-	Endian    string
-	DataModel string
-	Libc      string
+	// Platform's pinned fields (canonical, as platform.Set leaves them)
+	// must each equal the build's BuildPlatformValue: the built platform's
+	// value, or the pinned one of a build not yet dispatched. nil matches
+	// all. Only arch is indexed (BuildArch); a list selected only by other
+	// fields scans builds newest first until the page is full.
+	Platform *kilnv1.PlatformConstraints
 }

@@ -13,7 +13,7 @@ import (
 type buildView struct {
 	Build pbBuild `json:"build"`
 	// State is the lower-case state word; Final is true for SUCCEEDED,
-	// FAILED, ERROR and CANCELLED.
+	// FAILED, ERROR, CANCELLED and EXPIRED.
 	State string `json:"state"`
 	Final bool   `json:"final"`
 	// WaitSeconds runs from creation to the start (to now while queued);
@@ -82,7 +82,7 @@ func newBuildView(b *kilnv1.Build, now time.Time) buildView {
 		d := end.Sub(st.AsTime()).Seconds()
 		v.RunSeconds = &d
 	}
-	if b.GetArtifact() != nil && b.GetArtifact().GetSha256() != "" {
+	if b.GetArtifact() != nil && b.GetArtifact().GetSha256() != "" && b.GetWithdrawn() == "" {
 		v.ArtifactURL = base + "/artifact"
 		v.ArtifactName = artifactName(b)
 	}
@@ -93,7 +93,8 @@ func newBuildView(b *kilnv1.Build, now time.Time) buildView {
 func isFinal(s kilnv1.BuildState) bool {
 	switch s {
 	case kilnv1.BuildState_BUILD_STATE_SUCCEEDED, kilnv1.BuildState_BUILD_STATE_FAILED,
-		kilnv1.BuildState_BUILD_STATE_ERROR, kilnv1.BuildState_BUILD_STATE_CANCELLED:
+		kilnv1.BuildState_BUILD_STATE_ERROR, kilnv1.BuildState_BUILD_STATE_CANCELLED,
+		kilnv1.BuildState_BUILD_STATE_EXPIRED:
 		return true
 	}
 	return false

@@ -1,11 +1,16 @@
 package web
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"unicode"
 
+	"github.com/kilnbuild/kiln/internal/platform"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
@@ -15,34 +20,65 @@ const maxFilterLen = 128
 // maxTokenLen bounds the opaque page token we pass through.
 const maxTokenLen = 1024
 
-// buildFilter is the /builds query:
-// ?state=&project=&os=&arch=&endian=&data_model=&libc=&page_size=&page_token=.
-// The platform fields match the platform a build ran on, or the one its
-// requester pinned while it waits; the metaserver accepts the spellings
+// buildFilter is the /builds query: ?state=&project=&page_size=&page_token=
+// and one parameter per platform.FilterFields (os, arch, endian, data_model,
+// libc). The platform fields match the platform a build ran on, or the one
+// its requester pinned while it waits; the metaserver accepts the spellings
 // startcompile accepts (amd64, BIG, lp64, any).
 type buildFilter struct {
-	State     string `json:"state"` // lower-case state word, "" for any
-	Project   string `json:"project"`
-	Os        string `json:"os"`
-	Arch      string `json:"arch"`
-	Endian    string `json:"endian"`
-	DataModel string `json:"data_model"`
-	Libc      string `json:"libc"`
-	PageSize  uint32 `json:"page_size,omitempty"`
-	PageToken string `json:"page_token,omitempty"`
+	State   string // lower-case state word, "" for any
+	Project string
+	// Platform holds the value of each of platform.FilterFields, "" for
+	// any; the page reads it as .Filter.Platform.
+	Platform  map[string]string
+	PageSize  uint32
+	PageToken string
 
 	state kilnv1.BuildState
+}
+
+// queryKeys are the parameters /builds takes.
+var queryKeys = slices.Concat([]string{"state", "project"}, platform.FilterFields, []string{"page_size", "page_token"})
+
+// MarshalJSON writes the filter as one flat object, platform fields
+// beside state and project: {"state", "project", "os", ..., "page_size",
+// "page_token"}, the last two omitted when empty.
+func (f buildFilter) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	add := func(key string, v any) {
+		if b.Len() > 1 {
+			b.WriteByte(',')
+		}
+		k, _ := json.Marshal(key)
+		val, _ := json.Marshal(v)
+		b.Write(k)
+		b.WriteByte(':')
+		b.Write(val)
+	}
+	add("state", f.State)
+	add("project", f.Project)
+	for _, name := range platform.FilterFields {
+		add(name, f.Platform[name])
+	}
+	if f.PageSize != 0 {
+		add("page_size", f.PageSize)
+	}
+	if f.PageToken != "" {
+		add("page_token", f.PageToken)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
 }
 
 // parseBuildFilter validates the query; anything malformed is a 400 that
 // says which parameter and why.
 func parseBuildFilter(q url.Values) (buildFilter, error) {
-	var f buildFilter
+	f := buildFilter{Platform: map[string]string{}}
 	for key := range q {
-		switch key {
-		case "state", "project", "os", "arch", "endian", "data_model", "libc", "page_size", "page_token":
-		default:
-			return f, badRequest("Unknown parameter %q; /builds takes state, project, os, arch, endian, data_model, libc, page_size and page_token.", key)
+		if !slices.Contains(queryKeys, key) {
+			return f, badRequest("Unknown parameter %q; /builds takes %s and %s.", key,
+				strings.Join(queryKeys[:len(queryKeys)-1], ", "), queryKeys[len(queryKeys)-1])
 		}
 		if len(q[key]) > 1 {
 			return f, badRequest("Parameter %q is given %d times; give it once.", key, len(q[key]))
@@ -60,11 +96,8 @@ func parseBuildFilter(q url.Values) (buildFilter, error) {
 	if f.Project, err = filterValue(q, "project"); err != nil {
 		return f, err
 	}
-	for _, p := range []struct {
-		key string
-		dst *string
-	}{{"os", &f.Os}, {"arch", &f.Arch}, {"endian", &f.Endian}, {"data_model", &f.DataModel}, {"libc", &f.Libc}} {
-		if *p.dst, err = filterValue(q, p.key); err != nil {
+	for _, name := range platform.FilterFields {
+		if f.Platform[name], err = filterValue(q, name); err != nil {
 			return f, err
 		}
 	}
@@ -105,7 +138,7 @@ func (f buildFilter) url(token string) string {
 	if f.Project != "" {
 		q.Set("project", f.Project)
 	}
-	for key, v := range map[string]string{"os": f.Os, "arch": f.Arch, "endian": f.Endian, "data_model": f.DataModel, "libc": f.Libc} {
+	for key, v := range f.Platform {
 		if v != "" {
 			q.Set(key, v)
 		}
@@ -125,7 +158,15 @@ func (f buildFilter) url(token string) string {
 // Active reports whether the filter selects anything (the page offers to
 // clear it and says "no build matches these filters").
 func (f buildFilter) Active() bool {
-	return f.State != "" || f.Project != "" || f.Os != "" || f.Arch != "" || f.Endian != "" || f.DataModel != "" || f.Libc != ""
+	if f.State != "" || f.Project != "" {
+		return true
+	}
+	for _, v := range f.Platform {
+		if v != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // buildsView is the data of /builds.
@@ -152,10 +193,11 @@ func (s *server) handleBuilds(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.rpcContext(r)
 	defer cancel()
-	resp, err := s.status.ListBuilds(ctx, &kilnv1.ListBuildsRequest{
-		State: f.state, Project: f.Project, Os: f.Os, Arch: f.Arch, Endian: f.Endian, DataModel: f.DataModel, Libc: f.Libc,
-		PageSize: size, PageToken: f.PageToken,
-	})
+	req := &kilnv1.ListBuildsRequest{State: f.state, Project: f.Project, PageSize: size, PageToken: f.PageToken}
+	for _, pf := range platform.Registry {
+		pf.SetListFilter(req, f.Platform[pf.Name])
+	}
+	resp, err := s.status.ListBuilds(ctx, req)
 	if err != nil {
 		s.writeError(w, r, fromRPC(err, "build list"))
 		return

@@ -131,6 +131,7 @@ func newFarm() *farm {
 				{TargetId: "cross:nonexistent-linux-gnu", Reason: `compiling the probe: exec: "nonexistent-linux-gnu-gcc": <not found>`},
 			},
 			LastSeen: ts(-7 * time.Second), BuildsSucceeded: 1, BuildsFailed: 5,
+			PutAsideUntil: ts(4 * time.Minute), PutAsideReason: "3 attempts lost in a row; the last: lease lapsed", ConsecutiveLosses: 3, AttemptsLost: 7,
 			Policy: &kilnv1.BuildServerPolicy{IdleOnly: true, AllowedOptions: map[string]*kilnv1.OptionValues{"opt": {Values: []string{"-O0", "-O2"}}}},
 		},
 		{
@@ -267,13 +268,14 @@ func (s *fakeStatus) ListBuilds(_ context.Context, req *kilnv1.ListBuildsRequest
 			}
 			return platform.Get(b.GetConstraints(), field)
 		}
-		if (req.GetState() == 0 || b.GetState() == req.GetState()) &&
-			(req.GetProject() == "" || b.GetProject() == req.GetProject()) &&
-			(req.GetOs() == "" || value("os") == req.GetOs()) &&
-			(req.GetArch() == "" || value("arch") == req.GetArch()) &&
-			(req.GetEndian() == "" || value("endian") == req.GetEndian()) &&
-			(req.GetDataModel() == "" || value("data_model") == req.GetDataModel()) &&
-			(req.GetLibc() == "" || value("libc") == req.GetLibc()) {
+		match := (req.GetState() == 0 || b.GetState() == req.GetState()) &&
+			(req.GetProject() == "" || b.GetProject() == req.GetProject())
+		for _, pf := range platform.Registry {
+			if want := pf.ListFilter(req); want != "" && value(pf.Name) != want {
+				match = false
+			}
+		}
+		if match {
 			ids = append(ids, id)
 		}
 	}

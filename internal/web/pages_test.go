@@ -65,6 +65,7 @@ func TestPagesRenderAsHTML(t *testing.T) {
 			"11 succeeded, 4 failed", "UNSANDBOXED", "WITHOUT a sandbox", "draining", "revoked", "disconnected", "musl 1.2.3",
 			"projects: hello, libfoo; at most 1h00m00s per build", "only while idle", "opt ∈ {-O0, -O2}", "2026-03-14T15:09:23Z", "(3s ago)",
 			"not offered", "<code>cross:nonexistent-linux-gnu</code>", "&lt;not found&gt;",
+			"put aside", "3 in a row, 7 in all", "3 attempts lost in a row; the last: lease lapsed",
 		}},
 		{"builds list newest first with links", "/builds", []string{`href="/build/105"`, `href="/build/101"`, "libfoo", "asked: arch=ppc64 endian=big", "linux/s390x big LP64 glibc-2.36 gcc-12.2.0 (emulated)"}},
 		{"a succeeded build shows attempts, platform and artifact", "/build/101", []string{
@@ -124,6 +125,8 @@ func TestPagesRenderAsJSON(t *testing.T) {
 			bob := bss[1].(map[string]any)
 			expect(t, bob["name"], "bob-unsafe")
 			expect(t, bob["unsandboxed"], true)
+			expect(t, bob["put_aside_reason"], "3 attempts lost in a row; the last: lease lapsed")
+			expect(t, bob["attempts_lost"], "7")
 			rejected := bob["rejected_targets"].([]any)[0].(map[string]any)
 			expect(t, rejected["target_id"], "cross:nonexistent-linux-gnu")
 			expect(t, rejected["reason"], `compiling the probe: exec: "nonexistent-linux-gnu-gcc": <not found>`)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
-	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -83,30 +82,6 @@ func BenchmarkUpdatePutBuild(b *testing.B) {
 		n++
 	}
 	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "builds/s")
-}
-
-// BenchmarkBatchPutBuild is 64 concurrent callers each acknowledging one
-// build per Batch, fsync on.
-func BenchmarkBatchPutBuild(b *testing.B) {
-	db := openT(b, filepath.Join(b.TempDir(), "kiln.db"), bolt.Options{})
-	b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
-	start := time.Now()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			err := db.Batch(func(tx store.Tx) error {
-				id, err := tx.NextID("build")
-				if err != nil {
-					return err
-				}
-				return tx.PutBuild(benchBuild(id))
-			})
-			if err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "builds/s")
 }
 
 // BenchmarkGetBuild reads one random build among 100,000 in its own View.

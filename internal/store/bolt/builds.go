@@ -190,8 +190,8 @@ func (t *tx) ListBuilds(f store.BuildFilter, beforeID uint64, limit int) ([]*sto
 			return nil, invalid("no builds are indexed in state %v", f.State)
 		}
 		bucket, prefix = bucketBuildsByState, []byte{sb}
-	case f.Arch != "":
-		bucket, prefix = bucketBuildsByArch, strKey(f.Arch)
+	case f.Platform.GetArch() != "":
+		bucket, prefix = bucketBuildsByArch, strKey(f.Platform.GetArch())
 	}
 	primary := prefix == nil
 

@@ -9,7 +9,7 @@
 // string is never the prefix of another's key.
 //
 //	meta/
-//	  "version"            -> u64 schema version (2)
+//	  "version"            -> u64 schema version (SchemaVersion, 3)
 //	  "outbox_len"         -> u64 messages in outbox/
 //	seq/
 //	  <sequence name>/     bucket whose NextSequence is NextID(name)
@@ -59,7 +59,6 @@ package bolt
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -70,25 +69,9 @@ import (
 
 var _ store.Store = (*DB)(nil)
 
-// Defaults applied by Open to zero Options fields.
-const (
-	// DefaultTimeout is how long Open waits for the file lock.
-	DefaultTimeout = time.Second
-	// DefaultMaxBatchDelay bounds how long a Batch caller waits for others to
-	// join its commit.
-	DefaultMaxBatchDelay = 2 * time.Millisecond
-)
-
-// DefaultMaxBatchSize is the default number of Batch closures that share one
-// commit. It is deliberately small: bbolt starts a batch when it is full or
-// when MaxBatchDelay passes, so a size larger than the number of concurrent
-// callers makes every batch wait the whole delay (measured: ~6,000 rec/s with
-// bbolt's default of 1,000 against ~150,000 rec/s with 64 callers and a size
-// at or below 64). The cost of a size at or below the callers is one commit
-// per MaxBatchSize closures: on a disk where a commit takes ~2 ms (journaled
-// ext4), 64 callers got ~3x more with a size of 64 than of 16, so raise it
-// through Options where commits are slow and callers many.
-var DefaultMaxBatchSize = max(16, runtime.NumCPU()*8)
+// DefaultTimeout is how long Open waits for the file lock, applied by
+// Open to a zero Options.Timeout.
+const DefaultTimeout = time.Second
 
 // Options tune Open. The zero value is what the metaserver uses.
 type Options struct {
@@ -99,12 +82,6 @@ type Options struct {
 	// NoSync skips fsync on commit. Only for tests and benchmarks: a
 	// committed transaction may be lost on power failure.
 	NoSync bool
-	// MaxBatchSize is how many Batch closures may share one commit; 0 means
-	// DefaultMaxBatchSize.
-	MaxBatchSize int
-	// MaxBatchDelay is how long a batch waits to fill before it commits
-	// anyway; 0 means DefaultMaxBatchDelay.
-	MaxBatchDelay time.Duration
 	// NoCheck skips the consistency check of every page that Open runs on
 	// an existing file before writing to it (the cheap check of its size
 	// against its meta page always runs). The check walks every page: about
@@ -133,12 +110,6 @@ func Open(path string, opts Options) (*DB, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
 	}
-	if opts.MaxBatchSize <= 0 {
-		opts.MaxBatchSize = DefaultMaxBatchSize
-	}
-	if opts.MaxBatchDelay <= 0 {
-		opts.MaxBatchDelay = DefaultMaxBatchDelay
-	}
 	if err := precheck(path); err != nil {
 		return nil, err
 	}
@@ -162,8 +133,6 @@ func Open(path string, opts Options) (*DB, error) {
 		}
 		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
 	}
-	bdb.MaxBatchSize = opts.MaxBatchSize
-	bdb.MaxBatchDelay = opts.MaxBatchDelay
 	db := &DB{db: bdb, path: path}
 	if !opts.NoCheck {
 		// Before the first write: a damaged file must stay as it was.
@@ -205,19 +174,6 @@ func (db *DB) View(fn func(store.Tx) error) error {
 func (db *DB) Update(fn func(store.Tx) error) error {
 	return noSpace(guard(db.path, func() error {
 		return db.db.Update(func(btx *bbolt.Tx) error { return run(btx, fn) })
-	}))
-}
-
-// Batch is Update through bbolt's DB.Batch: closures of concurrent callers
-// share one commit. fn may run more than once (when another closure of the
-// same batch fails, the batch is rolled back and retried without it), so it
-// must decide from what it reads in the transaction only.
-//
-// Errors are as Update's; bbolt runs the batch's commit on another
-// goroutine, so only a damaged page read inside fn becomes a *DamagedError.
-func (db *DB) Batch(fn func(store.Tx) error) error {
-	return noSpace(db.db.Batch(func(btx *bbolt.Tx) error {
-		return guard(db.path, func() error { return run(btx, fn) })
 	}))
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/kilnbuild/kiln/internal/platform"
 	"github.com/kilnbuild/kiln/internal/store"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
@@ -30,13 +31,15 @@ func (h *harness) list(f store.BuildFilter, beforeID uint64, limit int) []uint64
 
 func filterMatches(f store.BuildFilter, b *store.Build) bool {
 	v := b.GetBuild()
-	return (f.State == 0 || v.GetState() == f.State) &&
-		(f.Project == "" || v.GetProject() == f.Project) &&
-		(f.Arch == "" || store.BuildArch(b) == f.Arch) &&
-		(f.Os == "" || store.BuildPlatformValue(b, "os") == f.Os) &&
-		(f.Endian == "" || store.BuildPlatformValue(b, "endian") == f.Endian) &&
-		(f.DataModel == "" || store.BuildPlatformValue(b, "data_model") == f.DataModel) &&
-		(f.Libc == "" || store.BuildPlatformValue(b, "libc") == f.Libc)
+	if (f.State != 0 && v.GetState() != f.State) || (f.Project != "" && v.GetProject() != f.Project) {
+		return false
+	}
+	for _, pf := range platform.Registry {
+		if want := pf.Constraint(f.Platform); want != "" && store.BuildPlatformValue(b, pf.Name) != want {
+			return false
+		}
+	}
+	return true
 }
 
 // mixedBuilds stores builds 1..12 across projects, states and archs:
@@ -92,14 +95,14 @@ var listCases = []testCase{
 			{store.BuildFilter{Project: "make"}, []uint64{12, 10, 8, 6, 4, 2}},
 			{store.BuildFilter{Project: "nope"}, nil},
 			// A dispatched build matches the arch it ran on, not the one pinned.
-			{store.BuildFilter{Arch: "s390x"}, []uint64{6, 2}},
-			{store.BuildFilter{Arch: "x86_64"}, []uint64{12, 11, 10, 9, 8, 7, 3, 1}},
-			{store.BuildFilter{Arch: "i686"}, []uint64{4}},
+			{store.BuildFilter{Platform: &kilnv1.PlatformConstraints{Arch: "s390x"}}, []uint64{6, 2}},
+			{store.BuildFilter{Platform: &kilnv1.PlatformConstraints{Arch: "x86_64"}}, []uint64{12, 11, 10, 9, 8, 7, 3, 1}},
+			{store.BuildFilter{Platform: &kilnv1.PlatformConstraints{Arch: "i686"}}, []uint64{4}},
 			{store.BuildFilter{Project: "awk", State: queued}, []uint64{11, 9, 7, 5}},
-			{store.BuildFilter{Project: "make", Arch: "s390x"}, []uint64{6, 2}},
-			{store.BuildFilter{State: queued, Arch: "x86_64"}, []uint64{12, 11, 10, 9, 8, 7}},
-			{store.BuildFilter{Project: "awk", State: running, Arch: "x86_64"}, []uint64{3}},
-			{store.BuildFilter{Project: "awk", State: running, Arch: "s390x"}, nil},
+			{store.BuildFilter{Project: "make", Platform: &kilnv1.PlatformConstraints{Arch: "s390x"}}, []uint64{6, 2}},
+			{store.BuildFilter{State: queued, Platform: &kilnv1.PlatformConstraints{Arch: "x86_64"}}, []uint64{12, 11, 10, 9, 8, 7}},
+			{store.BuildFilter{Project: "awk", State: running, Platform: &kilnv1.PlatformConstraints{Arch: "x86_64"}}, []uint64{3}},
+			{store.BuildFilter{Project: "awk", State: running, Platform: &kilnv1.PlatformConstraints{Arch: "s390x"}}, nil},
 		}
 		for _, c := range cases {
 			wantIDs(t, fmt.Sprintf("%+v", c.f), h.list(c.f, 0, 50), c.want)
@@ -123,21 +126,21 @@ var listCases = []testCase{
 			f    store.BuildFilter
 			want []uint64
 		}{
-			{store.BuildFilter{Os: "linux"}, []uint64{4, 3, 2, 1}},
-			{store.BuildFilter{Os: "freebsd"}, nil},
-			{store.BuildFilter{Endian: "big"}, []uint64{2, 1}},
-			{store.BuildFilter{Endian: "little"}, []uint64{4, 3}},
-			{store.BuildFilter{DataModel: "ILP32"}, []uint64{4, 2}},
-			{store.BuildFilter{Libc: "musl"}, []uint64{4}},
-			{store.BuildFilter{Libc: "glibc"}, []uint64{3, 1}},
-			{store.BuildFilter{State: queued, Endian: "big"}, []uint64{2}},
-			{store.BuildFilter{Project: "make", DataModel: "ILP32", Libc: "musl"}, []uint64{4}},
-			{store.BuildFilter{Arch: "s390x", Endian: "little"}, nil},
+			{store.BuildFilter{Platform: &kilnv1.PlatformConstraints{Os: "linux"}}, []uint64{4, 3, 2, 1}},
+			{store.BuildFilter{Platform: &kilnv1.PlatformConstraints{Os: "freebsd"}}, nil},
+			{store.BuildFilter{Platform: &kilnv1.PlatformConstraints{Endian: "big"}}, []uint64{2, 1}},
+			{store.BuildFilter{Platform: &kilnv1.PlatformConstraints{Endian: "little"}}, []uint64{4, 3}},
+			{store.BuildFilter{Platform: &kilnv1.PlatformConstraints{DataModel: "ILP32"}}, []uint64{4, 2}},
+			{store.BuildFilter{Platform: &kilnv1.PlatformConstraints{Libc: "musl"}}, []uint64{4}},
+			{store.BuildFilter{Platform: &kilnv1.PlatformConstraints{Libc: "glibc"}}, []uint64{3, 1}},
+			{store.BuildFilter{State: queued, Platform: &kilnv1.PlatformConstraints{Endian: "big"}}, []uint64{2}},
+			{store.BuildFilter{Project: "make", Platform: &kilnv1.PlatformConstraints{DataModel: "ILP32", Libc: "musl"}}, []uint64{4}},
+			{store.BuildFilter{Platform: &kilnv1.PlatformConstraints{Arch: "s390x", Endian: "little"}}, nil},
 		}
 		for _, c := range cases {
 			wantIDs(t, fmt.Sprintf("%+v", c.f), h.list(c.f, 0, 50), c.want)
 		}
-		wantIDs(t, "little endian below 4", h.list(store.BuildFilter{Endian: "little"}, 4, 10), []uint64{3})
+		wantIDs(t, "little endian below 4", h.list(store.BuildFilter{Platform: &kilnv1.PlatformConstraints{Endian: "little"}}, 4, 10), []uint64{3})
 	}},
 	{"ListBuilds pages through a filtered list", func(t *testing.T, h *harness) {
 		h.mixedBuilds()
@@ -154,7 +157,7 @@ var listCases = []testCase{
 		}
 		wantIDs(t, "pages", got, []uint64{12, 10, 8, 6, 4, 2})
 		wantIDs(t, "queued below 9", h.list(store.BuildFilter{State: queued}, 9, 3), []uint64{8, 7, 5})
-		wantIDs(t, "x86_64 below 7", h.list(store.BuildFilter{Arch: "x86_64"}, 7, 10), []uint64{3, 1})
+		wantIDs(t, "x86_64 below 7", h.list(store.BuildFilter{Platform: &kilnv1.PlatformConstraints{Arch: "x86_64"}}, 7, 10), []uint64{3, 1})
 	}},
 	{"ListBuilds follows a build into its new state and arch", func(t *testing.T, h *harness) {
 		b := newBuild(buildSpec{id: 1, state: queued, pinArch: "s390x", project: "awk"})
@@ -164,7 +167,7 @@ var listCases = []testCase{
 		h.putBuilds(b)
 		wantIDs(t, "queued", h.list(store.BuildFilter{State: queued}, 0, 10), nil)
 		wantIDs(t, "running", h.list(store.BuildFilter{State: running}, 0, 10), []uint64{1})
-		wantIDs(t, "pinned arch", h.list(store.BuildFilter{Arch: "s390x"}, 0, 10), nil)
-		wantIDs(t, "built arch", h.list(store.BuildFilter{Arch: "armv7"}, 0, 10), []uint64{1})
+		wantIDs(t, "pinned arch", h.list(store.BuildFilter{Platform: &kilnv1.PlatformConstraints{Arch: "s390x"}}, 0, 10), nil)
+		wantIDs(t, "built arch", h.list(store.BuildFilter{Platform: &kilnv1.PlatformConstraints{Arch: "armv7"}}, 0, 10), []uint64{1})
 	}},
 }

@@ -3,8 +3,6 @@ package storetest
 import (
 	"errors"
 	"fmt"
-	"slices"
-	"sync"
 	"testing"
 
 	"github.com/kilnbuild/kiln/internal/store"
@@ -86,7 +84,7 @@ func wantOneOfEach(t *testing.T, tx store.Tx) {
 	wantEqual(t, "Build", b, newBuild(buildSpec{id: 1, state: queued, source: "s", pinArch: "x86_64"}))
 	wantIDs(t, "queued", byState(t, tx, queued), []uint64{1})
 	wantIDs(t, "active by source", activeBySource(t, tx, "s"), []uint64{1})
-	wantIDs(t, "listed by arch", listIDs(t, tx, store.BuildFilter{Arch: "x86_64", Project: "hello"}), []uint64{1})
+	wantIDs(t, "listed by arch", listIDs(t, tx, store.BuildFilter{Project: "hello", Platform: &kilnv1.PlatformConstraints{Arch: "x86_64"}}), []uint64{1})
 	wantCounts(t, tx, map[kilnv1.BuildState]uint64{queued: 1})
 	wantIDs(t, "requests for build", requestIDs(t, tx, 1), []uint64{1})
 	wantKeys(t, "artifacts by source", bySource(t, tx, "s"), "k1")
@@ -182,83 +180,6 @@ var txCases = []testCase{
 			must(t, err)
 			b.Build.Project = "changed in view"
 			wantOneOfEach(t, tx)
-			return nil
-		})
-	}},
-	{"Batch from 64 goroutines commits every closure", func(t *testing.T, h *harness) {
-		const n = 64
-		ids := make([]uint64, n)
-		errs := make([]error, n)
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Go(func() {
-				errs[i] = h.s.Batch(func(tx store.Tx) error {
-					id, err := tx.NextID("build")
-					if err != nil {
-						return err
-					}
-					ids[i] = id // the last run is the committed one
-					if err := tx.PutBuild(newBuild(buildSpec{id: id, state: queued, source: "s"})); err != nil {
-						return err
-					}
-					return tx.PutRequest(request(id, id))
-				})
-			})
-		}
-		wg.Wait()
-		for i, err := range errs {
-			if err != nil {
-				t.Fatalf("Batch of caller %d: %v", i, err)
-			}
-		}
-		if distinct := slices.Compact(slices.Sorted(slices.Values(ids))); len(distinct) != n {
-			t.Fatalf("Batch callers saw %d distinct ids, want %d: %v", len(distinct), n, ids)
-		}
-		h.view(func(tx store.Tx) error {
-			for _, id := range ids {
-				if _, err := tx.Build(id); err != nil {
-					t.Errorf("build %d acknowledged but missing: %v", id, err)
-				}
-				wantIDs(t, "request", requestIDs(t, tx, id), []uint64{id})
-			}
-			wantCounts(t, tx, map[kilnv1.BuildState]uint64{queued: n})
-			if got := activeBySource(t, tx, "s"); len(got) != n {
-				t.Fatalf("active by source: %d builds, want %d", len(got), n)
-			}
-			return nil
-		})
-	}},
-	{"a failing Batch closure fails alone", func(t *testing.T, h *harness) {
-		const n = 64
-		errOdd := errors.New("odd caller")
-		errs := make([]error, n)
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Go(func() {
-				errs[i] = h.s.Batch(func(tx store.Tx) error {
-					if err := tx.PutBuild(newBuild(buildSpec{id: uint64(i + 1), state: queued})); err != nil {
-						return err
-					}
-					if i%2 == 1 {
-						return errOdd
-					}
-					return nil
-				})
-			})
-		}
-		wg.Wait()
-		h.view(func(tx store.Tx) error {
-			for i, err := range errs {
-				_, getErr := tx.Build(uint64(i + 1))
-				if i%2 == 1 {
-					wantErr(t, fmt.Sprintf("caller %d", i), err, errOdd)
-					wantErr(t, fmt.Sprintf("build of failed caller %d", i), getErr, store.ErrNotFound)
-				} else {
-					must(t, err)
-					must(t, getErr)
-				}
-			}
-			wantCounts(t, tx, map[kilnv1.BuildState]uint64{queued: n / 2})
 			return nil
 		})
 	}},

@@ -628,8 +628,10 @@ func (x *AddBuildServerResponse) GetToken() string {
 
 // RevokeBuildServerRequest names the build server.
 type RevokeBuildServerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Also withdraw the artifacts the build server alone produced.
+	Purge         bool `protobuf:"varint,2,opt,name=purge,proto3" json:"purge,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -671,9 +673,21 @@ func (x *RevokeBuildServerRequest) GetName() string {
 	return ""
 }
 
-// RevokeBuildServerResponse is empty.
+func (x *RevokeBuildServerRequest) GetPurge() bool {
+	if x != nil {
+		return x.Purge
+	}
+	return false
+}
+
+// RevokeBuildServerResponse says what a purge did, one entry per build.
 type RevokeBuildServerResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The artifacts withdrawn.
+	Withdrawn []*WithdrawnArtifact `protobuf:"bytes,1,rep,name=withdrawn,proto3" json:"withdrawn,omitempty"`
+	// The artifacts the build server produced that stay: another, unrevoked
+	// build server produced the same bytes (also_built_by).
+	Kept          []*WithdrawnArtifact `protobuf:"bytes,2,rep,name=kept,proto3" json:"kept,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -708,6 +722,108 @@ func (*RevokeBuildServerResponse) Descriptor() ([]byte, []int) {
 	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
+func (x *RevokeBuildServerResponse) GetWithdrawn() []*WithdrawnArtifact {
+	if x != nil {
+		return x.Withdrawn
+	}
+	return nil
+}
+
+func (x *RevokeBuildServerResponse) GetKept() []*WithdrawnArtifact {
+	if x != nil {
+		return x.Kept
+	}
+	return nil
+}
+
+// WithdrawnArtifact is one build's artifact considered by a purge.
+type WithdrawnArtifact struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	BuildId uint64                 `protobuf:"varint,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	Sha256  string                 `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Project string                 `protobuf:"bytes,3,opt,name=project,proto3" json:"project,omitempty"`
+	Commit  string                 `protobuf:"bytes,4,opt,name=commit,proto3" json:"commit,omitempty"`
+	// The pins that named it (they now refuse to resolve when withdrawn).
+	Pins []string `protobuf:"bytes,5,rep,name=pins,proto3" json:"pins,omitempty"`
+	// For a kept artifact: the unrevoked build servers that produced the
+	// same sha256.
+	AlsoBuiltBy   []string `protobuf:"bytes,6,rep,name=also_built_by,json=alsoBuiltBy,proto3" json:"also_built_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WithdrawnArtifact) Reset() {
+	*x = WithdrawnArtifact{}
+	mi := &file_kiln_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WithdrawnArtifact) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WithdrawnArtifact) ProtoMessage() {}
+
+func (x *WithdrawnArtifact) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WithdrawnArtifact.ProtoReflect.Descriptor instead.
+func (*WithdrawnArtifact) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *WithdrawnArtifact) GetBuildId() uint64 {
+	if x != nil {
+		return x.BuildId
+	}
+	return 0
+}
+
+func (x *WithdrawnArtifact) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *WithdrawnArtifact) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *WithdrawnArtifact) GetCommit() string {
+	if x != nil {
+		return x.Commit
+	}
+	return ""
+}
+
+func (x *WithdrawnArtifact) GetPins() []string {
+	if x != nil {
+		return x.Pins
+	}
+	return nil
+}
+
+func (x *WithdrawnArtifact) GetAlsoBuiltBy() []string {
+	if x != nil {
+		return x.AlsoBuiltBy
+	}
+	return nil
+}
+
 // PinRequest names a build's artifact.
 type PinRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -719,7 +835,7 @@ type PinRequest struct {
 
 func (x *PinRequest) Reset() {
 	*x = PinRequest{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[15]
+	mi := &file_kiln_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +847,7 @@ func (x *PinRequest) String() string {
 func (*PinRequest) ProtoMessage() {}
 
 func (x *PinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[15]
+	mi := &file_kiln_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +860,7 @@ func (x *PinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinRequest.ProtoReflect.Descriptor instead.
 func (*PinRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PinRequest) GetName() string {
@@ -772,7 +888,7 @@ type PinResponse struct {
 
 func (x *PinResponse) Reset() {
 	*x = PinResponse{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[16]
+	mi := &file_kiln_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -784,7 +900,7 @@ func (x *PinResponse) String() string {
 func (*PinResponse) ProtoMessage() {}
 
 func (x *PinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[16]
+	mi := &file_kiln_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -797,7 +913,7 @@ func (x *PinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinResponse.ProtoReflect.Descriptor instead.
 func (*PinResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PinResponse) GetName() string {
@@ -847,10 +963,20 @@ const file_kiln_v1_admin_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"B\n" +
 	"\x16AddBuildServerResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\tR\x05token\".\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\"D\n" +
 	"\x18RevokeBuildServerRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x1b\n" +
-	"\x19RevokeBuildServerResponse\";\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05purge\x18\x02 \x01(\bR\x05purge\"\x85\x01\n" +
+	"\x19RevokeBuildServerResponse\x128\n" +
+	"\twithdrawn\x18\x01 \x03(\v2\x1a.kiln.v1.WithdrawnArtifactR\twithdrawn\x12.\n" +
+	"\x04kept\x18\x02 \x03(\v2\x1a.kiln.v1.WithdrawnArtifactR\x04kept\"\xb0\x01\n" +
+	"\x11WithdrawnArtifact\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\x04R\abuildId\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x18\n" +
+	"\aproject\x18\x03 \x01(\tR\aproject\x12\x16\n" +
+	"\x06commit\x18\x04 \x01(\tR\x06commit\x12\x12\n" +
+	"\x04pins\x18\x05 \x03(\tR\x04pins\x12\"\n" +
+	"\ralso_built_by\x18\x06 \x03(\tR\valsoBuiltBy\";\n" +
 	"\n" +
 	"PinRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
@@ -881,7 +1007,7 @@ func file_kiln_v1_admin_proto_rawDescGZIP() []byte {
 	return file_kiln_v1_admin_proto_rawDescData
 }
 
-var file_kiln_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_kiln_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_kiln_v1_admin_proto_goTypes = []any{
 	(*BackupRequest)(nil),             // 0: kiln.v1.BackupRequest
 	(*BackupResponse)(nil),            // 1: kiln.v1.BackupResponse
@@ -898,38 +1024,41 @@ var file_kiln_v1_admin_proto_goTypes = []any{
 	(*AddBuildServerResponse)(nil),    // 12: kiln.v1.AddBuildServerResponse
 	(*RevokeBuildServerRequest)(nil),  // 13: kiln.v1.RevokeBuildServerRequest
 	(*RevokeBuildServerResponse)(nil), // 14: kiln.v1.RevokeBuildServerResponse
-	(*PinRequest)(nil),                // 15: kiln.v1.PinRequest
-	(*PinResponse)(nil),               // 16: kiln.v1.PinResponse
-	(*Build)(nil),                     // 17: kiln.v1.Build
-	(*Artifact)(nil),                  // 18: kiln.v1.Artifact
+	(*WithdrawnArtifact)(nil),         // 15: kiln.v1.WithdrawnArtifact
+	(*PinRequest)(nil),                // 16: kiln.v1.PinRequest
+	(*PinResponse)(nil),               // 17: kiln.v1.PinResponse
+	(*Build)(nil),                     // 18: kiln.v1.Build
+	(*Artifact)(nil),                  // 19: kiln.v1.Artifact
 }
 var file_kiln_v1_admin_proto_depIdxs = []int32{
-	17, // 0: kiln.v1.CancelBuildResponse.build:type_name -> kiln.v1.Build
+	18, // 0: kiln.v1.CancelBuildResponse.build:type_name -> kiln.v1.Build
 	6,  // 1: kiln.v1.AddProjectRequest.project:type_name -> kiln.v1.Project
 	6,  // 2: kiln.v1.AddProjectResponse.project:type_name -> kiln.v1.Project
 	6,  // 3: kiln.v1.ListProjectsResponse.projects:type_name -> kiln.v1.Project
-	18, // 4: kiln.v1.PinResponse.artifact:type_name -> kiln.v1.Artifact
-	7,  // 5: kiln.v1.AdminService.AddProject:input_type -> kiln.v1.AddProjectRequest
-	9,  // 6: kiln.v1.AdminService.ListProjects:input_type -> kiln.v1.ListProjectsRequest
-	11, // 7: kiln.v1.AdminService.AddBuildServer:input_type -> kiln.v1.AddBuildServerRequest
-	13, // 8: kiln.v1.AdminService.RevokeBuildServer:input_type -> kiln.v1.RevokeBuildServerRequest
-	15, // 9: kiln.v1.AdminService.Pin:input_type -> kiln.v1.PinRequest
-	4,  // 10: kiln.v1.AdminService.CreateEnrollToken:input_type -> kiln.v1.CreateEnrollTokenRequest
-	2,  // 11: kiln.v1.AdminService.CancelBuild:input_type -> kiln.v1.CancelBuildRequest
-	0,  // 12: kiln.v1.AdminService.Backup:input_type -> kiln.v1.BackupRequest
-	8,  // 13: kiln.v1.AdminService.AddProject:output_type -> kiln.v1.AddProjectResponse
-	10, // 14: kiln.v1.AdminService.ListProjects:output_type -> kiln.v1.ListProjectsResponse
-	12, // 15: kiln.v1.AdminService.AddBuildServer:output_type -> kiln.v1.AddBuildServerResponse
-	14, // 16: kiln.v1.AdminService.RevokeBuildServer:output_type -> kiln.v1.RevokeBuildServerResponse
-	16, // 17: kiln.v1.AdminService.Pin:output_type -> kiln.v1.PinResponse
-	5,  // 18: kiln.v1.AdminService.CreateEnrollToken:output_type -> kiln.v1.CreateEnrollTokenResponse
-	3,  // 19: kiln.v1.AdminService.CancelBuild:output_type -> kiln.v1.CancelBuildResponse
-	1,  // 20: kiln.v1.AdminService.Backup:output_type -> kiln.v1.BackupResponse
-	13, // [13:21] is the sub-list for method output_type
-	5,  // [5:13] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	15, // 4: kiln.v1.RevokeBuildServerResponse.withdrawn:type_name -> kiln.v1.WithdrawnArtifact
+	15, // 5: kiln.v1.RevokeBuildServerResponse.kept:type_name -> kiln.v1.WithdrawnArtifact
+	19, // 6: kiln.v1.PinResponse.artifact:type_name -> kiln.v1.Artifact
+	7,  // 7: kiln.v1.AdminService.AddProject:input_type -> kiln.v1.AddProjectRequest
+	9,  // 8: kiln.v1.AdminService.ListProjects:input_type -> kiln.v1.ListProjectsRequest
+	11, // 9: kiln.v1.AdminService.AddBuildServer:input_type -> kiln.v1.AddBuildServerRequest
+	13, // 10: kiln.v1.AdminService.RevokeBuildServer:input_type -> kiln.v1.RevokeBuildServerRequest
+	16, // 11: kiln.v1.AdminService.Pin:input_type -> kiln.v1.PinRequest
+	4,  // 12: kiln.v1.AdminService.CreateEnrollToken:input_type -> kiln.v1.CreateEnrollTokenRequest
+	2,  // 13: kiln.v1.AdminService.CancelBuild:input_type -> kiln.v1.CancelBuildRequest
+	0,  // 14: kiln.v1.AdminService.Backup:input_type -> kiln.v1.BackupRequest
+	8,  // 15: kiln.v1.AdminService.AddProject:output_type -> kiln.v1.AddProjectResponse
+	10, // 16: kiln.v1.AdminService.ListProjects:output_type -> kiln.v1.ListProjectsResponse
+	12, // 17: kiln.v1.AdminService.AddBuildServer:output_type -> kiln.v1.AddBuildServerResponse
+	14, // 18: kiln.v1.AdminService.RevokeBuildServer:output_type -> kiln.v1.RevokeBuildServerResponse
+	17, // 19: kiln.v1.AdminService.Pin:output_type -> kiln.v1.PinResponse
+	5,  // 20: kiln.v1.AdminService.CreateEnrollToken:output_type -> kiln.v1.CreateEnrollTokenResponse
+	3,  // 21: kiln.v1.AdminService.CancelBuild:output_type -> kiln.v1.CancelBuildResponse
+	1,  // 22: kiln.v1.AdminService.Backup:output_type -> kiln.v1.BackupResponse
+	15, // [15:23] is the sub-list for method output_type
+	7,  // [7:15] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_admin_proto_init() }
@@ -944,7 +1073,7 @@ func file_kiln_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_admin_proto_rawDesc), len(file_kiln_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -45,7 +45,13 @@ type AdminServiceClient interface {
 	// AddBuildServer creates a build server's credential; the token is returned
 	// once and stored only as a hash.
 	AddBuildServer(ctx context.Context, in *AddBuildServerRequest, opts ...grpc.CallOption) (*AddBuildServerResponse, error)
-	// RevokeBuildServer revokes a credential; its session is closed.
+	// RevokeBuildServer revokes a credential; its session is closed. With
+	// purge, it also withdraws from the cache and from pins every artifact
+	// that build server alone produced: a build whose sha256 another,
+	// unrevoked build server also produced keeps its artifact. Withdrawn
+	// builds are no longer cache hits (the same request builds again),
+	// their pages say why, and downloading them, by id or by pin, fails
+	// with FAILED_PRECONDITION. Revoking again (with purge) is allowed.
 	RevokeBuildServer(ctx context.Context, in *RevokeBuildServerRequest, opts ...grpc.CallOption) (*RevokeBuildServerResponse, error)
 	// Pin gives a succeeded build's artifact a permanent name.
 	Pin(ctx context.Context, in *PinRequest, opts ...grpc.CallOption) (*PinResponse, error)
@@ -173,7 +179,13 @@ type AdminServiceServer interface {
 	// AddBuildServer creates a build server's credential; the token is returned
 	// once and stored only as a hash.
 	AddBuildServer(context.Context, *AddBuildServerRequest) (*AddBuildServerResponse, error)
-	// RevokeBuildServer revokes a credential; its session is closed.
+	// RevokeBuildServer revokes a credential; its session is closed. With
+	// purge, it also withdraws from the cache and from pins every artifact
+	// that build server alone produced: a build whose sha256 another,
+	// unrevoked build server also produced keeps its artifact. Withdrawn
+	// builds are no longer cache hits (the same request builds again),
+	// their pages say why, and downloading them, by id or by pin, fails
+	// with FAILED_PRECONDITION. Revoking again (with purge) is allowed.
 	RevokeBuildServer(context.Context, *RevokeBuildServerRequest) (*RevokeBuildServerResponse, error)
 	// Pin gives a succeeded build's artifact a permanent name.
 	Pin(context.Context, *PinRequest) (*PinResponse, error)

@@ -25,14 +25,16 @@ const (
 // BuildState is the lifecycle of a build:
 //
 //	QUEUED ──dispatch──▶ RUNNING ──success──▶ SUCCEEDED
-//	  ▲                    │ ├──compile failure / timeout──▶ FAILED
-//	  └──setup failure,────┘ ├──attempt limit reached──────▶ ERROR
-//	     lost lease,         └──cancel──────────────────────▶ CANCELLED
-//	     refusal
+//	  ▲ │                  │ ├──compile failure / timeout──▶ FAILED
+//	  │ │                  │ ├──attempt limit reached──────▶ ERROR
+//	  └─┼──setup failure,──┘ └──cancel──────────────────────▶ CANCELLED
+//	    │  lost lease, held past
+//	    │  its time limit, refusal
+//	    └──no connected target matched for --expire-unmatched──▶ EXPIRED
 //
-// SUCCEEDED, FAILED, ERROR and CANCELLED are final. A queued build may be
-// cancelled too. Only an administrator cancels a build others wait on; a
-// requester withdraws its own wait, and the last one withdrawing cancels
+// SUCCEEDED, FAILED, ERROR, CANCELLED and EXPIRED are final. A queued build
+// may be cancelled too. Only an administrator cancels a build others wait on;
+// a requester withdraws its own wait, and the last one withdrawing cancels
 // the build (CompileService.Cancel).
 type BuildState int32
 
@@ -44,6 +46,9 @@ const (
 	BuildState_BUILD_STATE_FAILED      BuildState = 4
 	BuildState_BUILD_STATE_ERROR       BuildState = 5
 	BuildState_BUILD_STATE_CANCELLED   BuildState = 6
+	// Queued while no connected target could ever take it (platform, tools,
+	// policy) for the metaserver's --expire-unmatched time; failure says why.
+	BuildState_BUILD_STATE_EXPIRED BuildState = 7
 )
 
 // Enum value maps for BuildState.
@@ -56,6 +61,7 @@ var (
 		4: "BUILD_STATE_FAILED",
 		5: "BUILD_STATE_ERROR",
 		6: "BUILD_STATE_CANCELLED",
+		7: "BUILD_STATE_EXPIRED",
 	}
 	BuildState_value = map[string]int32{
 		"BUILD_STATE_UNSPECIFIED": 0,
@@ -65,6 +71,7 @@ var (
 		"BUILD_STATE_FAILED":      4,
 		"BUILD_STATE_ERROR":       5,
 		"BUILD_STATE_CANCELLED":   6,
+		"BUILD_STATE_EXPIRED":     7,
 	}
 )
 
@@ -107,7 +114,9 @@ const (
 	AttemptOutcome_ATTEMPT_OUTCOME_FAILED AttemptOutcome = 3
 	// The build server could not set up (fetch, toolchain, sandbox, disk): retried elsewhere.
 	AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED AttemptOutcome = 4
-	// The lease lapsed (build server vanished): retried.
+	// The lease lapsed (build server vanished), the build server reconnected
+	// without it, or it was held past the build's time limit plus the
+	// metaserver's grace without a result: retried.
 	AttemptOutcome_ATTEMPT_OUTCOME_LOST AttemptOutcome = 5
 	// The manifest's or the volunteer's time limit was reached: final.
 	AttemptOutcome_ATTEMPT_OUTCOME_TIMED_OUT AttemptOutcome = 6
@@ -117,21 +126,28 @@ const (
 	AttemptOutcome_ATTEMPT_OUTCOME_REFUSED AttemptOutcome = 8
 	// The build server gave the attempt back (graceful stop): queued again.
 	AttemptOutcome_ATTEMPT_OUTCOME_RETURNED AttemptOutcome = 9
+	// The metaserver refused the result: its artifact holds ELF files for
+	// another machine, class or byte order than the target's measured
+	// platform (or cannot be read). The volunteer's fault: the build is
+	// queued again for someone else, never cached, and the build server is
+	// no longer given that target's builds in this session.
+	AttemptOutcome_ATTEMPT_OUTCOME_REJECTED AttemptOutcome = 10
 )
 
 // Enum value maps for AttemptOutcome.
 var (
 	AttemptOutcome_name = map[int32]string{
-		0: "ATTEMPT_OUTCOME_UNSPECIFIED",
-		1: "ATTEMPT_OUTCOME_RUNNING",
-		2: "ATTEMPT_OUTCOME_SUCCEEDED",
-		3: "ATTEMPT_OUTCOME_FAILED",
-		4: "ATTEMPT_OUTCOME_SETUP_FAILED",
-		5: "ATTEMPT_OUTCOME_LOST",
-		6: "ATTEMPT_OUTCOME_TIMED_OUT",
-		7: "ATTEMPT_OUTCOME_CANCELLED",
-		8: "ATTEMPT_OUTCOME_REFUSED",
-		9: "ATTEMPT_OUTCOME_RETURNED",
+		0:  "ATTEMPT_OUTCOME_UNSPECIFIED",
+		1:  "ATTEMPT_OUTCOME_RUNNING",
+		2:  "ATTEMPT_OUTCOME_SUCCEEDED",
+		3:  "ATTEMPT_OUTCOME_FAILED",
+		4:  "ATTEMPT_OUTCOME_SETUP_FAILED",
+		5:  "ATTEMPT_OUTCOME_LOST",
+		6:  "ATTEMPT_OUTCOME_TIMED_OUT",
+		7:  "ATTEMPT_OUTCOME_CANCELLED",
+		8:  "ATTEMPT_OUTCOME_REFUSED",
+		9:  "ATTEMPT_OUTCOME_RETURNED",
+		10: "ATTEMPT_OUTCOME_REJECTED",
 	}
 	AttemptOutcome_value = map[string]int32{
 		"ATTEMPT_OUTCOME_UNSPECIFIED":  0,
@@ -144,6 +160,7 @@ var (
 		"ATTEMPT_OUTCOME_CANCELLED":    7,
 		"ATTEMPT_OUTCOME_REFUSED":      8,
 		"ATTEMPT_OUTCOME_RETURNED":     9,
+		"ATTEMPT_OUTCOME_REJECTED":     10,
 	}
 )
 
@@ -438,7 +455,13 @@ type Build struct {
 	CacheKey string `protobuf:"bytes,20,opt,name=cache_key,json=cacheKey,proto3" json:"cache_key,omitempty"`
 	// Which recipe the build runs and why: "kiln.yaml", or the default
 	// recipe's kind and what chose it ("cmake — found CMakeLists.txt").
-	Recipe        string `protobuf:"bytes,21,opt,name=recipe,proto3" json:"recipe,omitempty"`
+	Recipe string `protobuf:"bytes,21,opt,name=recipe,proto3" json:"recipe,omitempty"`
+	// Set when the build's artifact was withdrawn from the cache and from
+	// pins: why ("its build server's credential was revoked (NAME)"). The
+	// build stays SUCCEEDED, as history, but its artifact is no longer
+	// served, by id or by pin, nor used as a cache hit.
+	Withdrawn     string                 `protobuf:"bytes,22,opt,name=withdrawn,proto3" json:"withdrawn,omitempty"`
+	WithdrawnAt   *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=withdrawn_at,json=withdrawnAt,proto3" json:"withdrawn_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -620,6 +643,20 @@ func (x *Build) GetRecipe() string {
 	return ""
 }
 
+func (x *Build) GetWithdrawn() string {
+	if x != nil {
+		return x.Withdrawn
+	}
+	return ""
+}
+
+func (x *Build) GetWithdrawnAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WithdrawnAt
+	}
+	return nil
+}
+
 var File_kiln_v1_build_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_build_proto_rawDesc = "" +
@@ -639,7 +676,7 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\bArtifact\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x14\n" +
-	"\x05files\x18\x03 \x03(\tR\x05files\"\xfb\x06\n" +
+	"\x05files\x18\x03 \x03(\tR\x05files\"\xd8\a\n" +
 	"\x05Build\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x1a\n" +
@@ -665,10 +702,12 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\x0equeue_position\x18\x12 \x01(\rR\rqueuePosition\x12\x18\n" +
 	"\awaiters\x18\x13 \x01(\rR\awaiters\x12\x1b\n" +
 	"\tcache_key\x18\x14 \x01(\tR\bcacheKey\x12\x16\n" +
-	"\x06recipe\x18\x15 \x01(\tR\x06recipe\x1a:\n" +
+	"\x06recipe\x18\x15 \x01(\tR\x06recipe\x12\x1c\n" +
+	"\twithdrawn\x18\x16 \x01(\tR\twithdrawn\x12=\n" +
+	"\fwithdrawn_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\vwithdrawnAt\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xbf\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xd8\x01\n" +
 	"\n" +
 	"BuildState\x12\x1b\n" +
 	"\x17BUILD_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -677,7 +716,8 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\x15BUILD_STATE_SUCCEEDED\x10\x03\x12\x16\n" +
 	"\x12BUILD_STATE_FAILED\x10\x04\x12\x15\n" +
 	"\x11BUILD_STATE_ERROR\x10\x05\x12\x19\n" +
-	"\x15BUILD_STATE_CANCELLED\x10\x06*\xbe\x02\n" +
+	"\x15BUILD_STATE_CANCELLED\x10\x06\x12\x17\n" +
+	"\x13BUILD_STATE_EXPIRED\x10\a*\xdc\x02\n" +
 	"\x0eAttemptOutcome\x12\x1f\n" +
 	"\x1bATTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17ATTEMPT_OUTCOME_RUNNING\x10\x01\x12\x1d\n" +
@@ -688,7 +728,9 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\x19ATTEMPT_OUTCOME_TIMED_OUT\x10\x06\x12\x1d\n" +
 	"\x19ATTEMPT_OUTCOME_CANCELLED\x10\a\x12\x1b\n" +
 	"\x17ATTEMPT_OUTCOME_REFUSED\x10\b\x12\x1c\n" +
-	"\x18ATTEMPT_OUTCOME_RETURNED\x10\t*\x82\x01\n" +
+	"\x18ATTEMPT_OUTCOME_RETURNED\x10\t\x12\x1c\n" +
+	"\x18ATTEMPT_OUTCOME_REJECTED\x10\n" +
+	"*\x82\x01\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0ePHASE_FETCHING\x10\x01\x12\x12\n" +
@@ -737,11 +779,12 @@ var file_kiln_v1_build_proto_depIdxs = []int32{
 	3,  // 10: kiln.v1.Build.attempts:type_name -> kiln.v1.Attempt
 	9,  // 11: kiln.v1.Build.platform:type_name -> kiln.v1.SystemInfo
 	4,  // 12: kiln.v1.Build.artifact:type_name -> kiln.v1.Artifact
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	7,  // 13: kiln.v1.Build.withdrawn_at:type_name -> google.protobuf.Timestamp
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_build_proto_init() }

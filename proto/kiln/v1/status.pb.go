@@ -297,8 +297,17 @@ type BuildServerStatus struct {
 	// failed, with the reason, as its current session reported them in
 	// Hello. Empty while disconnected (they are kept with the session only).
 	RejectedTargets []*RejectedTarget `protobuf:"bytes,13,rep,name=rejected_targets,json=rejectedTargets,proto3" json:"rejected_targets,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Set while the build server is put aside (it gets no new work until
+	// then) after too many attempts lost in a row: setup failures, lapsed
+	// leases, reconnects without an attempt, builds held past their time
+	// limit. With the reason.
+	PutAsideUntil  *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=put_aside_until,json=putAsideUntil,proto3" json:"put_aside_until,omitempty"`
+	PutAsideReason string                 `protobuf:"bytes,15,opt,name=put_aside_reason,json=putAsideReason,proto3" json:"put_aside_reason,omitempty"`
+	// Attempts lost in a row since the last final result, and in all.
+	ConsecutiveLosses uint32 `protobuf:"varint,16,opt,name=consecutive_losses,json=consecutiveLosses,proto3" json:"consecutive_losses,omitempty"`
+	AttemptsLost      uint64 `protobuf:"varint,17,opt,name=attempts_lost,json=attemptsLost,proto3" json:"attempts_lost,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *BuildServerStatus) Reset() {
@@ -420,6 +429,34 @@ func (x *BuildServerStatus) GetRejectedTargets() []*RejectedTarget {
 		return x.RejectedTargets
 	}
 	return nil
+}
+
+func (x *BuildServerStatus) GetPutAsideUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PutAsideUntil
+	}
+	return nil
+}
+
+func (x *BuildServerStatus) GetPutAsideReason() string {
+	if x != nil {
+		return x.PutAsideReason
+	}
+	return ""
+}
+
+func (x *BuildServerStatus) GetConsecutiveLosses() uint32 {
+	if x != nil {
+		return x.ConsecutiveLosses
+	}
+	return 0
+}
+
+func (x *BuildServerStatus) GetAttemptsLost() uint64 {
+	if x != nil {
+		return x.AttemptsLost
+	}
+	return 0
 }
 
 // ListBuildsRequest filters builds; empty fields match all.
@@ -617,7 +654,7 @@ const file_kiln_v1_status_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x19\n" +
 	"\x17ListBuildServersRequest\"[\n" +
 	"\x18ListBuildServersResponse\x12?\n" +
-	"\rbuild_servers\x18\x01 \x03(\v2\x1a.kiln.v1.BuildServerStatusR\fbuildServers\"\x8b\x04\n" +
+	"\rbuild_servers\x18\x01 \x03(\v2\x1a.kiln.v1.BuildServerStatusR\fbuildServers\"\xcd\x05\n" +
 	"\x11BuildServerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tconnected\x18\x02 \x01(\bR\tconnected\x12)\n" +
@@ -632,7 +669,11 @@ const file_kiln_v1_status_proto_rawDesc = "" +
 	" \x01(\bR\bdraining\x12\x18\n" +
 	"\arevoked\x18\v \x01(\bR\arevoked\x122\n" +
 	"\x06policy\x18\f \x01(\v2\x1a.kiln.v1.BuildServerPolicyR\x06policy\x12B\n" +
-	"\x10rejected_targets\x18\r \x03(\v2\x17.kiln.v1.RejectedTargetR\x0frejectedTargets\"\x83\x02\n" +
+	"\x10rejected_targets\x18\r \x03(\v2\x17.kiln.v1.RejectedTargetR\x0frejectedTargets\x12B\n" +
+	"\x0fput_aside_until\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\rputAsideUntil\x12(\n" +
+	"\x10put_aside_reason\x18\x0f \x01(\tR\x0eputAsideReason\x12-\n" +
+	"\x12consecutive_losses\x18\x10 \x01(\rR\x11consecutiveLosses\x12#\n" +
+	"\rattempts_lost\x18\x11 \x01(\x04R\fattemptsLost\"\x83\x02\n" +
 	"\x11ListBuildsRequest\x12)\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x13.kiln.v1.BuildStateR\x05state\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x12\n" +
@@ -692,19 +733,20 @@ var file_kiln_v1_status_proto_depIdxs = []int32{
 	8,  // 5: kiln.v1.BuildServerStatus.last_seen:type_name -> google.protobuf.Timestamp
 	10, // 6: kiln.v1.BuildServerStatus.policy:type_name -> kiln.v1.BuildServerPolicy
 	11, // 7: kiln.v1.BuildServerStatus.rejected_targets:type_name -> kiln.v1.RejectedTarget
-	12, // 8: kiln.v1.ListBuildsRequest.state:type_name -> kiln.v1.BuildState
-	13, // 9: kiln.v1.ListBuildsResponse.builds:type_name -> kiln.v1.Build
-	0,  // 10: kiln.v1.StatusService.GetOverview:input_type -> kiln.v1.GetOverviewRequest
-	2,  // 11: kiln.v1.StatusService.ListBuildServers:input_type -> kiln.v1.ListBuildServersRequest
-	5,  // 12: kiln.v1.StatusService.ListBuilds:input_type -> kiln.v1.ListBuildsRequest
-	1,  // 13: kiln.v1.StatusService.GetOverview:output_type -> kiln.v1.GetOverviewResponse
-	3,  // 14: kiln.v1.StatusService.ListBuildServers:output_type -> kiln.v1.ListBuildServersResponse
-	6,  // 15: kiln.v1.StatusService.ListBuilds:output_type -> kiln.v1.ListBuildsResponse
-	13, // [13:16] is the sub-list for method output_type
-	10, // [10:13] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	8,  // 8: kiln.v1.BuildServerStatus.put_aside_until:type_name -> google.protobuf.Timestamp
+	12, // 9: kiln.v1.ListBuildsRequest.state:type_name -> kiln.v1.BuildState
+	13, // 10: kiln.v1.ListBuildsResponse.builds:type_name -> kiln.v1.Build
+	0,  // 11: kiln.v1.StatusService.GetOverview:input_type -> kiln.v1.GetOverviewRequest
+	2,  // 12: kiln.v1.StatusService.ListBuildServers:input_type -> kiln.v1.ListBuildServersRequest
+	5,  // 13: kiln.v1.StatusService.ListBuilds:input_type -> kiln.v1.ListBuildsRequest
+	1,  // 14: kiln.v1.StatusService.GetOverview:output_type -> kiln.v1.GetOverviewResponse
+	3,  // 15: kiln.v1.StatusService.ListBuildServers:output_type -> kiln.v1.ListBuildServersResponse
+	6,  // 16: kiln.v1.StatusService.ListBuilds:output_type -> kiln.v1.ListBuildsResponse
+	14, // [14:17] is the sub-list for method output_type
+	11, // [11:14] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_status_proto_init() }

@@ -1035,6 +1035,11 @@ func (x *ResultAck) GetReason() string {
 }
 
 // CancelAttempt tells the build server to stop an attempt (its process group is killed).
+// Sent when the build is cancelled, when the attempt's lease lapsed, and when the
+// attempt is still not ended the build's time limit (the manifest's timeout) plus the
+// metaserver's grace (serve --timeout-grace) after it started: heartbeats keep a lease,
+// never a build past its time. The attempt is no longer current when this is sent:
+// anything the build server sends for it afterwards is refused.
 type CancelAttempt struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	AttemptId     uint64                 `protobuf:"varint,1,opt,name=attempt_id,json=attemptId,proto3" json:"attempt_id,omitempty"`

@@ -89,11 +89,20 @@ type BuildServerRecord struct {
 	LastSeen        *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	// Targets offered at the last Hello, for the status pages.
 	Targets []*v1.Target `protobuf:"bytes,8,rep,name=targets,proto3" json:"targets,omitempty"`
-	// Consecutive setup failures, and until when the server is put aside.
-	SetupFailures uint32                 `protobuf:"varint,9,opt,name=setup_failures,json=setupFailures,proto3" json:"setup_failures,omitempty"`
-	PutAsideUntil *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=put_aside_until,json=putAsideUntil,proto3" json:"put_aside_until,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Consecutive attempts lost since the server's last final result (setup
+	// failures, lapsed leases, reconnects without the attempt, builds held
+	// past their time limit plus grace), and until when the server is put
+	// aside after too many. Named setup_failures before losses of every kind
+	// counted; the field number is unchanged, so an older record's count
+	// carries over.
+	ConsecutiveLosses uint32                 `protobuf:"varint,9,opt,name=consecutive_losses,json=consecutiveLosses,proto3" json:"consecutive_losses,omitempty"`
+	PutAsideUntil     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=put_aside_until,json=putAsideUntil,proto3" json:"put_aside_until,omitempty"`
+	// Attempts lost in all (never reset), for the status pages.
+	AttemptsLost uint64 `protobuf:"varint,11,opt,name=attempts_lost,json=attemptsLost,proto3" json:"attempts_lost,omitempty"`
+	// Why the server was last put aside.
+	PutAsideReason string `protobuf:"bytes,12,opt,name=put_aside_reason,json=putAsideReason,proto3" json:"put_aside_reason,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *BuildServerRecord) Reset() {
@@ -182,9 +191,9 @@ func (x *BuildServerRecord) GetTargets() []*v1.Target {
 	return nil
 }
 
-func (x *BuildServerRecord) GetSetupFailures() uint32 {
+func (x *BuildServerRecord) GetConsecutiveLosses() uint32 {
 	if x != nil {
-		return x.SetupFailures
+		return x.ConsecutiveLosses
 	}
 	return 0
 }
@@ -194,6 +203,20 @@ func (x *BuildServerRecord) GetPutAsideUntil() *timestamppb.Timestamp {
 		return x.PutAsideUntil
 	}
 	return nil
+}
+
+func (x *BuildServerRecord) GetAttemptsLost() uint64 {
+	if x != nil {
+		return x.AttemptsLost
+	}
+	return 0
+}
+
+func (x *BuildServerRecord) GetPutAsideReason() string {
+	if x != nil {
+		return x.PutAsideReason
+	}
+	return ""
 }
 
 // BuildRecord is a build: its public view plus what only the metaserver needs.
@@ -208,7 +231,9 @@ type BuildRecord struct {
 	// hex sha256 of (project, commit, normalized options): builds and artifacts
 	// with the same source key differ only by platform.
 	SourceKey string `protobuf:"bytes,3,opt,name=source_key,json=sourceKey,proto3" json:"source_key,omitempty"`
-	// Build servers excluded for this build after a setup failure there.
+	// Build servers excluded for good by an older metaserver. Read once when
+	// the build is loaded (each becomes an exclusion in excluded_until that
+	// ends one --exclude-for later) and never written again.
 	ExcludedBuildServers []string `protobuf:"bytes,4,rep,name=excluded_build_servers,json=excludedBuildServers,proto3" json:"excluded_build_servers,omitempty"`
 	// Attempts that ended for infrastructure reasons (setup failed, lost);
 	// a volunteer's policy refusal does not count.
@@ -219,8 +244,12 @@ type BuildRecord struct {
 	NotBefore *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
 	// The request that created the build (for cancel permission and mail).
 	FirstRequestId uint64 `protobuf:"varint,8,opt,name=first_request_id,json=firstRequestId,proto3" json:"first_request_id,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Build servers excluded from this build (a setup failure or refusal
+	// there, or the build held past its time limit) and when each exclusion
+	// ends. Ended exclusions may linger until the next one is added.
+	ExcludedUntil map[string]*timestamppb.Timestamp `protobuf:"bytes,9,rep,name=excluded_until,json=excludedUntil,proto3" json:"excluded_until,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BuildRecord) Reset() {
@@ -307,6 +336,13 @@ func (x *BuildRecord) GetFirstRequestId() uint64 {
 		return x.FirstRequestId
 	}
 	return 0
+}
+
+func (x *BuildRecord) GetExcludedUntil() map[string]*timestamppb.Timestamp {
+	if x != nil {
+		return x.ExcludedUntil
+	}
+	return nil
 }
 
 // RequestRecord is one requester's request. It holds the email address,
@@ -841,7 +877,7 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\rProjectRecord\x12*\n" +
 	"\aproject\x18\x01 \x01(\v2\x10.kiln.v1.ProjectR\aproject\x129\n" +
 	"\n" +
-	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xba\x03\n" +
+	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x91\x04\n" +
 	"\x11BuildServerRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -852,10 +888,12 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\x10builds_succeeded\x18\x05 \x01(\x04R\x0fbuildsSucceeded\x12#\n" +
 	"\rbuilds_failed\x18\x06 \x01(\x04R\fbuildsFailed\x127\n" +
 	"\tlast_seen\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12)\n" +
-	"\atargets\x18\b \x03(\v2\x0f.kiln.v1.TargetR\atargets\x12%\n" +
-	"\x0esetup_failures\x18\t \x01(\rR\rsetupFailures\x12B\n" +
+	"\atargets\x18\b \x03(\v2\x0f.kiln.v1.TargetR\atargets\x12-\n" +
+	"\x12consecutive_losses\x18\t \x01(\rR\x11consecutiveLosses\x12B\n" +
 	"\x0fput_aside_until\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\rputAsideUntil\"\xd6\x02\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\rputAsideUntil\x12#\n" +
+	"\rattempts_lost\x18\v \x01(\x04R\fattemptsLost\x12(\n" +
+	"\x10put_aside_reason\x18\f \x01(\tR\x0eputAsideReason\"\x89\x04\n" +
 	"\vBuildRecord\x12$\n" +
 	"\x05build\x18\x01 \x01(\v2\x0e.kiln.v1.BuildR\x05build\x12'\n" +
 	"\x06recipe\x18\x02 \x01(\v2\x0f.kiln.v1.RecipeR\x06recipe\x12\x1d\n" +
@@ -866,7 +904,11 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\agit_url\x18\x06 \x01(\tR\x06gitUrl\x129\n" +
 	"\n" +
 	"not_before\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x12(\n" +
-	"\x10first_request_id\x18\b \x01(\x04R\x0efirstRequestId\"\xda\x02\n" +
+	"\x10first_request_id\x18\b \x01(\x04R\x0efirstRequestId\x12S\n" +
+	"\x0eexcluded_until\x18\t \x03(\v2,.kilnstore.v1.BuildRecord.ExcludedUntilEntryR\rexcludedUntil\x1a\\\n" +
+	"\x12ExcludedUntilEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05value:\x028\x01\"\xda\x02\n" +
 	"\rRequestRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x19\n" +
 	"\bbuild_id\x18\x02 \x01(\x04R\abuildId\x12\x14\n" +
@@ -937,7 +979,7 @@ func file_kilnstore_v1_records_proto_rawDescGZIP() []byte {
 	return file_kilnstore_v1_records_proto_rawDescData
 }
 
-var file_kilnstore_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_kilnstore_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_kilnstore_v1_records_proto_goTypes = []any{
 	(*ProjectRecord)(nil),          // 0: kilnstore.v1.ProjectRecord
 	(*BuildServerRecord)(nil),      // 1: kilnstore.v1.BuildServerRecord
@@ -947,43 +989,46 @@ var file_kilnstore_v1_records_proto_goTypes = []any{
 	(*PinRecord)(nil),              // 5: kilnstore.v1.PinRecord
 	(*OutboxRecord)(nil),           // 6: kilnstore.v1.OutboxRecord
 	(*EnrollTokenRecord)(nil),      // 7: kilnstore.v1.EnrollTokenRecord
-	(*v1.Project)(nil),             // 8: kiln.v1.Project
-	(*timestamppb.Timestamp)(nil),  // 9: google.protobuf.Timestamp
-	(*v1.Target)(nil),              // 10: kiln.v1.Target
-	(*v1.Build)(nil),               // 11: kiln.v1.Build
-	(*v1.Recipe)(nil),              // 12: kiln.v1.Recipe
-	(*v1.PlatformConstraints)(nil), // 13: kiln.v1.PlatformConstraints
-	(*v1.Artifact)(nil),            // 14: kiln.v1.Artifact
-	(*v1.SystemInfo)(nil),          // 15: kiln.v1.SystemInfo
+	nil,                            // 8: kilnstore.v1.BuildRecord.ExcludedUntilEntry
+	(*v1.Project)(nil),             // 9: kiln.v1.Project
+	(*timestamppb.Timestamp)(nil),  // 10: google.protobuf.Timestamp
+	(*v1.Target)(nil),              // 11: kiln.v1.Target
+	(*v1.Build)(nil),               // 12: kiln.v1.Build
+	(*v1.Recipe)(nil),              // 13: kiln.v1.Recipe
+	(*v1.PlatformConstraints)(nil), // 14: kiln.v1.PlatformConstraints
+	(*v1.Artifact)(nil),            // 15: kiln.v1.Artifact
+	(*v1.SystemInfo)(nil),          // 16: kiln.v1.SystemInfo
 }
 var file_kilnstore_v1_records_proto_depIdxs = []int32{
-	8,  // 0: kilnstore.v1.ProjectRecord.project:type_name -> kiln.v1.Project
-	9,  // 1: kilnstore.v1.ProjectRecord.created_at:type_name -> google.protobuf.Timestamp
-	9,  // 2: kilnstore.v1.BuildServerRecord.created_at:type_name -> google.protobuf.Timestamp
-	9,  // 3: kilnstore.v1.BuildServerRecord.last_seen:type_name -> google.protobuf.Timestamp
-	10, // 4: kilnstore.v1.BuildServerRecord.targets:type_name -> kiln.v1.Target
-	9,  // 5: kilnstore.v1.BuildServerRecord.put_aside_until:type_name -> google.protobuf.Timestamp
-	11, // 6: kilnstore.v1.BuildRecord.build:type_name -> kiln.v1.Build
-	12, // 7: kilnstore.v1.BuildRecord.recipe:type_name -> kiln.v1.Recipe
-	9,  // 8: kilnstore.v1.BuildRecord.not_before:type_name -> google.protobuf.Timestamp
-	9,  // 9: kilnstore.v1.RequestRecord.created_at:type_name -> google.protobuf.Timestamp
-	13, // 10: kilnstore.v1.RequestRecord.constraints:type_name -> kiln.v1.PlatformConstraints
-	9,  // 11: kilnstore.v1.RequestRecord.withdrawn_at:type_name -> google.protobuf.Timestamp
-	14, // 12: kilnstore.v1.ArtifactRecord.artifact:type_name -> kiln.v1.Artifact
-	15, // 13: kilnstore.v1.ArtifactRecord.platform:type_name -> kiln.v1.SystemInfo
-	9,  // 14: kilnstore.v1.ArtifactRecord.created_at:type_name -> google.protobuf.Timestamp
-	9,  // 15: kilnstore.v1.ArtifactRecord.last_used:type_name -> google.protobuf.Timestamp
-	9,  // 16: kilnstore.v1.PinRecord.created_at:type_name -> google.protobuf.Timestamp
-	9,  // 17: kilnstore.v1.OutboxRecord.next_attempt_at:type_name -> google.protobuf.Timestamp
-	9,  // 18: kilnstore.v1.OutboxRecord.created_at:type_name -> google.protobuf.Timestamp
-	9,  // 19: kilnstore.v1.EnrollTokenRecord.created_at:type_name -> google.protobuf.Timestamp
-	9,  // 20: kilnstore.v1.EnrollTokenRecord.expires_at:type_name -> google.protobuf.Timestamp
-	9,  // 21: kilnstore.v1.EnrollTokenRecord.used_at:type_name -> google.protobuf.Timestamp
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	9,  // 0: kilnstore.v1.ProjectRecord.project:type_name -> kiln.v1.Project
+	10, // 1: kilnstore.v1.ProjectRecord.created_at:type_name -> google.protobuf.Timestamp
+	10, // 2: kilnstore.v1.BuildServerRecord.created_at:type_name -> google.protobuf.Timestamp
+	10, // 3: kilnstore.v1.BuildServerRecord.last_seen:type_name -> google.protobuf.Timestamp
+	11, // 4: kilnstore.v1.BuildServerRecord.targets:type_name -> kiln.v1.Target
+	10, // 5: kilnstore.v1.BuildServerRecord.put_aside_until:type_name -> google.protobuf.Timestamp
+	12, // 6: kilnstore.v1.BuildRecord.build:type_name -> kiln.v1.Build
+	13, // 7: kilnstore.v1.BuildRecord.recipe:type_name -> kiln.v1.Recipe
+	10, // 8: kilnstore.v1.BuildRecord.not_before:type_name -> google.protobuf.Timestamp
+	8,  // 9: kilnstore.v1.BuildRecord.excluded_until:type_name -> kilnstore.v1.BuildRecord.ExcludedUntilEntry
+	10, // 10: kilnstore.v1.RequestRecord.created_at:type_name -> google.protobuf.Timestamp
+	14, // 11: kilnstore.v1.RequestRecord.constraints:type_name -> kiln.v1.PlatformConstraints
+	10, // 12: kilnstore.v1.RequestRecord.withdrawn_at:type_name -> google.protobuf.Timestamp
+	15, // 13: kilnstore.v1.ArtifactRecord.artifact:type_name -> kiln.v1.Artifact
+	16, // 14: kilnstore.v1.ArtifactRecord.platform:type_name -> kiln.v1.SystemInfo
+	10, // 15: kilnstore.v1.ArtifactRecord.created_at:type_name -> google.protobuf.Timestamp
+	10, // 16: kilnstore.v1.ArtifactRecord.last_used:type_name -> google.protobuf.Timestamp
+	10, // 17: kilnstore.v1.PinRecord.created_at:type_name -> google.protobuf.Timestamp
+	10, // 18: kilnstore.v1.OutboxRecord.next_attempt_at:type_name -> google.protobuf.Timestamp
+	10, // 19: kilnstore.v1.OutboxRecord.created_at:type_name -> google.protobuf.Timestamp
+	10, // 20: kilnstore.v1.EnrollTokenRecord.created_at:type_name -> google.protobuf.Timestamp
+	10, // 21: kilnstore.v1.EnrollTokenRecord.expires_at:type_name -> google.protobuf.Timestamp
+	10, // 22: kilnstore.v1.EnrollTokenRecord.used_at:type_name -> google.protobuf.Timestamp
+	10, // 23: kilnstore.v1.BuildRecord.ExcludedUntilEntry.value:type_name -> google.protobuf.Timestamp
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_kilnstore_v1_records_proto_init() }
@@ -997,7 +1042,7 @@ func file_kilnstore_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kilnstore_v1_records_proto_rawDesc), len(file_kilnstore_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
