@@ -131,10 +131,20 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 			continue
 		}
 		j.progress(phase.phase)
+		var undo func()
+		if phase.phase == kilnv1.Phase_PHASE_PACKING && recipe.GetInstallTree() {
+			var err error
+			if undo, err = s.captureInstalls(dest, user); err != nil {
+				return r.setupFailed(j, "preparing install capture", err)
+			}
+		}
 		for _, cmd := range phase.cmds {
 			if res := s.run(ctx, cmd); res != nil {
 				return res
 			}
+		}
+		if undo != nil {
+			undo()
 		}
 	}
 	if len(recipe.GetPackageSteps()) == 0 {
@@ -275,6 +285,53 @@ type steps struct {
 	base     sandbox.Step
 	deadline time.Time
 	timeout  time.Duration
+}
+
+// installPrefixes are the directories a package step's installs are
+// captured from when a Makefile ignores DESTDIR: each is bound, for the
+// package steps only, to the same path under the install tree, so that
+// `make install` writing to /usr/local/bin lands in
+// $KILN_DESTDIR/usr/local/bin, in the artifact, instead of failing on the
+// read-only system. (/usr itself cannot be: it holds the toolchain.)
+var installPrefixes = []string{"/usr/local", "/opt"}
+
+// captureInstalls binds each of installPrefixes that exists on the host to
+// its path under dest for the following steps, and returns what removes
+// the directories it made that stayed empty, so that an artifact shows no
+// usr/local of its own when nothing was installed there.
+func (s *steps) captureInstalls(dest string, user *sandbox.User) (undo func(), err error) {
+	var made []string
+	for _, p := range installPrefixes {
+		if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
+			continue
+		}
+		in := filepath.Join(dest, p)
+		for d := in; d != dest; d = filepath.Dir(d) {
+			if _, err := os.Lstat(d); errors.Is(err, os.ErrNotExist) {
+				made = append(made, d)
+			}
+		}
+		if err := os.MkdirAll(in, 0o755); err != nil {
+			return nil, err
+		}
+		for _, d := range made {
+			if user != nil {
+				if err := os.Lchown(d, int(user.UID), int(user.GID)); err != nil {
+					return nil, err
+				}
+			}
+		}
+		s.base.Binds = append(s.base.Binds, sandbox.Bind{Src: in, Dst: p})
+	}
+	s.j.log.notef("install capture: while packaging, /usr/local and /opt are $KILN_DESTDIR/usr/local and $KILN_DESTDIR/opt")
+	return func() {
+		s.base.Binds = nil
+		// made lists each prefix's directories deepest first; one with
+		// content stays.
+		for _, d := range made {
+			os.Remove(d)
+		}
+	}, nil
 }
 
 // run runs one step and returns nil when it succeeded, else the attempt's result.
