@@ -142,8 +142,13 @@ fork_libpng() {
 depends: [zlib]
 requires: [make]
 build:
-  - ./configure ${KILN_HOST_TRIPLE:+--build=$KILN_BUILD_TRIPLE --host=$KILN_HOST_TRIPLE}
-  - make
+  - |
+    set -- ./configure
+    if [ "$KILN_HOST_TRIPLE" != "$KILN_BUILD_TRIPLE" ]; then
+      set -- "$@" --build="$KILN_BUILD_TRIPLE" --host="$KILN_HOST_TRIPLE"
+    fi
+    echo "+ $*"; "$@"
+  - make -j"$KILN_JOBS"
 check:
   # pngtest and the quick image tests; pngvalid's exhaustive runs take an
   # hour under qemu-user.
@@ -156,7 +161,7 @@ EOF
 }
 
 # A cache made by an earlier layout of the import is made again.
-layout=2
+layout=3
 mkdir -p "$cache/src"
 if [ "$(cat "$cache/src/LAYOUT" 2>/dev/null)" != "$layout" ]; then
   rm -rf "$cache/src"
