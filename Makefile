@@ -34,7 +34,7 @@ test: setup proto-check
 	bash scripts/fuzz.sh 30000x
 
 # Real upstream projects from Debian source packages on every platform
-# (10 projects x 6 platforms; an hour or more on 2 cores); writes ACCEPTANCE.md.
+# (10 projects x 6 platforms; 11-25 min on 2 shared cores); writes ACCEPTANCE.md.
 acceptance: setup
 	bash scripts/acceptance.sh
 
