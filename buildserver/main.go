@@ -114,6 +114,8 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 
 // run probes the targets, then serves the metaserver until ctx ends.
 func run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	// Builds inherit it: the same file modes on every volunteer.
+	syscall.Umask(0o022)
 	var runner worker.StepRunner
 	var buildUID uint32
 	if os.Geteuid() == 0 {

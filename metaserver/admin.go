@@ -186,7 +186,7 @@ func adminCommand(name string, args []string) int {
 		var resp *kilnv1.CancelBuildResponse
 		resp, err = admin.CancelBuild(ctx, &kilnv1.CancelBuildRequest{BuildId: cancelID, Reason: *reason})
 		if err == nil {
-			fmt.Printf("build %d %s: %s\n", resp.GetBuild().GetId(), strings.ToLower(strings.TrimPrefix(resp.GetBuild().GetState().String(), "BUILD_STATE_")), resp.GetBuild().GetFailure())
+			fmt.Printf("build %d %s: %s\n", resp.GetBuild().GetId(), resp.GetBuild().GetState().Word(), resp.GetBuild().GetFailure())
 		}
 	case "pin":
 		id, perr := strconv.ParseUint(a[1], 10, 64)

@@ -4,8 +4,9 @@
 # targets; libc6-i386 runs i686 binaries on kernels that execute them
 # natively), the build systems of the default recipe, postfix's smtp-sink
 # (mail tests), chromium (browser tests), dpkg-dev (the acceptance suite's
-# apt-get source unpacks with dpkg-source), and the
-# protobuf tools (buf, protoc-gen-go, protoc-gen-go-grpc) for the proto check.
+# apt-get source unpacks with dpkg-source), the protobuf tools (buf,
+# protoc-gen-go, protoc-gen-go-grpc) for the proto check, and golangci-lint
+# for `make lint`.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
@@ -49,6 +50,9 @@ export PATH="$(go env GOPATH)/bin:$PATH"
   go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 [ "$(protoc-gen-go-grpc --version 2>/dev/null)" = "protoc-gen-go-grpc 1.6.2" ] ||
   go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+# The linter, pinned: another version may find other things (.golangci.yml).
+[ "$(golangci-lint version --short 2>/dev/null)" = "2.15.0" ] ||
+  go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 root="$(cd "$(dirname "$0")/.." && pwd)"
 if [ ! -x "$root/.tools/node_modules/@bufbuild/buf-linux-x64/bin/buf" ]; then
   mkdir -p "$root/.tools"

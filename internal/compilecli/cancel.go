@@ -46,11 +46,11 @@ func cancelBuild(ctx context.Context, env Env, o *CancelOptions) error {
 	switch {
 	case b.GetState() == kilnv1.BuildState_BUILD_STATE_CANCELLED:
 		fmt.Fprintf(env.Stdout, "build %d cancelled\n", o.BuildID)
-	case isFinal(b.GetState()):
-		fmt.Fprintf(env.Stdout, "build %d %s; your wait is withdrawn: no mail follows\n", o.BuildID, stateName(b.GetState()))
+	case b.GetState().Final():
+		fmt.Fprintf(env.Stdout, "build %d %s; your wait is withdrawn: no mail follows\n", o.BuildID, b.GetState().Word())
 	default:
 		fmt.Fprintf(env.Stdout, "build %d %s; your wait is withdrawn: it goes on for its other requesters, no mail follows for you\n",
-			o.BuildID, stateName(b.GetState()))
+			o.BuildID, b.GetState().Word())
 	}
 	return nil
 }

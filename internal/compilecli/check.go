@@ -167,7 +167,7 @@ func check(ctx context.Context, env Env, o *CheckOptions, res *CheckResult) erro
 			e := &entries[i]
 			final := b
 			var err error
-			if !isFinal(b.GetState()) {
+			if !b.GetState().Final() {
 				f := &follower{client: client}
 				final, err = f.follow(wctx, b.GetId())
 				if err != nil {
@@ -198,7 +198,7 @@ func check(ctx context.Context, env Env, o *CheckOptions, res *CheckResult) erro
 // record stores the outcome of waiting on the entry's build.
 func (e *CheckEntry) record(b *kilnv1.Build, err error) {
 	if b != nil {
-		e.State = stateName(b.GetState())
+		e.State = b.GetState().Word()
 		e.Commit = b.GetCommit()
 		e.Failure, e.FailingStep = b.GetFailure(), b.GetFailingStep()
 		if b.GetPlatform() != nil {

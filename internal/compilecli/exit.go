@@ -54,7 +54,7 @@ type buildError struct {
 
 func (e *buildError) Error() string {
 	b := e.build
-	msg := fmt.Sprintf("build %d %s", b.GetId(), stateName(b.GetState()))
+	msg := fmt.Sprintf("build %d %s", b.GetId(), b.GetState().Word())
 	if b.GetFailure() != "" {
 		msg += ": " + b.GetFailure()
 	}
@@ -140,27 +140,6 @@ func describeError(err error) string {
 		}
 	}
 	return b.String()
-}
-
-// stateName is the lower-case state name used in output and JSON
-// ("queued", "succeeded").
-func stateName(s kilnv1.BuildState) string {
-	n, ok := kilnv1.BuildState_name[int32(s)]
-	if !ok || s == kilnv1.BuildState_BUILD_STATE_UNSPECIFIED {
-		return "unknown"
-	}
-	return strings.ToLower(strings.TrimPrefix(n, "BUILD_STATE_"))
-}
-
-// isFinal reports whether s is a final build state.
-func isFinal(s kilnv1.BuildState) bool {
-	switch s {
-	case kilnv1.BuildState_BUILD_STATE_SUCCEEDED, kilnv1.BuildState_BUILD_STATE_FAILED,
-		kilnv1.BuildState_BUILD_STATE_ERROR, kilnv1.BuildState_BUILD_STATE_CANCELLED,
-		kilnv1.BuildState_BUILD_STATE_EXPIRED:
-		return true
-	}
-	return false
 }
 
 // finalError returns nil for a SUCCEEDED build and a *buildError for any

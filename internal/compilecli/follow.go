@@ -53,7 +53,7 @@ func (f *follower) follow(ctx context.Context, id uint64) (*kilnv1.Build, error)
 		if heard {
 			lastHeard, delay = time.Now(), reconnectFirstDelay
 		}
-		if err == nil && last != nil && isFinal(last.GetState()) {
+		if err == nil && last != nil && last.GetState().Final() {
 			return last, nil
 		}
 		if err != nil && status.Code(err) != codes.Unavailable {
@@ -123,7 +123,7 @@ func (f *follower) watchOnce(ctx context.Context, id uint64, logOffset int64, lo
 			if f.progress != nil {
 				f.progress.update(b)
 			}
-			if isFinal(b.GetState()) {
+			if b.GetState().Final() {
 				return last, heard, nil
 			}
 		}

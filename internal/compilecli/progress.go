@@ -58,14 +58,10 @@ func (p *progress) update(b *kilnv1.Build) {
 			continue
 		}
 		p.outcomes[a.GetId()] = o
-		if isFinal(b.GetState()) && o != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST &&
-			o != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED &&
-			o != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REFUSED &&
-			o != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RETURNED &&
-			o != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REJECTED {
+		if b.GetState().Final() && o.Final() {
 			continue // the final line says it
 		}
-		msg := fmt.Sprintf("attempt %d on %s: %s", a.GetId(), attemptWhere(a), outcomeName(o))
+		msg := fmt.Sprintf("attempt %d on %s: %s", a.GetId(), attemptWhere(a), o.Word())
 		if a.GetReason() != "" {
 			msg += ": " + a.GetReason()
 		}
@@ -107,11 +103,11 @@ func (p *progress) update(b *kilnv1.Build) {
 			p.attempt, p.phase = a.GetId(), 0
 		}
 		if ph := a.GetPhase(); ph != p.phase && ph != kilnv1.Phase_PHASE_UNSPECIFIED {
-			p.line(b, "%s", phaseName(ph))
+			p.line(b, "%s", ph.Word())
 			p.phase = ph
 		}
 	default:
-		if stateChanged && isFinal(st) {
+		if stateChanged && st.Final() {
 			p.line(b, "%s", finalSummary(b))
 		}
 	}
@@ -119,7 +115,7 @@ func (p *progress) update(b *kilnv1.Build) {
 
 // finalSummary is the one line that ends a build's progress.
 func finalSummary(b *kilnv1.Build) string {
-	msg := stateName(b.GetState())
+	msg := b.GetState().Word()
 	if b.GetState() == kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
 		if a := b.GetArtifact(); a != nil {
 			msg += fmt.Sprintf(": artifact %s (%d bytes, %d files)", shortHash(a.GetSha256()), a.GetSize(), len(a.GetFiles()))
@@ -154,22 +150,6 @@ func attemptWhere(a *kilnv1.Attempt) string {
 		return a.GetBuildServer() + "/" + a.GetTargetId()
 	}
 	return a.GetBuildServer()
-}
-
-func outcomeName(o kilnv1.AttemptOutcome) string {
-	n, ok := kilnv1.AttemptOutcome_name[int32(o)]
-	if !ok {
-		return "unknown"
-	}
-	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(n, "ATTEMPT_OUTCOME_")), "_", " ")
-}
-
-func phaseName(ph kilnv1.Phase) string {
-	n, ok := kilnv1.Phase_name[int32(ph)]
-	if !ok {
-		return "unknown phase"
-	}
-	return strings.ToLower(strings.TrimPrefix(n, "PHASE_"))
 }
 
 func shortHash(h string) string {

@@ -53,7 +53,7 @@ func (r *Result) setBuild(b *kilnv1.Build) {
 		return
 	}
 	r.BuildID = b.GetId()
-	r.State = stateName(b.GetState())
+	r.State = b.GetState().Word()
 	r.Project = b.GetProject()
 	r.Revision = b.GetRevision()
 	r.Commit = b.GetCommit()

@@ -144,7 +144,7 @@ func waitError(ctx context.Context, id uint64, timeout time.Duration, last *kiln
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) || (timeout > 0 && status.Code(err) == codes.DeadlineExceeded) {
 		state := "unknown"
 		if last != nil {
-			state = stateName(last.GetState())
+			state = last.GetState().Word()
 		}
 		return fmt.Errorf("gave up after --timeout %s, build %d is %s: %w", timeout, id, state, context.DeadlineExceeded)
 	}

@@ -58,7 +58,7 @@ func showStatus(ctx context.Context, env Env, o *StatusOptions, res *Result) err
 	if !o.JSON {
 		writeBuild(env.Stdout, b)
 	}
-	if isFinal(b.GetState()) {
+	if b.GetState().Final() {
 		return finalError(b)
 	}
 	return nil
@@ -66,7 +66,7 @@ func showStatus(ctx context.Context, env Env, o *StatusOptions, res *Result) err
 
 // writeBuild prints a human summary of b.
 func writeBuild(w io.Writer, b *kilnv1.Build) {
-	fmt.Fprintf(w, "build %d: %s\n", b.GetId(), stateName(b.GetState()))
+	fmt.Fprintf(w, "build %d: %s\n", b.GetId(), b.GetState().Word())
 	fmt.Fprintf(w, "  project   %s @ %s", b.GetProject(), b.GetRevision())
 	if b.GetCommit() != "" {
 		fmt.Fprintf(w, " (%s)", b.GetCommit())
@@ -95,9 +95,9 @@ func writeBuild(w io.Writer, b *kilnv1.Build) {
 		fmt.Fprintf(w, "  waiting   %s\n", r)
 	}
 	for _, a := range b.GetAttempts() {
-		fmt.Fprintf(w, "  attempt   %d on %s: %s", a.GetId(), attemptWhere(a), outcomeName(a.GetOutcome()))
+		fmt.Fprintf(w, "  attempt   %d on %s: %s", a.GetId(), attemptWhere(a), a.GetOutcome().Word())
 		if a.GetOutcome() == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RUNNING && a.GetPhase() != kilnv1.Phase_PHASE_UNSPECIFIED {
-			fmt.Fprintf(w, " (%s)", phaseName(a.GetPhase()))
+			fmt.Fprintf(w, " (%s)", a.GetPhase().Word())
 		}
 		if a.GetReason() != "" {
 			fmt.Fprintf(w, ": %s", a.GetReason())

@@ -98,7 +98,7 @@ func acceptedLine(resp *kilnv1.SubmitResponse) string {
 	case b.GetState() == kilnv1.BuildState_BUILD_STATE_QUEUED && b.GetQueuePosition() > 0:
 		line += fmt.Sprintf(", position %d", b.GetQueuePosition())
 	}
-	return line + fmt.Sprintf(" (state %s)", stateName(b.GetState()))
+	return line + fmt.Sprintf(" (state %s)", b.GetState().Word())
 }
 
 // answerName says how the metaserver answered a submit.
@@ -116,7 +116,7 @@ func answerName(resp *kilnv1.SubmitResponse) string {
 // then downloads its artifact into dir when dir is set. The final build is
 // recorded in res. A build that ends other than SUCCEEDED is a *buildError.
 func wait(ctx context.Context, env Env, client kilnv1.CompileServiceClient, b *kilnv1.Build, timeout time.Duration, dir string, asJSON bool, res *Result) error {
-	if !isFinal(b.GetState()) {
+	if !b.GetState().Final() {
 		f := &follower{client: client, progress: newProgress(env.Stderr), withLog: true}
 		final, err := f.follow(ctx, b.GetId())
 		if final != nil {
@@ -152,7 +152,7 @@ func fetch(ctx context.Context, env Env, client kilnv1.CompileServiceClient, req
 	h := d.header
 	if res.BuildID == 0 {
 		res.BuildID = h.GetBuildId()
-		res.State = stateName(kilnv1.BuildState_BUILD_STATE_SUCCEEDED)
+		res.State = kilnv1.BuildState_BUILD_STATE_SUCCEEDED.Word()
 	}
 	res.ArtifactSHA256 = h.GetArtifact().GetSha256()
 	res.ArtifactSize = h.GetArtifact().GetSize()

@@ -126,7 +126,7 @@ func TestSubmitWithWaitExitStatusFollowsTheFinalState(t *testing.T) {
 		{kilnv1.BuildState_BUILD_STATE_ERROR, ExitInfra},
 	}
 	for _, tt := range tests {
-		t.Run("a build ending "+stateName(tt.state)+" exits "+itoa(uint64(tt.want)), func(t *testing.T) {
+		t.Run("a build ending "+tt.state.Word()+" exits "+itoa(uint64(tt.want)), func(t *testing.T) {
 			f := startFake(t)
 			f.submit = answerQueued(5)
 			f.watch = script(upd(queued(5)), upd(running(5, kilnv1.Phase_PHASE_BUILDING)), logChunk(0, "cc -O2 hello.c\n"), upd(final(5, tt.state)))
@@ -134,7 +134,7 @@ func TestSubmitWithWaitExitStatusFollowsTheFinalState(t *testing.T) {
 			if code != tt.want {
 				t.Fatalf("exit %d, want %d; stderr:\n%s", code, tt.want, stderr)
 			}
-			if !strings.Contains(stderr, "[build 5] "+stateName(tt.state)) {
+			if !strings.Contains(stderr, "[build 5] "+tt.state.Word()) {
 				t.Fatalf("no final state line on stderr:\n%s", stderr)
 			}
 		})

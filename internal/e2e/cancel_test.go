@@ -37,7 +37,7 @@ func TestCancelJoinThenCancelLeavesTheVictimsBuildRunning(t *testing.T) {
 	if !strings.Contains(r.Stdout, "your wait is withdrawn") || !strings.Contains(r.Stdout, "goes on") {
 		t.Fatalf("the attacker's cancel printed %q; want its wait withdrawn and the build going on", r.Stdout)
 	}
-	if b := mailGetBuild(t, f, first.BuildID); b.GetState() != kilnv1.BuildState_BUILD_STATE_RUNNING || b.GetWaiters() != 1 || b.GetFailure() != "" {
+	if b := f.GetBuild(t, first.BuildID); b.GetState() != kilnv1.BuildState_BUILD_STATE_RUNNING || b.GetWaiters() != 1 || b.GetFailure() != "" {
 		t.Fatalf("the victim's build after the attacker's cancel: %s, %d waiters, failure %q; want running for the victim",
 			b.GetState(), b.GetWaiters(), b.GetFailure())
 	}
@@ -87,7 +87,7 @@ func TestCancelTheLastWithdrawalCancelsAQueuedBuildAndMailsNobody(t *testing.T) 
 	id := strconv.FormatUint(first.BuildID, 10)
 	r := f.Startcompile("cancel", "--email", ada, id)
 	expectExit(t, r, 0)
-	if b := mailGetBuild(t, f, first.BuildID); b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED || b.GetWaiters() != 1 {
+	if b := f.GetBuild(t, first.BuildID); b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED || b.GetWaiters() != 1 {
 		t.Fatalf("after ada withdrew: %s with %d waiters; want queued for bob", b.GetState(), b.GetWaiters())
 	}
 	r = f.Startcompile("cancel", "--email", bob, id)
@@ -108,7 +108,7 @@ func TestCancelTheLastWithdrawalCancelsAQueuedBuildAndMailsNobody(t *testing.T) 
 	// A build server arriving later neither builds it nor causes a mail.
 	mailStartBuilder(t, f)
 	expectExit(t, f.Startcompile("--project", "hello", "-o", "level=1", "--wait", "--json", "carol@example.org"), 0)
-	if b := mailGetBuild(t, f, first.BuildID); b.GetState() != kilnv1.BuildState_BUILD_STATE_CANCELLED || len(b.GetAttempts()) != 0 {
+	if b := f.GetBuild(t, first.BuildID); b.GetState() != kilnv1.BuildState_BUILD_STATE_CANCELLED || len(b.GetAttempts()) != 0 {
 		t.Fatalf("cancelled build after a build server came: %s, %d attempts", b.GetState(), len(b.GetAttempts()))
 	}
 	msgs := mailWaitSettled(t, f, sink, 1, mailDeliveryTimeout)

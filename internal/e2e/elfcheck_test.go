@@ -121,7 +121,7 @@ func TestElfcheckAnArtifactForAnotherMachineIsRefusedAndBuiltElsewhere(t *testin
 	if ack.GetAccepted() || ack.GetReason() != want {
 		t.Fatalf("ack of x86-64 code for s390x: %v; want refused with %q", ack, want)
 	}
-	b := authGetBuild(t, f, id)
+	b := f.GetBuild(t, id)
 	if b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED || b.GetArtifact() != nil || len(b.GetAttempts()) != 1 ||
 		b.GetAttempts()[0].GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REJECTED || b.GetAttempts()[0].GetReason() != want {
 		t.Fatalf("after the refusal build %d is %s, artifact %v, attempts %v; want queued again after one REJECTED attempt", id, b.GetState(), b.GetArtifact(), b.GetAttempts())
@@ -144,7 +144,7 @@ func TestElfcheckAnArtifactForAnotherMachineIsRefusedAndBuiltElsewhere(t *testin
 	if ack := honest.deliver(t, f, asg2, good); !ack.GetAccepted() {
 		t.Fatalf("the honest s390x result was refused: %v", ack)
 	}
-	b = authGetBuild(t, f, id)
+	b = f.GetBuild(t, id)
 	if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED || b.GetArtifact().GetSha256() != authHeader(0, good).GetSha256() ||
 		b.GetAttempts()[len(b.GetAttempts())-1].GetBuildServer() != "honest" {
 		t.Fatalf("build %d is %s with %v, attempts %v; want succeeded with the honest artifact", id, b.GetState(), b.GetArtifact(), b.GetAttempts())

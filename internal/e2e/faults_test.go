@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -28,17 +27,6 @@ timeout: 2m
 `
 }
 
-func getBuild(t *testing.T, f *farmtest.Farm, id uint64) *kilnv1.Build {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := kilnv1.NewCompileServiceClient(f.Conn()).GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: id})
-	if err != nil {
-		t.Fatalf("GetBuild %d: %v", id, err)
-	}
-	return resp.GetBuild()
-}
-
 // submit queues a build without waiting and returns its id.
 func submit(t *testing.T, f *farmtest.Farm, args ...string) uint64 {
 	t.Helper()
@@ -51,7 +39,7 @@ func submit(t *testing.T, f *farmtest.Farm, args ...string) uint64 {
 func waitRunningOn(t *testing.T, f *farmtest.Farm, id uint64, name string) {
 	t.Helper()
 	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
-		b := getBuild(t, f, id)
+		b := f.GetBuild(t, id)
 		atts := b.GetAttempts()
 		if b.GetState() != kilnv1.BuildState_BUILD_STATE_RUNNING || len(atts) == 0 {
 			return errorf("build %d is %s", id, b.GetState())
@@ -68,7 +56,7 @@ func waitFinal(t *testing.T, f *farmtest.Farm, id uint64, within time.Duration) 
 	t.Helper()
 	var b *kilnv1.Build
 	farmtest.Eventually(t, within, func() error {
-		b = getBuild(t, f, id)
+		b = f.GetBuild(t, id)
 		switch b.GetState() {
 		case kilnv1.BuildState_BUILD_STATE_QUEUED, kilnv1.BuildState_BUILD_STATE_RUNNING:
 			return errorf("build %d still %s", id, b.GetState())
@@ -179,7 +167,7 @@ func TestFaultALongConnectionCutRerunsElsewhereAndRefusesTheLateResult(t *testin
 		}
 		return nil
 	})
-	if got := getBuild(t, f, id); outcomes(got) != "a:LOST,b:SUCCEEDED" || got.GetArtifact().GetSha256() != b.GetArtifact().GetSha256() {
+	if got := f.GetBuild(t, id); outcomes(got) != "a:LOST,b:SUCCEEDED" || got.GetArtifact().GetSha256() != b.GetArtifact().GetSha256() {
 		t.Fatalf("the late result changed the build: %s", outcomes(got))
 	}
 }
@@ -200,7 +188,7 @@ func TestFaultASetupFailureIsRetriedElsewhereAndACompileFailureIsNot(t *testing.
 	f.WaitBuildServers(1)
 	id := submit(t, f)
 	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
-		if b := getBuild(t, f, id); !strings.Contains(outcomes(b), "a:SETUP_FAILED") {
+		if b := f.GetBuild(t, id); !strings.Contains(outcomes(b), "a:SETUP_FAILED") {
 			return errorf("attempts %s", outcomes(b))
 		}
 		return nil
@@ -220,5 +208,57 @@ func TestFaultASetupFailureIsRetriedElsewhereAndACompileFailureIsNot(t *testing.
 	fb := waitFinal(t, f, fid, 30*time.Second)
 	if fb.GetState() != kilnv1.BuildState_BUILD_STATE_FAILED || len(fb.GetAttempts()) != 1 || fb.GetFailingStep() == "" {
 		t.Fatalf("compile failure: %s, attempts %s, failing step %q", fb.GetState(), outcomes(fb), fb.GetFailingStep())
+	}
+}
+
+func TestAfterMaxInfraAttemptsTheBuildEndsAsErrorWithEveryReason(t *testing.T) {
+	f := farmtest.New(t)
+	f.StartMetaserver("--heartbeat", "200ms", "--lease", "2s", "--inline-artifact-bytes", "0", "--max-infra-attempts", "2")
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{ManifestText: slowManifest(0)})
+	f.AddProject("hello", repo)
+	// Neither build server can create its source mirror: a file sits where
+	// the mirror directory goes (as in the setup-failure fault test).
+	sum := sha256.Sum256([]byte(repo))
+	for _, name := range []string{"a", "b"} {
+		dir := filepath.Join(t.TempDir(), name+"-data")
+		if err := os.MkdirAll(filepath.Join(dir, "mirrors"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "mirrors", hex.EncodeToString(sum[:])[:16]), []byte("not a repository"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f.StartBuildserver(f.AddBuildServer(name), "--data-dir", dir)
+	}
+	f.WaitBuildServers(2)
+	r := f.Startcompile("--project", "hello", "--wait", "--json", "dev@example.com")
+	expectExit(t, r, 3)
+	res := parseResult(t, r)
+	if res.State != "error" {
+		t.Fatalf("build: %+v, want state error", res)
+	}
+	b := f.GetBuild(t, res.BuildID)
+	atts := b.GetAttempts()
+	if b.GetState() != kilnv1.BuildState_BUILD_STATE_ERROR || len(atts) != 2 {
+		t.Fatalf("build %d: %s with attempts %s, want error after 2", b.GetId(), b.GetState(), outcomes(b))
+	}
+	servers := map[string]bool{}
+	for i, a := range atts {
+		servers[a.GetBuildServer()] = true
+		if a.GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED || a.GetReason() == "" {
+			t.Fatalf("attempt %d: %s %q, want setup_failed with a reason", i+1, a.GetOutcome(), a.GetReason())
+		}
+		want := "attempt " + strconv.Itoa(i+1) + " on " + a.GetBuildServer() + ": setup_failed (" + a.GetReason() + ")"
+		if !strings.Contains(b.GetFailure(), want) || !strings.Contains(res.Failure, want) {
+			t.Fatalf("the failure reason lacks %q:\nGetBuild: %s\nstartcompile: %s", want, b.GetFailure(), res.Failure)
+		}
+	}
+	if !servers["a"] || !servers["b"] {
+		t.Fatalf("attempts ran on %v, want one on each build server", servers)
+	}
+	// startcompile status reports the same.
+	r = f.Startcompile("status", "--json", strconv.FormatUint(res.BuildID, 10))
+	expectExit(t, r, 3)
+	if got := parseResult(t, r); got.State != "error" || got.Failure != b.GetFailure() {
+		t.Fatalf("status: %+v", got)
 	}
 }

@@ -85,6 +85,7 @@ type hostileFarm struct {
 	secret  string // content of home/.kiln-secret
 	nonce   string
 	rounds  int
+	uidArgs []string // --build-uid of a root build server
 }
 
 func newHostileFarm(t *testing.T) *hostileFarm {
@@ -120,8 +121,11 @@ func newHostileFarmAs(t *testing.T, cred *syscall.Credential) *hostileFarm {
 	if err := os.WriteFile(filepath.Join(h.dataDir, "token"), []byte(h.token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h.bs = farmtest.NewProcess(t, "hostile-buildserver", farmtest.Binary(t, "buildserver"),
-		"--metaserver", h.f.Meta().Addr, "--data-dir", h.dataDir)
+	if os.Geteuid() == 0 && cred == nil {
+		h.uidArgs = []string{"--build-uid", strconv.FormatUint(uint64(farmtest.NextBuildUID()), 10)}
+	}
+	args := append([]string{"--metaserver", h.f.Meta().Addr, "--data-dir", h.dataDir}, h.uidArgs...)
+	h.bs = farmtest.NewProcess(t, "hostile-buildserver", farmtest.Binary(t, "buildserver"), args...)
 	h.bs.StopTimeout = 5 * time.Second
 	h.bs.Env = hostileEnv(h.home)
 	if cred != nil {
@@ -511,7 +515,7 @@ exit $rc
 			if err := h.bs.Stop(); err != nil {
 				t.Logf("stopping the buildserver: %v", err)
 			}
-			args := append([]string{"--metaserver", h.f.Meta().Addr, "--data-dir", h.dataDir}, extra...)
+			args := append(append([]string{"--metaserver", h.f.Meta().Addr, "--data-dir", h.dataDir}, h.uidArgs...), extra...)
 			h.bs = farmtest.NewProcess(parent, "hostile-buildserver", farmtest.Binary(t, "buildserver"), args...)
 			h.bs.StopTimeout = 5 * time.Second
 			h.bs.Env = hostileEnv(h.home)
@@ -810,17 +814,6 @@ func (s *authSession) result(t *testing.T, r *kilnv1.AttemptResult) *kilnv1.Resu
 	}).GetResultAck()
 }
 
-func authGetBuild(t *testing.T, f *farmtest.Farm, id uint64) *kilnv1.Build {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := kilnv1.NewCompileServiceClient(f.Conn()).GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: id})
-	if err != nil {
-		t.Fatalf("GetBuild %d: %v", id, err)
-	}
-	return resp.GetBuild()
-}
-
 // authSubmit asks for a build of project auth that any target matches and
 // returns its id.
 func authSubmit(t *testing.T, f *farmtest.Farm) uint64 {
@@ -940,7 +933,7 @@ func TestAuthABuildServerCannotSpeakForAnotherOnesAttemptNorUploadTamperedData(t
 	if ack.GetAccepted() {
 		t.Fatalf("the metaserver accepted the intruder's result for the holder's attempt: %v", ack)
 	}
-	if b := authGetBuild(t, f, buildID); b.GetState() != kilnv1.BuildState_BUILD_STATE_RUNNING || b.GetArtifact() != nil {
+	if b := f.GetBuild(t, buildID); b.GetState() != kilnv1.BuildState_BUILD_STATE_RUNNING || b.GetArtifact() != nil {
 		t.Fatalf("after the intruder's result the build is %s with artifact %v; want still running, none", b.GetState(), b.GetArtifact())
 	}
 
@@ -967,7 +960,7 @@ func TestAuthABuildServerCannotSpeakForAnotherOnesAttemptNorUploadTamperedData(t
 	if !ack.GetAccepted() {
 		t.Fatalf("the holder's own result was refused: %v", ack)
 	}
-	b := authGetBuild(t, f, buildID)
+	b := f.GetBuild(t, buildID)
 	if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED || b.GetArtifact().GetSha256() != header.GetSha256() {
 		t.Fatalf("build %s with artifact %v; want succeeded with the holder's %s", b.GetState(), b.GetArtifact(), header.GetSha256())
 	}

@@ -300,18 +300,6 @@ func mailStartBuilder(t *testing.T, f *farmtest.Farm) {
 	f.WaitBuildServers(1)
 }
 
-// mailGetBuild reads a build through CompileService.GetBuild.
-func mailGetBuild(t *testing.T, f *farmtest.Farm, id uint64) *kilnv1.Build {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := kilnv1.NewCompileServiceClient(f.Conn()).GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: id})
-	if err != nil {
-		t.Fatalf("GetBuild %d: %v", id, err)
-	}
-	return resp.GetBuild()
-}
-
 // mailWantSubject is the subject Kiln promises for a build requested at a
 // named revision: project, revision, platform and outcome.
 func mailWantSubject(b *kilnv1.Build, outcome string) string {
@@ -342,7 +330,7 @@ func TestMailTwoRequestersWaitingOnOneBuildEachGetExactlyOneMail(t *testing.T) {
 	if done.State != "succeeded" || done.ArtifactSHA256 == "" {
 		t.Fatalf("build: %+v, want succeeded with an artifact", done)
 	}
-	b := mailGetBuild(t, f, first.BuildID)
+	b := f.GetBuild(t, first.BuildID)
 
 	msgs := mailWaitSettled(t, f, sink, 2, mailDeliveryTimeout)
 	page := fmt.Sprintf("%s/build/%d", mailPublicURL, b.GetId())
@@ -457,7 +445,7 @@ func TestMailOfAFailedBuildCarriesTheFailingStepAndTheLogTail(t *testing.T) {
 	r := f.Startcompile("--project", "hello", "--revision", "main", "--wait", "--json", ada)
 	expectExit(t, r, 1)
 	res := parseResult(t, r)
-	b := mailGetBuild(t, f, res.BuildID)
+	b := f.GetBuild(t, res.BuildID)
 	if b.GetState() != kilnv1.BuildState_BUILD_STATE_FAILED || !strings.Contains(b.GetFailingStep(), "make check") {
 		t.Fatalf("build: state %s, failing step %q, want failed at make check", b.GetState(), b.GetFailingStep())
 	}
@@ -713,7 +701,7 @@ func TestMailAddressesNeverAppearOnPublicPagesNorInStatusAnswers(t *testing.T) {
 		t.Helper()
 		mailCheckNoAddress(t, f, web.URL, first.BuildID, when, []string{secretLocal, "bob.private"})
 	}
-	if b := mailGetBuild(t, f, first.BuildID); b.GetWaiters() != 2 {
+	if b := f.GetBuild(t, first.BuildID); b.GetWaiters() != 2 {
 		t.Fatalf("build waiters %d, want 2 (else the check proves little)", b.GetWaiters())
 	}
 	check("while queued")
@@ -783,5 +771,24 @@ func mailCheckNoAddress(t *testing.T, f *farmtest.Farm, webURL string, id uint64
 				t.Errorf("%s: %s shows the address %q", when, what, n)
 			}
 		}
+	}
+}
+
+func TestWithoutSMTPNoMailIsSentAndTheLogSaysSoOnce(t *testing.T) {
+	f, _, _ := farmWithProject(t, farmtest.CProjectOptions{Manifest: true}, 1)
+	for _, level := range []string{"1", "2"} {
+		if got := parseResult(t, f.Startcompile("--project", "hello", "-o", "level="+level, "--wait", "--json", "a@example.com")); got.State != "succeeded" {
+			t.Fatalf("build: %+v", got)
+		}
+	}
+	if err := mailOutboxEmpty(f); err != nil {
+		t.Fatalf("outbox: %v", err)
+	}
+	if sent, err := mailMetric(f, "kiln_mail_sent_total"); err != nil || sent != 0 {
+		t.Fatalf("kiln_mail_sent_total = %v (%v), want 0", sent, err)
+	}
+	logs := f.Meta().Process.Logs()
+	if n := strings.Count(logs, "no SMTP server configured"); n != 1 || !strings.Contains(logs, "mail disabled") {
+		t.Fatalf("the metaserver's log says %d times that there is no SMTP server, want once:\n%s", n, logs)
 	}
 }

@@ -84,18 +84,6 @@ func platformRun(t *testing.T, f *farmtest.Farm, want int, args ...string) (resu
 	return res, info
 }
 
-// platformGetBuild reads a build through CompileService.GetBuild.
-func platformGetBuild(t *testing.T, f *farmtest.Farm, id uint64) *kilnv1.Build {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := kilnv1.NewCompileServiceClient(f.Conn()).GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: id})
-	if err != nil {
-		t.Fatalf("GetBuild %d: %v", id, err)
-	}
-	return resp.GetBuild()
-}
-
 // platformServers lists the build servers through StatusService.
 func platformServers(t *testing.T, f *farmtest.Farm) []*kilnv1.BuildServerStatus {
 	t.Helper()
@@ -153,7 +141,7 @@ func platformWaitTargets(t *testing.T, f *farmtest.Farm, name string, want ...st
 // ListBuildServers reports measured for that target. It returns the build.
 func platformBuiltBy(t *testing.T, f *farmtest.Farm, id uint64, fromCLI *kilnv1.SystemInfo, server, target string) *kilnv1.Build {
 	t.Helper()
-	b := platformGetBuild(t, f, id)
+	b := f.GetBuild(t, id)
 	if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
 		t.Fatalf("build %d is %s (%s), want succeeded", id, b.GetState(), b.GetFailure())
 	}
@@ -427,7 +415,7 @@ func TestPlatformTargetsMatchingQueueAndPolicy(t *testing.T) {
 		}
 		targets := map[string]bool{}
 		for _, e := range cr.Succeeded {
-			b := platformGetBuild(t, f, e.BuildID)
+			b := f.GetBuild(t, e.BuildID)
 			if b.GetOptions()["level"] != "1" || len(b.GetAttempts()) == 0 {
 				t.Fatalf("build %d: options %v, attempts %d", e.BuildID, b.GetOptions(), len(b.GetAttempts()))
 			}
@@ -480,7 +468,7 @@ func TestPlatformTargetsMatchingQueueAndPolicy(t *testing.T) {
 			}
 			return nil
 		})
-		if b := platformGetBuild(t, f, id); len(b.GetAttempts()) != 0 {
+		if b := f.GetBuild(t, id); len(b.GetAttempts()) != 0 {
 			t.Fatalf("a build the policy refuses was dispatched: %v", b.GetAttempts())
 		}
 

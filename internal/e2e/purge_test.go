@@ -14,7 +14,7 @@ import (
 // lastAttemptServer is the build server of a build's last attempt.
 func lastAttemptServer(t *testing.T, f *farmtest.Farm, id uint64) string {
 	t.Helper()
-	atts := getBuild(t, f, id).GetAttempts()
+	atts := f.GetBuild(t, id).GetAttempts()
 	if len(atts) == 0 {
 		t.Fatalf("build %d has no attempt", id)
 	}
@@ -67,7 +67,7 @@ func TestPurgeARevokedBuildServersArtifactsAreBuiltAgainElsewhere(t *testing.T) 
 		}
 		return nil
 	})
-	if b := getBuild(t, f, first.BuildID); b.GetWithdrawn() != "its build server's credential was revoked (suspect)" || b.GetWithdrawnAt() == nil {
+	if b := f.GetBuild(t, first.BuildID); b.GetWithdrawn() != "its build server's credential was revoked (suspect)" || b.GetWithdrawnAt() == nil {
 		t.Errorf("build %d withdrawn=%q at %v", first.BuildID, b.GetWithdrawn(), b.GetWithdrawnAt())
 	}
 
@@ -99,7 +99,7 @@ func TestPurgeARevokedBuildServersArtifactsAreBuiltAgainElsewhere(t *testing.T) 
 		t.Fatalf("offline revoke --purge: %v\n%s", err, out)
 	}
 	f.Meta().Restart()
-	if b := getBuild(t, f, rebuilt.BuildID); b.GetWithdrawn() != "its build server's credential was revoked (honest)" {
+	if b := f.GetBuild(t, rebuilt.BuildID); b.GetWithdrawn() != "its build server's credential was revoked (honest)" {
 		t.Fatalf("after the offline purge build %d withdrawn=%q", rebuilt.BuildID, b.GetWithdrawn())
 	}
 }

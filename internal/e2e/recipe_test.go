@@ -183,7 +183,7 @@ func TestRecipeDetectsBuildSystemsNativeAndCross(t *testing.T) {
 		if res.State != "failed" || res.Failure != want {
 			t.Fatalf("result %+v, want failed with %q", res, want)
 		}
-		b := platformGetBuild(t, f, res.BuildID)
+		b := f.GetBuild(t, res.BuildID)
 		if n := len(b.GetAttempts()); n != 1 || b.GetAttempts()[0].GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED {
 			t.Errorf("attempts %v, want one FAILED attempt (final, not retried)", b.GetAttempts())
 		}

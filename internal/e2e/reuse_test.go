@@ -191,3 +191,47 @@ func TestEvictionRemovesLeastRecentlyUsedUnpinnedArtifactsOnly(t *testing.T) {
 		t.Fatalf("evicted artifact answered from cache: %+v", again)
 	}
 }
+
+func TestAnIdenticalRequestJoinsARunningBuildAndBothSeeTheSameResult(t *testing.T) {
+	f, _ := faultFarm(t, slowManifest(6), "2s")
+	f.StartBuildserver(f.AddBuildServer("a"))
+	f.WaitBuildServers(1)
+	args := []string{"--project", "hello", "--wait", "--json"}
+	var wg sync.WaitGroup
+	var firstRes farmtest.Result
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		firstRes = f.Startcompile(append(args, "first@example.com")...)
+	}()
+	var id uint64
+	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
+		b := listBuilds(t, f)
+		if len(b) != 1 {
+			return errorf("%d builds", len(b))
+		}
+		id = b[0].GetId()
+		return nil
+	})
+	waitRunningOn(t, f, id, "a")
+	second := f.Startcompile(append(args, "second@example.com")...)
+	wg.Wait()
+	expectExit(t, firstRes, 0)
+	expectExit(t, second, 0)
+	r1, r2 := parseResult(t, firstRes), parseResult(t, second)
+	if !r2.Joined || r2.Cached || r2.BuildID != id {
+		t.Fatalf("the request made while build %d ran: %+v, want joined to it", id, r2)
+	}
+	if r1.Joined || r1.BuildID != id {
+		t.Fatalf("the first request: %+v, want queued build %d", r1, id)
+	}
+	if r1.State != "succeeded" || r2.State != "succeeded" || r1.ArtifactSHA256 == "" ||
+		r1.ArtifactSHA256 != r2.ArtifactSHA256 || r1.ArtifactSize != r2.ArtifactSize || r1.Commit != r2.Commit {
+		t.Fatalf("the two requesters saw different results:\n%+v\n%+v", r1, r2)
+	}
+	b := f.GetBuild(t, id)
+	if len(listBuilds(t, f)) != 1 || len(b.GetAttempts()) != 1 || b.GetWaiters() != 2 {
+		t.Fatalf("%d builds; build %d has attempts %s and %d waiters, want 1 build, 1 attempt, 2 waiters",
+			len(listBuilds(t, f)), id, outcomes(b), b.GetWaiters())
+	}
+}

@@ -20,7 +20,7 @@ func TestStopCancelKillsTheRunningBuildAndOnlyARequesterMayCancel(t *testing.T) 
 	waitRunningOn(t, f, id, "a")
 	idArg := strconv.FormatUint(id, 10)
 	expectExit(t, f.Startcompile("cancel", "--email", "intruder@example.com", idArg), 2)
-	if b := getBuild(t, f, id); b.GetState() != kilnv1.BuildState_BUILD_STATE_RUNNING {
+	if b := f.GetBuild(t, id); b.GetState() != kilnv1.BuildState_BUILD_STATE_RUNNING {
 		t.Fatalf("a stranger's cancel changed the build: %s", b.GetState())
 	}
 	start := time.Now()
@@ -54,7 +54,7 @@ func TestStopSIGTERMOnABuildserverFinishesItsBuildFirst(t *testing.T) {
 	if err := bs.Stop(); err != nil {
 		t.Fatalf("graceful stop: %v\n%s", err, bs.Logs())
 	}
-	b := getBuild(t, f, id)
+	b := f.GetBuild(t, id)
 	if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED || outcomes(b) != "a:SUCCEEDED" {
 		t.Fatalf("build after SIGTERM: %s %s", b.GetState(), outcomes(b))
 	}
@@ -69,7 +69,7 @@ func TestStopSIGTERMPastTheGracePeriodHandsTheBuildBack(t *testing.T) {
 	if err := a.Stop(); err != nil {
 		t.Fatalf("graceful stop: %v", err)
 	}
-	if b := getBuild(t, f, id); b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED || outcomes(b) != "a:RETURNED" {
+	if b := f.GetBuild(t, id); b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED || outcomes(b) != "a:RETURNED" {
 		t.Fatalf("after the grace period: %s %s", b.GetState(), outcomes(b))
 	}
 	f.StartBuildserver(f.AddBuildServer("b"))

@@ -64,7 +64,7 @@ func TestStopSIGTERMOnTheMetaserverMidBuildKeepsAWaitingRequesterWaiting(t *test
 	if out.State != "succeeded" || out.BuildID != id || out.ArtifactSHA256 == "" {
 		t.Fatalf("waited result: %+v", out)
 	}
-	b := getBuild(t, f, id)
+	b := f.GetBuild(t, id)
 	if outcomes(b) != "a:SUCCEEDED" {
 		t.Fatalf("attempts %s: the running build should have been kept, not redone", outcomes(b))
 	}

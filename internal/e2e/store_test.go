@@ -302,7 +302,7 @@ func TestFullDiskRefusesWritesServesReadsAndRecovers(t *testing.T) {
 		t.Fatal("the metaserver stopped on a full disk")
 	}
 	// Reads go on.
-	if b := getBuild(t, f, first); b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED {
+	if b := f.GetBuild(t, first); b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED {
 		t.Fatalf("build %d on a full disk: %v", first, b)
 	}
 	before := len(listBuilds(t, f))

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -76,7 +78,7 @@ func TestAHeldBuildIsTakenBackWithinItsTimeLimitPlusGraceAndBuiltByAnother(t *te
 
 	var b *kilnv1.Build
 	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
-		b = authGetBuild(t, f, buildID)
+		b = f.GetBuild(t, buildID)
 		if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
 			return fmt.Errorf("build %d is %s (%s)", buildID, b.GetState(), b.GetFailure())
 		}
@@ -107,7 +109,7 @@ func TestAHeldBuildIsTakenBackWithinItsTimeLimitPlusGraceAndBuiltByAnother(t *te
 	if ack.GetAccepted() {
 		t.Fatalf("the holder's late result was accepted: %v", ack)
 	}
-	if got := authGetBuild(t, f, buildID); got.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
+	if got := f.GetBuild(t, buildID); got.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
 		t.Fatalf("after the late result the build is %s", got.GetState())
 	}
 
@@ -138,7 +140,7 @@ func TestAnUnmatchedRequestExpiresAndItsRequesterIsMailedWhy(t *testing.T) {
 	if res.State != "expired" {
 		t.Fatalf("build: %+v, want state expired", res)
 	}
-	b := mailGetBuild(t, f, res.BuildID)
+	b := f.GetBuild(t, res.BuildID)
 	if b.GetState() != kilnv1.BuildState_BUILD_STATE_EXPIRED || len(b.GetAttempts()) != 0 {
 		t.Fatalf("build %d: %s with %d attempts; want expired, never dispatched", b.GetId(), b.GetState(), len(b.GetAttempts()))
 	}
@@ -157,5 +159,55 @@ func TestAnUnmatchedRequestExpiresAndItsRequesterIsMailedWhy(t *testing.T) {
 	}
 	if text := mailNorm(got[0].Text); !strings.Contains(text, "no connected target matched for 2s") {
 		t.Errorf("the mail does not say why:\n%s", got[0].Text)
+	}
+}
+
+func TestABuildLongerThanAVolunteersMaxBuildTimeWaitsForAnother(t *testing.T) {
+	f := farmtest.New(t)
+	f.StartMetaserver("--heartbeat", "200ms", "--lease", "2s")
+	// The manifest allows 20 minutes; the volunteer caps builds at 10.
+	manifest := strings.Replace(farmtest.DefaultManifest, "timeout: 5m", "timeout: 20m", 1)
+	if !strings.Contains(manifest, "timeout: 20m") {
+		t.Fatalf("farmtest.DefaultManifest no longer sets timeout: 5m:\n%s", farmtest.DefaultManifest)
+	}
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{ManifestText: manifest})
+	f.AddProject("hello", repo)
+	f.StartBuildserver(f.AddBuildServer("capped"), "--max-build-time", "10m")
+	f.WaitBuildServers(1)
+
+	r := f.Startcompile("--project", "hello", "--json", "dev@example.com")
+	expectExit(t, r, 0)
+	res := parseResult(t, r)
+	id := strconv.FormatUint(res.BuildID, 10)
+	want := "policy: time limit 1200s exceeds the maximum of 600s"
+	// The metaserver refuses to dispatch, so the reason is there from the
+	// start and stays (no attempt ever runs on the capped server).
+	st := f.Startcompile("status", "--json", id)
+	got := parseResult(t, st)
+	if got.State != "queued" {
+		t.Fatalf("with only a capped volunteer the build is %q, want queued", got.State)
+	}
+	var full struct {
+		WaitingReasons []string `json:"waiting_reasons"`
+	}
+	if err := json.Unmarshal([]byte(st.Stdout), &full); err != nil {
+		t.Fatal(err)
+	}
+	reasons := strings.Join(full.WaitingReasons, "\n")
+	if !strings.Contains(reasons, want) {
+		t.Fatalf("waiting reasons %q lack %q", reasons, want)
+	}
+	if b := f.GetBuild(t, res.BuildID); len(b.GetAttempts()) != 0 {
+		t.Fatalf("the capped volunteer got attempts: %v", b.GetAttempts())
+	}
+
+	f.StartBuildserver(f.AddBuildServer("uncapped"))
+	done := f.Startcompile("status", "--wait", "--json", id)
+	if got := parseResult(t, done); got.State != "succeeded" {
+		t.Fatalf("after an uncapped volunteer joined: %+v\n%s", got, done.Stderr)
+	}
+	b := f.GetBuild(t, res.BuildID)
+	if n := len(b.GetAttempts()); n != 1 || b.GetAttempts()[0].GetBuildServer() != "uncapped" {
+		t.Fatalf("attempts %v, want exactly one, on uncapped", b.GetAttempts())
 	}
 }

@@ -289,7 +289,7 @@ func (f *Farm) StartBuildserver(token string, extraArgs ...string) *Process {
 	if os.Geteuid() == 0 && !slices.ContainsFunc(extraArgs, func(a string) bool { return strings.HasPrefix(a, "--build-uid") }) {
 		// Build servers started at once (in this test or another) must not
 		// share build uids; the build server refuses a range in use.
-		args = append(args, "--build-uid", strconv.FormatUint(uint64(nextBuildUID()), 10))
+		args = append(args, "--build-uid", strconv.FormatUint(uint64(NextBuildUID()), 10))
 	}
 	return f.start(name, Binary(f.t, "buildserver"), args...)
 }
@@ -318,6 +318,19 @@ func (f *Farm) Conn() *grpc.ClientConn {
 		f.conn = c
 	}
 	return f.conn
+}
+
+// GetBuild reads build id through CompileService.GetBuild and fails t
+// when that fails (within 10 seconds).
+func (f *Farm) GetBuild(t testing.TB, id uint64) *kilnv1.Build {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := kilnv1.NewCompileServiceClient(f.Conn()).GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: id})
+	if err != nil {
+		t.Fatalf("GetBuild %d: %v", id, err)
+	}
+	return resp.GetBuild()
 }
 
 // ConnectedBuildServers returns the names of build servers the metaserver
@@ -450,7 +463,8 @@ func orInsecure(c credentials.TransportCredentials) credentials.TransportCredent
 // chosen by its pid so that test binaries running at once differ.
 var buildUIDs atomic.Uint32
 
-// nextBuildUID returns the first uid of a fresh range of 64.
-func nextBuildUID() uint32 {
+// NextBuildUID returns the first uid of a fresh range of 64, for a build
+// server the test starts as root (--build-uid).
+func NextBuildUID() uint32 {
 	return 1_701_000_000 + uint32(os.Getpid()%4096)*65536 + buildUIDs.Add(1)*64
 }

@@ -55,17 +55,6 @@ func (r *requests) with(n, who int64) *kilnv1.SubmitRequest {
 	}
 }
 
-// final reports whether a build state is final.
-func final(s kilnv1.BuildState) bool {
-	switch s {
-	case kilnv1.BuildState_BUILD_STATE_SUCCEEDED, kilnv1.BuildState_BUILD_STATE_FAILED,
-		kilnv1.BuildState_BUILD_STATE_ERROR, kilnv1.BuildState_BUILD_STATE_CANCELLED,
-		kilnv1.BuildState_BUILD_STATE_EXPIRED:
-		return true
-	}
-	return false
-}
-
 // errNotSucceeded is returned for a build that ended other than SUCCEEDED.
 var errNotSucceeded = errors.New("build did not succeed")
 
@@ -94,7 +83,7 @@ func watchWith(ctx context.Context, c kilnv1.CompileServiceClient, id uint64, se
 		if seen != nil && msg.GetBuild() != nil {
 			seen(msg.GetBuild(), at)
 		}
-		if b := msg.GetBuild(); b != nil && final(b.GetState()) {
+		if b := msg.GetBuild(); b != nil && b.GetState().Final() {
 			if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
 				return b, at, fmt.Errorf("build %d: %s (%s): %w", id, b.GetState(), b.GetFailure(), errNotSucceeded)
 			}

@@ -42,5 +42,5 @@ func ExampleParse_error() {
 	_, err := manifest.Parse([]byte("build: [make]\nartifacts: [hello]\ntiemout: 10m\n"))
 	fmt.Println(err)
 	// Output:
-	// kiln.yaml:3: unknown key "tiemout" (known: requires, options, build, check, package, artifacts, install_tree, timeout)
+	// kiln.yaml:3: unknown key "tiemout" (known: requires, depends, options, build, check, package, artifacts, install_tree, timeout)
 }

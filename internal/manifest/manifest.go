@@ -29,6 +29,9 @@ type Manifest struct {
 	// Requires names tools the build needs on the target, in the order
 	// written (e.g. "make", "cc").
 	Requires []string
+	// Depends are the projects this one builds against (kiln.yaml
+	// depends:), in the order written; none for the default recipe.
+	Depends []Dependency `json:",omitempty"`
 	// Options are the declared compile options, sorted by name.
 	Options []Option
 	// Build, Check and Package are shell commands run with sh -c in the

@@ -195,8 +195,10 @@ func (p *parser) document(doc *yaml.Node) error {
 			err = p.installTree(v)
 		case "timeout":
 			err = p.timeout(v)
+		case "depends":
+			err = p.depends(v)
 		default:
-			err = errAt(k, "unknown key %q (known: requires, options, build, check, package, artifacts, install_tree, timeout)", key)
+			err = errAt(k, "unknown key %q (known: requires, depends, options, build, check, package, artifacts, install_tree, timeout)", key)
 		}
 		return err
 	})

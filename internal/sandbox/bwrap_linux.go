@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -252,7 +253,11 @@ func bwrapArgs(s Step) ([]string, error) {
 	}
 	// Binds come after hides of the same depth, so binding a hidden path
 	// exposes it again; the stable sort keeps that order.
-	for _, w := range append([]string{s.Dir}, s.Writable...) {
+	dirs := s.Writable
+	if !slices.ContainsFunc(s.Binds, func(b Bind) bool { return filepath.Clean(b.Dst) == filepath.Clean(s.Dir) }) {
+		dirs = append([]string{s.Dir}, dirs...)
+	}
+	for _, w := range dirs {
 		if !filepath.IsAbs(w) {
 			return nil, fmt.Errorf("writable path %q is not absolute", w)
 		}
@@ -264,12 +269,29 @@ func bwrapArgs(s Step) ([]string, error) {
 		}
 		add(w, "--bind", w, w)
 	}
+	for _, r := range s.ReadOnly {
+		if !filepath.IsAbs(r) {
+			return nil, fmt.Errorf("read-only path %q is not absolute", r)
+		}
+		r = filepath.Clean(r)
+		if fi, err := os.Stat(r); err != nil {
+			return nil, fmt.Errorf("read-only path: %w", err)
+		} else if !fi.IsDir() {
+			return nil, fmt.Errorf("read-only path %q is not a directory", r)
+		}
+		add(r, "--ro-bind", r, r)
+	}
 	for _, b := range s.Binds {
 		if !filepath.IsAbs(b.Src) || !filepath.IsAbs(b.Dst) {
 			return nil, fmt.Errorf("bind %q on %q: paths must be absolute", b.Src, b.Dst)
 		}
 		src, dst := filepath.Clean(b.Src), filepath.Clean(b.Dst)
-		for _, p := range []string{src, dst} {
+		check := []string{src}
+		if !underTmp(dst) {
+			// Only the sandbox's fresh /tmp lets bwrap make a new mount point.
+			check = append(check, dst)
+		}
+		for _, p := range check {
 			if fi, err := os.Stat(p); err != nil {
 				return nil, fmt.Errorf("bind: %w", err)
 			} else if !fi.IsDir() {
@@ -286,6 +308,9 @@ func bwrapArgs(s Step) ([]string, error) {
 	for _, m := range mounts {
 		args = append(args, m.args...)
 	}
+	if s.Hostname != "" {
+		args = append(args, "--hostname", s.Hostname)
+	}
 	args = append(args, "--chdir", filepath.Clean(s.Dir), "--clearenv")
 	for _, kv := range s.Env {
 		k, v, ok := strings.Cut(kv, "=")
@@ -296,6 +321,9 @@ func bwrapArgs(s Step) ([]string, error) {
 	}
 	return args, nil
 }
+
+// underTmp reports whether p is below /tmp, which every step gets fresh.
+func underTmp(p string) bool { return strings.HasPrefix(p, "/tmp/") }
 
 // lastLine returns the last non-empty line of out, for error messages.
 func lastLine(out []byte) string {

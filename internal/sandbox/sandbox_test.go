@@ -669,3 +669,40 @@ func lastIndex(list []string, s string) int {
 	}
 	return -1
 }
+
+func TestReadOnlyDirectoryIsVisibleInsideAHiddenOneButNotWritable(t *testing.T) {
+	b := needBwrap(t)
+	data, err := os.MkdirTemp("/var/tmp", "kiln-sandbox-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(data) })
+	build, sysroot := filepath.Join(data, "builds/1/src"), filepath.Join(data, "builds/1/sysroot")
+	for _, d := range []string{build, sysroot + "/include"} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(sysroot+"/include/x.h", []byte("#define X 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, b, Step{
+		Dir: build, ReadOnly: []string{sysroot}, Hide: []string{data},
+		Command: fmt.Sprintf("cat %s/include/x.h; if echo y > %s/include/x.h || echo y > %s/new; then echo WROTE; fi", sysroot, sysroot, sysroot),
+	})
+	if err != nil {
+		t.Fatalf("Run: %v (output %q)", err, out)
+	}
+	if !strings.Contains(out, "#define X 1") {
+		t.Errorf("read-only directory not visible: %q", out)
+	}
+	if strings.Contains(out, "WROTE") {
+		t.Errorf("step wrote into the read-only directory: %q", out)
+	}
+	if got, _ := os.ReadFile(sysroot + "/include/x.h"); string(got) != "#define X 1\n" {
+		t.Errorf("host file changed to %q", got)
+	}
+	if _, err := bwrapArgs(Step{Name: "x", Dir: build, ReadOnly: []string{"relative"}}); err == nil {
+		t.Error("a relative read-only path was accepted")
+	}
+}

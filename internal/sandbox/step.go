@@ -25,8 +25,9 @@ type Step struct {
 	Name string
 	// Command is run as `sh -c Command`.
 	Command string
-	// Dir is the host build directory: the command's working directory and,
-	// under a sandbox, bound read-write at the same path. It must exist.
+	// Dir is the command's working directory. Under a sandbox it is the
+	// Dst of one of Binds, or else a host directory bound read-write at the
+	// same path; without one it is a host directory. It must exist.
 	Dir string
 	// Writable lists other host directories bound read-write at the same
 	// path, e.g. a DESTDIR. Each must exist. Ignored by Unsandboxed (the
@@ -34,10 +35,20 @@ type Step struct {
 	Writable []string
 	// Binds binds host directories read-write at other paths inside the
 	// sandbox, over what is there (e.g. a build's install tree over
-	// /usr/local, so that an install that ignores DESTDIR lands in it).
-	// Each Src must exist and be a directory, each Dst an existing
-	// directory of the host's file system. Ignored by Unsandboxed.
+	// /usr/local, so that an install that ignores DESTDIR lands in it), or
+	// at new paths under the sandbox's fresh /tmp (a build directory at a
+	// fixed path). Each Src must be a directory; each Dst an existing
+	// directory of the host's file system or a path below /tmp. Ignored by
+	// Unsandboxed.
 	Binds []Bind
+	// Hostname, when not empty, is the host name the step sees (its own
+	// UTS namespace). Ignored by Unsandboxed.
+	Hostname string
+	// ReadOnly lists host directories bound read-only at the same path,
+	// visible even inside a hidden directory (e.g. a build's sysroot of
+	// dependency artifacts under the data directory). Each must exist.
+	// Ignored by Unsandboxed.
+	ReadOnly []string
 	// Hide lists host paths made invisible inside the sandbox: a directory
 	// becomes an empty tmpfs; a file is covered by /dev/null on a nodev
 	// mount, so opening it fails with EACCES. Use it for the

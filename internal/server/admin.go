@@ -165,7 +165,7 @@ func (a *Admin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.PinRes
 		}
 		b := rec.GetBuild()
 		if b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
-			return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", b.GetId(), stateName(b.GetState()))
+			return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", b.GetId(), b.GetState().Word())
 		}
 		if w := b.GetWithdrawn(); w != "" {
 			return status.Errorf(codes.FailedPrecondition, "the artifact of build %d was withdrawn: %s", b.GetId(), w)

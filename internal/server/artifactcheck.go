@@ -27,10 +27,12 @@ import (
 // mapping, shared with the build server's own check). A machine that
 // claims s390x and returns x86-64 code is refused, whatever it says.
 //
-// What is read: a gzip'd tar (what build servers pack), a plain tar, or a
-// single ELF or ar file; data in none of these forms has no files to check
-// and is accepted as is (startcompile cannot unpack it either). gzip data
-// that is not a readable tar is refused. Only the first bytes of each file
+// What is read: a gzip'd tar (what build servers pack), a tar (ustar, GNU
+// or v7), or a single ELF or ar file. Other containers (xz, zstd, bzip2,
+// zip, 7z) are refused: their files cannot be checked. Other data has no
+// files to check and is accepted as is; code hidden inside it (a script
+// with an ELF appended, a nested archive) is not found, see
+// docs/manifest.md. gzip data that is not a readable tar is refused. Only the first bytes of each file
 // are kept in memory; the whole artifact is read once.
 //
 // Limits: at most maxCheckedEntries tar entries and maxArchiveMembers ar
@@ -138,8 +140,14 @@ func checkArtifact(src io.Reader, size int64, want platform.ELFIdentity) (string
 			return "artifact is not a readable tar.gz: " + err.Error(), nil
 		}
 		tr = tar.NewReader(&boundedReader{r: gz, n: maxExpandFactor*size + maxExpandSlack})
-	case len(head) >= 262 && string(head[257:262]) == "ustar":
+	case isTarHeader(head):
+		// ustar, GNU or an old v7 header (no magic, a valid checksum).
 		tr = tar.NewReader(br)
+	case otherContainer(head) != "":
+		// Build servers pack tar.gz only; a container this check cannot
+		// look into could hold code it would not see, which a client may
+		// still unpack (red team: xz, zstd, bzip2, zip passed unchecked).
+		return "artifact is " + otherContainer(head) + ", not a tar.gz (build servers pack tar.gz only)", nil
 	default:
 		return checkFile(br, "the artifact", want)
 	}
@@ -383,4 +391,45 @@ func (s *Server) distrustLocked(ss *session, a *sched.Attempt, reason string) {
 		s.sched.WithdrawTarget(srv, target)
 		s.updateTargetMetricsLocked()
 	}
+}
+
+// isTarHeader reports whether head starts with a tar header: ustar magic,
+// or (v7, no magic) a header checksum that holds.
+func isTarHeader(head []byte) bool {
+	if len(head) < 512 {
+		return false
+	}
+	if string(head[257:262]) == "ustar" {
+		return true
+	}
+	field := strings.TrimRight(strings.TrimSpace(string(bytes.TrimRight(head[148:156], "\x00"))), "\x00 ")
+	want, err := strconv.ParseUint(field, 8, 32)
+	if err != nil || head[0] == 0 {
+		return false
+	}
+	var sum uint64
+	for i, b := range head[:512] {
+		if i >= 148 && i < 156 {
+			b = ' '
+		}
+		sum += uint64(b)
+	}
+	return sum == want
+}
+
+// otherContainer names the archive or compression format head starts
+// with, other than gzip and tar; "" when none.
+func otherContainer(head []byte) string {
+	for _, f := range []struct {
+		magic, name string
+	}{
+		{"\xfd7zXZ\x00", "xz"}, {"\x28\xb5\x2f\xfd", "zstd"}, {"BZh", "bzip2"},
+		{"PK\x03\x04", "zip"}, {"PK\x05\x06", "zip"}, {"7z\xbc\xaf\x27\x1c", "7z"},
+		{"\x5d\x00\x00", "lzma"}, {"\x04\x22\x4d\x18", "lz4"},
+	} {
+		if bytes.HasPrefix(head, []byte(f.magic)) {
+			return f.name
+		}
+	}
+	return ""
 }

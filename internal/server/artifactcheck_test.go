@@ -143,6 +143,12 @@ func TestArtifactMismatch(t *testing.T) {
 		}(), s390xSystem, "not a readable tar"},
 		{"a truncated tar.gz", func() []byte { d := tarGz(t, file{"bin/hello", s390xELF}); return d[:len(d)/2] }(), s390xSystem, "not a readable tar"},
 		{"data in no known form", []byte("opaque data"), s390xSystem, ""},
+		// Red team: containers the check cannot look into are refused.
+		{"a v7 tar (no magic)", v7Tar(t, file{"bin/hello", x86ELF}), s390xSystem, x86AsS390},
+		{"xz", append([]byte("\xfd7zXZ\x00"), x86ELF...), s390xSystem, "is xz, not a tar.gz"},
+		{"zstd", append([]byte{0x28, 0xb5, 0x2f, 0xfd}, x86ELF...), s390xSystem, "is zstd"},
+		{"bzip2", append([]byte("BZh9"), x86ELF...), s390xSystem, "is bzip2"},
+		{"zip", append([]byte("PK\x03\x04"), x86ELF...), s390xSystem, "is zip"},
 		{"an unknown platform checks nothing", tarGz(t, file{"bin/hello", x86ELF}),
 			&kilnv1.SystemInfo{Arch: "pdp11", Endian: "little", DataModel: "ILP32"}, ""},
 	}
@@ -248,4 +254,29 @@ func TestResult_ArtifactForAnotherMachine_IsRejectedAndBuiltElsewhere(t *testing
 	if b := ts.build(a.GetBuildId()); b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED || b.GetArtifact().GetSha256() != digest(good) {
 		t.Fatalf("build after the honest result: %s %v", b.GetState(), b.GetArtifact())
 	}
+}
+
+// v7Tar is tarOf with the ustar magic and version wiped, as an old v7
+// tar writes its headers, and the checksums fixed.
+func v7Tar(t *testing.T, files ...file) []byte {
+	t.Helper()
+	b := tarOf(t, files...)
+	for off := 0; off+512 <= len(b); off += 512 {
+		h := b[off : off+512]
+		if string(h[257:262]) != "ustar" {
+			continue
+		}
+		for i := 257; i < 265; i++ {
+			h[i] = 0
+		}
+		for i := 148; i < 156; i++ {
+			h[i] = ' '
+		}
+		var sum int
+		for _, c := range h {
+			sum += int(c)
+		}
+		copy(h[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	}
+	return b
 }

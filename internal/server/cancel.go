@@ -106,8 +106,8 @@ func (s *Server) withdraw(id uint64, email string) (int, error) {
 		switch {
 		case !asked:
 			refusal = status.Errorf(codes.PermissionDenied, "%s has no wait on build %d: a requester may withdraw only its own wait", email, id)
-		case len(open) == 0 && isFinal(rec.GetBuild().GetState()):
-			refusal = status.Errorf(codes.FailedPrecondition, "build %d is already %s", id, stateName(rec.GetBuild().GetState()))
+		case len(open) == 0 && rec.GetBuild().GetState().Final():
+			refusal = status.Errorf(codes.FailedPrecondition, "build %d is already %s", id, rec.GetBuild().GetState().Word())
 		case len(open) == 0:
 			refusal = status.Errorf(codes.FailedPrecondition, "the wait of %s on build %d is already withdrawn", email, id)
 		}
@@ -154,7 +154,7 @@ func (s *Server) cancel(id uint64, reason string) (*kilnv1.CancelResponse, error
 		if err != nil {
 			return nil, buildError(id, err)
 		}
-		return nil, status.Errorf(codes.FailedPrecondition, "build %d is already %s", id, stateName(b.GetState()))
+		return nil, status.Errorf(codes.FailedPrecondition, "build %d is already %s", id, b.GetState().Word())
 	}
 	s.cancelLocked(ab, reason, func(err error) { done <- err })
 	s.mu.Unlock()

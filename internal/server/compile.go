@@ -18,16 +18,6 @@ const (
 	downloadChunkOut = 1 << 20
 )
 
-func isFinal(st kilnv1.BuildState) bool {
-	switch st {
-	case kilnv1.BuildState_BUILD_STATE_SUCCEEDED, kilnv1.BuildState_BUILD_STATE_FAILED,
-		kilnv1.BuildState_BUILD_STATE_ERROR, kilnv1.BuildState_BUILD_STATE_CANCELLED,
-		kilnv1.BuildState_BUILD_STATE_EXPIRED:
-		return true
-	}
-	return false
-}
-
 func buildError(id uint64, err error) error {
 	if errors.Is(err, store.ErrNotFound) {
 		return status.Errorf(codes.NotFound, "no build %d", id)
@@ -41,7 +31,7 @@ func (s *Server) GetBuild(ctx context.Context, req *kilnv1.GetBuildRequest) (*ki
 	if err != nil {
 		return nil, buildError(req.GetBuildId(), err)
 	}
-	if !isFinal(b.GetState()) {
+	if !b.GetState().Final() {
 		return &kilnv1.GetBuildResponse{Build: b}, nil
 	}
 	_ = s.st.View(func(tx store.Tx) error {
@@ -111,7 +101,7 @@ func (s *Server) WatchBuild(req *kilnv1.WatchBuildRequest, stream kilnv1.Compile
 			release()
 			continue // more log is waiting
 		}
-		if isFinal(b.GetState()) {
+		if b.GetState().Final() {
 			release()
 			return nil
 		}
@@ -181,7 +171,7 @@ func (s *Server) followLog(stream kilnv1.CompileService_GetLogServer, id uint64,
 		}
 		*offset += uint64(len(data))
 	}
-	if !follow || isFinal(b.GetState()) {
+	if !follow || b.GetState().Final() {
 		return nil
 	}
 	select {
@@ -223,7 +213,7 @@ func (s *Server) DownloadArtifact(req *kilnv1.DownloadArtifactRequest, stream ki
 		return status.Errorf(codes.Unavailable, "%v", err)
 	}
 	if build.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
-		return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", build.GetId(), stateName(build.GetState()))
+		return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", build.GetId(), build.GetState().Word())
 	}
 	if err := withdrawnError(build, req.GetPin()); err != nil {
 		return err

@@ -133,6 +133,7 @@ func (s *Server) dispatchLocked() {
 		asg := &kilnv1.Assignment{
 			AttemptId: id, BuildId: b.ID, TargetId: t.ID, Project: build.GetProject(),
 			GitUrl: rec.GetGitUrl(), Commit: build.GetCommit(), Options: build.GetOptions(), Recipe: rec.GetRecipe(),
+			Dependencies: assignmentDependencies(build),
 		}
 		s.putBuild(ab, nil, func(err error) {
 			if err == nil {
@@ -198,81 +199,81 @@ func (s *Server) endAttemptLocked(a *sched.Attempt, r *kilnv1.AttemptResult, aft
 	att.Reason = r.GetReason()
 	att.Phase = kilnv1.Phase_PHASE_UNSPECIFIED
 	build.LogSize = uint64(s.keepLogLocked(ab, a.Build.ID, attemptNumber(a.ID)))
-	s.metrics.attempts.WithLabelValues(outcomeName(r.GetOutcome())).Inc()
+	s.metrics.attempts.WithLabelValues(r.GetOutcome().Word()).Inc()
 	serverName := a.Server.Name
 
-	switch r.GetOutcome() {
-	case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED:
-		build.Artifact = r.GetArtifact()
-		build.CacheKey = cachekey.Key(ab.rec.GetSourceKey(), build.GetPlatform())
-		s.serverCountLocked(serverName, true)
-		s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_SUCCEEDED, "", "", after)
-	case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED:
-		s.serverCountLocked(serverName, false)
-		s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_FAILED, nonEmpty(r.GetReason(), "a build step failed"), r.GetFailingStep(), after)
-	case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_TIMED_OUT:
-		s.serverCountLocked(serverName, false)
-		s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_FAILED, "timed out: "+nonEmpty(r.GetReason(), "time limit reached"), r.GetFailingStep(), after)
-	case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_CANCELLED:
-		s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_CANCELLED, nonEmpty(r.GetReason(), "cancelled"), "", after)
-	default:
-		// Infrastructure: SETUP_FAILED, LOST, REFUSED, RETURNED, REJECTED.
-		exclude := false
-		delay := time.Duration(0)
-		lostAgain := lostBefore(build, serverName)
-		switch r.GetOutcome() {
-		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED:
-			exclude = true
-			s.lossLocked(serverName, now, "setup failed: "+r.GetReason())
-		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST:
-			exclude = lostAgain
-			s.lossLocked(serverName, now, r.GetReason())
-		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REJECTED:
-			// A result for another machine than claimed: the volunteer's
-			// doing, counted against it like a loss.
-			exclude = true
-			s.lossLocked(serverName, now, "result rejected: "+r.GetReason())
-		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REFUSED:
-			exclude = true
-		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RETURNED:
-			exclude = handedBackBefore(build, serverName)
+	// What the outcome does is its row in the outcome table
+	// (proto/kiln/v1/outcomes.go); this applies it.
+	o := r.GetOutcome()
+	rule := o.Rule()
+	if rule.Result {
+		s.serverCountLocked(serverName, rule.Build == kilnv1.BuildState_BUILD_STATE_SUCCEEDED)
+	}
+	if rule.Build.Final() {
+		failure, step := rule.Reason(r.GetReason()), ""
+		switch rule.Build {
+		case kilnv1.BuildState_BUILD_STATE_SUCCEEDED:
+			build.Artifact = r.GetArtifact()
+			build.CacheKey = cachekey.KeyWithDeps(ab.rec.GetSourceKey(), build.GetPlatform(), artifactDeps(build))
+			failure = ""
+		case kilnv1.BuildState_BUILD_STATE_FAILED:
+			step = r.GetFailingStep()
 		}
-		// A refusal is the volunteer's policy saying no, not a broken
-		// build server: like a build handed back on a graceful stop it does
-		// not count toward MaxInfraAttempts. Nor does a second loss by a
-		// server that lost this build before: the budget counts build
-		// servers, so that one volunteer taking and losing a build again
-		// and again cannot make it ERROR (standing.go).
-		switch r.GetOutcome() {
-		case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RETURNED, kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REFUSED:
-		default:
-			if !lostAgain {
-				ab.rec.InfraAttempts++
-			}
-		}
-		if int(ab.rec.GetInfraAttempts()) >= s.cfg.MaxInfraAttempts {
-			s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_ERROR, attemptReasons(build), "", after)
-			break
-		}
-		if exclude {
+		s.finishLocked(ab, rule.Build, failure, step, after)
+		s.dispatchLocked()
+		return
+	}
+	s.retryLocked(ab, a, r, now, after)
+	s.dispatchLocked()
+}
+
+// retryLocked applies an outcome that queues the build again (an
+// infrastructure failure: SETUP_FAILED, LOST, REFUSED, RETURNED,
+// REJECTED): the build server's standing, the build's budget, the
+// exclusion and the delay its rule says.
+func (s *Server) retryLocked(ab *activeBuild, a *sched.Attempt, r *kilnv1.AttemptResult, now time.Time, after func(error)) {
+	build := ab.rec.GetBuild()
+	serverName := a.Server.Name
+	o := r.GetOutcome()
+	rule := o.Rule()
+	lostAgain := lostBefore(build, serverName)
+	if rule.Loss {
+		s.lossLocked(serverName, now, rule.Reason(r.GetReason()))
+	}
+	// The budget counts build servers, not attempts: a second loss by a
+	// server that lost this build before does not count, so that one
+	// volunteer taking and losing a build again and again cannot make it
+	// ERROR (standing.go).
+	if rule.Infra && !lostAgain {
+		ab.rec.InfraAttempts++
+	}
+	if int(ab.rec.GetInfraAttempts()) >= s.cfg.MaxInfraAttempts {
+		s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_ERROR, attemptReasons(build), "", after)
+		return
+	}
+	switch rule.Exclude {
+	case kilnv1.ExcludeAlways:
+		s.excludeLocked(ab, serverName, now)
+	case kilnv1.ExcludeOnRepeat:
+		if repeatedBefore(build, serverName, o) {
 			s.excludeLocked(ab, serverName, now)
 		}
-		if r.GetOutcome() == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED {
-			delay = retryDelay(int(ab.rec.GetInfraAttempts()))
-		}
-		build.State = kilnv1.BuildState_BUILD_STATE_QUEUED
-		ab.sb.NotBefore = now.Add(delay)
-		ab.rec.NotBefore = timestamppb.New(ab.sb.NotBefore)
-		s.sched.Enqueue(ab.sb)
-		s.log.Info("attempt ended; build queued again", "build_id", build.GetId(), "attempt_id", a.ID,
-			"outcome", outcomeName(r.GetOutcome()), "reason", r.GetReason(), "infra_attempts", ab.rec.GetInfraAttempts(), "retry_in", delay)
-		s.putBuild(ab, nil, after)
-		if delay > 0 {
-			time.AfterFunc(delay, s.kickDispatch)
-		}
-		s.changes.notify(build.GetId())
 	}
-	s.dispatchLocked()
+	delay := time.Duration(0)
+	if rule.Backoff {
+		delay = retryDelay(int(ab.rec.GetInfraAttempts()))
+	}
+	build.State = kilnv1.BuildState_BUILD_STATE_QUEUED
+	ab.sb.NotBefore = now.Add(delay)
+	ab.rec.NotBefore = timestamppb.New(ab.sb.NotBefore)
+	s.sched.Enqueue(ab.sb)
+	s.log.Info("attempt ended; build queued again", "build_id", build.GetId(), "attempt_id", a.ID,
+		"outcome", o.Word(), "reason", r.GetReason(), "infra_attempts", ab.rec.GetInfraAttempts(), "retry_in", delay)
+	s.putBuild(ab, nil, after)
+	if delay > 0 {
+		time.AfterFunc(delay, s.kickDispatch)
+	}
+	s.changes.notify(build.GetId())
 }
 
 // retryDelay grows per infrastructure failure: 200ms, 400ms, ... up to 10s.
@@ -284,24 +285,9 @@ func retryDelay(n int) time.Duration {
 func attemptReasons(b *kilnv1.Build) string {
 	var parts []string
 	for _, a := range b.GetAttempts() {
-		parts = append(parts, fmt.Sprintf("attempt %d on %s: %s (%s)", attemptNumber(a.GetId()), a.GetBuildServer(), outcomeName(a.GetOutcome()), a.GetReason()))
+		parts = append(parts, fmt.Sprintf("attempt %d on %s: %s (%s)", attemptNumber(a.GetId()), a.GetBuildServer(), a.GetOutcome().Word(), a.GetReason()))
 	}
 	return "gave up after infrastructure failures: " + strings.Join(parts, "; ")
-}
-
-func nonEmpty(s, fallback string) string {
-	if s == "" {
-		return fallback
-	}
-	return s
-}
-
-func outcomeName(o kilnv1.AttemptOutcome) string {
-	return strings.ToLower(strings.TrimPrefix(o.String(), "ATTEMPT_OUTCOME_"))
-}
-
-func stateName(st kilnv1.BuildState) string {
-	return strings.ToLower(strings.TrimPrefix(st.String(), "BUILD_STATE_"))
 }
 
 // finishLocked makes ab final: the record, the cache entry for a success,
@@ -326,7 +312,7 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 	build.FailingStep = step
 	ab.rec.NotBefore = nil
 	s.untrack(ab)
-	s.metrics.finished.WithLabelValues(stateName(state)).Inc()
+	s.metrics.finished.WithLabelValues(state.Word()).Inc()
 	// Untracked, the record is final: nothing changes it any more, so it is
 	// committed and handed to the notifier as it is, without a copy.
 	final := build
@@ -390,7 +376,8 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 			s.cacheAdded(int64(art.GetArtifact().GetSize()))
 		}
 	})
-	s.log.Info("build finished", "build_id", build.GetId(), "state", stateName(state), "failure", failure)
+	s.log.Info("build finished", "build_id", build.GetId(), "state", state.Word(), "failure", failure)
+	s.dependencyFinishedLocked(final)
 }
 
 // serverCountLocked counts a final result for a build server: its lost
@@ -464,6 +451,8 @@ func (s *Server) viewLocked(ab *activeBuild) *kilnv1.Build {
 	if ab.sb.Queued() {
 		b.QueuePosition = uint32(s.sched.QueuePosition(ab.sb))
 		b.WaitingReasons = s.sched.WaitingReasons(ab.sb, s.now())
+	} else if b.GetState() == kilnv1.BuildState_BUILD_STATE_QUEUED {
+		b.WaitingReasons = dependencyWaits(b)
 	}
 	if a := ab.sb.Attempt; a != nil {
 		b.LogSize = uint64(s.logs.size(b.GetId(), attemptNumber(a.ID)))

@@ -103,8 +103,8 @@ func (c buildsCollector) Collect(ch chan<- prometheus.Metric) {
 		if err != nil {
 			return err
 		}
-		for st := kilnv1.BuildState_BUILD_STATE_QUEUED; st <= kilnv1.BuildState_BUILD_STATE_EXPIRED; st++ {
-			ch <- prometheus.MustNewConstMetric(buildsDesc, prometheus.GaugeValue, float64(counts[st]), stateName(st))
+		for _, st := range kilnv1.BuildStates() {
+			ch <- prometheus.MustNewConstMetric(buildsDesc, prometheus.GaugeValue, float64(counts[st]), st.Word())
 		}
 		return nil
 	})

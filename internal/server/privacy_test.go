@@ -147,7 +147,7 @@ func (p *privacyRun) withdraw(b *privacyBuild, email string) {
 		if got.GetState() != kilnv1.BuildState_BUILD_STATE_CANCELLED || got.GetFailure() != withdrawnReason {
 			p.t.Fatalf("build %d after its last waiter withdrew: %v %q", b.id, got.GetState(), got.GetFailure())
 		}
-	} else if isFinal(got.GetState()) || got.GetWaiters() != uint32(left) {
+	} else if got.GetState().Final() || got.GetWaiters() != uint32(left) {
 		p.t.Fatalf("build %d after %s withdrew: %v with %d waiters; want it going on for %d", b.id, email, got.GetState(), got.GetWaiters(), left)
 	}
 	// Withdrawing again, or a stranger's try, is refused.
@@ -359,10 +359,10 @@ func (p *privacyRun) checkModel(builds []*privacyBuild) {
 			t.Errorf("build %d (plan %d): %v, want %v", b.id, b.plan, got.GetState(), want)
 		}
 		to, finished := p.mb.recipients(b.id)
-		if finished != isFinal(want) {
-			t.Errorf("build %d (plan %d): finished %v, want %v", b.id, b.plan, finished, isFinal(want))
+		if finished != want.Final() {
+			t.Errorf("build %d (plan %d): finished %v, want %v", b.id, b.plan, finished, want.Final())
 		}
-		if !isFinal(want) {
+		if !want.Final() {
 			if got.GetWaiters() != uint32(len(b.waiting())) {
 				t.Errorf("build %d (plan %d): %d waiters, want %d", b.id, b.plan, got.GetWaiters(), len(b.waiting()))
 			}
@@ -461,7 +461,7 @@ func (p *privacyRun) readEverything(builds []*privacyBuild) {
 	for _, b := range builds {
 		id := "/build/" + strconv.FormatUint(b.id, 10)
 		paths = append(paths, id, id+"/log.txt", id+"/log?snapshot=1")
-		if final := p.ts.build(b.id); isFinal(final.GetState()) {
+		if final := p.ts.build(b.id); final.GetState().Final() {
 			// These follow a running build's log until it ends.
 			paths = append(paths, id+"/log", id+"/log/events")
 			if final.GetState() == kilnv1.BuildState_BUILD_STATE_SUCCEEDED {

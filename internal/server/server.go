@@ -213,6 +213,9 @@ type Server struct {
 	tokens  sync.Map
 	revoked sync.Map
 	nextID  uint64
+	// depWaiting holds the active builds waiting for dependency builds
+	// (depends.go), by id; nil until the first one.
+	depWaiting map[uint64]*activeBuild
 	// limiter is keyed by email address, addrLimiter by peer IP address.
 	limiter     *limiter
 	addrLimiter *limiter
@@ -364,6 +367,7 @@ func (s *Server) restore() error {
 		if len(newest) == 1 {
 			s.nextID = newest[0].GetBuild().GetId() + 1
 		}
+		var depWaiting []*activeBuild
 		for _, state := range []kilnv1.BuildState{kilnv1.BuildState_BUILD_STATE_QUEUED, kilnv1.BuildState_BUILD_STATE_RUNNING} {
 			err := tx.BuildsByState(state, func(rec *store.Build) error {
 				reqs, err := tx.RequestsForBuild(rec.GetBuild().GetId())
@@ -375,6 +379,10 @@ func (s *Server) restore() error {
 					if !r.GetNotified() {
 						ab.waiters++
 					}
+				}
+				if state == kilnv1.BuildState_BUILD_STATE_QUEUED && waitingOnDependencies(rec.GetBuild()) {
+					depWaiting = append(depWaiting, ab)
+					return nil
 				}
 				if state == kilnv1.BuildState_BUILD_STATE_QUEUED {
 					s.sched.Enqueue(ab.sb)
@@ -393,6 +401,9 @@ func (s *Server) restore() error {
 			if err != nil {
 				return err
 			}
+		}
+		if err := s.restoreDependenciesLocked(tx, depWaiting); err != nil {
+			return err
 		}
 		if err := s.restoreStandings(tx); err != nil {
 			return err

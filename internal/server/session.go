@@ -492,12 +492,13 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 			r.Outcome = kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED
 			r.Reason = fmt.Sprintf("artifact %s (%d bytes) was not uploaded", art.GetSha256(), art.GetSize())
 		}
-	case kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RUNNING, kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_UNSPECIFIED:
-		ack(false, "not a final outcome")
-		return
 	}
-	if _, known := kilnv1.AttemptOutcome_name[int32(r.GetOutcome())]; !known {
+	switch o := r.GetOutcome(); {
+	case !o.Known():
 		ack(false, "unknown outcome")
+		return
+	case !o.Ended():
+		ack(false, "not a final outcome")
 		return
 	}
 	if len(r.GetReason()) > maxReasonBytes || len(r.GetFailingStep()) > maxReasonBytes {

@@ -2,7 +2,6 @@ package server
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -152,27 +151,31 @@ func (s *Server) excludeLocked(ab *activeBuild, name string, now time.Time) {
 	ab.rec.ExcludedUntil = m
 }
 
-// endedBefore reports whether an earlier attempt of b (all but the last,
-// the one ending now) on build server name ended with one of outcomes.
-func endedBefore(b *kilnv1.Build, name string, outcomes ...kilnv1.AttemptOutcome) bool {
+// lostBefore reports whether build server name lost an earlier attempt of
+// b (all but the last, the one ending now): one whose outcome counts as a
+// loss in the outcome table.
+func lostBefore(b *kilnv1.Build, name string) bool {
+	return endedBefore(b, name, func(o kilnv1.AttemptOutcome) bool { return o.Rule().Loss })
+}
+
+// repeatedBefore reports whether build server name lost an earlier attempt
+// of b or ended one with outcome o (kilnv1.ExcludeOnRepeat).
+func repeatedBefore(b *kilnv1.Build, name string, o kilnv1.AttemptOutcome) bool {
+	return endedBefore(b, name, func(earlier kilnv1.AttemptOutcome) bool {
+		return earlier == o || earlier.Rule().Loss
+	})
+}
+
+// endedBefore reports whether an earlier attempt of b (all but the last)
+// on build server name ended with an outcome that match accepts.
+func endedBefore(b *kilnv1.Build, name string, match func(kilnv1.AttemptOutcome) bool) bool {
 	atts := b.GetAttempts()
 	for _, a := range atts[:max(len(atts)-1, 0)] {
-		if a.GetBuildServer() == name && slices.Contains(outcomes, a.GetOutcome()) {
+		if a.GetBuildServer() == name && match(a.GetOutcome()) {
 			return true
 		}
 	}
 	return false
-}
-
-// lostBefore reports whether build server name lost an earlier attempt of b.
-func lostBefore(b *kilnv1.Build, name string) bool {
-	return endedBefore(b, name, kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST, kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED)
-}
-
-// handedBackBefore reports whether build server name lost or handed back
-// an earlier attempt of b.
-func handedBackBefore(b *kilnv1.Build, name string) bool {
-	return lostBefore(b, name) || endedBefore(b, name, kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RETURNED)
 }
 
 // timeLimit is rec's time limit, the manifest's timeout.

@@ -23,7 +23,7 @@ func (s *Server) GetOverview(ctx context.Context, _ *kilnv1.GetOverviewRequest) 
 			return err
 		}
 		for st, n := range counts {
-			resp.BuildsByState[stateName(st)] = n
+			resp.BuildsByState[st.Word()] = n
 		}
 		return nil
 	})

@@ -36,11 +36,13 @@ type resolved struct {
 	recipeKey   string // manifest.Manifest.RecipeKey, part of the source key
 	options     map[string]string
 	constraints *kilnv1.PlatformConstraints
+	// deps are the templates of the dependency builds (depends.go).
+	deps []*store.Build
 }
 
 // sourceKey is the source key of building commit for r.
 func (r *resolved) sourceKey(commit string) string {
-	return cachekey.SourceRecipe(r.project.GetName(), commit, r.options, r.recipeKey)
+	return cachekey.SourceWithDeps(cachekey.SourceRecipe(r.project.GetName(), commit, r.options, r.recipeKey), sourceDeps(r.deps))
 }
 
 func invalid(field, format string, args ...any) error {
@@ -133,8 +135,13 @@ func (s *Server) validate(ctx context.Context, req *kilnv1.SubmitRequest) (*reso
 		}
 		return nil, invalid("options", "%v", err)
 	}
+	total := 0
+	deps, err := s.resolveDepends(ctx, []string{project.GetName()}, man, &total)
+	if err != nil {
+		return nil, err
+	}
 	return &resolved{project: project, email: email, revision: req.GetRevision(), commits: commits,
-		recipe: man.Recipe(), recipeKey: man.RecipeKey(), options: opts, constraints: c}, nil
+		recipe: man.Recipe(), recipeKey: man.RecipeKey(), options: opts, constraints: c, deps: deps}, nil
 }
 
 func revisionError(rev string, err error) error {
@@ -262,15 +269,16 @@ func (s *Server) joinOrQueue(r *resolved) (*kilnv1.SubmitResponse, error) {
 			Build: &kilnv1.Build{
 				Id: id, Project: r.project.GetName(), Revision: r.revision, Commit: head, Options: r.options,
 				Constraints: r.constraints, State: kilnv1.BuildState_BUILD_STATE_QUEUED, CreatedAt: timestamppb.New(now),
-				Recipe: r.recipe.GetSummary(),
+				Recipe: r.recipe.GetSummary(), Dependencies: dependencyEntries(r.deps),
 			},
-			Recipe:    r.recipe,
-			SourceKey: r.sourceKey(head),
-			GitUrl:    r.project.GetGitUrl(),
+			Recipe:              r.recipe,
+			SourceKey:           r.sourceKey(head),
+			GitUrl:              r.project.GetGitUrl(),
+			DependencyTemplates: r.deps,
 		}
 		ab = s.track(rec)
 		ab.waiters = 1
-		s.sched.Enqueue(ab.sb)
+		s.queueLocked(ab)
 		s.putBuild(ab, writeRequest, after)
 		s.dispatchLocked()
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 )
@@ -82,6 +83,18 @@ func registerBinfmt(triple, bin, qemu string) error {
 	qemuPath, err := lookPath(qemu)
 	if err != nil {
 		return err
+	}
+	// The handler runs for every user and outlives the build server: its
+	// interpreter must be a root-owned file nobody else may change.
+	if qemuPath, err = filepath.Abs(qemuPath); err != nil {
+		return err
+	}
+	fi, err := os.Stat(qemuPath)
+	if err != nil {
+		return err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Uid != 0 || fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%s is not a root-owned file only root may change: not registered as a binfmt_misc interpreter", qemuPath)
 	}
 	if err := mountBinfmt(); err != nil {
 		return err

@@ -42,7 +42,7 @@ func (s *server) handleArtifact(w http.ResponseWriter, r *http.Request) {
 	name := artifactName(b)
 	if b.GetArtifact() == nil || b.GetArtifact().GetSha256() == "" {
 		s.writeError(w, r, &httpError{code: http.StatusNotFound,
-			msg: "Build " + strconv.FormatUint(b.GetId(), 10) + " has no artifact (it is " + stateName(b.GetState()) + ")."})
+			msg: "Build " + strconv.FormatUint(b.GetId(), 10) + " has no artifact (it is " + b.GetState().Word() + ")."})
 		return
 	}
 	if wantsJSON(r) {

@@ -59,8 +59,8 @@ func newBuildView(b *kilnv1.Build, now time.Time) buildView {
 	base := "/build/" + strconv.FormatUint(b.GetId(), 10)
 	v := buildView{
 		Build:      pbBuild{b},
-		State:      stateName(b.GetState()),
-		Final:      isFinal(b.GetState()),
+		State:      b.GetState().Word(),
+		Final:      b.GetState().Final(),
 		LogURL:     base + "/log",
 		LogTextURL: base + "/log.txt",
 	}
@@ -87,17 +87,6 @@ func newBuildView(b *kilnv1.Build, now time.Time) buildView {
 		v.ArtifactName = artifactName(b)
 	}
 	return v
-}
-
-// isFinal reports whether s is one of the final states.
-func isFinal(s kilnv1.BuildState) bool {
-	switch s {
-	case kilnv1.BuildState_BUILD_STATE_SUCCEEDED, kilnv1.BuildState_BUILD_STATE_FAILED,
-		kilnv1.BuildState_BUILD_STATE_ERROR, kilnv1.BuildState_BUILD_STATE_CANCELLED,
-		kilnv1.BuildState_BUILD_STATE_EXPIRED:
-		return true
-	}
-	return false
 }
 
 // unsafeFileChars are replaced in download names, which end up in a header

@@ -90,7 +90,7 @@ func parseBuildFilter(q url.Values) (buildFilter, error) {
 	}
 	f.state = st
 	if st != kilnv1.BuildState_BUILD_STATE_UNSPECIFIED {
-		f.State = stateName(st)
+		f.State = st.Word()
 	}
 	var err error
 	if f.Project, err = filterValue(q, "project"); err != nil {

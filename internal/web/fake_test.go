@@ -156,6 +156,7 @@ func newFarm() *farm {
 			{Id: 8, BuildServer: "alice-box", TargetId: "native", Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED, StartedAt: ts(-9 * time.Minute), FinishedAt: ts(-8 * time.Minute)},
 		},
 		Platform: x86System(), Artifact: artifact, Waiters: 2, CacheKey: "c4c4e1b2d3", Recipe: "cmake — found CMakeLists.txt",
+		Dependencies: []*kilnv1.BuildDependency{{Project: "zlib", BuildId: 97, Artifact: &kilnv1.Artifact{Sha256: "5eed", Size: 10}}},
 	}, "configure: ok\nmake: building hello\nmake check: 3 tests passed\n", true)
 	f.artifacts[buildOK] = art
 

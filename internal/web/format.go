@@ -23,9 +23,9 @@ func funcMap(now func() time.Time) template.FuncMap {
 		"since":       func(ts *timestamppb.Timestamp) string { return sinceText(ts, now()) },
 		"span":        func(a, b *timestamppb.Timestamp) string { return spanText(a, b, now()) },
 		"bytes":       humanBytes,
-		"state":       stateName,
-		"outcome":     outcomeName,
-		"phase":       phaseName,
+		"state":       kilnv1.BuildState.Word,
+		"outcome":     kilnv1.AttemptOutcome.Word,
+		"phase":       kilnv1.Phase.Word,
 		"short":       shortCommit,
 		"system":      describeSystem,
 		"constraints": describeConstraints,
@@ -131,57 +131,23 @@ func humanBytes(n uint64) string {
 	return strconv.FormatFloat(float64(n)/float64(div), 'f', 1, 64) + " " + string("KMGTPE"[exp]) + "iB"
 }
 
-// stateName is the lower-case state word used in URLs, badges and CSS
-// classes: "queued", "running", ...; "unknown" for unspecified values.
-func stateName(s kilnv1.BuildState) string {
-	return enumWord(s.String(), "BUILD_STATE_")
-}
-
-// outcomeName is the lower-case attempt outcome: "succeeded", "setup_failed", ...
-func outcomeName(o kilnv1.AttemptOutcome) string {
-	return enumWord(o.String(), "ATTEMPT_OUTCOME_")
-}
-
-// phaseName is the lower-case phase, or "" when unspecified.
-func phaseName(p kilnv1.Phase) string {
-	if p == kilnv1.Phase_PHASE_UNSPECIFIED {
-		return ""
-	}
-	return enumWord(p.String(), "PHASE_")
-}
-
-func enumWord(name, prefix string) string {
-	w := strings.ToLower(strings.TrimPrefix(name, prefix))
-	if w == "unspecified" || w == "" {
-		return "unknown"
-	}
-	return w
-}
-
-// parseState is stateName's inverse for the ?state= filter; "" and "any"
-// mean no filter.
+// parseState reads the ?state= filter, a state's word; "", "any" and
+// "all" mean no filter.
 func parseState(word string) (kilnv1.BuildState, bool) {
-	switch w := strings.ToLower(strings.TrimSpace(word)); w {
+	switch strings.ToLower(strings.TrimSpace(word)) {
 	case "", "any", "all":
 		return kilnv1.BuildState_BUILD_STATE_UNSPECIFIED, true
-	default:
-		v, ok := kilnv1.BuildState_value["BUILD_STATE_"+strings.ToUpper(w)]
-		if !ok || v == 0 {
-			return 0, false
-		}
-		return kilnv1.BuildState(v), true
 	}
+	return kilnv1.ParseBuildState(word)
 }
 
 // stateWords lists the filterable states in lifecycle order.
 func stateWords() []string {
 	var out []string
-	for v := kilnv1.BuildState(1); ; v++ {
-		if _, ok := kilnv1.BuildState_name[int32(v)]; !ok {
-			return out
-		}
-		out = append(out, stateName(v))
+	for _, s := range kilnv1.BuildStates() {
+		out = append(out, s.Word())
 	}
+	return out
 }
 
 // shortCommit is the first 12 hex digits of a commit id.

@@ -84,7 +84,7 @@ func TestSplitUTF8KeepsCharactersWhole(t *testing.T) {
 func TestStateWords(t *testing.T) {
 	for _, w := range stateWords() {
 		st, ok := parseState(w)
-		if !ok || stateName(st) != w {
+		if !ok || st.Word() != w {
 			t.Errorf("state word %q does not round-trip (%v, %v)", w, st, ok)
 		}
 	}

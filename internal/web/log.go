@@ -64,7 +64,7 @@ func (s *server) handleLog(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := b.GetId()
-	v := logView{Build: pbBuild{b}, State: stateName(b.GetState()), Final: isFinal(b.GetState())}
+	v := logView{Build: pbBuild{b}, State: b.GetState().Word(), Final: b.GetState().Final()}
 	if wantsJSON(r) {
 		s.logJSON(w, r, v)
 		return
@@ -104,7 +104,7 @@ func (s *server) handleLog(w http.ResponseWriter, r *http.Request) {
 		// The build may have ended while we streamed: show its final state.
 		ctx, cancel := s.rpcContext(r)
 		if resp, gerr := s.compile.GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: id}); gerr == nil && resp.GetBuild() != nil {
-			foot.Build, foot.State, foot.Final = pbBuild{resp.GetBuild()}, stateName(resp.GetBuild().GetState()), isFinal(resp.GetBuild().GetState())
+			foot.Build, foot.State, foot.Final = pbBuild{resp.GetBuild()}, resp.GetBuild().GetState().Word(), resp.GetBuild().GetState().Final()
 		}
 		cancel()
 	}
@@ -155,7 +155,7 @@ func (s *server) handleLogText(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	follow = follow && !isFinal(b.GetState())
+	follow = follow && !b.GetState().Final()
 	started := false
 	start := func() {
 		if started {
@@ -229,7 +229,7 @@ func (s *server) handleLogEvents(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("retry: 3000\n\n"))
 	flush(w)
 
-	final := isFinal(b.GetState())
+	final := b.GetState().Final()
 	if !final || offset < b.GetLogSize() {
 		_, err := s.readLog(r.Context(), id, offset, !final, func(off uint64, text []byte) error {
 			return writeEvent(w, "log", strconv.FormatUint(off+uint64(len(text)), 10),
@@ -255,7 +255,7 @@ func (s *server) handleLogEvents(w http.ResponseWriter, r *http.Request) {
 	_ = writeEvent(w, "end", "", struct {
 		State string `json:"state"`
 		Final bool   `json:"final"`
-	}{stateName(fb.GetState()), isFinal(fb.GetState())})
+	}{fb.GetState().Word(), fb.GetState().Final()})
 }
 
 // writeEvent writes one server-sent event with a JSON payload and flushes.

@@ -181,15 +181,15 @@ func (b *buildDirs) fill(stop func() bool) error {
 
 // makeBuildDir creates dir with its empty subdirectories and files.
 func makeBuildDir(dir string) error {
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	if err := os.Mkdir(dir, buildTopMode); err != nil {
 		return fmt.Errorf("preparing build directory: %w", err)
 	}
 	var errs []error
 	for _, d := range []string{srcName, destName, homeName} {
-		errs = append(errs, os.Mkdir(filepath.Join(dir, d), 0o755))
+		errs = append(errs, os.Mkdir(filepath.Join(dir, d), buildDirMode))
 	}
 	for _, f := range []string{logName, artifactName, resultTmpName} {
-		fh, err := os.OpenFile(filepath.Join(dir, f), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		fh, err := os.OpenFile(filepath.Join(dir, f), os.O_WRONLY|os.O_CREATE|os.O_EXCL, buildFileMode)
 		if err == nil {
 			err = fh.Close()
 		}

@@ -137,6 +137,7 @@ func New(cfg Config) (*Client, error) {
 		jobs:           jobsPerSlot(runtime.NumCPU(), cfg.Slots),
 		mirrors:        ms,
 		users:          users,
+		fixedLayout:    movesDirs(cfg.Sandbox),
 		log:            c.log,
 	}
 	return c, nil
@@ -152,6 +153,10 @@ func New(cfg Config) (*Client, error) {
 func (c *Client) Run(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
 		return errors.New("worker: Client.Run called twice")
+	}
+	if u := c.runner.users; u != nil {
+		// Run waits for every attempt before it returns: the uids are free.
+		defer u.close()
 	}
 	transport := c.cfg.Transport
 	if transport == nil {
@@ -172,6 +177,7 @@ func (c *Client) Run(ctx context.Context) error {
 	defer conn.Close()
 	rpc := kilnv1.NewWorkerServiceClient(conn)
 	c.runner.uploader = rpc
+	c.runner.downloader = kilnv1.NewCompileServiceClient(conn)
 
 	// Attempts and the session live on life, which the caller's cancellation
 	// does not reach: a stop drains instead of killing builds.

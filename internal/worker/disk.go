@@ -3,6 +3,8 @@ package worker
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/kilnbuild/kiln/internal/sandbox"
 )
@@ -22,7 +24,7 @@ type diskGuard struct {
 // Run runs s with its disk bounds set.
 func (g diskGuard) Run(ctx context.Context, s sandbox.Step) error {
 	s.Disk = sandbox.DiskLimit{
-		Paths:        append([]string(nil), s.Writable...),
+		Paths:        hostDirs(s),
 		MaxBytes:     g.maxBytes,
 		MinFreeBytes: g.minFree,
 	}
@@ -70,4 +72,33 @@ func formatBytes(n int64) string {
 		}
 	}
 	return fmt.Sprintf("%d bytes", n)
+}
+
+// hostDirs lists the host directories a step may write: its Writable ones
+// and the sources of its Binds, leaving out any inside another so that
+// nothing is counted twice.
+func hostDirs(s sandbox.Step) []string {
+	all := append(append([]string(nil), s.Writable...), bindSources(s.Binds)...)
+	var out []string
+	for _, p := range all {
+		inside := false
+		for _, q := range all {
+			if q != p && strings.HasPrefix(p, q+"/") {
+				inside = true
+				break
+			}
+		}
+		if !inside && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func bindSources(binds []sandbox.Bind) []string {
+	var out []string
+	for _, b := range binds {
+		out = append(out, b.Src)
+	}
+	return out
 }

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -174,6 +175,9 @@ func writeFile(t testing.TB, path, content string) {
 	}
 }
 
+// testBuildUIDs numbers the build uid ranges of this test process.
+var testBuildUIDs atomic.Uint32
+
 // withBuildUsers sets cfg up as the build server does as root: steps run as
 // build users, which must be able to search the data directory's parents
 // (t.TempDir's are 0700). Not root: nothing changes.
@@ -182,7 +186,7 @@ func withBuildUsers(t *testing.T, cfg *Config) {
 	if os.Geteuid() != 0 {
 		return
 	}
-	cfg.BuildUID = 1700000200
+	cfg.BuildUID = 1700000200 + testBuildUIDs.Add(1)*64
 	for p := filepath.Dir(cfg.DataDir); p != "/"; p = filepath.Dir(p) {
 		fi, err := os.Stat(p)
 		if err != nil {

@@ -90,3 +90,48 @@ func (f *fakeMeta) blob(t *testing.T, res *kilnv1.AttemptResult) []byte {
 	}
 	return b
 }
+
+// TestInstallCaptureFollowsNoLinkTheBuildPlanted is the red team's attack:
+// a build links $KILN_DESTDIR/usr to a host directory so that the build
+// server, root, makes usr/local there and binds it (or, after the package
+// step, removes usr/local there). The build fails as its own doing (not a
+// setup failure, which would put the volunteer aside), nothing is made
+// on the host, and nothing there is removed.
+func TestInstallCaptureFollowsNoLinkTheBuildPlanted(t *testing.T) {
+	bw := sandbox.Bwrap{Grace: 200 * time.Millisecond}
+	if err := bw.Available(); err != nil {
+		t.Skipf("bubblewrap unavailable: %v", err)
+	}
+	victim := t.TempDir()
+	os.Chmod(victim, 0o755)
+	if err := os.Mkdir(victim+"/local", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	url, commit := makeRepo(t, map[string]string{"README": "x\n"})
+	f := startFake(t)
+	cfg := testConfig(t, f)
+	cfg.Sandbox = bw
+	withBuildUsers(t, &cfg)
+	startClient(t, cfg)
+	f.waitFor(t, "Hello", func() bool { return len(f.hellos) == 1 })
+
+	planted := &kilnv1.Recipe{InstallTree: true, TimeoutSeconds: 60,
+		BuildSteps:   []string{`ln -s ` + victim + ` "$KILN_DESTDIR/usr"`},
+		PackageSteps: []string{"echo planted > /usr/local/planted"}}
+	f.push(t, assign(assignment(41, url, commit, planted)))
+	res := f.waitResult(t, 41)
+	if res.GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED || !strings.Contains(res.GetReason(), "not a directory") {
+		t.Errorf("a linked $KILN_DESTDIR/usr: %v (%s), want FAILED naming it", res.GetOutcome(), res.GetReason())
+	}
+	if _, err := os.Stat(victim + "/local/planted"); err == nil {
+		t.Error("the build wrote through its link to the host")
+	}
+
+	swapped := &kilnv1.Recipe{InstallTree: true, TimeoutSeconds: 60, BuildSteps: []string{"true"},
+		PackageSteps: []string{`rmdir /usr/local 2>/dev/null; true`, `rm -rf "$KILN_DESTDIR/usr" && ln -s ` + victim + ` "$KILN_DESTDIR/usr"`}}
+	f.push(t, assign(assignment(42, url, commit, swapped)))
+	res = f.waitResult(t, 42)
+	if _, err := os.Stat(victim + "/local"); err != nil {
+		t.Errorf("the build server removed a host directory through the build's link: %v (outcome %v %s)", err, res.GetOutcome(), res.GetReason())
+	}
+}

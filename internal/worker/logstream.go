@@ -64,7 +64,7 @@ type logStream struct {
 // cutting a file to zero before rewriting it costs far more on ext4, which
 // then writes it back on close.
 func createLog(path string, id uint64, out logSender, max int64) (*logStream, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, buildFileMode)
 	if err != nil {
 		return nil, fmt.Errorf("creating build log: %w", err)
 	}

@@ -234,3 +234,30 @@ func writeEntry(tw *tar.Writer, e packEntry) error {
 	}
 	return nil
 }
+
+// unpackedCap bounds the bytes an artifact's files hold before
+// compression: the disk cap when there is one, else 16 times the artifact
+// cap. Allocated blocks (what the disk cap counts while steps run) do not
+// bound it: a sparse file of a terabyte holds none, and packing it would
+// keep the build server's CPU busy for hours after the build's time limit.
+func unpackedCap(maxDisk, maxArtifact int64) int64 {
+	if maxDisk > 0 {
+		return maxDisk
+	}
+	return 16 * maxArtifact
+}
+
+// checkUnpackedSize fails the build when the regular files of entries hold
+// more than limit bytes (their apparent size).
+func checkUnpackedSize(entries []packEntry, limit int64) error {
+	var total int64
+	for _, e := range entries {
+		if e.info.Mode().IsRegular() {
+			total += e.info.Size()
+			if total > limit {
+				return &buildError{fmt.Sprintf("artifact's files hold more than %d bytes before compression (sparse files count at their size); not packed", limit)}
+			}
+		}
+	}
+	return nil
+}

@@ -138,3 +138,30 @@ func TestPackRefusesAnArtifactOverTheCap(t *testing.T) {
 		t.Fatalf("err = %v, want a build error about the size limit", err)
 	}
 }
+
+// TestCheckUnpackedSize_SparseFilesCountAtTheirSize: a sparse file of
+// 64 GiB holds no block, but counts at its size, so it is refused before
+// packing would spend hours compressing zeros.
+func TestCheckUnpackedSize_SparseFilesCountAtTheirSize(t *testing.T) {
+	dir := t.TempDir()
+	f, err := os.Create(filepath.Join(dir, "sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(64 << 30); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	entries, err := collectTree(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = checkUnpackedSize(entries, unpackedCap(4<<30, 1<<30))
+	var be *buildError
+	if !errors.As(err, &be) || !strings.Contains(be.reason, "before compression") {
+		t.Errorf("64 GiB sparse file: %v, want a build error", err)
+	}
+	if err := checkUnpackedSize(entries, unpackedCap(0, 8<<30)); err != nil {
+		t.Errorf("within 16 times the artifact cap: %v", err)
+	}
+}

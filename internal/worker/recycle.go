@@ -13,9 +13,16 @@ import (
 
 // Modes a build directory's entries have when made by makeBuildDir (umask
 // permitting); a recycled one must have exactly these.
+//
+// The build directory is searchable but not listable, so that bubblewrap,
+// run as the build's user, reaches src, dest and home; those are the
+// build's alone (0700, handed to its user), and the log, artifact and
+// result files are the build server's (0600): no other local user reads a
+// build in progress, nor the earlier artifact a recycled directory holds.
 const (
-	buildDirMode  fs.FileMode = 0o755
-	buildFileMode fs.FileMode = 0o644
+	buildTopMode  fs.FileMode = 0o711
+	buildDirMode  fs.FileMode = 0o700
+	buildFileMode fs.FileMode = 0o600
 )
 
 // errNotRecyclable: a finished build directory is not exactly in the shape
@@ -90,7 +97,7 @@ func (b *buildDirs) recycle(dir string, held treeKey) bool {
 // When tree is not nil and src holds exactly that tree, src is left as it
 // is and kept reports so.
 func cleanBuildDir(dir string, tree *gitmirror.Tree) (kept bool, err error) {
-	if err := checkEntry(dir, true, buildDirMode); err != nil {
+	if err := checkEntry(dir, true, buildTopMode); err != nil {
 		return false, err
 	}
 	entries, err := os.ReadDir(dir)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -27,12 +28,17 @@ type attemptRunner struct {
 	policy         *kilnv1.BuildServerPolicy
 	targets        map[string]*Target
 	// jobs is one attempt's share of the machine's CPUs (KILN_JOBS).
-	jobs    int
-	mirrors *mirrors
+	jobs int
+	// fixedLayout: steps see the build's directories at buildRoot (the
+	// sandbox binds them there) rather than at their host paths.
+	fixedLayout bool
+	mirrors     *mirrors
 	// users, when not nil, gives each running build its own unprivileged
 	// user (Config.BuildUID).
 	users    *buildUsers
 	uploader artifactUploader
+	// downloader fetches the artifacts of a build's dependencies.
+	downloader kilnv1.CompileServiceClient
 	// inlineMax is the latest Welcome's max_inline_artifact_bytes: an
 	// artifact up to this size goes inside the result instead of an upload.
 	inlineMax atomic.Uint64
@@ -94,22 +100,47 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	}
 	fetched := time.Now()
 
+	lay := hostLayout(src, dest, home)
+	if r.fixedLayout {
+		lay = fixedLayout(src, dest, home)
+	}
 	files, err := writeTargetFiles(target, home)
 	if err != nil {
 		return r.setupFailed(j, "writing the target's toolchain files", err)
 	}
+	files = lay.seen(files)
 	timeout := buildTimeout(r.policy, a, r.defaultTimeout)
 	limits := r.limits
 	if limits.CPUSeconds == 0 {
 		limits.CPUSeconds = uint64(timeout / time.Second)
 	}
+	env := stepEnv(a, target, lay.home, lay.dest, r.jobs, files...)
+	env = append(env, reproducibleEnv(src)...)
+	var readOnly []string
+	if deps := a.GetDependencies(); len(deps) > 0 {
+		sysroot := filepath.Join(j.dir, sysrootName)
+		extra, err := stageDependencies(ctx, r.downloader, deps, sysroot, env)
+		if err != nil {
+			if ctx.Err() != nil {
+				return stopped(ctx)
+			}
+			return r.setupFailed(j, "staging the dependencies", err)
+		}
+		for _, d := range deps {
+			j.log.notef("dependency %s: build %d, artifact %s", d.GetProject(), d.GetBuildId(), d.GetArtifact().GetSha256())
+		}
+		env, readOnly = append(env, extra...), []string{sysroot}
+	}
 	s := steps{
 		r: r, j: j, deadline: time.Now().Add(timeout), timeout: timeout,
 		base: sandbox.Step{
-			Dir:      src,
-			Writable: []string{src, dest, home},
+			Dir:      lay.src,
+			Writable: lay.writable,
+			Binds:    lay.binds,
+			ReadOnly: readOnly,
+			Hostname: buildHostname,
 			Hide:     r.hide,
-			Env:      stepEnv(a, target, home, dest, r.jobs, files...),
+			Env:      env,
 			Output:   j.log,
 			Limits:   limits,
 			User:     user,
@@ -135,6 +166,10 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		if phase.phase == kilnv1.Phase_PHASE_PACKING && recipe.GetInstallTree() {
 			var err error
 			if undo, err = s.captureInstalls(dest, user); err != nil {
+				if be := (*buildError)(nil); errors.As(err, &be) {
+					j.log.notef("%s", be.reason)
+					return result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED, be.reason, "")
+				}
 				return r.setupFailed(j, "preparing install capture", err)
 			}
 		}
@@ -161,6 +196,9 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		entries, err = collectTree(dest)
 	} else {
 		entries, err = collectGlobs(src, recipe.GetArtifacts())
+	}
+	if err == nil {
+		err = checkUnpackedSize(entries, unpackedCap(diskCap(r.sandbox), r.maxArtifact))
 	}
 	if err == nil {
 		var checked bool
@@ -299,38 +337,74 @@ var installPrefixes = []string{"/usr/local", "/opt"}
 // its path under dest for the following steps, and returns what removes
 // the directories it made that stayed empty, so that an artifact shows no
 // usr/local of its own when nothing was installed there.
+//
+// dest belongs to the build, which may have planted symbolic links there
+// (dest/usr -> /etc) for the build server, root, to follow. Nothing of the
+// build runs between its steps (the sandbox's PID namespace ends with
+// each), so what is checked here stays so until the package steps start:
+// every directory on the way must be a directory, not a link (else the
+// build fails, its own doing), and everything is made and removed through
+// an os.Root of dest, which never leaves it.
 func (s *steps) captureInstalls(dest string, user *sandbox.User) (undo func(), err error) {
-	var made []string
+	root, err := os.OpenRoot(dest)
+	if err != nil {
+		return nil, err
+	}
+	var made []string // relative to dest, each prefix's deepest first
+	kept := s.base.Binds
 	for _, p := range installPrefixes {
 		if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
 			continue
 		}
-		in := filepath.Join(dest, p)
-		for d := in; d != dest; d = filepath.Dir(d) {
-			if _, err := os.Lstat(d); errors.Is(err, os.ErrNotExist) {
-				made = append(made, d)
+		rel := strings.TrimPrefix(p, "/")
+		// Top down: usr, then usr/local. Below a missing one all are.
+		var missing []string
+		parts := strings.Split(rel, "/")
+		for i := range parts {
+			d := strings.Join(parts[:i+1], "/")
+			if len(missing) > 0 {
+				missing = append(missing, d)
+				continue
+			}
+			fi, err := root.Lstat(d)
+			switch {
+			case errors.Is(err, os.ErrNotExist):
+				missing = append(missing, d)
+			case err != nil:
+				root.Close()
+				return nil, err
+			case !fi.IsDir():
+				root.Close()
+				return nil, &buildError{fmt.Sprintf("$KILN_DESTDIR/%s is a %v, not a directory: the install tree cannot capture %s", d, fi.Mode().Type(), p)}
 			}
 		}
-		if err := os.MkdirAll(in, 0o755); err != nil {
-			return nil, err
-		}
-		for _, d := range made {
+		for _, d := range missing {
+			if err := root.Mkdir(d, 0o755); err != nil {
+				root.Close()
+				return nil, err
+			}
 			if user != nil {
-				if err := os.Lchown(d, int(user.UID), int(user.GID)); err != nil {
+				if err := root.Lchown(d, int(user.UID), int(user.GID)); err != nil {
+					root.Close()
 					return nil, err
 				}
 			}
 		}
-		s.base.Binds = append(s.base.Binds, sandbox.Bind{Src: in, Dst: p})
+		// Removed deepest first.
+		for i := len(missing) - 1; i >= 0; i-- {
+			made = append(made, missing[i])
+		}
+		s.base.Binds = append(s.base.Binds, sandbox.Bind{Src: filepath.Join(dest, rel), Dst: p})
 	}
 	s.j.log.notef("install capture: while packaging, /usr/local and /opt are $KILN_DESTDIR/usr/local and $KILN_DESTDIR/opt")
 	return func() {
-		s.base.Binds = nil
-		// made lists each prefix's directories deepest first; one with
-		// content stays.
+		s.base.Binds = kept
+		// Through root: a link the package step put on the way is not
+		// followed out of dest. A directory with content stays.
 		for _, d := range made {
-			os.Remove(d)
+			root.Remove(d)
 		}
+		root.Close()
 	}, nil
 }
 

@@ -114,6 +114,16 @@ func (p *buildUsers) take() (*sandbox.User, bool) {
 	return &u, true
 }
 
+// close lets another build server on this machine take the uids.
+func (p *buildUsers) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.locks {
+		l.Close()
+	}
+	p.locks = nil
+}
+
 // put gives u back once no process of its build is left (the sandbox's
 // PID namespace ends with the step).
 func (p *buildUsers) put(u *sandbox.User) {

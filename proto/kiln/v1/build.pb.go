@@ -460,8 +460,14 @@ type Build struct {
 	// pins: why ("its build server's credential was revoked (NAME)"). The
 	// build stays SUCCEEDED, as history, but its artifact is no longer
 	// served, by id or by pin, nor used as a cache hit.
-	Withdrawn     string                 `protobuf:"bytes,22,opt,name=withdrawn,proto3" json:"withdrawn,omitempty"`
-	WithdrawnAt   *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=withdrawn_at,json=withdrawnAt,proto3" json:"withdrawn_at,omitempty"`
+	Withdrawn   string                 `protobuf:"bytes,22,opt,name=withdrawn,proto3" json:"withdrawn,omitempty"`
+	WithdrawnAt *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=withdrawn_at,json=withdrawnAt,proto3" json:"withdrawn_at,omitempty"`
+	// The builds of the projects this one depends on (kiln.yaml depends:), in
+	// the manifest's order. A build with dependencies stays QUEUED, outside the
+	// scheduler's queue, until every dependency build succeeded (then it is
+	// narrowed to their platform identity and queued) or one failed (then it
+	// fails with that dependency's reason).
+	Dependencies  []*BuildDependency `protobuf:"bytes,24,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -657,6 +663,87 @@ func (x *Build) GetWithdrawnAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Build) GetDependencies() []*BuildDependency {
+	if x != nil {
+		return x.Dependencies
+	}
+	return nil
+}
+
+// BuildDependency is one dependency of a build.
+type BuildDependency struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The registered project depended on.
+	Project string `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// The dependency build that provides it: created, joined or found in the
+	// cache; 0 before the dependent build asked for it.
+	BuildId uint64 `protobuf:"varint,2,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	// Set once that build succeeded: its artifact (sha256 and size; part of
+	// the dependent's cache key) and the platform that built it.
+	Artifact      *Artifact   `protobuf:"bytes,3,opt,name=artifact,proto3" json:"artifact,omitempty"`
+	Platform      *SystemInfo `protobuf:"bytes,4,opt,name=platform,proto3" json:"platform,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildDependency) Reset() {
+	*x = BuildDependency{}
+	mi := &file_kiln_v1_build_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildDependency) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildDependency) ProtoMessage() {}
+
+func (x *BuildDependency) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_build_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildDependency.ProtoReflect.Descriptor instead.
+func (*BuildDependency) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BuildDependency) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *BuildDependency) GetBuildId() uint64 {
+	if x != nil {
+		return x.BuildId
+	}
+	return 0
+}
+
+func (x *BuildDependency) GetArtifact() *Artifact {
+	if x != nil {
+		return x.Artifact
+	}
+	return nil
+}
+
+func (x *BuildDependency) GetPlatform() *SystemInfo {
+	if x != nil {
+		return x.Platform
+	}
+	return nil
+}
+
 var File_kiln_v1_build_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_build_proto_rawDesc = "" +
@@ -676,7 +763,7 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\bArtifact\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x14\n" +
-	"\x05files\x18\x03 \x03(\tR\x05files\"\xd8\a\n" +
+	"\x05files\x18\x03 \x03(\tR\x05files\"\x96\b\n" +
 	"\x05Build\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x1a\n" +
@@ -704,10 +791,16 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\tcache_key\x18\x14 \x01(\tR\bcacheKey\x12\x16\n" +
 	"\x06recipe\x18\x15 \x01(\tR\x06recipe\x12\x1c\n" +
 	"\twithdrawn\x18\x16 \x01(\tR\twithdrawn\x12=\n" +
-	"\fwithdrawn_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\vwithdrawnAt\x1a:\n" +
+	"\fwithdrawn_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\vwithdrawnAt\x12<\n" +
+	"\fdependencies\x18\x18 \x03(\v2\x18.kiln.v1.BuildDependencyR\fdependencies\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xd8\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa6\x01\n" +
+	"\x0fBuildDependency\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x19\n" +
+	"\bbuild_id\x18\x02 \x01(\x04R\abuildId\x12-\n" +
+	"\bartifact\x18\x03 \x01(\v2\x11.kiln.v1.ArtifactR\bartifact\x12/\n" +
+	"\bplatform\x18\x04 \x01(\v2\x13.kiln.v1.SystemInfoR\bplatform*\xd8\x01\n" +
 	"\n" +
 	"BuildState\x12\x1b\n" +
 	"\x17BUILD_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -752,7 +845,7 @@ func file_kiln_v1_build_proto_rawDescGZIP() []byte {
 }
 
 var file_kiln_v1_build_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kiln_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_kiln_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_kiln_v1_build_proto_goTypes = []any{
 	(BuildState)(0),               // 0: kiln.v1.BuildState
 	(AttemptOutcome)(0),           // 1: kiln.v1.AttemptOutcome
@@ -760,31 +853,35 @@ var file_kiln_v1_build_proto_goTypes = []any{
 	(*Attempt)(nil),               // 3: kiln.v1.Attempt
 	(*Artifact)(nil),              // 4: kiln.v1.Artifact
 	(*Build)(nil),                 // 5: kiln.v1.Build
-	nil,                           // 6: kiln.v1.Build.OptionsEntry
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
-	(*PlatformConstraints)(nil),   // 8: kiln.v1.PlatformConstraints
-	(*SystemInfo)(nil),            // 9: kiln.v1.SystemInfo
+	(*BuildDependency)(nil),       // 6: kiln.v1.BuildDependency
+	nil,                           // 7: kiln.v1.Build.OptionsEntry
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*PlatformConstraints)(nil),   // 9: kiln.v1.PlatformConstraints
+	(*SystemInfo)(nil),            // 10: kiln.v1.SystemInfo
 }
 var file_kiln_v1_build_proto_depIdxs = []int32{
 	1,  // 0: kiln.v1.Attempt.outcome:type_name -> kiln.v1.AttemptOutcome
 	2,  // 1: kiln.v1.Attempt.phase:type_name -> kiln.v1.Phase
-	7,  // 2: kiln.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
-	7,  // 3: kiln.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
-	6,  // 4: kiln.v1.Build.options:type_name -> kiln.v1.Build.OptionsEntry
-	8,  // 5: kiln.v1.Build.constraints:type_name -> kiln.v1.PlatformConstraints
+	8,  // 2: kiln.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
+	8,  // 3: kiln.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
+	7,  // 4: kiln.v1.Build.options:type_name -> kiln.v1.Build.OptionsEntry
+	9,  // 5: kiln.v1.Build.constraints:type_name -> kiln.v1.PlatformConstraints
 	0,  // 6: kiln.v1.Build.state:type_name -> kiln.v1.BuildState
-	7,  // 7: kiln.v1.Build.created_at:type_name -> google.protobuf.Timestamp
-	7,  // 8: kiln.v1.Build.started_at:type_name -> google.protobuf.Timestamp
-	7,  // 9: kiln.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
+	8,  // 7: kiln.v1.Build.created_at:type_name -> google.protobuf.Timestamp
+	8,  // 8: kiln.v1.Build.started_at:type_name -> google.protobuf.Timestamp
+	8,  // 9: kiln.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
 	3,  // 10: kiln.v1.Build.attempts:type_name -> kiln.v1.Attempt
-	9,  // 11: kiln.v1.Build.platform:type_name -> kiln.v1.SystemInfo
+	10, // 11: kiln.v1.Build.platform:type_name -> kiln.v1.SystemInfo
 	4,  // 12: kiln.v1.Build.artifact:type_name -> kiln.v1.Artifact
-	7,  // 13: kiln.v1.Build.withdrawn_at:type_name -> google.protobuf.Timestamp
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	8,  // 13: kiln.v1.Build.withdrawn_at:type_name -> google.protobuf.Timestamp
+	6,  // 14: kiln.v1.Build.dependencies:type_name -> kiln.v1.BuildDependency
+	4,  // 15: kiln.v1.BuildDependency.artifact:type_name -> kiln.v1.Artifact
+	10, // 16: kiln.v1.BuildDependency.platform:type_name -> kiln.v1.SystemInfo
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_build_proto_init() }
@@ -799,7 +896,7 @@ func file_kiln_v1_build_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_build_proto_rawDesc), len(file_kiln_v1_build_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

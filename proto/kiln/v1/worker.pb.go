@@ -552,7 +552,13 @@ type Assignment struct {
 	// Validated options with defaults applied; steps see them as KILN_OPT_<NAME>.
 	Options map[string]string `protobuf:"bytes,7,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The recipe, from the manifest (or the default recipe).
-	Recipe        *Recipe `protobuf:"bytes,8,opt,name=recipe,proto3" json:"recipe,omitempty"`
+	Recipe *Recipe `protobuf:"bytes,8,opt,name=recipe,proto3" json:"recipe,omitempty"`
+	// The artifacts of the build's dependencies (project, build_id and the
+	// artifact's sha256 and size), all built for this target's platform
+	// identity. The build server downloads each (CompileService
+	// DownloadArtifact by build_id), refuses one whose sha256 or size differs,
+	// and unpacks them read-only into the build's sysroot ($KILN_SYSROOT).
+	Dependencies  []*BuildDependency `protobuf:"bytes,9,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -639,6 +645,13 @@ func (x *Assignment) GetOptions() map[string]string {
 func (x *Assignment) GetRecipe() *Recipe {
 	if x != nil {
 		return x.Recipe
+	}
+	return nil
+}
+
+func (x *Assignment) GetDependencies() []*BuildDependency {
+	if x != nil {
+		return x.Dependencies
 	}
 	return nil
 }
@@ -1329,7 +1342,7 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\tHeartbeat\x12.\n" +
 	"\x13running_attempt_ids\x18\x01 \x03(\x04R\x11runningAttemptIds\x12\x1a\n" +
 	"\bdraining\x18\x02 \x01(\bR\bdraining\x12\x12\n" +
-	"\x04busy\x18\x03 \x01(\bR\x04busy\"\xcf\x02\n" +
+	"\x04busy\x18\x03 \x01(\bR\x04busy\"\x8d\x03\n" +
 	"\n" +
 	"Assignment\x12\x1d\n" +
 	"\n" +
@@ -1340,7 +1353,8 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\agit_url\x18\x05 \x01(\tR\x06gitUrl\x12\x16\n" +
 	"\x06commit\x18\x06 \x01(\tR\x06commit\x12:\n" +
 	"\aoptions\x18\a \x03(\v2 .kiln.v1.Assignment.OptionsEntryR\aoptions\x12'\n" +
-	"\x06recipe\x18\b \x01(\v2\x0f.kiln.v1.RecipeR\x06recipe\x1a:\n" +
+	"\x06recipe\x18\b \x01(\v2\x0f.kiln.v1.RecipeR\x06recipe\x12<\n" +
+	"\fdependencies\x18\t \x03(\v2\x18.kiln.v1.BuildDependencyR\fdependencies\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\x02\n" +
@@ -1431,9 +1445,10 @@ var file_kiln_v1_worker_proto_goTypes = []any{
 	(*Target)(nil),                 // 16: kiln.v1.Target
 	(*BuildServerPolicy)(nil),      // 17: kiln.v1.BuildServerPolicy
 	(*RejectedTarget)(nil),         // 18: kiln.v1.RejectedTarget
-	(Phase)(0),                     // 19: kiln.v1.Phase
-	(AttemptOutcome)(0),            // 20: kiln.v1.AttemptOutcome
-	(*Artifact)(nil),               // 21: kiln.v1.Artifact
+	(*BuildDependency)(nil),        // 19: kiln.v1.BuildDependency
+	(Phase)(0),                     // 20: kiln.v1.Phase
+	(AttemptOutcome)(0),            // 21: kiln.v1.AttemptOutcome
+	(*Artifact)(nil),               // 22: kiln.v1.Artifact
 }
 var file_kiln_v1_worker_proto_depIdxs = []int32{
 	2,  // 0: kiln.v1.SessionRequest.hello:type_name -> kiln.v1.Hello
@@ -1450,19 +1465,20 @@ var file_kiln_v1_worker_proto_depIdxs = []int32{
 	18, // 11: kiln.v1.Hello.rejected_targets:type_name -> kiln.v1.RejectedTarget
 	15, // 12: kiln.v1.Assignment.options:type_name -> kiln.v1.Assignment.OptionsEntry
 	6,  // 13: kiln.v1.Assignment.recipe:type_name -> kiln.v1.Recipe
-	19, // 14: kiln.v1.AttemptProgress.phase:type_name -> kiln.v1.Phase
-	20, // 15: kiln.v1.AttemptResult.outcome:type_name -> kiln.v1.AttemptOutcome
-	21, // 16: kiln.v1.AttemptResult.artifact:type_name -> kiln.v1.Artifact
-	13, // 17: kiln.v1.UploadArtifactRequest.header:type_name -> kiln.v1.UploadHeader
-	0,  // 18: kiln.v1.WorkerService.Session:input_type -> kiln.v1.SessionRequest
-	12, // 19: kiln.v1.WorkerService.UploadArtifact:input_type -> kiln.v1.UploadArtifactRequest
-	1,  // 20: kiln.v1.WorkerService.Session:output_type -> kiln.v1.SessionResponse
-	14, // 21: kiln.v1.WorkerService.UploadArtifact:output_type -> kiln.v1.UploadArtifactResponse
-	20, // [20:22] is the sub-list for method output_type
-	18, // [18:20] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	19, // 14: kiln.v1.Assignment.dependencies:type_name -> kiln.v1.BuildDependency
+	20, // 15: kiln.v1.AttemptProgress.phase:type_name -> kiln.v1.Phase
+	21, // 16: kiln.v1.AttemptResult.outcome:type_name -> kiln.v1.AttemptOutcome
+	22, // 17: kiln.v1.AttemptResult.artifact:type_name -> kiln.v1.Artifact
+	13, // 18: kiln.v1.UploadArtifactRequest.header:type_name -> kiln.v1.UploadHeader
+	0,  // 19: kiln.v1.WorkerService.Session:input_type -> kiln.v1.SessionRequest
+	12, // 20: kiln.v1.WorkerService.UploadArtifact:input_type -> kiln.v1.UploadArtifactRequest
+	1,  // 21: kiln.v1.WorkerService.Session:output_type -> kiln.v1.SessionResponse
+	14, // 22: kiln.v1.WorkerService.UploadArtifact:output_type -> kiln.v1.UploadArtifactResponse
+	21, // [21:23] is the sub-list for method output_type
+	19, // [19:21] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_worker_proto_init() }

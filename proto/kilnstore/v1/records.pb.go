@@ -248,8 +248,17 @@ type BuildRecord struct {
 	// there, or the build held past its time limit) and when each exclusion
 	// ends. Ended exclusions may linger until the next one is added.
 	ExcludedUntil map[string]*timestamppb.Timestamp `protobuf:"bytes,9,rep,name=excluded_until,json=excludedUntil,proto3" json:"excluded_until,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// What to build for each of build.dependencies (same order): a template
+	// record (project, revision, commit, options, recipe, source key, git
+	// URL and its own dependency templates; no id, state or constraints),
+	// resolved when the build was submitted, so that a dependency build can be
+	// created again (another platform round, a restart) without the mirrors.
+	DependencyTemplates []*BuildRecord `protobuf:"bytes,10,rep,name=dependency_templates,json=dependencyTemplates,proto3" json:"dependency_templates,omitempty"`
+	// How many times the dependencies were asked for again because they were
+	// built on different platform identities (bounded).
+	DependencyRounds uint32 `protobuf:"varint,11,opt,name=dependency_rounds,json=dependencyRounds,proto3" json:"dependency_rounds,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *BuildRecord) Reset() {
@@ -343,6 +352,20 @@ func (x *BuildRecord) GetExcludedUntil() map[string]*timestamppb.Timestamp {
 		return x.ExcludedUntil
 	}
 	return nil
+}
+
+func (x *BuildRecord) GetDependencyTemplates() []*BuildRecord {
+	if x != nil {
+		return x.DependencyTemplates
+	}
+	return nil
+}
+
+func (x *BuildRecord) GetDependencyRounds() uint32 {
+	if x != nil {
+		return x.DependencyRounds
+	}
+	return 0
 }
 
 // RequestRecord is one requester's request. It holds the email address,
@@ -893,7 +916,7 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\x0fput_aside_until\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\rputAsideUntil\x12#\n" +
 	"\rattempts_lost\x18\v \x01(\x04R\fattemptsLost\x12(\n" +
-	"\x10put_aside_reason\x18\f \x01(\tR\x0eputAsideReason\"\x89\x04\n" +
+	"\x10put_aside_reason\x18\f \x01(\tR\x0eputAsideReason\"\x84\x05\n" +
 	"\vBuildRecord\x12$\n" +
 	"\x05build\x18\x01 \x01(\v2\x0e.kiln.v1.BuildR\x05build\x12'\n" +
 	"\x06recipe\x18\x02 \x01(\v2\x0f.kiln.v1.RecipeR\x06recipe\x12\x1d\n" +
@@ -905,7 +928,10 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\n" +
 	"not_before\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x12(\n" +
 	"\x10first_request_id\x18\b \x01(\x04R\x0efirstRequestId\x12S\n" +
-	"\x0eexcluded_until\x18\t \x03(\v2,.kilnstore.v1.BuildRecord.ExcludedUntilEntryR\rexcludedUntil\x1a\\\n" +
+	"\x0eexcluded_until\x18\t \x03(\v2,.kilnstore.v1.BuildRecord.ExcludedUntilEntryR\rexcludedUntil\x12L\n" +
+	"\x14dependency_templates\x18\n" +
+	" \x03(\v2\x19.kilnstore.v1.BuildRecordR\x13dependencyTemplates\x12+\n" +
+	"\x11dependency_rounds\x18\v \x01(\rR\x10dependencyRounds\x1a\\\n" +
 	"\x12ExcludedUntilEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
 	"\x05value\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05value:\x028\x01\"\xda\x02\n" +
@@ -1010,25 +1036,26 @@ var file_kilnstore_v1_records_proto_depIdxs = []int32{
 	13, // 7: kilnstore.v1.BuildRecord.recipe:type_name -> kiln.v1.Recipe
 	10, // 8: kilnstore.v1.BuildRecord.not_before:type_name -> google.protobuf.Timestamp
 	8,  // 9: kilnstore.v1.BuildRecord.excluded_until:type_name -> kilnstore.v1.BuildRecord.ExcludedUntilEntry
-	10, // 10: kilnstore.v1.RequestRecord.created_at:type_name -> google.protobuf.Timestamp
-	14, // 11: kilnstore.v1.RequestRecord.constraints:type_name -> kiln.v1.PlatformConstraints
-	10, // 12: kilnstore.v1.RequestRecord.withdrawn_at:type_name -> google.protobuf.Timestamp
-	15, // 13: kilnstore.v1.ArtifactRecord.artifact:type_name -> kiln.v1.Artifact
-	16, // 14: kilnstore.v1.ArtifactRecord.platform:type_name -> kiln.v1.SystemInfo
-	10, // 15: kilnstore.v1.ArtifactRecord.created_at:type_name -> google.protobuf.Timestamp
-	10, // 16: kilnstore.v1.ArtifactRecord.last_used:type_name -> google.protobuf.Timestamp
-	10, // 17: kilnstore.v1.PinRecord.created_at:type_name -> google.protobuf.Timestamp
-	10, // 18: kilnstore.v1.OutboxRecord.next_attempt_at:type_name -> google.protobuf.Timestamp
-	10, // 19: kilnstore.v1.OutboxRecord.created_at:type_name -> google.protobuf.Timestamp
-	10, // 20: kilnstore.v1.EnrollTokenRecord.created_at:type_name -> google.protobuf.Timestamp
-	10, // 21: kilnstore.v1.EnrollTokenRecord.expires_at:type_name -> google.protobuf.Timestamp
-	10, // 22: kilnstore.v1.EnrollTokenRecord.used_at:type_name -> google.protobuf.Timestamp
-	10, // 23: kilnstore.v1.BuildRecord.ExcludedUntilEntry.value:type_name -> google.protobuf.Timestamp
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	2,  // 10: kilnstore.v1.BuildRecord.dependency_templates:type_name -> kilnstore.v1.BuildRecord
+	10, // 11: kilnstore.v1.RequestRecord.created_at:type_name -> google.protobuf.Timestamp
+	14, // 12: kilnstore.v1.RequestRecord.constraints:type_name -> kiln.v1.PlatformConstraints
+	10, // 13: kilnstore.v1.RequestRecord.withdrawn_at:type_name -> google.protobuf.Timestamp
+	15, // 14: kilnstore.v1.ArtifactRecord.artifact:type_name -> kiln.v1.Artifact
+	16, // 15: kilnstore.v1.ArtifactRecord.platform:type_name -> kiln.v1.SystemInfo
+	10, // 16: kilnstore.v1.ArtifactRecord.created_at:type_name -> google.protobuf.Timestamp
+	10, // 17: kilnstore.v1.ArtifactRecord.last_used:type_name -> google.protobuf.Timestamp
+	10, // 18: kilnstore.v1.PinRecord.created_at:type_name -> google.protobuf.Timestamp
+	10, // 19: kilnstore.v1.OutboxRecord.next_attempt_at:type_name -> google.protobuf.Timestamp
+	10, // 20: kilnstore.v1.OutboxRecord.created_at:type_name -> google.protobuf.Timestamp
+	10, // 21: kilnstore.v1.EnrollTokenRecord.created_at:type_name -> google.protobuf.Timestamp
+	10, // 22: kilnstore.v1.EnrollTokenRecord.expires_at:type_name -> google.protobuf.Timestamp
+	10, // 23: kilnstore.v1.EnrollTokenRecord.used_at:type_name -> google.protobuf.Timestamp
+	10, // 24: kilnstore.v1.BuildRecord.ExcludedUntilEntry.value:type_name -> google.protobuf.Timestamp
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_kilnstore_v1_records_proto_init() }

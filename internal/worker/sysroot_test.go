@@ -1,0 +1,46 @@
+package worker
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestRelocatePkgConfigAndSysrootEnv(t *testing.T) {
+	root := t.TempDir()
+	pcDir := filepath.Join(root, "usr/local/lib/pkgconfig")
+	if err := os.MkdirAll(pcDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "usr/local/include"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pc := "prefix=/usr/local\nincludedir=${prefix}/include\nlibdir=/usr/local/lib\n\nName: x\nCflags: -I${includedir}\nLibs: -L${libdir} -lx\n"
+	if err := os.WriteFile(filepath.Join(pcDir, "x.pc"), []byte(pc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := relocatePkgConfig(root); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(filepath.Join(pcDir, "x.pc"))
+	for _, want := range []string{"prefix=" + root + "/usr/local\n", "libdir=" + root + "/usr/local/lib\n", "includedir=${prefix}/include\n", "Libs: -L${libdir} -lx\n"} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("relocated x.pc lacks %q:\n%s", want, got)
+		}
+	}
+	env := sysrootEnv(root, []string{"PKG_CONFIG_LIBDIR=/usr/lib/s390x-linux-gnu/pkgconfig", "LDFLAGS=-static"})
+	for _, want := range []string{
+		"KILN_SYSROOT=" + root,
+		"PKG_CONFIG_PATH=" + pcDir,
+		"CPPFLAGS=-I" + root + "/usr/local/include",
+		"LDFLAGS=-L" + root + "/usr/local/lib -static",
+		"LD_LIBRARY_PATH=" + root + "/usr/local/lib",
+		"CMAKE_PREFIX_PATH=" + root + "/usr/local",
+	} {
+		if !slices.Contains(env, want) {
+			t.Errorf("env %q lacks %q", env, want)
+		}
+	}
+}
