@@ -243,19 +243,19 @@ func runCell(t *testing.T, f *farmtest.Farm, p Project, pl Platform, offered map
 	var res submitted
 	jsonErr := json.Unmarshal([]byte(strings.TrimSpace(r.Stdout)), &res)
 	c.BuildID = res.BuildID
-	switch {
-	case r.Exit == 0:
+	switch r.Exit {
+	case 0:
 		in, err := Inspect(dir, pl)
 		if err != nil {
 			c.Outcome, c.Reason = Broken, "inspecting the download: "+err.Error()
 			break
 		}
 		JudgeArtifact(&c, in)
-	case r.Exit == 1:
+	case 1:
 		c.Outcome, c.Reason, c.Step = Failed, res.Failure, res.FailingStep
-	case r.Exit == 2:
+	case 2:
 		c.Outcome, c.Reason = Refused, firstNonEmpty(res.Error, lastLine(r.Stderr))
-	case r.Exit == -1:
+	case -1:
 		c.Outcome, c.Reason = Broken, fmt.Sprintf("no result within %s", cellTimeout)
 	default:
 		c.Outcome, c.Reason = Broken, fmt.Sprintf("startcompile exit %d: %s", r.Exit, firstNonEmpty(res.Error, lastLine(r.Stderr)))
