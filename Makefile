@@ -1,13 +1,14 @@
 # Kiln: the two commands a newcomer needs.
 #   make demo  - install what is needed, build, start a local farm, build the sample project end to end
 #   make test  - install what the tests need and run them all
+#   make acceptance - real upstream projects on every platform (long), writes ACCEPTANCE.md
 GO ?= go
 BIN := bin
 PROGRAMS := metaserver buildserver startcompile webstatus
 BUF := .tools/node_modules/@bufbuild/buf-linux-x64/bin/buf
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build setup demo test unit proto-check lint fuzz bench clean
+.PHONY: all build setup demo test unit proto-check lint fuzz bench clean acceptance acceptance-ci
 
 all: build
 
@@ -22,13 +23,24 @@ demo: setup build
 	bash scripts/demo.sh
 
 # The full suite: protocol check, vet and the linters, the unit tests under
-# the race detector, the end-to-end tests with the real programs, then a
+# the race detector, the end-to-end tests with the real programs, the
+# acceptance suite's bounded subset (3 real projects x 3 platforms), then a
 # short run of each fuzzer.
 test: setup proto-check lint
 	$(GO) vet ./...
 	$(GO) test -count=1 -race -timeout 20m $$($(GO) list ./... | grep -v /internal/e2e)
 	$(GO) test -count=1 -timeout 20m ./internal/e2e/
+	bash scripts/acceptance.sh --ci
 	bash scripts/fuzz.sh 30000x
+
+# Real upstream projects from Debian source packages on every platform
+# (10 projects x 6 platforms; 11-25 min on 2 shared cores); writes ACCEPTANCE.md.
+acceptance: setup
+	bash scripts/acceptance.sh
+
+# The bounded subset `make test` runs.
+acceptance-ci: setup
+	bash scripts/acceptance.sh --ci
 
 proto-check:
 	$(BUF) lint
@@ -48,4 +60,4 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
 
 clean:
-	rm -rf $(BIN) .demo
+	rm -rf $(BIN) .demo .acceptance

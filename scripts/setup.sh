@@ -3,9 +3,10 @@
 # bubblewrap (build sandbox), qemu-user + Debian cross compilers + musl (foreign
 # targets; libc6-i386 runs i686 binaries on kernels that execute them
 # natively), the build systems of the default recipe, postfix's smtp-sink
-# (mail tests), chromium (browser tests), and the
-# protobuf tools (buf, protoc-gen-go, protoc-gen-go-grpc) for the proto check,
-# and golangci-lint for `make lint`.
+# (mail tests), chromium (browser tests), dpkg-dev (the acceptance suite's
+# apt-get source unpacks with dpkg-source), the protobuf tools (buf,
+# protoc-gen-go, protoc-gen-go-grpc) for the proto check, and golangci-lint
+# for `make lint`.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
@@ -19,8 +20,9 @@ pkgs=(qemu-user qemu-user-binfmt binfmt-support
   # What the default recipe runs (docs/manifest.md): autotools (autoreconf
   # with libtool and gettext's autopoint), CMake, Meson + Ninja, pkg-config,
   # a C++ compiler for every target (CMake projects enable C++ by default),
-  # and the kernel headers the musl target links in.
-  autoconf automake libtool autopoint gettext cmake meson ninja-build pkg-config g++
+  # and the kernel headers the musl target links in; dpkg-dev for the
+  # acceptance suite.
+  dpkg-dev autoconf automake libtool autopoint gettext cmake meson ninja-build pkg-config g++
   g++-s390x-linux-gnu g++-i686-linux-gnu g++-arm-linux-gnueabihf g++-powerpc-linux-gnu linux-libc-dev)
 # buf comes from npm (the Go module proxy, Debian and npm are the registries here).
 command -v npm >/dev/null || pkgs+=(nodejs npm)
@@ -30,10 +32,10 @@ for p in "${pkgs[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
-  $SUDO apt-get update -qq
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
   # postfix asks questions unless told not to configure a mail system.
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if ! grep -q binfmt_misc /proc/mounts; then
   $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || echo "setup: could not mount binfmt_misc (emulated targets use explicit qemu)"
