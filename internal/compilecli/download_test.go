@@ -138,6 +138,13 @@ func TestExtractRefusesUnsafeArchivesAndWritesNothing(t *testing.T) {
 		{"a symlink with an absolute target", []tarEntry{{name: "l", typ: tar.TypeSymlink, linkname: "/etc"}}, DefaultLimits},
 		{"a symlink escaping the directory", []tarEntry{{name: "a/l", typ: tar.TypeSymlink, linkname: "../../etc"}}, DefaultLimits},
 		{"a file below a symlink of the archive", []tarEntry{{name: "l", typ: tar.TypeSymlink, linkname: "sub"}, {name: "sub/", typ: tar.TypeDir}, {name: "l/x", typ: tar.TypeReg, body: "x"}}, DefaultLimits},
+		// Red team: each link looks inside on its own text; followed
+		// through the other, the first reaches /etc.
+		{"a chain of links escaping the directory", []tarEntry{
+			{name: "a/b/c/esc", typ: tar.TypeSymlink, linkname: "p/../../../../etc"},
+			{name: "a/b/c/p", typ: tar.TypeSymlink, linkname: "../../.."},
+			{name: "passwd", typ: tar.TypeSymlink, linkname: "a/b/c/esc/passwd"}}, DefaultLimits},
+		{"a loop of links", []tarEntry{{name: "x", typ: tar.TypeSymlink, linkname: "y/z"}, {name: "y", typ: tar.TypeSymlink, linkname: "x"}}, DefaultLimits},
 		{"a hard link", []tarEntry{{name: "f", typ: tar.TypeReg, body: "x"}, {name: "h", typ: tar.TypeLink, linkname: "f"}}, DefaultLimits},
 		{"a character device", []tarEntry{{name: "null", typ: tar.TypeChar}}, DefaultLimits},
 		{"a fifo", []tarEntry{{name: "p", typ: tar.TypeFifo}}, DefaultLimits},

@@ -152,7 +152,79 @@ func planExtract(r io.Reader, lim Limits) ([]entry, error) {
 	if err := zr.Close(); err != nil {
 		return nil, fmt.Errorf("%w: gzip: %v", ErrUnsafeArchive, err)
 	}
+	if err := checkLinkChains(plan); err != nil {
+		return nil, err
+	}
 	return plan, nil
+}
+
+// checkLinkChains refuses a symbolic link that, followed through the other
+// links of the archive as the kernel would, leads outside the directory
+// (checkLink judges each link alone, on its text: a/h/esc -> p/../../etc
+// looks inside, but with a/h/p -> ../.. it reaches /etc), and chains of
+// more than maxLinkHops links.
+func checkLinkChains(plan []entry) error {
+	links := map[string]string{}
+	for _, e := range plan {
+		if e.typ == tar.TypeSymlink {
+			links[e.name] = e.linkname
+		}
+	}
+	for name, target := range links {
+		if _, err := resolveInside(path.Dir(name), target, links, 0); err != nil {
+			return fmt.Errorf("%w: symlink %q: %v", ErrUnsafeArchive, name, err)
+		}
+	}
+	return nil
+}
+
+// maxLinkHops bounds the links one resolution follows, as the kernel's
+// limit of 40 does.
+const maxLinkHops = 40
+
+// resolveInside resolves target relative to the directory dir ("." for
+// the top), expanding the archive's links on the way, and returns the
+// resulting path inside the directory, or an error when a step climbs
+// above it.
+func resolveInside(dir, target string, links map[string]string, hops int) (string, error) {
+	var cur []string
+	if dir != "." {
+		cur = strings.Split(dir, "/")
+	}
+	for _, part := range strings.Split(target, "/") {
+		switch part {
+		case "", ".":
+			continue
+		case "..":
+			if len(cur) == 0 {
+				return "", errors.New("leads outside the directory")
+			}
+			cur = cur[:len(cur)-1]
+			continue
+		}
+		cur = append(cur, part)
+		here := strings.Join(cur, "/")
+		if t, ok := links[here]; ok {
+			if hops++; hops > maxLinkHops {
+				return "", errors.New("too many levels of links")
+			}
+			if strings.HasPrefix(t, "/") {
+				return "", errors.New("leads through an absolute link")
+			}
+			resolved, err := resolveInside(path.Dir(here), t, links, hops)
+			if err != nil {
+				return "", err
+			}
+			cur = nil
+			if resolved != "." {
+				cur = strings.Split(resolved, "/")
+			}
+		}
+	}
+	if len(cur) == 0 {
+		return ".", nil
+	}
+	return strings.Join(cur, "/"), nil
 }
 
 // cleanName returns the slash-separated relative form of a tar entry name,

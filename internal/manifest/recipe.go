@@ -34,7 +34,7 @@ const (
 // kiln.yaml ([Manifest.RecipeKey]), so artifacts built by an older default
 // recipe are not served for a newer one: change it whenever Detect or the
 // steps below change what a build produces.
-const DefaultRecipeVersion = "2"
+const DefaultRecipeVersion = "3"
 
 // buildDir is where the CMake and Meson recipes build, inside the source
 // tree.
@@ -130,12 +130,19 @@ func Detect(names []string) *Manifest {
 			}
 		}
 		m.Requires = []string{"make"}
-		m.Build = []string{makeStep}
-		m.Check = []string{makeCheckStep}
-		m.Package = []string{makeInstallStep}
+		// A plain Makefile often names its compiler itself (CC = gcc):
+		// the target's tools go on make's command line, which wins over
+		// the Makefile's own assignments, as Debian's cross builds do.
+		m.Build = []string{`make -j"$KILN_JOBS" ` + makeToolVars}
+		m.Check = []string{`if make -n check >/dev/null 2>&1; then make ` + makeToolVars + ` check; fi`}
+		m.Package = []string{`if make -n install >/dev/null 2>&1; then make ` + makeToolVars + ` install DESTDIR="$KILN_DESTDIR"; fi`}
 	}
 	return m
 }
+
+// makeToolVars sets the target's tools, those the target defines, as
+// make variables on the command line (the plain make recipe).
+const makeToolVars = `${CC:+"CC=$CC"} ${CXX:+"CXX=$CXX"} ${AR:+"AR=$AR"} ${RANLIB:+"RANLIB=$RANLIB"} ${STRIP:+"STRIP=$STRIP"}`
 
 // Summary says which recipe the build runs and why, for the build log and
 // the build page: "kiln.yaml" for a project's own manifest, else the

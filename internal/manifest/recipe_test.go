@@ -40,9 +40,9 @@ func TestDetect_ChoosesTheBuildSystem(t *testing.T) {
 			[]string{`-DCMAKE_TOOLCHAIN_FILE=$KILN_CMAKE_TOOLCHAIN_FILE`, `cmake --build kiln-build --parallel "$KILN_JOBS"`},
 			"ctest --test-dir kiln-build", `DESTDIR="$KILN_DESTDIR" cmake --install kiln-build`},
 		{"a plain Makefile", []string{"Makefile", "hello.c"},
-			KindMake, "make — found Makefile", "make", []string{`make -j"$KILN_JOBS"`}, "make check", "make install"},
+			KindMake, "make — found Makefile", "make", []string{`make -j"$KILN_JOBS" ${CC:+"CC=$CC"}`}, ` check; fi`, ` install DESTDIR=`},
 		{"a file named like a build system below the top does not count", []string{"src", "README"},
-			KindMake, "make — no configure, configure.ac, meson.build or CMakeLists.txt", "make", []string{"make"}, "make check", "make install"},
+			KindMake, "make — no configure, configure.ac, meson.build or CMakeLists.txt", "make", []string{"make"}, ` check; fi`, ` install DESTDIR=`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -142,5 +142,37 @@ func TestDetect_ConfigureGetsHostOnlyWhenCross(t *testing.T) {
 	handWritten := "#!/bin/sh\necho \"$@\" > configure.args\n"
 	if got := runConfigureStep(t, handWritten, true, cross...); got != "" {
 		t.Errorf("hand-written configure got %q, want no options", got)
+	}
+}
+
+// TestDetect_PlainMakeOverridesAHardCodedCompiler runs the plain make
+// recipe's build step on a Makefile that names its compiler itself
+// (CC = gcc, as tree's does): the target's $CC must win, or a cross build
+// makes host binaries.
+func TestDetect_PlainMakeOverridesAHardCodedCompiler(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("no make")
+	}
+	dir := t.TempDir()
+	files := map[string]string{
+		"Makefile":  "CC = gcc\nall:\n\t$(CC) -o out in.c\n",
+		"in.c":      "int main(void) { return 0; }\n",
+		"target-cc": "#!/bin/sh\necho built by the target compiler > out\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := Detect([]string{"Makefile", "in.c"})
+	cmd := exec.Command("sh", "-c", m.Build[0])
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "KILN_JOBS=1", "CC="+filepath.Join(dir, "target-cc"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", m.Build[0], err, out)
+	}
+	got, _ := os.ReadFile(filepath.Join(dir, "out"))
+	if string(got) != "built by the target compiler\n" {
+		t.Errorf("out = %q: the Makefile's own CC was used", got)
 	}
 }

@@ -135,3 +135,39 @@ func TestInstallCaptureFollowsNoLinkTheBuildPlanted(t *testing.T) {
 		t.Errorf("the build server removed a host directory through the build's link: %v (outcome %v %s)", err, res.GetOutcome(), res.GetReason())
 	}
 }
+
+// TestInstallCaptureRechecksBeforeEveryPackageStep: the first package
+// step replaces the captured $KILN_DESTDIR/opt with a link to a host
+// directory; the second must not get that directory bound at /opt.
+func TestInstallCaptureRechecksBeforeEveryPackageStep(t *testing.T) {
+	bw := sandbox.Bwrap{Grace: 200 * time.Millisecond}
+	if err := bw.Available(); err != nil {
+		t.Skipf("bubblewrap unavailable: %v", err)
+	}
+	if _, err := os.Stat("/opt"); err != nil {
+		t.Skip("no /opt to capture")
+	}
+	victim := t.TempDir()
+	os.Chmod(victim, 0o777)
+	url, commit := makeRepo(t, map[string]string{"README": "x\n"})
+	f := startFake(t)
+	cfg := testConfig(t, f)
+	cfg.Sandbox = bw
+	withBuildUsers(t, &cfg)
+	startClient(t, cfg)
+	f.waitFor(t, "Hello", func() bool { return len(f.hellos) == 1 })
+
+	r := &kilnv1.Recipe{InstallTree: true, TimeoutSeconds: 60, BuildSteps: []string{"true"},
+		PackageSteps: []string{
+			`rmdir "$KILN_DESTDIR/opt" && ln -s ` + victim + ` "$KILN_DESTDIR/opt"`,
+			`echo planted > /opt/planted`,
+		}}
+	f.push(t, assign(assignment(51, url, commit, r)))
+	res := f.waitResult(t, 51)
+	if _, err := os.Stat(victim + "/planted"); err == nil {
+		t.Fatal("the second package step wrote through the link into the host directory")
+	}
+	if res.GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED || !strings.Contains(res.GetReason(), "between package steps") {
+		t.Errorf("outcome %v (%s), want FAILED naming the link", res.GetOutcome(), res.GetReason())
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -163,18 +164,33 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		}
 		j.progress(phase.phase)
 		var undo func()
+		var recheck func() error
+		captureFailed := func(err error) *kilnv1.AttemptResult {
+			if be := (*buildError)(nil); errors.As(err, &be) {
+				j.log.notef("%s", be.reason)
+				return result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED, be.reason, "")
+			}
+			return r.setupFailed(j, "preparing install capture", err)
+		}
 		if phase.phase == kilnv1.Phase_PHASE_PACKING && recipe.GetInstallTree() {
 			var err error
-			if undo, err = s.captureInstalls(dest, user); err != nil {
-				if be := (*buildError)(nil); errors.As(err, &be) {
-					j.log.notef("%s", be.reason)
-					return result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED, be.reason, "")
-				}
-				return r.setupFailed(j, "preparing install capture", err)
+			if undo, recheck, err = s.captureInstalls(dest, user); err != nil {
+				return captureFailed(err)
 			}
 		}
-		for _, cmd := range phase.cmds {
+		for i, cmd := range phase.cmds {
+			if recheck != nil && i > 0 {
+				// The step before may have put a link where a bound
+				// directory was; bwrap would follow it on the host.
+				if err := recheck(); err != nil {
+					undo()
+					return captureFailed(err)
+				}
+			}
 			if res := s.run(ctx, cmd); res != nil {
+				if undo != nil {
+					undo()
+				}
 				return res
 			}
 		}
@@ -335,22 +351,27 @@ var installPrefixes = []string{"/usr/local", "/opt"}
 
 // captureInstalls binds each of installPrefixes that exists on the host to
 // its path under dest for the following steps, and returns what removes
-// the directories it made that stayed empty, so that an artifact shows no
-// usr/local of its own when nothing was installed there.
+// the directories it made that stayed empty (undo, idempotent), so that an
+// artifact shows no usr/local of its own when nothing was installed there,
+// and recheck, which the caller runs before every package step after the
+// first.
 //
 // dest belongs to the build, which may have planted symbolic links there
-// (dest/usr -> /etc) for the build server, root, to follow. Nothing of the
-// build runs between its steps (the sandbox's PID namespace ends with
-// each), so what is checked here stays so until the package steps start:
-// every directory on the way must be a directory, not a link (else the
-// build fails, its own doing), and everything is made and removed through
-// an os.Root of dest, which never leaves it.
-func (s *steps) captureInstalls(dest string, user *sandbox.User) (undo func(), err error) {
+// (dest/usr -> /etc) for bwrap to follow on the host when it binds them.
+// Nothing of the build runs between its steps (the sandbox's PID namespace
+// ends with each), so what is checked before a step stays so until that
+// step's sandbox is made: every directory on the way must be a directory,
+// not a link (else the build fails, its own doing). A package step may
+// replace one for the next (red team, second pass): hence recheck.
+// Everything is made and removed through an os.Root of dest, which never
+// leaves it.
+func (s *steps) captureInstalls(dest string, user *sandbox.User) (undo func(), recheck func() error, err error) {
 	root, err := os.OpenRoot(dest)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var made []string // relative to dest, each prefix's deepest first
+	var bound []string // relative to dest, every directory on the way to each bind
+	var made []string  // relative to dest, each prefix's deepest first
 	kept := s.base.Binds
 	for _, p := range installPrefixes {
 		if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
@@ -372,21 +393,21 @@ func (s *steps) captureInstalls(dest string, user *sandbox.User) (undo func(), e
 				missing = append(missing, d)
 			case err != nil:
 				root.Close()
-				return nil, err
+				return nil, nil, err
 			case !fi.IsDir():
 				root.Close()
-				return nil, &buildError{fmt.Sprintf("$KILN_DESTDIR/%s is a %v, not a directory: the install tree cannot capture %s", d, fi.Mode().Type(), p)}
+				return nil, nil, &buildError{fmt.Sprintf("$KILN_DESTDIR/%s is a %v, not a directory: the install tree cannot capture %s", d, fi.Mode().Type(), p)}
 			}
 		}
 		for _, d := range missing {
 			if err := root.Mkdir(d, 0o755); err != nil {
 				root.Close()
-				return nil, err
+				return nil, nil, err
 			}
 			if user != nil {
 				if err := root.Lchown(d, int(user.UID), int(user.GID)); err != nil {
 					root.Close()
-					return nil, err
+					return nil, nil, err
 				}
 			}
 		}
@@ -394,18 +415,36 @@ func (s *steps) captureInstalls(dest string, user *sandbox.User) (undo func(), e
 		for i := len(missing) - 1; i >= 0; i-- {
 			made = append(made, missing[i])
 		}
+		for i := range parts {
+			bound = append(bound, strings.Join(parts[:i+1], "/"))
+		}
 		s.base.Binds = append(s.base.Binds, sandbox.Bind{Src: filepath.Join(dest, rel), Dst: p})
 	}
 	s.j.log.notef("install capture: while packaging, /usr/local and /opt are $KILN_DESTDIR/usr/local and $KILN_DESTDIR/opt")
-	return func() {
-		s.base.Binds = kept
-		// Through root: a link the package step put on the way is not
-		// followed out of dest. A directory with content stays.
-		for _, d := range made {
-			_ = root.Remove(d) // not empty, or a link on the way: it stays
+	recheck = func() error {
+		for _, d := range bound {
+			fi, err := root.Lstat(d)
+			if err != nil {
+				return &buildError{fmt.Sprintf("$KILN_DESTDIR/%s is gone between package steps: %v", d, err)}
+			}
+			if !fi.IsDir() {
+				return &buildError{fmt.Sprintf("$KILN_DESTDIR/%s became a %v between package steps, not a directory", d, fi.Mode().Type())}
+			}
 		}
-		root.Close()
-	}, nil
+		return nil
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.base.Binds = kept
+			// Through root: a link the package step put on the way is not
+			// followed out of dest. A directory with content stays.
+			for _, d := range made {
+				_ = root.Remove(d) // not empty, or a link on the way: it stays
+			}
+			root.Close()
+		})
+	}, recheck, nil
 }
 
 // run runs one step and returns nil when it succeeded, else the attempt's result.
