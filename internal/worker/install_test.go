@@ -16,17 +16,8 @@ import (
 // host's /usr/local is untouched, and an artifact whose install honours
 // DESTDIR shows no empty usr/local of Kiln's making.
 func TestInstallIgnoringDESTDIRLandsInTheArtifact(t *testing.T) {
-	bw := sandbox.Bwrap{Grace: 200 * time.Millisecond}
-	if err := bw.Available(); err != nil {
-		t.Skipf("bubblewrap unavailable: %v", err)
-	}
 	url, commit := makeRepo(t, map[string]string{"tool.sh": "echo tool\n"})
-	f := startFake(t)
-	cfg := testConfig(t, f)
-	cfg.Sandbox = bw
-	withBuildUsers(t, &cfg)
-	startClient(t, cfg)
-	f.waitFor(t, "Hello", func() bool { return len(f.hellos) == 1 })
+	f := startBwrapClient(t)
 
 	ignoring := &kilnv1.Recipe{BuildSteps: []string{"true"}, InstallTree: true, TimeoutSeconds: 60,
 		PackageSteps: []string{"mkdir -p /usr/local/bin /usr/local/man/man1 && cp tool.sh /usr/local/bin/kiln-tool && echo page > /usr/local/man/man1/kiln-tool.1 && if [ -d /opt ]; then mkdir -p /opt/kiln && echo x > /opt/kiln/x; fi"}}
@@ -98,22 +89,13 @@ func (f *fakeMeta) blob(t *testing.T, res *kilnv1.AttemptResult) []byte {
 // setup failure, which would put the volunteer aside), nothing is made
 // on the host, and nothing there is removed.
 func TestInstallCaptureFollowsNoLinkTheBuildPlanted(t *testing.T) {
-	bw := sandbox.Bwrap{Grace: 200 * time.Millisecond}
-	if err := bw.Available(); err != nil {
-		t.Skipf("bubblewrap unavailable: %v", err)
-	}
 	victim := t.TempDir()
 	os.Chmod(victim, 0o755)
 	if err := os.Mkdir(victim+"/local", 0o755); err != nil {
 		t.Fatal(err)
 	}
 	url, commit := makeRepo(t, map[string]string{"README": "x\n"})
-	f := startFake(t)
-	cfg := testConfig(t, f)
-	cfg.Sandbox = bw
-	withBuildUsers(t, &cfg)
-	startClient(t, cfg)
-	f.waitFor(t, "Hello", func() bool { return len(f.hellos) == 1 })
+	f := startBwrapClient(t)
 
 	planted := &kilnv1.Recipe{InstallTree: true, TimeoutSeconds: 60,
 		BuildSteps:   []string{`ln -s ` + victim + ` "$KILN_DESTDIR/usr"`},
@@ -140,22 +122,13 @@ func TestInstallCaptureFollowsNoLinkTheBuildPlanted(t *testing.T) {
 // step replaces the captured $KILN_DESTDIR/opt with a link to a host
 // directory; the second must not get that directory bound at /opt.
 func TestInstallCaptureRechecksBeforeEveryPackageStep(t *testing.T) {
-	bw := sandbox.Bwrap{Grace: 200 * time.Millisecond}
-	if err := bw.Available(); err != nil {
-		t.Skipf("bubblewrap unavailable: %v", err)
-	}
 	if _, err := os.Stat("/opt"); err != nil {
 		t.Skip("no /opt to capture")
 	}
 	victim := t.TempDir()
 	os.Chmod(victim, 0o777)
 	url, commit := makeRepo(t, map[string]string{"README": "x\n"})
-	f := startFake(t)
-	cfg := testConfig(t, f)
-	cfg.Sandbox = bw
-	withBuildUsers(t, &cfg)
-	startClient(t, cfg)
-	f.waitFor(t, "Hello", func() bool { return len(f.hellos) == 1 })
+	f := startBwrapClient(t)
 
 	r := &kilnv1.Recipe{InstallTree: true, TimeoutSeconds: 60, BuildSteps: []string{"true"},
 		PackageSteps: []string{
@@ -170,4 +143,22 @@ func TestInstallCaptureRechecksBeforeEveryPackageStep(t *testing.T) {
 	if res.GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED || !strings.Contains(res.GetReason(), "between package steps") {
 		t.Errorf("outcome %v (%s), want FAILED naming the link", res.GetOutcome(), res.GetReason())
 	}
+}
+
+// startBwrapClient starts a Client building under bubblewrap, as the build
+// server does (build users when root), against a fake metaserver that has
+// seen its Hello; it skips the test where bubblewrap cannot work.
+func startBwrapClient(t *testing.T) *fakeMeta {
+	t.Helper()
+	bw := sandbox.Bwrap{Grace: 200 * time.Millisecond}
+	if err := bw.Available(); err != nil {
+		t.Skipf("bubblewrap unavailable: %v", err)
+	}
+	f := startFake(t)
+	cfg := testConfig(t, f)
+	cfg.Sandbox = bw
+	withBuildUsers(t, &cfg)
+	startClient(t, cfg)
+	f.waitFor(t, "Hello", func() bool { return len(f.hellos) == 1 })
+	return f
 }

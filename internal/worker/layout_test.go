@@ -5,9 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/kilnbuild/kiln/internal/sandbox"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
@@ -18,10 +16,6 @@ import (
 // volunteers) make the same artifact even when the compiler records paths
 // (-g, __FILE__).
 func TestSandboxedBuildsSeeOneFixedEnvironment(t *testing.T) {
-	bw := sandbox.Bwrap{Grace: 200 * time.Millisecond}
-	if err := bw.Available(); err != nil {
-		t.Skipf("bubblewrap unavailable: %v", err)
-	}
 	if _, err := exec.LookPath("cc"); err != nil {
 		t.Skip("no cc")
 	}
@@ -32,12 +26,7 @@ int main(void) { puts(__FILE__); return 0; }
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := startFake(t)
-	cfg := testConfig(t, f)
-	cfg.Sandbox = bw
-	withBuildUsers(t, &cfg)
-	startClient(t, cfg)
-	f.waitFor(t, "Hello", func() bool { return len(f.hellos) == 1 })
+	f := startBwrapClient(t)
 
 	r := &kilnv1.Recipe{TimeoutSeconds: 60, Artifacts: []string{"where", "env.txt"}, BuildSteps: []string{
 		`cc -g -O0 -o where "$PWD/where.c"`,
