@@ -380,13 +380,17 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 	s.dependencyFinishedLocked(final)
 }
 
-// serverCountLocked counts a final result for a build server: its lost
-// attempts in a row start again from zero, and a success ends its time
+// serverCountLocked counts a final result for a build server; a success
+// also starts its lost attempts in a row again from zero and ends its time
 // put aside.
 func (s *Server) serverCountLocked(name string, ok bool) {
 	st := s.standingLocked(name)
-	st.losses = 0
+	// Only a success ends a run of losses: a FAILED result costs a
+	// volunteer nothing to report (it may lie, or fail a build it asked
+	// for itself), so two losses and a failure, again and again, must not
+	// keep it from being put aside (red team).
 	if ok {
+		st.losses = 0
 		st.asideUntil, st.reason = time.Time{}, ""
 		if srv := s.sched.Server(name); srv != nil {
 			srv.PutAsideUntil = time.Time{}
@@ -403,8 +407,8 @@ func (s *Server) serverCountLocked(name string, ok bool) {
 		} else {
 			rec.BuildsFailed++
 		}
-		rec.ConsecutiveLosses = 0
 		if ok {
+			rec.ConsecutiveLosses = 0
 			rec.PutAsideUntil, rec.PutAsideReason = nil, ""
 		}
 		return tx.PutBuildServer(rec)
