@@ -96,7 +96,8 @@ func relocatePkgConfig(sysroot string) error {
 // target's PKG_CONFIG_LIBDIR); CPPFLAGS and CPATH (-I, headers); LDFLAGS
 // and LIBRARY_PATH (-L, libraries, also for Makefiles that ignore
 // LDFLAGS); LD_LIBRARY_PATH (shared libraries at run time, also under
-// qemu-user); CMAKE_PREFIX_PATH. Values env (the target's) already has are
+// qemu-user; on the musl target a run path in LDFLAGS instead, see
+// below); CMAKE_PREFIX_PATH. Values env (the target's) already has are
 // kept after the sysroot's.
 func sysrootEnv(sysroot string, env []string) []string {
 	var incs, libs, pcs, prefixes []string
@@ -142,14 +143,26 @@ func sysrootEnv(sysroot string, env []string) []string {
 		}
 		return out
 	}
-	return []string{
+	ldflags := flags("-L", libs)
+	runtime := join("LD_LIBRARY_PATH", ":", libs)
+	if old["CC"] == "musl-gcc" {
+		// The musl target's programs run on the host beside its glibc
+		// tools, which LD_LIBRARY_PATH would give the musl libraries
+		// (cc1 loading the dependency's musl libz died): the programs
+		// find them through their run path instead.
+		ldflags = append(ldflags, flags("-Wl,-rpath,", libs)...)
+		runtime = ""
+	}
+	out := []string{
 		"KILN_SYSROOT=" + sysroot,
 		join("PKG_CONFIG_PATH", ":", pcs),
 		join("CPPFLAGS", " ", flags("-I", incs)),
 		join("CPATH", ":", incs),
-		join("LDFLAGS", " ", flags("-L", libs)),
+		join("LDFLAGS", " ", ldflags),
 		join("LIBRARY_PATH", ":", libs),
-		join("LD_LIBRARY_PATH", ":", libs),
-		join("CMAKE_PREFIX_PATH", ":", prefixes),
 	}
+	if runtime != "" {
+		out = append(out, runtime)
+	}
+	return append(out, join("CMAKE_PREFIX_PATH", ":", prefixes))
 }

@@ -43,4 +43,15 @@ func TestRelocatePkgConfigAndSysrootEnv(t *testing.T) {
 			t.Errorf("env %q lacks %q", env, want)
 		}
 	}
+	// The musl target: no LD_LIBRARY_PATH (the host's glibc tools would
+	// load the musl libraries), a run path instead.
+	musl := sysrootEnv(root, []string{"CC=musl-gcc"})
+	if !slices.Contains(musl, "LDFLAGS=-L"+root+"/usr/local/lib -Wl,-rpath,"+root+"/usr/local/lib") {
+		t.Errorf("musl env %q lacks the run path", musl)
+	}
+	for _, kv := range musl {
+		if strings.HasPrefix(kv, "LD_LIBRARY_PATH=") {
+			t.Errorf("musl env sets %s", kv)
+		}
+	}
 }
