@@ -12,6 +12,14 @@
 // the host's loopback services are unreachable: sources must be fetched
 // before a step runs.
 //
+// A step never holds privilege: [Bwrap] refuses to run one as root
+// ([ErrRootStep]). A root runner starts bwrap itself as [Step.User] (no
+// supplementary groups), whose user namespace maps only that uid, and
+// --disable-userns forbids making another inside, so the step has no
+// capability anywhere and is that uid on the host too. [Step.Binds] can
+// show the step host directories at other paths (a build directory at a
+// fixed path under the fresh /tmp; an install tree over /usr/local).
+//
 // [Unsandboxed] runs the same command without isolation, for volunteers who
 // explicitly choose --sandbox=none. Limits, priority, process-group handling
 // and timeouts still apply; Hide and the read-only system do not.
