@@ -192,6 +192,18 @@ func TestClientReconnectsAndDeliversTheResultOfARunningBuild(t *testing.T) {
 	if ids := f.hellos[1].GetRunningAttemptIds(); !slices.Equal(ids, []uint64{5}) {
 		t.Fatalf("second Hello lists %v, want [5]", ids)
 	}
+	// The new session hears the attempt's phase again before the step
+	// may end (releasing it at once raced the re-report under load: the
+	// phase could already be PACKING).
+	f.waitFor(t, "BUILDING reported on the new session", func() bool {
+		n := 0
+		for _, p := range f.phases[5] {
+			if p == kilnv1.Phase_PHASE_BUILDING {
+				n++
+			}
+		}
+		return n == 2
+	})
 	// Let the step finish only now, so its result goes to the new session.
 	w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
 	if err != nil {
