@@ -1,8 +1,11 @@
 package platform
 
 import (
+	"bytes"
 	"debug/elf"
 	"fmt"
+	"strconv"
+	"strings"
 )
 
 // ELFIdentity is what an ELF header says about the machine a file is for:
@@ -119,4 +122,19 @@ func (id ELFIdentity) String() string {
 		order = "big-endian"
 	}
 	return fmt.Sprintf("%s (%s-bit %s)", name, bits, order)
+}
+
+// ArLongName resolves a GNU ar long member name "/123" (ref is "123") in
+// the archive's "//" name table; an unresolvable reference stays "/123".
+// The build server's artifact check and the metaserver's share it.
+func ArLongName(table []byte, ref string) string {
+	i, err := strconv.Atoi(ref)
+	if err != nil || i < 0 || i >= len(table) {
+		return "/" + ref
+	}
+	s := table[i:]
+	if j := bytes.IndexByte(s, '\n'); j >= 0 {
+		s = s[:j]
+	}
+	return strings.TrimSuffix(string(s), "/")
 }

@@ -47,3 +47,15 @@ func TestELFIdentity_String(t *testing.T) {
 		}
 	}
 }
+
+func TestArLongName_ResolvesInTheTable(t *testing.T) {
+	table := []byte("a_rather_long_member_name.o/\nanother_long_one.o/\n")
+	for ref, want := range map[string]string{
+		"0": "a_rather_long_member_name.o", "29": "another_long_one.o",
+		"999": "/999", "-1": "/-1", "x": "/x",
+	} {
+		if got := ArLongName(table, ref); got != want {
+			t.Errorf("ArLongName(%q) = %q, want %q", ref, got, want)
+		}
+	}
+}

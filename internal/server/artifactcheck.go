@@ -273,7 +273,7 @@ func checkArchive(r io.Reader, name string, want platform.ELFIdentity) (string, 
 			}
 			member = string(bytes.TrimRight(b, "\x00"))
 		case strings.HasPrefix(member, "/"):
-			member = longName(longNames, member[1:])
+			member = platform.ArLongName(longNames, member[1:])
 		default:
 			member = strings.TrimSuffix(member, "/")
 		}
@@ -300,19 +300,6 @@ func checkArchive(r io.Reader, name string, want platform.ELFIdentity) (string, 
 			}
 		}
 	}
-}
-
-// longName resolves a GNU long member name "/123" in the "//" table.
-func longName(table []byte, ref string) string {
-	i, err := strconv.Atoi(ref)
-	if err != nil || i < 0 || i >= len(table) {
-		return "/" + ref
-	}
-	s := table[i:]
-	if j := bytes.IndexByte(s, '\n'); j >= 0 {
-		s = s[:j]
-	}
-	return strings.TrimSuffix(string(s), "/")
 }
 
 // inspectArtifact checks the artifact of r, a successful result sent on

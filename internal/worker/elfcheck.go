@@ -191,7 +191,7 @@ func checkArchive(r io.ReaderAt, size int64, name string, want elfWant) error {
 			member = string(bytes.TrimRight(b, "\x00"))
 			data, msize = data+n, msize-n
 		case strings.HasPrefix(member, "/"):
-			member = longName(longNames, member[1:])
+			member = platform.ArLongName(longNames, member[1:])
 		default:
 			member = strings.TrimSuffix(member, "/")
 		}
@@ -211,17 +211,4 @@ func checkArchive(r io.ReaderAt, size int64, name string, want elfWant) error {
 		off = end + end%2 // members start at even offsets
 	}
 	return nil
-}
-
-// longName resolves a GNU long member name "/123" in the "//" table.
-func longName(table []byte, ref string) string {
-	i, err := strconv.Atoi(ref)
-	if err != nil || i < 0 || i >= len(table) {
-		return "/" + ref
-	}
-	s := table[i:]
-	if j := bytes.IndexByte(s, '\n'); j >= 0 {
-		s = s[:j]
-	}
-	return strings.TrimSuffix(string(s), "/")
 }
