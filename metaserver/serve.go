@@ -58,9 +58,9 @@ type serveConfig struct {
 	// InlineArtifactBytes: artifacts up to this size live inside the store,
 	// committed with their result, instead of one fsynced file each.
 	InlineArtifactBytes int64
-	// RequestsPerMinute bounds requests per email address (negative: no limit).
-	RequestsPerMinute int
-	// RequestsPerMinutePerAddress bounds requests per peer IP address (0 or negative: no limit).
+	// RequestsPerMinute and RequestsPerMinutePerAddress bound requests per
+	// email address and per peer IP address (0 or negative: no limit).
+	RequestsPerMinute           int
 	RequestsPerMinutePerAddress int
 	// CacheMaxBytes bounds the artifact cache (LRU eviction of unpinned artifacts).
 	CacheMaxBytes int64
@@ -87,18 +87,18 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", os.Getenv("KILN_DATA_DIR"), "directory of the store, blobs, mirrors and logs (env KILN_DATA_DIR)")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7070", "gRPC listen address")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "HTTP address for Prometheus /metrics (empty: off)")
-	fs.DurationVar(&c.Heartbeat, "heartbeat", 5*time.Second, "build server heartbeat interval")
-	fs.DurationVar(&c.Lease, "lease", 30*time.Second, "how long an attempt survives without a heartbeat")
-	fs.DurationVar(&c.ReconnectGrace, "reconnect-grace", 3*time.Second, "how long the attempts of a build server whose connection closed (crash, kill, reboot) wait for it to reconnect before they are re-dispatched; at most --lease, which still bounds a silent partition")
-	fs.IntVar(&c.MaxInfraAttempts, "max-infra-attempts", 5, "attempts ending in infrastructure failures (setup failure, lost lease; refusals by a volunteer's policy do not count) before a build ends as error")
-	fs.DurationVar(&c.TimeoutGrace, "timeout-grace", 5*time.Minute, "added to a build's time limit (the manifest's timeout) for fetching, packing and uploading: an attempt held longer, heartbeats or not, is taken back and the build queued again elsewhere")
-	fs.DurationVar(&c.ExcludeFor, "exclude-for", 10*time.Minute, "how long a build server stays excluded from a build after a setup failure or refusal there, holding it past its time, or losing it twice")
-	fs.IntVar(&c.LossesBeforeAside, "losses-before-aside", 3, "attempts a build server may lose in a row (setup failures, lapsed leases, reconnects without them, builds held past their time) before it is put aside")
-	fs.DurationVar(&c.AsideFor, "aside-for", 5*time.Minute, "how long a build server is put aside after --losses-before-aside lost attempts in a row; doubles per further round without a final result, up to 16 times")
-	fs.DurationVar(&c.ExpireUnmatched, "expire-unmatched", 24*time.Hour, "a queued build that no connected target matches (platform, tools, policy) for this long ends expired and its requesters are mailed; the clock restarts with the metaserver (0: never)")
-	fs.Int64Var(&c.InlineArtifactBytes, "inline-artifact-bytes", 256<<10, "artifacts up to this size are stored inside the store with their result instead of as files (0: always files)")
-	fs.IntVar(&c.RequestsPerMinute, "requests-per-minute", 30, "build requests one email address may make per minute (negative: unlimited)")
-	fs.IntVar(&c.RequestsPerMinutePerAddress, "requests-per-minute-per-address", 300, "build requests one client IP address may make per minute, whatever the email addresses; loopback included (0: unlimited)")
+	fs.DurationVar(&c.Heartbeat, "heartbeat", server.Defaults.HeartbeatInterval, "build server heartbeat interval")
+	fs.DurationVar(&c.Lease, "lease", server.Defaults.Lease, "how long an attempt survives without a heartbeat")
+	fs.DurationVar(&c.ReconnectGrace, "reconnect-grace", server.Defaults.ReconnectGrace, "how long the attempts of a build server whose connection closed (crash, kill, reboot) wait for it to reconnect before they are re-dispatched; at most --lease, which still bounds a silent partition")
+	fs.IntVar(&c.MaxInfraAttempts, "max-infra-attempts", server.Defaults.MaxInfraAttempts, "attempts ending in infrastructure failures (setup failure, lost lease; refusals by a volunteer's policy do not count) before a build ends as error")
+	fs.DurationVar(&c.TimeoutGrace, "timeout-grace", server.Defaults.TimeoutGrace, "added to a build's time limit (the manifest's timeout) for fetching, packing and uploading: an attempt held longer, heartbeats or not, is taken back and the build queued again elsewhere")
+	fs.DurationVar(&c.ExcludeFor, "exclude-for", server.Defaults.ExcludeFor, "how long a build server stays excluded from a build after a setup failure or refusal there, holding it past its time, or losing it twice")
+	fs.IntVar(&c.LossesBeforeAside, "losses-before-aside", server.Defaults.LossesBeforeAside, "attempts a build server may lose in a row (setup failures, lapsed leases, reconnects without them, builds held past their time) before it is put aside")
+	fs.DurationVar(&c.AsideFor, "aside-for", server.Defaults.AsideFor, "how long a build server is put aside after --losses-before-aside lost attempts in a row; doubles per further round without a final result, up to 16 times")
+	fs.DurationVar(&c.ExpireUnmatched, "expire-unmatched", server.Defaults.ExpireUnmatchedAfter, "a queued build that no connected target matches (platform, tools, policy) for this long ends expired and its requesters are mailed; the clock restarts with the metaserver (0: never)")
+	fs.Int64Var(&c.InlineArtifactBytes, "inline-artifact-bytes", server.Defaults.InlineArtifactBytes, "artifacts up to this size are stored inside the store with their result instead of as files (0: always files)")
+	fs.IntVar(&c.RequestsPerMinute, "requests-per-minute", server.Defaults.RequestsPerMinute, "build requests one email address may make per minute (0: unlimited)")
+	fs.IntVar(&c.RequestsPerMinutePerAddress, "requests-per-minute-per-address", server.Defaults.RequestsPerMinutePerAddress, "build requests one client IP address may make per minute, whatever the email addresses; loopback included (0: unlimited)")
 	fs.Int64Var(&c.CacheMaxBytes, "cache-max-bytes", 0, "artifact cache size limit in bytes; least recently used unpinned artifacts are evicted (0: unlimited)")
 	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long a graceful stop waits for in-flight calls")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate for gRPC over TLS")
@@ -220,7 +220,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		DataDir: cfg.DataDir, HeartbeatInterval: cfg.Heartbeat, Lease: cfg.Lease, ReconnectGrace: cfg.ReconnectGrace,
 		MaxInfraAttempts: cfg.MaxInfraAttempts, TimeoutGrace: cfg.TimeoutGrace, ExcludeFor: cfg.ExcludeFor,
 		LossesBeforeAside: cfg.LossesBeforeAside, AsideFor: cfg.AsideFor, ExpireUnmatchedAfter: expireUnmatched(cfg.ExpireUnmatched),
-		CacheMaxBytes: cfg.CacheMaxBytes, RequestsPerMinute: cfg.RequestsPerMinute, RequestsPerMinutePerAddress: perAddress(cfg.RequestsPerMinutePerAddress), InlineArtifactBytes: inlineBytes(cfg.InlineArtifactBytes), Version: version, Logger: log, Notifier: notifier,
+		CacheMaxBytes: cfg.CacheMaxBytes, RequestsPerMinute: rateLimit(cfg.RequestsPerMinute), RequestsPerMinutePerAddress: rateLimit(cfg.RequestsPerMinutePerAddress), InlineArtifactBytes: inlineBytes(cfg.InlineArtifactBytes), Version: version, Logger: log, Notifier: notifier,
 	}, st)
 	if err != nil {
 		return err
@@ -332,8 +332,6 @@ func inlineBytes(n int64) int64 {
 	return n
 }
 
-// perAddress maps the flag (0 or negative: unlimited) to server.Config
-// (negative: unlimited, 0: the default).
 // expireUnmatched maps --expire-unmatched to server.Config, where 0 means
 // the default and negative never.
 func expireUnmatched(d time.Duration) time.Duration {
@@ -343,7 +341,9 @@ func expireUnmatched(d time.Duration) time.Duration {
 	return d
 }
 
-func perAddress(n int) int {
+// rateLimit maps a rate-limit flag (0 or negative: unlimited) to
+// server.Config (negative: unlimited, 0: the default).
+func rateLimit(n int) int {
 	if n <= 0 {
 		return -1
 	}

@@ -99,3 +99,24 @@ func TestServeRefusesPlaintextOffLoopbackAndBadLimits(t *testing.T) {
 		}
 	}
 }
+
+// Both rate-limit flags say "0: unlimited", and server.Config reads 0 as its
+// default: the mapping must turn a flag's 0 (and a negative) into Config's
+// "none", and keep a positive limit.
+func TestRateLimitFlagsZeroMeansUnlimited(t *testing.T) {
+	for _, tc := range []struct{ flag, want int }{{0, -1}, {-5, -1}, {1, 1}, {30, 30}} {
+		if got := rateLimit(tc.flag); got != tc.want {
+			t.Errorf("rateLimit(%d) = %d, want %d", tc.flag, got, tc.want)
+		}
+	}
+	var c serveConfig
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	c.flags(fs)
+	for name, want := range map[string]string{
+		"requests-per-minute": "30", "requests-per-minute-per-address": "300", "lease": "30s", "max-infra-attempts": "5",
+	} {
+		if got := fs.Lookup(name).DefValue; got != want {
+			t.Errorf("--%s default %s, want %s (server.Defaults)", name, got, want)
+		}
+	}
+}

@@ -65,7 +65,7 @@ func TestAcceptance(t *testing.T) {
 	}
 
 	f := farmtest.New(t)
-	f.StartMetaserver("--requests-per-minute", "-1")
+	f.StartMetaserver("--requests-per-minute", "0")
 	for _, p := range projects {
 		f.AddProject(p.Name, "file://"+p.Dir)
 	}

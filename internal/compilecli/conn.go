@@ -2,7 +2,9 @@ package compilecli
 
 import (
 	"context"
+
 	"github.com/kilnbuild/kiln/internal/auth"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -12,7 +14,7 @@ import (
 
 // maxRecvMsgSize bounds one message from the metaserver; artifact and log
 // chunks are far smaller.
-const maxRecvMsgSize = 16 << 20
+const maxRecvMsgSize = kilnv1.MaxClientRecvBytes
 
 // dial connects to the metaserver and waits, at most c.DialTimeout, until the
 // connection is ready, so that an unreachable metaserver is reported at once

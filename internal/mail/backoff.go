@@ -1,8 +1,9 @@
 package mail
 
 import (
-	"math/rand/v2"
 	"time"
+
+	"github.com/kilnbuild/kiln/internal/backoff"
 )
 
 // Bounds of DefaultBackoff.
@@ -11,18 +12,10 @@ const (
 	MaxBackoff = 5 * time.Minute
 )
 
+var retryDelay = backoff.Exponential{Base: MinBackoff, Max: MaxBackoff, Low: 0.8, High: 1.2, Min: MinBackoff}
+
 // DefaultBackoff is the delay before the next try of a record that failed
 // attempt times (attempt >= 1): 1s, 2s, 4s ... doubling, with ±20% jitter so
 // records that failed together do not retry in lockstep, and kept within
 // [MinBackoff, MaxBackoff]. Safe for concurrent use.
-func DefaultBackoff(attempt int) time.Duration {
-	d := MaxBackoff
-	if attempt < 1 {
-		attempt = 1
-	}
-	if attempt <= 20 {
-		d = min(MinBackoff<<(attempt-1), MaxBackoff)
-	}
-	jittered := time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
-	return min(max(jittered, MinBackoff), MaxBackoff)
-}
+func DefaultBackoff(attempt int) time.Duration { return retryDelay.Delay(attempt) }

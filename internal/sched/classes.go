@@ -155,58 +155,14 @@ func (cs *classes) fitsAny(b *Build) bool {
 
 // fits reports whether builds of b's kind may run on c's targets at all.
 func fits(c *class, b *Build) bool {
-	return platform.Satisfies(c.info, b.Constraints) && missingTool(c.info, b.Requires) == "" && refusal(c.policy, b) == ""
+	return platform.Satisfies(c.info, b.Constraints) && c.info.MissingTool(b.Requires) == "" && refusal(c.policy, b) == ""
 }
 
-func missingTool(info *kilnv1.SystemInfo, requires []string) string {
-	for _, tool := range requires {
-		if _, ok := info.GetTools()[tool]; !ok {
-			return tool
-		}
-	}
-	return ""
-}
-
-// refusal returns why a volunteer's policy refuses b, or "": a project not
-// in its allowed list, an option value not in its allowed values, or a
-// time limit (the manifest's timeout, b.TimeoutSeconds) longer than its
-// maximum build time. Idle-only is not decided here: a busy server reports
-// itself busy and takes no work at all.
+// refusal returns why a volunteer's policy refuses b, or "" (the rule is
+// kilnv1.BuildServerPolicy.Refusal, which the build server applies again).
 func refusal(p *kilnv1.BuildServerPolicy, b *Build) string {
-	if p == nil {
-		return ""
-	}
-	if len(p.AllowedProjects) > 0 {
-		ok := false
-		for _, name := range p.AllowedProjects {
-			ok = ok || name == b.Project
-		}
-		if !ok {
-			return "project " + b.Project + " not allowed"
-		}
-	}
-	for name, allowed := range p.AllowedOptions {
-		v, set := b.Options[name]
-		if !set {
-			continue
-		}
-		ok := false
-		for _, a := range allowed.GetValues() {
-			ok = ok || a == v
-		}
-		if !ok {
-			return fmt.Sprintf("option %s=%s not allowed", name, v)
-		}
-	}
-	if limit := p.GetMaxBuildSeconds(); limit > 0 && b.TimeoutSeconds > limit {
-		return fmt.Sprintf("time limit %ds exceeds the maximum of %ds", b.TimeoutSeconds, limit)
-	}
-	return ""
+	return p.Refusal(b.Project, b.Options, b.TimeoutSeconds)
 }
-
-// Refusal returns why policy p refuses build b, or "" when it accepts it.
-// The build server applies the same rules again before running.
-func Refusal(p *kilnv1.BuildServerPolicy, b *Build) string { return refusal(p, b) }
 
 // WaitingReasons says why no target took b: for each unmet constraint how
 // many connected targets fail it, then tools, policy, exclusions and load.
@@ -232,7 +188,7 @@ func (s *Scheduler) WaitingReasons(b *Build, now time.Time) []string {
 				note(fmt.Sprintf("%s=%s", field, platform.Get(b.Constraints, field)), n)
 				ok = false
 			}
-			if tool := missingTool(c.info, b.Requires); tool != "" {
+			if tool := c.info.MissingTool(b.Requires); tool != "" {
 				note("requires "+tool, n)
 				ok = false
 			}

@@ -277,7 +277,7 @@ func TestWaitingReasonsNamePolicyRefusals(t *testing.T) {
 		{name: "a project outside the allowed list is named",
 			policy: &kilnv1.BuildServerPolicy{AllowedProjects: []string{"other"}},
 			build:  &Build{ID: 1, Project: "hello", TimeoutSeconds: 60},
-			want:   "policy: project hello not allowed: 1 of 1 connected targets do not match"},
+			want:   "policy: project \"hello\" is not allowed: 1 of 1 connected targets do not match"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

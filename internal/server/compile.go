@@ -14,8 +14,8 @@ import (
 )
 
 const (
-	logChunkOut      = 256 << 10
-	downloadChunkOut = 1 << 20
+	logChunkOut      = kilnv1.LogChunkOutBytes
+	downloadChunkOut = kilnv1.DownloadChunkBytes
 )
 
 func buildError(id uint64, err error) error {

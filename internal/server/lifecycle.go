@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/kilnbuild/kiln/internal/backoff"
 	"github.com/kilnbuild/kiln/internal/cachekey"
 	"github.com/kilnbuild/kiln/internal/sched"
 	"github.com/kilnbuild/kiln/internal/store"
@@ -276,10 +277,10 @@ func (s *Server) retryLocked(ab *activeBuild, a *sched.Attempt, r *kilnv1.Attemp
 	s.changes.notify(build.GetId())
 }
 
-// retryDelay grows per infrastructure failure: 200ms, 400ms, ... up to 10s.
+// retryDelay is the wait before a build is dispatched again after its n-th
+// infrastructure failure: 200ms, 400ms, ... up to 10s.
 func retryDelay(n int) time.Duration {
-	d := 100 * time.Millisecond << min(n, 7)
-	return min(d, 10*time.Second)
+	return backoff.Exponential{Base: 200 * time.Millisecond, Max: 10 * time.Second}.Delay(n)
 }
 
 func attemptReasons(b *kilnv1.Build) string {

@@ -38,13 +38,10 @@ import (
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
-// MaxMessageBytes is the largest gRPC message the metaserver receives
-// (grpc.MaxRecvMsgSize, which its gRPC server must be given); a larger one
-// fails that call with RESOURCE_EXHAUSTED before any handler sees it. It
-// bounds what one message can make the metaserver buffer: upload data comes
-// in chunks of at most 1 MiB and log chunks of at most 64 KiB, so 4 MiB
-// leaves room for every honest message.
-const MaxMessageBytes = 4 << 20
+// MaxMessageBytes is the largest gRPC message the metaserver receives; its
+// gRPC server must be given it as grpc.MaxRecvMsgSize (the rule:
+// kilnv1.MaxMessageBytes).
+const MaxMessageBytes = kilnv1.MaxMessageBytes
 
 // Config is the metaserver's behaviour; the serve command fills it from flags.
 type Config struct {
@@ -128,6 +125,13 @@ type Config struct {
 	Logger   *slog.Logger
 }
 
+// setIf sets *field to def when unset.
+func setIf[T any](field *T, unset bool, def T) {
+	if unset {
+		*field = def
+	}
+}
+
 // FinalHook is called inside the transaction that ends a build, with the
 // final build and its requests not yet notified, so that notifications are
 // queued atomically with the outcome.
@@ -135,50 +139,42 @@ type FinalHook interface {
 	BuildFinished(tx store.Tx, b *kilnv1.Build, waiting []*store.Request, logTail string) error
 }
 
+// Defaults are the values setDefaults gives the fields of a Config left
+// zero; the serve command's flags take their defaults from here too.
+var Defaults = Config{
+	HeartbeatInterval:           5 * time.Second,
+	Lease:                       30 * time.Second,
+	ReconnectGrace:              3 * time.Second,
+	MaxInfraAttempts:            5,
+	LossesBeforeAside:           3,
+	TimeoutGrace:                5 * time.Minute,
+	ExcludeFor:                  10 * time.Minute,
+	ExpireUnmatchedAfter:        24 * time.Hour,
+	AsideFor:                    5 * time.Minute,
+	MaxLogBytes:                 16<<20 + 64<<10,
+	InlineArtifactBytes:         256 << 10,
+	MaxArtifactBytes:            4 << 30,
+	RequestsPerMinute:           30,
+	RequestsPerMinutePerAddress: 300,
+}
+
 func (c *Config) setDefaults() {
-	if c.HeartbeatInterval <= 0 {
-		c.HeartbeatInterval = 5 * time.Second
-	}
-	if c.Lease <= 0 {
-		c.Lease = 30 * time.Second
-	}
-	if c.ReconnectGrace <= 0 {
-		c.ReconnectGrace = 3 * time.Second
-	}
+	d := &Defaults
+	setIf(&c.HeartbeatInterval, c.HeartbeatInterval <= 0, d.HeartbeatInterval)
+	setIf(&c.Lease, c.Lease <= 0, d.Lease)
+	setIf(&c.ReconnectGrace, c.ReconnectGrace <= 0, d.ReconnectGrace)
 	c.ReconnectGrace = min(c.ReconnectGrace, c.Lease)
-	if c.MaxInfraAttempts <= 0 {
-		c.MaxInfraAttempts = 5
-	}
-	if c.LossesBeforeAside <= 0 {
-		c.LossesBeforeAside = 3
-	}
-	if c.TimeoutGrace <= 0 {
-		c.TimeoutGrace = 5 * time.Minute
-	}
-	if c.ExcludeFor <= 0 {
-		c.ExcludeFor = 10 * time.Minute
-	}
-	if c.ExpireUnmatchedAfter == 0 {
-		c.ExpireUnmatchedAfter = 24 * time.Hour
-	}
-	if c.AsideFor <= 0 {
-		c.AsideFor = 5 * time.Minute
-	}
-	if c.MaxLogBytes <= 0 {
-		c.MaxLogBytes = 16<<20 + 64<<10
-	}
-	if c.InlineArtifactBytes == 0 {
-		c.InlineArtifactBytes = 256 << 10
-	}
-	if c.MaxArtifactBytes <= 0 {
-		c.MaxArtifactBytes = 4 << 30
-	}
-	if c.RequestsPerMinute == 0 {
-		c.RequestsPerMinute = 30
-	}
-	if c.RequestsPerMinutePerAddress == 0 {
-		c.RequestsPerMinutePerAddress = 300
-	}
+	setIf(&c.MaxInfraAttempts, c.MaxInfraAttempts <= 0, d.MaxInfraAttempts)
+	setIf(&c.LossesBeforeAside, c.LossesBeforeAside <= 0, d.LossesBeforeAside)
+	setIf(&c.TimeoutGrace, c.TimeoutGrace <= 0, d.TimeoutGrace)
+	setIf(&c.ExcludeFor, c.ExcludeFor <= 0, d.ExcludeFor)
+	setIf(&c.ExpireUnmatchedAfter, c.ExpireUnmatchedAfter == 0, d.ExpireUnmatchedAfter)
+	setIf(&c.AsideFor, c.AsideFor <= 0, d.AsideFor)
+	setIf(&c.MaxLogBytes, c.MaxLogBytes <= 0, d.MaxLogBytes)
+	setIf(&c.InlineArtifactBytes, c.InlineArtifactBytes == 0, d.InlineArtifactBytes)
+	setIf(&c.MaxArtifactBytes, c.MaxArtifactBytes <= 0, d.MaxArtifactBytes)
+	setIf(&c.RequestsPerMinute, c.RequestsPerMinute == 0, d.RequestsPerMinute)
+	setIf(&c.RequestsPerMinutePerAddress, c.RequestsPerMinutePerAddress == 0, d.RequestsPerMinutePerAddress)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

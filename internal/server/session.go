@@ -25,7 +25,7 @@ import (
 const (
 	maxTargets  = 64
 	maxSlots    = 1024
-	maxLogChunk = 64 << 10
+	maxLogChunk = kilnv1.MaxLogChunkBytes
 	// sendBuffer holds messages for a build server whose stream is slow; it
 	// is small because every connected server pays for it even when idle.
 	sendBuffer     = 32

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/kilnbuild/kiln/internal/backoff"
 	"github.com/kilnbuild/kiln/internal/manifest"
 	"github.com/kilnbuild/kiln/internal/sched"
 	"github.com/kilnbuild/kiln/internal/store"
@@ -79,7 +80,7 @@ func (s *Server) asideFor(losses uint32) time.Duration {
 	if losses == 0 || losses%limit != 0 {
 		return 0
 	}
-	return s.cfg.AsideFor << min(losses/limit-1, 4)
+	return backoff.Exponential{Base: s.cfg.AsideFor, Max: 16 * s.cfg.AsideFor}.Delay(int(losses / limit))
 }
 
 // lossLocked counts an attempt lost by build server name and puts it aside

@@ -1,33 +1,28 @@
 package worker
 
 import (
-	"math/rand/v2"
 	"time"
+
+	"github.com/kilnbuild/kiln/internal/backoff"
 )
 
-// Reconnect backoff: the first retry comes after about backoffMin, each
-// further failure doubles the delay up to backoffMax, and each delay is
-// jittered down to half so that volunteers cut off together by a metaserver
-// restart do not reconnect in lockstep. A session that stayed up for
-// backoffStable resets the delay.
-const (
-	backoffMin    = 100 * time.Millisecond
-	backoffMax    = 10 * time.Second
-	backoffStable = 10 * time.Second
-)
+// Reconnect backoff: the first retry comes after about 100 ms, each further
+// failure doubles the delay up to 10 s, and each delay is jittered down to
+// half so that volunteers cut off together by a metaserver restart do not
+// reconnect in lockstep. A session that stayed up for backoffStable resets
+// the delay.
+var reconnectDelay = backoff.Exponential{Base: 100 * time.Millisecond, Max: 10 * time.Second, Low: 0.5, High: 1}
 
-// backoff computes reconnect delays; not safe for concurrent use.
-type backoff struct{ failures int }
+const backoffStable = 10 * time.Second
+
+// reconnects counts failed connections in a row; not safe for concurrent use.
+type reconnects struct{ failures int }
 
 // next returns the delay before the next attempt and counts a failure.
-func (b *backoff) next() time.Duration {
-	d := backoffMin << min(b.failures, 16)
-	if d > backoffMax || d <= 0 {
-		d = backoffMax
-	}
+func (b *reconnects) next() time.Duration {
 	b.failures++
-	return d/2 + rand.N(d/2+1)
+	return reconnectDelay.Delay(b.failures)
 }
 
 // reset forgets past failures.
-func (b *backoff) reset() { b.failures = 0 }
+func (b *reconnects) reset() { b.failures = 0 }

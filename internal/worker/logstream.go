@@ -17,7 +17,7 @@ import (
 // logChunkMax bytes are waiting, logFlushDelay after the first unsent byte,
 // and at once at the end of each step.
 const (
-	logChunkMax   = 64 << 10
+	logChunkMax   = kilnv1.MaxLogChunkBytes
 	logFlushDelay = 50 * time.Millisecond
 )
 

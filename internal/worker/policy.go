@@ -2,8 +2,6 @@ package worker
 
 import (
 	"fmt"
-	"slices"
-	"sort"
 	"time"
 
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
@@ -36,29 +34,11 @@ func refusal(p *kilnv1.BuildServerPolicy, t *Target, a *kilnv1.Assignment) strin
 	if t == nil {
 		return fmt.Sprintf("target %q is not offered by this build server", a.GetTargetId())
 	}
-	if allowed := p.GetAllowedProjects(); len(allowed) > 0 && !slices.Contains(allowed, a.GetProject()) {
-		return fmt.Sprintf("project %q is not allowed by this build server's policy", a.GetProject())
+	if reason := p.Refusal(a.GetProject(), a.GetOptions(), a.GetRecipe().GetTimeoutSeconds()); reason != "" {
+		return "policy: " + reason
 	}
-	names := make([]string, 0, len(p.GetAllowedOptions()))
-	for name := range p.GetAllowedOptions() {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		v, set := a.GetOptions()[name]
-		if set && !slices.Contains(p.GetAllowedOptions()[name].GetValues(), v) {
-			return fmt.Sprintf("option %s=%q is not allowed by this build server's policy (allowed: %q)",
-				name, v, p.GetAllowedOptions()[name].GetValues())
-		}
-	}
-	if capSec, want := p.GetMaxBuildSeconds(), a.GetRecipe().GetTimeoutSeconds(); capSec > 0 && want > capSec {
-		return fmt.Sprintf("time limit %ds exceeds this build server's maximum of %ds", want, capSec)
-	}
-	tools := t.Info.GetSystem().GetTools()
-	for _, tool := range a.GetRecipe().GetRequires() {
-		if _, ok := tools[tool]; !ok {
-			return fmt.Sprintf("required tool %q is missing on target %q", tool, t.Info.GetId())
-		}
+	if tool := t.Info.GetSystem().MissingTool(a.GetRecipe().GetRequires()); tool != "" {
+		return fmt.Sprintf("required tool %q is missing on target %q", tool, t.Info.GetId())
 	}
 	return ""
 }

@@ -111,7 +111,8 @@ func TestJobsPerSlot(t *testing.T) {
 }
 
 func TestBackoffGrowsToItsCapWithJitter(t *testing.T) {
-	var b backoff
+	var b reconnects
+	backoffMin, backoffMax := reconnectDelay.Base, reconnectDelay.Max
 	prevMax := time.Duration(0)
 	for i := range 20 {
 		d := b.next()

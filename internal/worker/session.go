@@ -28,7 +28,7 @@ type sessionStream = grpc.BidiStreamingClient[kilnv1.SessionRequest, kilnv1.Sess
 // sessions keeps a session up until life ends (nil) or the metaserver
 // refuses the credential (*AuthError).
 func (c *Client) sessions(life context.Context, rpc kilnv1.WorkerServiceClient) error {
-	var b backoff
+	var b reconnects
 	for {
 		start := time.Now()
 		established, err := c.session(life, rpc)

@@ -17,7 +17,7 @@ import (
 // limit); one upload may wait through a short outage of the metaserver
 // (WaitForReady) but not longer than uploadTimeout.
 const (
-	uploadChunk   = 1 << 20
+	uploadChunk   = kilnv1.MaxUploadChunkBytes
 	uploadTimeout = 10 * time.Minute
 )
 
