@@ -298,7 +298,11 @@ func bwrapArgs(s Step) ([]string, error) {
 				return nil, fmt.Errorf("bind: %q is not a directory", p)
 			}
 		}
-		add(dst, "--bind", src, dst)
+		if b.ReadOnly {
+			add(dst, "--ro-bind", src, dst)
+		} else {
+			add(dst, "--bind", src, dst)
+		}
 	}
 	// Parents before children: a deeper mount must not be covered by a
 	// later shallower one.

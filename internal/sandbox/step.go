@@ -88,6 +88,9 @@ type Step struct {
 // Bind is a host directory Src seen at Dst inside the sandbox.
 type Bind struct {
 	Src, Dst string
+	// ReadOnly binds it read-only (e.g. a build's dependency sysroot at a
+	// fixed path).
+	ReadOnly bool
 }
 
 // User is a numeric user and group a step runs as.

@@ -164,3 +164,43 @@ func TestBwrap_Run_BindsADirectoryOverASystemPath(t *testing.T) {
 		t.Error("a bind onto a missing path was accepted")
 	}
 }
+
+// TestBwrap_Run_ReadOnlyBindIsSeenButNotWritten: a read-only Bind (a
+// build's dependency sysroot at /tmp/kiln/sysroot) shows the host
+// directory at its new path, and the step can neither change nor add to
+// it, although the host directory is writable by everyone.
+func TestBwrap_Run_ReadOnlyBindIsSeenButNotWritten(t *testing.T) {
+	b := needBwrap(t)
+	sysroot := filepath.Join(t.TempDir(), "sysroot")
+	if err := os.Mkdir(sysroot, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	header := filepath.Join(sysroot, "lib.h")
+	if err := os.WriteFile(header, []byte("int x;\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Only the mount may protect them.
+	os.Chmod(sysroot, 0o777)
+	os.Chmod(header, 0o666)
+	os.Chmod(filepath.Dir(sysroot), 0o755)
+	out, err := run(t, b, Step{Binds: []Bind{{Src: sysroot, Dst: "/tmp/kiln/sysroot", ReadOnly: true}},
+		Command: `cat /tmp/kiln/sysroot/lib.h; if echo bad >> /tmp/kiln/sysroot/lib.h 2>/dev/null; then echo CHANGED; fi; ` +
+			`if touch /tmp/kiln/sysroot/new 2>/dev/null; then echo ADDED; fi`})
+	if err != nil {
+		t.Fatalf("Run: %v (%s)", err, out)
+	}
+	if !strings.Contains(out, "int x;") {
+		t.Errorf("the bound directory is not seen at its new path: %q", out)
+	}
+	for _, bad := range []string{"CHANGED", "ADDED"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("the step %s the read-only bind: %q", bad, out)
+		}
+	}
+	if data, _ := os.ReadFile(header); string(data) != "int x;\n" {
+		t.Errorf("the host file is now %q", data)
+	}
+	if _, err := os.Stat(filepath.Join(sysroot, "new")); err == nil {
+		t.Error("the step added a file to the host directory")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -118,9 +119,14 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	env := stepEnv(a, target, lay.home, lay.dest, r.jobs, files...)
 	env = append(env, reproducibleEnv(src)...)
 	var readOnly []string
+	binds := lay.binds
 	if deps := a.GetDependencies(); len(deps) > 0 {
 		sysroot := filepath.Join(j.dir, sysrootName)
-		extra, err := stageDependencies(ctx, r.downloader, deps, sysroot, env)
+		seen := sysroot
+		if r.fixedLayout {
+			seen = fixedSysroot
+		}
+		extra, err := stageDependencies(ctx, r.downloader, deps, sysroot, seen, env)
 		if err != nil {
 			if ctx.Err() != nil {
 				return stopped(ctx)
@@ -130,14 +136,19 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		for _, d := range deps {
 			j.log.notef("dependency %s: build %d, artifact %s", d.GetProject(), d.GetBuildId(), d.GetArtifact().GetSha256())
 		}
-		env, readOnly = append(env, extra...), []string{sysroot}
+		env = append(env, extra...)
+		if r.fixedLayout {
+			binds = append(slices.Clone(binds), sandbox.Bind{Src: sysroot, Dst: seen, ReadOnly: true})
+		} else {
+			readOnly = []string{sysroot}
+		}
 	}
 	s := steps{
 		r: r, j: j, deadline: time.Now().Add(timeout), timeout: timeout,
 		base: sandbox.Step{
 			Dir:      lay.src,
 			Writable: lay.writable,
-			Binds:    lay.binds,
+			Binds:    binds,
 			ReadOnly: readOnly,
 			Hostname: buildHostname,
 			Hide:     r.hide,
