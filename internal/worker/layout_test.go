@@ -1,6 +1,10 @@
 package worker
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"io"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -46,6 +50,17 @@ int main(void) { puts(__FILE__); return 0; }
 		if files["env.txt"] != want {
 			t.Errorf("attempt %d environment:\n%s\nwant:\n%s", id, files["env.txt"], want)
 		}
+		// The artifact's entries carry the commit's time.
+		tr := tar.NewReader(gunzip(t, f.blob(t, res)))
+		for {
+			h, err := tr.Next()
+			if err != nil {
+				break
+			}
+			if got := strconv.FormatInt(h.ModTime.Unix(), 10); got != strings.TrimSpace(string(committed)) {
+				t.Errorf("attempt %d: %s packed with time %s, want the commit's", id, h.Name, got)
+			}
+		}
 		if !strings.Contains(files["where"], "/tmp/kiln/src/where.c") {
 			t.Errorf("attempt %d: the binary does not record the fixed path", id)
 		}
@@ -56,4 +71,14 @@ int main(void) { puts(__FILE__); return 0; }
 	if _, err := strconv.ParseInt(strings.TrimSpace(string(committed)), 10, 64); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// gunzip opens a gzip stream held in data.
+func gunzip(t *testing.T, data []byte) io.Reader {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return zr
 }

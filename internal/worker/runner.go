@@ -117,7 +117,8 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		limits.CPUSeconds = uint64(timeout / time.Second)
 	}
 	env := stepEnv(a, target, lay.home, lay.dest, r.jobs, files...)
-	env = append(env, reproducibleEnv(src)...)
+	epoch := sourceEpoch(src)
+	env = append(env, reproducibleEnv(epoch)...)
 	var readOnly []string
 	binds := lay.binds
 	if deps := a.GetDependencies(); len(deps) > 0 {
@@ -237,7 +238,7 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	artPath := filepath.Join(j.dir, artifactName)
 	var art *kilnv1.Artifact
 	if err == nil {
-		art, err = pack(entries, artPath, maxArtifact)
+		art, err = pack(entries, artPath, maxArtifact, epoch)
 		if be := (*buildError)(nil); diskBound && errors.As(err, &be) {
 			// pack's only build error is its size limit, here the disk's share.
 			err = &buildError{overDiskCap(diskCap(r.sandbox))}
