@@ -13,15 +13,16 @@ import (
 	"github.com/kilnbuild/kiln/internal/farmtest"
 )
 
-// reproStampFiles is a program that prints when it was built, the time
-// taken by `cmd` in its Makefile: `date` (the build's own clock) or
-// `date -d @$SOURCE_DATE_EPOCH` (the commit's time, which Kiln sets).
+// reproStampFiles is a program that prints when, by whom and where it was
+// built: the time taken by `cmd` in its Makefile, `date` (the build's own
+// clock) or `date -d @$SOURCE_DATE_EPOCH` (the commit's time, which Kiln
+// sets), and `id -u`, `id -g` and `hostname` (which Kiln fixes).
 func reproStampFiles(cmd string) map[string]string {
 	return map[string]string{
 		"kiln.yaml": "requires: [make, cc]\nbuild:\n  - make\nartifacts: [stamped]\ntimeout: 5m\n",
 		"stamped.c": "#include <stdio.h>\n#include \"stamp.h\"\nint main(void) { puts(\"built \" STAMP); return 0; }\n",
 		"Makefile": "stamped: stamped.c stamp.h\n\t$(CC) -O2 -g -o stamped stamped.c\n" +
-			"stamp.h:\n\techo \"#define STAMP \\\"$$(" + cmd + " +%Y-%m-%dT%H:%M:%S.%N)\\\"\" > stamp.h\n",
+			"stamp.h:\n\techo \"#define STAMP \\\"$$(" + cmd + " +%Y-%m-%dT%H:%M:%S.%N) by $$(id -u):$$(id -g) on $$(hostname)\\\"\" > stamp.h\n",
 	}
 }
 

@@ -204,3 +204,41 @@ func TestBwrap_Run_ReadOnlyBindIsSeenButNotWritten(t *testing.T) {
 		t.Error("the step added a file to the host directory")
 	}
 }
+
+// TestBwrap_Run_IdentityIsTheUidTheStepSees: with Identity the step is
+// uid and gid 1000 inside, whatever its real user, and what it makes
+// belongs to that real user on the host; root as the identity is refused.
+func TestBwrap_Run_IdentityIsTheUidTheStepSees(t *testing.T) {
+	b := needBwrap(t)
+	dir := t.TempDir()
+	out, err := run(t, b, Step{Dir: dir, Identity: &User{UID: 1000, GID: 1000},
+		Command: `echo "id=$(id -u):$(id -g)"; touch made; stat -c 'owner=%u:%g' made; ` +
+			`echo "capeff=$(awk '/^CapEff/{print $2}' /proc/self/status)"; if mount -o remount,bind,rw / 2>/dev/null; then echo REMOUNTED; fi`})
+	if err != nil {
+		t.Fatalf("Run: %v (%s)", err, out)
+	}
+	if !strings.Contains(out, "id=1000:1000") || !strings.Contains(out, "owner=1000:1000") {
+		t.Errorf("the step does not see itself as 1000:1000:\n%s", out)
+	}
+	if !strings.Contains(out, "capeff=0000000000000000") || strings.Contains(out, "REMOUNTED") {
+		t.Errorf("with an identity the step holds a capability:\n%s", out)
+	}
+	fi, err := os.Lstat(filepath.Join(dir, "made"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := uint32(os.Geteuid())
+	if want == 0 {
+		want = testUser.UID
+	}
+	if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != want {
+		t.Errorf("on the host the step's file belongs to uid %d, want the real user %d", uid, want)
+	}
+	for _, id := range []User{{UID: 0, GID: 1000}, {UID: 1000, GID: 0}} {
+		_, err := run(t, b, Step{Identity: &id, Command: "true"})
+		var se *SetupError
+		if !errors.As(err, &se) || !errors.Is(err, ErrRootStep) {
+			t.Errorf("identity %v: %v, want a SetupError wrapping ErrRootStep", id, err)
+		}
+	}
+}

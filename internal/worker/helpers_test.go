@@ -157,7 +157,6 @@ func untar(t testing.TB, data []byte) map[string]string {
 	}
 }
 
-
 // randomBytes returns n bytes that gzip cannot shrink.
 func randomBytes(n int) []byte {
 	b := make([]byte, n)

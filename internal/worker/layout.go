@@ -21,6 +21,12 @@ const buildRoot = "/tmp/kiln"
 // buildHostname is the host name every sandboxed step sees.
 const buildHostname = "kiln"
 
+// buildIdentity is the uid and gid every sandboxed step sees itself as
+// (`id -u`, the owner of its files inside), whatever its real uid: a
+// per-build uid on a root build server, the volunteer's own otherwise.
+// The sandbox maps it to that real uid, which the host sees.
+var buildIdentity = sandbox.User{UID: 1000, GID: 1000}
+
 // layout is where a build's directories are for its steps, and what the
 // sandbox must bind or make writable for that.
 type layout struct {

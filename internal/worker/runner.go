@@ -144,9 +144,14 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 			readOnly = []string{sysroot}
 		}
 	}
+	var identity *sandbox.User
+	if r.fixedLayout {
+		identity = &buildIdentity
+	}
 	s := steps{
 		r: r, j: j, deadline: time.Now().Add(timeout), timeout: timeout,
 		base: sandbox.Step{
+			Identity: identity,
 			Dir:      lay.src,
 			Writable: lay.writable,
 			Binds:    binds,
