@@ -257,11 +257,19 @@ func (r *ReproReport) WriteMarkdown(w io.Writer) error {
 	fmt.Fprintf(&b, "**%d of %d cells built on both sides reproduce (%.0f%%)**, bit for bit (the artifacts' sha256).\n\n", same, built, pct)
 	fmt.Fprintf(&b, "Run of %s, Kiln %s, on %s; it took %s. ", r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Kiln, r.Machine, r.Elapsed.Round(time.Second))
 	b.WriteString("Produced by `scripts/acceptance.sh --repro` (TestAcceptanceRepro): two farms, each a metaserver and one build server, " +
-		"build every cell from the same commit with the default recipe. The two build servers differ as two volunteers' would:\n\n")
+		"build every cell from the same commit with the default recipe, side b after side a. The two build servers differ as two volunteers' would:\n\n")
 	b.WriteString("| side | data directory | host name | build uids from |\n|---|---|---|---|\n")
 	for _, s := range r.Sides {
 		fmt.Fprintf(&b, "| %s | `%s` | `%s` | %d |\n", s.Name, s.DataDir, s.Hostname, s.BuildUID)
 	}
+	b.WriteString("\nCommits built: ")
+	for i, p := range r.Projects {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s `%.12s`", p.Name, p.Commit)
+	}
+	b.WriteString(".\n")
 	b.WriteString("\nA differing cell lists its differing files (internal/artifactdiff: content, mode, owner, time, link), " +
 		"each with how many bytes differ and which side's own names it holds.\n\n")
 	b.WriteString("| project | ")
