@@ -8,7 +8,7 @@ PROGRAMS := metaserver buildserver startcompile webstatus
 BUF := .tools/node_modules/@bufbuild/buf-linux-x64/bin/buf
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build setup demo test unit proto-check lint fuzz bench clean acceptance acceptance-ci
+.PHONY: all build setup demo test unit proto-check lint fuzz bench clean acceptance acceptance-ci acceptance-repro
 
 all: build
 
@@ -41,6 +41,12 @@ acceptance: setup
 # The bounded subset `make test` runs.
 acceptance-ci: setup
 	bash scripts/acceptance.sh --ci
+
+# Reproducibility: every project built on two build servers (different data
+# directories, host names, build uids), artifacts compared; writes its
+# section of ACCEPTANCE.md (10 projects x native by default).
+acceptance-repro: setup
+	bash scripts/acceptance.sh --repro
 
 proto-check:
 	$(BUF) lint

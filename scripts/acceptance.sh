@@ -7,6 +7,12 @@
 #   scripts/acceptance.sh --ci     the bounded subset `make test` runs
 #                                  (3 projects x 3 platforms); fails unless
 #                                  every cell succeeds
+#   scripts/acceptance.sh --repro  reproducibility (issue 16): every cell built
+#                                  by two build servers that differ in data
+#                                  directory, host name and build uids; the
+#                                  artifacts' sha256 compared, differing files
+#                                  listed; its section goes into ACCEPTANCE.md
+#                                  (default: 10 projects x native)
 #
 # Environment: KILN_ACCEPTANCE_CACHE (default .acceptance) holds the
 # downloaded source packages and the git repositories made from them, reused
@@ -52,10 +58,16 @@ ci_platforms="native s390x armhf"
 mode=full
 case "${1:-}" in
 --ci) mode=ci ;;
+--repro) mode=repro ;;
 "") ;;
-*) echo "usage: $0 [--ci]" >&2; exit 2 ;;
+*) echo "usage: $0 [--ci|--repro]" >&2; exit 2 ;;
 esac
-if [ "$mode" = ci ]; then
+if [ "$mode" = repro ]; then
+  projects="${KILN_ACCEPTANCE_PROJECTS:-$(echo "$projects_table" | awk -F'|' 'NF>1{printf "%s ", $1}')}"
+  platforms="${KILN_ACCEPTANCE_PLATFORMS:-native}"
+  report="${KILN_ACCEPTANCE_REPORT:-$root/ACCEPTANCE.md}"
+  strict="${KILN_ACCEPTANCE_STRICT:-0}"
+elif [ "$mode" = ci ]; then
   projects="${KILN_ACCEPTANCE_PROJECTS:-$ci_projects}"
   platforms="${KILN_ACCEPTANCE_PLATFORMS:-$ci_platforms}"
   report="${KILN_ACCEPTANCE_REPORT:-$cache/ACCEPTANCE-ci.md}"
@@ -184,8 +196,14 @@ echo "acceptance: $mode run: projects [$projects] x platforms [$platforms] -> $r
 cd "$root"
 start=$(date +%s)
 status=0
-KILN_ACCEPTANCE="$list" KILN_ACCEPTANCE_PLATFORMS="$platforms" \
-  KILN_ACCEPTANCE_REPORT="$report" KILN_ACCEPTANCE_STRICT="$strict" \
-  go test -count=1 -timeout 8h -run '^TestAcceptance$' -v ./internal/acceptance/ || status=$?
+if [ "$mode" = repro ]; then
+  KILN_ACCEPTANCE_REPRO="$list" KILN_ACCEPTANCE_PLATFORMS="$platforms" \
+    KILN_ACCEPTANCE_REPORT="$report" KILN_ACCEPTANCE_STRICT="$strict" \
+    go test -count=1 -timeout 8h -run '^TestAcceptanceRepro$' -v ./internal/acceptance/ || status=$?
+else
+  KILN_ACCEPTANCE="$list" KILN_ACCEPTANCE_PLATFORMS="$platforms" \
+    KILN_ACCEPTANCE_REPORT="$report" KILN_ACCEPTANCE_STRICT="$strict" \
+    go test -count=1 -timeout 8h -run '^TestAcceptance$' -v ./internal/acceptance/ || status=$?
+fi
 echo "acceptance: $(( $(date +%s) - start ))s; report in $report"
 exit $status

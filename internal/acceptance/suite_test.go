@@ -180,6 +180,12 @@ func choosePlatforms(t *testing.T, names string) []Platform {
 // prober's reason when rejected.
 func waitTargets(t *testing.T, f *farmtest.Farm) map[string]string {
 	t.Helper()
+	return waitTargetsOf(t, f, len(Platforms))
+}
+
+// waitTargetsOf is waitTargets for a build server given n targets.
+func waitTargetsOf(t *testing.T, f *farmtest.Farm, n int) map[string]string {
+	t.Helper()
 	status := map[string]string{}
 	farmtest.Eventually(t, targetsTimeout, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -199,8 +205,8 @@ func waitTargets(t *testing.T, f *farmtest.Farm) map[string]string {
 			for _, r := range s.GetRejectedTargets() {
 				got[r.GetTargetId()] = "target not offered: " + r.GetReason()
 			}
-			if len(got) < len(Platforms) {
-				return fmt.Errorf("%d of %d targets reported", len(got), len(Platforms))
+			if len(got) < n {
+				return fmt.Errorf("%d of %d targets reported", len(got), n)
 			}
 			status = got
 			return nil
@@ -321,8 +327,15 @@ func writeReport(t *testing.T, rep *Report, path string) {
 		t.Errorf("report: %v", err)
 		return
 	}
+	// A reproducibility run's section (scripts/acceptance.sh --repro) stays.
+	old, _ := os.ReadFile(path)
+	replaceFile(t, path, SpliceSection(b.String(), ReproSection(string(old))))
+}
+
+// replaceFile replaces path with data through a temporary file and a rename.
+func replaceFile(t *testing.T, path, data string) {
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+	if err := os.WriteFile(tmp, []byte(data), 0o644); err != nil {
 		t.Errorf("report: %v", err)
 		return
 	}

@@ -54,6 +54,10 @@ type Farm struct {
 	// relative to it (issue 13: a relative --data-dir broke the
 	// buildserver's probe and `metaserver pin`).
 	RelativeDirs bool
+	// Hostname, when set before StartBuildserver, runs each build server
+	// in a UTS namespace of its own with this host name (`unshare --uts`;
+	// root only), as two volunteers' machines differ.
+	Hostname string
 
 	metaDataDir string
 	meta        *Metaserver
@@ -281,7 +285,7 @@ func (f *Farm) StartBuildserver(token string, extraArgs ...string) *Process {
 	n := f.nbuilder
 	f.mu.Unlock()
 	name := fmt.Sprintf("buildserver-%d", n)
-	dir := filepath.Join(f.Dir, name)
+	dir := f.BuildserverDir(n)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		f.t.Fatalf("farmtest: %v", err)
 	}
@@ -291,7 +295,20 @@ func (f *Farm) StartBuildserver(token string, extraArgs ...string) *Process {
 		// share build uids; the build server refuses a range in use.
 		args = append(args, "--build-uid", strconv.FormatUint(uint64(NextBuildUID()), 10))
 	}
-	return f.start(name, Binary(f.t, "buildserver"), args...)
+	bin := Binary(f.t, "buildserver")
+	if f.Hostname != "" {
+		// unshare execs the shell, which execs the build server: one pid
+		// throughout, so Stop and Kill reach it.
+		args = append([]string{"--uts", "sh", "-c", `hostname "$0" && exec "$@"`, f.Hostname, bin}, args...)
+		bin = "unshare"
+	}
+	return f.start(name, bin, args...)
+}
+
+// BuildserverDir is the data directory StartBuildserver gave its nth
+// build server (1 for the first).
+func (f *Farm) BuildserverDir(n int) string {
+	return filepath.Join(f.Dir, fmt.Sprintf("buildserver-%d", n))
 }
 
 func (f *Farm) requireMeta() *Metaserver {

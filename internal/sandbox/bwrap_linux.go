@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -298,7 +299,11 @@ func bwrapArgs(s Step) ([]string, error) {
 				return nil, fmt.Errorf("bind: %q is not a directory", p)
 			}
 		}
-		add(dst, "--bind", src, dst)
+		if b.ReadOnly {
+			add(dst, "--ro-bind", src, dst)
+		} else {
+			add(dst, "--bind", src, dst)
+		}
 	}
 	// Parents before children: a deeper mount must not be covered by a
 	// later shallower one.
@@ -307,6 +312,14 @@ func bwrapArgs(s Step) ([]string, error) {
 	args := baseArgs()
 	for _, m := range mounts {
 		args = append(args, m.args...)
+	}
+	if s.Identity != nil {
+		if s.Identity.UID == 0 || s.Identity.GID == 0 {
+			// Root inside its namespace would hold that namespace's
+			// capabilities: never, as for User.
+			return nil, fmt.Errorf("step %q: identity %d:%d: %w", s.Name, s.Identity.UID, s.Identity.GID, ErrRootStep)
+		}
+		args = append(args, "--uid", strconv.FormatUint(uint64(s.Identity.UID), 10), "--gid", strconv.FormatUint(uint64(s.Identity.GID), 10))
 	}
 	if s.Hostname != "" {
 		args = append(args, "--hostname", s.Hostname)

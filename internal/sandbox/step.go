@@ -44,6 +44,13 @@ type Step struct {
 	// Hostname, when not empty, is the host name the step sees (its own
 	// UTS namespace). Ignored by Unsandboxed.
 	Hostname string
+	// Identity, when not nil, is the uid and gid the step sees itself as
+	// (`id -u`, the owner of the files it makes, as seen inside): its
+	// user namespace maps them to its real user (User, or the runner's
+	// own), which stays what the host sees. The same Identity on every
+	// build server hides their different real uids from the build.
+	// Ignored by Unsandboxed.
+	Identity *User
 	// ReadOnly lists host directories bound read-only at the same path,
 	// visible even inside a hidden directory (e.g. a build's sysroot of
 	// dependency artifacts under the data directory). Each must exist.
@@ -88,6 +95,9 @@ type Step struct {
 // Bind is a host directory Src seen at Dst inside the sandbox.
 type Bind struct {
 	Src, Dst string
+	// ReadOnly binds it read-only (e.g. a build's dependency sysroot at a
+	// fixed path).
+	ReadOnly bool
 }
 
 // User is a numeric user and group a step runs as.

@@ -164,3 +164,81 @@ func TestBwrap_Run_BindsADirectoryOverASystemPath(t *testing.T) {
 		t.Error("a bind onto a missing path was accepted")
 	}
 }
+
+// TestBwrap_Run_ReadOnlyBindIsSeenButNotWritten: a read-only Bind (a
+// build's dependency sysroot at /tmp/kiln/sysroot) shows the host
+// directory at its new path, and the step can neither change nor add to
+// it, although the host directory is writable by everyone.
+func TestBwrap_Run_ReadOnlyBindIsSeenButNotWritten(t *testing.T) {
+	b := needBwrap(t)
+	sysroot := filepath.Join(t.TempDir(), "sysroot")
+	if err := os.Mkdir(sysroot, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	header := filepath.Join(sysroot, "lib.h")
+	if err := os.WriteFile(header, []byte("int x;\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Only the mount may protect them.
+	os.Chmod(sysroot, 0o777)
+	os.Chmod(header, 0o666)
+	os.Chmod(filepath.Dir(sysroot), 0o755)
+	out, err := run(t, b, Step{Binds: []Bind{{Src: sysroot, Dst: "/tmp/kiln/sysroot", ReadOnly: true}},
+		Command: `cat /tmp/kiln/sysroot/lib.h; if echo bad >> /tmp/kiln/sysroot/lib.h 2>/dev/null; then echo CHANGED; fi; ` +
+			`if touch /tmp/kiln/sysroot/new 2>/dev/null; then echo ADDED; fi`})
+	if err != nil {
+		t.Fatalf("Run: %v (%s)", err, out)
+	}
+	if !strings.Contains(out, "int x;") {
+		t.Errorf("the bound directory is not seen at its new path: %q", out)
+	}
+	for _, bad := range []string{"CHANGED", "ADDED"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("the step %s the read-only bind: %q", bad, out)
+		}
+	}
+	if data, _ := os.ReadFile(header); string(data) != "int x;\n" {
+		t.Errorf("the host file is now %q", data)
+	}
+	if _, err := os.Stat(filepath.Join(sysroot, "new")); err == nil {
+		t.Error("the step added a file to the host directory")
+	}
+}
+
+// TestBwrap_Run_IdentityIsTheUidTheStepSees: with Identity the step is
+// uid and gid 1000 inside, whatever its real user, and what it makes
+// belongs to that real user on the host; root as the identity is refused.
+func TestBwrap_Run_IdentityIsTheUidTheStepSees(t *testing.T) {
+	b := needBwrap(t)
+	dir := t.TempDir()
+	out, err := run(t, b, Step{Dir: dir, Identity: &User{UID: 1000, GID: 1000},
+		Command: `echo "id=$(id -u):$(id -g)"; touch made; stat -c 'owner=%u:%g' made; ` +
+			`echo "capeff=$(awk '/^CapEff/{print $2}' /proc/self/status)"; if mount -o remount,bind,rw / 2>/dev/null; then echo REMOUNTED; fi`})
+	if err != nil {
+		t.Fatalf("Run: %v (%s)", err, out)
+	}
+	if !strings.Contains(out, "id=1000:1000") || !strings.Contains(out, "owner=1000:1000") {
+		t.Errorf("the step does not see itself as 1000:1000:\n%s", out)
+	}
+	if !strings.Contains(out, "capeff=0000000000000000") || strings.Contains(out, "REMOUNTED") {
+		t.Errorf("with an identity the step holds a capability:\n%s", out)
+	}
+	fi, err := os.Lstat(filepath.Join(dir, "made"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := uint32(os.Geteuid())
+	if want == 0 {
+		want = testUser.UID
+	}
+	if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != want {
+		t.Errorf("on the host the step's file belongs to uid %d, want the real user %d", uid, want)
+	}
+	for _, id := range []User{{UID: 0, GID: 1000}, {UID: 1000, GID: 0}} {
+		_, err := run(t, b, Step{Identity: &id, Command: "true"})
+		var se *SetupError
+		if !errors.As(err, &se) || !errors.Is(err, ErrRootStep) {
+			t.Errorf("identity %v: %v, want a SetupError wrapping ErrRootStep", id, err)
+		}
+	}
+}

@@ -157,9 +157,6 @@ func untar(t testing.TB, data []byte) map[string]string {
 	}
 }
 
-// nowMinus returns the time d seconds ago.
-func nowMinus(d int) time.Time { return time.Now().Add(-time.Duration(d) * time.Second) }
-
 // randomBytes returns n bytes that gzip cannot shrink.
 func randomBytes(n int) []byte {
 	b := make([]byte, n)

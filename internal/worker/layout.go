@@ -5,6 +5,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kilnbuild/kiln/internal/sandbox"
 )
@@ -19,6 +20,12 @@ const buildRoot = "/tmp/kiln"
 
 // buildHostname is the host name every sandboxed step sees.
 const buildHostname = "kiln"
+
+// buildIdentity is the uid and gid every sandboxed step sees itself as
+// (`id -u`, the owner of its files inside), whatever its real uid: a
+// per-build uid on a root build server, the volunteer's own otherwise.
+// The sandbox maps it to that real uid, which the host sees.
+var buildIdentity = sandbox.User{UID: 1000, GID: 1000}
 
 // layout is where a build's directories are for its steps, and what the
 // sandbox must bind or make writable for that.
@@ -69,19 +76,28 @@ func (l layout) seen(entries []string) []string {
 
 // reproducibleEnv is what makes two builds of one source on two volunteers
 // see the same environment beyond the fixed paths (docs/manifest.md says
-// which): SOURCE_DATE_EPOCH is the commit's time, which git archive
-// stamped on every entry of src (read back from the first one; absent for
+// which): SOURCE_DATE_EPOCH is the commit's time (sourceEpoch; absent for
 // an empty tree), TZ and the locale are fixed, and so are the user's name.
 // The umask (022) is the build server's own, set at its start.
-func reproducibleEnv(src string) []string {
+func reproducibleEnv(epoch time.Time) []string {
 	env := []string{"TZ=UTC", "LC_ALL=C.UTF-8", "USER=kiln", "LOGNAME=kiln"}
+	if epoch.IsZero() {
+		return env
+	}
+	return append(env, "SOURCE_DATE_EPOCH="+strconv.FormatInt(epoch.Unix(), 10))
+}
+
+// sourceEpoch is the commit's time, which git archive stamped on every
+// entry of src, read back from the first one before any step runs; the
+// zero time for an empty tree.
+func sourceEpoch(src string) time.Time {
 	entries, err := os.ReadDir(src)
 	if err != nil || len(entries) == 0 {
-		return env
+		return time.Time{}
 	}
 	fi, err := os.Lstat(src + "/" + entries[0].Name())
 	if err != nil {
-		return env
+		return time.Time{}
 	}
-	return append(env, "SOURCE_DATE_EPOCH="+strconv.FormatInt(fi.ModTime().Unix(), 10))
+	return time.Unix(fi.ModTime().Unix(), 0)
 }

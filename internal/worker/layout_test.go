@@ -1,6 +1,10 @@
 package worker
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"io"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -11,7 +15,7 @@ import (
 
 // TestSandboxedBuildsSeeOneFixedEnvironment: under bubblewrap every build
 // sees its directories at /tmp/kiln, the host name kiln, UTC, a fixed
-// locale and user, and SOURCE_DATE_EPOCH = the commit's time; so two
+// locale and user (name and uid 1000:1000), and SOURCE_DATE_EPOCH = the commit's time; so two
 // attempts of one commit in different build directories (as on two
 // volunteers) make the same artifact even when the compiler records paths
 // (-g, __FILE__).
@@ -30,7 +34,7 @@ int main(void) { puts(__FILE__); return 0; }
 
 	r := &kilnv1.Recipe{TimeoutSeconds: 60, Artifacts: []string{"where", "env.txt"}, BuildSteps: []string{
 		`cc -g -O0 -o where "$PWD/where.c"`,
-		`{ echo "pwd=$PWD"; echo "home=$HOME"; echo "dest=$KILN_DESTDIR"; echo "host=$(hostname)"; echo "tz=$TZ"; echo "lc=$LC_ALL"; echo "user=$USER"; echo "epoch=$SOURCE_DATE_EPOCH"; } > env.txt`,
+		`{ echo "pwd=$PWD"; echo "home=$HOME"; echo "dest=$KILN_DESTDIR"; echo "host=$(hostname)"; echo "tz=$TZ"; echo "lc=$LC_ALL"; echo "user=$USER"; echo "epoch=$SOURCE_DATE_EPOCH"; echo "id=$(id -u):$(id -g)"; } > env.txt`,
 	}}
 	var shas []string
 	for _, id := range []uint64{31, 32} {
@@ -42,9 +46,20 @@ int main(void) { puts(__FILE__); return 0; }
 		shas = append(shas, res.GetArtifact().GetSha256())
 		files := untar(t, f.blob(t, res))
 		want := "pwd=/tmp/kiln/src\nhome=/tmp/kiln/home\ndest=/tmp/kiln/dest\nhost=kiln\ntz=UTC\nlc=C.UTF-8\nuser=kiln\nepoch=" +
-			strings.TrimSpace(string(committed)) + "\n"
+			strings.TrimSpace(string(committed)) + "\nid=1000:1000\n"
 		if files["env.txt"] != want {
 			t.Errorf("attempt %d environment:\n%s\nwant:\n%s", id, files["env.txt"], want)
+		}
+		// The artifact's entries carry the commit's time.
+		tr := tar.NewReader(gunzip(t, f.blob(t, res)))
+		for {
+			h, err := tr.Next()
+			if err != nil {
+				break
+			}
+			if got := strconv.FormatInt(h.ModTime.Unix(), 10); got != strings.TrimSpace(string(committed)) {
+				t.Errorf("attempt %d: %s packed with time %s, want the commit's", id, h.Name, got)
+			}
 		}
 		if !strings.Contains(files["where"], "/tmp/kiln/src/where.c") {
 			t.Errorf("attempt %d: the binary does not record the fixed path", id)
@@ -56,4 +71,14 @@ int main(void) { puts(__FILE__); return 0; }
 	if _, err := strconv.ParseInt(strings.TrimSpace(string(committed)), 10, 64); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// gunzip opens a gzip stream held in data.
+func gunzip(t *testing.T, data []byte) io.Reader {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return zr
 }

@@ -145,13 +145,25 @@ var gzipPool = sync.Pool{New: func() any {
 	return gz
 }}
 
-// pack writes entries as a deterministic tar.gz to out: entries sorted by
-// name, times zeroed, owner 0/0 without names, modes normalized (0755 for
-// directories, symlinks and files with any execute bit, 0644 otherwise), so
-// identical trees give identical bytes. It streams through the file while
-// hashing; memory does not grow with the artifact. An artifact over max
-// bytes is a *buildError.
-func pack(entries []packEntry, out string, max int64) (*kilnv1.Artifact, error) {
+// pack writes entries as a deterministic tar.gz to out, so that identical
+// trees give identical bytes whoever built them and whenever:
+//
+//   - entries sorted by name (not in the file system's order);
+//   - every entry's time is mtime, the commit's time (SOURCE_DATE_EPOCH),
+//     or 1970 when there is none: a clamp to SOURCE_DATE_EPOCH that
+//     also raises older times, so that no time of the volunteer's files
+//     (a file copied with cp -p) gets in;
+//   - owner 0/0 without user or group names, no access or change
+//     times (a USTAR header; PAX records only for a name too long for
+//     one, the same for everyone);
+//   - modes normalized: 0755 for directories, symlinks 0777, 0755 for
+//     files with any execute bit, 0644 otherwise (no setuid, setgid,
+//     sticky or group/other differences of the volunteer's umask);
+//   - gzip at one fixed level with no name or time in its header.
+//
+// It streams through the file while hashing; memory does not grow with
+// the artifact. An artifact over max bytes is a *buildError.
+func pack(entries []packEntry, out string, max int64, mtime time.Time) (*kilnv1.Artifact, error) {
 	sort.Slice(entries, func(i, j int) bool { return entries[i].name < entries[j].name })
 	// Not O_TRUNC: out may hold an earlier artifact (a recycled build
 	// directory); it is written over and cut to size at the end, which
@@ -169,7 +181,7 @@ func pack(entries []packEntry, out string, max int64) (*kilnv1.Artifact, error) 
 	tw := tar.NewWriter(gz)
 	var files []string
 	for _, e := range entries {
-		if err := writeEntry(tw, e); err != nil {
+		if err := writeEntry(tw, e, mtime); err != nil {
 			if errors.Is(err, errTooLarge) {
 				return nil, &buildError{fmt.Sprintf("artifact exceeds the build server's limit of %d bytes", max)}
 			}
@@ -198,9 +210,13 @@ func pack(entries []packEntry, out string, max int64) (*kilnv1.Artifact, error) 
 	return &kilnv1.Artifact{Sha256: hex.EncodeToString(h.Sum(nil)), Size: uint64(cw.n), Files: files}, nil
 }
 
-// writeEntry writes one entry's header and, for a file, its content.
-func writeEntry(tw *tar.Writer, e packEntry) error {
-	hdr := &tar.Header{Name: e.name, ModTime: time.Unix(0, 0), Mode: 0o644}
+// writeEntry writes one entry's header, with time mtime, and, for a
+// file, its content.
+func writeEntry(tw *tar.Writer, e packEntry, mtime time.Time) error {
+	if mtime.IsZero() {
+		mtime = time.Unix(0, 0)
+	}
+	hdr := &tar.Header{Name: e.name, ModTime: mtime, Mode: 0o644}
 	mode := e.info.Mode()
 	switch {
 	case mode.IsDir():

@@ -3,6 +3,7 @@ package worker
 import (
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // BenchmarkPackSmallArtifact packs one small file, the no-op build's case.
@@ -15,7 +16,7 @@ func BenchmarkPackSmallArtifact(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := pack(entries, out, 1<<20); err != nil {
+		if _, err := pack(entries, out, 1<<20, time.Time{}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,12 +1,20 @@
 package worker
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
 // tree writes files (content) and symlinks ("-> target") under a new directory.
@@ -86,41 +94,107 @@ func TestCollectGlobs(t *testing.T) {
 	}
 }
 
-func TestPackIsDeterministicAndKeepsSymlinks(t *testing.T) {
-	files := map[string]string{"bin/hello": "binary", "share/doc": "doc", "bin/hi": "-> hello"}
-	a, b := tree(t, files), tree(t, files)
-	// Different modification times and an exec bit must not change the
-	// bytes beyond the exec bit itself.
-	os.Chmod(filepath.Join(a, "bin/hello"), 0o755)
-	os.Chmod(filepath.Join(b, "bin/hello"), 0o700)
-	os.Chtimes(filepath.Join(b, "share/doc"), nowMinus(3600), nowMinus(3600))
+// TestPack_SameTreeSameBytes: one tree made twice, as two volunteers
+// would, with files created in opposite orders (the file system lists
+// them differently), other modification times, another umask's modes and,
+// as root, other owners, packs to the same bytes; every header holds the
+// commit's time, owner 0/0 without names and a normalized mode.
+func TestPack_SameTreeSameBytes(t *testing.T) {
+	names := []string{"bin/hello", "bin/hi", "lib/libx.a", "share/doc/README", "share/doc/NEWS", "z", "a"}
+	content := func(n string) string { return "content of " + n }
+	epoch := time.Unix(1686355200, 0) // the commit's time
+	make1 := func(order []string, uid int, mtime time.Time, perm os.FileMode) string {
+		root := t.TempDir()
+		for _, n := range order {
+			p := filepath.Join(root, n)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if n == "bin/hi" {
+				if err := os.Symlink("hello", p); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			mode := perm
+			if n == "bin/hello" {
+				mode |= 0o111
+			}
+			if err := os.WriteFile(p, []byte(content(n)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(p, mode)
+			os.Chtimes(p, mtime, mtime)
+			if os.Geteuid() == 0 {
+				if err := os.Lchown(p, uid, uid); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		return root
+	}
+	reversed := slices.Clone(names)
+	slices.Reverse(reversed)
+	a := make1(names, 1234, time.Now(), 0o644)
+	b := make1(reversed, 4321, time.Unix(100, 0), 0o664)
 
 	out := t.TempDir()
-	pack1, err := collectTree(a)
+	var arts [2]*kilnv1.Artifact
+	for i, root := range []string{a, b} {
+		entries, err := collectTree(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if arts[i], err = pack(entries, filepath.Join(out, fmt.Sprintf("%d.tar.gz", i)), 1<<20, epoch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if arts[0].GetSha256() != arts[1].GetSha256() {
+		t.Errorf("same tree packed twice gives %s and %s", arts[0].GetSha256(), arts[1].GetSha256())
+	}
+	if want := []string{"a", "bin/hello", "bin/hi", "lib/libx.a", "share/doc/NEWS", "share/doc/README", "z"}; !slices.Equal(arts[0].GetFiles(), want) {
+		t.Errorf("files %q, want %q", arts[0].GetFiles(), want)
+	}
+	data, _ := os.ReadFile(filepath.Join(out, "0.tar.gz"))
+	if uint64(len(data)) != arts[0].GetSize() {
+		t.Errorf("size %d, file has %d bytes", arts[0].GetSize(), len(data))
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}
-	art1, err := pack(pack1, filepath.Join(out, "a.tar.gz"), 1<<20)
-	if err != nil {
-		t.Fatal(err)
+	if zr.Name != "" || !zr.ModTime.IsZero() {
+		t.Errorf("gzip header holds name %q, time %v", zr.Name, zr.ModTime)
 	}
-	pack2, _ := collectTree(b)
-	art2, err := pack(pack2, filepath.Join(out, "b.tar.gz"), 1<<20)
-	if err != nil {
-		t.Fatal(err)
+	tr := tar.NewReader(zr)
+	var order []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		order = append(order, h.Name)
+		want := int64(0o644)
+		switch {
+		case h.Typeflag == tar.TypeDir, h.Name == "bin/hello":
+			want = 0o755
+		case h.Typeflag == tar.TypeSymlink:
+			want = 0o777
+		}
+		if h.Uid != 0 || h.Gid != 0 || h.Uname != "" || h.Gname != "" || !h.ModTime.Equal(epoch) || h.Mode != want ||
+			!h.AccessTime.IsZero() || !h.ChangeTime.IsZero() || len(h.PAXRecords) != 0 {
+			t.Errorf("header of %s: uid %d gid %d %q %q mtime %v mode %o (want %o) atime %v pax %v",
+				h.Name, h.Uid, h.Gid, h.Uname, h.Gname, h.ModTime, h.Mode, want, h.AccessTime, h.PAXRecords)
+		}
 	}
-	if art1.GetSha256() != art2.GetSha256() {
-		t.Errorf("same tree packed twice gives %s and %s", art1.GetSha256(), art2.GetSha256())
-	}
-	if !slices.Equal(art1.GetFiles(), []string{"bin/hello", "bin/hi", "share/doc"}) {
-		t.Errorf("files %q", art1.GetFiles())
-	}
-	data, _ := os.ReadFile(filepath.Join(out, "a.tar.gz"))
-	if uint64(len(data)) != art1.GetSize() {
-		t.Errorf("size %d, file has %d bytes", art1.GetSize(), len(data))
+	if !slices.IsSorted(order) {
+		t.Errorf("entries in the order %q, want sorted", order)
 	}
 	got := untar(t, data)
-	if got["bin/hi"] != "-> hello" || got["bin/hello"] != "binary" {
+	if got["bin/hi"] != "-> hello" || got["bin/hello"] != content("bin/hello") {
 		t.Errorf("archive holds %q", got)
 	}
 }
@@ -132,7 +206,7 @@ func TestPackRefusesAnArtifactOverTheCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	entries, _ := collectGlobs(root, []string{"big"})
-	_, err := pack(entries, filepath.Join(t.TempDir(), "a.tar.gz"), 4<<10)
+	_, err := pack(entries, filepath.Join(t.TempDir(), "a.tar.gz"), 4<<10, time.Time{})
 	var be *buildError
 	if !errors.As(err, &be) || !strings.Contains(be.reason, "exceeds") {
 		t.Fatalf("err = %v, want a build error about the size limit", err)

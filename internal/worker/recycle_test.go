@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -168,7 +169,7 @@ func TestWritersOfARecycledBuildDirectoryLeaveNothingOfTheEarlierBuild(t *testin
 	if err != nil {
 		t.Fatal(err)
 	}
-	art, err := pack([]packEntry{{name: "out", path: out, info: fi}}, filepath.Join(dir, artifactName), 1<<20)
+	art, err := pack([]packEntry{{name: "out", path: out, info: fi}}, filepath.Join(dir, artifactName), 1<<20, time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -116,11 +117,17 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		limits.CPUSeconds = uint64(timeout / time.Second)
 	}
 	env := stepEnv(a, target, lay.home, lay.dest, r.jobs, files...)
-	env = append(env, reproducibleEnv(src)...)
+	epoch := sourceEpoch(src)
+	env = append(env, reproducibleEnv(epoch)...)
 	var readOnly []string
+	binds := lay.binds
 	if deps := a.GetDependencies(); len(deps) > 0 {
 		sysroot := filepath.Join(j.dir, sysrootName)
-		extra, err := stageDependencies(ctx, r.downloader, deps, sysroot, env)
+		seen := sysroot
+		if r.fixedLayout {
+			seen = fixedSysroot
+		}
+		extra, err := stageDependencies(ctx, r.downloader, deps, sysroot, seen, env)
 		if err != nil {
 			if ctx.Err() != nil {
 				return stopped(ctx)
@@ -130,14 +137,24 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		for _, d := range deps {
 			j.log.notef("dependency %s: build %d, artifact %s", d.GetProject(), d.GetBuildId(), d.GetArtifact().GetSha256())
 		}
-		env, readOnly = append(env, extra...), []string{sysroot}
+		env = append(env, extra...)
+		if r.fixedLayout {
+			binds = append(slices.Clone(binds), sandbox.Bind{Src: sysroot, Dst: seen, ReadOnly: true})
+		} else {
+			readOnly = []string{sysroot}
+		}
+	}
+	var identity *sandbox.User
+	if r.fixedLayout {
+		identity = &buildIdentity
 	}
 	s := steps{
 		r: r, j: j, deadline: time.Now().Add(timeout), timeout: timeout,
 		base: sandbox.Step{
+			Identity: identity,
 			Dir:      lay.src,
 			Writable: lay.writable,
-			Binds:    lay.binds,
+			Binds:    binds,
 			ReadOnly: readOnly,
 			Hostname: buildHostname,
 			Hide:     r.hide,
@@ -226,7 +243,7 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	artPath := filepath.Join(j.dir, artifactName)
 	var art *kilnv1.Artifact
 	if err == nil {
-		art, err = pack(entries, artPath, maxArtifact)
+		art, err = pack(entries, artPath, maxArtifact, epoch)
 		if be := (*buildError)(nil); diskBound && errors.As(err, &be) {
 			// pack's only build error is its size limit, here the disk's share.
 			err = &buildError{overDiskCap(diskCap(r.sandbox))}

@@ -16,8 +16,14 @@ import (
 )
 
 // sysrootName is where an attempt's dependency artifacts are unpacked,
-// under its build directory; steps see it read-only as $KILN_SYSROOT.
+// under its build directory; steps see it read-only as $KILN_SYSROOT, at
+// buildRoot/sysroot under bubblewrap (fixedSysroot) so that the paths a
+// build records from it (-I and -L flags, pkg-config and libtool files,
+// run paths) are the same on every volunteer, else at its host path.
 const sysrootName = "sysroot"
+
+// fixedSysroot is where sandboxed steps see the sysroot.
+const fixedSysroot = buildRoot + "/" + sysrootName
 
 // dependencyTimeout bounds the download of one dependency artifact.
 const dependencyTimeout = 10 * time.Minute
@@ -25,9 +31,10 @@ const dependencyTimeout = 10 * time.Minute
 // stageDependencies downloads the artifacts of deps from the metaserver
 // (compilecli.Fetch: size and sha256 verified before extraction), refuses
 // one that is not the artifact the assignment names, unpacks them all into
-// sysroot and makes their pkg-config files point into it. It returns the
-// environment that lets the steps build against them (sysrootEnv).
-func stageDependencies(ctx context.Context, client kilnv1.CompileServiceClient, deps []*kilnv1.BuildDependency, sysroot string, env []string) ([]string, error) {
+// the host directory sysroot and makes their pkg-config files point into
+// it as the steps see it, at seen. It returns the environment that lets
+// the steps build against them (sysrootEnv).
+func stageDependencies(ctx context.Context, client kilnv1.CompileServiceClient, deps []*kilnv1.BuildDependency, sysroot, seen string, env []string) ([]string, error) {
 	if client == nil {
 		return nil, fmt.Errorf("no connection to download dependencies")
 	}
@@ -53,17 +60,18 @@ func stageDependencies(ctx context.Context, client kilnv1.CompileServiceClient, 
 				d.GetProject(), d.GetBuildId(), got.GetSha256(), got.GetSize(), want.GetSha256(), want.GetSize())
 		}
 	}
-	if err := relocatePkgConfig(sysroot); err != nil {
+	if err := relocatePkgConfig(sysroot, seen); err != nil {
 		return nil, fmt.Errorf("relocating pkg-config files: %w", err)
 	}
-	return sysrootEnv(sysroot, env), nil
+	return sysrootEnv(sysroot, seen, env), nil
 }
 
-// relocatePkgConfig rewrites every *.pc file under sysroot so that each
-// variable holding an absolute path ("prefix=/usr/local") holds it under
-// sysroot: the artifacts were installed for their prefix, and are found
-// here instead.
-func relocatePkgConfig(sysroot string) error {
+// relocatePkgConfig rewrites every *.pc file under the host directory
+// sysroot so that each variable holding an absolute path
+// ("prefix=/usr/local") holds it under seen, where the steps see sysroot:
+// the artifacts were installed for their prefix, and are found there
+// instead.
+func relocatePkgConfig(sysroot, seen string) error {
 	return filepath.WalkDir(sysroot, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() || !strings.HasSuffix(path, ".pc") {
 			return err
@@ -77,8 +85,8 @@ func relocatePkgConfig(sysroot string) error {
 		for sc.Scan() {
 			line := sc.Text()
 			if name, val, ok := strings.Cut(line, "="); ok && !strings.ContainsAny(name, ": \t") &&
-				strings.HasPrefix(val, "/") && !strings.HasPrefix(val, sysroot+"/") {
-				line = name + "=" + sysroot + val
+				strings.HasPrefix(val, "/") && !strings.HasPrefix(val, seen+"/") {
+				line = name + "=" + seen + val
 			}
 			out.WriteString(line)
 			out.WriteByte('\n')
@@ -91,7 +99,8 @@ func relocatePkgConfig(sysroot string) error {
 }
 
 // sysrootEnv returns the variables that point a build at the dependency
-// artifacts under sysroot, for each install prefix found there ("usr/local",
+// artifacts under the host directory sysroot, named as the steps see it
+// (under seen), for each install prefix found there ("usr/local",
 // "usr", the root): KILN_SYSROOT; PKG_CONFIG_PATH (searched before the
 // target's PKG_CONFIG_LIBDIR); CPPFLAGS and CPATH (-I, headers); LDFLAGS
 // and LIBRARY_PATH (-L, libraries, also for Makefiles that ignore
@@ -99,25 +108,28 @@ func relocatePkgConfig(sysroot string) error {
 // qemu-user; on the musl target a run path in LDFLAGS instead, see
 // below); CMAKE_PREFIX_PATH. Values env (the target's) already has are
 // kept after the sysroot's.
-func sysrootEnv(sysroot string, env []string) []string {
+func sysrootEnv(sysroot, seen string, env []string) []string {
 	var incs, libs, pcs, prefixes []string
-	isDir := func(p string) bool { fi, err := os.Stat(p); return err == nil && fi.IsDir() }
+	isDir := func(rel string) bool {
+		fi, err := os.Stat(filepath.Join(sysroot, rel))
+		return err == nil && fi.IsDir()
+	}
 	for _, p := range []string{"usr/local", "usr", ""} {
-		root := filepath.Join(sysroot, p)
+		root := filepath.Join(seen, p)
 		found := false
-		if inc := filepath.Join(root, "include"); isDir(inc) {
-			incs, found = append(incs, inc), true
+		if inc := filepath.Join(p, "include"); isDir(inc) {
+			incs, found = append(incs, filepath.Join(seen, inc)), true
 		}
 		for _, l := range []string{"lib", "lib64"} {
-			if lib := filepath.Join(root, l); isDir(lib) {
-				libs, found = append(libs, lib), true
+			if lib := filepath.Join(p, l); isDir(lib) {
+				libs, found = append(libs, filepath.Join(seen, lib)), true
 				if pc := filepath.Join(lib, "pkgconfig"); isDir(pc) {
-					pcs = append(pcs, pc)
+					pcs = append(pcs, filepath.Join(seen, pc))
 				}
 			}
 		}
-		if pc := filepath.Join(root, "share", "pkgconfig"); isDir(pc) {
-			pcs = append(pcs, pc)
+		if pc := filepath.Join(p, "share", "pkgconfig"); isDir(pc) {
+			pcs = append(pcs, filepath.Join(seen, pc))
 		}
 		if found {
 			prefixes = append(prefixes, root)
@@ -154,7 +166,7 @@ func sysrootEnv(sysroot string, env []string) []string {
 		runtime = ""
 	}
 	out := []string{
-		"KILN_SYSROOT=" + sysroot,
+		"KILN_SYSROOT=" + seen,
 		join("PKG_CONFIG_PATH", ":", pcs),
 		join("CPPFLAGS", " ", flags("-I", incs)),
 		join("CPATH", ":", incs),
