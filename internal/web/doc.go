@@ -20,6 +20,7 @@
 //	/build/<id>/artifact        the artifact as an attachment
 //	/projects                   the projects of the newest builds, passing and broken
 //	/project/<name>             recent commits × platforms, where it broke, how to build it
+//	/project/<name>/feed.atom   an Atom feed of its finished builds, failures with their log's end
 //	/badge/<name>.svg           an SVG status badge; ?platform=arch=s390x,...
 //	/healthz                    "ok"
 //

@@ -29,6 +29,7 @@ type projectView struct {
 	CheckCommand string `json:"check_command"`
 	BuildsURL    string `json:"builds_url"`
 	BadgeURL     string `json:"badge_url"`
+	FeedURL      string `json:"feed_url"`
 	// Truncated says the project has more builds than the page read.
 	Truncated bool `json:"truncated"`
 }
@@ -107,6 +108,7 @@ func (s *server) handleProject(w http.ResponseWriter, r *http.Request) {
 		CheckCommand: checkCommand(name),
 		BuildsURL:    buildFilter{Project: name}.url(""),
 		BadgeURL:     badgeURL(name),
+		FeedURL:      feedURL(name),
 		Truncated:    more,
 	}
 	v.NeverBuiltOn = neverBuiltOn(v.Platforms, servers.GetBuildServers())
