@@ -127,6 +127,7 @@ func LogFlags(o *LogOptions, getenv func(string) string) *flag.FlagSet {
 	fs := newFlagSet("startcompile log")
 	bindConnection(fs, &o.Connection, getenv)
 	fs.BoolVar(&o.Follow, "follow", false, "keep printing until the build is final")
+	fs.BoolVar(&o.Follow, "f", false, "short for --follow")
 	return fs
 }
 

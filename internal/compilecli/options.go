@@ -277,11 +277,11 @@ func (o *CancelOptions) Validate() error {
 	return nil
 }
 
-// LogOptions configures `startcompile log [--follow] BUILD_ID`.
+// LogOptions configures `startcompile log [-f|--follow] BUILD_ID`.
 type LogOptions struct {
 	Connection
-	// Follow keeps printing until the build is final.
-	Follow bool `flag:"follow"`
+	// Follow keeps printing until the build is final (-f is its short name).
+	Follow bool `flag:"follow,f"`
 	// BuildID names the build.
 	BuildID uint64 `arg:"build_id"`
 }

@@ -105,6 +105,9 @@ func TestEveryFlagSetsItsTaggedFieldAndEveryTaggedFieldHasAFlag(t *testing.T) {
 			}
 			for _, name := range flags {
 				field := v.FieldByIndex(fields[name])
+				if field.Kind() == reflect.Bool {
+					field.SetBool(false) // a short name may share its field
+				}
 				before := reflect.ValueOf(field.Interface())
 				copyBefore := reflect.New(field.Type()).Elem()
 				copyBefore.Set(before)

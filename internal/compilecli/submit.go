@@ -145,7 +145,10 @@ func wait(ctx context.Context, env Env, client kilnv1.CompileServiceClient, b *k
 // fetch downloads and unpacks an artifact into dir and lists the files on
 // stdout (unless asJSON).
 func fetch(ctx context.Context, env Env, client kilnv1.CompileServiceClient, req *kilnv1.DownloadArtifactRequest, dir string, asJSON bool, res *Result) error {
-	d, err := download(ctx, client, req, dir, env.Limits)
+	d, err := download(ctx, client, req, dir, env.Limits, func(h *kilnv1.DownloadHeader) *meter {
+		label := fmt.Sprintf("[build %d] downloading %s", h.GetBuildId(), shortHash(h.GetArtifact().GetSha256()))
+		return newMeter(env.Stderr, env.Terminal(env.Stderr), label, h.GetArtifact().GetSize(), nil)
+	})
 	if err != nil {
 		return err
 	}
