@@ -131,6 +131,9 @@ type Tx interface {
 	// CreatePin fails with ErrExists when the name is taken: a name always
 	// resolves to the same bytes.
 	CreatePin(p *Pin) error
+	// Pins calls fn for every pin in name order until fn returns an error
+	// (returned as is) or ErrStop (returns nil).
+	Pins(fn func(*Pin) error) error
 
 	// Blob returns a small artifact stored inline by its sha256.
 	Blob(sha256 string) ([]byte, error)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 	"unicode"
 
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
@@ -32,6 +33,43 @@ type projectView struct {
 	FeedURL      string `json:"feed_url"`
 	// Truncated says the project has more builds than the page read.
 	Truncated bool `json:"truncated"`
+	// Pins are the project's pinned artifacts, in name order.
+	Pins []pinView `json:"pins"`
+}
+
+// pinView is one pin on a project page.
+type pinView struct {
+	Name     string     `json:"name"`
+	BuildID  uint64     `json:"build_id"`
+	URL      string     `json:"url"`
+	Commit   string     `json:"commit"`
+	Sha256   string     `json:"sha256"`
+	Size     uint64     `json:"size"`
+	Platform string     `json:"platform"`
+	At       *time.Time `json:"created_at"`
+	// Withdrawn says why the pin no longer resolves, "" while it does.
+	Withdrawn string `json:"withdrawn"`
+	// Command downloads the pinned artifact.
+	Command string `json:"command"`
+}
+
+// newPinViews turns ListPins' answer into the page's rows.
+func newPinViews(pins []*kilnv1.PinStatus) []pinView {
+	out := []pinView{}
+	for _, p := range pins {
+		v := pinView{Name: p.GetName(), BuildID: p.GetBuildId(), URL: buildURL(p.GetBuildId()), Commit: p.GetCommit(),
+			Sha256: p.GetSha256(), Size: p.GetSize(), Withdrawn: p.GetWithdrawn(),
+			Command: "startcompile --pin " + shellQuote(p.GetName()) + " --download DIR EMAIL"}
+		if p.GetPlatform() != nil {
+			v.Platform = describeSystem(p.GetPlatform())
+		}
+		if p.GetCreatedAt() != nil {
+			t := p.GetCreatedAt().AsTime()
+			v.At = &t
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 // projectsView is the data of /projects.
@@ -112,6 +150,12 @@ func (s *server) handleProject(w http.ResponseWriter, r *http.Request) {
 		Truncated:    more,
 	}
 	v.NeverBuiltOn = neverBuiltOn(v.Platforms, servers.GetBuildServers())
+	pins, err := s.status.ListPins(ctx, &kilnv1.ListPinsRequest{Project: name})
+	if err != nil {
+		s.writeError(w, r, fromRPC(err, "pins of "+name))
+		return
+	}
+	v.Pins = newPinViews(pins.GetPins())
 	s.respond(w, r, "project", "Project "+name, "projects", v)
 }
 
