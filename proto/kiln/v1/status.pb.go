@@ -836,6 +836,200 @@ func (x *PinStatus) GetWithdrawn() string {
 	return ""
 }
 
+// GetHistoryRequest asks for the samples taken after since (unset: all
+// kept).
+type GetHistoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetHistoryRequest) Reset() {
+	*x = GetHistoryRequest{}
+	mi := &file_kiln_v1_status_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHistoryRequest) ProtoMessage() {}
+
+func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_status_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
+func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetHistoryRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+// GetHistoryResponse lists samples oldest first (at most 2,000).
+type GetHistoryResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Samples []*Sample              `protobuf:"bytes,1,rep,name=samples,proto3" json:"samples,omitempty"`
+	// The sampling interval, in seconds.
+	IntervalSeconds uint32 `protobuf:"varint,2,opt,name=interval_seconds,json=intervalSeconds,proto3" json:"interval_seconds,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GetHistoryResponse) Reset() {
+	*x = GetHistoryResponse{}
+	mi := &file_kiln_v1_status_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHistoryResponse) ProtoMessage() {}
+
+func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_status_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
+func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetHistoryResponse) GetSamples() []*Sample {
+	if x != nil {
+		return x.Samples
+	}
+	return nil
+}
+
+func (x *GetHistoryResponse) GetIntervalSeconds() uint32 {
+	if x != nil {
+		return x.IntervalSeconds
+	}
+	return 0
+}
+
+// Sample is the farm at one moment.
+type Sample struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	At               *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	QueueLength      uint32                 `protobuf:"varint,2,opt,name=queue_length,json=queueLength,proto3" json:"queue_length,omitempty"`
+	ConnectedTargets uint32                 `protobuf:"varint,3,opt,name=connected_targets,json=connectedTargets,proto3" json:"connected_targets,omitempty"`
+	// Cache hits and misses since the previous sample.
+	CacheHits             uint64 `protobuf:"varint,4,opt,name=cache_hits,json=cacheHits,proto3" json:"cache_hits,omitempty"`
+	CacheMisses           uint64 `protobuf:"varint,5,opt,name=cache_misses,json=cacheMisses,proto3" json:"cache_misses,omitempty"`
+	ConnectedBuildServers uint32 `protobuf:"varint,6,opt,name=connected_build_servers,json=connectedBuildServers,proto3" json:"connected_build_servers,omitempty"`
+	RunningBuilds         uint32 `protobuf:"varint,7,opt,name=running_builds,json=runningBuilds,proto3" json:"running_builds,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *Sample) Reset() {
+	*x = Sample{}
+	mi := &file_kiln_v1_status_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Sample) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Sample) ProtoMessage() {}
+
+func (x *Sample) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_status_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Sample.ProtoReflect.Descriptor instead.
+func (*Sample) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Sample) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *Sample) GetQueueLength() uint32 {
+	if x != nil {
+		return x.QueueLength
+	}
+	return 0
+}
+
+func (x *Sample) GetConnectedTargets() uint32 {
+	if x != nil {
+		return x.ConnectedTargets
+	}
+	return 0
+}
+
+func (x *Sample) GetCacheHits() uint64 {
+	if x != nil {
+		return x.CacheHits
+	}
+	return 0
+}
+
+func (x *Sample) GetCacheMisses() uint64 {
+	if x != nil {
+		return x.CacheMisses
+	}
+	return 0
+}
+
+func (x *Sample) GetConnectedBuildServers() uint32 {
+	if x != nil {
+		return x.ConnectedBuildServers
+	}
+	return 0
+}
+
+func (x *Sample) GetRunningBuilds() uint32 {
+	if x != nil {
+		return x.RunningBuilds
+	}
+	return 0
+}
+
 var File_kiln_v1_status_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_status_proto_rawDesc = "" +
@@ -914,13 +1108,29 @@ const file_kiln_v1_status_proto_rawDesc = "" +
 	"\bplatform\x18\a \x01(\v2\x13.kiln.v1.SystemInfoR\bplatform\x129\n" +
 	"\n" +
 	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1c\n" +
-	"\twithdrawn\x18\t \x01(\tR\twithdrawn2\xba\x02\n" +
+	"\twithdrawn\x18\t \x01(\tR\twithdrawn\"E\n" +
+	"\x11GetHistoryRequest\x120\n" +
+	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"j\n" +
+	"\x12GetHistoryResponse\x12)\n" +
+	"\asamples\x18\x01 \x03(\v2\x0f.kiln.v1.SampleR\asamples\x12)\n" +
+	"\x10interval_seconds\x18\x02 \x01(\rR\x0fintervalSeconds\"\xa5\x02\n" +
+	"\x06Sample\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12!\n" +
+	"\fqueue_length\x18\x02 \x01(\rR\vqueueLength\x12+\n" +
+	"\x11connected_targets\x18\x03 \x01(\rR\x10connectedTargets\x12\x1d\n" +
+	"\n" +
+	"cache_hits\x18\x04 \x01(\x04R\tcacheHits\x12!\n" +
+	"\fcache_misses\x18\x05 \x01(\x04R\vcacheMisses\x126\n" +
+	"\x17connected_build_servers\x18\x06 \x01(\rR\x15connectedBuildServers\x12%\n" +
+	"\x0erunning_builds\x18\a \x01(\rR\rrunningBuilds2\x81\x03\n" +
 	"\rStatusService\x12H\n" +
 	"\vGetOverview\x12\x1b.kiln.v1.GetOverviewRequest\x1a\x1c.kiln.v1.GetOverviewResponse\x12W\n" +
 	"\x10ListBuildServers\x12 .kiln.v1.ListBuildServersRequest\x1a!.kiln.v1.ListBuildServersResponse\x12E\n" +
 	"\n" +
 	"ListBuilds\x12\x1a.kiln.v1.ListBuildsRequest\x1a\x1b.kiln.v1.ListBuildsResponse\x12?\n" +
-	"\bListPins\x12\x18.kiln.v1.ListPinsRequest\x1a\x19.kiln.v1.ListPinsResponseB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
+	"\bListPins\x12\x18.kiln.v1.ListPinsRequest\x1a\x19.kiln.v1.ListPinsResponse\x12E\n" +
+	"\n" +
+	"GetHistory\x12\x1a.kiln.v1.GetHistoryRequest\x1a\x1b.kiln.v1.GetHistoryResponseB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
 
 var (
 	file_kiln_v1_status_proto_rawDescOnce sync.Once
@@ -934,7 +1144,7 @@ func file_kiln_v1_status_proto_rawDescGZIP() []byte {
 	return file_kiln_v1_status_proto_rawDescData
 }
 
-var file_kiln_v1_status_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_kiln_v1_status_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_kiln_v1_status_proto_goTypes = []any{
 	(*GetOverviewRequest)(nil),       // 0: kiln.v1.GetOverviewRequest
 	(*GetOverviewResponse)(nil),      // 1: kiln.v1.GetOverviewResponse
@@ -946,43 +1156,51 @@ var file_kiln_v1_status_proto_goTypes = []any{
 	(*ListPinsRequest)(nil),          // 7: kiln.v1.ListPinsRequest
 	(*ListPinsResponse)(nil),         // 8: kiln.v1.ListPinsResponse
 	(*PinStatus)(nil),                // 9: kiln.v1.PinStatus
-	nil,                              // 10: kiln.v1.GetOverviewResponse.BuildsByStateEntry
-	(*timestamppb.Timestamp)(nil),    // 11: google.protobuf.Timestamp
-	(*Target)(nil),                   // 12: kiln.v1.Target
-	(*BuildServerPolicy)(nil),        // 13: kiln.v1.BuildServerPolicy
-	(*RejectedTarget)(nil),           // 14: kiln.v1.RejectedTarget
-	(BuildState)(0),                  // 15: kiln.v1.BuildState
-	(*Build)(nil),                    // 16: kiln.v1.Build
-	(*SystemInfo)(nil),               // 17: kiln.v1.SystemInfo
+	(*GetHistoryRequest)(nil),        // 10: kiln.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),       // 11: kiln.v1.GetHistoryResponse
+	(*Sample)(nil),                   // 12: kiln.v1.Sample
+	nil,                              // 13: kiln.v1.GetOverviewResponse.BuildsByStateEntry
+	(*timestamppb.Timestamp)(nil),    // 14: google.protobuf.Timestamp
+	(*Target)(nil),                   // 15: kiln.v1.Target
+	(*BuildServerPolicy)(nil),        // 16: kiln.v1.BuildServerPolicy
+	(*RejectedTarget)(nil),           // 17: kiln.v1.RejectedTarget
+	(BuildState)(0),                  // 18: kiln.v1.BuildState
+	(*Build)(nil),                    // 19: kiln.v1.Build
+	(*SystemInfo)(nil),               // 20: kiln.v1.SystemInfo
 }
 var file_kiln_v1_status_proto_depIdxs = []int32{
-	10, // 0: kiln.v1.GetOverviewResponse.builds_by_state:type_name -> kiln.v1.GetOverviewResponse.BuildsByStateEntry
-	11, // 1: kiln.v1.GetOverviewResponse.oldest_queued_at:type_name -> google.protobuf.Timestamp
-	11, // 2: kiln.v1.GetOverviewResponse.started_at:type_name -> google.protobuf.Timestamp
+	13, // 0: kiln.v1.GetOverviewResponse.builds_by_state:type_name -> kiln.v1.GetOverviewResponse.BuildsByStateEntry
+	14, // 1: kiln.v1.GetOverviewResponse.oldest_queued_at:type_name -> google.protobuf.Timestamp
+	14, // 2: kiln.v1.GetOverviewResponse.started_at:type_name -> google.protobuf.Timestamp
 	4,  // 3: kiln.v1.ListBuildServersResponse.build_servers:type_name -> kiln.v1.BuildServerStatus
-	12, // 4: kiln.v1.BuildServerStatus.targets:type_name -> kiln.v1.Target
-	11, // 5: kiln.v1.BuildServerStatus.last_seen:type_name -> google.protobuf.Timestamp
-	13, // 6: kiln.v1.BuildServerStatus.policy:type_name -> kiln.v1.BuildServerPolicy
-	14, // 7: kiln.v1.BuildServerStatus.rejected_targets:type_name -> kiln.v1.RejectedTarget
-	11, // 8: kiln.v1.BuildServerStatus.put_aside_until:type_name -> google.protobuf.Timestamp
-	15, // 9: kiln.v1.ListBuildsRequest.state:type_name -> kiln.v1.BuildState
-	16, // 10: kiln.v1.ListBuildsResponse.builds:type_name -> kiln.v1.Build
+	15, // 4: kiln.v1.BuildServerStatus.targets:type_name -> kiln.v1.Target
+	14, // 5: kiln.v1.BuildServerStatus.last_seen:type_name -> google.protobuf.Timestamp
+	16, // 6: kiln.v1.BuildServerStatus.policy:type_name -> kiln.v1.BuildServerPolicy
+	17, // 7: kiln.v1.BuildServerStatus.rejected_targets:type_name -> kiln.v1.RejectedTarget
+	14, // 8: kiln.v1.BuildServerStatus.put_aside_until:type_name -> google.protobuf.Timestamp
+	18, // 9: kiln.v1.ListBuildsRequest.state:type_name -> kiln.v1.BuildState
+	19, // 10: kiln.v1.ListBuildsResponse.builds:type_name -> kiln.v1.Build
 	9,  // 11: kiln.v1.ListPinsResponse.pins:type_name -> kiln.v1.PinStatus
-	17, // 12: kiln.v1.PinStatus.platform:type_name -> kiln.v1.SystemInfo
-	11, // 13: kiln.v1.PinStatus.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 14: kiln.v1.StatusService.GetOverview:input_type -> kiln.v1.GetOverviewRequest
-	2,  // 15: kiln.v1.StatusService.ListBuildServers:input_type -> kiln.v1.ListBuildServersRequest
-	5,  // 16: kiln.v1.StatusService.ListBuilds:input_type -> kiln.v1.ListBuildsRequest
-	7,  // 17: kiln.v1.StatusService.ListPins:input_type -> kiln.v1.ListPinsRequest
-	1,  // 18: kiln.v1.StatusService.GetOverview:output_type -> kiln.v1.GetOverviewResponse
-	3,  // 19: kiln.v1.StatusService.ListBuildServers:output_type -> kiln.v1.ListBuildServersResponse
-	6,  // 20: kiln.v1.StatusService.ListBuilds:output_type -> kiln.v1.ListBuildsResponse
-	8,  // 21: kiln.v1.StatusService.ListPins:output_type -> kiln.v1.ListPinsResponse
-	18, // [18:22] is the sub-list for method output_type
-	14, // [14:18] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	20, // 12: kiln.v1.PinStatus.platform:type_name -> kiln.v1.SystemInfo
+	14, // 13: kiln.v1.PinStatus.created_at:type_name -> google.protobuf.Timestamp
+	14, // 14: kiln.v1.GetHistoryRequest.since:type_name -> google.protobuf.Timestamp
+	12, // 15: kiln.v1.GetHistoryResponse.samples:type_name -> kiln.v1.Sample
+	14, // 16: kiln.v1.Sample.at:type_name -> google.protobuf.Timestamp
+	0,  // 17: kiln.v1.StatusService.GetOverview:input_type -> kiln.v1.GetOverviewRequest
+	2,  // 18: kiln.v1.StatusService.ListBuildServers:input_type -> kiln.v1.ListBuildServersRequest
+	5,  // 19: kiln.v1.StatusService.ListBuilds:input_type -> kiln.v1.ListBuildsRequest
+	7,  // 20: kiln.v1.StatusService.ListPins:input_type -> kiln.v1.ListPinsRequest
+	10, // 21: kiln.v1.StatusService.GetHistory:input_type -> kiln.v1.GetHistoryRequest
+	1,  // 22: kiln.v1.StatusService.GetOverview:output_type -> kiln.v1.GetOverviewResponse
+	3,  // 23: kiln.v1.StatusService.ListBuildServers:output_type -> kiln.v1.ListBuildServersResponse
+	6,  // 24: kiln.v1.StatusService.ListBuilds:output_type -> kiln.v1.ListBuildsResponse
+	8,  // 25: kiln.v1.StatusService.ListPins:output_type -> kiln.v1.ListPinsResponse
+	11, // 26: kiln.v1.StatusService.GetHistory:output_type -> kiln.v1.GetHistoryResponse
+	22, // [22:27] is the sub-list for method output_type
+	17, // [17:22] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_status_proto_init() }
@@ -998,7 +1216,7 @@ func file_kiln_v1_status_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_status_proto_rawDesc), len(file_kiln_v1_status_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
