@@ -122,6 +122,12 @@ type Config struct {
 	OpenBlobs func() (cas.BlobStore, error)
 	// Version is reported on the status page.
 	Version string
+	// SampleInterval is how often the server samples itself for the
+	// overview's charts (queue, targets, cache hits); default one minute.
+	// SampleKeep bounds the samples kept, oldest deleted first (default
+	// 1,440: a day at one a minute).
+	SampleInterval time.Duration
+	SampleKeep     int
 	// Notifier receives final builds inside their last transaction, to queue
 	// mail and hooks (nil: none).
 	Notifier FinalHook
@@ -327,10 +333,11 @@ func (s *Server) Fatal() <-chan error { return s.fatal }
 func (s *Server) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
-	s.bg.Add(3)
+	s.bg.Add(4)
 	go func() { defer s.bg.Done(); s.commits.run(ctx) }()
 	go func() { defer s.bg.Done(); s.leaseLoop(ctx) }()
 	go func() { defer s.bg.Done(); s.collectLoop(ctx) }()
+	go func() { defer s.bg.Done(); s.sampleLoop(ctx) }()
 	s.mu.Lock()
 	s.dispatchLocked()
 	s.mu.Unlock()
