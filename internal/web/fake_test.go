@@ -43,6 +43,8 @@ type farm struct {
 	logChunk int
 	// pins answers ListPins (filtered by project).
 	pins []*kilnv1.PinStatus
+	// samples answers GetHistory (filtered by since).
+	samples []*kilnv1.Sample
 }
 
 type fakeLog struct {
@@ -264,6 +266,18 @@ func (s *fakeStatus) ListPins(_ context.Context, req *kilnv1.ListPinsRequest) (*
 	for _, p := range s.f.pins {
 		if req.GetProject() == "" || p.GetProject() == req.GetProject() {
 			resp.Pins = append(resp.Pins, proto.Clone(p).(*kilnv1.PinStatus))
+		}
+	}
+	return resp, nil
+}
+
+func (s *fakeStatus) GetHistory(_ context.Context, req *kilnv1.GetHistoryRequest) (*kilnv1.GetHistoryResponse, error) {
+	s.f.mu.Lock()
+	defer s.f.mu.Unlock()
+	resp := &kilnv1.GetHistoryResponse{IntervalSeconds: 60}
+	for _, sm := range s.f.samples {
+		if req.GetSince() == nil || !sm.GetAt().AsTime().Before(req.GetSince().AsTime()) {
+			resp.Samples = append(resp.Samples, sm)
 		}
 	}
 	return resp, nil

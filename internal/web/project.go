@@ -35,6 +35,10 @@ type projectView struct {
 	Truncated bool `json:"truncated"`
 	// Pins are the project's pinned artifacts, in name order.
 	Pins []pinView `json:"pins"`
+	// BuildTimes are the run times of its builds per platform, and
+	// BuildTimesChart draws them.
+	BuildTimes      []distRow `json:"build_times"`
+	BuildTimesChart chart     `json:"-"`
 }
 
 // pinView is one pin on a project page.
@@ -156,6 +160,8 @@ func (s *server) handleProject(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v.Pins = newPinViews(pins.GetPins())
+	v.BuildTimes = buildTimes(builds)
+	v.BuildTimesChart = distChart("chart-build-times", "Build time of "+name+" per platform", v.BuildTimes)
 	s.respond(w, r, "project", "Project "+name, "projects", v)
 }
 

@@ -66,7 +66,9 @@ var requestGroupCases = []testCase{
 		h.update(func(tx store.Tx) error { return tx.PutRequestGroup(g) })
 		g2 := &store.RequestGroup{Id: "g1", Email: "a@example.com", Mail: kilnv1.MailMode_MAIL_MODE_SUMMARY, RequestIds: []uint64{1, 2}, Sealed: true, CreatedAt: ts(0)}
 		h.update(func(tx store.Tx) error { return tx.PutRequestGroup(g2) })
-		h.update(func(tx store.Tx) error { return tx.PutRequestGroup(&store.RequestGroup{Id: "g0", Email: "b@example.com"}) })
+		h.update(func(tx store.Tx) error {
+			return tx.PutRequestGroup(&store.RequestGroup{Id: "g0", Email: "b@example.com"})
+		})
 		h.view(func(tx store.Tx) error {
 			got, err := tx.RequestGroup("g1")
 			must(t, err)
