@@ -83,6 +83,8 @@ func sample(typ reflect.Type, name string) string {
 		return "ILP32"
 	case "o", "platform":
 		return "arch=s390x"
+	case "mail":
+		return "none"
 	}
 	return "x1"
 }

@@ -59,6 +59,10 @@ func submit(ctx context.Context, env Env, o *SubmitOptions, res *Result) error {
 	if err != nil {
 		return err
 	}
+	mode, err := parseMail(o.Mail, false)
+	if err != nil {
+		return err
+	}
 	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	resp, err := client.Submit(rctx, &kilnv1.SubmitRequest{
 		Project:     o.Project,
@@ -66,6 +70,7 @@ func submit(ctx context.Context, env Env, o *SubmitOptions, res *Result) error {
 		Constraints: c,
 		Options:     opts,
 		Email:       o.Email,
+		Mail:        mode,
 	})
 	cancel()
 	if err != nil {

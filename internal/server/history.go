@@ -47,6 +47,7 @@ func (s *Server) sampleLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		s.sweepGroups()
 	}
 }
 

@@ -134,6 +134,14 @@ type Config struct {
 	Logger   *slog.Logger
 }
 
+// GroupHook, when the Config.Notifier also implements it, is called inside
+// the transaction that ends a request group's last build (or seals a group
+// whose builds had all ended) with the group and its builds, once, for a
+// group whose mail is SUMMARY.
+type GroupHook interface {
+	GroupFinished(tx store.Tx, g *store.RequestGroup, builds []*kilnv1.Build) error
+}
+
 // FinalHook is called inside the transaction that ends a build, with the
 // final build and its requests not yet notified, so that notifications are
 // queued atomically with the outcome.
@@ -234,6 +242,9 @@ type Server struct {
 	// depWaiting holds the active builds waiting for dependency builds
 	// (depends.go), by id; nil until the first one.
 	depWaiting map[uint64]*activeBuild
+	// groupMu serializes the submits that name a request group, from the
+	// check of the group's owner to the commit of the request (groups.go).
+	groupMu sync.Mutex
 	// limiter is keyed by email address, addrLimiter by peer IP address.
 	limiter     *limiter
 	addrLimiter *limiter

@@ -69,7 +69,7 @@ type CompileServiceClient interface {
 	Cancel(ctx context.Context, in *CancelRequest, opts ...grpc.CallOption) (*CancelResponse, error)
 	// SealGroup closes a request group (SubmitRequest.group) once the client
 	// has submitted every request of it; see SealGroupRequest. A group never
-	// sealed is sealed by the metaserver an hour after its last request.
+	// sealed is sealed by the metaserver an hour after it was opened.
 	SealGroup(ctx context.Context, in *SealGroupRequest, opts ...grpc.CallOption) (*SealGroupResponse, error)
 }
 
@@ -219,7 +219,7 @@ type CompileServiceServer interface {
 	Cancel(context.Context, *CancelRequest) (*CancelResponse, error)
 	// SealGroup closes a request group (SubmitRequest.group) once the client
 	// has submitted every request of it; see SealGroupRequest. A group never
-	// sealed is sealed by the metaserver an hour after its last request.
+	// sealed is sealed by the metaserver an hour after it was opened.
 	SealGroup(context.Context, *SealGroupRequest) (*SealGroupResponse, error)
 	mustEmbedUnimplementedCompileServiceServer()
 }

@@ -388,7 +388,11 @@ type RequestRecord struct {
 	// The request group it was submitted in (SubmitRequest.group), "" for
 	// none. A request of a group whose mail is "summary" or "none" gets no
 	// mail of its own.
-	Group         string `protobuf:"bytes,10,opt,name=group,proto3" json:"group,omitempty"`
+	Group string `protobuf:"bytes,10,opt,name=group,proto3" json:"group,omitempty"`
+	// How the requester is mailed (SubmitRequest.mail, defaulted: EACH
+	// without a group, SUMMARY in one). UNSPECIFIED in records written
+	// before it existed means EACH.
+	Mail          v1.MailMode `protobuf:"varint,11,opt,name=mail,proto3,enum=kiln.v1.MailMode" json:"mail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -491,6 +495,13 @@ func (x *RequestRecord) GetGroup() string {
 		return x.Group
 	}
 	return ""
+}
+
+func (x *RequestRecord) GetMail() v1.MailMode {
+	if x != nil {
+		return x.Mail
+	}
+	return v1.MailMode(0)
 }
 
 // ArtifactRecord is a cache entry: one built artifact for one platform.
@@ -1142,7 +1153,7 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\x11dependency_rounds\x18\v \x01(\rR\x10dependencyRounds\x1a\\\n" +
 	"\x12ExcludedUntilEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
-	"\x05value\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05value:\x028\x01\"\xf0\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05value:\x028\x01\"\x97\x03\n" +
 	"\rRequestRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x19\n" +
 	"\bbuild_id\x18\x02 \x01(\x04R\abuildId\x12\x14\n" +
@@ -1155,7 +1166,8 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\bnotified\x18\b \x01(\bR\bnotified\x12=\n" +
 	"\fwithdrawn_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vwithdrawnAt\x12\x14\n" +
 	"\x05group\x18\n" +
-	" \x01(\tR\x05group\"\x81\x03\n" +
+	" \x01(\tR\x05group\x12%\n" +
+	"\x04mail\x18\v \x01(\x0e2\x11.kiln.v1.MailModeR\x04mail\"\x81\x03\n" +
 	"\x0eArtifactRecord\x12\x1b\n" +
 	"\tcache_key\x18\x01 \x01(\tR\bcacheKey\x12\x1d\n" +
 	"\n" +
@@ -1253,9 +1265,9 @@ var file_kilnstore_v1_records_proto_goTypes = []any{
 	(*v1.Build)(nil),               // 14: kiln.v1.Build
 	(*v1.Recipe)(nil),              // 15: kiln.v1.Recipe
 	(*v1.PlatformConstraints)(nil), // 16: kiln.v1.PlatformConstraints
-	(*v1.Artifact)(nil),            // 17: kiln.v1.Artifact
-	(*v1.SystemInfo)(nil),          // 18: kiln.v1.SystemInfo
-	(v1.MailMode)(0),               // 19: kiln.v1.MailMode
+	(v1.MailMode)(0),               // 17: kiln.v1.MailMode
+	(*v1.Artifact)(nil),            // 18: kiln.v1.Artifact
+	(*v1.SystemInfo)(nil),          // 19: kiln.v1.SystemInfo
 }
 var file_kilnstore_v1_records_proto_depIdxs = []int32{
 	11, // 0: kilnstore.v1.ProjectRecord.project:type_name -> kiln.v1.Project
@@ -1272,26 +1284,27 @@ var file_kilnstore_v1_records_proto_depIdxs = []int32{
 	12, // 11: kilnstore.v1.RequestRecord.created_at:type_name -> google.protobuf.Timestamp
 	16, // 12: kilnstore.v1.RequestRecord.constraints:type_name -> kiln.v1.PlatformConstraints
 	12, // 13: kilnstore.v1.RequestRecord.withdrawn_at:type_name -> google.protobuf.Timestamp
-	17, // 14: kilnstore.v1.ArtifactRecord.artifact:type_name -> kiln.v1.Artifact
-	18, // 15: kilnstore.v1.ArtifactRecord.platform:type_name -> kiln.v1.SystemInfo
-	12, // 16: kilnstore.v1.ArtifactRecord.created_at:type_name -> google.protobuf.Timestamp
-	12, // 17: kilnstore.v1.ArtifactRecord.last_used:type_name -> google.protobuf.Timestamp
-	12, // 18: kilnstore.v1.PinRecord.created_at:type_name -> google.protobuf.Timestamp
-	12, // 19: kilnstore.v1.OutboxRecord.next_attempt_at:type_name -> google.protobuf.Timestamp
-	12, // 20: kilnstore.v1.OutboxRecord.created_at:type_name -> google.protobuf.Timestamp
-	12, // 21: kilnstore.v1.EnrollTokenRecord.created_at:type_name -> google.protobuf.Timestamp
-	12, // 22: kilnstore.v1.EnrollTokenRecord.expires_at:type_name -> google.protobuf.Timestamp
-	12, // 23: kilnstore.v1.EnrollTokenRecord.used_at:type_name -> google.protobuf.Timestamp
-	12, // 24: kilnstore.v1.SampleRecord.at:type_name -> google.protobuf.Timestamp
-	19, // 25: kilnstore.v1.RequestGroupRecord.mail:type_name -> kiln.v1.MailMode
-	12, // 26: kilnstore.v1.RequestGroupRecord.created_at:type_name -> google.protobuf.Timestamp
-	12, // 27: kilnstore.v1.RequestGroupRecord.done_at:type_name -> google.protobuf.Timestamp
-	12, // 28: kilnstore.v1.BuildRecord.ExcludedUntilEntry.value:type_name -> google.protobuf.Timestamp
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	17, // 14: kilnstore.v1.RequestRecord.mail:type_name -> kiln.v1.MailMode
+	18, // 15: kilnstore.v1.ArtifactRecord.artifact:type_name -> kiln.v1.Artifact
+	19, // 16: kilnstore.v1.ArtifactRecord.platform:type_name -> kiln.v1.SystemInfo
+	12, // 17: kilnstore.v1.ArtifactRecord.created_at:type_name -> google.protobuf.Timestamp
+	12, // 18: kilnstore.v1.ArtifactRecord.last_used:type_name -> google.protobuf.Timestamp
+	12, // 19: kilnstore.v1.PinRecord.created_at:type_name -> google.protobuf.Timestamp
+	12, // 20: kilnstore.v1.OutboxRecord.next_attempt_at:type_name -> google.protobuf.Timestamp
+	12, // 21: kilnstore.v1.OutboxRecord.created_at:type_name -> google.protobuf.Timestamp
+	12, // 22: kilnstore.v1.EnrollTokenRecord.created_at:type_name -> google.protobuf.Timestamp
+	12, // 23: kilnstore.v1.EnrollTokenRecord.expires_at:type_name -> google.protobuf.Timestamp
+	12, // 24: kilnstore.v1.EnrollTokenRecord.used_at:type_name -> google.protobuf.Timestamp
+	12, // 25: kilnstore.v1.SampleRecord.at:type_name -> google.protobuf.Timestamp
+	17, // 26: kilnstore.v1.RequestGroupRecord.mail:type_name -> kiln.v1.MailMode
+	12, // 27: kilnstore.v1.RequestGroupRecord.created_at:type_name -> google.protobuf.Timestamp
+	12, // 28: kilnstore.v1.RequestGroupRecord.done_at:type_name -> google.protobuf.Timestamp
+	12, // 29: kilnstore.v1.BuildRecord.ExcludedUntilEntry.value:type_name -> google.protobuf.Timestamp
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_kilnstore_v1_records_proto_init() }
