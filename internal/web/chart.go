@@ -19,7 +19,7 @@ import (
 // series is bounded before it is drawn: at most maxChartPoints points per
 // line, at most maxChartRows rows of distribution.
 const (
-	chartWidth     = 640
+	chartWidth     = 560
 	chartHeight    = 160
 	chartLeft      = 44 // room for the y labels
 	chartBottom    = 22 // room for the x labels
@@ -162,6 +162,17 @@ func niceCeil(v float64) float64 {
 	return 10 * p
 }
 
+// niceSeconds rounds a duration in seconds up to a round one, so the
+// axis reads 0, 15m, 30m rather than 0, 41m, 1h23m.
+func niceSeconds(v float64) float64 {
+	for _, d := range []float64{10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 21600, 43200, 86400} {
+		if v <= d {
+			return d
+		}
+	}
+	return math.Ceil(v/86400) * 86400
+}
+
 // axisLabel writes a value with its unit.
 func axisLabel(v float64, unit string) string {
 	switch unit {
@@ -243,13 +254,13 @@ func distChart(id, title string, rows []distRow) chart {
 	if len(rows) == 0 {
 		return emptyChart(id, title, "No build has run to a verdict yet.")
 	}
-	const rowH, labelW, right = 26, 230, 70
+	const rowH, labelW, right = 26, 210, 70
 	h := 28 + rowH*len(rows)
 	top := 0.0
 	for _, r := range rows {
 		top = max(top, r.Max)
 	}
-	top = niceCeil(top)
+	top = niceSeconds(top)
 	plotW := float64(chartWidth - labelW - right)
 	x := func(v float64) float64 { return float64(labelW) + math.Min(1, v/top)*plotW }
 	var b bytes.Buffer
