@@ -189,7 +189,7 @@ func axisLabel(v float64, unit string) string {
 
 // agoLabel is "now" or "24h ago".
 func agoLabel(d time.Duration) string {
-	if d < time.Minute {
+	if d < time.Second {
 		return "now"
 	}
 	return roughDuration(d) + " ago"
@@ -298,14 +298,26 @@ func truncateRunes(s string, n int) string {
 }
 
 // historyCharts draws the time-series charts of the overview from the
-// samples of the last chartWindow before now.
+// samples of the last chartWindow before now. A younger history (a new
+// farm, or samples taken often and so kept for a shorter time) spans
+// from its oldest sample, so a few minutes of it are not squeezed into
+// the right edge of a day.
 func historyCharts(samples []*kilnv1.Sample, now time.Time) []chart {
 	from := now.Add(-chartWindow)
+	for _, s := range samples {
+		if at := s.GetAt().AsTime(); !at.Before(from) && !at.After(now) {
+			from = at
+			break
+		}
+	}
+	from = time.Unix(0, min(from.UnixNano(), now.Add(-time.Minute).UnixNano())) // a minute at least
+	// Cache lookups are summed per 24th of the window (an hour for a
+	// day): a single sample's ratio is mostly 0/0.
+	bucket := max(now.Sub(from)/24, time.Minute)
 	var queue, targets, ratio []point
-	// Cache lookups are summed per hour: a minute's ratio is mostly 0/0.
-	type hour struct{ hits, misses uint64 }
-	hours := map[int64]*hour{}
-	var hourKeys []int64
+	type sums struct{ hits, misses uint64 }
+	buckets := map[int64]*sums{}
+	var keys []int64
 	for _, s := range samples {
 		at := s.GetAt().AsTime()
 		if at.Before(from) || at.After(now) {
@@ -313,31 +325,33 @@ func historyCharts(samples []*kilnv1.Sample, now time.Time) []chart {
 		}
 		queue = append(queue, point{at, float64(s.GetQueueLength())})
 		targets = append(targets, point{at, float64(s.GetConnectedTargets())})
-		k := at.Truncate(time.Hour).Unix()
-		h := hours[k]
+		k := int64(at.Sub(from) / bucket)
+		h := buckets[k]
 		if h == nil {
-			h = &hour{}
-			hours[k] = h
-			hourKeys = append(hourKeys, k)
+			h = &sums{}
+			buckets[k] = h
+			keys = append(keys, k)
 		}
 		h.hits += s.GetCacheHits()
 		h.misses += s.GetCacheMisses()
 	}
-	slices.Sort(hourKeys)
-	for _, k := range hourKeys {
-		h := hours[k]
+	slices.Sort(keys)
+	for _, k := range keys {
+		h := buckets[k]
 		if n := h.hits + h.misses; n > 0 {
-			ratio = append(ratio, point{time.Unix(k, 0), float64(h.hits) / float64(n)})
+			ratio = append(ratio, point{from.Add(time.Duration(k) * bucket), float64(h.hits) / float64(n)})
 		}
 	}
+	span := roughDuration(now.Sub(from))
 	charts := []chart{
-		lineChart("chart-queue", "Queue length, last 24 hours", queue, from, now, 0, "", "#1f5fbf"),
-		lineChart("chart-targets", "Connected targets, last 24 hours", targets, from, now, 0, "", "#2e7d32"),
+		lineChart("chart-queue", "Queue length, last "+span, queue, from, now, 0, "", "#1f5fbf"),
+		lineChart("chart-targets", "Connected targets, last "+span, targets, from, now, 0, "", "#2e7d32"),
 	}
+	title := "Cache hit ratio per " + roughDuration(bucket) + ", last " + span
 	if len(ratio) == 0 {
-		charts = append(charts, emptyChart("chart-cache", "Cache hit ratio per hour, last 24 hours", "No cache lookup in the last 24 hours."))
+		charts = append(charts, emptyChart("chart-cache", title, "No cache lookup in this time."))
 	} else {
-		charts = append(charts, lineChart("chart-cache", "Cache hit ratio per hour, last 24 hours", ratio, from, now, 1, "%", "#8e24aa"))
+		charts = append(charts, lineChart("chart-cache", title, ratio, from, now, 1, "%", "#8e24aa"))
 	}
 	return charts
 }
