@@ -180,3 +180,59 @@ func TestPagesSummaryMailChartsAndProjectPage(t *testing.T) {
 		})
 	})
 }
+
+// pagesSlowManifest prints a numbered line every 300 ms for about 3 s, so
+// a follower sees the log grow.
+const pagesSlowManifest = `options:
+  round:
+    type: int
+    default: 1
+    description: makes each test round a build of its own
+build:
+  - 'for i in 1 2 3 4 5 6 7 8 9 10; do echo "slow line $i"; sleep 0.3; done; echo $KILN_OPT_ROUND > out.txt'
+artifacts:
+  - out.txt
+timeout: 5m
+`
+
+// TestLogDashFFollowsARunningBuildToItsEnd starts `startcompile log -f`
+// (flags after the subcommand and before it) while a build runs and
+// checks that it prints the whole log, lines written after it started
+// included, once each, and ends when the build does.
+func TestLogDashFFollowsARunningBuildToItsEnd(t *testing.T) {
+	f := farmtest.New(t)
+	f.StartMetaserver("--heartbeat", "200ms", "--lease", "2s")
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Name: "slow", ManifestText: pagesSlowManifest})
+	f.AddProject("slow", "file://"+repo)
+	f.StartBuildserver(f.AddBuildServer("builder"))
+	f.WaitBuildServers(1)
+	for round, args := range [][]string{{"log", "-f"}, {"-f", "log"}} {
+		r := f.Startcompile("--project", "slow", "--json", "-o", fmt.Sprintf("round=%d", round), "dev@example.com")
+		res := parseResult(t, r)
+		if res.BuildID == 0 {
+			t.Fatalf("submit: %+v\n%s", res, r.Stderr)
+		}
+		id := strconv.FormatUint(res.BuildID, 10)
+		// Wait until the log has begun but is far from done.
+		farmtest.Eventually(t, 60*time.Second, func() error {
+			r := f.Startcompile("log", id)
+			if !strings.Contains(r.Stdout, "slow line 1\n") {
+				return fmt.Errorf("log so far: %q", r.Stdout)
+			}
+			return nil
+		})
+		if st := f.GetBuild(t, res.BuildID).GetState(); st.Final() {
+			t.Fatalf("build %s already %s before the follow began", id, st.Word())
+		}
+		r = f.Startcompile(append(args, id)...)
+		expectExit(t, r, 0)
+		for i := 1; i <= 10; i++ {
+			if n := strings.Count(r.Stdout, fmt.Sprintf("slow line %d\n", i)); n != 1 {
+				t.Fatalf("%v: line %d printed %d times:\n%s", args, i, n, r.Stdout)
+			}
+		}
+		if st := f.GetBuild(t, res.BuildID).GetState(); !st.Final() {
+			t.Fatalf("%v returned while build %s is %s", args, id, st.Word())
+		}
+	}
+}
