@@ -26,7 +26,9 @@ func (t *tx) PutSample(s *store.Sample, keep int) error {
 		return err
 	}
 	// Count from the newest: past keep, every older key goes. A sample a
-	// minute and a day kept is 1,440 keys to step over, about 50 µs.
+	// minute and a day kept is 1,440 keys to step over: the whole
+	// transaction takes ~150 µs without its fsync (BenchmarkPutSampleFullRing;
+	// a fsynced build commit took 3.3 ms in the same run), once a minute.
 	c := t.bucket(bucketSamples).Cursor()
 	n := 0
 	var stale [][]byte
