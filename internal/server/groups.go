@@ -327,7 +327,8 @@ func (s *Server) sweepGroups() {
 	s.groupMu.Lock()
 	defer s.groupMu.Unlock()
 	for _, id := range due {
-		err := s.commits.wait(func(tx store.Tx) error {
+		ch := make(chan error, 1)
+		s.commits.enqueue(func(tx store.Tx) error {
 			g, err := tx.RequestGroup(id)
 			if err != nil {
 				return err
@@ -340,9 +341,16 @@ func (s *Server) sweepGroups() {
 				}
 			}
 			return s.finishGroupTx(tx, id, nil)
-		})
-		if err != nil {
-			s.log.Warn("sealing request group", "group", id, "err", err)
+		}, func(err error) { ch <- err })
+		// The committer may have stopped (the server is stopping): then
+		// nothing commits, and the next process sweeps again.
+		select {
+		case err := <-ch:
+			if err != nil {
+				s.log.Warn("sealing request group", "group", id, "err", err)
+			}
+		case <-s.commits.done:
+			return
 		}
 	}
 }

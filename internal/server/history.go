@@ -47,7 +47,9 @@ func (s *Server) sampleLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		s.sweepGroups()
+		if ctx.Err() == nil {
+			s.sweepGroups()
+		}
 	}
 }
 
