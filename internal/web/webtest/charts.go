@@ -29,6 +29,9 @@ type ProjectOptions struct {
 	// Samples is the least number of steps the overview's queue chart must
 	// draw (samples the metaserver took); 0 accepts the empty chart.
 	Samples int
+	// Pin, when set, names a pin of the project the page must list with
+	// its download command.
+	Pin string
 }
 
 // ProjectCheck opens the overview, project's page, its feed and one build
@@ -98,6 +101,12 @@ func ProjectCheck(t *testing.T, baseURL, project string, opts ProjectOptions) {
 	}
 	if !eval[bool](b, `document.getElementById('pins') !== null`) {
 		t.Errorf("%s: no pins section", path)
+	}
+	if opts.Pin != "" {
+		pins := eval[string](b, `document.getElementById('pins').innerText`)
+		if !strings.Contains(pins, opts.Pin) || !strings.Contains(pins, "startcompile --pin "+opts.Pin+" --download DIR") {
+			t.Errorf("%s: the pins section lacks %s and its download command:\n%s", path, opts.Pin, pins)
+		}
 	}
 	// The feed, fetched and parsed by the browser itself.
 	feed, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`(async () => {
