@@ -38,6 +38,12 @@ var groupIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{16,64}$`)
 // submitting): its summary then goes once the builds it holds end.
 const groupSealAfter = time.Hour
 
+// groupKeepDone is how long a done group is kept before the sweep deletes
+// it, so the groups the sweep reads stay about those of the last week. A
+// deleted group's id could open a new group; check draws a new one every
+// time, so nobody's summary is touched.
+const groupKeepDone = 7 * 24 * time.Hour
+
 // maxGroupRequests bounds the requests of one group (a check over every
 // platform of a large farm stays far below).
 const maxGroupRequests = 1000
@@ -182,6 +188,9 @@ func (s *Server) groupsAfterFinalTx(tx store.Tx, final *kilnv1.Build, waiting []
 // ended in this same transaction (its record may not be written yet).
 func (s *Server) finishGroupTx(tx store.Tx, id string, final *kilnv1.Build) error {
 	g, err := tx.RequestGroup(id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // done and deleted long ago: nothing waits on it
+	}
 	if err != nil {
 		return err
 	}
@@ -296,10 +305,14 @@ func (s *Server) SealGroup(_ context.Context, req *kilnv1.SealGroupRequest) (*ki
 // groups it changes.
 func (s *Server) sweepGroups() {
 	cutoff := s.now().Add(-groupSealAfter)
-	var due []string
+	old := s.now().Add(-groupKeepDone)
+	var due, stale []string
 	err := s.st.View(func(tx store.Tx) error {
 		return tx.RequestGroups(func(g *store.RequestGroup) error {
 			if g.GetDoneAt() != nil {
+				if g.GetDoneAt().AsTime().Before(old) {
+					stale = append(stale, g.GetId())
+				}
 				return nil
 			}
 			if !g.GetSealed() && g.GetCreatedAt().AsTime().Before(cutoff) {
@@ -322,10 +335,24 @@ func (s *Server) sweepGroups() {
 		s.log.Warn("sweeping request groups", "err", err)
 		return
 	}
-	// Under groupMu, like a submit: a group is never sealed between a
-	// submit's check and its commit.
+	// Under groupMu, like a submit: a group is never sealed (nor deleted)
+	// between a submit's check and its commit.
 	s.groupMu.Lock()
 	defer s.groupMu.Unlock()
+	if len(stale) > 0 {
+		s.commits.enqueue(func(tx store.Tx) error {
+			for _, id := range stale {
+				if err := tx.DeleteRequestGroup(id); err != nil && !errors.Is(err, store.ErrNotFound) {
+					return err
+				}
+			}
+			return nil
+		}, func(err error) {
+			if err != nil {
+				s.log.Warn("deleting old request groups", "groups", len(stale), "err", err)
+			}
+		})
+	}
 	for _, id := range due {
 		ch := make(chan error, 1)
 		s.commits.enqueue(func(tx store.Tx) error {

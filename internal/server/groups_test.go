@@ -2,7 +2,7 @@ package server
 
 import (
 	"context"
-	"strings"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -256,6 +256,11 @@ func TestServer_SweepGroups_SealsAForgottenGroupAndSumsItUp(t *testing.T) {
 		if err := tx.PutRequestGroup(&store.RequestGroup{Id: groupA, Email: ada, Mail: kilnv1.MailMode_MAIL_MODE_SUMMARY, RequestIds: []uint64{1}, CreatedAt: old}); err != nil {
 			return err
 		}
+		// A group done eight days ago is deleted.
+		if err := tx.PutRequestGroup(&store.RequestGroup{Id: "doneCCCCCCCCCCCCCCCCC", Email: ada, Mail: kilnv1.MailMode_MAIL_MODE_SUMMARY,
+			RequestIds: []uint64{1}, Sealed: true, CreatedAt: old, DoneAt: timestamppb.New(time.Now().Add(-8 * 24 * time.Hour))}); err != nil {
+			return err
+		}
 		return tx.PutRequestGroup(&store.RequestGroup{Id: "youngBBBBBBBBBBBBBBBB", Email: ada, Mail: kilnv1.MailMode_MAIL_MODE_SUMMARY, RequestIds: []uint64{1}, CreatedAt: timestamppb.Now()})
 	})
 	s := waitSummaries(t, gb, groupA, 1)
@@ -269,7 +274,10 @@ func TestServer_SweepGroups_SealsAForgottenGroupAndSumsItUp(t *testing.T) {
 	if g := groupRecord(t, ts, "youngBBBBBBBBBBBBBBBB"); g.GetSealed() {
 		t.Fatal("a group younger than an hour was sealed")
 	}
-	if !strings.HasPrefix(groupA, "group") {
-		t.Fatal("unreachable")
+	if err := ts.st.View(func(tx store.Tx) error { _, err := tx.RequestGroup("doneCCCCCCCCCCCCCCCCC"); return err }); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a group done eight days ago: %v, want deleted", err)
+	}
+	if g := groupRecord(t, ts, groupA); g.GetDoneAt() == nil {
+		t.Fatal("the group just summed up is not kept as done")
 	}
 }

@@ -177,6 +177,8 @@ type Tx interface {
 	RequestGroup(id string) (*RequestGroup, error)
 	// PutRequestGroup creates or replaces a request group.
 	PutRequestGroup(g *RequestGroup) error
+	// DeleteRequestGroup removes a request group; ErrNotFound when absent.
+	DeleteRequestGroup(id string) error
 	// RequestGroups calls fn for every request group in id order until fn
 	// returns an error or ErrStop.
 	RequestGroups(fn func(*RequestGroup) error) error

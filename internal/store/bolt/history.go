@@ -93,6 +93,17 @@ func (t *tx) PutRequestGroup(g *store.RequestGroup) error {
 	return t.put(bucketRequestGroups, []byte(g.GetId()), g)
 }
 
+// DeleteRequestGroup removes the request group id.
+func (t *tx) DeleteRequestGroup(id string) error {
+	if err := t.write(); err != nil {
+		return err
+	}
+	if t.bucket(bucketRequestGroups).Get([]byte(id)) == nil {
+		return notFound("request group", id)
+	}
+	return t.del(bucketRequestGroups, []byte(id))
+}
+
 // RequestGroups calls fn for every request group in id order.
 func (t *tx) RequestGroups(fn func(*store.RequestGroup) error) error {
 	if err := t.read(); err != nil {

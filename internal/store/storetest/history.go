@@ -83,5 +83,13 @@ var requestGroupCases = []testCase{
 		if err := h.s.Update(func(tx store.Tx) error { return tx.PutRequestGroup(&store.RequestGroup{}) }); err == nil {
 			t.Fatal("a group without an id stored")
 		}
+		h.update(func(tx store.Tx) error { return tx.DeleteRequestGroup("g0") })
+		err := h.s.Update(func(tx store.Tx) error { return tx.DeleteRequestGroup("g0") })
+		wantErr(t, "second DeleteRequestGroup", err, store.ErrNotFound)
+		h.view(func(tx store.Tx) error {
+			_, err := tx.RequestGroup("g0")
+			wantErr(t, "RequestGroup after its deletion", err, store.ErrNotFound)
+			return nil
+		})
 	}},
 }
