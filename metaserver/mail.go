@@ -140,6 +140,20 @@ type notifier struct {
 	kick   func()
 }
 
+// GroupFinished implements server.GroupHook: one summary mail to the
+// group's requester listing every build.
+func (n *notifier) GroupFinished(tx store.Tx, g *store.RequestGroup, builds []*kilnv1.Build) error {
+	if !n.mailOn {
+		return nil
+	}
+	subject, text, html := mail.ComposeSummary(builds, mail.ComposeOptions{PublicURL: n.cfg.PublicURL})
+	if err := mail.Enqueue(tx, &store.Outbox{Kind: "mail", To: g.GetEmail(), Subject: subject, Text: text, Html: html, BuildId: builds[len(builds)-1].GetId()}); err != nil {
+		return err
+	}
+	n.kick()
+	return nil
+}
+
 // BuildFinished implements server.FinalHook.
 func (n *notifier) BuildFinished(tx store.Tx, b *kilnv1.Build, waiting []*store.Request, logTail string) error {
 	queued := false

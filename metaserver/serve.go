@@ -64,6 +64,9 @@ type serveConfig struct {
 	RequestsPerMinutePerAddress int
 	// CacheMaxBytes bounds the artifact cache (LRU eviction of unpinned artifacts).
 	CacheMaxBytes int64
+	// SampleInterval is how often the metaserver samples itself for the
+	// status pages' charts; a day's worth of samples is kept.
+	SampleInterval time.Duration
 	// GracePeriod bounds a graceful stop before connections are cut.
 	GracePeriod time.Duration
 	// TLSCert and TLSKey serve gRPC over TLS. Without them the metaserver
@@ -100,6 +103,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.RequestsPerMinute, "requests-per-minute", server.Defaults.RequestsPerMinute, "build requests one email address may make per minute (0: unlimited)")
 	fs.IntVar(&c.RequestsPerMinutePerAddress, "requests-per-minute-per-address", server.Defaults.RequestsPerMinutePerAddress, "build requests one client IP address may make per minute, whatever the email addresses; loopback included (0: unlimited)")
 	fs.Int64Var(&c.CacheMaxBytes, "cache-max-bytes", 0, "artifact cache size limit in bytes; least recently used unpinned artifacts are evicted (0: unlimited)")
+	fs.DurationVar(&c.SampleInterval, "sample-interval", time.Minute, "how often the metaserver samples its queue, targets and cache hits for the charts; the store keeps a day's worth (at most 1440 samples)")
 	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long a graceful stop waits for in-flight calls")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate for gRPC over TLS")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
@@ -140,6 +144,9 @@ func (c *serveConfig) Validate() error {
 	}
 	if c.CacheMaxBytes < 0 {
 		return errors.New("--cache-max-bytes must not be negative")
+	}
+	if c.SampleInterval < time.Second {
+		return errors.New("--sample-interval must be at least 1s")
 	}
 	if c.MaxInfraAttempts < 1 {
 		return errors.New("--max-infra-attempts must be at least 1")
@@ -220,7 +227,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		DataDir: cfg.DataDir, HeartbeatInterval: cfg.Heartbeat, Lease: cfg.Lease, ReconnectGrace: cfg.ReconnectGrace,
 		MaxInfraAttempts: cfg.MaxInfraAttempts, TimeoutGrace: cfg.TimeoutGrace, ExcludeFor: cfg.ExcludeFor,
 		LossesBeforeAside: cfg.LossesBeforeAside, AsideFor: cfg.AsideFor, ExpireUnmatchedAfter: expireUnmatched(cfg.ExpireUnmatched),
-		CacheMaxBytes: cfg.CacheMaxBytes, RequestsPerMinute: rateLimit(cfg.RequestsPerMinute), RequestsPerMinutePerAddress: rateLimit(cfg.RequestsPerMinutePerAddress), InlineArtifactBytes: inlineBytes(cfg.InlineArtifactBytes), Version: version, Logger: log, Notifier: notifier,
+		CacheMaxBytes: cfg.CacheMaxBytes, SampleInterval: cfg.SampleInterval, SampleKeep: sampleKeep(cfg.SampleInterval), RequestsPerMinute: rateLimit(cfg.RequestsPerMinute), RequestsPerMinutePerAddress: rateLimit(cfg.RequestsPerMinutePerAddress), InlineArtifactBytes: inlineBytes(cfg.InlineArtifactBytes), Version: version, Logger: log, Notifier: notifier,
 	}, st)
 	if err != nil {
 		return err
@@ -352,3 +359,9 @@ func rateLimit(n int) int {
 
 // writeBuffer is the size of a connection's write buffer while it writes.
 const writeBuffer = 256 << 10
+
+// sampleKeep is how many samples make a day at interval every, at most
+// 1,440 (one a minute): a shorter interval keeps a shorter history.
+func sampleKeep(every time.Duration) int {
+	return int(min(24*time.Hour/max(every, time.Second), 24*60))
+}

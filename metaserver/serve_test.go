@@ -86,6 +86,7 @@ func TestServeRefusesPlaintextOffLoopbackAndBadLimits(t *testing.T) {
 		{"--data-dir", "d", "--losses-before-aside", "0"},
 		{"--data-dir", "d", "--expire-unmatched", "-1h"},
 		{"--data-dir", "d", "--reconnect-grace", "0s"},
+		{"--data-dir", "d", "--sample-interval", "10ms"},
 	} {
 		var c serveConfig
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)

@@ -129,6 +129,16 @@ func check(ctx context.Context, env Env, o *CheckOptions, res *CheckResult) erro
 	if err != nil {
 		return err
 	}
+	mode, err := parseMail(o.Mail, true)
+	if err != nil {
+		return err
+	}
+	// The builds are one request group: the metaserver mails one summary
+	// when the last ends (--mail summary), once the group is sealed below.
+	group, err := newGroupID()
+	if err != nil {
+		return err
+	}
 
 	entries := make([]CheckEntry, len(plats))
 	builds := make([]*kilnv1.Build, len(plats))
@@ -139,6 +149,7 @@ func check(ctx context.Context, env Env, o *CheckOptions, res *CheckResult) erro
 		rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 		resp, err := client.Submit(rctx, &kilnv1.SubmitRequest{
 			Project: o.Project, Revision: o.Revision, Constraints: c, Options: opts, Email: o.Email,
+			Group: group, Mail: mode,
 		})
 		cancel()
 		if err != nil {
@@ -150,6 +161,7 @@ func check(ctx context.Context, env Env, o *CheckOptions, res *CheckResult) erro
 		e.BuildID = builds[i].GetId()
 		fmt.Fprintf(env.Stderr, "[build %d] %s for %s\n", e.BuildID, answerName(resp), e.Platform)
 	}
+	sealGroup(ctx, env, client, group, o.Email, builds)
 
 	wctx, cancel := withTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -272,5 +284,24 @@ func writeCheck(w io.Writer, res *CheckResult) {
 			id = fmt.Sprintf("build %d", e.BuildID)
 		}
 		fmt.Fprintf(w, "  %-*s  %s: %s\n", width, e.Platform, id, strings.Join(why, "; "))
+	}
+}
+
+// sealGroup tells the metaserver that every build of the check is
+// requested, so its summary mail goes once the last one ends. A failure
+// is only reported: the metaserver seals a group itself an hour after it
+// was opened.
+func sealGroup(ctx context.Context, env Env, client kilnv1.CompileServiceClient, group, email string, builds []*kilnv1.Build) {
+	for _, b := range builds {
+		if b == nil {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+		_, err := client.SealGroup(rctx, &kilnv1.SealGroupRequest{Group: group, Email: email})
+		cancel()
+		if err != nil {
+			fmt.Fprintf(env.Stderr, "startcompile: sealing the request group: %s (the metaserver seals it within an hour)\n", describeError(err))
+		}
+		return
 	}
 }

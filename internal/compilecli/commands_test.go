@@ -218,6 +218,11 @@ func TestGlobalFlagsGoBeforeOrAfterTheCommand(t *testing.T) {
 			return []string{"--dial-timeout", "3s", "--insecure", "status", "--metaserver", a, "4", "--json"}
 		}, `"state":"running"`},
 		{"log, flags first", func(a string) []string { return []string{"-metaserver", a, "log", "4"} }, "compiling\n"},
+		{"log, flags after the name", func(a string) []string { return []string{"log", "--metaserver", a, "-f", "4"} }, "compiling\n"},
+		{"cancel, flags after the name", func(a string) []string { return []string{"cancel", "--metaserver", a, "4", "--email", email} }, "build 4 cancelled"},
+		{"check, flags after the name", func(a string) []string {
+			return []string{"check", "--metaserver", a, "--project", "hello", "--platform", "arch=x86_64", "--json", email}
+		}, `"succeeded":[{"platform":"linux/x86_64`},
 		{"cancel, flags first", func(a string) []string { return []string{"--metaserver", a, "--email", email, "cancel", "4"} }, "build 4 cancelled"},
 		{"check, flags first", func(a string) []string {
 			return []string{"--metaserver", a, "--json", "check", "--project", "hello", "--platform", "arch=x86_64", email}
@@ -238,6 +243,43 @@ func TestGlobalFlagsGoBeforeOrAfterTheCommand(t *testing.T) {
 				t.Fatalf("exit %d, want 0 and %q on stdout; stdout:\n%s\nstderr:\n%s", code, tt.want, stdout, stderr)
 			}
 		})
+	}
+}
+
+// TestEveryCommandTakesTheConnectionFlagsOnEitherSide holds for every
+// command in the tables, those added later included: the shared flags
+// (--metaserver, --dial-timeout, --ca, --insecure) before the command's
+// name are the command's own, like after it.
+func TestEveryCommandTakesTheConnectionFlagsOnEitherSide(t *testing.T) {
+	getenv := envWith()
+	for name := range commandSynopses {
+		if name == "help" {
+			continue
+		}
+		for _, args := range [][]string{
+			{"--metaserver", "127.0.0.1:1", "--dial-timeout", "3s", name, "5"},
+			{name, "--metaserver", "127.0.0.1:1", "5", "--dial-timeout=3s"},
+		} {
+			got, rest := findCommand(args, getenv)
+			if got != name {
+				t.Errorf("%q: command %q, want %q", args, got, name)
+				continue
+			}
+			fs := commandFlags[name](getenv)
+			if fs.Lookup("metaserver") == nil || fs.Lookup("dial-timeout") == nil {
+				t.Fatalf("command %s lacks the connection flags (bindConnection)", name)
+			}
+			if _, err := parseInterspersed(fs, rest); err != nil {
+				t.Errorf("%q: %v", args, err)
+				continue
+			}
+			if v := fs.Lookup("metaserver").Value.String(); v != "127.0.0.1:1" {
+				t.Errorf("%q: --metaserver %q", args, v)
+			}
+			if v := fs.Lookup("dial-timeout").Value.String(); v != "3s" {
+				t.Errorf("%q: --dial-timeout %q", args, v)
+			}
+		}
 	}
 }
 

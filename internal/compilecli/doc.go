@@ -9,7 +9,7 @@
 //	startcompile [flags] EMAIL                   submit one request
 //	startcompile status [flags] BUILD_ID         show (or follow) a build
 //	startcompile cancel --email EMAIL BUILD_ID   withdraw your wait on a build
-//	startcompile log [--follow] BUILD_ID         print a build's log
+//	startcompile log [-f|--follow] BUILD_ID      print a build's log
 //	startcompile check [flags] EMAIL             build one revision on every platform
 //
 // cancel withdraws only the caller's own wait: the build goes on while

@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 
+	"google.golang.org/grpc"
+
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
@@ -44,8 +46,9 @@ type downloaded struct {
 // verifying its size and sha256 against the header while writing, and only
 // then extracts it into dir (created if missing) with Extract. A mismatch
 // wraps ErrArtifactMismatch and leaves dir untouched; the temporary file is
-// always removed.
-func download(ctx context.Context, client kilnv1.CompileServiceClient, req *kilnv1.DownloadArtifactRequest, dir string, lim Limits) (*downloaded, error) {
+// always removed. When show is not nil, the meter it returns for the
+// header shows the transfer.
+func download(ctx context.Context, client kilnv1.CompileServiceClient, req *kilnv1.DownloadArtifactRequest, dir string, lim Limits, show func(*kilnv1.DownloadHeader) *meter) (*downloaded, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := client.DownloadArtifact(sctx, req)
@@ -81,6 +84,31 @@ func download(ctx context.Context, client kilnv1.CompileServiceClient, req *kiln
 		os.Remove(tmp.Name())
 	}()
 
+	var m *meter
+	if show != nil {
+		m = show(h)
+	}
+	got, err := receive(stream, art, tmp, m)
+	m.finish(err == nil)
+	if err != nil {
+		return nil, err
+	}
+	if hex.EncodeToString(got) != want {
+		return nil, fmt.Errorf("%w: received sha256 %s, announced %s", ErrArtifactMismatch, hex.EncodeToString(got), want)
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("rewinding %s: %w", tmp.Name(), err)
+	}
+	files, err := Extract(tmp, dir, lim)
+	if err != nil {
+		return nil, err
+	}
+	return &downloaded{header: h, files: files}, nil
+}
+
+// receive writes the stream's data messages to tmp, counting them on m,
+// and returns their sha256 once exactly the announced size has come.
+func receive(stream grpc.ServerStreamingClient[kilnv1.DownloadArtifactResponse], art *kilnv1.Artifact, tmp *os.File, mt *meter) ([]byte, error) {
 	sum := sha256.New()
 	var n uint64
 	for {
@@ -103,19 +131,10 @@ func download(ctx context.Context, client kilnv1.CompileServiceClient, req *kiln
 		if _, err := tmp.Write(data); err != nil {
 			return nil, fmt.Errorf("writing %s: %w", tmp.Name(), err)
 		}
+		mt.add(len(data))
 	}
 	if n != art.GetSize() {
 		return nil, fmt.Errorf("%w: received %d of %d bytes", ErrArtifactMismatch, n, art.GetSize())
 	}
-	if got := hex.EncodeToString(sum.Sum(nil)); got != want {
-		return nil, fmt.Errorf("%w: received sha256 %s, announced %s", ErrArtifactMismatch, got, want)
-	}
-	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return nil, fmt.Errorf("rewinding %s: %w", tmp.Name(), err)
-	}
-	files, err := Extract(tmp, dir, lim)
-	if err != nil {
-		return nil, err
-	}
-	return &downloaded{header: h, files: files}, nil
+	return sum.Sum(nil), nil
 }

@@ -41,6 +41,8 @@ type fakeMeta struct {
 	// cancel answers Cancel.
 	cancel  func(*kilnv1.CancelRequest) (*kilnv1.CancelResponse, error)
 	cancels []*kilnv1.CancelRequest
+	// seals records SealGroup calls.
+	seals []*kilnv1.SealGroupRequest
 	// logs answers GetLog.
 	logs    []*kilnv1.GetLogResponse
 	logReqs []*kilnv1.GetLogRequest
@@ -124,6 +126,13 @@ func (f *fakeMeta) Cancel(ctx context.Context, req *kilnv1.CancelRequest) (*kiln
 	h := f.cancel
 	f.mu.Unlock()
 	return h(req)
+}
+
+func (f *fakeMeta) SealGroup(_ context.Context, req *kilnv1.SealGroupRequest) (*kilnv1.SealGroupResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.seals = append(f.seals, req)
+	return &kilnv1.SealGroupResponse{Requests: uint32(len(f.submits))}, nil
 }
 
 func (f *fakeMeta) GetLog(req *kilnv1.GetLogRequest, stream grpc.ServerStreamingServer[kilnv1.GetLogResponse]) error {

@@ -87,6 +87,8 @@ func SubmitFlags(o *SubmitOptions, getenv func(string) string) *flag.FlagSet {
 	fs.BoolVar(&o.JSON, "json", false, "print one JSON object on stdout at the end")
 	fs.StringVar(&o.Pin, "pin", "", "with --download: fetch the artifact pinned under `NAME`, no build")
 	fs.DurationVar(&o.Timeout, "timeout", 0, "give up waiting after this long (0: no limit)")
+	o.Mail = "each"
+	fs.Var(mailFlag{&o.Mail}, "mail", "mail the result: each (when the build ends) or none")
 	return fs
 }
 
@@ -97,6 +99,8 @@ func CheckFlags(o *CheckOptions, getenv func(string) string) *flag.FlagSet {
 	fs.StringVar(&o.Project, "project", "", "registered project to build (required)")
 	fs.StringVar(&o.Revision, "revision", "", "commit, tag, branch or range A..B (default: the default branch's head)")
 	fs.Var(listFlag{&o.Options}, "o", "compile option name=value (repeatable)")
+	o.Mail = "summary"
+	fs.Var(mailFlag{&o.Mail}, "mail", "mail: summary (one mail when the last build ends, every build listed), each (one per build) or none")
 	fs.Var(listFlag{&o.Platforms}, "platform", "platform as field=value,... e.g. arch=s390x,endian=big (repeatable; default: every connected platform)")
 	fs.BoolVar(&o.JSON, "json", false, "print one JSON object on stdout at the end")
 	fs.DurationVar(&o.Timeout, "timeout", 0, "give up waiting after this long (0: no limit)")
@@ -127,6 +131,7 @@ func LogFlags(o *LogOptions, getenv func(string) string) *flag.FlagSet {
 	fs := newFlagSet("startcompile log")
 	bindConnection(fs, &o.Connection, getenv)
 	fs.BoolVar(&o.Follow, "follow", false, "keep printing until the build is final")
+	fs.BoolVar(&o.Follow, "f", false, "short for --follow")
 	return fs
 }
 

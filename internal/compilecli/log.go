@@ -9,7 +9,7 @@ import (
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
-const logSynopsis = "startcompile log [--follow] BUILD_ID"
+const logSynopsis = "startcompile log [-f|--follow] BUILD_ID"
 
 func runLog(ctx context.Context, env Env, args []string) int {
 	var o LogOptions

@@ -79,6 +79,8 @@ type SubmitOptions struct {
 	// Timeout bounds the wait for the build (and the download); 0 waits
 	// as long as it takes.
 	Timeout time.Duration `flag:"timeout"`
+	// Mail is how the requester is mailed: "each" (the default) or "none".
+	Mail string `flag:"mail"`
 	// Email receives the result mail; required, even with Pin.
 	Email string `arg:"email"`
 }
@@ -98,6 +100,9 @@ func (o *SubmitOptions) Validate() error {
 	}
 	if o.Timeout < 0 {
 		return usageError("--timeout must not be negative")
+	}
+	if _, err := parseMail(o.Mail, false); err != nil {
+		return err
 	}
 	if o.Pin != "" {
 		if o.Download == "" {
@@ -195,6 +200,9 @@ type CheckOptions struct {
 	JSON bool `flag:"json"`
 	// Timeout bounds waiting for all builds; 0 waits as long as it takes.
 	Timeout time.Duration `flag:"timeout"`
+	// Mail is how the requester is mailed: "summary" (one mail when the
+	// last build ends, the default), "each" (one per build) or "none".
+	Mail string `flag:"mail"`
 	// Email receives the result mails; required.
 	Email string `arg:"email"`
 }
@@ -214,6 +222,9 @@ func (o *CheckOptions) Validate() error {
 		return usageError("--timeout must not be negative")
 	}
 	if _, err := parseOptions(o.Options); err != nil {
+		return err
+	}
+	if _, err := parseMail(o.Mail, true); err != nil {
 		return err
 	}
 	_, err := parsePlatforms(o.Platforms)
@@ -277,11 +288,11 @@ func (o *CancelOptions) Validate() error {
 	return nil
 }
 
-// LogOptions configures `startcompile log [--follow] BUILD_ID`.
+// LogOptions configures `startcompile log [-f|--follow] BUILD_ID`.
 type LogOptions struct {
 	Connection
-	// Follow keeps printing until the build is final.
-	Follow bool `flag:"follow"`
+	// Follow keeps printing until the build is final (-f is its short name).
+	Follow bool `flag:"follow,f"`
 	// BuildID names the build.
 	BuildID uint64 `arg:"build_id"`
 }

@@ -33,6 +33,10 @@ type Env struct {
 	Measure func(context.Context) (*kilnv1.SystemInfo, error)
 	// Limits bounds downloads; the zero value means DefaultLimits.
 	Limits Limits
+	// Terminal reports whether a writer is a terminal: a download then
+	// shows a bar redrawn in place with its rate and time left, otherwise
+	// plain progress lines. Default: whether it is a character device.
+	Terminal func(io.Writer) bool
 }
 
 func (e *Env) fill() {
@@ -45,6 +49,9 @@ func (e *Env) fill() {
 	if e.Getenv == nil {
 		e.Getenv = os.Getenv
 	}
+	if e.Terminal == nil {
+		e.Terminal = isTerminal
+	}
 	if e.Limits == (Limits{}) {
 		e.Limits = DefaultLimits
 	}
@@ -54,7 +61,7 @@ const topUsage = `usage:
   startcompile [flags] EMAIL                      request a build
   startcompile status [flags] BUILD_ID            show or follow a build
   startcompile cancel --email EMAIL BUILD_ID      withdraw your wait (the last one cancels the build)
-  startcompile log [--follow] BUILD_ID            print a build's log
+  startcompile log [-f|--follow] BUILD_ID            print a build's log
   startcompile check [flags] EMAIL                build on every connected platform
 
 Run "startcompile -h" or "startcompile COMMAND -h" for the flags; they may

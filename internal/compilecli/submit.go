@@ -59,6 +59,10 @@ func submit(ctx context.Context, env Env, o *SubmitOptions, res *Result) error {
 	if err != nil {
 		return err
 	}
+	mode, err := parseMail(o.Mail, false)
+	if err != nil {
+		return err
+	}
 	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	resp, err := client.Submit(rctx, &kilnv1.SubmitRequest{
 		Project:     o.Project,
@@ -66,6 +70,7 @@ func submit(ctx context.Context, env Env, o *SubmitOptions, res *Result) error {
 		Constraints: c,
 		Options:     opts,
 		Email:       o.Email,
+		Mail:        mode,
 	})
 	cancel()
 	if err != nil {
@@ -145,7 +150,10 @@ func wait(ctx context.Context, env Env, client kilnv1.CompileServiceClient, b *k
 // fetch downloads and unpacks an artifact into dir and lists the files on
 // stdout (unless asJSON).
 func fetch(ctx context.Context, env Env, client kilnv1.CompileServiceClient, req *kilnv1.DownloadArtifactRequest, dir string, asJSON bool, res *Result) error {
-	d, err := download(ctx, client, req, dir, env.Limits)
+	d, err := download(ctx, client, req, dir, env.Limits, func(h *kilnv1.DownloadHeader) *meter {
+		label := fmt.Sprintf("[build %d] downloading %s", h.GetBuildId(), shortHash(h.GetArtifact().GetSha256()))
+		return newMeter(env.Stderr, env.Terminal(env.Stderr), label, h.GetArtifact().GetSize(), nil)
+	})
 	if err != nil {
 		return err
 	}

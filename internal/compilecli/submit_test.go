@@ -412,7 +412,7 @@ func TestCommandLineMistakesExitTwoWithoutContactingTheServer(t *testing.T) {
 		{"a command name where check's email goes", []string{"check", "--project", "hello", "cancel"},
 			`type "startcompile cancel --email EMAIL BUILD_ID"`},
 		{"a command name where the build id goes", []string{"status", "log"}, `"log" is a command, not a build id`},
-		{"a submit flag before a command", []string{"--project", "hello", "log", "5"}, `"log" is a command, not an email address: to run it, type "startcompile log [--follow] BUILD_ID"`},
+		{"a submit flag before a command", []string{"--project", "hello", "log", "5"}, `"log" is a command, not an email address: to run it, type "startcompile log [-f|--follow] BUILD_ID"`},
 		{"a submit flag after a command", []string{"log", "--project", "hello", "5"}, "flag provided but not defined: -project"},
 	}
 	for _, tt := range tests {

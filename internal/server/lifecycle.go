@@ -363,9 +363,11 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 			}
 		}
 		if s.cfg.Notifier != nil {
-			return s.cfg.Notifier.BuildFinished(tx, final, waiting, logTail)
+			if err := s.cfg.Notifier.BuildFinished(tx, final, mailedEach(waiting), logTail); err != nil {
+				return err
+			}
 		}
-		return nil
+		return s.groupsAfterFinalTx(tx, final, waiting)
 	}, func(err error) {
 		if cb != nil {
 			cb(err)

@@ -119,6 +119,12 @@ type Config struct {
 	OpenBlobs func() (cas.BlobStore, error)
 	// Version is reported on the status page.
 	Version string
+	// SampleInterval is how often the server samples itself for the
+	// overview's charts (queue, targets, cache hits); default one minute.
+	// SampleKeep bounds the samples kept, oldest deleted first (default
+	// 1,440: a day at one a minute).
+	SampleInterval time.Duration
+	SampleKeep     int
 	// Notifier receives final builds inside their last transaction, to queue
 	// mail and hooks (nil: none).
 	Notifier FinalHook
@@ -130,6 +136,14 @@ func setIf[T any](field *T, unset bool, def T) {
 	if unset {
 		*field = def
 	}
+}
+
+// GroupHook, when the Config.Notifier also implements it, is called inside
+// the transaction that ends a request group's last build (or seals a group
+// whose builds had all ended) with the group and its builds, once, for a
+// group whose mail is SUMMARY.
+type GroupHook interface {
+	GroupFinished(tx store.Tx, g *store.RequestGroup, builds []*kilnv1.Build) error
 }
 
 // FinalHook is called inside the transaction that ends a build, with the
@@ -224,6 +238,9 @@ type Server struct {
 	// depWaiting holds the active builds waiting for dependency builds
 	// (depends.go), by id; nil until the first one.
 	depWaiting map[uint64]*activeBuild
+	// groupMu serializes the submits that name a request group, from the
+	// check of the group's owner to the commit of the request (groups.go).
+	groupMu sync.Mutex
 	// limiter is keyed by email address, addrLimiter by peer IP address.
 	limiter     *limiter
 	addrLimiter *limiter
@@ -323,10 +340,11 @@ func (s *Server) Fatal() <-chan error { return s.fatal }
 func (s *Server) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
-	s.bg.Add(3)
+	s.bg.Add(4)
 	go func() { defer s.bg.Done(); s.commits.run(ctx) }()
 	go func() { defer s.bg.Done(); s.leaseLoop(ctx) }()
 	go func() { defer s.bg.Done(); s.collectLoop(ctx) }()
+	go func() { defer s.bg.Done(); s.sampleLoop(ctx) }()
 	s.mu.Lock()
 	s.dispatchLocked()
 	s.mu.Unlock()

@@ -38,6 +38,10 @@ type resolved struct {
 	constraints *kilnv1.PlatformConstraints
 	// deps are the templates of the dependency builds (depends.go).
 	deps []*store.Build
+	// group and mail are the request's group ("" for none) and mail mode,
+	// defaulted (groups.go).
+	group string
+	mail  kilnv1.MailMode
 }
 
 // sourceKey is the source key of building commit for r.
@@ -156,10 +160,20 @@ func revisionError(rev string, err error) error {
 
 // Submit implements kilnv1.CompileServiceServer.
 func (s *Server) Submit(ctx context.Context, req *kilnv1.SubmitRequest) (*kilnv1.SubmitResponse, error) {
+	group, mode, err := groupFields(req)
+	if err != nil {
+		return nil, err
+	}
 	r, err := s.validate(ctx, req)
 	if err != nil {
 		return nil, err
 	}
+	r.group, r.mail = group, mode
+	unlock, err := s.checkGroup(r)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	if resp, err := s.fromCache(ctx, r); resp != nil || err != nil {
 		return resp, err
 	}
@@ -212,7 +226,10 @@ func (s *Server) fromCache(ctx context.Context, r *resolved) (*kilnv1.SubmitResp
 		}
 		reqID = id
 		if err := tx.PutRequest(&store.Request{Id: id, BuildId: build.GetId(), Email: r.email, CreatedAt: now,
-			Cached: true, Notified: true, Revision: r.revision, Constraints: r.constraints}); err != nil {
+			Cached: true, Notified: true, Revision: r.revision, Constraints: r.constraints, Group: r.group, Mail: r.mail}); err != nil {
+			return err
+		}
+		if err := s.joinGroupTx(tx, r, id); err != nil {
 			return err
 		}
 		a, err := tx.Artifact(hit.GetCacheKey())
@@ -234,7 +251,8 @@ func (s *Server) fromCache(ctx context.Context, r *resolved) (*kilnv1.SubmitResp
 // queues a new build for r's newest commit.
 func (s *Server) joinOrQueue(r *resolved) (*kilnv1.SubmitResponse, error) {
 	now := s.now()
-	req := &store.Request{Email: r.email, CreatedAt: timestamppb.New(now), Revision: r.revision, Constraints: r.constraints}
+	req := &store.Request{Email: r.email, CreatedAt: timestamppb.New(now), Revision: r.revision, Constraints: r.constraints,
+		Group: r.group, Mail: r.mail}
 	var reqID uint64
 	writeRequest := func(tx store.Tx) error {
 		id, err := tx.NextID("request")
@@ -244,7 +262,10 @@ func (s *Server) joinOrQueue(r *resolved) (*kilnv1.SubmitResponse, error) {
 		reqID = id
 		rr := proto.Clone(req).(*store.Request)
 		rr.Id = id
-		return tx.PutRequest(rr)
+		if err := tx.PutRequest(rr); err != nil {
+			return err
+		}
+		return s.joinGroupTx(tx, r, id)
 	}
 	done := make(chan error, 1)
 	after := func(err error) { done <- err }

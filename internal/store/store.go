@@ -45,6 +45,9 @@ type (
 	Pin         = kilnstorev1.PinRecord
 	Outbox      = kilnstorev1.OutboxRecord
 	EnrollToken = kilnstorev1.EnrollTokenRecord
+	Sample      = kilnstorev1.SampleRecord
+	// RequestGroup is a set of requests submitted together, mailed once.
+	RequestGroup = kilnstorev1.RequestGroupRecord
 )
 
 // Store is a transactional store.
@@ -131,6 +134,9 @@ type Tx interface {
 	// CreatePin fails with ErrExists when the name is taken: a name always
 	// resolves to the same bytes.
 	CreatePin(p *Pin) error
+	// Pins calls fn for every pin in name order until fn returns an error
+	// (returned as is) or ErrStop (returns nil).
+	Pins(fn func(*Pin) error) error
 
 	// Blob returns a small artifact stored inline by its sha256.
 	Blob(sha256 string) ([]byte, error)
@@ -158,6 +164,24 @@ type Tx interface {
 	DeleteOutbox(id uint64) error
 	// OutboxLen counts the messages waiting.
 	OutboxLen() (int, error)
+
+	// PutSample stores a sample of the farm under its time (replacing one
+	// taken at the same instant) and deletes the oldest samples beyond
+	// keep (at least 1), so the series stays bounded whatever the rate.
+	PutSample(s *Sample, keep int) error
+	// Samples calls fn for each sample taken at or after since, oldest
+	// first, until fn returns an error (returned as is) or ErrStop.
+	Samples(since time.Time, fn func(*Sample) error) error
+
+	// RequestGroup finds a request group by id; ErrNotFound when none.
+	RequestGroup(id string) (*RequestGroup, error)
+	// PutRequestGroup creates or replaces a request group.
+	PutRequestGroup(g *RequestGroup) error
+	// DeleteRequestGroup removes a request group; ErrNotFound when absent.
+	DeleteRequestGroup(id string) error
+	// RequestGroups calls fn for every request group in id order until fn
+	// returns an error or ErrStop.
+	RequestGroups(fn func(*RequestGroup) error) error
 }
 
 // ErrStop ends an iteration early without an error.

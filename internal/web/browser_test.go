@@ -27,3 +27,24 @@ func TestBrowser(t *testing.T) {
 		},
 	})
 }
+
+// TestBrowserProjectPageAndCharts runs the project and chart check over
+// the fake metaserver: the demo project built on two platforms, s390x
+// broken, and a day of samples.
+func TestBrowserProjectPageAndCharts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a browser")
+	}
+	f := newFarm()
+	addDemoProject(f)
+	for _, b := range f.builds {
+		if b.GetStartedAt() == nil && b.GetFinishedAt() != nil {
+			b.StartedAt = b.GetCreatedAt()
+		}
+	}
+	f.samples = daySamples(1440)
+	srv := startFarm(t, f)
+	webtest.ProjectCheck(t, srv.URL, "demo", webtest.ProjectOptions{
+		Platforms: 2, BrokenPlatform: "s390x", BuildID: 204, Samples: 100,
+	})
+}

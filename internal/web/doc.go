@@ -9,7 +9,7 @@
 //
 // # Pages
 //
-//	/, /metaserverstatus        the farm at a glance
+//	/, /metaserverstatus        the farm at a glance, with its charts of the last day
 //	/buildservers               every build server, its targets and what it builds
 //	/builds                     builds newest first; ?state= &project= &arch= &page_token=
 //	/build/<id>                 one build: platform, options, attempts, waiting reasons
@@ -19,11 +19,15 @@
 //	/build/<id>/log.txt         the raw log; ?follow=1 streams while the build runs
 //	/build/<id>/artifact        the artifact as an attachment
 //	/projects                   the projects of the newest builds, passing and broken
-//	/project/<name>             recent commits × platforms, where it broke, how to build it
+//	/project/<name>             recent commits × platforms, where it broke, how to build it,
+//	                            build times per platform, pins
+//	/project/<name>/feed.atom   an Atom feed of its finished builds, failures with their log's end
 //	/badge/<name>.svg           an SVG status badge; ?platform=arch=s390x,...
 //	/healthz                    "ok"
 //
-// Pages are rendered on the server with html/template and need no JavaScript.
+// Pages are rendered on the server with html/template and need no JavaScript;
+// charts are inline SVG drawn on the server (chart.go), bounded in points and
+// rows whatever the metaserver returns.
 // Every page is also served as JSON when the request's Accept header names
 // application/json: proto messages are encoded with protojson (proto field
 // names), the rest with encoding/json under stable snake_case names. Badges

@@ -41,6 +41,10 @@ type farm struct {
 	// logChunk, when non-zero, splits every log chunk into pieces of this
 	// many bytes (to exercise UTF-8 carrying).
 	logChunk int
+	// pins answers ListPins (filtered by project).
+	pins []*kilnv1.PinStatus
+	// samples answers GetHistory (filtered by since).
+	samples []*kilnv1.Sample
 }
 
 type fakeLog struct {
@@ -251,6 +255,30 @@ func (s *fakeStatus) ListBuildServers(context.Context, *kilnv1.ListBuildServersR
 	resp := &kilnv1.ListBuildServersResponse{}
 	for _, bs := range s.f.servers {
 		resp.BuildServers = append(resp.BuildServers, proto.Clone(bs).(*kilnv1.BuildServerStatus))
+	}
+	return resp, nil
+}
+
+func (s *fakeStatus) ListPins(_ context.Context, req *kilnv1.ListPinsRequest) (*kilnv1.ListPinsResponse, error) {
+	s.f.mu.Lock()
+	defer s.f.mu.Unlock()
+	resp := &kilnv1.ListPinsResponse{}
+	for _, p := range s.f.pins {
+		if req.GetProject() == "" || p.GetProject() == req.GetProject() {
+			resp.Pins = append(resp.Pins, proto.Clone(p).(*kilnv1.PinStatus))
+		}
+	}
+	return resp, nil
+}
+
+func (s *fakeStatus) GetHistory(_ context.Context, req *kilnv1.GetHistoryRequest) (*kilnv1.GetHistoryResponse, error) {
+	s.f.mu.Lock()
+	defer s.f.mu.Unlock()
+	resp := &kilnv1.GetHistoryResponse{IntervalSeconds: 60}
+	for _, sm := range s.f.samples {
+		if req.GetSince() == nil || !sm.GetAt().AsTime().Before(req.GetSince().AsTime()) {
+			resp.Samples = append(resp.Samples, sm)
+		}
 	}
 	return resp, nil
 }

@@ -95,6 +95,7 @@ func NewHandler(status kilnv1.StatusServiceClient, compile kilnv1.CompileService
 	mux.HandleFunc("GET /builds", s.handleBuilds)
 	mux.HandleFunc("GET /projects", s.handleProjects)
 	mux.HandleFunc("GET /project/{name}", s.handleProject)
+	mux.HandleFunc("GET /project/{name}/feed.atom", s.handleFeed)
 	mux.HandleFunc("GET /badge/{file}", s.handleBadge)
 	mux.HandleFunc("GET /build/{id}", s.handleBuild)
 	mux.HandleFunc("GET /build/{id}/log", s.handleLog)

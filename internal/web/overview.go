@@ -1,9 +1,13 @@
 package web
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"sort"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
@@ -23,6 +27,11 @@ type overviewView struct {
 	UptimeSeconds     *float64 `json:"uptime_seconds"`
 	// BuildServers are the connected build servers with their targets.
 	BuildServers []pbServer `json:"build_servers"`
+	// Charts are the queue, targets and cache hit ratio over the last day
+	// and the build times per platform of the newest builds, as SVG.
+	Charts []chart `json:"charts"`
+	// BuildTimes is the data of the build-time chart.
+	BuildTimes []distRow `json:"build_times"`
 }
 
 // stateCount is one row of the builds-by-state table.
@@ -66,7 +75,28 @@ func (s *server) handleOverview(w http.ResponseWriter, r *http.Request) {
 	if v.BuildServers == nil {
 		v.BuildServers = []pbServer{}
 	}
+	v.Charts, v.BuildTimes = s.overviewCharts(ctx, now)
 	s.respond(w, r, "overview", "Kiln build farm", "overview", v)
+}
+
+// overviewCharts draws the overview's charts. A metaserver that cannot
+// answer for them leaves a note in their place instead of failing the
+// page: the numbers above them still stand.
+func (s *server) overviewCharts(ctx context.Context, now time.Time) ([]chart, []distRow) {
+	var charts []chart
+	hist, err := s.status.GetHistory(ctx, &kilnv1.GetHistoryRequest{Since: timestamppb.New(now.Add(-chartWindow))})
+	if err != nil {
+		s.log.Warn("overview: history", "error", err)
+		charts = append(charts, emptyChart("chart-queue", "Queue, targets and cache over time", "The metaserver did not answer for its history."))
+	} else {
+		charts = historyCharts(hist.GetSamples(), now)
+	}
+	builds, _, err := s.listBuilds(ctx, &kilnv1.ListBuildsRequest{})
+	if err != nil {
+		s.log.Warn("overview: builds for the build times", "error", err)
+	}
+	rows := buildTimes(builds)
+	return append(charts, distChart("chart-build-times", "Build time per platform, newest builds", rows)), rows
 }
 
 // countStates orders the metaserver's state counts for display.

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 	"unicode"
 
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
@@ -29,8 +30,50 @@ type projectView struct {
 	CheckCommand string `json:"check_command"`
 	BuildsURL    string `json:"builds_url"`
 	BadgeURL     string `json:"badge_url"`
+	FeedURL      string `json:"feed_url"`
 	// Truncated says the project has more builds than the page read.
 	Truncated bool `json:"truncated"`
+	// Pins are the project's pinned artifacts, in name order.
+	Pins []pinView `json:"pins"`
+	// BuildTimes are the run times of its builds per platform, and
+	// BuildTimesChart draws them.
+	BuildTimes      []distRow `json:"build_times"`
+	BuildTimesChart chart     `json:"-"`
+}
+
+// pinView is one pin on a project page.
+type pinView struct {
+	Name     string     `json:"name"`
+	BuildID  uint64     `json:"build_id"`
+	URL      string     `json:"url"`
+	Commit   string     `json:"commit"`
+	Sha256   string     `json:"sha256"`
+	Size     uint64     `json:"size"`
+	Platform string     `json:"platform"`
+	At       *time.Time `json:"created_at"`
+	// Withdrawn says why the pin no longer resolves, "" while it does.
+	Withdrawn string `json:"withdrawn"`
+	// Command downloads the pinned artifact.
+	Command string `json:"command"`
+}
+
+// newPinViews turns ListPins' answer into the page's rows.
+func newPinViews(pins []*kilnv1.PinStatus) []pinView {
+	out := []pinView{}
+	for _, p := range pins {
+		v := pinView{Name: p.GetName(), BuildID: p.GetBuildId(), URL: buildURL(p.GetBuildId()), Commit: p.GetCommit(),
+			Sha256: p.GetSha256(), Size: p.GetSize(), Withdrawn: p.GetWithdrawn(),
+			Command: "startcompile --pin " + shellQuote(p.GetName()) + " --download DIR EMAIL"}
+		if p.GetPlatform() != nil {
+			v.Platform = describeSystem(p.GetPlatform())
+		}
+		if p.GetCreatedAt() != nil {
+			t := p.GetCreatedAt().AsTime()
+			v.At = &t
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 // projectsView is the data of /projects.
@@ -107,9 +150,18 @@ func (s *server) handleProject(w http.ResponseWriter, r *http.Request) {
 		CheckCommand: checkCommand(name),
 		BuildsURL:    buildFilter{Project: name}.url(""),
 		BadgeURL:     badgeURL(name),
+		FeedURL:      feedURL(name),
 		Truncated:    more,
 	}
 	v.NeverBuiltOn = neverBuiltOn(v.Platforms, servers.GetBuildServers())
+	pins, err := s.status.ListPins(ctx, &kilnv1.ListPinsRequest{Project: name})
+	if err != nil {
+		s.writeError(w, r, fromRPC(err, "pins of "+name))
+		return
+	}
+	v.Pins = newPinViews(pins.GetPins())
+	v.BuildTimes = buildTimes(builds)
+	v.BuildTimesChart = distChart("chart-build-times", "Build time of "+name+" per platform", v.BuildTimes)
 	s.respond(w, r, "project", "Project "+name, "projects", v)
 }
 

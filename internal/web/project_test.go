@@ -354,3 +354,44 @@ func TestBuildPageCountsAttemptsWithinTheBuildAndLinksItsProject(t *testing.T) {
 		t.Errorf("JSON lost the attempts' store ids:\n%s", j.body)
 	}
 }
+
+func TestProjectPageShowsItsPins(t *testing.T) {
+	f := newFarm()
+	addDemoProject(f)
+	f.pins = []*kilnv1.PinStatus{
+		{Name: "v1.0", BuildId: 201, Project: "demo", Commit: demoC1, Sha256: strings.Repeat("ab", 32), Size: 2048,
+			Platform: x86System(), CreatedAt: ts(-50 * time.Hour)},
+		{Name: "old", BuildId: 205, Project: "demo", Commit: demoC3, Sha256: strings.Repeat("cd", 32), Size: 10,
+			Platform: x86System(), Withdrawn: "its build server's credential was <revoked>"},
+		{Name: "theirs", BuildId: 1, Project: "other"},
+	}
+	srv := startFarm(t, f)
+	r := get(t, srv.URL+"/project/demo", "")
+	if r.code != http.StatusOK {
+		t.Fatalf("status %d:\n%s", r.code, r.body)
+	}
+	for _, w := range []string{
+		`<table id="pins">`, "<strong>v1.0</strong>", `<a href="/build/201">#201</a>`, "abababababab", "2.0 KiB",
+		"<code>startcompile --pin v1.0 --download DIR EMAIL</code>",
+		`<tr class="withdrawn">`, "withdrawn: its build server&#39;s credential was &lt;revoked&gt;",
+	} {
+		if !strings.Contains(r.body, w) {
+			t.Errorf("project page lacks %q", w)
+		}
+	}
+	if strings.Contains(r.body, "theirs") || strings.Contains(r.body, "--pin old") {
+		t.Error("another project's pin, or a withdrawn pin's download command, is shown")
+	}
+	var v struct {
+		Pins []struct {
+			Name      string `json:"name"`
+			Withdrawn string `json:"withdrawn"`
+		} `json:"pins"`
+	}
+	if err := json.Unmarshal([]byte(get(t, srv.URL+"/project/demo", "application/json").body), &v); err != nil || len(v.Pins) != 2 || v.Pins[0].Name != "v1.0" {
+		t.Fatalf("JSON pins %+v %v", v.Pins, err)
+	}
+	if r := get(t, srv.URL+"/project/"+url.PathEscape(hostileProject), ""); !strings.Contains(r.body, `id="pins"`) || strings.Contains(r.body, "<script>alert") {
+		t.Error("a project without pins: no pins note, or its name raw")
+	}
+}

@@ -316,3 +316,28 @@ func cpuTime(b *testing.B) int64 {
 	}
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
+
+// BenchmarkPutSampleFullRing is the metaserver's sample of a minute once
+// a day of them is kept: one put and one delete of the oldest among
+// 1,440, in a transaction without fsync (the committer's transaction
+// carries it with whatever else it commits).
+func BenchmarkPutSampleFullRing(b *testing.B) {
+	const keep = 1440
+	db := openT(b, filepath.Join(b.TempDir(), "kiln.db"), bolt.Options{NoSync: true})
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	put := func() {
+		at = at.Add(time.Minute)
+		err := db.Update(func(tx store.Tx) error {
+			return tx.PutSample(&store.Sample{At: timestamppb.New(at), QueueLength: 3, ConnectedTargets: 4, CacheHits: 1}, keep)
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	for range keep {
+		put()
+	}
+	for b.Loop() {
+		put()
+	}
+}

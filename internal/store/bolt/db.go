@@ -9,7 +9,7 @@
 // string is never the prefix of another's key.
 //
 //	meta/
-//	  "version"            -> u64 schema version (SchemaVersion, 3)
+//	  "version"            -> u64 schema version (SchemaVersion, 4)
 //	  "outbox_len"         -> u64 messages in outbox/
 //	seq/
 //	  <sequence name>/     bucket whose NextSequence is NextID(name)
@@ -32,6 +32,9 @@
 //	outbox/                u64 id -> OutboxRecord
 //	outbox_due/            next_attempt_at (u64 seconds with the sign bit
 //	                       flipped + u32 nanos; nil = epoch) + u64 id
+//	samples/               at (encoded like outbox_due's time) -> SampleRecord;
+//	                       the oldest deleted beyond PutSample's keep
+//	request_groups/        group id -> RequestGroupRecord
 //
 // PutBuild, PutRequest, PutArtifact and PutOutbox read the previous version of
 // the record to remove its stale index entries, so the indexes are always in

@@ -11,6 +11,7 @@ import (
 	bbolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kilnbuild/kiln/internal/store"
 	"github.com/kilnbuild/kiln/internal/store/bolt"
@@ -162,6 +163,54 @@ func TestOpen(t *testing.T) {
 			return nil
 		})
 		openT(t, path, bolt.Options{}) // and the upgraded file opens again
+	})
+	t.Run("a version 3 file is upgraded: samples and request groups start empty, every record kept", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "kiln.db")
+		db := openT(t, path, bolt.Options{})
+		b := &store.Build{Build: &kilnv1.Build{Id: 1, Project: "p", State: kilnv1.BuildState_BUILD_STATE_SUCCEEDED}, SourceKey: "s"}
+		if err := db.Update(func(tx store.Tx) error { return tx.PutBuild(b) }); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// Version 3 is version 4 without samples/ and request_groups/.
+		setVersion(t, path, 3)
+		rawUpdate(t, path, func(tx *bbolt.Tx) error {
+			for _, name := range []string{"samples", "request_groups"} {
+				if err := tx.DeleteBucket([]byte(name)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		db = openT(t, path, bolt.Options{})
+		err := db.Update(func(tx store.Tx) error {
+			got, err := tx.Build(1)
+			if err != nil || !proto.Equal(got, b) {
+				t.Errorf("Build(1) after the upgrade: %v, %v", got, err)
+			}
+			n := 0
+			if err := tx.Samples(time.Time{}, func(*store.Sample) error { n++; return nil }); err != nil || n != 0 {
+				t.Errorf("samples after the upgrade: %d, %v", n, err)
+			}
+			if _, err := tx.RequestGroup("g"); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("RequestGroup after the upgrade: %v", err)
+			}
+			return tx.PutSample(&store.Sample{At: timestamppb.Now()}, 10)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		rawView(t, path, func(tx *bbolt.Tx) error {
+			if v := tx.Bucket([]byte("meta")).Get([]byte("version")); !bytes.Equal(v, []byte{0, 0, 0, 0, 0, 0, 0, 4}) {
+				t.Errorf("version after the upgrade: got %x, want 4", v)
+			}
+			return nil
+		})
 	})
 	t.Run("a file held by another opener is refused after the timeout", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "kiln.db")

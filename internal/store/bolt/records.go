@@ -222,6 +222,20 @@ func (t *tx) CreatePin(p *store.Pin) error {
 	return t.put(bucketPins, []byte(p.Name), p)
 }
 
+// Pins calls fn for every pin in name order.
+func (t *tx) Pins(fn func(*store.Pin) error) error {
+	if err := t.read(); err != nil {
+		return err
+	}
+	return t.each(bucketPins, nil, func(k, v []byte) error {
+		p := new(store.Pin)
+		if err := decode(bucketPins, k, v, p); err != nil {
+			return err
+		}
+		return fn(p)
+	})
+}
+
 // EnrollToken returns the enrollment token whose secret hashes to hash.
 func (t *tx) EnrollToken(hash string) (*store.EnrollToken, error) {
 	if err := t.read(); err != nil {

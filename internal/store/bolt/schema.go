@@ -19,7 +19,10 @@ import (
 //     insert when queued and a delete when final.
 //   - 3: logs/ added: small attempt logs, kept with the attempt's end
 //     instead of one file each (the upgrade creates the bucket).
-const SchemaVersion = 3
+//   - 4: samples/ (the overview's charts: a bounded time series) and
+//     request_groups/ (one summary mail per group of requests) added; the
+//     upgrade creates both buckets, empty.
+const SchemaVersion = 4
 
 // Bucket names. See the bucket tree in db.go.
 var (
@@ -45,6 +48,8 @@ var (
 	bucketLogs                 = []byte("logs")
 	bucketOutbox               = []byte("outbox")
 	bucketOutboxDue            = []byte("outbox_due")
+	bucketSamples              = []byte("samples")
+	bucketRequestGroups        = []byte("request_groups")
 
 	keyVersion   = []byte("version")
 	keyOutboxLen = []byte("outbox_len")
@@ -57,7 +62,7 @@ var buckets = [][]byte{
 	bucketBuildsByProject, bucketBuildsByArch,
 	bucketBuildCounts, bucketRequests, bucketRequestsByBuild, bucketArtifacts,
 	bucketArtifactsBySource, bucketPins, bucketOutbox, bucketOutboxDue,
-	bucketEnrollTokens, bucketBlobs, bucketLogs,
+	bucketEnrollTokens, bucketBlobs, bucketLogs, bucketSamples, bucketRequestGroups,
 }
 
 // SchemaVersionError is returned by Open for a file whose schema version this

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/kilnbuild/kiln/internal/store"
@@ -286,6 +287,26 @@ var pinCases = []testCase{
 			got, err := tx.Pin("hello-1.0")
 			must(t, err)
 			wantEqual(t, "Pin", got, first)
+			return nil
+		})
+	}},
+	{"Pins lists every pin in name order and stops on ErrStop", func(t *testing.T, h *harness) {
+		for _, n := range []string{"zeta", "alpha", "mid"} {
+			h.update(func(tx store.Tx) error {
+				return tx.CreatePin(&store.Pin{Name: n, BuildId: 7, Sha256: "aa", CacheKey: "k1", CreatedAt: ts(0)})
+			})
+		}
+		h.view(func(tx store.Tx) error {
+			var names []string
+			must(t, tx.Pins(func(p *store.Pin) error { names = append(names, p.GetName()); return nil }))
+			if got := strings.Join(names, " "); got != "alpha mid zeta" {
+				t.Fatalf("pins %q, want alpha mid zeta", got)
+			}
+			names = nil
+			must(t, tx.Pins(func(p *store.Pin) error { names = append(names, p.GetName()); return store.ErrStop }))
+			if got := strings.Join(names, " "); got != "alpha" {
+				t.Fatalf("pins before the stop %q, want alpha", got)
+			}
 			return nil
 		})
 	}},

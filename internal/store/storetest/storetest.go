@@ -56,6 +56,8 @@ func Run(t *testing.T, open OpenFunc) {
 		{"requests", requestCases},
 		{"artifacts", artifactCases},
 		{"outbox", outboxCases},
+		{"samples", sampleCases},
+		{"request groups", requestGroupCases},
 		{"transactions", txCases},
 	}
 	for _, g := range groups {

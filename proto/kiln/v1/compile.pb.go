@@ -21,6 +21,64 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// MailMode says how a requester is mailed about the builds they asked for.
+type MailMode int32
+
+const (
+	// EACH for a request without a group, SUMMARY in a group.
+	MailMode_MAIL_MODE_UNSPECIFIED MailMode = 0
+	// One mail per build when it ends.
+	MailMode_MAIL_MODE_EACH MailMode = 1
+	// One mail for the whole group when its last build ends, listing every
+	// build by outcome with links.
+	MailMode_MAIL_MODE_SUMMARY MailMode = 2
+	// No mail.
+	MailMode_MAIL_MODE_NONE MailMode = 3
+)
+
+// Enum value maps for MailMode.
+var (
+	MailMode_name = map[int32]string{
+		0: "MAIL_MODE_UNSPECIFIED",
+		1: "MAIL_MODE_EACH",
+		2: "MAIL_MODE_SUMMARY",
+		3: "MAIL_MODE_NONE",
+	}
+	MailMode_value = map[string]int32{
+		"MAIL_MODE_UNSPECIFIED": 0,
+		"MAIL_MODE_EACH":        1,
+		"MAIL_MODE_SUMMARY":     2,
+		"MAIL_MODE_NONE":        3,
+	}
+)
+
+func (x MailMode) Enum() *MailMode {
+	p := new(MailMode)
+	*p = x
+	return p
+}
+
+func (x MailMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MailMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_kiln_v1_compile_proto_enumTypes[0].Descriptor()
+}
+
+func (MailMode) Type() protoreflect.EnumType {
+	return &file_kiln_v1_compile_proto_enumTypes[0]
+}
+
+func (x MailMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MailMode.Descriptor instead.
+func (MailMode) EnumDescriptor() ([]byte, []int) {
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{0}
+}
+
 // SubmitRequest is one request for a build.
 type SubmitRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -31,7 +89,18 @@ type SubmitRequest struct {
 	// Option name -> value as the user typed it; validated against the manifest.
 	Options map[string]string `protobuf:"bytes,4,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Where the result is mailed. Validated; never shown publicly.
-	Email         string `protobuf:"bytes,5,opt,name=email,proto3" json:"email,omitempty"`
+	Email string `protobuf:"bytes,5,opt,name=email,proto3" json:"email,omitempty"`
+	// A request group: requests submitted together (startcompile check) share
+	// an id the client draws at random (16 to 64 characters of [A-Za-z0-9_-]).
+	// The first request opens the group for its email address; a request
+	// naming a group opened by another address is refused (PERMISSION_DENIED)
+	// and nothing is stored, as is one naming a sealed group
+	// (FAILED_PRECONDITION). Empty: no group.
+	Group string `protobuf:"bytes,6,opt,name=group,proto3" json:"group,omitempty"`
+	// How the requester is mailed. Without a group, SUMMARY is refused
+	// (INVALID_ARGUMENT). In a group, the first request's mode is the
+	// group's; a later request with another mode is refused.
+	Mail          MailMode `protobuf:"varint,7,opt,name=mail,proto3,enum=kiln.v1.MailMode" json:"mail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -101,6 +170,120 @@ func (x *SubmitRequest) GetEmail() string {
 	return ""
 }
 
+func (x *SubmitRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *SubmitRequest) GetMail() MailMode {
+	if x != nil {
+		return x.Mail
+	}
+	return MailMode_MAIL_MODE_UNSPECIFIED
+}
+
+// SealGroupRequest ends a request group: no request joins it any more, and
+// its summary mail goes once every build in it is final (at once if they
+// all are). Idempotent. email must be the group's.
+type SealGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Email         string                 `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SealGroupRequest) Reset() {
+	*x = SealGroupRequest{}
+	mi := &file_kiln_v1_compile_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SealGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SealGroupRequest) ProtoMessage() {}
+
+func (x *SealGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_compile_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SealGroupRequest.ProtoReflect.Descriptor instead.
+func (*SealGroupRequest) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SealGroupRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *SealGroupRequest) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+// SealGroupResponse says how many requests the group holds.
+type SealGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Requests      uint32                 `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SealGroupResponse) Reset() {
+	*x = SealGroupResponse{}
+	mi := &file_kiln_v1_compile_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SealGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SealGroupResponse) ProtoMessage() {}
+
+func (x *SealGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_compile_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SealGroupResponse.ProtoReflect.Descriptor instead.
+func (*SealGroupResponse) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SealGroupResponse) GetRequests() uint32 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
 // SubmitResponse says how the request was answered.
 type SubmitResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -116,7 +299,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[1]
+	mi := &file_kiln_v1_compile_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -128,7 +311,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[1]
+	mi := &file_kiln_v1_compile_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -141,7 +324,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{1}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SubmitResponse) GetBuild() *Build {
@@ -182,7 +365,7 @@ type GetBuildRequest struct {
 
 func (x *GetBuildRequest) Reset() {
 	*x = GetBuildRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[2]
+	mi := &file_kiln_v1_compile_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -194,7 +377,7 @@ func (x *GetBuildRequest) String() string {
 func (*GetBuildRequest) ProtoMessage() {}
 
 func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[2]
+	mi := &file_kiln_v1_compile_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -207,7 +390,7 @@ func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{2}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetBuildRequest) GetBuildId() uint64 {
@@ -227,7 +410,7 @@ type GetBuildResponse struct {
 
 func (x *GetBuildResponse) Reset() {
 	*x = GetBuildResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[3]
+	mi := &file_kiln_v1_compile_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -239,7 +422,7 @@ func (x *GetBuildResponse) String() string {
 func (*GetBuildResponse) ProtoMessage() {}
 
 func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[3]
+	mi := &file_kiln_v1_compile_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -252,7 +435,7 @@ func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildResponse.ProtoReflect.Descriptor instead.
 func (*GetBuildResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{3}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetBuildResponse) GetBuild() *Build {
@@ -274,7 +457,7 @@ type WatchBuildRequest struct {
 
 func (x *WatchBuildRequest) Reset() {
 	*x = WatchBuildRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[4]
+	mi := &file_kiln_v1_compile_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -286,7 +469,7 @@ func (x *WatchBuildRequest) String() string {
 func (*WatchBuildRequest) ProtoMessage() {}
 
 func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[4]
+	mi := &file_kiln_v1_compile_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -299,7 +482,7 @@ func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildRequest.ProtoReflect.Descriptor instead.
 func (*WatchBuildRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{4}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *WatchBuildRequest) GetBuildId() uint64 {
@@ -329,7 +512,7 @@ type WatchBuildResponse struct {
 
 func (x *WatchBuildResponse) Reset() {
 	*x = WatchBuildResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[5]
+	mi := &file_kiln_v1_compile_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +524,7 @@ func (x *WatchBuildResponse) String() string {
 func (*WatchBuildResponse) ProtoMessage() {}
 
 func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[5]
+	mi := &file_kiln_v1_compile_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +537,7 @@ func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildResponse.ProtoReflect.Descriptor instead.
 func (*WatchBuildResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{5}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WatchBuildResponse) GetBuild() *Build {
@@ -390,7 +573,7 @@ type GetLogRequest struct {
 
 func (x *GetLogRequest) Reset() {
 	*x = GetLogRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[6]
+	mi := &file_kiln_v1_compile_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +585,7 @@ func (x *GetLogRequest) String() string {
 func (*GetLogRequest) ProtoMessage() {}
 
 func (x *GetLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[6]
+	mi := &file_kiln_v1_compile_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +598,7 @@ func (x *GetLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogRequest.ProtoReflect.Descriptor instead.
 func (*GetLogRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{6}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetLogRequest) GetBuildId() uint64 {
@@ -450,7 +633,7 @@ type GetLogResponse struct {
 
 func (x *GetLogResponse) Reset() {
 	*x = GetLogResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[7]
+	mi := &file_kiln_v1_compile_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +645,7 @@ func (x *GetLogResponse) String() string {
 func (*GetLogResponse) ProtoMessage() {}
 
 func (x *GetLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[7]
+	mi := &file_kiln_v1_compile_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +658,7 @@ func (x *GetLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogResponse.ProtoReflect.Descriptor instead.
 func (*GetLogResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{7}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetLogResponse) GetOffset() uint64 {
@@ -506,7 +689,7 @@ type DownloadArtifactRequest struct {
 
 func (x *DownloadArtifactRequest) Reset() {
 	*x = DownloadArtifactRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[8]
+	mi := &file_kiln_v1_compile_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -518,7 +701,7 @@ func (x *DownloadArtifactRequest) String() string {
 func (*DownloadArtifactRequest) ProtoMessage() {}
 
 func (x *DownloadArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[8]
+	mi := &file_kiln_v1_compile_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -531,7 +714,7 @@ func (x *DownloadArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadArtifactRequest.ProtoReflect.Descriptor instead.
 func (*DownloadArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{8}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DownloadArtifactRequest) GetWhat() isDownloadArtifactRequest_What {
@@ -589,7 +772,7 @@ type DownloadArtifactResponse struct {
 
 func (x *DownloadArtifactResponse) Reset() {
 	*x = DownloadArtifactResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[9]
+	mi := &file_kiln_v1_compile_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -601,7 +784,7 @@ func (x *DownloadArtifactResponse) String() string {
 func (*DownloadArtifactResponse) ProtoMessage() {}
 
 func (x *DownloadArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[9]
+	mi := &file_kiln_v1_compile_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -614,7 +797,7 @@ func (x *DownloadArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadArtifactResponse.ProtoReflect.Descriptor instead.
 func (*DownloadArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{9}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DownloadArtifactResponse) GetMsg() isDownloadArtifactResponse_Msg {
@@ -670,7 +853,7 @@ type DownloadHeader struct {
 
 func (x *DownloadHeader) Reset() {
 	*x = DownloadHeader{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[10]
+	mi := &file_kiln_v1_compile_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +865,7 @@ func (x *DownloadHeader) String() string {
 func (*DownloadHeader) ProtoMessage() {}
 
 func (x *DownloadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[10]
+	mi := &file_kiln_v1_compile_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +878,7 @@ func (x *DownloadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadHeader.ProtoReflect.Descriptor instead.
 func (*DownloadHeader) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{10}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DownloadHeader) GetBuildId() uint64 {
@@ -731,7 +914,7 @@ type CancelRequest struct {
 
 func (x *CancelRequest) Reset() {
 	*x = CancelRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[11]
+	mi := &file_kiln_v1_compile_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +926,7 @@ func (x *CancelRequest) String() string {
 func (*CancelRequest) ProtoMessage() {}
 
 func (x *CancelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[11]
+	mi := &file_kiln_v1_compile_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +939,7 @@ func (x *CancelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{11}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CancelRequest) GetBuildId() uint64 {
@@ -784,7 +967,7 @@ type CancelResponse struct {
 
 func (x *CancelResponse) Reset() {
 	*x = CancelResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[12]
+	mi := &file_kiln_v1_compile_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -796,7 +979,7 @@ func (x *CancelResponse) String() string {
 func (*CancelResponse) ProtoMessage() {}
 
 func (x *CancelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[12]
+	mi := &file_kiln_v1_compile_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -809,7 +992,7 @@ func (x *CancelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelResponse.ProtoReflect.Descriptor instead.
 func (*CancelResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{12}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CancelResponse) GetBuild() *Build {
@@ -823,16 +1006,23 @@ var File_kiln_v1_compile_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_compile_proto_rawDesc = "" +
 	"\n" +
-	"\x15kiln/v1/compile.proto\x12\akiln.v1\x1a\x13kiln/v1/build.proto\x1a\x16kiln/v1/platform.proto\"\x96\x02\n" +
+	"\x15kiln/v1/compile.proto\x12\akiln.v1\x1a\x13kiln/v1/build.proto\x1a\x16kiln/v1/platform.proto\"\xd3\x02\n" +
 	"\rSubmitRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\tR\brevision\x12>\n" +
 	"\vconstraints\x18\x03 \x01(\v2\x1c.kiln.v1.PlatformConstraintsR\vconstraints\x12=\n" +
 	"\aoptions\x18\x04 \x03(\v2#.kiln.v1.SubmitRequest.OptionsEntryR\aoptions\x12\x14\n" +
-	"\x05email\x18\x05 \x01(\tR\x05email\x1a:\n" +
+	"\x05email\x18\x05 \x01(\tR\x05email\x12\x14\n" +
+	"\x05group\x18\x06 \x01(\tR\x05group\x12%\n" +
+	"\x04mail\x18\a \x01(\x0e2\x11.kiln.v1.MailModeR\x04mail\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\">\n" +
+	"\x10SealGroupRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x14\n" +
+	"\x05email\x18\x02 \x01(\tR\x05email\"/\n" +
+	"\x11SealGroupResponse\x12\x1a\n" +
+	"\brequests\x18\x01 \x01(\rR\brequests\"\x85\x01\n" +
 	"\x0eSubmitResponse\x12$\n" +
 	"\x05build\x18\x01 \x01(\v2\x0e.kiln.v1.BuildR\x05build\x12\x16\n" +
 	"\x06cached\x18\x02 \x01(\bR\x06cached\x12\x16\n" +
@@ -875,7 +1065,12 @@ const file_kiln_v1_compile_proto_rawDesc = "" +
 	"\bbuild_id\x18\x01 \x01(\x04R\abuildId\x12\x14\n" +
 	"\x05email\x18\x02 \x01(\tR\x05email\"6\n" +
 	"\x0eCancelResponse\x12$\n" +
-	"\x05build\x18\x01 \x01(\v2\x0e.kiln.v1.BuildR\x05build2\xa8\x03\n" +
+	"\x05build\x18\x01 \x01(\v2\x0e.kiln.v1.BuildR\x05build*d\n" +
+	"\bMailMode\x12\x19\n" +
+	"\x15MAIL_MODE_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eMAIL_MODE_EACH\x10\x01\x12\x15\n" +
+	"\x11MAIL_MODE_SUMMARY\x10\x02\x12\x12\n" +
+	"\x0eMAIL_MODE_NONE\x10\x032\xec\x03\n" +
 	"\x0eCompileService\x129\n" +
 	"\x06Submit\x12\x16.kiln.v1.SubmitRequest\x1a\x17.kiln.v1.SubmitResponse\x12?\n" +
 	"\bGetBuild\x12\x18.kiln.v1.GetBuildRequest\x1a\x19.kiln.v1.GetBuildResponse\x12G\n" +
@@ -883,7 +1078,8 @@ const file_kiln_v1_compile_proto_rawDesc = "" +
 	"WatchBuild\x12\x1a.kiln.v1.WatchBuildRequest\x1a\x1b.kiln.v1.WatchBuildResponse0\x01\x12;\n" +
 	"\x06GetLog\x12\x16.kiln.v1.GetLogRequest\x1a\x17.kiln.v1.GetLogResponse0\x01\x12Y\n" +
 	"\x10DownloadArtifact\x12 .kiln.v1.DownloadArtifactRequest\x1a!.kiln.v1.DownloadArtifactResponse0\x01\x129\n" +
-	"\x06Cancel\x12\x16.kiln.v1.CancelRequest\x1a\x17.kiln.v1.CancelResponseB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
+	"\x06Cancel\x12\x16.kiln.v1.CancelRequest\x1a\x17.kiln.v1.CancelResponse\x12B\n" +
+	"\tSealGroup\x12\x19.kiln.v1.SealGroupRequest\x1a\x1a.kiln.v1.SealGroupResponseB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
 
 var (
 	file_kiln_v1_compile_proto_rawDescOnce sync.Once
@@ -897,54 +1093,61 @@ func file_kiln_v1_compile_proto_rawDescGZIP() []byte {
 	return file_kiln_v1_compile_proto_rawDescData
 }
 
-var file_kiln_v1_compile_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_kiln_v1_compile_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_kiln_v1_compile_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_kiln_v1_compile_proto_goTypes = []any{
-	(*SubmitRequest)(nil),            // 0: kiln.v1.SubmitRequest
-	(*SubmitResponse)(nil),           // 1: kiln.v1.SubmitResponse
-	(*GetBuildRequest)(nil),          // 2: kiln.v1.GetBuildRequest
-	(*GetBuildResponse)(nil),         // 3: kiln.v1.GetBuildResponse
-	(*WatchBuildRequest)(nil),        // 4: kiln.v1.WatchBuildRequest
-	(*WatchBuildResponse)(nil),       // 5: kiln.v1.WatchBuildResponse
-	(*GetLogRequest)(nil),            // 6: kiln.v1.GetLogRequest
-	(*GetLogResponse)(nil),           // 7: kiln.v1.GetLogResponse
-	(*DownloadArtifactRequest)(nil),  // 8: kiln.v1.DownloadArtifactRequest
-	(*DownloadArtifactResponse)(nil), // 9: kiln.v1.DownloadArtifactResponse
-	(*DownloadHeader)(nil),           // 10: kiln.v1.DownloadHeader
-	(*CancelRequest)(nil),            // 11: kiln.v1.CancelRequest
-	(*CancelResponse)(nil),           // 12: kiln.v1.CancelResponse
-	nil,                              // 13: kiln.v1.SubmitRequest.OptionsEntry
-	(*PlatformConstraints)(nil),      // 14: kiln.v1.PlatformConstraints
-	(*Build)(nil),                    // 15: kiln.v1.Build
-	(*Artifact)(nil),                 // 16: kiln.v1.Artifact
-	(*SystemInfo)(nil),               // 17: kiln.v1.SystemInfo
+	(MailMode)(0),                    // 0: kiln.v1.MailMode
+	(*SubmitRequest)(nil),            // 1: kiln.v1.SubmitRequest
+	(*SealGroupRequest)(nil),         // 2: kiln.v1.SealGroupRequest
+	(*SealGroupResponse)(nil),        // 3: kiln.v1.SealGroupResponse
+	(*SubmitResponse)(nil),           // 4: kiln.v1.SubmitResponse
+	(*GetBuildRequest)(nil),          // 5: kiln.v1.GetBuildRequest
+	(*GetBuildResponse)(nil),         // 6: kiln.v1.GetBuildResponse
+	(*WatchBuildRequest)(nil),        // 7: kiln.v1.WatchBuildRequest
+	(*WatchBuildResponse)(nil),       // 8: kiln.v1.WatchBuildResponse
+	(*GetLogRequest)(nil),            // 9: kiln.v1.GetLogRequest
+	(*GetLogResponse)(nil),           // 10: kiln.v1.GetLogResponse
+	(*DownloadArtifactRequest)(nil),  // 11: kiln.v1.DownloadArtifactRequest
+	(*DownloadArtifactResponse)(nil), // 12: kiln.v1.DownloadArtifactResponse
+	(*DownloadHeader)(nil),           // 13: kiln.v1.DownloadHeader
+	(*CancelRequest)(nil),            // 14: kiln.v1.CancelRequest
+	(*CancelResponse)(nil),           // 15: kiln.v1.CancelResponse
+	nil,                              // 16: kiln.v1.SubmitRequest.OptionsEntry
+	(*PlatformConstraints)(nil),      // 17: kiln.v1.PlatformConstraints
+	(*Build)(nil),                    // 18: kiln.v1.Build
+	(*Artifact)(nil),                 // 19: kiln.v1.Artifact
+	(*SystemInfo)(nil),               // 20: kiln.v1.SystemInfo
 }
 var file_kiln_v1_compile_proto_depIdxs = []int32{
-	14, // 0: kiln.v1.SubmitRequest.constraints:type_name -> kiln.v1.PlatformConstraints
-	13, // 1: kiln.v1.SubmitRequest.options:type_name -> kiln.v1.SubmitRequest.OptionsEntry
-	15, // 2: kiln.v1.SubmitResponse.build:type_name -> kiln.v1.Build
-	15, // 3: kiln.v1.GetBuildResponse.build:type_name -> kiln.v1.Build
-	15, // 4: kiln.v1.WatchBuildResponse.build:type_name -> kiln.v1.Build
-	10, // 5: kiln.v1.DownloadArtifactResponse.header:type_name -> kiln.v1.DownloadHeader
-	16, // 6: kiln.v1.DownloadHeader.artifact:type_name -> kiln.v1.Artifact
-	17, // 7: kiln.v1.DownloadHeader.platform:type_name -> kiln.v1.SystemInfo
-	15, // 8: kiln.v1.CancelResponse.build:type_name -> kiln.v1.Build
-	0,  // 9: kiln.v1.CompileService.Submit:input_type -> kiln.v1.SubmitRequest
-	2,  // 10: kiln.v1.CompileService.GetBuild:input_type -> kiln.v1.GetBuildRequest
-	4,  // 11: kiln.v1.CompileService.WatchBuild:input_type -> kiln.v1.WatchBuildRequest
-	6,  // 12: kiln.v1.CompileService.GetLog:input_type -> kiln.v1.GetLogRequest
-	8,  // 13: kiln.v1.CompileService.DownloadArtifact:input_type -> kiln.v1.DownloadArtifactRequest
-	11, // 14: kiln.v1.CompileService.Cancel:input_type -> kiln.v1.CancelRequest
-	1,  // 15: kiln.v1.CompileService.Submit:output_type -> kiln.v1.SubmitResponse
-	3,  // 16: kiln.v1.CompileService.GetBuild:output_type -> kiln.v1.GetBuildResponse
-	5,  // 17: kiln.v1.CompileService.WatchBuild:output_type -> kiln.v1.WatchBuildResponse
-	7,  // 18: kiln.v1.CompileService.GetLog:output_type -> kiln.v1.GetLogResponse
-	9,  // 19: kiln.v1.CompileService.DownloadArtifact:output_type -> kiln.v1.DownloadArtifactResponse
-	12, // 20: kiln.v1.CompileService.Cancel:output_type -> kiln.v1.CancelResponse
-	15, // [15:21] is the sub-list for method output_type
-	9,  // [9:15] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	17, // 0: kiln.v1.SubmitRequest.constraints:type_name -> kiln.v1.PlatformConstraints
+	16, // 1: kiln.v1.SubmitRequest.options:type_name -> kiln.v1.SubmitRequest.OptionsEntry
+	0,  // 2: kiln.v1.SubmitRequest.mail:type_name -> kiln.v1.MailMode
+	18, // 3: kiln.v1.SubmitResponse.build:type_name -> kiln.v1.Build
+	18, // 4: kiln.v1.GetBuildResponse.build:type_name -> kiln.v1.Build
+	18, // 5: kiln.v1.WatchBuildResponse.build:type_name -> kiln.v1.Build
+	13, // 6: kiln.v1.DownloadArtifactResponse.header:type_name -> kiln.v1.DownloadHeader
+	19, // 7: kiln.v1.DownloadHeader.artifact:type_name -> kiln.v1.Artifact
+	20, // 8: kiln.v1.DownloadHeader.platform:type_name -> kiln.v1.SystemInfo
+	18, // 9: kiln.v1.CancelResponse.build:type_name -> kiln.v1.Build
+	1,  // 10: kiln.v1.CompileService.Submit:input_type -> kiln.v1.SubmitRequest
+	5,  // 11: kiln.v1.CompileService.GetBuild:input_type -> kiln.v1.GetBuildRequest
+	7,  // 12: kiln.v1.CompileService.WatchBuild:input_type -> kiln.v1.WatchBuildRequest
+	9,  // 13: kiln.v1.CompileService.GetLog:input_type -> kiln.v1.GetLogRequest
+	11, // 14: kiln.v1.CompileService.DownloadArtifact:input_type -> kiln.v1.DownloadArtifactRequest
+	14, // 15: kiln.v1.CompileService.Cancel:input_type -> kiln.v1.CancelRequest
+	2,  // 16: kiln.v1.CompileService.SealGroup:input_type -> kiln.v1.SealGroupRequest
+	4,  // 17: kiln.v1.CompileService.Submit:output_type -> kiln.v1.SubmitResponse
+	6,  // 18: kiln.v1.CompileService.GetBuild:output_type -> kiln.v1.GetBuildResponse
+	8,  // 19: kiln.v1.CompileService.WatchBuild:output_type -> kiln.v1.WatchBuildResponse
+	10, // 20: kiln.v1.CompileService.GetLog:output_type -> kiln.v1.GetLogResponse
+	12, // 21: kiln.v1.CompileService.DownloadArtifact:output_type -> kiln.v1.DownloadArtifactResponse
+	15, // 22: kiln.v1.CompileService.Cancel:output_type -> kiln.v1.CancelResponse
+	3,  // 23: kiln.v1.CompileService.SealGroup:output_type -> kiln.v1.SealGroupResponse
+	17, // [17:24] is the sub-list for method output_type
+	10, // [10:17] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_compile_proto_init() }
@@ -954,11 +1157,11 @@ func file_kiln_v1_compile_proto_init() {
 	}
 	file_kiln_v1_build_proto_init()
 	file_kiln_v1_platform_proto_init()
-	file_kiln_v1_compile_proto_msgTypes[8].OneofWrappers = []any{
+	file_kiln_v1_compile_proto_msgTypes[10].OneofWrappers = []any{
 		(*DownloadArtifactRequest_BuildId)(nil),
 		(*DownloadArtifactRequest_Pin)(nil),
 	}
-	file_kiln_v1_compile_proto_msgTypes[9].OneofWrappers = []any{
+	file_kiln_v1_compile_proto_msgTypes[11].OneofWrappers = []any{
 		(*DownloadArtifactResponse_Header)(nil),
 		(*DownloadArtifactResponse_Data)(nil),
 	}
@@ -967,13 +1170,14 @@ func file_kiln_v1_compile_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_compile_proto_rawDesc), len(file_kiln_v1_compile_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   14,
+			NumEnums:      1,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_kiln_v1_compile_proto_goTypes,
 		DependencyIndexes: file_kiln_v1_compile_proto_depIdxs,
+		EnumInfos:         file_kiln_v1_compile_proto_enumTypes,
 		MessageInfos:      file_kiln_v1_compile_proto_msgTypes,
 	}.Build()
 	File_kiln_v1_compile_proto = out.File

@@ -25,6 +25,7 @@ const (
 	CompileService_GetLog_FullMethodName           = "/kiln.v1.CompileService/GetLog"
 	CompileService_DownloadArtifact_FullMethodName = "/kiln.v1.CompileService/DownloadArtifact"
 	CompileService_Cancel_FullMethodName           = "/kiln.v1.CompileService/Cancel"
+	CompileService_SealGroup_FullMethodName        = "/kiln.v1.CompileService/SealGroup"
 )
 
 // CompileServiceClient is the client API for CompileService service.
@@ -66,6 +67,10 @@ type CompileServiceClient interface {
 	// address is ever recorded in the build (failure, attempts), so none
 	// reaches a page, a build server or another requester's mail.
 	Cancel(ctx context.Context, in *CancelRequest, opts ...grpc.CallOption) (*CancelResponse, error)
+	// SealGroup closes a request group (SubmitRequest.group) once the client
+	// has submitted every request of it; see SealGroupRequest. A group never
+	// sealed is sealed by the metaserver an hour after it was opened.
+	SealGroup(ctx context.Context, in *SealGroupRequest, opts ...grpc.CallOption) (*SealGroupResponse, error)
 }
 
 type compileServiceClient struct {
@@ -163,6 +168,16 @@ func (c *compileServiceClient) Cancel(ctx context.Context, in *CancelRequest, op
 	return out, nil
 }
 
+func (c *compileServiceClient) SealGroup(ctx context.Context, in *SealGroupRequest, opts ...grpc.CallOption) (*SealGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SealGroupResponse)
+	err := c.cc.Invoke(ctx, CompileService_SealGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CompileServiceServer is the server API for CompileService service.
 // All implementations must embed UnimplementedCompileServiceServer
 // for forward compatibility.
@@ -202,6 +217,10 @@ type CompileServiceServer interface {
 	// address is ever recorded in the build (failure, attempts), so none
 	// reaches a page, a build server or another requester's mail.
 	Cancel(context.Context, *CancelRequest) (*CancelResponse, error)
+	// SealGroup closes a request group (SubmitRequest.group) once the client
+	// has submitted every request of it; see SealGroupRequest. A group never
+	// sealed is sealed by the metaserver an hour after it was opened.
+	SealGroup(context.Context, *SealGroupRequest) (*SealGroupResponse, error)
 	mustEmbedUnimplementedCompileServiceServer()
 }
 
@@ -229,6 +248,9 @@ func (UnimplementedCompileServiceServer) DownloadArtifact(*DownloadArtifactReque
 }
 func (UnimplementedCompileServiceServer) Cancel(context.Context, *CancelRequest) (*CancelResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Cancel not implemented")
+}
+func (UnimplementedCompileServiceServer) SealGroup(context.Context, *SealGroupRequest) (*SealGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SealGroup not implemented")
 }
 func (UnimplementedCompileServiceServer) mustEmbedUnimplementedCompileServiceServer() {}
 func (UnimplementedCompileServiceServer) testEmbeddedByValue()                        {}
@@ -338,6 +360,24 @@ func _CompileService_Cancel_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CompileService_SealGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SealGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CompileServiceServer).SealGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CompileService_SealGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CompileServiceServer).SealGroup(ctx, req.(*SealGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CompileService_ServiceDesc is the grpc.ServiceDesc for CompileService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -356,6 +396,10 @@ var CompileService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Cancel",
 			Handler:    _CompileService_Cancel_Handler,
+		},
+		{
+			MethodName: "SealGroup",
+			Handler:    _CompileService_SealGroup_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -626,6 +626,410 @@ func (x *ListBuildsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// ListPinsRequest names the project; empty means every project.
+type ListPinsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPinsRequest) Reset() {
+	*x = ListPinsRequest{}
+	mi := &file_kiln_v1_status_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPinsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPinsRequest) ProtoMessage() {}
+
+func (x *ListPinsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_status_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPinsRequest.ProtoReflect.Descriptor instead.
+func (*ListPinsRequest) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListPinsRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+// ListPinsResponse lists pins in name order. At most 1,000 are returned;
+// truncated says there were more.
+type ListPinsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pins          []*PinStatus           `protobuf:"bytes,1,rep,name=pins,proto3" json:"pins,omitempty"`
+	Truncated     bool                   `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPinsResponse) Reset() {
+	*x = ListPinsResponse{}
+	mi := &file_kiln_v1_status_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPinsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPinsResponse) ProtoMessage() {}
+
+func (x *ListPinsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_status_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPinsResponse.ProtoReflect.Descriptor instead.
+func (*ListPinsResponse) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListPinsResponse) GetPins() []*PinStatus {
+	if x != nil {
+		return x.Pins
+	}
+	return nil
+}
+
+func (x *ListPinsResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+// PinStatus is one pin as the public sees it.
+type PinStatus struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	BuildId uint64                 `protobuf:"varint,2,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	Project string                 `protobuf:"bytes,3,opt,name=project,proto3" json:"project,omitempty"`
+	Commit  string                 `protobuf:"bytes,4,opt,name=commit,proto3" json:"commit,omitempty"`
+	Sha256  string                 `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size    uint64                 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	// The platform that built the pinned artifact.
+	Platform  *SystemInfo            `protobuf:"bytes,7,opt,name=platform,proto3" json:"platform,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Set when the artifact was withdrawn: the pin no longer resolves.
+	Withdrawn     string `protobuf:"bytes,9,opt,name=withdrawn,proto3" json:"withdrawn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PinStatus) Reset() {
+	*x = PinStatus{}
+	mi := &file_kiln_v1_status_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PinStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PinStatus) ProtoMessage() {}
+
+func (x *PinStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_status_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PinStatus.ProtoReflect.Descriptor instead.
+func (*PinStatus) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PinStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PinStatus) GetBuildId() uint64 {
+	if x != nil {
+		return x.BuildId
+	}
+	return 0
+}
+
+func (x *PinStatus) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *PinStatus) GetCommit() string {
+	if x != nil {
+		return x.Commit
+	}
+	return ""
+}
+
+func (x *PinStatus) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *PinStatus) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *PinStatus) GetPlatform() *SystemInfo {
+	if x != nil {
+		return x.Platform
+	}
+	return nil
+}
+
+func (x *PinStatus) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *PinStatus) GetWithdrawn() string {
+	if x != nil {
+		return x.Withdrawn
+	}
+	return ""
+}
+
+// GetHistoryRequest asks for the samples taken after since (unset: all
+// kept).
+type GetHistoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetHistoryRequest) Reset() {
+	*x = GetHistoryRequest{}
+	mi := &file_kiln_v1_status_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHistoryRequest) ProtoMessage() {}
+
+func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_status_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
+func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetHistoryRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+// GetHistoryResponse lists samples oldest first (at most 2,000).
+type GetHistoryResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Samples []*Sample              `protobuf:"bytes,1,rep,name=samples,proto3" json:"samples,omitempty"`
+	// The sampling interval, in seconds.
+	IntervalSeconds uint32 `protobuf:"varint,2,opt,name=interval_seconds,json=intervalSeconds,proto3" json:"interval_seconds,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GetHistoryResponse) Reset() {
+	*x = GetHistoryResponse{}
+	mi := &file_kiln_v1_status_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHistoryResponse) ProtoMessage() {}
+
+func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_status_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
+func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetHistoryResponse) GetSamples() []*Sample {
+	if x != nil {
+		return x.Samples
+	}
+	return nil
+}
+
+func (x *GetHistoryResponse) GetIntervalSeconds() uint32 {
+	if x != nil {
+		return x.IntervalSeconds
+	}
+	return 0
+}
+
+// Sample is the farm at one moment.
+type Sample struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	At               *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	QueueLength      uint32                 `protobuf:"varint,2,opt,name=queue_length,json=queueLength,proto3" json:"queue_length,omitempty"`
+	ConnectedTargets uint32                 `protobuf:"varint,3,opt,name=connected_targets,json=connectedTargets,proto3" json:"connected_targets,omitempty"`
+	// Cache hits and misses since the previous sample.
+	CacheHits             uint64 `protobuf:"varint,4,opt,name=cache_hits,json=cacheHits,proto3" json:"cache_hits,omitempty"`
+	CacheMisses           uint64 `protobuf:"varint,5,opt,name=cache_misses,json=cacheMisses,proto3" json:"cache_misses,omitempty"`
+	ConnectedBuildServers uint32 `protobuf:"varint,6,opt,name=connected_build_servers,json=connectedBuildServers,proto3" json:"connected_build_servers,omitempty"`
+	RunningBuilds         uint32 `protobuf:"varint,7,opt,name=running_builds,json=runningBuilds,proto3" json:"running_builds,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *Sample) Reset() {
+	*x = Sample{}
+	mi := &file_kiln_v1_status_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Sample) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Sample) ProtoMessage() {}
+
+func (x *Sample) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_status_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Sample.ProtoReflect.Descriptor instead.
+func (*Sample) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Sample) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *Sample) GetQueueLength() uint32 {
+	if x != nil {
+		return x.QueueLength
+	}
+	return 0
+}
+
+func (x *Sample) GetConnectedTargets() uint32 {
+	if x != nil {
+		return x.ConnectedTargets
+	}
+	return 0
+}
+
+func (x *Sample) GetCacheHits() uint64 {
+	if x != nil {
+		return x.CacheHits
+	}
+	return 0
+}
+
+func (x *Sample) GetCacheMisses() uint64 {
+	if x != nil {
+		return x.CacheMisses
+	}
+	return 0
+}
+
+func (x *Sample) GetConnectedBuildServers() uint32 {
+	if x != nil {
+		return x.ConnectedBuildServers
+	}
+	return 0
+}
+
+func (x *Sample) GetRunningBuilds() uint32 {
+	if x != nil {
+		return x.RunningBuilds
+	}
+	return 0
+}
+
 var File_kiln_v1_status_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_status_proto_rawDesc = "" +
@@ -688,12 +1092,45 @@ const file_kiln_v1_status_proto_rawDesc = "" +
 	"\x04libc\x18\t \x01(\tR\x04libc\"d\n" +
 	"\x12ListBuildsResponse\x12&\n" +
 	"\x06builds\x18\x01 \x03(\v2\x0e.kiln.v1.BuildR\x06builds\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xf9\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"+\n" +
+	"\x0fListPinsRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\"X\n" +
+	"\x10ListPinsResponse\x12&\n" +
+	"\x04pins\x18\x01 \x03(\v2\x12.kiln.v1.PinStatusR\x04pins\x12\x1c\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated\"\xa2\x02\n" +
+	"\tPinStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\bbuild_id\x18\x02 \x01(\x04R\abuildId\x12\x18\n" +
+	"\aproject\x18\x03 \x01(\tR\aproject\x12\x16\n" +
+	"\x06commit\x18\x04 \x01(\tR\x06commit\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x06 \x01(\x04R\x04size\x12/\n" +
+	"\bplatform\x18\a \x01(\v2\x13.kiln.v1.SystemInfoR\bplatform\x129\n" +
+	"\n" +
+	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1c\n" +
+	"\twithdrawn\x18\t \x01(\tR\twithdrawn\"E\n" +
+	"\x11GetHistoryRequest\x120\n" +
+	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"j\n" +
+	"\x12GetHistoryResponse\x12)\n" +
+	"\asamples\x18\x01 \x03(\v2\x0f.kiln.v1.SampleR\asamples\x12)\n" +
+	"\x10interval_seconds\x18\x02 \x01(\rR\x0fintervalSeconds\"\xa5\x02\n" +
+	"\x06Sample\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12!\n" +
+	"\fqueue_length\x18\x02 \x01(\rR\vqueueLength\x12+\n" +
+	"\x11connected_targets\x18\x03 \x01(\rR\x10connectedTargets\x12\x1d\n" +
+	"\n" +
+	"cache_hits\x18\x04 \x01(\x04R\tcacheHits\x12!\n" +
+	"\fcache_misses\x18\x05 \x01(\x04R\vcacheMisses\x126\n" +
+	"\x17connected_build_servers\x18\x06 \x01(\rR\x15connectedBuildServers\x12%\n" +
+	"\x0erunning_builds\x18\a \x01(\rR\rrunningBuilds2\x81\x03\n" +
 	"\rStatusService\x12H\n" +
 	"\vGetOverview\x12\x1b.kiln.v1.GetOverviewRequest\x1a\x1c.kiln.v1.GetOverviewResponse\x12W\n" +
 	"\x10ListBuildServers\x12 .kiln.v1.ListBuildServersRequest\x1a!.kiln.v1.ListBuildServersResponse\x12E\n" +
 	"\n" +
-	"ListBuilds\x12\x1a.kiln.v1.ListBuildsRequest\x1a\x1b.kiln.v1.ListBuildsResponseB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
+	"ListBuilds\x12\x1a.kiln.v1.ListBuildsRequest\x1a\x1b.kiln.v1.ListBuildsResponse\x12?\n" +
+	"\bListPins\x12\x18.kiln.v1.ListPinsRequest\x1a\x19.kiln.v1.ListPinsResponse\x12E\n" +
+	"\n" +
+	"GetHistory\x12\x1a.kiln.v1.GetHistoryRequest\x1a\x1b.kiln.v1.GetHistoryResponseB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
 
 var (
 	file_kiln_v1_status_proto_rawDescOnce sync.Once
@@ -707,7 +1144,7 @@ func file_kiln_v1_status_proto_rawDescGZIP() []byte {
 	return file_kiln_v1_status_proto_rawDescData
 }
 
-var file_kiln_v1_status_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_kiln_v1_status_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_kiln_v1_status_proto_goTypes = []any{
 	(*GetOverviewRequest)(nil),       // 0: kiln.v1.GetOverviewRequest
 	(*GetOverviewResponse)(nil),      // 1: kiln.v1.GetOverviewResponse
@@ -716,37 +1153,54 @@ var file_kiln_v1_status_proto_goTypes = []any{
 	(*BuildServerStatus)(nil),        // 4: kiln.v1.BuildServerStatus
 	(*ListBuildsRequest)(nil),        // 5: kiln.v1.ListBuildsRequest
 	(*ListBuildsResponse)(nil),       // 6: kiln.v1.ListBuildsResponse
-	nil,                              // 7: kiln.v1.GetOverviewResponse.BuildsByStateEntry
-	(*timestamppb.Timestamp)(nil),    // 8: google.protobuf.Timestamp
-	(*Target)(nil),                   // 9: kiln.v1.Target
-	(*BuildServerPolicy)(nil),        // 10: kiln.v1.BuildServerPolicy
-	(*RejectedTarget)(nil),           // 11: kiln.v1.RejectedTarget
-	(BuildState)(0),                  // 12: kiln.v1.BuildState
-	(*Build)(nil),                    // 13: kiln.v1.Build
+	(*ListPinsRequest)(nil),          // 7: kiln.v1.ListPinsRequest
+	(*ListPinsResponse)(nil),         // 8: kiln.v1.ListPinsResponse
+	(*PinStatus)(nil),                // 9: kiln.v1.PinStatus
+	(*GetHistoryRequest)(nil),        // 10: kiln.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),       // 11: kiln.v1.GetHistoryResponse
+	(*Sample)(nil),                   // 12: kiln.v1.Sample
+	nil,                              // 13: kiln.v1.GetOverviewResponse.BuildsByStateEntry
+	(*timestamppb.Timestamp)(nil),    // 14: google.protobuf.Timestamp
+	(*Target)(nil),                   // 15: kiln.v1.Target
+	(*BuildServerPolicy)(nil),        // 16: kiln.v1.BuildServerPolicy
+	(*RejectedTarget)(nil),           // 17: kiln.v1.RejectedTarget
+	(BuildState)(0),                  // 18: kiln.v1.BuildState
+	(*Build)(nil),                    // 19: kiln.v1.Build
+	(*SystemInfo)(nil),               // 20: kiln.v1.SystemInfo
 }
 var file_kiln_v1_status_proto_depIdxs = []int32{
-	7,  // 0: kiln.v1.GetOverviewResponse.builds_by_state:type_name -> kiln.v1.GetOverviewResponse.BuildsByStateEntry
-	8,  // 1: kiln.v1.GetOverviewResponse.oldest_queued_at:type_name -> google.protobuf.Timestamp
-	8,  // 2: kiln.v1.GetOverviewResponse.started_at:type_name -> google.protobuf.Timestamp
+	13, // 0: kiln.v1.GetOverviewResponse.builds_by_state:type_name -> kiln.v1.GetOverviewResponse.BuildsByStateEntry
+	14, // 1: kiln.v1.GetOverviewResponse.oldest_queued_at:type_name -> google.protobuf.Timestamp
+	14, // 2: kiln.v1.GetOverviewResponse.started_at:type_name -> google.protobuf.Timestamp
 	4,  // 3: kiln.v1.ListBuildServersResponse.build_servers:type_name -> kiln.v1.BuildServerStatus
-	9,  // 4: kiln.v1.BuildServerStatus.targets:type_name -> kiln.v1.Target
-	8,  // 5: kiln.v1.BuildServerStatus.last_seen:type_name -> google.protobuf.Timestamp
-	10, // 6: kiln.v1.BuildServerStatus.policy:type_name -> kiln.v1.BuildServerPolicy
-	11, // 7: kiln.v1.BuildServerStatus.rejected_targets:type_name -> kiln.v1.RejectedTarget
-	8,  // 8: kiln.v1.BuildServerStatus.put_aside_until:type_name -> google.protobuf.Timestamp
-	12, // 9: kiln.v1.ListBuildsRequest.state:type_name -> kiln.v1.BuildState
-	13, // 10: kiln.v1.ListBuildsResponse.builds:type_name -> kiln.v1.Build
-	0,  // 11: kiln.v1.StatusService.GetOverview:input_type -> kiln.v1.GetOverviewRequest
-	2,  // 12: kiln.v1.StatusService.ListBuildServers:input_type -> kiln.v1.ListBuildServersRequest
-	5,  // 13: kiln.v1.StatusService.ListBuilds:input_type -> kiln.v1.ListBuildsRequest
-	1,  // 14: kiln.v1.StatusService.GetOverview:output_type -> kiln.v1.GetOverviewResponse
-	3,  // 15: kiln.v1.StatusService.ListBuildServers:output_type -> kiln.v1.ListBuildServersResponse
-	6,  // 16: kiln.v1.StatusService.ListBuilds:output_type -> kiln.v1.ListBuildsResponse
-	14, // [14:17] is the sub-list for method output_type
-	11, // [11:14] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	15, // 4: kiln.v1.BuildServerStatus.targets:type_name -> kiln.v1.Target
+	14, // 5: kiln.v1.BuildServerStatus.last_seen:type_name -> google.protobuf.Timestamp
+	16, // 6: kiln.v1.BuildServerStatus.policy:type_name -> kiln.v1.BuildServerPolicy
+	17, // 7: kiln.v1.BuildServerStatus.rejected_targets:type_name -> kiln.v1.RejectedTarget
+	14, // 8: kiln.v1.BuildServerStatus.put_aside_until:type_name -> google.protobuf.Timestamp
+	18, // 9: kiln.v1.ListBuildsRequest.state:type_name -> kiln.v1.BuildState
+	19, // 10: kiln.v1.ListBuildsResponse.builds:type_name -> kiln.v1.Build
+	9,  // 11: kiln.v1.ListPinsResponse.pins:type_name -> kiln.v1.PinStatus
+	20, // 12: kiln.v1.PinStatus.platform:type_name -> kiln.v1.SystemInfo
+	14, // 13: kiln.v1.PinStatus.created_at:type_name -> google.protobuf.Timestamp
+	14, // 14: kiln.v1.GetHistoryRequest.since:type_name -> google.protobuf.Timestamp
+	12, // 15: kiln.v1.GetHistoryResponse.samples:type_name -> kiln.v1.Sample
+	14, // 16: kiln.v1.Sample.at:type_name -> google.protobuf.Timestamp
+	0,  // 17: kiln.v1.StatusService.GetOverview:input_type -> kiln.v1.GetOverviewRequest
+	2,  // 18: kiln.v1.StatusService.ListBuildServers:input_type -> kiln.v1.ListBuildServersRequest
+	5,  // 19: kiln.v1.StatusService.ListBuilds:input_type -> kiln.v1.ListBuildsRequest
+	7,  // 20: kiln.v1.StatusService.ListPins:input_type -> kiln.v1.ListPinsRequest
+	10, // 21: kiln.v1.StatusService.GetHistory:input_type -> kiln.v1.GetHistoryRequest
+	1,  // 22: kiln.v1.StatusService.GetOverview:output_type -> kiln.v1.GetOverviewResponse
+	3,  // 23: kiln.v1.StatusService.ListBuildServers:output_type -> kiln.v1.ListBuildServersResponse
+	6,  // 24: kiln.v1.StatusService.ListBuilds:output_type -> kiln.v1.ListBuildsResponse
+	8,  // 25: kiln.v1.StatusService.ListPins:output_type -> kiln.v1.ListPinsResponse
+	11, // 26: kiln.v1.StatusService.GetHistory:output_type -> kiln.v1.GetHistoryResponse
+	22, // [22:27] is the sub-list for method output_type
+	17, // [17:22] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_status_proto_init() }
@@ -762,7 +1216,7 @@ func file_kiln_v1_status_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_status_proto_rawDesc), len(file_kiln_v1_status_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,8 @@ const (
 	StatusService_GetOverview_FullMethodName      = "/kiln.v1.StatusService/GetOverview"
 	StatusService_ListBuildServers_FullMethodName = "/kiln.v1.StatusService/ListBuildServers"
 	StatusService_ListBuilds_FullMethodName       = "/kiln.v1.StatusService/ListBuilds"
+	StatusService_ListPins_FullMethodName         = "/kiln.v1.StatusService/ListPins"
+	StatusService_GetHistory_FullMethodName       = "/kiln.v1.StatusService/GetHistory"
 )
 
 // StatusServiceClient is the client API for StatusService service.
@@ -38,6 +40,13 @@ type StatusServiceClient interface {
 	ListBuildServers(ctx context.Context, in *ListBuildServersRequest, opts ...grpc.CallOption) (*ListBuildServersResponse, error)
 	// ListBuilds lists builds newest first, filtered and paginated.
 	ListBuilds(ctx context.Context, in *ListBuildsRequest, opts ...grpc.CallOption) (*ListBuildsResponse, error)
+	// ListPins lists the pins (permanent artifact names an operator gave
+	// with AdminService.Pin) of one project, in name order. It reads every
+	// pin: pins are few, made by hand.
+	ListPins(ctx context.Context, in *ListPinsRequest, opts ...grpc.CallOption) (*ListPinsResponse, error)
+	// GetHistory returns the samples the metaserver took of itself (one a
+	// minute, the last day's kept) since a time, oldest first.
+	GetHistory(ctx context.Context, in *GetHistoryRequest, opts ...grpc.CallOption) (*GetHistoryResponse, error)
 }
 
 type statusServiceClient struct {
@@ -78,6 +87,26 @@ func (c *statusServiceClient) ListBuilds(ctx context.Context, in *ListBuildsRequ
 	return out, nil
 }
 
+func (c *statusServiceClient) ListPins(ctx context.Context, in *ListPinsRequest, opts ...grpc.CallOption) (*ListPinsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPinsResponse)
+	err := c.cc.Invoke(ctx, StatusService_ListPins_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *statusServiceClient) GetHistory(ctx context.Context, in *GetHistoryRequest, opts ...grpc.CallOption) (*GetHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetHistoryResponse)
+	err := c.cc.Invoke(ctx, StatusService_GetHistory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StatusServiceServer is the server API for StatusService service.
 // All implementations must embed UnimplementedStatusServiceServer
 // for forward compatibility.
@@ -92,6 +121,13 @@ type StatusServiceServer interface {
 	ListBuildServers(context.Context, *ListBuildServersRequest) (*ListBuildServersResponse, error)
 	// ListBuilds lists builds newest first, filtered and paginated.
 	ListBuilds(context.Context, *ListBuildsRequest) (*ListBuildsResponse, error)
+	// ListPins lists the pins (permanent artifact names an operator gave
+	// with AdminService.Pin) of one project, in name order. It reads every
+	// pin: pins are few, made by hand.
+	ListPins(context.Context, *ListPinsRequest) (*ListPinsResponse, error)
+	// GetHistory returns the samples the metaserver took of itself (one a
+	// minute, the last day's kept) since a time, oldest first.
+	GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error)
 	mustEmbedUnimplementedStatusServiceServer()
 }
 
@@ -110,6 +146,12 @@ func (UnimplementedStatusServiceServer) ListBuildServers(context.Context, *ListB
 }
 func (UnimplementedStatusServiceServer) ListBuilds(context.Context, *ListBuildsRequest) (*ListBuildsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListBuilds not implemented")
+}
+func (UnimplementedStatusServiceServer) ListPins(context.Context, *ListPinsRequest) (*ListPinsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPins not implemented")
+}
+func (UnimplementedStatusServiceServer) GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetHistory not implemented")
 }
 func (UnimplementedStatusServiceServer) mustEmbedUnimplementedStatusServiceServer() {}
 func (UnimplementedStatusServiceServer) testEmbeddedByValue()                       {}
@@ -186,6 +228,42 @@ func _StatusService_ListBuilds_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StatusService_ListPins_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPinsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StatusServiceServer).ListPins(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StatusService_ListPins_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StatusServiceServer).ListPins(ctx, req.(*ListPinsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StatusService_GetHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StatusServiceServer).GetHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StatusService_GetHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StatusServiceServer).GetHistory(ctx, req.(*GetHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // StatusService_ServiceDesc is the grpc.ServiceDesc for StatusService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -204,6 +282,14 @@ var StatusService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListBuilds",
 			Handler:    _StatusService_ListBuilds_Handler,
+		},
+		{
+			MethodName: "ListPins",
+			Handler:    _StatusService_ListPins_Handler,
+		},
+		{
+			MethodName: "GetHistory",
+			Handler:    _StatusService_GetHistory_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -384,7 +384,15 @@ type RequestRecord struct {
 	// Set when the requester withdrew its wait (CompileService.Cancel) before
 	// the build ended; notified is set with it, so no mail follows. A
 	// withdrawn request no longer counts as a waiter.
-	WithdrawnAt   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=withdrawn_at,json=withdrawnAt,proto3" json:"withdrawn_at,omitempty"`
+	WithdrawnAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=withdrawn_at,json=withdrawnAt,proto3" json:"withdrawn_at,omitempty"`
+	// The request group it was submitted in (SubmitRequest.group), "" for
+	// none. A request of a group whose mail is "summary" or "none" gets no
+	// mail of its own.
+	Group string `protobuf:"bytes,10,opt,name=group,proto3" json:"group,omitempty"`
+	// How the requester is mailed (SubmitRequest.mail, defaulted: EACH
+	// without a group, SUMMARY in one). UNSPECIFIED in records written
+	// before it existed means EACH.
+	Mail          v1.MailMode `protobuf:"varint,11,opt,name=mail,proto3,enum=kiln.v1.MailMode" json:"mail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -480,6 +488,20 @@ func (x *RequestRecord) GetWithdrawnAt() *timestamppb.Timestamp {
 		return x.WithdrawnAt
 	}
 	return nil
+}
+
+func (x *RequestRecord) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *RequestRecord) GetMail() v1.MailMode {
+	if x != nil {
+		return x.Mail
+	}
+	return v1.MailMode(0)
 }
 
 // ArtifactRecord is a cache entry: one built artifact for one platform.
@@ -892,11 +914,208 @@ func (x *EnrollTokenRecord) GetUsedBy() string {
 	return ""
 }
 
+// SampleRecord is one sample of the farm's state, taken by the metaserver
+// once a minute for the overview's charts. The store keeps the newest ones
+// only (PutSample's keep).
+type SampleRecord struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	At               *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	QueueLength      uint32                 `protobuf:"varint,2,opt,name=queue_length,json=queueLength,proto3" json:"queue_length,omitempty"`
+	ConnectedTargets uint32                 `protobuf:"varint,3,opt,name=connected_targets,json=connectedTargets,proto3" json:"connected_targets,omitempty"`
+	// Cache hits and misses since the previous sample.
+	CacheHits             uint64 `protobuf:"varint,4,opt,name=cache_hits,json=cacheHits,proto3" json:"cache_hits,omitempty"`
+	CacheMisses           uint64 `protobuf:"varint,5,opt,name=cache_misses,json=cacheMisses,proto3" json:"cache_misses,omitempty"`
+	ConnectedBuildServers uint32 `protobuf:"varint,6,opt,name=connected_build_servers,json=connectedBuildServers,proto3" json:"connected_build_servers,omitempty"`
+	RunningBuilds         uint32 `protobuf:"varint,7,opt,name=running_builds,json=runningBuilds,proto3" json:"running_builds,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *SampleRecord) Reset() {
+	*x = SampleRecord{}
+	mi := &file_kilnstore_v1_records_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SampleRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SampleRecord) ProtoMessage() {}
+
+func (x *SampleRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_kilnstore_v1_records_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SampleRecord.ProtoReflect.Descriptor instead.
+func (*SampleRecord) Descriptor() ([]byte, []int) {
+	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SampleRecord) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *SampleRecord) GetQueueLength() uint32 {
+	if x != nil {
+		return x.QueueLength
+	}
+	return 0
+}
+
+func (x *SampleRecord) GetConnectedTargets() uint32 {
+	if x != nil {
+		return x.ConnectedTargets
+	}
+	return 0
+}
+
+func (x *SampleRecord) GetCacheHits() uint64 {
+	if x != nil {
+		return x.CacheHits
+	}
+	return 0
+}
+
+func (x *SampleRecord) GetCacheMisses() uint64 {
+	if x != nil {
+		return x.CacheMisses
+	}
+	return 0
+}
+
+func (x *SampleRecord) GetConnectedBuildServers() uint32 {
+	if x != nil {
+		return x.ConnectedBuildServers
+	}
+	return 0
+}
+
+func (x *SampleRecord) GetRunningBuilds() uint32 {
+	if x != nil {
+		return x.RunningBuilds
+	}
+	return 0
+}
+
+// RequestGroupRecord is a set of requests submitted together (a check over
+// many platforms) by one requester, who gets one summary mail when the
+// last of their builds ends instead of one mail per build.
+type RequestGroupRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the client (SubmitRequest.group); unique per metaserver.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The requester who opened the group; nobody else may join it.
+	Email      string      `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
+	Mail       v1.MailMode `protobuf:"varint,3,opt,name=mail,proto3,enum=kiln.v1.MailMode" json:"mail,omitempty"`
+	RequestIds []uint64    `protobuf:"varint,4,rep,packed,name=request_ids,json=requestIds,proto3" json:"request_ids,omitempty"`
+	// Set by SealGroup (or when the group expired unsealed): no request
+	// joins any more, and the summary goes once every build is final.
+	Sealed    bool                   `protobuf:"varint,5,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Set in the transaction that queued the summary mail (or decided none
+	// is due): the group is done.
+	DoneAt        *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=done_at,json=doneAt,proto3" json:"done_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestGroupRecord) Reset() {
+	*x = RequestGroupRecord{}
+	mi := &file_kilnstore_v1_records_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestGroupRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestGroupRecord) ProtoMessage() {}
+
+func (x *RequestGroupRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_kilnstore_v1_records_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestGroupRecord.ProtoReflect.Descriptor instead.
+func (*RequestGroupRecord) Descriptor() ([]byte, []int) {
+	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RequestGroupRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RequestGroupRecord) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+func (x *RequestGroupRecord) GetMail() v1.MailMode {
+	if x != nil {
+		return x.Mail
+	}
+	return v1.MailMode(0)
+}
+
+func (x *RequestGroupRecord) GetRequestIds() []uint64 {
+	if x != nil {
+		return x.RequestIds
+	}
+	return nil
+}
+
+func (x *RequestGroupRecord) GetSealed() bool {
+	if x != nil {
+		return x.Sealed
+	}
+	return false
+}
+
+func (x *RequestGroupRecord) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *RequestGroupRecord) GetDoneAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DoneAt
+	}
+	return nil
+}
+
 var File_kilnstore_v1_records_proto protoreflect.FileDescriptor
 
 const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\n" +
-	"\x1akilnstore/v1/records.proto\x12\fkilnstore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13kiln/v1/admin.proto\x1a\x13kiln/v1/build.proto\x1a\x16kiln/v1/platform.proto\x1a\x14kiln/v1/worker.proto\"v\n" +
+	"\x1akilnstore/v1/records.proto\x12\fkilnstore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13kiln/v1/admin.proto\x1a\x13kiln/v1/build.proto\x1a\x15kiln/v1/compile.proto\x1a\x16kiln/v1/platform.proto\x1a\x14kiln/v1/worker.proto\"v\n" +
 	"\rProjectRecord\x12*\n" +
 	"\aproject\x18\x01 \x01(\v2\x10.kiln.v1.ProjectR\aproject\x129\n" +
 	"\n" +
@@ -934,7 +1153,7 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\x11dependency_rounds\x18\v \x01(\rR\x10dependencyRounds\x1a\\\n" +
 	"\x12ExcludedUntilEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
-	"\x05value\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05value:\x028\x01\"\xda\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05value:\x028\x01\"\x97\x03\n" +
 	"\rRequestRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x19\n" +
 	"\bbuild_id\x18\x02 \x01(\x04R\abuildId\x12\x14\n" +
@@ -945,7 +1164,10 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\brevision\x18\x06 \x01(\tR\brevision\x12>\n" +
 	"\vconstraints\x18\a \x01(\v2\x1c.kiln.v1.PlatformConstraintsR\vconstraints\x12\x1a\n" +
 	"\bnotified\x18\b \x01(\bR\bnotified\x12=\n" +
-	"\fwithdrawn_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vwithdrawnAt\"\x81\x03\n" +
+	"\fwithdrawn_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vwithdrawnAt\x12\x14\n" +
+	"\x05group\x18\n" +
+	" \x01(\tR\x05group\x12%\n" +
+	"\x04mail\x18\v \x01(\x0e2\x11.kiln.v1.MailModeR\x04mail\"\x81\x03\n" +
 	"\x0eArtifactRecord\x12\x1b\n" +
 	"\tcache_key\x18\x01 \x01(\tR\bcacheKey\x12\x1d\n" +
 	"\n" +
@@ -991,7 +1213,26 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x123\n" +
 	"\aused_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06usedAt\x12\x17\n" +
-	"\aused_by\x18\x05 \x01(\tR\x06usedByB:Z8github.com/kilnbuild/kiln/proto/kilnstore/v1;kilnstorev1b\x06proto3"
+	"\aused_by\x18\x05 \x01(\tR\x06usedBy\"\xab\x02\n" +
+	"\fSampleRecord\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12!\n" +
+	"\fqueue_length\x18\x02 \x01(\rR\vqueueLength\x12+\n" +
+	"\x11connected_targets\x18\x03 \x01(\rR\x10connectedTargets\x12\x1d\n" +
+	"\n" +
+	"cache_hits\x18\x04 \x01(\x04R\tcacheHits\x12!\n" +
+	"\fcache_misses\x18\x05 \x01(\x04R\vcacheMisses\x126\n" +
+	"\x17connected_build_servers\x18\x06 \x01(\rR\x15connectedBuildServers\x12%\n" +
+	"\x0erunning_builds\x18\a \x01(\rR\rrunningBuilds\"\x8a\x02\n" +
+	"\x12RequestGroupRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05email\x18\x02 \x01(\tR\x05email\x12%\n" +
+	"\x04mail\x18\x03 \x01(\x0e2\x11.kiln.v1.MailModeR\x04mail\x12\x1f\n" +
+	"\vrequest_ids\x18\x04 \x03(\x04R\n" +
+	"requestIds\x12\x16\n" +
+	"\x06sealed\x18\x05 \x01(\bR\x06sealed\x129\n" +
+	"\n" +
+	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x123\n" +
+	"\adone_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06doneAtB:Z8github.com/kilnbuild/kiln/proto/kilnstore/v1;kilnstorev1b\x06proto3"
 
 var (
 	file_kilnstore_v1_records_proto_rawDescOnce sync.Once
@@ -1005,7 +1246,7 @@ func file_kilnstore_v1_records_proto_rawDescGZIP() []byte {
 	return file_kilnstore_v1_records_proto_rawDescData
 }
 
-var file_kilnstore_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_kilnstore_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_kilnstore_v1_records_proto_goTypes = []any{
 	(*ProjectRecord)(nil),          // 0: kilnstore.v1.ProjectRecord
 	(*BuildServerRecord)(nil),      // 1: kilnstore.v1.BuildServerRecord
@@ -1015,47 +1256,55 @@ var file_kilnstore_v1_records_proto_goTypes = []any{
 	(*PinRecord)(nil),              // 5: kilnstore.v1.PinRecord
 	(*OutboxRecord)(nil),           // 6: kilnstore.v1.OutboxRecord
 	(*EnrollTokenRecord)(nil),      // 7: kilnstore.v1.EnrollTokenRecord
-	nil,                            // 8: kilnstore.v1.BuildRecord.ExcludedUntilEntry
-	(*v1.Project)(nil),             // 9: kiln.v1.Project
-	(*timestamppb.Timestamp)(nil),  // 10: google.protobuf.Timestamp
-	(*v1.Target)(nil),              // 11: kiln.v1.Target
-	(*v1.Build)(nil),               // 12: kiln.v1.Build
-	(*v1.Recipe)(nil),              // 13: kiln.v1.Recipe
-	(*v1.PlatformConstraints)(nil), // 14: kiln.v1.PlatformConstraints
-	(*v1.Artifact)(nil),            // 15: kiln.v1.Artifact
-	(*v1.SystemInfo)(nil),          // 16: kiln.v1.SystemInfo
+	(*SampleRecord)(nil),           // 8: kilnstore.v1.SampleRecord
+	(*RequestGroupRecord)(nil),     // 9: kilnstore.v1.RequestGroupRecord
+	nil,                            // 10: kilnstore.v1.BuildRecord.ExcludedUntilEntry
+	(*v1.Project)(nil),             // 11: kiln.v1.Project
+	(*timestamppb.Timestamp)(nil),  // 12: google.protobuf.Timestamp
+	(*v1.Target)(nil),              // 13: kiln.v1.Target
+	(*v1.Build)(nil),               // 14: kiln.v1.Build
+	(*v1.Recipe)(nil),              // 15: kiln.v1.Recipe
+	(*v1.PlatformConstraints)(nil), // 16: kiln.v1.PlatformConstraints
+	(v1.MailMode)(0),               // 17: kiln.v1.MailMode
+	(*v1.Artifact)(nil),            // 18: kiln.v1.Artifact
+	(*v1.SystemInfo)(nil),          // 19: kiln.v1.SystemInfo
 }
 var file_kilnstore_v1_records_proto_depIdxs = []int32{
-	9,  // 0: kilnstore.v1.ProjectRecord.project:type_name -> kiln.v1.Project
-	10, // 1: kilnstore.v1.ProjectRecord.created_at:type_name -> google.protobuf.Timestamp
-	10, // 2: kilnstore.v1.BuildServerRecord.created_at:type_name -> google.protobuf.Timestamp
-	10, // 3: kilnstore.v1.BuildServerRecord.last_seen:type_name -> google.protobuf.Timestamp
-	11, // 4: kilnstore.v1.BuildServerRecord.targets:type_name -> kiln.v1.Target
-	10, // 5: kilnstore.v1.BuildServerRecord.put_aside_until:type_name -> google.protobuf.Timestamp
-	12, // 6: kilnstore.v1.BuildRecord.build:type_name -> kiln.v1.Build
-	13, // 7: kilnstore.v1.BuildRecord.recipe:type_name -> kiln.v1.Recipe
-	10, // 8: kilnstore.v1.BuildRecord.not_before:type_name -> google.protobuf.Timestamp
-	8,  // 9: kilnstore.v1.BuildRecord.excluded_until:type_name -> kilnstore.v1.BuildRecord.ExcludedUntilEntry
+	11, // 0: kilnstore.v1.ProjectRecord.project:type_name -> kiln.v1.Project
+	12, // 1: kilnstore.v1.ProjectRecord.created_at:type_name -> google.protobuf.Timestamp
+	12, // 2: kilnstore.v1.BuildServerRecord.created_at:type_name -> google.protobuf.Timestamp
+	12, // 3: kilnstore.v1.BuildServerRecord.last_seen:type_name -> google.protobuf.Timestamp
+	13, // 4: kilnstore.v1.BuildServerRecord.targets:type_name -> kiln.v1.Target
+	12, // 5: kilnstore.v1.BuildServerRecord.put_aside_until:type_name -> google.protobuf.Timestamp
+	14, // 6: kilnstore.v1.BuildRecord.build:type_name -> kiln.v1.Build
+	15, // 7: kilnstore.v1.BuildRecord.recipe:type_name -> kiln.v1.Recipe
+	12, // 8: kilnstore.v1.BuildRecord.not_before:type_name -> google.protobuf.Timestamp
+	10, // 9: kilnstore.v1.BuildRecord.excluded_until:type_name -> kilnstore.v1.BuildRecord.ExcludedUntilEntry
 	2,  // 10: kilnstore.v1.BuildRecord.dependency_templates:type_name -> kilnstore.v1.BuildRecord
-	10, // 11: kilnstore.v1.RequestRecord.created_at:type_name -> google.protobuf.Timestamp
-	14, // 12: kilnstore.v1.RequestRecord.constraints:type_name -> kiln.v1.PlatformConstraints
-	10, // 13: kilnstore.v1.RequestRecord.withdrawn_at:type_name -> google.protobuf.Timestamp
-	15, // 14: kilnstore.v1.ArtifactRecord.artifact:type_name -> kiln.v1.Artifact
-	16, // 15: kilnstore.v1.ArtifactRecord.platform:type_name -> kiln.v1.SystemInfo
-	10, // 16: kilnstore.v1.ArtifactRecord.created_at:type_name -> google.protobuf.Timestamp
-	10, // 17: kilnstore.v1.ArtifactRecord.last_used:type_name -> google.protobuf.Timestamp
-	10, // 18: kilnstore.v1.PinRecord.created_at:type_name -> google.protobuf.Timestamp
-	10, // 19: kilnstore.v1.OutboxRecord.next_attempt_at:type_name -> google.protobuf.Timestamp
-	10, // 20: kilnstore.v1.OutboxRecord.created_at:type_name -> google.protobuf.Timestamp
-	10, // 21: kilnstore.v1.EnrollTokenRecord.created_at:type_name -> google.protobuf.Timestamp
-	10, // 22: kilnstore.v1.EnrollTokenRecord.expires_at:type_name -> google.protobuf.Timestamp
-	10, // 23: kilnstore.v1.EnrollTokenRecord.used_at:type_name -> google.protobuf.Timestamp
-	10, // 24: kilnstore.v1.BuildRecord.ExcludedUntilEntry.value:type_name -> google.protobuf.Timestamp
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	12, // 11: kilnstore.v1.RequestRecord.created_at:type_name -> google.protobuf.Timestamp
+	16, // 12: kilnstore.v1.RequestRecord.constraints:type_name -> kiln.v1.PlatformConstraints
+	12, // 13: kilnstore.v1.RequestRecord.withdrawn_at:type_name -> google.protobuf.Timestamp
+	17, // 14: kilnstore.v1.RequestRecord.mail:type_name -> kiln.v1.MailMode
+	18, // 15: kilnstore.v1.ArtifactRecord.artifact:type_name -> kiln.v1.Artifact
+	19, // 16: kilnstore.v1.ArtifactRecord.platform:type_name -> kiln.v1.SystemInfo
+	12, // 17: kilnstore.v1.ArtifactRecord.created_at:type_name -> google.protobuf.Timestamp
+	12, // 18: kilnstore.v1.ArtifactRecord.last_used:type_name -> google.protobuf.Timestamp
+	12, // 19: kilnstore.v1.PinRecord.created_at:type_name -> google.protobuf.Timestamp
+	12, // 20: kilnstore.v1.OutboxRecord.next_attempt_at:type_name -> google.protobuf.Timestamp
+	12, // 21: kilnstore.v1.OutboxRecord.created_at:type_name -> google.protobuf.Timestamp
+	12, // 22: kilnstore.v1.EnrollTokenRecord.created_at:type_name -> google.protobuf.Timestamp
+	12, // 23: kilnstore.v1.EnrollTokenRecord.expires_at:type_name -> google.protobuf.Timestamp
+	12, // 24: kilnstore.v1.EnrollTokenRecord.used_at:type_name -> google.protobuf.Timestamp
+	12, // 25: kilnstore.v1.SampleRecord.at:type_name -> google.protobuf.Timestamp
+	17, // 26: kilnstore.v1.RequestGroupRecord.mail:type_name -> kiln.v1.MailMode
+	12, // 27: kilnstore.v1.RequestGroupRecord.created_at:type_name -> google.protobuf.Timestamp
+	12, // 28: kilnstore.v1.RequestGroupRecord.done_at:type_name -> google.protobuf.Timestamp
+	12, // 29: kilnstore.v1.BuildRecord.ExcludedUntilEntry.value:type_name -> google.protobuf.Timestamp
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_kilnstore_v1_records_proto_init() }
@@ -1069,7 +1318,7 @@ func file_kilnstore_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kilnstore_v1_records_proto_rawDesc), len(file_kilnstore_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
