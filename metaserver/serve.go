@@ -103,7 +103,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.RequestsPerMinute, "requests-per-minute", server.Defaults.RequestsPerMinute, "build requests one email address may make per minute (0: unlimited)")
 	fs.IntVar(&c.RequestsPerMinutePerAddress, "requests-per-minute-per-address", server.Defaults.RequestsPerMinutePerAddress, "build requests one client IP address may make per minute, whatever the email addresses; loopback included (0: unlimited)")
 	fs.Int64Var(&c.CacheMaxBytes, "cache-max-bytes", 0, "artifact cache size limit in bytes; least recently used unpinned artifacts are evicted (0: unlimited)")
-	fs.DurationVar(&c.SampleInterval, "sample-interval", time.Minute, "how often the metaserver samples its queue, targets and cache hits for the charts; the store keeps a day's worth (at most 1440 samples)")
+	fs.DurationVar(&c.SampleInterval, "sample-interval", server.Defaults.SampleInterval, "how often the metaserver samples its queue, targets and cache hits for the charts; the store keeps a day's worth (at most 1440 samples)")
 	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long a graceful stop waits for in-flight calls")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate for gRPC over TLS")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
@@ -363,5 +363,5 @@ const writeBuffer = 256 << 10
 // sampleKeep is how many samples make a day at interval every, at most
 // 1,440 (one a minute): a shorter interval keeps a shorter history.
 func sampleKeep(every time.Duration) int {
-	return int(min(24*time.Hour/max(every, time.Second), 24*60))
+	return int(min(24*time.Hour/max(every, time.Second), time.Duration(server.Defaults.SampleKeep)))
 }

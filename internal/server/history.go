@@ -13,25 +13,14 @@ import (
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
-// Defaults of Config.SampleInterval and SampleKeep: a day of minutes.
-const (
-	defaultSampleInterval = time.Minute
-	defaultSampleKeep     = 24 * 60
-	// maxHistorySamples bounds a GetHistory answer (its documented cap).
-	maxHistorySamples = 2000
-)
+// maxHistorySamples bounds a GetHistory answer (its documented cap).
+const maxHistorySamples = 2000
 
 // sampleLoop takes a sample of the server at once and then every
 // SampleInterval until ctx ends. A sample that cannot be committed is
 // logged and lost: the charts show a gap, nothing else depends on it.
 func (s *Server) sampleLoop(ctx context.Context) {
 	every, keep := s.cfg.SampleInterval, s.cfg.SampleKeep
-	if every <= 0 {
-		every = defaultSampleInterval
-	}
-	if keep <= 0 {
-		keep = defaultSampleKeep
-	}
 	var prev cacheCounts
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -79,9 +68,6 @@ func (s *Server) sample(prev *cacheCounts) *store.Sample {
 // GetHistory implements kilnv1.StatusServiceServer.
 func (s *Server) GetHistory(_ context.Context, req *kilnv1.GetHistoryRequest) (*kilnv1.GetHistoryResponse, error) {
 	every := s.cfg.SampleInterval
-	if every <= 0 {
-		every = defaultSampleInterval
-	}
 	resp := &kilnv1.GetHistoryResponse{IntervalSeconds: uint32(max(every/time.Second, 1))}
 	var since time.Time
 	if req.GetSince() != nil {

@@ -170,6 +170,8 @@ var Defaults = Config{
 	MaxArtifactBytes:            4 << 30,
 	RequestsPerMinute:           30,
 	RequestsPerMinutePerAddress: 300,
+	SampleInterval:              time.Minute,
+	SampleKeep:                  24 * 60, // a day of minutes
 }
 
 func (c *Config) setDefaults() {
@@ -189,6 +191,8 @@ func (c *Config) setDefaults() {
 	setIf(&c.MaxArtifactBytes, c.MaxArtifactBytes <= 0, d.MaxArtifactBytes)
 	setIf(&c.RequestsPerMinute, c.RequestsPerMinute == 0, d.RequestsPerMinute)
 	setIf(&c.RequestsPerMinutePerAddress, c.RequestsPerMinutePerAddress == 0, d.RequestsPerMinutePerAddress)
+	setIf(&c.SampleInterval, c.SampleInterval <= 0, d.SampleInterval)
+	setIf(&c.SampleKeep, c.SampleKeep <= 0, d.SampleKeep)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
