@@ -45,6 +45,7 @@ type (
 	Pin         = kilnstorev1.PinRecord
 	Outbox      = kilnstorev1.OutboxRecord
 	EnrollToken = kilnstorev1.EnrollTokenRecord
+	Operator    = kilnstorev1.OperatorRecord
 )
 
 // Store is a transactional store.
@@ -85,6 +86,13 @@ type Tx interface {
 	// CreateProject fails with ErrExists when the name is taken.
 	CreateProject(p *Project) error
 	Projects() ([]*Project, error)
+
+	// Operator returns the operator called name (ErrNotFound when none).
+	Operator(name string) (*Operator, error)
+	// CreateOperator fails with ErrExists when the name is taken.
+	CreateOperator(o *Operator) error
+	// Operators returns every operator, ordered by name.
+	Operators() ([]*Operator, error)
 
 	BuildServer(name string) (*BuildServer, error)
 	// BuildServerByTokenHash finds the build server whose credential hashes to hash.

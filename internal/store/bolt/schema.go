@@ -19,7 +19,11 @@ import (
 //     insert when queued and a delete when final.
 //   - 3: logs/ added: small attempt logs, kept with the attempt's end
 //     instead of one file each (the upgrade creates the bucket).
-const SchemaVersion = 3
+//   - 4: operators/ added: the people or organisations behind build-server
+//     credentials (the upgrade creates the bucket). Build servers stored
+//     before have no operator: each is its own implicit operator
+//     (docs/trust.md), so nothing is rewritten.
+const SchemaVersion = 4
 
 // Bucket names. See the bucket tree in db.go.
 var (
@@ -43,6 +47,7 @@ var (
 	bucketEnrollTokens         = []byte("enroll_tokens")
 	bucketBlobs                = []byte("blobs")
 	bucketLogs                 = []byte("logs")
+	bucketOperators            = []byte("operators")
 	bucketOutbox               = []byte("outbox")
 	bucketOutboxDue            = []byte("outbox_due")
 
@@ -57,7 +62,7 @@ var buckets = [][]byte{
 	bucketBuildsByProject, bucketBuildsByArch,
 	bucketBuildCounts, bucketRequests, bucketRequestsByBuild, bucketArtifacts,
 	bucketArtifactsBySource, bucketPins, bucketOutbox, bucketOutboxDue,
-	bucketEnrollTokens, bucketBlobs, bucketLogs,
+	bucketEnrollTokens, bucketBlobs, bucketLogs, bucketOperators,
 }
 
 // SchemaVersionError is returned by Open for a file whose schema version this

@@ -31,9 +31,13 @@ type SubmitRequest struct {
 	// Option name -> value as the user typed it; validated against the manifest.
 	Options map[string]string `protobuf:"bytes,4,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Where the result is mailed. Validated; never shown publicly.
-	Email         string `protobuf:"bytes,5,opt,name=email,proto3" json:"email,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Email string `protobuf:"bytes,5,opt,name=email,proto3" json:"email,omitempty"`
+	// Take the first successful result, trusted on one volunteer's word
+	// (startcompile --accept unverified). By default (false) the request is
+	// answered, from the cache or by mail, only with a VERIFIED artifact.
+	AcceptUnverified bool `protobuf:"varint,6,opt,name=accept_unverified,json=acceptUnverified,proto3" json:"accept_unverified,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SubmitRequest) Reset() {
@@ -99,6 +103,13 @@ func (x *SubmitRequest) GetEmail() string {
 		return x.Email
 	}
 	return ""
+}
+
+func (x *SubmitRequest) GetAcceptUnverified() bool {
+	if x != nil {
+		return x.AcceptUnverified
+	}
+	return false
 }
 
 // SubmitResponse says how the request was answered.
@@ -499,9 +510,13 @@ type DownloadArtifactRequest struct {
 	//
 	//	*DownloadArtifactRequest_BuildId
 	//	*DownloadArtifactRequest_Pin
-	What          isDownloadArtifactRequest_What `protobuf_oneof:"what"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	What isDownloadArtifactRequest_What `protobuf_oneof:"what"`
+	// Serve an artifact that is not VERIFIED (the first result of a build
+	// still waiting for its quorum, or a disputed one). Without it such an
+	// artifact is refused with FAILED_PRECONDITION. Pins are always verified.
+	AcceptUnverified bool `protobuf:"varint,3,opt,name=accept_unverified,json=acceptUnverified,proto3" json:"accept_unverified,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *DownloadArtifactRequest) Reset() {
@@ -557,6 +572,13 @@ func (x *DownloadArtifactRequest) GetPin() string {
 		}
 	}
 	return ""
+}
+
+func (x *DownloadArtifactRequest) GetAcceptUnverified() bool {
+	if x != nil {
+		return x.AcceptUnverified
+	}
+	return false
 }
 
 type isDownloadArtifactRequest_What interface {
@@ -823,13 +845,14 @@ var File_kiln_v1_compile_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_compile_proto_rawDesc = "" +
 	"\n" +
-	"\x15kiln/v1/compile.proto\x12\akiln.v1\x1a\x13kiln/v1/build.proto\x1a\x16kiln/v1/platform.proto\"\x96\x02\n" +
+	"\x15kiln/v1/compile.proto\x12\akiln.v1\x1a\x13kiln/v1/build.proto\x1a\x16kiln/v1/platform.proto\"\xc3\x02\n" +
 	"\rSubmitRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\tR\brevision\x12>\n" +
 	"\vconstraints\x18\x03 \x01(\v2\x1c.kiln.v1.PlatformConstraintsR\vconstraints\x12=\n" +
 	"\aoptions\x18\x04 \x03(\v2#.kiln.v1.SubmitRequest.OptionsEntryR\aoptions\x12\x14\n" +
-	"\x05email\x18\x05 \x01(\tR\x05email\x1a:\n" +
+	"\x05email\x18\x05 \x01(\tR\x05email\x12+\n" +
+	"\x11accept_unverified\x18\x06 \x01(\bR\x10acceptUnverified\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x01\n" +
@@ -858,10 +881,11 @@ const file_kiln_v1_compile_proto_rawDesc = "" +
 	"\x06follow\x18\x03 \x01(\bR\x06follow\"<\n" +
 	"\x0eGetLogResponse\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"R\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\x7f\n" +
 	"\x17DownloadArtifactRequest\x12\x1b\n" +
 	"\bbuild_id\x18\x01 \x01(\x04H\x00R\abuildId\x12\x12\n" +
-	"\x03pin\x18\x02 \x01(\tH\x00R\x03pinB\x06\n" +
+	"\x03pin\x18\x02 \x01(\tH\x00R\x03pin\x12+\n" +
+	"\x11accept_unverified\x18\x03 \x01(\bR\x10acceptUnverifiedB\x06\n" +
 	"\x04what\"j\n" +
 	"\x18DownloadArtifactResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.kiln.v1.DownloadHeaderH\x00R\x06header\x12\x14\n" +

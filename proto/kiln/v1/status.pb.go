@@ -306,8 +306,18 @@ type BuildServerStatus struct {
 	// Attempts lost in a row since the last final result, and in all.
 	ConsecutiveLosses uint32 `protobuf:"varint,16,opt,name=consecutive_losses,json=consecutiveLosses,proto3" json:"consecutive_losses,omitempty"`
 	AttemptsLost      uint64 `protobuf:"varint,17,opt,name=attempts_lost,json=attemptsLost,proto3" json:"attempts_lost,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The operator behind the build server's credential.
+	Operator string `protobuf:"bytes,18,opt,name=operator,proto3" json:"operator,omitempty"`
+	// Disputes its result lost that other operators settled; marked says
+	// why it was last marked for it (empty: never). A marked server's
+	// results count for no verification until others agree with them.
+	DisputesLost uint64 `protobuf:"varint,19,opt,name=disputes_lost,json=disputesLost,proto3" json:"disputes_lost,omitempty"`
+	Marked       string `protobuf:"bytes,20,opt,name=marked,proto3" json:"marked,omitempty"`
+	// Results in a row that agreed with other operators', per platform
+	// identity (its canonical text): its reputation (docs/trust.md).
+	AgreeingInRow map[string]uint32 `protobuf:"bytes,21,rep,name=agreeing_in_row,json=agreeingInRow,proto3" json:"agreeing_in_row,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BuildServerStatus) Reset() {
@@ -457,6 +467,34 @@ func (x *BuildServerStatus) GetAttemptsLost() uint64 {
 		return x.AttemptsLost
 	}
 	return 0
+}
+
+func (x *BuildServerStatus) GetOperator() string {
+	if x != nil {
+		return x.Operator
+	}
+	return ""
+}
+
+func (x *BuildServerStatus) GetDisputesLost() uint64 {
+	if x != nil {
+		return x.DisputesLost
+	}
+	return 0
+}
+
+func (x *BuildServerStatus) GetMarked() string {
+	if x != nil {
+		return x.Marked
+	}
+	return ""
+}
+
+func (x *BuildServerStatus) GetAgreeingInRow() map[string]uint32 {
+	if x != nil {
+		return x.AgreeingInRow
+	}
+	return nil
 }
 
 // ListBuildsRequest filters builds; empty fields match all.
@@ -654,7 +692,7 @@ const file_kiln_v1_status_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x19\n" +
 	"\x17ListBuildServersRequest\"[\n" +
 	"\x18ListBuildServersResponse\x12?\n" +
-	"\rbuild_servers\x18\x01 \x03(\v2\x1a.kiln.v1.BuildServerStatusR\fbuildServers\"\xcd\x05\n" +
+	"\rbuild_servers\x18\x01 \x03(\v2\x1a.kiln.v1.BuildServerStatusR\fbuildServers\"\xbf\a\n" +
 	"\x11BuildServerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tconnected\x18\x02 \x01(\bR\tconnected\x12)\n" +
@@ -673,7 +711,14 @@ const file_kiln_v1_status_proto_rawDesc = "" +
 	"\x0fput_aside_until\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\rputAsideUntil\x12(\n" +
 	"\x10put_aside_reason\x18\x0f \x01(\tR\x0eputAsideReason\x12-\n" +
 	"\x12consecutive_losses\x18\x10 \x01(\rR\x11consecutiveLosses\x12#\n" +
-	"\rattempts_lost\x18\x11 \x01(\x04R\fattemptsLost\"\x83\x02\n" +
+	"\rattempts_lost\x18\x11 \x01(\x04R\fattemptsLost\x12\x1a\n" +
+	"\boperator\x18\x12 \x01(\tR\boperator\x12#\n" +
+	"\rdisputes_lost\x18\x13 \x01(\x04R\fdisputesLost\x12\x16\n" +
+	"\x06marked\x18\x14 \x01(\tR\x06marked\x12U\n" +
+	"\x0fagreeing_in_row\x18\x15 \x03(\v2-.kiln.v1.BuildServerStatus.AgreeingInRowEntryR\ragreeingInRow\x1a@\n" +
+	"\x12AgreeingInRowEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x83\x02\n" +
 	"\x11ListBuildsRequest\x12)\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x13.kiln.v1.BuildStateR\x05state\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x12\n" +
@@ -707,7 +752,7 @@ func file_kiln_v1_status_proto_rawDescGZIP() []byte {
 	return file_kiln_v1_status_proto_rawDescData
 }
 
-var file_kiln_v1_status_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_kiln_v1_status_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_kiln_v1_status_proto_goTypes = []any{
 	(*GetOverviewRequest)(nil),       // 0: kiln.v1.GetOverviewRequest
 	(*GetOverviewResponse)(nil),      // 1: kiln.v1.GetOverviewResponse
@@ -717,36 +762,38 @@ var file_kiln_v1_status_proto_goTypes = []any{
 	(*ListBuildsRequest)(nil),        // 5: kiln.v1.ListBuildsRequest
 	(*ListBuildsResponse)(nil),       // 6: kiln.v1.ListBuildsResponse
 	nil,                              // 7: kiln.v1.GetOverviewResponse.BuildsByStateEntry
-	(*timestamppb.Timestamp)(nil),    // 8: google.protobuf.Timestamp
-	(*Target)(nil),                   // 9: kiln.v1.Target
-	(*BuildServerPolicy)(nil),        // 10: kiln.v1.BuildServerPolicy
-	(*RejectedTarget)(nil),           // 11: kiln.v1.RejectedTarget
-	(BuildState)(0),                  // 12: kiln.v1.BuildState
-	(*Build)(nil),                    // 13: kiln.v1.Build
+	nil,                              // 8: kiln.v1.BuildServerStatus.AgreeingInRowEntry
+	(*timestamppb.Timestamp)(nil),    // 9: google.protobuf.Timestamp
+	(*Target)(nil),                   // 10: kiln.v1.Target
+	(*BuildServerPolicy)(nil),        // 11: kiln.v1.BuildServerPolicy
+	(*RejectedTarget)(nil),           // 12: kiln.v1.RejectedTarget
+	(BuildState)(0),                  // 13: kiln.v1.BuildState
+	(*Build)(nil),                    // 14: kiln.v1.Build
 }
 var file_kiln_v1_status_proto_depIdxs = []int32{
 	7,  // 0: kiln.v1.GetOverviewResponse.builds_by_state:type_name -> kiln.v1.GetOverviewResponse.BuildsByStateEntry
-	8,  // 1: kiln.v1.GetOverviewResponse.oldest_queued_at:type_name -> google.protobuf.Timestamp
-	8,  // 2: kiln.v1.GetOverviewResponse.started_at:type_name -> google.protobuf.Timestamp
+	9,  // 1: kiln.v1.GetOverviewResponse.oldest_queued_at:type_name -> google.protobuf.Timestamp
+	9,  // 2: kiln.v1.GetOverviewResponse.started_at:type_name -> google.protobuf.Timestamp
 	4,  // 3: kiln.v1.ListBuildServersResponse.build_servers:type_name -> kiln.v1.BuildServerStatus
-	9,  // 4: kiln.v1.BuildServerStatus.targets:type_name -> kiln.v1.Target
-	8,  // 5: kiln.v1.BuildServerStatus.last_seen:type_name -> google.protobuf.Timestamp
-	10, // 6: kiln.v1.BuildServerStatus.policy:type_name -> kiln.v1.BuildServerPolicy
-	11, // 7: kiln.v1.BuildServerStatus.rejected_targets:type_name -> kiln.v1.RejectedTarget
-	8,  // 8: kiln.v1.BuildServerStatus.put_aside_until:type_name -> google.protobuf.Timestamp
-	12, // 9: kiln.v1.ListBuildsRequest.state:type_name -> kiln.v1.BuildState
-	13, // 10: kiln.v1.ListBuildsResponse.builds:type_name -> kiln.v1.Build
-	0,  // 11: kiln.v1.StatusService.GetOverview:input_type -> kiln.v1.GetOverviewRequest
-	2,  // 12: kiln.v1.StatusService.ListBuildServers:input_type -> kiln.v1.ListBuildServersRequest
-	5,  // 13: kiln.v1.StatusService.ListBuilds:input_type -> kiln.v1.ListBuildsRequest
-	1,  // 14: kiln.v1.StatusService.GetOverview:output_type -> kiln.v1.GetOverviewResponse
-	3,  // 15: kiln.v1.StatusService.ListBuildServers:output_type -> kiln.v1.ListBuildServersResponse
-	6,  // 16: kiln.v1.StatusService.ListBuilds:output_type -> kiln.v1.ListBuildsResponse
-	14, // [14:17] is the sub-list for method output_type
-	11, // [11:14] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	10, // 4: kiln.v1.BuildServerStatus.targets:type_name -> kiln.v1.Target
+	9,  // 5: kiln.v1.BuildServerStatus.last_seen:type_name -> google.protobuf.Timestamp
+	11, // 6: kiln.v1.BuildServerStatus.policy:type_name -> kiln.v1.BuildServerPolicy
+	12, // 7: kiln.v1.BuildServerStatus.rejected_targets:type_name -> kiln.v1.RejectedTarget
+	9,  // 8: kiln.v1.BuildServerStatus.put_aside_until:type_name -> google.protobuf.Timestamp
+	8,  // 9: kiln.v1.BuildServerStatus.agreeing_in_row:type_name -> kiln.v1.BuildServerStatus.AgreeingInRowEntry
+	13, // 10: kiln.v1.ListBuildsRequest.state:type_name -> kiln.v1.BuildState
+	14, // 11: kiln.v1.ListBuildsResponse.builds:type_name -> kiln.v1.Build
+	0,  // 12: kiln.v1.StatusService.GetOverview:input_type -> kiln.v1.GetOverviewRequest
+	2,  // 13: kiln.v1.StatusService.ListBuildServers:input_type -> kiln.v1.ListBuildServersRequest
+	5,  // 14: kiln.v1.StatusService.ListBuilds:input_type -> kiln.v1.ListBuildsRequest
+	1,  // 15: kiln.v1.StatusService.GetOverview:output_type -> kiln.v1.GetOverviewResponse
+	3,  // 16: kiln.v1.StatusService.ListBuildServers:output_type -> kiln.v1.ListBuildServersResponse
+	6,  // 17: kiln.v1.StatusService.ListBuilds:output_type -> kiln.v1.ListBuildsResponse
+	15, // [15:18] is the sub-list for method output_type
+	12, // [12:15] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_status_proto_init() }
@@ -762,7 +809,7 @@ func file_kiln_v1_status_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_status_proto_rawDesc), len(file_kiln_v1_status_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
