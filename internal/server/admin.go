@@ -170,6 +170,10 @@ func (a *Admin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.PinRes
 		if w := b.GetWithdrawn(); w != "" {
 			return status.Errorf(codes.FailedPrecondition, "the artifact of build %d was withdrawn: %s", b.GetId(), w)
 		}
+		if !b.GetVerification().Trusted() {
+			return status.Errorf(codes.FailedPrecondition, "the artifact of build %d is not verified (%s): only verified artifacts are pinned",
+				b.GetId(), orWord(b.GetVerification().Word(), "built before verification existed"))
+		}
 		// The build's cache entry holds its blob: once evicted, the blob may
 		// be gone (deleted right after the eviction's commit), so a pin
 		// could name bytes that no longer exist. A rebuild with the same
@@ -203,6 +207,14 @@ func (a *Admin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.PinRes
 		return nil, status.Errorf(codes.Internal, "pinning: %v", err)
 	}
 	return &kilnv1.PinResponse{Name: req.GetName(), Artifact: art}, nil
+}
+
+// orWord is word, or instead when word is empty.
+func orWord(word, instead string) string {
+	if word == "" {
+		return instead
+	}
+	return word
 }
 
 // backuper is a store that can copy itself while it serves

@@ -212,10 +212,12 @@ func (s *Server) DownloadArtifact(req *kilnv1.DownloadArtifactRequest, stream ki
 		}
 		return status.Errorf(codes.Unavailable, "%v", err)
 	}
-	if build.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
-		return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", build.GetId(), build.GetState().Word())
-	}
 	if err := withdrawnError(build, req.GetPin()); err != nil {
+		return err
+	}
+	// A pin names a verified artifact (Admin.Pin), or one an
+	// administrator pinned before verification existed: served as such.
+	if err := servable(build, req.GetPin() != "" || req.GetAcceptUnverified()); err != nil {
 		return err
 	}
 	sha := build.GetArtifact().GetSha256()
@@ -257,6 +259,22 @@ func (s *Server) DownloadArtifact(req *kilnv1.DownloadArtifactRequest, stream ki
 	}
 	s.metrics.downloadBytes.Add(float64(sent))
 	_ = size
+	return nil
+}
+
+// servable says why b's artifact may not be downloaded: it has none, or
+// it is not verified and the request does not accept that (verify.go).
+func servable(b *kilnv1.Build, acceptUnverified bool) error {
+	v := b.GetVerification()
+	switch {
+	case b.GetArtifact() == nil || (b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED && v == kilnv1.Verification_VERIFICATION_UNSPECIFIED):
+		return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", b.GetId(), b.GetState().Word())
+	case v.Trusted():
+		return nil
+	case !acceptUnverified:
+		return status.Errorf(codes.FailedPrecondition, "the artifact of build %d is %s: not served without --accept unverified",
+			b.GetId(), orWord(v.Word(), "not verified (built before verification existed)"))
+	}
 	return nil
 }
 
