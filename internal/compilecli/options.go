@@ -79,6 +79,10 @@ type SubmitOptions struct {
 	// Timeout bounds the wait for the build (and the download); 0 waits
 	// as long as it takes.
 	Timeout time.Duration `flag:"timeout"`
+	// Accept is "verified" (the default: wait for a quorum of operators
+	// to agree on the artifact) or "unverified" (take the first result,
+	// trusted on one volunteer's word).
+	Accept string `flag:"accept"`
 	// Email receives the result mail; required, even with Pin.
 	Email string `arg:"email"`
 }
@@ -98,6 +102,9 @@ func (o *SubmitOptions) Validate() error {
 	}
 	if o.Timeout < 0 {
 		return usageError("--timeout must not be negative")
+	}
+	if err := validateAccept(o.Accept); err != nil {
+		return err
 	}
 	if o.Pin != "" {
 		if o.Download == "" {
@@ -231,6 +238,8 @@ type StatusOptions struct {
 	JSON bool `flag:"json"`
 	// Timeout bounds the wait; 0 waits as long as it takes.
 	Timeout time.Duration `flag:"timeout"`
+	// Accept: as SubmitOptions.Accept, for waiting and downloading.
+	Accept string `flag:"accept"`
 	// BuildID names the build.
 	BuildID uint64 `arg:"build_id"`
 }
@@ -245,6 +254,9 @@ func (o *StatusOptions) Validate() error {
 	}
 	if o.Timeout < 0 {
 		return usageError("--timeout must not be negative")
+	}
+	if err := validateAccept(o.Accept); err != nil {
+		return err
 	}
 	if o.Download != "" {
 		o.Wait = true
@@ -360,3 +372,17 @@ func parsePlatforms(list []string) ([]*kilnv1.PlatformConstraints, error) {
 	}
 	return out, nil
 }
+
+// validateAccept checks an --accept value ("" stands for verified).
+func validateAccept(v string) error {
+	if v != "" && v != AcceptVerified && v != AcceptUnverified {
+		return usageError("--accept must be %s or %s, not %q", AcceptVerified, AcceptUnverified, v)
+	}
+	return nil
+}
+
+// The values of --accept.
+const (
+	AcceptVerified   = "verified"
+	AcceptUnverified = "unverified"
+)

@@ -143,6 +143,11 @@ func (f *Farm) StartMetaserver(extraArgs ...string) *Metaserver {
 		m.MetricsAddr = FreeAddr(f.t)
 		args = append(args, "--metrics-listen", m.MetricsAddr)
 	}
+	if !hasFlag(extraArgs, "quorum") {
+		// Most farms have one build server: one result is trusted, as
+		// before verification existed, unless the test asks otherwise.
+		args = append(args, "--quorum", "1")
+	}
 	args = append(args, extraArgs...)
 	m.Process = f.start("metaserver", Binary(f.t, "metaserver"), args...)
 	f.meta = m
@@ -259,6 +264,23 @@ func (f *Farm) AddBuildServer(name string) string {
 	out := strings.TrimSpace(f.metaCommand("buildserver", "add", "--data-dir", f.dirArg(f.metaDataDir), name))
 	if out == "" || strings.ContainsAny(out, "\n \t") {
 		f.t.Fatalf("farmtest: metaserver buildserver add %s printed %q, want one token", name, out)
+	}
+	return out
+}
+
+// AddOperator registers an operator with `metaserver operator add`.
+func (f *Farm) AddOperator(name string) {
+	f.t.Helper()
+	f.metaCommand("operator", "add", "--data-dir", f.dirArg(f.metaDataDir), name)
+}
+
+// AddBuildServerOf creates a build server credential of operator with
+// `metaserver buildserver add --operator` and returns its token.
+func (f *Farm) AddBuildServerOf(operator, name string) string {
+	f.t.Helper()
+	out := strings.TrimSpace(f.metaCommand("buildserver", "add", "--data-dir", f.dirArg(f.metaDataDir), "--operator", operator, name))
+	if out == "" || strings.ContainsAny(out, "\n \t") {
+		f.t.Fatalf("farmtest: metaserver buildserver add --operator %s %s printed %q, want one token", operator, name, out)
 	}
 	return out
 }

@@ -119,7 +119,8 @@ func (s *Server) WatchBuild(req *kilnv1.WatchBuildRequest, stream kilnv1.Compile
 }
 
 func buildChanged(a, b *kilnv1.Build) bool {
-	if a.GetState() != b.GetState() || a.GetQueuePosition() != b.GetQueuePosition() || len(a.GetAttempts()) != len(b.GetAttempts()) {
+	if a.GetState() != b.GetState() || a.GetQueuePosition() != b.GetQueuePosition() || len(a.GetAttempts()) != len(b.GetAttempts()) ||
+		a.GetVerification() != b.GetVerification() || len(a.GetReplicas()) != len(b.GetReplicas()) {
 		return true
 	}
 	if n := len(a.GetAttempts()); n > 0 && a.GetAttempts()[n-1].GetPhase() != b.GetAttempts()[n-1].GetPhase() {
