@@ -61,9 +61,9 @@ func submit(ctx context.Context, env Env, o *SubmitOptions, res *Result) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	resp, err := client.Submit(rctx, &kilnv1.SubmitRequest{
-		Project:     o.Project,
-		Revision:    o.Revision,
-		Constraints: c,
+		Project:          o.Project,
+		Revision:         o.Revision,
+		Constraints:      c,
 		Options:          opts,
 		Email:            o.Email,
 		AcceptUnverified: o.Accept == AcceptUnverified,
