@@ -297,6 +297,13 @@ func (f *Farm) Pin(name string, buildID uint64) {
 // WaitBuildServers.
 func (f *Farm) StartBuildserver(token string, extraArgs ...string) *Process {
 	f.t.Helper()
+	return f.StartBuildserverBinary(Binary(f.t, "buildserver"), token, extraArgs...)
+}
+
+// StartBuildserverBinary is StartBuildserver with the buildserver program
+// at bin (a test-only variant, see BinaryTags).
+func (f *Farm) StartBuildserverBinary(bin, token string, extraArgs ...string) *Process {
+	f.t.Helper()
 	m := f.requireMeta()
 	f.mu.Lock()
 	f.nbuilder++
@@ -313,7 +320,7 @@ func (f *Farm) StartBuildserver(token string, extraArgs ...string) *Process {
 		// share build uids; the build server refuses a range in use.
 		args = append(args, "--build-uid", strconv.FormatUint(uint64(NextBuildUID()), 10))
 	}
-	return f.start(name, Binary(f.t, "buildserver"), args...)
+	return f.start(name, bin, args...)
 }
 
 func (f *Farm) requireMeta() *Metaserver {
