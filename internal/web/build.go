@@ -63,11 +63,11 @@ func (s *server) getBuild(r *http.Request) (*kilnv1.Build, error) {
 func newBuildView(b *kilnv1.Build, now time.Time) buildView {
 	base := "/build/" + strconv.FormatUint(b.GetId(), 10)
 	v := buildView{
-		Build:      pbBuild{b},
-		State:      b.GetState().Word(),
-		Final:      b.GetState().Final(),
-		LogURL:     base + "/log",
-		LogTextURL: base + "/log.txt",
+		Build:                pbBuild{b},
+		State:                b.GetState().Word(),
+		Final:                b.GetState().Final(),
+		LogURL:               base + "/log",
+		LogTextURL:           base + "/log.txt",
 		Verification:         b.GetVerification().Word(),
 		AgreeingBuildServers: append([]string{}, b.GetAgreeingBuildServers()...),
 	}

@@ -164,7 +164,7 @@ func newFarm() *farm {
 			{AttemptId: 13, BuildServer: "dave-box", Operator: "dave", Artifact: artifact},
 		},
 		DifferingFiles: []string{"bin/hello"},
-		Dependencies: []*kilnv1.BuildDependency{{Project: "zlib", BuildId: 97, Artifact: &kilnv1.Artifact{Sha256: "5eed", Size: 10}}},
+		Dependencies:   []*kilnv1.BuildDependency{{Project: "zlib", BuildId: 97, Artifact: &kilnv1.Artifact{Sha256: "5eed", Size: 10}}},
 	}, "configure: ok\nmake: building hello\nmake check: 3 tests passed\n", true)
 	f.artifacts[buildOK] = art
 
