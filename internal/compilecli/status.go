@@ -111,7 +111,7 @@ func writeBuild(w io.Writer, b *kilnv1.Build) {
 		}
 	}
 	if v := b.GetVerification().Word(); v != "" {
-		fmt.Fprintf(w, "  verified  %s (quorum %d; agreeing: %s)\n", v, b.GetQuorum(), strings.Join(b.GetAgreeingBuildServers(), ", "))
+		fmt.Fprintf(w, "  trust     %s (quorum %d; agreeing: %s)\n", v, b.GetQuorum(), strings.Join(b.GetAgreeingBuildServers(), ", "))
 	}
 	for _, r := range b.GetReplicas() {
 		fmt.Fprintf(w, "  result    %s (%s): %s", r.GetBuildServer(), r.GetOperator(), orFailed(r.GetArtifact().GetSha256()))
