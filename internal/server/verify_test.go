@@ -200,6 +200,12 @@ func TestQuorum_TwoOperatorsAgree_TheBuildIsVerifiedAndNoOperatorCountsTwice(t *
 	if _, err := admin.Pin(context.Background(), &kilnv1.PinRequest{Name: "release", BuildId: 1}); err != nil {
 		t.Fatalf("pinning the verified build: %v", err)
 	}
+	// Revoking one of the two that agreed withdraws nothing: the other
+	// produced the same bytes.
+	resp, err := admin.RevokeBuildServer(context.Background(), &kilnv1.RevokeBuildServerRequest{Name: "a1", Purge: true})
+	if err != nil || len(resp.GetWithdrawn()) != 0 || len(resp.GetKept()) != 1 || !slices.Equal(resp.GetKept()[0].GetAlsoBuiltBy(), []string{"b1"}) {
+		t.Fatalf("purging a1: %v, %v; want build 1 kept, also built by b1", resp, err)
+	}
 }
 
 func TestDispute_TheMajorityOfOperatorsWinsAndTheCheaterIsMarked(t *testing.T) {
