@@ -85,7 +85,12 @@ func downloadCode(t *testing.T, f *farmtest.Farm, id uint64) codes.Code {
 }
 
 func TestTrust_ThreeOperatorsOutvoteACheatingBuildServer(t *testing.T) {
-	f := trustFarm(t, farmtest.CProjectOptions{Manifest: true}, "mallory", "alice", "bob", "carol")
+	port := farmtest.FreePort(t)
+	sink := mailStartSink(t, port)
+	f := mailFarm(t, port, farmtest.CProjectOptions{Manifest: true}, "--quorum", "2")
+	for _, op := range []string{"mallory", "alice", "bob", "carol"} {
+		f.AddOperator(op)
+	}
 	cheatBin := farmtest.BinaryTags(t, "buildserver", "kiln_cheat")
 	f.StartBuildserverBinary(cheatBin, f.AddBuildServerOf("mallory", "cheat"))
 	f.WaitBuildServers(1)
@@ -174,6 +179,14 @@ func TestTrust_ThreeOperatorsOutvoteACheatingBuildServer(t *testing.T) {
 	}
 	if n, err := mailMetric(f, "kiln_build_servers_marked"); err != nil || n != 1 {
 		t.Errorf("kiln_build_servers_marked = %v (%v), want 1", n, err)
+	}
+	// One mail, to the default requester, at verification, naming the
+	// honest artifact: the tampered one is never mailed as ready (the
+	// --accept unverified request was answered from the cache, unmailed).
+	msgs := mailWaitSettled(t, f, sink, 1, mailDeliveryTimeout)
+	if got := mailFor(msgs, "dev@example.com"); len(got) != 1 || !strings.Contains(got[0].Text, v.ArtifactSHA256) ||
+		strings.Contains(got[0].Text, tampered) || !strings.Contains(got[0].Subject(), "succeeded (verified)") {
+		t.Fatalf("mail: %d to dev@example.com; subject %q; text:\n%s", len(got), msgs[0].Subject(), msgs[0].Text)
 	}
 	t.Logf("builds per verified artifact with one cheater: %d results", len(b.GetReplicas()))
 }
