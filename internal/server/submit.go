@@ -235,8 +235,8 @@ func (s *Server) fromCache(ctx context.Context, r *resolved) (*kilnv1.SubmitResp
 
 // answers reports whether cache entry a of build b may answer a request:
 // a verified artifact answers every request; an unverified or disputed
-// one (its build still waiting for more operators, or ended without
-// them) only one that accepts unverified results; a not-reproducible
+// one (its build still waiting for more operators) only one that accepts
+// unverified results; a not-reproducible
 // build's kept results and entries made before verification existed
 // (trusted on one word) answer no default request.
 func answers(a *store.Artifact, b *kilnv1.Build, acceptUnverified bool) bool {
@@ -246,7 +246,10 @@ func answers(a *store.Artifact, b *kilnv1.Build, acceptUnverified bool) bool {
 	case kilnv1.Verification_VERIFICATION_NOT_REPRODUCIBLE:
 		return false
 	}
-	return acceptUnverified && b.GetArtifact() != nil
+	// A build that ended otherwise (cancelled, expired, error) keeps its
+	// entry but answers nobody: its requester would be told it ended so.
+	st := b.GetState()
+	return acceptUnverified && b.GetArtifact() != nil && (!st.Final() || st == kilnv1.BuildState_BUILD_STATE_SUCCEEDED)
 }
 
 // joinOrQueue adds r as a waiter on an identical queued or running build, or

@@ -208,7 +208,7 @@ func (s *Server) resultLocked(ab *activeBuild, a *sched.Attempt, r *kilnv1.Attem
 		rep.Discounted = "its build server is marked: " + m
 	}
 	build.Replicas = append(build.Replicas, rep)
-	if len(build.GetReplicas()) == 1 {
+	if build.GetCacheKey() == "" {
 		build.CacheKey = cachekey.KeyWithDeps(ab.rec.GetSourceKey(), build.GetPlatform(), artifactDeps(build))
 	}
 	if len(differing) > 0 && len(build.GetDifferingFiles()) == 0 {

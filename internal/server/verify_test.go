@@ -353,3 +353,56 @@ func TestAdmin_Operators_BadNamesAndUnknownOperatorsChangeNothing(t *testing.T) 
 		t.Fatal(err)
 	}
 }
+
+func TestQuorum_AnUnverifiedBuildKeepsWaitingForAnotherOperatorAcrossARestart(t *testing.T) {
+	honest := tarGz(t, file{"bin/hello", []byte("hello, world\n")})
+	rec := queuedBuild(1, "hello", 60)
+	b := rec.GetBuild()
+	b.Platform, b.Quorum = testSystem, 2
+	b.Verification = kilnv1.Verification_VERIFICATION_UNVERIFIED
+	b.Artifact = &kilnv1.Artifact{Sha256: digest(honest), Size: uint64(len(honest))}
+	b.Replicas = []*kilnv1.Replica{{AttemptId: attemptID(1, 1), BuildServer: "a1", Operator: "alice", Artifact: b.Artifact}}
+	b.Attempts = []*kilnv1.Attempt{{Id: attemptID(1, 1), BuildServer: "a1", Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED}}
+	ts := startTestServer(t, Config{Quorum: 2}, rec)
+
+	a2 := ts.connectOf("alice", "a2")
+	select {
+	case msg := <-a2.msgs:
+		if msg.GetAssignment() != nil {
+			t.Fatalf("after a restart, the operator that built it got the replica: %v", msg)
+		}
+	case <-time.After(300 * time.Millisecond):
+	}
+	runOn(ts.connectOf("bob", "b1"), honest)
+	got := ts.waitBuild(1, "verified", func(b *kilnv1.Build) bool { return b.GetState().Final() })
+	if got.GetVerification() != kilnv1.Verification_VERIFICATION_VERIFIED || !slices.Equal(got.GetAgreeingBuildServers(), []string{"a1", "b1"}) {
+		t.Fatalf("build: %s agreeing %v, want verified by a1 and b1", got.GetVerification().Word(), got.GetAgreeingBuildServers())
+	}
+}
+
+func TestAnswers_ACacheEntryAnswersByVerificationAndPolicy(t *testing.T) {
+	art := &kilnv1.Artifact{Sha256: "ab"}
+	for _, tc := range []struct {
+		name    string
+		entry   kilnv1.Verification
+		state   kilnv1.BuildState
+		accept  bool
+		answers bool
+	}{
+		{"verified answers a default request", kilnv1.Verification_VERIFICATION_VERIFIED, kilnv1.BuildState_BUILD_STATE_SUCCEEDED, false, true},
+		{"unverified does not answer a default request", kilnv1.Verification_VERIFICATION_UNVERIFIED, kilnv1.BuildState_BUILD_STATE_QUEUED, false, false},
+		{"unverified answers a request accepting it", kilnv1.Verification_VERIFICATION_UNVERIFIED, kilnv1.BuildState_BUILD_STATE_RUNNING, true, true},
+		{"disputed answers a request accepting it", kilnv1.Verification_VERIFICATION_DISPUTED, kilnv1.BuildState_BUILD_STATE_QUEUED, true, true},
+		{"an unverified build that was cancelled answers nobody", kilnv1.Verification_VERIFICATION_UNVERIFIED, kilnv1.BuildState_BUILD_STATE_CANCELLED, true, false},
+		{"not reproducible answers nobody", kilnv1.Verification_VERIFICATION_NOT_REPRODUCIBLE, kilnv1.BuildState_BUILD_STATE_FAILED, true, false},
+		{"an entry from before verification does not answer a default request", kilnv1.Verification_VERIFICATION_UNSPECIFIED, kilnv1.BuildState_BUILD_STATE_SUCCEEDED, false, false},
+		{"an entry from before verification answers a request accepting unverified", kilnv1.Verification_VERIFICATION_UNSPECIFIED, kilnv1.BuildState_BUILD_STATE_SUCCEEDED, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &kilnv1.Build{State: tc.state, Verification: tc.entry, Artifact: art}
+			if got := answers(&store.Artifact{Verification: tc.entry}, b, tc.accept); got != tc.answers {
+				t.Fatalf("answers = %v, want %v", got, tc.answers)
+			}
+		})
+	}
+}
