@@ -36,4 +36,14 @@ func TestReplicaNeverGoesToAnOperatorWithAResult(t *testing.T) {
 	if t0 := s.Match(plain, now); t0 == nil {
 		t.Fatal("a build that is not a replica matched nothing")
 	}
+	// A marked server gets no work at all.
+	for _, srv := range []*Server{a1, a2, bob} {
+		srv.Marked = true
+	}
+	if t0 := s.Match(b, now); t0 != nil {
+		t.Fatalf("replica matched %s, which is marked", t0.Server.Name)
+	}
+	if t0 := s.Match(plain, now); t0 != nil {
+		t.Fatalf("build matched %s, which is marked", t0.Server.Name)
+	}
 }

@@ -55,10 +55,11 @@ type Build struct {
 	unmatchedSince time.Time
 }
 
-// skips reports whether b must not go to srv at now: srv is excluded from
-// it, put aside, or of an operator that already has a result for it.
+// skips reports whether b must not go to srv at now: srv is marked,
+// excluded from it, put aside, or, for a replica, of an operator that
+// already has a result for it.
 func (b *Build) skips(srv *Server, now time.Time) bool {
-	return b.ExcludedAt(srv.Name, now) || now.Before(srv.PutAsideUntil) || (b.Replica && b.HaveOperators[srv.Operator])
+	return srv.Marked || b.ExcludedAt(srv.Name, now) || now.Before(srv.PutAsideUntil) || (b.Replica && b.HaveOperators[srv.Operator])
 }
 
 // ExcludedAt reports whether server name is excluded from b at now.
@@ -110,6 +111,11 @@ type Server struct {
 	// credential: a replica never goes to an operator that already has a
 	// result for its build.
 	Operator string
+	// Marked is set once the server's result lost a dispute others
+	// settled: its results count for no verification, so it gets no new
+	// work at all (giving it any would only cost builds, and hand its
+	// artifacts to requests that accept unverified results).
+	Marked bool
 	Targets  []*Target
 	Slots    int
 	Policy   *kilnv1.BuildServerPolicy

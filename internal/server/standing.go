@@ -255,4 +255,5 @@ func (s *Server) applyStandingLocked(srv *sched.Server) {
 	st := s.standingLocked(srv.Name)
 	srv.PutAsideUntil = st.asideUntil
 	srv.Operator = s.operatorLocked(srv.Name)
+	srv.Marked = st.marked != ""
 }

@@ -34,7 +34,9 @@ import (
 //     mail) and nobody else.
 //   - A settled dispute marks the build servers whose results lost; their
 //     results elsewhere that are not settled stop counting (re-checked by
-//     other operators), and their new results count for nothing.
+//     other operators), their new results count for nothing, and they get
+//     no new work (sched.Server.Marked) until an administrator revokes
+//     the credential (or gives the machine a new one).
 //   - Reputation: each build server's agreeing results in a row, per
 //     platform identity. With a quorum above 2, a first agreement of
 //     build servers that all have TrustAfter of them needs one operator
@@ -455,9 +457,9 @@ func (s *Server) agreedLocked(name, key string) {
 
 // markLocked marks build server name for a lost dispute (of build
 // settled): its reputation is gone, an administrator sees it on
-// /buildservers and in kiln_build_servers_marked, its new results count
-// for nothing, and its results of builds not yet settled stop counting:
-// other operators check them again.
+// /buildservers and in kiln_build_servers_marked, it gets no new work
+// (its results would count for nothing), and its results of builds not
+// yet settled stop counting: other operators check them again.
 func (s *Server) markLocked(name, reason string, settled uint64) {
 	st := s.standingLocked(name)
 	if st.marked == "" {
@@ -465,6 +467,9 @@ func (s *Server) markLocked(name, reason string, settled uint64) {
 	}
 	st.marked = reason
 	st.agreeing = nil
+	if srv := s.sched.Server(name); srv != nil {
+		srv.Marked = true // no more work: its results count for nothing
+	}
 	s.metrics.disputesLost.Inc()
 	s.log.Warn("build server marked: its result lost a dispute", "build_server", name, "reason", reason)
 	s.commits.enqueue(func(tx store.Tx) error {
