@@ -257,7 +257,8 @@ func TestDispute_TheMajorityOfOperatorsWinsAndTheCheaterIsMarked(t *testing.T) {
 }
 
 func TestDispute_ResultsThatNeverConvergeEndNotReproducibleWithTheDifferingFiles(t *testing.T) {
-	ts := startTestServer(t, Config{Quorum: 2}, queuedBuild(1, "clock", 60))
+	settled := make(chan *kilnv1.Build, 4)
+	ts := startTestServer(t, Config{Quorum: 2, OnSettled: func(b *kilnv1.Build) { settled <- b }}, queuedBuild(1, "clock", 60))
 	for i, name := range []string{"a1", "b1", "c1"} {
 		ss := ts.connectOf("op-"+name, name)
 		runOn(ss, tarGz(t, file{"bin/tool", []byte("same")}, file{"share/stamp", []byte(strings.Repeat("t", i+1))}))
@@ -269,6 +270,13 @@ func TestDispute_ResultsThatNeverConvergeEndNotReproducibleWithTheDifferingFiles
 	}
 	if !slices.Equal(b.GetDifferingFiles(), []string{"share/stamp"}) || !strings.Contains(b.GetFailure(), "share/stamp") {
 		t.Fatalf("differing files %q, failure %q; want share/stamp named", b.GetDifferingFiles(), b.GetFailure())
+	}
+	// The settled event fired once, with the final verification.
+	if len(settled) != 1 {
+		t.Fatalf("OnSettled called %d times, want once", len(settled))
+	}
+	if e := <-settled; e.GetId() != 1 || e.GetVerification() != kilnv1.Verification_VERIFICATION_NOT_REPRODUCIBLE {
+		t.Fatalf("OnSettled got build %d %s", e.GetId(), e.GetVerification().Word())
 	}
 	// Nobody is marked: a build that never converges is the project's fault.
 	list, err := ts.srv.ListBuildServers(context.Background(), &kilnv1.ListBuildServersRequest{})
