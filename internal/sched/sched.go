@@ -115,10 +115,10 @@ type Server struct {
 	// settled: its results count for no verification, so it gets no new
 	// work at all (giving it any would only cost builds, and hand its
 	// artifacts to requests that accept unverified results).
-	Marked bool
-	Targets  []*Target
-	Slots    int
-	Policy   *kilnv1.BuildServerPolicy
+	Marked  bool
+	Targets []*Target
+	Slots   int
+	Policy  *kilnv1.BuildServerPolicy
 	// Draining and Busy servers take no new work.
 	Draining bool
 	Busy     bool
