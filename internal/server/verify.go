@@ -501,10 +501,16 @@ func (s *Server) markLocked(name, reason string, settled uint64) {
 }
 
 // recheckLocked recomputes the verification of a build one of whose
-// results stopped counting; it stays queued or running for more results.
+// results stopped counting; it stays queued or running for more results,
+// unless the results that still count settle it (with --max-results above
+// quorum+1, a tie can become a majority).
 func (s *Server) recheckLocked(ab *activeBuild) {
 	build := ab.rec.GetBuild()
 	v := s.verdictLocked(build)
+	if v.state == kilnv1.Verification_VERIFICATION_VERIFIED {
+		s.applyVerdictLocked(ab, nil)
+		return
+	}
 	build.Verification = v.state
 	build.AgreeingBuildServers = v.agreeing
 	if v.leader != nil {

@@ -414,3 +414,49 @@ func TestAnswers_ACacheEntryAnswersByVerificationAndPolicy(t *testing.T) {
 		})
 	}
 }
+
+func TestDispute_AMarkedServersOtherResultsAreCheckedAgain(t *testing.T) {
+	// Build 1 gets the cheater's result first and waits; build 2 is
+	// settled against it, which marks the cheater: its result of build 1
+	// stops counting, and build 1 needs two other operators.
+	ts := startTestServer(t, Config{Quorum: 2}, queuedBuild(1, "one", 60), queuedBuild(2, "two", 60))
+	honest := func(id int) []byte { return tarGz(t, file{"bin/out", []byte{byte('0' + id)}}) }
+	tampered := func(id int) []byte { return tarGz(t, file{"bin/out", []byte{byte('0' + id), '!'}}) }
+	cheat := ts.connectOf("mallory", "cheat")
+	for range 2 {
+		a := cheat.assignment()
+		data := tampered(int(a.GetBuildId()))
+		cheat.report(inlineResult(a.GetAttemptId(), data, data))
+	}
+	cheat.stream.CloseSend()
+	for _, id := range []uint64{1, 2} {
+		ts.waitBuild(id, "unverified", func(b *kilnv1.Build) bool { return len(b.GetReplicas()) == 1 && b.GetState() == kilnv1.BuildState_BUILD_STATE_QUEUED })
+	}
+	// alice and bob settle build 1 against the cheater (2 of 3).
+	for _, name := range []string{"alice", "bob"} {
+		ss := ts.connectOf(name, name+"-1")
+		a := ss.assignment()
+		data := honest(int(a.GetBuildId()))
+		ss.report(inlineResult(a.GetAttemptId(), data, data))
+		ss.stream.CloseSend()
+	}
+	settled, other := uint64(0), uint64(0)
+	farmDeadline := time.Now().Add(5 * time.Second)
+	for settled == 0 && time.Now().Before(farmDeadline) {
+		for _, id := range []uint64{1, 2} {
+			if ts.build(id).GetState().Final() {
+				settled, other = id, 3-id
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if settled == 0 {
+		t.Fatalf("no build settled: %v / %v", ts.build(1), ts.build(2))
+	}
+	b := ts.waitBuild(other, "re-checked", func(b *kilnv1.Build) bool {
+		return strings.HasPrefix(b.GetReplicas()[0].GetDiscounted(), "checked again")
+	})
+	if b.GetState().Final() || b.GetVerification() == kilnv1.Verification_VERIFICATION_VERIFIED {
+		t.Fatalf("build %d after its only counted result was discounted: %s %s", other, b.GetState().Word(), b.GetVerification().Word())
+	}
+}
