@@ -430,7 +430,9 @@ func TestDispute_AMarkedServersOtherResultsAreCheckedAgain(t *testing.T) {
 	}
 	cheat.stream.CloseSend()
 	for _, id := range []uint64{1, 2} {
-		ts.waitBuild(id, "unverified", func(b *kilnv1.Build) bool { return len(b.GetReplicas()) == 1 && b.GetState() == kilnv1.BuildState_BUILD_STATE_QUEUED })
+		ts.waitBuild(id, "unverified", func(b *kilnv1.Build) bool {
+			return len(b.GetReplicas()) == 1 && b.GetState() == kilnv1.BuildState_BUILD_STATE_QUEUED
+		})
 	}
 	// alice and bob settle build 1 against the cheater (2 of 3).
 	for _, name := range []string{"alice", "bob"} {
