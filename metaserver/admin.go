@@ -81,6 +81,9 @@ func (r remoteAdmin) AddProject(ctx context.Context, req *kilnv1.AddProjectReque
 func (r remoteAdmin) ListProjects(ctx context.Context, req *kilnv1.ListProjectsRequest) (*kilnv1.ListProjectsResponse, error) {
 	return r.c.ListProjects(ctx, req)
 }
+func (r remoteAdmin) AddOperator(ctx context.Context, req *kilnv1.AddOperatorRequest) (*kilnv1.AddOperatorResponse, error) {
+	return r.c.AddOperator(ctx, req)
+}
 func (r remoteAdmin) AddBuildServer(ctx context.Context, req *kilnv1.AddBuildServerRequest) (*kilnv1.AddBuildServerResponse, error) {
 	return r.c.AddBuildServer(ctx, req)
 }
@@ -105,11 +108,12 @@ func adminCommand(name string, args []string) int {
 	fs := flag.NewFlagSet("metaserver "+name, flag.ContinueOnError)
 	dataDir := fs.String("data-dir", os.Getenv("KILN_DATA_DIR"), "the metaserver's data directory (env KILN_DATA_DIR)")
 	reason := fs.String("reason", "", "cancel: why the build is cancelled, shown as its failure (default \"cancelled by an administrator\")")
+	operator := fs.String("operator", "", "buildserver add, enroll-token create: the operator (metaserver operator add) the credential belongs to; two build servers of one operator never count twice toward a verification (default: the credential is its own operator)")
 	purge := fs.Bool("purge", false, "buildserver revoke: also withdraw from the cache and from pins the artifacts this build server alone produced")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	want := map[string]int{"project add": 2, "project list": 0, "buildserver add": 1, "buildserver revoke": 1, "pin": 2, "enroll-token create": 0, "cancel": 1}
+	want := map[string]int{"operator add": 1, "project add": 2, "project list": 0, "buildserver add": 1, "buildserver revoke": 1, "pin": 2, "enroll-token create": 0, "cancel": 1}
 	n, known := want[name]
 	if !known {
 		fmt.Fprintf(os.Stderr, "metaserver: unknown command %q\n%s", name, usage)
@@ -125,6 +129,10 @@ func adminCommand(name string, args []string) int {
 	}
 	if *reason != "" && name != "cancel" {
 		fmt.Fprintf(os.Stderr, "metaserver %s: --reason is only for cancel\n%s", name, usage)
+		return 2
+	}
+	if *operator != "" && name != "buildserver add" && name != "enroll-token create" {
+		fmt.Fprintf(os.Stderr, "metaserver %s: --operator is only for buildserver add and enroll-token create\n%s", name, usage)
 		return 2
 	}
 	if *purge && name != "buildserver revoke" {
@@ -164,9 +172,14 @@ func adminCommand(name string, args []string) int {
 		for _, p := range resp.GetProjects() {
 			fmt.Printf("%s\t%s\n", p.GetName(), p.GetGitUrl())
 		}
+	case "operator add":
+		_, err = admin.AddOperator(ctx, &kilnv1.AddOperatorRequest{Name: a[0]})
+		if err == nil {
+			fmt.Printf("operator %s added\n", a[0])
+		}
 	case "buildserver add":
 		var resp *kilnv1.AddBuildServerResponse
-		resp, err = admin.AddBuildServer(ctx, &kilnv1.AddBuildServerRequest{Name: a[0]})
+		resp, err = admin.AddBuildServer(ctx, &kilnv1.AddBuildServerRequest{Name: a[0], Operator: *operator})
 		if err == nil {
 			fmt.Println(resp.GetToken())
 		}
@@ -178,7 +191,7 @@ func adminCommand(name string, args []string) int {
 		}
 	case "enroll-token create":
 		var resp *kilnv1.CreateEnrollTokenResponse
-		resp, err = admin.CreateEnrollToken(ctx, &kilnv1.CreateEnrollTokenRequest{})
+		resp, err = admin.CreateEnrollToken(ctx, &kilnv1.CreateEnrollTokenRequest{Operator: *operator})
 		if err == nil {
 			fmt.Println(resp.GetToken())
 		}

@@ -5,10 +5,11 @@
 //	metaserver serve --data-dir DIR [--listen 127.0.0.1:7070] [flags]
 //	metaserver project add --data-dir DIR NAME GIT_URL
 //	metaserver project list --data-dir DIR
-//	metaserver buildserver add --data-dir DIR NAME
+//	metaserver operator add --data-dir DIR NAME
+//	metaserver buildserver add --data-dir DIR [--operator NAME] NAME
 //	metaserver buildserver revoke --data-dir DIR [--purge] NAME
 //	metaserver pin --data-dir DIR NAME BUILD_ID
-//	metaserver enroll-token create --data-dir DIR
+//	metaserver enroll-token create --data-dir DIR [--operator NAME]
 //	metaserver cancel --data-dir DIR [--reason TEXT] BUILD_ID
 //	metaserver backup --data-dir DIR FILE
 //	metaserver check (--data-dir DIR | FILE)
@@ -29,10 +30,11 @@ const usage = `usage:
   metaserver serve --data-dir DIR [--listen 127.0.0.1:7070] [--metrics-listen ADDR] [flags]
   metaserver project add --data-dir DIR NAME GIT_URL
   metaserver project list --data-dir DIR
-  metaserver buildserver add --data-dir DIR NAME
+  metaserver operator add --data-dir DIR NAME
+  metaserver buildserver add --data-dir DIR [--operator NAME] NAME
   metaserver buildserver revoke --data-dir DIR [--purge] NAME
   metaserver pin --data-dir DIR NAME BUILD_ID
-  metaserver enroll-token create --data-dir DIR
+  metaserver enroll-token create --data-dir DIR [--operator NAME]
   metaserver cancel --data-dir DIR [--reason TEXT] BUILD_ID   (needs the running serve)
   metaserver backup --data-dir DIR FILE     (a consistent copy, also while serve runs)
   metaserver check (--data-dir DIR | FILE)  (consistency check; not while serve holds DIR)
@@ -52,7 +54,7 @@ func run(args []string) int {
 	switch cmd {
 	case "serve":
 		return serve(rest)
-	case "project", "buildserver", "enroll-token":
+	case "project", "buildserver", "enroll-token", "operator":
 		if len(rest) == 0 {
 			fmt.Fprint(os.Stderr, usage)
 			return 2

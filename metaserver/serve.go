@@ -42,6 +42,13 @@ type serveConfig struct {
 	ReconnectGrace time.Duration
 	// MaxInfraAttempts bounds retries after infrastructure failures.
 	MaxInfraAttempts int
+	// Quorum is how many operators must agree on an artifact before it is
+	// verified (1: one result is trusted); MaxResults bounds the operators
+	// asked for one disputed build (0: Quorum+1); TrustAfter is the
+	// agreeing results in a row that lower a quorum above 2 (0: never).
+	Quorum     int
+	MaxResults int
+	TrustAfter int
 	// TimeoutGrace is added to a build's time limit to give how long one
 	// attempt may hold it before the metaserver takes it back.
 	TimeoutGrace time.Duration
@@ -94,6 +101,9 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Lease, "lease", server.Defaults.Lease, "how long an attempt survives without a heartbeat")
 	fs.DurationVar(&c.ReconnectGrace, "reconnect-grace", server.Defaults.ReconnectGrace, "how long the attempts of a build server whose connection closed (crash, kill, reboot) wait for it to reconnect before they are re-dispatched; at most --lease, which still bounds a silent partition")
 	fs.IntVar(&c.MaxInfraAttempts, "max-infra-attempts", server.Defaults.MaxInfraAttempts, "attempts ending in infrastructure failures (setup failure, lost lease; refusals by a volunteer's policy do not count) before a build ends as error")
+	fs.IntVar(&c.Quorum, "quorum", 2, "build servers of different operators that must produce the same artifact sha256 on one platform identity before it is verified and served to default requests (1: trust one result)")
+	fs.IntVar(&c.MaxResults, "max-results", 0, "operators asked for results of one disputed build before it ends not_reproducible (0: quorum+1)")
+	fs.IntVar(&c.TrustAfter, "trust-after", 0, "agreeing results in a row, per platform, after which build servers' agreement lowers a quorum above 2 by one, never below 2 (0: never)")
 	fs.DurationVar(&c.TimeoutGrace, "timeout-grace", server.Defaults.TimeoutGrace, "added to a build's time limit (the manifest's timeout) for fetching, packing and uploading: an attempt held longer, heartbeats or not, is taken back and the build queued again elsewhere")
 	fs.DurationVar(&c.ExcludeFor, "exclude-for", server.Defaults.ExcludeFor, "how long a build server stays excluded from a build after a setup failure or refusal there, holding it past its time, or losing it twice")
 	fs.IntVar(&c.LossesBeforeAside, "losses-before-aside", server.Defaults.LossesBeforeAside, "attempts a build server may lose in a row (setup failures, lapsed leases, reconnects without them, builds held past their time) before it is put aside")
@@ -147,6 +157,15 @@ func (c *serveConfig) Validate() error {
 	}
 	if c.SampleInterval < time.Second {
 		return errors.New("--sample-interval must be at least 1s")
+	}
+	if c.Quorum < 1 || c.Quorum > 16 {
+		return fmt.Errorf("--quorum must be 1..16, not %d", c.Quorum)
+	}
+	if c.MaxResults != 0 && (c.MaxResults < c.Quorum || c.MaxResults > 32) {
+		return fmt.Errorf("--max-results must be 0 or between --quorum (%d) and 32, not %d", c.Quorum, c.MaxResults)
+	}
+	if c.TrustAfter < 0 {
+		return errors.New("--trust-after must not be negative")
 	}
 	if c.MaxInfraAttempts < 1 {
 		return errors.New("--max-infra-attempts must be at least 1")
@@ -225,6 +244,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	}
 	srv, err := server.Open(server.Config{
 		DataDir: cfg.DataDir, HeartbeatInterval: cfg.Heartbeat, Lease: cfg.Lease, ReconnectGrace: cfg.ReconnectGrace,
+		Quorum: cfg.Quorum, MaxResults: cfg.MaxResults, TrustAfter: cfg.TrustAfter,
 		MaxInfraAttempts: cfg.MaxInfraAttempts, TimeoutGrace: cfg.TimeoutGrace, ExcludeFor: cfg.ExcludeFor,
 		LossesBeforeAside: cfg.LossesBeforeAside, AsideFor: cfg.AsideFor, ExpireUnmatchedAfter: expireUnmatched(cfg.ExpireUnmatched),
 		CacheMaxBytes: cfg.CacheMaxBytes, SampleInterval: cfg.SampleInterval, SampleKeep: sampleKeep(cfg.SampleInterval), RequestsPerMinute: rateLimit(cfg.RequestsPerMinute), RequestsPerMinutePerAddress: rateLimit(cfg.RequestsPerMinutePerAddress), InlineArtifactBytes: inlineBytes(cfg.InlineArtifactBytes), Version: version, Logger: log, Notifier: notifier,

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A real local farm, end to end: a metaserver (bbolt store + blob directory),
-# one buildserver (bubblewrap sandbox), webstatus, and startcompile building the
-# sample project in examples/hello from a real git repository.
+# two buildservers of two operators (bubblewrap sandbox), webstatus, and
+# startcompile building the sample project in examples/hello from a real git
+# repository: first the unverified result of one volunteer (--accept
+# unverified), then the artifact verified by two operators (the default).
 #   KEEP=1 make demo   keeps the farm running until Ctrl-C
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -43,12 +45,15 @@ pids+=($!)
 wait_port 127.0.0.1 "$mport" metaserver
 
 "$bin/metaserver" project add --data-dir "$demo/meta" hello "$demo/hello"
-token=$("$bin/metaserver" buildserver add --data-dir "$demo/meta" volunteer-1)
-echo "build server credential created for volunteer-1 (stored only as a hash)"
+"$bin/metaserver" operator add --data-dir "$demo/meta" alice
+"$bin/metaserver" operator add --data-dir "$demo/meta" bob
+token1=$("$bin/metaserver" buildserver add --data-dir "$demo/meta" --operator alice volunteer-1)
+token2=$("$bin/metaserver" buildserver add --data-dir "$demo/meta" --operator bob volunteer-2)
+echo "build server credentials created for volunteer-1 (alice) and volunteer-2 (bob), stored only as hashes"
 
-echo "== buildserver (sandbox: bubblewrap)"
-"$bin/buildserver" --metaserver "$addr" --token "$token" --data-dir "$demo/buildserver" --jobs 2 \
-  >"$demo/buildserver.log" 2>&1 &
+echo "== buildserver volunteer-1 of alice (sandbox: bubblewrap)"
+"$bin/buildserver" --metaserver "$addr" --token "$token1" --data-dir "$demo/buildserver-1" --jobs 2 \
+  >"$demo/buildserver-1.log" 2>&1 &
 pids+=($!)
 
 echo "== webstatus on http://127.0.0.1:$wport"
@@ -56,13 +61,27 @@ echo "== webstatus on http://127.0.0.1:$wport"
 pids+=($!)
 wait_port 127.0.0.1 "$wport" webstatus
 
-echo "== startcompile: build hello for this machine and download it"
-"$bin/startcompile" --metaserver "$addr" --project hello -o level=3 --download "$demo/out" demo@example.com
+echo "== startcompile --accept unverified: the first result, on one volunteer's word"
+"$bin/startcompile" --metaserver "$addr" --project hello -o level=3 --accept unverified --download "$demo/out-unverified" demo@example.com
+"$demo/out-unverified/hello"
+
+echo "== a default request waits for a second operator, and says so"
+build=$("$bin/startcompile" --metaserver "$addr" --project hello -o level=3 --json demo@example.com |
+  sed -n 's/.*"build_id":\([0-9]*\).*/\1/p')
+"$bin/startcompile" --metaserver "$addr" status "$build" | grep -E "waiting|trust|result" || true
+
+echo "== buildserver volunteer-2 of bob joins: the replica runs there"
+"$bin/buildserver" --metaserver "$addr" --token "$token2" --data-dir "$demo/buildserver-2" --jobs 2 \
+  --build-uid 1800000000 >"$demo/buildserver-2.log" 2>&1 &
+pids+=($!)
+
+echo "== startcompile (default --accept verified): the artifact two operators agree on"
+"$bin/startcompile" --metaserver "$addr" status --download "$demo/out" "$build"
 echo "== the artifact"
 find "$demo/out" -type f | sed "s|$demo/|  |"
 "$demo/out/hello"
 
-echo "== the same request again is answered from the cache"
+echo "== the same request again is answered from the cache, verified"
 "$bin/startcompile" --metaserver "$addr" --project hello -o level=3 --json demo@example.com
 
 echo

@@ -89,6 +89,7 @@ func SubmitFlags(o *SubmitOptions, getenv func(string) string) *flag.FlagSet {
 	fs.DurationVar(&o.Timeout, "timeout", 0, "give up waiting after this long (0: no limit)")
 	o.Mail = "each"
 	fs.Var(mailFlag{&o.Mail}, "mail", "mail the result: each (when the build ends) or none")
+	fs.StringVar(&o.Accept, "accept", AcceptVerified, "verified: wait until build servers of enough different operators agree on the artifact; unverified: take the first result, on one volunteer's word")
 	return fs
 }
 
@@ -115,6 +116,7 @@ func StatusFlags(o *StatusOptions, getenv func(string) string) *flag.FlagSet {
 	fs.StringVar(&o.Download, "download", "", "unpack the artifact into `DIR` (implies --wait)")
 	fs.BoolVar(&o.JSON, "json", false, "print one JSON object on stdout at the end")
 	fs.DurationVar(&o.Timeout, "timeout", 0, "give up waiting after this long (0: no limit)")
+	fs.StringVar(&o.Accept, "accept", AcceptVerified, "verified: wait for a verified artifact; unverified: take (and download) the first result")
 	return fs
 }
 

@@ -29,6 +29,9 @@ type follower struct {
 	progress *progress
 	// withLog asks for log chunks and writes them to progress.
 	withLog bool
+	// accept ends the watch at a first, unverified result too
+	// (--accept unverified; see answered).
+	accept bool
 }
 
 // follow watches build id until it reaches a final state and returns that
@@ -53,7 +56,7 @@ func (f *follower) follow(ctx context.Context, id uint64) (*kilnv1.Build, error)
 		if heard {
 			lastHeard, delay = time.Now(), reconnectFirstDelay
 		}
-		if err == nil && last != nil && last.GetState().Final() {
+		if err == nil && last != nil && answered(last, f.accept) {
 			return last, nil
 		}
 		if err != nil && status.Code(err) != codes.Unavailable {
@@ -123,7 +126,7 @@ func (f *follower) watchOnce(ctx context.Context, id uint64, logOffset int64, lo
 			if f.progress != nil {
 				f.progress.update(b)
 			}
-			if b.GetState().Final() {
+			if answered(b, f.accept) {
 				return last, heard, nil
 			}
 		}

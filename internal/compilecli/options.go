@@ -81,6 +81,10 @@ type SubmitOptions struct {
 	Timeout time.Duration `flag:"timeout"`
 	// Mail is how the requester is mailed: "each" (the default) or "none".
 	Mail string `flag:"mail"`
+	// Accept is "verified" (the default: wait for a quorum of operators
+	// to agree on the artifact) or "unverified" (take the first result,
+	// trusted on one volunteer's word).
+	Accept string `flag:"accept"`
 	// Email receives the result mail; required, even with Pin.
 	Email string `arg:"email"`
 }
@@ -102,6 +106,9 @@ func (o *SubmitOptions) Validate() error {
 		return usageError("--timeout must not be negative")
 	}
 	if _, err := parseMail(o.Mail, false); err != nil {
+		return err
+	}
+	if err := validateAccept(o.Accept); err != nil {
 		return err
 	}
 	if o.Pin != "" {
@@ -242,6 +249,8 @@ type StatusOptions struct {
 	JSON bool `flag:"json"`
 	// Timeout bounds the wait; 0 waits as long as it takes.
 	Timeout time.Duration `flag:"timeout"`
+	// Accept: as SubmitOptions.Accept, for waiting and downloading.
+	Accept string `flag:"accept"`
 	// BuildID names the build.
 	BuildID uint64 `arg:"build_id"`
 }
@@ -256,6 +265,9 @@ func (o *StatusOptions) Validate() error {
 	}
 	if o.Timeout < 0 {
 		return usageError("--timeout must not be negative")
+	}
+	if err := validateAccept(o.Accept); err != nil {
+		return err
 	}
 	if o.Download != "" {
 		o.Wait = true
@@ -371,3 +383,17 @@ func parsePlatforms(list []string) ([]*kilnv1.PlatformConstraints, error) {
 	}
 	return out, nil
 }
+
+// validateAccept checks an --accept value ("" stands for verified).
+func validateAccept(v string) error {
+	if v != "" && v != AcceptVerified && v != AcceptUnverified {
+		return usageError("--accept must be %s or %s, not %q", AcceptVerified, AcceptUnverified, v)
+	}
+	return nil
+}
+
+// The values of --accept.
+const (
+	AcceptVerified   = "verified"
+	AcceptUnverified = "unverified"
+)

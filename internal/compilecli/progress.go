@@ -18,6 +18,7 @@ type progress struct {
 	midLine bool
 
 	state    kilnv1.BuildState
+	verified kilnv1.Verification
 	position uint32
 	reasons  string
 	attempt  uint64 // store id of the running attempt shown
@@ -68,6 +69,11 @@ func (p *progress) update(b *kilnv1.Build) {
 		p.line(b, "%s", msg)
 	}
 
+	if v := b.GetVerification(); v != p.verified && !b.GetState().Final() {
+		p.verified = v
+		p.line(b, "%s: %d result(s) so far, quorum %d; agreeing: %s", v.Word(), len(b.GetReplicas()), b.GetQuorum(),
+			strings.Join(b.GetAgreeingBuildServers(), ", "))
+	}
 	st := b.GetState()
 	stateChanged := st != p.state
 	p.state = st
@@ -122,6 +128,12 @@ func finalSummary(b *kilnv1.Build) string {
 		}
 		if b.GetPlatform() != nil {
 			msg += " on " + platform.Describe(b.GetPlatform())
+		}
+		if v := b.GetVerification().Word(); v != "" {
+			msg += ", " + v
+			if s := b.GetAgreeingBuildServers(); len(s) > 0 {
+				msg += " by " + strings.Join(s, ", ")
+			}
 		}
 		return msg
 	}

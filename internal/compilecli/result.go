@@ -41,6 +41,12 @@ type Result struct {
 	LogSize        uint64   `json:"log_size"`
 	QueuePosition  uint32   `json:"queue_position,omitempty"`
 	WaitingReasons []string `json:"waiting_reasons,omitempty"`
+	// Verification is whether the artifact is trusted: "verified",
+	// "unverified", "disputed" or "not_reproducible" ("" before any
+	// result); AgreeingBuildServers are the build servers whose results
+	// agree on it (never null).
+	Verification         string   `json:"verification"`
+	AgreeingBuildServers []string `json:"agreeing_build_servers"`
 	// Error is the message of the error that ended the command, if any.
 	Error string `json:"error,omitempty"`
 	// ExitCode is the process exit status.
@@ -72,6 +78,8 @@ func (r *Result) setBuild(b *kilnv1.Build) {
 	r.LogSize = b.GetLogSize()
 	r.QueuePosition = b.GetQueuePosition()
 	r.WaitingReasons = b.GetWaitingReasons()
+	r.Verification = b.GetVerification().Word()
+	r.AgreeingBuildServers = append([]string(nil), b.GetAgreeingBuildServers()...)
 }
 
 func (r *Result) setPlatform(p *kilnv1.SystemInfo) {
@@ -85,6 +93,9 @@ func (r *Result) setPlatform(p *kilnv1.SystemInfo) {
 func (r *Result) write(w io.Writer) error {
 	if r.Files == nil {
 		r.Files = []string{}
+	}
+	if r.AgreeingBuildServers == nil {
+		r.AgreeingBuildServers = []string{}
 	}
 	if len(r.Platform) == 0 {
 		r.Platform = json.RawMessage("null")

@@ -53,7 +53,7 @@ func showStatus(ctx context.Context, env Env, o *StatusOptions, res *Result) err
 	if o.Wait {
 		wctx, cancel := withTimeout(ctx, o.Timeout)
 		defer cancel()
-		return wait(wctx, env, client, b, o.Timeout, o.Download, o.JSON, res)
+		return wait(wctx, env, client, b, waitOptions{timeout: o.Timeout, dir: o.Download, asJSON: o.JSON, accept: o.Accept == AcceptUnverified}, res)
 	}
 	if !o.JSON {
 		writeBuild(env.Stdout, b)
@@ -110,6 +110,19 @@ func writeBuild(w io.Writer, b *kilnv1.Build) {
 			fmt.Fprintf(w, "            %s\n", f)
 		}
 	}
+	if v := b.GetVerification().Word(); v != "" {
+		fmt.Fprintf(w, "  trust     %s (quorum %d; agreeing: %s)\n", v, b.GetQuorum(), strings.Join(b.GetAgreeingBuildServers(), ", "))
+	}
+	for _, r := range b.GetReplicas() {
+		fmt.Fprintf(w, "  result    %s (%s): %s", r.GetBuildServer(), r.GetOperator(), orFailed(r.GetArtifact().GetSha256()))
+		if r.GetDiscounted() != "" {
+			fmt.Fprintf(w, ", not counted: %s", r.GetDiscounted())
+		}
+		fmt.Fprintln(w)
+	}
+	if files := b.GetDifferingFiles(); len(files) > 0 {
+		fmt.Fprintf(w, "  differ    %s\n", strings.Join(files, ", "))
+	}
 	if b.GetFailure() != "" {
 		fmt.Fprintf(w, "  failure   %s", b.GetFailure())
 		if b.GetFailingStep() != "" {
@@ -118,4 +131,12 @@ func writeBuild(w io.Writer, b *kilnv1.Build) {
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "  log       %d bytes\n", b.GetLogSize())
+}
+
+// orFailed is a result's sha256, or "failed" for a failed build.
+func orFailed(sha string) string {
+	if sha == "" {
+		return "failed"
+	}
+	return "sha256 " + sha
 }

@@ -65,12 +65,13 @@ func submit(ctx context.Context, env Env, o *SubmitOptions, res *Result) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	resp, err := client.Submit(rctx, &kilnv1.SubmitRequest{
-		Project:     o.Project,
-		Revision:    o.Revision,
-		Constraints: c,
-		Options:     opts,
-		Email:       o.Email,
-		Mail:        mode,
+		Project:          o.Project,
+		Revision:         o.Revision,
+		Constraints:      c,
+		Options:          opts,
+		Email:            o.Email,
+		Mail:             mode,
+		AcceptUnverified: o.Accept == AcceptUnverified,
 	})
 	cancel()
 	if err != nil {
@@ -88,7 +89,16 @@ func submit(ctx context.Context, env Env, o *SubmitOptions, res *Result) error {
 	fmt.Fprintf(env.Stderr, "[build %d] %s, platform %s\n", b.GetId(), answerName(resp), platform.DescribeConstraints(c))
 	wctx, cancelWait := withTimeout(ctx, o.Timeout)
 	defer cancelWait()
-	return wait(wctx, env, client, b, o.Timeout, o.Download, o.JSON, res)
+	return wait(wctx, env, client, b, waitOptions{timeout: o.Timeout, dir: o.Download, asJSON: o.JSON, accept: o.Accept == AcceptUnverified}, res)
+}
+
+// waitOptions say how wait follows and ends.
+type waitOptions struct {
+	timeout time.Duration
+	dir     string
+	asJSON  bool
+	// accept: the first result will do (--accept unverified).
+	accept bool
 }
 
 // acceptedLine is the stdout line of a submit without --wait.
@@ -120,9 +130,10 @@ func answerName(resp *kilnv1.SubmitResponse) string {
 // wait follows b until it is final (showing progress and the log on stderr),
 // then downloads its artifact into dir when dir is set. The final build is
 // recorded in res. A build that ends other than SUCCEEDED is a *buildError.
-func wait(ctx context.Context, env Env, client kilnv1.CompileServiceClient, b *kilnv1.Build, timeout time.Duration, dir string, asJSON bool, res *Result) error {
-	if !b.GetState().Final() {
-		f := &follower{client: client, progress: newProgress(env.Stderr), withLog: true}
+func wait(ctx context.Context, env Env, client kilnv1.CompileServiceClient, b *kilnv1.Build, wo waitOptions, res *Result) error {
+	timeout, dir, asJSON := wo.timeout, wo.dir, wo.asJSON
+	if !answered(b, wo.accept) {
+		f := &follower{client: client, progress: newProgress(env.Stderr), withLog: true, accept: wo.accept}
 		final, err := f.follow(ctx, b.GetId())
 		if final != nil {
 			res.setBuild(final)
@@ -134,7 +145,10 @@ func wait(ctx context.Context, env Env, client kilnv1.CompileServiceClient, b *k
 	} else {
 		newProgress(env.Stderr).update(b)
 	}
-	if err := finalError(b); err != nil {
+	if !answered(b, false) && answered(b, wo.accept) {
+		fmt.Fprintf(env.Stderr, "[build %d] %s: artifact %s from %s, not verified by other operators yet (--accept unverified)\n",
+			b.GetId(), b.GetVerification().Word(), shortHash(b.GetArtifact().GetSha256()), firstServer(b))
+	} else if err := finalError(b); err != nil {
 		return err
 	}
 	if dir == "" {
@@ -143,8 +157,28 @@ func wait(ctx context.Context, env Env, client kilnv1.CompileServiceClient, b *k
 		}
 		return nil
 	}
-	err := fetch(ctx, env, client, &kilnv1.DownloadArtifactRequest{What: &kilnv1.DownloadArtifactRequest_BuildId{BuildId: b.GetId()}}, dir, asJSON, res)
+	err := fetch(ctx, env, client, &kilnv1.DownloadArtifactRequest{What: &kilnv1.DownloadArtifactRequest_BuildId{BuildId: b.GetId()},
+		AcceptUnverified: wo.accept}, dir, asJSON, res)
 	return waitError(ctx, b.GetId(), timeout, b, err)
+}
+
+// answered reports whether b answers its requester: final, or, with
+// accept (--accept unverified), holding a first result not verified yet.
+func answered(b *kilnv1.Build, accept bool) bool {
+	if b.GetState().Final() {
+		return true
+	}
+	v := b.GetVerification()
+	return accept && b.GetArtifact() != nil &&
+		(v == kilnv1.Verification_VERIFICATION_UNVERIFIED || v == kilnv1.Verification_VERIFICATION_DISPUTED)
+}
+
+// firstServer names the build server of b's leading result.
+func firstServer(b *kilnv1.Build) string {
+	if s := b.GetAgreeingBuildServers(); len(s) > 0 {
+		return s[0]
+	}
+	return "one build server"
 }
 
 // fetch downloads and unpacks an artifact into dir and lists the files on

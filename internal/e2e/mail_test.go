@@ -343,7 +343,7 @@ func TestMailTwoRequestersWaitingOnOneBuildEachGetExactlyOneMail(t *testing.T) {
 		if to := m.Header.Get("To"); !strings.EqualFold(to, "<"+c.to+">") {
 			t.Errorf("mail to %s: To header %q", c.to, to)
 		}
-		if s, want := m.Subject(), mailWantSubject(b, "succeeded"); s != want {
+		if s, want := m.Subject(), mailWantSubject(b, "succeeded (verified)"); s != want {
 			t.Errorf("mail to %s: subject %q, want %q", c.to, s, want)
 		}
 		for _, want := range []string{

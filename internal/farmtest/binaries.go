@@ -79,17 +79,37 @@ func Binary(t testing.TB, name string) string {
 	return p
 }
 
-func build(name string) (string, error) {
-	v, _ := builds.LoadOrStore(name, &buildResult{})
+// BinaryTags builds the main package ./name with the build tags (comma
+// separated) as DIR/name-tags, at most once per test process, and returns
+// its path: a test-only variant of a program, such as the cheating build
+// server (tag kiln_cheat). With KILN_FARMTEST_BIN_DIR set it uses
+// DIR/name-tags from there.
+func BinaryTags(t testing.TB, name, tags string) string {
+	t.Helper()
+	p, err := buildTags(name, tags)
+	if err != nil {
+		t.Fatalf("farmtest: %v", err)
+	}
+	return p
+}
+
+func build(name string) (string, error) { return buildTags(name, "") }
+
+func buildTags(name, tags string) (string, error) {
+	key := name
+	if tags != "" {
+		key += "-" + strings.ReplaceAll(tags, ",", "-")
+	}
+	v, _ := builds.LoadOrStore(key, &buildResult{})
 	r := v.(*buildResult)
-	r.once.Do(func() { r.path, r.err = goBuild(name) })
+	r.once.Do(func() { r.path, r.err = goBuild(name, key, tags) })
 	return r.path, r.err
 }
 
-// goBuild runs `go build -o DIR/name ./name` in the module root.
-func goBuild(name string) (string, error) {
+// goBuild runs `go build [-tags tags] -o DIR/out ./name` in the module root.
+func goBuild(name, out, tags string) (string, error) {
 	if d := os.Getenv(EnvBinDir); d != "" {
-		p := filepath.Join(d, name)
+		p := filepath.Join(d, out)
 		if _, err := os.Stat(p); err != nil {
 			return "", fmt.Errorf("%s=%s: %w", EnvBinDir, d, err)
 		}
@@ -103,8 +123,11 @@ func goBuild(name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	out := filepath.Join(dir, name)
-	args := []string{"build", "-o", out}
+	outPath := filepath.Join(dir, out)
+	args := []string{"build", "-o", outPath}
+	if tags != "" {
+		args = append(args, "-tags", tags)
+	}
 	args = append(args, strings.Fields(os.Getenv(EnvBuildFlags))...)
 	args = append(args, "./"+name)
 	cmd := exec.Command(goTool(), args...)
@@ -112,7 +135,7 @@ func goBuild(name string) (string, error) {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./%s: %v\n%s", name, err, b)
 	}
-	return out, nil
+	return outPath, nil
 }
 
 // goTool is the go command: the one in GOROOT/bin when `go test` set

@@ -147,6 +147,11 @@ func (f *Farm) StartMetaserver(extraArgs ...string) *Metaserver {
 		m.MetricsAddr = FreeAddr(f.t)
 		args = append(args, "--metrics-listen", m.MetricsAddr)
 	}
+	if !hasFlag(extraArgs, "quorum") {
+		// Most farms have one build server: one result is trusted, as
+		// before verification existed, unless the test asks otherwise.
+		args = append(args, "--quorum", "1")
+	}
 	args = append(args, extraArgs...)
 	m.Process = f.start("metaserver", Binary(f.t, "metaserver"), args...)
 	f.meta = m
@@ -267,6 +272,23 @@ func (f *Farm) AddBuildServer(name string) string {
 	return out
 }
 
+// AddOperator registers an operator with `metaserver operator add`.
+func (f *Farm) AddOperator(name string) {
+	f.t.Helper()
+	f.metaCommand("operator", "add", "--data-dir", f.dirArg(f.metaDataDir), name)
+}
+
+// AddBuildServerOf creates a build server credential of operator with
+// `metaserver buildserver add --operator` and returns its token.
+func (f *Farm) AddBuildServerOf(operator, name string) string {
+	f.t.Helper()
+	out := strings.TrimSpace(f.metaCommand("buildserver", "add", "--data-dir", f.dirArg(f.metaDataDir), "--operator", operator, name))
+	if out == "" || strings.ContainsAny(out, "\n \t") {
+		f.t.Fatalf("farmtest: metaserver buildserver add --operator %s %s printed %q, want one token", operator, name, out)
+	}
+	return out
+}
+
 // Pin names a succeeded build's artifact with `metaserver pin`.
 func (f *Farm) Pin(name string, buildID uint64) {
 	f.t.Helper()
@@ -278,6 +300,13 @@ func (f *Farm) Pin(name string, buildID uint64) {
 // --target, --sandbox, ...). It does not wait for the connection; see
 // WaitBuildServers.
 func (f *Farm) StartBuildserver(token string, extraArgs ...string) *Process {
+	f.t.Helper()
+	return f.StartBuildserverBinary(Binary(f.t, "buildserver"), token, extraArgs...)
+}
+
+// StartBuildserverBinary is StartBuildserver with the buildserver program
+// at bin (a test-only variant, see BinaryTags).
+func (f *Farm) StartBuildserverBinary(bin, token string, extraArgs ...string) *Process {
 	f.t.Helper()
 	m := f.requireMeta()
 	f.mu.Lock()
@@ -295,7 +324,6 @@ func (f *Farm) StartBuildserver(token string, extraArgs ...string) *Process {
 		// share build uids; the build server refuses a range in use.
 		args = append(args, "--build-uid", strconv.FormatUint(uint64(NextBuildUID()), 10))
 	}
-	bin := Binary(f.t, "buildserver")
 	if f.Hostname != "" {
 		// unshare execs the shell, which execs the build server: one pid
 		// throughout, so Stop and Kill reach it.

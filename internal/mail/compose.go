@@ -129,6 +129,9 @@ type composeData struct {
 
 func newComposeData(b *kilnv1.Build, opts ComposeOptions) *composeData {
 	state := StateName(b.GetState())
+	if v := b.GetVerification().Word(); v != "" {
+		state += " (" + v + ")"
+	}
 	d := &composeData{State: state, PlatformLine: platformLine(b)}
 	d.Headline = oneLine(fmt.Sprintf("Build %d of %s at %s: %s.", b.GetId(), b.GetProject(), revisionName(b), state))
 
@@ -149,10 +152,17 @@ func newComposeData(b *kilnv1.Build, opts ComposeOptions) *composeData {
 		art.add("sha256", a.GetSha256())
 		art.add("size", formatSize(a.GetSize()))
 		art.add("files", strconv.Itoa(len(a.GetFiles())))
+		if v := b.GetVerification().Word(); v != "" {
+			art.add("verification", v)
+			art.add("agreeing build servers", orDash(strings.Join(b.GetAgreeingBuildServers(), ", ")))
+		}
 		d.Sections = append(d.Sections, art)
 
 		dl := &section{Title: "Download"}
 		cmd := "startcompile status --download DIR"
+		if !b.GetVerification().Trusted() && b.GetVerification() != kilnv1.Verification_VERIFICATION_UNSPECIFIED {
+			cmd += " --accept unverified"
+		}
 		if opts.MetaserverAddr != "" {
 			cmd += " --metaserver " + oneLine(opts.MetaserverAddr)
 		}
@@ -163,6 +173,9 @@ func newComposeData(b *kilnv1.Build, opts ComposeOptions) *composeData {
 		f := &section{Title: "Failure"}
 		f.add("reason", orDash(oneLine(b.GetFailure())))
 		f.add("failing step", orDash(oneLine(b.GetFailingStep())))
+		if files := b.GetDifferingFiles(); len(files) > 0 {
+			f.add("differing files", oneLine(truncate(strings.Join(files, ", "), 2000)))
+		}
 		d.Sections = append(d.Sections, f)
 	}
 	if base := strings.TrimRight(opts.PublicURL, "/"); base != "" {

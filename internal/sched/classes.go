@@ -131,7 +131,7 @@ func (cs *classes) match(b *Build, now time.Time) *Target {
 				continue
 			}
 			for t := range c.free {
-				if b.ExcludedAt(t.Server.Name, now) || now.Before(t.Server.PutAsideUntil) {
+				if b.skips(t.Server, now) {
 					continue
 				}
 				return t
@@ -180,6 +180,7 @@ func (s *Scheduler) WaitingReasons(b *Build, now time.Time) []string {
 		fail[reason] += n
 	}
 	fitting, fittingFree := 0, 0
+	operators := map[string]bool{}
 	for _, list := range [2][]*class{s.classes.native, s.classes.emulated} {
 		for _, c := range list {
 			n := len(c.members)
@@ -198,8 +199,11 @@ func (s *Scheduler) WaitingReasons(b *Build, now time.Time) []string {
 			}
 			if ok {
 				fitting += n
+				for t := range c.members {
+					operators[t.Server.Operator] = true
+				}
 				for t := range c.free {
-					if !b.ExcludedAt(t.Server.Name, now) && !now.Before(t.Server.PutAsideUntil) {
+					if !b.skips(t.Server, now) {
 						fittingFree++
 					}
 				}
@@ -209,6 +213,12 @@ func (s *Scheduler) WaitingReasons(b *Build, now time.Time) []string {
 	var out []string
 	for _, reason := range order {
 		out = append(out, fmt.Sprintf("%s: %d of %d connected targets do not match", reason, fail[reason], total))
+	}
+	if b.Replica {
+		for op := range b.HaveOperators {
+			operators[op] = true
+		}
+		out = append(out, fmt.Sprintf("verification: %d of %d operators have a matching target", min(len(operators), max(b.Quorum, len(b.HaveOperators))), max(b.Quorum, len(b.HaveOperators)+1)))
 	}
 	switch {
 	case fitting == 0:

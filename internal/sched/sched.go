@@ -40,11 +40,26 @@ type Build struct {
 	NotBefore time.Time
 	// Attempt is the current attempt while the build runs.
 	Attempt *Attempt
+	// Replica is set while the build waits for more results of other
+	// operators to be verified (internal/server/verify.go): Constraints
+	// then pin the first result's platform identity, no target of an
+	// operator in HaveOperators gets it, and Quorum is how many operators
+	// must agree (for WaitingReasons).
+	Replica       bool
+	HaveOperators map[string]bool
+	Quorum        int
 
 	queued bool
 	// unmatchedSince is when Unmatched first found no connected target
 	// that fits b; zero while one fits or before the first check.
 	unmatchedSince time.Time
+}
+
+// skips reports whether b must not go to srv at now: srv is marked,
+// excluded from it, put aside, or, for a replica, of an operator that
+// already has a result for it.
+func (b *Build) skips(srv *Server, now time.Time) bool {
+	return srv.Marked || b.ExcludedAt(srv.Name, now) || now.Before(srv.PutAsideUntil) || (b.Replica && b.HaveOperators[srv.Operator])
 }
 
 // ExcludedAt reports whether server name is excluded from b at now.
@@ -91,7 +106,16 @@ func (t *Target) Jobs() int {
 
 // Server is a connected build server.
 type Server struct {
-	Name    string
+	Name string
+	// Operator is the person or organisation behind the server's
+	// credential: a replica never goes to an operator that already has a
+	// result for its build.
+	Operator string
+	// Marked is set once the server's result lost a dispute others
+	// settled: its results count for no verification, so it gets no new
+	// work at all (giving it any would only cost builds, and hand its
+	// artifacts to requests that accept unverified results).
+	Marked  bool
 	Targets []*Target
 	Slots   int
 	Policy  *kilnv1.BuildServerPolicy

@@ -93,6 +93,40 @@ func (a *Admin) ListProjects(ctx context.Context, _ *kilnv1.ListProjectsRequest)
 	return resp, nil
 }
 
+// AddOperator implements kilnv1.AdminServiceServer.
+func (a *Admin) AddOperator(ctx context.Context, req *kilnv1.AddOperatorRequest) (*kilnv1.AddOperatorResponse, error) {
+	if !nameRE.MatchString(req.GetName()) {
+		return nil, status.Errorf(codes.InvalidArgument, "operator name %q must match %s", req.GetName(), nameRE)
+	}
+	err := a.Store.Update(func(tx store.Tx) error {
+		return tx.CreateOperator(&store.Operator{Name: req.GetName(), CreatedAt: timestamppb.Now()})
+	})
+	if errors.Is(err, store.ErrExists) {
+		return nil, status.Errorf(codes.AlreadyExists, "operator %q already exists", req.GetName())
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "storing operator: %v", err)
+	}
+	return &kilnv1.AddOperatorResponse{Name: req.GetName()}, nil
+}
+
+// checkOperator refuses an operator name that is not registered ("" is
+// fine: the credential is then its own implicit operator).
+func checkOperator(tx store.Tx, name string) error {
+	if name == "" {
+		return nil
+	}
+	if !nameRE.MatchString(name) {
+		return status.Errorf(codes.InvalidArgument, "operator name %q must match %s", name, nameRE)
+	}
+	if _, err := tx.Operator(name); errors.Is(err, store.ErrNotFound) {
+		return status.Errorf(codes.FailedPrecondition, "no operator %q: add it first (metaserver operator add)", name)
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
 // AddBuildServer implements kilnv1.AdminServiceServer.
 func (a *Admin) AddBuildServer(ctx context.Context, req *kilnv1.AddBuildServerRequest) (*kilnv1.AddBuildServerResponse, error) {
 	if !nameRE.MatchString(req.GetName()) {
@@ -100,8 +134,14 @@ func (a *Admin) AddBuildServer(ctx context.Context, req *kilnv1.AddBuildServerRe
 	}
 	token, hash := auth.NewToken()
 	err := a.Store.Update(func(tx store.Tx) error {
-		return tx.CreateBuildServer(&store.BuildServer{Name: req.GetName(), TokenHash: hash, CreatedAt: timestamppb.Now()})
+		if err := checkOperator(tx, req.GetOperator()); err != nil {
+			return err
+		}
+		return tx.CreateBuildServer(&store.BuildServer{Name: req.GetName(), TokenHash: hash, CreatedAt: timestamppb.Now(), Operator: req.GetOperator()})
 	})
+	if _, ok := status.FromError(err); ok && err != nil {
+		return nil, err
+	}
 	if errors.Is(err, store.ErrExists) {
 		return nil, status.Errorf(codes.AlreadyExists, "build server %q already exists", req.GetName())
 	}
@@ -170,6 +210,10 @@ func (a *Admin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.PinRes
 		if w := b.GetWithdrawn(); w != "" {
 			return status.Errorf(codes.FailedPrecondition, "the artifact of build %d was withdrawn: %s", b.GetId(), w)
 		}
+		if !b.GetVerification().Trusted() {
+			return status.Errorf(codes.FailedPrecondition, "the artifact of build %d is not verified (%s): only verified artifacts are pinned",
+				b.GetId(), orWord(b.GetVerification().Word(), "built before verification existed"))
+		}
 		// The build's cache entry holds its blob: once evicted, the blob may
 		// be gone (deleted right after the eviction's commit), so a pin
 		// could name bytes that no longer exist. A rebuild with the same
@@ -203,6 +247,14 @@ func (a *Admin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.PinRes
 		return nil, status.Errorf(codes.Internal, "pinning: %v", err)
 	}
 	return &kilnv1.PinResponse{Name: req.GetName(), Artifact: art}, nil
+}
+
+// orWord is word, or instead when word is empty.
+func orWord(word, instead string) string {
+	if word == "" {
+		return instead
+	}
+	return word
 }
 
 // backuper is a store that can copy itself while it serves

@@ -48,7 +48,7 @@ type file struct {
 	data []byte
 }
 
-func tarOf(t *testing.T, files ...file) []byte {
+func tarOf(t testing.TB, files ...file) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -69,7 +69,7 @@ func tarOf(t *testing.T, files ...file) []byte {
 	return buf.Bytes()
 }
 
-func tarGz(t *testing.T, files ...file) []byte {
+func tarGz(t testing.TB, files ...file) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)

@@ -52,6 +52,9 @@ func (s *Server) collect(ctx context.Context, candidates map[string]bool) (int, 
 	err := s.st.View(func(tx store.Tx) error {
 		return tx.Artifacts(func(e *store.Artifact) error {
 			delete(candidates, e.GetArtifact().GetSha256())
+			for _, sha := range e.GetKeptSha256() {
+				delete(candidates, sha) // a dispute's other results (verify.go)
+			}
 			return nil
 		})
 	})

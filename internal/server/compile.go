@@ -119,7 +119,8 @@ func (s *Server) WatchBuild(req *kilnv1.WatchBuildRequest, stream kilnv1.Compile
 }
 
 func buildChanged(a, b *kilnv1.Build) bool {
-	if a.GetState() != b.GetState() || a.GetQueuePosition() != b.GetQueuePosition() || len(a.GetAttempts()) != len(b.GetAttempts()) {
+	if a.GetState() != b.GetState() || a.GetQueuePosition() != b.GetQueuePosition() || len(a.GetAttempts()) != len(b.GetAttempts()) ||
+		a.GetVerification() != b.GetVerification() || len(a.GetReplicas()) != len(b.GetReplicas()) {
 		return true
 	}
 	if n := len(a.GetAttempts()); n > 0 && a.GetAttempts()[n-1].GetPhase() != b.GetAttempts()[n-1].GetPhase() {
@@ -186,36 +187,15 @@ func (s *Server) followLog(stream kilnv1.CompileService_GetLogServer, id uint64,
 
 // DownloadArtifact implements kilnv1.CompileServiceServer.
 func (s *Server) DownloadArtifact(req *kilnv1.DownloadArtifactRequest, stream kilnv1.CompileService_DownloadArtifactServer) error {
-	var build *kilnv1.Build
-	err := s.st.View(func(tx store.Tx) error {
-		id := req.GetBuildId()
-		if name := req.GetPin(); name != "" {
-			p, err := tx.Pin(name)
-			if errors.Is(err, store.ErrNotFound) {
-				return status.Errorf(codes.NotFound, "no pin named %q", name)
-			}
-			if err != nil {
-				return err
-			}
-			id = p.GetBuildId()
+	build, err := s.downloadable(req)
+	if status.Code(err) == codes.FailedPrecondition && req.GetPin() == "" && s.isActive(req.GetBuildId()) {
+		// A watcher may have seen the build's first result in memory
+		// before its commit: once what is queued is on disk, read again.
+		if werr := s.commits.wait(func(store.Tx) error { return nil }); werr == nil {
+			build, err = s.downloadable(req)
 		}
-		rec, err := tx.Build(id)
-		if err != nil {
-			return buildError(id, err)
-		}
-		build = rec.GetBuild()
-		return nil
-	})
+	}
 	if err != nil {
-		if _, ok := status.FromError(err); ok {
-			return err
-		}
-		return status.Errorf(codes.Unavailable, "%v", err)
-	}
-	if build.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
-		return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", build.GetId(), build.GetState().Word())
-	}
-	if err := withdrawnError(build, req.GetPin()); err != nil {
 		return err
 	}
 	sha := build.GetArtifact().GetSha256()
@@ -257,6 +237,70 @@ func (s *Server) DownloadArtifact(req *kilnv1.DownloadArtifactRequest, stream ki
 	}
 	s.metrics.downloadBytes.Add(float64(sent))
 	_ = size
+	return nil
+}
+
+// isActive reports whether build id is queued or running.
+func (s *Server) isActive(id uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.active[id]
+	return ok
+}
+
+// downloadable reads the build req names, as stored, and says why its
+// artifact may not be served.
+func (s *Server) downloadable(req *kilnv1.DownloadArtifactRequest) (*kilnv1.Build, error) {
+	var build *kilnv1.Build
+	err := s.st.View(func(tx store.Tx) error {
+		id := req.GetBuildId()
+		if name := req.GetPin(); name != "" {
+			p, err := tx.Pin(name)
+			if errors.Is(err, store.ErrNotFound) {
+				return status.Errorf(codes.NotFound, "no pin named %q", name)
+			}
+			if err != nil {
+				return err
+			}
+			id = p.GetBuildId()
+		}
+		rec, err := tx.Build(id)
+		if err != nil {
+			return buildError(id, err)
+		}
+		build = rec.GetBuild()
+		return nil
+	})
+	if err != nil {
+		if _, ok := status.FromError(err); ok {
+			return nil, err
+		}
+		return nil, status.Errorf(codes.Unavailable, "%v", err)
+	}
+	if err := withdrawnError(build, req.GetPin()); err != nil {
+		return nil, err
+	}
+	// A pin names a verified artifact (Admin.Pin), or one an
+	// administrator pinned before verification existed: served as such.
+	if err := servable(build, req.GetPin() != "" || req.GetAcceptUnverified()); err != nil {
+		return nil, err
+	}
+	return build, nil
+}
+
+// servable says why b's artifact may not be downloaded: it has none, or
+// it is not verified and the request does not accept that (verify.go).
+func servable(b *kilnv1.Build, acceptUnverified bool) error {
+	v := b.GetVerification()
+	switch {
+	case b.GetArtifact() == nil || (b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED && v == kilnv1.Verification_VERIFICATION_UNSPECIFIED):
+		return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", b.GetId(), b.GetState().Word())
+	case v.Trusted():
+		return nil
+	case !acceptUnverified:
+		return status.Errorf(codes.FailedPrecondition, "the artifact of build %d is %s: not served without --accept unverified",
+			b.GetId(), orWord(v.Word(), "not verified (built before verification existed)"))
+	}
 	return nil
 }
 

@@ -246,8 +246,8 @@ func (s *Server) cachedArtifact(source string, c *kilnv1.PlatformConstraints) *s
 			if _, err := s.blobs.statTx(context.Background(), tx, a.GetArtifact().GetSha256()); err != nil {
 				continue
 			}
-			if rec, err := tx.Build(a.GetBuildId()); err != nil || rec.GetBuild().GetWithdrawn() != "" {
-				continue // withdrawn artifacts are never staged (see fromCache)
+			if rec, err := tx.Build(a.GetBuildId()); err != nil || rec.GetBuild().GetWithdrawn() != "" || !answers(a, rec.GetBuild(), false) {
+				continue // withdrawn or unverified artifacts are never staged (see fromCache)
 			}
 			hit = a
 			return nil

@@ -28,8 +28,15 @@ func (a *Admin) CreateEnrollToken(ctx context.Context, req *kilnv1.CreateEnrollT
 	hash = auth.Hash(token)
 	now := time.Now()
 	err := a.Store.Update(func(tx store.Tx) error {
-		return tx.CreateEnrollToken(&store.EnrollToken{TokenHash: hash, CreatedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(now.Add(ttl))})
+		if err := checkOperator(tx, req.GetOperator()); err != nil {
+			return err
+		}
+		return tx.CreateEnrollToken(&store.EnrollToken{TokenHash: hash, CreatedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(now.Add(ttl)),
+			Operator: req.GetOperator()})
 	})
+	if _, ok := status.FromError(err); ok && err != nil {
+		return nil, err
+	}
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "storing enrollment token: %v", err)
 	}
@@ -64,7 +71,7 @@ func (e *Enroller) Enroll(ctx context.Context, req *kilnv1.EnrollRequest) (*kiln
 		if now.After(et.GetExpiresAt().AsTime()) {
 			return status.Error(codes.Unauthenticated, "enrollment token expired")
 		}
-		if err := tx.CreateBuildServer(&store.BuildServer{Name: req.GetName(), TokenHash: hash, CreatedAt: timestamppb.New(now)}); err != nil {
+		if err := tx.CreateBuildServer(&store.BuildServer{Name: req.GetName(), TokenHash: hash, CreatedAt: timestamppb.New(now), Operator: et.GetOperator()}); err != nil {
 			if errors.Is(err, store.ErrExists) {
 				return status.Errorf(codes.AlreadyExists, "build server %q already exists", req.GetName())
 			}

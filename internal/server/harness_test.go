@@ -23,7 +23,7 @@ import (
 // gRPC on a loopback port, for tests that speak the protocol as build
 // servers and requesters do.
 type testServer struct {
-	t    *testing.T
+	t    testing.TB
 	srv  *Server
 	st   store.Store
 	conn *grpc.ClientConn
@@ -32,7 +32,7 @@ type testServer struct {
 
 // startTestServer opens a metaserver on a fresh data directory whose store
 // first receives the seed builds (queued builds are queued on start).
-func startTestServer(t *testing.T, cfg Config, seed ...*store.Build) *testServer {
+func startTestServer(t testing.TB, cfg Config, seed ...*store.Build) *testServer {
 	t.Helper()
 	return startSeededServer(t, cfg, func(tx store.Tx) error {
 		for _, b := range seed {
@@ -46,7 +46,7 @@ func startTestServer(t *testing.T, cfg Config, seed ...*store.Build) *testServer
 
 // startSeededServer is startTestServer with the store first written by
 // seed, as an earlier process would have left it.
-func startSeededServer(t *testing.T, cfg Config, seed func(store.Tx) error) *testServer {
+func startSeededServer(t testing.TB, cfg Config, seed func(store.Tx) error) *testServer {
 	t.Helper()
 	cfg.DataDir = t.TempDir()
 	if cfg.Logger == nil {
@@ -106,7 +106,7 @@ func queuedBuild(id uint64, project string, timeoutSeconds uint32) *store.Build 
 
 // testSession is one build server's live session.
 type testSession struct {
-	t      *testing.T
+	t      testing.TB
 	name   string
 	stream kilnv1.WorkerService_SessionClient
 	msgs   chan *kilnv1.SessionResponse

@@ -126,7 +126,11 @@ func (s *Server) dispatchLocked() {
 		if build.StartedAt == nil {
 			build.StartedAt = timestamppb.New(now)
 		}
-		build.Platform = t.Info
+		if len(build.GetReplicas()) == 0 {
+			// A replica keeps the first result's platform: its target
+			// has the same identity (verify.go), the cache key says so.
+			build.Platform = t.Info
+		}
 		build.Attempts = append(build.Attempts, &kilnv1.Attempt{
 			Id: id, BuildServer: t.Server.Name, TargetId: t.ID,
 			Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RUNNING, StartedAt: timestamppb.New(now),
@@ -209,6 +213,13 @@ func (s *Server) endAttemptLocked(a *sched.Attempt, r *kilnv1.AttemptResult, aft
 	rule := o.Rule()
 	if rule.Result {
 		s.serverCountLocked(serverName, rule.Build == kilnv1.BuildState_BUILD_STATE_SUCCEEDED)
+		// A result is verified before it is trusted (verify.go).
+		differing := ab.differing
+		ab.differing = nil
+		if s.resultLocked(ab, a, r, differing, after) {
+			s.dispatchLocked()
+			return
+		}
 	}
 	if rule.Build.Final() {
 		failure, step := rule.Reason(r.GetReason()), ""
@@ -317,16 +328,17 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 	// Untracked, the record is final: nothing changes it any more, so it is
 	// committed and handed to the notifier as it is, without a copy.
 	final := build
+	// The cache entry: a verified artifact, or a not-reproducible build's
+	// results kept for inspection (never answering a request: fromCache).
 	var art *store.Artifact
-	var inline []byte
-	if state == kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
-		inline = s.blobs.pendingData(build.GetArtifact().GetSha256())
-		art = &store.Artifact{
-			CacheKey: build.GetCacheKey(), SourceKey: ab.rec.GetSourceKey(), BuildId: build.GetId(),
-			Artifact: build.GetArtifact(), Platform: build.GetPlatform(), Project: build.GetProject(), Commit: build.GetCommit(),
-			CreatedAt: build.GetFinishedAt(), LastUsed: build.GetFinishedAt(),
-		}
+	shas, inline := s.pendingReplicaBlobs(build)
+	if state == kilnv1.BuildState_BUILD_STATE_SUCCEEDED ||
+		build.GetVerification() == kilnv1.Verification_VERIFICATION_NOT_REPRODUCIBLE {
+		art = s.cacheEntryLocked(ab)
+		art.CreatedAt, art.LastUsed = build.GetFinishedAt(), build.GetFinishedAt()
 	}
+	// An earlier result made the entry already (awaitReplicaLocked).
+	newEntry := len(build.GetReplicas()) <= 1
 	logTail := ""
 	if state != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
 		logTail = s.logs.tail(final.GetId(), currentLog(final), 8<<10)
@@ -341,10 +353,8 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 				return err
 			}
 		}
-		if inline != nil {
-			if err := tx.PutBlob(art.GetArtifact().GetSha256(), inline); err != nil {
-				return err
-			}
+		if err := putReplicaBlobs(tx, inline); err != nil {
+			return err
 		}
 		reqs, err := tx.RequestsForBuild(final.GetId())
 		if err != nil {
@@ -373,10 +383,14 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 			cb(err)
 		}
 		s.changes.notify(final.GetId())
-		if err == nil && art != nil {
-			// The cache entry names the artifact now: no longer pending.
-			s.blobs.committed(art.GetArtifact().GetSha256())
-			s.cacheAdded(int64(art.GetArtifact().GetSize()))
+		if err == nil {
+			// The cache entry names the artifacts now: no longer pending.
+			for _, sha := range shas {
+				s.blobs.committed(sha)
+			}
+			if art != nil && newEntry {
+				s.cacheAdded(int64(art.GetArtifact().GetSize()))
+			}
 		}
 	})
 	s.log.Info("build finished", "build_id", build.GetId(), "state", state.Word(), "failure", failure)

@@ -31,6 +31,12 @@ type metrics struct {
 	targets       *prometheus.GaugeVec
 	evicted       prometheus.Counter
 	diskFull      prometheus.Gauge
+	// Trust (verify.go): results by what became of them, disputes lost
+	// by volunteers, build servers marked for it, builds verified.
+	replicaResults *prometheus.CounterVec
+	disputesLost   prometheus.Counter
+	markedServers  prometheus.Gauge
+	verified       *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -67,7 +73,16 @@ func newMetrics() *metrics {
 		targets: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kiln_connected_targets", Help: "Connected build targets by platform.",
 		}, platform.FilterFields),
+		replicaResults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_replica_results_total", Help: "Successful results recorded toward verification, by the verification they left the build in.",
+		}, []string{"verification"}),
+		disputesLost:  prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_disputes_lost_total", Help: "Results that lost a dispute other operators settled (their build server is marked)."}),
+		markedServers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kiln_build_servers_marked", Help: "Build servers marked for losing a dispute; see /buildservers."}),
+		verified: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_verification_ended_total", Help: "Builds whose verification ended, by outcome (verified, not_reproducible) and the results it took.",
+		}, []string{"verification", "results"}),
 	}
+	m.reg.MustRegister(m.replicaResults, m.disputesLost, m.markedServers, m.verified)
 	m.reg.MustRegister(m.submitted, m.finished, m.attempts, m.queueWait, m.dispatchDelay, m.commitSeconds, m.commitChanges,
 		m.cacheHits, m.cacheMisses, m.uploadBytes, m.downloadBytes, m.targets, m.evicted, m.diskFull,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -88,11 +88,19 @@ func purgeTx(tx store.Tx, name string, now time.Time) (*purgeResult, error) {
 			return nil
 		}
 		sha := b.GetArtifact().GetSha256()
-		switch by := producer(b); {
-		case by == name:
+		// A verified build was produced by every server that agreed on
+		// it (verify.go): the others vouch for it.
+		by := b.GetAgreeingBuildServers()
+		if len(by) == 0 {
+			by = []string{producer(b)}
+		}
+		if slices.Contains(by, name) {
 			mine = append(mine, rec)
-		case by != "" && !revoked[by] && !slices.Contains(vouch[sha], by):
-			vouch[sha] = append(vouch[sha], by)
+		}
+		for _, p := range by {
+			if p != "" && p != name && !revoked[p] && !slices.Contains(vouch[sha], p) {
+				vouch[sha] = append(vouch[sha], p)
+			}
 		}
 		return nil
 	})

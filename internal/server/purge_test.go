@@ -74,6 +74,7 @@ func succeededBuild(id uint64, server string, data []byte) *store.Build {
 	rec := queuedBuild(id, "p", 60)
 	b := rec.GetBuild()
 	b.State = kilnv1.BuildState_BUILD_STATE_SUCCEEDED
+	b.Verification = kilnv1.Verification_VERIFICATION_VERIFIED
 	b.Platform = testSystem
 	b.FinishedAt = timestamppb.Now()
 	b.Attempts = []*kilnv1.Attempt{

@@ -125,6 +125,24 @@ type Config struct {
 	// 1,440: a day at one a minute).
 	SampleInterval time.Duration
 	SampleKeep     int
+	// Quorum is how many build servers of different operators must
+	// produce the same artifact sha256 on one platform identity before it
+	// is verified and served to requests that do not accept unverified
+	// results (verify.go, docs/trust.md). 0 means 1: one result is
+	// trusted, as before verification existed; the metaserver's --quorum
+	// defaults to 2.
+	Quorum int
+	// MaxResults bounds the operators asked for a result of one disputed
+	// build; without a majority then it ends NOT_REPRODUCIBLE (0: Quorum+1).
+	MaxResults int
+	// TrustAfter is the agreeing results in a row, per platform identity,
+	// after which a build server's agreement lowers a quorum above 2 by
+	// one, never below 2 (0: never; verify.go reputationQuorum).
+	TrustAfter int
+	// OnSettled is called, under the server's lock and without blocking,
+	// with a copy of each build whose verification ended (VERIFIED or
+	// NOT_REPRODUCIBLE), after its final record is enqueued (nil: none).
+	OnSettled func(b *kilnv1.Build)
 	// Notifier receives final builds inside their last transaction, to queue
 	// mail and hooks (nil: none).
 	Notifier FinalHook
@@ -274,6 +292,10 @@ type activeBuild struct {
 	// endedLogs are logs of ended attempts, held in memory, that the
 	// build's next record commit writes to the store (keepLogLocked).
 	endedLogs []endedLog
+	// differing is handed from a result's check (session.go, found
+	// before taking the lock) to its verification (verify.go): the files
+	// in which its artifact differs from the build's first result.
+	differing []string
 }
 
 // Open loads the server's state from st and the data directory. Queued
@@ -460,6 +482,7 @@ func (s *Server) track(rec *store.Build) *activeBuild {
 	if rec.GetNotBefore() == nil {
 		ab.sb.NotBefore = time.Time{}
 	}
+	s.replicaSchedLocked(ab)
 	s.active[b.GetId()] = ab
 	s.bySource[rec.GetSourceKey()] = append(s.bySource[rec.GetSourceKey()], ab)
 	return ab

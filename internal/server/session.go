@@ -51,7 +51,9 @@ const (
 // revoked, drained) ends at its build server's next message, at most one
 // heartbeat interval later, or when keepalive finds the connection dead.
 type session struct {
-	name        string
+	name string
+	// operator is the operator behind the credential, read at the start.
+	operator    string
 	stream      kilnv1.WorkerService_SessionServer
 	ctx         context.Context
 	cancel      context.CancelCauseFunc
@@ -116,9 +118,19 @@ func (s *Server) Session(stream kilnv1.WorkerService_SessionServer) error {
 	if err := validateHello(hello); err != nil {
 		return status.Errorf(codes.InvalidArgument, "hello: %v", err)
 	}
+	op := implicitOperator(name)
+	if err := s.st.View(func(tx store.Tx) error {
+		rec, err := tx.BuildServer(name)
+		if err == nil {
+			op = operatorName(rec)
+		}
+		return nil
+	}); err != nil {
+		return status.Errorf(codes.Unavailable, "reading the build server's record: %v", err)
+	}
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
-	ss := &session{name: name, stream: stream, ctx: ctx, cancel: cancel, unsandboxed: hello.GetUnsandboxed(),
+	ss := &session{name: name, operator: op, stream: stream, ctx: ctx, cancel: cancel, unsandboxed: hello.GetUnsandboxed(),
 		rejected: hello.GetRejectedTargets()}
 	// Hold the queue until the Welcome is out: connect may already queue
 	// assignments, which must follow it.
@@ -243,6 +255,7 @@ func (s *Server) connect(ss *session, h *kilnv1.Hello) *kilnv1.Welcome {
 		old.cancel(errors.New("replaced by a newer session"))
 	}
 	s.sessions[ss.name] = ss
+	s.standingLocked(ss.name).operator = ss.operator
 	srv := &sched.Server{Name: ss.name, Slots: int(h.GetSlots()), Policy: h.GetPolicy(), Draining: h.GetDraining()}
 	for _, t := range h.GetTargets() {
 		srv.Targets = append(srv.Targets, &sched.Target{ID: t.GetId(), Info: t.GetSystem()})
@@ -466,6 +479,12 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 			badInline = "the metaserver could not check the artifact: " + err.Error()
 		}
 	}
+	// A result that differs from its build's first one is compared with
+	// it file by file (replicadiff.go), also before taking s.mu.
+	var differing []string
+	if r.GetOutcome() == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED && badInline == "" && mismatch == "" {
+		differing = s.resultDiff(context.WithoutCancel(ss.ctx), r.GetAttemptId(), r.GetArtifact().GetSha256(), inline)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, revoked := s.revoked.Load(ss.name); revoked {
@@ -526,6 +545,9 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 		r = proto.Clone(r).(*kilnv1.AttemptResult)
 		r.Reason = truncate(r.GetReason(), maxReasonBytes)
 		r.FailingStep = truncate(r.GetFailingStep(), maxReasonBytes)
+	}
+	if ab := s.active[a.Build.ID]; ab != nil && r.GetOutcome() == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED {
+		ab.differing = differing
 	}
 	s.endAttemptLocked(a, r, func(err error) {
 		if err == nil {

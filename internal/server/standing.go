@@ -44,6 +44,14 @@ type standing struct {
 	losses     uint32
 	asideUntil time.Time
 	reason     string
+	// operator is the operator behind the credential (operatorName), set
+	// at restore and at each session's start.
+	operator string
+	// marked says why the server was marked for a lost dispute ("":
+	// never); agreeing counts its agreeing results in a row per platform
+	// identity (verify.go).
+	marked   string
+	agreeing map[string]uint32
 }
 
 // restoreStandings loads the build servers' standings at Open.
@@ -53,7 +61,11 @@ func (s *Server) restoreStandings(tx store.Tx) error {
 		return err
 	}
 	for _, r := range recs {
-		st := &standing{losses: r.GetConsecutiveLosses(), reason: r.GetPutAsideReason()}
+		st := &standing{losses: r.GetConsecutiveLosses(), reason: r.GetPutAsideReason(),
+			operator: operatorName(r), marked: r.GetMarked(), agreeing: r.GetAgreeingInRow()}
+		if st.marked != "" {
+			s.metrics.markedServers.Inc()
+		}
 		if r.GetPutAsideUntil() != nil {
 			st.asideUntil = r.GetPutAsideUntil().AsTime()
 		}
@@ -241,7 +253,8 @@ func (s *Server) expiryCheckInterval() time.Duration {
 // applyStandingLocked gives a newly connected server its put-aside time:
 // reconnecting does not end it.
 func (s *Server) applyStandingLocked(srv *sched.Server) {
-	if st := s.standings[srv.Name]; st != nil {
-		srv.PutAsideUntil = st.asideUntil
-	}
+	st := s.standingLocked(srv.Name)
+	srv.PutAsideUntil = st.asideUntil
+	srv.Operator = s.operatorLocked(srv.Name)
+	srv.Marked = st.marked != ""
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"maps"
 	"sort"
 	"strconv"
 
@@ -67,10 +68,19 @@ func (s *Server) ListBuildServers(ctx context.Context, _ *kilnv1.ListBuildServer
 		bs := &kilnv1.BuildServerStatus{
 			Name: r.GetName(), Targets: r.GetTargets(), LastSeen: r.GetLastSeen(),
 			BuildsSucceeded: r.GetBuildsSucceeded(), BuildsFailed: r.GetBuildsFailed(), Revoked: r.GetRevoked(),
-			AttemptsLost: r.GetAttemptsLost(),
+			AttemptsLost: r.GetAttemptsLost(), Operator: operatorName(r), DisputesLost: r.GetDisputesLost(), Marked: r.GetMarked(),
+			AgreeingInRow: r.GetAgreeingInRow(),
 		}
 		if st := s.standings[r.GetName()]; st != nil {
 			bs.ConsecutiveLosses = st.losses
+			// The standing is ahead of the record (its commit may be
+			// queued still).
+			if st.marked != "" {
+				bs.Marked = st.marked
+			}
+			if st.agreeing != nil || st.marked != "" {
+				bs.AgreeingInRow = maps.Clone(st.agreeing) // st.agreeing changes under s.mu
+			}
 			if s.now().Before(st.asideUntil) {
 				bs.PutAsideUntil = timestamppb.New(st.asideUntil)
 				bs.PutAsideReason = st.reason

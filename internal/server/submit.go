@@ -42,6 +42,8 @@ type resolved struct {
 	// defaulted (groups.go).
 	group string
 	mail  kilnv1.MailMode
+	// acceptUnverified: the requester takes the first result (verify.go).
+	acceptUnverified bool
 }
 
 // sourceKey is the source key of building commit for r.
@@ -145,7 +147,8 @@ func (s *Server) validate(ctx context.Context, req *kilnv1.SubmitRequest) (*reso
 		return nil, err
 	}
 	return &resolved{project: project, email: email, revision: req.GetRevision(), commits: commits,
-		recipe: man.Recipe(), recipeKey: man.RecipeKey(), options: opts, constraints: c, deps: deps}, nil
+		recipe: man.Recipe(), recipeKey: man.RecipeKey(), options: opts, constraints: c, deps: deps,
+		acceptUnverified: req.GetAcceptUnverified()}, nil
 }
 
 func revisionError(rev string, err error) error {
@@ -202,7 +205,7 @@ func (s *Server) fromCache(ctx context.Context, r *resolved) (*kilnv1.SubmitResp
 					continue // blob gone (evicted or deleted as corrupt): build again
 				}
 				rec, err := tx.Build(a.GetBuildId())
-				if err != nil || rec.GetBuild().GetWithdrawn() != "" {
+				if err != nil || rec.GetBuild().GetWithdrawn() != "" || !answers(a, rec.GetBuild(), r.acceptUnverified) {
 					continue
 				}
 				hit, build = a, rec.GetBuild()
@@ -226,7 +229,7 @@ func (s *Server) fromCache(ctx context.Context, r *resolved) (*kilnv1.SubmitResp
 		}
 		reqID = id
 		if err := tx.PutRequest(&store.Request{Id: id, BuildId: build.GetId(), Email: r.email, CreatedAt: now,
-			Cached: true, Notified: true, Revision: r.revision, Constraints: r.constraints, Group: r.group, Mail: r.mail}); err != nil {
+			Cached: true, Notified: true, Revision: r.revision, Constraints: r.constraints, Group: r.group, Mail: r.mail, AcceptUnverified: r.acceptUnverified}); err != nil {
 			return err
 		}
 		if err := s.joinGroupTx(tx, r, id); err != nil {
@@ -247,12 +250,31 @@ func (s *Server) fromCache(ctx context.Context, r *resolved) (*kilnv1.SubmitResp
 	return &kilnv1.SubmitResponse{Build: build, Cached: true, RequestId: reqID}, nil
 }
 
+// answers reports whether cache entry a of build b may answer a request:
+// a verified artifact answers every request; an unverified or disputed
+// one (its build still waiting for more operators) only one that accepts
+// unverified results; a not-reproducible
+// build's kept results and entries made before verification existed
+// (trusted on one word) answer no default request.
+func answers(a *store.Artifact, b *kilnv1.Build, acceptUnverified bool) bool {
+	switch a.GetVerification() {
+	case kilnv1.Verification_VERIFICATION_VERIFIED:
+		return b.GetVerification().Trusted()
+	case kilnv1.Verification_VERIFICATION_NOT_REPRODUCIBLE:
+		return false
+	}
+	// A build that ended otherwise (cancelled, expired, error) keeps its
+	// entry but answers nobody: its requester would be told it ended so.
+	st := b.GetState()
+	return acceptUnverified && b.GetArtifact() != nil && (!st.Final() || st == kilnv1.BuildState_BUILD_STATE_SUCCEEDED)
+}
+
 // joinOrQueue adds r as a waiter on an identical queued or running build, or
 // queues a new build for r's newest commit.
 func (s *Server) joinOrQueue(r *resolved) (*kilnv1.SubmitResponse, error) {
 	now := s.now()
 	req := &store.Request{Email: r.email, CreatedAt: timestamppb.New(now), Revision: r.revision, Constraints: r.constraints,
-		Group: r.group, Mail: r.mail}
+		Group: r.group, Mail: r.mail, AcceptUnverified: r.acceptUnverified}
 	var reqID uint64
 	writeRequest := func(tx store.Tx) error {
 		id, err := tx.NextID("request")

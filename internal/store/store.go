@@ -48,6 +48,7 @@ type (
 	Sample      = kilnstorev1.SampleRecord
 	// RequestGroup is a set of requests submitted together, mailed once.
 	RequestGroup = kilnstorev1.RequestGroupRecord
+	Operator     = kilnstorev1.OperatorRecord
 )
 
 // Store is a transactional store.
@@ -88,6 +89,13 @@ type Tx interface {
 	// CreateProject fails with ErrExists when the name is taken.
 	CreateProject(p *Project) error
 	Projects() ([]*Project, error)
+
+	// Operator returns the operator called name (ErrNotFound when none).
+	Operator(name string) (*Operator, error)
+	// CreateOperator fails with ErrExists when the name is taken.
+	CreateOperator(o *Operator) error
+	// Operators returns every operator, ordered by name.
+	Operators() ([]*Operator, error)
 
 	BuildServer(name string) (*BuildServer, error)
 	// BuildServerByTokenHash finds the build server whose credential hashes to hash.

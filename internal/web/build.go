@@ -25,6 +25,11 @@ type buildView struct {
 	// ArtifactURL and ArtifactName are set when there is an artifact.
 	ArtifactURL  string `json:"artifact_url,omitempty"`
 	ArtifactName string `json:"artifact_name,omitempty"`
+	// Verification is whether the artifact is trusted: "verified",
+	// "unverified", "disputed", "not_reproducible" ("" before a result);
+	// AgreeingBuildServers agree on it (never null).
+	Verification         string   `json:"verification"`
+	AgreeingBuildServers []string `json:"agreeing_build_servers"`
 }
 
 func (s *server) handleBuild(w http.ResponseWriter, r *http.Request) {
@@ -58,11 +63,13 @@ func (s *server) getBuild(r *http.Request) (*kilnv1.Build, error) {
 func newBuildView(b *kilnv1.Build, now time.Time) buildView {
 	base := "/build/" + strconv.FormatUint(b.GetId(), 10)
 	v := buildView{
-		Build:      pbBuild{b},
-		State:      b.GetState().Word(),
-		Final:      b.GetState().Final(),
-		LogURL:     base + "/log",
-		LogTextURL: base + "/log.txt",
+		Build:                pbBuild{b},
+		State:                b.GetState().Word(),
+		Final:                b.GetState().Final(),
+		LogURL:               base + "/log",
+		LogTextURL:           base + "/log.txt",
+		Verification:         b.GetVerification().Word(),
+		AgreeingBuildServers: append([]string{}, b.GetAgreeingBuildServers()...),
 	}
 	if c := b.GetCreatedAt(); c != nil {
 		end := now
@@ -82,7 +89,9 @@ func newBuildView(b *kilnv1.Build, now time.Time) buildView {
 		d := end.Sub(st.AsTime()).Seconds()
 		v.RunSeconds = &d
 	}
-	if b.GetArtifact() != nil && b.GetArtifact().GetSha256() != "" && b.GetWithdrawn() == "" {
+	// Only a verified artifact is offered (the metaserver serves no other
+	// to a default request).
+	if b.GetArtifact() != nil && b.GetArtifact().GetSha256() != "" && b.GetWithdrawn() == "" && b.GetVerification().Trusted() {
 		v.ArtifactURL = base + "/artifact"
 		v.ArtifactName = artifactName(b)
 	}

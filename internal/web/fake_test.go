@@ -136,6 +136,7 @@ func newFarm() *farm {
 			},
 			LastSeen: ts(-7 * time.Second), BuildsSucceeded: 1, BuildsFailed: 5,
 			PutAsideUntil: ts(4 * time.Minute), PutAsideReason: "3 attempts lost in a row; the last: lease lapsed", ConsecutiveLosses: 3, AttemptsLost: 7,
+			Operator: "bobco", DisputesLost: 1, Marked: "its result of build 101 lost a dispute that alice-box, dave-box settled",
 			Policy: &kilnv1.BuildServerPolicy{IdleOnly: true, AllowedOptions: map[string]*kilnv1.OptionValues{"opt": {Values: []string{"-O0", "-O2"}}}},
 		},
 		{
@@ -160,7 +161,14 @@ func newFarm() *farm {
 			{Id: 8, BuildServer: "alice-box", TargetId: "native", Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED, StartedAt: ts(-9 * time.Minute), FinishedAt: ts(-8 * time.Minute)},
 		},
 		Platform: x86System(), Artifact: artifact, Waiters: 2, CacheKey: "c4c4e1b2d3", Recipe: "cmake — found CMakeLists.txt",
-		Dependencies: []*kilnv1.BuildDependency{{Project: "zlib", BuildId: 97, Artifact: &kilnv1.Artifact{Sha256: "5eed", Size: 10}}},
+		Verification: kilnv1.Verification_VERIFICATION_VERIFIED, Quorum: 2, AgreeingBuildServers: []string{"alice-box", "dave-box"},
+		Replicas: []*kilnv1.Replica{
+			{AttemptId: 8, BuildServer: "alice-box", Operator: "alice", Artifact: artifact},
+			{AttemptId: 12, BuildServer: "bob-unsafe", Operator: "bobco", Artifact: &kilnv1.Artifact{Sha256: "bad0"}, Discounted: "lost the dispute: 2 operators agree on another result"},
+			{AttemptId: 13, BuildServer: "dave-box", Operator: "dave", Artifact: artifact},
+		},
+		DifferingFiles: []string{"bin/hello"},
+		Dependencies:   []*kilnv1.BuildDependency{{Project: "zlib", BuildId: 97, Artifact: &kilnv1.Artifact{Sha256: "5eed", Size: 10}}},
 	}, "configure: ok\nmake: building hello\nmake check: 3 tests passed\n", true)
 	f.artifacts[buildOK] = art
 
@@ -195,7 +203,7 @@ func newFarm() *farm {
 		State: kilnv1.BuildState_BUILD_STATE_SUCCEEDED, CreatedAt: ts(-5 * time.Minute), StartedAt: ts(-4 * time.Minute), FinishedAt: ts(-3 * time.Minute),
 		Attempts: []*kilnv1.Attempt{{Id: 11, BuildServer: "alice-box", TargetId: "native", Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED,
 			StartedAt: ts(-4 * time.Minute), FinishedAt: ts(-3 * time.Minute)}},
-		Platform: x86System(), Artifact: proto.Clone(artifact).(*kilnv1.Artifact),
+		Platform: x86System(), Artifact: proto.Clone(artifact).(*kilnv1.Artifact), Verification: kilnv1.Verification_VERIFICATION_VERIFIED,
 	}, "ok\n", true)
 	f.artifacts[buildCorrupt] = art
 	f.dataLoss[buildCorrupt] = true

@@ -31,6 +31,7 @@ func funcMap(now func() time.Time) template.FuncMap {
 		"constraints": describeConstraints,
 		"tools":       toolsText,
 		"sortedKeys":  func(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) },
+		"runs":        runs,
 		"policy":      describePolicy,
 		"projectURL":  projectURL,
 		"at":          func(t *time.Time) template.HTML { return timeHTML(timestampOf(t), now()) },
@@ -223,6 +224,16 @@ func describePolicy(p *kilnv1.BuildServerPolicy) string {
 	}
 	if p.GetIdleOnly() {
 		parts = append(parts, "only while idle")
+	}
+	return strings.Join(parts, "; ")
+}
+
+// runs formats a build server's agreeing results in a row per platform
+// identity: "linux/x86_64/little/LP64/glibc: 12", sorted, "; "-joined.
+func runs(m map[string]uint32) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s: %d", k, m[k]))
 	}
 	return strings.Join(parts, "; ")
 }

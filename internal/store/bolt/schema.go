@@ -22,7 +22,11 @@ import (
 //   - 4: samples/ (the overview's charts: a bounded time series) and
 //     request_groups/ (one summary mail per group of requests) added; the
 //     upgrade creates both buckets, empty.
-const SchemaVersion = 4
+//   - 5: operators/ added: the people or organisations behind build-server
+//     credentials (the upgrade creates the bucket). Build servers stored
+//     before have no operator: each is its own implicit operator
+//     (docs/trust.md), so nothing is rewritten.
+const SchemaVersion = 5
 
 // Bucket names. See the bucket tree in db.go.
 var (
@@ -46,6 +50,7 @@ var (
 	bucketEnrollTokens         = []byte("enroll_tokens")
 	bucketBlobs                = []byte("blobs")
 	bucketLogs                 = []byte("logs")
+	bucketOperators            = []byte("operators")
 	bucketOutbox               = []byte("outbox")
 	bucketOutboxDue            = []byte("outbox_due")
 	bucketSamples              = []byte("samples")
@@ -62,7 +67,7 @@ var buckets = [][]byte{
 	bucketBuildsByProject, bucketBuildsByArch,
 	bucketBuildCounts, bucketRequests, bucketRequestsByBuild, bucketArtifacts,
 	bucketArtifactsBySource, bucketPins, bucketOutbox, bucketOutboxDue,
-	bucketEnrollTokens, bucketBlobs, bucketLogs, bucketSamples, bucketRequestGroups,
+	bucketEnrollTokens, bucketBlobs, bucketLogs, bucketSamples, bucketRequestGroups, bucketOperators,
 }
 
 // SchemaVersionError is returned by Open for a file whose schema version this

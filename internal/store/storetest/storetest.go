@@ -47,6 +47,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"sequences", sequenceCases},
 		{"projects", projectCases},
 		{"build servers", buildServerCases},
+		{"operators", operatorCases},
 		{"pins", pinCases},
 		{"enrollment tokens", enrollTokenCases},
 		{"inline blobs", blobCases},

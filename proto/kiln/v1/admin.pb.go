@@ -216,7 +216,11 @@ func (x *CancelBuildResponse) GetBuild() *Build {
 type CreateEnrollTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Seconds until the token expires; 0 means 7 days.
-	TtlSeconds    uint32 `protobuf:"varint,1,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	TtlSeconds uint32 `protobuf:"varint,1,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// The operator the enrolled build server's credential belongs to; it
+	// must exist (AddOperator). Empty: the credential is its own implicit
+	// operator.
+	Operator      string `protobuf:"bytes,2,opt,name=operator,proto3" json:"operator,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -256,6 +260,13 @@ func (x *CreateEnrollTokenRequest) GetTtlSeconds() uint32 {
 		return x.TtlSeconds
 	}
 	return 0
+}
+
+func (x *CreateEnrollTokenRequest) GetOperator() string {
+	if x != nil {
+		return x.Operator
+	}
+	return ""
 }
 
 // CreateEnrollTokenResponse carries the token, shown once.
@@ -530,8 +541,11 @@ func (x *ListProjectsResponse) GetProjects() []*Project {
 
 // AddBuildServerRequest names the new build server.
 type AddBuildServerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The operator the credential belongs to; it must exist (AddOperator).
+	// Empty: the credential is its own implicit operator ("server:NAME").
+	Operator      string `protobuf:"bytes,2,opt,name=operator,proto3" json:"operator,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -573,6 +587,105 @@ func (x *AddBuildServerRequest) GetName() string {
 	return ""
 }
 
+func (x *AddBuildServerRequest) GetOperator() string {
+	if x != nil {
+		return x.Operator
+	}
+	return ""
+}
+
+// AddOperatorRequest names a new operator: the person or organisation
+// behind build-server credentials. Two build servers of one operator never
+// count twice toward a verification.
+type AddOperatorRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddOperatorRequest) Reset() {
+	*x = AddOperatorRequest{}
+	mi := &file_kiln_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddOperatorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddOperatorRequest) ProtoMessage() {}
+
+func (x *AddOperatorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddOperatorRequest.ProtoReflect.Descriptor instead.
+func (*AddOperatorRequest) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AddOperatorRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// AddOperatorResponse confirms it.
+type AddOperatorResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddOperatorResponse) Reset() {
+	*x = AddOperatorResponse{}
+	mi := &file_kiln_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddOperatorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddOperatorResponse) ProtoMessage() {}
+
+func (x *AddOperatorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddOperatorResponse.ProtoReflect.Descriptor instead.
+func (*AddOperatorResponse) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AddOperatorResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // AddBuildServerResponse carries the credential, shown once.
 type AddBuildServerResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -584,7 +697,7 @@ type AddBuildServerResponse struct {
 
 func (x *AddBuildServerResponse) Reset() {
 	*x = AddBuildServerResponse{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[12]
+	mi := &file_kiln_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +709,7 @@ func (x *AddBuildServerResponse) String() string {
 func (*AddBuildServerResponse) ProtoMessage() {}
 
 func (x *AddBuildServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[12]
+	mi := &file_kiln_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +722,7 @@ func (x *AddBuildServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddBuildServerResponse.ProtoReflect.Descriptor instead.
 func (*AddBuildServerResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AddBuildServerResponse) GetName() string {
@@ -638,7 +751,7 @@ type RevokeBuildServerRequest struct {
 
 func (x *RevokeBuildServerRequest) Reset() {
 	*x = RevokeBuildServerRequest{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[13]
+	mi := &file_kiln_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -650,7 +763,7 @@ func (x *RevokeBuildServerRequest) String() string {
 func (*RevokeBuildServerRequest) ProtoMessage() {}
 
 func (x *RevokeBuildServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[13]
+	mi := &file_kiln_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -663,7 +776,7 @@ func (x *RevokeBuildServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeBuildServerRequest.ProtoReflect.Descriptor instead.
 func (*RevokeBuildServerRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RevokeBuildServerRequest) GetName() string {
@@ -694,7 +807,7 @@ type RevokeBuildServerResponse struct {
 
 func (x *RevokeBuildServerResponse) Reset() {
 	*x = RevokeBuildServerResponse{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[14]
+	mi := &file_kiln_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +819,7 @@ func (x *RevokeBuildServerResponse) String() string {
 func (*RevokeBuildServerResponse) ProtoMessage() {}
 
 func (x *RevokeBuildServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[14]
+	mi := &file_kiln_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +832,7 @@ func (x *RevokeBuildServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeBuildServerResponse.ProtoReflect.Descriptor instead.
 func (*RevokeBuildServerResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RevokeBuildServerResponse) GetWithdrawn() []*WithdrawnArtifact {
@@ -754,7 +867,7 @@ type WithdrawnArtifact struct {
 
 func (x *WithdrawnArtifact) Reset() {
 	*x = WithdrawnArtifact{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[15]
+	mi := &file_kiln_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +879,7 @@ func (x *WithdrawnArtifact) String() string {
 func (*WithdrawnArtifact) ProtoMessage() {}
 
 func (x *WithdrawnArtifact) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[15]
+	mi := &file_kiln_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +892,7 @@ func (x *WithdrawnArtifact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WithdrawnArtifact.ProtoReflect.Descriptor instead.
 func (*WithdrawnArtifact) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WithdrawnArtifact) GetBuildId() uint64 {
@@ -835,7 +948,7 @@ type PinRequest struct {
 
 func (x *PinRequest) Reset() {
 	*x = PinRequest{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[16]
+	mi := &file_kiln_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +960,7 @@ func (x *PinRequest) String() string {
 func (*PinRequest) ProtoMessage() {}
 
 func (x *PinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[16]
+	mi := &file_kiln_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +973,7 @@ func (x *PinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinRequest.ProtoReflect.Descriptor instead.
 func (*PinRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PinRequest) GetName() string {
@@ -888,7 +1001,7 @@ type PinResponse struct {
 
 func (x *PinResponse) Reset() {
 	*x = PinResponse{}
-	mi := &file_kiln_v1_admin_proto_msgTypes[17]
+	mi := &file_kiln_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +1013,7 @@ func (x *PinResponse) String() string {
 func (*PinResponse) ProtoMessage() {}
 
 func (x *PinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_admin_proto_msgTypes[17]
+	mi := &file_kiln_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1026,7 @@ func (x *PinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinResponse.ProtoReflect.Descriptor instead.
 func (*PinResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_kiln_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PinResponse) GetName() string {
@@ -943,10 +1056,11 @@ const file_kiln_v1_admin_proto_rawDesc = "" +
 	"\bbuild_id\x18\x01 \x01(\x04R\abuildId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\";\n" +
 	"\x13CancelBuildResponse\x12$\n" +
-	"\x05build\x18\x01 \x01(\v2\x0e.kiln.v1.BuildR\x05build\";\n" +
+	"\x05build\x18\x01 \x01(\v2\x0e.kiln.v1.BuildR\x05build\"W\n" +
 	"\x18CreateEnrollTokenRequest\x12\x1f\n" +
 	"\vttl_seconds\x18\x01 \x01(\rR\n" +
-	"ttlSeconds\"1\n" +
+	"ttlSeconds\x12\x1a\n" +
+	"\boperator\x18\x02 \x01(\tR\boperator\"1\n" +
 	"\x19CreateEnrollTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"6\n" +
 	"\aProject\x12\x12\n" +
@@ -958,8 +1072,13 @@ const file_kiln_v1_admin_proto_rawDesc = "" +
 	"\aproject\x18\x01 \x01(\v2\x10.kiln.v1.ProjectR\aproject\"\x15\n" +
 	"\x13ListProjectsRequest\"D\n" +
 	"\x14ListProjectsResponse\x12,\n" +
-	"\bprojects\x18\x01 \x03(\v2\x10.kiln.v1.ProjectR\bprojects\"+\n" +
+	"\bprojects\x18\x01 \x03(\v2\x10.kiln.v1.ProjectR\bprojects\"G\n" +
 	"\x15AddBuildServerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\boperator\x18\x02 \x01(\tR\boperator\"(\n" +
+	"\x12AddOperatorRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\")\n" +
+	"\x13AddOperatorResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"B\n" +
 	"\x16AddBuildServerResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
@@ -983,11 +1102,12 @@ const file_kiln_v1_admin_proto_rawDesc = "" +
 	"\bbuild_id\x18\x02 \x01(\x04R\abuildId\"P\n" +
 	"\vPinResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
-	"\bartifact\x18\x02 \x01(\v2\x11.kiln.v1.ArtifactR\bartifact2\xe4\x04\n" +
+	"\bartifact\x18\x02 \x01(\v2\x11.kiln.v1.ArtifactR\bartifact2\xae\x05\n" +
 	"\fAdminService\x12E\n" +
 	"\n" +
 	"AddProject\x12\x1a.kiln.v1.AddProjectRequest\x1a\x1b.kiln.v1.AddProjectResponse\x12K\n" +
-	"\fListProjects\x12\x1c.kiln.v1.ListProjectsRequest\x1a\x1d.kiln.v1.ListProjectsResponse\x12Q\n" +
+	"\fListProjects\x12\x1c.kiln.v1.ListProjectsRequest\x1a\x1d.kiln.v1.ListProjectsResponse\x12H\n" +
+	"\vAddOperator\x12\x1b.kiln.v1.AddOperatorRequest\x1a\x1c.kiln.v1.AddOperatorResponse\x12Q\n" +
 	"\x0eAddBuildServer\x12\x1e.kiln.v1.AddBuildServerRequest\x1a\x1f.kiln.v1.AddBuildServerResponse\x12Z\n" +
 	"\x11RevokeBuildServer\x12!.kiln.v1.RevokeBuildServerRequest\x1a\".kiln.v1.RevokeBuildServerResponse\x120\n" +
 	"\x03Pin\x12\x13.kiln.v1.PinRequest\x1a\x14.kiln.v1.PinResponse\x12Z\n" +
@@ -1007,7 +1127,7 @@ func file_kiln_v1_admin_proto_rawDescGZIP() []byte {
 	return file_kiln_v1_admin_proto_rawDescData
 }
 
-var file_kiln_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_kiln_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_kiln_v1_admin_proto_goTypes = []any{
 	(*BackupRequest)(nil),             // 0: kiln.v1.BackupRequest
 	(*BackupResponse)(nil),            // 1: kiln.v1.BackupResponse
@@ -1021,41 +1141,45 @@ var file_kiln_v1_admin_proto_goTypes = []any{
 	(*ListProjectsRequest)(nil),       // 9: kiln.v1.ListProjectsRequest
 	(*ListProjectsResponse)(nil),      // 10: kiln.v1.ListProjectsResponse
 	(*AddBuildServerRequest)(nil),     // 11: kiln.v1.AddBuildServerRequest
-	(*AddBuildServerResponse)(nil),    // 12: kiln.v1.AddBuildServerResponse
-	(*RevokeBuildServerRequest)(nil),  // 13: kiln.v1.RevokeBuildServerRequest
-	(*RevokeBuildServerResponse)(nil), // 14: kiln.v1.RevokeBuildServerResponse
-	(*WithdrawnArtifact)(nil),         // 15: kiln.v1.WithdrawnArtifact
-	(*PinRequest)(nil),                // 16: kiln.v1.PinRequest
-	(*PinResponse)(nil),               // 17: kiln.v1.PinResponse
-	(*Build)(nil),                     // 18: kiln.v1.Build
-	(*Artifact)(nil),                  // 19: kiln.v1.Artifact
+	(*AddOperatorRequest)(nil),        // 12: kiln.v1.AddOperatorRequest
+	(*AddOperatorResponse)(nil),       // 13: kiln.v1.AddOperatorResponse
+	(*AddBuildServerResponse)(nil),    // 14: kiln.v1.AddBuildServerResponse
+	(*RevokeBuildServerRequest)(nil),  // 15: kiln.v1.RevokeBuildServerRequest
+	(*RevokeBuildServerResponse)(nil), // 16: kiln.v1.RevokeBuildServerResponse
+	(*WithdrawnArtifact)(nil),         // 17: kiln.v1.WithdrawnArtifact
+	(*PinRequest)(nil),                // 18: kiln.v1.PinRequest
+	(*PinResponse)(nil),               // 19: kiln.v1.PinResponse
+	(*Build)(nil),                     // 20: kiln.v1.Build
+	(*Artifact)(nil),                  // 21: kiln.v1.Artifact
 }
 var file_kiln_v1_admin_proto_depIdxs = []int32{
-	18, // 0: kiln.v1.CancelBuildResponse.build:type_name -> kiln.v1.Build
+	20, // 0: kiln.v1.CancelBuildResponse.build:type_name -> kiln.v1.Build
 	6,  // 1: kiln.v1.AddProjectRequest.project:type_name -> kiln.v1.Project
 	6,  // 2: kiln.v1.AddProjectResponse.project:type_name -> kiln.v1.Project
 	6,  // 3: kiln.v1.ListProjectsResponse.projects:type_name -> kiln.v1.Project
-	15, // 4: kiln.v1.RevokeBuildServerResponse.withdrawn:type_name -> kiln.v1.WithdrawnArtifact
-	15, // 5: kiln.v1.RevokeBuildServerResponse.kept:type_name -> kiln.v1.WithdrawnArtifact
-	19, // 6: kiln.v1.PinResponse.artifact:type_name -> kiln.v1.Artifact
+	17, // 4: kiln.v1.RevokeBuildServerResponse.withdrawn:type_name -> kiln.v1.WithdrawnArtifact
+	17, // 5: kiln.v1.RevokeBuildServerResponse.kept:type_name -> kiln.v1.WithdrawnArtifact
+	21, // 6: kiln.v1.PinResponse.artifact:type_name -> kiln.v1.Artifact
 	7,  // 7: kiln.v1.AdminService.AddProject:input_type -> kiln.v1.AddProjectRequest
 	9,  // 8: kiln.v1.AdminService.ListProjects:input_type -> kiln.v1.ListProjectsRequest
-	11, // 9: kiln.v1.AdminService.AddBuildServer:input_type -> kiln.v1.AddBuildServerRequest
-	13, // 10: kiln.v1.AdminService.RevokeBuildServer:input_type -> kiln.v1.RevokeBuildServerRequest
-	16, // 11: kiln.v1.AdminService.Pin:input_type -> kiln.v1.PinRequest
-	4,  // 12: kiln.v1.AdminService.CreateEnrollToken:input_type -> kiln.v1.CreateEnrollTokenRequest
-	2,  // 13: kiln.v1.AdminService.CancelBuild:input_type -> kiln.v1.CancelBuildRequest
-	0,  // 14: kiln.v1.AdminService.Backup:input_type -> kiln.v1.BackupRequest
-	8,  // 15: kiln.v1.AdminService.AddProject:output_type -> kiln.v1.AddProjectResponse
-	10, // 16: kiln.v1.AdminService.ListProjects:output_type -> kiln.v1.ListProjectsResponse
-	12, // 17: kiln.v1.AdminService.AddBuildServer:output_type -> kiln.v1.AddBuildServerResponse
-	14, // 18: kiln.v1.AdminService.RevokeBuildServer:output_type -> kiln.v1.RevokeBuildServerResponse
-	17, // 19: kiln.v1.AdminService.Pin:output_type -> kiln.v1.PinResponse
-	5,  // 20: kiln.v1.AdminService.CreateEnrollToken:output_type -> kiln.v1.CreateEnrollTokenResponse
-	3,  // 21: kiln.v1.AdminService.CancelBuild:output_type -> kiln.v1.CancelBuildResponse
-	1,  // 22: kiln.v1.AdminService.Backup:output_type -> kiln.v1.BackupResponse
-	15, // [15:23] is the sub-list for method output_type
-	7,  // [7:15] is the sub-list for method input_type
+	12, // 9: kiln.v1.AdminService.AddOperator:input_type -> kiln.v1.AddOperatorRequest
+	11, // 10: kiln.v1.AdminService.AddBuildServer:input_type -> kiln.v1.AddBuildServerRequest
+	15, // 11: kiln.v1.AdminService.RevokeBuildServer:input_type -> kiln.v1.RevokeBuildServerRequest
+	18, // 12: kiln.v1.AdminService.Pin:input_type -> kiln.v1.PinRequest
+	4,  // 13: kiln.v1.AdminService.CreateEnrollToken:input_type -> kiln.v1.CreateEnrollTokenRequest
+	2,  // 14: kiln.v1.AdminService.CancelBuild:input_type -> kiln.v1.CancelBuildRequest
+	0,  // 15: kiln.v1.AdminService.Backup:input_type -> kiln.v1.BackupRequest
+	8,  // 16: kiln.v1.AdminService.AddProject:output_type -> kiln.v1.AddProjectResponse
+	10, // 17: kiln.v1.AdminService.ListProjects:output_type -> kiln.v1.ListProjectsResponse
+	13, // 18: kiln.v1.AdminService.AddOperator:output_type -> kiln.v1.AddOperatorResponse
+	14, // 19: kiln.v1.AdminService.AddBuildServer:output_type -> kiln.v1.AddBuildServerResponse
+	16, // 20: kiln.v1.AdminService.RevokeBuildServer:output_type -> kiln.v1.RevokeBuildServerResponse
+	19, // 21: kiln.v1.AdminService.Pin:output_type -> kiln.v1.PinResponse
+	5,  // 22: kiln.v1.AdminService.CreateEnrollToken:output_type -> kiln.v1.CreateEnrollTokenResponse
+	3,  // 23: kiln.v1.AdminService.CancelBuild:output_type -> kiln.v1.CancelBuildResponse
+	1,  // 24: kiln.v1.AdminService.Backup:output_type -> kiln.v1.BackupResponse
+	16, // [16:25] is the sub-list for method output_type
+	7,  // [7:16] is the sub-list for method input_type
 	7,  // [7:7] is the sub-list for extension type_name
 	7,  // [7:7] is the sub-list for extension extendee
 	0,  // [0:7] is the sub-list for field type_name
@@ -1073,7 +1197,7 @@ func file_kiln_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_admin_proto_rawDesc), len(file_kiln_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

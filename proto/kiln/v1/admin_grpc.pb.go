@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	AdminService_AddProject_FullMethodName        = "/kiln.v1.AdminService/AddProject"
 	AdminService_ListProjects_FullMethodName      = "/kiln.v1.AdminService/ListProjects"
+	AdminService_AddOperator_FullMethodName       = "/kiln.v1.AdminService/AddOperator"
 	AdminService_AddBuildServer_FullMethodName    = "/kiln.v1.AdminService/AddBuildServer"
 	AdminService_RevokeBuildServer_FullMethodName = "/kiln.v1.AdminService/RevokeBuildServer"
 	AdminService_Pin_FullMethodName               = "/kiln.v1.AdminService/Pin"
@@ -42,8 +43,12 @@ type AdminServiceClient interface {
 	AddProject(ctx context.Context, in *AddProjectRequest, opts ...grpc.CallOption) (*AddProjectResponse, error)
 	// ListProjects lists registered projects.
 	ListProjects(ctx context.Context, in *ListProjectsRequest, opts ...grpc.CallOption) (*ListProjectsResponse, error)
+	// AddOperator registers an operator (INVALID_ARGUMENT for a bad name,
+	// ALREADY_EXISTS when taken; nothing changes then).
+	AddOperator(ctx context.Context, in *AddOperatorRequest, opts ...grpc.CallOption) (*AddOperatorResponse, error)
 	// AddBuildServer creates a build server's credential; the token is returned
-	// once and stored only as a hash.
+	// once and stored only as a hash. FAILED_PRECONDITION for an operator
+	// that does not exist.
 	AddBuildServer(ctx context.Context, in *AddBuildServerRequest, opts ...grpc.CallOption) (*AddBuildServerResponse, error)
 	// RevokeBuildServer revokes a credential; its session is closed. With
 	// purge, it also withdraws from the cache and from pins every artifact
@@ -97,6 +102,16 @@ func (c *adminServiceClient) ListProjects(ctx context.Context, in *ListProjectsR
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListProjectsResponse)
 	err := c.cc.Invoke(ctx, AdminService_ListProjects_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) AddOperator(ctx context.Context, in *AddOperatorRequest, opts ...grpc.CallOption) (*AddOperatorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddOperatorResponse)
+	err := c.cc.Invoke(ctx, AdminService_AddOperator_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -176,8 +191,12 @@ type AdminServiceServer interface {
 	AddProject(context.Context, *AddProjectRequest) (*AddProjectResponse, error)
 	// ListProjects lists registered projects.
 	ListProjects(context.Context, *ListProjectsRequest) (*ListProjectsResponse, error)
+	// AddOperator registers an operator (INVALID_ARGUMENT for a bad name,
+	// ALREADY_EXISTS when taken; nothing changes then).
+	AddOperator(context.Context, *AddOperatorRequest) (*AddOperatorResponse, error)
 	// AddBuildServer creates a build server's credential; the token is returned
-	// once and stored only as a hash.
+	// once and stored only as a hash. FAILED_PRECONDITION for an operator
+	// that does not exist.
 	AddBuildServer(context.Context, *AddBuildServerRequest) (*AddBuildServerResponse, error)
 	// RevokeBuildServer revokes a credential; its session is closed. With
 	// purge, it also withdraws from the cache and from pins every artifact
@@ -222,6 +241,9 @@ func (UnimplementedAdminServiceServer) AddProject(context.Context, *AddProjectRe
 }
 func (UnimplementedAdminServiceServer) ListProjects(context.Context, *ListProjectsRequest) (*ListProjectsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListProjects not implemented")
+}
+func (UnimplementedAdminServiceServer) AddOperator(context.Context, *AddOperatorRequest) (*AddOperatorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddOperator not implemented")
 }
 func (UnimplementedAdminServiceServer) AddBuildServer(context.Context, *AddBuildServerRequest) (*AddBuildServerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddBuildServer not implemented")
@@ -294,6 +316,24 @@ func _AdminService_ListProjects_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).ListProjects(ctx, req.(*ListProjectsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_AddOperator_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddOperatorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).AddOperator(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_AddOperator_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).AddOperator(ctx, req.(*AddOperatorRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -420,6 +460,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListProjects",
 			Handler:    _AdminService_ListProjects_Handler,
+		},
+		{
+			MethodName: "AddOperator",
+			Handler:    _AdminService_AddOperator_Handler,
 		},
 		{
 			MethodName: "AddBuildServer",

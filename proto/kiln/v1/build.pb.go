@@ -191,6 +191,78 @@ func (AttemptOutcome) EnumDescriptor() ([]byte, []int) {
 	return file_kiln_v1_build_proto_rawDescGZIP(), []int{1}
 }
 
+// Verification says whether a build's artifact is trusted: the result of
+// at least Build.quorum build servers of different operators (the people
+// or organisations behind the credentials) that agree on its sha256 for
+// one platform identity (docs/trust.md):
+//
+//	first SUCCEEDED result ──▶ UNVERIFIED ──quorum of operators agree──▶ VERIFIED
+//	                               │  ▲
+//	            results differ ────┘  └── a majority of operators (quorum or more) agrees
+//	                               ▼
+//	                           DISPUTED ──replica cap reached, no majority──▶ NOT_REPRODUCIBLE
+//
+// It is separate from BuildState so that the outcome table stays the one
+// home of attempt outcomes: a build waiting for replicas is QUEUED or
+// RUNNING with an UNVERIFIED (or DISPUTED) artifact; it ends SUCCEEDED and
+// VERIFIED, or FAILED and NOT_REPRODUCIBLE (the project's fault). A build
+// that never succeeded has UNSPECIFIED, as have builds stored before
+// verification existed (trusted on one word: treated as unverified).
+type Verification int32
+
+const (
+	Verification_VERIFICATION_UNSPECIFIED      Verification = 0
+	Verification_VERIFICATION_UNVERIFIED       Verification = 1
+	Verification_VERIFICATION_VERIFIED         Verification = 2
+	Verification_VERIFICATION_DISPUTED         Verification = 3
+	Verification_VERIFICATION_NOT_REPRODUCIBLE Verification = 4
+)
+
+// Enum value maps for Verification.
+var (
+	Verification_name = map[int32]string{
+		0: "VERIFICATION_UNSPECIFIED",
+		1: "VERIFICATION_UNVERIFIED",
+		2: "VERIFICATION_VERIFIED",
+		3: "VERIFICATION_DISPUTED",
+		4: "VERIFICATION_NOT_REPRODUCIBLE",
+	}
+	Verification_value = map[string]int32{
+		"VERIFICATION_UNSPECIFIED":      0,
+		"VERIFICATION_UNVERIFIED":       1,
+		"VERIFICATION_VERIFIED":         2,
+		"VERIFICATION_DISPUTED":         3,
+		"VERIFICATION_NOT_REPRODUCIBLE": 4,
+	}
+)
+
+func (x Verification) Enum() *Verification {
+	p := new(Verification)
+	*p = x
+	return p
+}
+
+func (x Verification) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Verification) Descriptor() protoreflect.EnumDescriptor {
+	return file_kiln_v1_build_proto_enumTypes[2].Descriptor()
+}
+
+func (Verification) Type() protoreflect.EnumType {
+	return &file_kiln_v1_build_proto_enumTypes[2]
+}
+
+func (x Verification) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Verification.Descriptor instead.
+func (Verification) EnumDescriptor() ([]byte, []int) {
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{2}
+}
+
 // Phase is where a running attempt is, as reported by its build server.
 type Phase int32
 
@@ -234,11 +306,11 @@ func (x Phase) String() string {
 }
 
 func (Phase) Descriptor() protoreflect.EnumDescriptor {
-	return file_kiln_v1_build_proto_enumTypes[2].Descriptor()
+	return file_kiln_v1_build_proto_enumTypes[3].Descriptor()
 }
 
 func (Phase) Type() protoreflect.EnumType {
-	return &file_kiln_v1_build_proto_enumTypes[2]
+	return &file_kiln_v1_build_proto_enumTypes[3]
 }
 
 func (x Phase) Number() protoreflect.EnumNumber {
@@ -247,7 +319,90 @@ func (x Phase) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Phase.Descriptor instead.
 func (Phase) EnumDescriptor() ([]byte, []int) {
-	return file_kiln_v1_build_proto_rawDescGZIP(), []int{2}
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{3}
+}
+
+// Replica is one successful result of a build: who produced which artifact.
+type Replica struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The attempt that produced it (Attempt.id).
+	AttemptId   uint64 `protobuf:"varint,1,opt,name=attempt_id,json=attemptId,proto3" json:"attempt_id,omitempty"`
+	BuildServer string `protobuf:"bytes,2,opt,name=build_server,json=buildServer,proto3" json:"build_server,omitempty"`
+	// The operator behind build_server's credential ("server:NAME" for a
+	// credential made before operators existed: its own implicit operator).
+	Operator string    `protobuf:"bytes,3,opt,name=operator,proto3" json:"operator,omitempty"`
+	Artifact *Artifact `protobuf:"bytes,4,opt,name=artifact,proto3" json:"artifact,omitempty"`
+	// Set when the result does not count: it lost a dispute, or its build
+	// server was marked for losing one elsewhere (its results are checked
+	// again by other operators).
+	Discounted    string `protobuf:"bytes,5,opt,name=discounted,proto3" json:"discounted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Replica) Reset() {
+	*x = Replica{}
+	mi := &file_kiln_v1_build_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Replica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Replica) ProtoMessage() {}
+
+func (x *Replica) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_build_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Replica.ProtoReflect.Descriptor instead.
+func (*Replica) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Replica) GetAttemptId() uint64 {
+	if x != nil {
+		return x.AttemptId
+	}
+	return 0
+}
+
+func (x *Replica) GetBuildServer() string {
+	if x != nil {
+		return x.BuildServer
+	}
+	return ""
+}
+
+func (x *Replica) GetOperator() string {
+	if x != nil {
+		return x.Operator
+	}
+	return ""
+}
+
+func (x *Replica) GetArtifact() *Artifact {
+	if x != nil {
+		return x.Artifact
+	}
+	return nil
+}
+
+func (x *Replica) GetDiscounted() string {
+	if x != nil {
+		return x.Discounted
+	}
+	return ""
 }
 
 // Attempt is one try of a build on one target of one build server, fenced by its id:
@@ -270,7 +425,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_kiln_v1_build_proto_msgTypes[0]
+	mi := &file_kiln_v1_build_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +437,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_build_proto_msgTypes[0]
+	mi := &file_kiln_v1_build_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,7 +450,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_build_proto_rawDescGZIP(), []int{0}
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Attempt) GetId() uint64 {
@@ -367,7 +522,7 @@ type Artifact struct {
 
 func (x *Artifact) Reset() {
 	*x = Artifact{}
-	mi := &file_kiln_v1_build_proto_msgTypes[1]
+	mi := &file_kiln_v1_build_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -379,7 +534,7 @@ func (x *Artifact) String() string {
 func (*Artifact) ProtoMessage() {}
 
 func (x *Artifact) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_build_proto_msgTypes[1]
+	mi := &file_kiln_v1_build_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -392,7 +547,7 @@ func (x *Artifact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Artifact.ProtoReflect.Descriptor instead.
 func (*Artifact) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_build_proto_rawDescGZIP(), []int{1}
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Artifact) GetSha256() string {
@@ -467,14 +622,28 @@ type Build struct {
 	// scheduler's queue, until every dependency build succeeded (then it is
 	// narrowed to their platform identity and queued) or one failed (then it
 	// fails with that dependency's reason).
-	Dependencies  []*BuildDependency `protobuf:"bytes,24,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Dependencies []*BuildDependency `protobuf:"bytes,24,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
+	// Whether artifact is trusted (see Verification). The artifact of an
+	// UNVERIFIED or DISPUTED build is the first result's (or, disputed, the
+	// leading one's), served only to requests that accept unverified results.
+	Verification Verification `protobuf:"varint,25,opt,name=verification,proto3,enum=kiln.v1.Verification" json:"verification,omitempty"`
+	// The build servers whose results agree on artifact's sha256 and count.
+	AgreeingBuildServers []string `protobuf:"bytes,26,rep,name=agreeing_build_servers,json=agreeingBuildServers,proto3" json:"agreeing_build_servers,omitempty"`
+	// Every successful result, in the order they came.
+	Replicas []*Replica `protobuf:"bytes,27,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// How many operators must agree (the metaserver's --quorum when the
+	// build was created, lowered by no reputation below 2 unless it was 1).
+	Quorum uint32 `protobuf:"varint,28,opt,name=quorum,proto3" json:"quorum,omitempty"`
+	// For NOT_REPRODUCIBLE (and DISPUTED): the files whose content differs
+	// between the first two differing results, or that only one has.
+	DifferingFiles []string `protobuf:"bytes,29,rep,name=differing_files,json=differingFiles,proto3" json:"differing_files,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Build) Reset() {
 	*x = Build{}
-	mi := &file_kiln_v1_build_proto_msgTypes[2]
+	mi := &file_kiln_v1_build_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +655,7 @@ func (x *Build) String() string {
 func (*Build) ProtoMessage() {}
 
 func (x *Build) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_build_proto_msgTypes[2]
+	mi := &file_kiln_v1_build_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +668,7 @@ func (x *Build) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Build.ProtoReflect.Descriptor instead.
 func (*Build) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_build_proto_rawDescGZIP(), []int{2}
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Build) GetId() uint64 {
@@ -670,6 +839,41 @@ func (x *Build) GetDependencies() []*BuildDependency {
 	return nil
 }
 
+func (x *Build) GetVerification() Verification {
+	if x != nil {
+		return x.Verification
+	}
+	return Verification_VERIFICATION_UNSPECIFIED
+}
+
+func (x *Build) GetAgreeingBuildServers() []string {
+	if x != nil {
+		return x.AgreeingBuildServers
+	}
+	return nil
+}
+
+func (x *Build) GetReplicas() []*Replica {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *Build) GetQuorum() uint32 {
+	if x != nil {
+		return x.Quorum
+	}
+	return 0
+}
+
+func (x *Build) GetDifferingFiles() []string {
+	if x != nil {
+		return x.DifferingFiles
+	}
+	return nil
+}
+
 // BuildDependency is one dependency of a build.
 type BuildDependency struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -688,7 +892,7 @@ type BuildDependency struct {
 
 func (x *BuildDependency) Reset() {
 	*x = BuildDependency{}
-	mi := &file_kiln_v1_build_proto_msgTypes[3]
+	mi := &file_kiln_v1_build_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +904,7 @@ func (x *BuildDependency) String() string {
 func (*BuildDependency) ProtoMessage() {}
 
 func (x *BuildDependency) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_build_proto_msgTypes[3]
+	mi := &file_kiln_v1_build_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +917,7 @@ func (x *BuildDependency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildDependency.ProtoReflect.Descriptor instead.
 func (*BuildDependency) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_build_proto_rawDescGZIP(), []int{3}
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BuildDependency) GetProject() string {
@@ -748,7 +952,16 @@ var File_kiln_v1_build_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_build_proto_rawDesc = "" +
 	"\n" +
-	"\x13kiln/v1/build.proto\x12\akiln.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16kiln/v1/platform.proto\"\xc2\x02\n" +
+	"\x13kiln/v1/build.proto\x12\akiln.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16kiln/v1/platform.proto\"\xb6\x01\n" +
+	"\aReplica\x12\x1d\n" +
+	"\n" +
+	"attempt_id\x18\x01 \x01(\x04R\tattemptId\x12!\n" +
+	"\fbuild_server\x18\x02 \x01(\tR\vbuildServer\x12\x1a\n" +
+	"\boperator\x18\x03 \x01(\tR\boperator\x12-\n" +
+	"\bartifact\x18\x04 \x01(\v2\x11.kiln.v1.ArtifactR\bartifact\x12\x1e\n" +
+	"\n" +
+	"discounted\x18\x05 \x01(\tR\n" +
+	"discounted\"\xc2\x02\n" +
 	"\aAttempt\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12!\n" +
 	"\fbuild_server\x18\x02 \x01(\tR\vbuildServer\x12\x1b\n" +
@@ -763,7 +976,7 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\bArtifact\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x14\n" +
-	"\x05files\x18\x03 \x03(\tR\x05files\"\x96\b\n" +
+	"\x05files\x18\x03 \x03(\tR\x05files\"\xf6\t\n" +
 	"\x05Build\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x1a\n" +
@@ -792,7 +1005,12 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\x06recipe\x18\x15 \x01(\tR\x06recipe\x12\x1c\n" +
 	"\twithdrawn\x18\x16 \x01(\tR\twithdrawn\x12=\n" +
 	"\fwithdrawn_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\vwithdrawnAt\x12<\n" +
-	"\fdependencies\x18\x18 \x03(\v2\x18.kiln.v1.BuildDependencyR\fdependencies\x1a:\n" +
+	"\fdependencies\x18\x18 \x03(\v2\x18.kiln.v1.BuildDependencyR\fdependencies\x129\n" +
+	"\fverification\x18\x19 \x01(\x0e2\x15.kiln.v1.VerificationR\fverification\x124\n" +
+	"\x16agreeing_build_servers\x18\x1a \x03(\tR\x14agreeingBuildServers\x12,\n" +
+	"\breplicas\x18\x1b \x03(\v2\x10.kiln.v1.ReplicaR\breplicas\x12\x16\n" +
+	"\x06quorum\x18\x1c \x01(\rR\x06quorum\x12'\n" +
+	"\x0fdiffering_files\x18\x1d \x03(\tR\x0edifferingFiles\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa6\x01\n" +
@@ -823,7 +1041,13 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\x17ATTEMPT_OUTCOME_REFUSED\x10\b\x12\x1c\n" +
 	"\x18ATTEMPT_OUTCOME_RETURNED\x10\t\x12\x1c\n" +
 	"\x18ATTEMPT_OUTCOME_REJECTED\x10\n" +
-	"*\x82\x01\n" +
+	"*\xa2\x01\n" +
+	"\fVerification\x12\x1c\n" +
+	"\x18VERIFICATION_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17VERIFICATION_UNVERIFIED\x10\x01\x12\x19\n" +
+	"\x15VERIFICATION_VERIFIED\x10\x02\x12\x19\n" +
+	"\x15VERIFICATION_DISPUTED\x10\x03\x12!\n" +
+	"\x1dVERIFICATION_NOT_REPRODUCIBLE\x10\x04*\x82\x01\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0ePHASE_FETCHING\x10\x01\x12\x12\n" +
@@ -844,44 +1068,49 @@ func file_kiln_v1_build_proto_rawDescGZIP() []byte {
 	return file_kiln_v1_build_proto_rawDescData
 }
 
-var file_kiln_v1_build_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kiln_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_kiln_v1_build_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_kiln_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_kiln_v1_build_proto_goTypes = []any{
 	(BuildState)(0),               // 0: kiln.v1.BuildState
 	(AttemptOutcome)(0),           // 1: kiln.v1.AttemptOutcome
-	(Phase)(0),                    // 2: kiln.v1.Phase
-	(*Attempt)(nil),               // 3: kiln.v1.Attempt
-	(*Artifact)(nil),              // 4: kiln.v1.Artifact
-	(*Build)(nil),                 // 5: kiln.v1.Build
-	(*BuildDependency)(nil),       // 6: kiln.v1.BuildDependency
-	nil,                           // 7: kiln.v1.Build.OptionsEntry
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
-	(*PlatformConstraints)(nil),   // 9: kiln.v1.PlatformConstraints
-	(*SystemInfo)(nil),            // 10: kiln.v1.SystemInfo
+	(Verification)(0),             // 2: kiln.v1.Verification
+	(Phase)(0),                    // 3: kiln.v1.Phase
+	(*Replica)(nil),               // 4: kiln.v1.Replica
+	(*Attempt)(nil),               // 5: kiln.v1.Attempt
+	(*Artifact)(nil),              // 6: kiln.v1.Artifact
+	(*Build)(nil),                 // 7: kiln.v1.Build
+	(*BuildDependency)(nil),       // 8: kiln.v1.BuildDependency
+	nil,                           // 9: kiln.v1.Build.OptionsEntry
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*PlatformConstraints)(nil),   // 11: kiln.v1.PlatformConstraints
+	(*SystemInfo)(nil),            // 12: kiln.v1.SystemInfo
 }
 var file_kiln_v1_build_proto_depIdxs = []int32{
-	1,  // 0: kiln.v1.Attempt.outcome:type_name -> kiln.v1.AttemptOutcome
-	2,  // 1: kiln.v1.Attempt.phase:type_name -> kiln.v1.Phase
-	8,  // 2: kiln.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
-	8,  // 3: kiln.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
-	7,  // 4: kiln.v1.Build.options:type_name -> kiln.v1.Build.OptionsEntry
-	9,  // 5: kiln.v1.Build.constraints:type_name -> kiln.v1.PlatformConstraints
-	0,  // 6: kiln.v1.Build.state:type_name -> kiln.v1.BuildState
-	8,  // 7: kiln.v1.Build.created_at:type_name -> google.protobuf.Timestamp
-	8,  // 8: kiln.v1.Build.started_at:type_name -> google.protobuf.Timestamp
-	8,  // 9: kiln.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
-	3,  // 10: kiln.v1.Build.attempts:type_name -> kiln.v1.Attempt
-	10, // 11: kiln.v1.Build.platform:type_name -> kiln.v1.SystemInfo
-	4,  // 12: kiln.v1.Build.artifact:type_name -> kiln.v1.Artifact
-	8,  // 13: kiln.v1.Build.withdrawn_at:type_name -> google.protobuf.Timestamp
-	6,  // 14: kiln.v1.Build.dependencies:type_name -> kiln.v1.BuildDependency
-	4,  // 15: kiln.v1.BuildDependency.artifact:type_name -> kiln.v1.Artifact
-	10, // 16: kiln.v1.BuildDependency.platform:type_name -> kiln.v1.SystemInfo
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	6,  // 0: kiln.v1.Replica.artifact:type_name -> kiln.v1.Artifact
+	1,  // 1: kiln.v1.Attempt.outcome:type_name -> kiln.v1.AttemptOutcome
+	3,  // 2: kiln.v1.Attempt.phase:type_name -> kiln.v1.Phase
+	10, // 3: kiln.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
+	10, // 4: kiln.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
+	9,  // 5: kiln.v1.Build.options:type_name -> kiln.v1.Build.OptionsEntry
+	11, // 6: kiln.v1.Build.constraints:type_name -> kiln.v1.PlatformConstraints
+	0,  // 7: kiln.v1.Build.state:type_name -> kiln.v1.BuildState
+	10, // 8: kiln.v1.Build.created_at:type_name -> google.protobuf.Timestamp
+	10, // 9: kiln.v1.Build.started_at:type_name -> google.protobuf.Timestamp
+	10, // 10: kiln.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
+	5,  // 11: kiln.v1.Build.attempts:type_name -> kiln.v1.Attempt
+	12, // 12: kiln.v1.Build.platform:type_name -> kiln.v1.SystemInfo
+	6,  // 13: kiln.v1.Build.artifact:type_name -> kiln.v1.Artifact
+	10, // 14: kiln.v1.Build.withdrawn_at:type_name -> google.protobuf.Timestamp
+	8,  // 15: kiln.v1.Build.dependencies:type_name -> kiln.v1.BuildDependency
+	2,  // 16: kiln.v1.Build.verification:type_name -> kiln.v1.Verification
+	4,  // 17: kiln.v1.Build.replicas:type_name -> kiln.v1.Replica
+	6,  // 18: kiln.v1.BuildDependency.artifact:type_name -> kiln.v1.Artifact
+	12, // 19: kiln.v1.BuildDependency.platform:type_name -> kiln.v1.SystemInfo
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_build_proto_init() }
@@ -895,8 +1124,8 @@ func file_kiln_v1_build_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_build_proto_rawDesc), len(file_kiln_v1_build_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   5,
+			NumEnums:      4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -100,9 +100,13 @@ type SubmitRequest struct {
 	// How the requester is mailed. Without a group, SUMMARY is refused
 	// (INVALID_ARGUMENT). In a group, the first request's mode is the
 	// group's; a later request with another mode is refused.
-	Mail          MailMode `protobuf:"varint,7,opt,name=mail,proto3,enum=kiln.v1.MailMode" json:"mail,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Mail MailMode `protobuf:"varint,7,opt,name=mail,proto3,enum=kiln.v1.MailMode" json:"mail,omitempty"`
+	// Take the first successful result, trusted on one volunteer's word
+	// (startcompile --accept unverified). By default (false) the request is
+	// answered, from the cache or by mail, only with a VERIFIED artifact.
+	AcceptUnverified bool `protobuf:"varint,8,opt,name=accept_unverified,json=acceptUnverified,proto3" json:"accept_unverified,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SubmitRequest) Reset() {
@@ -182,6 +186,13 @@ func (x *SubmitRequest) GetMail() MailMode {
 		return x.Mail
 	}
 	return MailMode_MAIL_MODE_UNSPECIFIED
+}
+
+func (x *SubmitRequest) GetAcceptUnverified() bool {
+	if x != nil {
+		return x.AcceptUnverified
+	}
+	return false
 }
 
 // SealGroupRequest ends a request group: no request joins it any more, and
@@ -682,9 +693,13 @@ type DownloadArtifactRequest struct {
 	//
 	//	*DownloadArtifactRequest_BuildId
 	//	*DownloadArtifactRequest_Pin
-	What          isDownloadArtifactRequest_What `protobuf_oneof:"what"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	What isDownloadArtifactRequest_What `protobuf_oneof:"what"`
+	// Serve an artifact that is not VERIFIED (the first result of a build
+	// still waiting for its quorum, or a disputed one). Without it such an
+	// artifact is refused with FAILED_PRECONDITION. Pins are always verified.
+	AcceptUnverified bool `protobuf:"varint,3,opt,name=accept_unverified,json=acceptUnverified,proto3" json:"accept_unverified,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *DownloadArtifactRequest) Reset() {
@@ -740,6 +755,13 @@ func (x *DownloadArtifactRequest) GetPin() string {
 		}
 	}
 	return ""
+}
+
+func (x *DownloadArtifactRequest) GetAcceptUnverified() bool {
+	if x != nil {
+		return x.AcceptUnverified
+	}
+	return false
 }
 
 type isDownloadArtifactRequest_What interface {
@@ -1006,7 +1028,7 @@ var File_kiln_v1_compile_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_compile_proto_rawDesc = "" +
 	"\n" +
-	"\x15kiln/v1/compile.proto\x12\akiln.v1\x1a\x13kiln/v1/build.proto\x1a\x16kiln/v1/platform.proto\"\xd3\x02\n" +
+	"\x15kiln/v1/compile.proto\x12\akiln.v1\x1a\x13kiln/v1/build.proto\x1a\x16kiln/v1/platform.proto\"\x80\x03\n" +
 	"\rSubmitRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\tR\brevision\x12>\n" +
@@ -1014,7 +1036,8 @@ const file_kiln_v1_compile_proto_rawDesc = "" +
 	"\aoptions\x18\x04 \x03(\v2#.kiln.v1.SubmitRequest.OptionsEntryR\aoptions\x12\x14\n" +
 	"\x05email\x18\x05 \x01(\tR\x05email\x12\x14\n" +
 	"\x05group\x18\x06 \x01(\tR\x05group\x12%\n" +
-	"\x04mail\x18\a \x01(\x0e2\x11.kiln.v1.MailModeR\x04mail\x1a:\n" +
+	"\x04mail\x18\a \x01(\x0e2\x11.kiln.v1.MailModeR\x04mail\x12+\n" +
+	"\x11accept_unverified\x18\b \x01(\bR\x10acceptUnverified\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\">\n" +
@@ -1048,10 +1071,11 @@ const file_kiln_v1_compile_proto_rawDesc = "" +
 	"\x06follow\x18\x03 \x01(\bR\x06follow\"<\n" +
 	"\x0eGetLogResponse\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"R\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\x7f\n" +
 	"\x17DownloadArtifactRequest\x12\x1b\n" +
 	"\bbuild_id\x18\x01 \x01(\x04H\x00R\abuildId\x12\x12\n" +
-	"\x03pin\x18\x02 \x01(\tH\x00R\x03pinB\x06\n" +
+	"\x03pin\x18\x02 \x01(\tH\x00R\x03pin\x12+\n" +
+	"\x11accept_unverified\x18\x03 \x01(\bR\x10acceptUnverifiedB\x06\n" +
 	"\x04what\"j\n" +
 	"\x18DownloadArtifactResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.kiln.v1.DownloadHeaderH\x00R\x06header\x12\x14\n" +

@@ -69,3 +69,18 @@ func enumWord(names map[int32]string, v int32, prefix string) string {
 	}
 	return strings.ToLower(strings.TrimPrefix(n, prefix))
 }
+
+// Word is the lower-case name of v that output, JSON, pages and mail use:
+// "verified", "unverified", "disputed", "not_reproducible"; "" for
+// UNSPECIFIED (the build has no result yet) and "unknown" for values this
+// version does not know.
+func (v Verification) Word() string {
+	if v == Verification_VERIFICATION_UNSPECIFIED {
+		return ""
+	}
+	return enumWord(Verification_name, int32(v), "VERIFICATION_")
+}
+
+// Trusted reports whether an artifact with verification v may answer a
+// request that does not accept unverified results: only VERIFIED.
+func (v Verification) Trusted() bool { return v == Verification_VERIFICATION_VERIFIED }

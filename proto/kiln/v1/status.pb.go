@@ -306,8 +306,18 @@ type BuildServerStatus struct {
 	// Attempts lost in a row since the last final result, and in all.
 	ConsecutiveLosses uint32 `protobuf:"varint,16,opt,name=consecutive_losses,json=consecutiveLosses,proto3" json:"consecutive_losses,omitempty"`
 	AttemptsLost      uint64 `protobuf:"varint,17,opt,name=attempts_lost,json=attemptsLost,proto3" json:"attempts_lost,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The operator behind the build server's credential.
+	Operator string `protobuf:"bytes,18,opt,name=operator,proto3" json:"operator,omitempty"`
+	// Disputes its result lost that other operators settled; marked says
+	// why it was last marked for it (empty: never). A marked server's
+	// results count for no verification until others agree with them.
+	DisputesLost uint64 `protobuf:"varint,19,opt,name=disputes_lost,json=disputesLost,proto3" json:"disputes_lost,omitempty"`
+	Marked       string `protobuf:"bytes,20,opt,name=marked,proto3" json:"marked,omitempty"`
+	// Results in a row that agreed with other operators', per platform
+	// identity (its canonical text): its reputation (docs/trust.md).
+	AgreeingInRow map[string]uint32 `protobuf:"bytes,21,rep,name=agreeing_in_row,json=agreeingInRow,proto3" json:"agreeing_in_row,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BuildServerStatus) Reset() {
@@ -457,6 +467,34 @@ func (x *BuildServerStatus) GetAttemptsLost() uint64 {
 		return x.AttemptsLost
 	}
 	return 0
+}
+
+func (x *BuildServerStatus) GetOperator() string {
+	if x != nil {
+		return x.Operator
+	}
+	return ""
+}
+
+func (x *BuildServerStatus) GetDisputesLost() uint64 {
+	if x != nil {
+		return x.DisputesLost
+	}
+	return 0
+}
+
+func (x *BuildServerStatus) GetMarked() string {
+	if x != nil {
+		return x.Marked
+	}
+	return ""
+}
+
+func (x *BuildServerStatus) GetAgreeingInRow() map[string]uint32 {
+	if x != nil {
+		return x.AgreeingInRow
+	}
+	return nil
 }
 
 // ListBuildsRequest filters builds; empty fields match all.
@@ -1058,7 +1096,7 @@ const file_kiln_v1_status_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x19\n" +
 	"\x17ListBuildServersRequest\"[\n" +
 	"\x18ListBuildServersResponse\x12?\n" +
-	"\rbuild_servers\x18\x01 \x03(\v2\x1a.kiln.v1.BuildServerStatusR\fbuildServers\"\xcd\x05\n" +
+	"\rbuild_servers\x18\x01 \x03(\v2\x1a.kiln.v1.BuildServerStatusR\fbuildServers\"\xbf\a\n" +
 	"\x11BuildServerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tconnected\x18\x02 \x01(\bR\tconnected\x12)\n" +
@@ -1077,7 +1115,14 @@ const file_kiln_v1_status_proto_rawDesc = "" +
 	"\x0fput_aside_until\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\rputAsideUntil\x12(\n" +
 	"\x10put_aside_reason\x18\x0f \x01(\tR\x0eputAsideReason\x12-\n" +
 	"\x12consecutive_losses\x18\x10 \x01(\rR\x11consecutiveLosses\x12#\n" +
-	"\rattempts_lost\x18\x11 \x01(\x04R\fattemptsLost\"\x83\x02\n" +
+	"\rattempts_lost\x18\x11 \x01(\x04R\fattemptsLost\x12\x1a\n" +
+	"\boperator\x18\x12 \x01(\tR\boperator\x12#\n" +
+	"\rdisputes_lost\x18\x13 \x01(\x04R\fdisputesLost\x12\x16\n" +
+	"\x06marked\x18\x14 \x01(\tR\x06marked\x12U\n" +
+	"\x0fagreeing_in_row\x18\x15 \x03(\v2-.kiln.v1.BuildServerStatus.AgreeingInRowEntryR\ragreeingInRow\x1a@\n" +
+	"\x12AgreeingInRowEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x83\x02\n" +
 	"\x11ListBuildsRequest\x12)\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x13.kiln.v1.BuildStateR\x05state\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x12\n" +
@@ -1144,7 +1189,7 @@ func file_kiln_v1_status_proto_rawDescGZIP() []byte {
 	return file_kiln_v1_status_proto_rawDescData
 }
 
-var file_kiln_v1_status_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_kiln_v1_status_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_kiln_v1_status_proto_goTypes = []any{
 	(*GetOverviewRequest)(nil),       // 0: kiln.v1.GetOverviewRequest
 	(*GetOverviewResponse)(nil),      // 1: kiln.v1.GetOverviewResponse
@@ -1160,47 +1205,49 @@ var file_kiln_v1_status_proto_goTypes = []any{
 	(*GetHistoryResponse)(nil),       // 11: kiln.v1.GetHistoryResponse
 	(*Sample)(nil),                   // 12: kiln.v1.Sample
 	nil,                              // 13: kiln.v1.GetOverviewResponse.BuildsByStateEntry
-	(*timestamppb.Timestamp)(nil),    // 14: google.protobuf.Timestamp
-	(*Target)(nil),                   // 15: kiln.v1.Target
-	(*BuildServerPolicy)(nil),        // 16: kiln.v1.BuildServerPolicy
-	(*RejectedTarget)(nil),           // 17: kiln.v1.RejectedTarget
-	(BuildState)(0),                  // 18: kiln.v1.BuildState
-	(*Build)(nil),                    // 19: kiln.v1.Build
-	(*SystemInfo)(nil),               // 20: kiln.v1.SystemInfo
+	nil,                              // 14: kiln.v1.BuildServerStatus.AgreeingInRowEntry
+	(*timestamppb.Timestamp)(nil),    // 15: google.protobuf.Timestamp
+	(*Target)(nil),                   // 16: kiln.v1.Target
+	(*BuildServerPolicy)(nil),        // 17: kiln.v1.BuildServerPolicy
+	(*RejectedTarget)(nil),           // 18: kiln.v1.RejectedTarget
+	(BuildState)(0),                  // 19: kiln.v1.BuildState
+	(*Build)(nil),                    // 20: kiln.v1.Build
+	(*SystemInfo)(nil),               // 21: kiln.v1.SystemInfo
 }
 var file_kiln_v1_status_proto_depIdxs = []int32{
 	13, // 0: kiln.v1.GetOverviewResponse.builds_by_state:type_name -> kiln.v1.GetOverviewResponse.BuildsByStateEntry
-	14, // 1: kiln.v1.GetOverviewResponse.oldest_queued_at:type_name -> google.protobuf.Timestamp
-	14, // 2: kiln.v1.GetOverviewResponse.started_at:type_name -> google.protobuf.Timestamp
+	15, // 1: kiln.v1.GetOverviewResponse.oldest_queued_at:type_name -> google.protobuf.Timestamp
+	15, // 2: kiln.v1.GetOverviewResponse.started_at:type_name -> google.protobuf.Timestamp
 	4,  // 3: kiln.v1.ListBuildServersResponse.build_servers:type_name -> kiln.v1.BuildServerStatus
-	15, // 4: kiln.v1.BuildServerStatus.targets:type_name -> kiln.v1.Target
-	14, // 5: kiln.v1.BuildServerStatus.last_seen:type_name -> google.protobuf.Timestamp
-	16, // 6: kiln.v1.BuildServerStatus.policy:type_name -> kiln.v1.BuildServerPolicy
-	17, // 7: kiln.v1.BuildServerStatus.rejected_targets:type_name -> kiln.v1.RejectedTarget
-	14, // 8: kiln.v1.BuildServerStatus.put_aside_until:type_name -> google.protobuf.Timestamp
-	18, // 9: kiln.v1.ListBuildsRequest.state:type_name -> kiln.v1.BuildState
-	19, // 10: kiln.v1.ListBuildsResponse.builds:type_name -> kiln.v1.Build
-	9,  // 11: kiln.v1.ListPinsResponse.pins:type_name -> kiln.v1.PinStatus
-	20, // 12: kiln.v1.PinStatus.platform:type_name -> kiln.v1.SystemInfo
-	14, // 13: kiln.v1.PinStatus.created_at:type_name -> google.protobuf.Timestamp
-	14, // 14: kiln.v1.GetHistoryRequest.since:type_name -> google.protobuf.Timestamp
-	12, // 15: kiln.v1.GetHistoryResponse.samples:type_name -> kiln.v1.Sample
-	14, // 16: kiln.v1.Sample.at:type_name -> google.protobuf.Timestamp
-	0,  // 17: kiln.v1.StatusService.GetOverview:input_type -> kiln.v1.GetOverviewRequest
-	2,  // 18: kiln.v1.StatusService.ListBuildServers:input_type -> kiln.v1.ListBuildServersRequest
-	5,  // 19: kiln.v1.StatusService.ListBuilds:input_type -> kiln.v1.ListBuildsRequest
-	7,  // 20: kiln.v1.StatusService.ListPins:input_type -> kiln.v1.ListPinsRequest
-	10, // 21: kiln.v1.StatusService.GetHistory:input_type -> kiln.v1.GetHistoryRequest
-	1,  // 22: kiln.v1.StatusService.GetOverview:output_type -> kiln.v1.GetOverviewResponse
-	3,  // 23: kiln.v1.StatusService.ListBuildServers:output_type -> kiln.v1.ListBuildServersResponse
-	6,  // 24: kiln.v1.StatusService.ListBuilds:output_type -> kiln.v1.ListBuildsResponse
-	8,  // 25: kiln.v1.StatusService.ListPins:output_type -> kiln.v1.ListPinsResponse
-	11, // 26: kiln.v1.StatusService.GetHistory:output_type -> kiln.v1.GetHistoryResponse
-	22, // [22:27] is the sub-list for method output_type
-	17, // [17:22] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	16, // 4: kiln.v1.BuildServerStatus.targets:type_name -> kiln.v1.Target
+	15, // 5: kiln.v1.BuildServerStatus.last_seen:type_name -> google.protobuf.Timestamp
+	17, // 6: kiln.v1.BuildServerStatus.policy:type_name -> kiln.v1.BuildServerPolicy
+	18, // 7: kiln.v1.BuildServerStatus.rejected_targets:type_name -> kiln.v1.RejectedTarget
+	15, // 8: kiln.v1.BuildServerStatus.put_aside_until:type_name -> google.protobuf.Timestamp
+	14, // 9: kiln.v1.BuildServerStatus.agreeing_in_row:type_name -> kiln.v1.BuildServerStatus.AgreeingInRowEntry
+	19, // 10: kiln.v1.ListBuildsRequest.state:type_name -> kiln.v1.BuildState
+	20, // 11: kiln.v1.ListBuildsResponse.builds:type_name -> kiln.v1.Build
+	9,  // 12: kiln.v1.ListPinsResponse.pins:type_name -> kiln.v1.PinStatus
+	21, // 13: kiln.v1.PinStatus.platform:type_name -> kiln.v1.SystemInfo
+	15, // 14: kiln.v1.PinStatus.created_at:type_name -> google.protobuf.Timestamp
+	15, // 15: kiln.v1.GetHistoryRequest.since:type_name -> google.protobuf.Timestamp
+	12, // 16: kiln.v1.GetHistoryResponse.samples:type_name -> kiln.v1.Sample
+	15, // 17: kiln.v1.Sample.at:type_name -> google.protobuf.Timestamp
+	0,  // 18: kiln.v1.StatusService.GetOverview:input_type -> kiln.v1.GetOverviewRequest
+	2,  // 19: kiln.v1.StatusService.ListBuildServers:input_type -> kiln.v1.ListBuildServersRequest
+	5,  // 20: kiln.v1.StatusService.ListBuilds:input_type -> kiln.v1.ListBuildsRequest
+	7,  // 21: kiln.v1.StatusService.ListPins:input_type -> kiln.v1.ListPinsRequest
+	10, // 22: kiln.v1.StatusService.GetHistory:input_type -> kiln.v1.GetHistoryRequest
+	1,  // 23: kiln.v1.StatusService.GetOverview:output_type -> kiln.v1.GetOverviewResponse
+	3,  // 24: kiln.v1.StatusService.ListBuildServers:output_type -> kiln.v1.ListBuildServersResponse
+	6,  // 25: kiln.v1.StatusService.ListBuilds:output_type -> kiln.v1.ListBuildsResponse
+	8,  // 26: kiln.v1.StatusService.ListPins:output_type -> kiln.v1.ListPinsResponse
+	11, // 27: kiln.v1.StatusService.GetHistory:output_type -> kiln.v1.GetHistoryResponse
+	23, // [23:28] is the sub-list for method output_type
+	18, // [18:23] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_status_proto_init() }
@@ -1216,7 +1263,7 @@ func file_kiln_v1_status_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_status_proto_rawDesc), len(file_kiln_v1_status_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -101,8 +101,18 @@ type BuildServerRecord struct {
 	AttemptsLost uint64 `protobuf:"varint,11,opt,name=attempts_lost,json=attemptsLost,proto3" json:"attempts_lost,omitempty"`
 	// Why the server was last put aside.
 	PutAsideReason string `protobuf:"bytes,12,opt,name=put_aside_reason,json=putAsideReason,proto3" json:"put_aside_reason,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The operator the credential belongs to; empty for a credential made
+	// before operators existed or without one: its own implicit operator
+	// ("server:NAME", docs/trust.md).
+	Operator string `protobuf:"bytes,13,opt,name=operator,proto3" json:"operator,omitempty"`
+	// Results in a row that agreed with other operators', by platform
+	// identity key (hex): reset by a lost dispute.
+	AgreeingInRow map[string]uint32 `protobuf:"bytes,14,rep,name=agreeing_in_row,json=agreeingInRow,proto3" json:"agreeing_in_row,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Disputes lost that other operators settled, and why it was last marked.
+	DisputesLost  uint64 `protobuf:"varint,15,opt,name=disputes_lost,json=disputesLost,proto3" json:"disputes_lost,omitempty"`
+	Marked        string `protobuf:"bytes,16,opt,name=marked,proto3" json:"marked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BuildServerRecord) Reset() {
@@ -219,6 +229,88 @@ func (x *BuildServerRecord) GetPutAsideReason() string {
 	return ""
 }
 
+func (x *BuildServerRecord) GetOperator() string {
+	if x != nil {
+		return x.Operator
+	}
+	return ""
+}
+
+func (x *BuildServerRecord) GetAgreeingInRow() map[string]uint32 {
+	if x != nil {
+		return x.AgreeingInRow
+	}
+	return nil
+}
+
+func (x *BuildServerRecord) GetDisputesLost() uint64 {
+	if x != nil {
+		return x.DisputesLost
+	}
+	return 0
+}
+
+func (x *BuildServerRecord) GetMarked() string {
+	if x != nil {
+		return x.Marked
+	}
+	return ""
+}
+
+// OperatorRecord is an operator: the person or organisation behind
+// build-server credentials.
+type OperatorRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OperatorRecord) Reset() {
+	*x = OperatorRecord{}
+	mi := &file_kilnstore_v1_records_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OperatorRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OperatorRecord) ProtoMessage() {}
+
+func (x *OperatorRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_kilnstore_v1_records_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OperatorRecord.ProtoReflect.Descriptor instead.
+func (*OperatorRecord) Descriptor() ([]byte, []int) {
+	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *OperatorRecord) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *OperatorRecord) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
 // BuildRecord is a build: its public view plus what only the metaserver needs.
 type BuildRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -263,7 +355,7 @@ type BuildRecord struct {
 
 func (x *BuildRecord) Reset() {
 	*x = BuildRecord{}
-	mi := &file_kilnstore_v1_records_proto_msgTypes[2]
+	mi := &file_kilnstore_v1_records_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -275,7 +367,7 @@ func (x *BuildRecord) String() string {
 func (*BuildRecord) ProtoMessage() {}
 
 func (x *BuildRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kilnstore_v1_records_proto_msgTypes[2]
+	mi := &file_kilnstore_v1_records_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -288,7 +380,7 @@ func (x *BuildRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildRecord.ProtoReflect.Descriptor instead.
 func (*BuildRecord) Descriptor() ([]byte, []int) {
-	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{2}
+	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *BuildRecord) GetBuild() *v1.Build {
@@ -381,6 +473,9 @@ type RequestRecord struct {
 	Constraints *v1.PlatformConstraints `protobuf:"bytes,7,opt,name=constraints,proto3" json:"constraints,omitempty"`
 	// Set once the requester has been notified (or needs no mail).
 	Notified bool `protobuf:"varint,8,opt,name=notified,proto3" json:"notified,omitempty"`
+	// The requester takes the first successful result (--accept
+	// unverified): answered and mailed at it, not at verification.
+	AcceptUnverified bool `protobuf:"varint,12,opt,name=accept_unverified,json=acceptUnverified,proto3" json:"accept_unverified,omitempty"`
 	// Set when the requester withdrew its wait (CompileService.Cancel) before
 	// the build ended; notified is set with it, so no mail follows. A
 	// withdrawn request no longer counts as a waiter.
@@ -399,7 +494,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_kilnstore_v1_records_proto_msgTypes[3]
+	mi := &file_kilnstore_v1_records_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +506,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kilnstore_v1_records_proto_msgTypes[3]
+	mi := &file_kilnstore_v1_records_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +519,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{3}
+	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RequestRecord) GetId() uint64 {
@@ -483,6 +578,13 @@ func (x *RequestRecord) GetNotified() bool {
 	return false
 }
 
+func (x *RequestRecord) GetAcceptUnverified() bool {
+	if x != nil {
+		return x.AcceptUnverified
+	}
+	return false
+}
+
 func (x *RequestRecord) GetWithdrawnAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.WithdrawnAt
@@ -516,16 +618,23 @@ type ArtifactRecord struct {
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	LastUsed  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_used,json=lastUsed,proto3" json:"last_used,omitempty"`
 	// Names pinning this artifact; a pinned artifact is never evicted.
-	Pins          []string `protobuf:"bytes,8,rep,name=pins,proto3" json:"pins,omitempty"`
-	Project       string   `protobuf:"bytes,9,opt,name=project,proto3" json:"project,omitempty"`
-	Commit        string   `protobuf:"bytes,10,opt,name=commit,proto3" json:"commit,omitempty"`
+	Pins    []string `protobuf:"bytes,8,rep,name=pins,proto3" json:"pins,omitempty"`
+	Project string   `protobuf:"bytes,9,opt,name=project,proto3" json:"project,omitempty"`
+	Commit  string   `protobuf:"bytes,10,opt,name=commit,proto3" json:"commit,omitempty"`
+	// Whether the artifact is trusted (Build.verification): a default
+	// request is answered only by a VERIFIED entry.
+	Verification v1.Verification `protobuf:"varint,11,opt,name=verification,proto3,enum=kiln.v1.Verification" json:"verification,omitempty"`
+	// Other results' artifacts of the build kept with this entry (a
+	// dispute's losers, a not-reproducible build's other results): the blob
+	// collector keeps them.
+	KeptSha256    []string `protobuf:"bytes,12,rep,name=kept_sha256,json=keptSha256,proto3" json:"kept_sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ArtifactRecord) Reset() {
 	*x = ArtifactRecord{}
-	mi := &file_kilnstore_v1_records_proto_msgTypes[4]
+	mi := &file_kilnstore_v1_records_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +646,7 @@ func (x *ArtifactRecord) String() string {
 func (*ArtifactRecord) ProtoMessage() {}
 
 func (x *ArtifactRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kilnstore_v1_records_proto_msgTypes[4]
+	mi := &file_kilnstore_v1_records_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +659,7 @@ func (x *ArtifactRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactRecord.ProtoReflect.Descriptor instead.
 func (*ArtifactRecord) Descriptor() ([]byte, []int) {
-	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{4}
+	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ArtifactRecord) GetCacheKey() string {
@@ -623,6 +732,20 @@ func (x *ArtifactRecord) GetCommit() string {
 	return ""
 }
 
+func (x *ArtifactRecord) GetVerification() v1.Verification {
+	if x != nil {
+		return x.Verification
+	}
+	return v1.Verification(0)
+}
+
+func (x *ArtifactRecord) GetKeptSha256() []string {
+	if x != nil {
+		return x.KeptSha256
+	}
+	return nil
+}
+
 // PinRecord is a permanent name for an artifact.
 type PinRecord struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -637,7 +760,7 @@ type PinRecord struct {
 
 func (x *PinRecord) Reset() {
 	*x = PinRecord{}
-	mi := &file_kilnstore_v1_records_proto_msgTypes[5]
+	mi := &file_kilnstore_v1_records_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +772,7 @@ func (x *PinRecord) String() string {
 func (*PinRecord) ProtoMessage() {}
 
 func (x *PinRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kilnstore_v1_records_proto_msgTypes[5]
+	mi := &file_kilnstore_v1_records_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +785,7 @@ func (x *PinRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinRecord.ProtoReflect.Descriptor instead.
 func (*PinRecord) Descriptor() ([]byte, []int) {
-	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{5}
+	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PinRecord) GetName() string {
@@ -723,7 +846,7 @@ type OutboxRecord struct {
 
 func (x *OutboxRecord) Reset() {
 	*x = OutboxRecord{}
-	mi := &file_kilnstore_v1_records_proto_msgTypes[6]
+	mi := &file_kilnstore_v1_records_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +858,7 @@ func (x *OutboxRecord) String() string {
 func (*OutboxRecord) ProtoMessage() {}
 
 func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kilnstore_v1_records_proto_msgTypes[6]
+	mi := &file_kilnstore_v1_records_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +871,7 @@ func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxRecord.ProtoReflect.Descriptor instead.
 func (*OutboxRecord) Descriptor() ([]byte, []int) {
-	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{6}
+	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *OutboxRecord) GetId() uint64 {
@@ -843,15 +966,17 @@ type EnrollTokenRecord struct {
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// Set when used; a used token is refused.
-	UsedAt        *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=used_at,json=usedAt,proto3" json:"used_at,omitempty"`
-	UsedBy        string                 `protobuf:"bytes,5,opt,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	UsedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=used_at,json=usedAt,proto3" json:"used_at,omitempty"`
+	UsedBy string                 `protobuf:"bytes,5,opt,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	// The operator the enrolled credential belongs to (empty: its own).
+	Operator      string `protobuf:"bytes,6,opt,name=operator,proto3" json:"operator,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EnrollTokenRecord) Reset() {
 	*x = EnrollTokenRecord{}
-	mi := &file_kilnstore_v1_records_proto_msgTypes[7]
+	mi := &file_kilnstore_v1_records_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +988,7 @@ func (x *EnrollTokenRecord) String() string {
 func (*EnrollTokenRecord) ProtoMessage() {}
 
 func (x *EnrollTokenRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kilnstore_v1_records_proto_msgTypes[7]
+	mi := &file_kilnstore_v1_records_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +1001,7 @@ func (x *EnrollTokenRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollTokenRecord.ProtoReflect.Descriptor instead.
 func (*EnrollTokenRecord) Descriptor() ([]byte, []int) {
-	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{7}
+	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EnrollTokenRecord) GetTokenHash() string {
@@ -914,6 +1039,13 @@ func (x *EnrollTokenRecord) GetUsedBy() string {
 	return ""
 }
 
+func (x *EnrollTokenRecord) GetOperator() string {
+	if x != nil {
+		return x.Operator
+	}
+	return ""
+}
+
 // SampleRecord is one sample of the farm's state, taken by the metaserver
 // once a minute for the overview's charts. The store keeps the newest ones
 // only (PutSample's keep).
@@ -933,7 +1065,7 @@ type SampleRecord struct {
 
 func (x *SampleRecord) Reset() {
 	*x = SampleRecord{}
-	mi := &file_kilnstore_v1_records_proto_msgTypes[8]
+	mi := &file_kilnstore_v1_records_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1077,7 @@ func (x *SampleRecord) String() string {
 func (*SampleRecord) ProtoMessage() {}
 
 func (x *SampleRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kilnstore_v1_records_proto_msgTypes[8]
+	mi := &file_kilnstore_v1_records_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1090,7 @@ func (x *SampleRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SampleRecord.ProtoReflect.Descriptor instead.
 func (*SampleRecord) Descriptor() ([]byte, []int) {
-	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{8}
+	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SampleRecord) GetAt() *timestamppb.Timestamp {
@@ -1034,7 +1166,7 @@ type RequestGroupRecord struct {
 
 func (x *RequestGroupRecord) Reset() {
 	*x = RequestGroupRecord{}
-	mi := &file_kilnstore_v1_records_proto_msgTypes[9]
+	mi := &file_kilnstore_v1_records_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1178,7 @@ func (x *RequestGroupRecord) String() string {
 func (*RequestGroupRecord) ProtoMessage() {}
 
 func (x *RequestGroupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kilnstore_v1_records_proto_msgTypes[9]
+	mi := &file_kilnstore_v1_records_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1191,7 @@ func (x *RequestGroupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestGroupRecord.ProtoReflect.Descriptor instead.
 func (*RequestGroupRecord) Descriptor() ([]byte, []int) {
-	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{9}
+	return file_kilnstore_v1_records_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RequestGroupRecord) GetId() string {
@@ -1119,7 +1251,7 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\rProjectRecord\x12*\n" +
 	"\aproject\x18\x01 \x01(\v2\x10.kiln.v1.ProjectR\aproject\x129\n" +
 	"\n" +
-	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x91\x04\n" +
+	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x88\x06\n" +
 	"\x11BuildServerRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -1135,7 +1267,18 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\x0fput_aside_until\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\rputAsideUntil\x12#\n" +
 	"\rattempts_lost\x18\v \x01(\x04R\fattemptsLost\x12(\n" +
-	"\x10put_aside_reason\x18\f \x01(\tR\x0eputAsideReason\"\x84\x05\n" +
+	"\x10put_aside_reason\x18\f \x01(\tR\x0eputAsideReason\x12\x1a\n" +
+	"\boperator\x18\r \x01(\tR\boperator\x12Z\n" +
+	"\x0fagreeing_in_row\x18\x0e \x03(\v22.kilnstore.v1.BuildServerRecord.AgreeingInRowEntryR\ragreeingInRow\x12#\n" +
+	"\rdisputes_lost\x18\x0f \x01(\x04R\fdisputesLost\x12\x16\n" +
+	"\x06marked\x18\x10 \x01(\tR\x06marked\x1a@\n" +
+	"\x12AgreeingInRowEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"_\n" +
+	"\x0eOperatorRecord\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
+	"\n" +
+	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x84\x05\n" +
 	"\vBuildRecord\x12$\n" +
 	"\x05build\x18\x01 \x01(\v2\x0e.kiln.v1.BuildR\x05build\x12'\n" +
 	"\x06recipe\x18\x02 \x01(\v2\x0f.kiln.v1.RecipeR\x06recipe\x12\x1d\n" +
@@ -1153,7 +1296,7 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\x11dependency_rounds\x18\v \x01(\rR\x10dependencyRounds\x1a\\\n" +
 	"\x12ExcludedUntilEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
-	"\x05value\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05value:\x028\x01\"\x97\x03\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05value:\x028\x01\"\xc4\x03\n" +
 	"\rRequestRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x19\n" +
 	"\bbuild_id\x18\x02 \x01(\x04R\abuildId\x12\x14\n" +
@@ -1163,11 +1306,12 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\x06cached\x18\x05 \x01(\bR\x06cached\x12\x1a\n" +
 	"\brevision\x18\x06 \x01(\tR\brevision\x12>\n" +
 	"\vconstraints\x18\a \x01(\v2\x1c.kiln.v1.PlatformConstraintsR\vconstraints\x12\x1a\n" +
-	"\bnotified\x18\b \x01(\bR\bnotified\x12=\n" +
+	"\bnotified\x18\b \x01(\bR\bnotified\x12+\n" +
+	"\x11accept_unverified\x18\f \x01(\bR\x10acceptUnverified\x12=\n" +
 	"\fwithdrawn_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vwithdrawnAt\x12\x14\n" +
 	"\x05group\x18\n" +
 	" \x01(\tR\x05group\x12%\n" +
-	"\x04mail\x18\v \x01(\x0e2\x11.kiln.v1.MailModeR\x04mail\"\x81\x03\n" +
+	"\x04mail\x18\v \x01(\x0e2\x11.kiln.v1.MailModeR\x04mail\"\xdd\x03\n" +
 	"\x0eArtifactRecord\x12\x1b\n" +
 	"\tcache_key\x18\x01 \x01(\tR\bcacheKey\x12\x1d\n" +
 	"\n" +
@@ -1181,7 +1325,10 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\x04pins\x18\b \x03(\tR\x04pins\x12\x18\n" +
 	"\aproject\x18\t \x01(\tR\aproject\x12\x16\n" +
 	"\x06commit\x18\n" +
-	" \x01(\tR\x06commit\"\xaa\x01\n" +
+	" \x01(\tR\x06commit\x129\n" +
+	"\fverification\x18\v \x01(\x0e2\x15.kiln.v1.VerificationR\fverification\x12\x1f\n" +
+	"\vkept_sha256\x18\f \x03(\tR\n" +
+	"keptSha256\"\xaa\x01\n" +
 	"\tPinRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bbuild_id\x18\x02 \x01(\x04R\abuildId\x12\x16\n" +
@@ -1204,7 +1351,7 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	" \x01(\tR\tlastError\x12\x19\n" +
 	"\bbuild_id\x18\v \x01(\x04R\abuildId\x129\n" +
 	"\n" +
-	"created_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xf6\x01\n" +
+	"created_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x92\x02\n" +
 	"\x11EnrollTokenRecord\x12\x1d\n" +
 	"\n" +
 	"token_hash\x18\x01 \x01(\tR\ttokenHash\x129\n" +
@@ -1213,7 +1360,8 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x123\n" +
 	"\aused_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06usedAt\x12\x17\n" +
-	"\aused_by\x18\x05 \x01(\tR\x06usedBy\"\xab\x02\n" +
+	"\aused_by\x18\x05 \x01(\tR\x06usedBy\x12\x1a\n" +
+	"\boperator\x18\x06 \x01(\tR\boperator\"\xab\x02\n" +
 	"\fSampleRecord\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12!\n" +
 	"\fqueue_length\x18\x02 \x01(\rR\vqueueLength\x12+\n" +
@@ -1246,65 +1394,71 @@ func file_kilnstore_v1_records_proto_rawDescGZIP() []byte {
 	return file_kilnstore_v1_records_proto_rawDescData
 }
 
-var file_kilnstore_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_kilnstore_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_kilnstore_v1_records_proto_goTypes = []any{
 	(*ProjectRecord)(nil),          // 0: kilnstore.v1.ProjectRecord
 	(*BuildServerRecord)(nil),      // 1: kilnstore.v1.BuildServerRecord
-	(*BuildRecord)(nil),            // 2: kilnstore.v1.BuildRecord
-	(*RequestRecord)(nil),          // 3: kilnstore.v1.RequestRecord
-	(*ArtifactRecord)(nil),         // 4: kilnstore.v1.ArtifactRecord
-	(*PinRecord)(nil),              // 5: kilnstore.v1.PinRecord
-	(*OutboxRecord)(nil),           // 6: kilnstore.v1.OutboxRecord
-	(*EnrollTokenRecord)(nil),      // 7: kilnstore.v1.EnrollTokenRecord
-	(*SampleRecord)(nil),           // 8: kilnstore.v1.SampleRecord
-	(*RequestGroupRecord)(nil),     // 9: kilnstore.v1.RequestGroupRecord
-	nil,                            // 10: kilnstore.v1.BuildRecord.ExcludedUntilEntry
-	(*v1.Project)(nil),             // 11: kiln.v1.Project
-	(*timestamppb.Timestamp)(nil),  // 12: google.protobuf.Timestamp
-	(*v1.Target)(nil),              // 13: kiln.v1.Target
-	(*v1.Build)(nil),               // 14: kiln.v1.Build
-	(*v1.Recipe)(nil),              // 15: kiln.v1.Recipe
-	(*v1.PlatformConstraints)(nil), // 16: kiln.v1.PlatformConstraints
-	(v1.MailMode)(0),               // 17: kiln.v1.MailMode
-	(*v1.Artifact)(nil),            // 18: kiln.v1.Artifact
-	(*v1.SystemInfo)(nil),          // 19: kiln.v1.SystemInfo
+	(*OperatorRecord)(nil),         // 2: kilnstore.v1.OperatorRecord
+	(*BuildRecord)(nil),            // 3: kilnstore.v1.BuildRecord
+	(*RequestRecord)(nil),          // 4: kilnstore.v1.RequestRecord
+	(*ArtifactRecord)(nil),         // 5: kilnstore.v1.ArtifactRecord
+	(*PinRecord)(nil),              // 6: kilnstore.v1.PinRecord
+	(*OutboxRecord)(nil),           // 7: kilnstore.v1.OutboxRecord
+	(*EnrollTokenRecord)(nil),      // 8: kilnstore.v1.EnrollTokenRecord
+	(*SampleRecord)(nil),           // 9: kilnstore.v1.SampleRecord
+	(*RequestGroupRecord)(nil),     // 10: kilnstore.v1.RequestGroupRecord
+	nil,                            // 11: kilnstore.v1.BuildServerRecord.AgreeingInRowEntry
+	nil,                            // 12: kilnstore.v1.BuildRecord.ExcludedUntilEntry
+	(*v1.Project)(nil),             // 13: kiln.v1.Project
+	(*timestamppb.Timestamp)(nil),  // 14: google.protobuf.Timestamp
+	(*v1.Target)(nil),              // 15: kiln.v1.Target
+	(*v1.Build)(nil),               // 16: kiln.v1.Build
+	(*v1.Recipe)(nil),              // 17: kiln.v1.Recipe
+	(*v1.PlatformConstraints)(nil), // 18: kiln.v1.PlatformConstraints
+	(v1.MailMode)(0),               // 19: kiln.v1.MailMode
+	(*v1.Artifact)(nil),            // 20: kiln.v1.Artifact
+	(*v1.SystemInfo)(nil),          // 21: kiln.v1.SystemInfo
+	(v1.Verification)(0),           // 22: kiln.v1.Verification
 }
 var file_kilnstore_v1_records_proto_depIdxs = []int32{
-	11, // 0: kilnstore.v1.ProjectRecord.project:type_name -> kiln.v1.Project
-	12, // 1: kilnstore.v1.ProjectRecord.created_at:type_name -> google.protobuf.Timestamp
-	12, // 2: kilnstore.v1.BuildServerRecord.created_at:type_name -> google.protobuf.Timestamp
-	12, // 3: kilnstore.v1.BuildServerRecord.last_seen:type_name -> google.protobuf.Timestamp
-	13, // 4: kilnstore.v1.BuildServerRecord.targets:type_name -> kiln.v1.Target
-	12, // 5: kilnstore.v1.BuildServerRecord.put_aside_until:type_name -> google.protobuf.Timestamp
-	14, // 6: kilnstore.v1.BuildRecord.build:type_name -> kiln.v1.Build
-	15, // 7: kilnstore.v1.BuildRecord.recipe:type_name -> kiln.v1.Recipe
-	12, // 8: kilnstore.v1.BuildRecord.not_before:type_name -> google.protobuf.Timestamp
-	10, // 9: kilnstore.v1.BuildRecord.excluded_until:type_name -> kilnstore.v1.BuildRecord.ExcludedUntilEntry
-	2,  // 10: kilnstore.v1.BuildRecord.dependency_templates:type_name -> kilnstore.v1.BuildRecord
-	12, // 11: kilnstore.v1.RequestRecord.created_at:type_name -> google.protobuf.Timestamp
-	16, // 12: kilnstore.v1.RequestRecord.constraints:type_name -> kiln.v1.PlatformConstraints
-	12, // 13: kilnstore.v1.RequestRecord.withdrawn_at:type_name -> google.protobuf.Timestamp
-	17, // 14: kilnstore.v1.RequestRecord.mail:type_name -> kiln.v1.MailMode
-	18, // 15: kilnstore.v1.ArtifactRecord.artifact:type_name -> kiln.v1.Artifact
-	19, // 16: kilnstore.v1.ArtifactRecord.platform:type_name -> kiln.v1.SystemInfo
-	12, // 17: kilnstore.v1.ArtifactRecord.created_at:type_name -> google.protobuf.Timestamp
-	12, // 18: kilnstore.v1.ArtifactRecord.last_used:type_name -> google.protobuf.Timestamp
-	12, // 19: kilnstore.v1.PinRecord.created_at:type_name -> google.protobuf.Timestamp
-	12, // 20: kilnstore.v1.OutboxRecord.next_attempt_at:type_name -> google.protobuf.Timestamp
-	12, // 21: kilnstore.v1.OutboxRecord.created_at:type_name -> google.protobuf.Timestamp
-	12, // 22: kilnstore.v1.EnrollTokenRecord.created_at:type_name -> google.protobuf.Timestamp
-	12, // 23: kilnstore.v1.EnrollTokenRecord.expires_at:type_name -> google.protobuf.Timestamp
-	12, // 24: kilnstore.v1.EnrollTokenRecord.used_at:type_name -> google.protobuf.Timestamp
-	12, // 25: kilnstore.v1.SampleRecord.at:type_name -> google.protobuf.Timestamp
-	17, // 26: kilnstore.v1.RequestGroupRecord.mail:type_name -> kiln.v1.MailMode
-	12, // 27: kilnstore.v1.RequestGroupRecord.created_at:type_name -> google.protobuf.Timestamp
-	12, // 28: kilnstore.v1.RequestGroupRecord.done_at:type_name -> google.protobuf.Timestamp
-	12, // 29: kilnstore.v1.BuildRecord.ExcludedUntilEntry.value:type_name -> google.protobuf.Timestamp
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	13, // 0: kilnstore.v1.ProjectRecord.project:type_name -> kiln.v1.Project
+	14, // 1: kilnstore.v1.ProjectRecord.created_at:type_name -> google.protobuf.Timestamp
+	14, // 2: kilnstore.v1.BuildServerRecord.created_at:type_name -> google.protobuf.Timestamp
+	14, // 3: kilnstore.v1.BuildServerRecord.last_seen:type_name -> google.protobuf.Timestamp
+	15, // 4: kilnstore.v1.BuildServerRecord.targets:type_name -> kiln.v1.Target
+	14, // 5: kilnstore.v1.BuildServerRecord.put_aside_until:type_name -> google.protobuf.Timestamp
+	11, // 6: kilnstore.v1.BuildServerRecord.agreeing_in_row:type_name -> kilnstore.v1.BuildServerRecord.AgreeingInRowEntry
+	14, // 7: kilnstore.v1.OperatorRecord.created_at:type_name -> google.protobuf.Timestamp
+	16, // 8: kilnstore.v1.BuildRecord.build:type_name -> kiln.v1.Build
+	17, // 9: kilnstore.v1.BuildRecord.recipe:type_name -> kiln.v1.Recipe
+	14, // 10: kilnstore.v1.BuildRecord.not_before:type_name -> google.protobuf.Timestamp
+	12, // 11: kilnstore.v1.BuildRecord.excluded_until:type_name -> kilnstore.v1.BuildRecord.ExcludedUntilEntry
+	3,  // 12: kilnstore.v1.BuildRecord.dependency_templates:type_name -> kilnstore.v1.BuildRecord
+	14, // 13: kilnstore.v1.RequestRecord.created_at:type_name -> google.protobuf.Timestamp
+	18, // 14: kilnstore.v1.RequestRecord.constraints:type_name -> kiln.v1.PlatformConstraints
+	14, // 15: kilnstore.v1.RequestRecord.withdrawn_at:type_name -> google.protobuf.Timestamp
+	19, // 16: kilnstore.v1.RequestRecord.mail:type_name -> kiln.v1.MailMode
+	20, // 17: kilnstore.v1.ArtifactRecord.artifact:type_name -> kiln.v1.Artifact
+	21, // 18: kilnstore.v1.ArtifactRecord.platform:type_name -> kiln.v1.SystemInfo
+	14, // 19: kilnstore.v1.ArtifactRecord.created_at:type_name -> google.protobuf.Timestamp
+	14, // 20: kilnstore.v1.ArtifactRecord.last_used:type_name -> google.protobuf.Timestamp
+	22, // 21: kilnstore.v1.ArtifactRecord.verification:type_name -> kiln.v1.Verification
+	14, // 22: kilnstore.v1.PinRecord.created_at:type_name -> google.protobuf.Timestamp
+	14, // 23: kilnstore.v1.OutboxRecord.next_attempt_at:type_name -> google.protobuf.Timestamp
+	14, // 24: kilnstore.v1.OutboxRecord.created_at:type_name -> google.protobuf.Timestamp
+	14, // 25: kilnstore.v1.EnrollTokenRecord.created_at:type_name -> google.protobuf.Timestamp
+	14, // 26: kilnstore.v1.EnrollTokenRecord.expires_at:type_name -> google.protobuf.Timestamp
+	14, // 27: kilnstore.v1.EnrollTokenRecord.used_at:type_name -> google.protobuf.Timestamp
+	14, // 28: kilnstore.v1.SampleRecord.at:type_name -> google.protobuf.Timestamp
+	19, // 29: kilnstore.v1.RequestGroupRecord.mail:type_name -> kiln.v1.MailMode
+	14, // 30: kilnstore.v1.RequestGroupRecord.created_at:type_name -> google.protobuf.Timestamp
+	14, // 31: kilnstore.v1.RequestGroupRecord.done_at:type_name -> google.protobuf.Timestamp
+	14, // 32: kilnstore.v1.BuildRecord.ExcludedUntilEntry.value:type_name -> google.protobuf.Timestamp
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_kilnstore_v1_records_proto_init() }
@@ -1318,7 +1472,7 @@ func file_kilnstore_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kilnstore_v1_records_proto_rawDesc), len(file_kilnstore_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
