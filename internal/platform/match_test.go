@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"google.golang.org/protobuf/proto"
 	"slices"
 	"testing"
 
@@ -14,6 +15,8 @@ func s390x() *kilnv1.SystemInfo {
 		Libc: "glibc", LibcVersion: "2.36", Compiler: "gcc", CompilerVersion: "12.2.0",
 		Tools: map[string]string{"make": "4.3", "cc": "12.2.0"}, Cpus: 2, MemoryBytes: 1 << 30,
 		Emulated: true, Labels: []string{"fast"},
+		CharSigned: proto.Bool(false), AlignLongLong: 8, AlignDouble: 8, AlignPointer: 8,
+		SizeofLongDouble: 16, SizeofSizeT: 8, SizeofWcharT: 4, PageSize: 4096,
 	}
 }
 
