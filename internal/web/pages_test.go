@@ -66,6 +66,7 @@ func TestPagesRenderAsHTML(t *testing.T) {
 			"projects: hello, libfoo; at most 1h00m00s per build", "only while idle", "opt ∈ {-O0, -O2}", "2026-03-14T15:09:23Z", "(3s ago)",
 			"not offered", "<code>cross:nonexistent-linux-gnu</code>", "&lt;not found&gt;",
 			"put aside", "3 in a row, 7 in all", "3 attempts lost in a row; the last: lease lapsed",
+			`<td class="char">unsigned</td>`, `<td class="align">8/8/8</td>`, `<td class="sizes">16/8/4</td>`, `<td class="r">4096</td>`,
 		}},
 		{"builds list newest first with links", "/builds", []string{`href="/build/105"`, `href="/build/101"`, "libfoo", "asked: arch=ppc64 endian=big", "linux/s390x big LP64 glibc-2.36 gcc-12.2.0 (emulated)"}},
 		{"a succeeded build shows attempts, platform and artifact", "/build/101", []string{
@@ -132,7 +133,12 @@ func TestPagesRenderAsJSON(t *testing.T) {
 			expect(t, rejected["target_id"], "cross:nonexistent-linux-gnu")
 			expect(t, rejected["reason"], `compiling the probe: exec: "nonexistent-linux-gnu-gcc": <not found>`)
 			alice := bss[0].(map[string]any)
-			expect(t, alice["targets"].([]any)[1].(map[string]any)["system"].(map[string]any)["data_model"], "LP64")
+			s390x := alice["targets"].([]any)[1].(map[string]any)["system"].(map[string]any)
+			expect(t, s390x["data_model"], "LP64")
+			expect(t, s390x["char_signed"], false)
+			expect(t, s390x["align_double"], 8.0)
+			expect(t, s390x["sizeof_wchar_t"], 4.0)
+			expect(t, s390x["page_size"], 4096.0)
 			expect(t, alice["running_build_ids"].([]any)[0], "103") // protojson writes uint64 as a string
 			expect(t, v["unsandboxed"], 1.0)
 		}},
