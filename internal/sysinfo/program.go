@@ -103,14 +103,7 @@ func stopWine(tc Toolchain, dir string) {
 	if !tc.Windows || !fileExists(winePrefix(dir)) {
 		return
 	}
-	server := filepath.Join(filepath.Dir(tc.Emulator[0]), "wineserver")
-	if !filepath.IsAbs(server) {
-		p, err := exec.LookPath("wineserver")
-		if err != nil {
-			return
-		}
-		server = p
-	}
+	server := wineServerCommand(tc.Emulator[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, _, _ = run(ctx, dir, []string{server, "-k"}, []string{"WINEPREFIX=" + winePrefix(dir)})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"path"
 	"runtime"
 	"strings"
 	"sync"
@@ -108,6 +109,13 @@ type Toolchain struct {
 	// programs are PE files run by wine, each build in a wine prefix of
 	// its own ($HOME/.wine unless WINEPREFIX says otherwise).
 	Windows bool
+	// AfterStep is a shell command every build step of the target ends
+	// with, whatever the step's status, in the step's own sandbox; "" for
+	// none. For a Windows target it waits for the wine server of the
+	// build's prefix to quit (wineserver -w): wine leaves it and its
+	// system processes running a moment after a program exits, and the
+	// sandbox fails a step that leaves processes behind.
+	AfterStep string
 	// BuildTriple is the GNU triple of the machine that builds
 	// (x86_64-linux-gnu), HostTriple the one of the machine the binaries
 	// are for, in configure's sense of --build and --host. They differ
@@ -197,6 +205,7 @@ func (t TargetSpec) windowsToolchain(build string) Toolchain {
 		Emulator:    []string{WineCommand(t.Triple)},
 		ExeSuffix:   ".exe",
 		Windows:     true,
+		AfterStep:   wineServerCommand(WineCommand(t.Triple)) + " -w",
 		BuildTriple: build,
 		HostTriple:  t.Triple,
 	}
@@ -232,6 +241,15 @@ func (t TargetSpec) windowsToolchain(build string) Toolchain {
 var wineCandidates = map[string][]string{
 	"x86_64": {"wine64", "/usr/lib/wine/wine64", "wine", "/usr/lib/wine/wine"},
 	"i686":   {"wine", "/usr/lib/wine/wine"},
+}
+
+// wineServerCommand is the wineserver beside the wine launcher wine (an
+// absolute path), or wineserver from PATH.
+func wineServerCommand(wine string) string {
+	if strings.HasPrefix(wine, "/") {
+		return path.Join(path.Dir(wine), "wineserver")
+	}
+	return "wineserver"
 }
 
 // WineCommand returns the wine launcher for a Windows triple's programs:

@@ -244,3 +244,24 @@ func TestCheckArtifactELF_WindowsPEFilesAreChecked(t *testing.T) {
 	_, err = checkArtifactELF(entriesOf(t, tree32), sysX86)
 	wantBuildError(t, err, "hello.exe is a Windows PE file for i686 (PE32), target is x86_64 (64-bit little-endian)")
 }
+
+// A target's AfterStep ends every step, even one that exits early, and
+// the step keeps its own status (wine's server is waited for so).
+func TestClient_TargetsAfterStepEndsEveryStepKeepingItsStatus(t *testing.T) {
+	f := startFake(t)
+	url, commit := makeRepo(t, map[string]string{"README": "x\n"})
+	cfg := testConfig(t, f)
+	tgt := testTarget()
+	tgt.AfterStep = "echo after-step-ran"
+	cfg.Targets = []Target{tgt}
+	startClient(t, cfg)
+	f.waitFor(t, "Hello", func() bool { return len(f.hellos) == 1 })
+	f.push(t, assign(assignment(1, url, commit, recipe([]string{"touch out", "exit 3"}, "out"))))
+	res := f.waitResult(t, 1)
+	if res.GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED || !strings.Contains(res.GetReason(), "exited with status 3") {
+		t.Fatalf("result %v %q, want the second step's status 3\nlog:\n%s", res.GetOutcome(), res.GetReason(), f.log(1))
+	}
+	if log := f.log(1); strings.Count(log, "\nafter-step-ran\n") != 2 || strings.Contains(log, "kiln_status") {
+		t.Errorf("want the after command's output once per step, and the steps as written:\n%s", log)
+	}
+}

@@ -25,6 +25,9 @@ type Target struct {
 	// (CMake toolchain and Meson cross files, musl's kernel headers); the
 	// steps see each one's path in its variable.
 	Files []sysinfo.TargetFile
+	// AfterStep is the toolchain's command every step ends with (see
+	// sysinfo.Toolchain.AfterStep); "" for none.
+	AfterStep string
 }
 
 // ProbeFunc measures one target spec; sysinfo.Probe is the real one.
@@ -76,7 +79,8 @@ func ProbeAll(ctx context.Context, specs []sysinfo.TargetSpec, probe ProbeFunc, 
 		log.Info("target probed", "target", info.GetId(),
 			"arch", info.GetSystem().GetArch(), "libc", info.GetSystem().GetLibc(),
 			"compiler", info.GetSystem().GetCompiler(), "emulated", info.GetSystem().GetEmulated())
-		targets = append(targets, Target{Info: info, Env: spec.Toolchain().Env, Files: spec.Files(info.GetSystem())})
+		tc := spec.Toolchain()
+		targets = append(targets, Target{Info: info, Env: tc.Env, Files: spec.Files(info.GetSystem()), AfterStep: tc.AfterStep})
 	}
 	if len(targets) == 0 {
 		return nil, rejected, fmt.Errorf("%w: %d of %d probes failed: %v", ErrNoTargets, len(failures), len(specs), failures)
@@ -129,7 +133,8 @@ func withLabels(targets []Target, labels []string) []Target {
 			}
 			info.System.Labels = append(info.System.Labels, labels...)
 		}
-		out[i] = Target{Info: info, Env: t.Env, Files: t.Files}
+		out[i] = t
+		out[i].Info = info
 	}
 	return out
 }
