@@ -21,7 +21,8 @@ type Skipped struct {
 // Discover lists the targets this machine may offer (--target auto): native
 // (when a C compiler is in PATH), musl (musl-gcc), and cross:TRIPLE for
 // each TRIPLE-gcc in PATH building for another architecture, when the
-// qemu-user binary that runs its programs is installed. Each candidate
+// qemu-user binary that runs its programs is installed, or for Windows
+// (a mingw-w64 TRIPLE, any architecture) when its wine launcher is. Each candidate
 // must still pass its probe (Probe builds and runs a program, directly
 // too) before it is offered. What it passes over is returned with the
 // reason and the packages that would add it.
