@@ -119,9 +119,10 @@ check: all
 // TestBreadthSixteenPlatforms is the whole of issue 18 on this machine:
 // 16 platforms from two build servers (14 Linux, 2 Windows), the sample
 // project's make check on each, the buggy project failing exactly where
-// it must. 148 s in each of two runs on the project's shared 2-core
-// machine, most of it probing (78-86 s: the two wine prefixes); every
-// wait in it is bounded (5 min for the probes, 20 min per check).
+// it must. 111 s on the project's shared 2-core machine (148 s before
+// probes ran two at a time), 50 s of it probing (the two wine prefixes),
+// 32 s the sample project's check, 28 s the buggy one's; every wait in
+// it is bounded (5 min for the probes, 20 min per check).
 func TestBreadthSixteenPlatforms(t *testing.T) {
 	breadthRun(t, breadthLinuxTargets, breadthWindowsTargets)
 }
