@@ -24,11 +24,20 @@ import (
 )
 
 // knownCross are the cross targets Debian packages a toolchain for, with
-// the packages that add one (the doctor's install line).
-var knownCross = []struct{ triple, debArch string }{
-	{"s390x-linux-gnu", "s390x"}, {"i686-linux-gnu", "i386"}, {"arm-linux-gnueabihf", "armhf"},
-	{"powerpc-linux-gnu", "powerpc"}, {"aarch64-linux-gnu", "arm64"}, {"riscv64-linux-gnu", "riscv64"},
-	{"powerpc64le-linux-gnu", "ppc64el"},
+// the packages that add one (the doctor's install line): gcc-TRIPLE,
+// libc6-dev-DEBARCH-cross and qemu-user, or for Windows the packages
+// given.
+var knownCross = []struct {
+	triple, debArch string
+	install         []string
+}{
+	{"s390x-linux-gnu", "s390x", nil}, {"i686-linux-gnu", "i386", nil}, {"arm-linux-gnueabihf", "armhf", nil},
+	{"powerpc-linux-gnu", "powerpc", nil}, {"aarch64-linux-gnu", "arm64", nil}, {"riscv64-linux-gnu", "riscv64", nil},
+	{"powerpc64le-linux-gnu", "ppc64el", nil}, {"powerpc64-linux-gnu", "ppc64", nil},
+	{"mips64el-linux-gnuabi64", "mips64el", nil}, {"sparc64-linux-gnu", "sparc64", nil},
+	{"m68k-linux-gnu", "m68k", nil}, {"hppa-linux-gnu", "hppa", nil},
+	{"x86_64-w64-mingw32", "", []string{"gcc-mingw-w64-x86-64", "wine64"}},
+	{"i686-w64-mingw32", "", []string{"gcc-mingw-w64-i686", "wine32:i386"}},
 }
 
 // doctor checks what this machine can do as a volunteer and says how to
@@ -98,7 +107,11 @@ func doctor(args []string, out io.Writer) int {
 			slices.ContainsFunc(skipped, func(s sysinfo.Skipped) bool { return s.ID == "cross:"+k.triple }) {
 			continue
 		}
-		line("skip", "target cross:"+k.triple+": no "+k.triple+"-gcc", "gcc-"+k.triple, "libc6-dev-"+k.debArch+"-cross", "qemu-user", "qemu-user-binfmt")
+		install := k.install
+		if install == nil {
+			install = []string{"gcc-" + k.triple, "libc6-dev-" + k.debArch + "-cross", "qemu-user", "qemu-user-binfmt"}
+		}
+		line("skip", "target cross:"+k.triple+": no "+k.triple+"-gcc", install...)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

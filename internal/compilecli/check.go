@@ -1,11 +1,13 @@
 package compilecli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -48,7 +50,40 @@ type CheckEntry struct {
 	Error string `json:"error,omitempty"`
 
 	constraints *kilnv1.PlatformConstraints
-	code        int // exit status this entry alone would give
+	// system is the measured platform of the target that built it; its
+	// fields are written into the entry's JSON object (MarshalJSON).
+	system *kilnv1.SystemInfo
+	code   int // exit status this entry alone would give
+}
+
+// MarshalJSON writes the entry with the measured platform's fields
+// inlined, each named as in platform.Registry and typed as in SystemInfo
+// ("arch": "s390x", "char_signed": false, "align_double": 8), when a
+// target built it.
+func (e CheckEntry) MarshalJSON() ([]byte, error) {
+	type plain CheckEntry
+	b, err := json.Marshal(plain(e))
+	if err != nil || e.system == nil {
+		return b, err
+	}
+	// The entry's own keys first, then the fields in Registry order.
+	out := bytes.TrimSuffix(b, []byte("}"))
+	fields := platform.FieldValues(e.system)
+	for _, name := range platform.Fields {
+		v, ok := fields[name]
+		if !ok {
+			continue
+		}
+		vb, err := json.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ',')
+		out = strconv.AppendQuote(out, name)
+		out = append(out, ':')
+		out = append(out, vb...)
+	}
+	return append(out, '}'), nil
 }
 
 func runCheck(ctx context.Context, env Env, args []string) int {
@@ -215,6 +250,7 @@ func (e *CheckEntry) record(b *kilnv1.Build, err error) {
 		e.Failure, e.FailingStep = b.GetFailure(), b.GetFailingStep()
 		if b.GetPlatform() != nil {
 			e.Platform = platform.Describe(b.GetPlatform())
+			e.system = b.GetPlatform()
 		}
 	}
 	switch {

@@ -81,6 +81,12 @@ func sample(typ reflect.Type, name string) string {
 		return "big"
 	case "data-model":
 		return "ILP32"
+	case "char":
+		return "unsigned"
+	case "align-long-long", "align-double", "align-pointer", "sizeof-long-double", "sizeof-size-t", "sizeof-wchar-t":
+		return "8"
+	case "page-size":
+		return "4096"
 	case "o", "platform":
 		return "arch=s390x"
 	case "mail":

@@ -7,6 +7,7 @@ import (
 	"context"
 	"debug/elf"
 	"encoding/binary"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -31,6 +32,12 @@ var elfcheckAsk = []string{"--project", "auth", "--json", "--os", "any", "--arch
 // claims to be s390x (authOpen with another Hello).
 func elfcheckOpen(t *testing.T, f *farmtest.Farm, token string) *authSession {
 	t.Helper()
+	return elfcheckOpenAs(t, f, token, &kilnv1.Target{Id: "s390x", System: elfcheckS390x})
+}
+
+// elfcheckOpenAs opens a simulated build server's session offering target.
+func elfcheckOpenAs(t *testing.T, f *farmtest.Farm, token string, target *kilnv1.Target) *authSession {
+	t.Helper()
 	s := &authSession{msgs: make(chan *kilnv1.SessionResponse, 64), ended: make(chan error, 1), auth: "Bearer " + token}
 	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), "authorization", s.auth))
 	t.Cleanup(cancel)
@@ -38,7 +45,7 @@ func elfcheckOpen(t *testing.T, f *farmtest.Farm, token string) *authSession {
 	if err != nil {
 		t.Fatalf("opening a session: %v", err)
 	}
-	hello := &kilnv1.Hello{Version: "e2e-simulated", Slots: 1, Targets: []*kilnv1.Target{{Id: "s390x", System: elfcheckS390x}}}
+	hello := &kilnv1.Hello{Version: "e2e-simulated", Slots: 1, Targets: []*kilnv1.Target{target}}
 	if err := st.Send(&kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Hello{Hello: hello}}); err != nil {
 		t.Fatalf("sending Hello: %v", err)
 	}
@@ -72,6 +79,26 @@ func elfcheckArtifact(t *testing.T, m elf.Machine, c elf.Class, d elf.Data) []by
 	}
 	order.PutUint16(h[16:], uint16(elf.ET_EXEC))
 	order.PutUint16(h[18:], uint16(m))
+	return elfcheckTarGz(t, h)
+}
+
+// elfcheckPE is a tar.gz holding bin/hello, the start of a PE file for
+// the COFF machine with the optional header magic (0x10b PE32, 0x20b
+// PE32+), as GNU ld lays it out.
+func elfcheckPE(t *testing.T, machine, magic uint16) []byte {
+	t.Helper()
+	h := make([]byte, 0x200)
+	copy(h, "MZ")
+	binary.LittleEndian.PutUint32(h[0x3c:], 0x80)
+	copy(h[0x80:], "PE\x00\x00")
+	binary.LittleEndian.PutUint16(h[0x84:], machine)
+	binary.LittleEndian.PutUint16(h[0x98:], magic)
+	return elfcheckTarGz(t, h)
+}
+
+// elfcheckTarGz is a tar.gz holding bin/hello with content h.
+func elfcheckTarGz(t *testing.T, h []byte) []byte {
+	t.Helper()
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(zw)
@@ -151,5 +178,48 @@ func TestElfcheckAnArtifactForAnotherMachineIsRefusedAndBuiltElsewhere(t *testin
 	}
 	if hit := parseResult(t, f.Startcompile(append(elfcheckAsk, "third@example.com")...)); !hit.Cached || hit.BuildID != id {
 		t.Fatalf("the request after the honest build: %+v; want a cache hit on build %d", hit, id)
+	}
+}
+
+// A volunteer that claims a Windows i686 target and returns an ELF file,
+// or an x86-64 PE: both refused by the metaserver; an i686 PE is taken.
+func TestElfcheckWindowsTargetRefusesELFAndAnotherMachinesPE(t *testing.T) {
+	f := authFarm(t)
+	win32 := &kilnv1.Target{Id: "cross:i686-w64-mingw32", System: &kilnv1.SystemInfo{
+		Os: "windows", Arch: "i686", Endian: "little", DataModel: "ILP32", CharBit: 8,
+		SizeofShort: 2, SizeofInt: 4, SizeofLong: 4, SizeofLongLong: 8, SizeofPointer: 4,
+		Libc: "msvcrt", LibcVersion: "7.0", Compiler: "gcc", CompilerVersion: "12.0.0", Cpus: 1, MemoryBytes: 1 << 30,
+	}}
+	ask := []string{"--project", "auth", "--json", "--os", "windows", "--arch", "i686", "--endian", "any", "--data-model", "any", "--libc", "any", "win@example.com"}
+	r := f.Startcompile(ask...)
+	expectExit(t, r, 0)
+	id := parseResult(t, r).BuildID
+	for i, c := range []struct {
+		data []byte
+		want string
+	}{
+		{elfcheckArtifact(t, elf.EM_386, elf.ELFCLASS32, elf.ELFDATA2LSB),
+			"artifact does not match the target: bin/hello is an ELF file for i686 (32-bit little-endian), target is windows i686 (PE32)"},
+		{elfcheckPE(t, 0x8664, 0x20b), "artifact does not match the target: bin/hello is x86_64 (PE32+), target is windows i686 (PE32)"},
+	} {
+		liar := elfcheckOpenAs(t, f, f.AddBuildServer(fmt.Sprintf("liar-%d", i)), win32)
+		asg := liar.assignment(t)
+		if asg.GetBuildId() != id {
+			t.Fatalf("liar %d got build %d, want %d", i, asg.GetBuildId(), id)
+		}
+		if ack := liar.deliver(t, f, asg, c.data); ack.GetAccepted() || ack.GetReason() != c.want {
+			t.Fatalf("ack of liar %d: %v; want refused with %q", i, ack, c.want)
+		}
+		if b := f.GetBuild(t, id); b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED || b.GetArtifact() != nil {
+			t.Fatalf("after liar %d's refusal build %d is %s with %v; want queued, no artifact", i, id, b.GetState(), b.GetArtifact())
+		}
+	}
+	honest := elfcheckOpenAs(t, f, f.AddBuildServer("honest"), win32)
+	asg := honest.assignment(t)
+	if ack := honest.deliver(t, f, asg, elfcheckPE(t, 0x14c, 0x10b)); !ack.GetAccepted() {
+		t.Fatalf("the honest i686 PE was refused: %v", ack)
+	}
+	if b := f.GetBuild(t, id); b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
+		t.Fatalf("build %d is %s after the honest result", id, b.GetState())
 	}
 }

@@ -3,6 +3,8 @@ package platform
 import (
 	"strings"
 
+	"google.golang.org/protobuf/reflect/protoreflect"
+
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
@@ -37,6 +39,25 @@ func Describe(info *kilnv1.SystemInfo) string {
 		return "unknown"
 	}
 	return strings.Join(parts, " ")
+}
+
+// FieldValues returns info's measured platform fields (Fields) by name,
+// typed as in SystemInfo: strings, numbers (uint32) and char_signed as a
+// bool; fields not measured are left out. For JSON output.
+func FieldValues(info *kilnv1.SystemInfo) map[string]any {
+	out := map[string]any{}
+	if info == nil {
+		return out
+	}
+	m := info.ProtoReflect()
+	for _, name := range Fields {
+		fd := m.Descriptor().Fields().ByName(protoreflect.Name(name))
+		if fd == nil || !m.Has(fd) {
+			continue
+		}
+		out[name] = m.Get(fd).Interface()
+	}
+	return out
 }
 
 // DescribeConstraints returns the pinned fields of c as "field=value" pairs

@@ -32,11 +32,15 @@
 //	libc, compiler    lower case, e.g. "glibc", "musl", "gcc", "clang"
 //	*_version         lower case, e.g. "2.36", "12.2.0"
 //	char_bit          decimal, e.g. "8"
+//	char_signed       "signed" or "unsigned" (an optional bool in the protos)
+//	align_*, sizeof_long_double, sizeof_size_t, sizeof_wchar_t, page_size
+//	                  decimal bytes, e.g. "4"
 //
 // # Identity
 //
 // [IdentityKey] is the canonical byte encoding of a system's identity fields
-// (the fields above, never tools, cpus, memory, labels or emulation). Two
+// (the fields above but sizeof_size_t and page_size; never tools, cpus,
+// memory, labels or emulation). Two
 // targets with equal identity keys produce interchangeable binaries, which is
 // what the artifact cache relies on.
 package platform

@@ -40,6 +40,17 @@ func TestSet(t *testing.T) {
 		{"an overlong value is refused", "compiler", strings.Repeat("g", 65), "", ErrBadValue},
 		{"an unknown field is refused", "kernel", "6.1", "", ErrUnknownField},
 		{"a dashed field name is refused (use FieldName)", "data-model", "LP64", "", ErrUnknownField},
+		{"char signedness: unsigned", "char_signed", "Unsigned", "unsigned", nil},
+		{"char signedness: signed", "char_signed", "signed", "signed", nil},
+		{"char signedness: any frees it", "char_signed", "any", "", nil},
+		{"char signedness: a boolean is refused", "char_signed", "true", "", ErrBadValue},
+		{"an alignment in bytes", "align_double", "4", "4", nil},
+		{"an alignment over 64 bytes is refused", "align_pointer", "128", "", ErrBadValue},
+		{"a long double of 3 bytes is refused", "sizeof_long_double", "3", "", ErrBadValue},
+		{"wchar_t of 2 bytes", "sizeof_wchar_t", "2", "2", nil},
+		{"a page size", "page_size", "65536", "65536", nil},
+		{"a page size under 512 bytes is refused", "page_size", "256", "", ErrBadValue},
+		{"a size that is no number is refused", "sizeof_size_t", "eight", "", ErrBadValue},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"google.golang.org/protobuf/proto"
 	"slices"
 	"testing"
 
@@ -14,6 +15,8 @@ func s390x() *kilnv1.SystemInfo {
 		Libc: "glibc", LibcVersion: "2.36", Compiler: "gcc", CompilerVersion: "12.2.0",
 		Tools: map[string]string{"make": "4.3", "cc": "12.2.0"}, Cpus: 2, MemoryBytes: 1 << 30,
 		Emulated: true, Labels: []string{"fast"},
+		CharSigned: proto.Bool(false), AlignLongLong: 8, AlignDouble: 8, AlignPointer: 8,
+		SizeofLongDouble: 16, SizeofSizeT: 8, SizeofWcharT: 4, PageSize: 4096,
 	}
 }
 
@@ -32,6 +35,9 @@ func TestSatisfiesAndUnmet(t *testing.T) {
 		{"a different arch is unmet", s390x(), &kilnv1.PlatformConstraints{Arch: "x86_64"}, []string{"arch"}},
 		{"unmet fields come back in Fields order", s390x(), &kilnv1.PlatformConstraints{CharBit: 16, Endian: "little", Os: "freebsd", CompilerVersion: "13"}, []string{"os", "endian", "compiler_version", "char_bit"}},
 		{"a pinned field the system did not measure is unmet", &kilnv1.SystemInfo{Os: "linux"}, &kilnv1.PlatformConstraints{Libc: "glibc"}, []string{"libc"}},
+		{"an unsigned char pin is met by s390x", s390x(), &kilnv1.PlatformConstraints{CharSigned: proto.Bool(false)}, nil},
+		{"a signed char pin is not", s390x(), &kilnv1.PlatformConstraints{CharSigned: proto.Bool(true), AlignDouble: 4}, []string{"char_signed", "align_double"}},
+		{"a system that never measured char signedness meets no pin of it", &kilnv1.SystemInfo{Os: "linux"}, &kilnv1.PlatformConstraints{CharSigned: proto.Bool(false)}, []string{"char_signed"}},
 		{"a nil system meets no pinned field", nil, &kilnv1.PlatformConstraints{Os: "linux", CharBit: 8}, []string{"os", "char_bit"}},
 		{"a matching char_bit is satisfied", s390x(), &kilnv1.PlatformConstraints{CharBit: 8}, nil},
 		{"comparison is exact, so a non-canonical constraint is unmet", s390x(), &kilnv1.PlatformConstraints{DataModel: "lp64"}, []string{"data_model"}},

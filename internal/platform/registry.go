@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -22,8 +23,9 @@ type Field struct {
 	// Name is the field's name in snake_case ("data_model"): the name of its
 	// proto fields, of its /builds query parameter and of its metrics label.
 	Name string
-	// Flag is how startcompile's command line spells it ("data-model"),
-	// "" when startcompile offers no flag for it.
+	// Flag is how startcompile's command line spells it: FlagName(Name)
+	// ("data-model"), but "char" for char_signed (`--char unsigned`); ""
+	// when startcompile offers no flag for it.
 	Flag string
 	// Constraint returns the value c pins, "" when the field is free; c may
 	// be nil.
@@ -95,6 +97,99 @@ var Registry = []Field{
 			c.CharBit = uint32(n)
 		},
 		canonical: canonicalCharBit},
+	// The fields below were added in the second version of the identity
+	// (IdentityOrder 10 on): see IdentityKey for how a system that has not
+	// measured them keeps its key. They describe the CPU's C ABI, so
+	// pinning one frees the CPU fields startcompile would otherwise pin to
+	// the local machine (`--char unsigned` reaches arm, powerpc, s390x).
+	// Whether plain char is signed: "signed" or "unsigned" (--char).
+	{Name: "char_signed", Flag: "char", CPU: true, IdentityOrder: 10,
+		Constraint: func(c *kilnv1.PlatformConstraints) string {
+			if c == nil {
+				return ""
+			}
+			return signedness(c.CharSigned)
+		},
+		Measured: func(i *kilnv1.SystemInfo) string {
+			if i == nil {
+				return ""
+			}
+			return signedness(i.CharSigned)
+		},
+		set: func(c *kilnv1.PlatformConstraints, v string) {
+			c.CharSigned = nil
+			if v != "" {
+				b := v == "signed"
+				c.CharSigned = &b
+			}
+		},
+		canonical: canonicalSignedness},
+	// Alignments and sizes in bytes as the ABI lays them out: a struct
+	// layout changes with each of them (-malign-double, -mlong-double-64,
+	// -fshort-wchar), so they enter the identity. size_t follows from the
+	// data model and page_size is the machine's, not the ABI's: they stay
+	// out of it.
+	countField("align_long_long", identityOrder(11), (*kilnv1.PlatformConstraints).GetAlignLongLong, (*kilnv1.SystemInfo).GetAlignLongLong,
+		func(c *kilnv1.PlatformConstraints, n uint32) { c.AlignLongLong = n }, 1, 64),
+	countField("align_double", identityOrder(12), (*kilnv1.PlatformConstraints).GetAlignDouble, (*kilnv1.SystemInfo).GetAlignDouble,
+		func(c *kilnv1.PlatformConstraints, n uint32) { c.AlignDouble = n }, 1, 64),
+	countField("align_pointer", identityOrder(13), (*kilnv1.PlatformConstraints).GetAlignPointer, (*kilnv1.SystemInfo).GetAlignPointer,
+		func(c *kilnv1.PlatformConstraints, n uint32) { c.AlignPointer = n }, 1, 64),
+	countField("sizeof_long_double", identityOrder(14), (*kilnv1.PlatformConstraints).GetSizeofLongDouble, (*kilnv1.SystemInfo).GetSizeofLongDouble,
+		func(c *kilnv1.PlatformConstraints, n uint32) { c.SizeofLongDouble = n }, 4, 64),
+	countField("sizeof_size_t", 0, (*kilnv1.PlatformConstraints).GetSizeofSizeT, (*kilnv1.SystemInfo).GetSizeofSizeT,
+		func(c *kilnv1.PlatformConstraints, n uint32) { c.SizeofSizeT = n }, 1, 64),
+	countField("sizeof_wchar_t", identityOrder(15), (*kilnv1.PlatformConstraints).GetSizeofWcharT, (*kilnv1.SystemInfo).GetSizeofWcharT,
+		func(c *kilnv1.PlatformConstraints, n uint32) { c.SizeofWcharT = n }, 1, 64),
+	countField("page_size", 0, (*kilnv1.PlatformConstraints).GetPageSize, (*kilnv1.SystemInfo).GetPageSize,
+		func(c *kilnv1.PlatformConstraints, n uint32) { c.PageSize = n }, 512, 1<<30),
+}
+
+// identityOrder is a Field's IdentityOrder, named at countField's call.
+type identityOrder int
+
+// countField is a field holding a count of bytes, 0 when unset or not
+// measured, spelled in decimal, between lo and hi when set; its flag is
+// FlagName(name), and it is one of the CPU fields.
+func countField(name string, order identityOrder, get func(*kilnv1.PlatformConstraints) uint32, measured func(*kilnv1.SystemInfo) uint32,
+	put func(*kilnv1.PlatformConstraints, uint32), lo, hi uint64) Field {
+	return Field{Name: name, Flag: FlagName(name), CPU: true, IdentityOrder: int(order),
+		Constraint: func(c *kilnv1.PlatformConstraints) string { return decimal(get(c)) },
+		Measured:   func(i *kilnv1.SystemInfo) string { return decimal(measured(i)) },
+		set: func(c *kilnv1.PlatformConstraints, v string) {
+			n, _ := strconv.ParseUint(v, 10, 32)
+			put(c, uint32(n))
+		},
+		canonical: func(field, value, v string) (string, error) {
+			if v == "" {
+				return "", nil
+			}
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil || n != 0 && (n < lo || n > hi) {
+				return "", badValue(field, value, fmt.Sprintf("a decimal number of bytes from %d to %d, or any", lo, hi))
+			}
+			return decimal(uint32(n)), nil
+		}}
+}
+
+// signedness spells a measured or pinned char signedness: "signed",
+// "unsigned", or "" when absent.
+func signedness(b *bool) string {
+	switch {
+	case b == nil:
+		return ""
+	case *b:
+		return "signed"
+	}
+	return "unsigned"
+}
+
+func canonicalSignedness(name, value, v string) (string, error) {
+	switch v = strings.ToLower(v); v {
+	case "", "signed", "unsigned":
+		return v, nil
+	}
+	return "", badValue(name, value, "signed, unsigned or any")
 }
 
 // Lists derived from Registry, in Registry order (IdentityFields in

@@ -5,8 +5,6 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
-	"debug/elf"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -20,12 +18,14 @@ import (
 )
 
 // The metaserver cannot measure a volunteer's machine, but it can look at
-// what comes back: before a successful result is accepted, every ELF file
-// of its artifact, and every ELF member of a static (ar) archive in it,
-// must have the machine, class and byte order that platform.ELFFor derives
-// from the target's claimed arch, endianness and data model (the one
-// mapping, shared with the build server's own check). A machine that
-// claims s390x and returns x86-64 code is refused, whatever it says.
+// what comes back: before a successful result is accepted, every ELF or
+// PE file of its artifact, and every such member of a static (ar) archive
+// in it, must be what platform.CodeFor derives from the target's claimed
+// os, arch, endianness and data model (the one mapping and the one header
+// check, CodeWant.CheckHead, shared with the build server's own check). A
+// machine that claims s390x and returns x86-64 code is refused, whatever
+// it says, and so is one that claims Windows i686 and returns an ELF file
+// or an x86-64 PE.
 //
 // What is read: a gzip'd tar (what build servers pack), a tar (ustar, GNU
 // or v7), or a single ELF or ar file. Other containers (xz, zstd, bzip2,
@@ -47,8 +47,7 @@ const (
 )
 
 var (
-	elfMagic = []byte(elf.ELFMAG)
-	arMagic  = []byte("!<arch>\n")
+	arMagic = []byte("!<arch>\n")
 )
 
 // errSource marks an error of reading the stored artifact itself (the
@@ -111,7 +110,7 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 // metaserver's own (reading r failed); a reason is the volunteer's fault.
 // tick, when not nil, is called as the reading goes on; its error ends it.
 func artifactMismatch(r io.Reader, size int64, sys *kilnv1.SystemInfo, tick func() error) (string, error) {
-	want, ok := platform.ELFFor(sys.GetArch(), sys.GetEndian(), sys.GetDataModel())
+	want, ok := platform.CodeFor(sys)
 	if !ok {
 		return "", nil
 	}
@@ -129,7 +128,7 @@ func artifactMismatch(r io.Reader, size int64, sys *kilnv1.SystemInfo, tick func
 	return reason, nil
 }
 
-func checkArtifact(src io.Reader, size int64, want platform.ELFIdentity) (string, error) {
+func checkArtifact(src io.Reader, size int64, want platform.CodeWant) (string, error) {
 	br := bufio.NewReaderSize(src, 64<<10)
 	head, _ := br.Peek(512)
 	var tr *tar.Reader
@@ -179,20 +178,17 @@ func checkArtifact(src io.Reader, size int64, want platform.ELFIdentity) (string
 }
 
 // checkFile checks one file of the artifact, named name in it, from its
-// first bytes (an ELF header) or, for an ar archive, its members'.
-func checkFile(r io.Reader, name string, want platform.ELFIdentity) (string, error) {
-	var head [20]byte
+// first bytes (an ELF or PE header) or, for an ar archive, its members'.
+func checkFile(r io.Reader, name string, want platform.CodeWant) (string, error) {
+	var head [platform.HeadLen]byte
 	n, err := io.ReadFull(r, head[:])
 	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 		return readFailure(name, err)
 	}
-	switch {
-	case bytes.HasPrefix(head[:n], elfMagic):
-		return checkELFHeader(head[:n], name, want), nil
-	case bytes.HasPrefix(head[:n], arMagic):
+	if bytes.HasPrefix(head[:n], arMagic) {
 		return checkArchive(io.MultiReader(bytes.NewReader(head[len(arMagic):n]), r), name, want)
 	}
-	return "", nil
+	return want.CheckHead(head[:n], name), nil
 }
 
 // readFailure turns an error reading inside the artifact into a reason,
@@ -208,31 +204,10 @@ func readFailure(name string, err error) (string, error) {
 	return fmt.Sprintf("%s cannot be read: %v", name, err), nil
 }
 
-// checkELFHeader compares the identity in an ELF header (e_ident's class
-// and data, then e_machine in that byte order) with want.
-func checkELFHeader(h []byte, name string, want platform.ELFIdentity) string {
-	if len(h) < 20 {
-		return name + " starts like an ELF file but is too short to be one"
-	}
-	got := platform.ELFIdentity{Class: elf.Class(h[elf.EI_CLASS]), Data: elf.Data(h[elf.EI_DATA])}
-	switch got.Data {
-	case elf.ELFDATA2LSB:
-		got.Machine = elf.Machine(binary.LittleEndian.Uint16(h[18:20]))
-	case elf.ELFDATA2MSB:
-		got.Machine = elf.Machine(binary.BigEndian.Uint16(h[18:20]))
-	default:
-		return name + " starts like an ELF file but has no known byte order"
-	}
-	if got != want {
-		return fmt.Sprintf("%s is %s, target is %s", name, got, want)
-	}
-	return ""
-}
-
-// checkArchive checks the ELF members of a static library read from r,
+// checkArchive checks the ELF (and, for Windows, COFF) members of a static library read from r,
 // just past its "!<arch>\n" (GNU or BSD names); members are named
 // "lib/libfoo.a(foo.o)".
-func checkArchive(r io.Reader, name string, want platform.ELFIdentity) (string, error) {
+func checkArchive(r io.Reader, name string, want platform.CodeWant) (string, error) {
 	var longNames []byte
 	for i := 0; ; i++ {
 		if i == maxArchiveMembers {
@@ -278,15 +253,13 @@ func checkArchive(r io.Reader, name string, want platform.ELFIdentity) (string, 
 			member = strings.TrimSuffix(member, "/")
 		}
 		if member != "" {
-			var head [20]byte
+			var head [platform.HeadLen]byte
 			k, err := io.ReadFull(body, head[:])
 			if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 				return readFailure(name, err)
 			}
-			if bytes.HasPrefix(head[:k], elfMagic) {
-				if reason := checkELFHeader(head[:k], name+"("+member+")", want); reason != "" {
-					return reason, nil
-				}
+			if reason := want.CheckMember(head[:k], name+"("+member+")"); reason != "" {
+				return reason, nil
 			}
 		}
 		if _, err := io.Copy(io.Discard, body); err != nil {

@@ -40,6 +40,26 @@ var (
 	s390ELF  = elfHeader(elf.EM_S390, elf.ELFCLASS32, elf.ELFDATA2MSB)
 )
 
+// peFile is the start of a PE file as GNU ld writes it: the DOS header
+// with e_lfanew 0x80, then the PE signature, the COFF machine and the
+// optional header's magic (0x10b PE32, 0x20b PE32+).
+func peFile(machine, magic uint16) []byte {
+	h := make([]byte, 0x200)
+	copy(h, "MZ")
+	binary.LittleEndian.PutUint32(h[0x3c:], 0x80)
+	copy(h[0x80:], "PE\x00\x00")
+	binary.LittleEndian.PutUint16(h[0x84:], machine)
+	binary.LittleEndian.PutUint16(h[0x98:], magic)
+	return h
+}
+
+var (
+	pe64 = peFile(0x8664, 0x20b) // x86-64 PE32+
+	pe32 = peFile(0x14c, 0x10b)  // i386 PE32
+	// windows32System is what cross:i686-w64-mingw32 measures.
+	windows32System = &kilnv1.SystemInfo{Os: "windows", Arch: "i686", Endian: "little", DataModel: "ILP32", Libc: "msvcrt"}
+)
+
 var s390xSystem = &kilnv1.SystemInfo{Os: "linux", Arch: "s390x", Endian: "big", DataModel: "LP64", CharBit: 8,
 	Libc: "glibc", LibcVersion: "2.36", Compiler: "gcc", CompilerVersion: "12.2.0", Tools: map[string]string{"make": "4.3"}}
 
@@ -149,6 +169,22 @@ func TestArtifactMismatch(t *testing.T) {
 		{"zstd", append([]byte{0x28, 0xb5, 0x2f, 0xfd}, x86ELF...), s390xSystem, "is zstd"},
 		{"bzip2", append([]byte("BZh9"), x86ELF...), s390xSystem, "is bzip2"},
 		{"zip", append([]byte("PK\x03\x04"), x86ELF...), s390xSystem, "is zip"},
+		// Windows targets: PE files for their machine, never ELF.
+		{"a Windows i686 target's own PE", tarGz(t, file{"bin/hello.exe", pe32}, file{"lib/libfoo.a", arOf(file{"foo.o", []byte{0x4c, 0x01, 1, 0, 0, 0, 0, 0}})}), windows32System, ""},
+		{"an x86-64 PE for Windows i686", tarGz(t, file{"bin/hello.exe", pe64}), windows32System,
+			"bin/hello.exe is x86_64 (PE32+), target is windows i686 (PE32)"},
+		{"an ELF file for Windows i686", tarGz(t, file{"bin/hello.exe", x86ELF}), windows32System,
+			"bin/hello.exe is an ELF file for x86_64 (64-bit little-endian), target is windows i686 (PE32)"},
+		{"an x86-64 COFF object in a Windows i686 library", tarGz(t, file{"lib/libfoo.a", arOf(file{"foo.o", []byte{0x64, 0x86, 1, 0, 0, 0, 0, 0}})}), windows32System,
+			"lib/libfoo.a(foo.o) is x86_64 (COFF object)"},
+		{"a PE for a Linux target", tarGz(t, file{"bin/hello", pe32}), s390xSystem,
+			"bin/hello is a Windows PE file for i686 (PE32), target is s390x"},
+		{"a PE whose header hides beyond the checked bytes", tarGz(t, file{"bin/hello.exe", func() []byte {
+			h := append(make([]byte, 0x900), pe64...)
+			copy(h, "MZ")
+			binary.LittleEndian.PutUint32(h[0x3c:], 0x900+0x80)
+			return h
+		}()}), windows32System, "beyond the first"},
 		{"an unknown platform checks nothing", tarGz(t, file{"bin/hello", x86ELF}),
 			&kilnv1.SystemInfo{Arch: "pdp11", Endian: "little", DataModel: "ILP32"}, ""},
 	}

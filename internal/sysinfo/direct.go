@@ -1,14 +1,19 @@
 package sysinfo
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/kilnbuild/kiln/internal/platform"
 )
 
 // runDirectly checks that a cross target's binaries run when executed
@@ -30,7 +35,7 @@ func runDirectly(ctx context.Context, spec TargetSpec, tc Toolchain, dir string,
 	switch {
 	case errors.Is(err, syscall.ENOEXEC):
 		if os.Geteuid() != 0 {
-			return fmt.Errorf("the kernel cannot run %s binaries directly (exec format error) and no binfmt_misc handler takes them; a root build server registers one for %s", spec.Triple, QemuName(spec.Triple))
+			return fmt.Errorf("the kernel cannot run %s binaries directly (exec format error) and no binfmt_misc handler takes them; a root build server registers one for %s", spec.Triple, tc.Emulator[0])
 		}
 		if rerr := registerBinfmt(spec.Triple, p.binary, tc.Emulator[0]); rerr != nil {
 			return fmt.Errorf("the kernel cannot run %s binaries directly (exec format error), and registering a binfmt_misc handler failed: %w", spec.Triple, rerr)
@@ -50,9 +55,9 @@ func runDirectly(ctx context.Context, spec TargetSpec, tc Toolchain, dir string,
 // a binfmt-launched qemu find the target's libraries) and checks its
 // output is the probe's.
 func runBinary(ctx context.Context, dir, bin string, tc Toolchain) error {
-	rctx, cancel := context.WithTimeout(ctx, runTimeout)
+	rctx, cancel := context.WithTimeout(ctx, tc.runTimeout())
 	defer cancel()
-	stdout, stderr, err := run(rctx, dir, []string{bin}, runEnv(tc))
+	stdout, stderr, err := tc.runTarget(rctx, dir, []string{bin}, runEnv(tc, dir))
 	if err != nil {
 		if stderr != "" {
 			return fmt.Errorf("%w: %s", err, stderr)
@@ -100,6 +105,9 @@ func registerBinfmt(triple, bin, qemu string) error {
 		return err
 	}
 	name := "kiln-" + strings.TrimPrefix(QemuName(triple), "qemu-")
+	if IsWindowsTriple(triple) {
+		name = "kiln-wine-" + platform.CanonicalArch(triple)
+	}
 	if _, err := os.Stat(binfmtDir + "/" + name); err == nil {
 		return nil
 	}
@@ -107,17 +115,23 @@ func registerBinfmt(triple, bin, qemu string) error {
 	if err != nil {
 		return err
 	}
-	hdr := make([]byte, 20)
-	_, err = f.ReadAt(hdr, 0)
+	hdr := make([]byte, peHeadMax)
+	n, err := f.ReadAt(hdr, 0)
 	f.Close()
-	if err != nil {
-		return fmt.Errorf("reading the probe's ELF header: %w", err)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("reading the probe's header: %w", err)
 	}
-	magic, mask, err := binfmtMagic(hdr)
+	hdr = hdr[:n]
+	offset, magic, mask, err := 0, []byte(nil), []byte(nil), error(nil)
+	if bytes.HasPrefix(hdr, []byte("MZ")) {
+		offset, magic, mask, err = peMagic(hdr)
+	} else {
+		magic, mask, err = binfmtMagic(hdr)
+	}
 	if err != nil {
 		return err
 	}
-	line := fmt.Sprintf(":%s:M::%s:%s:%s:F", name, escapeBinfmt(magic), escapeBinfmt(mask), qemuPath)
+	line := fmt.Sprintf(":%s:M:%d:%s:%s:%s:F", name, offset, escapeBinfmt(magic), escapeBinfmt(mask), qemuPath)
 	if err := os.WriteFile(binfmtDir+"/register", []byte(line), 0); err != nil {
 		return fmt.Errorf("registering %s: %w", name, err)
 	}
@@ -146,6 +160,28 @@ func binfmtMagic(hdr []byte) (magic, mask []byte, err error) {
 	magic[lo] &^= 1
 	mask[lo] = 0xfe
 	return magic, mask, nil
+}
+
+// peHeadMax bounds where a PE header may start for a binfmt_misc rule: the
+// kernel reads only the first 128 bytes after the offset, and GNU ld puts
+// the header at 0x80.
+const peHeadMax = 512
+
+// peMagic returns the offset, magic and mask matching PE files like the
+// one hdr starts: the "PE\0\0" signature at the file's e_lfanew and its
+// COFF machine, so that a 64-bit wine and a 32-bit one each get their own
+// programs (files of the same linker put the header at the same offset).
+func peMagic(hdr []byte) (offset int, magic, mask []byte, err error) {
+	if len(hdr) < 0x40 {
+		return 0, nil, nil, errors.New("the probe is too short to be a PE file")
+	}
+	off := int(binary.LittleEndian.Uint32(hdr[0x3c:]))
+	if off+6 > len(hdr) || string(hdr[off:off+4]) != "PE\x00\x00" {
+		return 0, nil, nil, errors.New("the probe is not a PE file with its header in its first bytes")
+	}
+	magic = append([]byte(nil), hdr[off:off+6]...)
+	mask = bytes.Repeat([]byte{0xff}, 6)
+	return off, magic, mask, nil
 }
 
 // escapeBinfmt writes bytes as \xNN, as the register file reads them.

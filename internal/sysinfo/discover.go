@@ -21,7 +21,8 @@ type Skipped struct {
 // Discover lists the targets this machine may offer (--target auto): native
 // (when a C compiler is in PATH), musl (musl-gcc), and cross:TRIPLE for
 // each TRIPLE-gcc in PATH building for another architecture, when the
-// qemu-user binary that runs its programs is installed. Each candidate
+// qemu-user binary that runs its programs is installed, or for Windows
+// (a mingw-w64 TRIPLE, any architecture) when its wine launcher is. Each candidate
 // must still pass its probe (Probe builds and runs a program, directly
 // too) before it is offered. What it passes over is returned with the
 // reason and the packages that would add it.
@@ -40,16 +41,22 @@ func Discover() (specs []TargetSpec, skipped []Skipped) {
 	}
 	host := platform.CanonicalArch(runtime.GOARCH)
 	for _, triple := range crossTriples() {
-		if platform.CanonicalArch(triple) == host {
+		if platform.CanonicalArch(triple) == host && !IsWindowsTriple(triple) {
 			continue // the host's own compiler under its triple name
 		}
 		id := string(KindCross) + ":" + triple
 		if _, err := ParseTarget(id); err != nil {
 			continue
 		}
-		qemu := QemuName(triple)
-		if _, err := exec.LookPath(qemu); err != nil {
-			skipped = append(skipped, Skipped{ID: id, Reason: qemu + " is not installed: its programs could not run", Install: []string{"qemu-user", "qemu-user-binfmt"}})
+		runner, pkgs := QemuName(triple), []string{"qemu-user", "qemu-user-binfmt"}
+		if IsWindowsTriple(triple) {
+			runner, pkgs = WineCommand(triple), []string{"wine64"}
+			if platform.CanonicalArch(triple) == "i686" {
+				pkgs = []string{"wine32:i386 (after dpkg --add-architecture i386)"}
+			}
+		}
+		if !commandExists(runner) {
+			skipped = append(skipped, Skipped{ID: id, Reason: runner + " is not installed: its programs could not run", Install: pkgs})
 			continue
 		}
 		specs = append(specs, TargetSpec{ID: id, Kind: KindCross, Triple: triple})
@@ -57,9 +64,19 @@ func Discover() (specs []TargetSpec, skipped []Skipped) {
 	return specs, skipped
 }
 
+// commandExists reports whether cmd, a name looked up in PATH or an
+// absolute path, exists.
+func commandExists(cmd string) bool {
+	if filepath.IsAbs(cmd) {
+		return fileExists(cmd)
+	}
+	_, err := exec.LookPath(cmd)
+	return err == nil
+}
+
 // crossTriples returns the TRIPLE of every TRIPLE-gcc in PATH whose triple
-// names Linux (TRIPLE-gcc-12 and the like are versions of the same),
-// sorted and once each.
+// names Linux or Windows (mingw-w64) (TRIPLE-gcc-12 and the like are
+// versions of the same), sorted and once each.
 func crossTriples() []string {
 	var out []string
 	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
@@ -69,7 +86,7 @@ func crossTriples() []string {
 		}
 		for _, e := range entries {
 			triple, ok := strings.CutSuffix(e.Name(), "-gcc")
-			if !ok || !strings.Contains(triple, "-linux-") || slices.Contains(out, triple) {
+			if !ok || !(strings.Contains(triple, "-linux-") || IsWindowsTriple(triple)) || slices.Contains(out, triple) {
 				continue
 			}
 			out = append(out, triple)

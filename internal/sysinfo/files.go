@@ -136,7 +136,7 @@ func cmakeToolchain(t TargetSpec, tc Toolchain, sys *kilnv1.SystemInfo) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Kiln: CMake toolchain file of target %s.\n", t.ID)
-	fmt.Fprintf(&b, "set(CMAKE_SYSTEM_NAME Linux)\n")
+	fmt.Fprintf(&b, "set(CMAKE_SYSTEM_NAME %s)\n", map[bool]string{false: "Linux", true: "Windows"}[tc.Windows])
 	fmt.Fprintf(&b, "set(CMAKE_SYSTEM_PROCESSOR %s)\n", proc)
 	fmt.Fprintf(&b, "set(CMAKE_C_COMPILER %s)\n", tc.CC)
 	fmt.Fprintf(&b, "set(CMAKE_CXX_COMPILER %s-g++)\n", t.Triple)
@@ -181,6 +181,6 @@ func mesonCross(t TargetSpec, tc Toolchain, sys *kilnv1.SystemInfo) string {
 	fmt.Fprintf(&b, "pkgconfig = 'pkg-config'\n")
 	fmt.Fprintf(&b, "exe_wrapper = %s\n", list(tc.Emulator))
 	fmt.Fprintf(&b, "\n[properties]\npkg_config_libdir = %s\nneeds_exe_wrapper = true\n", list(strings.Split(PkgConfigLibDir(t.Triple), ":")))
-	fmt.Fprintf(&b, "\n[host_machine]\nsystem = 'linux'\ncpu_family = %s\ncpu = %s\nendian = %s\n", quote(family), quote(arch), quote(endian))
+	fmt.Fprintf(&b, "\n[host_machine]\nsystem = %s\ncpu_family = %s\ncpu = %s\nendian = %s\n", quote(map[bool]string{false: "linux", true: "windows"}[tc.Windows]), quote(family), quote(arch), quote(endian))
 	return b.String()
 }

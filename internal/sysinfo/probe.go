@@ -60,6 +60,7 @@ var targetProbers = []prober{
 	{"os", probeOS},
 	{"arch", probeArch},
 	{"sizes", probeSizes},
+	{"abi", probeABI},
 	{"endian", probeEndian},
 	{"compiler", probeCompiler},
 	{"libc", probeLibc},
@@ -105,6 +106,7 @@ func Probe(ctx context.Context, spec TargetSpec, workDir string) (*kilnv1.Target
 	defer os.RemoveAll(dir)
 
 	tc := spec.Toolchain()
+	defer stopWine(tc, dir)
 	prog, err := runProgram(ctx, spec, tc, dir)
 	if err != nil {
 		return nil, err

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,19 +38,48 @@ func TestProbe(t *testing.T) {
 		want     *kilnv1.SystemInfo // identity fields to match exactly
 		libc     string
 		emulated bool
+		abi      string // more fields to match, "field=value ..."
 	}{
 		{"the native target is x86_64 little LP64 glibc 2.36", "native",
-			&kilnv1.SystemInfo{Os: "linux", Arch: "x86_64", Endian: "little", DataModel: "LP64", LibcVersion: "2.36"}, "glibc", false},
+			&kilnv1.SystemInfo{Os: "linux", Arch: "x86_64", Endian: "little", DataModel: "LP64", LibcVersion: "2.36"}, "glibc", false,
+			"char_signed=signed align_long_long=8 align_double=8 align_pointer=8 sizeof_long_double=16 sizeof_size_t=8 sizeof_wchar_t=4 page_size=4096"},
 		{"the musl target is x86_64 LP64 musl", "musl",
-			&kilnv1.SystemInfo{Os: "linux", Arch: "x86_64", Endian: "little", DataModel: "LP64"}, "musl", false},
+			&kilnv1.SystemInfo{Os: "linux", Arch: "x86_64", Endian: "little", DataModel: "LP64"}, "musl", false, "char_signed=signed"},
 		{"s390x is big-endian LP64 and emulated", "cross:s390x-linux-gnu",
-			&kilnv1.SystemInfo{Os: "linux", Arch: "s390x", Endian: "big", DataModel: "LP64"}, "glibc", true},
+			&kilnv1.SystemInfo{Os: "linux", Arch: "s390x", Endian: "big", DataModel: "LP64"}, "glibc", true, "char_signed=unsigned sizeof_long_double=16"},
 		{"i686 is little-endian ILP32 under qemu-i386", "cross:i686-linux-gnu",
-			&kilnv1.SystemInfo{Os: "linux", Arch: "i686", Endian: "little", DataModel: "ILP32"}, "glibc", true},
+			&kilnv1.SystemInfo{Os: "linux", Arch: "i686", Endian: "little", DataModel: "ILP32"}, "glibc", true,
+			"char_signed=signed align_long_long=4 align_double=4 sizeof_long_double=12"},
 		{"powerpc is big-endian ILP32", "cross:powerpc-linux-gnu",
-			&kilnv1.SystemInfo{Os: "linux", Arch: "ppc", Endian: "big", DataModel: "ILP32"}, "glibc", true},
+			&kilnv1.SystemInfo{Os: "linux", Arch: "ppc", Endian: "big", DataModel: "ILP32"}, "glibc", true, "char_signed=unsigned"},
 		{"armhf is little-endian ILP32 armv7", "cross:arm-linux-gnueabihf",
-			&kilnv1.SystemInfo{Os: "linux", Arch: "armv7", Endian: "little", DataModel: "ILP32"}, "glibc", true},
+			&kilnv1.SystemInfo{Os: "linux", Arch: "armv7", Endian: "little", DataModel: "ILP32"}, "glibc", true,
+			"char_signed=unsigned align_long_long=8 align_double=8 sizeof_long_double=8"},
+		// Issue 18: eight more architectures, each with what sets it apart.
+		{"aarch64 has an unsigned char", "cross:aarch64-linux-gnu",
+			&kilnv1.SystemInfo{Os: "linux", Arch: "aarch64", Endian: "little", DataModel: "LP64"}, "glibc", true, "char_signed=unsigned sizeof_long_double=16"},
+		{"riscv64 has an unsigned char", "cross:riscv64-linux-gnu",
+			&kilnv1.SystemInfo{Os: "linux", Arch: "riscv64", Endian: "little", DataModel: "LP64"}, "glibc", true, "char_signed=unsigned"},
+		{"ppc64le is little-endian", "cross:powerpc64le-linux-gnu",
+			&kilnv1.SystemInfo{Os: "linux", Arch: "ppc64le", Endian: "little", DataModel: "LP64"}, "glibc", true, "char_signed=unsigned"},
+		{"ppc64 is big-endian", "cross:powerpc64-linux-gnu",
+			&kilnv1.SystemInfo{Os: "linux", Arch: "ppc64", Endian: "big", DataModel: "LP64"}, "glibc", true, "char_signed=unsigned"},
+		{"mips64el is little-endian LP64 with a signed char", "cross:mips64el-linux-gnuabi64",
+			&kilnv1.SystemInfo{Os: "linux", Arch: "mips64el", Endian: "little", DataModel: "LP64"}, "glibc", true, "char_signed=signed"},
+		{"sparc64 has 8 KiB pages", "cross:sparc64-linux-gnu",
+			&kilnv1.SystemInfo{Os: "linux", Arch: "sparc64", Endian: "big", DataModel: "LP64"}, "glibc", true, "char_signed=signed page_size=8192"},
+		{"m68k aligns everything to 2 bytes", "cross:m68k-linux-gnu",
+			&kilnv1.SystemInfo{Os: "linux", Arch: "m68k", Endian: "big", DataModel: "ILP32"}, "glibc", true,
+			"align_long_long=2 align_double=2 align_pointer=2 sizeof_long_double=12"},
+		{"hppa has a 64-bit long double", "cross:hppa-linux-gnu",
+			&kilnv1.SystemInfo{Os: "linux", Arch: "hppa", Endian: "big", DataModel: "ILP32"}, "glibc", true, "sizeof_long_double=8"},
+		// Windows, under wine (the first run makes a wine prefix: tens of seconds).
+		{"windows x86_64 is LLP64 with a 2-byte wchar_t", "cross:x86_64-w64-mingw32",
+			&kilnv1.SystemInfo{Os: "windows", Arch: "x86_64", Endian: "little", DataModel: "LLP64"}, "msvcrt", true,
+			"sizeof_long=4 sizeof_wchar_t=2 char_signed=signed"},
+		{"windows i686 aligns double to 8, unlike i686 Linux", "cross:i686-w64-mingw32",
+			&kilnv1.SystemInfo{Os: "windows", Arch: "i686", Endian: "little", DataModel: "ILP32"}, "msvcrt", true,
+			"align_double=8 align_long_long=8 sizeof_wchar_t=2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -61,7 +92,11 @@ func TestProbe(t *testing.T) {
 			if tt.target == "native" && !isAmd64() {
 				t.Skip("expectations are for an x86_64 host")
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+			timeout := probeTimeout
+			if spec.Toolchain().Windows {
+				timeout = 2*wineRunTimeout + probeTimeout
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
 			workDir := t.TempDir()
 			start := time.Now()
@@ -83,13 +118,22 @@ func TestProbe(t *testing.T) {
 			if info.Libc != tt.libc || !versionRE.MatchString(info.LibcVersion) {
 				t.Errorf("libc = %q %q, want %s with a version", info.Libc, info.LibcVersion, tt.libc)
 			}
+			for _, kv := range strings.Fields(tt.abi) {
+				f, want, _ := strings.Cut(kv, "=")
+				if got := platform.Value(info, f); got != want && !(f == "sizeof_long" && decimalOf(info.SizeofLong) == want) {
+					t.Errorf("%s = %q, want %q", f, got, want)
+				}
+			}
+			if info.CharSigned == nil || info.AlignPointer == 0 || info.SizeofSizeT != info.SizeofPointer || info.PageSize == 0 {
+				t.Errorf("the ABI fields are not all measured: %v", info)
+			}
 			if info.CharBit != 8 {
 				t.Errorf("char_bit = %d", info.CharBit)
 			}
 			if got := platform.DataModel(info.SizeofShort, info.SizeofInt, info.SizeofLong, info.SizeofLongLong, info.SizeofPointer); got != info.DataModel {
 				t.Errorf("sizes give %q, data_model says %q", got, info.DataModel)
 			}
-			if info.Compiler != "gcc" || !versionRE.MatchString(info.CompilerVersion) || info.CompilerVersion[:3] != "12." {
+			if info.Compiler != "gcc" || !versionRE.MatchString(info.CompilerVersion) || info.CompilerVersion[:3] != "12." { // mingw-w64's says 12.0.0
 				t.Errorf("compiler = %q %q, want gcc 12.x", info.Compiler, info.CompilerVersion)
 			}
 			if info.Emulated != tt.emulated {
@@ -110,6 +154,8 @@ func TestProbe(t *testing.T) {
 		})
 	}
 }
+
+func decimalOf(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
 
 func isAmd64() bool { return platform.CanonicalArch(runtime.GOARCH) == "x86_64" }
 

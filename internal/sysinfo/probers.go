@@ -62,6 +62,40 @@ func probeSizes(_ context.Context, env *probeEnv, info *kilnv1.SystemInfo) error
 	return nil
 }
 
+// probeABI reads what bites portable code beyond the data model: whether
+// plain char is signed, the struct alignments of long long, double and
+// pointers, the sizes of long double, size_t and wchar_t, and the page
+// size the running program sees.
+func probeABI(_ context.Context, env *probeEnv, info *kilnv1.SystemInfo) error {
+	v := env.prog.values
+	switch s := v["char_signed"]; s {
+	case "0", "1":
+		signed := s == "1"
+		info.CharSigned = &signed
+	default:
+		return fmt.Errorf("char_signed=%q is neither 0 nor 1", s)
+	}
+	for _, f := range []struct {
+		key string
+		dst *uint32
+	}{
+		{"align_long_long", &info.AlignLongLong},
+		{"align_double", &info.AlignDouble},
+		{"align_pointer", &info.AlignPointer},
+		{"sizeof_long_double", &info.SizeofLongDouble},
+		{"sizeof_size_t", &info.SizeofSizeT},
+		{"sizeof_wchar_t", &info.SizeofWcharT},
+		{"page_size", &info.PageSize},
+	} {
+		n, err := strconv.ParseUint(v[f.key], 10, 32)
+		if err != nil || n == 0 {
+			return fmt.Errorf("%s=%q is not a positive number", f.key, v[f.key])
+		}
+		*f.dst = uint32(n)
+	}
+	return nil
+}
+
 // probeEndian reads the byte order the running program observed.
 func probeEndian(_ context.Context, env *probeEnv, info *kilnv1.SystemInfo) error {
 	switch e := env.prog.values["endian"]; e {

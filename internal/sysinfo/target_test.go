@@ -6,6 +6,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/kilnbuild/kiln/internal/platform"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
 func TestParseTarget(t *testing.T) {
@@ -172,5 +175,79 @@ func TestBuildTriple_IsTheCompilersOwn(t *testing.T) {
 	}
 	if got, want := BuildTriple(), strings.TrimSpace(string(out)); got != want {
 		t.Errorf("BuildTriple() = %q, want cc -dumpmachine's %q", got, want)
+	}
+}
+
+// A Windows target is a cross target whose quirks its toolchain holds:
+// wine (64- or 32-bit) instead of qemu, no loader prefix, .exe programs,
+// a 32-bit prefix for i686, and waiting for wine's server after a step.
+func TestToolchainWindowsRunsUnderWine(t *testing.T) {
+	for _, c := range []struct {
+		triple, winArch string
+		wines           []string // acceptable launchers
+	}{
+		{"x86_64-w64-mingw32", "win64", []string{"wine64", "/usr/lib/wine/wine64", "wine", "/usr/lib/wine/wine"}},
+		{"i686-w64-mingw32", "win32", []string{"wine", "/usr/lib/wine/wine"}},
+	} {
+		spec, err := ParseTarget("cross:" + c.triple)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc := spec.Toolchain()
+		if !tc.Windows || tc.ExeSuffix != ".exe" || len(tc.Emulator) != 1 || !slices.Contains(c.wines, tc.Emulator[0]) {
+			t.Errorf("%s: Windows %v, suffix %q, emulator %q", c.triple, tc.Windows, tc.ExeSuffix, tc.Emulator)
+		}
+		if !strings.HasSuffix(tc.AfterStep, "wineserver -w") {
+			t.Errorf("%s: AfterStep = %q, want wineserver -w", c.triple, tc.AfterStep)
+		}
+		want := map[string]string{
+			"CC": c.triple + "-gcc", "AR": c.triple + "-ar", "KILN_EXEEXT": ".exe", "WINEARCH": c.winArch,
+			"WINEDEBUG": "-all", "KILN_EMULATOR": tc.Emulator[0], "KILN_HOST_TRIPLE": c.triple,
+			"PKG_CONFIG_LIBDIR": "/usr/" + c.triple + "/lib/pkgconfig",
+		}
+		for name, v := range want {
+			if got, ok := envValue(tc.Env, name); !ok || got != v {
+				t.Errorf("%s: Env %s = %q (present %v), want %q", c.triple, name, got, ok, v)
+			}
+		}
+		for _, name := range []string{"QEMU_LD_PREFIX", "READELF"} {
+			if v, ok := envValue(tc.Env, name); ok {
+				t.Errorf("%s: Env has %s=%q", c.triple, name, v)
+			}
+		}
+		files := spec.Files(&kilnv1.SystemInfo{Os: "windows", Arch: platform.CanonicalArch(c.triple), Endian: "little"})
+		for _, f := range files {
+			if !strings.Contains(f.Content, "Windows") && !strings.Contains(f.Content, "'windows'") {
+				t.Errorf("%s: %s does not name Windows:\n%s", c.triple, f.Name, f.Content)
+			}
+		}
+	}
+	linux, _ := ParseTarget("cross:s390x-linux-gnu")
+	if tc := linux.Toolchain(); tc.Windows || tc.ExeSuffix != "" || tc.AfterStep != "" {
+		t.Errorf("s390x: Windows %v, suffix %q, after %q", tc.Windows, tc.ExeSuffix, tc.AfterStep)
+	}
+	if v, ok := envValue(linux.Toolchain().Env, "KILN_EXEEXT"); !ok || v != "" {
+		t.Errorf("s390x: KILN_EXEEXT = %q (present %v), want present and empty", v, ok)
+	}
+}
+
+// The binfmt_misc rule for a Windows target matches the probe's own PE
+// signature and machine at its e_lfanew.
+func TestPEMagic(t *testing.T) {
+	h := make([]byte, 0x200)
+	copy(h, "MZ")
+	h[0x3c] = 0x80
+	copy(h[0x80:], "PE\x00\x00\x4c\x01")
+	off, magic, mask, err := peMagic(h)
+	if err != nil || off != 0x80 || string(magic) != "PE\x00\x00\x4c\x01" || len(mask) != 6 {
+		t.Fatalf("peMagic = %d %q %x %v", off, magic, mask, err)
+	}
+	h[0x3c] = 0xff
+	h[0x3d] = 0x01 // e_lfanew 0x1ff: beyond the bytes read
+	if _, _, _, err := peMagic(h); err == nil {
+		t.Error("a PE header beyond the first bytes was accepted")
+	}
+	if _, _, _, err := peMagic([]byte("MZ")); err == nil {
+		t.Error("a 2-byte file was accepted")
 	}
 }

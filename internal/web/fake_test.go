@@ -99,6 +99,8 @@ func s390xSystem() *kilnv1.SystemInfo {
 		SizeofShort: 2, SizeofInt: 4, SizeofLong: 8, SizeofLongLong: 8, SizeofPointer: 8,
 		Libc: "glibc", LibcVersion: "2.36", Compiler: "gcc", CompilerVersion: "12.2.0",
 		Tools: map[string]string{"make": "4.3"}, Cpus: 2, MemoryBytes: 8 << 30, Emulated: true,
+		CharSigned: proto.Bool(false), AlignLongLong: 8, AlignDouble: 8, AlignPointer: 8,
+		SizeofLongDouble: 16, SizeofSizeT: 8, SizeofWcharT: 4, PageSize: 4096,
 	}
 }
 

@@ -67,6 +67,7 @@ func TestPagesRenderAsHTML(t *testing.T) {
 			"not offered", "<code>cross:nonexistent-linux-gnu</code>", "&lt;not found&gt;",
 			"put aside", "3 in a row, 7 in all", "3 attempts lost in a row; the last: lease lapsed",
 			"<th>operator</th><td>bobco</td>", ">marked</span>", "1 dispute(s) lost; the last: its result of build 101 lost a dispute",
+			`<td class="char">unsigned</td>`, `<td class="align">8/8/8</td>`, `<td class="sizes">16/8/4</td>`, `<td class="r">4096</td>`,
 		}},
 		{"builds list newest first with links", "/builds", []string{`href="/build/105"`, `href="/build/101"`, "libfoo", "asked: arch=ppc64 endian=big", "linux/s390x big LP64 glibc-2.36 gcc-12.2.0 (emulated)"}},
 		{"a succeeded build shows attempts, platform and artifact", "/build/101", []string{
@@ -137,7 +138,12 @@ func TestPagesRenderAsJSON(t *testing.T) {
 			expect(t, rejected["target_id"], "cross:nonexistent-linux-gnu")
 			expect(t, rejected["reason"], `compiling the probe: exec: "nonexistent-linux-gnu-gcc": <not found>`)
 			alice := bss[0].(map[string]any)
-			expect(t, alice["targets"].([]any)[1].(map[string]any)["system"].(map[string]any)["data_model"], "LP64")
+			s390x := alice["targets"].([]any)[1].(map[string]any)["system"].(map[string]any)
+			expect(t, s390x["data_model"], "LP64")
+			expect(t, s390x["char_signed"], false)
+			expect(t, s390x["align_double"], 8.0)
+			expect(t, s390x["sizeof_wchar_t"], 4.0)
+			expect(t, s390x["page_size"], 4096.0)
 			expect(t, alice["running_build_ids"].([]any)[0], "103") // protojson writes uint64 as a string
 			expect(t, v["unsandboxed"], 1.0)
 		}},

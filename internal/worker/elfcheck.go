@@ -26,29 +26,32 @@ var (
 	errNotELF = errors.New("not an ELF file")
 )
 
-// elfWant is what every ELF file of an artifact must be: the target's
-// machine, class and byte order, and linked against its libc.
+// elfWant is what every file of code of an artifact must be: for the
+// target's machine, class and byte order (ELF) or machine (PE, Windows),
+// and, ELF, linked against its libc.
 type elfWant struct {
+	code platform.CodeWant
 	id   platform.ELFIdentity
 	arch string // the target's measured arch, for messages
 	libc string // "glibc", "musl" or another (not checked)
 }
 
 // checkArtifactELF fails (a *buildError) on the first regular file among
-// entries that is an ELF file, or an ELF member of a static (ar) archive,
-// not for the target measured as sys: another machine, class or byte order
-// ("usr/lib/libfoo.so.1 is x86_64 (64-bit little-endian), target is s390x
-// (64-bit big-endian)"), an interpreter or libc dependency of the other of
-// glibc and musl, or a file that starts like ELF but cannot be read as
-// one. It checks nothing when the target's arch, endianness or data model
-// has no known ELF identity (checked is then false). Errors reading the
-// files are the build server's (not *buildError).
+// entries that is an ELF or PE file, or such a member of a static (ar)
+// archive, not for the target measured as sys (platform.CodeFor): another
+// machine, class or byte order ("usr/lib/libfoo.so.1 is x86_64 (64-bit
+// little-endian), target is s390x (64-bit big-endian)"), an ELF file for
+// a Windows target or a PE file for another, an interpreter or libc
+// dependency of the other of glibc and musl, or a file that starts like
+// ELF or PE but cannot be read as one. It checks nothing when the target
+// has no known identity (checked is then false). Errors reading the files
+// are the build server's (not *buildError).
 func checkArtifactELF(entries []packEntry, sys *kilnv1.SystemInfo) (checked bool, err error) {
-	id, ok := platform.ELFFor(sys.GetArch(), sys.GetEndian(), sys.GetDataModel())
+	code, ok := platform.CodeFor(sys)
 	if !ok {
 		return false, nil
 	}
-	want := elfWant{id: id, arch: sys.GetArch(), libc: sys.GetLibc()}
+	want := elfWant{code: code, id: code.ELF, arch: sys.GetArch(), libc: sys.GetLibc()}
 	for _, e := range entries {
 		if !e.info.Mode().IsRegular() {
 			continue
@@ -71,7 +74,7 @@ func checkFileELF(p, name string, want elfWant) error {
 		return fmt.Errorf("checking artifact %s: %w", name, err)
 	}
 	defer f.Close()
-	var head [8]byte
+	var head [platform.HeadLen]byte
 	n, err := io.ReadFull(f, head[:])
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("checking artifact %s: %w", name, err)
@@ -81,10 +84,13 @@ func checkFileELF(p, name string, want elfWant) error {
 		return fmt.Errorf("checking artifact %s: %w", name, err)
 	}
 	switch {
-	case bytes.HasPrefix(head[:n], elfMagic):
+	case bytes.HasPrefix(head[:n], elfMagic) && !want.code.Windows:
 		return checkELF(io.NewSectionReader(f, 0, fi.Size()), name, want)
-	case bytes.Equal(head[:n], arMagic):
+	case bytes.HasPrefix(head[:n], arMagic):
 		return checkArchive(f, fi.Size(), name, want)
+	}
+	if reason := want.code.CheckHead(head[:n], name); reason != "" {
+		return &buildError{reason}
 	}
 	return nil
 }
@@ -196,16 +202,17 @@ func checkArchive(r io.ReaderAt, size int64, name string, want elfWant) error {
 			member = strings.TrimSuffix(member, "/")
 		}
 		if member != "" {
-			var magic [4]byte
-			if msize >= 4 {
-				if _, err := r.ReadAt(magic[:], data); err != nil {
-					return fmt.Errorf("checking artifact %s: %w", name, err)
-				}
+			head := make([]byte, min(msize, platform.HeadLen))
+			if _, err := r.ReadAt(head, data); err != nil {
+				return fmt.Errorf("checking artifact %s: %w", name, err)
 			}
-			if bytes.Equal(magic[:], elfMagic) {
-				if err := checkELF(io.NewSectionReader(r, data, msize), name+"("+member+")", want); err != nil {
+			mname := name + "(" + member + ")"
+			if bytes.HasPrefix(head, elfMagic) && !want.code.Windows {
+				if err := checkELF(io.NewSectionReader(r, data, msize), mname, want); err != nil {
 					return err
 				}
+			} else if reason := want.code.CheckMember(head, mname); reason != "" {
+				return &buildError{reason}
 			}
 		}
 		off = end + end%2 // members start at even offsets

@@ -203,3 +203,65 @@ func TestClient_StepsSeeTheTargetsFiles(t *testing.T) {
 		t.Errorf("the step did not read the toolchain file from $KILN_CMAKE_TOOLCHAIN_FILE:\n%s", log)
 	}
 }
+
+var (
+	sysWin64 = &kilnv1.SystemInfo{Os: "windows", Arch: "x86_64", Endian: "little", DataModel: "LLP64", Libc: "msvcrt"}
+	sysWin32 = &kilnv1.SystemInfo{Os: "windows", Arch: "i686", Endian: "little", DataModel: "ILP32", Libc: "msvcrt"}
+)
+
+// Windows targets: real mingw-w64 programs, objects and static libraries
+// pass on their own target; an x86-64 PE (or its COFF objects) on the
+// i686 one, and an ELF file on either, are refused.
+func TestCheckArtifactELF_WindowsPEFilesAreChecked(t *testing.T) {
+	tree64, tree32 := t.TempDir(), t.TempDir()
+	compile(t, "x86_64-w64-mingw32-gcc", tree64, "hello.exe")
+	obj := compile(t, "x86_64-w64-mingw32-gcc", tree64, "foo.o", "-c")
+	if b, err := exec.Command("x86_64-w64-mingw32-ar", "rcs", filepath.Join(tree64, "libfoo.a"), obj).CombinedOutput(); err != nil {
+		t.Fatalf("ar: %v %s", err, b)
+	}
+	compile(t, "i686-w64-mingw32-gcc", tree32, "hello.exe")
+	if _, err := checkArtifactELF(entriesOf(t, tree64), sysWin64); err != nil {
+		t.Errorf("x86-64 PE files on windows x86_64: %v", err)
+	}
+	if _, err := checkArtifactELF(entriesOf(t, tree32), sysWin32); err != nil {
+		t.Errorf("an i686 PE on windows i686: %v", err)
+	}
+	checked, err := checkArtifactELF(entriesOf(t, tree64), sysWin32)
+	if !checked {
+		t.Error("a windows i686 target was not checked")
+	}
+	wantBuildError(t, err, "is x86_64 (", "target is windows i686 (PE32)")
+	if err := os.Remove(filepath.Join(tree64, "hello.exe")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = checkArtifactELF(entriesOf(t, tree64), sysWin32)
+	wantBuildError(t, err, "libfoo.a(foo.o) is x86_64 (COFF object), target is windows i686 (PE32)")
+
+	elfTree := t.TempDir()
+	compile(t, "cc", elfTree, "hello.exe")
+	_, err = checkArtifactELF(entriesOf(t, elfTree), sysWin64)
+	wantBuildError(t, err, "hello.exe is an ELF file for x86_64 (64-bit little-endian), target is windows x86_64 (PE32+)")
+	_, err = checkArtifactELF(entriesOf(t, tree32), sysX86)
+	wantBuildError(t, err, "hello.exe is a Windows PE file for i686 (PE32), target is x86_64 (64-bit little-endian)")
+}
+
+// A target's AfterStep ends every step, even one that exits early, and
+// the step keeps its own status (wine's server is waited for so).
+func TestClient_TargetsAfterStepEndsEveryStepKeepingItsStatus(t *testing.T) {
+	f := startFake(t)
+	url, commit := makeRepo(t, map[string]string{"README": "x\n"})
+	cfg := testConfig(t, f)
+	tgt := testTarget()
+	tgt.AfterStep = "echo after-step-ran"
+	cfg.Targets = []Target{tgt}
+	startClient(t, cfg)
+	f.waitFor(t, "Hello", func() bool { return len(f.hellos) == 1 })
+	f.push(t, assign(assignment(1, url, commit, recipe([]string{"touch out", "exit 3"}, "out"))))
+	res := f.waitResult(t, 1)
+	if res.GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED || !strings.Contains(res.GetReason(), "exited with status 3") {
+		t.Fatalf("result %v %q, want the second step's status 3\nlog:\n%s", res.GetOutcome(), res.GetReason(), f.log(1))
+	}
+	if log := f.log(1); strings.Count(log, "\nafter-step-ran\n") != 2 || strings.Contains(log, "kiln_status") {
+		t.Errorf("want the after command's output once per step, and the steps as written:\n%s", log)
+	}
+}

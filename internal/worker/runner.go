@@ -149,7 +149,7 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		identity = &buildIdentity
 	}
 	s := steps{
-		r: r, j: j, deadline: time.Now().Add(timeout), timeout: timeout,
+		r: r, j: j, deadline: time.Now().Add(timeout), timeout: timeout, after: target.AfterStep,
 		base: sandbox.Step{
 			Identity: identity,
 			Dir:      lay.src,
@@ -356,6 +356,8 @@ type steps struct {
 	base     sandbox.Step
 	deadline time.Time
 	timeout  time.Duration
+	// after is the target's AfterStep command, "" for none.
+	after string
 }
 
 // installPrefixes are the directories a package step's installs are
@@ -464,6 +466,15 @@ func (s *steps) captureInstalls(dest string, user *sandbox.User) (undo func(), r
 	}, recheck, nil
 }
 
+// withAfter runs cmd in a subshell (an exit in it ends only the
+// subshell), then the target's after command, and exits with cmd's status.
+func withAfter(cmd, after string) string {
+	if after == "" {
+		return cmd
+	}
+	return "(\n" + cmd + "\n)\nkiln_status=$?\n" + after + "\nexit $kiln_status"
+}
+
 // run runs one step and returns nil when it succeeded, else the attempt's result.
 func (s *steps) run(ctx context.Context, cmd string) *kilnv1.AttemptResult {
 	log := s.j.log
@@ -475,7 +486,7 @@ func (s *steps) run(ctx context.Context, cmd string) *kilnv1.AttemptResult {
 	}
 	fmt.Fprintf(log, "$ %s\n", cmd)
 	st := s.base
-	st.Name, st.Command, st.Timeout = cmd, cmd, remaining
+	st.Name, st.Command, st.Timeout = cmd, withAfter(cmd, s.after), remaining
 	err := s.r.sandbox.Run(ctx, st)
 	var exit *sandbox.ExitError
 	var left *sandbox.LeftoverError

@@ -2,9 +2,16 @@
  * target (natively or under qemu-user), prints key=value lines that
  * package sysinfo parses. Compile-time facts come from the compiler's
  * predefined macros, run-time facts (endianness, libc version) from the
- * running program. Keep it dependency-free C89 plus printf. */
+ * running program. Keep it dependency-free C89 plus printf (and the
+ * system's page size call). */
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
+#if defined(_WIN32)
+#include <windows.h>
+#else
+#include <unistd.h>
+#endif
 #ifdef __GLIBC__
 #include <gnu/libc-version.h>
 #endif
@@ -81,6 +88,25 @@
 #define KILN_OS ""
 #endif
 
+/* ABI alignment of a type: its offset after a char in a struct, which is
+ * what struct layouts use (i686 Linux: 4 for double and long long,
+ * although the compiler prefers 8 for variables). */
+struct kiln_ll { char c; long long x; };
+struct kiln_d { char c; double x; };
+struct kiln_p { char c; void *x; };
+
+static unsigned long page_size(void)
+{
+#if defined(_WIN32)
+	SYSTEM_INFO si;
+	GetSystemInfo(&si);
+	return (unsigned long)si.dwPageSize;
+#else
+	long n = sysconf(_SC_PAGESIZE);
+	return n > 0 ? (unsigned long)n : 0;
+#endif
+}
+
 int main(void)
 {
 	union {
@@ -97,6 +123,14 @@ int main(void)
 	printf("sizeof_long=%u\n", (unsigned)sizeof(long));
 	printf("sizeof_long_long=%u\n", (unsigned)sizeof(long long));
 	printf("sizeof_pointer=%u\n", (unsigned)sizeof(void *));
+	printf("char_signed=%d\n", (char)-1 < 0 ? 1 : 0);
+	printf("align_long_long=%u\n", (unsigned)offsetof(struct kiln_ll, x));
+	printf("align_double=%u\n", (unsigned)offsetof(struct kiln_d, x));
+	printf("align_pointer=%u\n", (unsigned)offsetof(struct kiln_p, x));
+	printf("sizeof_long_double=%u\n", (unsigned)sizeof(long double));
+	printf("sizeof_size_t=%u\n", (unsigned)sizeof(size_t));
+	printf("sizeof_wchar_t=%u\n", (unsigned)sizeof(wchar_t));
+	printf("page_size=%lu\n", page_size());
 	printf("endian=%s\n", u.b[0] == 1 ? "little" : u.b[sizeof(u.b) - 1] == 1 ? "big" : "");
 #if defined(__clang__)
 	printf("compiler=clang\ncompiler_version=%d.%d.%d\n", __clang_major__, __clang_minor__, __clang_patchlevel__);
@@ -109,6 +143,12 @@ int main(void)
 	printf("libc=uclibc\nlibc_version=%d.%d.%d\n", __UCLIBC_MAJOR__, __UCLIBC_MINOR__, __UCLIBC_SUBLEVEL__);
 #elif defined(__BIONIC__)
 	printf("libc=bionic\n");
+#elif defined(_UCRT)
+	/* mingw-w64 linked against the Universal C runtime */
+	printf("libc=ucrt\nlibc_version=%d.%d\n", __MSVCRT_VERSION__ >> 8, __MSVCRT_VERSION__ & 0xff);
+#elif defined(__MSVCRT_VERSION__)
+	/* mingw-w64 linked against msvcrt.dll (0x700: 7.0) */
+	printf("libc=msvcrt\nlibc_version=%d.%d\n", __MSVCRT_VERSION__ >> 8, __MSVCRT_VERSION__ & 0xff);
 #endif
 	printf("end=1\n");
 	return 0;

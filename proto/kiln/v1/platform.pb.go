@@ -57,7 +57,26 @@ type SystemInfo struct {
 	// True when the target's binaries run under qemu-user.
 	Emulated bool `protobuf:"varint,18,opt,name=emulated,proto3" json:"emulated,omitempty"`
 	// Free-form labels the volunteer added. Labels never override a measured field.
-	Labels        []string `protobuf:"bytes,19,rep,name=labels,proto3" json:"labels,omitempty"`
+	Labels []string `protobuf:"bytes,19,rep,name=labels,proto3" json:"labels,omitempty"`
+	// Whether plain char is signed (x86, m68k, sparc, mips: yes; arm,
+	// aarch64, powerpc, s390x, riscv: no). Absent when not measured (a build
+	// server older than the field).
+	CharSigned *bool `protobuf:"varint,20,opt,name=char_signed,json=charSigned,proto3,oneof" json:"char_signed,omitempty"`
+	// Alignments in bytes as the ABI lays out structs (offsetof in
+	// struct { char c; T x; }): 4 for double and long long on i686 Linux, 8
+	// on Windows i686, 2 on m68k. 0 when not measured.
+	AlignLongLong uint32 `protobuf:"varint,21,opt,name=align_long_long,json=alignLongLong,proto3" json:"align_long_long,omitempty"`
+	AlignDouble   uint32 `protobuf:"varint,22,opt,name=align_double,json=alignDouble,proto3" json:"align_double,omitempty"`
+	AlignPointer  uint32 `protobuf:"varint,23,opt,name=align_pointer,json=alignPointer,proto3" json:"align_pointer,omitempty"`
+	// Sizes in bytes of long double (8, 12 or 16), size_t and wchar_t (2 on
+	// Windows, 4 elsewhere). 0 when not measured.
+	SizeofLongDouble uint32 `protobuf:"varint,24,opt,name=sizeof_long_double,json=sizeofLongDouble,proto3" json:"sizeof_long_double,omitempty"`
+	SizeofSizeT      uint32 `protobuf:"varint,25,opt,name=sizeof_size_t,json=sizeofSizeT,proto3" json:"sizeof_size_t,omitempty"`
+	SizeofWcharT     uint32 `protobuf:"varint,26,opt,name=sizeof_wchar_t,json=sizeofWcharT,proto3" json:"sizeof_wchar_t,omitempty"`
+	// The page size the target's programs see at run time (sysconf or
+	// GetSystemInfo), in bytes; a property of the machine (or emulator), not
+	// of the ABI. 0 when not measured.
+	PageSize      uint32 `protobuf:"varint,27,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -225,6 +244,62 @@ func (x *SystemInfo) GetLabels() []string {
 	return nil
 }
 
+func (x *SystemInfo) GetCharSigned() bool {
+	if x != nil && x.CharSigned != nil {
+		return *x.CharSigned
+	}
+	return false
+}
+
+func (x *SystemInfo) GetAlignLongLong() uint32 {
+	if x != nil {
+		return x.AlignLongLong
+	}
+	return 0
+}
+
+func (x *SystemInfo) GetAlignDouble() uint32 {
+	if x != nil {
+		return x.AlignDouble
+	}
+	return 0
+}
+
+func (x *SystemInfo) GetAlignPointer() uint32 {
+	if x != nil {
+		return x.AlignPointer
+	}
+	return 0
+}
+
+func (x *SystemInfo) GetSizeofLongDouble() uint32 {
+	if x != nil {
+		return x.SizeofLongDouble
+	}
+	return 0
+}
+
+func (x *SystemInfo) GetSizeofSizeT() uint32 {
+	if x != nil {
+		return x.SizeofSizeT
+	}
+	return 0
+}
+
+func (x *SystemInfo) GetSizeofWcharT() uint32 {
+	if x != nil {
+		return x.SizeofWcharT
+	}
+	return 0
+}
+
+func (x *SystemInfo) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
 // PlatformConstraints is the part of SystemInfo a request pins. An empty
 // field is free ("any"); a set field must equal the target's measured value.
 type PlatformConstraints struct {
@@ -238,9 +313,19 @@ type PlatformConstraints struct {
 	Compiler        string                 `protobuf:"bytes,7,opt,name=compiler,proto3" json:"compiler,omitempty"`
 	CompilerVersion string                 `protobuf:"bytes,8,opt,name=compiler_version,json=compilerVersion,proto3" json:"compiler_version,omitempty"`
 	// 0 means any.
-	CharBit       uint32 `protobuf:"varint,9,opt,name=char_bit,json=charBit,proto3" json:"char_bit,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CharBit uint32 `protobuf:"varint,9,opt,name=char_bit,json=charBit,proto3" json:"char_bit,omitempty"`
+	// Absent means any; true pins a signed plain char, false an unsigned one.
+	CharSigned *bool `protobuf:"varint,10,opt,name=char_signed,json=charSigned,proto3,oneof" json:"char_signed,omitempty"`
+	// The measured alignments, sizes and page size of SystemInfo; 0 means any.
+	AlignLongLong    uint32 `protobuf:"varint,11,opt,name=align_long_long,json=alignLongLong,proto3" json:"align_long_long,omitempty"`
+	AlignDouble      uint32 `protobuf:"varint,12,opt,name=align_double,json=alignDouble,proto3" json:"align_double,omitempty"`
+	AlignPointer     uint32 `protobuf:"varint,13,opt,name=align_pointer,json=alignPointer,proto3" json:"align_pointer,omitempty"`
+	SizeofLongDouble uint32 `protobuf:"varint,14,opt,name=sizeof_long_double,json=sizeofLongDouble,proto3" json:"sizeof_long_double,omitempty"`
+	SizeofSizeT      uint32 `protobuf:"varint,15,opt,name=sizeof_size_t,json=sizeofSizeT,proto3" json:"sizeof_size_t,omitempty"`
+	SizeofWcharT     uint32 `protobuf:"varint,16,opt,name=sizeof_wchar_t,json=sizeofWcharT,proto3" json:"sizeof_wchar_t,omitempty"`
+	PageSize         uint32 `protobuf:"varint,17,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *PlatformConstraints) Reset() {
@@ -332,6 +417,62 @@ func (x *PlatformConstraints) GetCompilerVersion() string {
 func (x *PlatformConstraints) GetCharBit() uint32 {
 	if x != nil {
 		return x.CharBit
+	}
+	return 0
+}
+
+func (x *PlatformConstraints) GetCharSigned() bool {
+	if x != nil && x.CharSigned != nil {
+		return *x.CharSigned
+	}
+	return false
+}
+
+func (x *PlatformConstraints) GetAlignLongLong() uint32 {
+	if x != nil {
+		return x.AlignLongLong
+	}
+	return 0
+}
+
+func (x *PlatformConstraints) GetAlignDouble() uint32 {
+	if x != nil {
+		return x.AlignDouble
+	}
+	return 0
+}
+
+func (x *PlatformConstraints) GetAlignPointer() uint32 {
+	if x != nil {
+		return x.AlignPointer
+	}
+	return 0
+}
+
+func (x *PlatformConstraints) GetSizeofLongDouble() uint32 {
+	if x != nil {
+		return x.SizeofLongDouble
+	}
+	return 0
+}
+
+func (x *PlatformConstraints) GetSizeofSizeT() uint32 {
+	if x != nil {
+		return x.SizeofSizeT
+	}
+	return 0
+}
+
+func (x *PlatformConstraints) GetSizeofWcharT() uint32 {
+	if x != nil {
+		return x.SizeofWcharT
+	}
+	return 0
+}
+
+func (x *PlatformConstraints) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
 	}
 	return 0
 }
@@ -577,7 +718,7 @@ var File_kiln_v1_platform_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_platform_proto_rawDesc = "" +
 	"\n" +
-	"\x16kiln/v1/platform.proto\x12\akiln.v1\"\x8f\x05\n" +
+	"\x16kiln/v1/platform.proto\x12\akiln.v1\"\xca\a\n" +
 	"\n" +
 	"SystemInfo\x12\x0e\n" +
 	"\x02os\x18\x01 \x01(\tR\x02os\x12\x12\n" +
@@ -602,11 +743,21 @@ const file_kiln_v1_platform_proto_rawDesc = "" +
 	"\x04cpus\x18\x10 \x01(\rR\x04cpus\x12!\n" +
 	"\fmemory_bytes\x18\x11 \x01(\x04R\vmemoryBytes\x12\x1a\n" +
 	"\bemulated\x18\x12 \x01(\bR\bemulated\x12\x16\n" +
-	"\x06labels\x18\x13 \x03(\tR\x06labels\x1a8\n" +
+	"\x06labels\x18\x13 \x03(\tR\x06labels\x12$\n" +
+	"\vchar_signed\x18\x14 \x01(\bH\x00R\n" +
+	"charSigned\x88\x01\x01\x12&\n" +
+	"\x0falign_long_long\x18\x15 \x01(\rR\ralignLongLong\x12!\n" +
+	"\falign_double\x18\x16 \x01(\rR\valignDouble\x12#\n" +
+	"\ralign_pointer\x18\x17 \x01(\rR\falignPointer\x12,\n" +
+	"\x12sizeof_long_double\x18\x18 \x01(\rR\x10sizeofLongDouble\x12\"\n" +
+	"\rsizeof_size_t\x18\x19 \x01(\rR\vsizeofSizeT\x12$\n" +
+	"\x0esizeof_wchar_t\x18\x1a \x01(\rR\fsizeofWcharT\x12\x1b\n" +
+	"\tpage_size\x18\x1b \x01(\rR\bpageSize\x1a8\n" +
 	"\n" +
 	"ToolsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x89\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
+	"\f_char_signed\"\xc4\x04\n" +
 	"\x13PlatformConstraints\x12\x0e\n" +
 	"\x02os\x18\x01 \x01(\tR\x02os\x12\x12\n" +
 	"\x04arch\x18\x02 \x01(\tR\x04arch\x12\x16\n" +
@@ -617,7 +768,18 @@ const file_kiln_v1_platform_proto_rawDesc = "" +
 	"\flibc_version\x18\x06 \x01(\tR\vlibcVersion\x12\x1a\n" +
 	"\bcompiler\x18\a \x01(\tR\bcompiler\x12)\n" +
 	"\x10compiler_version\x18\b \x01(\tR\x0fcompilerVersion\x12\x19\n" +
-	"\bchar_bit\x18\t \x01(\rR\acharBit\"E\n" +
+	"\bchar_bit\x18\t \x01(\rR\acharBit\x12$\n" +
+	"\vchar_signed\x18\n" +
+	" \x01(\bH\x00R\n" +
+	"charSigned\x88\x01\x01\x12&\n" +
+	"\x0falign_long_long\x18\v \x01(\rR\ralignLongLong\x12!\n" +
+	"\falign_double\x18\f \x01(\rR\valignDouble\x12#\n" +
+	"\ralign_pointer\x18\r \x01(\rR\falignPointer\x12,\n" +
+	"\x12sizeof_long_double\x18\x0e \x01(\rR\x10sizeofLongDouble\x12\"\n" +
+	"\rsizeof_size_t\x18\x0f \x01(\rR\vsizeofSizeT\x12$\n" +
+	"\x0esizeof_wchar_t\x18\x10 \x01(\rR\fsizeofWcharT\x12\x1b\n" +
+	"\tpage_size\x18\x11 \x01(\rR\bpageSizeB\x0e\n" +
+	"\f_char_signed\"E\n" +
 	"\x06Target\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
 	"\x06system\x18\x02 \x01(\v2\x13.kiln.v1.SystemInfoR\x06system\"E\n" +
@@ -675,6 +837,8 @@ func file_kiln_v1_platform_proto_init() {
 	if File_kiln_v1_platform_proto != nil {
 		return
 	}
+	file_kiln_v1_platform_proto_msgTypes[0].OneofWrappers = []any{}
+	file_kiln_v1_platform_proto_msgTypes[1].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
