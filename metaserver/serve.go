@@ -26,8 +26,21 @@ import (
 
 // serveConfig is everything `metaserver serve` is told by its flags.
 type serveConfig struct {
-	// DataDir holds the store (kiln.db), blobs, mirrors, logs and the admin socket.
+	// DataDir holds the store (kiln.db), blobs, mirrors, logs and the admin
+	// socket; with Store and Blobs set, only the local files (mirrors,
+	// logs being written, the admin socket, the upload spool).
 	DataDir string
+	// Store is a postgres:// URL of the store's database (any libpq URL,
+	// password from it or PGPASSWORD); "" keeps bbolt in DataDir.
+	Store string
+	// Blobs is an s3://BUCKET[/PREFIX]?endpoint=URL URL of the blob store
+	// (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY); "" keeps
+	// the directory DataDir/blobs.
+	Blobs string
+	// Advertise is the host:port other hosts reach Listen at, recorded in a
+	// PostgreSQL store so that admin commands given --store find the
+	// writer ("" is Listen).
+	Advertise string
 	// Listen is the gRPC address for build servers, requesters and webstatus.
 	Listen string
 	// MetricsListen serves Prometheus /metrics over HTTP; empty disables it.
@@ -85,7 +98,10 @@ type serveConfig struct {
 
 func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", os.Getenv("KILN_DATA_DIR"), "directory of the store, blobs, mirrors and logs (env KILN_DATA_DIR)")
+	fs.StringVar(&c.Store, "store", os.Getenv("KILN_STORE"), "postgres://USER@HOST:PORT/DB?sslmode=... URL of a PostgreSQL store (password from the URL or PGPASSWORD; env KILN_STORE); empty: bbolt in --data-dir")
+	fs.StringVar(&c.Blobs, "blobs", os.Getenv("KILN_BLOBS"), "s3://BUCKET[/PREFIX]?endpoint=URL of an S3-compatible blob store (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; env KILN_BLOBS); empty: the directory --data-dir/blobs")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7070", "gRPC listen address")
+	fs.StringVar(&c.Advertise, "advertise", "", "with --store: the host:port admin commands on other hosts reach --listen at, recorded in the database (default: --listen)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "HTTP address for Prometheus /metrics (empty: off)")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 5*time.Second, "build server heartbeat interval")
 	fs.DurationVar(&c.Lease, "lease", 30*time.Second, "how long an attempt survives without a heartbeat")
@@ -113,7 +129,21 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 // Validate checks the configuration before anything starts.
 func (c *serveConfig) Validate() error {
 	if c.DataDir == "" {
-		return errors.New("--data-dir is required")
+		return errors.New("--data-dir is required (with --store and --blobs it holds only local files: mirrors, logs being written, the admin socket)")
+	}
+	if err := checkStoreURL(c.Store); err != nil {
+		return err
+	}
+	if err := checkBlobsURL(c.Blobs); err != nil {
+		return err
+	}
+	if c.Advertise != "" {
+		if c.Store == "" {
+			return errors.New("--advertise goes with --store (a bbolt store is administered over --data-dir's admin socket)")
+		}
+		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
+			return fmt.Errorf("--advertise %q: %w", c.Advertise, err)
+		}
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("--listen %q: %w", c.Listen, err)
@@ -207,7 +237,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	if err := server.DataDirReady(cfg.DataDir); err != nil {
 		return err
 	}
-	st, err := openStore(cfg.DataDir)
+	st, err := openStore(cfg.Store, cfg.DataDir)
 	if err != nil {
 		return fmt.Errorf("opening store: %w", err)
 	}
@@ -220,7 +250,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		DataDir: cfg.DataDir, HeartbeatInterval: cfg.Heartbeat, Lease: cfg.Lease, ReconnectGrace: cfg.ReconnectGrace,
 		MaxInfraAttempts: cfg.MaxInfraAttempts, TimeoutGrace: cfg.TimeoutGrace, ExcludeFor: cfg.ExcludeFor,
 		LossesBeforeAside: cfg.LossesBeforeAside, AsideFor: cfg.AsideFor, ExpireUnmatchedAfter: expireUnmatched(cfg.ExpireUnmatched),
-		CacheMaxBytes: cfg.CacheMaxBytes, RequestsPerMinute: cfg.RequestsPerMinute, RequestsPerMinutePerAddress: perAddress(cfg.RequestsPerMinutePerAddress), InlineArtifactBytes: inlineBytes(cfg.InlineArtifactBytes), Version: version, Logger: log, Notifier: notifier,
+		OpenBlobs: openBlobs(cfg.Blobs, cfg.DataDir), CacheMaxBytes: cfg.CacheMaxBytes, RequestsPerMinute: cfg.RequestsPerMinute, RequestsPerMinutePerAddress: perAddress(cfg.RequestsPerMinutePerAddress), InlineArtifactBytes: inlineBytes(cfg.InlineArtifactBytes), Version: version, Logger: log, Notifier: notifier,
 	}, st)
 	if err != nil {
 		return err
@@ -230,6 +260,10 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		return err
 	}
 	unary, stream := auth.Interceptors(srv.LookupToken, "/kiln.v1.WorkerService/")
+	// With a PostgreSQL store, administration also comes over the network
+	// (from any host that can read the database, which holds the secret).
+	adminSecret, _ := auth.NewToken()
+	adminUnary, adminStream := auth.SecretInterceptors(adminSecret, "/kiln.v1.AdminService/")
 	gateUnary, gateStream := srv.WriteGate()
 	opts := []grpc.ServerOption{}
 	if cfg.TLSCert != "" {
@@ -240,7 +274,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		opts = append(opts, grpc.Creds(creds))
 	}
 	gs := grpc.NewServer(append(opts,
-		grpc.ChainUnaryInterceptor(unary, gateUnary), grpc.ChainStreamInterceptor(stream, gateStream),
+		grpc.ChainUnaryInterceptor(adminUnary, unary, gateUnary), grpc.ChainStreamInterceptor(adminStream, stream, gateStream),
 		grpc.MaxRecvMsgSize(server.MaxMessageBytes),
 		// A small read buffer, and write buffers taken from a pool only
 		// while writing: an idle build server costs little (issue 9:
@@ -258,6 +292,12 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	healthpb.RegisterHealthServer(gs, hs)
 
 	admin := &server.Admin{Store: st, DataDir: cfg.DataDir, OnRevoke: srv.Disconnect, Cancel: srv.AdminCancel, Purge: srv.Purge}
+	if err := advertise(st, cfg, ln.Addr().String(), adminSecret); err != nil {
+		return err
+	}
+	if cfg.Store != "" {
+		kilnv1.RegisterAdminServiceServer(gs, admin)
+	}
 	adminSrv, adminLn, err := listenAdmin(cfg.DataDir, admin, grpc.ChainUnaryInterceptor(gateUnary))
 	if err != nil {
 		return err
@@ -285,7 +325,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	go func() { serveErr <- gs.Serve(ln) }()
 	go func() { serveErr <- adminSrv.Serve(adminLn) }()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	log.Info("metaserver serving", "listen", ln.Addr().String(), "data_dir", cfg.DataDir, "metrics_listen", cfg.MetricsListen,
+	log.Info("metaserver serving", "listen", ln.Addr().String(), "data_dir", cfg.DataDir, "store", storeName(cfg.Store), "blobs", blobsName(cfg.Blobs), "metrics_listen", cfg.MetricsListen,
 		"heartbeat", cfg.Heartbeat, "lease", cfg.Lease, "reconnect_grace", min(cfg.ReconnectGrace, cfg.Lease), "tls", cfg.TLSCert != "")
 
 	var runErr error
@@ -296,6 +336,8 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		runErr = err
 	case err := <-serveErr:
 		runErr = err
+	case <-lost(st):
+		runErr = errors.New("the store's writer lock was lost (its database connection failed): stopping, as another metaserver may be the writer now")
 	}
 	hs.Shutdown()
 	srv.Drain()

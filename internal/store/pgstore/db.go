@@ -24,6 +24,7 @@
 //	logs           (build_id, attempt), data
 //	outbox         id, due_s, due_n (next_attempt_at; nil = epoch), rec
 //	               index (due_s, due_n, id)
+//	kiln_writer    the writer's admin endpoint (at most one row; Advertise)
 //
 // The tables live in the connection's current schema (the first of its
 // search_path, settable in the URL: ?search_path=kiln), so one database
@@ -146,6 +147,10 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 	if err := migrate(ctx, conn); err != nil {
 		return fail(err)
 	}
+	// A dead writer's endpoint must not be taken for this one's.
+	if _, err := conn.Exec(ctx, `DELETE FROM kiln_writer`); err != nil {
+		return fail(classify("clear the writer endpoint", err))
+	}
 	pcfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return fail(fmt.Errorf("pgstore: %w", err))
@@ -162,13 +167,16 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 	return db, nil
 }
 
+// lockKey is the SQL expression of the writer lock's key: one per schema.
+const lockKey = `hashtextextended('kiln-store-writer:' || current_schema(), 0)`
+
 // lock takes the writer lock of conn's current schema, polling until
 // timeout.
 func lock(ctx context.Context, conn *pgx.Conn, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		var got bool
-		err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended('kiln-store-writer:' || current_schema(), 0))`).Scan(&got)
+		err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(`+lockKey+`)`).Scan(&got)
 		if err != nil {
 			return fmt.Errorf("pgstore: writer lock: %w", err)
 		}

@@ -68,6 +68,12 @@ CREATE TABLE outbox (
   due_n int NOT NULL,
   rec bytea NOT NULL);
 CREATE INDEX outbox_due ON outbox (due_s, due_n, id);
+CREATE TABLE kiln_writer (
+  one int PRIMARY KEY CHECK (one = 1),
+  addr text NOT NULL,
+  tls bool NOT NULL,
+  secret text NOT NULL,
+  since timestamptz NOT NULL DEFAULT now());
 `,
 }
 

@@ -1,0 +1,208 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/kilnbuild/kiln/internal/auth"
+	"github.com/kilnbuild/kiln/internal/farmtest"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// scaledFarm is a farm whose metaserver keeps its store in a real
+// PostgreSQL and its artifacts in a real S3-compatible server (versitygw).
+type scaledFarm struct {
+	*farmtest.Farm
+	pg     *farmtest.Postgres
+	s3     *farmtest.S3Server
+	bucket string
+	db     string
+}
+
+func newScaledFarm(t *testing.T) *scaledFarm {
+	t.Helper()
+	pg := farmtest.StartPostgres(t)
+	s3 := farmtest.StartS3(t)
+	sf := &scaledFarm{Farm: farmtest.New(t), pg: pg, s3: s3, bucket: "kiln-artifacts", db: "kiln"}
+	sf.StoreURL = pg.CreateDatabase(t, sf.db)
+	sf.BlobsURL = s3.URL(sf.bucket)
+	sf.MetaEnv = s3.Env()
+	return sf
+}
+
+// object reads the bucket's object for sha, behind the metaserver's back.
+func (sf *scaledFarm) s3Client(t *testing.T) *minio.Client {
+	t.Helper()
+	c, err := minio.New(strings.TrimPrefix(sf.s3.Endpoint, "http://"), &minio.Options{
+		Creds: credentials.NewStaticV4(sf.s3.AccessKey, sf.s3.SecretKey, ""), BucketLookup: minio.BucketLookupPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// count runs a count(*) query on the store's database.
+func (sf *scaledFarm) count(t *testing.T, sql string) int {
+	t.Helper()
+	c, err := pgx.Connect(t.Context(), sf.StoreURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(t.Context())
+	var n int
+	if err := c.QueryRow(t.Context(), sql).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func TestScaleOut_BuildsWithAPostgresStoreAndS3BlobsAndSurvivesAKill(t *testing.T) {
+	sf := newScaledFarm(t)
+	m := sf.StartMetaserver("--heartbeat", "200ms", "--lease", "2s", "--inline-artifact-bytes", "0")
+	repo, head := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
+	// Admin commands given --store (no data directory) reach the running
+	// writer through the database.
+	sf.AddProject("hello", repo)
+	sf.StartBuildserver(sf.AddBuildServer("builder-1"))
+	sf.WaitBuildServers(1)
+
+	out := filepath.Join(t.TempDir(), "out")
+	r := sf.Startcompile("--project", "hello", "--download", out, "--json", "dev@example.com")
+	expectExit(t, r, 0)
+	res := parseResult(t, r)
+	if res.State != "succeeded" || res.Commit != head {
+		t.Fatalf("result %+v; want succeeded at %s", res, head)
+	}
+	got, err := exec.Command(filepath.Join(out, "hello")).Output()
+	if err != nil || strings.TrimSpace(string(got)) != farmtest.Greeting {
+		t.Fatalf("downloaded hello printed %q (%v)", got, err)
+	}
+	// The artifact is an object of the bucket, not a file of the data dir.
+	s3c := sf.s3Client(t)
+	info, err := s3c.StatObject(t.Context(), sf.bucket, "blobs/"+res.ArtifactSHA256, minio.StatObjectOptions{})
+	if err != nil || info.Size != int64(res.ArtifactSize) {
+		t.Fatalf("object of the artifact: %+v, %v; want %d bytes", info, err, res.ArtifactSize)
+	}
+	if _, err := os.Stat(blobPath(m.DataDir, res.ArtifactSHA256)); err == nil {
+		t.Fatal("the artifact was also stored in the data directory")
+	}
+	// The records are rows of the database.
+	if n := sf.count(t, `SELECT count(*) FROM builds WHERE state = `+strconv.Itoa(int(kilnv1.BuildState_BUILD_STATE_SUCCEEDED))); n != 1 {
+		t.Fatalf("%d succeeded builds in PostgreSQL, want 1", n)
+	}
+	if n := sf.count(t, `SELECT count(*) FROM projects`); n != 1 {
+		t.Fatalf("%d projects in PostgreSQL, want 1", n)
+	}
+
+	// A crash loses nothing acknowledged: kill -9, restart, the cache answers.
+	if err := m.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Process.Start(); err != nil {
+		t.Fatal(err)
+	}
+	m.WaitReady()
+	out2 := filepath.Join(t.TempDir(), "out2")
+	again := parseResult(t, sf.Startcompile("--project", "hello", "--download", out2, "--json", "dev@example.com"))
+	if !again.Cached || again.BuildID != res.BuildID {
+		t.Fatalf("after a kill and restart: %+v, want the cached build %d", again, res.BuildID)
+	}
+	if b, err := os.ReadFile(filepath.Join(out2, "hello")); err != nil || len(b) == 0 {
+		t.Fatalf("cached download: %v", err)
+	}
+
+	// The hostile bucket: an object rewritten behind the metaserver's back
+	// is never served; the download fails and leaves nothing.
+	obj, err := s3c.GetObject(t.Context(), sf.bucket, "blobs/"+res.ArtifactSHA256, minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(obj)
+	obj.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	if _, err := s3c.PutObject(t.Context(), sf.bucket, "blobs/"+res.ArtifactSHA256, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(t.TempDir(), "bad")
+	rb := sf.Startcompile("status", "--download", bad, strconv.FormatUint(res.BuildID, 10))
+	expectExit(t, rb, 3)
+	if entries, _ := os.ReadDir(bad); len(entries) != 0 {
+		t.Fatalf("a corrupt object left files behind: %v", entries)
+	}
+}
+
+func TestScaleOut_OneWriterAndAdministrationOnlyWithTheSecret(t *testing.T) {
+	sf := newScaledFarm(t)
+	m := sf.StartMetaserver("--heartbeat", "200ms", "--lease", "2s")
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
+
+	// A second metaserver on the same store is refused: one writer.
+	second := farmtest.NewProcess(t, "metaserver-2", farmtest.Binary(t, "metaserver"), "serve",
+		"--data-dir", filepath.Join(sf.Dir, "second"), "--listen", farmtest.FreeAddr(t),
+		"--store", sf.StoreURL, "--blobs", sf.BlobsURL)
+	second.Env = append(os.Environ(), sf.MetaEnv...)
+	if err := second.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- second.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(second.Logs(), "writer lock") {
+			t.Fatalf("second metaserver on the same store: exit %v, log:\n%s", err, second.Logs())
+		}
+	case <-time.After(farmtest.WaitTimeout):
+		t.Fatal("a second metaserver on the same store kept running")
+	}
+	m.WaitReady() // the first is unharmed
+
+	// The AdminService on the network listener admits only the secret
+	// kept in the database.
+	conn, err := grpc.NewClient("passthrough:///"+m.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for name, opts := range map[string][]grpc.CallOption{
+		"no secret":    nil,
+		"wrong secret": {grpc.PerRPCCredentials(auth.Bearer{Token: "guessed"})},
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		_, err := kilnv1.NewAdminServiceClient(conn).AddProject(ctx, &kilnv1.AddProjectRequest{Project: &kilnv1.Project{Name: "evil", GitUrl: repo}}, opts...)
+		cancel()
+		if status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("AddProject with %s: %v, want Unauthenticated", name, err)
+		}
+	}
+	if n := sf.count(t, `SELECT count(*) FROM projects`); n != 0 {
+		t.Fatalf("refused calls stored %d projects", n)
+	}
+	// The operator's command, given only the database's URL, goes through.
+	sf.AddProject("hello", repo)
+	if n := sf.count(t, `SELECT count(*) FROM projects`); n != 1 {
+		t.Fatalf("%d projects after project add --store, want 1", n)
+	}
+	list := sf.MetaCommand("project", "list", "--store", sf.StoreURL)
+	if !strings.Contains(list, "hello\t"+repo) {
+		t.Fatalf("project list --store: %q", list)
+	}
+}
