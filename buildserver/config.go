@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"github.com/kilnbuild/kiln/internal/config"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kilnbuild/kiln/internal/auth"
 	"github.com/kilnbuild/kiln/internal/sysinfo"
 	"github.com/kilnbuild/kiln/internal/worker"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
@@ -129,8 +129,8 @@ const maxJobs = 1024
 // every problem at once.
 func (c Config) Validate() error {
 	var errs []error
-	if host, port, err := net.SplitHostPort(c.Metaserver); err != nil || host == "" || port == "" {
-		errs = append(errs, fmt.Errorf("--metaserver %q: want host:port", c.Metaserver))
+	if _, err := auth.SplitMetaservers(c.Metaserver); err != nil {
+		errs = append(errs, fmt.Errorf("--metaserver %q: want host:port, or several separated by commas", c.Metaserver))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is required"))

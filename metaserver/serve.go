@@ -21,6 +21,7 @@ import (
 	"github.com/kilnbuild/kiln/internal/auth"
 	"github.com/kilnbuild/kiln/internal/config"
 	"github.com/kilnbuild/kiln/internal/server"
+	"github.com/kilnbuild/kiln/internal/store"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
@@ -37,6 +38,10 @@ type serveConfig struct {
 	// (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY); "" keeps
 	// the directory DataDir/blobs.
 	Blobs string
+	// Standby, with Store, waits for the writer lock instead of failing
+	// when another metaserver holds it, and serves once it has it: a
+	// second metaserver that takes over by itself when the writer dies.
+	Standby bool
 	// Advertise is the host:port other hosts reach Listen at, recorded in a
 	// PostgreSQL store so that admin commands given --store find the
 	// writer ("" is Listen).
@@ -101,6 +106,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Store, "store", os.Getenv("KILN_STORE"), "postgres://USER@HOST:PORT/DB?sslmode=... URL of a PostgreSQL store (password from the URL or PGPASSWORD; env KILN_STORE); empty: bbolt in --data-dir")
 	fs.StringVar(&c.Blobs, "blobs", os.Getenv("KILN_BLOBS"), "s3://BUCKET[/PREFIX]?endpoint=URL of an S3-compatible blob store (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; env KILN_BLOBS); empty: the directory --data-dir/blobs")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7070", "gRPC listen address")
+	fs.BoolVar(&c.Standby, "standby", false, "with --store: when another metaserver holds the store, wait (not listening) and take over when it stops or dies, instead of failing")
 	fs.StringVar(&c.Advertise, "advertise", "", "with --store: the host:port admin commands on other hosts reach --listen at, recorded in the database (default: --listen)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "HTTP address for Prometheus /metrics (empty: off)")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 5*time.Second, "build server heartbeat interval")
@@ -136,6 +142,9 @@ func (c *serveConfig) Validate() error {
 	}
 	if err := checkBlobsURL(c.Blobs); err != nil {
 		return err
+	}
+	if c.Standby && c.Store == "" {
+		return errors.New("--standby goes with --store (a bbolt file has one machine's metaserver)")
 	}
 	if c.Advertise != "" {
 		if c.Store == "" {
@@ -237,7 +246,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	if err := server.DataDirReady(cfg.DataDir); err != nil {
 		return err
 	}
-	st, err := openStore(cfg.Store, cfg.DataDir)
+	st, err := openServeStore(cfg, log)
 	if err != nil {
 		return fmt.Errorf("opening store: %w", err)
 	}
@@ -351,6 +360,23 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	srv.Stop()
 	log.Info("metaserver stopped cleanly")
 	return runErr
+}
+
+// openServeStore opens the store for serve; a standby waits for the writer
+// lock until a signal.
+func openServeStore(cfg serveConfig, log *slog.Logger) (store.Store, error) {
+	if !cfg.Standby {
+		return openStore(cfg.Store, cfg.DataDir)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	log.Info("standby: waiting for the store's writer lock", "store", storeName(cfg.Store))
+	start := time.Now()
+	st, err := openStoreWaiting(ctx, cfg.Store, cfg.DataDir, 100*365*24*time.Hour)
+	if err == nil {
+		log.Info("standby: took the writer lock, serving", "waited", time.Since(start).Round(time.Millisecond))
+	}
+	return st, err
 }
 
 // gracefully stops gs, cutting long-lived streams after grace.

@@ -38,10 +38,17 @@ const storeFile = "kiln.db"
 // opened through server.Config.OpenBlobs (openBlobs: the directory
 // DIR/blobs or an S3 bucket); only serve opens it.
 func openStore(storeURL, dataDir string) (store.Store, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return openStoreWaiting(ctx, storeURL, dataDir, 2*time.Second)
+}
+
+// openStoreWaiting is openStore waiting up to lockWait (or until ctx ends)
+// for another process to release a PostgreSQL store: a standby metaserver
+// waits for as long as the writer lives.
+func openStoreWaiting(ctx context.Context, storeURL, dataDir string, lockWait time.Duration) (store.Store, error) {
 	if storeURL != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		db, err := pgstore.Open(ctx, storeURL, pgstore.Options{LockTimeout: 2 * time.Second})
+		db, err := pgstore.Open(ctx, storeURL, pgstore.Options{LockTimeout: lockWait})
 		if err != nil {
 			return nil, err // not a nil *pgstore.DB in the interface
 		}

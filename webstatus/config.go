@@ -60,7 +60,7 @@ var ErrConfig = errors.New("invalid configuration")
 // Validate checks the configuration before anything starts.
 func (c Config) Validate() error {
 	var errs []error
-	if err := checkHostPort(c.Metaserver); err != nil {
+	if _, err := auth.SplitMetaservers(c.Metaserver); err != nil {
 		errs = append(errs, fmt.Errorf("--metaserver %q: %w", c.Metaserver, err))
 	}
 	if _, _, err := (auth.ClientTLS{CAFile: c.CA, Insecure: c.Insecure}).DialCredentials(c.Metaserver); err != nil && c.CA == "" {

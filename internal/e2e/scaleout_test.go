@@ -206,3 +206,72 @@ func TestScaleOut_OneWriterAndAdministrationOnlyWithTheSecret(t *testing.T) {
 		t.Fatalf("project list --store: %q", list)
 	}
 }
+
+func TestScaleOut_AStandbyTakesOverWhenTheWriterDiesAndClientsFollow(t *testing.T) {
+	sf := newScaledFarm(t)
+	a := sf.StartMetaserver("--heartbeat", "200ms", "--lease", "2s", "--inline-artifact-bytes", "0")
+	// The standby: same store and bucket, its own data directory and
+	// address; it does not listen while a is the writer.
+	bAddr := farmtest.FreeAddr(t)
+	b := farmtest.NewProcess(t, "metaserver-b", farmtest.Binary(t, "metaserver"), "serve", "--standby",
+		"--data-dir", filepath.Join(sf.Dir, "metaserver-b"), "--listen", bAddr,
+		"--store", sf.StoreURL, "--blobs", sf.BlobsURL,
+		"--heartbeat", "200ms", "--lease", "2s", "--inline-artifact-bytes", "0")
+	b.Env = append(os.Environ(), sf.MetaEnv...)
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
+		if !strings.Contains(b.Logs(), "standby: waiting") {
+			return errorf("standby not waiting yet")
+		}
+		return nil
+	})
+	both := a.Addr + "," + bAddr
+	sf.ClientMetaservers = both
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
+	sf.AddProject("hello", repo)
+	sf.StartBuildserver(sf.AddBuildServer("builder-1"), "--metaserver", both)
+	sf.WaitBuildServers(1)
+	first := parseResult(t, sf.Startcompile("--project", "hello", "--wait", "--json", "dev@example.com"))
+	if first.State != "succeeded" {
+		t.Fatalf("first build through %s: %+v", both, first)
+	}
+	if strings.Contains(b.Logs(), "took the writer lock") {
+		t.Fatal("the standby took the lock while the writer lived")
+	}
+
+	// The writer dies (kill -9: no goodbye to PostgreSQL but its closed
+	// socket). The standby takes over by itself.
+	killed := time.Now()
+	if err := a.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
+		if !b.Running() {
+			t.Fatalf("standby exited: %v", b.Wait())
+		}
+		if !strings.Contains(b.Logs(), "metaserver serving") {
+			return errorf("standby not serving yet")
+		}
+		return nil
+	})
+	tookOver := time.Since(killed)
+	t.Logf("standby serving %s after the writer was killed", tookOver.Round(time.Millisecond))
+
+	// Clients given both addresses move to the live one: the build server
+	// reconnects and builds, startcompile submits and downloads (the first
+	// artifact from the shared bucket).
+	second := parseResult(t, sf.Startcompile("--project", "hello", "-o", "level=3", "--wait", "--json", "dev@example.com"))
+	if second.State != "succeeded" || second.Cached || second.BuildID <= first.BuildID {
+		t.Fatalf("build after the takeover: %+v (first was %d)", second, first.BuildID)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	r := sf.Startcompile("status", "--download", out, strconv.FormatUint(first.BuildID, 10))
+	expectExit(t, r, 0)
+	if _, err := os.Stat(filepath.Join(out, "hello")); err != nil {
+		t.Fatalf("first artifact through the new writer: %v", err)
+	}
+	// Administration follows the writer too.
+	sf.AddProject("hello2", repo)
+}

@@ -61,6 +61,10 @@ type Farm struct {
 	// and of admin commands (the S3 credentials).
 	StoreURL, BlobsURL string
 	MetaEnv            []string
+	// ClientMetaservers, when set, is the --metaserver value startcompile
+	// gets (through KILN_METASERVER) in place of the metaserver's address:
+	// several addresses, separated by commas, for failover tests.
+	ClientMetaservers string
 
 	metaDataDir string
 	meta        *Metaserver
@@ -470,7 +474,11 @@ func (f *Farm) StartcompileContext(ctx context.Context, args ...string) Result {
 		return Result{Exit: -1, Stderr: err.Error()}
 	}
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), "KILN_METASERVER="+m.Addr)
+	addrs := m.Addr
+	if f.ClientMetaservers != "" {
+		addrs = f.ClientMetaservers
+	}
+	cmd.Env = append(os.Environ(), "KILN_METASERVER="+addrs)
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -141,6 +141,11 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 		_ = conn.Close(context.Background())
 		return nil, err
 	}
+	// If this host dies or is cut off, PostgreSQL notices within ~11 s
+	// (not the kernel's 2 h) and frees the lock for a standby.
+	if _, err := conn.Exec(ctx, `SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3`); err != nil {
+		return fail(classify("keepalives", err))
+	}
 	if err := lock(ctx, conn, opts.LockTimeout); err != nil {
 		return fail(err)
 	}
