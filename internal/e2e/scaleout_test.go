@@ -210,23 +210,7 @@ func TestScaleOut_OneWriterAndAdministrationOnlyWithTheSecret(t *testing.T) {
 func TestScaleOut_AStandbyTakesOverWhenTheWriterDiesAndClientsFollow(t *testing.T) {
 	sf := newScaledFarm(t)
 	a := sf.StartMetaserver("--heartbeat", "200ms", "--lease", "2s", "--inline-artifact-bytes", "0")
-	// The standby: same store and bucket, its own data directory and
-	// address; it does not listen while a is the writer.
-	bAddr := farmtest.FreeAddr(t)
-	b := farmtest.NewProcess(t, "metaserver-b", farmtest.Binary(t, "metaserver"), "serve", "--standby",
-		"--data-dir", filepath.Join(sf.Dir, "metaserver-b"), "--listen", bAddr,
-		"--store", sf.StoreURL, "--blobs", sf.BlobsURL,
-		"--heartbeat", "200ms", "--lease", "2s", "--inline-artifact-bytes", "0")
-	b.Env = append(os.Environ(), sf.MetaEnv...)
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
-		if !strings.Contains(b.Logs(), "standby: waiting") {
-			return errorf("standby not waiting yet")
-		}
-		return nil
-	})
+	bAddr, b := sf.startStandby(t, "--heartbeat", "200ms", "--lease", "2s", "--inline-artifact-bytes", "0")
 	both := a.Addr + "," + bAddr
 	sf.ClientMetaservers = both
 	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
@@ -247,15 +231,7 @@ func TestScaleOut_AStandbyTakesOverWhenTheWriterDiesAndClientsFollow(t *testing.
 	if err := a.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
-		if !b.Running() {
-			t.Fatalf("standby exited: %v", b.Wait())
-		}
-		if !strings.Contains(b.Logs(), "metaserver serving") {
-			return errorf("standby not serving yet")
-		}
-		return nil
-	})
+	waitServing(t, b)
 	tookOver := time.Since(killed)
 	t.Logf("standby serving %s after the writer was killed", tookOver.Round(time.Millisecond))
 
@@ -274,4 +250,113 @@ func TestScaleOut_AStandbyTakesOverWhenTheWriterDiesAndClientsFollow(t *testing.
 	}
 	// Administration follows the writer too.
 	sf.AddProject("hello2", repo)
+}
+
+// startStandby starts a second metaserver with --standby on the farm's
+// store and bucket, with its own data directory and address, and waits
+// until it waits for the lock. It does not listen while the writer lives.
+func (sf *scaledFarm) startStandby(t *testing.T, args ...string) (string, *farmtest.Process) {
+	t.Helper()
+	addr := farmtest.FreeAddr(t)
+	b := farmtest.NewProcess(t, "metaserver-b", farmtest.Binary(t, "metaserver"), append([]string{"serve", "--standby",
+		"--data-dir", filepath.Join(sf.Dir, "metaserver-b"), "--listen", addr,
+		"--store", sf.StoreURL, "--blobs", sf.BlobsURL}, args...)...)
+	b.Env = append(os.Environ(), sf.MetaEnv...)
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
+		if !b.Running() {
+			t.Fatalf("standby exited: %v", b.Wait())
+		}
+		if !strings.Contains(b.Logs(), "standby: waiting") {
+			return errorf("standby not waiting yet")
+		}
+		return nil
+	})
+	return addr, b
+}
+
+// waitServing waits until the standby b serves.
+func waitServing(t *testing.T, b *farmtest.Process) {
+	t.Helper()
+	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
+		if !b.Running() {
+			t.Fatalf("standby exited: %v", b.Wait())
+		}
+		if !strings.Contains(b.Logs(), "metaserver serving") {
+			return errorf("standby not serving yet")
+		}
+		return nil
+	})
+}
+
+// getBuildAt reads build id from the metaserver at addr.
+func getBuildAt(t *testing.T, addr string, id uint64) (*kilnv1.Build, error) {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	resp, err := kilnv1.NewCompileServiceClient(conn).GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: id})
+	return resp.GetBuild(), err
+}
+
+func TestScaleOut_ABuildRunningWhenTheWriterDiesIsDeliveredOnceThroughTheStandby(t *testing.T) {
+	sf := newScaledFarm(t)
+	sink := mailStartSink(t, farmtest.FreePort(t))
+	args := []string{"--heartbeat", "200ms", "--lease", "8s", "--inline-artifact-bytes", "0",
+		"--smtp-addr", sink.Addr, "--smtp-tls", "none", "--mail-from", "kiln@kiln.example.org", "--public-url", mailPublicURL}
+	sf.StartMetaserver(args...)
+	bAddr, b := sf.startStandby(t, args...)
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{ManifestText: slowManifest(3)})
+	sf.AddProject("hello", repo)
+	sf.ClientMetaservers = sf.Meta().Addr + "," + bAddr
+	sf.StartBuildserver(sf.AddBuildServer("a"), "--metaserver", sf.ClientMetaservers)
+	sf.WaitBuildServers(1)
+	id := submit(t, sf.Farm)
+	waitRunningOn(t, sf.Farm, id, "a")
+	if err := sf.Meta().Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	waitServing(t, b)
+	var final *kilnv1.Build
+	farmtest.Eventually(t, 60*time.Second, func() error {
+		got, err := getBuildAt(t, bAddr, id)
+		if err != nil {
+			return err
+		}
+		if got.GetState() == kilnv1.BuildState_BUILD_STATE_QUEUED || got.GetState() == kilnv1.BuildState_BUILD_STATE_RUNNING {
+			return errorf("build %d still %s", id, got.GetState())
+		}
+		final = got
+		return nil
+	})
+	if final.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED || outcomes(final) != "a:SUCCEEDED" {
+		t.Fatalf("after the writer died mid-build: %s, attempts %s", final.GetState(), outcomes(final))
+	}
+	if n := sf.count(t, `SELECT count(*) FROM builds`); n != 1 {
+		t.Fatalf("%d builds in PostgreSQL, want 1", n)
+	}
+	// The requester gets one mail: queued in the outbox with the outcome,
+	// sent by the one writer, deleted once the SMTP server took it.
+	farmtest.Eventually(t, 60*time.Second, func() error {
+		if n := sink.files(t); n > 1 {
+			t.Fatalf("the SMTP server received %d messages, want 1", n)
+		}
+		msgs, err := sink.messages()
+		if err != nil {
+			return err
+		}
+		if len(msgs) != 1 {
+			return errorf("%d of 1 messages received", len(msgs))
+		}
+		if n := sf.count(t, `SELECT count(*) FROM outbox`); n != 0 {
+			return errorf("%d messages still in the outbox", n)
+		}
+		return nil
+	})
 }
