@@ -42,6 +42,9 @@ type serveConfig struct {
 	// when another metaserver holds it, and serves once it has it: a
 	// second metaserver that takes over by itself when the writer dies.
 	Standby bool
+	// CA holds the PEM CA certificates of the writer's TLS certificate, for
+	// a standby forwarding calls to it ("" : the system's roots).
+	CA string
 	// Advertise is the host:port other hosts reach Listen at, recorded in a
 	// PostgreSQL store so that admin commands given --store find the
 	// writer ("" is Listen).
@@ -106,7 +109,8 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Store, "store", os.Getenv("KILN_STORE"), "postgres://USER@HOST:PORT/DB?sslmode=... URL of a PostgreSQL store (password from the URL or PGPASSWORD; env KILN_STORE); empty: bbolt in --data-dir")
 	fs.StringVar(&c.Blobs, "blobs", os.Getenv("KILN_BLOBS"), "s3://BUCKET[/PREFIX]?endpoint=URL of an S3-compatible blob store (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; env KILN_BLOBS); empty: the directory --data-dir/blobs")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7070", "gRPC listen address")
-	fs.BoolVar(&c.Standby, "standby", false, "with --store: when another metaserver holds the store, wait (not listening) and take over when it stops or dies, instead of failing")
+	fs.BoolVar(&c.Standby, "standby", false, "with --store: when another metaserver holds the store, forward every call on --listen to it while waiting, and take over when it stops or dies, instead of failing")
+	fs.StringVar(&c.CA, "ca", "", "with --standby: PEM CA certificates of the writer's TLS certificate, to forward calls to it (default: the system's roots)")
 	fs.StringVar(&c.Advertise, "advertise", "", "with --store: the host:port admin commands on other hosts reach --listen at, recorded in the database (default: --listen)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "HTTP address for Prometheus /metrics (empty: off)")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 5*time.Second, "build server heartbeat interval")
@@ -145,6 +149,9 @@ func (c *serveConfig) Validate() error {
 	}
 	if c.Standby && c.Store == "" {
 		return errors.New("--standby goes with --store (a bbolt file has one machine's metaserver)")
+	}
+	if c.CA != "" && !c.Standby {
+		return errors.New("--ca goes with --standby (it is how a standby reaches the writer)")
 	}
 	if c.Advertise != "" {
 		if c.Store == "" {
@@ -220,7 +227,7 @@ func serve(args []string) int {
 		return 2
 	}
 	// Resolved once: mirrors and hooks run git and commands elsewhere.
-	if err := config.AbsPaths(fs, "data-dir", "tls-cert", "tls-key", "smtp-password-file", "hook-secret-file"); err != nil {
+	if err := config.AbsPaths(fs, "data-dir", "tls-cert", "tls-key", "ca", "smtp-password-file", "hook-secret-file"); err != nil {
 		fmt.Fprintln(os.Stderr, "metaserver serve:", err)
 		return 2
 	}
@@ -370,9 +377,15 @@ func openServeStore(cfg serveConfig, log *slog.Logger) (store.Store, error) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	log.Info("standby: waiting for the store's writer lock", "store", storeName(cfg.Store))
+	// Meanwhile every call to --listen goes on to the writer (proxy.go).
+	stopProxy, err := startStandbyProxy(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("standby: waiting for the store's writer lock, forwarding calls to the writer", "store", storeName(cfg.Store), "listen", cfg.Listen)
 	start := time.Now()
 	st, err := openStoreWaiting(ctx, cfg.Store, cfg.DataDir, 100*365*24*time.Hour)
+	stopProxy()
 	if err == nil {
 		log.Info("standby: took the writer lock, serving", "waited", time.Since(start).Round(time.Millisecond))
 	}

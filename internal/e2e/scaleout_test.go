@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -211,33 +212,49 @@ func TestScaleOut_AStandbyTakesOverWhenTheWriterDiesAndClientsFollow(t *testing.
 	sf := newScaledFarm(t)
 	a := sf.StartMetaserver("--heartbeat", "200ms", "--lease", "2s", "--inline-artifact-bytes", "0")
 	bAddr, b := sf.startStandby(t, "--heartbeat", "200ms", "--lease", "2s", "--inline-artifact-bytes", "0")
-	both := a.Addr + "," + bAddr
-	sf.ClientMetaservers = both
 	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
 	sf.AddProject("hello", repo)
-	sf.StartBuildserver(sf.AddBuildServer("builder-1"), "--metaserver", both)
+
+	// While a writes, b accepts every call and forwards it: the build
+	// server's session, startcompile and webstatus all know only b.
+	sf.ClientMetaservers = bAddr
+	sf.StartBuildserver(sf.AddBuildServer("builder-1"), "--metaserver", bAddr)
 	sf.WaitBuildServers(1)
 	first := parseResult(t, sf.Startcompile("--project", "hello", "--wait", "--json", "dev@example.com"))
 	if first.State != "succeeded" {
-		t.Fatalf("first build through %s: %+v", both, first)
+		t.Fatalf("first build through the standby: %+v", first)
 	}
 	if strings.Contains(b.Logs(), "took the writer lock") {
 		t.Fatal("the standby took the lock while the writer lived")
 	}
+	web := "http://" + farmtest.FreeAddr(t)
+	farmtest.StartProcess(t, "webstatus", farmtest.Binary(t, "webstatus"), "--metaserver", bAddr, "--listen", strings.TrimPrefix(web, "http://"))
+	page := func() error {
+		resp, err := http.Get(web + "/build/" + strconv.FormatUint(first.BuildID, 10))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), first.ArtifactSHA256) {
+			return errorf("build page: %s", resp.Status)
+		}
+		return nil
+	}
+	farmtest.Eventually(t, farmtest.WaitTimeout, page)
 
 	// The writer dies (kill -9: no goodbye to PostgreSQL but its closed
-	// socket). The standby takes over by itself.
+	// socket). The standby takes over by itself, on the same address.
 	killed := time.Now()
 	if err := a.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	waitServing(t, b)
-	tookOver := time.Since(killed)
-	t.Logf("standby serving %s after the writer was killed", tookOver.Round(time.Millisecond))
+	t.Logf("standby serving %s after the writer was killed", time.Since(killed).Round(time.Millisecond))
 
-	// Clients given both addresses move to the live one: the build server
-	// reconnects and builds, startcompile submits and downloads (the first
-	// artifact from the shared bucket).
+	// The clients reconnect to the same address, now the writer: the build
+	// server builds again, startcompile submits and downloads (the first
+	// artifact from the shared bucket), the page still shows the build.
 	second := parseResult(t, sf.Startcompile("--project", "hello", "-o", "level=3", "--wait", "--json", "dev@example.com"))
 	if second.State != "succeeded" || second.Cached || second.BuildID <= first.BuildID {
 		t.Fatalf("build after the takeover: %+v (first was %d)", second, first.BuildID)
@@ -248,13 +265,29 @@ func TestScaleOut_AStandbyTakesOverWhenTheWriterDiesAndClientsFollow(t *testing.
 	if _, err := os.Stat(filepath.Join(out, "hello")); err != nil {
 		t.Fatalf("first artifact through the new writer: %v", err)
 	}
+	farmtest.Eventually(t, farmtest.WaitTimeout, page)
 	// Administration follows the writer too.
 	sf.AddProject("hello2", repo)
 }
 
+func TestScaleOut_ClientsGivenSeveralAddressesSkipADeadOne(t *testing.T) {
+	sf := newScaledFarm(t)
+	m := sf.StartMetaserver("--heartbeat", "200ms", "--lease", "2s")
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
+	sf.AddProject("hello", repo)
+	dead := farmtest.FreeAddr(t) // nothing listens there
+	sf.ClientMetaservers = dead + "," + m.Addr
+	sf.StartBuildserver(sf.AddBuildServer("builder-1"), "--metaserver", sf.ClientMetaservers)
+	sf.WaitBuildServers(1)
+	res := parseResult(t, sf.Startcompile("--project", "hello", "--wait", "--json", "dev@example.com"))
+	if res.State != "succeeded" {
+		t.Fatalf("build with a dead first address: %+v", res)
+	}
+}
+
 // startStandby starts a second metaserver with --standby on the farm's
 // store and bucket, with its own data directory and address, and waits
-// until it waits for the lock. It does not listen while the writer lives.
+// until it waits for the lock (forwarding calls to the writer meanwhile).
 func (sf *scaledFarm) startStandby(t *testing.T, args ...string) (string, *farmtest.Process) {
 	t.Helper()
 	addr := farmtest.FreeAddr(t)
