@@ -27,8 +27,8 @@
 //	kiln_writer    the writer's admin endpoint (at most one row; Advertise)
 //
 // The tables live in the connection's current schema (the first of its
-// search_path, settable in the URL: ?search_path=kiln), so one database
-// can hold several stores.
+// search_path, settable in the URL: ?search_path=kiln, created by Open if
+// missing), so one database can hold several stores.
 //
 // # One writer
 //
@@ -61,6 +61,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -141,6 +142,9 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 		_ = conn.Close(context.Background())
 		return nil, err
 	}
+	if err := ensureSchema(ctx, conn); err != nil {
+		return fail(err)
+	}
 	// If this host dies or is cut off, PostgreSQL notices within ~11 s
 	// (not the kernel's 2 h) and frees the lock for a standby.
 	if _, err := conn.Exec(ctx, `SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3`); err != nil {
@@ -170,6 +174,28 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 	db.pinger.Add(1)
 	go db.ping()
 	return db, nil
+}
+
+// ensureSchema creates the first schema of the connection's search_path
+// when it names one that does not exist yet (?search_path=kiln on a fresh
+// database), so that the store has a current schema to live in.
+func ensureSchema(ctx context.Context, conn *pgx.Conn) error {
+	var current *string
+	if err := conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&current); err != nil {
+		return classify("current schema", err)
+	}
+	if current != nil {
+		return nil
+	}
+	first := strings.TrimSpace(strings.Split(conn.Config().RuntimeParams["search_path"], ",")[0])
+	first = strings.Trim(first, `"`)
+	if first == "" || strings.HasPrefix(first, "$") {
+		return errors.New("pgstore: no schema to keep the store in: the search_path names none that exists")
+	}
+	if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{first}.Sanitize()); err != nil {
+		return classify("create schema "+first, err)
+	}
+	return nil
 }
 
 // lockKey is the SQL expression of the writer lock's key: one per schema.

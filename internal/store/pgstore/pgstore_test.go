@@ -137,3 +137,19 @@ func TestOpen_BadURLIsAClearError(t *testing.T) {
 		t.Fatal("Open of a malformed URL succeeded")
 	}
 }
+
+func TestOpen_CreatesTheSchemaTheURLNames(t *testing.T) {
+	pg := farmtest.StartPostgres(t)
+	url := pg.URL("postgres") + "&search_path=kiln_fresh"
+	db, err := pgstore.Open(t.Context(), url, pgstore.Options{})
+	if err != nil {
+		t.Fatalf("Open with a search_path naming a missing schema: %v", err)
+	}
+	if err := db.Update(func(tx store.Tx) error { _, err := tx.NextID("x"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if got := countTables(t, url); got == 0 {
+		t.Fatal("no tables in the schema the URL named")
+	}
+}
