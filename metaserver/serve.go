@@ -254,6 +254,10 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		return err
 	}
 	st, err := openServeStore(cfg, log)
+	if errors.Is(err, errStandbyStopped) {
+		log.Info("standby stopped by a signal before it became the writer")
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("opening store: %w", err)
 	}
@@ -369,6 +373,10 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	return runErr
 }
 
+// errStandbyStopped is openServeStore's answer to a signal that came while
+// a standby waited: a clean stop.
+var errStandbyStopped = errors.New("standby stopped while waiting")
+
 // openServeStore opens the store for serve; a standby waits for the writer
 // lock until a signal.
 func openServeStore(cfg serveConfig, log *slog.Logger) (store.Store, error) {
@@ -386,6 +394,9 @@ func openServeStore(cfg serveConfig, log *slog.Logger) (store.Store, error) {
 	start := time.Now()
 	st, err := openStoreWaiting(ctx, cfg.Store, cfg.DataDir, 100*365*24*time.Hour)
 	stopProxy()
+	if err != nil && ctx.Err() != nil {
+		return nil, errStandbyStopped
+	}
 	if err == nil {
 		log.Info("standby: took the writer lock, serving", "waited", time.Since(start).Round(time.Millisecond))
 	}

@@ -242,6 +242,25 @@ func TestScaleOut_AStandbyTakesOverWhenTheWriterDiesAndClientsFollow(t *testing.
 		return nil
 	}
 	farmtest.Eventually(t, farmtest.WaitTimeout, page)
+	// Forwarding adds no authority: the writer still checks every call.
+	conn, err := grpc.NewClient("passthrough:///"+bAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := kilnv1.NewAdminServiceClient(conn).AddProject(ctx, &kilnv1.AddProjectRequest{Project: &kilnv1.Project{Name: "evil", GitUrl: repo}},
+		grpc.PerRPCCredentials(auth.Bearer{Token: "guessed"})); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("AddProject with a guessed secret through the standby: %v, want Unauthenticated", err)
+	}
+	session, err := kilnv1.NewWorkerServiceClient(conn).Session(ctx)
+	if err == nil {
+		_, err = session.Recv() // a stream's refusal arrives with its first receive
+	}
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("a build-server session without a token through the standby: %v, want Unauthenticated", err)
+	}
 
 	// The writer dies (kill -9: no goodbye to PostgreSQL but its closed
 	// socket). The standby takes over by itself, on the same address.
