@@ -412,3 +412,15 @@ func TestScaleOut_ABuildRunningWhenTheWriterDiesIsDeliveredOnceThroughTheStandby
 		return nil
 	})
 }
+
+func TestScaleOut_AStandbyStopsCleanlyOnSIGTERMAndTheWriterGoesOn(t *testing.T) {
+	sf := newScaledFarm(t)
+	m := sf.StartMetaserver("--heartbeat", "200ms", "--lease", "2s")
+	_, b := sf.startStandby(t)
+	if err := b.Stop(); err != nil {
+		t.Fatalf("standby on SIGTERM: %v, want exit status 0\n%s", err, b.Logs())
+	}
+	m.WaitReady()
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
+	sf.AddProject("hello", repo) // the writer still writes
+}

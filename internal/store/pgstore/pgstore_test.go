@@ -10,6 +10,7 @@ import (
 	"github.com/kilnbuild/kiln/internal/store"
 	"github.com/kilnbuild/kiln/internal/store/pgstore"
 	"github.com/kilnbuild/kiln/internal/store/storetest"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
 // openAt returns a storetest.OpenFunc on pg: one schema per path.
@@ -151,5 +152,36 @@ func TestOpen_CreatesTheSchemaTheURLNames(t *testing.T) {
 	db.Close()
 	if got := countTables(t, url); got == 0 {
 		t.Fatal("no tables in the schema the URL named")
+	}
+}
+
+func TestUpdate_APanicWritesNothingAndTheStoreGoesOn(t *testing.T) {
+	pg := farmtest.StartPostgres(t)
+	db, err := pgstore.Open(t.Context(), pg.SchemaURL(t, "postgres", "panic"), pgstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("the panic did not come through Update")
+			}
+		}()
+		_ = db.Update(func(tx store.Tx) error {
+			if err := tx.CreateProject(&store.Project{Project: &kilnv1.Project{Name: "half", GitUrl: "x"}}); err != nil {
+				return err
+			}
+			panic("mid-transaction")
+		})
+	}()
+	err = db.View(func(tx store.Tx) error { _, err := tx.Project("half"); return err })
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("project of the panicked Update: %v, want ErrNotFound", err)
+	}
+	if err := db.Update(func(tx store.Tx) error {
+		return tx.CreateProject(&store.Project{Project: &kilnv1.Project{Name: "whole", GitUrl: "x"}})
+	}); err != nil {
+		t.Fatalf("Update after the panic: %v", err)
 	}
 }
