@@ -297,7 +297,7 @@ var envFallbacks = map[string]string{
 // newFlagSet binds every Config field to its flag.
 func newFlagSet(c *Config) *flag.FlagSet {
 	fs := flag.NewFlagSet("buildserver", flag.ContinueOnError)
-	fs.StringVar(&c.Metaserver, "metaserver", c.Metaserver, "metaserver gRPC address host:port (env KILN_METASERVER)")
+	fs.StringVar(&c.Metaserver, "metaserver", c.Metaserver, "metaserver gRPC address host:port, or several separated by commas to follow the live one (env KILN_METASERVER)")
 	fs.StringVar(&c.Token, "token", c.Token, "build server credential (env KILN_TOKEN, else the file DATA_DIR/token; both keep it out of ps)")
 	fs.StringVar(&c.Enroll, "enroll", c.Enroll, "enrollment token, exchanged once for this build server's credential (saved as DATA_DIR/token)")
 	fs.StringVar(&c.Name, "name", c.Name, "build server name when enrolling (default: host name)")
