@@ -111,6 +111,18 @@ func TestScaleOut_BuildsWithAPostgresStoreAndS3BlobsAndSurvivesAKill(t *testing.
 		t.Fatalf("%d projects in PostgreSQL, want 1", n)
 	}
 
+	// The other admin commands, given only the database's URL.
+	sf.Pin("release-1", res.BuildID)
+	if n := sf.count(t, `SELECT count(*) FROM pins`); n != 1 {
+		t.Fatalf("%d pins after pin --store, want 1", n)
+	}
+	if tok := strings.TrimSpace(sf.MetaCommand("enroll-token", "create", "--store", sf.StoreURL)); tok == "" || strings.ContainsAny(tok, " \n") {
+		t.Fatalf("enroll-token create --store printed %q", tok)
+	}
+	if n := sf.count(t, `SELECT count(*) FROM enroll_tokens`); n != 1 {
+		t.Fatalf("%d enrollment tokens after enroll-token create --store, want 1", n)
+	}
+
 	// A crash loses nothing acknowledged: kill -9, restart, the cache answers.
 	if err := m.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -205,6 +217,18 @@ func TestScaleOut_OneWriterAndAdministrationOnlyWithTheSecret(t *testing.T) {
 	list := sf.MetaCommand("project", "list", "--store", sf.StoreURL)
 	if !strings.Contains(list, "hello\t"+repo) {
 		t.Fatalf("project list --store: %q", list)
+	}
+	// cancel needs the running writer: it goes there through the database.
+	queued := parseResult(t, sf.Startcompile("--project", "hello", "--json", "dev@example.com"))
+	if queued.State != "queued" {
+		t.Fatalf("with no build server the build must wait: %+v", queued)
+	}
+	out := sf.MetaCommand("cancel", "--store", sf.StoreURL, strconv.FormatUint(queued.BuildID, 10))
+	if !strings.Contains(out, "cancelled") {
+		t.Fatalf("cancel --store printed %q", out)
+	}
+	if b, err := getBuildAt(t, m.Addr, queued.BuildID); err != nil || b.GetState() != kilnv1.BuildState_BUILD_STATE_CANCELLED {
+		t.Fatalf("build after cancel --store: %v, %v", b.GetState(), err)
 	}
 }
 
