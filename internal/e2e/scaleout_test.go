@@ -448,3 +448,37 @@ func TestScaleOut_AStandbyStopsCleanlyOnSIGTERMAndTheWriterGoesOn(t *testing.T) 
 	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
 	sf.AddProject("hello", repo) // the writer still writes
 }
+
+func TestScaleOut_AWriterWhoseLockSessionIsCutStopsAndTheStandbyTakesOver(t *testing.T) {
+	sf := newScaledFarm(t)
+	a := sf.StartMetaserver("--heartbeat", "200ms", "--lease", "2s")
+	_, b := sf.startStandby(t, "--heartbeat", "200ms", "--lease", "2s")
+	// The hostile network: the writer's lock session is cut behind its
+	// back (here by PostgreSQL itself). It may no longer write, and must
+	// not go on as if it could: it stops; the standby takes over.
+	c, err := pgx.Connect(t.Context(), sf.pg.URL(sf.db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(t.Context())
+	var n int
+	if err := c.QueryRow(t.Context(), `SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("terminating the writer's lock session: %d sessions, %v", n, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Process.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(a.Process.Logs(), "writer lock was lost") {
+			t.Fatalf("the cut-off writer: exit %v; log:\n%s", err, a.Process.Logs())
+		}
+	case <-time.After(farmtest.WaitTimeout):
+		t.Fatal("the writer went on after its lock session was cut")
+	}
+	waitServing(t, b)
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
+	sf.AddProject("hello", repo) // through the database, to the new writer
+	if n := sf.count(t, `SELECT count(*) FROM projects`); n != 1 {
+		t.Fatalf("%d projects after the takeover, want 1", n)
+	}
+}
