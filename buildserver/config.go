@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"github.com/kilnbuild/kiln/internal/config"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kilnbuild/kiln/internal/auth"
 	"github.com/kilnbuild/kiln/internal/sysinfo"
 	"github.com/kilnbuild/kiln/internal/worker"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
@@ -129,8 +129,8 @@ const maxJobs = 1024
 // every problem at once.
 func (c Config) Validate() error {
 	var errs []error
-	if host, port, err := net.SplitHostPort(c.Metaserver); err != nil || host == "" || port == "" {
-		errs = append(errs, fmt.Errorf("--metaserver %q: want host:port", c.Metaserver))
+	if _, err := auth.SplitMetaservers(c.Metaserver); err != nil {
+		errs = append(errs, fmt.Errorf("--metaserver %q: want host:port, or several separated by commas", c.Metaserver))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is required"))
@@ -297,7 +297,7 @@ var envFallbacks = map[string]string{
 // newFlagSet binds every Config field to its flag.
 func newFlagSet(c *Config) *flag.FlagSet {
 	fs := flag.NewFlagSet("buildserver", flag.ContinueOnError)
-	fs.StringVar(&c.Metaserver, "metaserver", c.Metaserver, "metaserver gRPC address host:port (env KILN_METASERVER)")
+	fs.StringVar(&c.Metaserver, "metaserver", c.Metaserver, "metaserver gRPC address host:port, or several separated by commas to follow the live one (env KILN_METASERVER)")
 	fs.StringVar(&c.Token, "token", c.Token, "build server credential (env KILN_TOKEN, else the file DATA_DIR/token; both keep it out of ps)")
 	fs.StringVar(&c.Enroll, "enroll", c.Enroll, "enrollment token, exchanged once for this build server's credential (saved as DATA_DIR/token)")
 	fs.StringVar(&c.Name, "name", c.Name, "build server name when enrolling (default: host name)")

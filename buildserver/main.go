@@ -229,7 +229,11 @@ func enroll(ctx context.Context, cfg Config, transport grpc.DialOption, log *slo
 		}
 		name = strings.ToLower(host)
 	}
-	conn, err := grpc.NewClient(cfg.Metaserver, transport)
+	target, ropts, err := auth.MetaserverTarget(cfg.Metaserver)
+	if err != nil {
+		return "", err
+	}
+	conn, err := grpc.NewClient(target, append(ropts, transport)...)
 	if err != nil {
 		return "", err
 	}

@@ -17,8 +17,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/kilnbuild/kiln/internal/auth"
 	"github.com/kilnbuild/kiln/internal/config"
 	"github.com/kilnbuild/kiln/internal/server"
+	"github.com/kilnbuild/kiln/internal/store/pgstore"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
@@ -44,11 +46,26 @@ func listenAdmin(dataDir string, admin *server.Admin, opts ...grpc.ServerOption)
 	return gs, ln, nil
 }
 
+// adminTarget is where an admin command sends its calls.
+type adminTarget struct {
+	// DataDir is the metaserver's data directory (its admin socket, and
+	// bbolt's file when Store is "").
+	DataDir string
+	// Store is a postgres:// URL: the writer found through it (or the
+	// store itself when no metaserver holds it).
+	Store string
+	// TLS says how to reach a writer found through Store.
+	TLS auth.ClientTLS
+}
+
 // adminClient returns an AdminService client: over the running metaserver's
-// socket, or in-process against the store when no metaserver runs.
-func adminClient(ctx context.Context, dataDir string) (kilnv1.AdminServiceServer, func(), error) {
+// socket, or in-process against the store when no metaserver runs. With a
+// PostgreSQL store and no socket at hand, over the network to the writer
+// the database names, with the secret it keeps (remoteWriter).
+func adminClient(ctx context.Context, to adminTarget) (kilnv1.AdminServiceServer, func(), error) {
+	dataDir := to.DataDir
 	path := filepath.Join(dataDir, adminSocket)
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+	if c, err := dialSocket(dataDir); err == nil {
 		c.Close()
 		conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -56,17 +73,72 @@ func adminClient(ctx context.Context, dataDir string) (kilnv1.AdminServiceServer
 		}
 		return remoteAdmin{c: kilnv1.NewAdminServiceClient(conn)}, func() { conn.Close() }, nil
 	}
-	if err := server.DataDirReady(dataDir); err != nil {
+	if to.Store != "" {
+		if a, closeFn, err := remoteWriter(ctx, to); a != nil || err != nil {
+			return a, closeFn, err
+		}
+	} else if err := server.DataDirReady(dataDir); err != nil {
 		return nil, nil, err
 	}
-	st, err := openStore(dataDir)
+	st, err := openStore(to.Store, dataDir)
 	if refused(err) {
 		return nil, nil, err
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening store (is a metaserver running without its admin socket?): %w", err)
 	}
-	return &server.Admin{Store: st, DataDir: dataDir}, func() { st.Close() }, nil
+	closeFn := func() { st.Close() }
+	if dataDir == "" {
+		// A PostgreSQL store with no data directory: project add's trial
+		// clone goes to a scratch directory (the metaserver mirrors on
+		// its own).
+		scratch, err := os.MkdirTemp("", "kiln-admin-")
+		if err != nil {
+			st.Close()
+			return nil, nil, err
+		}
+		dataDir = scratch
+		closeFn = func() { st.Close(); os.RemoveAll(scratch) }
+	}
+	return &server.Admin{Store: st, DataDir: dataDir}, closeFn, nil
+}
+
+// dialSocket connects to the admin socket in dataDir, if one is given.
+func dialSocket(dataDir string) (net.Conn, error) {
+	if dataDir == "" {
+		return nil, errors.New("no data directory")
+	}
+	return net.DialTimeout("unix", filepath.Join(dataDir, adminSocket), time.Second)
+}
+
+// remoteWriter returns a client of the metaserver holding the PostgreSQL
+// store to.Store, reached at the address it advertised there and
+// authorized with the secret it keeps there. It returns nil and no error
+// when no metaserver holds the store: the caller opens it itself.
+func remoteWriter(ctx context.Context, to adminTarget) (kilnv1.AdminServiceServer, func(), error) {
+	e, held, err := pgstore.Writer(ctx, to.Store)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !held {
+		return nil, nil, nil
+	}
+	if e.Addr == "" {
+		return nil, nil, errors.New("a metaserver holds the store but has not advertised its address yet; try again in a moment")
+	}
+	tlsCfg := to.TLS
+	if e.TLS && tlsCfg.CAFile == "" {
+		tlsCfg.TLS = true
+	}
+	creds, secure, err := tlsCfg.DialCredentials(e.Addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := grpc.NewClient("passthrough:///"+e.Addr, creds, grpc.WithPerRPCCredentials(auth.Bearer{Token: e.Secret, Secure: secure}))
+	if err != nil {
+		return nil, nil, err
+	}
+	return remoteAdmin{c: kilnv1.NewAdminServiceClient(conn)}, func() { conn.Close() }, nil
 }
 
 // remoteAdmin adapts the client to the server interface, so both paths share code.
@@ -107,6 +179,9 @@ func (r remoteAdmin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.P
 func adminCommand(name string, args []string) int {
 	fs := flag.NewFlagSet("metaserver "+name, flag.ContinueOnError)
 	dataDir := fs.String("data-dir", os.Getenv("KILN_DATA_DIR"), "the metaserver's data directory (env KILN_DATA_DIR)")
+	storeURL := fs.String("store", os.Getenv("KILN_STORE"), "postgres:// URL of a PostgreSQL store, in place of --data-dir: the command goes to the metaserver holding it, found and authorized through the database, or to the database itself when none runs (env KILN_STORE)")
+	caFile := fs.String("ca", "", "with --store: PEM CA certificates of the metaserver's TLS certificate (default: the system's roots when it serves TLS)")
+	insecureFlag := fs.Bool("insecure", false, "with --store: allow plaintext to a metaserver at a non-loopback address")
 	reason := fs.String("reason", "", "cancel: why the build is cancelled, shown as its failure (default \"cancelled by an administrator\")")
 	operator := fs.String("operator", "", "buildserver add, enroll-token create: the operator (metaserver operator add) the credential belongs to; two build servers of one operator never count twice toward a verification (default: the credential is its own operator)")
 	purge := fs.Bool("purge", false, "buildserver revoke: also withdraw from the cache and from pins the artifacts this build server alone produced")
@@ -123,8 +198,12 @@ func adminCommand(name string, args []string) int {
 		fmt.Fprintf(os.Stderr, "metaserver %s: %v\n", name, err)
 		return 2
 	}
-	if *dataDir == "" || fs.NArg() != n {
-		fmt.Fprintf(os.Stderr, "metaserver %s: needs --data-dir and %d argument(s)\n%s", name, n, usage)
+	if (*dataDir == "" && *storeURL == "") || fs.NArg() != n {
+		fmt.Fprintf(os.Stderr, "metaserver %s: needs --data-dir or --store, and %d argument(s)\n%s", name, n, usage)
+		return 2
+	}
+	if err := checkStoreURL(*storeURL); err != nil {
+		fmt.Fprintf(os.Stderr, "metaserver %s: %v\n", name, err)
 		return 2
 	}
 	if *reason != "" && name != "cancel" {
@@ -151,7 +230,7 @@ func adminCommand(name string, args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	admin, closeFn, err := adminClient(ctx, *dataDir)
+	admin, closeFn, err := adminClient(ctx, adminTarget{DataDir: *dataDir, Store: *storeURL, TLS: auth.ClientTLS{CAFile: *caFile, Insecure: *insecureFlag}})
 	if refused(err) {
 		return refusal(name, err)
 	}

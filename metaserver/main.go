@@ -3,6 +3,7 @@
 // to volunteers' build servers and answers requesters.
 //
 //	metaserver serve --data-dir DIR [--listen 127.0.0.1:7070] [flags]
+//	metaserver serve --data-dir DIR --store postgres://... --blobs s3://... [--standby] [flags]
 //	metaserver project add --data-dir DIR NAME GIT_URL
 //	metaserver project list --data-dir DIR
 //	metaserver operator add --data-dir DIR NAME
@@ -16,6 +17,9 @@
 //
 // The admin commands talk to a running serve over DIR/admin.sock, or open the
 // store directly when serve is not running; cancel needs the running serve.
+// Given --store URL in place of --data-dir, they reach the metaserver
+// holding that PostgreSQL store at the address and with the secret it
+// recorded there, or the database itself when none runs.
 // backup is consistent while serve runs; check reads a store file that no
 // serve holds (a stopped one's, or a backup). Every command that opens the
 // store refuses a damaged file with exit status 2, leaving it as it was.
@@ -28,6 +32,8 @@ import (
 
 const usage = `usage:
   metaserver serve --data-dir DIR [--listen 127.0.0.1:7070] [--metrics-listen ADDR] [flags]
+  metaserver serve --data-dir DIR --store postgres://USER@HOST:PORT/DB?sslmode=... --blobs s3://BUCKET?endpoint=URL [--standby] [flags]
+  (admin commands below take --store URL in place of --data-dir)
   metaserver project add --data-dir DIR NAME GIT_URL
   metaserver project list --data-dir DIR
   metaserver operator add --data-dir DIR NAME

@@ -21,13 +21,34 @@ import (
 	"github.com/kilnbuild/kiln/internal/auth"
 	"github.com/kilnbuild/kiln/internal/config"
 	"github.com/kilnbuild/kiln/internal/server"
+	"github.com/kilnbuild/kiln/internal/store"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
 // serveConfig is everything `metaserver serve` is told by its flags.
 type serveConfig struct {
-	// DataDir holds the store (kiln.db), blobs, mirrors, logs and the admin socket.
+	// DataDir holds the store (kiln.db), blobs, mirrors, logs and the admin
+	// socket; with Store and Blobs set, only the local files (mirrors,
+	// logs being written, the admin socket, the upload spool).
 	DataDir string
+	// Store is a postgres:// URL of the store's database (any libpq URL,
+	// password from it or PGPASSWORD); "" keeps bbolt in DataDir.
+	Store string
+	// Blobs is an s3://BUCKET[/PREFIX]?endpoint=URL URL of the blob store
+	// (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY); "" keeps
+	// the directory DataDir/blobs.
+	Blobs string
+	// Standby, with Store, waits for the writer lock instead of failing
+	// when another metaserver holds it, and serves once it has it: a
+	// second metaserver that takes over by itself when the writer dies.
+	Standby bool
+	// CA holds the PEM CA certificates of the writer's TLS certificate, for
+	// a standby forwarding calls to it ("" : the system's roots).
+	CA string
+	// Advertise is the host:port other hosts reach Listen at, recorded in a
+	// PostgreSQL store so that admin commands given --store find the
+	// writer ("" is Listen).
+	Advertise string
 	// Listen is the gRPC address for build servers, requesters and webstatus.
 	Listen string
 	// MetricsListen serves Prometheus /metrics over HTTP; empty disables it.
@@ -95,7 +116,12 @@ type serveConfig struct {
 
 func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", os.Getenv("KILN_DATA_DIR"), "directory of the store, blobs, mirrors and logs (env KILN_DATA_DIR)")
+	fs.StringVar(&c.Store, "store", os.Getenv("KILN_STORE"), "postgres://USER@HOST:PORT/DB?sslmode=... URL of a PostgreSQL store (password from the URL or PGPASSWORD; env KILN_STORE); empty: bbolt in --data-dir")
+	fs.StringVar(&c.Blobs, "blobs", os.Getenv("KILN_BLOBS"), "s3://BUCKET[/PREFIX]?endpoint=URL of an S3-compatible blob store (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; env KILN_BLOBS); empty: the directory --data-dir/blobs")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7070", "gRPC listen address")
+	fs.BoolVar(&c.Standby, "standby", false, "with --store: when another metaserver holds the store, forward every call on --listen to it while waiting, and take over when it stops or dies, instead of failing")
+	fs.StringVar(&c.CA, "ca", "", "with --standby: PEM CA certificates of the writer's TLS certificate, to forward calls to it (default: the system's roots)")
+	fs.StringVar(&c.Advertise, "advertise", "", "with --store: the host:port admin commands on other hosts reach --listen at, recorded in the database (default: --listen)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "HTTP address for Prometheus /metrics (empty: off)")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", server.Defaults.HeartbeatInterval, "build server heartbeat interval")
 	fs.DurationVar(&c.Lease, "lease", server.Defaults.Lease, "how long an attempt survives without a heartbeat")
@@ -127,7 +153,27 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 // Validate checks the configuration before anything starts.
 func (c *serveConfig) Validate() error {
 	if c.DataDir == "" {
-		return errors.New("--data-dir is required")
+		return errors.New("--data-dir is required (with --store and --blobs it holds only local files: mirrors, logs being written, the admin socket)")
+	}
+	if err := checkStoreURL(c.Store); err != nil {
+		return err
+	}
+	if err := checkBlobsURL(c.Blobs); err != nil {
+		return err
+	}
+	if c.Standby && c.Store == "" {
+		return errors.New("--standby goes with --store (a bbolt file has one machine's metaserver)")
+	}
+	if c.CA != "" && !c.Standby {
+		return errors.New("--ca goes with --standby (it is how a standby reaches the writer)")
+	}
+	if c.Advertise != "" {
+		if c.Store == "" {
+			return errors.New("--advertise goes with --store (a bbolt store is administered over --data-dir's admin socket)")
+		}
+		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
+			return fmt.Errorf("--advertise %q: %w", c.Advertise, err)
+		}
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("--listen %q: %w", c.Listen, err)
@@ -207,7 +253,7 @@ func serve(args []string) int {
 		return 2
 	}
 	// Resolved once: mirrors and hooks run git and commands elsewhere.
-	if err := config.AbsPaths(fs, "data-dir", "tls-cert", "tls-key", "smtp-password-file", "hook-secret-file"); err != nil {
+	if err := config.AbsPaths(fs, "data-dir", "tls-cert", "tls-key", "ca", "smtp-password-file", "hook-secret-file"); err != nil {
 		fmt.Fprintln(os.Stderr, "metaserver serve:", err)
 		return 2
 	}
@@ -233,7 +279,11 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	if err := server.DataDirReady(cfg.DataDir); err != nil {
 		return err
 	}
-	st, err := openStore(cfg.DataDir)
+	st, err := openServeStore(cfg, log)
+	if errors.Is(err, errStandbyStopped) {
+		log.Info("standby stopped by a signal before it became the writer")
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("opening store: %w", err)
 	}
@@ -247,7 +297,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		Quorum: cfg.Quorum, MaxResults: cfg.MaxResults, TrustAfter: cfg.TrustAfter,
 		MaxInfraAttempts: cfg.MaxInfraAttempts, TimeoutGrace: cfg.TimeoutGrace, ExcludeFor: cfg.ExcludeFor,
 		LossesBeforeAside: cfg.LossesBeforeAside, AsideFor: cfg.AsideFor, ExpireUnmatchedAfter: expireUnmatched(cfg.ExpireUnmatched),
-		CacheMaxBytes: cfg.CacheMaxBytes, SampleInterval: cfg.SampleInterval, SampleKeep: sampleKeep(cfg.SampleInterval), RequestsPerMinute: rateLimit(cfg.RequestsPerMinute), RequestsPerMinutePerAddress: rateLimit(cfg.RequestsPerMinutePerAddress), InlineArtifactBytes: inlineBytes(cfg.InlineArtifactBytes), Version: version, Logger: log, Notifier: notifier,
+		OpenBlobs: openBlobs(cfg.Blobs, cfg.DataDir), CacheMaxBytes: cfg.CacheMaxBytes, SampleInterval: cfg.SampleInterval, SampleKeep: sampleKeep(cfg.SampleInterval), RequestsPerMinute: rateLimit(cfg.RequestsPerMinute), RequestsPerMinutePerAddress: rateLimit(cfg.RequestsPerMinutePerAddress), InlineArtifactBytes: inlineBytes(cfg.InlineArtifactBytes), Version: version, Logger: log, Notifier: notifier,
 	}, st)
 	if err != nil {
 		return err
@@ -257,6 +307,10 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		return err
 	}
 	unary, stream := auth.Interceptors(srv.LookupToken, "/kiln.v1.WorkerService/")
+	// With a PostgreSQL store, administration also comes over the network
+	// (from any host that can read the database, which holds the secret).
+	adminSecret, _ := auth.NewToken()
+	adminUnary, adminStream := auth.SecretInterceptors(adminSecret, "/kiln.v1.AdminService/")
 	gateUnary, gateStream := srv.WriteGate()
 	opts := []grpc.ServerOption{}
 	if cfg.TLSCert != "" {
@@ -267,7 +321,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		opts = append(opts, grpc.Creds(creds))
 	}
 	gs := grpc.NewServer(append(opts,
-		grpc.ChainUnaryInterceptor(unary, gateUnary), grpc.ChainStreamInterceptor(stream, gateStream),
+		grpc.ChainUnaryInterceptor(adminUnary, unary, gateUnary), grpc.ChainStreamInterceptor(adminStream, stream, gateStream),
 		grpc.MaxRecvMsgSize(server.MaxMessageBytes),
 		// A small read buffer, and write buffers taken from a pool only
 		// while writing: an idle build server costs little (issue 9:
@@ -285,6 +339,12 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	healthpb.RegisterHealthServer(gs, hs)
 
 	admin := &server.Admin{Store: st, DataDir: cfg.DataDir, OnRevoke: srv.Disconnect, Cancel: srv.AdminCancel, Purge: srv.Purge}
+	if err := advertise(st, cfg, ln.Addr().String(), adminSecret); err != nil {
+		return err
+	}
+	if cfg.Store != "" {
+		kilnv1.RegisterAdminServiceServer(gs, admin)
+	}
 	adminSrv, adminLn, err := listenAdmin(cfg.DataDir, admin, grpc.ChainUnaryInterceptor(gateUnary))
 	if err != nil {
 		return err
@@ -312,7 +372,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	go func() { serveErr <- gs.Serve(ln) }()
 	go func() { serveErr <- adminSrv.Serve(adminLn) }()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	log.Info("metaserver serving", "listen", ln.Addr().String(), "data_dir", cfg.DataDir, "metrics_listen", cfg.MetricsListen,
+	log.Info("metaserver serving", "listen", ln.Addr().String(), "data_dir", cfg.DataDir, "store", storeName(cfg.Store), "blobs", blobsName(cfg.Blobs), "metrics_listen", cfg.MetricsListen,
 		"heartbeat", cfg.Heartbeat, "lease", cfg.Lease, "reconnect_grace", min(cfg.ReconnectGrace, cfg.Lease), "tls", cfg.TLSCert != "")
 
 	var runErr error
@@ -323,6 +383,8 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		runErr = err
 	case err := <-serveErr:
 		runErr = err
+	case <-lost(st):
+		runErr = errors.New("the store's writer lock was lost (its database connection failed): stopping, as another metaserver may be the writer now")
 	}
 	hs.Shutdown()
 	srv.Drain()
@@ -336,6 +398,36 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	srv.Stop()
 	log.Info("metaserver stopped cleanly")
 	return runErr
+}
+
+// errStandbyStopped is openServeStore's answer to a signal that came while
+// a standby waited: a clean stop.
+var errStandbyStopped = errors.New("standby stopped while waiting")
+
+// openServeStore opens the store for serve; a standby waits for the writer
+// lock until a signal.
+func openServeStore(cfg serveConfig, log *slog.Logger) (store.Store, error) {
+	if !cfg.Standby {
+		return openStore(cfg.Store, cfg.DataDir)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	// Meanwhile every call to --listen goes on to the writer (proxy.go).
+	stopProxy, err := startStandbyProxy(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("standby: waiting for the store's writer lock, forwarding calls to the writer", "store", storeName(cfg.Store), "listen", cfg.Listen)
+	start := time.Now()
+	st, err := openStoreWaiting(ctx, cfg.Store, cfg.DataDir, 100*365*24*time.Hour)
+	stopProxy()
+	if err != nil && ctx.Err() != nil {
+		return nil, errStandbyStopped
+	}
+	if err == nil {
+		log.Info("standby: took the writer lock, serving", "waited", time.Since(start).Round(time.Millisecond))
+	}
+	return st, err
 }
 
 // gracefully stops gs, cutting long-lived streams after grace.

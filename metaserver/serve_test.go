@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -119,5 +120,48 @@ func TestRateLimitFlagsZeroMeansUnlimited(t *testing.T) {
 		if got := fs.Lookup(name).DefValue; got != want {
 			t.Errorf("--%s default %s, want %s (server.Defaults)", name, got, want)
 		}
+	}
+}
+
+func TestServeRefusesBadStoreAndBlobsURLsAndMisplacedScaleFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--data-dir", "d", "--store", "mysql://kiln@db/kiln"},
+		{"--data-dir", "d", "--store", "postgres://kiln@db:notaport/kiln"},
+		{"--data-dir", "d", "--blobs", "http://bucket"},
+		{"--data-dir", "d", "--blobs", "s3://bucket?endpoint=ftp://x"},
+		{"--data-dir", "d", "--blobs", "s3://bucket?endpiont=http://x"},
+		{"--data-dir", "d", "--standby"},
+		{"--data-dir", "d", "--advertise", "10.0.0.5:7070"},
+		{"--data-dir", "d", "--store", "postgres://kiln@db/kiln", "--advertise", "no-port"},
+		{"--data-dir", "d", "--store", "postgres://kiln@db/kiln", "--ca", "ca.pem"},
+		{"--store", "postgres://kiln@db/kiln"},
+	} {
+		var c serveConfig
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		c.flags(fs)
+		c.DataDir, c.Store, c.Blobs = "", "", ""
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Validate(); err == nil {
+			t.Errorf("%v was accepted", args)
+		}
+	}
+	var c serveConfig
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	c.flags(fs)
+	ok := []string{"--data-dir", "d", "--store", "postgres://kiln@127.0.0.1:5432/kiln?sslmode=disable", "--blobs", "s3://kiln?endpoint=http://127.0.0.1:9000", "--standby", "--ca", "ca.pem", "--advertise", "127.0.0.1:7070"}
+	if err := fs.Parse(ok); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("%v: %v", ok, err)
+	}
+}
+
+func TestServeStoreURLInErrorsHidesThePassword(t *testing.T) {
+	err := checkStoreURL("mysql://kiln:hunter2@db/kiln")
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("checkStoreURL: %v", err)
 	}
 }

@@ -5,16 +5,23 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/kilnbuild/kiln/internal/cas"
+	"github.com/kilnbuild/kiln/internal/cas/s3blob"
 	"github.com/kilnbuild/kiln/internal/config"
 	"github.com/kilnbuild/kiln/internal/store"
 	"github.com/kilnbuild/kiln/internal/store/bolt"
+	"github.com/kilnbuild/kiln/internal/store/pgstore"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
@@ -22,13 +29,31 @@ import (
 const storeFile = "kiln.db"
 
 // openStore is the one factory of the metaserver's store: serve and the
-// offline admin commands open DIR/kiln.db through it, after bolt's checks
-// of an existing file (size against its meta page, every page); a new one
-// is created. It is the one place that names the engine: callers see a
-// store.Store, and another engine (PostgreSQL) is chosen here. The blob
-// store is the server's, opened through server.Config.OpenBlobs (default:
-// the directory DIR/blobs); only serve opens it.
-func openStore(dataDir string) (store.Store, error) {
+// offline admin commands open it through it. With storeURL "" it is
+// DIR/kiln.db, after bolt's checks of an existing file (size against its
+// meta page, every page); a new one is created. A postgres:// (or
+// postgresql://) URL opens that database instead (pgstore: schema
+// migrated, writer lock taken). It is the one place that names the
+// engines: callers see a store.Store. The blob store is the server's,
+// opened through server.Config.OpenBlobs (openBlobs: the directory
+// DIR/blobs or an S3 bucket); only serve opens it.
+func openStore(storeURL, dataDir string) (store.Store, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return openStoreWaiting(ctx, storeURL, dataDir, 2*time.Second)
+}
+
+// openStoreWaiting is openStore waiting up to lockWait (or until ctx ends)
+// for another process to release a PostgreSQL store: a standby metaserver
+// waits for as long as the writer lives.
+func openStoreWaiting(ctx context.Context, storeURL, dataDir string, lockWait time.Duration) (store.Store, error) {
+	if storeURL != "" {
+		db, err := pgstore.Open(ctx, storeURL, pgstore.Options{LockTimeout: lockWait})
+		if err != nil {
+			return nil, err // not a nil *pgstore.DB in the interface
+		}
+		return db, nil
+	}
 	db, err := bolt.Open(filepath.Join(dataDir, storeFile), bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
 		return nil, err // not a nil *bolt.DB in the interface
@@ -36,12 +61,71 @@ func openStore(dataDir string) (store.Store, error) {
 	return db, nil
 }
 
-// refused reports whether err is the store refusing its file (damaged, or
-// of an unknown schema): the operator must act, so the exit status is 2,
-// as for bad usage, and a restart loop will not help.
+// checkStoreURL validates a --store value: "" (bbolt in --data-dir) or a
+// postgres:// URL that parses.
+func checkStoreURL(u string) error {
+	if u == "" {
+		return nil
+	}
+	if !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
+		return fmt.Errorf("--store %q: only postgres:// URLs are known (leave it out for bbolt in --data-dir)", redactURL(u))
+	}
+	if _, err := pgconn.ParseConfig(u); err != nil {
+		return fmt.Errorf("--store: %w", err)
+	}
+	return nil
+}
+
+// redactURL hides a password in a URL for messages.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// openBlobs returns server.Config.OpenBlobs for a --blobs value: nil (the
+// server's default, the directory DIR/blobs) for "", an S3 bucket for an
+// s3:// URL (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY;
+// uploads spooled in DIR/blobs-spool).
+func openBlobs(blobsURL, dataDir string) func() (cas.BlobStore, error) {
+	if blobsURL == "" {
+		return nil
+	}
+	return func() (cas.BlobStore, error) {
+		spool := filepath.Join(dataDir, "blobs-spool")
+		if err := os.MkdirAll(spool, 0o700); err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		s, err := s3blob.Open(ctx, blobsURL, s3blob.Options{SpoolDir: spool})
+		if err != nil {
+			return nil, err // not a nil *s3blob.Store in the interface
+		}
+		return s, nil
+	}
+}
+
+// checkBlobsURL validates a --blobs value: "" or an s3:// URL.
+func checkBlobsURL(u string) error {
+	if u == "" {
+		return nil
+	}
+	if _, err := s3blob.ParseURL(u); err != nil {
+		return fmt.Errorf("--blobs: %w", err)
+	}
+	return nil
+}
+
+// refused reports whether err is the store refusing its file or database
+// (damaged, or of an unknown schema): the operator must act, so the exit
+// status is 2, as for bad usage, and a restart loop will not help.
 func refused(err error) bool {
 	var sv *bolt.SchemaVersionError
-	return errors.Is(err, store.ErrDamaged) || errors.As(err, &sv)
+	var pv *pgstore.SchemaVersionError
+	return errors.Is(err, store.ErrDamaged) || errors.As(err, &sv) || errors.As(err, &pv)
 }
 
 // refusal prints why the store was refused and what to do, and returns
@@ -121,7 +205,7 @@ func backupCommand(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	admin, closeFn, err := adminClient(ctx, dataDir)
+	admin, closeFn, err := adminClient(ctx, adminTarget{DataDir: dataDir})
 	if err != nil {
 		if refused(err) {
 			return refusal("backup", err)
@@ -140,4 +224,46 @@ func backupCommand(args []string) int {
 	}
 	fmt.Printf("%s: %d bytes, checked\n", dest, resp.GetBytes())
 	return 0
+}
+
+// lost returns a channel closed when st loses its writer lock (pgstore);
+// nil, never ready, for a store whose lock cannot be lost (bbolt's file).
+func lost(st store.Store) <-chan struct{} {
+	if l, ok := st.(interface{ Lost() <-chan struct{} }); ok {
+		return l.Lost()
+	}
+	return nil
+}
+
+// storeName and blobsName say which store serves, for the log.
+func storeName(u string) string {
+	if u == "" {
+		return "bbolt"
+	}
+	return redactURL(u)
+}
+
+func blobsName(u string) string {
+	if u == "" {
+		return "directory"
+	}
+	return u
+}
+
+// advertise records, in a PostgreSQL store, where admin commands reach this
+// writer's AdminService and the secret they present (pgstore.Endpoint).
+// A bbolt store is administered over the admin socket only.
+func advertise(st store.Store, cfg serveConfig, listening, secret string) error {
+	db, ok := st.(*pgstore.DB)
+	if !ok {
+		return nil
+	}
+	addr := cfg.Advertise
+	if addr == "" {
+		addr = listening
+	}
+	if err := db.Advertise(pgstore.Endpoint{Addr: addr, TLS: cfg.TLSCert != "", Secret: secret}); err != nil {
+		return fmt.Errorf("advertising the admin endpoint: %w", err)
+	}
+	return nil
 }

@@ -6,8 +6,10 @@
 # from the i386 architecture), the build systems of the default recipe, postfix's smtp-sink
 # (mail tests), chromium (browser tests), dpkg-dev (the acceptance suite's
 # apt-get source unpacks with dpkg-source), the protobuf tools (buf,
-# protoc-gen-go, protoc-gen-go-grpc) for the proto check, and golangci-lint
-# for `make lint`.
+# protoc-gen-go, protoc-gen-go-grpc) for the proto check, golangci-lint
+# for `make lint`, and the servers the scaled-out store is tested against:
+# Debian's PostgreSQL and versitygw (an S3-compatible server, Go,
+# Apache-2.0, from the Go module proxy).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
@@ -18,6 +20,8 @@ pkgs=(qemu-user qemu-user-binfmt binfmt-support
   libc6-dev-s390x-cross libc6-dev-i386-cross libc6-dev-armhf-cross libc6-dev-powerpc-cross
   libc6-i386 lib32gcc-s1
   musl-tools bubblewrap postfix chromium git make gcc util-linux
+  # The PostgreSQL store's tests start a throwaway cluster (initdb).
+  postgresql
   # What the default recipe runs (docs/manifest.md): autotools (autoreconf
   # with libtool and gettext's autopoint), CMake, Meson + Ninja, pkg-config,
   # a C++ compiler for every target (CMake projects enable C++ by default),
@@ -71,4 +75,10 @@ if [ ! -x "$root/.tools/node_modules/@bufbuild/buf-linux-x64/bin/buf" ]; then
   mkdir -p "$root/.tools"
   (cd "$root/.tools" && npm install --silent --no-audit --no-fund @bufbuild/buf@1.73.0 >/dev/null)
 fi
+# The S3-compatible server of the S3 blob store's tests (farmtest.StartS3),
+# pinned; about 1-2 minutes to build cold, nothing when already there.
+# The marker names the version: go install's binary does not know its own.
+gobin="$(go env GOPATH)/bin"
+[ -x "$gobin/versitygw" ] && [ -f "$gobin/.versitygw-v1.8.0" ] ||
+  { go install github.com/versity/versitygw/cmd/versitygw@v1.8.0 && touch "$gobin/.versitygw-v1.8.0"; }
 echo "setup: done"

@@ -60,7 +60,7 @@ var ErrConfig = errors.New("invalid configuration")
 // Validate checks the configuration before anything starts.
 func (c Config) Validate() error {
 	var errs []error
-	if err := checkHostPort(c.Metaserver); err != nil {
+	if _, err := auth.SplitMetaservers(c.Metaserver); err != nil {
 		errs = append(errs, fmt.Errorf("--metaserver %q: %w", c.Metaserver, err))
 	}
 	if _, _, err := (auth.ClientTLS{CAFile: c.CA, Insecure: c.Insecure}).DialCredentials(c.Metaserver); err != nil && c.CA == "" {
@@ -118,7 +118,7 @@ var envFallbacks = map[string]string{
 // newFlagSet binds every Config field to its flag.
 func newFlagSet(c *Config) *flag.FlagSet {
 	fs := flag.NewFlagSet("webstatus", flag.ContinueOnError)
-	fs.StringVar(&c.Metaserver, "metaserver", c.Metaserver, "metaserver gRPC address host:port (env KILN_METASERVER)")
+	fs.StringVar(&c.Metaserver, "metaserver", c.Metaserver, "metaserver gRPC address host:port, or several separated by commas to follow the live one (env KILN_METASERVER)")
 	fs.StringVar(&c.CA, "ca", c.CA, "PEM CA certificate(s) of the metaserver's TLS certificate (enables TLS)")
 	fs.BoolVar(&c.Insecure, "insecure", c.Insecure, "allow plaintext to a metaserver that is not on loopback")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "address to serve the web pages on, host:port (env KILN_WEBSTATUS_LISTEN)")

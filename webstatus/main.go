@@ -69,7 +69,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, lis net.Listener) 
 	if err != nil {
 		return err
 	}
-	cc, err := grpc.NewClient(cfg.Metaserver, transport)
+	target, ropts, err := auth.MetaserverTarget(cfg.Metaserver)
+	if err != nil {
+		return err
+	}
+	cc, err := grpc.NewClient(target, append(ropts, transport)...)
 	if err != nil {
 		return fmt.Errorf("metaserver client for %s: %w", cfg.Metaserver, err)
 	}

@@ -41,9 +41,10 @@ type ClientTLS struct {
 	Insecure bool
 }
 
-// DialCredentials returns the transport credentials for addr and whether
-// they are secure: TLS when a CA or TLS is asked for, or the address is not
-// loopback; plaintext on loopback, or anywhere with Insecure.
+// DialCredentials returns the transport credentials for addr (one address,
+// or several separated by commas) and whether they are secure: TLS when a
+// CA or TLS is asked for, or an address is not loopback; plaintext on
+// loopback, or anywhere with Insecure.
 func (c ClientTLS) DialCredentials(addr string) (grpc.DialOption, bool, error) {
 	switch {
 	case c.CAFile != "":
@@ -58,7 +59,7 @@ func (c ClientTLS) DialCredentials(addr string) (grpc.DialOption, bool, error) {
 		return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})), true, nil
 	case c.TLS:
 		return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})), true, nil
-	case c.Insecure || IsLoopback(addr):
+	case c.Insecure || AllLoopback(addr):
 		return grpc.WithTransportCredentials(insecure.NewCredentials()), false, nil
 	}
 	return nil, false, fmt.Errorf("%w: %s (give --ca for a private CA, or --insecure)", ErrPlaintext, addr)

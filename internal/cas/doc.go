@@ -42,9 +42,9 @@
 // # Other backends
 //
 // [BlobStore] is the interface the metaserver uses, with a context on every
-// method; [Store] is its directory implementation, and a remote one (S3)
-// must keep the guarantees written there: verified reads, no partial
-// blob, deletion only when asked.
+// method; [Store] is its directory implementation, and package s3blob its
+// S3 one, keeping the guarantees written there: verified reads, no partial
+// blob, deletion only when asked (package castest checks both).
 //
 // # Concurrency
 //

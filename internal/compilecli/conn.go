@@ -25,10 +25,14 @@ func dial(ctx context.Context, c Connection) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, usageError("%v", err)
 	}
-	conn, err := grpc.NewClient("passthrough:///"+c.Metaserver,
+	target, ropts, err := auth.MetaserverTarget(c.Metaserver)
+	if err != nil {
+		return nil, usageError("bad metaserver address %q: %v", c.Metaserver, err)
+	}
+	conn, err := grpc.NewClient(target, append(ropts,
 		transport,
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
-	)
+	)...)
 	if err != nil {
 		return nil, usageError("bad metaserver address %q: %v", c.Metaserver, err)
 	}

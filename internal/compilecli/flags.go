@@ -59,7 +59,7 @@ func bindConnection(fs *flag.FlagSet, c *Connection, getenv func(string) string)
 	if v := getenv(EnvMetaserver); v != "" {
 		def = v
 	}
-	fs.StringVar(&c.Metaserver, "metaserver", def, "metaserver gRPC address host:port (env "+EnvMetaserver+")")
+	fs.StringVar(&c.Metaserver, "metaserver", def, "metaserver gRPC address host:port, or several separated by commas to follow the live one (env "+EnvMetaserver+")")
 	fs.DurationVar(&c.DialTimeout, "dial-timeout", defaultDialTimeout, "how long to try connecting to the metaserver")
 	fs.StringVar(&c.CA, "ca", "", "PEM CA certificate(s) of the metaserver's TLS certificate (enables TLS)")
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow plaintext to a metaserver that is not on loopback")

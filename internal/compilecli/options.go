@@ -45,7 +45,7 @@ func (c *Connection) validate() error {
 	if c.DialTimeout <= 0 {
 		return usageError("--dial-timeout must be positive, got %s", c.DialTimeout)
 	}
-	if c.CA == "" && !c.Insecure && !auth.IsLoopback(c.Metaserver) {
+	if c.CA == "" && !c.Insecure && !auth.AllLoopback(c.Metaserver) {
 		return usageError("refusing plaintext to %s, which is not loopback: give --ca for the metaserver's CA, or --insecure", c.Metaserver)
 	}
 	return nil

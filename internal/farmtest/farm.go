@@ -58,6 +58,17 @@ type Farm struct {
 	// in a UTS namespace of its own with this host name (`unshare --uts`;
 	// root only), as two volunteers' machines differ.
 	Hostname string
+	// StoreURL and BlobsURL, when set before StartMetaserver, give the
+	// metaserver a PostgreSQL store (--store) and an S3 blob store
+	// (--blobs); the admin helpers then use --store in place of
+	// --data-dir. MetaEnv is added to the environment of the metaserver
+	// and of admin commands (the S3 credentials).
+	StoreURL, BlobsURL string
+	MetaEnv            []string
+	// ClientMetaservers, when set, is the --metaserver value startcompile
+	// gets (through KILN_METASERVER) in place of the metaserver's address:
+	// several addresses, separated by commas, for failover tests.
+	ClientMetaservers string
 
 	metaDataDir string
 	meta        *Metaserver
@@ -143,6 +154,12 @@ func (f *Farm) StartMetaserver(extraArgs ...string) *Metaserver {
 	}
 	m := &Metaserver{Addr: FreeAddr(f.t), DataDir: f.metaDataDir, t: f.t, creds: f.ClientCreds}
 	args := []string{"serve", "--data-dir", f.dirArg(m.DataDir), "--listen", m.Addr}
+	if f.StoreURL != "" {
+		args = append(args, "--store", f.StoreURL)
+	}
+	if f.BlobsURL != "" {
+		args = append(args, "--blobs", f.BlobsURL)
+	}
 	if !hasFlag(extraArgs, "metrics-listen") {
 		m.MetricsAddr = FreeAddr(f.t)
 		args = append(args, "--metrics-listen", m.MetricsAddr)
@@ -153,7 +170,7 @@ func (f *Farm) StartMetaserver(extraArgs ...string) *Metaserver {
 		args = append(args, "--quorum", "1")
 	}
 	args = append(args, extraArgs...)
-	m.Process = f.start("metaserver", Binary(f.t, "metaserver"), args...)
+	m.Process = f.startEnv("metaserver", Binary(f.t, "metaserver"), f.MetaEnv, args...)
 	f.meta = m
 	m.WaitReady()
 	return m
@@ -175,7 +192,16 @@ func (f *Farm) dirArg(dir string) string {
 // start starts a program, in f.Dir with RelativeDirs.
 func (f *Farm) start(name, path string, args ...string) *Process {
 	f.t.Helper()
+	return f.startEnv(name, path, nil, args...)
+}
+
+// startEnv is start with env added to the program's environment.
+func (f *Farm) startEnv(name, path string, env []string, args ...string) *Process {
+	f.t.Helper()
 	p := NewProcess(f.t, name, path, args...)
+	if len(env) > 0 {
+		p.Env = append(os.Environ(), env...)
+	}
 	if f.RelativeDirs {
 		p.Dir = f.Dir
 	}
@@ -244,6 +270,9 @@ func (f *Farm) metaCommand(args ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, Binary(f.t, "metaserver"), args...)
+	if len(f.MetaEnv) > 0 {
+		cmd.Env = append(os.Environ(), f.MetaEnv...)
+	}
 	if f.RelativeDirs {
 		cmd.Dir = f.Dir
 	}
@@ -255,17 +284,34 @@ func (f *Farm) metaCommand(args ...string) string {
 	return stdout.String()
 }
 
+// adminArgs name the store for an admin command: --store with a
+// PostgreSQL store (the command finds the running writer through the
+// database), else --data-dir.
+func (f *Farm) adminArgs() []string {
+	if f.StoreURL != "" {
+		return []string{"--store", f.StoreURL}
+	}
+	return []string{"--data-dir", f.dirArg(f.metaDataDir)}
+}
+
+// MetaCommand runs `metaserver ARGS...` (in the farm's environment) and
+// returns its stdout, failing the test on a non-zero exit.
+func (f *Farm) MetaCommand(args ...string) string {
+	f.t.Helper()
+	return f.metaCommand(args...)
+}
+
 // AddProject registers a project with `metaserver project add`.
 func (f *Farm) AddProject(name, url string) {
 	f.t.Helper()
-	f.metaCommand("project", "add", "--data-dir", f.dirArg(f.metaDataDir), name, url)
+	f.metaCommand(append(append([]string{"project", "add"}, f.adminArgs()...), name, url)...)
 }
 
 // AddBuildServer creates a build server credential with `metaserver
 // buildserver add` and returns its token.
 func (f *Farm) AddBuildServer(name string) string {
 	f.t.Helper()
-	out := strings.TrimSpace(f.metaCommand("buildserver", "add", "--data-dir", f.dirArg(f.metaDataDir), name))
+	out := strings.TrimSpace(f.metaCommand(append(append([]string{"buildserver", "add"}, f.adminArgs()...), name)...))
 	if out == "" || strings.ContainsAny(out, "\n \t") {
 		f.t.Fatalf("farmtest: metaserver buildserver add %s printed %q, want one token", name, out)
 	}
@@ -292,7 +338,7 @@ func (f *Farm) AddBuildServerOf(operator, name string) string {
 // Pin names a succeeded build's artifact with `metaserver pin`.
 func (f *Farm) Pin(name string, buildID uint64) {
 	f.t.Helper()
-	f.metaCommand("pin", "--data-dir", f.dirArg(f.metaDataDir), name, strconv.FormatUint(buildID, 10))
+	f.metaCommand(append(append([]string{"pin"}, f.adminArgs()...), name, strconv.FormatUint(buildID, 10))...)
 }
 
 // StartBuildserver starts a buildserver with its own data directory,
@@ -473,7 +519,11 @@ func (f *Farm) StartcompileContext(ctx context.Context, args ...string) Result {
 		return Result{Exit: -1, Stderr: err.Error()}
 	}
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), "KILN_METASERVER="+m.Addr)
+	addrs := m.Addr
+	if f.ClientMetaservers != "" {
+		addrs = f.ClientMetaservers
+	}
+	cmd.Env = append(os.Environ(), "KILN_METASERVER="+addrs)
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -29,6 +29,29 @@ type bins struct {
 	// Pprof is true when the programs were built with the harness's pprof
 	// overlay: KILN_PPROF_ADDR in their environment serves net/http/pprof.
 	Pprof bool
+	// Store and Blobs, when set, are given to every metaserver (--store in
+	// a fresh schema per start, --blobs as is).
+	Store, Blobs string
+}
+
+// storeStarts numbers the metaservers started on --store, for their schemas.
+var storeStarts int
+
+// storeArgs are the --store and --blobs flags of one metaserver start.
+func (b bins) storeArgs() []string {
+	var args []string
+	if b.Store != "" {
+		storeStarts++
+		sep := "?"
+		if strings.Contains(b.Store, "?") {
+			sep = "&"
+		}
+		args = append(args, "--store", fmt.Sprintf("%s%ssearch_path=loadtest_%d_%d", b.Store, sep, os.Getpid(), storeStarts))
+	}
+	if b.Blobs != "" {
+		args = append(args, "--blobs", b.Blobs)
+	}
+	return args
 }
 
 // pprofOverlay is compiled into metaserver and buildserver with
@@ -146,7 +169,7 @@ func startMetaserver(ctx context.Context, b bins, dir string, extra ...string) (
 	// names its own email, under the per-email limit). Its fake volunteers
 	// are trusted alone (--quorum 1), as before verification existed.
 	args := append([]string{"serve", "--data-dir", m.DataDir, "--listen", addr, "--log-level", "warn",
-		"--requests-per-minute-per-address", "0", "--quorum", "1"}, extra...)
+		"--requests-per-minute-per-address", "0", "--quorum", "1"}, append(b.storeArgs(), extra...)...)
 	if m.Proc, err = procs.start(dir, "metaserver", b.Metaserver, env, args...); err != nil {
 		return nil, err
 	}

@@ -36,6 +36,8 @@ type config struct {
 	Settle       time.Duration // rest, idle: wait before reading RSS
 	SizeMiB      int           // upload/download: artifact size
 	Kills        int           // redispatch: build servers killed mid-build
+	Store        string        // every metaserver's --store (a fresh schema each)
+	Blobs        string        // every metaserver's --blobs
 }
 
 func (c *config) flags(fs *flag.FlagSet) {
@@ -58,6 +60,8 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Idle, "idle", 10000, "idle: idle connected simulated build servers")
 	fs.DurationVar(&c.Settle, "settle", 3*time.Second, "rest, idle: wait before reading memory")
 	fs.IntVar(&c.SizeMiB, "size-mib", 1024, "upload, download: artifact size in MiB")
+	fs.StringVar(&c.Store, "store", "", "postgres:// URL: every metaserver keeps its store there, each in a fresh schema (default: bbolt in its data dir)")
+	fs.StringVar(&c.Blobs, "blobs", "", "s3:// URL: every metaserver keeps its artifacts there, credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (default: the blob directory)")
 	fs.IntVar(&c.Kills, "kills", 10, "redispatch: build servers SIGKILLed mid-build, one per build")
 }
 
@@ -172,6 +176,7 @@ func run() int {
 		failed++
 		return 1
 	}
+	b.Store, b.Blobs = cfg.Store, cfg.Blobs
 	flags := strings.Join(os.Args[2:], " ")
 	for _, s := range todo {
 		rep.command = strings.TrimSpace("go run ./internal/loadtest " + s.name + " " + flags)

@@ -67,9 +67,10 @@ type (
 // NextID), the queued and running builds, the cache's size. A second
 // writer would make those silently wrong, so an implementation must refuse
 // a second Open while one is open anywhere, not only in this process
-// (bolt: the file lock, Open failing after its Timeout; a SQL engine: an
-// advisory lock held for the connection's life). Tools go through the
-// writer (admin socket) or wait until it stops.
+// (bolt: the file lock, Open failing after its Timeout; pgstore: a session
+// advisory lock, every Update on that session, and a writer that loses the
+// session never writes again). Tools go through the writer (admin socket,
+// or the endpoint a pgstore writer records) or wait until it stops.
 type Store interface {
 	View(fn func(Tx) error) error
 	Update(fn func(Tx) error) error

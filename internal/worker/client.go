@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/kilnbuild/kiln/internal/auth"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
@@ -179,7 +180,11 @@ func (c *Client) Run(ctx context.Context) error {
 			MinConnectTimeout: 5 * time.Second,
 		}),
 	}, c.cfg.DialOptions...)
-	conn, err := grpc.NewClient(c.cfg.Metaserver, opts...)
+	target, ropts, err := auth.MetaserverTarget(c.cfg.Metaserver)
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	conn, err := grpc.NewClient(target, append(opts, ropts...)...)
 	if err != nil {
 		return fmt.Errorf("worker: metaserver address %q: %w", c.cfg.Metaserver, err)
 	}

@@ -1,0 +1,484 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/kilnbuild/kiln/internal/auth"
+	"github.com/kilnbuild/kiln/internal/farmtest"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// scaledFarm is a farm whose metaserver keeps its store in a real
+// PostgreSQL and its artifacts in a real S3-compatible server (versitygw).
+type scaledFarm struct {
+	*farmtest.Farm
+	pg     *farmtest.Postgres
+	s3     *farmtest.S3Server
+	bucket string
+	db     string
+}
+
+func newScaledFarm(t *testing.T) *scaledFarm {
+	t.Helper()
+	pg := farmtest.StartPostgres(t)
+	s3 := farmtest.StartS3(t)
+	sf := &scaledFarm{Farm: farmtest.New(t), pg: pg, s3: s3, bucket: "kiln-artifacts", db: "kiln"}
+	sf.StoreURL = pg.CreateDatabase(t, sf.db)
+	sf.BlobsURL = s3.URL(sf.bucket)
+	sf.MetaEnv = s3.Env()
+	return sf
+}
+
+// object reads the bucket's object for sha, behind the metaserver's back.
+func (sf *scaledFarm) s3Client(t *testing.T) *minio.Client {
+	t.Helper()
+	c, err := minio.New(strings.TrimPrefix(sf.s3.Endpoint, "http://"), &minio.Options{
+		Creds: credentials.NewStaticV4(sf.s3.AccessKey, sf.s3.SecretKey, ""), BucketLookup: minio.BucketLookupPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// count runs a count(*) query on the store's database.
+func (sf *scaledFarm) count(t *testing.T, sql string) int {
+	t.Helper()
+	c, err := pgx.Connect(t.Context(), sf.StoreURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(t.Context())
+	var n int
+	if err := c.QueryRow(t.Context(), sql).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func TestScaleOut_BuildsWithAPostgresStoreAndS3BlobsAndSurvivesAKill(t *testing.T) {
+	sf := newScaledFarm(t)
+	m := sf.StartMetaserver("--heartbeat", "200ms", "--lease", "2s", "--inline-artifact-bytes", "0")
+	repo, head := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
+	// Admin commands given --store (no data directory) reach the running
+	// writer through the database.
+	sf.AddProject("hello", repo)
+	sf.StartBuildserver(sf.AddBuildServer("builder-1"))
+	sf.WaitBuildServers(1)
+
+	out := filepath.Join(t.TempDir(), "out")
+	r := sf.Startcompile("--project", "hello", "--download", out, "--json", "dev@example.com")
+	expectExit(t, r, 0)
+	res := parseResult(t, r)
+	if res.State != "succeeded" || res.Commit != head {
+		t.Fatalf("result %+v; want succeeded at %s", res, head)
+	}
+	got, err := exec.Command(filepath.Join(out, "hello")).Output()
+	if err != nil || strings.TrimSpace(string(got)) != farmtest.Greeting {
+		t.Fatalf("downloaded hello printed %q (%v)", got, err)
+	}
+	// The artifact is an object of the bucket, not a file of the data dir.
+	s3c := sf.s3Client(t)
+	info, err := s3c.StatObject(t.Context(), sf.bucket, "blobs/"+res.ArtifactSHA256, minio.StatObjectOptions{})
+	if err != nil || info.Size != int64(res.ArtifactSize) {
+		t.Fatalf("object of the artifact: %+v, %v; want %d bytes", info, err, res.ArtifactSize)
+	}
+	if _, err := os.Stat(blobPath(m.DataDir, res.ArtifactSHA256)); err == nil {
+		t.Fatal("the artifact was also stored in the data directory")
+	}
+	// The records are rows of the database.
+	if n := sf.count(t, `SELECT count(*) FROM builds WHERE state = `+strconv.Itoa(int(kilnv1.BuildState_BUILD_STATE_SUCCEEDED))); n != 1 {
+		t.Fatalf("%d succeeded builds in PostgreSQL, want 1", n)
+	}
+	if n := sf.count(t, `SELECT count(*) FROM projects`); n != 1 {
+		t.Fatalf("%d projects in PostgreSQL, want 1", n)
+	}
+
+	// The other admin commands, given only the database's URL.
+	sf.Pin("release-1", res.BuildID)
+	if n := sf.count(t, `SELECT count(*) FROM pins`); n != 1 {
+		t.Fatalf("%d pins after pin --store, want 1", n)
+	}
+	if tok := strings.TrimSpace(sf.MetaCommand("enroll-token", "create", "--store", sf.StoreURL)); tok == "" || strings.ContainsAny(tok, " \n") {
+		t.Fatalf("enroll-token create --store printed %q", tok)
+	}
+	if n := sf.count(t, `SELECT count(*) FROM enroll_tokens`); n != 1 {
+		t.Fatalf("%d enrollment tokens after enroll-token create --store, want 1", n)
+	}
+
+	// A crash loses nothing acknowledged: kill -9, restart, the cache answers.
+	if err := m.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Process.Start(); err != nil {
+		t.Fatal(err)
+	}
+	m.WaitReady()
+	out2 := filepath.Join(t.TempDir(), "out2")
+	again := parseResult(t, sf.Startcompile("--project", "hello", "--download", out2, "--json", "dev@example.com"))
+	if !again.Cached || again.BuildID != res.BuildID {
+		t.Fatalf("after a kill and restart: %+v, want the cached build %d", again, res.BuildID)
+	}
+	if b, err := os.ReadFile(filepath.Join(out2, "hello")); err != nil || len(b) == 0 {
+		t.Fatalf("cached download: %v", err)
+	}
+
+	// The hostile bucket: an object rewritten behind the metaserver's back
+	// is never served; the download fails and leaves nothing.
+	obj, err := s3c.GetObject(t.Context(), sf.bucket, "blobs/"+res.ArtifactSHA256, minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(obj)
+	obj.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	if _, err := s3c.PutObject(t.Context(), sf.bucket, "blobs/"+res.ArtifactSHA256, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(t.TempDir(), "bad")
+	rb := sf.Startcompile("status", "--download", bad, strconv.FormatUint(res.BuildID, 10))
+	expectExit(t, rb, 3)
+	if entries, _ := os.ReadDir(bad); len(entries) != 0 {
+		t.Fatalf("a corrupt object left files behind: %v", entries)
+	}
+}
+
+func TestScaleOut_OneWriterAndAdministrationOnlyWithTheSecret(t *testing.T) {
+	sf := newScaledFarm(t)
+	m := sf.StartMetaserver("--heartbeat", "200ms", "--lease", "2s")
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
+
+	// A second metaserver on the same store is refused: one writer.
+	second := farmtest.NewProcess(t, "metaserver-2", farmtest.Binary(t, "metaserver"), "serve",
+		"--data-dir", filepath.Join(sf.Dir, "second"), "--listen", farmtest.FreeAddr(t),
+		"--store", sf.StoreURL, "--blobs", sf.BlobsURL)
+	second.Env = append(os.Environ(), sf.MetaEnv...)
+	if err := second.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- second.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(second.Logs(), "writer lock") {
+			t.Fatalf("second metaserver on the same store: exit %v, log:\n%s", err, second.Logs())
+		}
+	case <-time.After(farmtest.WaitTimeout):
+		t.Fatal("a second metaserver on the same store kept running")
+	}
+	m.WaitReady() // the first is unharmed
+
+	// The AdminService on the network listener admits only the secret
+	// kept in the database.
+	conn, err := grpc.NewClient("passthrough:///"+m.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for name, opts := range map[string][]grpc.CallOption{
+		"no secret":    nil,
+		"wrong secret": {grpc.PerRPCCredentials(auth.Bearer{Token: "guessed"})},
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		_, err := kilnv1.NewAdminServiceClient(conn).AddProject(ctx, &kilnv1.AddProjectRequest{Project: &kilnv1.Project{Name: "evil", GitUrl: repo}}, opts...)
+		cancel()
+		if status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("AddProject with %s: %v, want Unauthenticated", name, err)
+		}
+	}
+	if n := sf.count(t, `SELECT count(*) FROM projects`); n != 0 {
+		t.Fatalf("refused calls stored %d projects", n)
+	}
+	// The operator's command, given only the database's URL, goes through.
+	sf.AddProject("hello", repo)
+	if n := sf.count(t, `SELECT count(*) FROM projects`); n != 1 {
+		t.Fatalf("%d projects after project add --store, want 1", n)
+	}
+	list := sf.MetaCommand("project", "list", "--store", sf.StoreURL)
+	if !strings.Contains(list, "hello\t"+repo) {
+		t.Fatalf("project list --store: %q", list)
+	}
+	// cancel needs the running writer: it goes there through the database.
+	queued := parseResult(t, sf.Startcompile("--project", "hello", "--json", "dev@example.com"))
+	if queued.State != "queued" {
+		t.Fatalf("with no build server the build must wait: %+v", queued)
+	}
+	out := sf.MetaCommand("cancel", "--store", sf.StoreURL, strconv.FormatUint(queued.BuildID, 10))
+	if !strings.Contains(out, "cancelled") {
+		t.Fatalf("cancel --store printed %q", out)
+	}
+	if b, err := getBuildAt(t, m.Addr, queued.BuildID); err != nil || b.GetState() != kilnv1.BuildState_BUILD_STATE_CANCELLED {
+		t.Fatalf("build after cancel --store: %v, %v", b.GetState(), err)
+	}
+}
+
+func TestScaleOut_AStandbyTakesOverWhenTheWriterDiesAndClientsFollow(t *testing.T) {
+	sf := newScaledFarm(t)
+	a := sf.StartMetaserver("--heartbeat", "200ms", "--lease", "2s", "--inline-artifact-bytes", "0")
+	bAddr, b := sf.startStandby(t, "--heartbeat", "200ms", "--lease", "2s", "--inline-artifact-bytes", "0")
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
+	sf.AddProject("hello", repo)
+
+	// While a writes, b accepts every call and forwards it: the build
+	// server's session, startcompile and webstatus all know only b.
+	sf.ClientMetaservers = bAddr
+	sf.StartBuildserver(sf.AddBuildServer("builder-1"), "--metaserver", bAddr)
+	sf.WaitBuildServers(1)
+	first := parseResult(t, sf.Startcompile("--project", "hello", "--wait", "--json", "dev@example.com"))
+	if first.State != "succeeded" {
+		t.Fatalf("first build through the standby: %+v", first)
+	}
+	if strings.Contains(b.Logs(), "took the writer lock") {
+		t.Fatal("the standby took the lock while the writer lived")
+	}
+	web := "http://" + farmtest.FreeAddr(t)
+	farmtest.StartProcess(t, "webstatus", farmtest.Binary(t, "webstatus"), "--metaserver", bAddr, "--listen", strings.TrimPrefix(web, "http://"))
+	page := func() error {
+		resp, err := http.Get(web + "/build/" + strconv.FormatUint(first.BuildID, 10))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), first.ArtifactSHA256) {
+			return errorf("build page: %s", resp.Status)
+		}
+		return nil
+	}
+	farmtest.Eventually(t, farmtest.WaitTimeout, page)
+	// Forwarding adds no authority: the writer still checks every call.
+	conn, err := grpc.NewClient("passthrough:///"+bAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := kilnv1.NewAdminServiceClient(conn).AddProject(ctx, &kilnv1.AddProjectRequest{Project: &kilnv1.Project{Name: "evil", GitUrl: repo}},
+		grpc.PerRPCCredentials(auth.Bearer{Token: "guessed"})); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("AddProject with a guessed secret through the standby: %v, want Unauthenticated", err)
+	}
+	session, err := kilnv1.NewWorkerServiceClient(conn).Session(ctx)
+	if err == nil {
+		_, err = session.Recv() // a stream's refusal arrives with its first receive
+	}
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("a build-server session without a token through the standby: %v, want Unauthenticated", err)
+	}
+
+	// The writer dies (kill -9: no goodbye to PostgreSQL but its closed
+	// socket). The standby takes over by itself, on the same address.
+	killed := time.Now()
+	if err := a.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	waitServing(t, b)
+	t.Logf("standby serving %s after the writer was killed", time.Since(killed).Round(time.Millisecond))
+
+	// The clients reconnect to the same address, now the writer: the build
+	// server builds again, startcompile submits and downloads (the first
+	// artifact from the shared bucket), the page still shows the build.
+	second := parseResult(t, sf.Startcompile("--project", "hello", "-o", "level=3", "--wait", "--json", "dev@example.com"))
+	if second.State != "succeeded" || second.Cached || second.BuildID <= first.BuildID {
+		t.Fatalf("build after the takeover: %+v (first was %d)", second, first.BuildID)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	r := sf.Startcompile("status", "--download", out, strconv.FormatUint(first.BuildID, 10))
+	expectExit(t, r, 0)
+	if _, err := os.Stat(filepath.Join(out, "hello")); err != nil {
+		t.Fatalf("first artifact through the new writer: %v", err)
+	}
+	farmtest.Eventually(t, farmtest.WaitTimeout, page)
+	// Administration follows the writer too.
+	sf.AddProject("hello2", repo)
+}
+
+func TestScaleOut_ClientsGivenSeveralAddressesSkipADeadOne(t *testing.T) {
+	sf := newScaledFarm(t)
+	m := sf.StartMetaserver("--heartbeat", "200ms", "--lease", "2s")
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
+	sf.AddProject("hello", repo)
+	dead := farmtest.FreeAddr(t) // nothing listens there
+	sf.ClientMetaservers = dead + "," + m.Addr
+	sf.StartBuildserver(sf.AddBuildServer("builder-1"), "--metaserver", sf.ClientMetaservers)
+	sf.WaitBuildServers(1)
+	res := parseResult(t, sf.Startcompile("--project", "hello", "--wait", "--json", "dev@example.com"))
+	if res.State != "succeeded" {
+		t.Fatalf("build with a dead first address: %+v", res)
+	}
+}
+
+// startStandby starts a second metaserver with --standby on the farm's
+// store and bucket, with its own data directory and address, and waits
+// until it waits for the lock (forwarding calls to the writer meanwhile).
+func (sf *scaledFarm) startStandby(t *testing.T, args ...string) (string, *farmtest.Process) {
+	t.Helper()
+	addr := farmtest.FreeAddr(t)
+	b := farmtest.NewProcess(t, "metaserver-b", farmtest.Binary(t, "metaserver"), append([]string{"serve", "--standby",
+		"--data-dir", filepath.Join(sf.Dir, "metaserver-b"), "--listen", addr,
+		"--store", sf.StoreURL, "--blobs", sf.BlobsURL}, args...)...)
+	b.Env = append(os.Environ(), sf.MetaEnv...)
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
+		if !b.Running() {
+			t.Fatalf("standby exited: %v", b.Wait())
+		}
+		if !strings.Contains(b.Logs(), "standby: waiting") {
+			return errorf("standby not waiting yet")
+		}
+		return nil
+	})
+	return addr, b
+}
+
+// waitServing waits until the standby b serves.
+func waitServing(t *testing.T, b *farmtest.Process) {
+	t.Helper()
+	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
+		if !b.Running() {
+			t.Fatalf("standby exited: %v", b.Wait())
+		}
+		if !strings.Contains(b.Logs(), "metaserver serving") {
+			return errorf("standby not serving yet")
+		}
+		return nil
+	})
+}
+
+// getBuildAt reads build id from the metaserver at addr.
+func getBuildAt(t *testing.T, addr string, id uint64) (*kilnv1.Build, error) {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	resp, err := kilnv1.NewCompileServiceClient(conn).GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: id})
+	return resp.GetBuild(), err
+}
+
+func TestScaleOut_ABuildRunningWhenTheWriterDiesIsDeliveredOnceThroughTheStandby(t *testing.T) {
+	sf := newScaledFarm(t)
+	sink := mailStartSink(t, farmtest.FreePort(t))
+	args := []string{"--heartbeat", "200ms", "--lease", "8s", "--inline-artifact-bytes", "0",
+		"--smtp-addr", sink.Addr, "--smtp-tls", "none", "--mail-from", "kiln@kiln.example.org", "--public-url", mailPublicURL}
+	sf.StartMetaserver(args...)
+	bAddr, b := sf.startStandby(t, args...)
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{ManifestText: slowManifest(3)})
+	sf.AddProject("hello", repo)
+	sf.ClientMetaservers = sf.Meta().Addr + "," + bAddr
+	sf.StartBuildserver(sf.AddBuildServer("a"), "--metaserver", sf.ClientMetaservers)
+	sf.WaitBuildServers(1)
+	id := submit(t, sf.Farm)
+	waitRunningOn(t, sf.Farm, id, "a")
+	if err := sf.Meta().Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	waitServing(t, b)
+	var final *kilnv1.Build
+	farmtest.Eventually(t, 60*time.Second, func() error {
+		got, err := getBuildAt(t, bAddr, id)
+		if err != nil {
+			return err
+		}
+		if got.GetState() == kilnv1.BuildState_BUILD_STATE_QUEUED || got.GetState() == kilnv1.BuildState_BUILD_STATE_RUNNING {
+			return errorf("build %d still %s", id, got.GetState())
+		}
+		final = got
+		return nil
+	})
+	if final.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED || outcomes(final) != "a:SUCCEEDED" {
+		t.Fatalf("after the writer died mid-build: %s, attempts %s", final.GetState(), outcomes(final))
+	}
+	if n := sf.count(t, `SELECT count(*) FROM builds`); n != 1 {
+		t.Fatalf("%d builds in PostgreSQL, want 1", n)
+	}
+	// The requester gets one mail: queued in the outbox with the outcome,
+	// sent by the one writer, deleted once the SMTP server took it.
+	farmtest.Eventually(t, 60*time.Second, func() error {
+		if n := sink.files(t); n > 1 {
+			t.Fatalf("the SMTP server received %d messages, want 1", n)
+		}
+		msgs, err := sink.messages()
+		if err != nil {
+			return err
+		}
+		if len(msgs) != 1 {
+			return errorf("%d of 1 messages received", len(msgs))
+		}
+		if n := sf.count(t, `SELECT count(*) FROM outbox`); n != 0 {
+			return errorf("%d messages still in the outbox", n)
+		}
+		return nil
+	})
+}
+
+func TestScaleOut_AStandbyStopsCleanlyOnSIGTERMAndTheWriterGoesOn(t *testing.T) {
+	sf := newScaledFarm(t)
+	m := sf.StartMetaserver("--heartbeat", "200ms", "--lease", "2s")
+	_, b := sf.startStandby(t)
+	if err := b.Stop(); err != nil {
+		t.Fatalf("standby on SIGTERM: %v, want exit status 0\n%s", err, b.Logs())
+	}
+	m.WaitReady()
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
+	sf.AddProject("hello", repo) // the writer still writes
+}
+
+func TestScaleOut_AWriterWhoseLockSessionIsCutStopsAndTheStandbyTakesOver(t *testing.T) {
+	sf := newScaledFarm(t)
+	a := sf.StartMetaserver("--heartbeat", "200ms", "--lease", "2s")
+	_, b := sf.startStandby(t, "--heartbeat", "200ms", "--lease", "2s")
+	// The hostile network: the writer's lock session is cut behind its
+	// back (here by PostgreSQL itself). It may no longer write, and must
+	// not go on as if it could: it stops; the standby takes over.
+	c, err := pgx.Connect(t.Context(), sf.pg.URL(sf.db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(t.Context())
+	var n int
+	if err := c.QueryRow(t.Context(), `SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("terminating the writer's lock session: %d sessions, %v", n, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Process.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(a.Process.Logs(), "writer lock was lost") {
+			t.Fatalf("the cut-off writer: exit %v; log:\n%s", err, a.Process.Logs())
+		}
+	case <-time.After(farmtest.WaitTimeout):
+		t.Fatal("the writer went on after its lock session was cut")
+	}
+	waitServing(t, b)
+	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Manifest: true})
+	sf.AddProject("hello", repo) // through the database, to the new writer
+	if n := sf.count(t, `SELECT count(*) FROM projects`); n != 1 {
+		t.Fatalf("%d projects after the takeover, want 1", n)
+	}
+}
