@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -105,6 +106,7 @@ func adminCommand(name string, args []string) int {
 	fs := flag.NewFlagSet("metaserver "+name, flag.ContinueOnError)
 	dataDir := fs.String("data-dir", os.Getenv("KILN_DATA_DIR"), "the metaserver's data directory (env KILN_DATA_DIR)")
 	reason := fs.String("reason", "", "cancel: why the build is cancelled, shown as its failure (default \"cancelled by an administrator\")")
+	ttl := fs.Duration("ttl", 0, "enroll-token create: how long the token may be used, whole seconds (default 7 days)")
 	purge := fs.Bool("purge", false, "buildserver revoke: also withdraw from the cache and from pins the artifacts this build server alone produced")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -125,6 +127,10 @@ func adminCommand(name string, args []string) int {
 	}
 	if *reason != "" && name != "cancel" {
 		fmt.Fprintf(os.Stderr, "metaserver %s: --reason is only for cancel\n%s", name, usage)
+		return 2
+	}
+	if *ttl != 0 && (name != "enroll-token create" || *ttl < time.Second || *ttl%time.Second != 0 || *ttl > math.MaxUint32*time.Second) {
+		fmt.Fprintf(os.Stderr, "metaserver %s: --ttl is only for enroll-token create, in whole seconds from 1s\n%s", name, usage)
 		return 2
 	}
 	if *purge && name != "buildserver revoke" {
@@ -178,7 +184,7 @@ func adminCommand(name string, args []string) int {
 		}
 	case "enroll-token create":
 		var resp *kilnv1.CreateEnrollTokenResponse
-		resp, err = admin.CreateEnrollToken(ctx, &kilnv1.CreateEnrollTokenRequest{})
+		resp, err = admin.CreateEnrollToken(ctx, &kilnv1.CreateEnrollTokenRequest{TtlSeconds: uint32(*ttl / time.Second)})
 		if err == nil {
 			fmt.Println(resp.GetToken())
 		}
