@@ -8,7 +8,7 @@ PROGRAMS := metaserver buildserver startcompile webstatus
 BUF := .tools/node_modules/@bufbuild/buf-linux-x64/bin/buf
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build setup demo test unit proto-check lint fuzz bench clean acceptance acceptance-ci
+.PHONY: all build setup demo test unit proto-check lint fuzz bench clean acceptance acceptance-ci release
 
 all: build
 
@@ -18,6 +18,13 @@ build:
 
 setup:
 	bash scripts/setup.sh
+
+# Release artifacts in dist/: static binaries of the four programs for linux
+# amd64, arm64, armv7, ppc64le, s390x and riscv64, Debian packages
+# kiln-buildserver and kiln-metaserver for each, and SHA256SUMS.
+# RELEASE_FLAGS="--arch amd64 --lint" narrows or lints (scripts/release.sh).
+release:
+	bash scripts/release.sh $(RELEASE_FLAGS)
 
 demo: setup build
 	bash scripts/demo.sh
@@ -60,4 +67,4 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
 
 clean:
-	rm -rf $(BIN) .demo .acceptance
+	rm -rf $(BIN) .demo .acceptance dist
