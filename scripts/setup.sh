@@ -23,7 +23,11 @@ pkgs=(qemu-user qemu-user-binfmt binfmt-support
   # and the kernel headers the musl target links in; dpkg-dev for the
   # acceptance suite.
   dpkg-dev autoconf automake libtool autopoint gettext cmake meson ninja-build pkg-config g++
-  g++-s390x-linux-gnu g++-i686-linux-gnu g++-arm-linux-gnueabihf g++-powerpc-linux-gnu linux-libc-dev)
+  g++-s390x-linux-gnu g++-i686-linux-gnu g++-arm-linux-gnueabihf g++-powerpc-linux-gnu linux-libc-dev
+  # The packages' maintainer scripts make their user and data directory
+  # with systemd-sysusers and systemd-tmpfiles (the package test installs
+  # them into a throwaway root with dpkg --root).
+  systemd)
 # buf comes from npm (the Go module proxy, Debian and npm are the registries here).
 command -v npm >/dev/null || pkgs+=(nodejs npm)
 missing=()
