@@ -80,7 +80,20 @@ deb() {
 	stage="$(mktemp -d)"
 	install -d -m 0755 "$stage/DEBIAN" "$stage/usr/bin" "$stage/lib/systemd/system" \
 		"$stage/usr/lib/sysusers.d" "$stage/usr/lib/tmpfiles.d" "$stage/usr/share/doc/$pkg" "$stage/etc/kiln"
-	for p in "$@"; do install -m 0755 "$bin/$p" "$stage/usr/bin/$p"; done
+	install -d -m 0755 "$stage/usr/share/lintian/overrides"
+	local page sec
+	for p in "$@"; do
+		install -m 0755 "$bin/$p" "$stage/usr/bin/$p"
+		page="$(echo packaging/man/"$p".[18])"
+		sec="${page##*.}"
+		install -d -m 0755 "$stage/usr/share/man/man$sec"
+		gzip -9n <"$page" >"$stage/usr/share/man/man$sec/$p.$sec.gz"
+		chmod 0644 "$stage/usr/share/man/man$sec/$p.$sec.gz"
+		# Go links statically; lintian knows it only from a source
+		# package's Build-Depends on golang, which dpkg-deb has not.
+		echo "$pkg: statically-linked-binary [usr/bin/$p]" >>"$stage/usr/share/lintian/overrides/$pkg"
+	done
+	chmod 0644 "$stage/usr/share/lintian/overrides/$pkg"
 	for unit in packaging/systemd/*.service; do
 		case "$pkg:$(basename "$unit")" in
 		kiln-buildserver:kiln-buildserver.service | kiln-metaserver:kiln-metaserver.service | kiln-metaserver:kiln-webstatus.service)
@@ -104,7 +117,7 @@ deb() {
 		Source: https://github.com/kilnbuild/kiln
 
 		Files: *
-		Copyright: the Kiln authors
+		Copyright: 2025-2026 The Kiln authors
 		License: unknown
 		 The Kiln repository names no license yet; see its README.
 	COPYRIGHT

@@ -176,7 +176,7 @@ func (u *Unit) spec(root string) (unitSpec, time.Duration, error) {
 				for _, kv := range strings.Fields(e) {
 					name, val, ok := strings.Cut(kv, "=")
 					if !ok || strings.ContainsAny(kv, `"'$%`) {
-						return s, 0, fmt.Errorf("Environment=%s: only plain NAME=VALUE words are emulated", e)
+						return s, 0, fmt.Errorf("setting Environment=%s: only plain NAME=VALUE words are emulated", e)
 					}
 					env[name] = val
 				}
@@ -240,7 +240,7 @@ func (u *Unit) spec(root string) (unitSpec, time.Duration, error) {
 		}
 	}
 	if groupGID >= 0 && groupGID != s.GID {
-		return s, 0, fmt.Errorf("Group= is not User's primary group: not emulated")
+		return s, 0, fmt.Errorf("setting Group=: not User's primary group, which is not emulated")
 	}
 	if len(s.Argv) == 0 || !filepath.IsAbs(s.Argv[0]) {
 		return s, 0, fmt.Errorf("ExecStart must name an absolute program")
