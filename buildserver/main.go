@@ -7,6 +7,15 @@
 //	    [--allow-project P]... [--allow-option name=v1,v2]... [--max-build-time 1h] \
 //	    [--idle-only] [--sandbox bwrap|none] [--grace 30s]
 //
+// Flags may also come from a file (--config FILE, one "name = value" per
+// line; conffile.go). To volunteer in one command:
+//
+//	buildserver join METASERVER ENROLL_TOKEN [buildserver flags...]
+//
+// spends the enrollment token, writes /etc/kiln/buildserver.conf and
+// DATA_DIR/token and enables kiln-buildserver.service (join.go);
+// `buildserver doctor` says what this machine can offer (doctor.go).
+//
 // The token comes from --token, KILN_TOKEN or DATA_DIR/token. SIGTERM or
 // SIGINT stops it gracefully: no new work, running builds get --grace to
 // finish, the rest are handed back; a second signal kills it at once.

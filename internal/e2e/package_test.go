@@ -31,7 +31,7 @@ func release(t *testing.T, args ...string) string {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	cmd := osexec.CommandContext(ctx, "bash", append([]string{filepath.Join(root, "scripts/release.sh"), "--out", out, "--version", releaseVersion}, args...)...)
 	cmd.Dir = root
