@@ -97,7 +97,11 @@ func TestReleaseBinariesRunOnForeignArchesUnderQemu(t *testing.T) {
 				Error    string `json:"error"`
 				ExitCode int    `json:"exit_code"`
 			}
-			json.Unmarshal([]byte(strings.SplitN(out, "\n", 2)[0]), &res)
+			for _, l := range strings.Split(out, "\n") { // stdout's JSON among stderr's lines
+				if strings.HasPrefix(l, "{") {
+					json.Unmarshal([]byte(l), &res)
+				}
+			}
 			if code != 2 || res.ExitCode != 2 || !strings.Contains(res.Error, "no-such-project") {
 				t.Errorf("startcompile for an unknown project under %s: exit %d\n%s", a.qemu, code, out)
 			}
