@@ -216,6 +216,12 @@ func TestPackageInstallsJoinsAndBuilds(t *testing.T) {
 	unit := filepath.Join(root, "lib/systemd/system/kiln-buildserver.service")
 	wantFile(t, unit, 0o644, 0, 0)
 	wantFile(t, filepath.Join(root, "etc/kiln"), fs.ModeDir|0o755, 0, 0)
+	if _, err := osexec.LookPath("systemd-analyze"); err == nil {
+		// systemd's own check of the unit, with the package's binary in place.
+		if b, err := farmtest.InRoot(t, root, nil, "systemd-analyze", "verify", "--man=no", unit).CombinedOutput(); err != nil || len(b) > 0 {
+			t.Errorf("systemd-analyze verify: %v\n%s", err, b)
+		}
+	}
 
 	// The farm, and the sample project served over git:// (the service
 	// user cannot read the test's files, and PrivateTmp hides them).

@@ -297,7 +297,8 @@ func passwdField(path, name string, n int) ([]string, error) {
 // hidden, since systemd does not run the throwaway root. Commands a
 // volunteer runs on an installed system (buildserver join) run unchanged
 // this way; nothing on the host changes. The test must be root. The
-// command writes no log of its own: read its output.
+// command writes no log of its own: read its output. A program named
+// without a slash is looked up in PATH first.
 func InRoot(t testing.TB, root string, rwPaths []string, argv ...string) *exec.Cmd {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -312,6 +313,20 @@ func InRoot(t testing.TB, root string, rwPaths []string, argv ...string) *exec.C
 		if !strings.HasPrefix(kv, unitHelperEnv+"=") {
 			env = append(env, kv)
 		}
+	}
+	if !filepath.IsAbs(argv[0]) {
+		p, err := exec.LookPath(argv[0])
+		if err != nil {
+			t.Fatalf("farmtest: %v", err)
+		}
+		argv = append([]string{p}, argv[1:]...)
+	}
+	if !filepath.IsAbs(argv[0]) {
+		p, err := exec.LookPath(argv[0])
+		if err != nil {
+			t.Fatalf("farmtest: %v", err)
+		}
+		argv = append([]string{p}, argv[1:]...)
 	}
 	s := unitSpec{Root: root, Overlays: []string{"/etc", "/usr/bin", "/var/lib"}, ReadWritePaths: rwPaths,
 		HideSystemd: true, UMask: 0o022, Env: env, Argv: argv}
