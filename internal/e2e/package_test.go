@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kilnbuild/kiln/internal/farmtest"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
 // releaseVersion is the version the tests give scripts/release.sh.
@@ -195,7 +196,7 @@ func wantFile(t *testing.T, p string, mode fs.FileMode, uid, gid uint32) {
 // installed system) spends an enrollment token and writes the
 // configuration, and the packaged systemd unit runs, with its hardening
 // applied, and builds the sample project (examples/hello); a stop hands
-// back cleanly. Hostile: a join with an unknown, a used or an expired
+// the build then running back and exits 0. Hostile: a join with an unknown, a used or an expired
 // token changes nothing on disk, and a configuration file others may
 // write is refused.
 func TestPackageInstallsJoinsAndBuilds(t *testing.T) {
@@ -291,7 +292,7 @@ func TestPackageInstallsJoinsAndBuilds(t *testing.T) {
 	}
 
 	// The volunteer's one command.
-	joinOut, err := join(enrollToken(), "--jobs", "1")
+	joinOut, err := join(enrollToken(), "--jobs", "1", "--grace", "1s")
 	if err != nil || !strings.Contains(joinOut, "joined "+meta.Addr+" as pkg-volunteer") ||
 		!strings.Contains(joinOut, "systemd does not run this machine") {
 		t.Fatalf("join: %v\n%s", err, joinOut)
@@ -338,8 +339,18 @@ func TestPackageInstallsJoinsAndBuilds(t *testing.T) {
 		!strings.Contains(string(status), "NoNewPrivs:\t1") || !strings.Contains(string(status), "CapBnd:\t0000000000000000") {
 		t.Errorf("the service's process is not as the unit says (uid %d, no new privileges, no capabilities): %v\n%s", uid, err, status)
 	}
+	// A stop hands a running build back: SIGTERM reaches the build server
+	// alone (KillMode=mixed), which gives it --grace (1 s here), then
+	// returns it and exits 0, within TimeoutStopSec.
+	files["kiln.yaml"] = strings.Replace(files["kiln.yaml"], "build:\n", "build:\n  - sleep 120\n", 1)
+	slow := farmtest.Commit(t, repo, files, "a slow build")
+	id := submit(t, f, "--revision", slow)
+	waitRunningOn(t, f, id, "pkg-volunteer")
 	if err := svc.Stop(); err != nil {
 		t.Errorf("stopping the unit (SIGTERM, TimeoutStopSec): %v", err)
+	}
+	if b := f.GetBuild(t, id); b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED || outcomes(b) != "pkg-volunteer:RETURNED" {
+		t.Errorf("the build running when the unit stopped: %s %s, want queued, handed back", b.GetState(), outcomes(b))
 	}
 	if !bytes.Contains([]byte(svc.Logs()), []byte("buildserver starting")) {
 		t.Errorf("service log:\n%s", svc.Logs())
