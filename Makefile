@@ -8,7 +8,7 @@ PROGRAMS := metaserver buildserver startcompile webstatus
 BUF := .tools/node_modules/@bufbuild/buf-linux-x64/bin/buf
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build setup demo test unit proto-check lint fuzz bench clean acceptance acceptance-ci acceptance-repro
+.PHONY: all build setup demo test unit proto-check lint fuzz bench clean acceptance acceptance-ci acceptance-repro release
 
 all: build
 
@@ -19,17 +19,26 @@ build:
 setup:
 	bash scripts/setup.sh
 
+# Release artifacts in dist/: static binaries of the four programs for linux
+# amd64, arm64, armv7, ppc64le, s390x and riscv64, Debian packages
+# kiln-buildserver and kiln-metaserver for each, and SHA256SUMS.
+# RELEASE_FLAGS="--arch amd64 --lint" narrows or lints (scripts/release.sh).
+release:
+	bash scripts/release.sh $(RELEASE_FLAGS)
+
 demo: setup build
 	bash scripts/demo.sh
 
 # The full suite: protocol check, vet and the linters, the unit tests under
 # the race detector, the end-to-end tests with the real programs, the
 # acceptance suite's bounded subset (3 real projects x 3 platforms), then a
-# short run of each fuzzer.
+# short run of each fuzzer. The e2e bound has room for the release tests,
+# which cross-build the volunteer's programs for five architectures
+# (several minutes of CPU on a cold build cache).
 test: setup proto-check lint
 	$(GO) vet ./...
 	$(GO) test -count=1 -race -timeout 20m $$($(GO) list ./... | grep -v /internal/e2e)
-	$(GO) test -count=1 -timeout 20m ./internal/e2e/
+	$(GO) test -count=1 -timeout 30m ./internal/e2e/
 	bash scripts/acceptance.sh --ci
 	bash scripts/fuzz.sh 30000x
 
@@ -66,4 +75,4 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
 
 clean:
-	rm -rf $(BIN) .demo .acceptance
+	rm -rf $(BIN) .demo .acceptance dist

@@ -23,6 +23,10 @@ import (
 // command-line flag, named in its `flag` tag (the completeness test checks
 // the mapping both ways).
 type Config struct {
+	// ConfigFile is a file of further flags, one per line (conffile.go):
+	// the command line wins over it, it wins over the environment. It must
+	// be writable by its owner only, root or this user.
+	ConfigFile string `flag:"config"`
 	// Metaserver is the host:port of the metaserver's gRPC endpoint. Env
 	// fallback KILN_METASERVER.
 	Metaserver string `flag:"metaserver"`
@@ -297,6 +301,7 @@ var envFallbacks = map[string]string{
 // newFlagSet binds every Config field to its flag.
 func newFlagSet(c *Config) *flag.FlagSet {
 	fs := flag.NewFlagSet("buildserver", flag.ContinueOnError)
+	fs.StringVar(&c.ConfigFile, "config", c.ConfigFile, "file of further flags, one \"name = value\" per line (buildserver join writes "+DefaultConfigFile+"); writable by its owner only")
 	fs.StringVar(&c.Metaserver, "metaserver", c.Metaserver, "metaserver gRPC address host:port, or several separated by commas to follow the live one (env KILN_METASERVER)")
 	fs.StringVar(&c.Token, "token", c.Token, "build server credential (env KILN_TOKEN, else the file DATA_DIR/token; both keep it out of ps)")
 	fs.StringVar(&c.Enroll, "enroll", c.Enroll, "enrollment token, exchanged once for this build server's credential (saved as DATA_DIR/token)")
@@ -336,6 +341,11 @@ func parseConfig(args []string, getenv func(string) string) (Config, error) {
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("%w: unexpected arguments %s", ErrConfig, strings.Join(fs.Args(), " "))
+	}
+	if c.ConfigFile != "" {
+		if err := applyConfigFile(fs, c.ConfigFile); err != nil {
+			return c, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
 	}
 	if err := config.ApplyEnv(fs, envFallbacks, getenv); err != nil {
 		return c, fmt.Errorf("%w: %w", ErrConfig, err)

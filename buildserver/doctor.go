@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -85,20 +86,32 @@ func doctor(args []string, out io.Writer) int {
 		as = &sandbox.User{UID: uint32(*buildUID), GID: uint32(*buildUID)}
 		who = "build uid " + strconv.FormatUint(uint64(*buildUID), 10)
 	}
-	if err := (sandbox.Bwrap{}).AvailableAs(as); err != nil {
+	if _, err := exec.LookPath("bwrap"); err != nil {
+		ok = false
+		line("FAIL", "bubblewrap is not installed (no bwrap on PATH): builds cannot be sandboxed; fix: apt-get install bubblewrap", "bubblewrap")
+	} else if err := (sandbox.Bwrap{}).AvailableAs(as); err != nil {
 		ok = false
 		line("FAIL", "bubblewrap: "+err.Error(), "bubblewrap")
 	} else {
 		line("ok", "bubblewrap runs a sandbox as "+who)
 	}
 
+	specs, skipped := sysinfo.Discover()
 	if _, err := os.Stat("/proc/sys/fs/binfmt_misc/register"); err != nil {
-		line("warn", "binfmt_misc is not mounted: foreign programs run only through $KILN_EMULATOR (a root build server mounts it); mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc")
+		if foreign := foreignTargets(specs, skipped); len(foreign) > 0 {
+			// The packaged build server runs as its own user and cannot
+			// mount it; builds of foreign targets run their programs
+			// (configure tests, make check) directly.
+			ok = false
+			line("FAIL", "binfmt_misc is not mounted: programs built for "+strings.Join(foreign, ", ")+" cannot run directly (the packaged build server runs as its own user and cannot mount it); "+binfmtFix,
+				"qemu-user", "qemu-user-binfmt", "binfmt-support")
+		} else {
+			line("warn", "binfmt_misc is not mounted (no foreign toolchain installed, so nothing needs it yet); "+binfmtFix)
+		}
 	} else {
 		line("ok", "binfmt_misc mounted")
 	}
 
-	specs, skipped := sysinfo.Discover()
 	for _, sk := range skipped {
 		line("skip", "target "+sk.ID+": "+sk.Reason, sk.Install...)
 	}
@@ -162,6 +175,27 @@ func doctor(args []string, out io.Writer) int {
 	}
 	fmt.Fprintln(out, "this machine can volunteer")
 	return 0
+}
+
+// binfmtFix is what mounts binfmt_misc and registers Debian's qemu
+// handlers (both survive a reboot once binfmt-support is installed).
+const binfmtFix = "fix: mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && update-binfmts --enable"
+
+// foreignTargets lists the cross targets whose toolchain is installed,
+// offered or skipped.
+func foreignTargets(specs []sysinfo.TargetSpec, skipped []sysinfo.Skipped) []string {
+	var out []string
+	for _, s := range specs {
+		if s.Triple != "" {
+			out = append(out, s.Triple)
+		}
+	}
+	for _, s := range skipped {
+		if t, ok := strings.CutPrefix(s.ID, "cross:"); ok {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // checkMetaserver asks the metaserver's standard health service.

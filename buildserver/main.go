@@ -7,6 +7,15 @@
 //	    [--allow-project P]... [--allow-option name=v1,v2]... [--max-build-time 1h] \
 //	    [--idle-only] [--sandbox bwrap|none] [--grace 30s]
 //
+// Flags may also come from a file (--config FILE, one "name = value" per
+// line; conffile.go). To volunteer in one command:
+//
+//	buildserver join METASERVER ENROLL_TOKEN [buildserver flags...]
+//
+// spends the enrollment token, writes /etc/kiln/buildserver.conf and
+// DATA_DIR/token and enables kiln-buildserver.service (join.go);
+// `buildserver doctor` says what this machine can offer (doctor.go).
+//
 // The token comes from --token, KILN_TOKEN or DATA_DIR/token. SIGTERM or
 // SIGINT stops it gracefully: no new work, running builds get --grace to
 // finish, the rest are handed back; a second signal kills it at once.
@@ -61,6 +70,9 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == "doctor" {
 		os.Exit(doctor(os.Args[2:], os.Stdout))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "join" {
+		os.Exit(join(os.Args[2:], os.Stdout, os.Stderr))
 	}
 	cfg, err := parseConfig(os.Args[1:], os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
@@ -221,33 +233,54 @@ func workerGrace(g time.Duration) time.Duration {
 // enroll exchanges cfg.Enroll for this build server's credential and saves
 // it as DATA_DIR/token before using it, so a restart does not enroll again.
 func enroll(ctx context.Context, cfg Config, transport grpc.DialOption, log *slog.Logger) (string, error) {
-	name := cfg.Name
-	if name == "" {
-		host, err := os.Hostname()
-		if err != nil {
-			return "", fmt.Errorf("--name not given and no host name: %w", err)
-		}
-		name = strings.ToLower(host)
-	}
-	target, ropts, err := auth.MetaserverTarget(cfg.Metaserver)
+	name, err := serverName(cfg.Name)
 	if err != nil {
 		return "", err
+	}
+	token, enrolled, err := exchangeEnrollToken(ctx, cfg.Metaserver, transport, cfg.Enroll, name)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(cfg.DataDir, "token")
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("saving the credential: %w", err)
+	}
+	log.Info("enrolled: credential saved", "build_server", enrolled, "path", path)
+	return token, nil
+}
+
+// serverName is the name to enroll under: name, else the host name in
+// lower case.
+func serverName(name string) (string, error) {
+	if name != "" {
+		return name, nil
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("--name not given and no host name: %w", err)
+	}
+	return strings.ToLower(host), nil
+}
+
+// exchangeEnrollToken asks the metaserver to turn the single-use
+// enrollment token into a credential for a build server called name. It
+// writes nothing; an error from the metaserver (unknown, expired or used
+// token, name taken) is an *worker.AuthError.
+func exchangeEnrollToken(ctx context.Context, metaserver string, transport grpc.DialOption, enrollToken, name string) (token, enrolled string, err error) {
+	target, ropts, err := auth.MetaserverTarget(metaserver)
+	if err != nil {
+		return "", "", err
 	}
 	conn, err := grpc.NewClient(target, append(ropts, transport)...)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer conn.Close()
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	resp, err := kilnv1.NewEnrollServiceClient(conn).Enroll(cctx, &kilnv1.EnrollRequest{EnrollToken: cfg.Enroll, Name: name})
+	resp, err := kilnv1.NewEnrollServiceClient(conn).Enroll(cctx, &kilnv1.EnrollRequest{EnrollToken: enrollToken, Name: name})
 	if err != nil {
-		return "", &worker.AuthError{Err: fmt.Errorf("enrolling as %s: %w", name, err)}
+		return "", "", &worker.AuthError{Err: fmt.Errorf("enrolling as %s: %w", name, err)}
 	}
-	path := filepath.Join(cfg.DataDir, "token")
-	if err := os.WriteFile(path, []byte(resp.GetToken()+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("saving the credential: %w", err)
-	}
-	log.Info("enrolled: credential saved", "build_server", resp.GetName(), "path", path)
-	return resp.GetToken(), nil
+	return resp.GetToken(), resp.GetName(), nil
 }

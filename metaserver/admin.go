@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -184,6 +185,7 @@ func adminCommand(name string, args []string) int {
 	insecureFlag := fs.Bool("insecure", false, "with --store: allow plaintext to a metaserver at a non-loopback address")
 	reason := fs.String("reason", "", "cancel: why the build is cancelled, shown as its failure (default \"cancelled by an administrator\")")
 	operator := fs.String("operator", "", "buildserver add, enroll-token create: the operator (metaserver operator add) the credential belongs to; two build servers of one operator never count twice toward a verification (default: the credential is its own operator)")
+	ttl := fs.Duration("ttl", 0, "enroll-token create: how long the token may be used, whole seconds (default 7 days)")
 	purge := fs.Bool("purge", false, "buildserver revoke: also withdraw from the cache and from pins the artifacts this build server alone produced")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -212,6 +214,10 @@ func adminCommand(name string, args []string) int {
 	}
 	if *operator != "" && name != "buildserver add" && name != "enroll-token create" {
 		fmt.Fprintf(os.Stderr, "metaserver %s: --operator is only for buildserver add and enroll-token create\n%s", name, usage)
+		return 2
+	}
+	if *ttl != 0 && (name != "enroll-token create" || *ttl < time.Second || *ttl%time.Second != 0 || *ttl > math.MaxUint32*time.Second) {
+		fmt.Fprintf(os.Stderr, "metaserver %s: --ttl is only for enroll-token create, in whole seconds from 1s\n%s", name, usage)
 		return 2
 	}
 	if *purge && name != "buildserver revoke" {
@@ -270,7 +276,7 @@ func adminCommand(name string, args []string) int {
 		}
 	case "enroll-token create":
 		var resp *kilnv1.CreateEnrollTokenResponse
-		resp, err = admin.CreateEnrollToken(ctx, &kilnv1.CreateEnrollTokenRequest{Operator: *operator})
+		resp, err = admin.CreateEnrollToken(ctx, &kilnv1.CreateEnrollTokenRequest{Operator: *operator, TtlSeconds: uint32(*ttl / time.Second)})
 		if err == nil {
 			fmt.Println(resp.GetToken())
 		}

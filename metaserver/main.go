@@ -10,7 +10,7 @@
 //	metaserver buildserver add --data-dir DIR [--operator NAME] NAME
 //	metaserver buildserver revoke --data-dir DIR [--purge] NAME
 //	metaserver pin --data-dir DIR NAME BUILD_ID
-//	metaserver enroll-token create --data-dir DIR [--operator NAME]
+//	metaserver enroll-token create --data-dir DIR [--operator NAME] [--ttl 168h]
 //	metaserver cancel --data-dir DIR [--reason TEXT] BUILD_ID
 //	metaserver backup --data-dir DIR FILE
 //	metaserver check (--data-dir DIR | FILE)
@@ -40,7 +40,7 @@ const usage = `usage:
   metaserver buildserver add --data-dir DIR [--operator NAME] NAME
   metaserver buildserver revoke --data-dir DIR [--purge] NAME
   metaserver pin --data-dir DIR NAME BUILD_ID
-  metaserver enroll-token create --data-dir DIR [--operator NAME]
+  metaserver enroll-token create --data-dir DIR [--operator NAME] [--ttl 168h]
   metaserver cancel --data-dir DIR [--reason TEXT] BUILD_ID   (needs the running serve)
   metaserver backup --data-dir DIR FILE     (a consistent copy, also while serve runs)
   metaserver check (--data-dir DIR | FILE)  (consistency check; not while serve holds DIR)

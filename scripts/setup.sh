@@ -38,7 +38,12 @@ pkgs=(qemu-user qemu-user-binfmt binfmt-support
   gcc-mips64el-linux-gnuabi64 gcc-sparc64-linux-gnu gcc-m68k-linux-gnu gcc-hppa-linux-gnu
   libc6-dev-arm64-cross libc6-dev-riscv64-cross libc6-dev-ppc64el-cross libc6-dev-ppc64-cross
   libc6-dev-mips64el-cross libc6-dev-sparc64-cross libc6-dev-m68k-cross libc6-dev-hppa-cross
-  gcc-mingw-w64-x86-64 gcc-mingw-w64-i686 wine64 wine32:i386)
+  gcc-mingw-w64-x86-64 gcc-mingw-w64-i686 wine64 wine32:i386
+
+  # The packages' maintainer scripts make their user and data directory
+  # with systemd-sysusers and systemd-tmpfiles (the package test installs
+  # them into a throwaway root with dpkg --root).
+  systemd)
 # buf comes from npm (the Go module proxy, Debian and npm are the registries here).
 command -v npm >/dev/null || pkgs+=(nodejs npm)
 missing=()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	osexec "os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -39,5 +40,52 @@ func TestDoctorSaysWhetherThisMachineCanVolunteerAndWhatToFix(t *testing.T) {
 		if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(out, "FAIL  bubblewrap") {
 			t.Errorf("doctor with root as the build user: %v\n%s", err, out)
 		}
+	}
+}
+
+// TestDoctorSaysBubblewrapOrBinfmtIsMissingAndTheFix runs the real
+// `buildserver doctor` on this machine with bubblewrap taken away (a PATH
+// holding every program but bwrap) and, as root, with binfmt_misc taken
+// away (an empty directory over it in a mount namespace of its own): each
+// time it names what is missing and the fix, and exits 1.
+func TestDoctorSaysBubblewrapOrBinfmtIsMissingAndTheFix(t *testing.T) {
+	bin := farmtest.Binary(t, "buildserver")
+	data := t.TempDir()
+	var exit *osexec.ExitError
+
+	path := t.TempDir()
+	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if e.Name() != "bwrap" {
+				os.Symlink(filepath.Join(dir, e.Name()), filepath.Join(path, e.Name())) // the first on PATH wins
+			}
+		}
+	}
+	cmd := osexec.Command(bin, "doctor", "--data-dir", data, "--build-uid", "1799100000")
+	cmd.Env = append(os.Environ(), "PATH="+path)
+	b, err := cmd.CombinedOutput()
+	out := string(b)
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 ||
+		!strings.Contains(out, "FAIL  bubblewrap is not installed (no bwrap on PATH)") ||
+		!strings.Contains(out, "to add what is missing: apt-get install -y --no-install-recommends bubblewrap") ||
+		!strings.Contains(out, "cannot volunteer yet") {
+		t.Errorf("doctor without bubblewrap: %v\n%s", err, out)
+	}
+
+	if os.Geteuid() != 0 {
+		t.Skip("hiding binfmt_misc needs a mount namespace (root)")
+	}
+	if _, err := os.Stat("/proc/sys/fs/binfmt_misc/register"); err != nil {
+		t.Skip("binfmt_misc is not mounted here (scripts/setup.sh mounts it)")
+	}
+	b, err = osexec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`mount -t tmpfs -o ro,mode=755 tmpfs /proc/sys/fs/binfmt_misc && exec "$0" doctor --data-dir "$1" --build-uid 1799100000`, bin, data).CombinedOutput()
+	out = string(b)
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 ||
+		!strings.Contains(out, "FAIL  binfmt_misc is not mounted: programs built for") ||
+		!strings.Contains(out, "fix: mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && update-binfmts --enable") ||
+		!strings.Contains(out, "qemu-user-binfmt binfmt-support") {
+		t.Errorf("doctor without binfmt_misc: %v\n%s", err, out)
 	}
 }

@@ -213,7 +213,11 @@ func removeStaleDirs() {
 // from TestMain:
 //
 //	func TestMain(m *testing.M) { farmtest.Main(m) }
+//
+// In a process started by UnitProcess it sets the unit's service up and
+// execs it instead.
 func Main(m *testing.M) {
+	runUnitHelperIfAsked()
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)

@@ -51,6 +51,9 @@ type Process struct {
 	// Credential, when not nil, is the user the next Start runs the
 	// program as (the test must be root); nil: this process's user.
 	Credential *syscall.Credential
+	// Cloneflags are the namespaces (syscall.CLONE_NEW*) the next Start
+	// creates for the program; the test must be root.
+	Cloneflags uintptr
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -191,7 +194,7 @@ func (p *Process) Start() error {
 	cmd := exec.Command(p.path, p.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env, cmd.Dir = p.Env, p.Dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: p.Credential}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: p.Credential, Cloneflags: p.Cloneflags}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("farmtest: starting %s: %w", p.name, err)
