@@ -8,7 +8,7 @@ PROGRAMS := metaserver buildserver startcompile webstatus
 BUF := .tools/node_modules/@bufbuild/buf-linux-x64/bin/buf
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build setup demo test unit proto-check lint fuzz bench clean acceptance acceptance-ci acceptance-repro release
+.PHONY: all build setup demo test test-full unit proto-check lint fuzz bench clean acceptance acceptance-ci acceptance-repro release
 
 all: build
 
@@ -38,9 +38,21 @@ demo: setup build
 test: setup proto-check lint
 	$(GO) vet ./...
 	$(GO) test -count=1 -race -timeout 20m $$($(GO) list ./... | grep -v /internal/e2e)
-	$(GO) test -count=1 -timeout 30m ./internal/e2e/
+	KILN_RELEASE_ARCHES=s390x,armv7 $(GO) test -count=1 -timeout 30m ./internal/e2e/
 	bash scripts/acceptance.sh --ci
 	bash scripts/fuzz.sh 30000x
+
+# Everything without CI's bounds: the release built and run for every
+# foreign architecture, the whole acceptance suite (10 projects x 6
+# platforms) and its reproducibility mode, and longer fuzz runs. About an
+# hour and a half on two cores.
+test-full: setup proto-check lint
+	$(GO) vet ./...
+	$(GO) test -count=1 -race -timeout 30m $$($(GO) list ./... | grep -v /internal/e2e)
+	$(GO) test -count=1 -timeout 60m ./internal/e2e/
+	bash scripts/acceptance.sh
+	bash scripts/acceptance.sh --repro
+	bash scripts/fuzz.sh 300000x
 
 # Real upstream projects from Debian source packages on every platform
 # (10 projects x 6 platforms; 11-25 min on 2 shared cores); writes ACCEPTANCE.md.
