@@ -17,6 +17,8 @@ pkgs=(qemu-user qemu-user-binfmt binfmt-support
   libc6-dev-s390x-cross libc6-dev-i386-cross libc6-dev-armhf-cross libc6-dev-powerpc-cross
   libc6-i386 lib32gcc-s1
   musl-tools bubblewrap postfix chromium git make gcc util-linux
+  # The build servers' compiler cache (internal/worker/ccache.go).
+  ccache
   # What the default recipe runs (docs/manifest.md): autotools (autoreconf
   # with libtool and gettext's autopoint), CMake, Meson + Ninja, pkg-config,
   # a C++ compiler for every target (CMake projects enable C++ by default),

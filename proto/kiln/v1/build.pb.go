@@ -263,7 +263,10 @@ type Attempt struct {
 	StartedAt   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	FinishedAt  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	// Human-readable reason for the outcome ("make exited with status 2").
-	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	// How the attempt's compiler cache served it, as its build server
+	// reported (AttemptResult.compiler_cache); unset when it used none.
+	CompilerCache *CompilerCacheStats `protobuf:"bytes,9,opt,name=compiler_cache,json=compilerCache,proto3" json:"compiler_cache,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -354,6 +357,81 @@ func (x *Attempt) GetReason() string {
 	return ""
 }
 
+func (x *Attempt) GetCompilerCache() *CompilerCacheStats {
+	if x != nil {
+		return x.CompilerCache
+	}
+	return nil
+}
+
+// CompilerCacheStats counts one attempt's compilations by how the build
+// server's compiler cache (ccache, one per project and target on each
+// build server) answered them. Reported by the build server, so as
+// trustworthy as its word; shown, never used to decide anything.
+type CompilerCacheStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Compilations answered from the cache.
+	Hits uint32 `protobuf:"varint,1,opt,name=hits,proto3" json:"hits,omitempty"`
+	// Compilations the compiler ran, whose result the cache kept.
+	Misses uint32 `protobuf:"varint,2,opt,name=misses,proto3" json:"misses,omitempty"`
+	// Compiler calls the cache could not serve (linking, preprocessing only,
+	// unsupported options, errors): they ran the compiler.
+	Uncacheable   uint32 `protobuf:"varint,3,opt,name=uncacheable,proto3" json:"uncacheable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompilerCacheStats) Reset() {
+	*x = CompilerCacheStats{}
+	mi := &file_kiln_v1_build_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompilerCacheStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompilerCacheStats) ProtoMessage() {}
+
+func (x *CompilerCacheStats) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_build_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompilerCacheStats.ProtoReflect.Descriptor instead.
+func (*CompilerCacheStats) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CompilerCacheStats) GetHits() uint32 {
+	if x != nil {
+		return x.Hits
+	}
+	return 0
+}
+
+func (x *CompilerCacheStats) GetMisses() uint32 {
+	if x != nil {
+		return x.Misses
+	}
+	return 0
+}
+
+func (x *CompilerCacheStats) GetUncacheable() uint32 {
+	if x != nil {
+		return x.Uncacheable
+	}
+	return 0
+}
+
 // Artifact is the packaged output of a successful build: a tar.gz stored by sha256.
 type Artifact struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -367,7 +445,7 @@ type Artifact struct {
 
 func (x *Artifact) Reset() {
 	*x = Artifact{}
-	mi := &file_kiln_v1_build_proto_msgTypes[1]
+	mi := &file_kiln_v1_build_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -379,7 +457,7 @@ func (x *Artifact) String() string {
 func (*Artifact) ProtoMessage() {}
 
 func (x *Artifact) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_build_proto_msgTypes[1]
+	mi := &file_kiln_v1_build_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -392,7 +470,7 @@ func (x *Artifact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Artifact.ProtoReflect.Descriptor instead.
 func (*Artifact) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_build_proto_rawDescGZIP(), []int{1}
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Artifact) GetSha256() string {
@@ -474,7 +552,7 @@ type Build struct {
 
 func (x *Build) Reset() {
 	*x = Build{}
-	mi := &file_kiln_v1_build_proto_msgTypes[2]
+	mi := &file_kiln_v1_build_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +564,7 @@ func (x *Build) String() string {
 func (*Build) ProtoMessage() {}
 
 func (x *Build) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_build_proto_msgTypes[2]
+	mi := &file_kiln_v1_build_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +577,7 @@ func (x *Build) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Build.ProtoReflect.Descriptor instead.
 func (*Build) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_build_proto_rawDescGZIP(), []int{2}
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Build) GetId() uint64 {
@@ -688,7 +766,7 @@ type BuildDependency struct {
 
 func (x *BuildDependency) Reset() {
 	*x = BuildDependency{}
-	mi := &file_kiln_v1_build_proto_msgTypes[3]
+	mi := &file_kiln_v1_build_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +778,7 @@ func (x *BuildDependency) String() string {
 func (*BuildDependency) ProtoMessage() {}
 
 func (x *BuildDependency) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_build_proto_msgTypes[3]
+	mi := &file_kiln_v1_build_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +791,7 @@ func (x *BuildDependency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildDependency.ProtoReflect.Descriptor instead.
 func (*BuildDependency) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_build_proto_rawDescGZIP(), []int{3}
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BuildDependency) GetProject() string {
@@ -748,7 +826,7 @@ var File_kiln_v1_build_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_build_proto_rawDesc = "" +
 	"\n" +
-	"\x13kiln/v1/build.proto\x12\akiln.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16kiln/v1/platform.proto\"\xc2\x02\n" +
+	"\x13kiln/v1/build.proto\x12\akiln.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16kiln/v1/platform.proto\"\x86\x03\n" +
 	"\aAttempt\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12!\n" +
 	"\fbuild_server\x18\x02 \x01(\tR\vbuildServer\x12\x1b\n" +
@@ -759,7 +837,12 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"started_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
 	"\vfinished_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12\x16\n" +
-	"\x06reason\x18\b \x01(\tR\x06reason\"L\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\x12B\n" +
+	"\x0ecompiler_cache\x18\t \x01(\v2\x1b.kiln.v1.CompilerCacheStatsR\rcompilerCache\"b\n" +
+	"\x12CompilerCacheStats\x12\x12\n" +
+	"\x04hits\x18\x01 \x01(\rR\x04hits\x12\x16\n" +
+	"\x06misses\x18\x02 \x01(\rR\x06misses\x12 \n" +
+	"\vuncacheable\x18\x03 \x01(\rR\vuncacheable\"L\n" +
 	"\bArtifact\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x14\n" +
@@ -845,43 +928,45 @@ func file_kiln_v1_build_proto_rawDescGZIP() []byte {
 }
 
 var file_kiln_v1_build_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kiln_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_kiln_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_kiln_v1_build_proto_goTypes = []any{
 	(BuildState)(0),               // 0: kiln.v1.BuildState
 	(AttemptOutcome)(0),           // 1: kiln.v1.AttemptOutcome
 	(Phase)(0),                    // 2: kiln.v1.Phase
 	(*Attempt)(nil),               // 3: kiln.v1.Attempt
-	(*Artifact)(nil),              // 4: kiln.v1.Artifact
-	(*Build)(nil),                 // 5: kiln.v1.Build
-	(*BuildDependency)(nil),       // 6: kiln.v1.BuildDependency
-	nil,                           // 7: kiln.v1.Build.OptionsEntry
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
-	(*PlatformConstraints)(nil),   // 9: kiln.v1.PlatformConstraints
-	(*SystemInfo)(nil),            // 10: kiln.v1.SystemInfo
+	(*CompilerCacheStats)(nil),    // 4: kiln.v1.CompilerCacheStats
+	(*Artifact)(nil),              // 5: kiln.v1.Artifact
+	(*Build)(nil),                 // 6: kiln.v1.Build
+	(*BuildDependency)(nil),       // 7: kiln.v1.BuildDependency
+	nil,                           // 8: kiln.v1.Build.OptionsEntry
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*PlatformConstraints)(nil),   // 10: kiln.v1.PlatformConstraints
+	(*SystemInfo)(nil),            // 11: kiln.v1.SystemInfo
 }
 var file_kiln_v1_build_proto_depIdxs = []int32{
 	1,  // 0: kiln.v1.Attempt.outcome:type_name -> kiln.v1.AttemptOutcome
 	2,  // 1: kiln.v1.Attempt.phase:type_name -> kiln.v1.Phase
-	8,  // 2: kiln.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
-	8,  // 3: kiln.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
-	7,  // 4: kiln.v1.Build.options:type_name -> kiln.v1.Build.OptionsEntry
-	9,  // 5: kiln.v1.Build.constraints:type_name -> kiln.v1.PlatformConstraints
-	0,  // 6: kiln.v1.Build.state:type_name -> kiln.v1.BuildState
-	8,  // 7: kiln.v1.Build.created_at:type_name -> google.protobuf.Timestamp
-	8,  // 8: kiln.v1.Build.started_at:type_name -> google.protobuf.Timestamp
-	8,  // 9: kiln.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
-	3,  // 10: kiln.v1.Build.attempts:type_name -> kiln.v1.Attempt
-	10, // 11: kiln.v1.Build.platform:type_name -> kiln.v1.SystemInfo
-	4,  // 12: kiln.v1.Build.artifact:type_name -> kiln.v1.Artifact
-	8,  // 13: kiln.v1.Build.withdrawn_at:type_name -> google.protobuf.Timestamp
-	6,  // 14: kiln.v1.Build.dependencies:type_name -> kiln.v1.BuildDependency
-	4,  // 15: kiln.v1.BuildDependency.artifact:type_name -> kiln.v1.Artifact
-	10, // 16: kiln.v1.BuildDependency.platform:type_name -> kiln.v1.SystemInfo
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	9,  // 2: kiln.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
+	9,  // 3: kiln.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
+	4,  // 4: kiln.v1.Attempt.compiler_cache:type_name -> kiln.v1.CompilerCacheStats
+	8,  // 5: kiln.v1.Build.options:type_name -> kiln.v1.Build.OptionsEntry
+	10, // 6: kiln.v1.Build.constraints:type_name -> kiln.v1.PlatformConstraints
+	0,  // 7: kiln.v1.Build.state:type_name -> kiln.v1.BuildState
+	9,  // 8: kiln.v1.Build.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 9: kiln.v1.Build.started_at:type_name -> google.protobuf.Timestamp
+	9,  // 10: kiln.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
+	3,  // 11: kiln.v1.Build.attempts:type_name -> kiln.v1.Attempt
+	11, // 12: kiln.v1.Build.platform:type_name -> kiln.v1.SystemInfo
+	5,  // 13: kiln.v1.Build.artifact:type_name -> kiln.v1.Artifact
+	9,  // 14: kiln.v1.Build.withdrawn_at:type_name -> google.protobuf.Timestamp
+	7,  // 15: kiln.v1.Build.dependencies:type_name -> kiln.v1.BuildDependency
+	5,  // 16: kiln.v1.BuildDependency.artifact:type_name -> kiln.v1.Artifact
+	11, // 17: kiln.v1.BuildDependency.platform:type_name -> kiln.v1.SystemInfo
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_build_proto_init() }
@@ -896,7 +981,7 @@ func file_kiln_v1_build_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_build_proto_rawDesc), len(file_kiln_v1_build_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
