@@ -109,8 +109,8 @@ type buildbotFarm struct {
 	// logs there, whatever twistd is told).
 	masterDir  string
 	workerDirs []string
-	submit  string // http://127.0.0.1:PORT/build
-	client  *http.Client
+	submit     string // http://127.0.0.1:PORT/build
+	client     *http.Client
 }
 
 // ensureBuildbot installs Debian's buildbot and buildbot-worker when they
