@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -152,9 +154,11 @@ func startBuildbot(ctx context.Context, e *env, dir, src string, n, jobs int) (*
 	if err != nil {
 		return nil, err
 	}
-	var pbPort, httpPort int
-	fmt.Sscanf(pbAddr[strings.LastIndexByte(pbAddr, ':')+1:], "%d", &pbPort)
-	fmt.Sscanf(httpAddr[strings.LastIndexByte(httpAddr, ':')+1:], "%d", &httpPort)
+	pbPort, err1 := strconv.Atoi(pbAddr[strings.LastIndexByte(pbAddr, ':')+1:])
+	httpPort, err2 := strconv.Atoi(httpAddr[strings.LastIndexByte(httpAddr, ':')+1:])
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, fmt.Errorf("free ports %s, %s: %w", pbAddr, httpAddr, err)
+	}
 	masterDir := filepath.Join(dir, "bb-master")
 	run := func(name string, args ...string) error {
 		cmd := exec.CommandContext(ctx, name, args...)
