@@ -60,6 +60,16 @@ const maxStatsLogBytes = 4 << 20
 // links (symbolic or hard) and special files are removed before the next
 // build gets it.
 //
+// What a cache does not stop (the threat model's "leave nothing that
+// affects a later build" holds across projects and targets, not within
+// one): a build of one commit may plant, under the hash a later compile
+// of the same project will look up, an object of its choosing, which a
+// later build of another commit then links. ccache cannot tell a planted
+// entry from its own. What catches it is the quorum of volunteers: other
+// volunteers' caches never saw that build, so their artifacts' sha256
+// differ from the poisoned one. A volunteer who builds projects whose
+// commits it does not trust can keep no cache (--compiler-cache-bytes 0).
+//
 // Reproducibility: the cache must give the same object as the compiler
 // run anew; the environment (ccacheEnv) fixes what a volunteer's
 // ccache.conf could change, keeps ccache's compiler-argument rewriting
