@@ -92,6 +92,11 @@ type Config struct {
 	// free: a running build step that finds less is stopped and handed
 	// back to be built elsewhere. 0 means no reserve.
 	MinFreeDiskBytes int64 `flag:"min-free-disk-bytes"`
+	// CompilerCacheBytes bounds each compiler cache (ccache, one per
+	// project and target, under DATA_DIR/ccache; kept only when ccache is
+	// installed and steps run under bubblewrap); at most a quarter of
+	// --max-disk-bytes. 0 means no compiler cache.
+	CompilerCacheBytes int64 `flag:"compiler-cache-bytes"`
 	// Grace is how long SIGTERM lets running builds finish before they are
 	// cancelled and handed back to the metaserver.
 	Grace time.Duration `flag:"grace"`
@@ -117,9 +122,10 @@ func defaultConfig() Config {
 		Grace:      30 * time.Second,
 		LogFormat:  "text",
 
-		MaxDiskBytes:     worker.DefaultMaxDiskBytes,
-		MinFreeDiskBytes: worker.DefaultMinFreeDiskBytes,
-		LogLevel:         "info",
+		MaxDiskBytes:       worker.DefaultMaxDiskBytes,
+		MinFreeDiskBytes:   worker.DefaultMinFreeDiskBytes,
+		CompilerCacheBytes: worker.DefaultCompilerCacheBytes,
+		LogLevel:           "info",
 	}
 }
 
@@ -182,7 +188,8 @@ func (c Config) Validate() error {
 		flag string
 		n    int64
 	}{{"max-log-bytes", c.MaxLogBytes}, {"max-artifact-bytes", c.MaxArtifactBytes},
-		{"max-disk-bytes", c.MaxDiskBytes}, {"min-free-disk-bytes", c.MinFreeDiskBytes}} {
+		{"max-disk-bytes", c.MaxDiskBytes}, {"min-free-disk-bytes", c.MinFreeDiskBytes},
+		{"compiler-cache-bytes", c.CompilerCacheBytes}} {
 		if v.n < 0 {
 			errs = append(errs, fmt.Errorf("--%s must not be negative, got %d", v.flag, v.n))
 		}
@@ -322,6 +329,7 @@ func newFlagSet(c *Config) *flag.FlagSet {
 	fs.Uint64Var(&c.MaxFileSize, "max-file-size", c.MaxFileSize, "cap on any file a build step writes, bytes (0: 1 GiB)")
 	fs.Uint64Var(&c.MaxProcesses, "max-processes", c.MaxProcesses, "cap on the processes of one build step (0: 512)")
 	fs.Int64Var(&c.MaxArtifactBytes, "max-artifact-bytes", c.MaxArtifactBytes, "cap on one packed artifact in bytes (0: 1 GiB)")
+	fs.Int64Var(&c.CompilerCacheBytes, "compiler-cache-bytes", c.CompilerCacheBytes, "bound of each compiler cache (ccache, one per project and target, when ccache is installed and steps run under bubblewrap), bytes; at most a quarter of --max-disk-bytes (0: no compiler cache)")
 	fs.Int64Var(&c.MaxDiskBytes, "max-disk-bytes", c.MaxDiskBytes, "cap on what one build holds on disk (sources, install tree, home, artifact), bytes; a build over it is stopped (0: no cap)")
 	fs.Int64Var(&c.MinFreeDiskBytes, "min-free-disk-bytes", c.MinFreeDiskBytes, "space kept free on the data directory's file system; a build step finding less is stopped and handed back (0: no reserve)")
 	fs.DurationVar(&c.Grace, "grace", c.Grace, "on SIGTERM, how long running builds may finish before they are handed back")

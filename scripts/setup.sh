@@ -22,6 +22,8 @@ pkgs=(qemu-user qemu-user-binfmt binfmt-support
   musl-tools bubblewrap postfix chromium git make gcc util-linux
   # The PostgreSQL store's tests start a throwaway cluster (initdb).
   postgresql
+  # The build servers' compiler cache (internal/worker/ccache.go).
+  ccache
   # What the default recipe runs (docs/manifest.md): autotools (autoreconf
   # with libtool and gettext's autopoint), CMake, Meson + Ninja, pkg-config,
   # a C++ compiler for every target (CMake projects enable C++ by default),

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/kilnbuild/kiln/internal/platform"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
@@ -29,20 +31,37 @@ func runSubmit(ctx context.Context, env Env, args []string) int {
 
 // submit runs a validated submit command, filling res.
 func submit(ctx context.Context, env Env, o *SubmitOptions, res *Result) error {
-	// Measure before dialing: both are needed, and a failing prober should
-	// not cost a connection.
+	// Measure while dialing: both are needed, and each waits on something
+	// else (a prober's process, the connection's handshake), so a new
+	// build's submit pays the longer of the two, not their sum (issue 20).
+	// A failing prober's error wins over the connection's.
+	type dialed struct {
+		conn *grpc.ClientConn
+		err  error
+	}
+	dc := make(chan dialed, 1)
+	go func() {
+		conn, err := dial(ctx, o.Connection)
+		dc <- dialed{conn, err}
+	}()
 	var local *kilnv1.SystemInfo
+	var measureErr error
 	if o.Pin == "" && o.NeedsMeasure() && env.Measure != nil {
-		var err error
-		if local, err = env.Measure(ctx); err != nil {
-			return fmt.Errorf("measuring this machine for the default platform constraints (pass --os/--arch/... explicitly to skip): %w", err)
+		if local, measureErr = env.Measure(ctx); measureErr != nil {
+			measureErr = fmt.Errorf("measuring this machine for the default platform constraints (pass --os/--arch/... explicitly to skip): %w", measureErr)
 		}
 	}
-	conn, err := dial(ctx, o.Connection)
-	if err != nil {
-		return err
+	d := <-dc
+	if d.conn != nil {
+		defer d.conn.Close()
 	}
-	defer conn.Close()
+	if measureErr != nil {
+		return measureErr
+	}
+	if d.err != nil {
+		return d.err
+	}
+	conn := d.conn
 	client := kilnv1.NewCompileServiceClient(conn)
 
 	if o.Pin != "" {

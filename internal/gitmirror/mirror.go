@@ -53,7 +53,9 @@ type Mirror struct {
 	lastOK   time.Time // start time of the last successful fetch or clone
 	known    map[string]struct{}
 	fetches  atomic.Int64 // clone/fetch processes started, for tests and metrics
-	testHook func()       // runs before each fetch process, in tests only
+	// remoteChecks counts ls-remote processes started by unchanged.
+	remoteChecks atomic.Int64
+	testHook     func() // runs before each fetch process, in tests only
 
 	// refs answers ref names without a git process; see refTable. It is
 	// replaced (never changed) after each successful fetch, on first use.
@@ -250,7 +252,7 @@ func (m *Mirror) startFetch() *fetchCall {
 	m.inflight = c
 	go func() {
 		defer cancel()
-		err := m.runFetch(ctx)
+		err := m.runFetch(ctx, c.start)
 		m.mu.Lock()
 		if err == nil && c.start.After(m.lastOK) {
 			m.lastOK = c.start
@@ -286,15 +288,23 @@ func (m *Mirror) leave(c *fetchCall) {
 }
 
 // runFetch clones or fetches; it is the one place a fetch process starts.
-func (m *Mirror) runFetch(ctx context.Context) error {
+// A fetch that would change nothing is skipped (see unchanged); start is
+// when the fetch call began, the time a skipped fetch stands for.
+func (m *Mirror) runFetch(ctx context.Context, start time.Time) error {
 	if !m.isRepo() {
 		return m.Ensure(ctx)
+	}
+	if t := m.unchanged(ctx); t != nil {
+		// The refs listed after the last fetch are the remote's refs now:
+		// they stand for this "fetch" too, with no listing again.
+		m.refs.Store(&refTable{asOf: start, refs: t.refs, head: t.head, root: t.root})
+		return nil
 	}
 	m.fetches.Add(1)
 	if m.testHook != nil {
 		m.testHook()
 	}
-	start := time.Now()
+	began := time.Now()
 	args := []string{"fetch", "--prune", "--prune-tags", "--force", "--quiet", "--no-write-fetch-head",
 		"--", m.url, "+refs/*:refs/*"}
 	if _, err := run(ctx, m.dir, nil, args...); err != nil {
@@ -304,9 +314,66 @@ func (m *Mirror) runFetch(ctx context.Context) error {
 		}
 		return fmt.Errorf("gitmirror: fetch %s: %w: %w", m.url, ErrUnreachable, err)
 	}
-	m.log.Debug("fetched mirror", "url", m.url, "duration_ms", time.Since(start).Milliseconds())
+	m.log.Debug("fetched mirror", "url", m.url, "duration_ms", time.Since(began).Milliseconds())
 	return nil
 }
+
+// unchanged returns the ref table listed after the last fetch when the
+// remote's refs are exactly those (one git ls-remote: the ref
+// advertisement a fetch starts with), so a fetch would bring nothing;
+// nil when it cannot tell (no valid table, freshness off, ls-remote
+// failed, a ref the table cannot peel): then the caller fetches.
+//
+// Why (issue 20): resolving a branch after the freshness window ran a
+// fetch (git fetch and upload-pack), then symbolic-ref and for-each-ref to
+// list the refs again: four processes on the path of a request naming a
+// branch, most often to learn that nothing moved. An unchanged remote now
+// costs ls-remote and its upload-pack. Refs are compared by the commit
+// they peel to: a tag moved to a new tag object of the same commit is not
+// fetched until something else changes, which no answer of Resolve shows.
+func (m *Mirror) unchanged(ctx context.Context) *refTable {
+	if m.freshness <= 0 {
+		return nil
+	}
+	t := m.refs.Load()
+	if t == nil || t.disabled || !t.asOf.Equal(m.lastFetch()) {
+		return nil
+	}
+	m.remoteChecks.Add(1)
+	out, err := run(ctx, "", nil, "ls-remote", "--", m.url)
+	if err != nil {
+		return nil // the fetch tries, and says why it fails
+	}
+	remote := make(map[string]string, len(t.refs))
+	for _, line := range strings.Split(string(out), "\n") {
+		if line == "" {
+			continue
+		}
+		oid, name, ok := strings.Cut(line, "\t")
+		if !ok || !isCommitID(oid) {
+			return nil
+		}
+		// A tag's line comes before its peeled line (NAME^{}), which wins.
+		name = strings.TrimSuffix(name, "^{}")
+		if strings.HasPrefix(name, "refs/") {
+			remote[name] = oid
+		}
+	}
+	if len(remote) != len(t.refs) {
+		return nil
+	}
+	for name, id := range t.refs {
+		if id == "" || remote[name] != id {
+			return nil
+		}
+	}
+	m.log.Debug("remote unchanged, fetch skipped", "url", m.url, "refs", len(remote))
+	return t
+}
+
+// RemoteChecks returns how many times the mirror asked the remote for its
+// refs to skip a fetch that would change nothing (see unchanged).
+func (m *Mirror) RemoteChecks() int64 { return m.remoteChecks.Load() }
 
 // removeStaleClones deletes temporary clone directories that a crashed
 // process left behind. Only those older than FetchTimeout go: a younger one

@@ -417,3 +417,54 @@ func TestResolveListsRefsAgainOnlyAfterTheNextFetchWhenListingFails(t *testing.T
 		t.Error("no usable table after the next fetch")
 	}
 }
+
+// TestResolveAfterFreshnessSkipsTheFetchWhenTheRemoteIsUnchanged: past
+// the freshness window, a remote whose refs are those listed after the
+// last fetch costs one ls-remote: no fetch, no listing; any change to the
+// refs (a branch moved, one deleted and another added, a tag moved to
+// another commit) still fetches, and Resolve sees it.
+func TestResolveAfterFreshnessSkipsTheFetchWhenTheRemoteIsUnchanged(t *testing.T) {
+	u := newUpstream(t)
+	c1 := u.commit("one", nil)
+	u.git("tag", "-a", "-m", "first", "v1")
+	u.git("branch", "old")
+	m := newMirror(t, u, Options{FetchFreshness: time.Hour})
+	ctx := testCtx(t)
+	resolve := func(rev, want string) {
+		t.Helper()
+		// As if the freshness window had passed since the last fetch,
+		// whose listed refs stay the table of the mirror.
+		expireFetch(m)
+		if tab := m.refs.Load(); tab != nil {
+			m.refs.Store(&refTable{asOf: m.lastFetch(), refs: tab.refs, head: tab.head, root: tab.root, disabled: tab.disabled})
+		}
+		got, err := m.Resolve(ctx, rev)
+		if err != nil || got != want {
+			t.Fatalf("Resolve(%q) = %s, %v; want %s", rev, got, err, want)
+		}
+	}
+	resolve("main", c1)
+	fetches, procs := m.FetchCount(), m.localProcs.Load()
+	for range 3 {
+		resolve("main", c1)
+		resolve("v1", c1)
+	}
+	if m.FetchCount() != fetches || m.localProcs.Load() != procs || m.RemoteChecks() != 6 {
+		t.Fatalf("unchanged remote: %d fetches, %d local git processes, %d remote checks; want 0, 0, 6",
+			m.FetchCount()-fetches, m.localProcs.Load()-procs, m.RemoteChecks())
+	}
+
+	c2 := u.commit("two", nil)
+	resolve("main", c2)
+	u.git("branch", "-D", "old")
+	u.git("branch", "new")
+	resolve("new", c2)
+	u.git("tag", "-f", "-a", "-m", "moved", "v1", c2)
+	resolve("v1", c2)
+	if got := m.FetchCount() - fetches; got != 3 {
+		t.Errorf("three changes fetched %d times; want 3", got)
+	}
+	if _, err := m.Resolve(ctx, "old"); !errors.Is(err, ErrUnknownRevision) {
+		t.Errorf("Resolve(old) after it was deleted upstream: %v; want ErrUnknownRevision", err)
+	}
+}

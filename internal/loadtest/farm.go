@@ -285,7 +285,7 @@ type buildserver struct {
 // and the given sandbox, passing the token through the environment.
 // Its log level is warn, or debug with debugLog (the worker then logs each
 // attempt's timings).
-func startBuildserver(b bins, dir string, m *meta, name, token string, jobs int, sandbox string, debugLog bool) (*buildserver, error) {
+func startBuildserver(b bins, dir string, m *meta, name, token string, jobs int, sandbox string, debugLog bool, extra ...string) (*buildserver, error) {
 	data := filepath.Join(dir, name)
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return nil, err
@@ -309,6 +309,7 @@ func startBuildserver(b bins, dir string, m *meta, name, token string, jobs int,
 		// As root each build server builds as uids of its own.
 		args = append(args, "--build-uid", fmt.Sprint(nextBuildUID(jobs)))
 	}
+	args = append(args, extra...)
 	p, err := procs.start(dir, name, b.Buildserver, env, args...)
 	if err != nil {
 		return nil, err

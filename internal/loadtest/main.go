@@ -38,6 +38,8 @@ type config struct {
 	Kills        int           // redispatch: build servers killed mid-build
 	Store        string        // every metaserver's --store (a fresh schema each)
 	Blobs        string        // every metaserver's --blobs
+	Package      string        // real: Debian source package
+	Reps         int           // real: by-hand/Kiln pairs per platform and phase
 }
 
 func (c *config) flags(fs *flag.FlagSet) {
@@ -63,6 +65,8 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Store, "store", "", "postgres:// URL: every metaserver keeps its store there, each in a fresh schema (default: bbolt in its data dir)")
 	fs.StringVar(&c.Blobs, "blobs", "", "s3:// URL: every metaserver keeps its artifacts there, credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (default: the blob directory)")
 	fs.IntVar(&c.Kills, "kills", 10, "redispatch: build servers SIGKILLed mid-build, one per build")
+	fs.StringVar(&c.Package, "package", "zlib", "real: Debian 12 source package to build (apt-get source; deb-src enabled)")
+	fs.IntVar(&c.Reps, "reps", 2, "real: by-hand / Kiln pairs per platform, before and after the compiler cache")
 }
 
 // env is what a scenario runs with.
@@ -92,6 +96,8 @@ var scenarios = []scenario{
 	{"upload", runUpload, 5 * time.Minute, "large artifact upload vs the disk's fsync'd write throughput; RSS growth"},
 	{"download", runDownload, 5 * time.Minute, "large artifact download vs raw loopback gRPC bulk throughput"},
 	{"redispatch", runRedispatch, 5 * time.Minute, "build server SIGKILLed mid-build → its build started on another, vs the lease"},
+	{"real", runReal, 60 * time.Minute, "a real project (Debian's --package) by hand and through Kiln, native and s390x under qemu, without, cold and warm compiler cache (not in all)"},
+	{"peer", runPeer, 20 * time.Minute, "Kiln beside Buildbot (Debian's buildbot, buildbot-worker; installed when missing), same machine, same run: no-op latency, builds/s, CPU per build, RSS at rest (not in all)"},
 }
 
 func usage() {
@@ -99,7 +105,7 @@ func usage() {
 	for _, s := range scenarios {
 		fmt.Fprintf(os.Stderr, "  %-11s %s\n", s.name, s.help)
 	}
-	fmt.Fprintf(os.Stderr, "  %-11s every scenario above in turn\n\nflags:\n", "all")
+	fmt.Fprintf(os.Stderr, "  %-11s every scenario above in turn but real and peer\n\nflags:\n", "all")
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	var c config
 	c.flags(fs)
@@ -122,7 +128,7 @@ func run() int {
 	}
 	var todo []scenario
 	for _, s := range scenarios {
-		if name == "all" || s.name == name {
+		if (name == "all" && s.name != "peer" && s.name != "real") || s.name == name {
 			todo = append(todo, s)
 		}
 	}

@@ -183,7 +183,7 @@ func runNoop(ctx context.Context, e *env) error {
 	e.rep.add(figure{Scenario: "noop", Name: "submit→completed p90", Value: ms(total.pct(90)), Unit: "ms", NoTarget: true})
 	e.rep.add(figure{Scenario: "noop", Name: "submit→completed p99", Value: ms(total.pct(99)), Unit: "ms", Target: 30, AtMost: true})
 	e.rep.add(figure{Scenario: "noop", Name: "submit→completed max", Value: ms(total.pct(100)), Unit: "ms", NoTarget: true})
-	return nil
+	return measureCLIWait(ctx, e, m, reqs)
 }
 
 // workerTimings summarizes the build server's own "attempt timings" debug

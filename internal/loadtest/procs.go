@@ -40,12 +40,19 @@ var procs registry
 // start runs path with args and env (appended to this process's
 // environment), logging to dir/name.log.
 func (r *registry) start(dir, name, path string, env []string, args ...string) (*proc, error) {
+	return r.startIn(dir, "", name, path, env, args...)
+}
+
+// startIn is start with the process's working directory set to workDir
+// ("" : the harness's own).
+func (r *registry) startIn(dir, workDir, name, path string, env []string, args ...string) (*proc, error) {
 	logPath := filepath.Join(dir, name+".log")
 	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(path, args...)
+	cmd.Dir = workDir
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

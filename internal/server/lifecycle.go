@@ -202,6 +202,7 @@ func (s *Server) endAttemptLocked(a *sched.Attempt, r *kilnv1.AttemptResult, aft
 	att.Outcome = r.GetOutcome()
 	att.FinishedAt = timestamppb.New(now)
 	att.Reason = r.GetReason()
+	att.CompilerCache = r.GetCompilerCache()
 	att.Phase = kilnv1.Phase_PHASE_UNSPECIFIED
 	build.LogSize = uint64(s.keepLogLocked(ab, a.Build.ID, attemptNumber(a.ID)))
 	s.metrics.attempts.WithLabelValues(r.GetOutcome().Word()).Inc()

@@ -160,7 +160,8 @@ func newFarm() *farm {
 		State: kilnv1.BuildState_BUILD_STATE_SUCCEEDED, CreatedAt: ts(-10 * time.Minute), StartedAt: ts(-9 * time.Minute), FinishedAt: ts(-8 * time.Minute),
 		Attempts: []*kilnv1.Attempt{
 			{Id: 7, BuildServer: "carol-old", TargetId: "native", Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST, StartedAt: ts(-9*time.Minute - 30*time.Second), FinishedAt: ts(-9 * time.Minute), Reason: "lease expired"},
-			{Id: 8, BuildServer: "alice-box", TargetId: "native", Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED, StartedAt: ts(-9 * time.Minute), FinishedAt: ts(-8 * time.Minute)},
+			{Id: 8, BuildServer: "alice-box", TargetId: "native", Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED, StartedAt: ts(-9 * time.Minute), FinishedAt: ts(-8 * time.Minute),
+				CompilerCache: &kilnv1.CompilerCacheStats{Hits: 30, Misses: 10, Uncacheable: 3}},
 		},
 		Platform: x86System(), Artifact: artifact, Waiters: 2, CacheKey: "c4c4e1b2d3", Recipe: "cmake — found CMakeLists.txt",
 		Verification: kilnv1.Verification_VERIFICATION_VERIFIED, Quorum: 2, AgreeingBuildServers: []string{"alice-box", "dave-box"},

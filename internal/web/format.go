@@ -41,8 +41,9 @@ func funcMap(now func() time.Time) template.FuncMap {
 			}
 			return roughDuration(now().Sub(*t))
 		},
-		"inc": func(i int) int { return i + 1 },
-		"pct": func(r float64) string { return strconv.FormatFloat(100*r, 'f', 1, 64) + "%" },
+		"inc":        func(i int) int { return i + 1 },
+		"cacheStats": cacheStatsText,
+		"pct":        func(r float64) string { return strconv.FormatFloat(100*r, 'f', 1, 64) + "%" },
 	}
 }
 
@@ -236,4 +237,17 @@ func runs(m map[string]uint32) string {
 		parts = append(parts, fmt.Sprintf("%s: %d", k, m[k]))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// cacheStatsText says how an attempt's compiler cache served it: "12 of
+// 40 compilations (30%)", "—" when it used none.
+func cacheStatsText(st *kilnv1.CompilerCacheStats) string {
+	if st == nil {
+		return "—"
+	}
+	n := st.GetHits() + st.GetMisses()
+	if n == 0 {
+		return "no compilation"
+	}
+	return fmt.Sprintf("%d of %d compilations (%.0f%%)", st.GetHits(), n, 100*float64(st.GetHits())/float64(n))
 }

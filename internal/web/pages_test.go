@@ -79,6 +79,7 @@ func TestPagesRenderAsHTML(t *testing.T) {
 			`<th>dependencies</th>`, `zlib: <a class="build-link" href="/build/97">#97</a>`, "5eed",
 			`<span class="badge ok">verified</span>`, "quorum 2; agreeing: alice-box, dave-box", "bob-unsafe <span class=\"muted\">(bobco)</span>",
 			"not counted</span> lost the dispute", `<td id="differing-files"><code>bin/hello</code></td>`,
+			"<th>compiler cache hits</th>", `<td class="cache">30 of 40 compilations (75%)</td>`, `<td class="cache">—</td>`,
 		}},
 		{"a failed build shows the failure and failing step", "/build/102", []string{"make check exited with status 2", "failing step: <code>make check</code>", "checking", "make exited with status 2"}},
 		{"a queued build says why it waits", "/build/104", []string{"Why it is still waiting", "arch=ppc64: 3 of 3 connected targets differ", "position 1 in the queue", "not dispatched yet", "v2..v3"}},

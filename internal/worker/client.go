@@ -128,6 +128,14 @@ func New(cfg Config) (*Client, error) {
 	}
 	ms := newMirrors(filepath.Join(dataDir, "mirrors"))
 	dirs.trees = ms.trees
+	fixed := movesDirs(cfg.Sandbox)
+	if fixed {
+		// Only where every build sees the same paths: a cached object
+		// records its build's directory (debug information, __FILE__).
+		if ms.caches, err = newCompilerCaches(filepath.Join(dataDir, "ccache"), cfg.CompilerCacheBytes); err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+	}
 	c.runner = &attemptRunner{
 		sandbox:        cfg.Sandbox,
 		hide:           hide,
@@ -139,7 +147,7 @@ func New(cfg Config) (*Client, error) {
 		jobs:           jobsPerSlot(runtime.NumCPU(), cfg.Slots),
 		mirrors:        ms,
 		users:          users,
-		fixedLayout:    movesDirs(cfg.Sandbox),
+		fixedLayout:    fixed,
 		log:            c.log,
 	}
 	return c, nil

@@ -35,6 +35,9 @@ const (
 	// DefaultMinFreeDiskBytes is the space a running build leaves free on
 	// the data directory's file system (see Config.MinFreeDiskBytes).
 	DefaultMinFreeDiskBytes = 512 << 20
+	// DefaultCompilerCacheBytes bounds each compiler cache (see
+	// Config.CompilerCacheBytes).
+	DefaultCompilerCacheBytes = 1 << 30
 )
 
 // StepRunner runs one build step, sandboxed or not. sandbox.Bwrap and
@@ -103,6 +106,13 @@ type Config struct {
 	// attempt ends SETUP_FAILED, to be built elsewhere. Zero means
 	// DefaultMinFreeDiskBytes; negative means no reserve.
 	MinFreeDiskBytes int64
+	// CompilerCacheBytes bounds each compiler cache: one per project and
+	// target, kept under DataDir/ccache when ccache is installed and the
+	// steps run under bubblewrap (see compilerCaches). A cache is part of
+	// its build's disk (MaxDiskBytes), so it is never more than a quarter
+	// of that. Zero means DefaultCompilerCacheBytes; negative means no
+	// compiler cache.
+	CompilerCacheBytes int64
 	// BuildUID, when not zero, makes each running build's steps run as a
 	// user of its own, uid and gid BuildUID+i for i below Slots, owning
 	// the build's directories; the build server must then be root (it
@@ -155,6 +165,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MinFreeDiskBytes == 0 {
 		c.MinFreeDiskBytes = DefaultMinFreeDiskBytes
+	}
+	if c.CompilerCacheBytes == 0 {
+		c.CompilerCacheBytes = DefaultCompilerCacheBytes
+	}
+	if c.MaxDiskBytes > 0 && c.CompilerCacheBytes > c.MaxDiskBytes/4 {
+		c.CompilerCacheBytes = c.MaxDiskBytes / 4
 	}
 	if c.Sandbox != nil {
 		c.Sandbox = withDiskGuard(c.Sandbox, c.MaxDiskBytes, c.MinFreeDiskBytes)

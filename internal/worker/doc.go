@@ -48,6 +48,9 @@
 //
 //	DATA_DIR/
 //	  mirrors/<sha256(git url)[:16]>/  bare mirror, reused by every build of a project
+//	  ccache/<sha256(git url)[:16]>/<target>/  the compiler cache of the
+//	            project for one target (compilerCaches), bound at
+//	            /tmp/kiln/ccache while a build of theirs runs
 //	  builds/<attempt id>/
 //	    src/    the source tree; the steps' working directory
 //	    dest/   $KILN_DESTDIR

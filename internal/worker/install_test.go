@@ -150,6 +150,14 @@ func TestInstallCaptureRechecksBeforeEveryPackageStep(t *testing.T) {
 // seen its Hello; it skips the test where bubblewrap cannot work.
 func startBwrapClient(t *testing.T) *fakeMeta {
 	t.Helper()
+	f, _ := startBwrapClientWith(t, nil)
+	return f
+}
+
+// startBwrapClientWith is startBwrapClient with the Config changed by
+// edit (when not nil) before the Client starts; it returns the Config too.
+func startBwrapClientWith(t *testing.T, edit func(*Config)) (*fakeMeta, Config) {
+	t.Helper()
 	bw := sandbox.Bwrap{Grace: 200 * time.Millisecond}
 	if err := bw.Available(); err != nil {
 		t.Skipf("bubblewrap unavailable: %v", err)
@@ -158,7 +166,10 @@ func startBwrapClient(t *testing.T) *fakeMeta {
 	cfg := testConfig(t, f)
 	cfg.Sandbox = bw
 	withBuildUsers(t, &cfg)
+	if edit != nil {
+		edit(&cfg)
+	}
 	startClient(t, cfg)
 	f.waitFor(t, "Hello", func() bool { return len(f.hellos) == 1 })
-	return f
+	return f, cfg
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"os"
 	"path/filepath"
 	"sync"
 
@@ -26,6 +28,9 @@ type mirrors struct {
 	dir   string
 	open  func(dir, url string) sourceMirror
 	trees *treeCache
+	// caches holds the projects' compiler caches, wiped with their
+	// mirror; nil: builds use none.
+	caches *compilerCaches
 
 	mu    sync.Mutex
 	byURL map[string]*mirrorEntry
@@ -95,6 +100,26 @@ func (ms *mirrors) export(ctx context.Context, url, commit, dst string) error {
 	t, err := e.m.ExportTree(ctx, commit, dst, ms.trees.maxTree)
 	if t != nil {
 		ms.trees.put(url, t)
+	}
+	return err
+}
+
+// wipe removes url's mirror and everything kept for its project with it:
+// its compiler caches. The next build of the project clones it again and
+// compiles everything. (Source trees kept in memory stay: a commit's tree
+// never changes.)
+func (ms *mirrors) wipe(url string) error {
+	ms.mu.Lock()
+	e := ms.byURL[url]
+	delete(ms.byURL, url)
+	ms.mu.Unlock()
+	if e != nil {
+		e.mu.Lock() // no clone or fetch of it runs
+		defer e.mu.Unlock()
+	}
+	err := os.RemoveAll(mirrorDir(ms.dir, url))
+	if ms.caches != nil {
+		err = errors.Join(err, ms.caches.wipe(url))
 	}
 	return err
 }

@@ -67,7 +67,7 @@ func result(outcome kilnv1.AttemptOutcome, reason, step string) *kilnv1.AttemptR
 
 // run runs j to its end. ctx's cancellation cause decides the outcome of an
 // interrupted attempt (see stopped).
-func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
+func (r *attemptRunner) run(ctx context.Context, j job) (res *kilnv1.AttemptResult) {
 	a := j.asg
 	target := r.targets[a.GetTargetId()]
 	src := filepath.Join(j.dir, srcName)
@@ -95,10 +95,23 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 			return r.setupFailed(j, "preparing the build", errNoBuildUser)
 		}
 		defer r.users.put(u)
-		if err := handOver(u, src, dest, home); err != nil {
+		user = u
+	}
+	cache, err := r.takeCompilerCache(j, home, user)
+	if err != nil {
+		return r.setupFailed(j, "preparing the compiler cache", err)
+	}
+	if cache != nil {
+		defer func() {
+			if st := cache.end(); st != nil && res != nil {
+				res.CompilerCache = st
+			}
+		}()
+	}
+	if user != nil {
+		if err := handOver(user, src, dest, home); err != nil {
 			return r.setupFailed(j, "preparing the build", err)
 		}
-		user = u
 	}
 	fetched := time.Now()
 
@@ -119,8 +132,12 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	env := stepEnv(a, target, lay.home, lay.dest, r.jobs, files...)
 	epoch := sourceEpoch(src)
 	env = append(env, reproducibleEnv(epoch)...)
-	var readOnly []string
 	binds := lay.binds
+	if cache != nil {
+		env = cache.env(env, lay.home+"/"+ccacheStatsName)
+		binds = append(slices.Clip(binds), sandbox.Bind{Src: cache.host, Dst: ccacheDir})
+	}
+	var readOnly []string
 	if deps := a.GetDependencies(); len(deps) > 0 {
 		sysroot := filepath.Join(j.dir, sysrootName)
 		seen := sysroot
@@ -204,11 +221,11 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 					return captureFailed(err)
 				}
 			}
-			if res := s.run(ctx, cmd); res != nil {
+			if failed := s.run(ctx, cmd); failed != nil {
 				if undo != nil {
 					undo()
 				}
-				return res
+				return failed
 			}
 		}
 		if undo != nil {
@@ -220,6 +237,9 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	}
 
 	built := time.Now()
+	if cache != nil {
+		cache.end() // its stats go with the result; other builds may take it meanwhile
+	}
 	maxArtifact, diskBound, over := r.diskBudget(j, src, dest, home)
 	if over != nil {
 		return over
@@ -261,7 +281,7 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	}
 
 	packed := time.Now()
-	res := result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED, "", "")
+	res = result(kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED, "", "")
 	res.Artifact = art
 	if art.GetSize() <= r.inlineMax.Load() {
 		// Small enough to go with the result: no upload call.
@@ -271,7 +291,8 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 		}
 		res.ArtifactData = data
 		r.log.Debug("attempt timings", "attempt_id", a.GetAttemptId(), "fetch", fetched.Sub(start),
-			"steps", built.Sub(fetched), "pack", packed.Sub(built), "inline", time.Since(packed))
+			"steps", built.Sub(fetched), "pack", packed.Sub(built), "inline", time.Since(packed),
+			"compiler_cache", cache.summary())
 		j.log.notef("artifact %s (%d bytes, %d files) sent with the result", art.GetSha256(), art.GetSize(), len(art.GetFiles()))
 		return res
 	}
@@ -285,7 +306,8 @@ func (r *attemptRunner) run(ctx context.Context, j job) *kilnv1.AttemptResult {
 	// The artifact file goes with the build directory once the result is
 	// acknowledged; unlinking it here would delay the result.
 	r.log.Debug("attempt timings", "attempt_id", a.GetAttemptId(), "fetch", fetched.Sub(start),
-		"steps", built.Sub(fetched), "pack", packed.Sub(built), "upload", time.Since(packed))
+		"steps", built.Sub(fetched), "pack", packed.Sub(built), "upload", time.Since(packed),
+		"compiler_cache", cache.summary())
 	j.log.notef("artifact %s (%d bytes, %d files) uploaded", art.GetSha256(), art.GetSize(), len(art.GetFiles()))
 	return res
 }

@@ -418,7 +418,10 @@ type Attempt struct {
 	StartedAt   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	FinishedAt  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	// Human-readable reason for the outcome ("make exited with status 2").
-	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	// How the attempt's compiler cache served it, as its build server
+	// reported (AttemptResult.compiler_cache); unset when it used none.
+	CompilerCache *CompilerCacheStats `protobuf:"bytes,9,opt,name=compiler_cache,json=compilerCache,proto3" json:"compiler_cache,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -509,6 +512,81 @@ func (x *Attempt) GetReason() string {
 	return ""
 }
 
+func (x *Attempt) GetCompilerCache() *CompilerCacheStats {
+	if x != nil {
+		return x.CompilerCache
+	}
+	return nil
+}
+
+// CompilerCacheStats counts one attempt's compilations by how the build
+// server's compiler cache (ccache, one per project and target on each
+// build server) answered them. Reported by the build server, so as
+// trustworthy as its word; shown, never used to decide anything.
+type CompilerCacheStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Compilations answered from the cache.
+	Hits uint32 `protobuf:"varint,1,opt,name=hits,proto3" json:"hits,omitempty"`
+	// Compilations the compiler ran, whose result the cache kept.
+	Misses uint32 `protobuf:"varint,2,opt,name=misses,proto3" json:"misses,omitempty"`
+	// Compiler calls the cache could not serve (linking, preprocessing only,
+	// unsupported options, errors): they ran the compiler.
+	Uncacheable   uint32 `protobuf:"varint,3,opt,name=uncacheable,proto3" json:"uncacheable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompilerCacheStats) Reset() {
+	*x = CompilerCacheStats{}
+	mi := &file_kiln_v1_build_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompilerCacheStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompilerCacheStats) ProtoMessage() {}
+
+func (x *CompilerCacheStats) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_build_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompilerCacheStats.ProtoReflect.Descriptor instead.
+func (*CompilerCacheStats) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CompilerCacheStats) GetHits() uint32 {
+	if x != nil {
+		return x.Hits
+	}
+	return 0
+}
+
+func (x *CompilerCacheStats) GetMisses() uint32 {
+	if x != nil {
+		return x.Misses
+	}
+	return 0
+}
+
+func (x *CompilerCacheStats) GetUncacheable() uint32 {
+	if x != nil {
+		return x.Uncacheable
+	}
+	return 0
+}
+
 // Artifact is the packaged output of a successful build: a tar.gz stored by sha256.
 type Artifact struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -522,7 +600,7 @@ type Artifact struct {
 
 func (x *Artifact) Reset() {
 	*x = Artifact{}
-	mi := &file_kiln_v1_build_proto_msgTypes[2]
+	mi := &file_kiln_v1_build_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -534,7 +612,7 @@ func (x *Artifact) String() string {
 func (*Artifact) ProtoMessage() {}
 
 func (x *Artifact) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_build_proto_msgTypes[2]
+	mi := &file_kiln_v1_build_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -547,7 +625,7 @@ func (x *Artifact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Artifact.ProtoReflect.Descriptor instead.
 func (*Artifact) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_build_proto_rawDescGZIP(), []int{2}
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Artifact) GetSha256() string {
@@ -643,7 +721,7 @@ type Build struct {
 
 func (x *Build) Reset() {
 	*x = Build{}
-	mi := &file_kiln_v1_build_proto_msgTypes[3]
+	mi := &file_kiln_v1_build_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +733,7 @@ func (x *Build) String() string {
 func (*Build) ProtoMessage() {}
 
 func (x *Build) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_build_proto_msgTypes[3]
+	mi := &file_kiln_v1_build_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +746,7 @@ func (x *Build) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Build.ProtoReflect.Descriptor instead.
 func (*Build) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_build_proto_rawDescGZIP(), []int{3}
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Build) GetId() uint64 {
@@ -892,7 +970,7 @@ type BuildDependency struct {
 
 func (x *BuildDependency) Reset() {
 	*x = BuildDependency{}
-	mi := &file_kiln_v1_build_proto_msgTypes[4]
+	mi := &file_kiln_v1_build_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +982,7 @@ func (x *BuildDependency) String() string {
 func (*BuildDependency) ProtoMessage() {}
 
 func (x *BuildDependency) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_build_proto_msgTypes[4]
+	mi := &file_kiln_v1_build_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +995,7 @@ func (x *BuildDependency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildDependency.ProtoReflect.Descriptor instead.
 func (*BuildDependency) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_build_proto_rawDescGZIP(), []int{4}
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BuildDependency) GetProject() string {
@@ -961,7 +1039,7 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\bartifact\x18\x04 \x01(\v2\x11.kiln.v1.ArtifactR\bartifact\x12\x1e\n" +
 	"\n" +
 	"discounted\x18\x05 \x01(\tR\n" +
-	"discounted\"\xc2\x02\n" +
+	"discounted\"\x86\x03\n" +
 	"\aAttempt\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12!\n" +
 	"\fbuild_server\x18\x02 \x01(\tR\vbuildServer\x12\x1b\n" +
@@ -972,7 +1050,12 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"started_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
 	"\vfinished_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12\x16\n" +
-	"\x06reason\x18\b \x01(\tR\x06reason\"L\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\x12B\n" +
+	"\x0ecompiler_cache\x18\t \x01(\v2\x1b.kiln.v1.CompilerCacheStatsR\rcompilerCache\"b\n" +
+	"\x12CompilerCacheStats\x12\x12\n" +
+	"\x04hits\x18\x01 \x01(\rR\x04hits\x12\x16\n" +
+	"\x06misses\x18\x02 \x01(\rR\x06misses\x12 \n" +
+	"\vuncacheable\x18\x03 \x01(\rR\vuncacheable\"L\n" +
 	"\bArtifact\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x14\n" +
@@ -1069,7 +1152,7 @@ func file_kiln_v1_build_proto_rawDescGZIP() []byte {
 }
 
 var file_kiln_v1_build_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_kiln_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_kiln_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_kiln_v1_build_proto_goTypes = []any{
 	(BuildState)(0),               // 0: kiln.v1.BuildState
 	(AttemptOutcome)(0),           // 1: kiln.v1.AttemptOutcome
@@ -1077,40 +1160,42 @@ var file_kiln_v1_build_proto_goTypes = []any{
 	(Phase)(0),                    // 3: kiln.v1.Phase
 	(*Replica)(nil),               // 4: kiln.v1.Replica
 	(*Attempt)(nil),               // 5: kiln.v1.Attempt
-	(*Artifact)(nil),              // 6: kiln.v1.Artifact
-	(*Build)(nil),                 // 7: kiln.v1.Build
-	(*BuildDependency)(nil),       // 8: kiln.v1.BuildDependency
-	nil,                           // 9: kiln.v1.Build.OptionsEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(*PlatformConstraints)(nil),   // 11: kiln.v1.PlatformConstraints
-	(*SystemInfo)(nil),            // 12: kiln.v1.SystemInfo
+	(*CompilerCacheStats)(nil),    // 6: kiln.v1.CompilerCacheStats
+	(*Artifact)(nil),              // 7: kiln.v1.Artifact
+	(*Build)(nil),                 // 8: kiln.v1.Build
+	(*BuildDependency)(nil),       // 9: kiln.v1.BuildDependency
+	nil,                           // 10: kiln.v1.Build.OptionsEntry
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*PlatformConstraints)(nil),   // 12: kiln.v1.PlatformConstraints
+	(*SystemInfo)(nil),            // 13: kiln.v1.SystemInfo
 }
 var file_kiln_v1_build_proto_depIdxs = []int32{
-	6,  // 0: kiln.v1.Replica.artifact:type_name -> kiln.v1.Artifact
+	7,  // 0: kiln.v1.Replica.artifact:type_name -> kiln.v1.Artifact
 	1,  // 1: kiln.v1.Attempt.outcome:type_name -> kiln.v1.AttemptOutcome
 	3,  // 2: kiln.v1.Attempt.phase:type_name -> kiln.v1.Phase
-	10, // 3: kiln.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
-	10, // 4: kiln.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
-	9,  // 5: kiln.v1.Build.options:type_name -> kiln.v1.Build.OptionsEntry
-	11, // 6: kiln.v1.Build.constraints:type_name -> kiln.v1.PlatformConstraints
-	0,  // 7: kiln.v1.Build.state:type_name -> kiln.v1.BuildState
-	10, // 8: kiln.v1.Build.created_at:type_name -> google.protobuf.Timestamp
-	10, // 9: kiln.v1.Build.started_at:type_name -> google.protobuf.Timestamp
-	10, // 10: kiln.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
-	5,  // 11: kiln.v1.Build.attempts:type_name -> kiln.v1.Attempt
-	12, // 12: kiln.v1.Build.platform:type_name -> kiln.v1.SystemInfo
-	6,  // 13: kiln.v1.Build.artifact:type_name -> kiln.v1.Artifact
-	10, // 14: kiln.v1.Build.withdrawn_at:type_name -> google.protobuf.Timestamp
-	8,  // 15: kiln.v1.Build.dependencies:type_name -> kiln.v1.BuildDependency
-	2,  // 16: kiln.v1.Build.verification:type_name -> kiln.v1.Verification
-	4,  // 17: kiln.v1.Build.replicas:type_name -> kiln.v1.Replica
-	6,  // 18: kiln.v1.BuildDependency.artifact:type_name -> kiln.v1.Artifact
-	12, // 19: kiln.v1.BuildDependency.platform:type_name -> kiln.v1.SystemInfo
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	11, // 3: kiln.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
+	11, // 4: kiln.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
+	6,  // 5: kiln.v1.Attempt.compiler_cache:type_name -> kiln.v1.CompilerCacheStats
+	10, // 6: kiln.v1.Build.options:type_name -> kiln.v1.Build.OptionsEntry
+	12, // 7: kiln.v1.Build.constraints:type_name -> kiln.v1.PlatformConstraints
+	0,  // 8: kiln.v1.Build.state:type_name -> kiln.v1.BuildState
+	11, // 9: kiln.v1.Build.created_at:type_name -> google.protobuf.Timestamp
+	11, // 10: kiln.v1.Build.started_at:type_name -> google.protobuf.Timestamp
+	11, // 11: kiln.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
+	5,  // 12: kiln.v1.Build.attempts:type_name -> kiln.v1.Attempt
+	13, // 13: kiln.v1.Build.platform:type_name -> kiln.v1.SystemInfo
+	7,  // 14: kiln.v1.Build.artifact:type_name -> kiln.v1.Artifact
+	11, // 15: kiln.v1.Build.withdrawn_at:type_name -> google.protobuf.Timestamp
+	9,  // 16: kiln.v1.Build.dependencies:type_name -> kiln.v1.BuildDependency
+	2,  // 17: kiln.v1.Build.verification:type_name -> kiln.v1.Verification
+	4,  // 18: kiln.v1.Build.replicas:type_name -> kiln.v1.Replica
+	7,  // 19: kiln.v1.BuildDependency.artifact:type_name -> kiln.v1.Artifact
+	13, // 20: kiln.v1.BuildDependency.platform:type_name -> kiln.v1.SystemInfo
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_build_proto_init() }
@@ -1125,7 +1210,7 @@ func file_kiln_v1_build_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_build_proto_rawDesc), len(file_kiln_v1_build_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

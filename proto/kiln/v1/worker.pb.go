@@ -901,7 +901,11 @@ type AttemptResult struct {
 	// against artifact.sha256 and artifact.size as it verifies an upload; an
 	// attempt whose data does not match, or is larger than allowed, ends
 	// SETUP_FAILED. Resending the result after a reconnect resends the bytes.
-	ArtifactData  []byte `protobuf:"bytes,7,opt,name=artifact_data,json=artifactData,proto3" json:"artifact_data,omitempty"`
+	ArtifactData []byte `protobuf:"bytes,7,opt,name=artifact_data,json=artifactData,proto3" json:"artifact_data,omitempty"`
+	// How the build server's compiler cache for the project and target
+	// served the attempt's compilations; unset when it used none. The
+	// metaserver keeps it on the attempt (Attempt.compiler_cache).
+	CompilerCache *CompilerCacheStats `protobuf:"bytes,8,opt,name=compiler_cache,json=compilerCache,proto3" json:"compiler_cache,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -981,6 +985,13 @@ func (x *AttemptResult) GetLogSize() uint64 {
 func (x *AttemptResult) GetArtifactData() []byte {
 	if x != nil {
 		return x.ArtifactData
+	}
+	return nil
+}
+
+func (x *AttemptResult) GetCompilerCache() *CompilerCacheStats {
+	if x != nil {
+		return x.CompilerCache
 	}
 	return nil
 }
@@ -1377,7 +1388,7 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"attempt_id\x18\x01 \x01(\x04R\tattemptId\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"\x8b\x02\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"\xcf\x02\n" +
 	"\rAttemptResult\x12\x1d\n" +
 	"\n" +
 	"attempt_id\x18\x01 \x01(\x04R\tattemptId\x121\n" +
@@ -1386,7 +1397,8 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\ffailing_step\x18\x04 \x01(\tR\vfailingStep\x12-\n" +
 	"\bartifact\x18\x05 \x01(\v2\x11.kiln.v1.ArtifactR\bartifact\x12\x19\n" +
 	"\blog_size\x18\x06 \x01(\x04R\alogSize\x12#\n" +
-	"\rartifact_data\x18\a \x01(\fR\fartifactData\"^\n" +
+	"\rartifact_data\x18\a \x01(\fR\fartifactData\x12B\n" +
+	"\x0ecompiler_cache\x18\b \x01(\v2\x1b.kiln.v1.CompilerCacheStatsR\rcompilerCache\"^\n" +
 	"\tResultAck\x12\x1d\n" +
 	"\n" +
 	"attempt_id\x18\x01 \x01(\x04R\tattemptId\x12\x1a\n" +
@@ -1449,6 +1461,7 @@ var file_kiln_v1_worker_proto_goTypes = []any{
 	(Phase)(0),                     // 20: kiln.v1.Phase
 	(AttemptOutcome)(0),            // 21: kiln.v1.AttemptOutcome
 	(*Artifact)(nil),               // 22: kiln.v1.Artifact
+	(*CompilerCacheStats)(nil),     // 23: kiln.v1.CompilerCacheStats
 }
 var file_kiln_v1_worker_proto_depIdxs = []int32{
 	2,  // 0: kiln.v1.SessionRequest.hello:type_name -> kiln.v1.Hello
@@ -1469,16 +1482,17 @@ var file_kiln_v1_worker_proto_depIdxs = []int32{
 	20, // 15: kiln.v1.AttemptProgress.phase:type_name -> kiln.v1.Phase
 	21, // 16: kiln.v1.AttemptResult.outcome:type_name -> kiln.v1.AttemptOutcome
 	22, // 17: kiln.v1.AttemptResult.artifact:type_name -> kiln.v1.Artifact
-	13, // 18: kiln.v1.UploadArtifactRequest.header:type_name -> kiln.v1.UploadHeader
-	0,  // 19: kiln.v1.WorkerService.Session:input_type -> kiln.v1.SessionRequest
-	12, // 20: kiln.v1.WorkerService.UploadArtifact:input_type -> kiln.v1.UploadArtifactRequest
-	1,  // 21: kiln.v1.WorkerService.Session:output_type -> kiln.v1.SessionResponse
-	14, // 22: kiln.v1.WorkerService.UploadArtifact:output_type -> kiln.v1.UploadArtifactResponse
-	21, // [21:23] is the sub-list for method output_type
-	19, // [19:21] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	23, // 18: kiln.v1.AttemptResult.compiler_cache:type_name -> kiln.v1.CompilerCacheStats
+	13, // 19: kiln.v1.UploadArtifactRequest.header:type_name -> kiln.v1.UploadHeader
+	0,  // 20: kiln.v1.WorkerService.Session:input_type -> kiln.v1.SessionRequest
+	12, // 21: kiln.v1.WorkerService.UploadArtifact:input_type -> kiln.v1.UploadArtifactRequest
+	1,  // 22: kiln.v1.WorkerService.Session:output_type -> kiln.v1.SessionResponse
+	14, // 23: kiln.v1.WorkerService.UploadArtifact:output_type -> kiln.v1.UploadArtifactResponse
+	22, // [22:24] is the sub-list for method output_type
+	20, // [20:22] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_worker_proto_init() }

@@ -1,0 +1,341 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/kilnbuild/kiln/internal/manifest"
+	"github.com/kilnbuild/kiln/internal/sysinfo"
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
+)
+
+// realPlatforms are the targets the real scenario builds for: native and
+// one emulated (a cross compiler, its tests under qemu-user).
+var realPlatforms = []struct {
+	target string   // the build server's --target
+	pin    []string // startcompile's platform flags for it
+}{
+	{"native", nil},
+	{"cross:s390x-linux-gnu", []string{"--arch", "s390x"}},
+}
+
+// runReal builds a real project, Debian's source package --package
+// (zlib by default: configure, make, make check through qemu for s390x),
+// by hand and through Kiln, alternately, on this machine in one run:
+//
+//   - by hand: the default recipe's steps (manifest.Detect, the same
+//     strings the build server runs), each under sh in a fresh export of
+//     the tree, with the target's toolchain environment
+//     (sysinfo.Toolchain) and KILN_JOBS as a build server of one slot
+//     gives it; no sandbox, no compiler cache;
+//   - Kiln before: a build server without a compiler cache
+//     (--compiler-cache-bytes 0, as before issue 20), startcompile --wait;
+//   - Kiln cold, then warm: a fresh build server with its compiler cache,
+//     whose first build of the project fills it and whose next builds (a
+//     new commit of the same tree each: a new build) hit it.
+//
+// Times are whole: the by-hand script from the export to the last step,
+// and the startcompile --wait process, submit to completion (Kiln's own
+// overhead included: fetch, sandbox, pack, upload). Each build is of a
+// commit of its own with the same tree, so no answer comes from Kiln's
+// artifact cache.
+func runReal(ctx context.Context, e *env) error {
+	pkg := e.cfg.Package
+	src, tree, err := debianSource(ctx, e, pkg)
+	if err != nil {
+		return err
+	}
+	names, err := topNames(tree)
+	if err != nil {
+		return err
+	}
+	recipe := manifest.Detect(names)
+	steps := append(append(append([]string{}, recipe.Build...), recipe.Check...), recipe.Package...)
+	e.rep.logf("%s: recipe %s (%s): %d steps", pkg, recipe.Kind, recipe.Why, len(steps))
+	jobs := max(runtime.NumCPU(), 1) // one slot: the build gets every CPU
+
+	var notes []string
+	// pairs holds, per "phase platform", each by-hand time with the Kiln
+	// build right after it: the machine is shared, so a ratio is taken
+	// within a pair and the median of the pairs' ratios reported.
+	type pair struct{ hand, kiln time.Duration }
+	pairs := map[string][]pair{}
+	cold := map[string]time.Duration{}
+	note := func(format string, args ...any) {
+		s := fmt.Sprintf(format, args...)
+		e.rep.logf("%s", s)
+		notes = append(notes, s)
+	}
+	reps := max(e.cfg.Reps, 1)
+	for _, phase := range []string{"before", "after"} {
+		cacheBytes := "0"
+		if phase == "after" {
+			cacheBytes = fmt.Sprint(256 << 20)
+		}
+		f, err := startRealFarm(ctx, sub(e, "farm-"+phase), src, cacheBytes)
+		if err != nil {
+			return err
+		}
+		for _, p := range realPlatforms {
+			if phase == "after" {
+				d, hits, err := f.kilnBuild(ctx, e, p.pin)
+				if err != nil {
+					f.close()
+					return err
+				}
+				cold[p.target] = d
+				note("%s: Kiln, cold compiler cache %.1f s (%s)", p.target, d.Seconds(), hits)
+			}
+			for range reps {
+				d, err := byHand(ctx, e, src, p.target, steps, jobs)
+				if err != nil {
+					f.close()
+					return err
+				}
+				k, hits, err := f.kilnBuild(ctx, e, p.pin)
+				if err != nil {
+					f.close()
+					return err
+				}
+				key := phase + " " + p.target
+				pairs[key] = append(pairs[key], pair{d, k})
+				what := "no compiler cache"
+				if phase == "after" {
+					what = "warm compiler cache"
+				}
+				note("%s: by hand %.1f s, then Kiln (%s) %.1f s = %.3f× (%s)", p.target, d.Seconds(), what, k.Seconds(), k.Seconds()/d.Seconds(), hits)
+			}
+		}
+		f.close()
+	}
+	ratio := func(key string) (float64, string) {
+		var rs []float64
+		var parts []string
+		for _, p := range pairs[key] {
+			rs = append(rs, float64(p.kiln)/float64(p.hand))
+			parts = append(parts, fmt.Sprintf("%.1f s / %.1f s", p.kiln.Seconds(), p.hand.Seconds()))
+		}
+		sort.Float64s(rs)
+		return rs[(len(rs)-1)/2], strings.Join(parts, ", ")
+	}
+	for _, p := range realPlatforms {
+		before, bNote := ratio("before " + p.target)
+		warm, wNote := ratio("after " + p.target)
+		var hands []time.Duration
+		for _, q := range pairs["after "+p.target] {
+			hands = append(hands, q.hand)
+		}
+		sort.Slice(hands, func(i, j int) bool { return hands[i] < hands[j] })
+		e.rep.add(figure{Scenario: "real", Name: fmt.Sprintf("%s %s: Kiln (no cache) ÷ by hand", pkg, p.target), Value: before, Unit: "×",
+			Target: 1.05, AtMost: true, Note: "median of the pairs' ratios; pairs (Kiln / by hand): " + bNote})
+		e.rep.add(figure{Scenario: "real", Name: fmt.Sprintf("%s %s: Kiln warm ÷ by hand", pkg, p.target), Value: warm, Unit: "×", NoTarget: true,
+			Note: "median of the pairs' ratios; pairs (Kiln / by hand): " + wNote})
+		e.rep.add(figure{Scenario: "real", Name: fmt.Sprintf("%s %s: Kiln cold ÷ by hand", pkg, p.target), Value: float64(cold[p.target]) / float64(hands[(len(hands)-1)/2]), Unit: "×", NoTarget: true,
+			Note: fmt.Sprintf("one cold build (%.1f s) against the median by-hand time of the same phase (%.1f s)", cold[p.target].Seconds(), hands[(len(hands)-1)/2].Seconds())})
+	}
+	e.rep.add(figure{Scenario: "real", Name: "runs, in order", Value: float64(len(notes)), Unit: "", NoTarget: true, Note: strings.Join(notes, "\n")})
+	return nil
+}
+
+// debianSource fetches Debian 12's source package pkg (apt-get source;
+// deb-src must be enabled, as scripts/acceptance.sh does), unpacks it
+// without debian/ and .pc/, commits it into a git repository and returns
+// the repository and its work tree (the same directory).
+func debianSource(ctx context.Context, e *env, pkg string) (repo, tree string, err error) {
+	debs := filepath.Join(e.dir, "debs")
+	if err := os.MkdirAll(debs, 0o755); err != nil {
+		return "", "", err
+	}
+	run := func(dir, name string, args ...string) error {
+		cmd := exec.CommandContext(ctx, name, args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=load", "GIT_AUTHOR_EMAIL=load@example.com",
+			"GIT_COMMITTER_NAME=load", "GIT_COMMITTER_EMAIL=load@example.com", "DEBIAN_FRONTEND=noninteractive")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	e.rep.logf("apt-get source %s/bookworm", pkg)
+	if err := run(debs, "apt-get", "source", "--download-only", "-qq", pkg+"/bookworm"); err != nil {
+		return "", "", fmt.Errorf("%w (is deb-src enabled? scripts/acceptance.sh enables it)", err)
+	}
+	dscs, _ := filepath.Glob(filepath.Join(debs, "*.dsc"))
+	if len(dscs) == 0 {
+		return "", "", fmt.Errorf("apt-get source %s fetched no .dsc", pkg)
+	}
+	tree = filepath.Join(e.dir, pkg+"-src")
+	if err := run(e.dir, "dpkg-source", "--no-check", "-x", dscs[0], tree); err != nil {
+		return "", "", err
+	}
+	for _, d := range []string{"debian", ".pc"} {
+		if err := os.RemoveAll(filepath.Join(tree, d)); err != nil {
+			return "", "", err
+		}
+	}
+	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "-A", "-f", "."}, {"commit", "-qm", pkg}} {
+		if err := run(tree, "git", args...); err != nil {
+			return "", "", err
+		}
+	}
+	return tree, tree, nil
+}
+
+// topNames lists the names at the top of tree, as the metaserver gives
+// manifest.Detect.
+func topNames(tree string) ([]string, error) {
+	entries, err := os.ReadDir(tree)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range entries {
+		if e.Name() != ".git" {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
+}
+
+// byHand exports the tree of src's HEAD into a fresh directory and runs
+// steps there one by one under sh, with target's toolchain environment,
+// and returns the whole time.
+func byHand(ctx context.Context, e *env, src, target string, steps []string, jobs int) (time.Duration, error) {
+	spec, err := sysinfo.ParseTarget(target)
+	if err != nil {
+		return 0, err
+	}
+	dir, err := os.MkdirTemp(e.dir, "hand-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	tree, home, dest := filepath.Join(dir, "src"), filepath.Join(dir, "home"), filepath.Join(dir, "dest")
+	for _, d := range []string{tree, home, dest} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return 0, err
+		}
+	}
+	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + home, "TMPDIR=/tmp", "LANG=C.UTF-8", "TZ=UTC", "LC_ALL=C.UTF-8",
+		"KILN_DESTDIR=" + dest, fmt.Sprintf("KILN_JOBS=%d", jobs)}
+	env = append(env, spec.Toolchain().Env...)
+	start := time.Now()
+	export := exec.CommandContext(ctx, "sh", "-c", `git -C "$1" archive HEAD | tar -x -C "$2"`, "sh", src, tree)
+	if out, err := export.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("exporting the tree: %w: %s", err, out)
+	}
+	for _, s := range steps {
+		cmd := exec.CommandContext(ctx, "sh", "-c", s)
+		cmd.Dir, cmd.Env = tree, env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("by hand, %s, step %q: %w: %s", target, s, err, tailString(string(out), 2000))
+		}
+	}
+	return time.Since(start), nil
+}
+
+// tailString is the last n bytes of s.
+func tailString(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// projectFarm is a metaserver with the project and one build server offering
+// the real scenario's targets.
+type projectFarm struct {
+	m      *meta
+	src    string
+	commit int
+}
+
+// startRealFarm starts a metaserver with src registered as the project
+// and one build server (one slot) with the given --compiler-cache-bytes.
+func startRealFarm(ctx context.Context, e *env, src, cacheBytes string) (*projectFarm, error) {
+	m, err := startMetaserver(ctx, e.bins, e.dir)
+	if err != nil {
+		return nil, err
+	}
+	f := &projectFarm{m: m, src: src}
+	if err := m.addProject(ctx, e.cfg.Package, src); err != nil {
+		f.close()
+		return nil, err
+	}
+	tok, err := m.addBuildServer(ctx, "volunteer")
+	if err != nil {
+		f.close()
+		return nil, err
+	}
+	args := []string{"--compiler-cache-bytes", cacheBytes}
+	for _, p := range realPlatforms {
+		args = append(args, "--target", p.target)
+	}
+	if _, err := startBuildserver(e.bins, e.dir, m, "volunteer", tok, 1, e.cfg.Sandbox, false, args...); err != nil {
+		f.close()
+		return nil, err
+	}
+	if err := m.waitConnected(ctx, 1, readyTimeout); err != nil {
+		f.close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// kilnBuild commits the same tree again (a new build) and builds it with
+// a whole startcompile --wait process pinned by pin; it returns the
+// process's time and what the compiler cache reported.
+func (f *projectFarm) kilnBuild(ctx context.Context, e *env, pin []string) (time.Duration, string, error) {
+	f.commit++
+	cmd := exec.CommandContext(ctx, "git", "-C", f.src, "commit", "-q", "--allow-empty", "-m", fmt.Sprintf("rebuild %d", f.commit))
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=load", "GIT_AUTHOR_EMAIL=load@example.com", "GIT_COMMITTER_NAME=load", "GIT_COMMITTER_EMAIL=load@example.com")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return 0, "", fmt.Errorf("git commit: %w: %s", err, out)
+	}
+	args := append([]string{"--metaserver", f.m.Addr, "--project", e.cfg.Package, "--wait", "--json", "--timeout", "30m"}, pin...)
+	args = append(args, fmt.Sprintf("real-%d@example.com", f.commit))
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	defer cancel()
+	c := exec.CommandContext(cctx, e.bins.Startcompile, args...)
+	var stderr strings.Builder
+	c.Stderr = &stderr
+	t0 := time.Now()
+	out, err := c.Output()
+	d := time.Since(t0)
+	if err != nil {
+		return 0, "", fmt.Errorf("startcompile %v: %w: %s", args, err, tailString(stderr.String(), 3000))
+	}
+	var res struct {
+		BuildID uint64 `json:"build_id"`
+		State   string `json:"state"`
+		Cached  bool   `json:"cached"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil || res.State != "succeeded" || res.Cached {
+		return 0, "", fmt.Errorf("startcompile: %s (%v); want a new build that succeeded", out, err)
+	}
+	b, err := f.m.Compile.GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: res.BuildID})
+	if err != nil {
+		return d, "", err
+	}
+	atts := b.GetBuild().GetAttempts()
+	st := atts[len(atts)-1].GetCompilerCache()
+	hits := "none"
+	if st != nil {
+		hits = fmt.Sprintf("%d hits, %d misses, %d uncacheable", st.GetHits(), st.GetMisses(), st.GetUncacheable())
+	}
+	return d, hits, nil
+}
+
+// close stops the farm's processes by PID.
+func (f *projectFarm) close() {
+	procs.stopAll()
+	f.m.close()
+}
