@@ -19,7 +19,9 @@ import (
 //     insert when queued and a delete when final.
 //   - 3: logs/ added: small attempt logs, kept with the attempt's end
 //     instead of one file each (the upgrade creates the bucket).
-const SchemaVersion = 3
+//   - 4: tlog_entries/ and tlog_hashes/ added: the transparency log (the
+//     upgrade creates the buckets; meta/"tlog_size" absent means 0).
+const SchemaVersion = 4
 
 // Bucket names. See the bucket tree in db.go.
 var (
@@ -45,9 +47,12 @@ var (
 	bucketLogs                 = []byte("logs")
 	bucketOutbox               = []byte("outbox")
 	bucketOutboxDue            = []byte("outbox_due")
+	bucketTlogEntries          = []byte("tlog_entries")
+	bucketTlogHashes           = []byte("tlog_hashes")
 
 	keyVersion   = []byte("version")
 	keyOutboxLen = []byte("outbox_len")
+	keyTlogSize  = []byte("tlog_size")
 )
 
 // buckets are the top-level buckets of SchemaVersion.
@@ -57,7 +62,7 @@ var buckets = [][]byte{
 	bucketBuildsByProject, bucketBuildsByArch,
 	bucketBuildCounts, bucketRequests, bucketRequestsByBuild, bucketArtifacts,
 	bucketArtifactsBySource, bucketPins, bucketOutbox, bucketOutboxDue,
-	bucketEnrollTokens, bucketBlobs, bucketLogs,
+	bucketEnrollTokens, bucketBlobs, bucketLogs, bucketTlogEntries, bucketTlogHashes,
 }
 
 // SchemaVersionError is returned by Open for a file whose schema version this

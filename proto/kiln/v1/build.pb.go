@@ -467,7 +467,12 @@ type Build struct {
 	// scheduler's queue, until every dependency build succeeded (then it is
 	// narrowed to their platform identity and queued) or one failed (then it
 	// fails with that dependency's reason).
-	Dependencies  []*BuildDependency `protobuf:"bytes,24,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
+	Dependencies []*BuildDependency `protobuf:"bytes,24,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
+	// The build's entries in the metaserver's transparency log (see
+	// docs/provenance.md): the build server's signed statement of the
+	// successful attempt, then the metaserver's signed verification summary,
+	// in the order they were appended. Set when SUCCEEDED.
+	Provenance    []*LogEntryRef `protobuf:"bytes,25,rep,name=provenance,proto3" json:"provenance,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -670,6 +675,96 @@ func (x *Build) GetDependencies() []*BuildDependency {
 	return nil
 }
 
+func (x *Build) GetProvenance() []*LogEntryRef {
+	if x != nil {
+		return x.Provenance
+	}
+	return nil
+}
+
+// LogEntryRef names one entry of the transparency log.
+type LogEntryRef struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0-based position in the log.
+	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// "statement" (a build server's in-toto statement, SLSA provenance v1) or
+	// "summary" (the metaserver's verification summary).
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Who signed it: the build server's name, or "metaserver".
+	Signer string `protobuf:"bytes,3,opt,name=signer,proto3" json:"signer,omitempty"`
+	// hex sha256 of the entry's bytes as logged.
+	Sha256 string `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The attempt a statement is about; 0 for a summary.
+	AttemptId     uint64 `protobuf:"varint,5,opt,name=attempt_id,json=attemptId,proto3" json:"attempt_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogEntryRef) Reset() {
+	*x = LogEntryRef{}
+	mi := &file_kiln_v1_build_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogEntryRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogEntryRef) ProtoMessage() {}
+
+func (x *LogEntryRef) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_build_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogEntryRef.ProtoReflect.Descriptor instead.
+func (*LogEntryRef) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *LogEntryRef) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *LogEntryRef) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *LogEntryRef) GetSigner() string {
+	if x != nil {
+		return x.Signer
+	}
+	return ""
+}
+
+func (x *LogEntryRef) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *LogEntryRef) GetAttemptId() uint64 {
+	if x != nil {
+		return x.AttemptId
+	}
+	return 0
+}
+
 // BuildDependency is one dependency of a build.
 type BuildDependency struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -688,7 +783,7 @@ type BuildDependency struct {
 
 func (x *BuildDependency) Reset() {
 	*x = BuildDependency{}
-	mi := &file_kiln_v1_build_proto_msgTypes[3]
+	mi := &file_kiln_v1_build_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +795,7 @@ func (x *BuildDependency) String() string {
 func (*BuildDependency) ProtoMessage() {}
 
 func (x *BuildDependency) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_build_proto_msgTypes[3]
+	mi := &file_kiln_v1_build_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +808,7 @@ func (x *BuildDependency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildDependency.ProtoReflect.Descriptor instead.
 func (*BuildDependency) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_build_proto_rawDescGZIP(), []int{3}
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BuildDependency) GetProject() string {
@@ -763,7 +858,7 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\bArtifact\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x14\n" +
-	"\x05files\x18\x03 \x03(\tR\x05files\"\x96\b\n" +
+	"\x05files\x18\x03 \x03(\tR\x05files\"\xcc\b\n" +
 	"\x05Build\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x1a\n" +
@@ -792,10 +887,20 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\x06recipe\x18\x15 \x01(\tR\x06recipe\x12\x1c\n" +
 	"\twithdrawn\x18\x16 \x01(\tR\twithdrawn\x12=\n" +
 	"\fwithdrawn_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\vwithdrawnAt\x12<\n" +
-	"\fdependencies\x18\x18 \x03(\v2\x18.kiln.v1.BuildDependencyR\fdependencies\x1a:\n" +
+	"\fdependencies\x18\x18 \x03(\v2\x18.kiln.v1.BuildDependencyR\fdependencies\x124\n" +
+	"\n" +
+	"provenance\x18\x19 \x03(\v2\x14.kiln.v1.LogEntryRefR\n" +
+	"provenance\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa6\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x01\n" +
+	"\vLogEntryRef\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06signer\x18\x03 \x01(\tR\x06signer\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x1d\n" +
+	"\n" +
+	"attempt_id\x18\x05 \x01(\x04R\tattemptId\"\xa6\x01\n" +
 	"\x0fBuildDependency\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x19\n" +
 	"\bbuild_id\x18\x02 \x01(\x04R\abuildId\x12-\n" +
@@ -845,7 +950,7 @@ func file_kiln_v1_build_proto_rawDescGZIP() []byte {
 }
 
 var file_kiln_v1_build_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kiln_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_kiln_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_kiln_v1_build_proto_goTypes = []any{
 	(BuildState)(0),               // 0: kiln.v1.BuildState
 	(AttemptOutcome)(0),           // 1: kiln.v1.AttemptOutcome
@@ -853,35 +958,37 @@ var file_kiln_v1_build_proto_goTypes = []any{
 	(*Attempt)(nil),               // 3: kiln.v1.Attempt
 	(*Artifact)(nil),              // 4: kiln.v1.Artifact
 	(*Build)(nil),                 // 5: kiln.v1.Build
-	(*BuildDependency)(nil),       // 6: kiln.v1.BuildDependency
-	nil,                           // 7: kiln.v1.Build.OptionsEntry
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
-	(*PlatformConstraints)(nil),   // 9: kiln.v1.PlatformConstraints
-	(*SystemInfo)(nil),            // 10: kiln.v1.SystemInfo
+	(*LogEntryRef)(nil),           // 6: kiln.v1.LogEntryRef
+	(*BuildDependency)(nil),       // 7: kiln.v1.BuildDependency
+	nil,                           // 8: kiln.v1.Build.OptionsEntry
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*PlatformConstraints)(nil),   // 10: kiln.v1.PlatformConstraints
+	(*SystemInfo)(nil),            // 11: kiln.v1.SystemInfo
 }
 var file_kiln_v1_build_proto_depIdxs = []int32{
 	1,  // 0: kiln.v1.Attempt.outcome:type_name -> kiln.v1.AttemptOutcome
 	2,  // 1: kiln.v1.Attempt.phase:type_name -> kiln.v1.Phase
-	8,  // 2: kiln.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
-	8,  // 3: kiln.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
-	7,  // 4: kiln.v1.Build.options:type_name -> kiln.v1.Build.OptionsEntry
-	9,  // 5: kiln.v1.Build.constraints:type_name -> kiln.v1.PlatformConstraints
+	9,  // 2: kiln.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
+	9,  // 3: kiln.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
+	8,  // 4: kiln.v1.Build.options:type_name -> kiln.v1.Build.OptionsEntry
+	10, // 5: kiln.v1.Build.constraints:type_name -> kiln.v1.PlatformConstraints
 	0,  // 6: kiln.v1.Build.state:type_name -> kiln.v1.BuildState
-	8,  // 7: kiln.v1.Build.created_at:type_name -> google.protobuf.Timestamp
-	8,  // 8: kiln.v1.Build.started_at:type_name -> google.protobuf.Timestamp
-	8,  // 9: kiln.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
+	9,  // 7: kiln.v1.Build.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 8: kiln.v1.Build.started_at:type_name -> google.protobuf.Timestamp
+	9,  // 9: kiln.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
 	3,  // 10: kiln.v1.Build.attempts:type_name -> kiln.v1.Attempt
-	10, // 11: kiln.v1.Build.platform:type_name -> kiln.v1.SystemInfo
+	11, // 11: kiln.v1.Build.platform:type_name -> kiln.v1.SystemInfo
 	4,  // 12: kiln.v1.Build.artifact:type_name -> kiln.v1.Artifact
-	8,  // 13: kiln.v1.Build.withdrawn_at:type_name -> google.protobuf.Timestamp
-	6,  // 14: kiln.v1.Build.dependencies:type_name -> kiln.v1.BuildDependency
-	4,  // 15: kiln.v1.BuildDependency.artifact:type_name -> kiln.v1.Artifact
-	10, // 16: kiln.v1.BuildDependency.platform:type_name -> kiln.v1.SystemInfo
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	9,  // 13: kiln.v1.Build.withdrawn_at:type_name -> google.protobuf.Timestamp
+	7,  // 14: kiln.v1.Build.dependencies:type_name -> kiln.v1.BuildDependency
+	6,  // 15: kiln.v1.Build.provenance:type_name -> kiln.v1.LogEntryRef
+	4,  // 16: kiln.v1.BuildDependency.artifact:type_name -> kiln.v1.Artifact
+	11, // 17: kiln.v1.BuildDependency.platform:type_name -> kiln.v1.SystemInfo
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_build_proto_init() }
@@ -896,7 +1003,7 @@ func file_kiln_v1_build_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_build_proto_rawDesc), len(file_kiln_v1_build_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

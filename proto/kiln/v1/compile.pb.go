@@ -21,6 +21,246 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// GetProvenanceRequest names the build and the newest tree size the
+// caller has seen (0: none).
+type GetProvenanceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BuildId       uint64                 `protobuf:"varint,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	KnownTreeSize uint64                 `protobuf:"varint,2,opt,name=known_tree_size,json=knownTreeSize,proto3" json:"known_tree_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetProvenanceRequest) Reset() {
+	*x = GetProvenanceRequest{}
+	mi := &file_kiln_v1_compile_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetProvenanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetProvenanceRequest) ProtoMessage() {}
+
+func (x *GetProvenanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_compile_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetProvenanceRequest.ProtoReflect.Descriptor instead.
+func (*GetProvenanceRequest) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *GetProvenanceRequest) GetBuildId() uint64 {
+	if x != nil {
+		return x.BuildId
+	}
+	return 0
+}
+
+func (x *GetProvenanceRequest) GetKnownTreeSize() uint64 {
+	if x != nil {
+		return x.KnownTreeSize
+	}
+	return 0
+}
+
+// Provenance is a self-contained proof bundle; startcompile --download
+// saves it as provenance.json beside the artifact.
+type Provenance struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	BuildId uint64                 `protobuf:"varint,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	// The entries, as logged, with their references.
+	Entries []*LogEntry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	// The signed checkpoint the tiles prove against.
+	Checkpoint    []byte     `protobuf:"bytes,3,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	VerifierKey   string     `protobuf:"bytes,4,opt,name=verifier_key,json=verifierKey,proto3" json:"verifier_key,omitempty"`
+	Tiles         []*LogTile `protobuf:"bytes,5,rep,name=tiles,proto3" json:"tiles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Provenance) Reset() {
+	*x = Provenance{}
+	mi := &file_kiln_v1_compile_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Provenance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Provenance) ProtoMessage() {}
+
+func (x *Provenance) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_compile_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Provenance.ProtoReflect.Descriptor instead.
+func (*Provenance) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Provenance) GetBuildId() uint64 {
+	if x != nil {
+		return x.BuildId
+	}
+	return 0
+}
+
+func (x *Provenance) GetEntries() []*LogEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *Provenance) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *Provenance) GetVerifierKey() string {
+	if x != nil {
+		return x.VerifierKey
+	}
+	return ""
+}
+
+func (x *Provenance) GetTiles() []*LogTile {
+	if x != nil {
+		return x.Tiles
+	}
+	return nil
+}
+
+// LogEntry is one entry of the transparency log.
+type LogEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ref           *LogEntryRef           `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogEntry) Reset() {
+	*x = LogEntry{}
+	mi := &file_kiln_v1_compile_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogEntry) ProtoMessage() {}
+
+func (x *LogEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_compile_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
+func (*LogEntry) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *LogEntry) GetRef() *LogEntryRef {
+	if x != nil {
+		return x.Ref
+	}
+	return nil
+}
+
+func (x *LogEntry) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// LogTile is one tile, by its tlog path.
+type LogTile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogTile) Reset() {
+	*x = LogTile{}
+	mi := &file_kiln_v1_compile_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogTile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogTile) ProtoMessage() {}
+
+func (x *LogTile) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_compile_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogTile.ProtoReflect.Descriptor instead.
+func (*LogTile) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *LogTile) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *LogTile) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 // SubmitRequest is one request for a build.
 type SubmitRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -38,7 +278,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[0]
+	mi := &file_kiln_v1_compile_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -50,7 +290,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[0]
+	mi := &file_kiln_v1_compile_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -63,7 +303,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{0}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SubmitRequest) GetProject() string {
@@ -116,7 +356,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[1]
+	mi := &file_kiln_v1_compile_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -128,7 +368,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[1]
+	mi := &file_kiln_v1_compile_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -141,7 +381,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{1}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SubmitResponse) GetBuild() *Build {
@@ -182,7 +422,7 @@ type GetBuildRequest struct {
 
 func (x *GetBuildRequest) Reset() {
 	*x = GetBuildRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[2]
+	mi := &file_kiln_v1_compile_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -194,7 +434,7 @@ func (x *GetBuildRequest) String() string {
 func (*GetBuildRequest) ProtoMessage() {}
 
 func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[2]
+	mi := &file_kiln_v1_compile_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -207,7 +447,7 @@ func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{2}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetBuildRequest) GetBuildId() uint64 {
@@ -227,7 +467,7 @@ type GetBuildResponse struct {
 
 func (x *GetBuildResponse) Reset() {
 	*x = GetBuildResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[3]
+	mi := &file_kiln_v1_compile_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -239,7 +479,7 @@ func (x *GetBuildResponse) String() string {
 func (*GetBuildResponse) ProtoMessage() {}
 
 func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[3]
+	mi := &file_kiln_v1_compile_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -252,7 +492,7 @@ func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildResponse.ProtoReflect.Descriptor instead.
 func (*GetBuildResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{3}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetBuildResponse) GetBuild() *Build {
@@ -274,7 +514,7 @@ type WatchBuildRequest struct {
 
 func (x *WatchBuildRequest) Reset() {
 	*x = WatchBuildRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[4]
+	mi := &file_kiln_v1_compile_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -286,7 +526,7 @@ func (x *WatchBuildRequest) String() string {
 func (*WatchBuildRequest) ProtoMessage() {}
 
 func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[4]
+	mi := &file_kiln_v1_compile_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -299,7 +539,7 @@ func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildRequest.ProtoReflect.Descriptor instead.
 func (*WatchBuildRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{4}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WatchBuildRequest) GetBuildId() uint64 {
@@ -329,7 +569,7 @@ type WatchBuildResponse struct {
 
 func (x *WatchBuildResponse) Reset() {
 	*x = WatchBuildResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[5]
+	mi := &file_kiln_v1_compile_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +581,7 @@ func (x *WatchBuildResponse) String() string {
 func (*WatchBuildResponse) ProtoMessage() {}
 
 func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[5]
+	mi := &file_kiln_v1_compile_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +594,7 @@ func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildResponse.ProtoReflect.Descriptor instead.
 func (*WatchBuildResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{5}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchBuildResponse) GetBuild() *Build {
@@ -390,7 +630,7 @@ type GetLogRequest struct {
 
 func (x *GetLogRequest) Reset() {
 	*x = GetLogRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[6]
+	mi := &file_kiln_v1_compile_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +642,7 @@ func (x *GetLogRequest) String() string {
 func (*GetLogRequest) ProtoMessage() {}
 
 func (x *GetLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[6]
+	mi := &file_kiln_v1_compile_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +655,7 @@ func (x *GetLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogRequest.ProtoReflect.Descriptor instead.
 func (*GetLogRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{6}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetLogRequest) GetBuildId() uint64 {
@@ -450,7 +690,7 @@ type GetLogResponse struct {
 
 func (x *GetLogResponse) Reset() {
 	*x = GetLogResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[7]
+	mi := &file_kiln_v1_compile_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +702,7 @@ func (x *GetLogResponse) String() string {
 func (*GetLogResponse) ProtoMessage() {}
 
 func (x *GetLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[7]
+	mi := &file_kiln_v1_compile_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +715,7 @@ func (x *GetLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogResponse.ProtoReflect.Descriptor instead.
 func (*GetLogResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{7}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetLogResponse) GetOffset() uint64 {
@@ -506,7 +746,7 @@ type DownloadArtifactRequest struct {
 
 func (x *DownloadArtifactRequest) Reset() {
 	*x = DownloadArtifactRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[8]
+	mi := &file_kiln_v1_compile_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -518,7 +758,7 @@ func (x *DownloadArtifactRequest) String() string {
 func (*DownloadArtifactRequest) ProtoMessage() {}
 
 func (x *DownloadArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[8]
+	mi := &file_kiln_v1_compile_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -531,7 +771,7 @@ func (x *DownloadArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadArtifactRequest.ProtoReflect.Descriptor instead.
 func (*DownloadArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{8}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DownloadArtifactRequest) GetWhat() isDownloadArtifactRequest_What {
@@ -589,7 +829,7 @@ type DownloadArtifactResponse struct {
 
 func (x *DownloadArtifactResponse) Reset() {
 	*x = DownloadArtifactResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[9]
+	mi := &file_kiln_v1_compile_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -601,7 +841,7 @@ func (x *DownloadArtifactResponse) String() string {
 func (*DownloadArtifactResponse) ProtoMessage() {}
 
 func (x *DownloadArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[9]
+	mi := &file_kiln_v1_compile_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -614,7 +854,7 @@ func (x *DownloadArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadArtifactResponse.ProtoReflect.Descriptor instead.
 func (*DownloadArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{9}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DownloadArtifactResponse) GetMsg() isDownloadArtifactResponse_Msg {
@@ -670,7 +910,7 @@ type DownloadHeader struct {
 
 func (x *DownloadHeader) Reset() {
 	*x = DownloadHeader{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[10]
+	mi := &file_kiln_v1_compile_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +922,7 @@ func (x *DownloadHeader) String() string {
 func (*DownloadHeader) ProtoMessage() {}
 
 func (x *DownloadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[10]
+	mi := &file_kiln_v1_compile_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +935,7 @@ func (x *DownloadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadHeader.ProtoReflect.Descriptor instead.
 func (*DownloadHeader) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{10}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DownloadHeader) GetBuildId() uint64 {
@@ -731,7 +971,7 @@ type CancelRequest struct {
 
 func (x *CancelRequest) Reset() {
 	*x = CancelRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[11]
+	mi := &file_kiln_v1_compile_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +983,7 @@ func (x *CancelRequest) String() string {
 func (*CancelRequest) ProtoMessage() {}
 
 func (x *CancelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[11]
+	mi := &file_kiln_v1_compile_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +996,7 @@ func (x *CancelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{11}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CancelRequest) GetBuildId() uint64 {
@@ -784,7 +1024,7 @@ type CancelResponse struct {
 
 func (x *CancelResponse) Reset() {
 	*x = CancelResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[12]
+	mi := &file_kiln_v1_compile_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -796,7 +1036,7 @@ func (x *CancelResponse) String() string {
 func (*CancelResponse) ProtoMessage() {}
 
 func (x *CancelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[12]
+	mi := &file_kiln_v1_compile_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -809,7 +1049,7 @@ func (x *CancelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelResponse.ProtoReflect.Descriptor instead.
 func (*CancelResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{12}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CancelResponse) GetBuild() *Build {
@@ -823,7 +1063,25 @@ var File_kiln_v1_compile_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_compile_proto_rawDesc = "" +
 	"\n" +
-	"\x15kiln/v1/compile.proto\x12\akiln.v1\x1a\x13kiln/v1/build.proto\x1a\x16kiln/v1/platform.proto\"\x96\x02\n" +
+	"\x15kiln/v1/compile.proto\x12\akiln.v1\x1a\x13kiln/v1/build.proto\x1a\x16kiln/v1/platform.proto\"Y\n" +
+	"\x14GetProvenanceRequest\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\x04R\abuildId\x12&\n" +
+	"\x0fknown_tree_size\x18\x02 \x01(\x04R\rknownTreeSize\"\xbf\x01\n" +
+	"\n" +
+	"Provenance\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\x04R\abuildId\x12+\n" +
+	"\aentries\x18\x02 \x03(\v2\x11.kiln.v1.LogEntryR\aentries\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x03 \x01(\fR\n" +
+	"checkpoint\x12!\n" +
+	"\fverifier_key\x18\x04 \x01(\tR\vverifierKey\x12&\n" +
+	"\x05tiles\x18\x05 \x03(\v2\x10.kiln.v1.LogTileR\x05tiles\"F\n" +
+	"\bLogEntry\x12&\n" +
+	"\x03ref\x18\x01 \x01(\v2\x14.kiln.v1.LogEntryRefR\x03ref\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"1\n" +
+	"\aLogTile\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\x96\x02\n" +
 	"\rSubmitRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\tR\brevision\x12>\n" +
@@ -875,7 +1133,7 @@ const file_kiln_v1_compile_proto_rawDesc = "" +
 	"\bbuild_id\x18\x01 \x01(\x04R\abuildId\x12\x14\n" +
 	"\x05email\x18\x02 \x01(\tR\x05email\"6\n" +
 	"\x0eCancelResponse\x12$\n" +
-	"\x05build\x18\x01 \x01(\v2\x0e.kiln.v1.BuildR\x05build2\xa8\x03\n" +
+	"\x05build\x18\x01 \x01(\v2\x0e.kiln.v1.BuildR\x05build2\xed\x03\n" +
 	"\x0eCompileService\x129\n" +
 	"\x06Submit\x12\x16.kiln.v1.SubmitRequest\x1a\x17.kiln.v1.SubmitResponse\x12?\n" +
 	"\bGetBuild\x12\x18.kiln.v1.GetBuildRequest\x1a\x19.kiln.v1.GetBuildResponse\x12G\n" +
@@ -883,7 +1141,8 @@ const file_kiln_v1_compile_proto_rawDesc = "" +
 	"WatchBuild\x12\x1a.kiln.v1.WatchBuildRequest\x1a\x1b.kiln.v1.WatchBuildResponse0\x01\x12;\n" +
 	"\x06GetLog\x12\x16.kiln.v1.GetLogRequest\x1a\x17.kiln.v1.GetLogResponse0\x01\x12Y\n" +
 	"\x10DownloadArtifact\x12 .kiln.v1.DownloadArtifactRequest\x1a!.kiln.v1.DownloadArtifactResponse0\x01\x129\n" +
-	"\x06Cancel\x12\x16.kiln.v1.CancelRequest\x1a\x17.kiln.v1.CancelResponseB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
+	"\x06Cancel\x12\x16.kiln.v1.CancelRequest\x1a\x17.kiln.v1.CancelResponse\x12C\n" +
+	"\rGetProvenance\x12\x1d.kiln.v1.GetProvenanceRequest\x1a\x13.kiln.v1.ProvenanceB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
 
 var (
 	file_kiln_v1_compile_proto_rawDescOnce sync.Once
@@ -897,54 +1156,64 @@ func file_kiln_v1_compile_proto_rawDescGZIP() []byte {
 	return file_kiln_v1_compile_proto_rawDescData
 }
 
-var file_kiln_v1_compile_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_kiln_v1_compile_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_kiln_v1_compile_proto_goTypes = []any{
-	(*SubmitRequest)(nil),            // 0: kiln.v1.SubmitRequest
-	(*SubmitResponse)(nil),           // 1: kiln.v1.SubmitResponse
-	(*GetBuildRequest)(nil),          // 2: kiln.v1.GetBuildRequest
-	(*GetBuildResponse)(nil),         // 3: kiln.v1.GetBuildResponse
-	(*WatchBuildRequest)(nil),        // 4: kiln.v1.WatchBuildRequest
-	(*WatchBuildResponse)(nil),       // 5: kiln.v1.WatchBuildResponse
-	(*GetLogRequest)(nil),            // 6: kiln.v1.GetLogRequest
-	(*GetLogResponse)(nil),           // 7: kiln.v1.GetLogResponse
-	(*DownloadArtifactRequest)(nil),  // 8: kiln.v1.DownloadArtifactRequest
-	(*DownloadArtifactResponse)(nil), // 9: kiln.v1.DownloadArtifactResponse
-	(*DownloadHeader)(nil),           // 10: kiln.v1.DownloadHeader
-	(*CancelRequest)(nil),            // 11: kiln.v1.CancelRequest
-	(*CancelResponse)(nil),           // 12: kiln.v1.CancelResponse
-	nil,                              // 13: kiln.v1.SubmitRequest.OptionsEntry
-	(*PlatformConstraints)(nil),      // 14: kiln.v1.PlatformConstraints
-	(*Build)(nil),                    // 15: kiln.v1.Build
-	(*Artifact)(nil),                 // 16: kiln.v1.Artifact
-	(*SystemInfo)(nil),               // 17: kiln.v1.SystemInfo
+	(*GetProvenanceRequest)(nil),     // 0: kiln.v1.GetProvenanceRequest
+	(*Provenance)(nil),               // 1: kiln.v1.Provenance
+	(*LogEntry)(nil),                 // 2: kiln.v1.LogEntry
+	(*LogTile)(nil),                  // 3: kiln.v1.LogTile
+	(*SubmitRequest)(nil),            // 4: kiln.v1.SubmitRequest
+	(*SubmitResponse)(nil),           // 5: kiln.v1.SubmitResponse
+	(*GetBuildRequest)(nil),          // 6: kiln.v1.GetBuildRequest
+	(*GetBuildResponse)(nil),         // 7: kiln.v1.GetBuildResponse
+	(*WatchBuildRequest)(nil),        // 8: kiln.v1.WatchBuildRequest
+	(*WatchBuildResponse)(nil),       // 9: kiln.v1.WatchBuildResponse
+	(*GetLogRequest)(nil),            // 10: kiln.v1.GetLogRequest
+	(*GetLogResponse)(nil),           // 11: kiln.v1.GetLogResponse
+	(*DownloadArtifactRequest)(nil),  // 12: kiln.v1.DownloadArtifactRequest
+	(*DownloadArtifactResponse)(nil), // 13: kiln.v1.DownloadArtifactResponse
+	(*DownloadHeader)(nil),           // 14: kiln.v1.DownloadHeader
+	(*CancelRequest)(nil),            // 15: kiln.v1.CancelRequest
+	(*CancelResponse)(nil),           // 16: kiln.v1.CancelResponse
+	nil,                              // 17: kiln.v1.SubmitRequest.OptionsEntry
+	(*LogEntryRef)(nil),              // 18: kiln.v1.LogEntryRef
+	(*PlatformConstraints)(nil),      // 19: kiln.v1.PlatformConstraints
+	(*Build)(nil),                    // 20: kiln.v1.Build
+	(*Artifact)(nil),                 // 21: kiln.v1.Artifact
+	(*SystemInfo)(nil),               // 22: kiln.v1.SystemInfo
 }
 var file_kiln_v1_compile_proto_depIdxs = []int32{
-	14, // 0: kiln.v1.SubmitRequest.constraints:type_name -> kiln.v1.PlatformConstraints
-	13, // 1: kiln.v1.SubmitRequest.options:type_name -> kiln.v1.SubmitRequest.OptionsEntry
-	15, // 2: kiln.v1.SubmitResponse.build:type_name -> kiln.v1.Build
-	15, // 3: kiln.v1.GetBuildResponse.build:type_name -> kiln.v1.Build
-	15, // 4: kiln.v1.WatchBuildResponse.build:type_name -> kiln.v1.Build
-	10, // 5: kiln.v1.DownloadArtifactResponse.header:type_name -> kiln.v1.DownloadHeader
-	16, // 6: kiln.v1.DownloadHeader.artifact:type_name -> kiln.v1.Artifact
-	17, // 7: kiln.v1.DownloadHeader.platform:type_name -> kiln.v1.SystemInfo
-	15, // 8: kiln.v1.CancelResponse.build:type_name -> kiln.v1.Build
-	0,  // 9: kiln.v1.CompileService.Submit:input_type -> kiln.v1.SubmitRequest
-	2,  // 10: kiln.v1.CompileService.GetBuild:input_type -> kiln.v1.GetBuildRequest
-	4,  // 11: kiln.v1.CompileService.WatchBuild:input_type -> kiln.v1.WatchBuildRequest
-	6,  // 12: kiln.v1.CompileService.GetLog:input_type -> kiln.v1.GetLogRequest
-	8,  // 13: kiln.v1.CompileService.DownloadArtifact:input_type -> kiln.v1.DownloadArtifactRequest
-	11, // 14: kiln.v1.CompileService.Cancel:input_type -> kiln.v1.CancelRequest
-	1,  // 15: kiln.v1.CompileService.Submit:output_type -> kiln.v1.SubmitResponse
-	3,  // 16: kiln.v1.CompileService.GetBuild:output_type -> kiln.v1.GetBuildResponse
-	5,  // 17: kiln.v1.CompileService.WatchBuild:output_type -> kiln.v1.WatchBuildResponse
-	7,  // 18: kiln.v1.CompileService.GetLog:output_type -> kiln.v1.GetLogResponse
-	9,  // 19: kiln.v1.CompileService.DownloadArtifact:output_type -> kiln.v1.DownloadArtifactResponse
-	12, // 20: kiln.v1.CompileService.Cancel:output_type -> kiln.v1.CancelResponse
-	15, // [15:21] is the sub-list for method output_type
-	9,  // [9:15] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	2,  // 0: kiln.v1.Provenance.entries:type_name -> kiln.v1.LogEntry
+	3,  // 1: kiln.v1.Provenance.tiles:type_name -> kiln.v1.LogTile
+	18, // 2: kiln.v1.LogEntry.ref:type_name -> kiln.v1.LogEntryRef
+	19, // 3: kiln.v1.SubmitRequest.constraints:type_name -> kiln.v1.PlatformConstraints
+	17, // 4: kiln.v1.SubmitRequest.options:type_name -> kiln.v1.SubmitRequest.OptionsEntry
+	20, // 5: kiln.v1.SubmitResponse.build:type_name -> kiln.v1.Build
+	20, // 6: kiln.v1.GetBuildResponse.build:type_name -> kiln.v1.Build
+	20, // 7: kiln.v1.WatchBuildResponse.build:type_name -> kiln.v1.Build
+	14, // 8: kiln.v1.DownloadArtifactResponse.header:type_name -> kiln.v1.DownloadHeader
+	21, // 9: kiln.v1.DownloadHeader.artifact:type_name -> kiln.v1.Artifact
+	22, // 10: kiln.v1.DownloadHeader.platform:type_name -> kiln.v1.SystemInfo
+	20, // 11: kiln.v1.CancelResponse.build:type_name -> kiln.v1.Build
+	4,  // 12: kiln.v1.CompileService.Submit:input_type -> kiln.v1.SubmitRequest
+	6,  // 13: kiln.v1.CompileService.GetBuild:input_type -> kiln.v1.GetBuildRequest
+	8,  // 14: kiln.v1.CompileService.WatchBuild:input_type -> kiln.v1.WatchBuildRequest
+	10, // 15: kiln.v1.CompileService.GetLog:input_type -> kiln.v1.GetLogRequest
+	12, // 16: kiln.v1.CompileService.DownloadArtifact:input_type -> kiln.v1.DownloadArtifactRequest
+	15, // 17: kiln.v1.CompileService.Cancel:input_type -> kiln.v1.CancelRequest
+	0,  // 18: kiln.v1.CompileService.GetProvenance:input_type -> kiln.v1.GetProvenanceRequest
+	5,  // 19: kiln.v1.CompileService.Submit:output_type -> kiln.v1.SubmitResponse
+	7,  // 20: kiln.v1.CompileService.GetBuild:output_type -> kiln.v1.GetBuildResponse
+	9,  // 21: kiln.v1.CompileService.WatchBuild:output_type -> kiln.v1.WatchBuildResponse
+	11, // 22: kiln.v1.CompileService.GetLog:output_type -> kiln.v1.GetLogResponse
+	13, // 23: kiln.v1.CompileService.DownloadArtifact:output_type -> kiln.v1.DownloadArtifactResponse
+	16, // 24: kiln.v1.CompileService.Cancel:output_type -> kiln.v1.CancelResponse
+	1,  // 25: kiln.v1.CompileService.GetProvenance:output_type -> kiln.v1.Provenance
+	19, // [19:26] is the sub-list for method output_type
+	12, // [12:19] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_compile_proto_init() }
@@ -954,11 +1223,11 @@ func file_kiln_v1_compile_proto_init() {
 	}
 	file_kiln_v1_build_proto_init()
 	file_kiln_v1_platform_proto_init()
-	file_kiln_v1_compile_proto_msgTypes[8].OneofWrappers = []any{
+	file_kiln_v1_compile_proto_msgTypes[12].OneofWrappers = []any{
 		(*DownloadArtifactRequest_BuildId)(nil),
 		(*DownloadArtifactRequest_Pin)(nil),
 	}
-	file_kiln_v1_compile_proto_msgTypes[9].OneofWrappers = []any{
+	file_kiln_v1_compile_proto_msgTypes[13].OneofWrappers = []any{
 		(*DownloadArtifactResponse_Header)(nil),
 		(*DownloadArtifactResponse_Data)(nil),
 	}
@@ -968,7 +1237,7 @@ func file_kiln_v1_compile_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_compile_proto_rawDesc), len(file_kiln_v1_compile_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	CompileService_GetLog_FullMethodName           = "/kiln.v1.CompileService/GetLog"
 	CompileService_DownloadArtifact_FullMethodName = "/kiln.v1.CompileService/DownloadArtifact"
 	CompileService_Cancel_FullMethodName           = "/kiln.v1.CompileService/Cancel"
+	CompileService_GetProvenance_FullMethodName    = "/kiln.v1.CompileService/GetProvenance"
 )
 
 // CompileServiceClient is the client API for CompileService service.
@@ -66,6 +67,13 @@ type CompileServiceClient interface {
 	// address is ever recorded in the build (failure, attempts), so none
 	// reaches a page, a build server or another requester's mail.
 	Cancel(ctx context.Context, in *CancelRequest, opts ...grpc.CallOption) (*CancelResponse, error)
+	// GetProvenance returns what a requester needs to check a build's
+	// artifact without trusting the metaserver's word: the build's log
+	// entries (statements and summary), the latest checkpoint, and the log's
+	// tiles that prove the entries included in it and the tree consistent
+	// with the one of size known_tree_size. NOT_FOUND for an unknown build,
+	// FAILED_PRECONDITION for a build without entries. Read-only.
+	GetProvenance(ctx context.Context, in *GetProvenanceRequest, opts ...grpc.CallOption) (*Provenance, error)
 }
 
 type compileServiceClient struct {
@@ -163,6 +171,16 @@ func (c *compileServiceClient) Cancel(ctx context.Context, in *CancelRequest, op
 	return out, nil
 }
 
+func (c *compileServiceClient) GetProvenance(ctx context.Context, in *GetProvenanceRequest, opts ...grpc.CallOption) (*Provenance, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Provenance)
+	err := c.cc.Invoke(ctx, CompileService_GetProvenance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CompileServiceServer is the server API for CompileService service.
 // All implementations must embed UnimplementedCompileServiceServer
 // for forward compatibility.
@@ -202,6 +220,13 @@ type CompileServiceServer interface {
 	// address is ever recorded in the build (failure, attempts), so none
 	// reaches a page, a build server or another requester's mail.
 	Cancel(context.Context, *CancelRequest) (*CancelResponse, error)
+	// GetProvenance returns what a requester needs to check a build's
+	// artifact without trusting the metaserver's word: the build's log
+	// entries (statements and summary), the latest checkpoint, and the log's
+	// tiles that prove the entries included in it and the tree consistent
+	// with the one of size known_tree_size. NOT_FOUND for an unknown build,
+	// FAILED_PRECONDITION for a build without entries. Read-only.
+	GetProvenance(context.Context, *GetProvenanceRequest) (*Provenance, error)
 	mustEmbedUnimplementedCompileServiceServer()
 }
 
@@ -229,6 +254,9 @@ func (UnimplementedCompileServiceServer) DownloadArtifact(*DownloadArtifactReque
 }
 func (UnimplementedCompileServiceServer) Cancel(context.Context, *CancelRequest) (*CancelResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Cancel not implemented")
+}
+func (UnimplementedCompileServiceServer) GetProvenance(context.Context, *GetProvenanceRequest) (*Provenance, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetProvenance not implemented")
 }
 func (UnimplementedCompileServiceServer) mustEmbedUnimplementedCompileServiceServer() {}
 func (UnimplementedCompileServiceServer) testEmbeddedByValue()                        {}
@@ -338,6 +366,24 @@ func _CompileService_Cancel_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CompileService_GetProvenance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetProvenanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CompileServiceServer).GetProvenance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CompileService_GetProvenance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CompileServiceServer).GetProvenance(ctx, req.(*GetProvenanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CompileService_ServiceDesc is the grpc.ServiceDesc for CompileService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -356,6 +402,10 @@ var CompileService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Cancel",
 			Handler:    _CompileService_Cancel_Handler,
+		},
+		{
+			MethodName: "GetProvenance",
+			Handler:    _CompileService_GetProvenance_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

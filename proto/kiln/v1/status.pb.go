@@ -22,6 +22,189 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// GetLogCheckpointRequest is empty.
+type GetLogCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLogCheckpointRequest) Reset() {
+	*x = GetLogCheckpointRequest{}
+	mi := &file_kiln_v1_status_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLogCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLogCheckpointRequest) ProtoMessage() {}
+
+func (x *GetLogCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_status_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLogCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*GetLogCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{0}
+}
+
+// GetLogCheckpointResponse carries the signed checkpoint.
+type GetLogCheckpointResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Checkpoint []byte                 `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// The note verifier key of the log ("name+hash+base64"), for a client
+	// that has not seen this log before.
+	VerifierKey   string `protobuf:"bytes,2,opt,name=verifier_key,json=verifierKey,proto3" json:"verifier_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLogCheckpointResponse) Reset() {
+	*x = GetLogCheckpointResponse{}
+	mi := &file_kiln_v1_status_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLogCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLogCheckpointResponse) ProtoMessage() {}
+
+func (x *GetLogCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_status_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLogCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*GetLogCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetLogCheckpointResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *GetLogCheckpointResponse) GetVerifierKey() string {
+	if x != nil {
+		return x.VerifierKey
+	}
+	return ""
+}
+
+// GetLogTileRequest names a tile.
+type GetLogTileRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLogTileRequest) Reset() {
+	*x = GetLogTileRequest{}
+	mi := &file_kiln_v1_status_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLogTileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLogTileRequest) ProtoMessage() {}
+
+func (x *GetLogTileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_status_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLogTileRequest.ProtoReflect.Descriptor instead.
+func (*GetLogTileRequest) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GetLogTileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+// GetLogTileResponse is the tile's bytes: hash tiles hold 32-byte hashes,
+// data tiles the entries, each followed by a newline.
+type GetLogTileResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLogTileResponse) Reset() {
+	*x = GetLogTileResponse{}
+	mi := &file_kiln_v1_status_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLogTileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLogTileResponse) ProtoMessage() {}
+
+func (x *GetLogTileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_status_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLogTileResponse.ProtoReflect.Descriptor instead.
+func (*GetLogTileResponse) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetLogTileResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 // GetOverviewRequest is empty.
 type GetOverviewRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -31,7 +214,7 @@ type GetOverviewRequest struct {
 
 func (x *GetOverviewRequest) Reset() {
 	*x = GetOverviewRequest{}
-	mi := &file_kiln_v1_status_proto_msgTypes[0]
+	mi := &file_kiln_v1_status_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -43,7 +226,7 @@ func (x *GetOverviewRequest) String() string {
 func (*GetOverviewRequest) ProtoMessage() {}
 
 func (x *GetOverviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[0]
+	mi := &file_kiln_v1_status_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -56,7 +239,7 @@ func (x *GetOverviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOverviewRequest.ProtoReflect.Descriptor instead.
 func (*GetOverviewRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{0}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{4}
 }
 
 // GetOverviewResponse is the farm at a glance.
@@ -83,7 +266,7 @@ type GetOverviewResponse struct {
 
 func (x *GetOverviewResponse) Reset() {
 	*x = GetOverviewResponse{}
-	mi := &file_kiln_v1_status_proto_msgTypes[1]
+	mi := &file_kiln_v1_status_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -95,7 +278,7 @@ func (x *GetOverviewResponse) String() string {
 func (*GetOverviewResponse) ProtoMessage() {}
 
 func (x *GetOverviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[1]
+	mi := &file_kiln_v1_status_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -108,7 +291,7 @@ func (x *GetOverviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOverviewResponse.ProtoReflect.Descriptor instead.
 func (*GetOverviewResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{1}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetOverviewResponse) GetConnectedBuildServers() uint32 {
@@ -204,7 +387,7 @@ type ListBuildServersRequest struct {
 
 func (x *ListBuildServersRequest) Reset() {
 	*x = ListBuildServersRequest{}
-	mi := &file_kiln_v1_status_proto_msgTypes[2]
+	mi := &file_kiln_v1_status_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -216,7 +399,7 @@ func (x *ListBuildServersRequest) String() string {
 func (*ListBuildServersRequest) ProtoMessage() {}
 
 func (x *ListBuildServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[2]
+	mi := &file_kiln_v1_status_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -229,7 +412,7 @@ func (x *ListBuildServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildServersRequest.ProtoReflect.Descriptor instead.
 func (*ListBuildServersRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{2}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{6}
 }
 
 // ListBuildServersResponse lists build servers.
@@ -242,7 +425,7 @@ type ListBuildServersResponse struct {
 
 func (x *ListBuildServersResponse) Reset() {
 	*x = ListBuildServersResponse{}
-	mi := &file_kiln_v1_status_proto_msgTypes[3]
+	mi := &file_kiln_v1_status_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -254,7 +437,7 @@ func (x *ListBuildServersResponse) String() string {
 func (*ListBuildServersResponse) ProtoMessage() {}
 
 func (x *ListBuildServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[3]
+	mi := &file_kiln_v1_status_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -267,7 +450,7 @@ func (x *ListBuildServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildServersResponse.ProtoReflect.Descriptor instead.
 func (*ListBuildServersResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{3}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListBuildServersResponse) GetBuildServers() []*BuildServerStatus {
@@ -306,13 +489,16 @@ type BuildServerStatus struct {
 	// Attempts lost in a row since the last final result, and in all.
 	ConsecutiveLosses uint32 `protobuf:"varint,16,opt,name=consecutive_losses,json=consecutiveLosses,proto3" json:"consecutive_losses,omitempty"`
 	AttemptsLost      uint64 `protobuf:"varint,17,opt,name=attempts_lost,json=attemptsLost,proto3" json:"attempts_lost,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The build server's pinned ed25519 public key (32 bytes); empty before
+	// its first session.
+	PublicKey     []byte `protobuf:"bytes,18,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BuildServerStatus) Reset() {
 	*x = BuildServerStatus{}
-	mi := &file_kiln_v1_status_proto_msgTypes[4]
+	mi := &file_kiln_v1_status_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +510,7 @@ func (x *BuildServerStatus) String() string {
 func (*BuildServerStatus) ProtoMessage() {}
 
 func (x *BuildServerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[4]
+	mi := &file_kiln_v1_status_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +523,7 @@ func (x *BuildServerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildServerStatus.ProtoReflect.Descriptor instead.
 func (*BuildServerStatus) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{4}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BuildServerStatus) GetName() string {
@@ -459,6 +645,13 @@ func (x *BuildServerStatus) GetAttemptsLost() uint64 {
 	return 0
 }
 
+func (x *BuildServerStatus) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
 // ListBuildsRequest filters builds; empty fields match all.
 type ListBuildsRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -482,7 +675,7 @@ type ListBuildsRequest struct {
 
 func (x *ListBuildsRequest) Reset() {
 	*x = ListBuildsRequest{}
-	mi := &file_kiln_v1_status_proto_msgTypes[5]
+	mi := &file_kiln_v1_status_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +687,7 @@ func (x *ListBuildsRequest) String() string {
 func (*ListBuildsRequest) ProtoMessage() {}
 
 func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[5]
+	mi := &file_kiln_v1_status_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +700,7 @@ func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsRequest.ProtoReflect.Descriptor instead.
 func (*ListBuildsRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{5}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListBuildsRequest) GetState() BuildState {
@@ -584,7 +777,7 @@ type ListBuildsResponse struct {
 
 func (x *ListBuildsResponse) Reset() {
 	*x = ListBuildsResponse{}
-	mi := &file_kiln_v1_status_proto_msgTypes[6]
+	mi := &file_kiln_v1_status_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +789,7 @@ func (x *ListBuildsResponse) String() string {
 func (*ListBuildsResponse) ProtoMessage() {}
 
 func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[6]
+	mi := &file_kiln_v1_status_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +802,7 @@ func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsResponse.ProtoReflect.Descriptor instead.
 func (*ListBuildsResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{6}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListBuildsResponse) GetBuilds() []*Build {
@@ -630,7 +823,17 @@ var File_kiln_v1_status_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_status_proto_rawDesc = "" +
 	"\n" +
-	"\x14kiln/v1/status.proto\x12\akiln.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13kiln/v1/build.proto\x1a\x16kiln/v1/platform.proto\"\x14\n" +
+	"\x14kiln/v1/status.proto\x12\akiln.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13kiln/v1/build.proto\x1a\x16kiln/v1/platform.proto\"\x19\n" +
+	"\x17GetLogCheckpointRequest\"]\n" +
+	"\x18GetLogCheckpointResponse\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\fR\n" +
+	"checkpoint\x12!\n" +
+	"\fverifier_key\x18\x02 \x01(\tR\vverifierKey\"'\n" +
+	"\x11GetLogTileRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"(\n" +
+	"\x12GetLogTileResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\x14\n" +
 	"\x12GetOverviewRequest\"\x8a\x05\n" +
 	"\x13GetOverviewResponse\x126\n" +
 	"\x17connected_build_servers\x18\x01 \x01(\rR\x15connectedBuildServers\x12+\n" +
@@ -654,7 +857,7 @@ const file_kiln_v1_status_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x19\n" +
 	"\x17ListBuildServersRequest\"[\n" +
 	"\x18ListBuildServersResponse\x12?\n" +
-	"\rbuild_servers\x18\x01 \x03(\v2\x1a.kiln.v1.BuildServerStatusR\fbuildServers\"\xcd\x05\n" +
+	"\rbuild_servers\x18\x01 \x03(\v2\x1a.kiln.v1.BuildServerStatusR\fbuildServers\"\xec\x05\n" +
 	"\x11BuildServerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tconnected\x18\x02 \x01(\bR\tconnected\x12)\n" +
@@ -673,7 +876,9 @@ const file_kiln_v1_status_proto_rawDesc = "" +
 	"\x0fput_aside_until\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\rputAsideUntil\x12(\n" +
 	"\x10put_aside_reason\x18\x0f \x01(\tR\x0eputAsideReason\x12-\n" +
 	"\x12consecutive_losses\x18\x10 \x01(\rR\x11consecutiveLosses\x12#\n" +
-	"\rattempts_lost\x18\x11 \x01(\x04R\fattemptsLost\"\x83\x02\n" +
+	"\rattempts_lost\x18\x11 \x01(\x04R\fattemptsLost\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x12 \x01(\fR\tpublicKey\"\x83\x02\n" +
 	"\x11ListBuildsRequest\x12)\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x13.kiln.v1.BuildStateR\x05state\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x12\n" +
@@ -688,12 +893,15 @@ const file_kiln_v1_status_proto_rawDesc = "" +
 	"\x04libc\x18\t \x01(\tR\x04libc\"d\n" +
 	"\x12ListBuildsResponse\x12&\n" +
 	"\x06builds\x18\x01 \x03(\v2\x0e.kiln.v1.BuildR\x06builds\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xf9\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\x99\x03\n" +
 	"\rStatusService\x12H\n" +
 	"\vGetOverview\x12\x1b.kiln.v1.GetOverviewRequest\x1a\x1c.kiln.v1.GetOverviewResponse\x12W\n" +
 	"\x10ListBuildServers\x12 .kiln.v1.ListBuildServersRequest\x1a!.kiln.v1.ListBuildServersResponse\x12E\n" +
 	"\n" +
-	"ListBuilds\x12\x1a.kiln.v1.ListBuildsRequest\x1a\x1b.kiln.v1.ListBuildsResponseB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
+	"ListBuilds\x12\x1a.kiln.v1.ListBuildsRequest\x1a\x1b.kiln.v1.ListBuildsResponse\x12W\n" +
+	"\x10GetLogCheckpoint\x12 .kiln.v1.GetLogCheckpointRequest\x1a!.kiln.v1.GetLogCheckpointResponse\x12E\n" +
+	"\n" +
+	"GetLogTile\x12\x1a.kiln.v1.GetLogTileRequest\x1a\x1b.kiln.v1.GetLogTileResponseB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
 
 var (
 	file_kiln_v1_status_proto_rawDescOnce sync.Once
@@ -707,43 +915,51 @@ func file_kiln_v1_status_proto_rawDescGZIP() []byte {
 	return file_kiln_v1_status_proto_rawDescData
 }
 
-var file_kiln_v1_status_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_kiln_v1_status_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_kiln_v1_status_proto_goTypes = []any{
-	(*GetOverviewRequest)(nil),       // 0: kiln.v1.GetOverviewRequest
-	(*GetOverviewResponse)(nil),      // 1: kiln.v1.GetOverviewResponse
-	(*ListBuildServersRequest)(nil),  // 2: kiln.v1.ListBuildServersRequest
-	(*ListBuildServersResponse)(nil), // 3: kiln.v1.ListBuildServersResponse
-	(*BuildServerStatus)(nil),        // 4: kiln.v1.BuildServerStatus
-	(*ListBuildsRequest)(nil),        // 5: kiln.v1.ListBuildsRequest
-	(*ListBuildsResponse)(nil),       // 6: kiln.v1.ListBuildsResponse
-	nil,                              // 7: kiln.v1.GetOverviewResponse.BuildsByStateEntry
-	(*timestamppb.Timestamp)(nil),    // 8: google.protobuf.Timestamp
-	(*Target)(nil),                   // 9: kiln.v1.Target
-	(*BuildServerPolicy)(nil),        // 10: kiln.v1.BuildServerPolicy
-	(*RejectedTarget)(nil),           // 11: kiln.v1.RejectedTarget
-	(BuildState)(0),                  // 12: kiln.v1.BuildState
-	(*Build)(nil),                    // 13: kiln.v1.Build
+	(*GetLogCheckpointRequest)(nil),  // 0: kiln.v1.GetLogCheckpointRequest
+	(*GetLogCheckpointResponse)(nil), // 1: kiln.v1.GetLogCheckpointResponse
+	(*GetLogTileRequest)(nil),        // 2: kiln.v1.GetLogTileRequest
+	(*GetLogTileResponse)(nil),       // 3: kiln.v1.GetLogTileResponse
+	(*GetOverviewRequest)(nil),       // 4: kiln.v1.GetOverviewRequest
+	(*GetOverviewResponse)(nil),      // 5: kiln.v1.GetOverviewResponse
+	(*ListBuildServersRequest)(nil),  // 6: kiln.v1.ListBuildServersRequest
+	(*ListBuildServersResponse)(nil), // 7: kiln.v1.ListBuildServersResponse
+	(*BuildServerStatus)(nil),        // 8: kiln.v1.BuildServerStatus
+	(*ListBuildsRequest)(nil),        // 9: kiln.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),       // 10: kiln.v1.ListBuildsResponse
+	nil,                              // 11: kiln.v1.GetOverviewResponse.BuildsByStateEntry
+	(*timestamppb.Timestamp)(nil),    // 12: google.protobuf.Timestamp
+	(*Target)(nil),                   // 13: kiln.v1.Target
+	(*BuildServerPolicy)(nil),        // 14: kiln.v1.BuildServerPolicy
+	(*RejectedTarget)(nil),           // 15: kiln.v1.RejectedTarget
+	(BuildState)(0),                  // 16: kiln.v1.BuildState
+	(*Build)(nil),                    // 17: kiln.v1.Build
 }
 var file_kiln_v1_status_proto_depIdxs = []int32{
-	7,  // 0: kiln.v1.GetOverviewResponse.builds_by_state:type_name -> kiln.v1.GetOverviewResponse.BuildsByStateEntry
-	8,  // 1: kiln.v1.GetOverviewResponse.oldest_queued_at:type_name -> google.protobuf.Timestamp
-	8,  // 2: kiln.v1.GetOverviewResponse.started_at:type_name -> google.protobuf.Timestamp
-	4,  // 3: kiln.v1.ListBuildServersResponse.build_servers:type_name -> kiln.v1.BuildServerStatus
-	9,  // 4: kiln.v1.BuildServerStatus.targets:type_name -> kiln.v1.Target
-	8,  // 5: kiln.v1.BuildServerStatus.last_seen:type_name -> google.protobuf.Timestamp
-	10, // 6: kiln.v1.BuildServerStatus.policy:type_name -> kiln.v1.BuildServerPolicy
-	11, // 7: kiln.v1.BuildServerStatus.rejected_targets:type_name -> kiln.v1.RejectedTarget
-	8,  // 8: kiln.v1.BuildServerStatus.put_aside_until:type_name -> google.protobuf.Timestamp
-	12, // 9: kiln.v1.ListBuildsRequest.state:type_name -> kiln.v1.BuildState
-	13, // 10: kiln.v1.ListBuildsResponse.builds:type_name -> kiln.v1.Build
-	0,  // 11: kiln.v1.StatusService.GetOverview:input_type -> kiln.v1.GetOverviewRequest
-	2,  // 12: kiln.v1.StatusService.ListBuildServers:input_type -> kiln.v1.ListBuildServersRequest
-	5,  // 13: kiln.v1.StatusService.ListBuilds:input_type -> kiln.v1.ListBuildsRequest
-	1,  // 14: kiln.v1.StatusService.GetOverview:output_type -> kiln.v1.GetOverviewResponse
-	3,  // 15: kiln.v1.StatusService.ListBuildServers:output_type -> kiln.v1.ListBuildServersResponse
-	6,  // 16: kiln.v1.StatusService.ListBuilds:output_type -> kiln.v1.ListBuildsResponse
-	14, // [14:17] is the sub-list for method output_type
-	11, // [11:14] is the sub-list for method input_type
+	11, // 0: kiln.v1.GetOverviewResponse.builds_by_state:type_name -> kiln.v1.GetOverviewResponse.BuildsByStateEntry
+	12, // 1: kiln.v1.GetOverviewResponse.oldest_queued_at:type_name -> google.protobuf.Timestamp
+	12, // 2: kiln.v1.GetOverviewResponse.started_at:type_name -> google.protobuf.Timestamp
+	8,  // 3: kiln.v1.ListBuildServersResponse.build_servers:type_name -> kiln.v1.BuildServerStatus
+	13, // 4: kiln.v1.BuildServerStatus.targets:type_name -> kiln.v1.Target
+	12, // 5: kiln.v1.BuildServerStatus.last_seen:type_name -> google.protobuf.Timestamp
+	14, // 6: kiln.v1.BuildServerStatus.policy:type_name -> kiln.v1.BuildServerPolicy
+	15, // 7: kiln.v1.BuildServerStatus.rejected_targets:type_name -> kiln.v1.RejectedTarget
+	12, // 8: kiln.v1.BuildServerStatus.put_aside_until:type_name -> google.protobuf.Timestamp
+	16, // 9: kiln.v1.ListBuildsRequest.state:type_name -> kiln.v1.BuildState
+	17, // 10: kiln.v1.ListBuildsResponse.builds:type_name -> kiln.v1.Build
+	4,  // 11: kiln.v1.StatusService.GetOverview:input_type -> kiln.v1.GetOverviewRequest
+	6,  // 12: kiln.v1.StatusService.ListBuildServers:input_type -> kiln.v1.ListBuildServersRequest
+	9,  // 13: kiln.v1.StatusService.ListBuilds:input_type -> kiln.v1.ListBuildsRequest
+	0,  // 14: kiln.v1.StatusService.GetLogCheckpoint:input_type -> kiln.v1.GetLogCheckpointRequest
+	2,  // 15: kiln.v1.StatusService.GetLogTile:input_type -> kiln.v1.GetLogTileRequest
+	5,  // 16: kiln.v1.StatusService.GetOverview:output_type -> kiln.v1.GetOverviewResponse
+	7,  // 17: kiln.v1.StatusService.ListBuildServers:output_type -> kiln.v1.ListBuildServersResponse
+	10, // 18: kiln.v1.StatusService.ListBuilds:output_type -> kiln.v1.ListBuildsResponse
+	1,  // 19: kiln.v1.StatusService.GetLogCheckpoint:output_type -> kiln.v1.GetLogCheckpointResponse
+	3,  // 20: kiln.v1.StatusService.GetLogTile:output_type -> kiln.v1.GetLogTileResponse
+	16, // [16:21] is the sub-list for method output_type
+	11, // [11:16] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -762,7 +978,7 @@ func file_kiln_v1_status_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_status_proto_rawDesc), len(file_kiln_v1_status_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

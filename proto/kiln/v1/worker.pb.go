@@ -294,8 +294,14 @@ type Hello struct {
 	// INVALID_ARGUMENT (it does not truncate), so the build server truncates
 	// reasons and keeps only the first 32 entries before sending.
 	RejectedTargets []*RejectedTarget `protobuf:"bytes,8,rep,name=rejected_targets,json=rejectedTargets,proto3" json:"rejected_targets,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The build server's ed25519 public key (32 bytes), kept in its data
+	// directory. The metaserver pins the first key it sees for a credential
+	// and refuses a session presenting another (PERMISSION_DENIED) until the
+	// credential is revoked and added or enrolled again. Required: a Hello
+	// without one is refused with INVALID_ARGUMENT.
+	PublicKey     []byte `protobuf:"bytes,9,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -380,6 +386,13 @@ func (x *Hello) GetDraining() bool {
 func (x *Hello) GetRejectedTargets() []*RejectedTarget {
 	if x != nil {
 		return x.RejectedTargets
+	}
+	return nil
+}
+
+func (x *Hello) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
 	}
 	return nil
 }
@@ -901,7 +914,14 @@ type AttemptResult struct {
 	// against artifact.sha256 and artifact.size as it verifies an upload; an
 	// attempt whose data does not match, or is larger than allowed, ends
 	// SETUP_FAILED. Resending the result after a reconnect resends the bytes.
-	ArtifactData  []byte `protobuf:"bytes,7,opt,name=artifact_data,json=artifactData,proto3" json:"artifact_data,omitempty"`
+	ArtifactData []byte `protobuf:"bytes,7,opt,name=artifact_data,json=artifactData,proto3" json:"artifact_data,omitempty"`
+	// For SUCCEEDED: a DSSE envelope (JSON) holding an in-toto Statement whose
+	// subject is the artifact's sha256 and whose predicate is SLSA provenance
+	// v1, signed with the key of Hello.public_key (docs/provenance.md). The
+	// metaserver checks it before accepting the result: a success without a
+	// valid statement for this attempt and artifact ends REJECTED. At most
+	// 64 KiB.
+	Statement     []byte `protobuf:"bytes,8,opt,name=statement,proto3" json:"statement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -981,6 +1001,13 @@ func (x *AttemptResult) GetLogSize() uint64 {
 func (x *AttemptResult) GetArtifactData() []byte {
 	if x != nil {
 		return x.ArtifactData
+	}
+	return nil
+}
+
+func (x *AttemptResult) GetStatement() []byte {
+	if x != nil {
+		return x.Statement
 	}
 	return nil
 }
@@ -1322,7 +1349,7 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\x06cancel\x18\x03 \x01(\v2\x16.kiln.v1.CancelAttemptH\x00R\x06cancel\x123\n" +
 	"\n" +
 	"result_ack\x18\x04 \x01(\v2\x12.kiln.v1.ResultAckH\x00R\tresultAckB\x05\n" +
-	"\x03msg\"\xc8\x02\n" +
+	"\x03msg\"\xe7\x02\n" +
 	"\x05Hello\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12)\n" +
 	"\atargets\x18\x02 \x03(\v2\x0f.kiln.v1.TargetR\atargets\x12\x14\n" +
@@ -1331,7 +1358,9 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\x13running_attempt_ids\x18\x05 \x03(\x04R\x11runningAttemptIds\x12 \n" +
 	"\vunsandboxed\x18\x06 \x01(\bR\vunsandboxed\x12\x1a\n" +
 	"\bdraining\x18\a \x01(\bR\bdraining\x12B\n" +
-	"\x10rejected_targets\x18\b \x03(\v2\x17.kiln.v1.RejectedTargetR\x0frejectedTargets\"\x8a\x02\n" +
+	"\x10rejected_targets\x18\b \x03(\v2\x17.kiln.v1.RejectedTargetR\x0frejectedTargets\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\t \x01(\fR\tpublicKey\"\x8a\x02\n" +
 	"\aWelcome\x12!\n" +
 	"\fbuild_server\x18\x01 \x01(\tR\vbuildServer\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x02 \x01(\rR\x13heartbeatIntervalMs\x12\x19\n" +
@@ -1377,7 +1406,7 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"attempt_id\x18\x01 \x01(\x04R\tattemptId\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"\x8b\x02\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"\xa9\x02\n" +
 	"\rAttemptResult\x12\x1d\n" +
 	"\n" +
 	"attempt_id\x18\x01 \x01(\x04R\tattemptId\x121\n" +
@@ -1386,7 +1415,8 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\ffailing_step\x18\x04 \x01(\tR\vfailingStep\x12-\n" +
 	"\bartifact\x18\x05 \x01(\v2\x11.kiln.v1.ArtifactR\bartifact\x12\x19\n" +
 	"\blog_size\x18\x06 \x01(\x04R\alogSize\x12#\n" +
-	"\rartifact_data\x18\a \x01(\fR\fartifactData\"^\n" +
+	"\rartifact_data\x18\a \x01(\fR\fartifactData\x12\x1c\n" +
+	"\tstatement\x18\b \x01(\fR\tstatement\"^\n" +
 	"\tResultAck\x12\x1d\n" +
 	"\n" +
 	"attempt_id\x18\x01 \x01(\x04R\tattemptId\x12\x1a\n" +

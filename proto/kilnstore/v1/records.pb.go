@@ -101,8 +101,12 @@ type BuildServerRecord struct {
 	AttemptsLost uint64 `protobuf:"varint,11,opt,name=attempts_lost,json=attemptsLost,proto3" json:"attempts_lost,omitempty"`
 	// Why the server was last put aside.
 	PutAsideReason string `protobuf:"bytes,12,opt,name=put_aside_reason,json=putAsideReason,proto3" json:"put_aside_reason,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The ed25519 public key pinned at the first Hello of this credential;
+	// statements are checked against it. Cleared never: a credential that
+	// needs a new key is revoked and a new one made.
+	PublicKey     []byte `protobuf:"bytes,13,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BuildServerRecord) Reset() {
@@ -217,6 +221,13 @@ func (x *BuildServerRecord) GetPutAsideReason() string {
 		return x.PutAsideReason
 	}
 	return ""
+}
+
+func (x *BuildServerRecord) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
 }
 
 // BuildRecord is a build: its public view plus what only the metaserver needs.
@@ -900,7 +911,7 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\rProjectRecord\x12*\n" +
 	"\aproject\x18\x01 \x01(\v2\x10.kiln.v1.ProjectR\aproject\x129\n" +
 	"\n" +
-	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x91\x04\n" +
+	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xb0\x04\n" +
 	"\x11BuildServerRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -916,7 +927,9 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\x0fput_aside_until\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\rputAsideUntil\x12#\n" +
 	"\rattempts_lost\x18\v \x01(\x04R\fattemptsLost\x12(\n" +
-	"\x10put_aside_reason\x18\f \x01(\tR\x0eputAsideReason\"\x84\x05\n" +
+	"\x10put_aside_reason\x18\f \x01(\tR\x0eputAsideReason\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\r \x01(\fR\tpublicKey\"\x84\x05\n" +
 	"\vBuildRecord\x12$\n" +
 	"\x05build\x18\x01 \x01(\v2\x0e.kiln.v1.BuildR\x05build\x12'\n" +
 	"\x06recipe\x18\x02 \x01(\v2\x0f.kiln.v1.RecipeR\x06recipe\x12\x1d\n" +
