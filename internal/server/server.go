@@ -25,6 +25,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kilnbuild/kiln/internal/translog"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -126,6 +127,10 @@ type Config struct {
 	// mail and hooks (nil: none).
 	Notifier FinalHook
 	Logger   *slog.Logger
+	// LogName names the transparency log: the signer name of its
+	// checkpoints, which clients pin with its key (default "kiln-log";
+	// no spaces or '+').
+	LogName string
 }
 
 // FinalHook is called inside the transaction that ends a build, with the
@@ -136,6 +141,9 @@ type FinalHook interface {
 }
 
 func (c *Config) setDefaults() {
+	if c.LogName == "" {
+		c.LogName = "kiln-log"
+	}
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = 5 * time.Second
 	}
@@ -216,7 +224,11 @@ type Server struct {
 	active   map[uint64]*activeBuild
 	bySource map[string][]*activeBuild
 	sessions map[string]*session
-	uploads  map[string]int
+	// keys are the build servers' pinned signing keys seen by this
+	// process (provenance.go pinKey).
+	keys    map[string][]byte
+	notary  *translog.Notary
+	uploads map[string]int
 	// standings are the build servers' lost-attempt counts and put-aside
 	// times (see standing.go), restored from their records at Open.
 	standings map[string]*standing
@@ -257,6 +269,9 @@ type activeBuild struct {
 	// endedLogs are logs of ended attempts, held in memory, that the
 	// build's next record commit writes to the store (keepLogLocked).
 	endedLogs []endedLog
+	// statement is the checked statement of the successful attempt, set
+	// with its result and logged with the final record (provenance.go).
+	statement *signedStatement
 }
 
 // Open loads the server's state from st and the data directory. Queued
@@ -273,6 +288,10 @@ func Open(cfg Config, st store.Store) (s *Server, err error) {
 			files.Close()
 		}
 	}()
+	notary, err := openNotary(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("opening the metaserver's signing key: %w", err)
+	}
 	blobs := newArtifactStore(files, st, cfg.InlineArtifactBytes)
 	logs, err := openLogFiles(filepath.Join(cfg.DataDir, "logs"), cfg.MaxLogBytes, st)
 	if err != nil {
@@ -292,6 +311,8 @@ func Open(cfg Config, st store.Store) (s *Server, err error) {
 		active:      map[uint64]*activeBuild{},
 		bySource:    map[string][]*activeBuild{},
 		sessions:    map[string]*session{},
+		keys:        map[string][]byte{},
+		notary:      notary,
 		uploads:     map[string]int{},
 		standings:   map[string]*standing{},
 		limiter:     newLimiter(cfg.RequestsPerMinute, time.Minute),

@@ -67,7 +67,10 @@ func (s *Server) ListBuildServers(ctx context.Context, _ *kilnv1.ListBuildServer
 		bs := &kilnv1.BuildServerStatus{
 			Name: r.GetName(), Targets: r.GetTargets(), LastSeen: r.GetLastSeen(),
 			BuildsSucceeded: r.GetBuildsSucceeded(), BuildsFailed: r.GetBuildsFailed(), Revoked: r.GetRevoked(),
-			AttemptsLost: r.GetAttemptsLost(),
+			AttemptsLost: r.GetAttemptsLost(), PublicKey: r.GetPublicKey(),
+		}
+		if len(bs.PublicKey) == 0 {
+			bs.PublicKey = s.keys[r.GetName()] // pinned, its record not yet committed
 		}
 		if st := s.standings[r.GetName()]; st != nil {
 			bs.ConsecutiveLosses = st.losses

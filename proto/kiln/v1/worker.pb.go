@@ -571,7 +571,10 @@ type Assignment struct {
 	// identity. The build server downloads each (CompileService
 	// DownloadArtifact by build_id), refuses one whose sha256 or size differs,
 	// and unpacks them read-only into the build's sysroot ($KILN_SYSROOT).
-	Dependencies  []*BuildDependency `protobuf:"bytes,9,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
+	Dependencies []*BuildDependency `protobuf:"bytes,9,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
+	// What the build's requester pinned; the build server names it in its
+	// signed statement (external parameters), nothing else.
+	Constraints   *PlatformConstraints `protobuf:"bytes,10,opt,name=constraints,proto3" json:"constraints,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -665,6 +668,13 @@ func (x *Assignment) GetRecipe() *Recipe {
 func (x *Assignment) GetDependencies() []*BuildDependency {
 	if x != nil {
 		return x.Dependencies
+	}
+	return nil
+}
+
+func (x *Assignment) GetConstraints() *PlatformConstraints {
+	if x != nil {
+		return x.Constraints
 	}
 	return nil
 }
@@ -1371,7 +1381,7 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\tHeartbeat\x12.\n" +
 	"\x13running_attempt_ids\x18\x01 \x03(\x04R\x11runningAttemptIds\x12\x1a\n" +
 	"\bdraining\x18\x02 \x01(\bR\bdraining\x12\x12\n" +
-	"\x04busy\x18\x03 \x01(\bR\x04busy\"\x8d\x03\n" +
+	"\x04busy\x18\x03 \x01(\bR\x04busy\"\xcd\x03\n" +
 	"\n" +
 	"Assignment\x12\x1d\n" +
 	"\n" +
@@ -1383,7 +1393,9 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\x06commit\x18\x06 \x01(\tR\x06commit\x12:\n" +
 	"\aoptions\x18\a \x03(\v2 .kiln.v1.Assignment.OptionsEntryR\aoptions\x12'\n" +
 	"\x06recipe\x18\b \x01(\v2\x0f.kiln.v1.RecipeR\x06recipe\x12<\n" +
-	"\fdependencies\x18\t \x03(\v2\x18.kiln.v1.BuildDependencyR\fdependencies\x1a:\n" +
+	"\fdependencies\x18\t \x03(\v2\x18.kiln.v1.BuildDependencyR\fdependencies\x12>\n" +
+	"\vconstraints\x18\n" +
+	" \x01(\v2\x1c.kiln.v1.PlatformConstraintsR\vconstraints\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\x02\n" +
@@ -1476,9 +1488,10 @@ var file_kiln_v1_worker_proto_goTypes = []any{
 	(*BuildServerPolicy)(nil),      // 17: kiln.v1.BuildServerPolicy
 	(*RejectedTarget)(nil),         // 18: kiln.v1.RejectedTarget
 	(*BuildDependency)(nil),        // 19: kiln.v1.BuildDependency
-	(Phase)(0),                     // 20: kiln.v1.Phase
-	(AttemptOutcome)(0),            // 21: kiln.v1.AttemptOutcome
-	(*Artifact)(nil),               // 22: kiln.v1.Artifact
+	(*PlatformConstraints)(nil),    // 20: kiln.v1.PlatformConstraints
+	(Phase)(0),                     // 21: kiln.v1.Phase
+	(AttemptOutcome)(0),            // 22: kiln.v1.AttemptOutcome
+	(*Artifact)(nil),               // 23: kiln.v1.Artifact
 }
 var file_kiln_v1_worker_proto_depIdxs = []int32{
 	2,  // 0: kiln.v1.SessionRequest.hello:type_name -> kiln.v1.Hello
@@ -1496,19 +1509,20 @@ var file_kiln_v1_worker_proto_depIdxs = []int32{
 	15, // 12: kiln.v1.Assignment.options:type_name -> kiln.v1.Assignment.OptionsEntry
 	6,  // 13: kiln.v1.Assignment.recipe:type_name -> kiln.v1.Recipe
 	19, // 14: kiln.v1.Assignment.dependencies:type_name -> kiln.v1.BuildDependency
-	20, // 15: kiln.v1.AttemptProgress.phase:type_name -> kiln.v1.Phase
-	21, // 16: kiln.v1.AttemptResult.outcome:type_name -> kiln.v1.AttemptOutcome
-	22, // 17: kiln.v1.AttemptResult.artifact:type_name -> kiln.v1.Artifact
-	13, // 18: kiln.v1.UploadArtifactRequest.header:type_name -> kiln.v1.UploadHeader
-	0,  // 19: kiln.v1.WorkerService.Session:input_type -> kiln.v1.SessionRequest
-	12, // 20: kiln.v1.WorkerService.UploadArtifact:input_type -> kiln.v1.UploadArtifactRequest
-	1,  // 21: kiln.v1.WorkerService.Session:output_type -> kiln.v1.SessionResponse
-	14, // 22: kiln.v1.WorkerService.UploadArtifact:output_type -> kiln.v1.UploadArtifactResponse
-	21, // [21:23] is the sub-list for method output_type
-	19, // [19:21] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	20, // 15: kiln.v1.Assignment.constraints:type_name -> kiln.v1.PlatformConstraints
+	21, // 16: kiln.v1.AttemptProgress.phase:type_name -> kiln.v1.Phase
+	22, // 17: kiln.v1.AttemptResult.outcome:type_name -> kiln.v1.AttemptOutcome
+	23, // 18: kiln.v1.AttemptResult.artifact:type_name -> kiln.v1.Artifact
+	13, // 19: kiln.v1.UploadArtifactRequest.header:type_name -> kiln.v1.UploadHeader
+	0,  // 20: kiln.v1.WorkerService.Session:input_type -> kiln.v1.SessionRequest
+	12, // 21: kiln.v1.WorkerService.UploadArtifact:input_type -> kiln.v1.UploadArtifactRequest
+	1,  // 22: kiln.v1.WorkerService.Session:output_type -> kiln.v1.SessionResponse
+	14, // 23: kiln.v1.WorkerService.UploadArtifact:output_type -> kiln.v1.UploadArtifactResponse
+	22, // [22:24] is the sub-list for method output_type
+	20, // [20:22] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_worker_proto_init() }
