@@ -45,7 +45,11 @@ type downloaded struct {
 // then extracts it into dir (created if missing) with Extract. A mismatch
 // wraps ErrArtifactMismatch and leaves dir untouched; the temporary file is
 // always removed.
-func download(ctx context.Context, client kilnv1.CompileServiceClient, req *kilnv1.DownloadArtifactRequest, dir string, lim Limits) (*downloaded, error) {
+//
+// pc, when not nil, checks the artifact's provenance after its sha256 and
+// before extracting (a failure wraps ErrProvenance and extracts nothing),
+// and keeps the archive and the proof in dir/ProvenanceDir afterwards.
+func download(ctx context.Context, client kilnv1.CompileServiceClient, req *kilnv1.DownloadArtifactRequest, dir string, lim Limits, pc *provenanceCheck) (*downloaded, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := client.DownloadArtifact(sctx, req)
@@ -110,12 +114,22 @@ func download(ctx context.Context, client kilnv1.CompileServiceClient, req *kiln
 	if got := hex.EncodeToString(sum.Sum(nil)); got != want {
 		return nil, fmt.Errorf("%w: received sha256 %s, announced %s", ErrArtifactMismatch, got, want)
 	}
+	if pc != nil {
+		if err := pc.check(ctx, h); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("rewinding %s: %w", tmp.Name(), err)
 	}
 	files, err := Extract(tmp, dir, lim)
 	if err != nil {
 		return nil, err
+	}
+	if pc != nil {
+		if err := pc.keep(dir, tmp); err != nil {
+			return nil, err
+		}
 	}
 	return &downloaded{header: h, files: files}, nil
 }

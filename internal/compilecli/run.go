@@ -79,6 +79,8 @@ func Run(ctx context.Context, env Env, args []string) int {
 		return runLog(ctx, env, rest)
 	case "check":
 		return runCheck(ctx, env, rest)
+	case "verify":
+		return runVerify(ctx, env, rest)
 	case "help":
 		fmt.Fprint(env.Stdout, topUsage)
 		return ExitOK

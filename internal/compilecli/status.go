@@ -53,7 +53,7 @@ func showStatus(ctx context.Context, env Env, o *StatusOptions, res *Result) err
 	if o.Wait {
 		wctx, cancel := withTimeout(ctx, o.Timeout)
 		defer cancel()
-		return wait(wctx, env, client, b, o.Timeout, o.Download, o.JSON, res)
+		return wait(wctx, env, client, b, o.Timeout, o.Download, o.JSON, res, o.Metaserver)
 	}
 	if !o.JSON {
 		writeBuild(env.Stdout, b)

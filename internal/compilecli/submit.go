@@ -48,7 +48,7 @@ func submit(ctx context.Context, env Env, o *SubmitOptions, res *Result) error {
 	if o.Pin != "" {
 		wctx, cancel := withTimeout(ctx, o.Timeout)
 		defer cancel()
-		return fetch(wctx, env, client, &kilnv1.DownloadArtifactRequest{What: &kilnv1.DownloadArtifactRequest_Pin{Pin: o.Pin}}, o.Download, o.JSON, res)
+		return fetch(wctx, env, client, &kilnv1.DownloadArtifactRequest{What: &kilnv1.DownloadArtifactRequest_Pin{Pin: o.Pin}}, o.Download, o.JSON, res, o.Metaserver)
 	}
 
 	c, err := o.Constraints(local)
@@ -83,7 +83,7 @@ func submit(ctx context.Context, env Env, o *SubmitOptions, res *Result) error {
 	fmt.Fprintf(env.Stderr, "[build %d] %s, platform %s\n", b.GetId(), answerName(resp), platform.DescribeConstraints(c))
 	wctx, cancelWait := withTimeout(ctx, o.Timeout)
 	defer cancelWait()
-	return wait(wctx, env, client, b, o.Timeout, o.Download, o.JSON, res)
+	return wait(wctx, env, client, b, o.Timeout, o.Download, o.JSON, res, o.Metaserver)
 }
 
 // acceptedLine is the stdout line of a submit without --wait.
@@ -115,7 +115,7 @@ func answerName(resp *kilnv1.SubmitResponse) string {
 // wait follows b until it is final (showing progress and the log on stderr),
 // then downloads its artifact into dir when dir is set. The final build is
 // recorded in res. A build that ends other than SUCCEEDED is a *buildError.
-func wait(ctx context.Context, env Env, client kilnv1.CompileServiceClient, b *kilnv1.Build, timeout time.Duration, dir string, asJSON bool, res *Result) error {
+func wait(ctx context.Context, env Env, client kilnv1.CompileServiceClient, b *kilnv1.Build, timeout time.Duration, dir string, asJSON bool, res *Result, metaserver string) error {
 	if !b.GetState().Final() {
 		f := &follower{client: client, progress: newProgress(env.Stderr), withLog: true}
 		final, err := f.follow(ctx, b.GetId())
@@ -138,14 +138,15 @@ func wait(ctx context.Context, env Env, client kilnv1.CompileServiceClient, b *k
 		}
 		return nil
 	}
-	err := fetch(ctx, env, client, &kilnv1.DownloadArtifactRequest{What: &kilnv1.DownloadArtifactRequest_BuildId{BuildId: b.GetId()}}, dir, asJSON, res)
+	err := fetch(ctx, env, client, &kilnv1.DownloadArtifactRequest{What: &kilnv1.DownloadArtifactRequest_BuildId{BuildId: b.GetId()}}, dir, asJSON, res, metaserver)
 	return waitError(ctx, b.GetId(), timeout, b, err)
 }
 
 // fetch downloads and unpacks an artifact into dir and lists the files on
 // stdout (unless asJSON).
-func fetch(ctx context.Context, env Env, client kilnv1.CompileServiceClient, req *kilnv1.DownloadArtifactRequest, dir string, asJSON bool, res *Result) error {
-	d, err := download(ctx, client, req, dir, env.Limits)
+func fetch(ctx context.Context, env Env, client kilnv1.CompileServiceClient, req *kilnv1.DownloadArtifactRequest, dir string, asJSON bool, res *Result, metaserver string) error {
+	pc := &provenanceCheck{env: env, client: client, metaserver: metaserver}
+	d, err := download(ctx, client, req, dir, env.Limits, pc)
 	if err != nil {
 		return err
 	}
@@ -163,6 +164,7 @@ func fetch(ctx context.Context, env Env, client kilnv1.CompileServiceClient, req
 	res.DownloadDir = dir
 	fmt.Fprintf(env.Stderr, "[build %d] downloaded %s (%d bytes, sha256 verified) into %s\n",
 		h.GetBuildId(), shortHash(h.GetArtifact().GetSha256()), h.GetArtifact().GetSize(), dir)
+	pc.report.print(env.Stderr)
 	if !asJSON {
 		for _, f := range d.files {
 			fmt.Fprintln(env.Stdout, filepath.Join(dir, filepath.FromSlash(f)))

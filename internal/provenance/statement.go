@@ -1,6 +1,7 @@
 package provenance
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -214,4 +215,24 @@ func fromStruct(s *structpb.Struct, m proto.Message) error {
 func digestOf(m proto.Message) string {
 	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(m)
 	return sha256Hex(b)
+}
+
+// AssignmentFacts fills the facts an assignment gives: everything but
+// the toolchain, the times and the log.
+func AssignmentFacts(asg *kilnv1.Assignment, builder, artifactSHA256 string) Facts {
+	return Facts{
+		ArtifactSHA256: artifactSHA256,
+		Project:        asg.GetProject(), GitURL: asg.GetGitUrl(), Commit: asg.GetCommit(),
+		Options: asg.GetOptions(), Constraints: asg.GetConstraints(), Dependencies: asg.GetDependencies(),
+		BuildServer: builder, AttemptID: asg.GetAttemptId(),
+	}
+}
+
+// SignFacts makes and seals the statement of f.
+func SignFacts(key ed25519.PrivateKey, f Facts) ([]byte, error) {
+	st, err := NewStatement(f)
+	if err != nil {
+		return nil, err
+	}
+	return Seal(key, st)
 }
