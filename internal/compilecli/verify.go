@@ -288,15 +288,6 @@ func checkProvenance(env Env, metaserver string, bundle, fresh *kilnv1.Provenanc
 			}
 		}
 	}
-	rep, err := checkEntries(bundle, artifact)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range bundle.GetEntries() {
-		if err := translog.CheckInclusion(tree, tiles, int64(e.GetRef().GetIndex()), e.GetData()); err != nil {
-			return nil, fmt.Errorf("%w: log entry %d (%s): %v", ErrProvenance, e.GetRef().GetIndex(), e.GetRef().GetKind(), err)
-		}
-	}
 	if seen != nil {
 		if seen.tree.N > tree.N && fresh == nil {
 			return nil, fmt.Errorf("%w: this machine saw the log at %d entries, the bundle proves only %d: connect to the metaserver to check the log", errCannotCheck, seen.tree.N, tree.N)
@@ -306,6 +297,15 @@ func checkProvenance(env Env, metaserver string, bundle, fresh *kilnv1.Provenanc
 				return nil, fmt.Errorf("%w: %v", errCannotCheck, err)
 			}
 			return nil, fmt.Errorf("%w: the log is not consistent with the checkpoint seen before: %v", ErrProvenance, err)
+		}
+	}
+	rep, err := checkEntries(bundle, artifact)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range bundle.GetEntries() {
+		if err := translog.CheckInclusion(tree, tiles, int64(e.GetRef().GetIndex()), e.GetData()); err != nil {
+			return nil, fmt.Errorf("%w: log entry %d (%s): %v", ErrProvenance, e.GetRef().GetIndex(), e.GetRef().GetKind(), err)
 		}
 	}
 	if seen == nil || tree.N > seen.tree.N {

@@ -121,6 +121,10 @@ func New(t *testing.T) *Farm {
 	return f
 }
 
+// ConfigDir is the XDG_CONFIG_HOME of the farm's startcompile runs, where
+// it keeps the transparency log's checkpoints it saw (kiln/logs/).
+func (f *Farm) ConfigDir() string { return filepath.Join(f.Dir, "config") }
+
 // MetaDataDir is the metaserver's data directory, usable before
 // StartMetaserver (admin commands work on the store directly then).
 func (f *Farm) MetaDataDir() string { return f.metaDataDir }
@@ -428,7 +432,9 @@ func (f *Farm) StartcompileContext(ctx context.Context, args ...string) Result {
 		return Result{Exit: -1, Stderr: err.Error()}
 	}
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), "KILN_METASERVER="+m.Addr)
+	// Each farm is its own log: startcompile keeps the checkpoints it saw
+	// under the farm's directory, not the user's.
+	cmd.Env = append(os.Environ(), "KILN_METASERVER="+m.Addr, "XDG_CONFIG_HOME="+f.ConfigDir())
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
