@@ -3,6 +3,9 @@ package e2e
 import (
 	"crypto/ed25519"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,6 +44,8 @@ func TestProvenanceDownloadVerifiesOfflineAndRefusesTampering(t *testing.T) {
 	if !strings.Contains(r.Stderr, "built by builder-1") || !strings.Contains(r.Stderr, "verified by kiln-log") {
 		t.Fatalf("download does not say who built and verified it:\n%s", r.Stderr)
 	}
+	checkServedLog(t, f.StartWebstatus(), out)
+
 	jsonOut := filepath.Join(t.TempDir(), "result.json")
 	if err := os.WriteFile(jsonOut, []byte(r.Stdout), 0o644); err != nil {
 		t.Fatal(err)
@@ -251,4 +256,53 @@ func startAgain(t *testing.T, m *farmtest.Metaserver) {
 		t.Fatal(err)
 	}
 	m.WaitReady()
+}
+
+// checkServedLog reads the log as webstatus serves it, /log/checkpoint and
+// /log/tile/..., and proves the download's entries included in it.
+func checkServedLog(t *testing.T, ws *farmtest.Webstatus, out string) {
+	t.Helper()
+	fetch := func(path string) ([]byte, http.Header, error) {
+		resp, err := http.Get(ws.URL + path)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("GET %s: %s", path, resp.Status)
+		}
+		return body, resp.Header, err
+	}
+	cp, h, err := fetch("/log/checkpoint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(out, compilecli.ProvenanceDir, "provenance.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b kilnv1.Provenance
+	if err := protojson.Unmarshal(raw, &b); err != nil {
+		t.Fatal(err)
+	}
+	if h.Get("X-Kiln-Log-Verifier") != b.GetVerifierKey() {
+		t.Fatalf("webstatus names log key %q, the download %q", h.Get("X-Kiln-Log-Verifier"), b.GetVerifierKey())
+	}
+	tree, err := translog.OpenCheckpoint(cp, b.GetVerifierKey())
+	if err != nil {
+		t.Fatalf("/log/checkpoint: %v", err)
+	}
+	tiles := &translog.Tiles{Fetch: func(p string) ([]byte, error) { d, _, err := fetch("/log/" + p); return d, err }}
+	for _, e := range b.GetEntries() {
+		if err := translog.CheckInclusion(tree, tiles, int64(e.GetRef().GetIndex()), e.GetData()); err != nil {
+			t.Fatalf("entry %d through webstatus's tiles: %v", e.GetRef().GetIndex(), err)
+		}
+	}
+	if len(tiles.Data) == 0 {
+		t.Fatal("no tile was read from webstatus")
+	}
+	if _, _, err := fetch("/log/tile/8/0/999"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("a tile beyond the log: %v, want 404", err)
+	}
 }

@@ -66,6 +66,7 @@ func TestPagesRenderAsHTML(t *testing.T) {
 			"projects: hello, libfoo; at most 1h00m00s per build", "only while idle", "opt ∈ {-O0, -O2}", "2026-03-14T15:09:23Z", "(3s ago)",
 			"not offered", "<code>cross:nonexistent-linux-gnu</code>", "&lt;not found&gt;",
 			"put aside", "3 in a row, 7 in all", "3 attempts lost in a row; the last: lease lapsed",
+			"<th>signing key</th><td><code", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "none yet",
 		}},
 		{"builds list newest first with links", "/builds", []string{`href="/build/105"`, `href="/build/101"`, "libfoo", "asked: arch=ppc64 endian=big", "linux/s390x big LP64 glibc-2.36 gcc-12.2.0 (emulated)"}},
 		{"a succeeded build shows attempts, platform and artifact", "/build/101", []string{
@@ -75,6 +76,7 @@ func TestPagesRenderAsHTML(t *testing.T) {
 			`href="/build/101/artifact"`, "hello-101.tar.gz", `href="/build/101/log"`, "300.0 KiB", "bin/hello", "2 request(s) waiting",
 			"<th>recipe</th><td>cmake — found CMakeLists.txt</td>",
 			`<th>dependencies</th>`, `zlib: <a class="build-link" href="/build/97">#97</a>`, "5eed",
+			`<table id="provenance">`, "<td>40</td><td>statement</td>", "(attempt 8)", "57a7e0", "<td>41</td><td>summary</td><td>the metaserver</td>", `href="/log/checkpoint"`,
 		}},
 		{"a failed build shows the failure and failing step", "/build/102", []string{"make check exited with status 2", "failing step: <code>make check</code>", "checking", "make exited with status 2"}},
 		{"a queued build says why it waits", "/build/104", []string{"Why it is still waiting", "arch=ppc64: 3 of 3 connected targets differ", "position 1 in the queue", "not dispatched yet", "v2..v3"}},
