@@ -134,3 +134,14 @@ func (f *fakeMeta) GetProvenance(_ context.Context, req *kilnv1.GetProvenanceReq
 	})
 	return out, err
 }
+
+// otherNotary is another metaserver's key under the same log name.
+func otherNotary(t *testing.T) *translog.Notary {
+	t.Helper()
+	seed := sha256.Sum256([]byte("another metaserver"))
+	n, err := translog.NewNotary("fake-log", ed25519.NewKeyFromSeed(seed[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
