@@ -161,23 +161,28 @@ func CheckStatement(st *intoto.Statement, c Claim) string {
 	if got := Subject(st); got != c.ArtifactSHA256 {
 		return fmt.Sprintf("statement is about artifact %.16s, not %.16s", got, c.ArtifactSHA256)
 	}
-	p, err := Provenance(st)
-	if err != nil {
-		return err.Error()
+	if st.GetPredicateType() != ProvenancePredicate {
+		return fmt.Sprintf("predicate type %q, want %q", st.GetPredicateType(), ProvenancePredicate)
 	}
-	bd, rd := p.GetBuildDefinition(), p.GetRunDetails()
-	ext := bd.GetExternalParameters().GetFields()
+	// Read straight from the predicate's Struct: decoding it whole into
+	// slsa.Provenance (Provenance) costs as much as the signature check.
+	pred := st.GetPredicate().GetFields()
+	bd := pred["buildDefinition"].GetStructValue().GetFields()
+	rd := pred["runDetails"].GetStructValue().GetFields()
+	ext := bd["externalParameters"].GetStructValue().GetFields()
+	builder := rd["builder"].GetStructValue().GetFields()["id"].GetStringValue()
+	invocation := rd["metadata"].GetStructValue().GetFields()["invocationId"].GetStringValue()
 	switch {
-	case bd.GetBuildType() != BuildType:
-		return fmt.Sprintf("statement has build type %q", bd.GetBuildType())
+	case bd["buildType"].GetStringValue() != BuildType:
+		return fmt.Sprintf("statement has build type %q", bd["buildType"].GetStringValue())
 	case ext["project"].GetStringValue() != c.Project:
 		return fmt.Sprintf("statement names project %q, not %q", ext["project"].GetStringValue(), c.Project)
 	case ext["commit"].GetStringValue() != c.Commit:
 		return fmt.Sprintf("statement names commit %.12s, not %.12s", ext["commit"].GetStringValue(), c.Commit)
-	case rd.GetBuilder().GetId() != BuilderPrefix+c.BuildServer:
-		return fmt.Sprintf("statement names builder %q, not %q", rd.GetBuilder().GetId(), BuilderPrefix+c.BuildServer)
-	case rd.GetMetadata().GetInvocationId() != strconv.FormatUint(c.AttemptID, 10):
-		return fmt.Sprintf("statement is about attempt %s, not %d", rd.GetMetadata().GetInvocationId(), c.AttemptID)
+	case builder != BuilderPrefix+c.BuildServer:
+		return fmt.Sprintf("statement names builder %q, not %q", builder, BuilderPrefix+c.BuildServer)
+	case invocation != strconv.FormatUint(c.AttemptID, 10):
+		return fmt.Sprintf("statement is about attempt %s, not %d", invocation, c.AttemptID)
 	}
 	return ""
 }
