@@ -91,7 +91,7 @@ func (l *fakeLog) log(id uint64, sha string) ([]*kilnv1.LogEntryRef, error) {
 }
 
 // GetProvenance answers for a build whose download the test scripted.
-func (f *fakeMeta) GetProvenance(_ context.Context, req *kilnv1.GetProvenanceRequest) (*kilnv1.Provenance, error) {
+func (f *fakeMeta) GetProvenance(_ context.Context, req *kilnv1.GetProvenanceRequest) (*kilnv1.GetProvenanceResponse, error) {
 	f.mu.Lock()
 	msgs := f.downloads["build:"+itoa(req.GetBuildId())]
 	for k, m := range f.downloads { // a pin's download names its build in its header
@@ -132,7 +132,7 @@ func (f *fakeMeta) GetProvenance(_ context.Context, req *kilnv1.GetProvenanceReq
 		}
 		return err
 	})
-	return out, err
+	return &kilnv1.GetProvenanceResponse{Provenance: out}, err
 }
 
 // otherNotary is another metaserver's key under the same log name.

@@ -145,14 +145,14 @@ func fetchProvenance(ctx context.Context, env Env, c Connection, id uint64) (*ki
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	p, err := kilnv1.NewCompileServiceClient(conn).GetProvenance(rctx, &kilnv1.GetProvenanceRequest{BuildId: id, KnownTreeSize: uint64(known)})
+	resp, err := kilnv1.NewCompileServiceClient(conn).GetProvenance(rctx, &kilnv1.GetProvenanceRequest{BuildId: id, KnownTreeSize: uint64(known)})
 	if status.Code(err) == codes.Unavailable {
 		return nil, fmt.Errorf("%w: %v", errOffline, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: the metaserver has no provenance for build %d: %v", ErrProvenance, id, err)
 	}
-	return p, nil
+	return resp.GetProvenance(), nil
 }
 
 // downloadDirOf returns the download directory path names and, when path
@@ -399,10 +399,11 @@ func (pc *provenanceCheck) check(ctx context.Context, h *kilnv1.DownloadHeader) 
 	if seen, err := loadSeen(pc.env, pc.metaserver); err == nil && seen != nil {
 		known = seen.tree.N
 	}
-	b, err := pc.client.GetProvenance(ctx, &kilnv1.GetProvenanceRequest{BuildId: h.GetBuildId(), KnownTreeSize: uint64(known)})
+	resp, err := pc.client.GetProvenance(ctx, &kilnv1.GetProvenanceRequest{BuildId: h.GetBuildId(), KnownTreeSize: uint64(known)})
 	if err != nil {
 		return fmt.Errorf("%w: build %d: no provenance from the metaserver: %v", ErrProvenance, h.GetBuildId(), err)
 	}
+	b := resp.GetProvenance()
 	if b.GetBuildId() != h.GetBuildId() {
 		return fmt.Errorf("%w: provenance of build %d sent for build %d", ErrProvenance, b.GetBuildId(), h.GetBuildId())
 	}

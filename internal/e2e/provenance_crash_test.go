@@ -191,10 +191,11 @@ func TestProvenanceLogSurvivesSIGKILLDuringAppends(t *testing.T) {
 	}
 	sim.mu.Unlock()
 	for id, attempt := range acked {
-		p, err := client.GetProvenance(context.Background(), &kilnv1.GetProvenanceRequest{BuildId: id})
+		resp, err := client.GetProvenance(context.Background(), &kilnv1.GetProvenanceRequest{BuildId: id})
 		if err != nil {
 			t.Fatalf("build %d (acknowledged attempt %d): %v", id, attempt, err)
 		}
+		p := resp.GetProvenance()
 		if tree, err = translog.OpenCheckpoint(p.GetCheckpoint(), vkey); err != nil {
 			t.Fatal(err)
 		}

@@ -14,7 +14,7 @@ import (
 )
 
 // GetProvenance implements kilnv1.CompileServiceServer.
-func (s *Server) GetProvenance(_ context.Context, req *kilnv1.GetProvenanceRequest) (*kilnv1.Provenance, error) {
+func (s *Server) GetProvenance(_ context.Context, req *kilnv1.GetProvenanceRequest) (*kilnv1.GetProvenanceResponse, error) {
 	b, err := s.build(req.GetBuildId())
 	if err != nil {
 		return nil, buildError(req.GetBuildId(), err)
@@ -51,7 +51,7 @@ func (s *Server) GetProvenance(_ context.Context, req *kilnv1.GetProvenanceReque
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "reading the log: %v", err)
 	}
-	return out, nil
+	return &kilnv1.GetProvenanceResponse{Provenance: out}, nil
 }
 
 func sortedPaths(m map[string][]byte) []string {

@@ -44,10 +44,11 @@ func TestProvenance_SuccessIsLoggedWithStatementAndSummary(t *testing.T) {
 		refs[0].GetSigner() != "bs" || refs[0].GetAttemptId() != attempt {
 		t.Fatalf("provenance refs %v, want bs's statement then the summary", refs)
 	}
-	p, err := kilnv1.NewCompileServiceClient(ts.conn).GetProvenance(t.Context(), &kilnv1.GetProvenanceRequest{BuildId: 1})
+	resp, err := kilnv1.NewCompileServiceClient(ts.conn).GetProvenance(t.Context(), &kilnv1.GetProvenanceRequest{BuildId: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
+	p := resp.GetProvenance()
 	tree, err := translog.OpenCheckpoint(p.GetCheckpoint(), p.GetVerifierKey())
 	if err != nil {
 		t.Fatal(err)

@@ -75,6 +75,51 @@ func (x *GetProvenanceRequest) GetKnownTreeSize() uint64 {
 	return 0
 }
 
+// GetProvenanceResponse carries the build's proof bundle.
+type GetProvenanceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Provenance    *Provenance            `protobuf:"bytes,1,opt,name=provenance,proto3" json:"provenance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetProvenanceResponse) Reset() {
+	*x = GetProvenanceResponse{}
+	mi := &file_kiln_v1_compile_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetProvenanceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetProvenanceResponse) ProtoMessage() {}
+
+func (x *GetProvenanceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_compile_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetProvenanceResponse.ProtoReflect.Descriptor instead.
+func (*GetProvenanceResponse) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetProvenanceResponse) GetProvenance() *Provenance {
+	if x != nil {
+		return x.Provenance
+	}
+	return nil
+}
+
 // Provenance is a self-contained proof bundle; startcompile --download
 // saves it as provenance.json beside the artifact.
 type Provenance struct {
@@ -92,7 +137,7 @@ type Provenance struct {
 
 func (x *Provenance) Reset() {
 	*x = Provenance{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[1]
+	mi := &file_kiln_v1_compile_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -104,7 +149,7 @@ func (x *Provenance) String() string {
 func (*Provenance) ProtoMessage() {}
 
 func (x *Provenance) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[1]
+	mi := &file_kiln_v1_compile_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -117,7 +162,7 @@ func (x *Provenance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Provenance.ProtoReflect.Descriptor instead.
 func (*Provenance) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{1}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Provenance) GetBuildId() uint64 {
@@ -166,7 +211,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[2]
+	mi := &file_kiln_v1_compile_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -178,7 +223,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[2]
+	mi := &file_kiln_v1_compile_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -191,7 +236,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{2}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *LogEntry) GetRef() *LogEntryRef {
@@ -219,7 +264,7 @@ type LogTile struct {
 
 func (x *LogTile) Reset() {
 	*x = LogTile{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[3]
+	mi := &file_kiln_v1_compile_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -231,7 +276,7 @@ func (x *LogTile) String() string {
 func (*LogTile) ProtoMessage() {}
 
 func (x *LogTile) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[3]
+	mi := &file_kiln_v1_compile_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -244,7 +289,7 @@ func (x *LogTile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogTile.ProtoReflect.Descriptor instead.
 func (*LogTile) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{3}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *LogTile) GetPath() string {
@@ -278,7 +323,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[4]
+	mi := &file_kiln_v1_compile_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -290,7 +335,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[4]
+	mi := &file_kiln_v1_compile_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -303,7 +348,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{4}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SubmitRequest) GetProject() string {
@@ -356,7 +401,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[5]
+	mi := &file_kiln_v1_compile_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -368,7 +413,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[5]
+	mi := &file_kiln_v1_compile_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -381,7 +426,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{5}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SubmitResponse) GetBuild() *Build {
@@ -422,7 +467,7 @@ type GetBuildRequest struct {
 
 func (x *GetBuildRequest) Reset() {
 	*x = GetBuildRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[6]
+	mi := &file_kiln_v1_compile_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -434,7 +479,7 @@ func (x *GetBuildRequest) String() string {
 func (*GetBuildRequest) ProtoMessage() {}
 
 func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[6]
+	mi := &file_kiln_v1_compile_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -447,7 +492,7 @@ func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{6}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetBuildRequest) GetBuildId() uint64 {
@@ -467,7 +512,7 @@ type GetBuildResponse struct {
 
 func (x *GetBuildResponse) Reset() {
 	*x = GetBuildResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[7]
+	mi := &file_kiln_v1_compile_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +524,7 @@ func (x *GetBuildResponse) String() string {
 func (*GetBuildResponse) ProtoMessage() {}
 
 func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[7]
+	mi := &file_kiln_v1_compile_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,7 +537,7 @@ func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildResponse.ProtoReflect.Descriptor instead.
 func (*GetBuildResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{7}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetBuildResponse) GetBuild() *Build {
@@ -514,7 +559,7 @@ type WatchBuildRequest struct {
 
 func (x *WatchBuildRequest) Reset() {
 	*x = WatchBuildRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[8]
+	mi := &file_kiln_v1_compile_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -526,7 +571,7 @@ func (x *WatchBuildRequest) String() string {
 func (*WatchBuildRequest) ProtoMessage() {}
 
 func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[8]
+	mi := &file_kiln_v1_compile_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -539,7 +584,7 @@ func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildRequest.ProtoReflect.Descriptor instead.
 func (*WatchBuildRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{8}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchBuildRequest) GetBuildId() uint64 {
@@ -569,7 +614,7 @@ type WatchBuildResponse struct {
 
 func (x *WatchBuildResponse) Reset() {
 	*x = WatchBuildResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[9]
+	mi := &file_kiln_v1_compile_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +626,7 @@ func (x *WatchBuildResponse) String() string {
 func (*WatchBuildResponse) ProtoMessage() {}
 
 func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[9]
+	mi := &file_kiln_v1_compile_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +639,7 @@ func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildResponse.ProtoReflect.Descriptor instead.
 func (*WatchBuildResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{9}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WatchBuildResponse) GetBuild() *Build {
@@ -630,7 +675,7 @@ type GetLogRequest struct {
 
 func (x *GetLogRequest) Reset() {
 	*x = GetLogRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[10]
+	mi := &file_kiln_v1_compile_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +687,7 @@ func (x *GetLogRequest) String() string {
 func (*GetLogRequest) ProtoMessage() {}
 
 func (x *GetLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[10]
+	mi := &file_kiln_v1_compile_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +700,7 @@ func (x *GetLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogRequest.ProtoReflect.Descriptor instead.
 func (*GetLogRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{10}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetLogRequest) GetBuildId() uint64 {
@@ -690,7 +735,7 @@ type GetLogResponse struct {
 
 func (x *GetLogResponse) Reset() {
 	*x = GetLogResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[11]
+	mi := &file_kiln_v1_compile_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +747,7 @@ func (x *GetLogResponse) String() string {
 func (*GetLogResponse) ProtoMessage() {}
 
 func (x *GetLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[11]
+	mi := &file_kiln_v1_compile_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +760,7 @@ func (x *GetLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogResponse.ProtoReflect.Descriptor instead.
 func (*GetLogResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{11}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetLogResponse) GetOffset() uint64 {
@@ -746,7 +791,7 @@ type DownloadArtifactRequest struct {
 
 func (x *DownloadArtifactRequest) Reset() {
 	*x = DownloadArtifactRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[12]
+	mi := &file_kiln_v1_compile_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +803,7 @@ func (x *DownloadArtifactRequest) String() string {
 func (*DownloadArtifactRequest) ProtoMessage() {}
 
 func (x *DownloadArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[12]
+	mi := &file_kiln_v1_compile_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +816,7 @@ func (x *DownloadArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadArtifactRequest.ProtoReflect.Descriptor instead.
 func (*DownloadArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{12}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DownloadArtifactRequest) GetWhat() isDownloadArtifactRequest_What {
@@ -829,7 +874,7 @@ type DownloadArtifactResponse struct {
 
 func (x *DownloadArtifactResponse) Reset() {
 	*x = DownloadArtifactResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[13]
+	mi := &file_kiln_v1_compile_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +886,7 @@ func (x *DownloadArtifactResponse) String() string {
 func (*DownloadArtifactResponse) ProtoMessage() {}
 
 func (x *DownloadArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[13]
+	mi := &file_kiln_v1_compile_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +899,7 @@ func (x *DownloadArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadArtifactResponse.ProtoReflect.Descriptor instead.
 func (*DownloadArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{13}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DownloadArtifactResponse) GetMsg() isDownloadArtifactResponse_Msg {
@@ -910,7 +955,7 @@ type DownloadHeader struct {
 
 func (x *DownloadHeader) Reset() {
 	*x = DownloadHeader{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[14]
+	mi := &file_kiln_v1_compile_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +967,7 @@ func (x *DownloadHeader) String() string {
 func (*DownloadHeader) ProtoMessage() {}
 
 func (x *DownloadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[14]
+	mi := &file_kiln_v1_compile_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +980,7 @@ func (x *DownloadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadHeader.ProtoReflect.Descriptor instead.
 func (*DownloadHeader) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{14}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DownloadHeader) GetBuildId() uint64 {
@@ -971,7 +1016,7 @@ type CancelRequest struct {
 
 func (x *CancelRequest) Reset() {
 	*x = CancelRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[15]
+	mi := &file_kiln_v1_compile_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1028,7 @@ func (x *CancelRequest) String() string {
 func (*CancelRequest) ProtoMessage() {}
 
 func (x *CancelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[15]
+	mi := &file_kiln_v1_compile_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1041,7 @@ func (x *CancelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{15}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CancelRequest) GetBuildId() uint64 {
@@ -1024,7 +1069,7 @@ type CancelResponse struct {
 
 func (x *CancelResponse) Reset() {
 	*x = CancelResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[16]
+	mi := &file_kiln_v1_compile_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1081,7 @@ func (x *CancelResponse) String() string {
 func (*CancelResponse) ProtoMessage() {}
 
 func (x *CancelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[16]
+	mi := &file_kiln_v1_compile_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1094,7 @@ func (x *CancelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelResponse.ProtoReflect.Descriptor instead.
 func (*CancelResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{16}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CancelResponse) GetBuild() *Build {
@@ -1066,7 +1111,11 @@ const file_kiln_v1_compile_proto_rawDesc = "" +
 	"\x15kiln/v1/compile.proto\x12\akiln.v1\x1a\x13kiln/v1/build.proto\x1a\x16kiln/v1/platform.proto\"Y\n" +
 	"\x14GetProvenanceRequest\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\x04R\abuildId\x12&\n" +
-	"\x0fknown_tree_size\x18\x02 \x01(\x04R\rknownTreeSize\"\xbf\x01\n" +
+	"\x0fknown_tree_size\x18\x02 \x01(\x04R\rknownTreeSize\"L\n" +
+	"\x15GetProvenanceResponse\x123\n" +
+	"\n" +
+	"provenance\x18\x01 \x01(\v2\x13.kiln.v1.ProvenanceR\n" +
+	"provenance\"\xbf\x01\n" +
 	"\n" +
 	"Provenance\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\x04R\abuildId\x12+\n" +
@@ -1133,7 +1182,7 @@ const file_kiln_v1_compile_proto_rawDesc = "" +
 	"\bbuild_id\x18\x01 \x01(\x04R\abuildId\x12\x14\n" +
 	"\x05email\x18\x02 \x01(\tR\x05email\"6\n" +
 	"\x0eCancelResponse\x12$\n" +
-	"\x05build\x18\x01 \x01(\v2\x0e.kiln.v1.BuildR\x05build2\xed\x03\n" +
+	"\x05build\x18\x01 \x01(\v2\x0e.kiln.v1.BuildR\x05build2\xf8\x03\n" +
 	"\x0eCompileService\x129\n" +
 	"\x06Submit\x12\x16.kiln.v1.SubmitRequest\x1a\x17.kiln.v1.SubmitResponse\x12?\n" +
 	"\bGetBuild\x12\x18.kiln.v1.GetBuildRequest\x1a\x19.kiln.v1.GetBuildResponse\x12G\n" +
@@ -1141,8 +1190,8 @@ const file_kiln_v1_compile_proto_rawDesc = "" +
 	"WatchBuild\x12\x1a.kiln.v1.WatchBuildRequest\x1a\x1b.kiln.v1.WatchBuildResponse0\x01\x12;\n" +
 	"\x06GetLog\x12\x16.kiln.v1.GetLogRequest\x1a\x17.kiln.v1.GetLogResponse0\x01\x12Y\n" +
 	"\x10DownloadArtifact\x12 .kiln.v1.DownloadArtifactRequest\x1a!.kiln.v1.DownloadArtifactResponse0\x01\x129\n" +
-	"\x06Cancel\x12\x16.kiln.v1.CancelRequest\x1a\x17.kiln.v1.CancelResponse\x12C\n" +
-	"\rGetProvenance\x12\x1d.kiln.v1.GetProvenanceRequest\x1a\x13.kiln.v1.ProvenanceB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
+	"\x06Cancel\x12\x16.kiln.v1.CancelRequest\x1a\x17.kiln.v1.CancelResponse\x12N\n" +
+	"\rGetProvenance\x12\x1d.kiln.v1.GetProvenanceRequest\x1a\x1e.kiln.v1.GetProvenanceResponseB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
 
 var (
 	file_kiln_v1_compile_proto_rawDescOnce sync.Once
@@ -1156,64 +1205,66 @@ func file_kiln_v1_compile_proto_rawDescGZIP() []byte {
 	return file_kiln_v1_compile_proto_rawDescData
 }
 
-var file_kiln_v1_compile_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_kiln_v1_compile_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_kiln_v1_compile_proto_goTypes = []any{
 	(*GetProvenanceRequest)(nil),     // 0: kiln.v1.GetProvenanceRequest
-	(*Provenance)(nil),               // 1: kiln.v1.Provenance
-	(*LogEntry)(nil),                 // 2: kiln.v1.LogEntry
-	(*LogTile)(nil),                  // 3: kiln.v1.LogTile
-	(*SubmitRequest)(nil),            // 4: kiln.v1.SubmitRequest
-	(*SubmitResponse)(nil),           // 5: kiln.v1.SubmitResponse
-	(*GetBuildRequest)(nil),          // 6: kiln.v1.GetBuildRequest
-	(*GetBuildResponse)(nil),         // 7: kiln.v1.GetBuildResponse
-	(*WatchBuildRequest)(nil),        // 8: kiln.v1.WatchBuildRequest
-	(*WatchBuildResponse)(nil),       // 9: kiln.v1.WatchBuildResponse
-	(*GetLogRequest)(nil),            // 10: kiln.v1.GetLogRequest
-	(*GetLogResponse)(nil),           // 11: kiln.v1.GetLogResponse
-	(*DownloadArtifactRequest)(nil),  // 12: kiln.v1.DownloadArtifactRequest
-	(*DownloadArtifactResponse)(nil), // 13: kiln.v1.DownloadArtifactResponse
-	(*DownloadHeader)(nil),           // 14: kiln.v1.DownloadHeader
-	(*CancelRequest)(nil),            // 15: kiln.v1.CancelRequest
-	(*CancelResponse)(nil),           // 16: kiln.v1.CancelResponse
-	nil,                              // 17: kiln.v1.SubmitRequest.OptionsEntry
-	(*LogEntryRef)(nil),              // 18: kiln.v1.LogEntryRef
-	(*PlatformConstraints)(nil),      // 19: kiln.v1.PlatformConstraints
-	(*Build)(nil),                    // 20: kiln.v1.Build
-	(*Artifact)(nil),                 // 21: kiln.v1.Artifact
-	(*SystemInfo)(nil),               // 22: kiln.v1.SystemInfo
+	(*GetProvenanceResponse)(nil),    // 1: kiln.v1.GetProvenanceResponse
+	(*Provenance)(nil),               // 2: kiln.v1.Provenance
+	(*LogEntry)(nil),                 // 3: kiln.v1.LogEntry
+	(*LogTile)(nil),                  // 4: kiln.v1.LogTile
+	(*SubmitRequest)(nil),            // 5: kiln.v1.SubmitRequest
+	(*SubmitResponse)(nil),           // 6: kiln.v1.SubmitResponse
+	(*GetBuildRequest)(nil),          // 7: kiln.v1.GetBuildRequest
+	(*GetBuildResponse)(nil),         // 8: kiln.v1.GetBuildResponse
+	(*WatchBuildRequest)(nil),        // 9: kiln.v1.WatchBuildRequest
+	(*WatchBuildResponse)(nil),       // 10: kiln.v1.WatchBuildResponse
+	(*GetLogRequest)(nil),            // 11: kiln.v1.GetLogRequest
+	(*GetLogResponse)(nil),           // 12: kiln.v1.GetLogResponse
+	(*DownloadArtifactRequest)(nil),  // 13: kiln.v1.DownloadArtifactRequest
+	(*DownloadArtifactResponse)(nil), // 14: kiln.v1.DownloadArtifactResponse
+	(*DownloadHeader)(nil),           // 15: kiln.v1.DownloadHeader
+	(*CancelRequest)(nil),            // 16: kiln.v1.CancelRequest
+	(*CancelResponse)(nil),           // 17: kiln.v1.CancelResponse
+	nil,                              // 18: kiln.v1.SubmitRequest.OptionsEntry
+	(*LogEntryRef)(nil),              // 19: kiln.v1.LogEntryRef
+	(*PlatformConstraints)(nil),      // 20: kiln.v1.PlatformConstraints
+	(*Build)(nil),                    // 21: kiln.v1.Build
+	(*Artifact)(nil),                 // 22: kiln.v1.Artifact
+	(*SystemInfo)(nil),               // 23: kiln.v1.SystemInfo
 }
 var file_kiln_v1_compile_proto_depIdxs = []int32{
-	2,  // 0: kiln.v1.Provenance.entries:type_name -> kiln.v1.LogEntry
-	3,  // 1: kiln.v1.Provenance.tiles:type_name -> kiln.v1.LogTile
-	18, // 2: kiln.v1.LogEntry.ref:type_name -> kiln.v1.LogEntryRef
-	19, // 3: kiln.v1.SubmitRequest.constraints:type_name -> kiln.v1.PlatformConstraints
-	17, // 4: kiln.v1.SubmitRequest.options:type_name -> kiln.v1.SubmitRequest.OptionsEntry
-	20, // 5: kiln.v1.SubmitResponse.build:type_name -> kiln.v1.Build
-	20, // 6: kiln.v1.GetBuildResponse.build:type_name -> kiln.v1.Build
-	20, // 7: kiln.v1.WatchBuildResponse.build:type_name -> kiln.v1.Build
-	14, // 8: kiln.v1.DownloadArtifactResponse.header:type_name -> kiln.v1.DownloadHeader
-	21, // 9: kiln.v1.DownloadHeader.artifact:type_name -> kiln.v1.Artifact
-	22, // 10: kiln.v1.DownloadHeader.platform:type_name -> kiln.v1.SystemInfo
-	20, // 11: kiln.v1.CancelResponse.build:type_name -> kiln.v1.Build
-	4,  // 12: kiln.v1.CompileService.Submit:input_type -> kiln.v1.SubmitRequest
-	6,  // 13: kiln.v1.CompileService.GetBuild:input_type -> kiln.v1.GetBuildRequest
-	8,  // 14: kiln.v1.CompileService.WatchBuild:input_type -> kiln.v1.WatchBuildRequest
-	10, // 15: kiln.v1.CompileService.GetLog:input_type -> kiln.v1.GetLogRequest
-	12, // 16: kiln.v1.CompileService.DownloadArtifact:input_type -> kiln.v1.DownloadArtifactRequest
-	15, // 17: kiln.v1.CompileService.Cancel:input_type -> kiln.v1.CancelRequest
-	0,  // 18: kiln.v1.CompileService.GetProvenance:input_type -> kiln.v1.GetProvenanceRequest
-	5,  // 19: kiln.v1.CompileService.Submit:output_type -> kiln.v1.SubmitResponse
-	7,  // 20: kiln.v1.CompileService.GetBuild:output_type -> kiln.v1.GetBuildResponse
-	9,  // 21: kiln.v1.CompileService.WatchBuild:output_type -> kiln.v1.WatchBuildResponse
-	11, // 22: kiln.v1.CompileService.GetLog:output_type -> kiln.v1.GetLogResponse
-	13, // 23: kiln.v1.CompileService.DownloadArtifact:output_type -> kiln.v1.DownloadArtifactResponse
-	16, // 24: kiln.v1.CompileService.Cancel:output_type -> kiln.v1.CancelResponse
-	1,  // 25: kiln.v1.CompileService.GetProvenance:output_type -> kiln.v1.Provenance
-	19, // [19:26] is the sub-list for method output_type
-	12, // [12:19] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	2,  // 0: kiln.v1.GetProvenanceResponse.provenance:type_name -> kiln.v1.Provenance
+	3,  // 1: kiln.v1.Provenance.entries:type_name -> kiln.v1.LogEntry
+	4,  // 2: kiln.v1.Provenance.tiles:type_name -> kiln.v1.LogTile
+	19, // 3: kiln.v1.LogEntry.ref:type_name -> kiln.v1.LogEntryRef
+	20, // 4: kiln.v1.SubmitRequest.constraints:type_name -> kiln.v1.PlatformConstraints
+	18, // 5: kiln.v1.SubmitRequest.options:type_name -> kiln.v1.SubmitRequest.OptionsEntry
+	21, // 6: kiln.v1.SubmitResponse.build:type_name -> kiln.v1.Build
+	21, // 7: kiln.v1.GetBuildResponse.build:type_name -> kiln.v1.Build
+	21, // 8: kiln.v1.WatchBuildResponse.build:type_name -> kiln.v1.Build
+	15, // 9: kiln.v1.DownloadArtifactResponse.header:type_name -> kiln.v1.DownloadHeader
+	22, // 10: kiln.v1.DownloadHeader.artifact:type_name -> kiln.v1.Artifact
+	23, // 11: kiln.v1.DownloadHeader.platform:type_name -> kiln.v1.SystemInfo
+	21, // 12: kiln.v1.CancelResponse.build:type_name -> kiln.v1.Build
+	5,  // 13: kiln.v1.CompileService.Submit:input_type -> kiln.v1.SubmitRequest
+	7,  // 14: kiln.v1.CompileService.GetBuild:input_type -> kiln.v1.GetBuildRequest
+	9,  // 15: kiln.v1.CompileService.WatchBuild:input_type -> kiln.v1.WatchBuildRequest
+	11, // 16: kiln.v1.CompileService.GetLog:input_type -> kiln.v1.GetLogRequest
+	13, // 17: kiln.v1.CompileService.DownloadArtifact:input_type -> kiln.v1.DownloadArtifactRequest
+	16, // 18: kiln.v1.CompileService.Cancel:input_type -> kiln.v1.CancelRequest
+	0,  // 19: kiln.v1.CompileService.GetProvenance:input_type -> kiln.v1.GetProvenanceRequest
+	6,  // 20: kiln.v1.CompileService.Submit:output_type -> kiln.v1.SubmitResponse
+	8,  // 21: kiln.v1.CompileService.GetBuild:output_type -> kiln.v1.GetBuildResponse
+	10, // 22: kiln.v1.CompileService.WatchBuild:output_type -> kiln.v1.WatchBuildResponse
+	12, // 23: kiln.v1.CompileService.GetLog:output_type -> kiln.v1.GetLogResponse
+	14, // 24: kiln.v1.CompileService.DownloadArtifact:output_type -> kiln.v1.DownloadArtifactResponse
+	17, // 25: kiln.v1.CompileService.Cancel:output_type -> kiln.v1.CancelResponse
+	1,  // 26: kiln.v1.CompileService.GetProvenance:output_type -> kiln.v1.GetProvenanceResponse
+	20, // [20:27] is the sub-list for method output_type
+	13, // [13:20] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_compile_proto_init() }
@@ -1223,11 +1274,11 @@ func file_kiln_v1_compile_proto_init() {
 	}
 	file_kiln_v1_build_proto_init()
 	file_kiln_v1_platform_proto_init()
-	file_kiln_v1_compile_proto_msgTypes[12].OneofWrappers = []any{
+	file_kiln_v1_compile_proto_msgTypes[13].OneofWrappers = []any{
 		(*DownloadArtifactRequest_BuildId)(nil),
 		(*DownloadArtifactRequest_Pin)(nil),
 	}
-	file_kiln_v1_compile_proto_msgTypes[13].OneofWrappers = []any{
+	file_kiln_v1_compile_proto_msgTypes[14].OneofWrappers = []any{
 		(*DownloadArtifactResponse_Header)(nil),
 		(*DownloadArtifactResponse_Data)(nil),
 	}
@@ -1237,7 +1288,7 @@ func file_kiln_v1_compile_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_compile_proto_rawDesc), len(file_kiln_v1_compile_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

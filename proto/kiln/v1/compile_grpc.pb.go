@@ -73,7 +73,7 @@ type CompileServiceClient interface {
 	// tiles that prove the entries included in it and the tree consistent
 	// with the one of size known_tree_size. NOT_FOUND for an unknown build,
 	// FAILED_PRECONDITION for a build without entries. Read-only.
-	GetProvenance(ctx context.Context, in *GetProvenanceRequest, opts ...grpc.CallOption) (*Provenance, error)
+	GetProvenance(ctx context.Context, in *GetProvenanceRequest, opts ...grpc.CallOption) (*GetProvenanceResponse, error)
 }
 
 type compileServiceClient struct {
@@ -171,9 +171,9 @@ func (c *compileServiceClient) Cancel(ctx context.Context, in *CancelRequest, op
 	return out, nil
 }
 
-func (c *compileServiceClient) GetProvenance(ctx context.Context, in *GetProvenanceRequest, opts ...grpc.CallOption) (*Provenance, error) {
+func (c *compileServiceClient) GetProvenance(ctx context.Context, in *GetProvenanceRequest, opts ...grpc.CallOption) (*GetProvenanceResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(Provenance)
+	out := new(GetProvenanceResponse)
 	err := c.cc.Invoke(ctx, CompileService_GetProvenance_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -226,7 +226,7 @@ type CompileServiceServer interface {
 	// tiles that prove the entries included in it and the tree consistent
 	// with the one of size known_tree_size. NOT_FOUND for an unknown build,
 	// FAILED_PRECONDITION for a build without entries. Read-only.
-	GetProvenance(context.Context, *GetProvenanceRequest) (*Provenance, error)
+	GetProvenance(context.Context, *GetProvenanceRequest) (*GetProvenanceResponse, error)
 	mustEmbedUnimplementedCompileServiceServer()
 }
 
@@ -255,7 +255,7 @@ func (UnimplementedCompileServiceServer) DownloadArtifact(*DownloadArtifactReque
 func (UnimplementedCompileServiceServer) Cancel(context.Context, *CancelRequest) (*CancelResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Cancel not implemented")
 }
-func (UnimplementedCompileServiceServer) GetProvenance(context.Context, *GetProvenanceRequest) (*Provenance, error) {
+func (UnimplementedCompileServiceServer) GetProvenance(context.Context, *GetProvenanceRequest) (*GetProvenanceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetProvenance not implemented")
 }
 func (UnimplementedCompileServiceServer) mustEmbedUnimplementedCompileServiceServer() {}
