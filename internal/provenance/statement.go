@@ -86,12 +86,7 @@ func NewStatement(f Facts) (*intoto.Statement, error) {
 		})
 	}
 	if f.Toolchain != nil {
-		tc, err := protoStruct(f.Toolchain)
-		if err != nil {
-			return nil, err
-		}
-		deps = append(deps, &intoto.ResourceDescriptor{Name: "toolchain", Annotations: tc,
-			Digest: map[string]string{"sha256": digestOf(f.Toolchain)}})
+		deps = append(deps, toolchainDescriptor(f.Toolchain))
 	}
 	pred := &slsa.Provenance{
 		BuildDefinition: &slsa.BuildDefinition{
@@ -240,4 +235,27 @@ func SignFacts(key ed25519.PrivateKey, f Facts) ([]byte, error) {
 		return nil, err
 	}
 	return Seal(key, st)
+}
+
+// toolchainDescriptor names the measured toolchain: the digest of the
+// whole system info (deterministic encoding) and, readable, the fields a
+// binary depends on. The tool list is left to the digest: it made the
+// statement several times larger and its encoding the dearest part of
+// signing and checking.
+func toolchainDescriptor(si *kilnv1.SystemInfo) *intoto.ResourceDescriptor {
+	ann := &structpb.Struct{Fields: map[string]*structpb.Value{}}
+	for k, v := range map[string]string{
+		"os": si.GetOs(), "arch": si.GetArch(), "endian": si.GetEndian(), "dataModel": si.GetDataModel(),
+		"libc": si.GetLibc(), "libcVersion": si.GetLibcVersion(),
+		"compiler": si.GetCompiler(), "compilerVersion": si.GetCompilerVersion(),
+	} {
+		if v != "" {
+			ann.Fields[k] = structpb.NewStringValue(v)
+		}
+	}
+	if si.GetEmulated() {
+		ann.Fields["emulated"] = structpb.NewBoolValue(true)
+	}
+	return &intoto.ResourceDescriptor{Name: "toolchain", Annotations: ann,
+		Digest: map[string]string{"sha256": digestOf(si)}}
 }
