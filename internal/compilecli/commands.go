@@ -12,6 +12,7 @@ var commandSynopses = map[string]string{
 	"cancel": cancelSynopsis,
 	"log":    logSynopsis,
 	"check":  checkSynopsis,
+	"verify": verifySynopsis,
 	"help":   "startcompile help",
 }
 
@@ -23,6 +24,7 @@ var commandFlags = map[string]func(getenv func(string) string) *flag.FlagSet{
 	"cancel": func(g func(string) string) *flag.FlagSet { return CancelFlags(&CancelOptions{}, g) },
 	"log":    func(g func(string) string) *flag.FlagSet { return LogFlags(&LogOptions{}, g) },
 	"check":  func(g func(string) string) *flag.FlagSet { return CheckFlags(&CheckOptions{}, g) },
+	"verify": func(g func(string) string) *flag.FlagSet { return VerifyFlags(&VerifyOptions{}, g) },
 	"help":   func(func(string) string) *flag.FlagSet { return newFlagSet("startcompile help") },
 }
 

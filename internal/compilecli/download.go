@@ -48,7 +48,11 @@ type downloaded struct {
 // wraps ErrArtifactMismatch and leaves dir untouched; the temporary file is
 // always removed. When show is not nil, the meter it returns for the
 // header shows the transfer.
-func download(ctx context.Context, client kilnv1.CompileServiceClient, req *kilnv1.DownloadArtifactRequest, dir string, lim Limits, show func(*kilnv1.DownloadHeader) *meter) (*downloaded, error) {
+//
+// pc, when not nil, checks the artifact's provenance after its sha256 and
+// before extracting (a failure wraps ErrProvenance and extracts nothing),
+// and keeps the archive and the proof in dir/ProvenanceDir afterwards.
+func download(ctx context.Context, client kilnv1.CompileServiceClient, req *kilnv1.DownloadArtifactRequest, dir string, lim Limits, show func(*kilnv1.DownloadHeader) *meter, pc *provenanceCheck) (*downloaded, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := client.DownloadArtifact(sctx, req)
@@ -96,12 +100,22 @@ func download(ctx context.Context, client kilnv1.CompileServiceClient, req *kiln
 	if hex.EncodeToString(got) != want {
 		return nil, fmt.Errorf("%w: received sha256 %s, announced %s", ErrArtifactMismatch, hex.EncodeToString(got), want)
 	}
+	if pc != nil {
+		if err := pc.check(ctx, h); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("rewinding %s: %w", tmp.Name(), err)
 	}
 	files, err := Extract(tmp, dir, lim)
 	if err != nil {
 		return nil, err
+	}
+	if pc != nil {
+		if err := pc.keep(dir, tmp); err != nil {
+			return nil, err
+		}
 	}
 	return &downloaded{header: h, files: files}, nil
 }

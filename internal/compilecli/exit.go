@@ -82,7 +82,7 @@ func ExitCode(err error) int {
 		return ExitInfra
 	case errors.Is(err, ErrUsage):
 		return ExitInvalid
-	case errors.Is(err, ErrArtifactMismatch), errors.Is(err, ErrUnsafeArchive):
+	case errors.Is(err, ErrArtifactMismatch), errors.Is(err, ErrUnsafeArchive), errors.Is(err, ErrProvenance):
 		return ExitInfra
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return ExitInfra

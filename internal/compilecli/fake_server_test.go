@@ -49,11 +49,14 @@ type fakeMeta struct {
 	// servers answers ListBuildServers; listCalls counts the calls.
 	servers   []*kilnv1.BuildServerStatus
 	listCalls int
+	// tlog answers GetProvenance (fake_provenance_test.go).
+	tlog *fakeLog
 }
 
 func startFake(t *testing.T) *fakeMeta {
 	t.Helper()
-	f := &fakeMeta{watches: map[uint64]int{}, builds: map[uint64]*kilnv1.Build{}, downloads: map[string][]*kilnv1.DownloadArtifactResponse{}}
+	f := &fakeMeta{watches: map[uint64]int{}, builds: map[uint64]*kilnv1.Build{}, downloads: map[string][]*kilnv1.DownloadArtifactResponse{},
+		tlog: newFakeLog(t)}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

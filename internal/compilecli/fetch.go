@@ -14,7 +14,7 @@ import (
 // expected, and the non-directory entries extracted. The build server
 // stages its builds' dependency artifacts with it.
 func Fetch(ctx context.Context, client kilnv1.CompileServiceClient, id uint64, dir string, lim Limits) (*kilnv1.DownloadHeader, []string, error) {
-	d, err := download(ctx, client, &kilnv1.DownloadArtifactRequest{What: &kilnv1.DownloadArtifactRequest_BuildId{BuildId: id}}, dir, lim, nil)
+	d, err := download(ctx, client, &kilnv1.DownloadArtifactRequest{What: &kilnv1.DownloadArtifactRequest_BuildId{BuildId: id}}, dir, lim, nil, nil)
 	if err != nil {
 		return nil, nil, err
 	}

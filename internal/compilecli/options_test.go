@@ -26,6 +26,7 @@ func flagCases() []flagCase {
 		st StatusOptions
 		ca CancelOptions
 		l  LogOptions
+		v  VerifyOptions
 	)
 	return []flagCase{
 		{"submit", &s, SubmitFlags(&s, getenv)},
@@ -33,6 +34,7 @@ func flagCases() []flagCase {
 		{"status", &st, StatusFlags(&st, getenv)},
 		{"cancel", &ca, CancelFlags(&ca, getenv)},
 		{"log", &l, LogFlags(&l, getenv)},
+		{"verify", &v, VerifyFlags(&v, getenv)},
 	}
 }
 

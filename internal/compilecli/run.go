@@ -63,6 +63,8 @@ const topUsage = `usage:
   startcompile cancel --email EMAIL BUILD_ID      withdraw your wait (the last one cancels the build)
   startcompile log [-f|--follow] BUILD_ID            print a build's log
   startcompile check [flags] EMAIL                build on every connected platform
+  startcompile verify [flags] PATH                check a download's signatures and log proofs
+                                                  (exit 0 verified, 1 a check failed, 3 cannot check)
 
 Run "startcompile -h" or "startcompile COMMAND -h" for the flags; they may
 come before or after the command's name.
@@ -86,6 +88,8 @@ func Run(ctx context.Context, env Env, args []string) int {
 		return runLog(ctx, env, rest)
 	case "check":
 		return runCheck(ctx, env, rest)
+	case "verify":
+		return runVerify(ctx, env, rest)
 	case "help":
 		fmt.Fprint(env.Stdout, topUsage)
 		return ExitOK

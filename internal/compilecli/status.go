@@ -53,7 +53,7 @@ func showStatus(ctx context.Context, env Env, o *StatusOptions, res *Result) err
 	if o.Wait {
 		wctx, cancel := withTimeout(ctx, o.Timeout)
 		defer cancel()
-		return wait(wctx, env, client, b, waitOptions{timeout: o.Timeout, dir: o.Download, asJSON: o.JSON, accept: o.Accept == AcceptUnverified}, res)
+		return wait(wctx, env, client, b, waitOptions{timeout: o.Timeout, dir: o.Download, asJSON: o.JSON, accept: o.Accept == AcceptUnverified, metaserver: o.Metaserver}, res)
 	}
 	if !o.JSON {
 		writeBuild(env.Stdout, b)

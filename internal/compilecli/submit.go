@@ -67,7 +67,7 @@ func submit(ctx context.Context, env Env, o *SubmitOptions, res *Result) error {
 	if o.Pin != "" {
 		wctx, cancel := withTimeout(ctx, o.Timeout)
 		defer cancel()
-		return fetch(wctx, env, client, &kilnv1.DownloadArtifactRequest{What: &kilnv1.DownloadArtifactRequest_Pin{Pin: o.Pin}}, o.Download, o.JSON, res)
+		return fetch(wctx, env, client, &kilnv1.DownloadArtifactRequest{What: &kilnv1.DownloadArtifactRequest_Pin{Pin: o.Pin}}, o.Download, o.JSON, res, o.Metaserver)
 	}
 
 	c, err := o.Constraints(local)
@@ -108,7 +108,7 @@ func submit(ctx context.Context, env Env, o *SubmitOptions, res *Result) error {
 	fmt.Fprintf(env.Stderr, "[build %d] %s, platform %s\n", b.GetId(), answerName(resp), platform.DescribeConstraints(c))
 	wctx, cancelWait := withTimeout(ctx, o.Timeout)
 	defer cancelWait()
-	return wait(wctx, env, client, b, waitOptions{timeout: o.Timeout, dir: o.Download, asJSON: o.JSON, accept: o.Accept == AcceptUnverified}, res)
+	return wait(wctx, env, client, b, waitOptions{timeout: o.Timeout, dir: o.Download, asJSON: o.JSON, accept: o.Accept == AcceptUnverified, metaserver: o.Metaserver}, res)
 }
 
 // waitOptions say how wait follows and ends.
@@ -118,6 +118,8 @@ type waitOptions struct {
 	asJSON  bool
 	// accept: the first result will do (--accept unverified).
 	accept bool
+	// metaserver is the address whose log the provenance check trusts.
+	metaserver string
 }
 
 // acceptedLine is the stdout line of a submit without --wait.
@@ -177,7 +179,7 @@ func wait(ctx context.Context, env Env, client kilnv1.CompileServiceClient, b *k
 		return nil
 	}
 	err := fetch(ctx, env, client, &kilnv1.DownloadArtifactRequest{What: &kilnv1.DownloadArtifactRequest_BuildId{BuildId: b.GetId()},
-		AcceptUnverified: wo.accept}, dir, asJSON, res)
+		AcceptUnverified: wo.accept}, dir, asJSON, res, wo.metaserver)
 	return waitError(ctx, b.GetId(), timeout, b, err)
 }
 
@@ -202,11 +204,12 @@ func firstServer(b *kilnv1.Build) string {
 
 // fetch downloads and unpacks an artifact into dir and lists the files on
 // stdout (unless asJSON).
-func fetch(ctx context.Context, env Env, client kilnv1.CompileServiceClient, req *kilnv1.DownloadArtifactRequest, dir string, asJSON bool, res *Result) error {
+func fetch(ctx context.Context, env Env, client kilnv1.CompileServiceClient, req *kilnv1.DownloadArtifactRequest, dir string, asJSON bool, res *Result, metaserver string) error {
+	pc := &provenanceCheck{env: env, client: client, metaserver: metaserver}
 	d, err := download(ctx, client, req, dir, env.Limits, func(h *kilnv1.DownloadHeader) *meter {
 		label := fmt.Sprintf("[build %d] downloading %s", h.GetBuildId(), shortHash(h.GetArtifact().GetSha256()))
 		return newMeter(env.Stderr, env.Terminal(env.Stderr), label, h.GetArtifact().GetSize(), nil)
-	})
+	}, pc)
 	if err != nil {
 		return err
 	}
@@ -224,6 +227,7 @@ func fetch(ctx context.Context, env Env, client kilnv1.CompileServiceClient, req
 	res.DownloadDir = dir
 	fmt.Fprintf(env.Stderr, "[build %d] downloaded %s (%d bytes, sha256 verified) into %s\n",
 		h.GetBuildId(), shortHash(h.GetArtifact().GetSha256()), h.GetArtifact().GetSize(), dir)
+	pc.report.print(env.Stderr)
 	if !asJSON {
 		for _, f := range d.files {
 			fmt.Fprintln(env.Stdout, filepath.Join(dir, filepath.FromSlash(f)))

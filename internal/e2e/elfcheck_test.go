@@ -45,14 +45,15 @@ func elfcheckOpenAs(t *testing.T, f *farmtest.Farm, token string, target *kilnv1
 	if err != nil {
 		t.Fatalf("opening a session: %v", err)
 	}
-	hello := &kilnv1.Hello{Version: "e2e-simulated", Slots: 1, Targets: []*kilnv1.Target{target}}
+	hello := &kilnv1.Hello{Version: "e2e-simulated", Slots: 1, PublicKey: simulatedPub(), Targets: []*kilnv1.Target{target}}
 	if err := st.Send(&kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Hello{Hello: hello}}); err != nil {
 		t.Fatalf("sending Hello: %v", err)
 	}
-	if first, err := st.Recv(); err != nil || first.GetWelcome() == nil {
+	first, err := st.Recv()
+	if err != nil || first.GetWelcome() == nil {
 		t.Fatalf("answer to Hello: %v, %v; want a Welcome", first, err)
 	}
-	s.stream = st
+	s.stream, s.name = st, first.GetWelcome().GetBuildServer()
 	go func() {
 		for {
 			msg, err := st.Recv()

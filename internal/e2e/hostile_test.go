@@ -11,6 +11,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -33,6 +34,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/kilnbuild/kiln/internal/farmtest"
 	"github.com/kilnbuild/kiln/internal/worker"
@@ -642,7 +644,7 @@ func authContext(t *testing.T, authorization string, timeout time.Duration) cont
 
 // authHello is a simulated build server's Hello: one native-looking target.
 func authHello() *kilnv1.Hello {
-	return &kilnv1.Hello{Version: "e2e-simulated", Slots: 1, Targets: []*kilnv1.Target{{
+	return &kilnv1.Hello{Version: "e2e-simulated", Slots: 1, PublicKey: simulatedPub(), Targets: []*kilnv1.Target{{
 		Id: "simulated",
 		System: &kilnv1.SystemInfo{
 			Os: "linux", Arch: "x86_64", Endian: "little", DataModel: "LP64", CharBit: 8,
@@ -740,6 +742,10 @@ type authSession struct {
 	msgs   chan *kilnv1.SessionResponse
 	ended  chan error
 	auth   string
+	// name is the build server's name from its Welcome; asgs are the
+	// assignments received, so that result can sign a success's statement.
+	name string
+	asgs map[uint64]*kilnv1.Assignment
 }
 
 // authOpen opens a Session with token, sends authHello and waits for the
@@ -761,7 +767,7 @@ func authOpen(t *testing.T, f *farmtest.Farm, token string) *authSession {
 	if err != nil || first.GetWelcome() == nil {
 		t.Fatalf("answer to Hello: %v, %v; want a Welcome", first, err)
 	}
-	s.stream = st
+	s.stream, s.name = st, first.GetWelcome().GetBuildServer()
 	go func() {
 		for {
 			msg, err := st.Recv()
@@ -802,12 +808,27 @@ func (s *authSession) next(t *testing.T, what string, pick func(*kilnv1.SessionR
 
 func (s *authSession) assignment(t *testing.T) *kilnv1.Assignment {
 	t.Helper()
-	return s.next(t, "Assignment", func(m *kilnv1.SessionResponse) bool { return m.GetAssignment() != nil }).GetAssignment()
+	asg := s.next(t, "Assignment", func(m *kilnv1.SessionResponse) bool { return m.GetAssignment() != nil }).GetAssignment()
+	if s.asgs == nil {
+		s.asgs = map[uint64]*kilnv1.Assignment{}
+	}
+	s.asgs[asg.GetAttemptId()] = asg
+	return asg
+}
+
+// simulatedPub is the public key every simulated build server presents.
+func simulatedPub() []byte {
+	return farmtest.SimulatedKey("e2e").Public().(ed25519.PublicKey)
 }
 
 // result sends r and returns the ResultAck for its attempt.
 func (s *authSession) result(t *testing.T, r *kilnv1.AttemptResult) *kilnv1.ResultAck {
 	t.Helper()
+	if asg := s.asgs[r.GetAttemptId()]; asg != nil && r.GetStatement() == nil &&
+		r.GetOutcome() == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED {
+		r = proto.Clone(r).(*kilnv1.AttemptResult)
+		r.Statement = farmtest.SignStatement(farmtest.SimulatedKey("e2e"), s.name, asg, r.GetArtifact().GetSha256())
+	}
 	s.send(t, &kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Result{Result: r}})
 	return s.next(t, "ResultAck", func(m *kilnv1.SessionResponse) bool {
 		return m.GetResultAck() != nil && m.GetResultAck().GetAttemptId() == r.GetAttemptId()

@@ -136,6 +136,10 @@ func New(t *testing.T) *Farm {
 	return f
 }
 
+// ConfigDir is the XDG_CONFIG_HOME of the farm's startcompile runs, where
+// it keeps the transparency log's checkpoints it saw (kiln/logs/).
+func (f *Farm) ConfigDir() string { return filepath.Join(f.Dir, "config") }
+
 // MetaDataDir is the metaserver's data directory, usable before
 // StartMetaserver (admin commands work on the store directly then).
 func (f *Farm) MetaDataDir() string { return f.metaDataDir }
@@ -523,7 +527,7 @@ func (f *Farm) StartcompileContext(ctx context.Context, args ...string) Result {
 	if f.ClientMetaservers != "" {
 		addrs = f.ClientMetaservers
 	}
-	cmd.Env = append(os.Environ(), "KILN_METASERVER="+addrs)
+	cmd.Env = append(os.Environ(), "KILN_METASERVER="+addrs, "XDG_CONFIG_HOME="+f.ConfigDir())
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

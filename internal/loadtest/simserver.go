@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/kilnbuild/kiln/internal/provenance"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -47,11 +49,14 @@ type simServer struct {
 	mu      sync.Mutex
 	running map[uint64]uint64 // attempt id -> build id
 	errs    chan error
+	// key signs the statements of its successes, as a build server's does.
+	key ed25519.PrivateKey
 }
 
 func newSimServer(name, token string, target *kilnv1.Target, slots uint32, tr *tracker) *simServer {
+	seed := sha256.Sum256([]byte("loadtest simulated build server " + name))
 	return &simServer{name: name, token: token, target: target, slots: slots, tracker: tr,
-		running: map[uint64]uint64{}, errs: make(chan error, 1)}
+		running: map[uint64]uint64{}, errs: make(chan error, 1), key: ed25519.NewKeyFromSeed(seed[:])}
 }
 
 // connect dials addr, opens the session, sends Hello and waits for Welcome;
@@ -68,7 +73,8 @@ func (s *simServer) connect(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("%s: session: %w", s.name, err)
 	}
-	hello := &kilnv1.Hello{Version: "loadtest-sim", Targets: []*kilnv1.Target{s.target}, Slots: s.slots}
+	hello := &kilnv1.Hello{Version: "loadtest-sim", Targets: []*kilnv1.Target{s.target}, Slots: s.slots,
+		PublicKey: s.key.Public().(ed25519.PublicKey)}
 	if err := s.send(&kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Hello{Hello: hello}}); err != nil {
 		return fmt.Errorf("%s: hello: %w", s.name, err)
 	}
@@ -205,7 +211,8 @@ func (s *simServer) succeed(a *kilnv1.Assignment) {
 		sum := sha256.Sum256(blob)
 		art := &kilnv1.Artifact{Sha256: hex.EncodeToString(sum[:]), Size: uint64(len(blob)), Files: []string{"out.txt"}}
 		if err := s.send(&kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Result{Result: &kilnv1.AttemptResult{
-			AttemptId: a.GetAttemptId(), Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED, Artifact: art, ArtifactData: blob}}}); err != nil {
+			AttemptId: a.GetAttemptId(), Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED, Artifact: art, ArtifactData: blob,
+			Statement: s.statement(a, art.GetSha256())}}}); err != nil {
 			s.fail(err)
 		}
 		return
@@ -216,15 +223,16 @@ func (s *simServer) succeed(a *kilnv1.Assignment) {
 		return
 	}
 	art.Files = []string{"out.txt"}
-	if err := s.report(a.GetAttemptId(), art); err != nil {
+	if err := s.report(a, art); err != nil {
 		s.fail(err)
 	}
 }
 
-// report sends a SUCCEEDED AttemptResult for art.
-func (s *simServer) report(attempt uint64, art *kilnv1.Artifact) error {
+// report sends a SUCCEEDED AttemptResult of a for art, with its signed statement.
+func (s *simServer) report(a *kilnv1.Assignment, art *kilnv1.Artifact) error {
 	return s.send(&kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Result{Result: &kilnv1.AttemptResult{
-		AttemptId: attempt, Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED, Artifact: art}}})
+		AttemptId: a.GetAttemptId(), Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED, Artifact: art,
+		Statement: s.statement(a, art.GetSha256())}}})
 }
 
 // blobSource is an artifact made of block repeated count times, so a large
@@ -277,3 +285,19 @@ func (s *simServer) uploadKnown(attempt uint64, src blobSource, sum string) (*ki
 	}
 	return &kilnv1.Artifact{Sha256: resp.GetSha256(), Size: resp.GetSize()}, nil
 }
+
+// statement is the signed statement of a's success with artifact sha256
+// (nil if it cannot be made: the metaserver then refuses the result, and
+// the run fails loudly).
+func (s *simServer) statement(a *kilnv1.Assignment, sha256 string) []byte {
+	f := provenance.AssignmentFacts(a, s.name, sha256)
+	f.Started, f.Ended, f.LogSHA256 = time.Now(), time.Now(), emptySHA256
+	env, err := provenance.SignFacts(s.key, f)
+	if err != nil {
+		s.fail(err)
+	}
+	return env
+}
+
+// emptySHA256 is the sha256 of an empty log.
+const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

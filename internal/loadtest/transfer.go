@@ -113,7 +113,7 @@ func uploadBig(ctx context.Context, e *env, sizeMiB int) (*bigArtifact, error) {
 	prof.wait()
 	art.Files = []string{"out.txt"}
 	done := tr.wait(ba.buildID)
-	if err := sim.report(a.GetAttemptId(), art); err != nil {
+	if err := sim.report(a, art); err != nil {
 		return ba, err
 	}
 	select {

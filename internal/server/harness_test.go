@@ -2,18 +2,24 @@ package server
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
 	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kilnbuild/kiln/internal/auth"
+	"github.com/kilnbuild/kiln/internal/provenance"
 	"github.com/kilnbuild/kiln/internal/store"
 	"github.com/kilnbuild/kiln/internal/store/bolt"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
@@ -186,11 +192,17 @@ func (ts *testServer) dial(name, token string, hello *kilnv1.Hello) *testSession
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = stream.Send(&kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Hello{Hello: hello}})
+	key := testKey(name)
+	if hello.GetPublicKey() == nil {
+		hello = proto.Clone(hello).(*kilnv1.Hello)
+		hello.PublicKey = key.Public().(ed25519.PublicKey)
+	}
+	signing := &signingStream{WorkerService_SessionClient: stream, name: name, key: key, asg: map[uint64]*kilnv1.Assignment{}}
+	err = signing.Send(&kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Hello{Hello: hello}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ss := &testSession{t: t, name: name, stream: stream, msgs: make(chan *kilnv1.SessionResponse, 64), conn: conn, token: token}
+	ss := &testSession{t: t, name: name, stream: signing, msgs: make(chan *kilnv1.SessionResponse, 64), conn: conn, token: token}
 	go func() {
 		defer close(ss.msgs)
 		for {
@@ -198,6 +210,11 @@ func (ts *testServer) dial(name, token string, hello *kilnv1.Hello) *testSession
 			if err != nil {
 				ss.end = err
 				return
+			}
+			if asg := msg.GetAssignment(); asg != nil {
+				signing.mu.Lock()
+				signing.asg[asg.GetAttemptId()] = asg
+				signing.mu.Unlock()
 			}
 			ss.msgs <- msg
 		}
@@ -255,4 +272,52 @@ func (ts *testServer) build(id uint64) *kilnv1.Build {
 		ts.t.Fatal(err)
 	}
 	return b.GetBuild()
+}
+
+// testKey is build server name's signing key in these tests: the same for
+// every session of the name, as a build server's key file is.
+func testKey(name string) ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte("test key of " + name))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+// signingStream is a test build server's session stream that signs the
+// statement of every successful result sent without one, as the real
+// build server does (internal/worker/provenance.go).
+type signingStream struct {
+	kilnv1.WorkerService_SessionClient
+	name string
+	key  ed25519.PrivateKey
+	mu   sync.Mutex
+	asg  map[uint64]*kilnv1.Assignment
+}
+
+func (s *signingStream) Send(req *kilnv1.SessionRequest) error {
+	r := req.GetResult()
+	if r == nil || r.GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED || r.GetStatement() != nil {
+		return s.WorkerService_SessionClient.Send(req)
+	}
+	s.mu.Lock()
+	asg := s.asg[r.GetAttemptId()]
+	s.mu.Unlock()
+	r = proto.Clone(r).(*kilnv1.AttemptResult)
+	r.Statement = signStatement(s.key, s.name, asg, r)
+	return s.WorkerService_SessionClient.Send(&kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Result{Result: r}})
+}
+
+// signStatement is the envelope a build server named name sends for r.
+func signStatement(key ed25519.PrivateKey, name string, asg *kilnv1.Assignment, r *kilnv1.AttemptResult) []byte {
+	st, err := provenance.NewStatement(provenance.Facts{
+		ArtifactSHA256: r.GetArtifact().GetSha256(), Project: asg.GetProject(), GitURL: asg.GetGitUrl(),
+		Commit: asg.GetCommit(), Options: asg.GetOptions(), BuildServer: name, AttemptID: r.GetAttemptId(),
+		Started: time.Now(), Ended: time.Now(), LogSHA256: strings.Repeat("0", 64),
+	})
+	if err != nil {
+		panic(err)
+	}
+	env, err := provenance.Seal(key, st)
+	if err != nil {
+		panic(err)
+	}
+	return env
 }

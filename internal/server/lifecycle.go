@@ -39,7 +39,26 @@ func (s *Server) putBuild(ab *activeBuild, extra func(store.Tx) error, after fun
 // with ab's ended logs.
 func (s *Server) putFinalLocked(ab *activeBuild, extra func(store.Tx) error, after func(error)) {
 	extra, after = s.withEndedLogsLocked(ab, extra, after)
-	s.putRecord(ab.rec, extra, after)
+	b := ab.rec.GetBuild()
+	sts := s.agreeingStatementsLocked(b)
+	if len(sts) == 0 || b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
+		s.putRecord(ab.rec, extra, after)
+		return
+	}
+	rec, at := ab.rec, b.GetFinishedAt().AsTime()
+	s.commits.enqueue(func(tx store.Tx) error {
+		logged, err := s.logProvenance(tx, rec, sts, at)
+		if err != nil {
+			return err
+		}
+		if err := tx.PutBuild(logged); err != nil {
+			return err
+		}
+		if extra != nil {
+			return extra(tx)
+		}
+		return nil
+	}, after)
 }
 
 // endedLog is an ended attempt's log held in memory (see keepLogLocked).
@@ -138,7 +157,7 @@ func (s *Server) dispatchLocked() {
 		asg := &kilnv1.Assignment{
 			AttemptId: id, BuildId: b.ID, TargetId: t.ID, Project: build.GetProject(),
 			GitUrl: rec.GetGitUrl(), Commit: build.GetCommit(), Options: build.GetOptions(), Recipe: rec.GetRecipe(),
-			Dependencies: assignmentDependencies(build),
+			Dependencies: assignmentDependencies(build), Constraints: build.GetConstraints(),
 		}
 		s.putBuild(ab, nil, func(err error) {
 			if err == nil {

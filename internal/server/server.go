@@ -25,6 +25,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kilnbuild/kiln/internal/translog"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -147,6 +148,10 @@ type Config struct {
 	// mail and hooks (nil: none).
 	Notifier FinalHook
 	Logger   *slog.Logger
+	// LogName names the transparency log: the signer name of its
+	// checkpoints, which clients pin with its key (default "kiln-log";
+	// no spaces or '+').
+	LogName string
 }
 
 // setIf sets *field to def when unset.
@@ -190,6 +195,7 @@ var Defaults = Config{
 	RequestsPerMinutePerAddress: 300,
 	SampleInterval:              time.Minute,
 	SampleKeep:                  24 * 60, // a day of minutes
+	LogName:                     "kiln-log",
 }
 
 func (c *Config) setDefaults() {
@@ -197,6 +203,7 @@ func (c *Config) setDefaults() {
 	setIf(&c.HeartbeatInterval, c.HeartbeatInterval <= 0, d.HeartbeatInterval)
 	setIf(&c.Lease, c.Lease <= 0, d.Lease)
 	setIf(&c.ReconnectGrace, c.ReconnectGrace <= 0, d.ReconnectGrace)
+	setIf(&c.LogName, c.LogName == "", d.LogName)
 	c.ReconnectGrace = min(c.ReconnectGrace, c.Lease)
 	setIf(&c.MaxInfraAttempts, c.MaxInfraAttempts <= 0, d.MaxInfraAttempts)
 	setIf(&c.LossesBeforeAside, c.LossesBeforeAside <= 0, d.LossesBeforeAside)
@@ -248,7 +255,11 @@ type Server struct {
 	active   map[uint64]*activeBuild
 	bySource map[string][]*activeBuild
 	sessions map[string]*session
-	uploads  map[string]int
+	// keys are the build servers' pinned signing keys seen by this
+	// process (provenance.go pinKey).
+	keys    map[string][]byte
+	notary  *translog.Notary
+	uploads map[string]int
 	// standings are the build servers' lost-attempt counts and put-aside
 	// times (see standing.go), restored from their records at Open.
 	standings map[string]*standing
@@ -296,6 +307,9 @@ type activeBuild struct {
 	// before taking the lock) to its verification (verify.go): the files
 	// in which its artifact differs from the build's first result.
 	differing []string
+	// statement is the checked statement of the successful attempt, set
+	// with its result and logged with the final record (provenance.go).
+	statement *signedStatement
 }
 
 // Open loads the server's state from st and the data directory. Queued
@@ -312,6 +326,10 @@ func Open(cfg Config, st store.Store) (s *Server, err error) {
 			files.Close()
 		}
 	}()
+	notary, err := openNotary(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("opening the metaserver's signing key: %w", err)
+	}
 	blobs := newArtifactStore(files, st, cfg.InlineArtifactBytes)
 	logs, err := openLogFiles(filepath.Join(cfg.DataDir, "logs"), cfg.MaxLogBytes, st)
 	if err != nil {
@@ -331,6 +349,8 @@ func Open(cfg Config, st store.Store) (s *Server, err error) {
 		active:      map[uint64]*activeBuild{},
 		bySource:    map[string][]*activeBuild{},
 		sessions:    map[string]*session{},
+		keys:        map[string][]byte{},
+		notary:      notary,
 		uploads:     map[string]int{},
 		standings:   map[string]*standing{},
 		limiter:     newLimiter(cfg.RequestsPerMinute, time.Minute),

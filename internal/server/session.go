@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -61,6 +63,8 @@ type session struct {
 	// rejected are the targets whose probe failed, as this session's Hello
 	// reported them; shown by ListBuildServers. Never modified.
 	rejected []*kilnv1.RejectedTarget
+	// key is the build server's pinned signing key (Hello.public_key).
+	key ed25519.PublicKey
 
 	mu      sync.Mutex
 	queue   []*kilnv1.SessionResponse
@@ -128,10 +132,13 @@ func (s *Server) Session(stream kilnv1.WorkerService_SessionServer) error {
 	}); err != nil {
 		return status.Errorf(codes.Unavailable, "reading the build server's record: %v", err)
 	}
+	if err := s.pinKey(name, hello.GetPublicKey()); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
 	ss := &session{name: name, operator: op, stream: stream, ctx: ctx, cancel: cancel, unsandboxed: hello.GetUnsandboxed(),
-		rejected: hello.GetRejectedTargets()}
+		rejected: hello.GetRejectedTargets(), key: ed25519.PublicKey(bytes.Clone(hello.GetPublicKey()))}
 	// Hold the queue until the Welcome is out: connect may already queue
 	// assignments, which must follow it.
 	ss.mu.Lock()
@@ -298,6 +305,9 @@ func (s *Server) connect(ss *session, h *kilnv1.Hello) *kilnv1.Welcome {
 		}
 		rec.Targets = targets
 		rec.LastSeen = timestamppb.New(now)
+		if len(rec.GetPublicKey()) == 0 {
+			rec.PublicKey = ss.key // pinned on first sight (pinKey)
+		}
 		return tx.PutBuildServer(rec)
 	}, nil)
 	s.dispatchLocked()
@@ -468,7 +478,11 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 	// The artifact is checked against the target's claimed platform
 	// before taking s.mu: it is read whole (artifactcheck.go).
 	mismatch := ""
+	var signed *signedStatement
 	if r.GetOutcome() == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED && badInline == "" {
+		signed, mismatch = openStatement(ss, r)
+	}
+	if r.GetOutcome() == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED && badInline == "" && mismatch == "" {
 		var err error
 		mismatch, err = s.inspectArtifact(ss, r, inline)
 		if err != nil && ss.ctx.Err() != nil {
@@ -514,11 +528,21 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 			r.Reason = badInline
 			break
 		}
+		if mismatch == "" && signed != nil {
+			if mismatch = s.checkStatementLocked(signed, a, r); mismatch != "" {
+				signed = nil
+			}
+		}
 		if mismatch != "" {
 			r = proto.Clone(r).(*kilnv1.AttemptResult)
 			r.Outcome = kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_REJECTED
 			r.Reason = mismatch
-			s.distrustLocked(ss, a, mismatch)
+			if signed != nil { // the statement checked: the artifact did not
+				s.distrustLocked(ss, a, mismatch)
+			} else {
+				s.log.Warn("result refused: bad provenance statement", "build_server", ss.name,
+					"attempt_id", a.ID, "build_id", a.Build.ID, "reason", mismatch)
+			}
 			break
 		}
 		if len(inline) > 0 {
@@ -548,6 +572,9 @@ func (s *Server) result(ss *session, r *kilnv1.AttemptResult) {
 	}
 	if ab := s.active[a.Build.ID]; ab != nil && r.GetOutcome() == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED {
 		ab.differing = differing
+		if signed != nil {
+			ab.statement = signed
+		}
 	}
 	s.endAttemptLocked(a, r, func(err error) {
 		if err == nil {

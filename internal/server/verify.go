@@ -205,7 +205,11 @@ func (s *Server) resultLocked(ab *activeBuild, a *sched.Attempt, r *kilnv1.Attem
 	rep := &kilnv1.Replica{AttemptId: a.ID, BuildServer: a.Server.Name, Operator: s.operatorLocked(a.Server.Name)}
 	if ok {
 		rep.Artifact = r.GetArtifact()
+		if st := ab.statement; st != nil && st.attempt == a.ID {
+			rep.Statement = st.envelope
+		}
 	}
+	ab.statement = nil
 	if m := s.standingLocked(a.Server.Name).marked; m != "" {
 		rep.Discounted = "its build server is marked: " + m
 	}

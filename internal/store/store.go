@@ -12,6 +12,8 @@ import (
 	"errors"
 	"time"
 
+	"golang.org/x/mod/sumdb/tlog"
+
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 	kilnstorev1 "github.com/kilnbuild/kiln/proto/kilnstore/v1"
 )
@@ -167,6 +169,19 @@ type Tx interface {
 	// PutEnrollToken replaces an existing enrollment token (marks it used).
 	PutEnrollToken(e *EnrollToken) error
 
+	// TlogSize returns how many entries the transparency log holds.
+	TlogSize() (int64, error)
+	// TlogEntry returns entry n (0-based); ErrNotFound past the end.
+	TlogEntry(n int64) ([]byte, error)
+	// TlogHashes returns the stored hashes at the given indexes (see
+	// tlog.StoredHashIndex); ErrNotFound when one is not stored.
+	TlogHashes(indexes []int64) ([]tlog.Hash, error)
+	// AppendTlog adds entry n with the hashes tlog.StoredHashes computed
+	// for it (stored from index tlog.StoredHashCount(n) on). n must be
+	// TlogSize(): anything else is refused with ErrTlogFork and nothing is
+	// written, so two appends can never make two trees.
+	AppendTlog(n int64, entry []byte, hashes []tlog.Hash) error
+
 	PutOutbox(m *Outbox) error
 	// DueOutbox returns up to limit messages whose next attempt is at or before now.
 	DueOutbox(now time.Time, limit int) ([]*Outbox, error)
@@ -192,6 +207,10 @@ type Tx interface {
 	// returns an error or ErrStop.
 	RequestGroups(fn func(*RequestGroup) error) error
 }
+
+// ErrTlogFork is returned by AppendTlog for an entry that would not
+// extend the log at its end.
+var ErrTlogFork = errors.New("store: transparency log append not at its end")
 
 // ErrStop ends an iteration early without an error.
 var ErrStop = errors.New("store: stop iteration")

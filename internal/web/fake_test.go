@@ -121,7 +121,7 @@ func newFarm() *farm {
 	}
 	f.servers = []*kilnv1.BuildServerStatus{
 		{
-			Name: "alice-box", Connected: true, Slots: 2,
+			Name: "alice-box", Connected: true, Slots: 2, PublicKey: []byte("0123456789abcdef0123456789abcdef"),
 			Targets: []*kilnv1.Target{
 				{Id: "native", System: x86System()},
 				{Id: "cross:s390x-linux-gnu", System: s390xSystem()},
@@ -172,6 +172,10 @@ func newFarm() *farm {
 		},
 		DifferingFiles: []string{"bin/hello"},
 		Dependencies:   []*kilnv1.BuildDependency{{Project: "zlib", BuildId: 97, Artifact: &kilnv1.Artifact{Sha256: "5eed", Size: 10}}},
+		Provenance: []*kilnv1.LogEntryRef{
+			{Index: 40, Kind: "statement", Signer: "alice-box", Sha256: "57a7e0", AttemptId: 8},
+			{Index: 41, Kind: "summary", Signer: "metaserver", Sha256: "5a33a7"},
+		},
 	}, "configure: ok\nmake: building hello\nmake check: 3 tests passed\n", true)
 	f.artifacts[buildOK] = art
 

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"encoding/base64"
 	"fmt"
 	"html/template"
 	"maps"
@@ -23,6 +24,7 @@ func funcMap(now func() time.Time) template.FuncMap {
 		"since":       func(ts *timestamppb.Timestamp) string { return sinceText(ts, now()) },
 		"span":        func(a, b *timestamppb.Timestamp) string { return spanText(a, b, now()) },
 		"bytes":       humanBytes,
+		"key":         func(k []byte) string { return base64.StdEncoding.EncodeToString(k) },
 		"state":       kilnv1.BuildState.Word,
 		"outcome":     kilnv1.AttemptOutcome.Word,
 		"phase":       kilnv1.Phase.Word,

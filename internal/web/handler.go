@@ -102,6 +102,8 @@ func NewHandler(status kilnv1.StatusServiceClient, compile kilnv1.CompileService
 	mux.HandleFunc("GET /build/{id}/log.txt", s.handleLogText)
 	mux.HandleFunc("GET /build/{id}/log/events", s.handleLogEvents)
 	mux.HandleFunc("GET /build/{id}/artifact", s.handleArtifact)
+	mux.HandleFunc("GET /log/checkpoint", s.handleLogCheckpoint)
+	mux.HandleFunc("GET /log/tile/", s.handleLogTile)
 	mux.HandleFunc("GET /healthz", handleHealthz)
 	static, err := fs.Sub(staticFS, "static")
 	if err != nil {

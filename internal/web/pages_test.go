@@ -68,6 +68,7 @@ func TestPagesRenderAsHTML(t *testing.T) {
 			"put aside", "3 in a row, 7 in all", "3 attempts lost in a row; the last: lease lapsed",
 			"<th>operator</th><td>bobco</td>", ">marked</span>", "1 dispute(s) lost; the last: its result of build 101 lost a dispute",
 			`<td class="char">unsigned</td>`, `<td class="align">8/8/8</td>`, `<td class="sizes">16/8/4</td>`, `<td class="r">4096</td>`,
+			"<th>signing key</th><td><code", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "none yet",
 		}},
 		{"builds list newest first with links", "/builds", []string{`href="/build/105"`, `href="/build/101"`, "libfoo", "asked: arch=ppc64 endian=big", "linux/s390x big LP64 glibc-2.36 gcc-12.2.0 (emulated)"}},
 		{"a succeeded build shows attempts, platform and artifact", "/build/101", []string{
@@ -80,6 +81,7 @@ func TestPagesRenderAsHTML(t *testing.T) {
 			`<span class="badge ok">verified</span>`, "quorum 2; agreeing: alice-box, dave-box", "bob-unsafe <span class=\"muted\">(bobco)</span>",
 			"not counted</span> lost the dispute", `<td id="differing-files"><code>bin/hello</code></td>`,
 			"<th>compiler cache hits</th>", `<td class="cache">30 of 40 compilations (75%)</td>`, `<td class="cache">—</td>`,
+			`<table id="provenance">`, "<td>40</td><td>statement</td>", "(attempt 8)", "57a7e0", "<td>41</td><td>summary</td><td>the metaserver</td>", `href="/log/checkpoint"`,
 		}},
 		{"a failed build shows the failure and failing step", "/build/102", []string{"make check exited with status 2", "failing step: <code>make check</code>", "checking", "make exited with status 2"}},
 		{"a queued build says why it waits", "/build/104", []string{"Why it is still waiting", "arch=ppc64: 3 of 3 connected targets differ", "position 1 in the queue", "not dispatched yet", "v2..v3"}},

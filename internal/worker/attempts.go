@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
@@ -31,6 +32,10 @@ type attempt struct {
 	// held is the source tree exported into the build directory's src,
 	// zero until the export is complete.
 	held treeKey
+	// asg and started describe a run for its signed statement (provenance.go);
+	// asg is nil for an attempt answered without running.
+	asg     *kilnv1.Assignment
+	started time.Time
 }
 
 // assign takes an Assignment: starts it when a slot is free, or answers it
@@ -73,6 +78,9 @@ func (c *Client) assign(asg *kilnv1.Assignment) {
 		c.finish(a, result(outcome, reason, ""))
 		return
 	}
+	c.mu.Lock()
+	a.asg, a.started = asg, time.Now()
+	c.mu.Unlock()
 	log.Info("attempt started", "project", asg.GetProject(), "commit", asg.GetCommit(), "target", asg.GetTargetId())
 	c.trimmer.busy()
 	go func() {
@@ -136,6 +144,9 @@ func (c *Client) finish(a *attempt, r *kilnv1.AttemptResult) {
 	c.mu.Unlock()
 	if l != nil {
 		r.LogSize = uint64(l.close())
+	}
+	if r.GetOutcome() == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED {
+		c.signResult(a, r)
 	}
 	tmp := ""
 	if hasDir {

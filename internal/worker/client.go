@@ -2,8 +2,10 @@ package worker
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"github.com/kilnbuild/kiln/internal/provenance"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -58,6 +60,12 @@ type Client struct {
 	loadAverage func() (load float64, ok bool)
 	wg          sync.WaitGroup
 
+	// key signs the statements of successful attempts (provenance.go);
+	// made at the first start, kept in DATA_DIR/provenance.key.
+	key ed25519.PrivateKey
+	// name is the build server's name as the last Welcome gave it.
+	name string
+
 	sendMu sync.Mutex // serializes Send on the stream; guards the fields below
 	stream grpc.BidiStreamingClient[kilnv1.SessionRequest, kilnv1.SessionResponse]
 	gen    uint64
@@ -79,6 +87,10 @@ func New(cfg Config) (*Client, error) {
 		if err := os.MkdirAll(filepath.Join(dataDir, d), 0o700); err != nil {
 			return nil, fmt.Errorf("worker: preparing data directory: %w", err)
 		}
+	}
+	key, err := provenance.LoadOrCreateKey(filepath.Join(dataDir, provenance.KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
 	}
 	var users *buildUsers
 	if cfg.BuildUID != 0 {
@@ -111,6 +123,7 @@ func New(cfg Config) (*Client, error) {
 		changed:   make(chan struct{}),
 
 		loadAverage: readLoadAverage,
+		key:         key,
 	}
 	for i := range targets {
 		byID[targets[i].Info.GetId()] = &targets[i]

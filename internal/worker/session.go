@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -72,6 +73,7 @@ func (c *Client) session(life context.Context, rpc kilnv1.WorkerServiceClient) (
 		Unsandboxed:       c.cfg.Unsandboxed,
 		Draining:          c.draining,
 		RejectedTargets:   c.rejected,
+		PublicKey:         c.key.Public().(ed25519.PublicKey),
 	}
 	c.mu.Unlock()
 	if err := stream.Send(&kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Hello{Hello: hello}}); err != nil {
@@ -95,6 +97,9 @@ func (c *Client) session(life context.Context, rpc kilnv1.WorkerServiceClient) (
 	c.log.Info("session established", "build_server", w.GetBuildServer(), "heartbeat_interval", interval,
 		"lease", time.Duration(w.GetLeaseMs())*time.Millisecond, "running", len(hello.RunningAttemptIds),
 		"kept", len(w.GetKeepAttemptIds()), "dropped", len(w.GetDropAttemptIds()))
+	c.mu.Lock()
+	c.name = w.GetBuildServer()
+	c.mu.Unlock()
 	c.dropAttempts(w.GetDropAttemptIds())
 	c.runner.inlineMax.Store(w.GetMaxInlineArtifactBytes())
 

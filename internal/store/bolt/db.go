@@ -11,6 +11,7 @@
 //	meta/
 //	  "version"            -> u64 schema version (SchemaVersion, 4)
 //	  "outbox_len"         -> u64 messages in outbox/
+//	  "tlog_size"          -> u64 entries in tlog_entries/ (absent: 0)
 //	seq/
 //	  <sequence name>/     bucket whose NextSequence is NextID(name)
 //	projects/              name -> ProjectRecord
@@ -30,6 +31,8 @@
 //	enroll_tokens/         token hash -> EnrollTokenRecord
 //	blobs/                 sha256 -> raw bytes of a small artifact stored inline
 //	logs/                  build id, attempt number -> a small attempt log, whole
+//	tlog_entries/          u64 n -> entry n of the transparency log, as logged
+//	tlog_hashes/           u64 stored hash index (tlog.StoredHashIndex) -> 32 bytes
 //	outbox/                u64 id -> OutboxRecord
 //	outbox_due/            next_attempt_at (u64 seconds with the sign bit
 //	                       flipped + u32 nanos; nil = epoch) + u64 id

@@ -3,6 +3,7 @@ package bolt_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	bbolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -361,5 +363,43 @@ func TestTx(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+	})
+}
+
+// A version-3 file (before the transparency log) opens as version 4 with
+// an empty log that appends work on.
+func TestOpen_UpgradesVersion3ToAnEmptyTransparencyLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kiln.db")
+	db := openT(t, path, bolt.Options{})
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	setVersion(t, path, 3)
+	rawUpdate(t, path, func(tx *bbolt.Tx) error {
+		for _, b := range []string{"tlog_entries", "tlog_hashes"} {
+			if err := tx.DeleteBucket([]byte(b)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	db = openT(t, path, bolt.Options{})
+	err := db.Update(func(tx store.Tx) error {
+		if n, err := tx.TlogSize(); err != nil || n != 0 {
+			return fmt.Errorf("TlogSize after the upgrade = %d, %v; want 0", n, err)
+		}
+		return tx.AppendTlog(0, []byte("first"), make([]tlog.Hash, 1))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rawView(t, path, func(tx *bbolt.Tx) error {
+		if v := tx.Bucket([]byte("meta")).Get([]byte("version")); !bytes.Equal(v, []byte{0, 0, 0, 0, 0, 0, 0, 4}) {
+			t.Errorf("version after the upgrade: %x, want 4", v)
+		}
+		return nil
 	})
 }

@@ -26,7 +26,9 @@ import (
 //     credentials (the upgrade creates the bucket). Build servers stored
 //     before have no operator: each is its own implicit operator
 //     (docs/trust.md), so nothing is rewritten.
-const SchemaVersion = 5
+//   - 6: tlog_entries/ and tlog_hashes/ added: the transparency log (the
+//     upgrade creates the buckets; meta/"tlog_size" absent means 0).
+const SchemaVersion = 6
 
 // Bucket names. See the bucket tree in db.go.
 var (
@@ -55,9 +57,12 @@ var (
 	bucketOutboxDue            = []byte("outbox_due")
 	bucketSamples              = []byte("samples")
 	bucketRequestGroups        = []byte("request_groups")
+	bucketTlogEntries          = []byte("tlog_entries")
+	bucketTlogHashes           = []byte("tlog_hashes")
 
 	keyVersion   = []byte("version")
 	keyOutboxLen = []byte("outbox_len")
+	keyTlogSize  = []byte("tlog_size")
 )
 
 // buckets are the top-level buckets of SchemaVersion.
@@ -68,6 +73,7 @@ var buckets = [][]byte{
 	bucketBuildCounts, bucketRequests, bucketRequestsByBuild, bucketArtifacts,
 	bucketArtifactsBySource, bucketPins, bucketOutbox, bucketOutboxDue,
 	bucketEnrollTokens, bucketBlobs, bucketLogs, bucketSamples, bucketRequestGroups, bucketOperators,
+	bucketTlogEntries, bucketTlogHashes,
 }
 
 // SchemaVersionError is returned by Open for a file whose schema version this

@@ -75,7 +75,7 @@ func (t *tx) bucket(name []byte) *bbolt.Bucket {
 // appendIndex reports whether name is an index filled in id order.
 func appendIndex(name []byte) bool {
 	switch string(name) {
-	case "builds_by_state", "builds_by_project", "builds_by_arch", "requests_by_build":
+	case "builds_by_state", "builds_by_project", "builds_by_arch", "requests_by_build", "tlog_entries", "tlog_hashes":
 		return true
 	}
 	return false

@@ -15,7 +15,9 @@ import (
 //   - 2: operators (issue 16), samples (the overview's charts) and
 //     request_groups (one summary mail per group), as bbolt's schemas 4
 //     and 5 added them.
-const SchemaVersion = 2
+//   - 3: tlog_entries and tlog_hashes (the transparency log; its size is
+//     kiln_meta's "tlog_size", absent meaning 0), as bbolt's schema 6.
+const SchemaVersion = 3
 
 // migrations[i] brings a database at version i to version i+1. Each runs in
 // the transaction that records the new version, so a crash leaves the
@@ -83,6 +85,11 @@ CREATE TABLE kiln_writer (
 CREATE TABLE operators (name text COLLATE "C" PRIMARY KEY, rec bytea NOT NULL);
 CREATE TABLE samples (at_s bigint NOT NULL, at_n int NOT NULL, rec bytea NOT NULL, PRIMARY KEY (at_s, at_n));
 CREATE TABLE request_groups (id text COLLATE "C" PRIMARY KEY, rec bytea NOT NULL);
+`,
+	// 2 → 3
+	`
+CREATE TABLE tlog_entries (n bigint PRIMARY KEY, entry bytea NOT NULL);
+CREATE TABLE tlog_hashes (i bigint PRIMARY KEY, hash bytea NOT NULL CHECK (length(hash) = 32));
 `,
 }
 

@@ -52,6 +52,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"enrollment tokens", enrollTokenCases},
 		{"inline blobs", blobCases},
 		{"logs", logCases},
+		{"transparency log", tlogCases},
 		{"builds", buildCases},
 		{"listing builds", listCases},
 		{"requests", requestCases},

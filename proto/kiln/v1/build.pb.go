@@ -335,7 +335,13 @@ type Replica struct {
 	// Set when the result does not count: it lost a dispute, or its build
 	// server was marked for losing one elsewhere (its results are checked
 	// again by other operators).
-	Discounted    string `protobuf:"bytes,5,opt,name=discounted,proto3" json:"discounted,omitempty"`
+	Discounted string `protobuf:"bytes,5,opt,name=discounted,proto3" json:"discounted,omitempty"`
+	// The build server's signed provenance statement of this result (the
+	// DSSE envelope of AttemptResult.statement, checked when the result came),
+	// kept with the replica so that the statements of every agreeing
+	// operator reach the transparency log when the build is verified, also
+	// across a metaserver restart.
+	Statement     []byte `protobuf:"bytes,6,opt,name=statement,proto3" json:"statement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -403,6 +409,13 @@ func (x *Replica) GetDiscounted() string {
 		return x.Discounted
 	}
 	return ""
+}
+
+func (x *Replica) GetStatement() []byte {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
 }
 
 // Attempt is one try of a build on one target of one build server, fenced by its id:
@@ -715,8 +728,13 @@ type Build struct {
 	// For NOT_REPRODUCIBLE (and DISPUTED): the files whose content differs
 	// between the first two differing results, or that only one has.
 	DifferingFiles []string `protobuf:"bytes,29,rep,name=differing_files,json=differingFiles,proto3" json:"differing_files,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The build's entries in the metaserver's transparency log (see
+	// docs/provenance.md): the build server's signed statement of the
+	// successful attempt, then the metaserver's signed verification summary,
+	// in the order they were appended. Set when SUCCEEDED.
+	Provenance    []*LogEntryRef `protobuf:"bytes,30,rep,name=provenance,proto3" json:"provenance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Build) Reset() {
@@ -952,6 +970,96 @@ func (x *Build) GetDifferingFiles() []string {
 	return nil
 }
 
+func (x *Build) GetProvenance() []*LogEntryRef {
+	if x != nil {
+		return x.Provenance
+	}
+	return nil
+}
+
+// LogEntryRef names one entry of the transparency log.
+type LogEntryRef struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0-based position in the log.
+	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// "statement" (a build server's in-toto statement, SLSA provenance v1) or
+	// "summary" (the metaserver's verification summary).
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Who signed it: the build server's name, or "metaserver".
+	Signer string `protobuf:"bytes,3,opt,name=signer,proto3" json:"signer,omitempty"`
+	// hex sha256 of the entry's bytes as logged.
+	Sha256 string `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The attempt a statement is about; 0 for a summary.
+	AttemptId     uint64 `protobuf:"varint,5,opt,name=attempt_id,json=attemptId,proto3" json:"attempt_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogEntryRef) Reset() {
+	*x = LogEntryRef{}
+	mi := &file_kiln_v1_build_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogEntryRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogEntryRef) ProtoMessage() {}
+
+func (x *LogEntryRef) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_build_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogEntryRef.ProtoReflect.Descriptor instead.
+func (*LogEntryRef) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *LogEntryRef) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *LogEntryRef) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *LogEntryRef) GetSigner() string {
+	if x != nil {
+		return x.Signer
+	}
+	return ""
+}
+
+func (x *LogEntryRef) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *LogEntryRef) GetAttemptId() uint64 {
+	if x != nil {
+		return x.AttemptId
+	}
+	return 0
+}
+
 // BuildDependency is one dependency of a build.
 type BuildDependency struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -970,7 +1078,7 @@ type BuildDependency struct {
 
 func (x *BuildDependency) Reset() {
 	*x = BuildDependency{}
-	mi := &file_kiln_v1_build_proto_msgTypes[5]
+	mi := &file_kiln_v1_build_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1090,7 @@ func (x *BuildDependency) String() string {
 func (*BuildDependency) ProtoMessage() {}
 
 func (x *BuildDependency) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_build_proto_msgTypes[5]
+	mi := &file_kiln_v1_build_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1103,7 @@ func (x *BuildDependency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildDependency.ProtoReflect.Descriptor instead.
 func (*BuildDependency) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_build_proto_rawDescGZIP(), []int{5}
+	return file_kiln_v1_build_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BuildDependency) GetProject() string {
@@ -1030,7 +1138,7 @@ var File_kiln_v1_build_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_build_proto_rawDesc = "" +
 	"\n" +
-	"\x13kiln/v1/build.proto\x12\akiln.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16kiln/v1/platform.proto\"\xb6\x01\n" +
+	"\x13kiln/v1/build.proto\x12\akiln.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16kiln/v1/platform.proto\"\xd4\x01\n" +
 	"\aReplica\x12\x1d\n" +
 	"\n" +
 	"attempt_id\x18\x01 \x01(\x04R\tattemptId\x12!\n" +
@@ -1039,7 +1147,8 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\bartifact\x18\x04 \x01(\v2\x11.kiln.v1.ArtifactR\bartifact\x12\x1e\n" +
 	"\n" +
 	"discounted\x18\x05 \x01(\tR\n" +
-	"discounted\"\x86\x03\n" +
+	"discounted\x12\x1c\n" +
+	"\tstatement\x18\x06 \x01(\fR\tstatement\"\x86\x03\n" +
 	"\aAttempt\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12!\n" +
 	"\fbuild_server\x18\x02 \x01(\tR\vbuildServer\x12\x1b\n" +
@@ -1059,7 +1168,8 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\bArtifact\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x14\n" +
-	"\x05files\x18\x03 \x03(\tR\x05files\"\xf6\t\n" +
+	"\x05files\x18\x03 \x03(\tR\x05files\"\xac\n" +
+	"\n" +
 	"\x05Build\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x1a\n" +
@@ -1093,10 +1203,20 @@ const file_kiln_v1_build_proto_rawDesc = "" +
 	"\x16agreeing_build_servers\x18\x1a \x03(\tR\x14agreeingBuildServers\x12,\n" +
 	"\breplicas\x18\x1b \x03(\v2\x10.kiln.v1.ReplicaR\breplicas\x12\x16\n" +
 	"\x06quorum\x18\x1c \x01(\rR\x06quorum\x12'\n" +
-	"\x0fdiffering_files\x18\x1d \x03(\tR\x0edifferingFiles\x1a:\n" +
+	"\x0fdiffering_files\x18\x1d \x03(\tR\x0edifferingFiles\x124\n" +
+	"\n" +
+	"provenance\x18\x1e \x03(\v2\x14.kiln.v1.LogEntryRefR\n" +
+	"provenance\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa6\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x01\n" +
+	"\vLogEntryRef\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06signer\x18\x03 \x01(\tR\x06signer\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x1d\n" +
+	"\n" +
+	"attempt_id\x18\x05 \x01(\x04R\tattemptId\"\xa6\x01\n" +
 	"\x0fBuildDependency\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x19\n" +
 	"\bbuild_id\x18\x02 \x01(\x04R\abuildId\x12-\n" +
@@ -1152,7 +1272,7 @@ func file_kiln_v1_build_proto_rawDescGZIP() []byte {
 }
 
 var file_kiln_v1_build_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_kiln_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_kiln_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_kiln_v1_build_proto_goTypes = []any{
 	(BuildState)(0),               // 0: kiln.v1.BuildState
 	(AttemptOutcome)(0),           // 1: kiln.v1.AttemptOutcome
@@ -1163,39 +1283,41 @@ var file_kiln_v1_build_proto_goTypes = []any{
 	(*CompilerCacheStats)(nil),    // 6: kiln.v1.CompilerCacheStats
 	(*Artifact)(nil),              // 7: kiln.v1.Artifact
 	(*Build)(nil),                 // 8: kiln.v1.Build
-	(*BuildDependency)(nil),       // 9: kiln.v1.BuildDependency
-	nil,                           // 10: kiln.v1.Build.OptionsEntry
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*PlatformConstraints)(nil),   // 12: kiln.v1.PlatformConstraints
-	(*SystemInfo)(nil),            // 13: kiln.v1.SystemInfo
+	(*LogEntryRef)(nil),           // 9: kiln.v1.LogEntryRef
+	(*BuildDependency)(nil),       // 10: kiln.v1.BuildDependency
+	nil,                           // 11: kiln.v1.Build.OptionsEntry
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*PlatformConstraints)(nil),   // 13: kiln.v1.PlatformConstraints
+	(*SystemInfo)(nil),            // 14: kiln.v1.SystemInfo
 }
 var file_kiln_v1_build_proto_depIdxs = []int32{
 	7,  // 0: kiln.v1.Replica.artifact:type_name -> kiln.v1.Artifact
 	1,  // 1: kiln.v1.Attempt.outcome:type_name -> kiln.v1.AttemptOutcome
 	3,  // 2: kiln.v1.Attempt.phase:type_name -> kiln.v1.Phase
-	11, // 3: kiln.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
-	11, // 4: kiln.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
+	12, // 3: kiln.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
+	12, // 4: kiln.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
 	6,  // 5: kiln.v1.Attempt.compiler_cache:type_name -> kiln.v1.CompilerCacheStats
-	10, // 6: kiln.v1.Build.options:type_name -> kiln.v1.Build.OptionsEntry
-	12, // 7: kiln.v1.Build.constraints:type_name -> kiln.v1.PlatformConstraints
+	11, // 6: kiln.v1.Build.options:type_name -> kiln.v1.Build.OptionsEntry
+	13, // 7: kiln.v1.Build.constraints:type_name -> kiln.v1.PlatformConstraints
 	0,  // 8: kiln.v1.Build.state:type_name -> kiln.v1.BuildState
-	11, // 9: kiln.v1.Build.created_at:type_name -> google.protobuf.Timestamp
-	11, // 10: kiln.v1.Build.started_at:type_name -> google.protobuf.Timestamp
-	11, // 11: kiln.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
+	12, // 9: kiln.v1.Build.created_at:type_name -> google.protobuf.Timestamp
+	12, // 10: kiln.v1.Build.started_at:type_name -> google.protobuf.Timestamp
+	12, // 11: kiln.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
 	5,  // 12: kiln.v1.Build.attempts:type_name -> kiln.v1.Attempt
-	13, // 13: kiln.v1.Build.platform:type_name -> kiln.v1.SystemInfo
+	14, // 13: kiln.v1.Build.platform:type_name -> kiln.v1.SystemInfo
 	7,  // 14: kiln.v1.Build.artifact:type_name -> kiln.v1.Artifact
-	11, // 15: kiln.v1.Build.withdrawn_at:type_name -> google.protobuf.Timestamp
-	9,  // 16: kiln.v1.Build.dependencies:type_name -> kiln.v1.BuildDependency
+	12, // 15: kiln.v1.Build.withdrawn_at:type_name -> google.protobuf.Timestamp
+	10, // 16: kiln.v1.Build.dependencies:type_name -> kiln.v1.BuildDependency
 	2,  // 17: kiln.v1.Build.verification:type_name -> kiln.v1.Verification
 	4,  // 18: kiln.v1.Build.replicas:type_name -> kiln.v1.Replica
-	7,  // 19: kiln.v1.BuildDependency.artifact:type_name -> kiln.v1.Artifact
-	13, // 20: kiln.v1.BuildDependency.platform:type_name -> kiln.v1.SystemInfo
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	9,  // 19: kiln.v1.Build.provenance:type_name -> kiln.v1.LogEntryRef
+	7,  // 20: kiln.v1.BuildDependency.artifact:type_name -> kiln.v1.Artifact
+	14, // 21: kiln.v1.BuildDependency.platform:type_name -> kiln.v1.SystemInfo
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_build_proto_init() }
@@ -1210,7 +1332,7 @@ func file_kiln_v1_build_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_build_proto_rawDesc), len(file_kiln_v1_build_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -79,6 +79,291 @@ func (MailMode) EnumDescriptor() ([]byte, []int) {
 	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{0}
 }
 
+// GetProvenanceRequest names the build and the newest tree size the
+// caller has seen (0: none).
+type GetProvenanceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BuildId       uint64                 `protobuf:"varint,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	KnownTreeSize uint64                 `protobuf:"varint,2,opt,name=known_tree_size,json=knownTreeSize,proto3" json:"known_tree_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetProvenanceRequest) Reset() {
+	*x = GetProvenanceRequest{}
+	mi := &file_kiln_v1_compile_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetProvenanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetProvenanceRequest) ProtoMessage() {}
+
+func (x *GetProvenanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_compile_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetProvenanceRequest.ProtoReflect.Descriptor instead.
+func (*GetProvenanceRequest) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *GetProvenanceRequest) GetBuildId() uint64 {
+	if x != nil {
+		return x.BuildId
+	}
+	return 0
+}
+
+func (x *GetProvenanceRequest) GetKnownTreeSize() uint64 {
+	if x != nil {
+		return x.KnownTreeSize
+	}
+	return 0
+}
+
+// GetProvenanceResponse carries the build's proof bundle.
+type GetProvenanceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Provenance    *Provenance            `protobuf:"bytes,1,opt,name=provenance,proto3" json:"provenance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetProvenanceResponse) Reset() {
+	*x = GetProvenanceResponse{}
+	mi := &file_kiln_v1_compile_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetProvenanceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetProvenanceResponse) ProtoMessage() {}
+
+func (x *GetProvenanceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_compile_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetProvenanceResponse.ProtoReflect.Descriptor instead.
+func (*GetProvenanceResponse) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetProvenanceResponse) GetProvenance() *Provenance {
+	if x != nil {
+		return x.Provenance
+	}
+	return nil
+}
+
+// Provenance is a self-contained proof bundle; startcompile --download
+// saves it as provenance.json beside the artifact.
+type Provenance struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	BuildId uint64                 `protobuf:"varint,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	// The entries, as logged, with their references.
+	Entries []*LogEntry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	// The signed checkpoint the tiles prove against.
+	Checkpoint    []byte     `protobuf:"bytes,3,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	VerifierKey   string     `protobuf:"bytes,4,opt,name=verifier_key,json=verifierKey,proto3" json:"verifier_key,omitempty"`
+	Tiles         []*LogTile `protobuf:"bytes,5,rep,name=tiles,proto3" json:"tiles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Provenance) Reset() {
+	*x = Provenance{}
+	mi := &file_kiln_v1_compile_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Provenance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Provenance) ProtoMessage() {}
+
+func (x *Provenance) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_compile_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Provenance.ProtoReflect.Descriptor instead.
+func (*Provenance) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Provenance) GetBuildId() uint64 {
+	if x != nil {
+		return x.BuildId
+	}
+	return 0
+}
+
+func (x *Provenance) GetEntries() []*LogEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *Provenance) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *Provenance) GetVerifierKey() string {
+	if x != nil {
+		return x.VerifierKey
+	}
+	return ""
+}
+
+func (x *Provenance) GetTiles() []*LogTile {
+	if x != nil {
+		return x.Tiles
+	}
+	return nil
+}
+
+// LogEntry is one entry of the transparency log.
+type LogEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ref           *LogEntryRef           `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogEntry) Reset() {
+	*x = LogEntry{}
+	mi := &file_kiln_v1_compile_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogEntry) ProtoMessage() {}
+
+func (x *LogEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_compile_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
+func (*LogEntry) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *LogEntry) GetRef() *LogEntryRef {
+	if x != nil {
+		return x.Ref
+	}
+	return nil
+}
+
+func (x *LogEntry) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// LogTile is one tile, by its tlog path.
+type LogTile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogTile) Reset() {
+	*x = LogTile{}
+	mi := &file_kiln_v1_compile_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogTile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogTile) ProtoMessage() {}
+
+func (x *LogTile) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_compile_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogTile.ProtoReflect.Descriptor instead.
+func (*LogTile) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *LogTile) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *LogTile) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 // SubmitRequest is one request for a build.
 type SubmitRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -111,7 +396,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[0]
+	mi := &file_kiln_v1_compile_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -123,7 +408,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[0]
+	mi := &file_kiln_v1_compile_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -136,7 +421,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{0}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SubmitRequest) GetProject() string {
@@ -208,7 +493,7 @@ type SealGroupRequest struct {
 
 func (x *SealGroupRequest) Reset() {
 	*x = SealGroupRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[1]
+	mi := &file_kiln_v1_compile_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -220,7 +505,7 @@ func (x *SealGroupRequest) String() string {
 func (*SealGroupRequest) ProtoMessage() {}
 
 func (x *SealGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[1]
+	mi := &file_kiln_v1_compile_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -233,7 +518,7 @@ func (x *SealGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealGroupRequest.ProtoReflect.Descriptor instead.
 func (*SealGroupRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{1}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SealGroupRequest) GetGroup() string {
@@ -260,7 +545,7 @@ type SealGroupResponse struct {
 
 func (x *SealGroupResponse) Reset() {
 	*x = SealGroupResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[2]
+	mi := &file_kiln_v1_compile_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -272,7 +557,7 @@ func (x *SealGroupResponse) String() string {
 func (*SealGroupResponse) ProtoMessage() {}
 
 func (x *SealGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[2]
+	mi := &file_kiln_v1_compile_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -285,7 +570,7 @@ func (x *SealGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealGroupResponse.ProtoReflect.Descriptor instead.
 func (*SealGroupResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{2}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SealGroupResponse) GetRequests() uint32 {
@@ -310,7 +595,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[3]
+	mi := &file_kiln_v1_compile_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -322,7 +607,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[3]
+	mi := &file_kiln_v1_compile_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -335,7 +620,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{3}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SubmitResponse) GetBuild() *Build {
@@ -376,7 +661,7 @@ type GetBuildRequest struct {
 
 func (x *GetBuildRequest) Reset() {
 	*x = GetBuildRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[4]
+	mi := &file_kiln_v1_compile_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -388,7 +673,7 @@ func (x *GetBuildRequest) String() string {
 func (*GetBuildRequest) ProtoMessage() {}
 
 func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[4]
+	mi := &file_kiln_v1_compile_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -401,7 +686,7 @@ func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{4}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetBuildRequest) GetBuildId() uint64 {
@@ -421,7 +706,7 @@ type GetBuildResponse struct {
 
 func (x *GetBuildResponse) Reset() {
 	*x = GetBuildResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[5]
+	mi := &file_kiln_v1_compile_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +718,7 @@ func (x *GetBuildResponse) String() string {
 func (*GetBuildResponse) ProtoMessage() {}
 
 func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[5]
+	mi := &file_kiln_v1_compile_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +731,7 @@ func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildResponse.ProtoReflect.Descriptor instead.
 func (*GetBuildResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{5}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetBuildResponse) GetBuild() *Build {
@@ -468,7 +753,7 @@ type WatchBuildRequest struct {
 
 func (x *WatchBuildRequest) Reset() {
 	*x = WatchBuildRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[6]
+	mi := &file_kiln_v1_compile_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +765,7 @@ func (x *WatchBuildRequest) String() string {
 func (*WatchBuildRequest) ProtoMessage() {}
 
 func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[6]
+	mi := &file_kiln_v1_compile_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +778,7 @@ func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildRequest.ProtoReflect.Descriptor instead.
 func (*WatchBuildRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{6}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WatchBuildRequest) GetBuildId() uint64 {
@@ -523,7 +808,7 @@ type WatchBuildResponse struct {
 
 func (x *WatchBuildResponse) Reset() {
 	*x = WatchBuildResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[7]
+	mi := &file_kiln_v1_compile_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +820,7 @@ func (x *WatchBuildResponse) String() string {
 func (*WatchBuildResponse) ProtoMessage() {}
 
 func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[7]
+	mi := &file_kiln_v1_compile_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +833,7 @@ func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildResponse.ProtoReflect.Descriptor instead.
 func (*WatchBuildResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{7}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchBuildResponse) GetBuild() *Build {
@@ -584,7 +869,7 @@ type GetLogRequest struct {
 
 func (x *GetLogRequest) Reset() {
 	*x = GetLogRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[8]
+	mi := &file_kiln_v1_compile_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +881,7 @@ func (x *GetLogRequest) String() string {
 func (*GetLogRequest) ProtoMessage() {}
 
 func (x *GetLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[8]
+	mi := &file_kiln_v1_compile_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +894,7 @@ func (x *GetLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogRequest.ProtoReflect.Descriptor instead.
 func (*GetLogRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{8}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetLogRequest) GetBuildId() uint64 {
@@ -644,7 +929,7 @@ type GetLogResponse struct {
 
 func (x *GetLogResponse) Reset() {
 	*x = GetLogResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[9]
+	mi := &file_kiln_v1_compile_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +941,7 @@ func (x *GetLogResponse) String() string {
 func (*GetLogResponse) ProtoMessage() {}
 
 func (x *GetLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[9]
+	mi := &file_kiln_v1_compile_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +954,7 @@ func (x *GetLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogResponse.ProtoReflect.Descriptor instead.
 func (*GetLogResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{9}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetLogResponse) GetOffset() uint64 {
@@ -704,7 +989,7 @@ type DownloadArtifactRequest struct {
 
 func (x *DownloadArtifactRequest) Reset() {
 	*x = DownloadArtifactRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[10]
+	mi := &file_kiln_v1_compile_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +1001,7 @@ func (x *DownloadArtifactRequest) String() string {
 func (*DownloadArtifactRequest) ProtoMessage() {}
 
 func (x *DownloadArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[10]
+	mi := &file_kiln_v1_compile_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +1014,7 @@ func (x *DownloadArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadArtifactRequest.ProtoReflect.Descriptor instead.
 func (*DownloadArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{10}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DownloadArtifactRequest) GetWhat() isDownloadArtifactRequest_What {
@@ -794,7 +1079,7 @@ type DownloadArtifactResponse struct {
 
 func (x *DownloadArtifactResponse) Reset() {
 	*x = DownloadArtifactResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[11]
+	mi := &file_kiln_v1_compile_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +1091,7 @@ func (x *DownloadArtifactResponse) String() string {
 func (*DownloadArtifactResponse) ProtoMessage() {}
 
 func (x *DownloadArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[11]
+	mi := &file_kiln_v1_compile_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +1104,7 @@ func (x *DownloadArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadArtifactResponse.ProtoReflect.Descriptor instead.
 func (*DownloadArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{11}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DownloadArtifactResponse) GetMsg() isDownloadArtifactResponse_Msg {
@@ -875,7 +1160,7 @@ type DownloadHeader struct {
 
 func (x *DownloadHeader) Reset() {
 	*x = DownloadHeader{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[12]
+	mi := &file_kiln_v1_compile_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +1172,7 @@ func (x *DownloadHeader) String() string {
 func (*DownloadHeader) ProtoMessage() {}
 
 func (x *DownloadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[12]
+	mi := &file_kiln_v1_compile_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +1185,7 @@ func (x *DownloadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadHeader.ProtoReflect.Descriptor instead.
 func (*DownloadHeader) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{12}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DownloadHeader) GetBuildId() uint64 {
@@ -936,7 +1221,7 @@ type CancelRequest struct {
 
 func (x *CancelRequest) Reset() {
 	*x = CancelRequest{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[13]
+	mi := &file_kiln_v1_compile_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1233,7 @@ func (x *CancelRequest) String() string {
 func (*CancelRequest) ProtoMessage() {}
 
 func (x *CancelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[13]
+	mi := &file_kiln_v1_compile_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1246,7 @@ func (x *CancelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{13}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CancelRequest) GetBuildId() uint64 {
@@ -989,7 +1274,7 @@ type CancelResponse struct {
 
 func (x *CancelResponse) Reset() {
 	*x = CancelResponse{}
-	mi := &file_kiln_v1_compile_proto_msgTypes[14]
+	mi := &file_kiln_v1_compile_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1286,7 @@ func (x *CancelResponse) String() string {
 func (*CancelResponse) ProtoMessage() {}
 
 func (x *CancelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_compile_proto_msgTypes[14]
+	mi := &file_kiln_v1_compile_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1299,7 @@ func (x *CancelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelResponse.ProtoReflect.Descriptor instead.
 func (*CancelResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{14}
+	return file_kiln_v1_compile_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CancelResponse) GetBuild() *Build {
@@ -1028,7 +1313,29 @@ var File_kiln_v1_compile_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_compile_proto_rawDesc = "" +
 	"\n" +
-	"\x15kiln/v1/compile.proto\x12\akiln.v1\x1a\x13kiln/v1/build.proto\x1a\x16kiln/v1/platform.proto\"\x80\x03\n" +
+	"\x15kiln/v1/compile.proto\x12\akiln.v1\x1a\x13kiln/v1/build.proto\x1a\x16kiln/v1/platform.proto\"Y\n" +
+	"\x14GetProvenanceRequest\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\x04R\abuildId\x12&\n" +
+	"\x0fknown_tree_size\x18\x02 \x01(\x04R\rknownTreeSize\"L\n" +
+	"\x15GetProvenanceResponse\x123\n" +
+	"\n" +
+	"provenance\x18\x01 \x01(\v2\x13.kiln.v1.ProvenanceR\n" +
+	"provenance\"\xbf\x01\n" +
+	"\n" +
+	"Provenance\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\x04R\abuildId\x12+\n" +
+	"\aentries\x18\x02 \x03(\v2\x11.kiln.v1.LogEntryR\aentries\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x03 \x01(\fR\n" +
+	"checkpoint\x12!\n" +
+	"\fverifier_key\x18\x04 \x01(\tR\vverifierKey\x12&\n" +
+	"\x05tiles\x18\x05 \x03(\v2\x10.kiln.v1.LogTileR\x05tiles\"F\n" +
+	"\bLogEntry\x12&\n" +
+	"\x03ref\x18\x01 \x01(\v2\x14.kiln.v1.LogEntryRefR\x03ref\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"1\n" +
+	"\aLogTile\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\x80\x03\n" +
 	"\rSubmitRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\tR\brevision\x12>\n" +
@@ -1094,7 +1401,7 @@ const file_kiln_v1_compile_proto_rawDesc = "" +
 	"\x15MAIL_MODE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eMAIL_MODE_EACH\x10\x01\x12\x15\n" +
 	"\x11MAIL_MODE_SUMMARY\x10\x02\x12\x12\n" +
-	"\x0eMAIL_MODE_NONE\x10\x032\xec\x03\n" +
+	"\x0eMAIL_MODE_NONE\x10\x032\xbc\x04\n" +
 	"\x0eCompileService\x129\n" +
 	"\x06Submit\x12\x16.kiln.v1.SubmitRequest\x1a\x17.kiln.v1.SubmitResponse\x12?\n" +
 	"\bGetBuild\x12\x18.kiln.v1.GetBuildRequest\x1a\x19.kiln.v1.GetBuildResponse\x12G\n" +
@@ -1103,7 +1410,8 @@ const file_kiln_v1_compile_proto_rawDesc = "" +
 	"\x06GetLog\x12\x16.kiln.v1.GetLogRequest\x1a\x17.kiln.v1.GetLogResponse0\x01\x12Y\n" +
 	"\x10DownloadArtifact\x12 .kiln.v1.DownloadArtifactRequest\x1a!.kiln.v1.DownloadArtifactResponse0\x01\x129\n" +
 	"\x06Cancel\x12\x16.kiln.v1.CancelRequest\x1a\x17.kiln.v1.CancelResponse\x12B\n" +
-	"\tSealGroup\x12\x19.kiln.v1.SealGroupRequest\x1a\x1a.kiln.v1.SealGroupResponseB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
+	"\tSealGroup\x12\x19.kiln.v1.SealGroupRequest\x1a\x1a.kiln.v1.SealGroupResponse\x12N\n" +
+	"\rGetProvenance\x12\x1d.kiln.v1.GetProvenanceRequest\x1a\x1e.kiln.v1.GetProvenanceResponseB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
 
 var (
 	file_kiln_v1_compile_proto_rawDescOnce sync.Once
@@ -1118,60 +1426,72 @@ func file_kiln_v1_compile_proto_rawDescGZIP() []byte {
 }
 
 var file_kiln_v1_compile_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kiln_v1_compile_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_kiln_v1_compile_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_kiln_v1_compile_proto_goTypes = []any{
 	(MailMode)(0),                    // 0: kiln.v1.MailMode
-	(*SubmitRequest)(nil),            // 1: kiln.v1.SubmitRequest
-	(*SealGroupRequest)(nil),         // 2: kiln.v1.SealGroupRequest
-	(*SealGroupResponse)(nil),        // 3: kiln.v1.SealGroupResponse
-	(*SubmitResponse)(nil),           // 4: kiln.v1.SubmitResponse
-	(*GetBuildRequest)(nil),          // 5: kiln.v1.GetBuildRequest
-	(*GetBuildResponse)(nil),         // 6: kiln.v1.GetBuildResponse
-	(*WatchBuildRequest)(nil),        // 7: kiln.v1.WatchBuildRequest
-	(*WatchBuildResponse)(nil),       // 8: kiln.v1.WatchBuildResponse
-	(*GetLogRequest)(nil),            // 9: kiln.v1.GetLogRequest
-	(*GetLogResponse)(nil),           // 10: kiln.v1.GetLogResponse
-	(*DownloadArtifactRequest)(nil),  // 11: kiln.v1.DownloadArtifactRequest
-	(*DownloadArtifactResponse)(nil), // 12: kiln.v1.DownloadArtifactResponse
-	(*DownloadHeader)(nil),           // 13: kiln.v1.DownloadHeader
-	(*CancelRequest)(nil),            // 14: kiln.v1.CancelRequest
-	(*CancelResponse)(nil),           // 15: kiln.v1.CancelResponse
-	nil,                              // 16: kiln.v1.SubmitRequest.OptionsEntry
-	(*PlatformConstraints)(nil),      // 17: kiln.v1.PlatformConstraints
-	(*Build)(nil),                    // 18: kiln.v1.Build
-	(*Artifact)(nil),                 // 19: kiln.v1.Artifact
-	(*SystemInfo)(nil),               // 20: kiln.v1.SystemInfo
+	(*GetProvenanceRequest)(nil),     // 1: kiln.v1.GetProvenanceRequest
+	(*GetProvenanceResponse)(nil),    // 2: kiln.v1.GetProvenanceResponse
+	(*Provenance)(nil),               // 3: kiln.v1.Provenance
+	(*LogEntry)(nil),                 // 4: kiln.v1.LogEntry
+	(*LogTile)(nil),                  // 5: kiln.v1.LogTile
+	(*SubmitRequest)(nil),            // 6: kiln.v1.SubmitRequest
+	(*SealGroupRequest)(nil),         // 7: kiln.v1.SealGroupRequest
+	(*SealGroupResponse)(nil),        // 8: kiln.v1.SealGroupResponse
+	(*SubmitResponse)(nil),           // 9: kiln.v1.SubmitResponse
+	(*GetBuildRequest)(nil),          // 10: kiln.v1.GetBuildRequest
+	(*GetBuildResponse)(nil),         // 11: kiln.v1.GetBuildResponse
+	(*WatchBuildRequest)(nil),        // 12: kiln.v1.WatchBuildRequest
+	(*WatchBuildResponse)(nil),       // 13: kiln.v1.WatchBuildResponse
+	(*GetLogRequest)(nil),            // 14: kiln.v1.GetLogRequest
+	(*GetLogResponse)(nil),           // 15: kiln.v1.GetLogResponse
+	(*DownloadArtifactRequest)(nil),  // 16: kiln.v1.DownloadArtifactRequest
+	(*DownloadArtifactResponse)(nil), // 17: kiln.v1.DownloadArtifactResponse
+	(*DownloadHeader)(nil),           // 18: kiln.v1.DownloadHeader
+	(*CancelRequest)(nil),            // 19: kiln.v1.CancelRequest
+	(*CancelResponse)(nil),           // 20: kiln.v1.CancelResponse
+	nil,                              // 21: kiln.v1.SubmitRequest.OptionsEntry
+	(*LogEntryRef)(nil),              // 22: kiln.v1.LogEntryRef
+	(*PlatformConstraints)(nil),      // 23: kiln.v1.PlatformConstraints
+	(*Build)(nil),                    // 24: kiln.v1.Build
+	(*Artifact)(nil),                 // 25: kiln.v1.Artifact
+	(*SystemInfo)(nil),               // 26: kiln.v1.SystemInfo
 }
 var file_kiln_v1_compile_proto_depIdxs = []int32{
-	17, // 0: kiln.v1.SubmitRequest.constraints:type_name -> kiln.v1.PlatformConstraints
-	16, // 1: kiln.v1.SubmitRequest.options:type_name -> kiln.v1.SubmitRequest.OptionsEntry
-	0,  // 2: kiln.v1.SubmitRequest.mail:type_name -> kiln.v1.MailMode
-	18, // 3: kiln.v1.SubmitResponse.build:type_name -> kiln.v1.Build
-	18, // 4: kiln.v1.GetBuildResponse.build:type_name -> kiln.v1.Build
-	18, // 5: kiln.v1.WatchBuildResponse.build:type_name -> kiln.v1.Build
-	13, // 6: kiln.v1.DownloadArtifactResponse.header:type_name -> kiln.v1.DownloadHeader
-	19, // 7: kiln.v1.DownloadHeader.artifact:type_name -> kiln.v1.Artifact
-	20, // 8: kiln.v1.DownloadHeader.platform:type_name -> kiln.v1.SystemInfo
-	18, // 9: kiln.v1.CancelResponse.build:type_name -> kiln.v1.Build
-	1,  // 10: kiln.v1.CompileService.Submit:input_type -> kiln.v1.SubmitRequest
-	5,  // 11: kiln.v1.CompileService.GetBuild:input_type -> kiln.v1.GetBuildRequest
-	7,  // 12: kiln.v1.CompileService.WatchBuild:input_type -> kiln.v1.WatchBuildRequest
-	9,  // 13: kiln.v1.CompileService.GetLog:input_type -> kiln.v1.GetLogRequest
-	11, // 14: kiln.v1.CompileService.DownloadArtifact:input_type -> kiln.v1.DownloadArtifactRequest
-	14, // 15: kiln.v1.CompileService.Cancel:input_type -> kiln.v1.CancelRequest
-	2,  // 16: kiln.v1.CompileService.SealGroup:input_type -> kiln.v1.SealGroupRequest
-	4,  // 17: kiln.v1.CompileService.Submit:output_type -> kiln.v1.SubmitResponse
-	6,  // 18: kiln.v1.CompileService.GetBuild:output_type -> kiln.v1.GetBuildResponse
-	8,  // 19: kiln.v1.CompileService.WatchBuild:output_type -> kiln.v1.WatchBuildResponse
-	10, // 20: kiln.v1.CompileService.GetLog:output_type -> kiln.v1.GetLogResponse
-	12, // 21: kiln.v1.CompileService.DownloadArtifact:output_type -> kiln.v1.DownloadArtifactResponse
-	15, // 22: kiln.v1.CompileService.Cancel:output_type -> kiln.v1.CancelResponse
-	3,  // 23: kiln.v1.CompileService.SealGroup:output_type -> kiln.v1.SealGroupResponse
-	17, // [17:24] is the sub-list for method output_type
-	10, // [10:17] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	3,  // 0: kiln.v1.GetProvenanceResponse.provenance:type_name -> kiln.v1.Provenance
+	4,  // 1: kiln.v1.Provenance.entries:type_name -> kiln.v1.LogEntry
+	5,  // 2: kiln.v1.Provenance.tiles:type_name -> kiln.v1.LogTile
+	22, // 3: kiln.v1.LogEntry.ref:type_name -> kiln.v1.LogEntryRef
+	23, // 4: kiln.v1.SubmitRequest.constraints:type_name -> kiln.v1.PlatformConstraints
+	21, // 5: kiln.v1.SubmitRequest.options:type_name -> kiln.v1.SubmitRequest.OptionsEntry
+	0,  // 6: kiln.v1.SubmitRequest.mail:type_name -> kiln.v1.MailMode
+	24, // 7: kiln.v1.SubmitResponse.build:type_name -> kiln.v1.Build
+	24, // 8: kiln.v1.GetBuildResponse.build:type_name -> kiln.v1.Build
+	24, // 9: kiln.v1.WatchBuildResponse.build:type_name -> kiln.v1.Build
+	18, // 10: kiln.v1.DownloadArtifactResponse.header:type_name -> kiln.v1.DownloadHeader
+	25, // 11: kiln.v1.DownloadHeader.artifact:type_name -> kiln.v1.Artifact
+	26, // 12: kiln.v1.DownloadHeader.platform:type_name -> kiln.v1.SystemInfo
+	24, // 13: kiln.v1.CancelResponse.build:type_name -> kiln.v1.Build
+	6,  // 14: kiln.v1.CompileService.Submit:input_type -> kiln.v1.SubmitRequest
+	10, // 15: kiln.v1.CompileService.GetBuild:input_type -> kiln.v1.GetBuildRequest
+	12, // 16: kiln.v1.CompileService.WatchBuild:input_type -> kiln.v1.WatchBuildRequest
+	14, // 17: kiln.v1.CompileService.GetLog:input_type -> kiln.v1.GetLogRequest
+	16, // 18: kiln.v1.CompileService.DownloadArtifact:input_type -> kiln.v1.DownloadArtifactRequest
+	19, // 19: kiln.v1.CompileService.Cancel:input_type -> kiln.v1.CancelRequest
+	7,  // 20: kiln.v1.CompileService.SealGroup:input_type -> kiln.v1.SealGroupRequest
+	1,  // 21: kiln.v1.CompileService.GetProvenance:input_type -> kiln.v1.GetProvenanceRequest
+	9,  // 22: kiln.v1.CompileService.Submit:output_type -> kiln.v1.SubmitResponse
+	11, // 23: kiln.v1.CompileService.GetBuild:output_type -> kiln.v1.GetBuildResponse
+	13, // 24: kiln.v1.CompileService.WatchBuild:output_type -> kiln.v1.WatchBuildResponse
+	15, // 25: kiln.v1.CompileService.GetLog:output_type -> kiln.v1.GetLogResponse
+	17, // 26: kiln.v1.CompileService.DownloadArtifact:output_type -> kiln.v1.DownloadArtifactResponse
+	20, // 27: kiln.v1.CompileService.Cancel:output_type -> kiln.v1.CancelResponse
+	8,  // 28: kiln.v1.CompileService.SealGroup:output_type -> kiln.v1.SealGroupResponse
+	2,  // 29: kiln.v1.CompileService.GetProvenance:output_type -> kiln.v1.GetProvenanceResponse
+	22, // [22:30] is the sub-list for method output_type
+	14, // [14:22] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_compile_proto_init() }
@@ -1181,11 +1501,11 @@ func file_kiln_v1_compile_proto_init() {
 	}
 	file_kiln_v1_build_proto_init()
 	file_kiln_v1_platform_proto_init()
-	file_kiln_v1_compile_proto_msgTypes[10].OneofWrappers = []any{
+	file_kiln_v1_compile_proto_msgTypes[15].OneofWrappers = []any{
 		(*DownloadArtifactRequest_BuildId)(nil),
 		(*DownloadArtifactRequest_Pin)(nil),
 	}
-	file_kiln_v1_compile_proto_msgTypes[11].OneofWrappers = []any{
+	file_kiln_v1_compile_proto_msgTypes[16].OneofWrappers = []any{
 		(*DownloadArtifactResponse_Header)(nil),
 		(*DownloadArtifactResponse_Data)(nil),
 	}
@@ -1195,7 +1515,7 @@ func file_kiln_v1_compile_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_compile_proto_rawDesc), len(file_kiln_v1_compile_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

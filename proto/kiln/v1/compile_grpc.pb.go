@@ -26,6 +26,7 @@ const (
 	CompileService_DownloadArtifact_FullMethodName = "/kiln.v1.CompileService/DownloadArtifact"
 	CompileService_Cancel_FullMethodName           = "/kiln.v1.CompileService/Cancel"
 	CompileService_SealGroup_FullMethodName        = "/kiln.v1.CompileService/SealGroup"
+	CompileService_GetProvenance_FullMethodName    = "/kiln.v1.CompileService/GetProvenance"
 )
 
 // CompileServiceClient is the client API for CompileService service.
@@ -71,6 +72,13 @@ type CompileServiceClient interface {
 	// has submitted every request of it; see SealGroupRequest. A group never
 	// sealed is sealed by the metaserver an hour after it was opened.
 	SealGroup(ctx context.Context, in *SealGroupRequest, opts ...grpc.CallOption) (*SealGroupResponse, error)
+	// GetProvenance returns what a requester needs to check a build's
+	// artifact without trusting the metaserver's word: the build's log
+	// entries (statements and summary), the latest checkpoint, and the log's
+	// tiles that prove the entries included in it and the tree consistent
+	// with the one of size known_tree_size. NOT_FOUND for an unknown build,
+	// FAILED_PRECONDITION for a build without entries. Read-only.
+	GetProvenance(ctx context.Context, in *GetProvenanceRequest, opts ...grpc.CallOption) (*GetProvenanceResponse, error)
 }
 
 type compileServiceClient struct {
@@ -178,6 +186,16 @@ func (c *compileServiceClient) SealGroup(ctx context.Context, in *SealGroupReque
 	return out, nil
 }
 
+func (c *compileServiceClient) GetProvenance(ctx context.Context, in *GetProvenanceRequest, opts ...grpc.CallOption) (*GetProvenanceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetProvenanceResponse)
+	err := c.cc.Invoke(ctx, CompileService_GetProvenance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CompileServiceServer is the server API for CompileService service.
 // All implementations must embed UnimplementedCompileServiceServer
 // for forward compatibility.
@@ -221,6 +239,13 @@ type CompileServiceServer interface {
 	// has submitted every request of it; see SealGroupRequest. A group never
 	// sealed is sealed by the metaserver an hour after it was opened.
 	SealGroup(context.Context, *SealGroupRequest) (*SealGroupResponse, error)
+	// GetProvenance returns what a requester needs to check a build's
+	// artifact without trusting the metaserver's word: the build's log
+	// entries (statements and summary), the latest checkpoint, and the log's
+	// tiles that prove the entries included in it and the tree consistent
+	// with the one of size known_tree_size. NOT_FOUND for an unknown build,
+	// FAILED_PRECONDITION for a build without entries. Read-only.
+	GetProvenance(context.Context, *GetProvenanceRequest) (*GetProvenanceResponse, error)
 	mustEmbedUnimplementedCompileServiceServer()
 }
 
@@ -251,6 +276,9 @@ func (UnimplementedCompileServiceServer) Cancel(context.Context, *CancelRequest)
 }
 func (UnimplementedCompileServiceServer) SealGroup(context.Context, *SealGroupRequest) (*SealGroupResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SealGroup not implemented")
+}
+func (UnimplementedCompileServiceServer) GetProvenance(context.Context, *GetProvenanceRequest) (*GetProvenanceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetProvenance not implemented")
 }
 func (UnimplementedCompileServiceServer) mustEmbedUnimplementedCompileServiceServer() {}
 func (UnimplementedCompileServiceServer) testEmbeddedByValue()                        {}
@@ -378,6 +406,24 @@ func _CompileService_SealGroup_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CompileService_GetProvenance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetProvenanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CompileServiceServer).GetProvenance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CompileService_GetProvenance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CompileServiceServer).GetProvenance(ctx, req.(*GetProvenanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CompileService_ServiceDesc is the grpc.ServiceDesc for CompileService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -400,6 +446,10 @@ var CompileService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SealGroup",
 			Handler:    _CompileService_SealGroup_Handler,
+		},
+		{
+			MethodName: "GetProvenance",
+			Handler:    _CompileService_GetProvenance_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

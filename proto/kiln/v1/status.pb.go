@@ -22,6 +22,189 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// GetLogCheckpointRequest is empty.
+type GetLogCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLogCheckpointRequest) Reset() {
+	*x = GetLogCheckpointRequest{}
+	mi := &file_kiln_v1_status_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLogCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLogCheckpointRequest) ProtoMessage() {}
+
+func (x *GetLogCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_status_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLogCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*GetLogCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{0}
+}
+
+// GetLogCheckpointResponse carries the signed checkpoint.
+type GetLogCheckpointResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Checkpoint []byte                 `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// The note verifier key of the log ("name+hash+base64"), for a client
+	// that has not seen this log before.
+	VerifierKey   string `protobuf:"bytes,2,opt,name=verifier_key,json=verifierKey,proto3" json:"verifier_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLogCheckpointResponse) Reset() {
+	*x = GetLogCheckpointResponse{}
+	mi := &file_kiln_v1_status_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLogCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLogCheckpointResponse) ProtoMessage() {}
+
+func (x *GetLogCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_status_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLogCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*GetLogCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetLogCheckpointResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *GetLogCheckpointResponse) GetVerifierKey() string {
+	if x != nil {
+		return x.VerifierKey
+	}
+	return ""
+}
+
+// GetLogTileRequest names a tile.
+type GetLogTileRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLogTileRequest) Reset() {
+	*x = GetLogTileRequest{}
+	mi := &file_kiln_v1_status_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLogTileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLogTileRequest) ProtoMessage() {}
+
+func (x *GetLogTileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_status_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLogTileRequest.ProtoReflect.Descriptor instead.
+func (*GetLogTileRequest) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GetLogTileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+// GetLogTileResponse is the tile's bytes: hash tiles hold 32-byte hashes,
+// data tiles the entries, each followed by a newline.
+type GetLogTileResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLogTileResponse) Reset() {
+	*x = GetLogTileResponse{}
+	mi := &file_kiln_v1_status_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLogTileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLogTileResponse) ProtoMessage() {}
+
+func (x *GetLogTileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_status_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLogTileResponse.ProtoReflect.Descriptor instead.
+func (*GetLogTileResponse) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetLogTileResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 // GetOverviewRequest is empty.
 type GetOverviewRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -31,7 +214,7 @@ type GetOverviewRequest struct {
 
 func (x *GetOverviewRequest) Reset() {
 	*x = GetOverviewRequest{}
-	mi := &file_kiln_v1_status_proto_msgTypes[0]
+	mi := &file_kiln_v1_status_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -43,7 +226,7 @@ func (x *GetOverviewRequest) String() string {
 func (*GetOverviewRequest) ProtoMessage() {}
 
 func (x *GetOverviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[0]
+	mi := &file_kiln_v1_status_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -56,7 +239,7 @@ func (x *GetOverviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOverviewRequest.ProtoReflect.Descriptor instead.
 func (*GetOverviewRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{0}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{4}
 }
 
 // GetOverviewResponse is the farm at a glance.
@@ -83,7 +266,7 @@ type GetOverviewResponse struct {
 
 func (x *GetOverviewResponse) Reset() {
 	*x = GetOverviewResponse{}
-	mi := &file_kiln_v1_status_proto_msgTypes[1]
+	mi := &file_kiln_v1_status_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -95,7 +278,7 @@ func (x *GetOverviewResponse) String() string {
 func (*GetOverviewResponse) ProtoMessage() {}
 
 func (x *GetOverviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[1]
+	mi := &file_kiln_v1_status_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -108,7 +291,7 @@ func (x *GetOverviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOverviewResponse.ProtoReflect.Descriptor instead.
 func (*GetOverviewResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{1}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetOverviewResponse) GetConnectedBuildServers() uint32 {
@@ -204,7 +387,7 @@ type ListBuildServersRequest struct {
 
 func (x *ListBuildServersRequest) Reset() {
 	*x = ListBuildServersRequest{}
-	mi := &file_kiln_v1_status_proto_msgTypes[2]
+	mi := &file_kiln_v1_status_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -216,7 +399,7 @@ func (x *ListBuildServersRequest) String() string {
 func (*ListBuildServersRequest) ProtoMessage() {}
 
 func (x *ListBuildServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[2]
+	mi := &file_kiln_v1_status_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -229,7 +412,7 @@ func (x *ListBuildServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildServersRequest.ProtoReflect.Descriptor instead.
 func (*ListBuildServersRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{2}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{6}
 }
 
 // ListBuildServersResponse lists build servers.
@@ -242,7 +425,7 @@ type ListBuildServersResponse struct {
 
 func (x *ListBuildServersResponse) Reset() {
 	*x = ListBuildServersResponse{}
-	mi := &file_kiln_v1_status_proto_msgTypes[3]
+	mi := &file_kiln_v1_status_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -254,7 +437,7 @@ func (x *ListBuildServersResponse) String() string {
 func (*ListBuildServersResponse) ProtoMessage() {}
 
 func (x *ListBuildServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[3]
+	mi := &file_kiln_v1_status_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -267,7 +450,7 @@ func (x *ListBuildServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildServersResponse.ProtoReflect.Descriptor instead.
 func (*ListBuildServersResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{3}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListBuildServersResponse) GetBuildServers() []*BuildServerStatus {
@@ -316,13 +499,16 @@ type BuildServerStatus struct {
 	// Results in a row that agreed with other operators', per platform
 	// identity (its canonical text): its reputation (docs/trust.md).
 	AgreeingInRow map[string]uint32 `protobuf:"bytes,21,rep,name=agreeing_in_row,json=agreeingInRow,proto3" json:"agreeing_in_row,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// The build server's pinned ed25519 public key (32 bytes); empty before
+	// its first session.
+	PublicKey     []byte `protobuf:"bytes,22,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BuildServerStatus) Reset() {
 	*x = BuildServerStatus{}
-	mi := &file_kiln_v1_status_proto_msgTypes[4]
+	mi := &file_kiln_v1_status_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -334,7 +520,7 @@ func (x *BuildServerStatus) String() string {
 func (*BuildServerStatus) ProtoMessage() {}
 
 func (x *BuildServerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[4]
+	mi := &file_kiln_v1_status_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -347,7 +533,7 @@ func (x *BuildServerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildServerStatus.ProtoReflect.Descriptor instead.
 func (*BuildServerStatus) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{4}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BuildServerStatus) GetName() string {
@@ -497,6 +683,13 @@ func (x *BuildServerStatus) GetAgreeingInRow() map[string]uint32 {
 	return nil
 }
 
+func (x *BuildServerStatus) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
 // ListBuildsRequest filters builds; empty fields match all.
 type ListBuildsRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -520,7 +713,7 @@ type ListBuildsRequest struct {
 
 func (x *ListBuildsRequest) Reset() {
 	*x = ListBuildsRequest{}
-	mi := &file_kiln_v1_status_proto_msgTypes[5]
+	mi := &file_kiln_v1_status_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +725,7 @@ func (x *ListBuildsRequest) String() string {
 func (*ListBuildsRequest) ProtoMessage() {}
 
 func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[5]
+	mi := &file_kiln_v1_status_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +738,7 @@ func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsRequest.ProtoReflect.Descriptor instead.
 func (*ListBuildsRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{5}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListBuildsRequest) GetState() BuildState {
@@ -622,7 +815,7 @@ type ListBuildsResponse struct {
 
 func (x *ListBuildsResponse) Reset() {
 	*x = ListBuildsResponse{}
-	mi := &file_kiln_v1_status_proto_msgTypes[6]
+	mi := &file_kiln_v1_status_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -634,7 +827,7 @@ func (x *ListBuildsResponse) String() string {
 func (*ListBuildsResponse) ProtoMessage() {}
 
 func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[6]
+	mi := &file_kiln_v1_status_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +840,7 @@ func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsResponse.ProtoReflect.Descriptor instead.
 func (*ListBuildsResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{6}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListBuildsResponse) GetBuilds() []*Build {
@@ -674,7 +867,7 @@ type ListPinsRequest struct {
 
 func (x *ListPinsRequest) Reset() {
 	*x = ListPinsRequest{}
-	mi := &file_kiln_v1_status_proto_msgTypes[7]
+	mi := &file_kiln_v1_status_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +879,7 @@ func (x *ListPinsRequest) String() string {
 func (*ListPinsRequest) ProtoMessage() {}
 
 func (x *ListPinsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[7]
+	mi := &file_kiln_v1_status_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +892,7 @@ func (x *ListPinsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPinsRequest.ProtoReflect.Descriptor instead.
 func (*ListPinsRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{7}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListPinsRequest) GetProject() string {
@@ -721,7 +914,7 @@ type ListPinsResponse struct {
 
 func (x *ListPinsResponse) Reset() {
 	*x = ListPinsResponse{}
-	mi := &file_kiln_v1_status_proto_msgTypes[8]
+	mi := &file_kiln_v1_status_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +926,7 @@ func (x *ListPinsResponse) String() string {
 func (*ListPinsResponse) ProtoMessage() {}
 
 func (x *ListPinsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[8]
+	mi := &file_kiln_v1_status_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +939,7 @@ func (x *ListPinsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPinsResponse.ProtoReflect.Descriptor instead.
 func (*ListPinsResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{8}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListPinsResponse) GetPins() []*PinStatus {
@@ -783,7 +976,7 @@ type PinStatus struct {
 
 func (x *PinStatus) Reset() {
 	*x = PinStatus{}
-	mi := &file_kiln_v1_status_proto_msgTypes[9]
+	mi := &file_kiln_v1_status_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -795,7 +988,7 @@ func (x *PinStatus) String() string {
 func (*PinStatus) ProtoMessage() {}
 
 func (x *PinStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[9]
+	mi := &file_kiln_v1_status_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -808,7 +1001,7 @@ func (x *PinStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinStatus.ProtoReflect.Descriptor instead.
 func (*PinStatus) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{9}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PinStatus) GetName() string {
@@ -885,7 +1078,7 @@ type GetHistoryRequest struct {
 
 func (x *GetHistoryRequest) Reset() {
 	*x = GetHistoryRequest{}
-	mi := &file_kiln_v1_status_proto_msgTypes[10]
+	mi := &file_kiln_v1_status_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1090,7 @@ func (x *GetHistoryRequest) String() string {
 func (*GetHistoryRequest) ProtoMessage() {}
 
 func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[10]
+	mi := &file_kiln_v1_status_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1103,7 @@ func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{10}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetHistoryRequest) GetSince() *timestamppb.Timestamp {
@@ -932,7 +1125,7 @@ type GetHistoryResponse struct {
 
 func (x *GetHistoryResponse) Reset() {
 	*x = GetHistoryResponse{}
-	mi := &file_kiln_v1_status_proto_msgTypes[11]
+	mi := &file_kiln_v1_status_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +1137,7 @@ func (x *GetHistoryResponse) String() string {
 func (*GetHistoryResponse) ProtoMessage() {}
 
 func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[11]
+	mi := &file_kiln_v1_status_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +1150,7 @@ func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{11}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetHistoryResponse) GetSamples() []*Sample {
@@ -991,7 +1184,7 @@ type Sample struct {
 
 func (x *Sample) Reset() {
 	*x = Sample{}
-	mi := &file_kiln_v1_status_proto_msgTypes[12]
+	mi := &file_kiln_v1_status_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1003,7 +1196,7 @@ func (x *Sample) String() string {
 func (*Sample) ProtoMessage() {}
 
 func (x *Sample) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_status_proto_msgTypes[12]
+	mi := &file_kiln_v1_status_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1016,7 +1209,7 @@ func (x *Sample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sample.ProtoReflect.Descriptor instead.
 func (*Sample) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_status_proto_rawDescGZIP(), []int{12}
+	return file_kiln_v1_status_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Sample) GetAt() *timestamppb.Timestamp {
@@ -1072,7 +1265,17 @@ var File_kiln_v1_status_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_status_proto_rawDesc = "" +
 	"\n" +
-	"\x14kiln/v1/status.proto\x12\akiln.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13kiln/v1/build.proto\x1a\x16kiln/v1/platform.proto\"\x14\n" +
+	"\x14kiln/v1/status.proto\x12\akiln.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13kiln/v1/build.proto\x1a\x16kiln/v1/platform.proto\"\x19\n" +
+	"\x17GetLogCheckpointRequest\"]\n" +
+	"\x18GetLogCheckpointResponse\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\fR\n" +
+	"checkpoint\x12!\n" +
+	"\fverifier_key\x18\x02 \x01(\tR\vverifierKey\"'\n" +
+	"\x11GetLogTileRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"(\n" +
+	"\x12GetLogTileResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\x14\n" +
 	"\x12GetOverviewRequest\"\x8a\x05\n" +
 	"\x13GetOverviewResponse\x126\n" +
 	"\x17connected_build_servers\x18\x01 \x01(\rR\x15connectedBuildServers\x12+\n" +
@@ -1096,7 +1299,7 @@ const file_kiln_v1_status_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x19\n" +
 	"\x17ListBuildServersRequest\"[\n" +
 	"\x18ListBuildServersResponse\x12?\n" +
-	"\rbuild_servers\x18\x01 \x03(\v2\x1a.kiln.v1.BuildServerStatusR\fbuildServers\"\xbf\a\n" +
+	"\rbuild_servers\x18\x01 \x03(\v2\x1a.kiln.v1.BuildServerStatusR\fbuildServers\"\xde\a\n" +
 	"\x11BuildServerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tconnected\x18\x02 \x01(\bR\tconnected\x12)\n" +
@@ -1119,7 +1322,9 @@ const file_kiln_v1_status_proto_rawDesc = "" +
 	"\boperator\x18\x12 \x01(\tR\boperator\x12#\n" +
 	"\rdisputes_lost\x18\x13 \x01(\x04R\fdisputesLost\x12\x16\n" +
 	"\x06marked\x18\x14 \x01(\tR\x06marked\x12U\n" +
-	"\x0fagreeing_in_row\x18\x15 \x03(\v2-.kiln.v1.BuildServerStatus.AgreeingInRowEntryR\ragreeingInRow\x1a@\n" +
+	"\x0fagreeing_in_row\x18\x15 \x03(\v2-.kiln.v1.BuildServerStatus.AgreeingInRowEntryR\ragreeingInRow\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x16 \x01(\fR\tpublicKey\x1a@\n" +
 	"\x12AgreeingInRowEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x83\x02\n" +
@@ -1167,7 +1372,7 @@ const file_kiln_v1_status_proto_rawDesc = "" +
 	"cache_hits\x18\x04 \x01(\x04R\tcacheHits\x12!\n" +
 	"\fcache_misses\x18\x05 \x01(\x04R\vcacheMisses\x126\n" +
 	"\x17connected_build_servers\x18\x06 \x01(\rR\x15connectedBuildServers\x12%\n" +
-	"\x0erunning_builds\x18\a \x01(\rR\rrunningBuilds2\x81\x03\n" +
+	"\x0erunning_builds\x18\a \x01(\rR\rrunningBuilds2\xa1\x04\n" +
 	"\rStatusService\x12H\n" +
 	"\vGetOverview\x12\x1b.kiln.v1.GetOverviewRequest\x1a\x1c.kiln.v1.GetOverviewResponse\x12W\n" +
 	"\x10ListBuildServers\x12 .kiln.v1.ListBuildServersRequest\x1a!.kiln.v1.ListBuildServersResponse\x12E\n" +
@@ -1175,7 +1380,10 @@ const file_kiln_v1_status_proto_rawDesc = "" +
 	"ListBuilds\x12\x1a.kiln.v1.ListBuildsRequest\x1a\x1b.kiln.v1.ListBuildsResponse\x12?\n" +
 	"\bListPins\x12\x18.kiln.v1.ListPinsRequest\x1a\x19.kiln.v1.ListPinsResponse\x12E\n" +
 	"\n" +
-	"GetHistory\x12\x1a.kiln.v1.GetHistoryRequest\x1a\x1b.kiln.v1.GetHistoryResponseB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
+	"GetHistory\x12\x1a.kiln.v1.GetHistoryRequest\x1a\x1b.kiln.v1.GetHistoryResponse\x12W\n" +
+	"\x10GetLogCheckpoint\x12 .kiln.v1.GetLogCheckpointRequest\x1a!.kiln.v1.GetLogCheckpointResponse\x12E\n" +
+	"\n" +
+	"GetLogTile\x12\x1a.kiln.v1.GetLogTileRequest\x1a\x1b.kiln.v1.GetLogTileResponseB0Z.github.com/kilnbuild/kiln/proto/kiln/v1;kilnv1b\x06proto3"
 
 var (
 	file_kiln_v1_status_proto_rawDescOnce sync.Once
@@ -1189,62 +1397,70 @@ func file_kiln_v1_status_proto_rawDescGZIP() []byte {
 	return file_kiln_v1_status_proto_rawDescData
 }
 
-var file_kiln_v1_status_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_kiln_v1_status_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_kiln_v1_status_proto_goTypes = []any{
-	(*GetOverviewRequest)(nil),       // 0: kiln.v1.GetOverviewRequest
-	(*GetOverviewResponse)(nil),      // 1: kiln.v1.GetOverviewResponse
-	(*ListBuildServersRequest)(nil),  // 2: kiln.v1.ListBuildServersRequest
-	(*ListBuildServersResponse)(nil), // 3: kiln.v1.ListBuildServersResponse
-	(*BuildServerStatus)(nil),        // 4: kiln.v1.BuildServerStatus
-	(*ListBuildsRequest)(nil),        // 5: kiln.v1.ListBuildsRequest
-	(*ListBuildsResponse)(nil),       // 6: kiln.v1.ListBuildsResponse
-	(*ListPinsRequest)(nil),          // 7: kiln.v1.ListPinsRequest
-	(*ListPinsResponse)(nil),         // 8: kiln.v1.ListPinsResponse
-	(*PinStatus)(nil),                // 9: kiln.v1.PinStatus
-	(*GetHistoryRequest)(nil),        // 10: kiln.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),       // 11: kiln.v1.GetHistoryResponse
-	(*Sample)(nil),                   // 12: kiln.v1.Sample
-	nil,                              // 13: kiln.v1.GetOverviewResponse.BuildsByStateEntry
-	nil,                              // 14: kiln.v1.BuildServerStatus.AgreeingInRowEntry
-	(*timestamppb.Timestamp)(nil),    // 15: google.protobuf.Timestamp
-	(*Target)(nil),                   // 16: kiln.v1.Target
-	(*BuildServerPolicy)(nil),        // 17: kiln.v1.BuildServerPolicy
-	(*RejectedTarget)(nil),           // 18: kiln.v1.RejectedTarget
-	(BuildState)(0),                  // 19: kiln.v1.BuildState
-	(*Build)(nil),                    // 20: kiln.v1.Build
-	(*SystemInfo)(nil),               // 21: kiln.v1.SystemInfo
+	(*GetLogCheckpointRequest)(nil),  // 0: kiln.v1.GetLogCheckpointRequest
+	(*GetLogCheckpointResponse)(nil), // 1: kiln.v1.GetLogCheckpointResponse
+	(*GetLogTileRequest)(nil),        // 2: kiln.v1.GetLogTileRequest
+	(*GetLogTileResponse)(nil),       // 3: kiln.v1.GetLogTileResponse
+	(*GetOverviewRequest)(nil),       // 4: kiln.v1.GetOverviewRequest
+	(*GetOverviewResponse)(nil),      // 5: kiln.v1.GetOverviewResponse
+	(*ListBuildServersRequest)(nil),  // 6: kiln.v1.ListBuildServersRequest
+	(*ListBuildServersResponse)(nil), // 7: kiln.v1.ListBuildServersResponse
+	(*BuildServerStatus)(nil),        // 8: kiln.v1.BuildServerStatus
+	(*ListBuildsRequest)(nil),        // 9: kiln.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),       // 10: kiln.v1.ListBuildsResponse
+	(*ListPinsRequest)(nil),          // 11: kiln.v1.ListPinsRequest
+	(*ListPinsResponse)(nil),         // 12: kiln.v1.ListPinsResponse
+	(*PinStatus)(nil),                // 13: kiln.v1.PinStatus
+	(*GetHistoryRequest)(nil),        // 14: kiln.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),       // 15: kiln.v1.GetHistoryResponse
+	(*Sample)(nil),                   // 16: kiln.v1.Sample
+	nil,                              // 17: kiln.v1.GetOverviewResponse.BuildsByStateEntry
+	nil,                              // 18: kiln.v1.BuildServerStatus.AgreeingInRowEntry
+	(*timestamppb.Timestamp)(nil),    // 19: google.protobuf.Timestamp
+	(*Target)(nil),                   // 20: kiln.v1.Target
+	(*BuildServerPolicy)(nil),        // 21: kiln.v1.BuildServerPolicy
+	(*RejectedTarget)(nil),           // 22: kiln.v1.RejectedTarget
+	(BuildState)(0),                  // 23: kiln.v1.BuildState
+	(*Build)(nil),                    // 24: kiln.v1.Build
+	(*SystemInfo)(nil),               // 25: kiln.v1.SystemInfo
 }
 var file_kiln_v1_status_proto_depIdxs = []int32{
-	13, // 0: kiln.v1.GetOverviewResponse.builds_by_state:type_name -> kiln.v1.GetOverviewResponse.BuildsByStateEntry
-	15, // 1: kiln.v1.GetOverviewResponse.oldest_queued_at:type_name -> google.protobuf.Timestamp
-	15, // 2: kiln.v1.GetOverviewResponse.started_at:type_name -> google.protobuf.Timestamp
-	4,  // 3: kiln.v1.ListBuildServersResponse.build_servers:type_name -> kiln.v1.BuildServerStatus
-	16, // 4: kiln.v1.BuildServerStatus.targets:type_name -> kiln.v1.Target
-	15, // 5: kiln.v1.BuildServerStatus.last_seen:type_name -> google.protobuf.Timestamp
-	17, // 6: kiln.v1.BuildServerStatus.policy:type_name -> kiln.v1.BuildServerPolicy
-	18, // 7: kiln.v1.BuildServerStatus.rejected_targets:type_name -> kiln.v1.RejectedTarget
-	15, // 8: kiln.v1.BuildServerStatus.put_aside_until:type_name -> google.protobuf.Timestamp
-	14, // 9: kiln.v1.BuildServerStatus.agreeing_in_row:type_name -> kiln.v1.BuildServerStatus.AgreeingInRowEntry
-	19, // 10: kiln.v1.ListBuildsRequest.state:type_name -> kiln.v1.BuildState
-	20, // 11: kiln.v1.ListBuildsResponse.builds:type_name -> kiln.v1.Build
-	9,  // 12: kiln.v1.ListPinsResponse.pins:type_name -> kiln.v1.PinStatus
-	21, // 13: kiln.v1.PinStatus.platform:type_name -> kiln.v1.SystemInfo
-	15, // 14: kiln.v1.PinStatus.created_at:type_name -> google.protobuf.Timestamp
-	15, // 15: kiln.v1.GetHistoryRequest.since:type_name -> google.protobuf.Timestamp
-	12, // 16: kiln.v1.GetHistoryResponse.samples:type_name -> kiln.v1.Sample
-	15, // 17: kiln.v1.Sample.at:type_name -> google.protobuf.Timestamp
-	0,  // 18: kiln.v1.StatusService.GetOverview:input_type -> kiln.v1.GetOverviewRequest
-	2,  // 19: kiln.v1.StatusService.ListBuildServers:input_type -> kiln.v1.ListBuildServersRequest
-	5,  // 20: kiln.v1.StatusService.ListBuilds:input_type -> kiln.v1.ListBuildsRequest
-	7,  // 21: kiln.v1.StatusService.ListPins:input_type -> kiln.v1.ListPinsRequest
-	10, // 22: kiln.v1.StatusService.GetHistory:input_type -> kiln.v1.GetHistoryRequest
-	1,  // 23: kiln.v1.StatusService.GetOverview:output_type -> kiln.v1.GetOverviewResponse
-	3,  // 24: kiln.v1.StatusService.ListBuildServers:output_type -> kiln.v1.ListBuildServersResponse
-	6,  // 25: kiln.v1.StatusService.ListBuilds:output_type -> kiln.v1.ListBuildsResponse
-	8,  // 26: kiln.v1.StatusService.ListPins:output_type -> kiln.v1.ListPinsResponse
-	11, // 27: kiln.v1.StatusService.GetHistory:output_type -> kiln.v1.GetHistoryResponse
-	23, // [23:28] is the sub-list for method output_type
-	18, // [18:23] is the sub-list for method input_type
+	17, // 0: kiln.v1.GetOverviewResponse.builds_by_state:type_name -> kiln.v1.GetOverviewResponse.BuildsByStateEntry
+	19, // 1: kiln.v1.GetOverviewResponse.oldest_queued_at:type_name -> google.protobuf.Timestamp
+	19, // 2: kiln.v1.GetOverviewResponse.started_at:type_name -> google.protobuf.Timestamp
+	8,  // 3: kiln.v1.ListBuildServersResponse.build_servers:type_name -> kiln.v1.BuildServerStatus
+	20, // 4: kiln.v1.BuildServerStatus.targets:type_name -> kiln.v1.Target
+	19, // 5: kiln.v1.BuildServerStatus.last_seen:type_name -> google.protobuf.Timestamp
+	21, // 6: kiln.v1.BuildServerStatus.policy:type_name -> kiln.v1.BuildServerPolicy
+	22, // 7: kiln.v1.BuildServerStatus.rejected_targets:type_name -> kiln.v1.RejectedTarget
+	19, // 8: kiln.v1.BuildServerStatus.put_aside_until:type_name -> google.protobuf.Timestamp
+	18, // 9: kiln.v1.BuildServerStatus.agreeing_in_row:type_name -> kiln.v1.BuildServerStatus.AgreeingInRowEntry
+	23, // 10: kiln.v1.ListBuildsRequest.state:type_name -> kiln.v1.BuildState
+	24, // 11: kiln.v1.ListBuildsResponse.builds:type_name -> kiln.v1.Build
+	13, // 12: kiln.v1.ListPinsResponse.pins:type_name -> kiln.v1.PinStatus
+	25, // 13: kiln.v1.PinStatus.platform:type_name -> kiln.v1.SystemInfo
+	19, // 14: kiln.v1.PinStatus.created_at:type_name -> google.protobuf.Timestamp
+	19, // 15: kiln.v1.GetHistoryRequest.since:type_name -> google.protobuf.Timestamp
+	16, // 16: kiln.v1.GetHistoryResponse.samples:type_name -> kiln.v1.Sample
+	19, // 17: kiln.v1.Sample.at:type_name -> google.protobuf.Timestamp
+	4,  // 18: kiln.v1.StatusService.GetOverview:input_type -> kiln.v1.GetOverviewRequest
+	6,  // 19: kiln.v1.StatusService.ListBuildServers:input_type -> kiln.v1.ListBuildServersRequest
+	9,  // 20: kiln.v1.StatusService.ListBuilds:input_type -> kiln.v1.ListBuildsRequest
+	11, // 21: kiln.v1.StatusService.ListPins:input_type -> kiln.v1.ListPinsRequest
+	14, // 22: kiln.v1.StatusService.GetHistory:input_type -> kiln.v1.GetHistoryRequest
+	0,  // 23: kiln.v1.StatusService.GetLogCheckpoint:input_type -> kiln.v1.GetLogCheckpointRequest
+	2,  // 24: kiln.v1.StatusService.GetLogTile:input_type -> kiln.v1.GetLogTileRequest
+	5,  // 25: kiln.v1.StatusService.GetOverview:output_type -> kiln.v1.GetOverviewResponse
+	7,  // 26: kiln.v1.StatusService.ListBuildServers:output_type -> kiln.v1.ListBuildServersResponse
+	10, // 27: kiln.v1.StatusService.ListBuilds:output_type -> kiln.v1.ListBuildsResponse
+	12, // 28: kiln.v1.StatusService.ListPins:output_type -> kiln.v1.ListPinsResponse
+	15, // 29: kiln.v1.StatusService.GetHistory:output_type -> kiln.v1.GetHistoryResponse
+	1,  // 30: kiln.v1.StatusService.GetLogCheckpoint:output_type -> kiln.v1.GetLogCheckpointResponse
+	3,  // 31: kiln.v1.StatusService.GetLogTile:output_type -> kiln.v1.GetLogTileResponse
+	25, // [25:32] is the sub-list for method output_type
+	18, // [18:25] is the sub-list for method input_type
 	18, // [18:18] is the sub-list for extension type_name
 	18, // [18:18] is the sub-list for extension extendee
 	0,  // [0:18] is the sub-list for field type_name
@@ -1263,7 +1479,7 @@ func file_kiln_v1_status_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_status_proto_rawDesc), len(file_kiln_v1_status_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,8 @@ const (
 	StatusService_ListBuilds_FullMethodName       = "/kiln.v1.StatusService/ListBuilds"
 	StatusService_ListPins_FullMethodName         = "/kiln.v1.StatusService/ListPins"
 	StatusService_GetHistory_FullMethodName       = "/kiln.v1.StatusService/GetHistory"
+	StatusService_GetLogCheckpoint_FullMethodName = "/kiln.v1.StatusService/GetLogCheckpoint"
+	StatusService_GetLogTile_FullMethodName       = "/kiln.v1.StatusService/GetLogTile"
 )
 
 // StatusServiceClient is the client API for StatusService service.
@@ -47,6 +49,14 @@ type StatusServiceClient interface {
 	// GetHistory returns the samples the metaserver took of itself (one a
 	// minute, the last day's kept) since a time, oldest first.
 	GetHistory(ctx context.Context, in *GetHistoryRequest, opts ...grpc.CallOption) (*GetHistoryResponse, error)
+	// GetLogCheckpoint returns the transparency log's latest checkpoint, a
+	// signed note (golang.org/x/mod/sumdb/note) whose text is the log's
+	// origin, size and root hash (RFC 6962), one per line.
+	GetLogCheckpoint(ctx context.Context, in *GetLogCheckpointRequest, opts ...grpc.CallOption) (*GetLogCheckpointResponse, error)
+	// GetLogTile returns one tile of the log, named by its path as
+	// golang.org/x/mod/sumdb/tlog formats it ("tile/8/0/001", "tile/8/data/000.p/5").
+	// NOT_FOUND for a tile beyond the log's size, INVALID_ARGUMENT for a bad path.
+	GetLogTile(ctx context.Context, in *GetLogTileRequest, opts ...grpc.CallOption) (*GetLogTileResponse, error)
 }
 
 type statusServiceClient struct {
@@ -107,6 +117,26 @@ func (c *statusServiceClient) GetHistory(ctx context.Context, in *GetHistoryRequ
 	return out, nil
 }
 
+func (c *statusServiceClient) GetLogCheckpoint(ctx context.Context, in *GetLogCheckpointRequest, opts ...grpc.CallOption) (*GetLogCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetLogCheckpointResponse)
+	err := c.cc.Invoke(ctx, StatusService_GetLogCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *statusServiceClient) GetLogTile(ctx context.Context, in *GetLogTileRequest, opts ...grpc.CallOption) (*GetLogTileResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetLogTileResponse)
+	err := c.cc.Invoke(ctx, StatusService_GetLogTile_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StatusServiceServer is the server API for StatusService service.
 // All implementations must embed UnimplementedStatusServiceServer
 // for forward compatibility.
@@ -128,6 +158,14 @@ type StatusServiceServer interface {
 	// GetHistory returns the samples the metaserver took of itself (one a
 	// minute, the last day's kept) since a time, oldest first.
 	GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error)
+	// GetLogCheckpoint returns the transparency log's latest checkpoint, a
+	// signed note (golang.org/x/mod/sumdb/note) whose text is the log's
+	// origin, size and root hash (RFC 6962), one per line.
+	GetLogCheckpoint(context.Context, *GetLogCheckpointRequest) (*GetLogCheckpointResponse, error)
+	// GetLogTile returns one tile of the log, named by its path as
+	// golang.org/x/mod/sumdb/tlog formats it ("tile/8/0/001", "tile/8/data/000.p/5").
+	// NOT_FOUND for a tile beyond the log's size, INVALID_ARGUMENT for a bad path.
+	GetLogTile(context.Context, *GetLogTileRequest) (*GetLogTileResponse, error)
 	mustEmbedUnimplementedStatusServiceServer()
 }
 
@@ -152,6 +190,12 @@ func (UnimplementedStatusServiceServer) ListPins(context.Context, *ListPinsReque
 }
 func (UnimplementedStatusServiceServer) GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetHistory not implemented")
+}
+func (UnimplementedStatusServiceServer) GetLogCheckpoint(context.Context, *GetLogCheckpointRequest) (*GetLogCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetLogCheckpoint not implemented")
+}
+func (UnimplementedStatusServiceServer) GetLogTile(context.Context, *GetLogTileRequest) (*GetLogTileResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetLogTile not implemented")
 }
 func (UnimplementedStatusServiceServer) mustEmbedUnimplementedStatusServiceServer() {}
 func (UnimplementedStatusServiceServer) testEmbeddedByValue()                       {}
@@ -264,6 +308,42 @@ func _StatusService_GetHistory_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StatusService_GetLogCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetLogCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StatusServiceServer).GetLogCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StatusService_GetLogCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StatusServiceServer).GetLogCheckpoint(ctx, req.(*GetLogCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StatusService_GetLogTile_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetLogTileRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StatusServiceServer).GetLogTile(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StatusService_GetLogTile_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StatusServiceServer).GetLogTile(ctx, req.(*GetLogTileRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // StatusService_ServiceDesc is the grpc.ServiceDesc for StatusService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -290,6 +370,14 @@ var StatusService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetHistory",
 			Handler:    _StatusService_GetHistory_Handler,
+		},
+		{
+			MethodName: "GetLogCheckpoint",
+			Handler:    _StatusService_GetLogCheckpoint_Handler,
+		},
+		{
+			MethodName: "GetLogTile",
+			Handler:    _StatusService_GetLogTile_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

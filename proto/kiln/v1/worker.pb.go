@@ -294,8 +294,14 @@ type Hello struct {
 	// INVALID_ARGUMENT (it does not truncate), so the build server truncates
 	// reasons and keeps only the first 32 entries before sending.
 	RejectedTargets []*RejectedTarget `protobuf:"bytes,8,rep,name=rejected_targets,json=rejectedTargets,proto3" json:"rejected_targets,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The build server's ed25519 public key (32 bytes), kept in its data
+	// directory. The metaserver pins the first key it sees for a credential
+	// and refuses a session presenting another (PERMISSION_DENIED) until the
+	// credential is revoked and added or enrolled again. Required: a Hello
+	// without one is refused with INVALID_ARGUMENT.
+	PublicKey     []byte `protobuf:"bytes,9,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -380,6 +386,13 @@ func (x *Hello) GetDraining() bool {
 func (x *Hello) GetRejectedTargets() []*RejectedTarget {
 	if x != nil {
 		return x.RejectedTargets
+	}
+	return nil
+}
+
+func (x *Hello) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
 	}
 	return nil
 }
@@ -558,7 +571,10 @@ type Assignment struct {
 	// identity. The build server downloads each (CompileService
 	// DownloadArtifact by build_id), refuses one whose sha256 or size differs,
 	// and unpacks them read-only into the build's sysroot ($KILN_SYSROOT).
-	Dependencies  []*BuildDependency `protobuf:"bytes,9,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
+	Dependencies []*BuildDependency `protobuf:"bytes,9,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
+	// What the build's requester pinned; the build server names it in its
+	// signed statement (external parameters), nothing else.
+	Constraints   *PlatformConstraints `protobuf:"bytes,10,opt,name=constraints,proto3" json:"constraints,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -652,6 +668,13 @@ func (x *Assignment) GetRecipe() *Recipe {
 func (x *Assignment) GetDependencies() []*BuildDependency {
 	if x != nil {
 		return x.Dependencies
+	}
+	return nil
+}
+
+func (x *Assignment) GetConstraints() *PlatformConstraints {
+	if x != nil {
+		return x.Constraints
 	}
 	return nil
 }
@@ -906,6 +929,13 @@ type AttemptResult struct {
 	// served the attempt's compilations; unset when it used none. The
 	// metaserver keeps it on the attempt (Attempt.compiler_cache).
 	CompilerCache *CompilerCacheStats `protobuf:"bytes,8,opt,name=compiler_cache,json=compilerCache,proto3" json:"compiler_cache,omitempty"`
+	// For SUCCEEDED: a DSSE envelope (JSON) holding an in-toto Statement whose
+	// subject is the artifact's sha256 and whose predicate is SLSA provenance
+	// v1, signed with the key of Hello.public_key (docs/provenance.md). The
+	// metaserver checks it before accepting the result: a success without a
+	// valid statement for this attempt and artifact ends REJECTED. At most
+	// 64 KiB.
+	Statement     []byte `protobuf:"bytes,9,opt,name=statement,proto3" json:"statement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -992,6 +1022,13 @@ func (x *AttemptResult) GetArtifactData() []byte {
 func (x *AttemptResult) GetCompilerCache() *CompilerCacheStats {
 	if x != nil {
 		return x.CompilerCache
+	}
+	return nil
+}
+
+func (x *AttemptResult) GetStatement() []byte {
+	if x != nil {
+		return x.Statement
 	}
 	return nil
 }
@@ -1333,7 +1370,7 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\x06cancel\x18\x03 \x01(\v2\x16.kiln.v1.CancelAttemptH\x00R\x06cancel\x123\n" +
 	"\n" +
 	"result_ack\x18\x04 \x01(\v2\x12.kiln.v1.ResultAckH\x00R\tresultAckB\x05\n" +
-	"\x03msg\"\xc8\x02\n" +
+	"\x03msg\"\xe7\x02\n" +
 	"\x05Hello\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12)\n" +
 	"\atargets\x18\x02 \x03(\v2\x0f.kiln.v1.TargetR\atargets\x12\x14\n" +
@@ -1342,7 +1379,9 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\x13running_attempt_ids\x18\x05 \x03(\x04R\x11runningAttemptIds\x12 \n" +
 	"\vunsandboxed\x18\x06 \x01(\bR\vunsandboxed\x12\x1a\n" +
 	"\bdraining\x18\a \x01(\bR\bdraining\x12B\n" +
-	"\x10rejected_targets\x18\b \x03(\v2\x17.kiln.v1.RejectedTargetR\x0frejectedTargets\"\x8a\x02\n" +
+	"\x10rejected_targets\x18\b \x03(\v2\x17.kiln.v1.RejectedTargetR\x0frejectedTargets\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\t \x01(\fR\tpublicKey\"\x8a\x02\n" +
 	"\aWelcome\x12!\n" +
 	"\fbuild_server\x18\x01 \x01(\tR\vbuildServer\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x02 \x01(\rR\x13heartbeatIntervalMs\x12\x19\n" +
@@ -1353,7 +1392,7 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\tHeartbeat\x12.\n" +
 	"\x13running_attempt_ids\x18\x01 \x03(\x04R\x11runningAttemptIds\x12\x1a\n" +
 	"\bdraining\x18\x02 \x01(\bR\bdraining\x12\x12\n" +
-	"\x04busy\x18\x03 \x01(\bR\x04busy\"\x8d\x03\n" +
+	"\x04busy\x18\x03 \x01(\bR\x04busy\"\xcd\x03\n" +
 	"\n" +
 	"Assignment\x12\x1d\n" +
 	"\n" +
@@ -1365,7 +1404,9 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\x06commit\x18\x06 \x01(\tR\x06commit\x12:\n" +
 	"\aoptions\x18\a \x03(\v2 .kiln.v1.Assignment.OptionsEntryR\aoptions\x12'\n" +
 	"\x06recipe\x18\b \x01(\v2\x0f.kiln.v1.RecipeR\x06recipe\x12<\n" +
-	"\fdependencies\x18\t \x03(\v2\x18.kiln.v1.BuildDependencyR\fdependencies\x1a:\n" +
+	"\fdependencies\x18\t \x03(\v2\x18.kiln.v1.BuildDependencyR\fdependencies\x12>\n" +
+	"\vconstraints\x18\n" +
+	" \x01(\v2\x1c.kiln.v1.PlatformConstraintsR\vconstraints\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\x02\n" +
@@ -1388,7 +1429,7 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"attempt_id\x18\x01 \x01(\x04R\tattemptId\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"\xcf\x02\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"\xed\x02\n" +
 	"\rAttemptResult\x12\x1d\n" +
 	"\n" +
 	"attempt_id\x18\x01 \x01(\x04R\tattemptId\x121\n" +
@@ -1398,7 +1439,8 @@ const file_kiln_v1_worker_proto_rawDesc = "" +
 	"\bartifact\x18\x05 \x01(\v2\x11.kiln.v1.ArtifactR\bartifact\x12\x19\n" +
 	"\blog_size\x18\x06 \x01(\x04R\alogSize\x12#\n" +
 	"\rartifact_data\x18\a \x01(\fR\fartifactData\x12B\n" +
-	"\x0ecompiler_cache\x18\b \x01(\v2\x1b.kiln.v1.CompilerCacheStatsR\rcompilerCache\"^\n" +
+	"\x0ecompiler_cache\x18\b \x01(\v2\x1b.kiln.v1.CompilerCacheStatsR\rcompilerCache\x12\x1c\n" +
+	"\tstatement\x18\t \x01(\fR\tstatement\"^\n" +
 	"\tResultAck\x12\x1d\n" +
 	"\n" +
 	"attempt_id\x18\x01 \x01(\x04R\tattemptId\x12\x1a\n" +
@@ -1458,10 +1500,11 @@ var file_kiln_v1_worker_proto_goTypes = []any{
 	(*BuildServerPolicy)(nil),      // 17: kiln.v1.BuildServerPolicy
 	(*RejectedTarget)(nil),         // 18: kiln.v1.RejectedTarget
 	(*BuildDependency)(nil),        // 19: kiln.v1.BuildDependency
-	(Phase)(0),                     // 20: kiln.v1.Phase
-	(AttemptOutcome)(0),            // 21: kiln.v1.AttemptOutcome
-	(*Artifact)(nil),               // 22: kiln.v1.Artifact
-	(*CompilerCacheStats)(nil),     // 23: kiln.v1.CompilerCacheStats
+	(*PlatformConstraints)(nil),    // 20: kiln.v1.PlatformConstraints
+	(Phase)(0),                     // 21: kiln.v1.Phase
+	(AttemptOutcome)(0),            // 22: kiln.v1.AttemptOutcome
+	(*Artifact)(nil),               // 23: kiln.v1.Artifact
+	(*CompilerCacheStats)(nil),     // 24: kiln.v1.CompilerCacheStats
 }
 var file_kiln_v1_worker_proto_depIdxs = []int32{
 	2,  // 0: kiln.v1.SessionRequest.hello:type_name -> kiln.v1.Hello
@@ -1479,20 +1522,21 @@ var file_kiln_v1_worker_proto_depIdxs = []int32{
 	15, // 12: kiln.v1.Assignment.options:type_name -> kiln.v1.Assignment.OptionsEntry
 	6,  // 13: kiln.v1.Assignment.recipe:type_name -> kiln.v1.Recipe
 	19, // 14: kiln.v1.Assignment.dependencies:type_name -> kiln.v1.BuildDependency
-	20, // 15: kiln.v1.AttemptProgress.phase:type_name -> kiln.v1.Phase
-	21, // 16: kiln.v1.AttemptResult.outcome:type_name -> kiln.v1.AttemptOutcome
-	22, // 17: kiln.v1.AttemptResult.artifact:type_name -> kiln.v1.Artifact
-	23, // 18: kiln.v1.AttemptResult.compiler_cache:type_name -> kiln.v1.CompilerCacheStats
-	13, // 19: kiln.v1.UploadArtifactRequest.header:type_name -> kiln.v1.UploadHeader
-	0,  // 20: kiln.v1.WorkerService.Session:input_type -> kiln.v1.SessionRequest
-	12, // 21: kiln.v1.WorkerService.UploadArtifact:input_type -> kiln.v1.UploadArtifactRequest
-	1,  // 22: kiln.v1.WorkerService.Session:output_type -> kiln.v1.SessionResponse
-	14, // 23: kiln.v1.WorkerService.UploadArtifact:output_type -> kiln.v1.UploadArtifactResponse
-	22, // [22:24] is the sub-list for method output_type
-	20, // [20:22] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	20, // 15: kiln.v1.Assignment.constraints:type_name -> kiln.v1.PlatformConstraints
+	21, // 16: kiln.v1.AttemptProgress.phase:type_name -> kiln.v1.Phase
+	22, // 17: kiln.v1.AttemptResult.outcome:type_name -> kiln.v1.AttemptOutcome
+	23, // 18: kiln.v1.AttemptResult.artifact:type_name -> kiln.v1.Artifact
+	24, // 19: kiln.v1.AttemptResult.compiler_cache:type_name -> kiln.v1.CompilerCacheStats
+	13, // 20: kiln.v1.UploadArtifactRequest.header:type_name -> kiln.v1.UploadHeader
+	0,  // 21: kiln.v1.WorkerService.Session:input_type -> kiln.v1.SessionRequest
+	12, // 22: kiln.v1.WorkerService.UploadArtifact:input_type -> kiln.v1.UploadArtifactRequest
+	1,  // 23: kiln.v1.WorkerService.Session:output_type -> kiln.v1.SessionResponse
+	14, // 24: kiln.v1.WorkerService.UploadArtifact:output_type -> kiln.v1.UploadArtifactResponse
+	23, // [23:25] is the sub-list for method output_type
+	21, // [21:23] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_worker_proto_init() }

@@ -109,8 +109,12 @@ type BuildServerRecord struct {
 	// identity key (hex): reset by a lost dispute.
 	AgreeingInRow map[string]uint32 `protobuf:"bytes,14,rep,name=agreeing_in_row,json=agreeingInRow,proto3" json:"agreeing_in_row,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// Disputes lost that other operators settled, and why it was last marked.
-	DisputesLost  uint64 `protobuf:"varint,15,opt,name=disputes_lost,json=disputesLost,proto3" json:"disputes_lost,omitempty"`
-	Marked        string `protobuf:"bytes,16,opt,name=marked,proto3" json:"marked,omitempty"`
+	DisputesLost uint64 `protobuf:"varint,15,opt,name=disputes_lost,json=disputesLost,proto3" json:"disputes_lost,omitempty"`
+	Marked       string `protobuf:"bytes,16,opt,name=marked,proto3" json:"marked,omitempty"`
+	// The ed25519 public key pinned at the first Hello of this credential;
+	// statements are checked against it. Cleared never: a credential that
+	// needs a new key is revoked and a new one made.
+	PublicKey     []byte `protobuf:"bytes,17,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -255,6 +259,13 @@ func (x *BuildServerRecord) GetMarked() string {
 		return x.Marked
 	}
 	return ""
+}
+
+func (x *BuildServerRecord) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
 }
 
 // OperatorRecord is an operator: the person or organisation behind
@@ -1251,7 +1262,7 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\rProjectRecord\x12*\n" +
 	"\aproject\x18\x01 \x01(\v2\x10.kiln.v1.ProjectR\aproject\x129\n" +
 	"\n" +
-	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x88\x06\n" +
+	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xa7\x06\n" +
 	"\x11BuildServerRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -1271,7 +1282,9 @@ const file_kilnstore_v1_records_proto_rawDesc = "" +
 	"\boperator\x18\r \x01(\tR\boperator\x12Z\n" +
 	"\x0fagreeing_in_row\x18\x0e \x03(\v22.kilnstore.v1.BuildServerRecord.AgreeingInRowEntryR\ragreeingInRow\x12#\n" +
 	"\rdisputes_lost\x18\x0f \x01(\x04R\fdisputesLost\x12\x16\n" +
-	"\x06marked\x18\x10 \x01(\tR\x06marked\x1a@\n" +
+	"\x06marked\x18\x10 \x01(\tR\x06marked\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x11 \x01(\fR\tpublicKey\x1a@\n" +
 	"\x12AgreeingInRowEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"_\n" +
