@@ -70,7 +70,7 @@ func (s *Server) ListBuildServers(ctx context.Context, _ *kilnv1.ListBuildServer
 			BuildsSucceeded: r.GetBuildsSucceeded(), BuildsFailed: r.GetBuildsFailed(), Revoked: r.GetRevoked(),
 			AttemptsLost: r.GetAttemptsLost(), Operator: operatorName(r), DisputesLost: r.GetDisputesLost(), Marked: r.GetMarked(),
 			AgreeingInRow: r.GetAgreeingInRow(),
-			PublicKey: r.GetPublicKey(),
+			PublicKey:     r.GetPublicKey(),
 		}
 		if len(bs.PublicKey) == 0 {
 			bs.PublicKey = s.keys[r.GetName()] // pinned, its record not yet committed
