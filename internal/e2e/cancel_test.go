@@ -57,8 +57,8 @@ func TestCancelJoinThenCancelLeavesTheVictimsBuildRunning(t *testing.T) {
 	}
 	msgs := mailWaitSettled(t, f, sink, 1, mailDeliveryTimeout)
 	got := mailFor(msgs, victim)
-	if len(got) != 1 || !strings.HasSuffix(got[0].Subject(), ": succeeded") {
-		t.Fatalf("the victim got %d mails (%v); want one saying succeeded", len(got), msgs)
+	if len(got) != 1 || !strings.HasSuffix(got[0].Subject(), ": succeeded (verified)") {
+		t.Fatalf("the victim got %d mails (%v); want one saying succeeded (verified)", len(got), msgs)
 	}
 	if strings.Contains(strings.ToLower(got[0].Text), "attacker.evil") {
 		t.Fatalf("the victim's mail names the attacker:\n%s", got[0].Text)
