@@ -368,13 +368,13 @@ func TestTx(t *testing.T) {
 
 // A version-3 file (before the transparency log) opens as version 4 with
 // an empty log that appends work on.
-func TestOpen_UpgradesVersion3ToAnEmptyTransparencyLog(t *testing.T) {
+func TestOpen_UpgradesVersion5ToAnEmptyTransparencyLog(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "kiln.db")
 	db := openT(t, path, bolt.Options{})
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	setVersion(t, path, 3)
+	setVersion(t, path, 5) // version 5 is version 6 without the log
 	rawUpdate(t, path, func(tx *bbolt.Tx) error {
 		for _, b := range []string{"tlog_entries", "tlog_hashes"} {
 			if err := tx.DeleteBucket([]byte(b)); err != nil {
@@ -397,8 +397,8 @@ func TestOpen_UpgradesVersion3ToAnEmptyTransparencyLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	rawView(t, path, func(tx *bbolt.Tx) error {
-		if v := tx.Bucket([]byte("meta")).Get([]byte("version")); !bytes.Equal(v, []byte{0, 0, 0, 0, 0, 0, 0, 4}) {
-			t.Errorf("version after the upgrade: %x, want 4", v)
+		if v := tx.Bucket([]byte("meta")).Get([]byte("version")); !bytes.Equal(v, []byte{0, 0, 0, 0, 0, 0, 0, bolt.SchemaVersion}) {
+			t.Errorf("version after the upgrade: %x, want %d", v, bolt.SchemaVersion)
 		}
 		return nil
 	})
