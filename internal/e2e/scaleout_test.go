@@ -171,7 +171,7 @@ func TestScaleOut_OneWriterAndAdministrationOnlyWithTheSecret(t *testing.T) {
 	// A second metaserver on the same store is refused: one writer.
 	second := farmtest.NewProcess(t, "metaserver-2", farmtest.Binary(t, "metaserver"), "serve",
 		"--data-dir", filepath.Join(sf.Dir, "second"), "--listen", farmtest.FreeAddr(t),
-		"--store", sf.StoreURL, "--blobs", sf.BlobsURL)
+		"--store", sf.StoreURL, "--blobs", sf.BlobsURL, "--quorum", "1")
 	second.Env = append(os.Environ(), sf.MetaEnv...)
 	if err := second.Start(); err != nil {
 		t.Fatal(err)
@@ -336,7 +336,7 @@ func (sf *scaledFarm) startStandby(t *testing.T, args ...string) (string, *farmt
 	addr := farmtest.FreeAddr(t)
 	b := farmtest.NewProcess(t, "metaserver-b", farmtest.Binary(t, "metaserver"), append([]string{"serve", "--standby",
 		"--data-dir", filepath.Join(sf.Dir, "metaserver-b"), "--listen", addr,
-		"--store", sf.StoreURL, "--blobs", sf.BlobsURL}, args...)...)
+		"--store", sf.StoreURL, "--blobs", sf.BlobsURL, "--quorum", "1"}, args...)...)
 	b.Env = append(os.Environ(), sf.MetaEnv...)
 	if err := b.Start(); err != nil {
 		t.Fatal(err)
