@@ -133,6 +133,9 @@ func buildChanged(a, b *kilnv1.Build) bool {
 func (s *Server) GetLog(req *kilnv1.GetLogRequest, stream kilnv1.CompileService_GetLogServer) error {
 	id := req.GetBuildId()
 	offset := req.GetOffset()
+	if req.GetDiffoscope() {
+		return s.sendDiffoscope(stream, id, offset)
+	}
 	logAttempt := -1
 	for {
 		changed, release := s.changes.wait(id)

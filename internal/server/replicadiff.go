@@ -1,90 +1,82 @@
 package server
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"io"
-	"sort"
 	"strconv"
+	"time"
+
+	"github.com/kilnbuild/kiln/internal/artifactdiff"
 )
 
 // When two results of one build differ, the metaserver says where: the
-// files whose content (or kind, or mode) differs between the two tar.gz
-// artifacts, or that only one of them has (differingFiles). The list goes
-// into the build (Build.differing_files), its failure when it ends
-// NOT_REPRODUCIBLE, and its mail. Both artifacts are kept with the cache
-// entry (kept_sha256); docs/trust.md tells the administrator how to
-// compare them with diffoscope, which the metaserver does not run itself.
+// files whose content, kind, mode, link, owner or time differs between the
+// two artifacts, or that only one of them has (differingFiles, through
+// internal/artifactdiff). The list goes into the build
+// (Build.differing_files), its failure when it ends NOT_REPRODUCIBLE, and
+// its mail. Both artifacts are kept with the cache entry (kept_sha256);
+// when the build ends not reproducible and diffoscope is installed, the
+// metaserver also runs it on them (diffoscope.go).
+//
+// Either artifact may be a cheater's: artifactdiff refuses names that
+// leave the archive and bounds what it reads (diffLimits, diffTimeout); a
+// refusal is listed as the one entry "(archive refused: …)" rather than
+// nothing, so that a build page never suggests the artifacts are alike.
 
-// maxDiffEntries bounds the entries read from each artifact, and
-// maxDifferingFiles the files listed.
+// The bounds of a comparison: entries read from each artifact, files
+// listed, bytes each may expand to (maxExpandFactor times its size plus
+// diffExpandSlack), the time it may take, and the length of a refusal.
 const (
 	maxDiffEntries    = 1 << 16
 	maxDifferingFiles = 64
+	diffExpandSlack   = 256 << 20
+	diffTimeout       = 2 * time.Minute
+	maxRefusalBytes   = 300
 )
 
-// fileDigests returns each entry of a tar.gz read from r: its sha256 for a
-// regular file, or its kind and link for anything else, with its mode.
-func fileDigests(r io.Reader, limit int64) (map[string]string, error) {
-	gz, err := gzip.NewReader(r)
-	if err != nil {
-		return nil, err
+// diffLimits are artifactdiff's limits for artifacts of sizes na and nb.
+// MaxDifferences holds every difference (at most one per entry of
+// either), so that differingFiles can say how many it does not list.
+func diffLimits(na, nb int64) artifactdiff.Limits {
+	return artifactdiff.Limits{
+		MaxEntries:     maxDiffEntries,
+		MaxNameBytes:   artifactdiff.DefaultLimits.MaxNameBytes,
+		MaxIndexBytes:  8 << 20,
+		MaxBytes:       maxExpandFactor*max(na, nb) + diffExpandSlack,
+		MaxDifferences: 2 * maxDiffEntries,
 	}
-	tr := tar.NewReader(&boundedReader{r: gz, n: limit})
-	out := map[string]string{}
-	for len(out) < maxDiffEntries {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		d := sha256.New()
-		if h.Typeflag == tar.TypeReg {
-			if _, err := io.Copy(d, tr); err != nil {
-				return nil, err
-			}
-		}
-		d.Write([]byte{h.Typeflag})
-		d.Write([]byte(h.Linkname))
-		d.Write([]byte{byte(h.Mode >> 8), byte(h.Mode)})
-		out[h.Name] = string(d.Sum(nil))
-	}
-	return out, nil
 }
 
-// differingFiles names the files in which two artifacts differ, sorted, at
-// most maxDifferingFiles (the last entry then says how many more). nil
-// when either cannot be read as a tar.gz: the sha256s still differ.
-func differingFiles(a, b []byte) []string {
-	da, err := fileDigests(bytes.NewReader(a), int64(len(a))*maxExpandFactor+maxExpandSlack)
-	if err != nil {
-		return nil
+// differingFiles names the files in which artifact a (na bytes) and
+// artifact b (nb bytes) differ, sorted, at most maxDifferingFiles (the
+// last entry then says how many more). When the files are alike it says
+// what else differs, and when artifactdiff refuses either artifact (unsafe,
+// too large, malformed, too slow) it says why, each as a single entry in
+// parentheses: never nil, the sha256s differ.
+func differingFiles(ctx context.Context, a io.Reader, na int64, b io.Reader, nb int64) []string {
+	ctx, cancel := context.WithTimeout(ctx, diffTimeout)
+	defer cancel()
+	rep, err := artifactdiff.Diff(ctx, a, b, diffLimits(na, nb))
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return []string{"(archives not compared: it took longer than " + diffTimeout.String() + ")"}
+	case ctx.Err() != nil:
+		return []string{"(archives not compared: " + ctx.Err().Error() + ")"}
+	case err != nil:
+		return []string{truncate("(archive refused: "+err.Error(), maxRefusalBytes) + ")"}
+	case rep.OrderDiffers:
+		return []string{"(the same files, in a different order)"}
+	case len(rep.Differences) == 0:
+		return []string{"(the same files; the archives differ in compression or tar headers)"}
 	}
-	db, err := fileDigests(bytes.NewReader(b), int64(len(b))*maxExpandFactor+maxExpandSlack)
-	if err != nil {
-		return nil
+	out := make([]string, 0, min(len(rep.Differences), maxDifferingFiles)+1)
+	for _, d := range rep.Differences[:min(len(rep.Differences), maxDifferingFiles)] {
+		out = append(out, d.Path)
 	}
-	var out []string
-	for name, d := range da {
-		if db[name] != d {
-			out = append(out, name)
-		}
-	}
-	for name := range db {
-		if _, ok := da[name]; !ok {
-			out = append(out, name)
-		}
-	}
-	sort.Strings(out)
-	if len(out) > maxDifferingFiles {
-		more := len(out) - maxDifferingFiles
-		out = append(out[:maxDifferingFiles], "… and "+strconv.Itoa(more)+" more")
+	if more := len(rep.Differences) - len(out); more > 0 {
+		out = append(out, "… and "+strconv.Itoa(more)+" more")
 	}
 	return out
 }
@@ -109,33 +101,19 @@ func (s *Server) diffAgainstFirstLocked(id uint64, sha string) string {
 	return ""
 }
 
-// readArtifact reads a whole artifact: held in memory, inline or a file.
-// Artifacts larger than limit are not read (nil).
-func (s *Server) readArtifact(ctx context.Context, sha string, limit int64) []byte {
+// openArtifact opens an artifact: held in memory, inline or a file; with
+// its size.
+func (s *Server) openArtifact(ctx context.Context, sha string) (io.ReadCloser, int64, error) {
 	if data := s.blobs.pendingData(sha); data != nil {
-		return data
+		return io.NopCloser(bytes.NewReader(data)), int64(len(data)), nil
 	}
-	f, size, err := s.blobs.open(ctx, sha)
-	if err != nil || size > limit {
-		if f != nil {
-			f.Close()
-		}
-		return nil
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit))
-	if err != nil {
-		return nil
-	}
-	return data
+	return s.blobs.open(ctx, sha)
 }
-
-// maxDiffRead bounds the artifacts compared in memory.
-const maxDiffRead = 256 << 20
 
 // resultDiff returns the files in which the artifact of result r (data
 // when sent inline) differs from its build's first differing result; nil
-// when none differs. Called before taking s.mu: it reads both artifacts.
+// when none differs, or when either artifact cannot be opened. Called
+// before taking s.mu: it streams both artifacts, each once.
 func (s *Server) resultDiff(ctx context.Context, attemptID uint64, sha string, data []byte) []string {
 	s.mu.Lock()
 	other := s.diffAgainstFirstLocked(attemptID, sha)
@@ -143,12 +121,19 @@ func (s *Server) resultDiff(ctx context.Context, attemptID uint64, sha string, d
 	if other == "" {
 		return nil
 	}
-	if data == nil {
-		data = s.readArtifact(ctx, sha, maxDiffRead)
-	}
-	first := s.readArtifact(ctx, other, maxDiffRead)
-	if data == nil || first == nil {
+	first, nFirst, err := s.openArtifact(ctx, other)
+	if err != nil {
+		s.log.Warn("comparing results: opening an artifact failed", "sha256", other, "err", err)
 		return nil
 	}
-	return differingFiles(first, data)
+	defer first.Close()
+	this, nThis := io.NopCloser(bytes.NewReader(data)), int64(len(data))
+	if data == nil {
+		if this, nThis, err = s.openArtifact(ctx, sha); err != nil {
+			s.log.Warn("comparing results: opening an artifact failed", "sha256", sha, "err", err)
+			return nil
+		}
+	}
+	defer this.Close()
+	return differingFiles(ctx, first, nFirst, this, nThis)
 }

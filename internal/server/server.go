@@ -144,6 +144,9 @@ type Config struct {
 	// with a copy of each build whose verification ended (VERIFIED or
 	// NOT_REPRODUCIBLE), after its final record is enqueued (nil: none).
 	OnSettled func(b *kilnv1.Build)
+	// DiffoscopeTimeout bounds a diffoscope run on a not-reproducible
+	// build's artifacts (default 60s; diffoscope.go).
+	DiffoscopeTimeout time.Duration
 	// Notifier receives final builds inside their last transaction, to queue
 	// mail and hooks (nil: none).
 	Notifier FinalHook
@@ -293,6 +296,10 @@ type Server struct {
 	diskFull atomic.Pointer[error]
 	stop     context.CancelFunc
 	bg       sync.WaitGroup
+	// bgCtx is the background loops' context (Start), diffoscopeSlot the
+	// one diffoscope run at a time (diffoscope.go).
+	bgCtx          context.Context
+	diffoscopeSlot chan struct{}
 }
 
 // activeBuild is a queued or running build held in memory.
@@ -336,27 +343,28 @@ func Open(cfg Config, st store.Store) (s *Server, err error) {
 		return nil, err
 	}
 	s = &Server{
-		cfg:         cfg,
-		log:         cfg.Logger,
-		st:          st,
-		blobs:       blobs,
-		mirrors:     newMirrors(filepath.Join(cfg.DataDir, "mirrors")),
-		logs:        logs,
-		changes:     newNotifier(),
-		metrics:     newMetrics(),
-		started:     time.Now(),
-		sched:       sched.New(),
-		active:      map[uint64]*activeBuild{},
-		bySource:    map[string][]*activeBuild{},
-		sessions:    map[string]*session{},
-		keys:        map[string][]byte{},
-		notary:      notary,
-		uploads:     map[string]int{},
-		standings:   map[string]*standing{},
-		limiter:     newLimiter(cfg.RequestsPerMinute, time.Minute),
-		addrLimiter: newLimiter(cfg.RequestsPerMinutePerAddress, time.Minute),
-		fatal:       make(chan error, 1),
-		closing:     make(chan struct{}),
+		cfg:            cfg,
+		log:            cfg.Logger,
+		st:             st,
+		blobs:          blobs,
+		mirrors:        newMirrors(filepath.Join(cfg.DataDir, "mirrors")),
+		logs:           logs,
+		changes:        newNotifier(),
+		metrics:        newMetrics(),
+		started:        time.Now(),
+		sched:          sched.New(),
+		active:         map[uint64]*activeBuild{},
+		bySource:       map[string][]*activeBuild{},
+		sessions:       map[string]*session{},
+		keys:           map[string][]byte{},
+		notary:         notary,
+		uploads:        map[string]int{},
+		standings:      map[string]*standing{},
+		limiter:        newLimiter(cfg.RequestsPerMinute, time.Minute),
+		addrLimiter:    newLimiter(cfg.RequestsPerMinutePerAddress, time.Minute),
+		fatal:          make(chan error, 1),
+		closing:        make(chan struct{}),
+		diffoscopeSlot: make(chan struct{}, 1),
 	}
 	s.commits = newCommitter(st, s.log, s.fail)
 	s.commits.onSpace = s.setDiskFull
@@ -385,7 +393,7 @@ func (s *Server) Fatal() <-chan error { return s.fatal }
 // unreferenced artifact files) until Stop.
 func (s *Server) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
-	s.stop = cancel
+	s.stop, s.bgCtx = cancel, ctx
 	s.bg.Add(4)
 	go func() { defer s.bg.Done(); s.commits.run(ctx) }()
 	go func() { defer s.bg.Done(); s.leaseLoop(ctx) }()

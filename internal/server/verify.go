@@ -102,6 +102,22 @@ type verdict struct {
 // failed build.
 func answer(r *kilnv1.Replica) string { return r.GetArtifact().GetSha256() }
 
+// firstDiffering returns the artifacts of b's first result and of the
+// first result that differs from it ("" when there are none).
+func firstDiffering(b *kilnv1.Build) (string, string) {
+	first := ""
+	for _, r := range b.GetReplicas() {
+		switch sha := answer(r); {
+		case sha == "":
+		case first == "":
+			first = sha
+		case sha != first:
+			return first, sha
+		}
+	}
+	return "", ""
+}
+
 // decide tallies reps: each operator's first counted result is its one
 // vote (a second server of one operator never counts twice).
 func decide(reps []*kilnv1.Replica, quorum, maxResults int) verdict {
@@ -250,7 +266,15 @@ func (s *Server) applyVerdictLocked(ab *activeBuild, after func(error)) {
 		if files := build.GetDifferingFiles(); len(files) > 0 {
 			why += "; differing files: " + strings.Join(files, ", ")
 		}
-		s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_FAILED, truncate(why, maxReasonBytes), "", after)
+		shaA, shaB := firstDiffering(build)
+		s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_FAILED, truncate(why, maxReasonBytes), "", func(err error) {
+			if after != nil {
+				after(err)
+			}
+			if err == nil {
+				s.diffoscopeLater(build.GetId(), shaA, shaB)
+			}
+		})
 		s.buildSettledLocked(build)
 	default:
 		s.awaitReplicaLocked(ab, after)

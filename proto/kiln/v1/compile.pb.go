@@ -859,10 +859,15 @@ func (x *WatchBuildResponse) GetLog() []byte {
 
 // GetLogRequest asks for a build's log.
 type GetLogRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BuildId       uint64                 `protobuf:"varint,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
-	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
-	Follow        bool                   `protobuf:"varint,3,opt,name=follow,proto3" json:"follow,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	BuildId uint64                 `protobuf:"varint,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	Offset  uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Follow  bool                   `protobuf:"varint,3,opt,name=follow,proto3" json:"follow,omitempty"`
+	// diffoscope asks instead for the diffoscope report of a build that ended
+	// NOT_REPRODUCIBLE, kept when diffoscope is installed on the metaserver.
+	// It is written once, some time after the build ended: until then, and
+	// when there is none, the stream ends empty. follow is ignored.
+	Diffoscope    bool `protobuf:"varint,4,opt,name=diffoscope,proto3" json:"diffoscope,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -914,6 +919,13 @@ func (x *GetLogRequest) GetOffset() uint64 {
 func (x *GetLogRequest) GetFollow() bool {
 	if x != nil {
 		return x.Follow
+	}
+	return false
+}
+
+func (x *GetLogRequest) GetDiffoscope() bool {
+	if x != nil {
+		return x.Diffoscope
 	}
 	return false
 }
@@ -1371,11 +1383,14 @@ const file_kiln_v1_compile_proto_rawDesc = "" +
 	"\x05build\x18\x01 \x01(\v2\x0e.kiln.v1.BuildR\x05build\x12\x1d\n" +
 	"\n" +
 	"log_offset\x18\x02 \x01(\x04R\tlogOffset\x12\x10\n" +
-	"\x03log\x18\x03 \x01(\fR\x03log\"Z\n" +
+	"\x03log\x18\x03 \x01(\fR\x03log\"z\n" +
 	"\rGetLogRequest\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\x04R\abuildId\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x16\n" +
-	"\x06follow\x18\x03 \x01(\bR\x06follow\"<\n" +
+	"\x06follow\x18\x03 \x01(\bR\x06follow\x12\x1e\n" +
+	"\n" +
+	"diffoscope\x18\x04 \x01(\bR\n" +
+	"diffoscope\"<\n" +
 	"\x0eGetLogResponse\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"\x7f\n" +
