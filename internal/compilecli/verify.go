@@ -169,21 +169,25 @@ func downloadDirOf(path string) (dir, only string, err error) {
 	if fi.IsDir() {
 		return abs, "", nil
 	}
-	if strings.HasSuffix(abs, ".json") {
-		var r Result
-		if data, err := os.ReadFile(abs); err == nil && json.Unmarshal(data, &r) == nil && r.DownloadDir != "" {
-			return r.DownloadDir, "", nil
-		}
-	}
+	// A file inside a download is a file to check, whatever its name: a
+	// .json file there (the artifact's, or one planted) is never read as
+	// a pointer to another download to check instead.
 	for d := filepath.Dir(abs); ; d = filepath.Dir(d) {
 		if st, err := os.Stat(filepath.Join(d, ProvenanceDir)); err == nil && st.IsDir() {
 			rel, _ := filepath.Rel(d, abs)
 			return d, filepath.ToSlash(rel), nil
 		}
 		if d == filepath.Dir(d) {
-			return "", "", fmt.Errorf("%w: no %s beside %s or above it: not a directory --download filled", errCannotCheck, ProvenanceDir, path)
+			break
 		}
 	}
+	if strings.HasSuffix(abs, ".json") {
+		var r Result
+		if data, err := os.ReadFile(abs); err == nil && json.Unmarshal(data, &r) == nil && r.DownloadDir != "" {
+			return r.DownloadDir, "", nil
+		}
+	}
+	return "", "", fmt.Errorf("%w: no %s beside %s or above it: not a directory --download filled", errCannotCheck, ProvenanceDir, path)
 }
 
 // checkUnpacked checks that the regular files unpacked in dir (or only
@@ -204,15 +208,33 @@ func checkUnpacked(dir string, archive []byte, only string) error {
 			return fmt.Errorf("%w: the archive: %v", ErrProvenance, err)
 		}
 		name := strings.TrimPrefix(filepath.ToSlash(filepath.Clean(h.Name)), "./")
-		if h.Typeflag != tar.TypeReg || (only != "" && name != only) {
+		if only != "" && name != only {
+			continue
+		}
+		onDisk := filepath.Join(dir, filepath.FromSlash(name))
+		switch h.Typeflag {
+		case tar.TypeSymlink:
+			// A link pointed elsewhere changes what the download runs.
+			found = true
+			if got, err := os.Readlink(onDisk); err != nil || got != h.Linkname {
+				return fmt.Errorf("%w: %s is not the artifact's symlink to %q", ErrProvenance, name, h.Linkname)
+			}
+			continue
+		case tar.TypeReg, tar.TypeRegA:
+		default:
 			continue
 		}
 		found = true
+		// Never followed: a file swapped for a link to a copy elsewhere
+		// would pass today and change tomorrow.
+		if fi, err := os.Lstat(onDisk); err != nil || !fi.Mode().IsRegular() {
+			return fmt.Errorf("%w: %s is not the artifact's regular file", ErrProvenance, name)
+		}
 		want := sha256.New()
 		if _, err := io.Copy(want, tr); err != nil {
 			return fmt.Errorf("%w: the archive: %v", ErrProvenance, err)
 		}
-		got, err := fileSum(filepath.Join(dir, filepath.FromSlash(name)))
+		got, err := fileSum(onDisk)
 		if err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrProvenance, name, err)
 		}

@@ -86,3 +86,72 @@ func TestVerify_AnotherLogAtTheSameAddressIsRefused(t *testing.T) {
 		t.Fatal("an artifact that failed its provenance check was unpacked")
 	}
 }
+
+// Red team: a file of a download that happens to end in .json (or one
+// planted there) is a file to check, never a pointer to another download
+// to check instead: otherwise verify passes for a file nobody signed.
+func TestVerify_JSONFileInsideADownloadIsCheckedItself(t *testing.T) {
+	f := startFake(t)
+	f.builds[5] = final(5, kilnv1.BuildState_BUILD_STATE_SUCCEEDED)
+	config := t.TempDir()
+	dir := downloadFromFake(t, f, config)
+	planted := filepath.Join(dir, "usr/share/doc/evil.json")
+	if err := os.WriteFile(planted, []byte(`{"download_dir": "`+dir+`"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := verifyRun(t, f.addr, config, planted); code != ExitFailed || !strings.Contains(stderr, "not a file of the artifact") {
+		t.Fatalf("planted .json file: exit %d\n%s%s", code, out, stderr)
+	}
+	// The --json output written outside the download still works.
+	res := filepath.Join(t.TempDir(), "result.json")
+	if err := os.WriteFile(res, []byte(`{"download_dir": "`+dir+`"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := verifyRun(t, f.addr, config, res); code != 0 {
+		t.Fatalf("--json output: exit %d\n%s%s", code, out, stderr)
+	}
+}
+
+// Red team: a symlink of the artifact pointed elsewhere, or a regular file
+// replaced by a symlink, is a changed download.
+func TestVerify_RepointedSymlinkIsRefused(t *testing.T) {
+	f := startFake(t)
+	f.builds[5] = final(5, kilnv1.BuildState_BUILD_STATE_SUCCEEDED)
+	config := t.TempDir()
+	dir := downloadFromFake(t, f, config)
+	evil := filepath.Join(t.TempDir(), "evil")
+	if err := os.WriteFile(evil, []byte("#!/bin/sh\necho pwned\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hi := filepath.Join(dir, "usr/bin/hi")
+	if err := os.Remove(hi); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(evil, hi); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := verifyRun(t, f.addr, config, dir); code != ExitFailed || !strings.Contains(stderr, "usr/bin/hi") {
+		t.Fatalf("repointed symlink: exit %d\n%s%s", code, out, stderr)
+	}
+	if err := os.Remove(hi); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("hello", hi); err != nil {
+		t.Fatal(err)
+	}
+	// A regular file swapped for a symlink to a copy outside the download.
+	hello := filepath.Join(dir, "usr/bin/hello")
+	copyOf := filepath.Join(t.TempDir(), "hello")
+	if err := os.WriteFile(copyOf, []byte("\x7fELF binary"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(hello); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(copyOf, hello); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := verifyRun(t, f.addr, config, dir); code != ExitFailed || !strings.Contains(stderr, "usr/bin/hello") {
+		t.Fatalf("file swapped for a symlink: exit %d\n%s%s", code, out, stderr)
+	}
+}
