@@ -212,6 +212,9 @@ func checkUnpacked(dir string, archive []byte, only string) error {
 			continue
 		}
 		onDisk := filepath.Join(dir, filepath.FromSlash(name))
+		if err := realParents(dir, name); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrProvenance, name, err)
+		}
 		switch h.Typeflag {
 		case tar.TypeSymlink:
 			// A link pointed elsewhere changes what the download runs.
@@ -244,6 +247,25 @@ func checkUnpacked(dir string, archive []byte, only string) error {
 	}
 	if !found {
 		return fmt.Errorf("%w: %s is not a file of the artifact", ErrProvenance, only)
+	}
+	return nil
+}
+
+// realParents says which directory above name (slash-separated, below
+// dir) is not a real directory: a directory swapped for a link elsewhere
+// would check files that the download does not hold.
+func realParents(dir, name string) error {
+	p := dir
+	parts := strings.Split(name, "/")
+	for _, part := range parts[:len(parts)-1] {
+		p = filepath.Join(p, part)
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not the artifact's directory", p)
+		}
 	}
 	return nil
 }

@@ -155,3 +155,22 @@ func TestVerify_RepointedSymlinkIsRefused(t *testing.T) {
 		t.Fatalf("file swapped for a symlink: exit %d\n%s%s", code, out, stderr)
 	}
 }
+
+// Red team: a directory of the download swapped for a link to a copy
+// elsewhere (which can change later, and hold more) is refused.
+func TestVerify_DirectorySwappedForALinkIsRefused(t *testing.T) {
+	f := startFake(t)
+	f.builds[5] = final(5, kilnv1.BuildState_BUILD_STATE_SUCCEEDED)
+	config := t.TempDir()
+	dir := downloadFromFake(t, f, config)
+	elsewhere := filepath.Join(t.TempDir(), "bin")
+	if err := os.Rename(filepath.Join(dir, "usr/bin"), elsewhere); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, filepath.Join(dir, "usr/bin")); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := verifyRun(t, f.addr, config, dir); code != ExitFailed || !strings.Contains(stderr, "usr/bin") {
+		t.Fatalf("directory swapped for a link: exit %d\n%s%s", code, out, stderr)
+	}
+}
