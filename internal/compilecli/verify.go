@@ -121,7 +121,7 @@ func verifyPath(ctx context.Context, env Env, o *VerifyOptions) (*provenanceRepo
 	if err != nil && !errors.Is(err, errOffline) {
 		return nil, err
 	}
-	return checkProvenance(env, o.Metaserver, &bundle, fresh, hex.EncodeToString(sum[:]))
+	return checkProvenance(env, o.Metaserver, &bundle, fresh, hex.EncodeToString(sum[:]), fresh != nil)
 }
 
 // errOffline is wrapped when the metaserver cannot be reached: verify goes
@@ -307,7 +307,12 @@ func (r *provenanceReport) print(w io.Writer) {
 // nil offline): signatures, subjects, inclusion in the latest checkpoint
 // and that checkpoint's consistency with the one this user saw last, which
 // it then records.
-func checkProvenance(env Env, metaserver string, bundle, fresh *kilnv1.Provenance, artifact string) (*provenanceReport, error) {
+//
+// live says the proof came from the metaserver now: only then is a log key
+// seen for the first time pinned for metaserver. Offline, a bundle is
+// checked against its own key and pins nothing (it may come from anywhere:
+// another farm's download, or an attacker's directory).
+func checkProvenance(env Env, metaserver string, bundle, fresh *kilnv1.Provenance, artifact string, live bool) (*provenanceReport, error) {
 	seen, err := loadSeen(env, metaserver)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errCannotCheck, err)
@@ -352,7 +357,10 @@ func checkProvenance(env Env, metaserver string, bundle, fresh *kilnv1.Provenanc
 			return nil, fmt.Errorf("%w: log entry %d (%s): %v", ErrProvenance, e.GetRef().GetIndex(), e.GetRef().GetKind(), err)
 		}
 	}
-	if seen == nil || tree.N > seen.tree.N {
+	switch {
+	case seen == nil && !live:
+		fmt.Fprintf(env.Stderr, "startcompile: warning: %s unreachable and its log never seen here: checked against the bundle's own log key, which is not pinned\n", metaserver)
+	case seen == nil || tree.N > seen.tree.N:
 		if err := saveSeen(env, metaserver, vkey, proof.GetCheckpoint()); err != nil {
 			fmt.Fprintf(env.Stderr, "startcompile: warning: could not record the log's checkpoint: %v\n", err)
 		}
@@ -451,7 +459,7 @@ func (pc *provenanceCheck) check(ctx context.Context, h *kilnv1.DownloadHeader) 
 	if b.GetBuildId() != h.GetBuildId() {
 		return fmt.Errorf("%w: provenance of build %d sent for build %d", ErrProvenance, b.GetBuildId(), h.GetBuildId())
 	}
-	rep, err := checkProvenance(pc.env, pc.metaserver, b, nil, strings.ToLower(h.GetArtifact().GetSha256()))
+	rep, err := checkProvenance(pc.env, pc.metaserver, b, nil, strings.ToLower(h.GetArtifact().GetSha256()), true)
 	if err != nil {
 		if errors.Is(err, ErrProvenance) {
 			return err

@@ -1,10 +1,13 @@
 package compilecli
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc"
 
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
@@ -44,7 +47,8 @@ func TestVerify_OnlineThenOfflineThenRefusals(t *testing.T) {
 	}
 	// Offline: nothing listens at this address.
 	if out, stderr, code := verifyRun(t, "127.0.0.1:1", config, filepath.Join(dir, "usr/bin/hello")); code != 0 {
-		// A fresh address has no checkpoint seen: the bundle's key is pinned.
+		// A fresh address has no checkpoint seen: checked against the
+		// bundle's own key, which is not pinned.
 		t.Fatalf("verify offline: exit %d\n%s%s", code, out, stderr)
 	}
 	// A changed byte in an unpacked file.
@@ -173,4 +177,45 @@ func TestVerify_DirectorySwappedForALinkIsRefused(t *testing.T) {
 	if out, stderr, code := verifyRun(t, f.addr, config, dir); code != ExitFailed || !strings.Contains(stderr, "usr/bin") {
 		t.Fatalf("directory swapped for a link: exit %d\n%s%s", code, out, stderr)
 	}
+}
+
+// Red team: verify offline on a machine that never saw the metaserver's
+// log checks the bundle against the bundle's own key. That key must not
+// be pinned for the metaserver's address: a directory from anywhere (an
+// attacker's, or another farm's download) would otherwise make this
+// machine refuse the real log there from then on, and trust the other.
+func TestVerify_OfflineFirstSightPinsNothing(t *testing.T) {
+	other := startFake(t)
+	other.builds[5] = final(5, kilnv1.BuildState_BUILD_STATE_SUCCEEDED)
+	other.mu.Lock()
+	other.tlog.notary = otherNotary(t)
+	other.mu.Unlock()
+	foreign := downloadFromFake(t, other, t.TempDir())
+
+	// An address where the real metaserver will listen, down for now.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	config := t.TempDir()
+	if out, stderr, code := verifyRun(t, addr, config, foreign); code != 0 {
+		t.Fatalf("offline verify of a bundle: exit %d\n%s%s", code, out, stderr)
+	}
+
+	// The real metaserver comes up there: its artifact downloads.
+	real := &fakeMeta{watches: map[uint64]int{}, builds: map[uint64]*kilnv1.Build{}, downloads: map[string][]*kilnv1.DownloadArtifactResponse{},
+		tlog: newFakeLog(t), addr: addr}
+	lis, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("the address was taken meanwhile: %v", err)
+	}
+	s := grpc.NewServer()
+	kilnv1.RegisterCompileServiceServer(s, real)
+	kilnv1.RegisterStatusServiceServer(s, real)
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+	real.builds[5] = final(5, kilnv1.BuildState_BUILD_STATE_SUCCEEDED)
+	downloadFromFake(t, real, config)
 }
