@@ -223,7 +223,7 @@ func checkUnpacked(dir string, archive []byte, only string) error {
 				return fmt.Errorf("%w: %s is not the artifact's symlink to %q", ErrProvenance, name, h.Linkname)
 			}
 			continue
-		case tar.TypeReg, tar.TypeRegA:
+		case tar.TypeReg: // the reader gives TypeRegA as TypeReg
 		default:
 			continue
 		}
