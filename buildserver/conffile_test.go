@@ -53,6 +53,10 @@ func TestParseConfig_ConfigFile_Refused(t *testing.T) {
 		{"a value-less setting that needs one", "jobs\n", 0o644, "jobs needs a value"},
 		{"a config naming another", "config = /etc/passwd\n", 0o644, "cannot name another"},
 		{"a bad value", "jobs = many\n", 0o644, ":1: jobs"},
+		// Red team: the file is world-readable and so is / in every build's
+		// sandbox: a credential there is any project's to take.
+		{"a credential", "metaserver = 127.0.0.1:7070\ntoken = kiln_secret\n", 0o644, ":2: a credential does not go in"},
+		{"an enrollment token", "enroll = kilnenroll_secret\n", 0o600, ":1: a credential does not go in"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
