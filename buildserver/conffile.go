@@ -28,7 +28,8 @@ const DefaultConfigFile = "/etc/kiln/buildserver.conf"
 // A name alone sets a boolean flag; a repeatable flag takes several lines.
 // It sits between the command line and the environment: a flag given on
 // the command line wins over the file, the file over KILN_* variables.
-// It holds no secret (the credential is DATA_DIR/token), but it decides
+// It holds no secret (the credential is DATA_DIR/token; token and enroll
+// lines are refused: builds see the file), but it decides
 // where the build server connects and how builds are isolated, so only its
 // owner may write it: a file that another user could change is refused
 // (checkConfigPerm).
@@ -58,6 +59,10 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 			return fmt.Errorf("%s:%d: unknown setting %q", path, n, name)
 		case name == "config":
 			return fmt.Errorf("%s:%d: a configuration file cannot name another", path, n)
+		case name == "token" || name == "enroll":
+			// The file is readable by others, builds included (their
+			// sandbox sees / read-only but for the data directory).
+			return fmt.Errorf("%s:%d: a credential does not go in the configuration file, which builds can read: it is DATA_DIR/token (or KILN_TOKEN)", path, n)
 		case given[name]:
 			continue
 		}

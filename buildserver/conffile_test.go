@@ -1,13 +1,19 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
+
+	"google.golang.org/grpc"
+
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
 func writeConf(t *testing.T, text string, mode os.FileMode) string {
@@ -47,6 +53,10 @@ func TestParseConfig_ConfigFile_Refused(t *testing.T) {
 		{"a value-less setting that needs one", "jobs\n", 0o644, "jobs needs a value"},
 		{"a config naming another", "config = /etc/passwd\n", 0o644, "cannot name another"},
 		{"a bad value", "jobs = many\n", 0o644, ":1: jobs"},
+		// Red team: the file is world-readable and so is / in every build's
+		// sandbox: a credential there is any project's to take.
+		{"a credential", "metaserver = 127.0.0.1:7070\ntoken = kiln_secret\n", 0o644, ":2: a credential does not go in"},
+		{"an enrollment token", "enroll = kilnenroll_secret\n", 0o600, ":1: a credential does not go in"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,5 +92,64 @@ func TestCheckConfigPerm_AnotherUsersFile_Refused(t *testing.T) {
 	owner := int(fi.Sys().(*syscall.Stat_t).Uid)
 	if err := checkConfigPerm(p, fi, owner); err != nil {
 		t.Fatalf("the owner's own 0644 file refused: %v", err)
+	}
+}
+
+// Red team: join writes its own values (--data-dir, --ca, the metaserver
+// address) as configuration lines: a value holding a newline would add a
+// line of its own ("sandbox = none") that the volunteer never typed as a
+// flag. Refused before the token is spent; nothing is written.
+func TestJoin_AValueSpanningLinesIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "buildserver.conf")
+	for _, args := range [][]string{
+		{"--config", conf, "--no-enable", "--data-dir", filepath.Join(dir, "data") + "\nsandbox = none", "127.0.0.1:1", "kilnenroll_x"},
+		{"--config", conf, "--no-enable", "--data-dir", filepath.Join(dir, "data"), "127.0.0.1:1\nsandbox = none", "kilnenroll_x"},
+	} {
+		var out, errb strings.Builder
+		code := join(args, &out, &errb)
+		if code != exitUsage || !strings.Contains(errb.String(), "cannot span lines") {
+			t.Fatalf("join %q: exit %d, stderr %q; want refused as spanning lines", args, code, errb.String())
+		}
+		if _, err := os.Stat(conf); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("configuration written: %v", err)
+		}
+	}
+}
+
+// hostileEnroller answers every enrollment with a name of its choosing.
+type hostileEnroller struct {
+	kilnv1.UnimplementedEnrollServiceServer
+	name string
+}
+
+func (h hostileEnroller) Enroll(context.Context, *kilnv1.EnrollRequest) (*kilnv1.EnrollResponse, error) {
+	return &kilnv1.EnrollResponse{Name: h.name, Token: "kiln_x"}, nil
+}
+
+// Red team: the name the metaserver answers goes into the configuration
+// file's first comment; a name with a line break must not add a setting
+// (a metaserver, or whoever answers in its place, turning the sandbox off).
+func TestJoin_TheEnrolledNameCannotAddASetting(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	kilnv1.RegisterEnrollServiceServer(gs, hostileEnroller{name: "vm\nsandbox = none"})
+	go func() { _ = gs.Serve(ln) }()
+	t.Cleanup(gs.Stop)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "buildserver.conf")
+	var out, errb strings.Builder
+	join([]string{"--config", conf, "--no-enable", "--name", "vm", "--data-dir", filepath.Join(dir, "data"), ln.Addr().String(), "kilnenroll_x"}, &out, &errb)
+	data, err := os.ReadFile(conf)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "sandbox") {
+			t.Fatalf("the enrolled name added a setting:\n%s", data)
+		}
 	}
 }

@@ -171,6 +171,11 @@ func validateSettings(lines []string, enrollToken string) error {
 	c := defaultConfig()
 	fs := newFlagSet(&c)
 	for _, l := range lines {
+		// Each line is one setting: a value with a line break in it
+		// (join's own: --data-dir, --ca, METASERVER) would add another.
+		if strings.ContainsAny(l, "\r\n") {
+			return fmt.Errorf("%q: a value cannot span lines", l)
+		}
 		name, value, hasValue := strings.Cut(l, " = ")
 		if !hasValue {
 			value = "true"
@@ -250,7 +255,9 @@ func writeConfigFile(path, enrolled string, lines []string) error {
 		return err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Written by `buildserver join` on %s for build server %s.\n", time.Now().UTC().Format(time.RFC3339), enrolled)
+	// Quoted: the name is the metaserver's answer, and a line break in
+	// it must not start a setting.
+	fmt.Fprintf(&b, "# Written by `buildserver join` on %s for build server %q.\n", time.Now().UTC().Format(time.RFC3339), enrolled)
 	b.WriteString("# One build server flag per line (buildserver --help): \"name = value\", or\n")
 	b.WriteString("# \"name\" alone for a yes/no flag. The credential is DATA_DIR/token. Only\n")
 	b.WriteString("# its owner may write this file, or the build server refuses to start.\n")

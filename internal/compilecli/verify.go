@@ -121,7 +121,7 @@ func verifyPath(ctx context.Context, env Env, o *VerifyOptions) (*provenanceRepo
 	if err != nil && !errors.Is(err, errOffline) {
 		return nil, err
 	}
-	return checkProvenance(env, o.Metaserver, &bundle, fresh, hex.EncodeToString(sum[:]))
+	return checkProvenance(env, o.Metaserver, &bundle, fresh, hex.EncodeToString(sum[:]), fresh != nil)
 }
 
 // errOffline is wrapped when the metaserver cannot be reached: verify goes
@@ -169,21 +169,25 @@ func downloadDirOf(path string) (dir, only string, err error) {
 	if fi.IsDir() {
 		return abs, "", nil
 	}
-	if strings.HasSuffix(abs, ".json") {
-		var r Result
-		if data, err := os.ReadFile(abs); err == nil && json.Unmarshal(data, &r) == nil && r.DownloadDir != "" {
-			return r.DownloadDir, "", nil
-		}
-	}
+	// A file inside a download is a file to check, whatever its name: a
+	// .json file there (the artifact's, or one planted) is never read as
+	// a pointer to another download to check instead.
 	for d := filepath.Dir(abs); ; d = filepath.Dir(d) {
 		if st, err := os.Stat(filepath.Join(d, ProvenanceDir)); err == nil && st.IsDir() {
 			rel, _ := filepath.Rel(d, abs)
 			return d, filepath.ToSlash(rel), nil
 		}
 		if d == filepath.Dir(d) {
-			return "", "", fmt.Errorf("%w: no %s beside %s or above it: not a directory --download filled", errCannotCheck, ProvenanceDir, path)
+			break
 		}
 	}
+	if strings.HasSuffix(abs, ".json") {
+		var r Result
+		if data, err := os.ReadFile(abs); err == nil && json.Unmarshal(data, &r) == nil && r.DownloadDir != "" {
+			return r.DownloadDir, "", nil
+		}
+	}
+	return "", "", fmt.Errorf("%w: no %s beside %s or above it: not a directory --download filled", errCannotCheck, ProvenanceDir, path)
 }
 
 // checkUnpacked checks that the regular files unpacked in dir (or only
@@ -204,15 +208,36 @@ func checkUnpacked(dir string, archive []byte, only string) error {
 			return fmt.Errorf("%w: the archive: %v", ErrProvenance, err)
 		}
 		name := strings.TrimPrefix(filepath.ToSlash(filepath.Clean(h.Name)), "./")
-		if h.Typeflag != tar.TypeReg || (only != "" && name != only) {
+		if only != "" && name != only {
+			continue
+		}
+		onDisk := filepath.Join(dir, filepath.FromSlash(name))
+		if err := realParents(dir, name); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrProvenance, name, err)
+		}
+		switch h.Typeflag {
+		case tar.TypeSymlink:
+			// A link pointed elsewhere changes what the download runs.
+			found = true
+			if got, err := os.Readlink(onDisk); err != nil || got != h.Linkname {
+				return fmt.Errorf("%w: %s is not the artifact's symlink to %q", ErrProvenance, name, h.Linkname)
+			}
+			continue
+		case tar.TypeReg: // the reader gives TypeRegA as TypeReg
+		default:
 			continue
 		}
 		found = true
+		// Never followed: a file swapped for a link to a copy elsewhere
+		// would pass today and change tomorrow.
+		if fi, err := os.Lstat(onDisk); err != nil || !fi.Mode().IsRegular() {
+			return fmt.Errorf("%w: %s is not the artifact's regular file", ErrProvenance, name)
+		}
 		want := sha256.New()
 		if _, err := io.Copy(want, tr); err != nil {
 			return fmt.Errorf("%w: the archive: %v", ErrProvenance, err)
 		}
-		got, err := fileSum(filepath.Join(dir, filepath.FromSlash(name)))
+		got, err := fileSum(onDisk)
 		if err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrProvenance, name, err)
 		}
@@ -222,6 +247,25 @@ func checkUnpacked(dir string, archive []byte, only string) error {
 	}
 	if !found {
 		return fmt.Errorf("%w: %s is not a file of the artifact", ErrProvenance, only)
+	}
+	return nil
+}
+
+// realParents says which directory above name (slash-separated, below
+// dir) is not a real directory: a directory swapped for a link elsewhere
+// would check files that the download does not hold.
+func realParents(dir, name string) error {
+	p := dir
+	parts := strings.Split(name, "/")
+	for _, part := range parts[:len(parts)-1] {
+		p = filepath.Join(p, part)
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not the artifact's directory", p)
+		}
 	}
 	return nil
 }
@@ -263,7 +307,12 @@ func (r *provenanceReport) print(w io.Writer) {
 // nil offline): signatures, subjects, inclusion in the latest checkpoint
 // and that checkpoint's consistency with the one this user saw last, which
 // it then records.
-func checkProvenance(env Env, metaserver string, bundle, fresh *kilnv1.Provenance, artifact string) (*provenanceReport, error) {
+//
+// live says the proof came from the metaserver now: only then is a log key
+// seen for the first time pinned for metaserver. Offline, a bundle is
+// checked against its own key and pins nothing (it may come from anywhere:
+// another farm's download, or an attacker's directory).
+func checkProvenance(env Env, metaserver string, bundle, fresh *kilnv1.Provenance, artifact string, live bool) (*provenanceReport, error) {
 	seen, err := loadSeen(env, metaserver)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errCannotCheck, err)
@@ -308,7 +357,10 @@ func checkProvenance(env Env, metaserver string, bundle, fresh *kilnv1.Provenanc
 			return nil, fmt.Errorf("%w: log entry %d (%s): %v", ErrProvenance, e.GetRef().GetIndex(), e.GetRef().GetKind(), err)
 		}
 	}
-	if seen == nil || tree.N > seen.tree.N {
+	switch {
+	case seen == nil && !live:
+		fmt.Fprintf(env.Stderr, "startcompile: warning: %s unreachable and its log never seen here: checked against the bundle's own log key, which is not pinned\n", metaserver)
+	case seen == nil || tree.N > seen.tree.N:
 		if err := saveSeen(env, metaserver, vkey, proof.GetCheckpoint()); err != nil {
 			fmt.Fprintf(env.Stderr, "startcompile: warning: could not record the log's checkpoint: %v\n", err)
 		}
@@ -407,7 +459,7 @@ func (pc *provenanceCheck) check(ctx context.Context, h *kilnv1.DownloadHeader) 
 	if b.GetBuildId() != h.GetBuildId() {
 		return fmt.Errorf("%w: provenance of build %d sent for build %d", ErrProvenance, b.GetBuildId(), h.GetBuildId())
 	}
-	rep, err := checkProvenance(pc.env, pc.metaserver, b, nil, strings.ToLower(h.GetArtifact().GetSha256()))
+	rep, err := checkProvenance(pc.env, pc.metaserver, b, nil, strings.ToLower(h.GetArtifact().GetSha256()), true)
 	if err != nil {
 		if errors.Is(err, ErrProvenance) {
 			return err

@@ -1,10 +1,13 @@
 package compilecli
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc"
 
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
@@ -44,7 +47,8 @@ func TestVerify_OnlineThenOfflineThenRefusals(t *testing.T) {
 	}
 	// Offline: nothing listens at this address.
 	if out, stderr, code := verifyRun(t, "127.0.0.1:1", config, filepath.Join(dir, "usr/bin/hello")); code != 0 {
-		// A fresh address has no checkpoint seen: the bundle's key is pinned.
+		// A fresh address has no checkpoint seen: checked against the
+		// bundle's own key, which is not pinned.
 		t.Fatalf("verify offline: exit %d\n%s%s", code, out, stderr)
 	}
 	// A changed byte in an unpacked file.
@@ -85,4 +89,133 @@ func TestVerify_AnotherLogAtTheSameAddressIsRefused(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(out, "usr/bin/hello")); err == nil {
 		t.Fatal("an artifact that failed its provenance check was unpacked")
 	}
+}
+
+// Red team: a file of a download that happens to end in .json (or one
+// planted there) is a file to check, never a pointer to another download
+// to check instead: otherwise verify passes for a file nobody signed.
+func TestVerify_JSONFileInsideADownloadIsCheckedItself(t *testing.T) {
+	f := startFake(t)
+	f.builds[5] = final(5, kilnv1.BuildState_BUILD_STATE_SUCCEEDED)
+	config := t.TempDir()
+	dir := downloadFromFake(t, f, config)
+	planted := filepath.Join(dir, "usr/share/doc/evil.json")
+	if err := os.WriteFile(planted, []byte(`{"download_dir": "`+dir+`"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := verifyRun(t, f.addr, config, planted); code != ExitFailed || !strings.Contains(stderr, "not a file of the artifact") {
+		t.Fatalf("planted .json file: exit %d\n%s%s", code, out, stderr)
+	}
+	// The --json output written outside the download still works.
+	res := filepath.Join(t.TempDir(), "result.json")
+	if err := os.WriteFile(res, []byte(`{"download_dir": "`+dir+`"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := verifyRun(t, f.addr, config, res); code != 0 {
+		t.Fatalf("--json output: exit %d\n%s%s", code, out, stderr)
+	}
+}
+
+// Red team: a symlink of the artifact pointed elsewhere, or a regular file
+// replaced by a symlink, is a changed download.
+func TestVerify_RepointedSymlinkIsRefused(t *testing.T) {
+	f := startFake(t)
+	f.builds[5] = final(5, kilnv1.BuildState_BUILD_STATE_SUCCEEDED)
+	config := t.TempDir()
+	dir := downloadFromFake(t, f, config)
+	evil := filepath.Join(t.TempDir(), "evil")
+	if err := os.WriteFile(evil, []byte("#!/bin/sh\necho pwned\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hi := filepath.Join(dir, "usr/bin/hi")
+	if err := os.Remove(hi); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(evil, hi); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := verifyRun(t, f.addr, config, dir); code != ExitFailed || !strings.Contains(stderr, "usr/bin/hi") {
+		t.Fatalf("repointed symlink: exit %d\n%s%s", code, out, stderr)
+	}
+	if err := os.Remove(hi); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("hello", hi); err != nil {
+		t.Fatal(err)
+	}
+	// A regular file swapped for a symlink to a copy outside the download.
+	hello := filepath.Join(dir, "usr/bin/hello")
+	copyOf := filepath.Join(t.TempDir(), "hello")
+	if err := os.WriteFile(copyOf, []byte("\x7fELF binary"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(hello); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(copyOf, hello); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := verifyRun(t, f.addr, config, dir); code != ExitFailed || !strings.Contains(stderr, "usr/bin/hello") {
+		t.Fatalf("file swapped for a symlink: exit %d\n%s%s", code, out, stderr)
+	}
+}
+
+// Red team: a directory of the download swapped for a link to a copy
+// elsewhere (which can change later, and hold more) is refused.
+func TestVerify_DirectorySwappedForALinkIsRefused(t *testing.T) {
+	f := startFake(t)
+	f.builds[5] = final(5, kilnv1.BuildState_BUILD_STATE_SUCCEEDED)
+	config := t.TempDir()
+	dir := downloadFromFake(t, f, config)
+	elsewhere := filepath.Join(t.TempDir(), "bin")
+	if err := os.Rename(filepath.Join(dir, "usr/bin"), elsewhere); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, filepath.Join(dir, "usr/bin")); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := verifyRun(t, f.addr, config, dir); code != ExitFailed || !strings.Contains(stderr, "usr/bin") {
+		t.Fatalf("directory swapped for a link: exit %d\n%s%s", code, out, stderr)
+	}
+}
+
+// Red team: verify offline on a machine that never saw the metaserver's
+// log checks the bundle against the bundle's own key. That key must not
+// be pinned for the metaserver's address: a directory from anywhere (an
+// attacker's, or another farm's download) would otherwise make this
+// machine refuse the real log there from then on, and trust the other.
+func TestVerify_OfflineFirstSightPinsNothing(t *testing.T) {
+	other := startFake(t)
+	other.builds[5] = final(5, kilnv1.BuildState_BUILD_STATE_SUCCEEDED)
+	other.mu.Lock()
+	other.tlog.notary = otherNotary(t)
+	other.mu.Unlock()
+	foreign := downloadFromFake(t, other, t.TempDir())
+
+	// An address where the real metaserver will listen, down for now.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	config := t.TempDir()
+	if out, stderr, code := verifyRun(t, addr, config, foreign); code != 0 {
+		t.Fatalf("offline verify of a bundle: exit %d\n%s%s", code, out, stderr)
+	}
+
+	// The real metaserver comes up there: its artifact downloads.
+	real := &fakeMeta{watches: map[uint64]int{}, builds: map[uint64]*kilnv1.Build{}, downloads: map[string][]*kilnv1.DownloadArtifactResponse{},
+		tlog: newFakeLog(t), addr: addr}
+	lis, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("the address was taken meanwhile: %v", err)
+	}
+	s := grpc.NewServer()
+	kilnv1.RegisterCompileServiceServer(s, real)
+	kilnv1.RegisterStatusServiceServer(s, real)
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+	real.builds[5] = final(5, kilnv1.BuildState_BUILD_STATE_SUCCEEDED)
+	downloadFromFake(t, real, config)
 }

@@ -298,8 +298,11 @@ func servable(b *kilnv1.Build, acceptUnverified bool) error {
 	switch {
 	case b.GetArtifact() == nil || (b.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED && v == kilnv1.Verification_VERIFICATION_UNSPECIFIED):
 		return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", b.GetId(), b.GetState().Word())
-	case v.Trusted():
+	case v.Trusted() && b.GetState() == kilnv1.BuildState_BUILD_STATE_SUCCEEDED:
 		return nil
+	case v.Trusted():
+		// A verified failure: any artifact is a lone success's.
+		return status.Errorf(codes.FailedPrecondition, "build %d has no artifact (state %s)", b.GetId(), b.GetState().Word())
 	case !acceptUnverified:
 		return status.Errorf(codes.FailedPrecondition, "the artifact of build %d is %s: not served without --accept unverified",
 			b.GetId(), orWord(v.Word(), "not verified (built before verification existed)"))

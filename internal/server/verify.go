@@ -255,6 +255,9 @@ func (s *Server) applyVerdictLocked(ab *activeBuild, after func(error)) {
 	case kilnv1.Verification_VERIFICATION_VERIFIED:
 		s.settleLocked(ab, v)
 		if v.leader == nil {
+			// The failure is what was verified: a lone success's
+			// artifact (kept with its replica) is not the build's.
+			build.Artifact = nil
 			s.finishLocked(ab, kilnv1.BuildState_BUILD_STATE_FAILED,
 				fmt.Sprintf("the build fails: %d operators agree (%s)", len(v.agreeing), strings.Join(v.agreeing, ", ")), "", after)
 		} else {

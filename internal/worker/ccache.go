@@ -198,7 +198,19 @@ func (cc *compilerCache) prepare(last uint32, known bool) error {
 		// build could be planted there meanwhile (root's 0700 top).
 		return os.Lchown(cc.host, int(cc.user.UID), int(cc.user.GID))
 	}
-	return handOverCache(cc.host, cc.user)
+	if err := handOverCache(cc.host, cc.user); err != nil {
+		// What a build left may defeat the walk by path (a tree deeper
+		// than a path can name): a cache is only a cache, so it starts
+		// empty rather than fail every later build here.
+		if rerr := os.RemoveAll(cc.host); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		if err := os.Mkdir(cc.host, 0o700); err != nil {
+			return err
+		}
+		return os.Lchown(cc.host, int(cc.user.UID), int(cc.user.GID))
+	}
+	return nil
 }
 
 // handOverCache removes from dir every entry that is not a plain file or

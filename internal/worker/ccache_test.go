@@ -372,3 +372,48 @@ func TestHandOverCacheRemovesLinksAndSpecialFiles(t *testing.T) {
 		t.Error("obj was not given to the build user")
 	}
 }
+
+// Red team: a build leaves in its cache a tree deeper than a path can
+// name (cheap: a few hundred empty directories; the disk usage walk, by
+// descriptors, does not mind it, so the cache is kept). The next build
+// of another uid must still get a cache, not fail its setup, build after
+// build, on this build server.
+func TestACompilerCacheTooDeepToWalkIsEmptiedNotFatal(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files away")
+	}
+	root := filepath.Join(t.TempDir(), "ccache")
+	c := &compilerCaches{root: root, maxBytes: 1 << 20, inUse: map[string]bool{}, owner: map[string]uint32{}}
+	const url = "https://example.org/deep.git"
+	host := c.dir(url, "native")
+	if err := os.MkdirAll(host, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(host, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.Repeat("d", 40)
+	for range 200 { // 200 × 41 bytes: past PATH_MAX
+		if err := unix.Mkdirat(fd, name, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		next, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		unix.Close(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd = next
+	}
+	unix.Close(fd)
+	u := &sandbox.User{UID: 1700099002, GID: 1700099002}
+	cc, err := c.take(url, "native", u)
+	if err != nil || cc == nil {
+		t.Fatalf("take after a too-deep tree: %v, %v; want the cache, emptied", cc, err)
+	}
+	defer cc.release()
+	fi, err := os.Lstat(host)
+	if err != nil || fi.Sys().(*syscall.Stat_t).Uid != u.UID {
+		t.Fatalf("the cache is not the build user's: %v", err)
+	}
+}
