@@ -458,10 +458,29 @@ func (s *Server) settleLocked(ab *activeBuild, v verdict) {
 			}
 		default:
 			r.Discounted = fmt.Sprintf("lost the dispute: %d operators agree on another result", len(v.agreeing))
+			if hits := cacheHits(build, r.GetAttemptId()); hits > 0 {
+				// The project's own earlier builds on this volunteer
+				// filled the compiler cache this result drew on: a
+				// project can poison it (docs/trust.md), so the loss
+				// is not proof against the volunteer.
+				r.Discounted += fmt.Sprintf(" (its compiler cache served %d compilations: the build server is not marked)", hits)
+				continue
+			}
 			s.markLocked(r.GetBuildServer(), fmt.Sprintf("its result of build %d lost a dispute that %s settled",
 				build.GetId(), strings.Join(v.agreeing, ", ")), build.GetId())
 		}
 	}
+}
+
+// cacheHits is how many compilations the compiler cache served attempt
+// id of build b (0 when it used none).
+func cacheHits(b *kilnv1.Build, id uint64) uint64 {
+	for _, a := range b.GetAttempts() {
+		if a.GetId() == id {
+			return uint64(a.GetCompilerCache().GetHits())
+		}
+	}
+	return 0
 }
 
 // agreedLocked counts an agreeing result for build server name on the

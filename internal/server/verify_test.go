@@ -462,3 +462,39 @@ func TestDispute_AMarkedServersOtherResultsAreCheckedAgain(t *testing.T) {
 		t.Fatalf("build %d after its only counted result was discounted: %s %s", other, b.GetState().Word(), b.GetVerification().Word())
 	}
 }
+
+// A result drawn from a warm compiler cache can be the project's own doing
+// (an earlier build of it on that volunteer may plant cache entries): when
+// it loses a dispute it is discounted, and its build server is not marked.
+func TestDispute_ALoserServedByItsCompilerCacheIsNotMarked(t *testing.T) {
+	ts := startTestServer(t, Config{Quorum: 2}, queuedBuild(1, "hello", 60))
+	honest := tarGz(t, file{"bin/hello", []byte("hello, world\n")})
+	poisoned := tarGz(t, file{"bin/hello", []byte("hellp, world\n")})
+	warm := ts.connectOf("carol", "warm")
+	r := inlineResult(warm.assignment().GetAttemptId(), poisoned, poisoned)
+	r.CompilerCache = &kilnv1.CompilerCacheStats{Hits: 7, Misses: 1}
+	warm.report(r)
+	ts.waitBuild(1, "unverified", func(b *kilnv1.Build) bool { return b.GetState() == kilnv1.BuildState_BUILD_STATE_QUEUED })
+	warm.stream.CloseSend()
+	runOn(ts.connectOf("alice", "a1"), honest)
+	ts.waitBuild(1, "disputed", func(b *kilnv1.Build) bool {
+		return b.GetVerification() == kilnv1.Verification_VERIFICATION_DISPUTED
+	})
+	runOn(ts.connectOf("bob", "b1"), honest)
+	b := ts.waitBuild(1, "final", func(b *kilnv1.Build) bool { return b.GetState().Final() })
+	if b.GetVerification() != kilnv1.Verification_VERIFICATION_VERIFIED || b.GetArtifact().GetSha256() != digest(honest) {
+		t.Fatalf("build after the dispute: %s sha %s", b.GetVerification().Word(), b.GetArtifact().GetSha256())
+	}
+	if d := b.GetReplicas()[0].GetDiscounted(); !strings.Contains(d, "lost the dispute") || !strings.Contains(d, "compiler cache served 7") {
+		t.Fatalf("the cache-served loser's result: discounted %q", d)
+	}
+	list, err := ts.srv.ListBuildServers(context.Background(), &kilnv1.ListBuildServersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bs := range list.GetBuildServers() {
+		if bs.GetMarked() != "" {
+			t.Errorf("%s is marked (%q); a loss served by the compiler cache marks nobody", bs.GetName(), bs.GetMarked())
+		}
+	}
+}
