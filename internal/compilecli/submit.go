@@ -67,7 +67,8 @@ func submit(ctx context.Context, env Env, o *SubmitOptions, res *Result) error {
 	if o.Pin != "" {
 		wctx, cancel := withTimeout(ctx, o.Timeout)
 		defer cancel()
-		return fetch(wctx, env, client, &kilnv1.DownloadArtifactRequest{What: &kilnv1.DownloadArtifactRequest_Pin{Pin: o.Pin}}, o.Download, o.JSON, res, o.Metaserver)
+		return fetch(wctx, env, client, &kilnv1.DownloadArtifactRequest{What: &kilnv1.DownloadArtifactRequest_Pin{Pin: o.Pin}}, o.Download, o.JSON, res,
+			&provenanceCheck{env: env, client: client, metaserver: o.Metaserver})
 	}
 
 	c, err := o.Constraints(local)
@@ -166,7 +167,8 @@ func wait(ctx context.Context, env Env, client kilnv1.CompileServiceClient, b *k
 	} else {
 		newProgress(env.Stderr).update(b)
 	}
-	if !answered(b, false) && answered(b, wo.accept) {
+	unverified := !answered(b, false) && answered(b, wo.accept)
+	if unverified {
 		fmt.Fprintf(env.Stderr, "[build %d] %s: artifact %s from %s, not verified by other operators yet (--accept unverified)\n",
 			b.GetId(), b.GetVerification().Word(), shortHash(b.GetArtifact().GetSha256()), firstServer(b))
 	} else if err := finalError(b); err != nil {
@@ -178,8 +180,17 @@ func wait(ctx context.Context, env Env, client kilnv1.CompileServiceClient, b *k
 		}
 		return nil
 	}
+	// A result reaches the transparency log only once verified: an
+	// unverified one has no provenance to check yet (it is one volunteer's
+	// word, which the requester chose to take).
+	var pc *provenanceCheck
+	if unverified {
+		fmt.Fprintf(env.Stderr, "[build %d] provenance not checked: a result enters the transparency log only once verified\n", b.GetId())
+	} else {
+		pc = &provenanceCheck{env: env, client: client, metaserver: wo.metaserver}
+	}
 	err := fetch(ctx, env, client, &kilnv1.DownloadArtifactRequest{What: &kilnv1.DownloadArtifactRequest_BuildId{BuildId: b.GetId()},
-		AcceptUnverified: wo.accept}, dir, asJSON, res, wo.metaserver)
+		AcceptUnverified: wo.accept}, dir, asJSON, res, pc)
 	return waitError(ctx, b.GetId(), timeout, b, err)
 }
 
@@ -204,8 +215,9 @@ func firstServer(b *kilnv1.Build) string {
 
 // fetch downloads and unpacks an artifact into dir and lists the files on
 // stdout (unless asJSON).
-func fetch(ctx context.Context, env Env, client kilnv1.CompileServiceClient, req *kilnv1.DownloadArtifactRequest, dir string, asJSON bool, res *Result, metaserver string) error {
-	pc := &provenanceCheck{env: env, client: client, metaserver: metaserver}
+//
+// pc, when not nil, checks the artifact's provenance before unpacking.
+func fetch(ctx context.Context, env Env, client kilnv1.CompileServiceClient, req *kilnv1.DownloadArtifactRequest, dir string, asJSON bool, res *Result, pc *provenanceCheck) error {
 	d, err := download(ctx, client, req, dir, env.Limits, func(h *kilnv1.DownloadHeader) *meter {
 		label := fmt.Sprintf("[build %d] downloading %s", h.GetBuildId(), shortHash(h.GetArtifact().GetSha256()))
 		return newMeter(env.Stderr, env.Terminal(env.Stderr), label, h.GetArtifact().GetSize(), nil)
@@ -227,7 +239,9 @@ func fetch(ctx context.Context, env Env, client kilnv1.CompileServiceClient, req
 	res.DownloadDir = dir
 	fmt.Fprintf(env.Stderr, "[build %d] downloaded %s (%d bytes, sha256 verified) into %s\n",
 		h.GetBuildId(), shortHash(h.GetArtifact().GetSha256()), h.GetArtifact().GetSize(), dir)
-	pc.report.print(env.Stderr)
+	if pc != nil {
+		pc.report.print(env.Stderr)
+	}
 	if !asJSON {
 		for _, f := range d.files {
 			fmt.Fprintln(env.Stdout, filepath.Join(dir, filepath.FromSlash(f)))

@@ -118,10 +118,16 @@ func TestTrust_ThreeOperatorsOutvoteACheatingBuildServer(t *testing.T) {
 		t.Fatalf("pinning the unverified build succeeded: %s", out)
 	}
 	// --accept unverified takes the first result: the cheater's, marked so.
-	ur := f.Startcompile("--project", "hello", "--accept", "unverified", "--wait", "--json", "early@example.com")
+	// Downloaded, it has no provenance to check yet (it enters the log
+	// only once verified), and the requester is told so.
+	udir := filepath.Join(t.TempDir(), "unverified")
+	ur := f.Startcompile("--project", "hello", "--accept", "unverified", "--wait", "--download", udir, "--json", "early@example.com")
 	expectExit(t, ur, 0)
 	if u := parseTrust(t, ur); u.Verification != "unverified" || u.ArtifactSHA256 != tampered {
 		t.Fatalf("--accept unverified: %+v, want the unverified first result", u)
+	}
+	if !strings.Contains(ur.Stderr, "provenance not checked") {
+		t.Fatalf("--accept unverified --download does not say its provenance was not checked:\n%s", ur.Stderr)
 	}
 
 	// A second credential of the cheater's operator never counts twice;
