@@ -95,7 +95,10 @@ func (s *crashSim) ackedCount() int {
 // is consistent with every checkpoint served before the kills.
 func TestProvenanceLogSurvivesSIGKILLDuringAppends(t *testing.T) {
 	f := farmtest.New(t)
-	m := f.StartMetaserver("--heartbeat", "200ms", "--lease", "60s", "--reconnect-grace", "500ms")
+	// The simulated build server loses the attempts in flight at each
+	// kill (it reconnects without them); three such losses in a row would
+	// put it aside for minutes, which is not what this test is about.
+	m := f.StartMetaserver("--heartbeat", "200ms", "--lease", "60s", "--reconnect-grace", "500ms", "--losses-before-aside", "1000")
 	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{Name: "crash", ManifestText: crashManifest})
 	f.AddProject("crash", repo)
 	sim := &crashSim{f: f, token: f.AddBuildServer("sim"), asgs: map[uint64]*kilnv1.Assignment{}, acked: map[uint64]uint64{}}
@@ -168,9 +171,20 @@ func TestProvenanceLogSurvivesSIGKILLDuringAppends(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = sim.run(ctx, "sim") }()
+	// Every build ends: a result committed just before a kill may never
+	// have had its acknowledgement delivered, so wait on the builds, not
+	// on the acknowledgements.
 	if err := farmtest.Poll(90*time.Second, func() error {
-		if n := sim.ackedCount(); n < builds {
-			return fmt.Errorf("%d of %d results acknowledged", n, builds)
+		for id := uint64(1); id <= builds; id++ {
+			c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			r, err := client.GetBuild(c, &kilnv1.GetBuildRequest{BuildId: id})
+			cancel()
+			if err != nil {
+				return err
+			}
+			if st := r.GetBuild().GetState(); st != kilnv1.BuildState_BUILD_STATE_SUCCEEDED {
+				return fmt.Errorf("build %d is %s (%d results acknowledged)", id, st.Word(), sim.ackedCount())
+			}
 		}
 		return nil
 	}); err != nil {
@@ -190,17 +204,18 @@ func TestProvenanceLogSurvivesSIGKILLDuringAppends(t *testing.T) {
 		acked[b] = a
 	}
 	sim.mu.Unlock()
-	for id, attempt := range acked {
+	for id := uint64(1); id <= builds; id++ {
 		resp, err := client.GetProvenance(context.Background(), &kilnv1.GetProvenanceRequest{BuildId: id})
 		if err != nil {
-			t.Fatalf("build %d (acknowledged attempt %d): %v", id, attempt, err)
+			t.Fatalf("build %d: %v", id, err)
 		}
 		p := resp.GetProvenance()
 		if tree, err = translog.OpenCheckpoint(p.GetCheckpoint(), vkey); err != nil {
 			t.Fatal(err)
 		}
-		if len(p.GetEntries()) != 2 || p.GetEntries()[0].GetRef().GetAttemptId() != attempt {
-			t.Fatalf("build %d: entries %v, want the statement of acknowledged attempt %d and a summary", id, p.GetEntries(), attempt)
+		attempt, wasAcked := acked[id]
+		if len(p.GetEntries()) != 2 || (wasAcked && p.GetEntries()[0].GetRef().GetAttemptId() != attempt) {
+			t.Fatalf("build %d: entries %v, want the statement of its attempt (acknowledged: %d) and a summary", id, p.GetEntries(), attempt)
 		}
 		for _, e := range p.GetEntries() {
 			if err := translog.CheckInclusion(tree, tiles, int64(e.GetRef().GetIndex()), e.GetData()); err != nil {
@@ -220,8 +235,11 @@ func TestProvenanceLogSurvivesSIGKILLDuringAppends(t *testing.T) {
 	if tree, err = translog.OpenCheckpoint(cp.GetCheckpoint(), vkey); err != nil {
 		t.Fatal(err)
 	}
-	if tree.N != int64(2*len(acked)) || len(named) != int(tree.N) {
-		t.Fatalf("log of %d entries, %d named by the %d builds; want 2 per build, none unnamed", tree.N, len(named), len(acked))
+	if len(acked) < builds-2*4 { // at most 4 slots in flight at each of the 2 kills
+		t.Fatalf("only %d of %d results acknowledged", len(acked), builds)
+	}
+	if tree.N != 2*builds || len(named) != int(tree.N) {
+		t.Fatalf("log of %d entries, %d named by the %d builds; want 2 per build, none unnamed", tree.N, len(named), builds)
 	}
 	seenMu.Lock()
 	defer seenMu.Unlock()
@@ -233,5 +251,5 @@ func TestProvenanceLogSurvivesSIGKILLDuringAppends(t *testing.T) {
 			t.Fatalf("the log after the kills is not consistent with a checkpoint of %d entries served before: %v", old.N, err)
 		}
 	}
-	t.Logf("%d builds, log of %d entries, consistent with %d checkpoints seen across 2 SIGKILLs", len(acked), tree.N, len(seen))
+	t.Logf("%d builds (%d results acknowledged), log of %d entries, consistent with %d checkpoints seen across 2 SIGKILLs", builds, len(acked), tree.N, len(seen))
 }
