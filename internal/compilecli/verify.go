@@ -404,7 +404,7 @@ func checkEntries(bundle *kilnv1.Provenance, artifact string) (*provenanceReport
 				return nil, fmt.Errorf("%w: %v", ErrProvenance, err)
 			}
 			md := p.GetRunDetails().GetMetadata()
-			rep.builders = append(rep.builders, fmt.Sprintf("%s (key %s), attempt %s, %s to %s (log entry %d)",
+			rep.builders = append(rep.builders, fmt.Sprintf("%s (key %s), attempt id %s, %s to %s (log entry %d)",
 				ent.Signer, provenance.KeyID(ent.Key)[:16], md.GetInvocationId(),
 				md.GetStartedOn().AsTime().UTC().Format(time.RFC3339), md.GetFinishedOn().AsTime().UTC().Format(time.RFC3339), ref.GetIndex()))
 		case provenance.KindSummary:
