@@ -1,6 +1,7 @@
 package cas
 
 import (
+	"encoding/binary"
 	"os"
 	"sync"
 	"time"
@@ -82,28 +83,49 @@ type fileID struct {
 	mtime, ctime int64 // nanoseconds since the epoch
 }
 
+// key is the fileID as a Memo identity.
+func (id fileID) key() string {
+	b := make([]byte, 0, 40)
+	for _, x := range []uint64{id.dev, id.ino, uint64(id.size), uint64(id.mtime), uint64(id.ctime)} {
+		b = binary.BigEndian.AppendUint64(b, x)
+	}
+	return string(b)
+}
+
 // verified is one remembered verification.
 type verified struct {
-	id  fileID
+	id  string    // the stored object's identity when verified
 	crc uint32    // CRC-32C (Castagnoli) of the content
 	at  time.Time // when the hashing began
 }
 
-// memo is the set of blobs verified intact, by digest.
-type memo struct {
+// Memo is a set of remembered verifications: for a blob, the identity of
+// the stored object's state when its content was found to hash to its name
+// (an opaque string that every change to the object alters), the CRC-32C of
+// that content, and when. A later read of the same object, in the same
+// state, within the reverification period (DefaultReverifyAfter) may check
+// the content's CRC-32C instead of its sha256. The directory [Store] keeps
+// one, with file identities (the rules above); package s3blob keeps one
+// with the object store's metadata. The caller chooses the identity and
+// answers for it: a Memo only compares it. Safe for concurrent use.
+type Memo struct {
 	mu            sync.Mutex
 	m             map[string]verified
 	reverifyAfter time.Duration
 	now           func() time.Time
 }
 
-func newMemo() *memo {
-	return &memo{m: make(map[string]verified), reverifyAfter: DefaultReverifyAfter, now: time.Now}
+// NewMemo returns an empty Memo with the reverification period
+// DefaultReverifyAfter.
+func NewMemo() *Memo {
+	return &Memo{m: make(map[string]verified), reverifyAfter: DefaultReverifyAfter, now: time.Now}
 }
 
-// trusted returns the content's CRC-32C if the file of sha, in state id,
-// was verified intact recently enough not to be hashed with sha256 again.
-func (m *memo) trusted(sha string, id fileID) (crc uint32, ok bool) {
+// Trusted returns the CRC-32C of blob sha's content if the object, in the
+// state named by id, was verified recently enough not to be hashed with
+// sha256 again. A differing identity or an expired verification is
+// forgotten.
+func (m *Memo) Trusted(sha, id string) (crc uint32, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	v, ok := m.m[sha]
@@ -117,14 +139,47 @@ func (m *memo) trusted(sha string, id fileID) (crc uint32, ok bool) {
 	return v.crc, true
 }
 
+// Remember records that the object of sha, in the state named by id, had
+// content hashing to sha with CRC-32C crc, verified at at (when the hashing
+// began). The caller must know that the object's state was id throughout
+// the hashing.
+func (m *Memo) Remember(sha, id string, crc uint32, at time.Time) {
+	m.put(sha, verified{id: id, crc: crc, at: at})
+}
+
+// Forget drops sha's entry (the blob was deleted or found corrupt).
+func (m *Memo) Forget(sha string) {
+	m.mu.Lock()
+	delete(m.m, sha)
+	m.mu.Unlock()
+}
+
+// SetReverifyAfter sets how long a verification is trusted; 0 remembers
+// nothing (every read hashes with sha256). It forgets what was remembered.
+func (m *Memo) SetReverifyAfter(d time.Duration) {
+	m.mu.Lock()
+	m.reverifyAfter = d
+	clear(m.m)
+	m.mu.Unlock()
+}
+
+// Now reads the Memo's clock (time.Now, but for tests), for the at of
+// Remember.
+func (m *Memo) Now() time.Time { return m.now() }
+
+// trusted is Trusted for a blob file in state id.
+func (m *Memo) trusted(sha string, id fileID) (crc uint32, ok bool) {
+	return m.Trusted(sha, id.key())
+}
+
 // remember records that the file of sha, in state id both when the hashing
 // began (at) and when it ended, hashed to sha and has CRC-32C crc. A file
 // changed too shortly before at is not remembered (see racyMargin).
-func (m *memo) remember(sha string, id fileID, crc uint32, at time.Time) {
+func (m *Memo) remember(sha string, id fileID, crc uint32, at time.Time) {
 	if at.UnixNano()-id.ctime < int64(racyMargin) {
 		return
 	}
-	m.put(sha, verified{id: id, crc: crc, at: at})
+	m.Remember(sha, id.key(), crc, at)
 }
 
 // rememberWritten records that a Writer wrote the file of sha, whose
@@ -132,12 +187,12 @@ func (m *memo) remember(sha string, id fileID, crc uint32, at time.Time) {
 // hashed to sha and has CRC-32C crc; at is when the Writer's verification
 // ended. Unlike remember it applies no racy margin (see the comment atop
 // this file for why that is sound for a file the Writer wrote itself).
-func (m *memo) rememberWritten(sha string, id fileID, crc uint32, at time.Time) {
-	m.put(sha, verified{id: id, crc: crc, at: at})
+func (m *Memo) rememberWritten(sha string, id fileID, crc uint32, at time.Time) {
+	m.Remember(sha, id.key(), crc, at)
 }
 
 // put stores v as sha's entry, unless remembering is disabled.
-func (m *memo) put(sha string, v verified) {
+func (m *Memo) put(sha string, v verified) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.reverifyAfter <= 0 {
@@ -152,23 +207,14 @@ func (m *memo) put(sha string, v verified) {
 	m.m[sha] = v
 }
 
-// forget drops sha's entry (the blob was deleted or found corrupt).
-func (m *memo) forget(sha string) {
-	m.mu.Lock()
-	delete(m.m, sha)
-	m.mu.Unlock()
-}
+// forget is Forget.
+func (m *Memo) forget(sha string) { m.Forget(sha) }
 
 // SetReverifyAfter sets how long a blob verified with sha256 and unchanged
 // since is read with a CRC-32C check instead of sha256; 0 hashes with sha256
 // on every read. The default is
 // DefaultReverifyAfter. It applies to verifications made from now on.
-func (s *Store) SetReverifyAfter(d time.Duration) {
-	s.memo.mu.Lock()
-	s.memo.reverifyAfter = d
-	clear(s.memo.m)
-	s.memo.mu.Unlock()
-}
+func (s *Store) SetReverifyAfter(d time.Duration) { s.memo.SetReverifyAfter(d) }
 
 // identify returns f's identity, or ok false where the platform gives none
 // (then nothing is remembered and every read hashes).

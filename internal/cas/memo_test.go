@@ -170,7 +170,7 @@ func fileIDOf(t *testing.T, path string) fileID {
 }
 
 // rememberedID returns the identity the memo holds for sha.
-func rememberedID(t *testing.T, s *Store, sha string) fileID {
+func rememberedID(t *testing.T, s *Store, sha string) string {
 	t.Helper()
 	s.memo.mu.Lock()
 	defer s.memo.mu.Unlock()
@@ -185,12 +185,12 @@ func rememberedID(t *testing.T, s *Store, sha string) fileID {
 // differs from id: a coarse file-system clock can stamp a change made within
 // the tick of the stat that recorded id alike. change must leave the file in
 // the same state however often it is applied.
-func changeUntilNoticed(t *testing.T, path string, id fileID, change func(t *testing.T, path string)) {
+func changeUntilNoticed(t *testing.T, path string, id string, change func(t *testing.T, path string)) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		change(t, path)
-		if fileIDOf(t, path) != id {
+		if fileIDOf(t, path).key() != id {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -218,7 +218,7 @@ func TestABlobJustWrittenIsReadWithItsCRCInsteadOfSHA256(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := rememberedID(t, s, sha); got != fileIDOf(t, filepath.Join(s.Dir(), sha[:2], sha)) {
+	if got := rememberedID(t, s, sha); got != fileIDOf(t, filepath.Join(s.Dir(), sha[:2], sha)).key() {
 		t.Fatalf("remembered identity %+v is not the placed file's", got)
 	}
 	for i := range 2 {

@@ -2,6 +2,8 @@ package cas
 
 import (
 	"bytes"
+	"encoding/binary"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"testing"
@@ -103,5 +105,38 @@ func waitCtimeMoves(t *testing.T, path string, change func()) {
 			t.Fatal("the file's ctime never moved")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// A memo file of the first format (file identities as five varints), as a
+// metaserver of the previous release saved it, is still trusted.
+func TestAMemoFileOfVersion1IsStillRead(t *testing.T) {
+	skipUnlessIdentified(t)
+	noSkew := time.Duration(0)
+	data := bytes.Repeat([]byte("old release "), 5000)
+	s := openStore(t)
+	sha := putBlob(t, s, data)
+	id := fileIDOf(t, s.path(sha))
+	s.memo.mu.Lock()
+	v := s.memo.m[sha]
+	s.memo.mu.Unlock()
+	buf := []byte(memoMagicV1 + sha)
+	for _, x := range []uint64{id.dev, id.ino, uint64(id.size), uint64(id.mtime), uint64(id.ctime), uint64(v.crc), uint64(v.at.UnixNano())} {
+		buf = binary.AppendUvarint(buf, x)
+	}
+	buf = binary.BigEndian.AppendUint32(buf, crc32.Checksum(buf, castagnoli))
+	if err := os.WriteFile(filepath.Join(s.Dir(), memoFileName), buf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := readHashed(t, reopen(t, s, &noSkew), sha); err != nil || n != 0 {
+		t.Fatalf("read after loading a version-1 memo: hashed %d bytes, %v; want none", n, err)
+	}
+	// The same file with its CRC-32C off by one is ignored whole.
+	buf[len(buf)-1] ^= 1
+	if err := os.WriteFile(filepath.Join(s.Dir(), memoFileName), buf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := readHashed(t, reopen(t, s, &noSkew), sha); err != nil || n != int64(len(data)) {
+		t.Fatalf("read after a damaged version-1 memo: hashed %d bytes, %v; want all %d", n, err, len(data))
 	}
 }

@@ -47,7 +47,7 @@ func ValidDigest(s string) bool {
 type Store struct {
 	dir  string
 	tmp  string
-	memo *memo
+	memo *Memo
 	// hashed counts the bytes hashed on read, for tests.
 	hashed atomic.Int64
 }
@@ -59,7 +59,7 @@ const tmpDirName = "tmp"
 // removes temporary files left by a crashed writer. Only one process may use
 // a directory at a time.
 func Open(dir string) (*Store, error) {
-	s := &Store{dir: dir, tmp: filepath.Join(dir, tmpDirName), memo: newMemo()}
+	s := &Store{dir: dir, tmp: filepath.Join(dir, tmpDirName), memo: NewMemo()}
 	if err := os.MkdirAll(s.tmp, 0o755); err != nil {
 		return nil, fmt.Errorf("cas: open %s: %w", dir, err)
 	}
@@ -74,7 +74,7 @@ func Open(dir string) (*Store, error) {
 	}
 	// Verifications remembered by the previous process (see SaveMemo); a
 	// file that cannot be read or is damaged only means hashing again.
-	_ = s.memo.load(filepath.Join(dir, memoFileName))
+	_ = s.memo.Load(filepath.Join(dir, memoFileName))
 	return s, nil
 }
 
