@@ -88,7 +88,8 @@ func redactURL(raw string) string {
 // openBlobs returns server.Config.OpenBlobs for a --blobs value: nil (the
 // server's default, the directory DIR/blobs) for "", an S3 bucket for an
 // s3:// URL (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY;
-// uploads spooled in DIR/blobs-spool).
+// uploads spooled in DIR/blobs-spool; remembered verifications saved at a
+// graceful stop in DIR/blobs-verified.memo, see package s3blob).
 func openBlobs(blobsURL, dataDir string) func() (cas.BlobStore, error) {
 	if blobsURL == "" {
 		return nil
@@ -100,13 +101,17 @@ func openBlobs(blobsURL, dataDir string) func() (cas.BlobStore, error) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		s, err := s3blob.Open(ctx, blobsURL, s3blob.Options{SpoolDir: spool})
+		s, err := s3blob.Open(ctx, blobsURL, s3blob.Options{SpoolDir: spool, MemoPath: filepath.Join(dataDir, s3MemoFile)})
 		if err != nil {
 			return nil, err // not a nil *s3blob.Store in the interface
 		}
 		return s, nil
 	}
 }
+
+// s3MemoFile is, in the data directory, the file of the S3 blob store's
+// remembered verifications.
+const s3MemoFile = "blobs-verified.memo"
 
 // checkBlobsURL validates a --blobs value: "" or an s3:// URL.
 func checkBlobsURL(u string) error {

@@ -9,13 +9,35 @@
 //
 // # Guarantees (cas.BlobStore's, kept on a remote store)
 //
-//   - Verified reads. Open's reader hashes what it reads with sha256 and
-//     ends with an error wrapping cas.ErrCorrupt, instead of io.EOF, when
-//     the bytes do not hash to the object's name or differ in length from
-//     the size Open returned. Nothing is remembered between reads: another
-//     process may rewrite an object between two of ours, and an object
-//     store gives no change time to tell (the directory's memo relies on
-//     one). sha256 runs at ~2 GB/s, faster than most links to a store.
+//   - Verified reads. Open's reader ends with an error wrapping
+//     cas.ErrCorrupt, instead of io.EOF, when the bytes differ in length
+//     from the size Open returned or do not match what was verified: their
+//     sha256 against the object's name, or, for an object whose verification
+//     is remembered (below), their CRC-32C against the verified content's.
+//   - Remembered verifications. As the directory store does (cas.Memo),
+//     the store remembers a blob whose content it verified with sha256 (by
+//     uploading it, or by a read that hashed it whole), together with the
+//     object's identity: bucket, key, size, ETag, Last-Modified, version id
+//     and the checksums the store keeps of it (versitygw and AWS S3 compute
+//     a full-object CRC64NVME of every object). A later read whose HEAD
+//     shows the same identity, within cas.DefaultReverifyAfter, checks the
+//     CRC-32C of what it reads instead of sha256, and fetches the object
+//     with If-Match on that ETag. Any PUT through the S3 API, by anyone,
+//     gives the object a new Last-Modified (to the second) and an ETag
+//     computed by the store from the new bytes (their MD5, or the MD5 of
+//     their parts' MD5s), so a replacement is hashed with sha256 again and,
+//     unless it is the very content, refused. A change below the API (bit
+//     rot, a torn write, an edit of the store's own files) leaves the
+//     identity and changes the bytes: the CRC-32C catches every accidental
+//     one. What a remembered verification cannot catch is a change crafted
+//     to keep ETag, checksums and CRC-32C alike, made in the same second as
+//     the verified upload, or made below the API by someone with write
+//     access to the store's disks: that needs an MD5 collision prepared with
+//     whoever uploaded the original bytes, or the store's own disks: the
+//     same attack that stays possible on the directory store by whoever may
+//     write its files. Options.ReverifyAfter 0 hashes every read with
+//     sha256. The memo is saved at Close to Options.MemoPath, a local file
+//     (never the bucket, which whoever may change objects may change too).
 //   - No partial objects. A BlobWriter writes to a temporary file in
 //     Options.SpoolDir (hashing as it goes) and Commit uploads the whole
 //     file with one PutObject (multipart for large ones) only after the
@@ -42,7 +64,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -61,6 +85,14 @@ type Options struct {
 	SpoolDir string
 	// Creds overrides the credentials read from the environment.
 	Creds *credentials.Credentials
+	// MemoPath is the local file keeping the remembered verifications
+	// across a restart (loaded by Open, saved by Close, in cas.Memo's
+	// format); "" remembers them in memory only.
+	MemoPath string
+	// ReverifyAfter is how long a remembered verification is trusted: 0 is
+	// cas.DefaultReverifyAfter, a negative value remembers nothing (every
+	// read is hashed with sha256).
+	ReverifyAfter time.Duration
 }
 
 // Store is a cas.BlobStore in one bucket. Safe for concurrent use.
@@ -69,6 +101,11 @@ type Store struct {
 	bucket string
 	prefix string // "" or ending with "/"; objects are prefix+"blobs/"+sha
 	spool  string
+	memo   *cas.Memo
+	// memoPath is Options.MemoPath.
+	memoPath string
+	// hashed counts the bytes hashed with sha256 on read, for tests.
+	hashed atomic.Int64
 }
 
 // Location is what an s3:// URL names.
@@ -149,7 +186,18 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 	if prefix != "" {
 		prefix += "/"
 	}
-	return &Store{c: c, bucket: loc.Bucket, prefix: prefix, spool: opts.SpoolDir}, nil
+	s := &Store{c: c, bucket: loc.Bucket, prefix: prefix, spool: opts.SpoolDir, memo: cas.NewMemo(), memoPath: opts.MemoPath}
+	switch {
+	case opts.ReverifyAfter < 0:
+		s.memo.SetReverifyAfter(0)
+	case opts.ReverifyAfter > 0:
+		s.memo.SetReverifyAfter(opts.ReverifyAfter)
+	}
+	if s.memoPath != "" {
+		// A damaged or unreadable file only means hashing again.
+		_ = s.memo.Load(s.memoPath)
+	}
+	return s, nil
 }
 
 // key is the object name of blob sha.
@@ -196,6 +244,7 @@ func (s *Store) Delete(ctx context.Context, sha string) error {
 	if _, err := s.Stat(ctx, sha); err != nil {
 		return err
 	}
+	s.memo.Forget(sha)
 	if err := s.c.RemoveObject(ctx, s.bucket, s.key(sha), minio.RemoveObjectOptions{}); err != nil {
 		return fmt.Errorf("s3blob: delete %s: %w", sha, err)
 	}
@@ -230,24 +279,60 @@ func (s *Store) Walk(ctx context.Context, fn func(sha string, modTime time.Time)
 	return ctx.Err()
 }
 
-// Close releases nothing: the client holds only idle connections.
-func (s *Store) Close() error { return nil }
+// Close saves the remembered verifications to Options.MemoPath, if set;
+// the client holds only idle connections.
+func (s *Store) Close() error {
+	if s.memoPath == "" {
+		return nil
+	}
+	return s.memo.Save(s.memoPath, "")
+}
 
-// Open returns a reader of blob sha that verifies its sha256 and size (see
-// the package doc), with its size, or an error wrapping cas.ErrNotFound.
-// ctx bounds opening only; Close ends the download.
+// Open returns a reader of blob sha that verifies it (see the package doc),
+// with its size, or an error wrapping cas.ErrNotFound. ctx bounds opening
+// only; Close ends the download.
 func (s *Store) Open(ctx context.Context, sha string) (io.ReadCloser, int64, error) {
-	size, err := s.Stat(ctx, sha)
-	if err != nil {
+	if err := check(ctx, sha); err != nil {
 		return nil, 0, err
 	}
+	began := s.memo.Now()
+	info, err := s.c.StatObject(ctx, s.bucket, s.key(sha), minio.StatObjectOptions{Checksum: true})
+	if missing(err) {
+		return nil, 0, fmt.Errorf("%w: %s", cas.ErrNotFound, sha)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("s3blob: stat %s: %w", sha, err)
+	}
+	id := s.identity(info)
+	var opts minio.GetObjectOptions
+	if info.ETag != "" {
+		// The bytes of the object the HEAD described, or a failed read.
+		if err := opts.SetMatchETag(info.ETag); err != nil {
+			return nil, 0, fmt.Errorf("s3blob: open %s: %w", sha, err)
+		}
+	}
 	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	obj, err := s.c.GetObject(dctx, s.bucket, s.key(sha), minio.GetObjectOptions{})
+	obj, err := s.c.GetObject(dctx, s.bucket, s.key(sha), opts)
 	if err != nil {
 		cancel()
 		return nil, 0, fmt.Errorf("s3blob: open %s: %w", sha, err)
 	}
-	return newVerifier(obj, cancel, sha, size), size, nil
+	r := newVerifier(s, obj, cancel, sha, info.Size)
+	r.id, r.began = id, began
+	r.wantCRC, r.trusted = s.memo.Trusted(sha, id)
+	if r.trusted {
+		r.h = nil
+	}
+	return r, info.Size, nil
+}
+
+// identity names the state of the object info describes, for the memo:
+// every PUT of the object changes it (see the package doc). The bucket and
+// key are part of it, so a memo never vouches for another bucket's object.
+func (s *Store) identity(info minio.ObjectInfo) string {
+	return strings.Join([]string{"s3", s.bucket, info.Key, strconv.FormatInt(info.Size, 10), info.ETag,
+		strconv.FormatInt(info.LastModified.UnixNano(), 10), info.VersionID,
+		info.ChecksumCRC64NVME, info.ChecksumCRC32C, info.ChecksumCRC32, info.ChecksumSHA256, info.ChecksumSHA1}, "\x00")
 }
 
 // errClosed is returned by a reader used after Close.

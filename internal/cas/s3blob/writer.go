@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"os"
 
 	"github.com/minio/minio-go/v7"
@@ -24,6 +25,7 @@ type writer struct {
 	f    *os.File // nil once committed or aborted
 	bw   *bufio.Writer
 	h    hash.Hash
+	crc  hash.Hash32 // CRC-32C, for the memo
 	size int64
 	err  error // sticky
 }
@@ -38,7 +40,7 @@ func (s *Store) Create(ctx context.Context) (cas.BlobWriter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3blob: spool file: %w", err)
 	}
-	return &writer{s: s, f: f, bw: bufio.NewWriterSize(f, spoolBuffer), h: sha256.New()}, nil
+	return &writer{s: s, f: f, bw: bufio.NewWriterSize(f, spoolBuffer), h: sha256.New(), crc: crc32.New(castagnoli)}, nil
 }
 
 // Write appends p to the blob; an error is sticky.
@@ -51,6 +53,7 @@ func (w *writer) Write(p []byte) (int, error) {
 	}
 	n, err := w.bw.Write(p)
 	w.h.Write(p[:n])
+	w.crc.Write(p[:n])
 	w.size += int64(n)
 	if err != nil {
 		w.err = fmt.Errorf("s3blob: spool: %w", err)
@@ -90,13 +93,33 @@ func (w *writer) Commit(ctx context.Context, wantSHA256 string, wantSize int64) 
 	if _, err := w.f.Seek(0, 0); err != nil {
 		return "", 0, fmt.Errorf("s3blob: spool: %w", err)
 	}
-	_, err := w.s.c.PutObject(ctx, w.s.bucket, w.s.key(sha), w.f, w.size, minio.PutObjectOptions{
+	up, err := w.s.c.PutObject(ctx, w.s.bucket, w.s.key(sha), w.f, w.size, minio.PutObjectOptions{
 		ContentType: "application/octet-stream",
 	})
 	if err != nil {
 		return "", 0, fmt.Errorf("s3blob: upload %s: %w", sha, err)
 	}
+	w.rememberUploaded(ctx, sha, up)
 	return sha, w.size, nil
+}
+
+// rememberUploaded records the writer's verification of blob sha, just
+// uploaded as up, in the memo with the object's identity read back by a
+// HEAD, if that HEAD shows the object this upload made: the ETag the store
+// answered the upload with, the size, and the CRC64NVME the store computed
+// of the bytes received (when it reports one). Otherwise nothing is
+// remembered (someone else wrote it meanwhile, or the HEAD failed): the
+// next read hashes with sha256.
+func (w *writer) rememberUploaded(ctx context.Context, sha string, up minio.UploadInfo) {
+	m := w.s.memo
+	at := m.Now()
+	info, err := w.s.c.StatObject(ctx, w.s.bucket, w.s.key(sha), minio.StatObjectOptions{Checksum: true})
+	if err != nil || up.ETag == "" || info.ETag != up.ETag || info.Size != w.size ||
+		(up.ChecksumCRC64NVME != "" && info.ChecksumCRC64NVME != up.ChecksumCRC64NVME) {
+		m.Forget(sha)
+		return
+	}
+	m.Remember(sha, w.s.identity(info), w.crc.Sum32(), at)
 }
 
 // Abort discards the blob; a no-op after Commit or Abort.
