@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -140,20 +141,35 @@ type meta struct {
 	// MetricsAddr is set when it was started with --metrics-listen.
 	MetricsAddr string
 	Proc        *proc
-	conn        *grpc.ClientConn
-	Compile     kilnv1.CompileServiceClient
-	Status      kilnv1.StatusServiceClient
-	bins        bins
+	// storeArgs are its --store and --blobs flags (storeArgs of bins).
+	storeArgs []string
+	conn      *grpc.ClientConn
+	Compile   kilnv1.CompileServiceClient
+	Status    kilnv1.StatusServiceClient
+	bins      bins
 }
 
 // startMetaserver starts `metaserver serve` in dir/meta with extra flags and
 // waits until its health service answers SERVING.
 func startMetaserver(ctx context.Context, b bins, dir string, extra ...string) (*meta, error) {
+	return startMetaserverOn(ctx, b, dir, b.storeArgs(), extra...)
+}
+
+// restartMetaserver starts a metaserver on the store and blobs of old
+// (stopped): on --store, the same schema, where startMetaserver would make
+// a fresh one.
+func restartMetaserver(ctx context.Context, old *meta, dir string, extra ...string) (*meta, error) {
+	return startMetaserverOn(ctx, old.bins, dir, old.storeArgs, extra...)
+}
+
+// startMetaserverOn is startMetaserver with the given --store and --blobs
+// flags.
+func startMetaserverOn(ctx context.Context, b bins, dir string, storeArgs []string, extra ...string) (*meta, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	m := &meta{Addr: addr, DataDir: filepath.Join(dir, "meta"), bins: b}
+	m := &meta{Addr: addr, DataDir: filepath.Join(dir, "meta"), bins: b, storeArgs: storeArgs}
 	if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -169,7 +185,7 @@ func startMetaserver(ctx context.Context, b bins, dir string, extra ...string) (
 	// names its own email, under the per-email limit). Its fake volunteers
 	// are trusted alone (--quorum 1), as before verification existed.
 	args := append([]string{"serve", "--data-dir", m.DataDir, "--listen", addr, "--log-level", "warn",
-		"--requests-per-minute-per-address", "0", "--quorum", "1"}, append(b.storeArgs(), extra...)...)
+		"--requests-per-minute-per-address", "0", "--quorum", "1"}, append(slices.Clone(storeArgs), extra...)...)
 	if m.Proc, err = procs.start(dir, "metaserver", b.Metaserver, env, args...); err != nil {
 		return nil, err
 	}
