@@ -44,7 +44,10 @@
 // [BlobStore] is the interface the metaserver uses, with a context on every
 // method; [Store] is its directory implementation, and package s3blob its
 // S3 one, keeping the guarantees written there: verified reads, no partial
-// blob, deletion only when asked (package castest checks both).
+// blob, deletion only when asked (package castest checks both). The
+// remembered verifications are a [Memo], which s3blob keeps too, with the
+// object store's metadata (ETag, Last-Modified, checksums) as the identity,
+// and saves in the same file format ([Memo.Save], [Memo.Load]).
 //
 // # Concurrency
 //
