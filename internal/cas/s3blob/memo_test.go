@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -254,4 +255,92 @@ func TestStore_ReverifyAfterNegativeHashesEveryRead(t *testing.T) {
 			t.Fatalf("read %d: hashed %d, %v; want every byte", i, hashed, err)
 		}
 	}
+}
+
+// The replacement an attacker would craft against a CRC: other bytes of the
+// same size and the same CRC-32C, put through the API. What refuses it is
+// the identity (a new ETag and Last-Modified): the read hashes with sha256.
+func TestStore_ReplacementKeepingTheCRCIsHashedAndRefused(t *testing.T) {
+	f := startMemoFarm(t)
+	s := f.open(t, "")
+	sha, data := put(t, s, 1<<20)
+	bad := sameCRC(t, data)
+	f.rawPut(t, sha, bad)
+	got, hashed, err := read(t, s, sha)
+	if !errors.Is(err, cas.ErrCorrupt) || hashed != int64(len(data)) {
+		t.Fatalf("read of a CRC-preserving replacement: %v after hashing %d bytes; want ErrCorrupt from sha256 over all %d", err, hashed, len(data))
+	}
+	if !bytes.Equal(got, bad) {
+		t.Fatal("the test did not read the replacement")
+	}
+}
+
+// sameCRC returns data with one bit flipped in its middle and its last four
+// bytes changed so that the CRC-32C is unchanged (CRC is linear: the 32
+// bits of the tail can cancel any change).
+func sameCRC(t *testing.T, data []byte) []byte {
+	t.Helper()
+	n := len(data)
+	zero := make([]byte, n)
+	base := crc32.Checksum(zero, castagnoli)
+	delta := func(pos int, bit uint) uint32 { // the CRC change of flipping one bit
+		zero[pos] ^= 1 << bit
+		d := crc32.Checksum(zero, castagnoli) ^ base
+		zero[pos] ^= 1 << bit
+		return d
+	}
+	want := delta(n/2, 3)
+	// Solve sum of x_j * col_j = want over GF(2), j the 32 bits of the tail.
+	var cols [32]uint32
+	for j := range cols {
+		cols[j] = delta(n-4+j/8, uint(j%8))
+	}
+	var pick [32]uint32 // which tail bits make up each reduced column
+	for j := range pick {
+		pick[j] = 1 << j
+	}
+	row := 0
+	for bit := 31; bit >= 0 && row < 32; bit-- {
+		p := -1
+		for j := row; j < 32; j++ {
+			if cols[j]>>bit&1 == 1 {
+				p = j
+				break
+			}
+		}
+		if p < 0 {
+			continue
+		}
+		cols[row], cols[p] = cols[p], cols[row]
+		pick[row], pick[p] = pick[p], pick[row]
+		for j := range 32 {
+			if j != row && cols[j]>>bit&1 == 1 {
+				cols[j] ^= cols[row]
+				pick[j] ^= pick[row]
+			}
+		}
+		row++
+	}
+	var x uint32
+	for j := range row { // cols[j] now has a single leading bit each
+		for bit := 31; bit >= 0; bit-- {
+			if cols[j]>>bit&1 == 1 {
+				if want>>bit&1 == 1 {
+					x ^= pick[j]
+				}
+				break
+			}
+		}
+	}
+	bad := bytes.Clone(data)
+	bad[n/2] ^= 1 << 3
+	for j := range 32 {
+		if x>>j&1 == 1 {
+			bad[n-4+j/8] ^= 1 << (j % 8)
+		}
+	}
+	if crc32.Checksum(bad, castagnoli) != crc32.Checksum(data, castagnoli) || bytes.Equal(bad, data) {
+		t.Fatal("sameCRC: could not forge the CRC-32C")
+	}
+	return bad
 }
