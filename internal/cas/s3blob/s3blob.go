@@ -35,7 +35,7 @@
 //     access to the store's disks: that needs an MD5 collision prepared with
 //     whoever uploaded the original bytes, or the store's own disks: the
 //     same attack that stays possible on the directory store by whoever may
-//     write its files. Options.ReverifyAfter 0 hashes every read with
+//     write its files. A negative Options.ReverifyAfter hashes every read with
 //     sha256. The memo is saved at Close to Options.MemoPath, a local file
 //     (never the bucket, which whoever may change objects may change too).
 //   - No partial objects. A BlobWriter writes to a temporary file in
