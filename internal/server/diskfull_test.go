@@ -56,7 +56,7 @@ func TestCommitter_FullDisk_RetriesInOrderUntilSpaceReturns(t *testing.T) {
 	}
 	t.Cleanup(func() { db.Close() })
 	st := &fullDiskStore{Store: db}
-	c := newCommitter(st, slog.New(slog.NewTextHandler(io.Discard, nil)), func(err error) { t.Errorf("fatal: %v", err) })
+	c := newCommitter(st, slog.New(slog.NewTextHandler(io.Discard, nil)), func(err error) { t.Errorf("fatal: %v", err) }, nil)
 	var mu sync.Mutex
 	var spaces []error
 	spaceCh := make(chan struct{}, 4)

@@ -1,0 +1,31 @@
+package server
+
+import (
+	"github.com/jonboulle/clockwork"
+	"time"
+)
+
+// The metaserver reads time only through its clock (Config.Clock): what it
+// decides from time (leases and the reconnect grace, time limits plus
+// TimeoutGrace, exclusions, put-aside, retry delays, expiry of unmatched
+// builds, pending uploads, group sweeps, samples, rate limits, enrollment
+// token expiry, the committer's pauses on a full disk) and what it records
+// (every timestamp it stores). Its timers (time.AfterFunc) and tickers run
+// on the same clock, so a test that gives a clockwork.FakeClock moves the
+// whole server through time with Advance instead of sleeping, and a
+// deadline can be tested on both sides of its boundary.
+//
+// What is not on it: deadlines of gRPC calls, which the caller sets, and
+// the packages the server uses that keep their own time (gitmirror's fetch
+// freshness, cas's re-verification of blobs).
+
+// clockOrReal returns c, or the real clock when c is nil.
+func clockOrReal(c clockwork.Clock) clockwork.Clock {
+	if c == nil {
+		return clockwork.NewRealClock()
+	}
+	return c
+}
+
+// now is the server's current time, on its clock.
+func (s *Server) now() time.Time { return s.clock.Now() }
