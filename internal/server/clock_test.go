@@ -1,9 +1,13 @@
 package server
 
 import (
+	"context"
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
 // Tests of time-dependent behaviour give the server a fake clock
@@ -60,5 +64,30 @@ func (ts *testServer) waitGone(name string) {
 			ts.t.Fatalf("the session of %s did not end within 5s", name)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// sampleAt moves the server's fake clock by d (at least SampleInterval)
+// and waits until the sample loop has stored a sample at the new time:
+// the group sweep of that tick, which runs before the sample, is then
+// committed too (the committer keeps their order).
+func (ts *testServer) sampleAt(d time.Duration) {
+	ts.t.Helper()
+	fc := ts.fake()
+	fc.Advance(d)
+	at := fc.Now()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := ts.srv.GetHistory(context.Background(), &kilnv1.GetHistoryRequest{Since: timestamppb.New(at)})
+		if err != nil {
+			ts.t.Fatal(err)
+		}
+		if n := len(resp.GetSamples()); n > 0 && resp.GetSamples()[n-1].GetAt().AsTime().Equal(at) {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.t.Fatalf("no sample stored at %s within 10s", at)
+		}
+		time.Sleep(2 * time.Millisecond) // the committer commits it
 	}
 }
