@@ -65,7 +65,7 @@ func (a *Admin) AddProject(ctx context.Context, req *kilnv1.AddProjectRequest) (
 		return nil, status.Errorf(codes.AlreadyExists, "project %q is already registered", p.GetName())
 	}
 	mir := newMirrors(mirrorsDir(a.DataDir)).get(p.GetName(), p.GetGitUrl())
-	cctx, cancel := clockwork.WithTimeout(ctx, clockOrReal(a.Clock), 5*time.Minute)
+	cctx, cancel := withTimeout(ctx, clockOrReal(a.Clock), 5*time.Minute)
 	defer cancel()
 	if err := mir.Ensure(cctx); err != nil {
 		if errors.Is(err, gitmirror.ErrUnreachable) {

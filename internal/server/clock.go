@@ -1,8 +1,10 @@
 package server
 
 import (
-	"github.com/jonboulle/clockwork"
+	"context"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // The metaserver reads time only through its clock (Config.Clock): what it
@@ -25,6 +27,24 @@ func clockOrReal(c clockwork.Clock) clockwork.Clock {
 		return clockwork.NewRealClock()
 	}
 	return c
+}
+
+// withTimeout is context.WithTimeout on clock. On the real clock it is
+// context.WithTimeout itself; on another clock the context is cancelled
+// when clock reaches the timeout, with context.DeadlineExceeded as its
+// cause (context.Cause), and has no Deadline. (Not clockwork.WithTimeout:
+// in v0.5.0 its context's Err blocks until the context is done, which
+// breaks every caller that polls Err.)
+func withTimeout(ctx context.Context, clock clockwork.Clock, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, fake := clock.(*clockwork.FakeClock); !fake {
+		return context.WithTimeout(ctx, d)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	t := clock.AfterFunc(d, func() { cancel(context.DeadlineExceeded) })
+	return ctx, func() {
+		t.Stop()
+		cancel(context.Canceled)
+	}
 }
 
 // now is the server's current time, on its clock.

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"testing"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -89,5 +91,29 @@ func (ts *testServer) sampleAt(d time.Duration) {
 			ts.t.Fatalf("no sample stored at %s within 10s", at)
 		}
 		time.Sleep(2 * time.Millisecond) // the committer commits it
+	}
+}
+
+func TestWithTimeout_OnAFakeClock_EndsAtTheTimeoutAndErrNeverBlocks(t *testing.T) {
+	fc := clockwork.NewFakeClock()
+	ctx, cancel := withTimeout(context.Background(), fc, time.Second)
+	defer cancel()
+	fc.Advance(time.Second - time.Nanosecond)
+	if err := ctx.Err(); err != nil { // clockwork.WithTimeout's Err would block here
+		t.Fatalf("a nanosecond before the timeout: %v, want nil", err)
+	}
+	fc.Advance(time.Nanosecond)
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("not done at the timeout")
+	}
+	if cause := context.Cause(ctx); !errors.Is(cause, context.DeadlineExceeded) {
+		t.Fatalf("cause %v, want context.DeadlineExceeded", cause)
+	}
+	real, cancelReal := withTimeout(context.Background(), clockwork.NewRealClock(), time.Hour)
+	defer cancelReal()
+	if _, ok := real.Deadline(); !ok {
+		t.Fatal("on the real clock the context has no deadline: want context.WithTimeout's")
 	}
 }

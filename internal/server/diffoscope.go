@@ -136,7 +136,7 @@ func (s *Server) copyArtifact(ctx context.Context, sha, path string) error {
 // whole after timeout on clock, and returns its output (at most
 // maxDiffoscopeReport bytes) and how it ended.
 func runDiffoscope(ctx context.Context, clock clockwork.Clock, bin, dir string, timeout time.Duration) ([]byte, string) {
-	ctx, cancel := clockwork.WithTimeout(ctx, clock, timeout)
+	ctx, cancel := withTimeout(ctx, clock, timeout)
 	defer cancel()
 	name, args := bin, diffoscopeArgs
 	if nice, err := exec.LookPath("nice"); err == nil {

@@ -58,11 +58,11 @@ func diffLimits(na, nb int64) artifactdiff.Limits {
 // too large, malformed, too slow) it says why, each as a single entry in
 // parentheses: never nil, the sha256s differ. diffTimeout runs on clock.
 func differingFiles(ctx context.Context, clock clockwork.Clock, a io.Reader, na int64, b io.Reader, nb int64) []string {
-	ctx, cancel := clockwork.WithTimeout(ctx, clock, diffTimeout)
+	ctx, cancel := withTimeout(ctx, clock, diffTimeout)
 	defer cancel()
 	rep, err := artifactdiff.Diff(ctx, a, b, diffLimits(na, nb))
 	switch {
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(context.Cause(ctx), context.DeadlineExceeded):
 		return []string{"(archives not compared: it took longer than " + diffTimeout.String() + ")"}
 	case ctx.Err() != nil:
 		return []string{"(archives not compared: " + ctx.Err().Error() + ")"}
