@@ -11,8 +11,10 @@ import (
 // decides from time (leases and the reconnect grace, time limits plus
 // TimeoutGrace, exclusions, put-aside, retry delays, expiry of unmatched
 // builds, pending uploads, group sweeps, samples, rate limits, enrollment
-// token expiry, the committer's pauses on a full disk) and what it records
-// (every timestamp it stores). Its timers (time.AfterFunc) and tickers run
+// token expiry, the committer's pauses on a full disk, the Hello timeout,
+// the bounds on diffoscope, the archive diff and a project's first clone
+// through withTimeout) and what it records (every timestamp it stores; the
+// commit and dispatch durations of its metrics too). Its timers and tickers run
 // on the same clock, so a test that gives a clockwork.FakeClock moves the
 // whole server through time with Advance instead of sleeping, and a
 // deadline can be tested on both sides of its boundary.
