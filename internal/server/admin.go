@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -39,7 +40,13 @@ type Admin struct {
 	// metaserver (Server.Purge); nil when no metaserver runs, and a purge
 	// then writes the store directly.
 	Purge func(name string) (*kilnv1.RevokeBuildServerResponse, error)
+	// Clock times what the operations record and the clone's bound (nil:
+	// the real clock; see Config.Clock).
+	Clock clockwork.Clock
 }
+
+// now is the time on a's clock.
+func (a *Admin) now() time.Time { return clockOrReal(a.Clock).Now() }
 
 // AddProject implements kilnv1.AdminServiceServer.
 func (a *Admin) AddProject(ctx context.Context, req *kilnv1.AddProjectRequest) (*kilnv1.AddProjectResponse, error) {
@@ -58,7 +65,7 @@ func (a *Admin) AddProject(ctx context.Context, req *kilnv1.AddProjectRequest) (
 		return nil, status.Errorf(codes.AlreadyExists, "project %q is already registered", p.GetName())
 	}
 	mir := newMirrors(mirrorsDir(a.DataDir)).get(p.GetName(), p.GetGitUrl())
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	cctx, cancel := withTimeout(ctx, clockOrReal(a.Clock), 5*time.Minute)
 	defer cancel()
 	if err := mir.Ensure(cctx); err != nil {
 		if errors.Is(err, gitmirror.ErrUnreachable) {
@@ -66,7 +73,7 @@ func (a *Admin) AddProject(ctx context.Context, req *kilnv1.AddProjectRequest) (
 		}
 		return nil, status.Errorf(codes.Internal, "creating mirror: %v", err)
 	}
-	rec := &store.Project{Project: &kilnv1.Project{Name: p.GetName(), GitUrl: p.GetGitUrl()}, CreatedAt: timestamppb.Now()}
+	rec := &store.Project{Project: &kilnv1.Project{Name: p.GetName(), GitUrl: p.GetGitUrl()}, CreatedAt: timestamppb.New(a.now())}
 	err = a.Store.Update(func(tx store.Tx) error { return tx.CreateProject(rec) })
 	if errors.Is(err, store.ErrExists) {
 		return nil, status.Errorf(codes.AlreadyExists, "project %q is already registered", p.GetName())
@@ -99,7 +106,7 @@ func (a *Admin) AddOperator(ctx context.Context, req *kilnv1.AddOperatorRequest)
 		return nil, status.Errorf(codes.InvalidArgument, "operator name %q must match %s", req.GetName(), nameRE)
 	}
 	err := a.Store.Update(func(tx store.Tx) error {
-		return tx.CreateOperator(&store.Operator{Name: req.GetName(), CreatedAt: timestamppb.Now()})
+		return tx.CreateOperator(&store.Operator{Name: req.GetName(), CreatedAt: timestamppb.New(a.now())})
 	})
 	if errors.Is(err, store.ErrExists) {
 		return nil, status.Errorf(codes.AlreadyExists, "operator %q already exists", req.GetName())
@@ -137,7 +144,7 @@ func (a *Admin) AddBuildServer(ctx context.Context, req *kilnv1.AddBuildServerRe
 		if err := checkOperator(tx, req.GetOperator()); err != nil {
 			return err
 		}
-		return tx.CreateBuildServer(&store.BuildServer{Name: req.GetName(), TokenHash: hash, CreatedAt: timestamppb.Now(), Operator: req.GetOperator()})
+		return tx.CreateBuildServer(&store.BuildServer{Name: req.GetName(), TokenHash: hash, CreatedAt: timestamppb.New(a.now()), Operator: req.GetOperator()})
 	})
 	if _, ok := status.FromError(err); ok && err != nil {
 		return nil, err
@@ -182,7 +189,7 @@ func (a *Admin) RevokeBuildServer(ctx context.Context, req *kilnv1.RevokeBuildSe
 		}
 		return resp, nil
 	}
-	res, err := purgeStore(a.Store, req.GetName())
+	res, err := purgeStore(a.Store, req.GetName(), a.now())
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "revoked, but withdrawing its artifacts failed (run the command again): %v", err)
 	}
@@ -226,7 +233,7 @@ func (a *Admin) Pin(ctx context.Context, req *kilnv1.PinRequest) (*kilnv1.PinRes
 			return status.Errorf(codes.FailedPrecondition, "the artifact of build %d was evicted from the cache; build it again and pin the new build", b.GetId())
 		}
 		if err := tx.CreatePin(&store.Pin{Name: req.GetName(), BuildId: b.GetId(), Sha256: b.GetArtifact().GetSha256(),
-			CacheKey: b.GetCacheKey(), CreatedAt: timestamppb.Now()}); err != nil {
+			CacheKey: b.GetCacheKey(), CreatedAt: timestamppb.New(a.now())}); err != nil {
 			if errors.Is(err, store.ErrExists) {
 				return status.Errorf(codes.AlreadyExists, "pin %q already names an artifact; a pin never changes", req.GetName())
 			}

@@ -10,7 +10,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/kilnbuild/kiln/internal/platform"
 	"github.com/kilnbuild/kiln/internal/sched"
@@ -314,15 +313,15 @@ func (s *Server) inspectArtifact(ss *session, r *kilnv1.AttemptResult, inline []
 // the session ended and renews the leases of ss's attempts once per
 // heartbeat interval.
 func (s *Server) leaseKeeper(ss *session) func() error {
-	last := time.Now()
+	last := s.now()
 	return func() error {
 		if err := ss.ctx.Err(); err != nil {
 			return err
 		}
-		if time.Since(last) < s.cfg.HeartbeatInterval {
+		if s.clock.Since(last) < s.cfg.HeartbeatInterval {
 			return nil
 		}
-		last = time.Now()
+		last = s.now()
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		srv := s.sched.Server(ss.name)

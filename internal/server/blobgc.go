@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/kilnbuild/kiln/internal/store"
 )
 
@@ -30,7 +32,7 @@ func (s *Server) collect(ctx context.Context, candidates map[string]bool) (int, 
 	a := s.blobs
 	if candidates == nil {
 		var err error
-		candidates, err = a.oldFiles(ctx, time.Now().Add(-pendingTTL))
+		candidates, err = a.oldFiles(ctx, s.now().Add(-pendingTTL))
 		if err != nil {
 			return 0, err
 		}
@@ -79,15 +81,16 @@ func (s *Server) collect(ctx context.Context, candidates map[string]bool) (int, 
 // not in the way of the restore and of the build servers reconnecting.
 const collectFirst = time.Minute
 
-// collectLoop runs the collector collectFirst after start, then every
-// collectEvery.
-func (s *Server) collectLoop(ctx context.Context) {
+// collectLoop runs the collector when first fires (collectFirst after
+// start), then every collectEvery.
+func (s *Server) collectLoop(ctx context.Context, first clockwork.Timer) {
 	select {
 	case <-ctx.Done():
+		first.Stop()
 		return
-	case <-time.After(collectFirst):
+	case <-first.Chan():
 	}
-	tick := time.NewTicker(collectEvery)
+	tick := s.clock.NewTicker(collectEvery)
 	defer tick.Stop()
 	for {
 		n, err := s.collect(ctx, nil)
@@ -99,7 +102,7 @@ func (s *Server) collectLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-tick.Chan():
 		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/kilnbuild/kiln/internal/cas"
 	"github.com/kilnbuild/kiln/internal/store"
 )
@@ -33,6 +35,8 @@ type artifactStore struct {
 	files     cas.BlobStore
 	st        store.Store
 	inlineMax int64
+	// clock times pending and recent uploads (the server's clock).
+	clock clockwork.Clock
 
 	mu           sync.Mutex
 	pending      map[string]pendingBlob
@@ -66,8 +70,9 @@ const maxPendingBytes = 256 << 20
 // errPendingFull is returned by receive when maxPendingBytes would be exceeded.
 var errPendingFull = errors.New("too many uploads are waiting for their results")
 
-func newArtifactStore(files cas.BlobStore, st store.Store, inlineMax int64) *artifactStore {
-	return &artifactStore{files: files, st: st, inlineMax: inlineMax, pending: map[string]pendingBlob{}, recent: map[string]time.Time{}}
+func newArtifactStore(files cas.BlobStore, st store.Store, inlineMax int64, clock clockwork.Clock) *artifactStore {
+	return &artifactStore{files: files, st: st, inlineMax: inlineMax, clock: clockOrReal(clock),
+		pending: map[string]pendingBlob{}, recent: map[string]time.Time{}}
 }
 
 // maxInlineResult is the largest artifact a build server may send inside its
@@ -113,7 +118,7 @@ func (a *artifactStore) keep(sha string, data []byte, force bool) error {
 	if old, ok := a.pending[sha]; ok {
 		a.pendingBytes -= int64(len(old.data))
 	}
-	a.pending[sha] = pendingBlob{data: data, at: time.Now()}
+	a.pending[sha] = pendingBlob{data: data, at: a.clock.Now()}
 	a.pendingBytes += int64(len(data))
 	return nil
 }
@@ -173,7 +178,7 @@ func (a *artifactStore) commitFile(ctx context.Context, w cas.BlobWriter, wantSH
 		return sha, size, err
 	}
 	a.mu.Lock()
-	a.recent[sha] = time.Now()
+	a.recent[sha] = a.clock.Now()
 	a.mu.Unlock()
 	return sha, size, nil
 }

@@ -26,7 +26,7 @@ func newTestArtifacts(t *testing.T) (*artifactStore, store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newArtifactStore(files, st, 1024), st
+	return newArtifactStore(files, st, 1024, nil), st
 }
 
 func digest(b []byte) string {

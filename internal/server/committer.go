@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/kilnbuild/kiln/internal/store"
 )
 
@@ -36,6 +38,7 @@ import (
 type committer struct {
 	st      store.Store
 	log     *slog.Logger
+	clock   clockwork.Clock // the pauses on a full disk, the commit times
 	onFatal func(error)
 	// onSpace, when set before run, is called on the committer goroutine
 	// with the error when a commit finds the disk full and with nil when
@@ -72,8 +75,8 @@ type change struct {
 	after func(error)
 }
 
-func newCommitter(st store.Store, log *slog.Logger, onFatal func(error)) *committer {
-	return &committer{st: st, log: log, onFatal: onFatal, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newCommitter(st store.Store, log *slog.Logger, onFatal func(error), clock clockwork.Clock) *committer {
+	return &committer{st: st, log: log, clock: clockOrReal(clock), onFatal: onFatal, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // enqueue schedules fn; after (may be nil) runs on the committer goroutine
@@ -149,7 +152,7 @@ func (c *committer) run(ctx context.Context) {
 		retry = nil
 		if c.flush(false) {
 			pause = min(max(2*pause, retryMin), retryMax)
-			retry = time.After(pause)
+			retry = c.clock.After(pause)
 		} else {
 			pause = 0
 		}
@@ -186,7 +189,7 @@ func (c *committer) flush(final bool) (full bool) {
 			}
 			continue
 		}
-		start := time.Now()
+		start := c.clock.Now()
 		err := c.st.Update(func(tx store.Tx) error {
 			for _, ch := range batch {
 				if err := ch.fn(tx); err != nil {
@@ -196,7 +199,7 @@ func (c *committer) flush(final bool) (full bool) {
 			return nil
 		})
 		if c.observe != nil {
-			c.observe(len(batch), time.Since(start))
+			c.observe(len(batch), c.clock.Since(start))
 		}
 		if err != nil && errors.Is(err, store.ErrNoSpace) && !final {
 			if c.full == nil {

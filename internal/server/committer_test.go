@@ -32,7 +32,7 @@ func startCommitter(t *testing.T) (*committer, *countingStore, context.CancelFun
 	}
 	t.Cleanup(func() { db.Close() })
 	st := &countingStore{Store: db}
-	c := newCommitter(st, slog.New(slog.NewTextHandler(io.Discard, nil)), func(err error) { t.Errorf("fatal: %v", err) })
+	c := newCommitter(st, slog.New(slog.NewTextHandler(io.Discard, nil)), func(err error) { t.Errorf("fatal: %v", err) }, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	go c.run(ctx)
 	t.Cleanup(func() { cancel(); <-c.done })

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -386,7 +385,7 @@ func (s *Server) checkDependenciesLocked(ab *activeBuild) {
 	delete(s.depWaiting, b.GetId())
 	s.sched.Enqueue(ab.sb)
 	// Not dispatched from here: this may run inside a dispatch round.
-	time.AfterFunc(0, s.kickDispatch)
+	s.clock.AfterFunc(0, s.kickDispatch)
 }
 
 // narrowTo returns c with every identity field pinned to info's value.

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -108,7 +109,7 @@ func (s *Server) diffoscope(ctx context.Context, bin, shaA, shaB string) ([]byte
 	if timeout <= 0 {
 		timeout = defaultDiffoscopeTimeout
 	}
-	out, ended := runDiffoscope(ctx, bin, dir, timeout)
+	out, ended := runDiffoscope(ctx, s.clock, bin, dir, timeout)
 	head := fmt.Sprintf("diffoscope of a.tar.gz (%s) and b.tar.gz (%s): %s\n\n", shaA, shaB, ended)
 	return append([]byte(head), out...), nil
 }
@@ -132,10 +133,10 @@ func (s *Server) copyArtifact(ctx context.Context, sha, path string) error {
 }
 
 // runDiffoscope runs bin in dir at nice 19 in its own process group, killed
-// whole after timeout, and returns its output (at most
+// whole after timeout on clock, and returns its output (at most
 // maxDiffoscopeReport bytes) and how it ended.
-func runDiffoscope(ctx context.Context, bin, dir string, timeout time.Duration) ([]byte, string) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+func runDiffoscope(ctx context.Context, clock clockwork.Clock, bin, dir string, timeout time.Duration) ([]byte, string) {
+	ctx, cancel := withTimeout(ctx, clock, timeout)
 	defer cancel()
 	name, args := bin, diffoscopeArgs
 	if nice, err := exec.LookPath("nice"); err == nil {

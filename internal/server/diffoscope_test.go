@@ -91,8 +91,9 @@ func TestDiffoscope_ANotReproducibleBuildGetsItsReport(t *testing.T) {
 }
 
 // fakeDiffoscope is a real program named diffoscope, first on PATH, that
-// prints what it was given and how it runs, floods its output, and leaves
-// a child behind it that sleeps.
+// prints what it was given and how it runs, floods its output, leaves a
+// child behind it that sleeps, and marks its directory "flooded" once its
+// output was taken.
 const fakeDiffoscope = `#!/bin/sh
 echo "pid $$"
 echo "nice $(cut -d' ' -f19 /proc/$$/stat)"
@@ -102,6 +103,7 @@ sha256sum a.tar.gz b.tar.gz
 sleep 600 &
 echo "child $!"
 head -c 400000 /dev/zero | tr '\0' x
+: > flooded
 wait
 `
 
@@ -116,7 +118,18 @@ func TestDiffoscope_RunsBoundedWithFixedArgumentsAndCleansUp(t *testing.T) {
 	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
-	ts, b := notReproducible(t, Config{DiffoscopeTimeout: 2 * time.Second})
+	ts, b := notReproducible(t, withFakeClock(Config{DiffoscopeTimeout: 2 * time.Second}))
+	// Its timeout runs on the server's clock: moved past it once the
+	// program has flooded its output, it is killed then and there.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if m, _ := filepath.Glob(filepath.Join(tmp, "kiln-diffoscope-*", "flooded")); len(m) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the fake diffoscope did not run within 30s")
+		}
+	}
+	ts.fake().Advance(2 * time.Second)
 	report := ts.waitDiffoscope(1)
 	shaA, shaB := firstDiffering(b)
 	head := fmt.Sprintf("diffoscope of a.tar.gz (%s) and b.tar.gz (%s): stopped after 2s; output cut at %d bytes\n", shaA, shaB, maxDiffoscopeReport)

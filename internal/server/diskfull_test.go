@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -56,7 +57,8 @@ func TestCommitter_FullDisk_RetriesInOrderUntilSpaceReturns(t *testing.T) {
 	}
 	t.Cleanup(func() { db.Close() })
 	st := &fullDiskStore{Store: db}
-	c := newCommitter(st, slog.New(slog.NewTextHandler(io.Discard, nil)), func(err error) { t.Errorf("fatal: %v", err) })
+	clock := clockwork.NewFakeClock()
+	c := newCommitter(st, slog.New(slog.NewTextHandler(io.Discard, nil)), func(err error) { t.Errorf("fatal: %v", err) }, clock)
 	var mu sync.Mutex
 	var spaces []error
 	spaceCh := make(chan struct{}, 4)
@@ -95,24 +97,50 @@ func TestCommitter_FullDisk_RetriesInOrderUntilSpaceReturns(t *testing.T) {
 		t.Fatal("onSpace was not told of the full disk")
 	}
 	c.enqueue(put(2))
-	// Retried with a pause, nothing acknowledged meanwhile.
-	deadline := time.Now().Add(5 * time.Second)
-	for st.tries.Load() < 3 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	// Retried after a pause that doubles from retryMin, nothing
+	// acknowledged meanwhile: each retry waits for all of its pause (the
+	// committer's timer is on the clock: BlockUntil sees it set).
+	ctx5, cancel5 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel5()
+	pause := retryMin
+	for try := int32(1); try <= 3; try++ {
+		if err := clock.BlockUntilContext(ctx5, 1); err != nil {
+			t.Fatalf("try %d: no retry pause set: %v", try, err)
+		}
+		if n := st.tries.Load(); n != try {
+			t.Fatalf("%d tries before pause %d; want %d", n, try, try)
+		}
+		clock.Advance(pause - time.Nanosecond)
+		// A retry fired too early would run on the committer's goroutine:
+		// give it a short window to show.
+		for window := time.Now().Add(20 * time.Millisecond); time.Now().Before(window); time.Sleep(time.Millisecond) {
+			if n := st.tries.Load(); n != try {
+				t.Fatalf("%d tries a nanosecond before the %s pause ended; want still %d", n, pause, try)
+			}
+		}
+		clock.Advance(time.Nanosecond)
+		for st.tries.Load() == try && ctx5.Err() == nil {
+			time.Sleep(time.Millisecond) // the committer goroutine retries
+		}
+		pause *= 2
 	}
 	mu.Lock()
 	acked := len(order)
 	mu.Unlock()
-	if tries := st.tries.Load(); tries < 3 || tries > 20 || acked != 0 {
-		t.Fatalf("while full: %d tries, %d acknowledged; want a few paced retries and none acknowledged", tries, acked)
+	if acked != 0 {
+		t.Fatalf("while full: %d acknowledged; want none", acked)
 	}
 	st.full.Store(false)
+	if err := clock.BlockUntilContext(ctx5, 1); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(pause)
 	select {
 	case <-spaceCh:
 	case <-time.After(10 * time.Second):
 		t.Fatal("onSpace was not told that space returned")
 	}
-	deadline = time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		mu.Lock()
 		n := len(order)

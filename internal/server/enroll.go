@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -26,7 +27,7 @@ func (a *Admin) CreateEnrollToken(ctx context.Context, req *kilnv1.CreateEnrollT
 	token, hash := auth.NewToken()
 	token = "kilnenroll_" + token[len("kiln_"):]
 	hash = auth.Hash(token)
-	now := time.Now()
+	now := a.now()
 	err := a.Store.Update(func(tx store.Tx) error {
 		if err := checkOperator(tx, req.GetOperator()); err != nil {
 			return err
@@ -48,6 +49,8 @@ func (a *Admin) CreateEnrollToken(ctx context.Context, req *kilnv1.CreateEnrollT
 type Enroller struct {
 	kilnv1.UnimplementedEnrollServiceServer
 	Store store.Store
+	// Clock decides whether a token expired (nil: the real clock).
+	Clock clockwork.Clock
 }
 
 // Enroll implements kilnv1.EnrollServiceServer.
@@ -56,7 +59,7 @@ func (e *Enroller) Enroll(ctx context.Context, req *kilnv1.EnrollRequest) (*kiln
 		return nil, status.Errorf(codes.InvalidArgument, "build server name %q must match %s", req.GetName(), nameRE)
 	}
 	token, hash := auth.NewToken()
-	now := time.Now()
+	now := clockOrReal(e.Clock).Now()
 	err := e.Store.Update(func(tx store.Tx) error {
 		et, err := tx.EnrollToken(auth.Hash(req.GetEnrollToken()))
 		if errors.Is(err, store.ErrNotFound) {

@@ -241,8 +241,10 @@ func TestServer_Open_AGroupSealedBeforeARestartIsSummedUpAfterIt(t *testing.T) {
 
 func TestServer_SweepGroups_SealsAForgottenGroupAndSumsItUp(t *testing.T) {
 	gb := newGroupBox()
-	old := timestamppb.New(time.Now().Add(-2 * time.Hour))
-	ts := startSeededServer(t, Config{Notifier: gb, SampleInterval: 10 * time.Millisecond}, func(tx store.Tx) error {
+	cfg := withFakeClock(Config{Notifier: gb, SampleInterval: time.Minute})
+	start := cfg.Clock.Now()
+	old := timestamppb.New(start.Add(-2 * time.Hour))
+	ts := startSeededServer(t, cfg, func(tx store.Tx) error {
 		done := queuedBuild(1, "hello", 60)
 		done.GetBuild().State = kilnv1.BuildState_BUILD_STATE_FAILED
 		if err := tx.PutBuild(done); err != nil {
@@ -258,21 +260,31 @@ func TestServer_SweepGroups_SealsAForgottenGroupAndSumsItUp(t *testing.T) {
 		}
 		// A group done eight days ago is deleted.
 		if err := tx.PutRequestGroup(&store.RequestGroup{Id: "doneCCCCCCCCCCCCCCCCC", Email: ada, Mail: kilnv1.MailMode_MAIL_MODE_SUMMARY,
-			RequestIds: []uint64{1}, Sealed: true, CreatedAt: old, DoneAt: timestamppb.New(time.Now().Add(-8 * 24 * time.Hour))}); err != nil {
+			RequestIds: []uint64{1}, Sealed: true, CreatedAt: old, DoneAt: timestamppb.New(start.Add(-8 * 24 * time.Hour))}); err != nil {
 			return err
 		}
-		return tx.PutRequestGroup(&store.RequestGroup{Id: "youngBBBBBBBBBBBBBBBB", Email: ada, Mail: kilnv1.MailMode_MAIL_MODE_SUMMARY, RequestIds: []uint64{1}, CreatedAt: timestamppb.Now()})
+		return tx.PutRequestGroup(&store.RequestGroup{Id: "youngBBBBBBBBBBBBBBBB", Email: ada, Mail: kilnv1.MailMode_MAIL_MODE_SUMMARY, RequestIds: []uint64{1}, CreatedAt: timestamppb.New(start)})
 	})
+	ts.sampleAt(time.Minute) // the first sweep
 	s := waitSummaries(t, gb, groupA, 1)
 	if len(s[0]) != 1 || s[0][0] != 1 {
 		t.Fatalf("summary %v", s)
 	}
-	time.Sleep(50 * time.Millisecond) // several more sweeps
+	for range 5 {
+		ts.sampleAt(time.Minute) // five more sweeps
+	}
 	if s := gb.summaries(groupA); len(s) != 1 {
 		t.Fatalf("%d summaries after more sweeps, want exactly one", len(s))
 	}
+	// The young group is sealed by the first sweep after it is an hour
+	// old, not at the hour itself.
+	ts.sampleAt(groupSealAfter - 6*time.Minute)
 	if g := groupRecord(t, ts, "youngBBBBBBBBBBBBBBBB"); g.GetSealed() {
-		t.Fatal("a group younger than an hour was sealed")
+		t.Fatal("a group just an hour old was sealed")
+	}
+	ts.sampleAt(time.Minute)
+	if g := groupRecord(t, ts, "youngBBBBBBBBBBBBBBBB"); !g.GetSealed() {
+		t.Fatal("a group an hour and a minute old was not sealed by the sweep")
 	}
 	if err := ts.st.View(func(tx store.Tx) error { _, err := tx.RequestGroup("doneCCCCCCCCCCCCCCCCC"); return err }); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("a group done eight days ago: %v, want deleted", err)

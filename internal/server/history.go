@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -16,13 +17,13 @@ import (
 // maxHistorySamples bounds a GetHistory answer (its documented cap).
 const maxHistorySamples = 2000
 
-// sampleLoop takes a sample of the server at once and then every
-// SampleInterval until ctx ends. A sample that cannot be committed is
-// logged and lost: the charts show a gap, nothing else depends on it.
-func (s *Server) sampleLoop(ctx context.Context) {
-	every, keep := s.cfg.SampleInterval, s.cfg.SampleKeep
+// sampleLoop takes a sample of the server at once and then at every tick
+// of t (SampleInterval) until ctx ends, and sweeps the request groups after
+// each tick. A sample that cannot be committed is logged and lost: the
+// charts show a gap, nothing else depends on it.
+func (s *Server) sampleLoop(ctx context.Context, t clockwork.Ticker) {
+	keep := s.cfg.SampleKeep
 	var prev cacheCounts
-	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		sm := s.sample(&prev)
@@ -34,7 +35,7 @@ func (s *Server) sampleLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
 		if ctx.Err() == nil {
 			s.sweepGroups()

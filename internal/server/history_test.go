@@ -14,33 +14,23 @@ import (
 )
 
 func TestServer_GetHistory_SamplesStayBounded(t *testing.T) {
-	ts := startSeededServer(t, Config{SampleInterval: 5 * time.Millisecond, SampleKeep: 4}, func(store.Tx) error { return nil })
+	ts := startSeededServer(t, withFakeClock(Config{SampleInterval: 5 * time.Millisecond, SampleKeep: 4}), func(store.Tx) error { return nil })
 	client := kilnv1.NewStatusServiceClient(ts.conn)
-	// Many more samples than kept are taken; the store keeps 4.
-	deadline := time.Now().Add(10 * time.Second)
-	var resp *kilnv1.GetHistoryResponse
-	var first time.Time
-	for {
-		var err error
-		resp, err = client.GetHistory(context.Background(), &kilnv1.GetHistoryRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n := len(resp.GetSamples()); n > 4 {
-			t.Fatalf("%d samples kept, want at most 4", n)
-		}
-		if len(resp.GetSamples()) == 4 {
-			oldest := resp.GetSamples()[0].GetAt().AsTime()
-			if first.IsZero() {
-				first = oldest
-			} else if oldest.After(first) {
-				break // the window moved on: older samples were deleted
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the sample window did not move: %v", resp)
-		}
-		time.Sleep(10 * time.Millisecond)
+	// One sample at start and one a tick, six in all; the store keeps
+	// the newest 4.
+	start := ts.fake().Now()
+	for range 5 {
+		ts.sampleAt(5 * time.Millisecond)
+	}
+	resp, err := client.GetHistory(context.Background(), &kilnv1.GetHistoryRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(resp.GetSamples()); n != 4 {
+		t.Fatalf("%d samples kept, want 4: %v", n, resp.GetSamples())
+	}
+	if oldest := resp.GetSamples()[0].GetAt().AsTime(); !oldest.Equal(start.Add(10 * time.Millisecond)) {
+		t.Fatalf("the oldest sample kept is at start+%s, want start+10ms: the two oldest deleted", oldest.Sub(start))
 	}
 	for i := 1; i < len(resp.GetSamples()); i++ {
 		if !resp.GetSamples()[i].GetAt().AsTime().After(resp.GetSamples()[i-1].GetAt().AsTime()) {
@@ -50,7 +40,7 @@ func TestServer_GetHistory_SamplesStayBounded(t *testing.T) {
 	if resp.GetIntervalSeconds() != 1 {
 		t.Errorf("interval %d s, want 1 (rounded up)", resp.GetIntervalSeconds())
 	}
-	later, err := client.GetHistory(context.Background(), &kilnv1.GetHistoryRequest{Since: timestamppb.New(time.Now().Add(time.Hour))})
+	later, err := client.GetHistory(context.Background(), &kilnv1.GetHistoryRequest{Since: timestamppb.New(ts.fake().Now().Add(time.Hour))})
 	if err != nil || len(later.GetSamples()) != 0 {
 		t.Fatalf("samples from the future: %v %v", later, err)
 	}

@@ -9,14 +9,14 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/kilnbuild/kiln/internal/backoff"
 	"github.com/kilnbuild/kiln/internal/cachekey"
 	"github.com/kilnbuild/kiln/internal/sched"
 	"github.com/kilnbuild/kiln/internal/store"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
-
-func (s *Server) now() time.Time { return time.Now() }
 
 // maxAttemptsPerBuild bounds attempt numbers: an attempt id is the build id
 // shifted left by 8 bits plus the attempt's number (1..255), so ids are
@@ -162,7 +162,7 @@ func (s *Server) dispatchLocked() {
 		s.putBuild(ab, nil, func(err error) {
 			if err == nil {
 				sess.send(&kilnv1.SessionResponse{Msg: &kilnv1.SessionResponse_Assignment{Assignment: asg}})
-				s.metrics.dispatchDelay.Observe(time.Since(now).Seconds())
+				s.metrics.dispatchDelay.Observe(s.clock.Since(now).Seconds())
 			}
 		})
 		s.log.Debug("dispatched", "build_id", b.ID, "attempt_id", id, "build_server", t.Server.Name, "target", t.ID, "jobs", t.Jobs())
@@ -303,7 +303,7 @@ func (s *Server) retryLocked(ab *activeBuild, a *sched.Attempt, r *kilnv1.Attemp
 		"outcome", o.Word(), "reason", r.GetReason(), "infra_attempts", ab.rec.GetInfraAttempts(), "retry_in", delay)
 	s.putBuild(ab, nil, after)
 	if delay > 0 {
-		time.AfterFunc(delay, s.kickDispatch)
+		s.clock.AfterFunc(delay, s.kickDispatch)
 	}
 	s.changes.notify(build.GetId())
 }
@@ -452,31 +452,39 @@ func (s *Server) serverCountLocked(name string, ok bool) {
 	}, nil)
 }
 
-// leaseLoop expires attempts whose build server stopped heartbeating,
-// takes back those held past their deadline and expires builds nothing
-// matched for too long.
-func (s *Server) leaseLoop(ctx context.Context) {
-	tick := time.NewTicker(min(s.cfg.HeartbeatInterval/2, time.Second))
+// leaseTick is how often the lease loop runs a round.
+func (s *Server) leaseTick() time.Duration { return min(s.cfg.HeartbeatInterval/2, time.Second) }
+
+// leaseLoop runs a lease round (leaseRoundLocked) at every tick until ctx
+// is done.
+func (s *Server) leaseLoop(ctx context.Context, tick clockwork.Ticker) {
 	defer tick.Stop()
-	var lastExpiryCheck time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-tick.Chan():
 		}
 		s.mu.Lock()
-		s.blobs.expire(s.now()) // under s.mu: result and finish read pending blobs under it
-		now := s.now()
-		s.expireLeasesLocked(now)
-		s.takeBackOverdueLocked(now)
-		if now.Sub(lastExpiryCheck) >= s.expiryCheckInterval() {
-			lastExpiryCheck = now
-			s.expireUnmatchedLocked(now)
-		}
-		s.dispatchLocked()
+		s.leaseRoundLocked(s.now())
 		s.mu.Unlock()
 	}
+}
+
+// leaseRoundLocked expires attempts whose build server stopped
+// heartbeating, takes back those held past their deadline, expires builds
+// nothing matched for too long (once an expiryCheckInterval), forgets
+// uploads whose result never came and dispatches what that freed. Called
+// under s.mu.
+func (s *Server) leaseRoundLocked(now time.Time) {
+	s.blobs.expire(now) // under s.mu: result and finish read pending blobs under it
+	s.expireLeasesLocked(now)
+	s.takeBackOverdueLocked(now)
+	if now.Sub(s.expiryChecked) >= s.expiryCheckInterval() {
+		s.expiryChecked = now
+		s.expireUnmatchedLocked(now)
+	}
+	s.dispatchLocked()
 }
 
 // expireLeases ends the attempts whose lease lapsed and dispatches their

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
@@ -64,9 +65,18 @@ func TestRefusalsDoNotCountAsInfrastructureAttempts(t *testing.T) {
 }
 
 func TestSetupFailuresStillEndInErrorAfterMaxInfraAttempts(t *testing.T) {
-	ts := startTestServer(t, Config{MaxInfraAttempts: 2}, queuedBuild(1, "hello", 60))
-	for _, name := range []string{"s1", "s2"} {
+	ts := startTestServer(t, withFakeClock(Config{MaxInfraAttempts: 2}), queuedBuild(1, "hello", 60))
+	for i, name := range []string{"s1", "s2"} {
 		ss := ts.connect(name, nil)
+		if i > 0 {
+			// The retry waits all of its delay after the first failure.
+			ts.advance(retryDelay(1) - time.Nanosecond)
+			if b := ts.build(1); b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED ||
+				!strings.Contains(strings.Join(b.GetWaitingReasons(), "\n"), "retry delayed until") {
+				t.Fatalf("a nanosecond before the retry delay ends: %v with reasons %q; want queued, delayed", b.GetState(), b.GetWaitingReasons())
+			}
+			ts.fake().Advance(time.Nanosecond) // the delay's own timer dispatches
+		}
 		a := ss.assignment()
 		ss.report(&kilnv1.AttemptResult{AttemptId: a.GetAttemptId(), Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED, Reason: "disk full"})
 	}

@@ -170,13 +170,13 @@ func purgeTx(tx store.Tx, name string, now time.Time) (*purgeResult, error) {
 	return res, nil
 }
 
-// purgeStore runs a purge directly against st (no metaserver running);
+// purgeStore runs a purge at now directly against st (no metaserver running);
 // the next metaserver's collector deletes the withdrawn files.
-func purgeStore(st store.Store, name string) (*purgeResult, error) {
+func purgeStore(st store.Store, name string, now time.Time) (*purgeResult, error) {
 	var res *purgeResult
 	err := st.Update(func(tx store.Tx) error {
 		var err error
-		res, err = purgeTx(tx, name, time.Now())
+		res, err = purgeTx(tx, name, now)
 		return err
 	})
 	return res, err

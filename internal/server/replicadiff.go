@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/kilnbuild/kiln/internal/artifactdiff"
 )
 
@@ -54,13 +56,13 @@ func diffLimits(na, nb int64) artifactdiff.Limits {
 // last entry then says how many more). When the files are alike it says
 // what else differs, and when artifactdiff refuses either artifact (unsafe,
 // too large, malformed, too slow) it says why, each as a single entry in
-// parentheses: never nil, the sha256s differ.
-func differingFiles(ctx context.Context, a io.Reader, na int64, b io.Reader, nb int64) []string {
-	ctx, cancel := context.WithTimeout(ctx, diffTimeout)
+// parentheses: never nil, the sha256s differ. diffTimeout runs on clock.
+func differingFiles(ctx context.Context, clock clockwork.Clock, a io.Reader, na int64, b io.Reader, nb int64) []string {
+	ctx, cancel := withTimeout(ctx, clock, diffTimeout)
 	defer cancel()
 	rep, err := artifactdiff.Diff(ctx, a, b, diffLimits(na, nb))
 	switch {
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(context.Cause(ctx), context.DeadlineExceeded):
 		return []string{"(archives not compared: it took longer than " + diffTimeout.String() + ")"}
 	case ctx.Err() != nil:
 		return []string{"(archives not compared: " + ctx.Err().Error() + ")"}
@@ -135,5 +137,5 @@ func (s *Server) resultDiff(ctx context.Context, attemptID uint64, sha string, d
 		}
 	}
 	defer this.Close()
-	return differingFiles(ctx, first, nFirst, this, nThis)
+	return differingFiles(ctx, s.clock, first, nFirst, this, nThis)
 }

@@ -12,12 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
 // diffBytes runs differingFiles on two artifacts held in memory.
 func diffBytes(a, b []byte) []string {
-	return differingFiles(context.Background(), bytes.NewReader(a), int64(len(a)), bytes.NewReader(b), int64(len(b)))
+	return differingFiles(context.Background(), clockwork.NewRealClock(), bytes.NewReader(a), int64(len(a)), bytes.NewReader(b), int64(len(b)))
 }
 
 func TestDifferingFiles_ListsAtMost64NamesAndCountsTheRest(t *testing.T) {

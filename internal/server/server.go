@@ -33,6 +33,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/kilnbuild/kiln/internal/cas"
 	"github.com/kilnbuild/kiln/internal/sched"
 	"github.com/kilnbuild/kiln/internal/store"
@@ -155,6 +157,12 @@ type Config struct {
 	// checkpoints, which clients pin with its key (default "kiln-log";
 	// no spaces or '+').
 	LogName string
+	// Clock is the metaserver's one source of time: every lease, grace,
+	// time limit, exclusion, put-aside, retry delay, expiry, sweep and
+	// timestamp it decides or records reads it, and every timer and
+	// ticker runs on it (nil: the real clock). Tests give a
+	// clockwork.FakeClock and advance it instead of sleeping.
+	Clock clockwork.Clock
 }
 
 // setIf sets *field to def when unset.
@@ -224,6 +232,7 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.Clock = clockOrReal(c.Clock)
 	if c.OpenBlobs == nil {
 		dir := filepath.Join(c.DataDir, "blobs")
 		c.OpenBlobs = func() (cas.BlobStore, error) {
@@ -252,6 +261,8 @@ type Server struct {
 	changes *notifier
 	metrics *metrics
 	started time.Time
+	// clock is cfg.Clock: the only time the server reads (clock.go).
+	clock clockwork.Clock
 
 	mu       sync.Mutex
 	sched    *sched.Scheduler
@@ -271,6 +282,9 @@ type Server struct {
 	tokens  sync.Map
 	revoked sync.Map
 	nextID  uint64
+	// expiryChecked is when the lease loop last looked for unmatched
+	// builds (leaseRoundLocked).
+	expiryChecked time.Time
 	// depWaiting holds the active builds waiting for dependency builds
 	// (depends.go), by id; nil until the first one.
 	depWaiting map[uint64]*activeBuild
@@ -337,7 +351,7 @@ func Open(cfg Config, st store.Store) (s *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the metaserver's signing key: %w", err)
 	}
-	blobs := newArtifactStore(files, st, cfg.InlineArtifactBytes)
+	blobs := newArtifactStore(files, st, cfg.InlineArtifactBytes, cfg.Clock)
 	logs, err := openLogFiles(filepath.Join(cfg.DataDir, "logs"), cfg.MaxLogBytes, st)
 	if err != nil {
 		return nil, err
@@ -351,7 +365,8 @@ func Open(cfg Config, st store.Store) (s *Server, err error) {
 		logs:           logs,
 		changes:        newNotifier(),
 		metrics:        newMetrics(),
-		started:        time.Now(),
+		started:        cfg.Clock.Now(),
+		clock:          cfg.Clock,
 		sched:          sched.New(),
 		active:         map[uint64]*activeBuild{},
 		bySource:       map[string][]*activeBuild{},
@@ -366,7 +381,7 @@ func Open(cfg Config, st store.Store) (s *Server, err error) {
 		closing:        make(chan struct{}),
 		diffoscopeSlot: make(chan struct{}, 1),
 	}
-	s.commits = newCommitter(st, s.log, s.fail)
+	s.commits = newCommitter(st, s.log, s.fail, cfg.Clock)
 	s.commits.onSpace = s.setDiskFull
 	s.commits.observe = func(changes int, d time.Duration) {
 		s.metrics.commitChanges.Add(float64(changes))
@@ -394,11 +409,16 @@ func (s *Server) Fatal() <-chan error { return s.fatal }
 func (s *Server) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop, s.bgCtx = cancel, ctx
+	// The loops' timers are made before Start returns: a fake clock
+	// advanced after Start moves every one of them.
+	leaseTick := s.clock.NewTicker(s.leaseTick())
+	firstCollect := s.clock.NewTimer(collectFirst)
+	sampleTick := s.clock.NewTicker(s.cfg.SampleInterval)
 	s.bg.Add(4)
 	go func() { defer s.bg.Done(); s.commits.run(ctx) }()
-	go func() { defer s.bg.Done(); s.leaseLoop(ctx) }()
-	go func() { defer s.bg.Done(); s.collectLoop(ctx) }()
-	go func() { defer s.bg.Done(); s.sampleLoop(ctx) }()
+	go func() { defer s.bg.Done(); s.leaseLoop(ctx, leaseTick) }()
+	go func() { defer s.bg.Done(); s.collectLoop(ctx, firstCollect) }()
+	go func() { defer s.bg.Done(); s.sampleLoop(ctx, sampleTick) }()
 	s.mu.Lock()
 	s.dispatchLocked()
 	s.mu.Unlock()
@@ -437,7 +457,7 @@ func (s *Server) Stop() {
 
 // restore loads active builds from the store.
 func (s *Server) restore() error {
-	now := time.Now()
+	now := s.now()
 	return s.st.View(func(tx store.Tx) error {
 		newest, err := tx.ListBuilds(store.BuildFilter{}, 0, 1)
 		if err != nil {
@@ -496,7 +516,7 @@ func (s *Server) restore() error {
 // track registers rec as an active build. Called under s.mu (or before start).
 func (s *Server) track(rec *store.Build) *activeBuild {
 	b := rec.GetBuild()
-	excluded := upgradeExclusions(rec, time.Now().Add(s.cfg.ExcludeFor))
+	excluded := upgradeExclusions(rec, s.now().Add(s.cfg.ExcludeFor))
 	ab := &activeBuild{rec: rec, sb: &sched.Build{
 		ID:             b.GetId(),
 		Project:        b.GetProject(),

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -115,7 +116,7 @@ func (s *Server) Session(stream kilnv1.WorkerService_SessionServer) error {
 	if !ok {
 		return status.Error(codes.Unauthenticated, "no build server identity")
 	}
-	hello, err := recvHello(stream)
+	hello, err := recvHello(stream, s.clock)
 	if err != nil {
 		return err
 	}
@@ -188,7 +189,7 @@ func (s *Server) Session(stream kilnv1.WorkerService_SessionServer) error {
 	return status.Error(codes.Unavailable, err.Error())
 }
 
-func recvHello(stream kilnv1.WorkerService_SessionServer) (*kilnv1.Hello, error) {
+func recvHello(stream kilnv1.WorkerService_SessionServer, clock clockwork.Clock) (*kilnv1.Hello, error) {
 	type result struct {
 		msg *kilnv1.SessionRequest
 		err error
@@ -210,7 +211,7 @@ func recvHello(stream kilnv1.WorkerService_SessionServer) (*kilnv1.Hello, error)
 			return nil, status.Error(codes.InvalidArgument, "the first session message must be Hello")
 		}
 		return r.msg.GetHello(), nil
-	case <-time.After(helloTimeout):
+	case <-clock.After(helloTimeout):
 		return nil, status.Error(codes.DeadlineExceeded, "no Hello within "+helloTimeout.String())
 	}
 }
@@ -363,7 +364,7 @@ func (s *Server) reconnectGraceLocked(name string, now time.Time) {
 		s.log.Info("build server's connection closed; its attempts wait for it to reconnect",
 			"build_server", name, "attempts", n, "reconnect_grace", grace)
 		// Just past the grace: Expired takes leases that ended before now.
-		time.AfterFunc(grace+time.Millisecond, s.expireLeases)
+		s.clock.AfterFunc(grace+time.Millisecond, s.expireLeases)
 	}
 }
 

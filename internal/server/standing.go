@@ -113,7 +113,7 @@ func (s *Server) lossLocked(name string, now time.Time, reason string) {
 		}
 		s.log.Warn("build server put aside after repeated lost attempts", "build_server", name,
 			"consecutive_losses", losses, "aside_for", d, "last_reason", reason)
-		time.AfterFunc(d, s.kickDispatch)
+		s.clock.AfterFunc(d, s.kickDispatch)
 	}
 	until, why := st.asideUntil, st.reason
 	s.commits.enqueue(func(tx store.Tx) error {

@@ -80,7 +80,7 @@ func heartbeats(ss *testSession, running ...uint64) (stop func()) {
 }
 
 func TestAnAttemptHeldPastItsTimeLimitPlusGraceIsTakenBackAndGoesToAnother(t *testing.T) {
-	ts := startTestServer(t, Config{TimeoutGrace: time.Second, ExcludeFor: time.Minute}, queuedBuild(1, "hello", 1))
+	ts := startTestServer(t, withFakeClock(Config{TimeoutGrace: time.Second, ExcludeFor: time.Minute}), queuedBuild(1, "hello", 1))
 	holder := ts.connect("holder", nil)
 	a := holder.assignment()
 	stop := heartbeats(holder, a.GetAttemptId())
@@ -88,7 +88,10 @@ func TestAnAttemptHeldPastItsTimeLimitPlusGraceIsTakenBackAndGoesToAnother(t *te
 	honest := ts.connect("honest", nil)
 
 	// The holder heartbeats but never ends the attempt: it is cancelled
-	// once the 1s time limit plus 1s grace have passed.
+	// once the 1s time limit plus 1s grace have passed, not before.
+	ts.advance(2 * time.Second)
+	running(t, ts, 1, "holder", "at the end of its time limit plus grace")
+	ts.advance(time.Nanosecond)
 	var cancel *kilnv1.CancelAttempt
 	for cancel == nil {
 		msg := holder.next(10 * time.Second)
@@ -106,8 +109,8 @@ func TestAnAttemptHeldPastItsTimeLimitPlusGraceIsTakenBackAndGoesToAnother(t *te
 	if first.GetOutcome() != kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_LOST || first.GetBuildServer() != "holder" {
 		t.Fatalf("first attempt %v; want lost on holder", first)
 	}
-	if held := first.GetFinishedAt().AsTime().Sub(first.GetStartedAt().AsTime()); held < 2*time.Second {
-		t.Fatalf("taken back after %s, before the time limit plus grace (2s)", held)
+	if held := first.GetFinishedAt().AsTime().Sub(first.GetStartedAt().AsTime()); held != 2*time.Second+time.Nanosecond {
+		t.Fatalf("taken back after %s, want just past the time limit plus grace (2s)", held)
 	}
 	// The holder's late result is refused: its attempt is no longer current.
 	stop()
@@ -135,7 +138,7 @@ func TestAVolunteerThatKeepsLosingAttemptsIsPutAsideVisiblyAndCannotErrorTheBuil
 	// Three losses by one volunteer, with a budget of two: the build must
 	// stay queued, the volunteer be put aside (through a reconnect too),
 	// and the put-aside end by itself.
-	cfg := Config{MaxInfraAttempts: 2, LossesBeforeAside: 3, AsideFor: 3 * time.Second, ExcludeFor: 100 * time.Millisecond}
+	cfg := withFakeClock(Config{MaxInfraAttempts: 2, LossesBeforeAside: 3, AsideFor: 3 * time.Second, ExcludeFor: 100 * time.Millisecond})
 	ts := startTestServer(t, cfg, queuedBuild(1, "hello", 60))
 	flaky := ts.connect("flaky", nil)
 	for loss := 1; loss <= 3; loss++ {
@@ -149,14 +152,24 @@ func TestAVolunteerThatKeepsLosingAttemptsIsPutAsideVisiblyAndCannotErrorTheBuil
 		if b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED && b.GetState() != kilnv1.BuildState_BUILD_STATE_RUNNING {
 			t.Fatalf("after loss %d the build is %v (%q); one volunteer's losses must not end it", loss, b.GetState(), b.GetFailure())
 		}
+		if loss == 2 {
+			// Lost again: flaky is excluded from the build for all of
+			// --exclude-for, then gets it back.
+			ts.advance(cfg.ExcludeFor - time.Nanosecond)
+			if b := ts.build(1); b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED ||
+				!strings.Contains(strings.Join(b.GetWaitingReasons(), "\n"), "excluded") {
+				t.Fatalf("a nanosecond before the exclusion ends: %v with reasons %q; want queued, flaky excluded", b.GetState(), b.GetWaitingReasons())
+			}
+			ts.advance(time.Nanosecond)
+		}
 	}
 	bs := ts.buildServer("flaky")
 	if bs.GetPutAsideUntil() == nil || bs.GetConsecutiveLosses() != 3 || !strings.Contains(bs.GetPutAsideReason(), "3 attempts lost in a row") {
 		t.Fatalf("after 3 losses: aside until %v, %d in a row, reason %q; want put aside after 3",
 			bs.GetPutAsideUntil(), bs.GetConsecutiveLosses(), bs.GetPutAsideReason())
 	}
-	if left := time.Until(bs.GetPutAsideUntil().AsTime()); left > cfg.AsideFor {
-		t.Fatalf("put aside for %s more, longer than --aside-for %s", left, cfg.AsideFor)
+	if left := ts.fake().Until(bs.GetPutAsideUntil().AsTime()); left != cfg.AsideFor {
+		t.Fatalf("put aside for %s, want --aside-for %s", left, cfg.AsideFor)
 	}
 	eventually(t, 5*time.Second, "3 lost attempts counted in the record", func() bool { return ts.buildServer("flaky").GetAttemptsLost() == 3 })
 	// A reconnect does not end the put-aside.
@@ -168,9 +181,15 @@ func TestAVolunteerThatKeepsLosingAttemptsIsPutAsideVisiblyAndCannotErrorTheBuil
 	if b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED || !strings.Contains(strings.Join(b.GetWaitingReasons(), "\n"), "put aside") {
 		t.Fatalf("build %v with reasons %q; want queued, its only server put aside", b.GetState(), b.GetWaitingReasons())
 	}
-	// The put-aside ends by itself and the volunteer gets the build again;
-	// this time it reports FAILED, which ends the build but not its run of
-	// losses: a failure costs a lying volunteer nothing (red team).
+	// The put-aside lasts all of --aside-for, then ends by itself and the
+	// volunteer gets the build again; this time it reports FAILED, which
+	// ends the build but not its run of losses: a failure costs a lying
+	// volunteer nothing (red team).
+	ts.advance(cfg.AsideFor - time.Nanosecond)
+	if b := ts.build(1); b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED || ts.buildServer("flaky").GetPutAsideUntil() == nil {
+		t.Fatalf("a nanosecond before the put-aside ends: build %v, aside until %v; want queued, still aside", b.GetState(), ts.buildServer("flaky").GetPutAsideUntil())
+	}
+	ts.fake().Advance(time.Nanosecond) // the put-aside's own timer dispatches
 	a := flaky.next(10 * time.Second).GetAssignment()
 	if a.GetBuildId() != 1 {
 		t.Fatalf("after the put-aside, got %v; want build 1 again", a)
@@ -204,13 +223,19 @@ func TestLossesOfDifferentVolunteersStillExhaustTheBudget(t *testing.T) {
 }
 
 func TestASetupFailureExclusionExpiresSoTheOnlyMatchingVolunteerGetsTheBuildAgain(t *testing.T) {
-	ts := startTestServer(t, Config{ExcludeFor: 500 * time.Millisecond}, queuedBuild(1, "hello", 60))
+	cfg := withFakeClock(Config{ExcludeFor: 500 * time.Millisecond})
+	ts := startTestServer(t, cfg, queuedBuild(1, "hello", 60))
 	only := ts.connect("only", nil)
 	a := only.assignment()
 	only.report(&kilnv1.AttemptResult{AttemptId: a.GetAttemptId(), Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SETUP_FAILED, Reason: "disk full"})
 	b := ts.build(1)
-	if b.GetState() == kilnv1.BuildState_BUILD_STATE_QUEUED && !strings.Contains(strings.Join(b.GetWaitingReasons(), "\n"), "excluded") {
-		t.Fatalf("reasons %q do not say the only server is excluded", b.GetWaitingReasons())
+	if b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED || !strings.Contains(strings.Join(b.GetWaitingReasons(), "\n"), "excluded") {
+		t.Fatalf("build %v with reasons %q; want queued, the only server excluded", b.GetState(), b.GetWaitingReasons())
+	}
+	// Past the retry delay, to the exclusion's last instant: still queued.
+	ts.advance(cfg.ExcludeFor - time.Nanosecond)
+	if b := ts.build(1); b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED || !strings.Contains(strings.Join(b.GetWaitingReasons(), "\n"), "excluded") {
+		t.Fatalf("a nanosecond before the exclusion ends: %v with reasons %q; want queued, excluded", b.GetState(), b.GetWaitingReasons())
 	}
 	var rec *store.Build
 	if err := ts.st.View(func(tx store.Tx) (err error) { rec, err = tx.Build(1); return err }); err != nil {
@@ -219,6 +244,7 @@ func TestASetupFailureExclusionExpiresSoTheOnlyMatchingVolunteerGetsTheBuildAgai
 	if rec.GetExcludedUntil()["only"] == nil || len(rec.GetExcludedBuildServers()) != 0 {
 		t.Fatalf("stored exclusions %v (legacy %v); want an end time for only, no legacy list", rec.GetExcludedUntil(), rec.GetExcludedBuildServers())
 	}
+	ts.advance(time.Nanosecond)
 	a2 := only.next(10 * time.Second).GetAssignment()
 	if a2.GetBuildId() != 1 || a2.GetAttemptId() == a.GetAttemptId() {
 		t.Fatalf("after the exclusion ended got %v; want a new attempt of build 1", a2)
@@ -231,12 +257,14 @@ func TestAnExclusionForGoodFromAnOlderStoreEndsAfterExcludeFor(t *testing.T) {
 	old := queuedBuild(1, "hello", 60)
 	old.ExcludedBuildServers = []string{"only"}
 	old.InfraAttempts = 1
-	ts := startTestServer(t, Config{ExcludeFor: time.Second}, old)
+	ts := startTestServer(t, withFakeClock(Config{ExcludeFor: time.Second}), old)
 	only := ts.connect("only", nil)
+	ts.advance(time.Second - time.Nanosecond)
 	b := ts.build(1)
 	if b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED {
 		t.Fatalf("state %v; the upgraded exclusion must hold for --exclude-for first", b.GetState())
 	}
+	ts.advance(time.Nanosecond)
 	a := only.next(10 * time.Second).GetAssignment()
 	if a.GetBuildId() != 1 {
 		t.Fatalf("got %v; want build 1 once the exclusion ended", a)
@@ -274,7 +302,8 @@ func TestAQueuedBuildNoTargetMatchesExpiresAndItsWaitersAreTold(t *testing.T) {
 	big.Build.Constraints = &kilnv1.PlatformConstraints{Endian: "big"}
 	// Builds 2 and 3 fit the one-slot server: 3 waits behind 2, matched
 	// but busy, and must not expire.
-	ts := startTestServer(t, Config{ExpireUnmatchedAfter: 2 * time.Second, Notifier: got}, big, queuedBuild(2, "a", 60), queuedBuild(3, "b", 60))
+	cfg := withFakeClock(Config{ExpireUnmatchedAfter: 2 * time.Second, Notifier: got})
+	ts := startTestServer(t, cfg, big, queuedBuild(2, "a", 60), queuedBuild(3, "b", 60))
 	if err := ts.st.Update(func(tx store.Tx) error {
 		return tx.PutRequest(&store.Request{Id: 1, BuildId: 1, Email: "waiter@example.org", CreatedAt: timestamppb.Now()})
 	}); err != nil {
@@ -284,6 +313,19 @@ func TestAQueuedBuildNoTargetMatchesExpiresAndItsWaitersAreTold(t *testing.T) {
 	if a := ss.assignment(); a.GetBuildId() != 2 {
 		t.Fatalf("assignment of build %d, want 2", a.GetBuildId())
 	}
+	// The first round finds build 1 unmatched; it waits all of
+	// --expire-unmatched from there, then at most a check interval more.
+	ts.advance(0)
+	ts.advance(cfg.ExpireUnmatchedAfter - time.Nanosecond)
+	select {
+	case f := <-got:
+		t.Fatalf("build %d ended %v before --expire-unmatched passed", f.build.GetId(), f.build.GetState())
+	default:
+	}
+	if b := ts.build(1); b.GetState() != kilnv1.BuildState_BUILD_STATE_QUEUED {
+		t.Fatalf("build 1 is %v a nanosecond before --expire-unmatched; want queued", b.GetState())
+	}
+	ts.advance(ts.srv.expiryCheckInterval())
 	var f final
 	select {
 	case f = <-got:
@@ -319,8 +361,9 @@ func TestAnAttemptRestoredAfterARestartKeepsTheDeadlineOfItsStart(t *testing.T) 
 	rec.Build.State = kilnv1.BuildState_BUILD_STATE_RUNNING
 	rec.Build.Attempts = []*kilnv1.Attempt{{Id: attemptID(1, 1), BuildServer: "gone", TargetId: "native",
 		Outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_RUNNING, StartedAt: timestamppb.New(time.Now().Add(-time.Hour))}}
-	ts := startTestServer(t, Config{}, rec)
+	ts := startTestServer(t, withFakeClock(Config{}), rec)
 	fresh := ts.connect("fresh", nil)
+	ts.advance(0) // the first lease round, no time later
 	a := fresh.next(10 * time.Second).GetAssignment()
 	if a.GetBuildId() != 1 || a.GetAttemptId() != attemptID(1, 2) {
 		t.Fatalf("got %v; want attempt 2 of build 1", a)
