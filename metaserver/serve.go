@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -150,10 +151,19 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	c.mail.flags(fs)
 }
 
+// maxSocketPath is the longest path a unix socket may have (sun_path less
+// its terminating NUL).
+const maxSocketPath = len(syscall.RawSockaddrUnix{}.Path) - 1
+
 // Validate checks the configuration before anything starts.
 func (c *serveConfig) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("--data-dir is required (with --store and --blobs it holds only local files: mirrors, logs being written, the admin socket)")
+	}
+	// Checked now, not when the admin socket is made: a standby makes it
+	// only once it has taken over from a dead writer, too late to fail.
+	if sock := filepath.Join(c.DataDir, adminSocket); len(sock) > maxSocketPath {
+		return fmt.Errorf("--data-dir %s is too long: its admin socket %s would be %d bytes, over the %d a unix socket's path may have; choose a shorter directory", c.DataDir, sock, len(sock), maxSocketPath)
 	}
 	if err := checkStoreURL(c.Store); err != nil {
 		return err
