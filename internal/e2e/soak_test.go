@@ -295,13 +295,22 @@ func soak(t *testing.T, n int, sf *soakFarm) {
 			t.Errorf("build %d: artifact missing: %v", id, err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	list, err := kilnv1.NewStatusServiceClient(conn).ListBuilds(ctx, &kilnv1.ListBuildsRequest{PageSize: 500})
-	if err != nil {
-		t.Fatalf("ListBuilds: %v", err)
+	// Every stored build, page by page (KILN_SOAK_BUILDS may exceed a page).
+	got, token := 0, ""
+	for page := 0; page == 0 || token != ""; page++ {
+		if page > n/100+10 {
+			t.Fatalf("ListBuilds: more than %d pages for %d builds", page, n)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		list, err := kilnv1.NewStatusServiceClient(conn).ListBuilds(ctx, &kilnv1.ListBuildsRequest{PageSize: 100, PageToken: token})
+		cancel()
+		if err != nil {
+			t.Fatalf("ListBuilds: %v", err)
+		}
+		got += len(list.GetBuilds())
+		token = list.GetNextPageToken()
 	}
-	if got := len(list.GetBuilds()); got != n {
+	if got != n {
 		duplicated += max(got-n, 0)
 		t.Errorf("%d builds stored for %d distinct requests", got, n)
 	}
