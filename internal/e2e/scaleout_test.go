@@ -425,13 +425,13 @@ func TestScaleOut_TheWriterKilledMidBuildThenTheOtherWhileTheFirstRestarts(t *te
 	if err := a.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	id2 := submitRPC(t, client, "2", "three@example.com")
-	waiters["three@example.com"] = id2
+	id2 := submitDuring(t, client, "2", "three@example.com")
 	waitWriter(t, sf.StoreURL, b.Addr)
 	takeover := time.Since(killed)
-	dispatch := waitBuilding(t, client, id2, true).Sub(killed)
+	waiters["three@example.com"] = id2()
+	dispatch := waitBuilding(t, client, waiters["three@example.com"], true).Sub(killed)
 	t.Logf("first kill: the standby took over %s after the writer was killed; dispatch resumed (build %d started) %s after it",
-		takeover.Round(time.Millisecond), id2, dispatch.Round(time.Millisecond))
+		takeover.Round(time.Millisecond), waiters["three@example.com"], dispatch.Round(time.Millisecond))
 	if dispatch > 30*time.Second {
 		t.Fatalf("dispatch resumed %s after the writer was killed; want well within 30 s (issue 21: 10 s)", dispatch)
 	}
@@ -450,10 +450,10 @@ func TestScaleOut_TheWriterKilledMidBuildThenTheOtherWhileTheFirstRestarts(t *te
 	// Whether the restarted one already waited for the lock (forwarding
 	// calls) when the writer died, or was still starting: either must work.
 	waiting := strings.Count(a.Process.Logs(), "standby: waiting") > 1
-	id4 := submitRPC(t, client, "4", "five@example.com")
-	waiters["five@example.com"] = id4
+	id4 := submitDuring(t, client, "4", "five@example.com")
 	waitWriter(t, sf.StoreURL, a.Addr)
 	takeover = time.Since(killed)
+	waiters["five@example.com"] = id4()
 	a.WaitReady()
 	t.Logf("second kill: the restarted metaserver took over %s after the other was killed (it was already waiting for the lock: %v)", takeover.Round(time.Millisecond), waiting)
 	if takeover > 30*time.Second {
@@ -462,7 +462,7 @@ func TestScaleOut_TheWriterKilledMidBuildThenTheOtherWhileTheFirstRestarts(t *te
 
 	// Every build finishes exactly once, its artifact in the bucket.
 	s3c := sf.s3Client(t)
-	for _, id := range []uint64{id1, id2, id3, id4} {
+	for _, id := range []uint64{id1, waiters["three@example.com"], id3, waiters["five@example.com"]} {
 		var final *kilnv1.Build
 		farmtest.Eventually(t, 90*time.Second, func() error {
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -564,6 +564,33 @@ func submitRPC(t *testing.T, client kilnv1.CompileServiceClient, n, email string
 		return nil
 	})
 	return id
+}
+
+// submitDuring is submitRPC in the background, so that the test can time
+// a takeover meanwhile; the function it returns waits for the build's id.
+func submitDuring(t *testing.T, client kilnv1.CompileServiceClient, n, email string) func() uint64 {
+	t.Helper()
+	var id uint64
+	done := make(chan error, 1)
+	go func() {
+		done <- farmtest.Poll(60*time.Second, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			resp, err := client.Submit(ctx, &kilnv1.SubmitRequest{Project: "hello", Email: email, Options: map[string]string{"n": n}})
+			if err != nil {
+				return err
+			}
+			id = resp.GetBuild().GetId()
+			return nil
+		})
+	}()
+	return func() uint64 {
+		t.Helper()
+		if err := <-done; err != nil {
+			t.Fatalf("request %s for %s never acknowledged: %v", n, email, err)
+		}
+		return id
+	}
 }
 
 // waitBuilding waits until build id's latest attempt is in its building
