@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -666,4 +667,66 @@ func TestScaleOut_AWriterWhoseLockSessionIsCutStopsAndTheStandbyTakesOver(t *tes
 	if n := sf.count(t, `SELECT count(*) FROM projects`); n != 1 {
 		t.Fatalf("%d projects after the takeover, want 1", n)
 	}
+}
+
+func TestScaleOut_AStandbyTakesItsMetricsAddressAtStartNotAtTakeover(t *testing.T) {
+	sf := newScaledFarm(t)
+	a := sf.StartMetaserver("--heartbeat", "200ms", "--lease", "2s")
+	// A standby whose metrics address is taken fails at start, before it
+	// waits for the lock: not when it takes over from a dead writer, which
+	// would leave the farm with none.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	bad := farmtest.NewProcess(t, "standby-bad", farmtest.Binary(t, "metaserver"), "serve", "--standby",
+		"--data-dir", filepath.Join(sf.Dir, "standby-bad"), "--listen", farmtest.FreeAddr(t),
+		"--store", sf.StoreURL, "--blobs", sf.BlobsURL, "--quorum", "1", "--metrics-listen", taken.Addr().String())
+	bad.Env = append(os.Environ(), sf.MetaEnv...)
+	if err := bad.Start(); err != nil {
+		t.Fatal(err)
+	}
+	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
+		if strings.Contains(bad.Logs(), "standby: waiting") {
+			t.Fatalf("a standby with its metrics address taken waits for the lock; log:\n%s", bad.Logs())
+		}
+		if bad.Running() {
+			return errorf("the standby with its metrics address taken still runs")
+		}
+		return nil
+	})
+	if err := bad.Wait(); err == nil || !strings.Contains(bad.Logs(), "--metrics-listen") {
+		t.Fatalf("a standby with its metrics address taken: exit %v; log:\n%s", err, bad.Logs())
+	}
+
+	// A standby with its own address answers 503 there while it waits,
+	// and the server's metrics once it writes.
+	b := sf.StartStandby("--heartbeat", "200ms", "--lease", "2s")
+	client := &http.Client{Timeout: 2 * time.Second}
+	metrics := func() (int, string, error) {
+		resp, err := client.Get("http://" + b.MetricsAddr + "/metrics")
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body), err
+	}
+	if code, body, err := metrics(); err != nil || code != http.StatusServiceUnavailable {
+		t.Fatalf("/metrics of a waiting standby: %d %q, %v; want 503", code, body, err)
+	}
+	if err := a.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
+		code, body, err := metrics()
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK || !strings.Contains(body, "# TYPE kiln_") {
+			return errorf("/metrics after the takeover: %d", code)
+		}
+		return nil
+	})
 }
