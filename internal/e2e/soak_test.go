@@ -31,8 +31,13 @@ timeout: 1m
 `
 
 // soakArgs are the soak metaservers' flags: a short lease, so that a
-// lost attempt goes elsewhere within the test's time.
-var soakArgs = []string{"--heartbeat", "200ms", "--lease", "1500ms", "--inline-artifact-bytes", "0"}
+// lost attempt goes elsewhere within the test's time, and short
+// penalties. The faults come every few builds, so each build server
+// loses attempts in a row (metaserver kills and link cuts count against
+// it) and would be put aside for the default 5 minutes, or excluded from
+// a build for 10 after an upload cut: with all three out, a build waits
+// past the test's bound (seen with a load average of 11).
+var soakArgs = []string{"--heartbeat", "200ms", "--lease", "1500ms", "--inline-artifact-bytes", "0", "--aside-for", "2s", "--exclude-for", "2s"}
 
 // soakFarm is a farm of one storage layout as the soak drives it.
 type soakFarm struct {
@@ -66,7 +71,10 @@ func soakBuilds(def int) int {
 // (default 200).
 func TestFaultSoak(t *testing.T) {
 	t.Run("bbolt+directory", func(t *testing.T) {
-		f, _ := faultFarm(t, soakManifest, "1500ms")
+		f := farmtest.New(t)
+		f.StartMetaserver(soakArgs...)
+		repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{ManifestText: soakManifest})
+		f.AddProject("hello", repo)
 		soak(t, soakBuilds(200), &soakFarm{
 			f:     f,
 			metas: []*farmtest.Metaserver{f.Meta()},
