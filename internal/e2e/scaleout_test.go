@@ -330,28 +330,21 @@ func TestScaleOut_ClientsGivenSeveralAddressesSkipADeadOne(t *testing.T) {
 }
 
 // startStandby starts a second metaserver with --standby on the farm's
-// store and bucket, with its own data directory and address, and waits
-// until it waits for the lock (forwarding calls to the writer meanwhile).
+// store and bucket (farmtest.StartStandby) and waits until it waits for
+// the lock (forwarding calls to the writer meanwhile).
 func (sf *scaledFarm) startStandby(t *testing.T, args ...string) (string, *farmtest.Process) {
 	t.Helper()
-	addr := farmtest.FreeAddr(t)
-	b := farmtest.NewProcess(t, "metaserver-b", farmtest.Binary(t, "metaserver"), append([]string{"serve", "--standby",
-		"--data-dir", filepath.Join(sf.Dir, "metaserver-b"), "--listen", addr,
-		"--store", sf.StoreURL, "--blobs", sf.BlobsURL, "--quorum", "1"}, args...)...)
-	b.Env = append(os.Environ(), sf.MetaEnv...)
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
+	b := sf.StartStandby(args...)
 	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
-		if !b.Running() {
-			t.Fatalf("standby exited: %v", b.Wait())
+		if !b.Process.Running() {
+			t.Fatalf("standby exited: %v", b.Process.Wait())
 		}
-		if !strings.Contains(b.Logs(), "standby: waiting") {
+		if !strings.Contains(b.Process.Logs(), "standby: waiting") {
 			return errorf("standby not waiting yet")
 		}
 		return nil
 	})
-	return addr, b
+	return b.Addr, b.Process
 }
 
 // waitServing waits until the standby b serves.
