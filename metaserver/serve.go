@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -150,10 +152,19 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	c.mail.flags(fs)
 }
 
+// maxSocketPath is the longest path a unix socket may have (sun_path less
+// its terminating NUL).
+const maxSocketPath = len(syscall.RawSockaddrUnix{}.Path) - 1
+
 // Validate checks the configuration before anything starts.
 func (c *serveConfig) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("--data-dir is required (with --store and --blobs it holds only local files: mirrors, logs being written, the admin socket)")
+	}
+	// Checked now, not when the admin socket is made: a standby makes it
+	// only once it has taken over from a dead writer, too late to fail.
+	if sock := filepath.Join(c.DataDir, adminSocket); len(sock) > maxSocketPath {
+		return fmt.Errorf("--data-dir %s is too long: its admin socket %s would be %d bytes, over the %d a unix socket's path may have; choose a shorter directory", c.DataDir, sock, len(sock), maxSocketPath)
 	}
 	if err := checkStoreURL(c.Store); err != nil {
 		return err
@@ -279,6 +290,15 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	if err := server.DataDirReady(cfg.DataDir); err != nil {
 		return err
 	}
+	// The metrics address is taken before the store: a standby must not
+	// find it taken only when it takes over from a dead writer.
+	var metrics metricsEndpoint
+	if cfg.MetricsListen != "" {
+		if err := metrics.listen(cfg.MetricsListen); err != nil {
+			return err
+		}
+		defer metrics.shutdown()
+	}
 	st, err := openServeStore(cfg, log)
 	if errors.Is(err, errStandbyStopped) {
 		log.Info("standby stopped by a signal before it became the writer")
@@ -357,17 +377,7 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 		srv.Register(sender.Collectors()...)
 		go func() { _ = sender.Run(ctx) }()
 	}
-	var metricsSrv *http.Server
-	if cfg.MetricsListen != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", srv.MetricsHandler())
-		metricsSrv = &http.Server{Addr: cfg.MetricsListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		mln, err := net.Listen("tcp", cfg.MetricsListen)
-		if err != nil {
-			return err
-		}
-		go func() { _ = metricsSrv.Serve(mln) }()
-	}
+	metrics.set(srv.MetricsHandler())
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- gs.Serve(ln) }()
 	go func() { serveErr <- adminSrv.Serve(adminLn) }()
@@ -390,14 +400,49 @@ func runServe(cfg serveConfig, log *slog.Logger) error {
 	srv.Drain()
 	gracefully(gs, cfg.GracePeriod)
 	gracefully(adminSrv, cfg.GracePeriod)
-	if metricsSrv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = metricsSrv.Shutdown(sctx)
-		cancel()
-	}
+	metrics.shutdown()
 	srv.Stop()
 	log.Info("metaserver stopped cleanly")
 	return runErr
+}
+
+// metricsEndpoint is the --metrics-listen HTTP server. It is bound when
+// serve starts and answers 503 on /metrics until set gives it the
+// server's handler (a standby waits for the lock meanwhile).
+type metricsEndpoint struct {
+	srv *http.Server
+	h   atomic.Pointer[http.Handler]
+}
+
+func (m *metricsEndpoint) listen(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		if h := m.h.Load(); h != nil {
+			(*h).ServeHTTP(w, r)
+			return
+		}
+		http.Error(w, "metaserver not serving yet: a standby waiting for the store's writer lock", http.StatusServiceUnavailable)
+	})
+	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = m.srv.Serve(ln) }()
+	return nil
+}
+
+// set makes /metrics answer with h.
+func (m *metricsEndpoint) set(h http.Handler) { m.h.Store(&h) }
+
+// shutdown stops the server, if listening; calling it again does nothing.
+func (m *metricsEndpoint) shutdown() {
+	if m.srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = m.srv.Shutdown(ctx)
 }
 
 // errStandbyStopped is openServeStore's answer to a signal that came while

@@ -3,6 +3,9 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -156,6 +159,54 @@ func TestServeRefusesBadStoreAndBlobsURLsAndMisplacedScaleFlags(t *testing.T) {
 	}
 	if err := c.Validate(); err != nil {
 		t.Errorf("%v: %v", ok, err)
+	}
+}
+
+// A data directory too long for its admin socket is refused at start: a
+// standby would otherwise find out only when it takes over from a dead
+// writer (issue 21's failover test hit it: the standby took the lock, then
+// exited on "bind: invalid argument", leaving the farm without a writer).
+func TestServeRefusesADataDirTooLongForItsAdminSocket(t *testing.T) {
+	long := "/" + strings.Repeat("d", maxSocketPath-len("/admin.sock")-1) // the socket: exactly the bound
+	for _, tc := range []struct {
+		dir string
+		ok  bool
+	}{{long[:len(long)-1], true}, {long, true}, {long + "d", false}} {
+		var c serveConfig
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		c.flags(fs)
+		args := []string{"--data-dir", tc.dir, "--store", "postgres://kiln@127.0.0.1:5432/kiln?sslmode=disable", "--standby"}
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		err := c.Validate()
+		if tc.ok && err != nil {
+			t.Errorf("a data dir of %d bytes: %v", len(tc.dir), err)
+		}
+		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "admin socket")) {
+			t.Errorf("a data dir of %d bytes (socket %d): %v, want refused for its admin socket", len(tc.dir), len(tc.dir)+len("/admin.sock"), err)
+		}
+	}
+	// The bound is the kernel's: a socket at the longest accepted path binds.
+	dir := t.TempDir()
+	pad := maxSocketPath - len(dir) - len("/admin.sock") - 1
+	if pad < 1 {
+		t.Skipf("temporary directory %s too long to test the bound", dir)
+	}
+	at := filepath.Join(dir, strings.Repeat("d", pad))
+	if err := os.Mkdir(at, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if l := len(filepath.Join(at, "admin.sock")); l != maxSocketPath {
+		t.Fatalf("socket path of %d bytes, want %d", l, maxSocketPath)
+	}
+	ln, err := net.Listen("unix", filepath.Join(at, "admin.sock"))
+	if err != nil {
+		t.Fatalf("a socket at the longest accepted path: %v", err)
+	}
+	ln.Close()
+	if _, err := net.Listen("unix", filepath.Join(at, "admin.sock")+"x"); err == nil {
+		t.Fatal("a socket one byte longer than the bound was accepted: the bound is too tight")
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -329,28 +330,21 @@ func TestScaleOut_ClientsGivenSeveralAddressesSkipADeadOne(t *testing.T) {
 }
 
 // startStandby starts a second metaserver with --standby on the farm's
-// store and bucket, with its own data directory and address, and waits
-// until it waits for the lock (forwarding calls to the writer meanwhile).
+// store and bucket (farmtest.StartStandby) and waits until it waits for
+// the lock (forwarding calls to the writer meanwhile).
 func (sf *scaledFarm) startStandby(t *testing.T, args ...string) (string, *farmtest.Process) {
 	t.Helper()
-	addr := farmtest.FreeAddr(t)
-	b := farmtest.NewProcess(t, "metaserver-b", farmtest.Binary(t, "metaserver"), append([]string{"serve", "--standby",
-		"--data-dir", filepath.Join(sf.Dir, "metaserver-b"), "--listen", addr,
-		"--store", sf.StoreURL, "--blobs", sf.BlobsURL, "--quorum", "1"}, args...)...)
-	b.Env = append(os.Environ(), sf.MetaEnv...)
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
+	b := sf.StartStandby(args...)
 	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
-		if !b.Running() {
-			t.Fatalf("standby exited: %v", b.Wait())
+		if !b.Process.Running() {
+			t.Fatalf("standby exited: %v", b.Process.Wait())
 		}
-		if !strings.Contains(b.Logs(), "standby: waiting") {
+		if !strings.Contains(b.Process.Logs(), "standby: waiting") {
 			return errorf("standby not waiting yet")
 		}
 		return nil
 	})
-	return addr, b
+	return b.Addr, b.Process
 }
 
 // waitServing waits until the standby b serves.
@@ -381,60 +375,245 @@ func getBuildAt(t *testing.T, addr string, id uint64) (*kilnv1.Build, error) {
 	return resp.GetBuild(), err
 }
 
-func TestScaleOut_ABuildRunningWhenTheWriterDiesIsDeliveredOnceThroughTheStandby(t *testing.T) {
+// TestScaleOut_TheWriterKilledMidBuildThenTheOtherWhileTheFirstRestarts is
+// issue 21's failover end to end: two metaservers on one PostgreSQL and
+// bucket, two build servers and requesters given both addresses. The
+// dispatching metaserver is killed (-9) mid-build: the standby takes over,
+// the build finishes once, dispatch resumes. Then the killed one is
+// started again and the new writer killed while it starts up (before it
+// even waits for the lock): it takes over in turn. Every build submitted
+// before and during the kills finishes exactly once, every waiter is
+// mailed once, nothing acknowledged is lost. The takeover and dispatch
+// times are logged; they are asserted only against a generous bound
+// (speed is for benchmarks).
+func TestScaleOut_TheWriterKilledMidBuildThenTheOtherWhileTheFirstRestarts(t *testing.T) {
 	sf := newScaledFarm(t)
 	sink := mailStartSink(t, farmtest.FreePort(t))
 	args := []string{"--heartbeat", "200ms", "--lease", "8s", "--inline-artifact-bytes", "0",
 		"--smtp-addr", sink.Addr, "--smtp-tls", "none", "--mail-from", "kiln@kiln.example.org", "--public-url", mailPublicURL}
-	sf.StartMetaserver(args...)
-	bAddr, b := sf.startStandby(t, args...)
+	// Both are standbys: the first finds the lock free and writes; each
+	// restarts as a standby of the other.
+	a := sf.StartMetaserver(append([]string{"--standby"}, args...)...)
+	b := sf.StartStandby(args...)
+	waitWriter(t, sf.StoreURL, a.Addr)
 	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{ManifestText: slowManifest(3)})
 	sf.AddProject("hello", repo)
-	sf.ClientMetaservers = sf.Meta().Addr + "," + bAddr
-	sf.StartBuildserver(sf.AddBuildServer("a"), "--metaserver", sf.ClientMetaservers)
-	sf.WaitBuildServers(1)
-	id := submit(t, sf.Farm)
-	waitRunningOn(t, sf.Farm, id, "a")
-	if err := sf.Meta().Process.Kill(); err != nil {
+	sf.ClientMetaservers = a.Addr + "," + b.Addr
+	for _, name := range []string{"a", "b"} {
+		sf.StartBuildserver(sf.AddBuildServer(name), "--metaserver", sf.ClientMetaservers)
+	}
+	sf.WaitBuildServers(2)
+	client := kilnv1.NewCompileServiceClient(dialMetaservers(t, sf.ClientMetaservers))
+	waiters := map[string]uint64{} // email -> the build it waits for
+
+	// Build 1 has two waiters (the second request joins the first's build).
+	id1 := submitAs(t, sf, "1", "one@example.com")
+	if again := submitAs(t, sf, "1", "two@example.com"); again != id1 {
+		t.Fatalf("the same request by another requester made build %d, want it to join %d", again, id1)
+	}
+	waiters["one@example.com"], waiters["two@example.com"] = id1, id1
+	waitBuilding(t, client, id1, false)
+
+	// The writer dies mid-build; a request arrives during the takeover.
+	killed := time.Now()
+	if err := a.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	waitServing(t, b)
-	var final *kilnv1.Build
-	farmtest.Eventually(t, 60*time.Second, func() error {
-		got, err := getBuildAt(t, bAddr, id)
-		if err != nil {
-			return err
-		}
-		if got.GetState() == kilnv1.BuildState_BUILD_STATE_QUEUED || got.GetState() == kilnv1.BuildState_BUILD_STATE_RUNNING {
-			return errorf("build %d still %s", id, got.GetState())
-		}
-		final = got
-		return nil
-	})
-	if final.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED || outcomes(final) != "a:SUCCEEDED" {
-		t.Fatalf("after the writer died mid-build: %s, attempts %s", final.GetState(), outcomes(final))
+	id2 := submitDuring(t, client, "2", "three@example.com")
+	waitWriter(t, sf.StoreURL, b.Addr)
+	takeover := time.Since(killed)
+	waiters["three@example.com"] = id2()
+	dispatch := waitBuilding(t, client, waiters["three@example.com"], true).Sub(killed)
+	t.Logf("first kill: the standby took over %s after the writer was killed; dispatch resumed (build %d started) %s after it",
+		takeover.Round(time.Millisecond), waiters["three@example.com"], dispatch.Round(time.Millisecond))
+	if dispatch > 30*time.Second {
+		t.Fatalf("dispatch resumed %s after the writer was killed; want well within 30 s (issue 21: 10 s)", dispatch)
 	}
-	if n := sf.count(t, `SELECT count(*) FROM builds`); n != 1 {
-		t.Fatalf("%d builds in PostgreSQL, want 1", n)
+
+	// A request to the new writer, then the killed one starts again and
+	// the new writer dies while it starts up: before it is a standby.
+	id3 := submitRPC(t, client, "3", "four@example.com")
+	waiters["four@example.com"] = id3
+	if err := a.Process.Start(); err != nil {
+		t.Fatal(err)
 	}
-	// The requester gets one mail: queued in the outbox with the outcome,
-	// sent by the one writer, deleted once the SMTP server took it.
-	farmtest.Eventually(t, 60*time.Second, func() error {
-		if n := sink.files(t); n > 1 {
-			t.Fatalf("the SMTP server received %d messages, want 1", n)
+	killed = time.Now()
+	if err := b.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// Whether the restarted one already waited for the lock (forwarding
+	// calls) when the writer died, or was still starting: either must work.
+	waiting := strings.Count(a.Process.Logs(), "standby: waiting") > 1
+	id4 := submitDuring(t, client, "4", "five@example.com")
+	waitWriter(t, sf.StoreURL, a.Addr)
+	takeover = time.Since(killed)
+	waiters["five@example.com"] = id4()
+	a.WaitReady()
+	t.Logf("second kill: the restarted metaserver took over %s after the other was killed (it was already waiting for the lock: %v)", takeover.Round(time.Millisecond), waiting)
+	if takeover > 30*time.Second {
+		t.Fatalf("the restarted metaserver took over %s after the writer was killed; want within 30 s", takeover)
+	}
+
+	// Every build finishes exactly once, its artifact in the bucket.
+	s3c := sf.s3Client(t)
+	for _, id := range []uint64{id1, waiters["three@example.com"], id3, waiters["five@example.com"]} {
+		var final *kilnv1.Build
+		farmtest.Eventually(t, 90*time.Second, func() error {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			resp, err := client.GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: id})
+			if err != nil {
+				return err
+			}
+			final = resp.GetBuild()
+			if !final.GetState().Final() {
+				return errorf("build %d still %s (%s)", id, final.GetState(), outcomes(final))
+			}
+			return nil
+		})
+		succeeded := 0
+		for _, at := range final.GetAttempts() {
+			if at.GetOutcome() == kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCEEDED {
+				succeeded++
+			}
 		}
+		if final.GetState() != kilnv1.BuildState_BUILD_STATE_SUCCEEDED || succeeded != 1 {
+			t.Fatalf("build %d: %s with attempts %s, want succeeded once", id, final.GetState(), outcomes(final))
+		}
+		if _, err := s3c.StatObject(t.Context(), sf.bucket, "blobs/"+final.GetArtifact().GetSha256(), minio.StatObjectOptions{}); err != nil {
+			t.Fatalf("build %d: artifact not in the bucket: %v", id, err)
+		}
+	}
+	if n := sf.count(t, `SELECT count(*) FROM builds`); n != 4 {
+		t.Fatalf("%d builds in PostgreSQL, want 4", n)
+	}
+	// Each waiter gets one mail, about its build, sent by one writer and
+	// deleted from the outbox once the SMTP server took it.
+	farmtest.Eventually(t, 60*time.Second, func() error {
 		msgs, err := sink.messages()
 		if err != nil {
 			return err
 		}
-		if len(msgs) != 1 {
-			return errorf("%d of 1 messages received", len(msgs))
+		if len(msgs) > len(waiters) {
+			t.Fatalf("the SMTP server received %d messages for %d waiters", len(msgs), len(waiters))
+		}
+		for to, id := range waiters {
+			got := mailFor(msgs, to)
+			if len(got) > 1 {
+				t.Fatalf("%s was mailed %d times", to, len(got))
+			}
+			if len(got) == 0 {
+				return errorf("no mail for %s yet (%d of %d received)", to, len(msgs), len(waiters))
+			}
+			if want := "Build " + strconv.FormatUint(id, 10) + " of hello"; !strings.Contains(got[0].Text, want) {
+				t.Fatalf("the mail to %s is not about build %d:\n%s", to, id, got[0].Text)
+			}
 		}
 		if n := sf.count(t, `SELECT count(*) FROM outbox`); n != 0 {
 			return errorf("%d messages still in the outbox", n)
 		}
 		return nil
 	})
+}
+
+// dialMetaservers connects to a --metaserver list as the clients do
+// (auth.MetaserverTarget: the first live address), closed with the test.
+func dialMetaservers(t *testing.T, addrs string) *grpc.ClientConn {
+	t.Helper()
+	target, opts, err := auth.MetaserverTarget(addrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(target, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// submitAs requests build n of hello for email with startcompile (given
+// every metaserver's address) and returns its id.
+func submitAs(t *testing.T, sf *scaledFarm, n, email string) uint64 {
+	t.Helper()
+	r := sf.Startcompile("--project", "hello", "-o", "n="+n, "--json", email)
+	expectExit(t, r, 0)
+	return parseResult(t, r).BuildID
+}
+
+// submitRPC requests build n of hello for email, retrying until a
+// metaserver acknowledges it (while none writes, a standby answers
+// Unavailable and nothing was stored).
+func submitRPC(t *testing.T, client kilnv1.CompileServiceClient, n, email string) uint64 {
+	t.Helper()
+	var id uint64
+	farmtest.Eventually(t, 60*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		resp, err := client.Submit(ctx, &kilnv1.SubmitRequest{Project: "hello", Email: email, Options: map[string]string{"n": n}})
+		if err != nil {
+			return err
+		}
+		id = resp.GetBuild().GetId()
+		return nil
+	})
+	return id
+}
+
+// submitDuring is submitRPC in the background, so that the test can time
+// a takeover meanwhile; the function it returns waits for the build's id.
+func submitDuring(t *testing.T, client kilnv1.CompileServiceClient, n, email string) func() uint64 {
+	t.Helper()
+	var id uint64
+	done := make(chan error, 1)
+	go func() {
+		done <- farmtest.Poll(60*time.Second, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			resp, err := client.Submit(ctx, &kilnv1.SubmitRequest{Project: "hello", Email: email, Options: map[string]string{"n": n}})
+			if err != nil {
+				return err
+			}
+			id = resp.GetBuild().GetId()
+			return nil
+		})
+	}()
+	return func() uint64 {
+		t.Helper()
+		if err := <-done; err != nil {
+			t.Fatalf("request %s for %s never acknowledged: %v", n, email, err)
+		}
+		return id
+	}
+}
+
+// waitBuilding waits until build id's latest attempt is in its building
+// phase (or, with orDone, has ended: a fast build may end between two
+// looks) and returns when that attempt started.
+func waitBuilding(t *testing.T, client kilnv1.CompileServiceClient, id uint64, orDone bool) time.Time {
+	t.Helper()
+	var started time.Time
+	farmtest.Eventually(t, 60*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		resp, err := client.GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: id})
+		if err != nil {
+			return err
+		}
+		b := resp.GetBuild()
+		atts := b.GetAttempts()
+		if len(atts) == 0 {
+			return errorf("build %d is %s with no attempt", id, b.GetState())
+		}
+		last := atts[len(atts)-1]
+		done := orDone && b.GetState().Final()
+		if !done && (b.GetState() != kilnv1.BuildState_BUILD_STATE_RUNNING || last.GetPhase() != kilnv1.Phase_PHASE_BUILDING) {
+			return errorf("build %d is %s, its attempt in phase %s", id, b.GetState(), last.GetPhase())
+		}
+		started = last.GetStartedAt().AsTime()
+		return nil
+	})
+	return started
 }
 
 func TestScaleOut_AStandbyStopsCleanlyOnSIGTERMAndTheWriterGoesOn(t *testing.T) {
@@ -481,4 +660,66 @@ func TestScaleOut_AWriterWhoseLockSessionIsCutStopsAndTheStandbyTakesOver(t *tes
 	if n := sf.count(t, `SELECT count(*) FROM projects`); n != 1 {
 		t.Fatalf("%d projects after the takeover, want 1", n)
 	}
+}
+
+func TestScaleOut_AStandbyTakesItsMetricsAddressAtStartNotAtTakeover(t *testing.T) {
+	sf := newScaledFarm(t)
+	a := sf.StartMetaserver("--heartbeat", "200ms", "--lease", "2s")
+	// A standby whose metrics address is taken fails at start, before it
+	// waits for the lock: not when it takes over from a dead writer, which
+	// would leave the farm with none.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	bad := farmtest.NewProcess(t, "standby-bad", farmtest.Binary(t, "metaserver"), "serve", "--standby",
+		"--data-dir", filepath.Join(sf.Dir, "standby-bad"), "--listen", farmtest.FreeAddr(t),
+		"--store", sf.StoreURL, "--blobs", sf.BlobsURL, "--quorum", "1", "--metrics-listen", taken.Addr().String())
+	bad.Env = append(os.Environ(), sf.MetaEnv...)
+	if err := bad.Start(); err != nil {
+		t.Fatal(err)
+	}
+	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
+		if strings.Contains(bad.Logs(), "standby: waiting") {
+			t.Fatalf("a standby with its metrics address taken waits for the lock; log:\n%s", bad.Logs())
+		}
+		if bad.Running() {
+			return errorf("the standby with its metrics address taken still runs")
+		}
+		return nil
+	})
+	if err := bad.Wait(); err == nil || !strings.Contains(bad.Logs(), "--metrics-listen") {
+		t.Fatalf("a standby with its metrics address taken: exit %v; log:\n%s", err, bad.Logs())
+	}
+
+	// A standby with its own address answers 503 there while it waits,
+	// and the server's metrics once it writes.
+	b := sf.StartStandby("--heartbeat", "200ms", "--lease", "2s")
+	client := &http.Client{Timeout: 2 * time.Second}
+	metrics := func() (int, string, error) {
+		resp, err := client.Get("http://" + b.MetricsAddr + "/metrics")
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body), err
+	}
+	if code, body, err := metrics(); err != nil || code != http.StatusServiceUnavailable {
+		t.Fatalf("/metrics of a waiting standby: %d %q, %v; want 503", code, body, err)
+	}
+	if err := a.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
+		code, body, err := metrics()
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK || !strings.Contains(body, "# TYPE kiln_") {
+			return errorf("/metrics after the takeover: %d", code)
+		}
+		return nil
+	})
 }

@@ -76,6 +76,7 @@ type Farm struct {
 	mu       sync.Mutex
 	conn     *grpc.ClientConn
 	nbuilder int
+	nstandby int
 }
 
 // Metaserver is a running metaserver.
@@ -157,6 +158,40 @@ func (f *Farm) StartMetaserver(extraArgs ...string) *Metaserver {
 		f.t.Fatalf("farmtest: the farm's metaserver is already started")
 	}
 	m := &Metaserver{Addr: FreeAddr(f.t), DataDir: f.metaDataDir, t: f.t, creds: f.ClientCreds}
+	m.Process = f.startEnv("metaserver", Binary(f.t, "metaserver"), f.MetaEnv, f.serveArgs(m, extraArgs)...)
+	f.meta = m
+	m.WaitReady()
+	return m
+}
+
+// StartStandby starts one more metaserver on the farm's PostgreSQL store
+// and blob store (StoreURL, BlobsURL, MetaEnv: set them first) with
+// --standby, its own data directory and a free address, plus extraArgs,
+// and waits until it answers SERVING: forwarded to the writer while it
+// waits for the store's writer lock, its own once it holds it. Meta stays
+// the first metaserver; Restart restarts a standby as a standby.
+func (f *Farm) StartStandby(extraArgs ...string) *Metaserver {
+	f.t.Helper()
+	if f.StoreURL == "" {
+		f.t.Fatalf("farmtest: a standby needs the farm's StoreURL (PostgreSQL)")
+	}
+	f.mu.Lock()
+	f.nstandby++
+	name := fmt.Sprintf("standby-%d", f.nstandby)
+	f.mu.Unlock()
+	m := &Metaserver{Addr: FreeAddr(f.t), DataDir: filepath.Join(f.Dir, name), t: f.t, creds: f.ClientCreds}
+	if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
+		f.t.Fatalf("farmtest: %v", err)
+	}
+	m.Process = f.startEnv(name, Binary(f.t, "metaserver"), f.MetaEnv, f.serveArgs(m, append([]string{"--standby"}, extraArgs...))...)
+	m.WaitReady()
+	return m
+}
+
+// serveArgs is the command line of `metaserver serve` for m: its data
+// directory and address, the farm's store and blobs, a metrics listener
+// and --quorum 1 unless extraArgs choose their own, then extraArgs.
+func (f *Farm) serveArgs(m *Metaserver, extraArgs []string) []string {
 	args := []string{"serve", "--data-dir", f.dirArg(m.DataDir), "--listen", m.Addr}
 	if f.StoreURL != "" {
 		args = append(args, "--store", f.StoreURL)
@@ -173,11 +208,7 @@ func (f *Farm) StartMetaserver(extraArgs ...string) *Metaserver {
 		// before verification existed, unless the test asks otherwise.
 		args = append(args, "--quorum", "1")
 	}
-	args = append(args, extraArgs...)
-	m.Process = f.startEnv("metaserver", Binary(f.t, "metaserver"), f.MetaEnv, args...)
-	f.meta = m
-	m.WaitReady()
-	return m
+	return append(args, extraArgs...)
 }
 
 // dirArg is how the farm names dir on a command line: as is, or relative
