@@ -46,8 +46,13 @@ type fakeMeta struct {
 	results     []*kilnv1.AttemptResult
 	blobs       map[string][]byte
 	uploadCalls int
-	session     *fakeSession
-	sessions    int
+	// cutUploads ends this many uploads, after their first data message,
+	// with cutCode (a lost connection is UNAVAILABLE at the client).
+	cutUploads int
+	cutCode    codes.Code
+	cuts       int
+	session    *fakeSession
+	sessions   int
 }
 
 // fakeSession is one live session: messages to push, and a way to break it.
@@ -232,6 +237,16 @@ func (f *fakeMeta) UploadArtifact(stream kilnv1.WorkerService_UploadArtifactServ
 			return status.Errorf(codes.InvalidArgument, "chunk of %d bytes", len(m.GetData()))
 		}
 		data = append(data, m.GetData()...)
+		f.mu.Lock()
+		cut := f.cutUploads > 0
+		if cut {
+			f.cutUploads--
+			f.cuts++
+		}
+		f.mu.Unlock()
+		if cut {
+			return status.Error(f.cutCode, "cut by the test")
+		}
 	}
 	sum := sha256.Sum256(data)
 	got := hex.EncodeToString(sum[:])

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
@@ -26,12 +28,34 @@ type artifactUploader interface {
 	UploadArtifact(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[kilnv1.UploadArtifactRequest, kilnv1.UploadArtifactResponse], error)
 }
 
-// upload streams the artifact file at path for attempt id: the header, then
-// chunks read from the file. It succeeds only when the metaserver confirms
-// the same sha256 and size.
+// maxUploadTries bounds the tries of one upload cut by a lost connection.
+const maxUploadTries = 8
+
+// upload sends the artifact file at path for attempt id, starting again
+// from its first byte when the connection is lost on the way (a metaserver
+// restarted, or another took over): the attempt is still this server's
+// there, and a cut upload is not the build server's failure. Any other
+// error ends it; all tries together take at most uploadTimeout.
 func upload(ctx context.Context, up artifactUploader, id uint64, path string, art *kilnv1.Artifact) error {
 	ctx, cancel := context.WithTimeout(ctx, uploadTimeout)
 	defer cancel()
+	for try := 1; ; try++ {
+		err := uploadOnce(ctx, up, id, path, art)
+		if err == nil || status.Code(err) != codes.Unavailable || try == maxUploadTries || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-time.After(reconnectDelay.Delay(try)):
+		case <-ctx.Done():
+			return err
+		}
+	}
+}
+
+// uploadOnce streams the artifact file at path for attempt id: the header,
+// then chunks read from the file. It succeeds only when the metaserver
+// confirms the same sha256 and size.
+func uploadOnce(ctx context.Context, up artifactUploader, id uint64, path string, art *kilnv1.Artifact) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("opening artifact: %w", err)
