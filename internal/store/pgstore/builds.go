@@ -60,7 +60,7 @@ func (t *tx) PutBuild(b *store.Build) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.exec("put build", `INSERT INTO builds (id, state, project, arch, source_key, rec) VALUES ($1, $2, $3, $4, $5, $6)
+	err = t.later("put build", `INSERT INTO builds (id, state, project, arch, source_key, rec) VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, project = EXCLUDED.project, arch = EXCLUDED.arch,
 			source_key = EXCLUDED.source_key, rec = EXCLUDED.rec`,
 		int64(id), int32(state), b.GetBuild().GetProject(), store.BuildArch(b), b.GetSourceKey(), v)
@@ -70,7 +70,7 @@ func (t *tx) PutBuild(b *store.Build) error {
 // ids returns up to pageSize ids the query selects (it takes the last id
 // seen as its final parameter).
 func (t *tx) ids(what, sql string, args ...any) ([]int64, error) {
-	rows, err := t.q.Query(t.ctx, sql, args...)
+	rows, err := t.query(sql, args...)
 	if err != nil {
 		return nil, classify(what, err)
 	}
@@ -175,7 +175,7 @@ func (t *tx) ListBuilds(f store.BuildFilter, beforeID uint64, limit int) ([]*sto
 	sql := `SELECT id, rec FROM builds WHERE ` + strings.Join(where, " AND ") + ` ORDER BY id DESC LIMIT ` + fmt.Sprint(max(limit, pageSize))
 	var out []*store.Build
 	for {
-		rows, err := t.q.Query(t.ctx, sql, args...)
+		rows, err := t.query(sql, args...)
 		if err != nil {
 			return nil, classify("list builds", err)
 		}
@@ -215,7 +215,7 @@ func (t *tx) CountBuildsByState() (map[kilnv1.BuildState]uint64, error) {
 	if err := t.read(); err != nil {
 		return nil, err
 	}
-	rows, err := t.q.Query(t.ctx, `SELECT state, n FROM build_counts WHERE n > 0`)
+	rows, err := t.query(`SELECT state, n FROM build_counts WHERE n > 0`)
 	if err != nil {
 		return nil, classify("count builds", err)
 	}

@@ -312,6 +312,13 @@ func (db *DB) Update(fn func(store.Tx) error) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := t.flush(); err != nil {
+		if db.conn.IsClosed() {
+			db.loseLocked(err)
+			return db.lostErr
+		}
+		return err
+	}
 	if err := ptx.Commit(db.ctx); err != nil {
 		return db.connFailed("commit", err)
 	}
