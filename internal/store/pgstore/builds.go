@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 
 	"github.com/kilnbuild/kiln/internal/store"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
@@ -60,6 +59,11 @@ func (t *tx) PutBuild(b *store.Build) error {
 	if err != nil {
 		return err
 	}
+	if t.wroteBuild == nil {
+		t.wroteBuild = make(map[int64]bool)
+	}
+	t.wroteBuild[int64(id)] = true
+	t.buildsWritten++
 	err = t.later("put build", `INSERT INTO builds (id, state, project, arch, source_key, rec) VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, project = EXCLUDED.project, arch = EXCLUDED.arch,
 			source_key = EXCLUDED.source_key, rec = EXCLUDED.rec`,
@@ -67,24 +71,11 @@ func (t *tx) PutBuild(b *store.Build) error {
 	return err
 }
 
-// ids returns up to pageSize ids the query selects (it takes the last id
-// seen as its final parameter).
-func (t *tx) ids(what, sql string, args ...any) ([]int64, error) {
-	rows, err := t.query(sql, args...)
-	if err != nil {
-		return nil, classify(what, err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return nil, classify(what, err)
-	}
-	return ids, nil
-}
-
-// BuildsByState calls fn for each build in state in ascending id order. fn
-// may change builds (even move them out of state) as it goes: ids are read
-// a page at a time after the last one visited, and each build is read
-// afresh (and skipped if it left state meanwhile) just before its call.
+// BuildsByState calls fn for each build in state in ascending id order,
+// reading a page of records per query. fn may change builds (even move
+// them out of state) as it goes: a build this transaction wrote since its
+// page was read is read afresh (and skipped if it left state) just before
+// its call.
 func (t *tx) BuildsByState(state kilnv1.BuildState, fn func(*store.Build) error) error {
 	if err := t.read(); err != nil {
 		return err
@@ -94,19 +85,23 @@ func (t *tx) BuildsByState(state kilnv1.BuildState, fn func(*store.Build) error)
 	}
 	var after int64
 	for {
-		page, err := t.ids("builds by state", `SELECT id FROM builds WHERE state = $1 AND id > $2 ORDER BY id LIMIT `+fmt.Sprint(pageSize), int32(state), after)
+		page, err := t.buildPage(state, after)
 		if err != nil {
 			return err
 		}
-		for _, id := range page {
+		written := t.buildsWritten
+		for _, b := range page {
+			id := int64(b.GetBuild().GetId())
 			after = id
-			b := new(store.Build)
-			found, err := t.getRec("build", b, `SELECT rec FROM builds WHERE id = $1 AND state = $2`, id, int32(state))
-			if err != nil {
-				return err
-			}
-			if !found {
-				continue
+			if t.buildsWritten != written && t.wroteBuild[id] {
+				b = new(store.Build)
+				found, err := t.getRec("build", b, `SELECT rec FROM builds WHERE id = $1 AND state = $2`, id, int32(state))
+				if err != nil {
+					return err
+				}
+				if !found {
+					continue
+				}
 			}
 			if err := fn(b); err != nil {
 				if errors.Is(err, store.ErrStop) {
@@ -119,6 +114,12 @@ func (t *tx) BuildsByState(state kilnv1.BuildState, fn func(*store.Build) error)
 			return nil
 		}
 	}
+}
+
+// buildPage reads up to pageSize builds in state with ids above after.
+func (t *tx) buildPage(state kilnv1.BuildState, after int64) ([]*store.Build, error) {
+	return collect(t, "builds by state", func() *store.Build { return new(store.Build) },
+		`SELECT rec FROM builds WHERE state = $1 AND id > $2 ORDER BY id LIMIT `+fmt.Sprint(pageSize), int32(state), after)
 }
 
 // ActiveBuildsBySource returns the QUEUED and RUNNING builds with sourceKey,

@@ -54,6 +54,12 @@ type tx struct {
 	tlogSize   int64
 	tlogKnown  bool
 	tlogHashes map[int64]tlog.Hash
+
+	// wroteBuild holds the ids of the builds PutBuild wrote in this
+	// transaction, buildsWritten counts its calls: BuildsByState reads
+	// such a build afresh rather than from its page.
+	wroteBuild    map[int64]bool
+	buildsWritten int
 }
 
 var _ store.Tx = (*tx)(nil)
