@@ -48,3 +48,17 @@ func killWriters(t *testing.T, adminURL string) {
 		t.Fatal("no session held an advisory lock")
 	}
 }
+
+func queryBool(t *testing.T, url, sql string) bool {
+	t.Helper()
+	c, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(t.Context())
+	var v bool
+	if err := c.QueryRow(t.Context(), sql).Scan(&v); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return v
+}
