@@ -26,6 +26,12 @@ import (
 // in one transaction, then Check. Both run the client programs found on
 // PATH; the operator may as well run them by hand (docs/deploy.md).
 
+// ErrRestoreRefused is wrapped by Restore's error for what it will not
+// restore, or not there: a file that is not a Kiln backup's archive, an
+// archive of another schema, a target that holds tables. Nothing was
+// changed.
+var ErrRestoreRefused = errors.New("restore refused")
+
 // BackupReport describes an archive Backup wrote.
 type BackupReport struct {
 	Schema string
@@ -108,10 +114,10 @@ func Backup(ctx context.Context, url, path string) (BackupReport, error) {
 func Restore(ctx context.Context, url, path string) (CheckReport, error) {
 	toc, err := readTOC(ctx, path)
 	if err != nil {
-		return CheckReport{}, fmt.Errorf("pgstore: restore: %s is not a pg_dump archive: %w", path, err)
+		return CheckReport{}, fmt.Errorf("pgstore: %w: %s is not a pg_dump archive: %w", ErrRestoreRefused, path, err)
 	}
 	if !toc.data["kiln_meta"] || !toc.data["builds"] {
-		return CheckReport{}, fmt.Errorf("pgstore: restore: %s is not the backup of a Kiln store (no kiln_meta or builds table data in it)", path)
+		return CheckReport{}, fmt.Errorf("pgstore: %w: %s is not the backup of a Kiln store (no kiln_meta or builds table data in it)", ErrRestoreRefused, path)
 	}
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
@@ -123,7 +129,7 @@ func Restore(ctx context.Context, url, path string) (CheckReport, error) {
 		return CheckReport{}, err
 	}
 	if target != toc.schema {
-		return CheckReport{}, fmt.Errorf("pgstore: restore: the archive holds schema %q, the URL names %q: restore it under its own name (?search_path=%s), in another database if that one is taken", toc.schema, target, toc.schema)
+		return CheckReport{}, fmt.Errorf("pgstore: %w: the archive holds schema %q, the URL names %q: restore it under its own name (?search_path=%s), in another database if that one is taken", ErrRestoreRefused, toc.schema, target, toc.schema)
 	}
 	var got bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended('kiln-store-writer:' || $1, 0))`, target).Scan(&got); err != nil {
@@ -138,7 +144,7 @@ func Restore(ctx context.Context, url, path string) (CheckReport, error) {
 			return CheckReport{}, classify("restore target", err)
 		}
 		if n > 0 {
-			return CheckReport{}, fmt.Errorf("pgstore: restore: schema %q already holds %d tables: a restore goes into an empty schema, never over a store", target, n)
+			return CheckReport{}, fmt.Errorf("pgstore: %w: schema %q already holds %d tables: a restore goes into an empty schema, never over a store", ErrRestoreRefused, target, n)
 		}
 	}
 	libpq, env, err := libpqURL(url)
