@@ -95,7 +95,17 @@ func (t *tx) BuildServer(name string) (*store.BuildServer, error) {
 	if !found {
 		return nil, notFound("build server", name)
 	}
+	t.sawServer(b)
 	return b, nil
+}
+
+// sawServer records that build server b exists in this transaction with
+// its token hash (no Tx method deletes a build server).
+func (t *tx) sawServer(b *store.BuildServer) {
+	if t.servers == nil {
+		t.servers = make(map[string]string)
+	}
+	t.servers[b.GetName()] = b.GetTokenHash()
 }
 
 // BuildServerByTokenHash finds a build server by its token hash. An empty
@@ -181,6 +191,13 @@ func (t *tx) PutBuildServer(b *store.BuildServer) error {
 	if err != nil {
 		return err
 	}
+	if hash, ok := t.servers[b.Name]; ok && hash == b.TokenHash {
+		// Read (or written) in this transaction with this very hash: it
+		// exists and the hash is its own, so the update cannot be refused
+		// and need not be waited for (the metaserver's read-modify-write
+		// of a server's counters after each build).
+		return t.later("put build server", `UPDATE build_servers SET rec = $2 WHERE name = $1`, b.Name, v)
+	}
 	tag, err := t.exec("put build server", `UPDATE build_servers SET token_hash = $2, rec = $3 WHERE name = $1
 		AND ($2::text IS NULL OR NOT EXISTS (SELECT 1 FROM build_servers o WHERE o.token_hash = $2 AND o.name <> $1))`,
 		b.Name, nullable(b.TokenHash), v)
@@ -193,6 +210,7 @@ func (t *tx) PutBuildServer(b *store.BuildServer) error {
 		}
 		return notFound("build server", b.Name)
 	}
+	t.sawServer(b)
 	return nil
 }
 

@@ -60,6 +60,11 @@ type tx struct {
 	// such a build afresh rather than from its page.
 	wroteBuild    map[int64]bool
 	buildsWritten int
+
+	// servers maps the build servers this transaction read or wrote to
+	// their token hashes: PutBuildServer of one of them, hash unchanged,
+	// cannot fail and is queued (later).
+	servers map[string]string
 }
 
 var _ store.Tx = (*tx)(nil)
