@@ -43,6 +43,14 @@
 // other connections, each in a read-only REPEATABLE READ transaction (one
 // consistent snapshot).
 //
+// # Round trips
+//
+// The one writer's transactions are serial, so its round trips bound the
+// farm's rate: writes no caller waits for are queued and sent with the
+// next statement that is waited for (pipeline.go), and the build server
+// records it read or wrote are kept in memory across transactions
+// (servercache.go), coherent because nothing else writes the store.
+//
 // # Schema versions
 //
 // kiln_meta's version is the layout above. Open refuses a schema written by
@@ -116,6 +124,8 @@ type DB struct {
 	lostErr  error
 	closed   bool
 	pinger   sync.WaitGroup
+	// servers is the writer's cache of build servers (servercache.go).
+	servers serverCache
 }
 
 // Open connects to the database at url (any libpq URL or keyword string;
@@ -170,7 +180,7 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 		return fail(fmt.Errorf("pgstore: connect: %w", err))
 	}
 	dctx, cancel := context.WithCancel(context.Background())
-	db := &DB{pool: pool, ctx: dctx, cancel: cancel, conn: conn, lost: make(chan struct{})}
+	db := &DB{pool: pool, ctx: dctx, cancel: cancel, conn: conn, lost: make(chan struct{}), servers: serverCache{}}
 	db.pinger.Add(1)
 	go db.ping()
 	return db, nil
@@ -304,7 +314,7 @@ func (db *DB) Update(fn func(store.Tx) error) (err error) {
 			}
 		}
 	}()
-	t := &tx{q: ptx, ctx: db.ctx, writable: true}
+	t := &tx{q: ptx, ctx: db.ctx, writable: true, cache: db.servers}
 	func() {
 		defer func() { t.done = true }()
 		err = fn(t)
@@ -323,6 +333,7 @@ func (db *DB) Update(fn func(store.Tx) error) (err error) {
 		return db.connFailed("commit", err)
 	}
 	committed = true
+	t.committed()
 	return nil
 }
 

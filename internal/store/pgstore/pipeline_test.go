@@ -79,3 +79,72 @@ CREATE TRIGGER refuse_13 BEFORE INSERT OR UPDATE ON requests FOR EACH ROW EXECUT
 		t.Fatal(err)
 	}
 }
+
+// The writer remembers build servers across transactions; a transaction
+// that changed one and then failed, or panicked, must leave no trace of
+// the change in what the next one reads.
+func TestUpdate_AFailedTransactionsBuildServerChangeIsNotRemembered(t *testing.T) {
+	pg := farmtest.StartPostgres(t)
+	db, err := pgstore.Open(t.Context(), pg.SchemaURL(t, "postgres", "servers"), pgstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(func(tx store.Tx) error {
+		return tx.CreateBuildServer(&store.BuildServer{Name: "alpha", TokenHash: "aaaa", BuildsSucceeded: 1})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	bump := func(tx store.Tx) error {
+		b, err := tx.BuildServer("alpha")
+		if err != nil {
+			return err
+		}
+		b.BuildsSucceeded += 10
+		return tx.PutBuildServer(b)
+	}
+	boom := errors.New("changed my mind")
+	if err := db.Update(func(tx store.Tx) error {
+		if err := bump(tx); err != nil {
+			return err
+		}
+		return boom
+	}); !errors.Is(err, boom) {
+		t.Fatalf("Update: %v", err)
+	}
+	func() {
+		defer func() { _ = recover() }()
+		_ = db.Update(func(tx store.Tx) error {
+			if err := bump(tx); err != nil {
+				return err
+			}
+			panic("mid-transaction")
+		})
+	}()
+	var got uint64
+	if err := db.Update(func(tx store.Tx) error {
+		b, err := tx.BuildServer("alpha")
+		got = b.GetBuildsSucceeded()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got != 1 {
+		t.Fatalf("builds succeeded after two failed bumps: %d, want 1", got)
+	}
+	// A committed bump is seen by the writer and by a View alike.
+	if err := db.Update(bump); err != nil {
+		t.Fatal(err)
+	}
+	for name, run := range map[string]func(func(store.Tx) error) error{"Update": db.Update, "View": db.View} {
+		if err := run(func(tx store.Tx) error {
+			b, err := tx.BuildServer("alpha")
+			if err == nil && b.GetBuildsSucceeded() != 11 {
+				t.Errorf("%s: builds succeeded %d, want 11", name, b.GetBuildsSucceeded())
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

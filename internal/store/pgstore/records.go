@@ -82,10 +82,16 @@ func (t *tx) Projects() ([]*store.Project, error) {
 	return collect(t, "projects", func() *store.Project { return new(store.Project) }, `SELECT rec FROM projects ORDER BY name`)
 }
 
-// BuildServer returns the build server called name.
+// BuildServer returns the build server called name. In an Update it is
+// answered from memory when this transaction wrote it or the writer's
+// cache holds it (serverCache).
 func (t *tx) BuildServer(name string) (*store.BuildServer, error) {
 	if err := t.read(); err != nil {
 		return nil, err
+	}
+	if b := t.cachedServer(name); b != nil {
+		t.sawServer(b)
+		return b, nil
 	}
 	b := new(store.BuildServer)
 	found, err := t.getRec("build server", b, `SELECT rec FROM build_servers WHERE name = $1`, name)
@@ -96,6 +102,11 @@ func (t *tx) BuildServer(name string) (*store.BuildServer, error) {
 		return nil, notFound("build server", name)
 	}
 	t.sawServer(b)
+	if t.cache != nil {
+		// Not written by this transaction (cachedServer would have
+		// answered): the committed record.
+		t.cache.put(b)
+	}
 	return b, nil
 }
 
@@ -151,8 +162,11 @@ func (t *tx) CreateBuildServer(b *store.BuildServer) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.exec("create build server", `INSERT INTO build_servers (name, token_hash, rec) VALUES ($1, $2, $3)`, b.Name, nullable(b.TokenHash), v)
-	return err
+	if _, err = t.exec("create build server", `INSERT INTO build_servers (name, token_hash, rec) VALUES ($1, $2, $3)`, b.Name, nullable(b.TokenHash), v); err != nil {
+		return err
+	}
+	t.wroteServer(b)
+	return nil
 }
 
 // tokenFree fails with ErrExists when another server than b has b's token
@@ -196,7 +210,11 @@ func (t *tx) PutBuildServer(b *store.BuildServer) error {
 		// exists and the hash is its own, so the update cannot be refused
 		// and need not be waited for (the metaserver's read-modify-write
 		// of a server's counters after each build).
-		return t.later("put build server", `UPDATE build_servers SET rec = $2 WHERE name = $1`, b.Name, v)
+		if err := t.later("put build server", `UPDATE build_servers SET rec = $2 WHERE name = $1`, b.Name, v); err != nil {
+			return err
+		}
+		t.wroteServer(b)
+		return nil
 	}
 	tag, err := t.exec("put build server", `UPDATE build_servers SET token_hash = $2, rec = $3 WHERE name = $1
 		AND ($2::text IS NULL OR NOT EXISTS (SELECT 1 FROM build_servers o WHERE o.token_hash = $2 AND o.name <> $1))`,
@@ -210,7 +228,7 @@ func (t *tx) PutBuildServer(b *store.BuildServer) error {
 		}
 		return notFound("build server", b.Name)
 	}
-	t.sawServer(b)
+	t.wroteServer(b)
 	return nil
 }
 

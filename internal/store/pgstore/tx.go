@@ -65,6 +65,11 @@ type tx struct {
 	// their token hashes: PutBuildServer of one of them, hash unchanged,
 	// cannot fail and is queued (later).
 	servers map[string]string
+	// cache is the writer's cache of committed build servers (nil in a
+	// View); serverWrites are this transaction's, merged into it once
+	// committed.
+	cache        serverCache
+	serverWrites map[string]*store.BuildServer
 }
 
 var _ store.Tx = (*tx)(nil)
