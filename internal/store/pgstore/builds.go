@@ -83,9 +83,13 @@ func (t *tx) BuildsByState(state kilnv1.BuildState, fn func(*store.Build) error)
 		return invalid("no builds are indexed in state %v", state)
 	}
 	var after int64
+	defer func() { t.pageRequests = nil }()
 	for {
 		page, err := t.buildPage(state, after)
 		if err != nil {
+			return err
+		}
+		if err := t.prefetchRequests(page); err != nil {
 			return err
 		}
 		written := t.buildsWritten
@@ -113,6 +117,42 @@ func (t *tx) BuildsByState(state kilnv1.BuildState, fn func(*store.Build) error)
 			return nil
 		}
 	}
+}
+
+// prefetchRequests reads, in a read-only transaction, the requests of
+// every build of page in one query, for RequestsForBuild to answer while
+// the page is visited (startup recovery reads each queued and running
+// build's requests). A writable transaction could change them meanwhile,
+// so it reads them one build at a time.
+func (t *tx) prefetchRequests(page []*store.Build) error {
+	t.pageRequests = nil
+	if t.writable || len(page) == 0 {
+		return nil
+	}
+	ids := make([]int64, len(page))
+	got := make(map[int64][][]byte, len(page))
+	for i, b := range page {
+		ids[i] = int64(b.GetBuild().GetId())
+		got[ids[i]] = nil
+	}
+	rows, err := t.query(`SELECT build_id, rec FROM requests WHERE build_id = ANY($1) ORDER BY build_id, id`, ids)
+	if err != nil {
+		return classify("requests of builds", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var v []byte
+		if err := rows.Scan(&id, &v); err != nil {
+			return classify("requests of builds", err)
+		}
+		got[id] = append(got[id], v)
+	}
+	if err := rows.Err(); err != nil {
+		return classify("requests of builds", err)
+	}
+	t.pageRequests = got
+	return nil
 }
 
 // buildPage reads up to pageSize builds in state with ids above after.

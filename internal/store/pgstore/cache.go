@@ -54,6 +54,17 @@ func (t *tx) RequestsForBuild(buildID uint64) ([]*store.Request, error) {
 	if buildID > maxID {
 		return nil, nil
 	}
+	if recs, ok := t.pageRequests[int64(buildID)]; ok {
+		out := make([]*store.Request, 0, len(recs))
+		for _, v := range recs {
+			r := new(store.Request)
+			if err := decode("request", v, r); err != nil {
+				return nil, err
+			}
+			out = append(out, r)
+		}
+		return out, nil
+	}
 	return collect(t, "requests for build", func() *store.Request { return new(store.Request) },
 		`SELECT rec FROM requests WHERE build_id = $1 ORDER BY id`, int64(buildID))
 }

@@ -6,7 +6,7 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-func execURL(t *testing.T, url, sql string) {
+func execURL(t testing.TB, url, sql string) {
 	t.Helper()
 	c, err := pgx.Connect(t.Context(), url)
 	if err != nil {

@@ -70,6 +70,10 @@ type tx struct {
 	// committed.
 	cache        serverCache
 	serverWrites map[string]*store.BuildServer
+
+	// pageRequests are the requests (records) of the builds of the page
+	// a read-only BuildsByState is visiting, by build id.
+	pageRequests map[int64][][]byte
 }
 
 var _ store.Tx = (*tx)(nil)
