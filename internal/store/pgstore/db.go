@@ -300,7 +300,8 @@ func (db *DB) View(fn func(store.Tx) error) error {
 // Update runs fn in a read-write transaction on the writer connection and
 // commits before it returns nil (PostgreSQL's synchronous commit: the WAL is
 // flushed). If fn returns an error (returned as is) or panics, nothing is
-// written. A commit refused for a full disk wraps store.ErrNoSpace. Once
+// written. A queued write the database refused after its Put returned nil
+// (pipeline.go) fails Update with its error, even if fn went on. A commit refused for a full disk wraps store.ErrNoSpace. Once
 // the writer connection failed, Update fails with ErrLost.
 func (db *DB) Update(fn func(store.Tx) error) (err error) {
 	db.mu.Lock()
