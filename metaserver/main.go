@@ -12,8 +12,9 @@
 //	metaserver pin --data-dir DIR NAME BUILD_ID
 //	metaserver enroll-token create --data-dir DIR [--operator NAME] [--ttl 168h]
 //	metaserver cancel --data-dir DIR [--reason TEXT] BUILD_ID
-//	metaserver backup --data-dir DIR FILE
-//	metaserver check (--data-dir DIR | FILE)
+//	metaserver backup (--data-dir DIR | --store URL) FILE
+//	metaserver check (--data-dir DIR | FILE | --store URL [--blobs s3://...])
+//	metaserver restore --store URL FILE
 //
 // The admin commands talk to a running serve over DIR/admin.sock, or open the
 // store directly when serve is not running; cancel needs the running serve.
@@ -23,6 +24,8 @@
 // backup is consistent while serve runs; check reads a store file that no
 // serve holds (a stopped one's, or a backup). Every command that opens the
 // store refuses a damaged file with exit status 2, leaving it as it was.
+// On PostgreSQL, backup is a pg_dump archive, restore loads one into an
+// empty schema, and check reads one snapshot beside running metaservers.
 package main
 
 import (
@@ -43,7 +46,10 @@ const usage = `usage:
   metaserver enroll-token create --data-dir DIR [--operator NAME] [--ttl 168h]
   metaserver cancel --data-dir DIR [--reason TEXT] BUILD_ID   (needs the running serve)
   metaserver backup --data-dir DIR FILE     (a consistent copy, also while serve runs)
+  metaserver backup --store URL FILE        (pg_dump archive of a PostgreSQL store, also while serving)
   metaserver check (--data-dir DIR | FILE)  (consistency check; not while serve holds DIR)
+  metaserver check --store URL [--blobs s3://BUCKET?endpoint=URL]  (read-only, also while serving)
+  metaserver restore --store URL FILE       (a backup's archive into an empty schema, then check)
 Run a command with -h for its flags.
 `
 
@@ -72,6 +78,8 @@ func run(args []string) int {
 		return backupCommand(rest)
 	case "check":
 		return checkCommand(rest)
+	case "restore":
+		return restoreCommand(rest)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return 0

@@ -144,12 +144,31 @@ func refusal(cmd string, err error) int {
 }
 
 // checkCommand runs `metaserver check (--data-dir DIR | FILE)`: a full
-// consistency check of a store file, read-only. Exit 0: whole; 2: damaged
-// or bad usage; 1: the file cannot be read (missing, locked by serve).
+// consistency check of a store file, read-only; or `metaserver check
+// --store URL [--blobs s3://…]` of a PostgreSQL store (checkPostgres).
+// Exit 0: whole; 2: damaged or bad usage; 1: the file cannot be read
+// (missing, locked by serve).
 func checkCommand(args []string) int {
 	fs := flag.NewFlagSet("metaserver check", flag.ContinueOnError)
 	dataDir := fs.String("data-dir", "", "check DIR/kiln.db (stop the metaserver first: it holds the file's lock)")
+	storeURL := fs.String("store", "", "check the PostgreSQL store at this postgres:// URL instead (also while metaservers run)")
+	blobsURL := fs.String("blobs", "", "with --store: look for every named blob outside the store in this s3:// bucket")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *storeURL != "" {
+		if *dataDir != "" || fs.NArg() != 0 {
+			fmt.Fprintf(os.Stderr, "metaserver check: give --store URL alone, or --data-dir DIR, or one FILE\n%s", usage)
+			return 2
+		}
+		if err := errors.Join(checkStoreURL(*storeURL), checkBlobsURL(*blobsURL)); err != nil {
+			fmt.Fprintln(os.Stderr, "metaserver check:", err)
+			return 2
+		}
+		return checkPostgres(*storeURL, *blobsURL)
+	}
+	if *blobsURL != "" {
+		fmt.Fprintln(os.Stderr, "metaserver check: --blobs goes with --store")
 		return 2
 	}
 	var path string
@@ -179,16 +198,31 @@ func checkCommand(args []string) int {
 
 // backupCommand runs `metaserver backup --data-dir DIR FILE`: through the
 // running metaserver's admin socket (consistent while it serves), or
-// straight from the store when it is not running. FILE must not exist.
+// straight from the store when it is not running; or `metaserver backup
+// --store URL FILE` of a PostgreSQL store (backupPostgres). FILE must not
+// exist.
 func backupCommand(args []string) int {
 	fs := flag.NewFlagSet("metaserver backup", flag.ContinueOnError)
 	fs.String("data-dir", os.Getenv("KILN_DATA_DIR"), "the metaserver's data directory (env KILN_DATA_DIR)")
+	storeURL := fs.String("store", "", "back up the PostgreSQL store at this postgres:// URL instead (pg_dump archive; also while metaservers run)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	dataDir := fs.Lookup("data-dir").Value.String()
+	if *storeURL != "" && fs.NArg() == 1 {
+		if err := checkStoreURL(*storeURL); err != nil {
+			fmt.Fprintln(os.Stderr, "metaserver backup:", err)
+			return 2
+		}
+		dest, err := filepath.Abs(fs.Arg(0))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "metaserver backup:", err)
+			return 2
+		}
+		return backupPostgres(*storeURL, dest)
+	}
 	if dataDir == "" || fs.NArg() != 1 {
-		fmt.Fprintf(os.Stderr, "metaserver backup: needs --data-dir and FILE\n%s", usage)
+		fmt.Fprintf(os.Stderr, "metaserver backup: needs --data-dir (or --store) and FILE\n%s", usage)
 		return 2
 	}
 	// The running metaserver writes FILE: it must not depend on our directory.

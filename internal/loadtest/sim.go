@@ -159,6 +159,11 @@ func runQueuedCycles(ctx context.Context, e *env, m *meta, farm *simFarm, client
 	self0, _ := readCPU(os.Getpid())
 	mach0, _ := readMachineCPU()
 	start := time.Now()
+	// The profile covers the window's first seconds (its length is not
+	// known in advance): the steady dispatch + result cycle.
+	prof := profiler{e: e}
+	prof.cpu(ctx, "metaserver-queued", m.PprofAddr, e.bins.Metaserver, min(e.cfg.Duration, 20*time.Second))
+	defer prof.wait()
 	if err := farm.setDraining(false); err != nil {
 		return err
 	}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/kilnbuild/kiln/internal/store"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
@@ -60,31 +58,23 @@ func (t *tx) PutBuild(b *store.Build) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.exec("put build", `INSERT INTO builds (id, state, project, arch, source_key, rec) VALUES ($1, $2, $3, $4, $5, $6)
+	if t.wroteBuild == nil {
+		t.wroteBuild = make(map[int64]bool)
+	}
+	t.wroteBuild[int64(id)] = true
+	t.buildsWritten++
+	err = t.later("put build", `INSERT INTO builds (id, state, project, arch, source_key, rec) VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, project = EXCLUDED.project, arch = EXCLUDED.arch,
 			source_key = EXCLUDED.source_key, rec = EXCLUDED.rec`,
 		int64(id), int32(state), b.GetBuild().GetProject(), store.BuildArch(b), b.GetSourceKey(), v)
 	return err
 }
 
-// ids returns up to pageSize ids the query selects (it takes the last id
-// seen as its final parameter).
-func (t *tx) ids(what, sql string, args ...any) ([]int64, error) {
-	rows, err := t.q.Query(t.ctx, sql, args...)
-	if err != nil {
-		return nil, classify(what, err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return nil, classify(what, err)
-	}
-	return ids, nil
-}
-
-// BuildsByState calls fn for each build in state in ascending id order. fn
-// may change builds (even move them out of state) as it goes: ids are read
-// a page at a time after the last one visited, and each build is read
-// afresh (and skipped if it left state meanwhile) just before its call.
+// BuildsByState calls fn for each build in state in ascending id order,
+// reading a page of records per query. fn may change builds (even move
+// them out of state) as it goes: a build this transaction wrote since its
+// page was read is read afresh (and skipped if it left state) just before
+// its call.
 func (t *tx) BuildsByState(state kilnv1.BuildState, fn func(*store.Build) error) error {
 	if err := t.read(); err != nil {
 		return err
@@ -93,20 +83,28 @@ func (t *tx) BuildsByState(state kilnv1.BuildState, fn func(*store.Build) error)
 		return invalid("no builds are indexed in state %v", state)
 	}
 	var after int64
+	defer func() { t.pageRequests = nil }()
 	for {
-		page, err := t.ids("builds by state", `SELECT id FROM builds WHERE state = $1 AND id > $2 ORDER BY id LIMIT `+fmt.Sprint(pageSize), int32(state), after)
+		page, err := t.buildPage(state, after)
 		if err != nil {
 			return err
 		}
-		for _, id := range page {
+		if err := t.prefetchRequests(page); err != nil {
+			return err
+		}
+		written := t.buildsWritten
+		for _, b := range page {
+			id := int64(b.GetBuild().GetId())
 			after = id
-			b := new(store.Build)
-			found, err := t.getRec("build", b, `SELECT rec FROM builds WHERE id = $1 AND state = $2`, id, int32(state))
-			if err != nil {
-				return err
-			}
-			if !found {
-				continue
+			if t.buildsWritten != written && t.wroteBuild[id] {
+				b = new(store.Build)
+				found, err := t.getRec("build", b, `SELECT rec FROM builds WHERE id = $1 AND state = $2`, id, int32(state))
+				if err != nil {
+					return err
+				}
+				if !found {
+					continue
+				}
 			}
 			if err := fn(b); err != nil {
 				if errors.Is(err, store.ErrStop) {
@@ -119,6 +117,48 @@ func (t *tx) BuildsByState(state kilnv1.BuildState, fn func(*store.Build) error)
 			return nil
 		}
 	}
+}
+
+// prefetchRequests reads, in a read-only transaction, the requests of
+// every build of page in one query, for RequestsForBuild to answer while
+// the page is visited (startup recovery reads each queued and running
+// build's requests). A writable transaction could change them meanwhile,
+// so it reads them one build at a time.
+func (t *tx) prefetchRequests(page []*store.Build) error {
+	t.pageRequests = nil
+	if t.writable || len(page) == 0 {
+		return nil
+	}
+	ids := make([]int64, len(page))
+	got := make(map[int64][][]byte, len(page))
+	for i, b := range page {
+		ids[i] = int64(b.GetBuild().GetId())
+		got[ids[i]] = nil
+	}
+	rows, err := t.query(`SELECT build_id, rec FROM requests WHERE build_id = ANY($1) ORDER BY build_id, id`, ids)
+	if err != nil {
+		return classify("requests of builds", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var v []byte
+		if err := rows.Scan(&id, &v); err != nil {
+			return classify("requests of builds", err)
+		}
+		got[id] = append(got[id], v)
+	}
+	if err := rows.Err(); err != nil {
+		return classify("requests of builds", err)
+	}
+	t.pageRequests = got
+	return nil
+}
+
+// buildPage reads up to pageSize builds in state with ids above after.
+func (t *tx) buildPage(state kilnv1.BuildState, after int64) ([]*store.Build, error) {
+	return collect(t, "builds by state", func() *store.Build { return new(store.Build) },
+		`SELECT rec FROM builds WHERE state = $1 AND id > $2 ORDER BY id LIMIT `+fmt.Sprint(pageSize), int32(state), after)
 }
 
 // ActiveBuildsBySource returns the QUEUED and RUNNING builds with sourceKey,
@@ -175,7 +215,7 @@ func (t *tx) ListBuilds(f store.BuildFilter, beforeID uint64, limit int) ([]*sto
 	sql := `SELECT id, rec FROM builds WHERE ` + strings.Join(where, " AND ") + ` ORDER BY id DESC LIMIT ` + fmt.Sprint(max(limit, pageSize))
 	var out []*store.Build
 	for {
-		rows, err := t.q.Query(t.ctx, sql, args...)
+		rows, err := t.query(sql, args...)
 		if err != nil {
 			return nil, classify("list builds", err)
 		}
@@ -215,7 +255,7 @@ func (t *tx) CountBuildsByState() (map[kilnv1.BuildState]uint64, error) {
 	if err := t.read(); err != nil {
 		return nil, err
 	}
-	rows, err := t.q.Query(t.ctx, `SELECT state, n FROM build_counts WHERE n > 0`)
+	rows, err := t.query(`SELECT state, n FROM build_counts WHERE n > 0`)
 	if err != nil {
 		return nil, classify("count builds", err)
 	}

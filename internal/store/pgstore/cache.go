@@ -20,7 +20,7 @@ func (t *tx) PutRequest(r *store.Request) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.exec("put request", `INSERT INTO requests (id, build_id, rec) VALUES ($1, $2, $3)
+	err = t.later("put request", `INSERT INTO requests (id, build_id, rec) VALUES ($1, $2, $3)
 		ON CONFLICT (id) DO UPDATE SET build_id = EXCLUDED.build_id, rec = EXCLUDED.rec`, int64(r.Id), int64(r.BuildId), v)
 	return err
 }
@@ -54,6 +54,17 @@ func (t *tx) RequestsForBuild(buildID uint64) ([]*store.Request, error) {
 	if buildID > maxID {
 		return nil, nil
 	}
+	if recs, ok := t.pageRequests[int64(buildID)]; ok {
+		out := make([]*store.Request, 0, len(recs))
+		for _, v := range recs {
+			r := new(store.Request)
+			if err := decode("request", v, r); err != nil {
+				return nil, err
+			}
+			out = append(out, r)
+		}
+		return out, nil
+	}
 	return collect(t, "requests for build", func() *store.Request { return new(store.Request) },
 		`SELECT rec FROM requests WHERE build_id = $1 ORDER BY id`, int64(buildID))
 }
@@ -71,7 +82,7 @@ func (t *tx) PutArtifact(a *store.Artifact) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.exec("put artifact", `INSERT INTO artifacts (cache_key, source_key, rec) VALUES ($1, $2, $3)
+	err = t.later("put artifact", `INSERT INTO artifacts (cache_key, source_key, rec) VALUES ($1, $2, $3)
 		ON CONFLICT (cache_key) DO UPDATE SET source_key = EXCLUDED.source_key, rec = EXCLUDED.rec`, a.CacheKey, a.SourceKey, v)
 	return err
 }
@@ -161,7 +172,7 @@ func (t *tx) PutOutbox(m *store.Outbox) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.exec("put outbox message", `INSERT INTO outbox (id, due_s, due_n, rec) VALUES ($1, $2, $3, $4)
+	err = t.later("put outbox message", `INSERT INTO outbox (id, due_s, due_n, rec) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (id) DO UPDATE SET due_s = EXCLUDED.due_s, due_n = EXCLUDED.due_n, rec = EXCLUDED.rec`,
 		int64(m.Id), m.GetNextAttemptAt().GetSeconds(), m.GetNextAttemptAt().GetNanos(), v)
 	return err
@@ -205,7 +216,7 @@ func (t *tx) OutboxLen() (int, error) {
 		return 0, err
 	}
 	var n int64
-	if err := t.q.QueryRow(t.ctx, `SELECT count(*) FROM outbox`).Scan(&n); err != nil {
+	if err := t.queryRow(`SELECT count(*) FROM outbox`).Scan(&n); err != nil {
 		return 0, classify("outbox length", err)
 	}
 	return int(n), nil

@@ -43,6 +43,14 @@
 // other connections, each in a read-only REPEATABLE READ transaction (one
 // consistent snapshot).
 //
+// # Round trips
+//
+// The one writer's transactions are serial, so its round trips bound the
+// farm's rate: writes no caller waits for are queued and sent with the
+// next statement that is waited for (pipeline.go), and the build server
+// records it read or wrote are kept in memory across transactions
+// (servercache.go), coherent because nothing else writes the store.
+//
 // # Schema versions
 //
 // kiln_meta's version is the layout above. Open refuses a schema written by
@@ -116,6 +124,8 @@ type DB struct {
 	lostErr  error
 	closed   bool
 	pinger   sync.WaitGroup
+	// servers is the writer's cache of build servers (servercache.go).
+	servers serverCache
 }
 
 // Open connects to the database at url (any libpq URL or keyword string;
@@ -156,6 +166,15 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 	if err := migrate(ctx, conn); err != nil {
 		return fail(err)
 	}
+	// The planner's statistics of a table that just grew (a burst of
+	// submissions, then a crash) lag until autovacuum's next pass; with
+	// them the lookups of startup recovery and of the first minutes
+	// (requests by build, builds by state) scan whole tables: 10 times
+	// slower over 50,000 queued builds (BenchmarkRecovery). ANALYZE samples
+	// a bounded number of rows: ~100 ms at that size.
+	if _, err := conn.Exec(ctx, `ANALYZE builds, requests, artifacts, outbox`); err != nil {
+		return fail(classify("analyze", err))
+	}
 	// A dead writer's endpoint must not be taken for this one's.
 	if _, err := conn.Exec(ctx, `DELETE FROM kiln_writer`); err != nil {
 		return fail(classify("clear the writer endpoint", err))
@@ -170,7 +189,7 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 		return fail(fmt.Errorf("pgstore: connect: %w", err))
 	}
 	dctx, cancel := context.WithCancel(context.Background())
-	db := &DB{pool: pool, ctx: dctx, cancel: cancel, conn: conn, lost: make(chan struct{})}
+	db := &DB{pool: pool, ctx: dctx, cancel: cancel, conn: conn, lost: make(chan struct{}), servers: serverCache{}}
 	db.pinger.Add(1)
 	go db.ping()
 	return db, nil
@@ -281,7 +300,8 @@ func (db *DB) View(fn func(store.Tx) error) error {
 // Update runs fn in a read-write transaction on the writer connection and
 // commits before it returns nil (PostgreSQL's synchronous commit: the WAL is
 // flushed). If fn returns an error (returned as is) or panics, nothing is
-// written. A commit refused for a full disk wraps store.ErrNoSpace. Once
+// written. A queued write the database refused after its Put returned nil
+// (pipeline.go) fails Update with its error, even if fn went on. A commit refused for a full disk wraps store.ErrNoSpace. Once
 // the writer connection failed, Update fails with ErrLost.
 func (db *DB) Update(fn func(store.Tx) error) (err error) {
 	db.mu.Lock()
@@ -304,7 +324,7 @@ func (db *DB) Update(fn func(store.Tx) error) (err error) {
 			}
 		}
 	}()
-	t := &tx{q: ptx, ctx: db.ctx, writable: true}
+	t := &tx{q: ptx, ctx: db.ctx, writable: true, cache: db.servers}
 	func() {
 		defer func() { t.done = true }()
 		err = fn(t)
@@ -312,10 +332,18 @@ func (db *DB) Update(fn func(store.Tx) error) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := t.flush(); err != nil {
+		if db.conn.IsClosed() {
+			db.loseLocked(err)
+			return db.lostErr
+		}
+		return err
+	}
 	if err := ptx.Commit(db.ctx); err != nil {
 		return db.connFailed("commit", err)
 	}
 	committed = true
+	t.committed()
 	return nil
 }
 

@@ -85,11 +85,11 @@ func (t *tx) PutSample(s *store.Sample, keep int) error {
 	if err != nil {
 		return err
 	}
-	if _, err := t.exec("put sample", `INSERT INTO samples (at_s, at_n, rec) VALUES ($1, $2, $3)
+	if err := t.later("put sample", `INSERT INTO samples (at_s, at_n, rec) VALUES ($1, $2, $3)
 		ON CONFLICT (at_s, at_n) DO UPDATE SET rec = EXCLUDED.rec`, s.GetAt().GetSeconds(), s.GetAt().GetNanos(), v); err != nil {
 		return err
 	}
-	_, err = t.exec("trim samples", `DELETE FROM samples WHERE (at_s, at_n) IN (
+	err = t.later("trim samples", `DELETE FROM samples WHERE (at_s, at_n) IN (
 		SELECT at_s, at_n FROM samples ORDER BY at_s DESC, at_n DESC OFFSET $1)`, keep)
 	return err
 }
@@ -135,7 +135,7 @@ func (t *tx) PutRequestGroup(g *store.RequestGroup) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.exec("put request group", `INSERT INTO request_groups (id, rec) VALUES ($1, $2)
+	err = t.later("put request group", `INSERT INTO request_groups (id, rec) VALUES ($1, $2)
 		ON CONFLICT (id) DO UPDATE SET rec = EXCLUDED.rec`, g.GetId(), v)
 	return err
 }

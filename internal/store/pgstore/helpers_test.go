@@ -6,7 +6,7 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-func execURL(t *testing.T, url, sql string) {
+func execURL(t testing.TB, url, sql string) {
 	t.Helper()
 	c, err := pgx.Connect(t.Context(), url)
 	if err != nil {
@@ -47,4 +47,18 @@ func killWriters(t *testing.T, adminURL string) {
 	if n == 0 {
 		t.Fatal("no session held an advisory lock")
 	}
+}
+
+func queryBool(t *testing.T, url, sql string) bool {
+	t.Helper()
+	c, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(t.Context())
+	var v bool
+	if err := c.QueryRow(t.Context(), sql).Scan(&v); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return v
 }

@@ -25,7 +25,7 @@ func (t *tx) NextID(sequence string) (uint64, error) {
 		return 0, invalid("empty sequence name")
 	}
 	var v int64
-	err := t.q.QueryRow(t.ctx, `INSERT INTO seqs AS s (name, value) VALUES ($1, 1)
+	err := t.queryRow(`INSERT INTO seqs AS s (name, value) VALUES ($1, 1)
 		ON CONFLICT (name) DO UPDATE SET value = s.value + 1 RETURNING value`, sequence).Scan(&v)
 	if err != nil {
 		return 0, classify("sequence "+sequence, err)
@@ -82,10 +82,16 @@ func (t *tx) Projects() ([]*store.Project, error) {
 	return collect(t, "projects", func() *store.Project { return new(store.Project) }, `SELECT rec FROM projects ORDER BY name`)
 }
 
-// BuildServer returns the build server called name.
+// BuildServer returns the build server called name. In an Update it is
+// answered from memory when this transaction wrote it or the writer's
+// cache holds it (serverCache).
 func (t *tx) BuildServer(name string) (*store.BuildServer, error) {
 	if err := t.read(); err != nil {
 		return nil, err
+	}
+	if b := t.cachedServer(name); b != nil {
+		t.sawServer(b)
+		return b, nil
 	}
 	b := new(store.BuildServer)
 	found, err := t.getRec("build server", b, `SELECT rec FROM build_servers WHERE name = $1`, name)
@@ -95,7 +101,22 @@ func (t *tx) BuildServer(name string) (*store.BuildServer, error) {
 	if !found {
 		return nil, notFound("build server", name)
 	}
+	t.sawServer(b)
+	if t.cache != nil {
+		// Not written by this transaction (cachedServer would have
+		// answered): the committed record.
+		t.cache.put(b)
+	}
 	return b, nil
+}
+
+// sawServer records that build server b exists in this transaction with
+// its token hash (no Tx method deletes a build server).
+func (t *tx) sawServer(b *store.BuildServer) {
+	if t.servers == nil {
+		t.servers = make(map[string]string)
+	}
+	t.servers[b.GetName()] = b.GetTokenHash()
 }
 
 // BuildServerByTokenHash finds a build server by its token hash. An empty
@@ -141,8 +162,11 @@ func (t *tx) CreateBuildServer(b *store.BuildServer) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.exec("create build server", `INSERT INTO build_servers (name, token_hash, rec) VALUES ($1, $2, $3)`, b.Name, nullable(b.TokenHash), v)
-	return err
+	if _, err = t.exec("create build server", `INSERT INTO build_servers (name, token_hash, rec) VALUES ($1, $2, $3)`, b.Name, nullable(b.TokenHash), v); err != nil {
+		return err
+	}
+	t.wroteServer(b)
+	return nil
 }
 
 // tokenFree fails with ErrExists when another server than b has b's token
@@ -152,7 +176,7 @@ func (t *tx) tokenFree(b *store.BuildServer) error {
 		return nil
 	}
 	var owner string
-	err := t.q.QueryRow(t.ctx, `SELECT name FROM build_servers WHERE token_hash = $1`, b.TokenHash).Scan(&owner)
+	err := t.queryRow(`SELECT name FROM build_servers WHERE token_hash = $1`, b.TokenHash).Scan(&owner)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil
 	}
@@ -167,7 +191,9 @@ func (t *tx) tokenFree(b *store.BuildServer) error {
 
 // PutBuildServer replaces the existing build server b.Name with its token
 // hash. It fails with ErrNotFound when there is no such server and
-// ErrExists when another server has the new hash.
+// ErrExists when another server has the new hash. The update checks the
+// hash itself, so the common case is one statement; only a refusal looks
+// for its reason.
 func (t *tx) PutBuildServer(b *store.BuildServer) error {
 	if err := t.write(); err != nil {
 		return err
@@ -175,20 +201,34 @@ func (t *tx) PutBuildServer(b *store.BuildServer) error {
 	if b.GetName() == "" {
 		return invalid("build server without a name")
 	}
-	if err := t.tokenFree(b); err != nil {
-		return err
-	}
 	v, err := encode("build server", b)
 	if err != nil {
 		return err
 	}
-	tag, err := t.exec("put build server", `UPDATE build_servers SET token_hash = $2, rec = $3 WHERE name = $1`, b.Name, nullable(b.TokenHash), v)
+	if hash, ok := t.servers[b.Name]; ok && hash == b.TokenHash {
+		// Read (or written) in this transaction with this very hash: it
+		// exists and the hash is its own, so the update cannot be refused
+		// and need not be waited for (the metaserver's read-modify-write
+		// of a server's counters after each build).
+		if err := t.later("put build server", `UPDATE build_servers SET rec = $2 WHERE name = $1`, b.Name, v); err != nil {
+			return err
+		}
+		t.wroteServer(b)
+		return nil
+	}
+	tag, err := t.exec("put build server", `UPDATE build_servers SET token_hash = $2, rec = $3 WHERE name = $1
+		AND ($2::text IS NULL OR NOT EXISTS (SELECT 1 FROM build_servers o WHERE o.token_hash = $2 AND o.name <> $1))`,
+		b.Name, nullable(b.TokenHash), v)
 	if err != nil {
 		return err
 	}
 	if tag.RowsAffected() == 0 {
+		if err := t.tokenFree(b); err != nil {
+			return err
+		}
 		return notFound("build server", b.Name)
 	}
+	t.wroteServer(b)
 	return nil
 }
 
@@ -306,7 +346,7 @@ func (t *tx) Blob(sha256 string) ([]byte, error) {
 		return nil, err
 	}
 	var v []byte
-	err := t.q.QueryRow(t.ctx, `SELECT data FROM blobs WHERE sha256 = $1`, sha256).Scan(&v)
+	err := t.queryRow(`SELECT data FROM blobs WHERE sha256 = $1`, sha256).Scan(&v)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("blob", sha256)
 	}
@@ -327,7 +367,7 @@ func (t *tx) PutBlob(sha256 string, data []byte) error {
 	if sha256 == "" {
 		return invalid("blob without a digest")
 	}
-	_, err := t.exec("put blob", `INSERT INTO blobs (sha256, data) VALUES ($1, $2)
+	err := t.later("put blob", `INSERT INTO blobs (sha256, data) VALUES ($1, $2)
 		ON CONFLICT (sha256) DO UPDATE SET data = EXCLUDED.data`, sha256, nonNil(data))
 	return err
 }
@@ -353,7 +393,7 @@ func (t *tx) Log(buildID uint64, attempt int) ([]byte, error) {
 		return nil, err
 	}
 	var v []byte
-	err := t.q.QueryRow(t.ctx, `SELECT data FROM logs WHERE build_id = $1 AND attempt = $2`, int64(buildID), attempt).Scan(&v)
+	err := t.queryRow(`SELECT data FROM logs WHERE build_id = $1 AND attempt = $2`, int64(buildID), attempt).Scan(&v)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("log", fmt.Sprintf("%d/%d", buildID, attempt))
 	}
@@ -374,7 +414,7 @@ func (t *tx) PutLog(buildID uint64, attempt int, data []byte) error {
 	if buildID == 0 || attempt <= 0 || buildID > maxID {
 		return invalid("log of build %d attempt %d", buildID, attempt)
 	}
-	_, err := t.exec("put log", `INSERT INTO logs (build_id, attempt, data) VALUES ($1, $2, $3)
+	err := t.later("put log", `INSERT INTO logs (build_id, attempt, data) VALUES ($1, $2, $3)
 		ON CONFLICT (build_id, attempt) DO UPDATE SET data = EXCLUDED.data`, int64(buildID), attempt, nonNil(data))
 	return err
 }

@@ -10,19 +10,21 @@ import (
 	"github.com/kilnbuild/kiln/internal/store"
 )
 
-// TlogSize implements store.Tx.
+// TlogSize implements store.Tx. The size is read once per transaction,
+// then kept by AppendTlog.
 func (t *tx) TlogSize() (int64, error) {
 	if err := t.read(); err != nil {
 		return 0, err
 	}
-	var v int64
-	err := t.q.QueryRow(t.ctx, `SELECT value FROM kiln_meta WHERE key = 'tlog_size'`).Scan(&v)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil
+	if t.tlogKnown {
+		return t.tlogSize, nil
 	}
-	if err != nil {
+	var v int64
+	err := t.queryRow(`SELECT value FROM kiln_meta WHERE key = 'tlog_size'`).Scan(&v)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return 0, classify("tlog size", err)
 	}
+	t.tlogSize, t.tlogKnown = v, true
 	return v, nil
 }
 
@@ -32,7 +34,7 @@ func (t *tx) TlogEntry(n int64) ([]byte, error) {
 		return nil, err
 	}
 	var v []byte
-	err := t.q.QueryRow(t.ctx, `SELECT entry FROM tlog_entries WHERE n = $1`, n).Scan(&v)
+	err := t.queryRow(`SELECT entry FROM tlog_entries WHERE n = $1`, n).Scan(&v)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("tlog entry", fmt.Sprint(n))
 	}
@@ -42,29 +44,25 @@ func (t *tx) TlogEntry(n int64) ([]byte, error) {
 	return nonNil(v), nil
 }
 
-// TlogHashes implements store.Tx.
+// TlogHashes implements store.Tx. Hashes this transaction appended are
+// answered from memory; the others are read in one query.
 func (t *tx) TlogHashes(indexes []int64) ([]tlog.Hash, error) {
 	if err := t.read(); err != nil {
 		return nil, err
 	}
-	rows, err := t.q.Query(t.ctx, `SELECT i, hash FROM tlog_hashes WHERE i = ANY($1)`, indexes)
-	if err != nil {
-		return nil, classify("tlog hashes", err)
-	}
-	defer rows.Close()
 	found := make(map[int64]tlog.Hash, len(indexes))
-	for rows.Next() {
-		var i int64
-		var h []byte
-		if err := rows.Scan(&i, &h); err != nil {
-			return nil, classify("tlog hashes", err)
+	var missing []int64
+	for _, i := range indexes {
+		if h, ok := t.tlogHashes[i]; ok {
+			found[i] = h
+		} else {
+			missing = append(missing, i)
 		}
-		var hash tlog.Hash
-		copy(hash[:], h)
-		found[i] = hash
 	}
-	if err := rows.Err(); err != nil {
-		return nil, classify("tlog hashes", err)
+	if len(missing) > 0 {
+		if err := t.readTlogHashes(missing, found); err != nil {
+			return nil, err
+		}
 	}
 	out := make([]tlog.Hash, len(indexes))
 	for k, i := range indexes {
@@ -75,6 +73,26 @@ func (t *tx) TlogHashes(indexes []int64) ([]tlog.Hash, error) {
 		out[k] = h
 	}
 	return out, nil
+}
+
+// readTlogHashes adds the stored hashes at indexes to found.
+func (t *tx) readTlogHashes(indexes []int64, found map[int64]tlog.Hash) error {
+	rows, err := t.query(`SELECT i, hash FROM tlog_hashes WHERE i = ANY($1)`, indexes)
+	if err != nil {
+		return classify("tlog hashes", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var i int64
+		var h []byte
+		if err := rows.Scan(&i, &h); err != nil {
+			return classify("tlog hashes", err)
+		}
+		var hash tlog.Hash
+		copy(hash[:], h)
+		found[i] = hash
+	}
+	return classifyNil("tlog hashes", rows.Err())
 }
 
 // AppendTlog implements store.Tx.
@@ -93,15 +111,22 @@ func (t *tx) AppendTlog(n int64, entry []byte, hashes []tlog.Hash) error {
 	if want := tlog.StoredHashCount(n+1) - first; int64(len(hashes)) != want {
 		return invalid("tlog entry %d with %d hashes, want %d", n, len(hashes), want)
 	}
-	if _, err := t.exec("append tlog entry", `INSERT INTO tlog_entries (n, entry) VALUES ($1, $2)`, n, nonNil(entry)); err != nil {
+	if err := t.later("append tlog entry", `INSERT INTO tlog_entries (n, entry) VALUES ($1, $2)`, n, nonNil(entry)); err != nil {
 		return err
 	}
+	if t.tlogHashes == nil {
+		t.tlogHashes = make(map[int64]tlog.Hash)
+	}
 	for i, h := range hashes {
-		if _, err := t.exec("append tlog hash", `INSERT INTO tlog_hashes (i, hash) VALUES ($1, $2)`, first+int64(i), h[:]); err != nil {
+		if err := t.later("append tlog hash", `INSERT INTO tlog_hashes (i, hash) VALUES ($1, $2)`, first+int64(i), h[:]); err != nil {
 			return err
 		}
+		t.tlogHashes[first+int64(i)] = h
 	}
-	_, err = t.exec("tlog size", `INSERT INTO kiln_meta (key, value) VALUES ('tlog_size', $1)
-		ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, n+1)
-	return err
+	if err := t.later("tlog size", `INSERT INTO kiln_meta (key, value) VALUES ('tlog_size', $1)
+		ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, n+1); err != nil {
+		return err
+	}
+	t.tlogSize = n + 1
+	return nil
 }

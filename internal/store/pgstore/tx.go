@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kilnbuild/kiln/internal/store"
@@ -25,11 +26,10 @@ var ErrInvalid = errors.New("pgstore: invalid record")
 
 var marshal = proto.MarshalOptions{Deterministic: true}
 
-// querier is what a tx needs of pgx.Tx.
+// querier is what a tx needs of pgx.Tx: every statement goes through a
+// batch (pipeline.go).
 type querier interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // tx implements store.Tx on one PostgreSQL transaction.
@@ -38,6 +38,42 @@ type tx struct {
 	ctx      context.Context
 	writable bool
 	done     bool
+
+	// pending holds the writes whose answer nobody waits for (later),
+	// sent ahead of the next statement that is waited for, in its round
+	// trip, or before the commit; whats names each for its error.
+	pending *pgx.Batch
+	whats   []string
+	// failed is the error of a pending write: the transaction is lost,
+	// and every later statement and the commit fail with it.
+	failed error
+
+	// tlogSize is the transparency log's size once read or appended to
+	// in this transaction (tlogKnown); tlogHashes are the hashes this
+	// transaction appended, so the next append reads none of them back.
+	tlogSize   int64
+	tlogKnown  bool
+	tlogHashes map[int64]tlog.Hash
+
+	// wroteBuild holds the ids of the builds PutBuild wrote in this
+	// transaction, buildsWritten counts its calls: BuildsByState reads
+	// such a build afresh rather than from its page.
+	wroteBuild    map[int64]bool
+	buildsWritten int
+
+	// servers maps the build servers this transaction read or wrote to
+	// their token hashes: PutBuildServer of one of them, hash unchanged,
+	// cannot fail and is queued (later).
+	servers map[string]string
+	// cache is the writer's cache of committed build servers (nil in a
+	// View); serverWrites are this transaction's, merged into it once
+	// committed.
+	cache        serverCache
+	serverWrites map[string]*store.BuildServer
+
+	// pageRequests are the requests (records) of the builds of the page
+	// a read-only BuildsByState is visiting, by build id.
+	pageRequests map[int64][][]byte
 }
 
 var _ store.Tx = (*tx)(nil)
@@ -61,9 +97,17 @@ func (t *tx) write() error {
 	return nil
 }
 
-// exec runs a writing statement.
+// exec runs a writing statement and waits for its answer (with any
+// pending writes ahead of it, in one round trip).
 func (t *tx) exec(what, sql string, args ...any) (pgconn.CommandTag, error) {
-	tag, err := t.q.Exec(t.ctx, sql, args...)
+	br, err := t.roundTrip(sql, args)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return tag, classify(what, err)
 	}
@@ -74,7 +118,7 @@ func (t *tx) exec(what, sql string, args ...any) (pgconn.CommandTag, error) {
 // with a nil error, when there is no row.
 func (t *tx) getRec(what string, m proto.Message, sql string, args ...any) (found bool, err error) {
 	var v []byte
-	err = t.q.QueryRow(t.ctx, sql, args...).Scan(&v)
+	err = t.queryRow(sql, args...).Scan(&v)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
@@ -87,7 +131,7 @@ func (t *tx) getRec(what string, m proto.Message, sql string, args ...any) (foun
 // exists reports whether the query returns a row.
 func (t *tx) exists(what, sql string, args ...any) (bool, error) {
 	var one int
-	err := t.q.QueryRow(t.ctx, sql, args...).Scan(&one)
+	err := t.queryRow(sql, args...).Scan(&one)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
@@ -117,7 +161,7 @@ func encode(what string, m proto.Message) ([]byte, error) {
 // collect runs a query selecting one rec column and decodes each row with
 // newRec.
 func collect[T proto.Message](t *tx, what string, newRec func() T, sql string, args ...any) ([]T, error) {
-	rows, err := t.q.Query(t.ctx, sql, args...)
+	rows, err := t.query(sql, args...)
 	if err != nil {
 		return nil, classify(what, err)
 	}

@@ -139,6 +139,40 @@ var buildCases = []testCase{
 			return nil
 		})
 	}},
+	{"BuildsByState skips a build the callback moved out of the state before its turn", func(t *testing.T, h *harness) {
+		for id := uint64(1); id <= 6; id++ {
+			h.putBuilds(newBuild(buildSpec{id: id, state: queued, source: "s"}))
+		}
+		var seen []uint64
+		h.update(func(tx store.Tx) error {
+			seen = seen[:0]
+			return tx.BuildsByState(queued, func(b *store.Build) error {
+				seen = append(seen, b.GetBuild().GetId())
+				if b.GetBuild().GetId() == 5 && b.GetSourceKey() != "changed" {
+					t.Errorf("build 5 visited as it was before the change: source key %q", b.GetSourceKey())
+				}
+				if b.GetBuild().GetId() != 2 {
+					return nil
+				}
+				// Build 2's turn takes 4 out of the queue and changes 5.
+				four, err := tx.Build(4)
+				if err != nil {
+					return err
+				}
+				if err := tx.PutBuild(withState(four, running)); err != nil {
+					return err
+				}
+				five, err := tx.Build(5)
+				if err != nil {
+					return err
+				}
+				five = withState(five, queued)
+				five.SourceKey = "changed"
+				return tx.PutBuild(five)
+			})
+		})
+		wantIDs(t, "visited", seen, []uint64{1, 2, 3, 5, 6})
+	}},
 	{"the active-by-source index holds queued and running builds only", func(t *testing.T, h *harness) {
 		b1 := newBuild(buildSpec{id: 1, state: queued, source: "s"})
 		b2 := newBuild(buildSpec{id: 2, state: running, source: "s"})

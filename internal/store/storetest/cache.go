@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -51,6 +52,64 @@ var requestCases = []testCase{
 			wantEqual(t, "Request", got, want)
 			wantIDs(t, "for build 5", requestIDs(t, tx, 5), []uint64{1})
 			return nil
+		})
+	}},
+	{"the requests of each build BuildsByState visits, over several pages, in views and updates", func(t *testing.T, h *harness) {
+		// Builds 1..600 queued (more than a page of any engine); build
+		// id has id%3 requests, numbered id*10+k, put in reverse order.
+		h.update(func(tx store.Tx) error {
+			for id := uint64(1); id <= 600; id++ {
+				if err := tx.PutBuild(newBuild(buildSpec{id: id, state: kilnv1.BuildState_BUILD_STATE_QUEUED, source: "s"})); err != nil {
+					return err
+				}
+				for k := id % 3; k > 0; k-- {
+					if err := tx.PutRequest(request(id*10+k, id)); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		visit := func(tx store.Tx) error {
+			n := 0
+			err := tx.BuildsByState(kilnv1.BuildState_BUILD_STATE_QUEUED, func(b *store.Build) error {
+				id := b.GetBuild().GetId()
+				var want []uint64
+				for k := uint64(1); k <= id%3; k++ {
+					want = append(want, id*10+k)
+				}
+				wantIDs(t, fmt.Sprint("requests of build ", id), requestIDs(t, tx, id), want)
+				n++
+				return nil
+			})
+			if n != 600 {
+				t.Errorf("visited %d builds, want 600", n)
+			}
+			return err
+		}
+		h.view(visit)
+		h.update(visit)
+		// In an update, a request put during the visit is seen at once.
+		h.update(func(tx store.Tx) error {
+			return tx.BuildsByState(kilnv1.BuildState_BUILD_STATE_QUEUED, func(b *store.Build) error {
+				id := b.GetBuild().GetId()
+				if id != 1 {
+					return store.ErrStop
+				}
+				if err := tx.PutRequest(request(9999, 2)); err != nil {
+					return err
+				}
+				return nil
+			})
+		})
+		h.update(func(tx store.Tx) error {
+			return tx.BuildsByState(kilnv1.BuildState_BUILD_STATE_QUEUED, func(b *store.Build) error {
+				if id := b.GetBuild().GetId(); id == 1 {
+					return tx.PutRequest(request(8888, 2))
+				}
+				wantIDs(t, "requests of build 2 after one more", requestIDs(t, tx, 2), []uint64{21, 22, 8888, 9999})
+				return store.ErrStop
+			})
 		})
 	}},
 	{"requests are found by build and follow a change of build", func(t *testing.T, h *harness) {

@@ -176,6 +176,42 @@ var buildServerCases = []testCase{
 			return nil
 		})
 	}},
+	{"a build server read, changed and put in one transaction keeps the change; a hash taken from another is ErrExists", func(t *testing.T, h *harness) {
+		h.update(func(tx store.Tx) error { return tx.CreateBuildServer(server("alpha", "aaaa")) })
+		h.update(func(tx store.Tx) error { return tx.CreateBuildServer(server("beta", "bbbb")) })
+		h.update(func(tx store.Tx) error {
+			for range 3 {
+				b, err := tx.BuildServer("alpha")
+				if err != nil {
+					return err
+				}
+				b.BuildsSucceeded++
+				if err := tx.PutBuildServer(b); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		err := h.s.Update(func(tx store.Tx) error {
+			b, err := tx.BuildServer("beta")
+			if err != nil {
+				return err
+			}
+			b.TokenHash = "aaaa"
+			return tx.PutBuildServer(b)
+		})
+		wantErr(t, "PutBuildServer with alpha's hash", err, store.ErrExists)
+		h.view(func(tx store.Tx) error {
+			got, err := tx.BuildServer("alpha")
+			must(t, err)
+			if got.GetBuildsSucceeded() != 6 {
+				t.Fatalf("alpha's builds succeeded: %d, want 3 + 3", got.GetBuildsSucceeded())
+			}
+			wantServerByHash(t, tx, "aaaa", "alpha")
+			wantServerByHash(t, tx, "bbbb", "beta")
+			return nil
+		})
+	}},
 	{"putting an unknown build server is ErrNotFound", func(t *testing.T, h *harness) {
 		err := h.s.Update(func(tx store.Tx) error { return tx.PutBuildServer(server("ghost", "cccc")) })
 		wantErr(t, "PutBuildServer", err, store.ErrNotFound)
