@@ -64,6 +64,10 @@ type session struct {
 	// rejected are the targets whose probe failed, as this session's Hello
 	// reported them; shown by ListBuildServers. Never modified.
 	rejected []*kilnv1.RejectedTarget
+	// targets are the targets this session's Hello offered: shown by
+	// ListBuildServers while connected (the record's copy is committed
+	// after the Welcome). Never modified.
+	targets []*kilnv1.Target
 	// key is the build server's pinned signing key (Hello.public_key).
 	key ed25519.PublicKey
 
@@ -139,7 +143,7 @@ func (s *Server) Session(stream kilnv1.WorkerService_SessionServer) error {
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
 	ss := &session{name: name, operator: op, stream: stream, ctx: ctx, cancel: cancel, unsandboxed: hello.GetUnsandboxed(),
-		rejected: hello.GetRejectedTargets(), key: ed25519.PublicKey(bytes.Clone(hello.GetPublicKey()))}
+		rejected: hello.GetRejectedTargets(), targets: hello.GetTargets(), key: ed25519.PublicKey(bytes.Clone(hello.GetPublicKey()))}
 	// Hold the queue until the Welcome is out: connect may already queue
 	// assignments, which must follow it.
 	ss.mu.Lock()

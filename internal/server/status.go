@@ -103,6 +103,7 @@ func (s *Server) ListBuildServers(ctx context.Context, _ *kilnv1.ListBuildServer
 			if ss := s.sessions[r.GetName()]; ss != nil {
 				bs.Unsandboxed = ss.unsandboxed
 				bs.RejectedTargets = ss.rejected
+				bs.Targets = ss.targets
 			}
 		}
 		resp.BuildServers = append(resp.BuildServers, bs)
