@@ -140,6 +140,8 @@ func New(cfg Config) (*Client, error) {
 		c.janitor.discard(d, treeKey{})
 	}
 	ms := newMirrors(filepath.Join(dataDir, "mirrors"))
+	ms.maxBytes, ms.log = cfg.MirrorBytes, c.log
+	c.janitor.mirrors = ms
 	dirs.trees = ms.trees
 	fixed := movesDirs(cfg.Sandbox)
 	if fixed {

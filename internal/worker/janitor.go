@@ -22,8 +22,11 @@ type janitor struct {
 	trash  string
 	spares *buildDirs
 	log    *slog.Logger
-	wake   chan struct{}
-	seq    atomic.Uint64
+	// mirrors, when set, are kept under their disk bound after each pass
+	// (mirrors.bound).
+	mirrors *mirrors
+	wake    chan struct{}
+	seq     atomic.Uint64
 
 	mu sync.Mutex
 	// held records, for build directories in the trash whose src holds a
@@ -112,6 +115,11 @@ func (j *janitor) run(ctx context.Context) {
 			}
 			if err := os.RemoveAll(p); err != nil {
 				j.log.Warn("cannot delete old build directory", "dir", filepath.Base(p), "error", err)
+			}
+		}
+		if j.mirrors != nil && ctx.Err() == nil {
+			if _, err := j.mirrors.bound(); err != nil {
+				j.log.Warn("keeping the source mirrors and compiler caches under their bound", "error", err)
 			}
 		}
 	}
