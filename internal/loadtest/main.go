@@ -66,7 +66,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Blobs, "blobs", "", "s3:// URL: every metaserver keeps its artifacts there, credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (default: the blob directory)")
 	fs.IntVar(&c.Kills, "kills", 10, "redispatch: build servers SIGKILLed mid-build, one per build")
 	fs.StringVar(&c.Package, "package", "zlib", "real: Debian 12 source package to build (apt-get source; deb-src enabled)")
-	fs.IntVar(&c.Reps, "reps", 2, "real: by-hand / Kiln pairs per platform, before and after the compiler cache")
+	fs.IntVar(&c.Reps, "reps", 4, "real: by-hand / Kiln pairs per platform (alternating), before and after the compiler cache")
 }
 
 // env is what a scenario runs with.
