@@ -21,8 +21,9 @@ const cliRuns = 50
 // measureCLIWait runs, in turns, a harness build (Submit + WatchBuild on
 // the harness's warm connection), a whole `startcompile --wait` process
 // asking for a new no-op build as a user types it (no --revision: the
-// default branch), `startcompile help` (the process's own start-up:
-// exec, Go runtime and package initialization, flag sets, exit), and the
+// default branch), `startcompile --help` (the process's own start-up, as
+// issue 20 names it: exec, Go runtime and package initialization, the
+// submit command's flag set, its usage printed, exit), and the
 // same command as the process through compilecli.Run inside the harness
 // (a new connection, the default branch, the log, the JSON result: all
 // the CLI's protocol and code, none of a new process's costs). Issue 20
@@ -37,7 +38,7 @@ const cliRuns = 50
 // (process − in-process − start-up).
 func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error {
 	var harness, cli, startup, inproc, gaps durations
-	e.rep.logf("measuring %d turns of: harness build, startcompile --wait build, startcompile help, the same command in-process", cliRuns)
+	e.rep.logf("measuring %d turns of: harness build, startcompile --wait build, startcompile --help, the same command in-process", cliRuns)
 	for i := range cliRuns {
 		tb, err := oneBuild(ctx, m.Compile, reqs.next())
 		if err != nil {
@@ -56,7 +57,7 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 		}
 		cli.add(d)
 
-		s, _, err := runCLI(ctx, e.bins.Startcompile, "help")
+		s, _, err := runCLI(ctx, e.bins.Startcompile, "--help")
 		if err != nil {
 			return err
 		}
@@ -77,7 +78,7 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 	e.rep.add(figure{Scenario: "noop", Name: "startcompile --wait process p50", Value: ms(cli.pct(50)), Unit: "ms",
 		Target: ms(bound), AtMost: true, Bound: ms(bound), BoundName: "harness submit→completed p50 + startcompile start-up p50, same turns",
 		Note: fmt.Sprintf("startcompile --metaserver ADDR --project %s -o n=K --wait --json EMAIL (default branch): %s\n"+
-			"harness build in the same turns: %s\nstartcompile help (start-up): %s\n"+
+			"harness build in the same turns: %s\nstartcompile --help (start-up): %s\n"+
 			"the same command through compilecli.Run in the harness's process: %s",
 			projectName, cli.describe(), harness.describe(), startup.describe(), inproc.describe())})
 	e.rep.add(figure{Scenario: "noop", Name: "startcompile --wait: median of the turns' gaps", Value: ms(gaps.pct(50)), Unit: "ms",
