@@ -123,6 +123,9 @@ type Config struct {
 	// is never chosen). Its next build clones again and compiles
 	// everything. Zero means DefaultMirrorBytes; negative means no bound.
 	MirrorBytes int64
+	// mirrorBoundEvery spaces the checks of MirrorBytes (tests; zero:
+	// defaultBoundEvery, negative: after every janitor pass).
+	mirrorBoundEvery time.Duration
 	// BuildUID, when not zero, makes each running build's steps run as a
 	// user of its own, uid and gid BuildUID+i for i below Slots, owning
 	// the build's directories; the build server must then be root (it

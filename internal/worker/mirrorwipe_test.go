@@ -176,6 +176,7 @@ func TestMirrorsOverTheirBoundLoseTheLeastRecentlyBuiltProject(t *testing.T) {
 	f := startFake(t)
 	cfg := testConfig(t, f)
 	cfg.MirrorBytes = 1_000_000 // each mirror: ~400 kB of pack and a few kB more
+	cfg.mirrorBoundEvery = -1   // check after every build
 	startClient(t, cfg)
 	root := filepath.Join(cfg.DataDir, "mirrors")
 	urls, commits := make([]string, 3), make([]string, 3)
