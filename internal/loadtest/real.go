@@ -127,6 +127,11 @@ func runReal(ctx context.Context, e *env) error {
 					p.target, i+1, d.Seconds(), q.loadHand[0], q.loadHand[1], what, k.Seconds(), q.loadKiln[1], k.Seconds()/d.Seconds(), hits)
 			}
 		}
+		// What Kiln adds besides the steps, from the build server's own
+		// timings: steadier under load than a ratio of two whole builds.
+		for _, t := range realTimings(f.bsLog) {
+			note("%s phase: %s", phase, t)
+		}
 		f.close()
 	}
 	sort.Float64s(loads)
@@ -332,6 +337,8 @@ type projectFarm struct {
 	m      *meta
 	src    string
 	commit int
+	// bsLog is the build server's log (debug: each attempt's timings).
+	bsLog string
 }
 
 // startRealFarm starts a metaserver with src registered as the project
@@ -355,10 +362,12 @@ func startRealFarm(ctx context.Context, e *env, src, cacheBytes string) (*projec
 	for _, p := range realPlatforms {
 		args = append(args, "--target", p.target)
 	}
-	if _, err := startBuildserver(e.bins, e.dir, m, "volunteer", tok, 1, e.cfg.Sandbox, false, args...); err != nil {
+	bs, err := startBuildserver(e.bins, e.dir, m, "volunteer", tok, 1, e.cfg.Sandbox, true, args...)
+	if err != nil {
 		f.close()
 		return nil, err
 	}
+	f.bsLog = bs.LogPath
 	if err := m.waitConnected(ctx, 1, readyTimeout); err != nil {
 		f.close()
 		return nil, err
@@ -414,4 +423,60 @@ func (f *projectFarm) kilnBuild(ctx context.Context, e *env, pin []string) (time
 func (f *projectFarm) close() {
 	procs.stopAll()
 	f.m.close()
+}
+
+// realTimings summarizes, per target, the build server's own "attempt
+// timings" debug lines in logPath: the medians of fetch (the export),
+// steps (sandboxed, the recipe's own work), pack and send (upload or
+// inline), and of fetch + pack + send, Kiln's own part on the build
+// server.
+func realTimings(logPath string) []string {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return nil
+	}
+	fieldsOf := func(line string) map[string]string {
+		m := map[string]string{}
+		for _, f := range strings.Fields(line) {
+			if k, v, ok := strings.Cut(f, "="); ok {
+				m[k] = strings.Trim(v, `"`)
+			}
+		}
+		return m
+	}
+	target := map[string]string{}
+	type sums struct{ fetch, steps, pack, send, own []time.Duration }
+	per := map[string]*sums{}
+	var order []string
+	for _, line := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.Contains(line, `msg="attempt started"`):
+			f := fieldsOf(line)
+			target[f["attempt_id"]] = f["target"]
+		case strings.Contains(line, `msg="attempt timings"`):
+			f := fieldsOf(line)
+			t := target[f["attempt_id"]]
+			d := func(k string) time.Duration { v, _ := time.ParseDuration(f[k]); return v }
+			send := d("upload") + d("inline")
+			s := per[t]
+			if s == nil {
+				s = &sums{}
+				per[t] = s
+				order = append(order, t)
+			}
+			s.fetch, s.steps, s.pack = append(s.fetch, d("fetch")), append(s.steps, d("steps")), append(s.pack, d("pack"))
+			s.send, s.own = append(s.send, send), append(s.own, d("fetch")+d("pack")+send)
+		}
+	}
+	med := func(ds []time.Duration) float64 {
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		return (ds[(len(ds)-1)/2] + ds[len(ds)/2]).Seconds() / 2
+	}
+	var out []string
+	for _, t := range order {
+		s := per[t]
+		out = append(out, fmt.Sprintf("%s, build server's own timings over %d builds (medians): fetch %.3f s, steps %.2f s, pack %.3f s, send %.3f s; fetch + pack + send %.3f s",
+			t, len(s.steps), med(s.fetch), med(s.steps), med(s.pack), med(s.send), med(s.own)))
+	}
+	return out
 }
