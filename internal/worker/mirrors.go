@@ -192,15 +192,18 @@ func (ms *mirrors) entry(url string) *mirrorEntry {
 }
 
 // unusable reports whether err, from an export of e's mirror, shows the
-// mirror itself at fault: not ctx's end, not a tree unsafe to check out
-// or a commit the remote lacks (the project's doing: another clone would
-// fail alike), not a full disk (wiping is bound's business). A clone or
-// fetch that failed (ErrUnreachable) is the mirror's fault only when the
+// mirror itself at fault: not ctx's end nor a git process's timeout (a
+// slow network or remote), not a tree unsafe to check out or a commit
+// the remote lacks (the project's doing: another clone would fail
+// alike), not a full disk (wiping is bound's business). A clone or fetch
+// that failed (ErrUnreachable) is the mirror's fault only when the
 // remote answers now (one ls-remote): a network down must not cost every
 // mirror.
 func (ms *mirrors) unusable(ctx context.Context, e *mirrorEntry, err error) bool {
 	switch {
 	case ctx.Err() != nil,
+		errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, context.Canceled),
 		errors.Is(err, gitmirror.ErrUnsafePath),
 		errors.Is(err, gitmirror.ErrUnknownRevision),
 		errors.Is(err, gitmirror.ErrBadRevision),

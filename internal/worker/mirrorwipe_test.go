@@ -1,13 +1,17 @@
 package worker
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -337,5 +341,39 @@ func TestAWipeDuringABuildLeavesItAndOtherProjectsAlone(t *testing.T) {
 	again := f.build(t, assignment(103, urlB, commitB, rB))
 	if again.GetCompilerCache().GetHits() != uint32(objects) || again.GetArtifact().GetSha256() != first.GetArtifact().GetSha256() {
 		t.Errorf("B's build after A's wipe: %v, artifact %s; want %d hits and %s", again.GetCompilerCache(), again.GetArtifact().GetSha256(), objects, first.GetArtifact().GetSha256())
+	}
+}
+
+// TestWhatMakesAMirrorUnusable: only failures of the mirror itself send
+// it to be wiped; a timeout, the project's own tree or commit, a full
+// disk and a remote that does not answer do not.
+func TestWhatMakesAMirrorUnusable(t *testing.T) {
+	url, _ := makeRepo(t, map[string]string{"a": "a\n"})
+	ms := newMirrors(t.TempDir())
+	up := &mirrorEntry{m: gitmirror.New(t.TempDir()+"/m", url)}
+	down := &mirrorEntry{m: gitmirror.New(t.TempDir()+"/m", "file://"+t.TempDir()+"/nothing-here")}
+	corrupt := errors.New("git archive: fatal: packed object is corrupt")
+	for _, tc := range []struct {
+		name string
+		e    *mirrorEntry
+		err  error
+		want bool
+	}{
+		{"git failing on the mirror", up, corrupt, true},
+		{"a fetch failing while the remote answers", up, fmt.Errorf("fetch: %w: bad object", gitmirror.ErrUnreachable), true},
+		{"a fetch failing while the remote does not answer", down, fmt.Errorf("fetch: %w", gitmirror.ErrUnreachable), false},
+		{"a git process that timed out", up, fmt.Errorf("git fetch: %w", context.DeadlineExceeded), false},
+		{"a tree unsafe to check out", up, fmt.Errorf("x: %w", gitmirror.ErrUnsafePath), false},
+		{"a commit the remote lacks", up, fmt.Errorf("x: %w", gitmirror.ErrUnknownRevision), false},
+		{"a full disk", up, &os.PathError{Op: "write", Path: "f", Err: syscall.ENOSPC}, false},
+	} {
+		if got := ms.unusable(context.Background(), tc.e, tc.err); got != tc.want {
+			t.Errorf("%s: unusable = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if ms.unusable(ctx, up, corrupt) {
+		t.Error("a failure after the build was cancelled made the mirror unusable")
 	}
 }
