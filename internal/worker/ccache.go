@@ -117,7 +117,8 @@ func newCompilerCaches(root string, maxBytes int64) (*compilerCaches, error) {
 	return &compilerCaches{root: root, maxBytes: maxBytes, inUse: map[string]bool{}, owner: map[string]uint32{}, doomed: map[string]bool{}}, nil
 }
 
-// wipedPrefix starts the names of caches wipeKey moved aside to remove.
+// wipedPrefix starts the names of caches moved aside to be removed (see
+// asideLocked).
 const wipedPrefix = ".wiped-"
 
 // ccacheInstalled reports whether ccache and its compiler links are there.
@@ -312,20 +313,24 @@ func (cc *compilerCache) release() error {
 		errs = append(errs, os.Lchown(cc.host, 0, 0))
 	}
 	errs = append(errs, os.Chmod(cc.host, 0o700))
-	c.mu.Lock()
-	doomed := c.doomed[cc.host]
-	c.mu.Unlock()
 	used, err := sandbox.DiskUsage(cc.host)
-	if doomed || err != nil || used > c.maxBytes+c.maxBytes/10 {
-		errs = append(errs, os.RemoveAll(cc.host))
-	}
 	c.mu.Lock()
-	delete(c.inUse, cc.host)
-	delete(c.doomed, cc.host)
-	if cc.user != nil && !doomed {
+	// Doomed: a wipe of its project came while the build held it.
+	doomed := c.doomed[cc.host]
+	var gone string
+	if doomed || err != nil || used > c.maxBytes+c.maxBytes/10 {
+		var aerr error
+		gone, aerr = c.asideLocked(cc.host)
+		errs = append(errs, aerr)
+	} else if cc.user != nil {
 		c.owner[cc.host] = cc.user.UID
 	}
+	delete(c.inUse, cc.host)
+	delete(c.doomed, cc.host)
 	c.mu.Unlock()
+	if gone != "" {
+		errs = append(errs, os.RemoveAll(gone))
+	}
 	return errors.Join(errs...)
 }
 
@@ -352,15 +357,13 @@ func (c *compilerCaches) wipeKey(key string) error {
 	var gone []string
 	var errs []error
 	aside := func(p string) {
-		c.wipes++
-		to := filepath.Join(c.root, fmt.Sprintf("%s%s-%d-%d", wipedPrefix, key, time.Now().UnixNano(), c.wipes))
-		if err := os.Rename(p, to); err != nil {
-			if !errors.Is(err, fs.ErrNotExist) {
-				errs = append(errs, err)
-			}
-			return
+		to, err := c.asideLocked(p)
+		if err != nil {
+			errs = append(errs, err)
 		}
-		gone = append(gone, to)
+		if to != "" {
+			gone = append(gone, to)
+		}
 	}
 	if !busy {
 		aside(dir)
@@ -376,6 +379,22 @@ func (c *compilerCaches) wipeKey(key string) error {
 		errs = append(errs, os.RemoveAll(p))
 	}
 	return errors.Join(errs...)
+}
+
+// asideLocked renames p, a cache or a project's caches, to a name of
+// its own under root for the caller to remove: quick, so it is done
+// with c.mu held, which take waits for. It returns "" for a p that is
+// not there. c.mu must be held.
+func (c *compilerCaches) asideLocked(p string) (string, error) {
+	c.wipes++
+	to := filepath.Join(c.root, fmt.Sprintf("%s%d-%d", wipedPrefix, time.Now().UnixNano(), c.wipes))
+	if err := os.Rename(p, to); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", nil
+		}
+		return "", err
+	}
+	return to, nil
 }
 
 // busy reports whether a build holds a cache of the project key now.
