@@ -97,6 +97,11 @@ type Config struct {
 	// installed and steps run under bubblewrap); at most a quarter of
 	// --max-disk-bytes. 0 means no compiler cache.
 	CompilerCacheBytes int64 `flag:"compiler-cache-bytes"`
+	// MirrorBytes bounds the disk the source mirrors and the compiler
+	// caches take together (DATA_DIR/mirrors and DATA_DIR/ccache): after
+	// builds, the least recently built projects' mirrors are wiped, each
+	// with its compiler caches, until they fit. 0 means no bound.
+	MirrorBytes int64 `flag:"mirror-bytes"`
 	// Grace is how long SIGTERM lets running builds finish before they are
 	// cancelled and handed back to the metaserver.
 	Grace time.Duration `flag:"grace"`
@@ -125,6 +130,7 @@ func defaultConfig() Config {
 		MaxDiskBytes:       worker.DefaultMaxDiskBytes,
 		MinFreeDiskBytes:   worker.DefaultMinFreeDiskBytes,
 		CompilerCacheBytes: worker.DefaultCompilerCacheBytes,
+		MirrorBytes:        worker.DefaultMirrorBytes,
 		LogLevel:           "info",
 	}
 }
@@ -189,7 +195,7 @@ func (c Config) Validate() error {
 		n    int64
 	}{{"max-log-bytes", c.MaxLogBytes}, {"max-artifact-bytes", c.MaxArtifactBytes},
 		{"max-disk-bytes", c.MaxDiskBytes}, {"min-free-disk-bytes", c.MinFreeDiskBytes},
-		{"compiler-cache-bytes", c.CompilerCacheBytes}} {
+		{"compiler-cache-bytes", c.CompilerCacheBytes}, {"mirror-bytes", c.MirrorBytes}} {
 		if v.n < 0 {
 			errs = append(errs, fmt.Errorf("--%s must not be negative, got %d", v.flag, v.n))
 		}
@@ -329,6 +335,7 @@ func newFlagSet(c *Config) *flag.FlagSet {
 	fs.Uint64Var(&c.MaxFileSize, "max-file-size", c.MaxFileSize, "cap on any file a build step writes, bytes (0: 1 GiB)")
 	fs.Uint64Var(&c.MaxProcesses, "max-processes", c.MaxProcesses, "cap on the processes of one build step (0: 512)")
 	fs.Int64Var(&c.MaxArtifactBytes, "max-artifact-bytes", c.MaxArtifactBytes, "cap on one packed artifact in bytes (0: 1 GiB)")
+	fs.Int64Var(&c.MirrorBytes, "mirror-bytes", c.MirrorBytes, "bound of the disk the source mirrors and the compiler caches take together, bytes: after builds, the least recently built projects' mirrors are wiped with their compiler caches until they fit (0: no bound)")
 	fs.Int64Var(&c.CompilerCacheBytes, "compiler-cache-bytes", c.CompilerCacheBytes, "bound of each compiler cache (ccache, one per project and target, when ccache is installed and steps run under bubblewrap), bytes; at most a quarter of --max-disk-bytes (0: no compiler cache)")
 	fs.Int64Var(&c.MaxDiskBytes, "max-disk-bytes", c.MaxDiskBytes, "cap on what one build holds on disk (sources, install tree, home, artifact), bytes; a build over it is stopped (0: no cap)")
 	fs.Int64Var(&c.MinFreeDiskBytes, "min-free-disk-bytes", c.MinFreeDiskBytes, "space kept free on the data directory's file system; a build step finding less is stopped and handed back (0: no reserve)")

@@ -137,6 +137,14 @@ func TestParseConfig(t *testing.T) {
 				return c.MaxDiskBytes == worker.DefaultMaxDiskBytes && c.MinFreeDiskBytes == 0 &&
 					noneIfZero(c.MinFreeDiskBytes) < 0 && noneIfZero(c.MaxDiskBytes) == worker.DefaultMaxDiskBytes
 			}},
+		{name: "the mirrors' bound defaults to the worker's and 0 turns it off",
+			args: []string{"--data-dir", "/d", "--token", "t"},
+			want: func(c Config) bool { return c.MirrorBytes == worker.DefaultMirrorBytes }},
+		{name: "a mirrors' bound of 0 is none",
+			args: []string{"--data-dir", "/d", "--token", "t", "--mirror-bytes", "0"},
+			want: func(c Config) bool { return c.MirrorBytes == 0 && noneIfZero(c.MirrorBytes) < 0 }},
+		{name: "a negative mirrors' bound is refused",
+			args: []string{"--data-dir", "/d", "--token", "t", "--mirror-bytes", "-1"}, wantErr: "--mirror-bytes"},
 		{name: "a negative disk cap is refused",
 			args: []string{"--data-dir", "/d", "--token", "t", "--max-disk-bytes", "-5"}, wantErr: "--max-disk-bytes"},
 		{name: "stray arguments are refused",

@@ -200,6 +200,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		MaxDiskBytes:       noneIfZero(cfg.MaxDiskBytes),
 		MinFreeDiskBytes:   noneIfZero(cfg.MinFreeDiskBytes),
 		CompilerCacheBytes: noneIfZero(cfg.CompilerCacheBytes),
+		MirrorBytes:        noneIfZero(cfg.MirrorBytes),
 		Transport:          transport,
 		SecureTransport:    secure,
 		Version:            version,

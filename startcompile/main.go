@@ -20,7 +20,7 @@ func main() {
 		Stdout:  os.Stdout,
 		Stderr:  os.Stderr,
 		Getenv:  os.Getenv,
-		Measure: sysinfo.Local,
+		Measure: sysinfo.LocalPinned,
 	}, os.Args[1:])
 	stop()
 	os.Exit(code)

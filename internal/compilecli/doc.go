@@ -20,7 +20,7 @@
 // # Platform constraints
 //
 // A request pins os, arch, endian, data model and libc to the values measured
-// on this machine (sysinfo.Local) unless the matching flag says otherwise;
+// on this machine (sysinfo.LocalPinned) unless the matching flag says otherwise;
 // "any" frees a field. libc version, compiler and compiler version are free
 // unless given.
 //

@@ -371,6 +371,19 @@ func (m *Mirror) unchanged(ctx context.Context) *refTable {
 	return t
 }
 
+// RemoteReachable reports whether the mirror's remote answers now: one
+// git ls-remote, which lists its refs and reads nothing of the mirror. A
+// caller whose fetch or clone failed (ErrUnreachable) learns from it
+// whether the network or the remote was at fault (false) or the mirror
+// itself (true: the remote answers, yet fetching into the mirror failed).
+func (m *Mirror) RemoteReachable(ctx context.Context) bool {
+	if strings.HasPrefix(m.url, "-") || m.url == "" {
+		return false
+	}
+	_, err := run(ctx, "", nil, "ls-remote", "--", m.url)
+	return err == nil
+}
+
 // RemoteChecks returns how many times the mirror asked the remote for its
 // refs to skip a fetch that would change nothing (see unchanged).
 func (m *Mirror) RemoteChecks() int64 { return m.remoteChecks.Load() }

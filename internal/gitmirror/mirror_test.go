@@ -255,3 +255,24 @@ func TestFetchRunsNoHookPlantedInTheMirror(t *testing.T) {
 		t.Fatalf("a hook planted in the mirror ran: %s", b)
 	}
 }
+
+// TestRemoteReachableAsksTheRemoteNotTheMirror: true for a remote that
+// lists its refs, even before the mirror exists; false for one that is
+// not there, and for a URL that git would take for an option.
+func TestRemoteReachableAsksTheRemoteNotTheMirror(t *testing.T) {
+	u := newUpstream(t)
+	u.commit("one", map[string]string{"a": "1"})
+	parent := t.TempDir()
+	if m := New(filepath.Join(parent, "p.git"), u.url()); !m.RemoteReachable(testCtx(t)) {
+		t.Error("an upstream that exists is not reachable")
+	}
+	if m := New(filepath.Join(parent, "q.git"), "file://"+filepath.Join(parent, "nothing-here")); m.RemoteReachable(testCtx(t)) {
+		t.Error("a missing upstream is reachable")
+	}
+	if m := New(filepath.Join(parent, "r.git"), "--upload-pack=touch /tmp/x"); m.RemoteReachable(testCtx(t)) {
+		t.Error("an option as URL is reachable")
+	}
+	if entries, _ := os.ReadDir(parent); len(entries) != 0 {
+		t.Errorf("RemoteReachable wrote %v", entries)
+	}
+}

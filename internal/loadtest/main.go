@@ -40,6 +40,10 @@ type config struct {
 	Blobs        string        // every metaserver's --blobs
 	Package      string        // real: Debian source package
 	Reps         int           // real: by-hand/Kiln pairs per platform and phase
+	// HandNormalPriority runs the real scenario's by-hand steps at the
+	// harness's own priority instead of the build server's steps' (nice
+	// 19, idle I/O class).
+	HandNormalPriority bool
 }
 
 func (c *config) flags(fs *flag.FlagSet) {
@@ -66,7 +70,8 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Blobs, "blobs", "", "s3:// URL: every metaserver keeps its artifacts there, credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (default: the blob directory)")
 	fs.IntVar(&c.Kills, "kills", 10, "redispatch: build servers SIGKILLed mid-build, one per build")
 	fs.StringVar(&c.Package, "package", "zlib", "real: Debian 12 source package to build (apt-get source; deb-src enabled)")
-	fs.IntVar(&c.Reps, "reps", 2, "real: by-hand / Kiln pairs per platform, before and after the compiler cache")
+	fs.BoolVar(&c.HandNormalPriority, "hand-normal-priority", false, "real: run the by-hand steps at the harness's priority, not at the build server's steps' (nice 19, idle I/O class)")
+	fs.IntVar(&c.Reps, "reps", 4, "real: by-hand / Kiln pairs per platform (alternating), before and after the compiler cache")
 }
 
 // env is what a scenario runs with.

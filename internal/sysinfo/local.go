@@ -3,6 +3,7 @@ package sysinfo
 import (
 	"bytes"
 	"context"
+	"debug/elf"
 	"encoding/binary"
 	"os"
 	"path/filepath"
@@ -39,6 +40,40 @@ const localTimeout = 2 * time.Second
 // reserved for a failure to measure anything at all; today every field
 // degrades to empty instead, so it is nil.
 func Local(ctx context.Context) (*kilnv1.SystemInfo, error) {
+	info := localCPU()
+	info.Cpus = uint32(runtime.NumCPU())
+	info.MemoryBytes, _ = memoryBytes()
+
+	ctx, cancel := context.WithTimeout(ctx, localTimeout)
+	defer cancel()
+	info.Libc, info.LibcVersion = localLibc(ctx)
+	return info, nil
+}
+
+// LocalPinned is Local limited to the fields a request pins to this
+// machine by default (platform.DefaultPinnedFields: os, arch, endian,
+// data_model, libc), plus char_bit and the type sizes, which cost
+// nothing: what startcompile needs before its Submit. It leaves out what
+// those fields do not need, the libc's version, cpus and memory_bytes, so
+// that a glibc program (one that maps libc.so.6) learns its libc from its
+// own mappings and reads no library (issue 20: a submit's own time). A
+// program without a mapped libc.so.6 (a static build) asks as Local does,
+// and then gets the version too.
+func LocalPinned(ctx context.Context) (*kilnv1.SystemInfo, error) {
+	info := localCPU()
+	if mappedGlibcPath() != "" {
+		info.Libc = "glibc"
+		return info, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, localTimeout)
+	defer cancel()
+	info.Libc, info.LibcVersion = localLibc(ctx)
+	return info, nil
+}
+
+// localCPU fills what the Go runtime knows without any I/O: os, arch,
+// endianness, char_bit, the type sizes and the data model.
+func localCPU() *kilnv1.SystemInfo {
 	ptr := uint32(unsafe.Sizeof(uintptr(0)))
 	info := &kilnv1.SystemInfo{
 		Os:             runtime.GOOS,
@@ -50,15 +85,9 @@ func Local(ctx context.Context) (*kilnv1.SystemInfo, error) {
 		SizeofLong:     ptr, // LP64 / ILP32: long is pointer-sized on Unix
 		SizeofLongLong: 8,
 		SizeofPointer:  ptr,
-		Cpus:           uint32(runtime.NumCPU()),
 	}
 	info.DataModel = platform.DataModel(info.SizeofShort, info.SizeofInt, info.SizeofLong, info.SizeofLongLong, info.SizeofPointer)
-	info.MemoryBytes, _ = memoryBytes()
-
-	ctx, cancel := context.WithTimeout(ctx, localTimeout)
-	defer cancel()
-	info.Libc, info.LibcVersion = localLibc(ctx)
-	return info, nil
+	return info
 }
 
 // localArch is GOARCH canonicalized; for 32-bit ARM, whose GOARCH does not
@@ -116,19 +145,12 @@ const glibcBanner = "GNU C Library"
 // machine, issue 20). ok is false when no libc.so.6 is mapped (a static
 // build) or its banner is not found; the caller asks getconf then.
 func mappedGlibc() (string, bool) {
-	maps, err := os.ReadFile("/proc/self/maps")
-	if err != nil {
-		return "", false
-	}
-	var path string
-	for _, line := range strings.Split(string(maps), "\n") {
-		if i := strings.IndexByte(line, '/'); i >= 0 && strings.HasSuffix(line, "/libc.so.6") {
-			path = line[i:]
-			break
-		}
-	}
+	path := mappedGlibcPath()
 	if path == "" {
 		return "", false
+	}
+	if v, ok := rodataGlibc(path); ok {
+		return v, true
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -136,6 +158,48 @@ func mappedGlibc() (string, bool) {
 	}
 	return glibcVersion(b)
 }
+
+// mappedGlibcPath is the path of the libc.so.6 this process maps (glibc's
+// name; musl's library is libc.so), or "" when it maps none.
+func mappedGlibcPath() string {
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(maps), "\n") {
+		if i := strings.IndexByte(line, '/'); i >= 0 && strings.HasSuffix(line, "/libc.so.6") {
+			return line[i:]
+		}
+	}
+	return ""
+}
+
+// rodataGlibc looks for the banner in the .rodata section of the ELF
+// file at path, where glibc keeps it: about 150 KiB to read instead of
+// the whole 2 MiB library, whose copy and scan were the largest part of
+// a submit's own CPU time (issue 20). ok is false when the file has no
+// such section or the banner is not in it; the caller reads the whole
+// file then.
+func rodataGlibc(path string) (string, bool) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	sec := f.Section(".rodata")
+	if sec == nil || sec.Type == elf.SHT_NOBITS || sec.Size > maxRodata {
+		return "", false
+	}
+	b, err := sec.Data()
+	if err != nil {
+		return "", false
+	}
+	return glibcVersion(b)
+}
+
+// maxRodata bounds the .rodata section rodataGlibc reads (glibc 2.36's
+// is 151 KiB).
+const maxRodata = 8 << 20
 
 // glibcVersion finds "release version X.Y" after glibc's banner in the
 // bytes of a libc.so.6.

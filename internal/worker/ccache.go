@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -90,6 +91,12 @@ type compilerCaches struct {
 	// build (absent: unknown, e.g. after a restart), so a build of the
 	// same uid need not walk it.
 	owner map[string]uint32
+	// doomed holds the caches in use that a wipe found: each goes when
+	// its build releases it.
+	doomed map[string]bool
+	// wipes numbers the directories wipeKey moves aside before removing
+	// them.
+	wipes int
 }
 
 // newCompilerCaches returns the caches under root, or nil when ccache is
@@ -101,8 +108,18 @@ func newCompilerCaches(root string, maxBytes int64) (*compilerCaches, error) {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("compiler caches: %w", err)
 	}
-	return &compilerCaches{root: root, maxBytes: maxBytes, inUse: map[string]bool{}, owner: map[string]uint32{}}, nil
+	// What a wipe moved aside and a crash left.
+	if stale, err := filepath.Glob(filepath.Join(root, wipedPrefix+"*")); err == nil {
+		for _, p := range stale {
+			_ = os.RemoveAll(p)
+		}
+	}
+	return &compilerCaches{root: root, maxBytes: maxBytes, inUse: map[string]bool{}, owner: map[string]uint32{}, doomed: map[string]bool{}}, nil
 }
+
+// wipedPrefix starts the names of caches moved aside to be removed (see
+// asideLocked).
+const wipedPrefix = ".wiped-"
 
 // ccacheInstalled reports whether ccache and its compiler links are there.
 func ccacheInstalled() bool {
@@ -297,31 +314,100 @@ func (cc *compilerCache) release() error {
 	}
 	errs = append(errs, os.Chmod(cc.host, 0o700))
 	used, err := sandbox.DiskUsage(cc.host)
-	if err != nil || used > c.maxBytes+c.maxBytes/10 {
-		errs = append(errs, os.RemoveAll(cc.host))
-	}
 	c.mu.Lock()
-	delete(c.inUse, cc.host)
-	if cc.user != nil {
+	// Doomed: a wipe of its project came while the build held it.
+	doomed := c.doomed[cc.host]
+	var gone string
+	if doomed || err != nil || used > c.maxBytes+c.maxBytes/10 {
+		var aerr error
+		gone, aerr = c.asideLocked(cc.host)
+		errs = append(errs, aerr)
+	} else if cc.user != nil {
 		c.owner[cc.host] = cc.user.UID
 	}
+	delete(c.inUse, cc.host)
+	delete(c.doomed, cc.host)
 	c.mu.Unlock()
+	if gone != "" {
+		errs = append(errs, os.RemoveAll(gone))
+	}
 	return errors.Join(errs...)
 }
 
-// wipe removes every cache of url's project (with its mirror: see
-// mirrors.wipe). A cache in use is removed too; its build continues
-// without its files.
-func (c *compilerCaches) wipe(url string) error {
-	dir := filepath.Join(c.root, projectKey(url))
+// wipeKey removes every cache of the project key (with its mirror: see
+// mirrors.wipe). A cache a build holds now stays until that build
+// releases it, then goes (the build goes on with its files); the others
+// are moved aside at once, under the lock take waits for, so no build
+// gets a cache half removed, and removed after.
+func (c *compilerCaches) wipeKey(key string) error {
+	dir := filepath.Join(c.root, key)
 	c.mu.Lock()
 	for k := range c.owner {
 		if filepath.Dir(k) == dir {
 			delete(c.owner, k)
 		}
 	}
+	busy := false
+	for h := range c.inUse {
+		if filepath.Dir(h) == dir {
+			c.doomed[h] = true
+			busy = true
+		}
+	}
+	var gone []string
+	var errs []error
+	aside := func(p string) {
+		to, err := c.asideLocked(p)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if to != "" {
+			gone = append(gone, to)
+		}
+	}
+	if !busy {
+		aside(dir)
+	} else if entries, err := os.ReadDir(dir); err == nil {
+		for _, e := range entries {
+			if h := filepath.Join(dir, e.Name()); !c.inUse[h] {
+				aside(h)
+			}
+		}
+	}
 	c.mu.Unlock()
-	return os.RemoveAll(dir)
+	for _, p := range gone {
+		errs = append(errs, os.RemoveAll(p))
+	}
+	return errors.Join(errs...)
+}
+
+// asideLocked renames p, a cache or a project's caches, to a name of
+// its own under root for the caller to remove: quick, so it is done
+// with c.mu held, which take waits for. It returns "" for a p that is
+// not there. c.mu must be held.
+func (c *compilerCaches) asideLocked(p string) (string, error) {
+	c.wipes++
+	to := filepath.Join(c.root, fmt.Sprintf("%s%d-%d", wipedPrefix, time.Now().UnixNano(), c.wipes))
+	if err := os.Rename(p, to); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", nil
+		}
+		return "", err
+	}
+	return to, nil
+}
+
+// busy reports whether a build holds a cache of the project key now.
+func (c *compilerCaches) busy(key string) bool {
+	dir := filepath.Join(c.root, key)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for h := range c.inUse {
+		if filepath.Dir(h) == dir {
+			return true
+		}
+	}
+	return false
 }
 
 // readCacheStats counts the compilations ccache logged in the stats log

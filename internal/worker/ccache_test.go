@@ -263,7 +263,7 @@ func TestACompilerCacheOverItsBoundIsEmptied(t *testing.T) {
 func TestWipingAProjectsMirrorWipesItsCompilerCaches(t *testing.T) {
 	dir := t.TempDir()
 	ms := newMirrors(filepath.Join(dir, "mirrors"))
-	ms.caches = &compilerCaches{root: filepath.Join(dir, "ccache"), maxBytes: 1 << 20, inUse: map[string]bool{}, owner: map[string]uint32{}}
+	ms.caches = &compilerCaches{root: filepath.Join(dir, "ccache"), maxBytes: 1 << 20, inUse: map[string]bool{}, owner: map[string]uint32{}, doomed: map[string]bool{}}
 	for _, url := range []string{"file:///a", "file:///b"} {
 		for _, p := range []string{mirrorDir(ms.dir, url) + "/objects", ms.caches.dir(url, "native") + "/0"} {
 			if err := os.MkdirAll(p, 0o700); err != nil {

@@ -140,6 +140,11 @@ func New(cfg Config) (*Client, error) {
 		c.janitor.discard(d, treeKey{})
 	}
 	ms := newMirrors(filepath.Join(dataDir, "mirrors"))
+	ms.maxBytes, ms.log = cfg.MirrorBytes, c.log
+	c.janitor.mirrors, c.janitor.boundEvery = ms, defaultBoundEvery
+	if cfg.mirrorBoundEvery != 0 {
+		c.janitor.boundEvery = cfg.mirrorBoundEvery
+	}
 	dirs.trees = ms.trees
 	fixed := movesDirs(cfg.Sandbox)
 	if fixed {

@@ -38,6 +38,9 @@ const (
 	// DefaultCompilerCacheBytes bounds each compiler cache (see
 	// Config.CompilerCacheBytes).
 	DefaultCompilerCacheBytes = 1 << 30
+	// DefaultMirrorBytes bounds the source mirrors and compiler caches
+	// together (see Config.MirrorBytes).
+	DefaultMirrorBytes = 20 << 30
 )
 
 // StepRunner runs one build step, sandboxed or not. sandbox.Bwrap and
@@ -113,6 +116,16 @@ type Config struct {
 	// of that. Zero means DefaultCompilerCacheBytes; negative means no
 	// compiler cache.
 	CompilerCacheBytes int64
+	// MirrorBytes bounds the disk the source mirrors (DataDir/mirrors, one
+	// per project) and the compiler caches (DataDir/ccache) take together:
+	// after builds, the least recently built projects' mirrors are wiped,
+	// each with its compiler caches, until they fit (a project being built
+	// is never chosen). Its next build clones again and compiles
+	// everything. Zero means DefaultMirrorBytes; negative means no bound.
+	MirrorBytes int64
+	// mirrorBoundEvery spaces the checks of MirrorBytes (tests; zero:
+	// defaultBoundEvery, negative: after every janitor pass).
+	mirrorBoundEvery time.Duration
 	// BuildUID, when not zero, makes each running build's steps run as a
 	// user of its own, uid and gid BuildUID+i for i below Slots, owning
 	// the build's directories; the build server must then be root (it
@@ -168,6 +181,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CompilerCacheBytes == 0 {
 		c.CompilerCacheBytes = DefaultCompilerCacheBytes
+	}
+	if c.MirrorBytes == 0 {
+		c.MirrorBytes = DefaultMirrorBytes
 	}
 	if c.MaxDiskBytes > 0 && c.CompilerCacheBytes > c.MaxDiskBytes/4 {
 		c.CompilerCacheBytes = c.MaxDiskBytes / 4

@@ -22,8 +22,16 @@ type janitor struct {
 	trash  string
 	spares *buildDirs
 	log    *slog.Logger
-	wake   chan struct{}
-	seq    atomic.Uint64
+	// mirrors, when set, are kept under their disk bound after a pass
+	// (mirrors.bound), at most once per boundEvery (each check walks
+	// every mirror and compiler cache); a pass that comes sooner leaves
+	// the check to a later poke, timed for when it is due.
+	mirrors    *mirrors
+	boundEvery time.Duration
+	lastBound  time.Time
+	boundDue   *time.Timer
+	wake       chan struct{}
+	seq        atomic.Uint64
 
 	mu sync.Mutex
 	// held records, for build directories in the trash whose src holds a
@@ -79,6 +87,11 @@ func (j *janitor) poke() {
 // directories into the missing spares, makes the spares still missing and
 // empties the trash.
 func (j *janitor) run(ctx context.Context) {
+	defer func() {
+		if j.boundDue != nil {
+			j.boundDue.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -114,5 +127,30 @@ func (j *janitor) run(ctx context.Context) {
 				j.log.Warn("cannot delete old build directory", "dir", filepath.Base(p), "error", err)
 			}
 		}
+		if j.mirrors != nil && ctx.Err() == nil {
+			j.boundMirrors()
+		}
+	}
+}
+
+// defaultBoundEvery spaces the janitor's checks of the mirrors' bound.
+const defaultBoundEvery = 30 * time.Second
+
+// boundMirrors checks the mirrors' disk bound now if the last check is
+// boundEvery old, else makes sure a poke comes when it is.
+func (j *janitor) boundMirrors() {
+	if wait := j.boundEvery - time.Since(j.lastBound); wait > 0 {
+		if j.boundDue == nil {
+			j.boundDue = time.AfterFunc(wait, j.poke)
+		}
+		return
+	}
+	if j.boundDue != nil {
+		j.boundDue.Stop()
+		j.boundDue = nil
+	}
+	j.lastBound = time.Now()
+	if _, err := j.mirrors.bound(); err != nil {
+		j.log.Warn("keeping the source mirrors and compiler caches under their bound", "error", err)
 	}
 }
