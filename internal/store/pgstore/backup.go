@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -151,6 +153,9 @@ func Restore(ctx context.Context, url, path string) (CheckReport, error) {
 	if err != nil {
 		return CheckReport{}, err
 	}
+	if err := checkDefinitions(ctx, conn, libpq, env, path, toc); err != nil {
+		return CheckReport{}, err
+	}
 	args := []string{"--single-transaction", "--exit-on-error", "--no-owner", "--no-privileges", "--dbname=" + libpq}
 	if exists && toc.schemaLine != "" {
 		// The schema is there (empty): restore everything but its creation.
@@ -172,6 +177,69 @@ func Restore(ctx context.Context, url, path string) (CheckReport, error) {
 		return CheckReport{}, fmt.Errorf("pgstore: restore (nothing was restored): %w", err)
 	}
 	return Check(ctx, url, CheckOptions{})
+}
+
+// checkDefinitions refuses an archive that would do more than create the
+// tables, indexes, constraints, function and trigger of a Kiln schema (as
+// one of this build's migrations leaves it) and fill its tables: pg_restore
+// runs what the archive holds as the restoring role, and a function planted
+// in a backed-up schema, called by a CHECK constraint, would run for every
+// row copied, able to change any other store in the database. The
+// archive's definitions (pg_restore --schema-only) must equal, schema
+// names aside, pg_dump's of a scratch schema that the migrations create
+// (dropped afterwards); its data entries must each be table data of its
+// own schema.
+func checkDefinitions(ctx context.Context, conn *pgx.Conn, libpq string, env []string, path string, t toc) error {
+	if len(t.other) > 0 {
+		return fmt.Errorf("pgstore: %w: %s holds an entry that is no Kiln table's data: %q", ErrRestoreRefused, path, t.other[0])
+	}
+	out, err := run(ctx, env, "pg_restore", "--schema-only", "--no-owner", "--no-privileges", "--file=-", path)
+	if err != nil {
+		return fmt.Errorf("pgstore: %w: %s: %w", ErrRestoreRefused, path, err)
+	}
+	got := definitions(string(out), t.schema)
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return err
+	}
+	scratch := "kiln_restore_ref_" + hex.EncodeToString(b[:])
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+scratch); err != nil {
+		return classify("restore: scratch schema", err)
+	}
+	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), "DROP SCHEMA "+scratch+" CASCADE") }()
+	for v, m := range migrations {
+		if _, err := conn.Exec(ctx, "SET search_path = "+scratch+"; "+m+"; RESET search_path"); err != nil {
+			return fmt.Errorf("pgstore: restore: scratch schema at version %d: %w", v+1, err)
+		}
+		ref, err := run(ctx, env, "pg_dump", "--schema-only", "--no-owner", "--no-privileges", "--schema="+scratch, "--dbname="+libpq)
+		if err != nil {
+			return fmt.Errorf("pgstore: restore: %w", err)
+		}
+		if definitions(string(ref), scratch) == got {
+			return nil
+		}
+	}
+	return fmt.Errorf("pgstore: %w: the definitions in %s (tables, functions, triggers, constraints) are not those of any Kiln schema version up to %d: it may run code of its own", ErrRestoreRefused, path, SchemaVersion)
+}
+
+// definitions is a schema-only SQL script with its comments, blank lines
+// and psql's \restrict lines (a random key per script) dropped and
+// schema's qualified name replaced, to compare scripts of schemas named
+// differently.
+func definitions(sql, schema string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(sql, "\n") {
+		if strings.HasPrefix(line, "--") || strings.HasPrefix(line, `\restrict `) || strings.HasPrefix(line, `\unrestrict `) || strings.TrimSpace(line) == "" {
+			continue
+		}
+		for _, q := range []string{quoteIdent(schema), schema} {
+			line = strings.ReplaceAll(line, q+".", "SCHEMA.")
+			line = strings.ReplaceAll(line, "SCHEMA "+q+";", "SCHEMA SCHEMA;")
+		}
+		b.WriteString(line)
+		b.WriteByte('\n')
+	}
+	return b.String()
 }
 
 // storeSchema returns the current schema of url, refusing one that holds
@@ -236,6 +304,9 @@ type toc struct {
 	schema     string          // the schema its tables are in
 	schemaLine string          // its "SCHEMA - name" entry, if any
 	data       map[string]bool // tables with a TABLE DATA entry
+	// other are the data-section entries that are not table data of
+	// schema (sequence values, large objects, another schema's data).
+	other []string
 }
 
 // readTOC lists the archive at path with pg_restore --list.
@@ -265,6 +336,12 @@ func readTOC(ctx context.Context, path string) (toc, error) {
 			if t.schema == "" {
 				t.schema = f[4]
 			}
+			if f[4] != t.schema {
+				t.other = append(t.other, line)
+			}
+		case len(f) >= 4 && (f[2]+" "+f[3] == "SEQUENCE SET" || strings.HasPrefix(f[2], "BLOB") ||
+			f[2]+" "+f[3] == "LARGE OBJECT" || (f[2] == "MATERIALIZED" && strings.Contains(rest, "VIEW DATA"))):
+			t.other = append(t.other, line)
 		}
 	}
 	if len(t.data) == 0 {
