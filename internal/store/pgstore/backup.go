@@ -222,6 +222,12 @@ func checkDefinitions(ctx context.Context, conn *pgx.Conn, libpq string, env []s
 	return fmt.Errorf("pgstore: %w: the definitions in %s (tables, functions, triggers, constraints) are not those of any Kiln schema version up to %d: it may run code of its own", ErrRestoreRefused, path, SchemaVersion)
 }
 
+// psqlRestrict is a psql \restrict or \unrestrict line of a script.
+var psqlRestrict = regexp.MustCompile(`^\\(un)?restrict [A-Za-z0-9]+$`)
+
+// publicComment is the comment pg_dump keeps on schema public.
+const publicComment = `COMMENT ON SCHEMA SCHEMA IS 'standard public schema';`
+
 // definitions is a schema-only SQL script with its comments, blank lines
 // and psql's \restrict lines (a random key per script) dropped and
 // schema's qualified name replaced, to compare scripts of schemas named
@@ -229,12 +235,16 @@ func checkDefinitions(ctx context.Context, conn *pgx.Conn, libpq string, env []s
 func definitions(sql, schema string) string {
 	var b strings.Builder
 	for _, line := range strings.Split(sql, "\n") {
-		if strings.HasPrefix(line, "--") || strings.HasPrefix(line, `\restrict `) || strings.HasPrefix(line, `\unrestrict `) || strings.TrimSpace(line) == "" {
+		if strings.HasPrefix(line, "--") || psqlRestrict.MatchString(line) || strings.TrimSpace(line) == "" {
 			continue
 		}
 		for _, q := range []string{quoteIdent(schema), schema} {
 			line = strings.ReplaceAll(line, q+".", "SCHEMA.")
 			line = strings.ReplaceAll(line, "SCHEMA "+q+";", "SCHEMA SCHEMA;")
+			line = strings.ReplaceAll(line, "SCHEMA "+q+" IS ", "SCHEMA SCHEMA IS ")
+		}
+		if line == publicComment {
+			continue // a store in schema public: its archive says what it is
 		}
 		b.WriteString(line)
 		b.WriteByte('\n')
