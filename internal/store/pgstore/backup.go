@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/url"
 	"os"
@@ -216,10 +217,110 @@ func checkDefinitions(ctx context.Context, conn *pgx.Conn, libpq string, env []s
 			return fmt.Errorf("pgstore: restore: %w", err)
 		}
 		if definitions(string(ref), scratch) == got {
-			return nil
+			return checkData(ctx, env, path, t.schema, string(out))
 		}
 	}
 	return fmt.Errorf("pgstore: %w: the definitions in %s (tables, functions, triggers, constraints) are not those of any Kiln schema version up to %d: it may run code of its own", ErrRestoreRefused, path, SchemaVersion)
+}
+
+// copyLine is the statement of a table's data in a pg_restore script: a
+// COPY of named columns, nothing else (the statement is the archive's
+// text, which pg_restore runs whatever it says).
+var copyLine = regexp.MustCompile(`^COPY ([A-Za-z_][A-Za-z0-9_$]*|"[A-Za-z_][A-Za-z0-9_$]*")\.[a-z_][a-z0-9_]* \([a-z_][a-z0-9_]*(, [a-z_][a-z0-9_]*)*\) FROM stdin;$`)
+
+// checkData reads the script of the archive's data section (pg_restore
+// --data-only, streamed) and refuses it unless every line outside the
+// rows is a comment, a setting line of the already compared definitions
+// script (defs), or a COPY of columns into a table of schema, its rows
+// ending at their "\." line.
+func checkData(ctx context.Context, env []string, path, schema, defs string) error {
+	settings := map[string]bool{}
+	for _, line := range strings.Split(defs, "\n") {
+		if strings.HasPrefix(line, "SET ") || strings.HasPrefix(line, "SELECT pg_catalog.set_config(") {
+			settings[line] = true
+		}
+	}
+	prog, err := exec.LookPath("pg_restore")
+	if err != nil {
+		return fmt.Errorf("pg_restore not found on PATH (Debian: apt-get install postgresql-client): %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, prog, "--data-only", "--no-owner", "--no-privileges", "--file=-", path)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("pg_restore: %w", err)
+	}
+	bad := scanData(bufio.NewReaderSize(stdout, 64<<10), schema, settings)
+	if bad != "" && bad != rowsCut {
+		cancel()
+		_ = cmd.Wait()
+		if len(bad) > 200 {
+			bad = bad[:200] + "…"
+		}
+		return fmt.Errorf("pgstore: %w: the data section of %s holds a statement that is no COPY of a Kiln table's rows: %q", ErrRestoreRefused, path, bad)
+	}
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("pgstore: restore (nothing was restored): %w: %s does not read whole: pg_restore: %w: %s", ErrRestoreRefused, path, err, strings.TrimSpace(stderr.String()))
+	}
+	if bad != "" {
+		return fmt.Errorf("pgstore: %w: in the data section of %s, %s", ErrRestoreRefused, path, bad)
+	}
+	return nil
+}
+
+// rowsCut is scanData's answer for a script ending inside a COPY's rows.
+const rowsCut = "the rows of a COPY do not end"
+
+// scanData returns the first line of a data-only script that checkData
+// refuses, or "" when there is none.
+func scanData(r *bufio.Reader, schema string, settings map[string]bool) string {
+	inRows := false
+	for {
+		line, long, err := readLine(r)
+		if err != nil {
+			if inRows {
+				return rowsCut
+			}
+			return ""
+		}
+		switch {
+		case inRows:
+			inRows = long || line != `\.`
+		case long:
+			return line
+		case strings.HasPrefix(line, "--") || strings.TrimSpace(line) == "" || psqlRestrict.MatchString(line) || settings[line]:
+		default:
+			m := copyLine.FindStringSubmatch(line)
+			if m == nil || (m[1] != schema && m[1] != quoteIdent(schema)) {
+				return line
+			}
+			inRows = true
+		}
+	}
+}
+
+// readLine reads one line of r without its newline; a line longer than
+// r's buffer comes back cut, with long set (the rest is skipped).
+func readLine(r *bufio.Reader) (line string, long bool, err error) {
+	b, err := r.ReadSlice('\n')
+	line = strings.TrimSuffix(string(b), "\n")
+	for errors.Is(err, bufio.ErrBufferFull) {
+		long = true
+		_, err = r.ReadSlice('\n')
+	}
+	if err == io.EOF && line != "" {
+		err = nil
+	}
+	return line, long, err
 }
 
 // psqlRestrict is a psql \restrict or \unrestrict line of a script.

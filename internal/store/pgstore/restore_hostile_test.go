@@ -1,7 +1,9 @@
 package pgstore_test
 
 import (
+	"bytes"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -102,4 +104,43 @@ func currentSchema(t *testing.T, url string) string {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// A hand-made archive: the COPY statement pg_restore sends for a table's
+// data is text of the archive's, and pg_restore runs whatever it says.
+// Edited in place (the same length, so the archive's offsets hold), a
+// Kiln backup's builds data entry first empties another store's builds.
+func TestRestore_ArchiveWhoseCopyStatementRunsSQLIsRefused(t *testing.T) {
+	pg := farmtest.StartPostgres(t)
+	dir := t.TempDir()
+	src := pg.SchemaURL(t, "postgres", "edited")
+	populate(t, src)
+	archive := filepath.Join(dir, "edited.pgdump")
+	if _, err := pgstore.Backup(t.Context(), src, archive); err != nil {
+		t.Fatal(err)
+	}
+	own := currentSchema(t, src)
+	data, err := os.ReadFile(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyStmt := "COPY " + own + ".builds (id, state, project, arch, source_key, rec) FROM stdin;\n"
+	hostile := "TRUNCATE v.builds;COPY " + own + ".builds FROM stdin;\n"
+	hostile = strings.Repeat(" ", len(copyStmt)-len(hostile)) + hostile
+	if bytes.Count(data, []byte(copyStmt)) != 1 {
+		t.Fatalf("the archive holds %d copies of %q", bytes.Count(data, []byte(copyStmt)), copyStmt)
+	}
+	edited := writeFile(t, dir, "hostile.pgdump", bytes.Replace(data, []byte(copyStmt), []byte(hostile), 1))
+
+	victimDB := pg.CreateDatabase(t, "victim")
+	execURL(t, victimDB, `CREATE SCHEMA v; CREATE TABLE v.builds (id int); INSERT INTO v.builds VALUES (1), (2)`)
+	target := strings.Replace(src, "/postgres?", "/victim?", 1)
+	_, err = pgstore.Restore(t.Context(), target, edited)
+	if !queryBool(t, victimDB, `SELECT count(*) = 2 FROM v.builds`) {
+		t.Fatalf("restoring the edited archive emptied another schema's table (Restore: %v)", err)
+	}
+	if !errors.Is(err, pgstore.ErrRestoreRefused) {
+		t.Fatalf("Restore of an archive with an edited COPY statement: %v, want ErrRestoreRefused", err)
+	}
+	t.Log(err)
 }
