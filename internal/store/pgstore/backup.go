@@ -199,6 +199,7 @@ func checkDefinitions(ctx context.Context, conn *pgx.Conn, libpq string, env []s
 		return fmt.Errorf("pgstore: %w: %s: %w", ErrRestoreRefused, path, err)
 	}
 	got := definitions(string(out), t.schema)
+	var refVersion string
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return err
@@ -219,8 +220,23 @@ func checkDefinitions(ctx context.Context, conn *pgx.Conn, libpq string, env []s
 		if definitions(string(ref), scratch) == got {
 			return checkData(ctx, env, path, t.schema, string(out))
 		}
+		refVersion = dumpedBy(string(ref))
 	}
-	return fmt.Errorf("pgstore: %w: the definitions in %s (tables, functions, triggers, constraints) are not those of any Kiln schema version up to %d: it may run code of its own", ErrRestoreRefused, path, SchemaVersion)
+	hint := ""
+	if v := dumpedBy(string(out)); v != refVersion {
+		hint = fmt.Sprintf(" (the archive was written by pg_dump %s, this machine's is %s: restore it with that version's client programs)", v, refVersion)
+	}
+	return fmt.Errorf("pgstore: %w: the definitions in %s (tables, functions, triggers, constraints) are not those of any Kiln schema version up to %d: it may run code of its own%s", ErrRestoreRefused, path, SchemaVersion, hint)
+}
+
+// dumpedBy returns the pg_dump version a script names in its header.
+func dumpedBy(sql string) string {
+	const tag = "-- Dumped by pg_dump version "
+	if _, after, ok := strings.Cut(sql, tag); ok {
+		v, _, _ := strings.Cut(after, "\n")
+		return strings.TrimSpace(v)
+	}
+	return "unknown"
 }
 
 // copyLine is the statement of a table's data in a pg_restore script: a
