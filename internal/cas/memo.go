@@ -123,8 +123,8 @@ func NewMemo() *Memo {
 
 // Trusted returns the CRC-32C of blob sha's content if the object, in the
 // state named by id, was verified recently enough not to be hashed with
-// sha256 again. A differing identity or an expired verification is
-// forgotten.
+// sha256 again. A differing identity, an expired verification or one
+// stamped later than now is forgotten.
 func (m *Memo) Trusted(sha, id string) (crc uint32, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -132,7 +132,9 @@ func (m *Memo) Trusted(sha, id string) (crc uint32, ok bool) {
 	if !ok {
 		return 0, false
 	}
-	if v.id != id || m.now().Sub(v.at) >= m.reverifyAfter {
+	// An entry stamped in the future (a clock that ran ahead when it was
+	// saved, then was set back) has no age to trust: hashed again.
+	if age := m.now().Sub(v.at); v.id != id || age < 0 || age >= m.reverifyAfter {
 		delete(m.m, sha)
 		return 0, false
 	}

@@ -140,3 +140,24 @@ func TestAMemoFileOfVersion1IsStillRead(t *testing.T) {
 		t.Fatalf("read after a damaged version-1 memo: hashed %d bytes, %v; want all %d", n, err, len(data))
 	}
 }
+
+// A verification recorded while the clock ran ahead (then stepped back by
+// NTP), or a memo file whose times were set in the future, must not be
+// trusted beyond the reverification period: an entry from the future is
+// not trusted at all.
+func TestAVerificationFromTheFutureIsNotTrusted(t *testing.T) {
+	skipUnlessIdentified(t)
+	data := bytes.Repeat([]byte("artifact "), 10000)
+	s := openStore(t)
+	s.memo.now = func() time.Time { return time.Now().Add(48 * time.Hour) }
+	sha := putBlob(t, s, data)
+	if err := s.SaveMemo(); err != nil {
+		t.Fatal(err)
+	}
+	// The clock set right, two hours later: the verification is two
+	// hours old by the clock that made it, yet stamped 46 hours ahead.
+	later := 2 * time.Hour
+	if n, err := readHashed(t, reopen(t, s, &later), sha); err != nil || n != int64(len(data)) {
+		t.Fatalf("read of a blob whose verification is stamped 46 hours ahead: hashed %d bytes, %v; want all %d", n, err, len(data))
+	}
+}

@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/url"
 	"os"
@@ -151,6 +154,9 @@ func Restore(ctx context.Context, url, path string) (CheckReport, error) {
 	if err != nil {
 		return CheckReport{}, err
 	}
+	if err := checkDefinitions(ctx, conn, libpq, env, path, toc); err != nil {
+		return CheckReport{}, err
+	}
 	args := []string{"--single-transaction", "--exit-on-error", "--no-owner", "--no-privileges", "--dbname=" + libpq}
 	if exists && toc.schemaLine != "" {
 		// The schema is there (empty): restore everything but its creation.
@@ -172,6 +178,195 @@ func Restore(ctx context.Context, url, path string) (CheckReport, error) {
 		return CheckReport{}, fmt.Errorf("pgstore: restore (nothing was restored): %w", err)
 	}
 	return Check(ctx, url, CheckOptions{})
+}
+
+// checkDefinitions refuses an archive that would do more than create the
+// tables, indexes, constraints, function and trigger of a Kiln schema (as
+// one of this build's migrations leaves it) and fill its tables: pg_restore
+// runs what the archive holds as the restoring role, and a function planted
+// in a backed-up schema, called by a CHECK constraint, would run for every
+// row copied, able to change any other store in the database. The
+// archive's definitions (pg_restore --schema-only) must equal, schema
+// names aside, pg_dump's of a scratch schema that the migrations create
+// (dropped afterwards); its data entries must each be table data of its
+// own schema.
+func checkDefinitions(ctx context.Context, conn *pgx.Conn, libpq string, env []string, path string, t toc) error {
+	if len(t.other) > 0 {
+		return fmt.Errorf("pgstore: %w: %s holds an entry that is no Kiln table's data: %q", ErrRestoreRefused, path, t.other[0])
+	}
+	out, err := run(ctx, env, "pg_restore", "--schema-only", "--no-owner", "--no-privileges", "--file=-", path)
+	if err != nil {
+		return fmt.Errorf("pgstore: %w: %s: %w", ErrRestoreRefused, path, err)
+	}
+	got := definitions(string(out), t.schema)
+	var refVersion string
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return err
+	}
+	scratch := "kiln_restore_ref_" + hex.EncodeToString(b[:])
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+scratch); err != nil {
+		return classify("restore: scratch schema", err)
+	}
+	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), "DROP SCHEMA "+scratch+" CASCADE") }()
+	for v, m := range migrations {
+		if _, err := conn.Exec(ctx, "SET search_path = "+scratch+"; "+m+"; RESET search_path"); err != nil {
+			return fmt.Errorf("pgstore: restore: scratch schema at version %d: %w", v+1, err)
+		}
+		ref, err := run(ctx, env, "pg_dump", "--schema-only", "--no-owner", "--no-privileges", "--schema="+scratch, "--dbname="+libpq)
+		if err != nil {
+			return fmt.Errorf("pgstore: restore: %w", err)
+		}
+		if definitions(string(ref), scratch) == got {
+			return checkData(ctx, env, path, t.schema, string(out))
+		}
+		refVersion = dumpedBy(string(ref))
+	}
+	hint := ""
+	if v := dumpedBy(string(out)); v != refVersion {
+		hint = fmt.Sprintf(" (the archive was written by pg_dump %s, this machine's is %s: restore it with that version's client programs)", v, refVersion)
+	}
+	return fmt.Errorf("pgstore: %w: the definitions in %s (tables, functions, triggers, constraints) are not those of any Kiln schema version up to %d: it may run code of its own%s", ErrRestoreRefused, path, SchemaVersion, hint)
+}
+
+// dumpedBy returns the pg_dump version a script names in its header.
+func dumpedBy(sql string) string {
+	const tag = "-- Dumped by pg_dump version "
+	if _, after, ok := strings.Cut(sql, tag); ok {
+		v, _, _ := strings.Cut(after, "\n")
+		return strings.TrimSpace(v)
+	}
+	return "unknown"
+}
+
+// copyLine is the statement of a table's data in a pg_restore script: a
+// COPY of named columns, nothing else (the statement is the archive's
+// text, which pg_restore runs whatever it says).
+var copyLine = regexp.MustCompile(`^COPY ([A-Za-z_][A-Za-z0-9_$]*|"[A-Za-z_][A-Za-z0-9_$]*")\.[a-z_][a-z0-9_]* \([a-z_][a-z0-9_]*(, [a-z_][a-z0-9_]*)*\) FROM stdin;$`)
+
+// checkData reads the script of the archive's data section (pg_restore
+// --data-only, streamed) and refuses it unless every line outside the
+// rows is a comment, a setting line of the already compared definitions
+// script (defs), or a COPY of columns into a table of schema, its rows
+// ending at their "\." line.
+func checkData(ctx context.Context, env []string, path, schema, defs string) error {
+	settings := map[string]bool{}
+	for _, line := range strings.Split(defs, "\n") {
+		if strings.HasPrefix(line, "SET ") || strings.HasPrefix(line, "SELECT pg_catalog.set_config(") {
+			settings[line] = true
+		}
+	}
+	prog, err := exec.LookPath("pg_restore")
+	if err != nil {
+		return fmt.Errorf("pg_restore not found on PATH (Debian: apt-get install postgresql-client): %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, prog, "--data-only", "--no-owner", "--no-privileges", "--file=-", path)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("pg_restore: %w", err)
+	}
+	bad := scanData(bufio.NewReaderSize(stdout, 64<<10), schema, settings)
+	if bad != "" && bad != rowsCut {
+		cancel()
+		_ = cmd.Wait()
+		if len(bad) > 200 {
+			bad = bad[:200] + "…"
+		}
+		return fmt.Errorf("pgstore: %w: the data section of %s holds a statement that is no COPY of a Kiln table's rows: %q", ErrRestoreRefused, path, bad)
+	}
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("pgstore: restore (nothing was restored): %w: %s does not read whole: pg_restore: %w: %s", ErrRestoreRefused, path, err, strings.TrimSpace(stderr.String()))
+	}
+	if bad != "" {
+		return fmt.Errorf("pgstore: %w: in the data section of %s, %s", ErrRestoreRefused, path, bad)
+	}
+	return nil
+}
+
+// rowsCut is scanData's answer for a script ending inside a COPY's rows.
+const rowsCut = "the rows of a COPY do not end"
+
+// scanData returns the first line of a data-only script that checkData
+// refuses, or "" when there is none.
+func scanData(r *bufio.Reader, schema string, settings map[string]bool) string {
+	inRows := false
+	for {
+		line, long, err := readLine(r)
+		if err != nil {
+			if inRows {
+				return rowsCut
+			}
+			return ""
+		}
+		switch {
+		case inRows:
+			inRows = long || line != `\.`
+		case long:
+			return line
+		case strings.HasPrefix(line, "--") || strings.TrimSpace(line) == "" || psqlRestrict.MatchString(line) || settings[line]:
+		default:
+			m := copyLine.FindStringSubmatch(line)
+			if m == nil || (m[1] != schema && m[1] != quoteIdent(schema)) {
+				return line
+			}
+			inRows = true
+		}
+	}
+}
+
+// readLine reads one line of r without its newline; a line longer than
+// r's buffer comes back cut, with long set (the rest is skipped).
+func readLine(r *bufio.Reader) (line string, long bool, err error) {
+	b, err := r.ReadSlice('\n')
+	line = strings.TrimSuffix(string(b), "\n")
+	for errors.Is(err, bufio.ErrBufferFull) {
+		long = true
+		_, err = r.ReadSlice('\n')
+	}
+	if err == io.EOF && line != "" {
+		err = nil
+	}
+	return line, long, err
+}
+
+// psqlRestrict is a psql \restrict or \unrestrict line of a script.
+var psqlRestrict = regexp.MustCompile(`^\\(un)?restrict [A-Za-z0-9]+$`)
+
+// publicComment is the comment pg_dump keeps on schema public.
+const publicComment = `COMMENT ON SCHEMA SCHEMA IS 'standard public schema';`
+
+// definitions is a schema-only SQL script with its comments, blank lines
+// and psql's \restrict lines (a random key per script) dropped and
+// schema's qualified name replaced, to compare scripts of schemas named
+// differently.
+func definitions(sql, schema string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(sql, "\n") {
+		if strings.HasPrefix(line, "--") || psqlRestrict.MatchString(line) || strings.TrimSpace(line) == "" {
+			continue
+		}
+		for _, q := range []string{quoteIdent(schema), schema} {
+			line = strings.ReplaceAll(line, q+".", "SCHEMA.")
+			line = strings.ReplaceAll(line, "SCHEMA "+q+";", "SCHEMA SCHEMA;")
+			line = strings.ReplaceAll(line, "SCHEMA "+q+" IS ", "SCHEMA SCHEMA IS ")
+		}
+		if line == publicComment {
+			continue // a store in schema public: its archive says what it is
+		}
+		b.WriteString(line)
+		b.WriteByte('\n')
+	}
+	return b.String()
 }
 
 // storeSchema returns the current schema of url, refusing one that holds
@@ -236,6 +431,9 @@ type toc struct {
 	schema     string          // the schema its tables are in
 	schemaLine string          // its "SCHEMA - name" entry, if any
 	data       map[string]bool // tables with a TABLE DATA entry
+	// other are the data-section entries that are not table data of
+	// schema (sequence values, large objects, another schema's data).
+	other []string
 }
 
 // readTOC lists the archive at path with pg_restore --list.
@@ -265,6 +463,12 @@ func readTOC(ctx context.Context, path string) (toc, error) {
 			if t.schema == "" {
 				t.schema = f[4]
 			}
+			if f[4] != t.schema {
+				t.other = append(t.other, line)
+			}
+		case len(f) >= 4 && (f[2]+" "+f[3] == "SEQUENCE SET" || strings.HasPrefix(f[2], "BLOB") ||
+			f[2]+" "+f[3] == "LARGE OBJECT" || (f[2] == "MATERIALIZED" && strings.Contains(rest, "VIEW DATA"))):
+			t.other = append(t.other, line)
 		}
 	}
 	if len(t.data) == 0 {
