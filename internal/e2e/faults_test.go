@@ -1,9 +1,8 @@
 package e2e
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -203,17 +202,9 @@ func TestFaultALongConnectionCutRerunsElsewhereAndRefusesTheLateResult(t *testin
 
 func TestFaultASetupFailureIsRetriedElsewhereAndACompileFailureIsNot(t *testing.T) {
 	f, repo := faultFarm(t, slowManifest(0), "2s")
-	// Build server a cannot create its source mirror: a file sits where the
-	// mirror directory goes (a setup failure, not the build's fault).
-	aDir := filepath.Join(t.TempDir(), "a-data")
-	sum := sha256.Sum256([]byte(repo))
-	if err := os.MkdirAll(filepath.Join(aDir, "mirrors"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(aDir, "mirrors", hex.EncodeToString(sum[:])[:16]), []byte("not a repository"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	a := f.StartBuildserver(f.AddBuildServer("a"), "--data-dir", aDir)
+	// Build server a cannot clone or fetch its source mirror, even after
+	// wiping it (a setup failure, not the build's fault).
+	a := f.StartBuildserverEnv(gitThatCannotFetch(t), f.AddBuildServer("a"))
 	f.WaitBuildServers(1)
 	id := submit(t, f)
 	farmtest.Eventually(t, farmtest.WaitTimeout, func() error {
@@ -245,18 +236,11 @@ func TestAfterMaxInfraAttemptsTheBuildEndsAsErrorWithEveryReason(t *testing.T) {
 	f.StartMetaserver("--heartbeat", "200ms", "--lease", "2s", "--inline-artifact-bytes", "0", "--max-infra-attempts", "2")
 	repo, _ := farmtest.CProject(t, farmtest.CProjectOptions{ManifestText: slowManifest(0)})
 	f.AddProject("hello", repo)
-	// Neither build server can create its source mirror: a file sits where
-	// the mirror directory goes (as in the setup-failure fault test).
-	sum := sha256.Sum256([]byte(repo))
+	// Neither build server can clone or fetch its source mirror (as in the
+	// setup-failure fault test).
+	env := gitThatCannotFetch(t)
 	for _, name := range []string{"a", "b"} {
-		dir := filepath.Join(t.TempDir(), name+"-data")
-		if err := os.MkdirAll(filepath.Join(dir, "mirrors"), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "mirrors", hex.EncodeToString(sum[:])[:16]), []byte("not a repository"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		f.StartBuildserver(f.AddBuildServer(name), "--data-dir", dir)
+		f.StartBuildserverEnv(env, f.AddBuildServer(name))
 	}
 	f.WaitBuildServers(2)
 	r := f.Startcompile("--project", "hello", "--wait", "--json", "dev@example.com")
@@ -290,4 +274,25 @@ func TestAfterMaxInfraAttemptsTheBuildEndsAsErrorWithEveryReason(t *testing.T) {
 	if got := parseResult(t, r); got.State != "error" || got.Failure != b.GetFailure() {
 		t.Fatalf("status: %+v", got)
 	}
+}
+
+// gitThatCannotFetch returns a PATH setting for a build server whose git
+// refuses every clone and fetch (and runs the real git for anything else,
+// ls-remote included): its source mirror can never be made, not even after
+// the build server wipes it, so each of its attempts ends SETUP_FAILED.
+func gitThatCannotFetch(t *testing.T) []string {
+	t.Helper()
+	real, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	script := "#!/bin/sh\nfor a in \"$@\"; do\n  case \"$a\" in clone|fetch) echo 'fatal: this build server cannot fetch (e2e)' >&2; exit 128;; esac\ndone\nexec " + real + " \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "git"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"PATH=" + dir + string(os.PathListSeparator) + os.Getenv("PATH")}
 }

@@ -224,13 +224,8 @@ func (f *Farm) dirArg(dir string) string {
 	return rel
 }
 
-// start starts a program, in f.Dir with RelativeDirs.
-func (f *Farm) start(name, path string, args ...string) *Process {
-	f.t.Helper()
-	return f.startEnv(name, path, nil, args...)
-}
-
-// startEnv is start with env added to the program's environment.
+// startEnv starts a program with env added to its environment, in f.Dir
+// with RelativeDirs.
 func (f *Farm) startEnv(name, path string, env []string, args ...string) *Process {
 	f.t.Helper()
 	p := NewProcess(f.t, name, path, args...)
@@ -389,6 +384,18 @@ func (f *Farm) StartBuildserver(token string, extraArgs ...string) *Process {
 // at bin (a test-only variant, see BinaryTags).
 func (f *Farm) StartBuildserverBinary(bin, token string, extraArgs ...string) *Process {
 	f.t.Helper()
+	return f.startBuildserver(bin, nil, token, extraArgs...)
+}
+
+// StartBuildserverEnv is StartBuildserver with env added to the build
+// server's environment (e.g. a PATH that puts a failing tool first).
+func (f *Farm) StartBuildserverEnv(env []string, token string, extraArgs ...string) *Process {
+	f.t.Helper()
+	return f.startBuildserver(Binary(f.t, "buildserver"), env, token, extraArgs...)
+}
+
+func (f *Farm) startBuildserver(bin string, env []string, token string, extraArgs ...string) *Process {
+	f.t.Helper()
 	m := f.requireMeta()
 	f.mu.Lock()
 	f.nbuilder++
@@ -411,7 +418,7 @@ func (f *Farm) StartBuildserverBinary(bin, token string, extraArgs ...string) *P
 		args = append([]string{"--uts", "sh", "-c", `hostname "$0" && exec "$@"`, f.Hostname, bin}, args...)
 		bin = "unshare"
 	}
-	return f.start(name, bin, args...)
+	return f.startEnv(name, bin, env, args...)
 }
 
 // BuildserverDir is the data directory StartBuildserver gave its nth
