@@ -32,6 +32,10 @@ wait_port() { # host port what
 
 rm -rf "$demo"
 mkdir -p "$demo"
+# startcompile pins the log key of each metaserver address it talks to (in
+# $XDG_CONFIG_HOME/kiln/logs): every demo is a new farm with a new key on the
+# same address, so the demo's requester keeps its own configuration.
+export XDG_CONFIG_HOME="$demo/requester-config"
 echo "== sample project: a git repository with hello.c, a Makefile and kiln.yaml"
 git init -q -b main "$demo/hello"
 cp "$root"/examples/hello/* "$demo/hello/"
