@@ -20,14 +20,20 @@ func execURL(t testing.TB, url, sql string) {
 
 func countTables(t *testing.T, url string) int {
 	t.Helper()
+	return queryInt(t, url, `SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()`)
+}
+
+// queryInt runs a query of one integer on url.
+func queryInt(t *testing.T, url, sql string) int {
+	t.Helper()
 	c, err := pgx.Connect(t.Context(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close(t.Context())
 	var n int
-	if err := c.QueryRow(t.Context(), `SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()`).Scan(&n); err != nil {
-		t.Fatal(err)
+	if err := c.QueryRow(t.Context(), sql).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
 	}
 	return n
 }

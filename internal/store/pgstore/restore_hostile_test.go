@@ -80,16 +80,7 @@ END $f$`)
 
 func countBuilds(t *testing.T, url string) int {
 	t.Helper()
-	c, err := pgx.Connect(t.Context(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(t.Context())
-	var n int
-	if err := c.QueryRow(t.Context(), `SELECT count(*) FROM builds`).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return queryInt(t, url, `SELECT count(*) FROM builds`)
 }
 
 func currentSchema(t *testing.T, url string) string {
