@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"context"
 	"errors"
 	"os"
-	osexec "os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,20 +17,7 @@ import (
 // metaRunEnv is metaRun with the farm's environment (the S3 credentials).
 func metaRunEnv(t *testing.T, sf *scaledFarm, args ...string) (string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := osexec.CommandContext(ctx, farmtest.Binary(t, "metaserver"), args...)
-	cmd.Env = append(os.Environ(), sf.MetaEnv...)
-	out, err := cmd.CombinedOutput()
-	var ee *osexec.ExitError
-	switch {
-	case err == nil:
-		return string(out), 0
-	case errors.As(err, &ee):
-		return string(out), ee.ExitCode()
-	}
-	t.Fatalf("metaserver %s: %v", strings.Join(args, " "), err)
-	return "", 0
+	return metaRunWith(t, "", sf.MetaEnv, 60*time.Second, args...)
 }
 
 // execSQL runs statements on the database at url, behind Kiln's back.

@@ -23,10 +23,20 @@ import (
 // and reported as exit -1), and returns its output and exit status.
 func metaRun(t *testing.T, dir string, args ...string) (string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	return metaRunWith(t, dir, nil, 30*time.Second, args...)
+}
+
+// metaRunWith is metaRun with env added to the metaserver's environment
+// and bounded by limit.
+func metaRunWith(t *testing.T, dir string, env []string, limit time.Duration, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := osexec.CommandContext(ctx, farmtest.Binary(t, "metaserver"), args...)
 	cmd.Dir = dir
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	out, err := cmd.CombinedOutput()
 	var ee *osexec.ExitError
 	switch {
