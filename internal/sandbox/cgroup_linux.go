@@ -43,11 +43,15 @@ var cgroupParent = sync.OnceValues(func() (parent string, v2 bool) {
 // behind. Only cgroups whose creator (the pid in their name) is gone: another
 // live buildserver on the machine may have just created one and not joined
 // it yet, and removing that would fail its step (ENODEV on join). rmdir also
-// fails harmlessly on a cgroup that still has processes.
+// fails harmlessly on a cgroup that still has processes. It runs before this
+// process makes any, so one named after this process's own pid was left by an
+// earlier process that had the same pid: stale too, and in the way of this
+// process's first step (mkdir: file exists).
 func removeStaleCgroups(parent string) {
 	stale, _ := filepath.Glob(filepath.Join(parent, "kiln-sandbox-*"))
+	self := os.Getpid()
 	for _, d := range stale {
-		if owner, ok := cgroupOwner(filepath.Base(d)); ok && processAlive(owner) {
+		if owner, ok := cgroupOwner(filepath.Base(d)); ok && owner != self && processAlive(owner) {
 			continue
 		}
 		_ = os.Remove(d)

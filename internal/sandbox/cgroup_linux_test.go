@@ -10,10 +10,13 @@ import (
 
 func TestStaleCgroupCleanupSparesLiveCreators(t *testing.T) {
 	parent := t.TempDir() // plain directories stand in for cgroups: rmdir semantics are the same when empty
-	live := filepath.Join(parent, "kiln-sandbox-"+strconv.Itoa(os.Getpid())+"-1")
+	live := filepath.Join(parent, "kiln-sandbox-"+strconv.Itoa(os.Getppid())+"-1")
 	dead := filepath.Join(parent, "kiln-sandbox-999999999-1")
 	odd := filepath.Join(parent, "kiln-sandbox-test-x")
-	for _, d := range []string{live, dead, odd} {
+	// Left by an earlier process that had this process's pid (CI caught a
+	// build server whose first step failed on it: mkdir: file exists).
+	reused := filepath.Join(parent, "kiln-sandbox-"+strconv.Itoa(os.Getpid())+"-1")
+	for _, d := range []string{live, dead, odd, reused} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -22,7 +25,7 @@ func TestStaleCgroupCleanupSparesLiveCreators(t *testing.T) {
 	if _, err := os.Stat(live); err != nil {
 		t.Fatalf("a live process's cgroup was removed: %v", err)
 	}
-	for _, d := range []string{dead, odd} {
+	for _, d := range []string{dead, odd, reused} {
 		if _, err := os.Stat(d); !os.IsNotExist(err) {
 			t.Fatalf("stale %s kept: %v", filepath.Base(d), err)
 		}
