@@ -399,10 +399,8 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 		}
 		return s.groupsAfterFinalTx(tx, final, waiting)
 	}, func(err error) {
-		if cb != nil {
-			cb(err)
-		}
-		s.changes.notify(final.GetId())
+		// Forgotten before cb acknowledges the result: whoever learns of
+		// the commit finds the artifacts stored, no longer pending.
 		if err == nil {
 			// The cache entry names the artifacts now: no longer pending.
 			for _, sha := range shas {
@@ -412,6 +410,10 @@ func (s *Server) finishLocked(ab *activeBuild, state kilnv1.BuildState, failure,
 				s.cacheAdded(int64(art.GetArtifact().GetSize()))
 			}
 		}
+		if cb != nil {
+			cb(err)
+		}
+		s.changes.notify(final.GetId())
 	})
 	s.log.Info("build finished", "build_id", build.GetId(), "state", state.Word(), "failure", failure)
 	s.dependencyFinishedLocked(final)

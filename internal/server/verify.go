@@ -340,9 +340,7 @@ func (s *Server) awaitReplicaLocked(ab *activeBuild, after func(error)) {
 		}
 		return s.notifyUnverifiedTx(tx, view)
 	}, func(err error) {
-		if after != nil {
-			after(err)
-		}
+		// As in finishLocked: no longer pending before after acknowledges.
 		if err == nil {
 			for _, sha := range shas {
 				s.blobs.committed(sha)
@@ -350,6 +348,9 @@ func (s *Server) awaitReplicaLocked(ab *activeBuild, after func(error)) {
 			if first && art != nil {
 				s.cacheAdded(int64(art.GetArtifact().GetSize()))
 			}
+		}
+		if after != nil {
+			after(err)
 		}
 	})
 	s.changes.notify(build.GetId())
