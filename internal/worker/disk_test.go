@@ -1,8 +1,10 @@
 package worker
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kilnbuild/kiln/internal/sandbox"
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
@@ -50,13 +52,17 @@ func TestBuildsThatLeaveProcessesOrFillTheDiskFailWithAClearReason(t *testing.T)
 		outcome kilnv1.AttemptOutcome
 		step    string
 		reason  string
+		// unwatched leaves the step to the check after the last step
+		// (the watcher's first check an hour away), however slow the
+		// machine runs it.
+		unwatched bool
 	}{
 		{name: "many small files are stopped at the disk cap while the step runs",
 			recipe:  recipe([]string{"true", fillDisk}, "x"),
 			outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED, step: fillDisk, reason: overCap},
 		{name: "a step too short for the watcher is caught after the last step",
 			recipe:  recipe([]string{"head -c 20971520 /dev/zero > big; echo x > x"}, "x"),
-			outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED, reason: overCap},
+			outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED, reason: overCap, unwatched: true},
 		{name: "the artifact gets only what the disk cap leaves",
 			recipe:  recipe([]string{"head -c 10485760 /dev/urandom > noise"}, "noise"),
 			outcome: kilnv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED, reason: overCap},
@@ -78,6 +84,9 @@ func TestBuildsThatLeaveProcessesOrFillTheDiskFailWithAClearReason(t *testing.T)
 			cfg := testConfig(t, f)
 			cfg.MaxDiskBytes = capBytes
 			cfg.MinFreeDiskBytes = tc.minFree
+			if tc.unwatched {
+				cfg.Sandbox = unwatchedSteps{cfg.Sandbox}
+			}
 			startClient(t, cfg)
 			f.waitFor(t, "Hello", func() bool { return len(f.hellos) == 1 })
 			f.push(t, assign(assignment(1, url, commit, tc.recipe)))
@@ -91,4 +100,13 @@ func TestBuildsThatLeaveProcessesOrFillTheDiskFailWithAClearReason(t *testing.T)
 			}
 		})
 	}
+}
+
+// unwatchedSteps runs steps with their disk watcher's first check an hour
+// away, so that only the check after the last step can see a step's use.
+type unwatchedSteps struct{ StepRunner }
+
+func (u unwatchedSteps) Run(ctx context.Context, s sandbox.Step) error {
+	s.Disk.Interval = time.Hour
+	return u.StepRunner.Run(ctx, s)
 }
