@@ -12,9 +12,11 @@ export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
 all: build
 
+# Static, as released (scripts/release.sh): the demo, the tests and the
+# benchmarks run what users run.
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ $(addprefix ./,$(PROGRAMS))
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ $(addprefix ./,$(PROGRAMS))
 
 setup:
 	bash scripts/setup.sh

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -128,10 +129,16 @@ func goBuild(name, out, tags string) (string, error) {
 	if tags != "" {
 		args = append(args, "-tags", tags)
 	}
-	args = append(args, strings.Fields(os.Getenv(EnvBuildFlags))...)
+	flags := strings.Fields(os.Getenv(EnvBuildFlags))
+	args = append(args, flags...)
 	args = append(args, "./"+name)
 	cmd := exec.Command(goTool(), args...)
 	cmd.Dir = root
+	// Static, as released (scripts/release.sh), so the tests run what
+	// users run; the race detector needs cgo.
+	if !slices.Contains(flags, "-race") {
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	}
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./%s: %v\n%s", name, err, b)
 	}

@@ -111,6 +111,7 @@ func buildBinaries(ctx context.Context, dir string, withPprof bool) (bins, error
 	args = append(args, "./metaserver", "./buildserver", "./startcompile")
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as released (scripts/release.sh)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return bins{}, fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
 	}

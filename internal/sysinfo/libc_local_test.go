@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -87,5 +88,80 @@ func TestLocalPinnedAgreesWithLocal(t *testing.T) {
 		if l, p := platform.Value(full, f), platform.Value(pinned, f); l != p || l == "" {
 			t.Errorf("%s: Local %q, LocalPinned %q", f, l, p)
 		}
+	}
+}
+
+// TestSystemGlibcAgreesWithGetconf: the glibc a static program finds by
+// path (no libc mapped, no process started) is the one getconf prints.
+func TestSystemGlibcAgreesWithGetconf(t *testing.T) {
+	out, err := exec.Command("getconf", "GNU_LIBC_VERSION").Output()
+	if err != nil {
+		t.Skipf("getconf: %v (not a glibc system)", err)
+	}
+	want := strings.TrimPrefix(strings.TrimSpace(string(out)), "glibc ")
+	got, ok := systemGlibc(systemGlibcPaths())
+	if !ok || got != want {
+		t.Fatalf("systemGlibc = %q, %v; getconf says %q", got, ok, want)
+	}
+}
+
+// TestSystemGlibcSkipsOtherMachinesAndFilesThatAreNotGlibc: a cross
+// toolchain's libc.so.6 (another machine), a file that only spells the
+// banner and a missing path are passed over for the machine's own glibc,
+// and with nothing else left there is no answer (the caller asks getconf).
+func TestSystemGlibcSkipsOtherMachinesAndFilesThatAreNotGlibc(t *testing.T) {
+	own := ""
+	for _, p := range systemGlibcPaths() {
+		if _, err := os.Stat(p); err == nil {
+			own = p
+			break
+		}
+	}
+	if own == "" {
+		t.Skip("no system libc.so.6 (not a glibc system)")
+	}
+	want, ok := rodataGlibc(own)
+	if !ok {
+		t.Fatalf("no banner in %s", own)
+	}
+	var foreign []string
+	for _, p := range []string{"/usr/s390x-linux-gnu/lib/libc.so.6", "/usr/aarch64-linux-gnu/lib/libc.so.6", "/usr/powerpc64le-linux-gnu/lib/libc.so.6"} {
+		if id, ok := elfIdent(p); ok {
+			if self, _ := elfIdent("/proc/self/exe"); id != self {
+				foreign = append(foreign, p)
+			}
+		}
+	}
+	if len(foreign) == 0 {
+		t.Skip("no cross toolchain's libc.so.6 installed (scripts/setup.sh installs them)")
+	}
+	// Not ELF, yet carrying the banner of another version.
+	fake := filepath.Join(t.TempDir(), "libc.so.6")
+	if err := os.WriteFile(fake, []byte("GNU C Library (fake) stable release version 9.99.\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	decoys := append(append([]string{filepath.Join(t.TempDir(), "missing")}, foreign...), fake)
+	if got, ok := systemGlibc(append(decoys, own)); !ok || got != want {
+		t.Fatalf("systemGlibc(decoys, %s) = %q, %v; want %q from %s", own, got, ok, want, own)
+	}
+	if got, ok := systemGlibc(decoys); ok {
+		t.Fatalf("systemGlibc(decoys only) = %q; want no answer", got)
+	}
+}
+
+// TestLocalPinnedStartsNoProcessOnAGlibcSystem: with no program reachable
+// on PATH, LocalPinned still names glibc, whether this test binary maps
+// it (dynamic) or not (CGO_ENABLED=0, as released).
+func TestLocalPinnedStartsNoProcessOnAGlibcSystem(t *testing.T) {
+	if _, err := exec.LookPath("getconf"); err != nil {
+		t.Skip("no getconf: not a glibc system")
+	}
+	if out, err := exec.Command("getconf", "GNU_LIBC_VERSION").Output(); err != nil || !strings.HasPrefix(string(out), "glibc ") {
+		t.Skipf("getconf GNU_LIBC_VERSION: %q, %v: not a glibc system", out, err)
+	}
+	t.Setenv("PATH", t.TempDir())
+	info, err := LocalPinned(context.Background())
+	if err != nil || info.GetLibc() != "glibc" {
+		t.Fatalf("LocalPinned with an empty PATH: libc %q, %v; want glibc", info.GetLibc(), err)
 	}
 }

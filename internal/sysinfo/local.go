@@ -5,6 +5,7 @@ import (
 	"context"
 	"debug/elf"
 	"encoding/binary"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -30,7 +31,9 @@ const localTimeout = 2 * time.Second
 // 64-bit, ILP32 on 32-bit), CHAR_BIT is 8. libc is glibc with the version
 // its own banner names when this process has glibc mapped (a dynamically
 // linked program: the machine's C library, read with no process), else
-// the version `getconf GNU_LIBC_VERSION` prints; failing that musl
+// the banner of the system's libc.so.6 for this process's machine (a
+// static program, as released: see systemGlibc), else the version
+// `getconf GNU_LIBC_VERSION` prints; failing that musl
 // when a /lib/ld-musl-*.so.1 loader exists, with the version its banner
 // shows; failing both, empty.
 //
@@ -57,8 +60,9 @@ func Local(ctx context.Context) (*kilnv1.SystemInfo, error) {
 // those fields do not need, the libc's version, cpus and memory_bytes, so
 // that a glibc program (one that maps libc.so.6) learns its libc from its
 // own mappings and reads no library (issue 20: a submit's own time). A
-// program without a mapped libc.so.6 (a static build) asks as Local does,
-// and then gets the version too.
+// program without a mapped libc.so.6 (a static build, as released) asks
+// as Local does, reading the system's libc.so.6 with no process, and then
+// gets the version too.
 func LocalPinned(ctx context.Context) (*kilnv1.SystemInfo, error) {
 	info := localCPU()
 	if mappedGlibcPath() != "" {
@@ -112,10 +116,14 @@ func nativeEndian() string {
 	return "big"
 }
 
-// localLibc finds the system's C library without compiling: glibc via
+// localLibc finds the system's C library without compiling: the glibc
+// this process maps, else the system's glibc found by path, else glibc via
 // getconf, else a musl loader in /lib.
 func localLibc(ctx context.Context) (libc, version string) {
 	if v, ok := mappedGlibc(); ok {
+		return "glibc", v
+	}
+	if v, ok := systemGlibc(systemGlibcPaths()); ok {
 		return "glibc", v
 	}
 	if out, _, err := run(ctx, "", []string{"getconf", "GNU_LIBC_VERSION"}, nil); err == nil {
@@ -172,6 +180,76 @@ func mappedGlibcPath() string {
 		}
 	}
 	return ""
+}
+
+// systemGlibcPaths lists where the dynamic loader of a glibc system keeps
+// libc.so.6 for this architecture, in the order systemGlibc tries them:
+// Debian's multiarch directories, then the lib64 ones (Fedora, SUSE), then
+// the plain ones (Arch, 32-bit systems).
+func systemGlibcPaths() []string {
+	var out []string
+	if t := multiarchDir[runtime.GOARCH]; t != "" {
+		out = append(out, "/lib/"+t+"/libc.so.6", "/usr/lib/"+t+"/libc.so.6")
+	}
+	return append(out, "/lib64/libc.so.6", "/usr/lib64/libc.so.6", "/lib/libc.so.6", "/usr/lib/libc.so.6")
+}
+
+// multiarchDir is Debian's multiarch directory name by GOARCH.
+var multiarchDir = map[string]string{
+	"amd64": "x86_64-linux-gnu", "386": "i386-linux-gnu", "arm64": "aarch64-linux-gnu",
+	"arm": "arm-linux-gnueabihf", "s390x": "s390x-linux-gnu", "ppc64le": "powerpc64le-linux-gnu",
+	"riscv64": "riscv64-linux-gnu", "mips64le": "mips64el-linux-gnuabi64", "loong64": "loongarch64-linux-gnu",
+}
+
+// systemGlibc reads the version of the machine's glibc from the first of
+// paths that is an ELF file of this process's own class, byte order and
+// machine and carries glibc's banner: what a program that maps no C
+// library (a static build, as released) learns without starting getconf
+// (issue 20). ok is false when none does; the caller asks getconf then.
+func systemGlibc(paths []string) (string, bool) {
+	self, ok := elfIdent("/proc/self/exe")
+	if !ok {
+		return "", false
+	}
+	for _, p := range paths {
+		if id, ok := elfIdent(p); !ok || id != self {
+			continue
+		}
+		if v, ok := rodataGlibc(p); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// elfID is what an ELF header says of the machine a file runs on.
+type elfID struct {
+	class, data byte
+	machine     uint16
+}
+
+// elfIdent reads the class, byte order and machine from the ELF header of
+// the file at path; ok is false when it is not ELF.
+func elfIdent(path string) (elfID, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return elfID{}, false
+	}
+	defer f.Close()
+	var h [20]byte
+	if _, err := io.ReadFull(f, h[:]); err != nil || string(h[:4]) != elf.ELFMAG {
+		return elfID{}, false
+	}
+	id := elfID{class: h[elf.EI_CLASS], data: h[elf.EI_DATA]}
+	switch elf.Data(id.data) {
+	case elf.ELFDATA2LSB:
+		id.machine = binary.LittleEndian.Uint16(h[18:])
+	case elf.ELFDATA2MSB:
+		id.machine = binary.BigEndian.Uint16(h[18:])
+	default:
+		return elfID{}, false
+	}
+	return id, true
 }
 
 // rodataGlibc looks for the banner in the .rodata section of the ELF
