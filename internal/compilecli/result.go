@@ -30,8 +30,10 @@ type Result struct {
 	ArtifactSHA256 string            `json:"artifact_sha256"`
 	ArtifactSize   uint64            `json:"artifact_size"`
 	// Platform is the measured system info of the target that built it
-	// (protojson with proto field names), null before dispatch.
+	// (protojson with proto field names), null before dispatch. write
+	// encodes it from platform, so a command without --json never does.
 	Platform json.RawMessage `json:"platform"`
+	platform *kilnv1.SystemInfo
 	// Files are the artifact's paths; after a download, the paths extracted.
 	Files []string `json:"files"`
 	// DownloadDir is where the artifact was unpacked, if it was.
@@ -71,7 +73,7 @@ func (r *Result) setBuild(b *kilnv1.Build) {
 		r.Files = append([]string(nil), a.GetFiles()...)
 	}
 	if p := b.GetPlatform(); p != nil {
-		r.setPlatform(p)
+		r.platform = p
 	}
 	r.Failure = b.GetFailure()
 	r.FailingStep = b.GetFailingStep()
@@ -82,15 +84,14 @@ func (r *Result) setBuild(b *kilnv1.Build) {
 	r.AgreeingBuildServers = append([]string(nil), b.GetAgreeingBuildServers()...)
 }
 
-func (r *Result) setPlatform(p *kilnv1.SystemInfo) {
-	raw, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(p)
-	if err == nil {
-		r.Platform = raw
-	}
-}
-
 // write prints r as one line of JSON.
 func (r *Result) write(w io.Writer) error {
+	if r.platform != nil {
+		opts := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
+		if raw, err := opts.Marshal(r.platform); err == nil {
+			r.Platform = raw
+		}
+	}
 	if r.Files == nil {
 		r.Files = []string{}
 	}

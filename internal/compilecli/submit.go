@@ -233,7 +233,7 @@ func fetch(ctx context.Context, env Env, client kilnv1.CompileServiceClient, req
 	res.ArtifactSHA256 = h.GetArtifact().GetSha256()
 	res.ArtifactSize = h.GetArtifact().GetSize()
 	if h.GetPlatform() != nil {
-		res.setPlatform(h.GetPlatform())
+		res.platform = h.GetPlatform()
 	}
 	res.Files = d.files
 	res.DownloadDir = dir
