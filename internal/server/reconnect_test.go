@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
 )
 
@@ -141,5 +143,35 @@ func TestASilentPartitionIsBoundedByTheLeaseNotTheReconnectGrace(t *testing.T) {
 	started := ts.build(1).GetAttempts()
 	if held := started[0].GetFinishedAt().AsTime().Sub(started[0].GetStartedAt().AsTime()); held <= lease || held > lease+tick {
 		t.Fatalf("taken back after %s; want past the lease (%s), within a tick (%s)", held, lease, tick)
+	}
+}
+
+// TestASessionOpenedAfterDrainBeganIsRefusedAndRegistersNothing: Drain
+// ends the sessions it finds; one whose Hello arrives after it (a build
+// server reconnecting at that moment) must be refused, not registered,
+// or it would hold the graceful stop for its whole grace (seen in the
+// PostgreSQL soak: a SIGTERMed writer outlived the harness's 10 s).
+func TestASessionOpenedAfterDrainBeganIsRefusedAndRegistersNothing(t *testing.T) {
+	ts := startTestServer(t, Config{})
+	before, _ := ts.welcome("before")
+	ts.srv.Drain()
+	// An idle session notices at its next message, a heartbeat.
+	if err := before.stream.Send(&kilnv1.SessionRequest{Msg: &kilnv1.SessionRequest_Heartbeat{Heartbeat: &kilnv1.Heartbeat{}}}); err != nil {
+		t.Fatal(err)
+	}
+	before.waitEnd()
+	expectCode(t, "a session Drain found", before.end, codes.Unavailable)
+
+	after := ts.open("after", &kilnv1.Hello{Version: "test", Slots: 1, Targets: []*kilnv1.Target{{Id: "native", System: testSystem}}})
+	after.waitEnd()
+	expectCode(t, "a session opened after Drain", after.end, codes.Unavailable)
+	if !strings.Contains(after.end.Error(), errStopped.Error()) {
+		t.Fatalf("session after Drain ended with %v; want %q", after.end, errStopped)
+	}
+	ts.srv.mu.Lock()
+	_, registered := ts.srv.sessions["after"]
+	ts.srv.mu.Unlock()
+	if registered {
+		t.Fatal("a session refused after Drain is registered")
 	}
 }

@@ -148,7 +148,12 @@ func (s *Server) Session(stream kilnv1.WorkerService_SessionServer) error {
 	// assignments, which must follow it.
 	ss.mu.Lock()
 	ss.sending = true
-	welcome := s.connect(ss, hello)
+	welcome, err := s.connect(ss, hello)
+	if err != nil {
+		ss.sending = false
+		ss.mu.Unlock()
+		return err
+	}
 	err = stream.Send(&kilnv1.SessionResponse{Msg: &kilnv1.SessionResponse_Welcome{Welcome: welcome}})
 	ss.sending = false
 	if len(ss.queue) > 0 && err == nil {
@@ -258,11 +263,18 @@ func validateHello(h *kilnv1.Hello) error {
 }
 
 // connect registers the session, reconciles what the build server still
-// runs, and returns the Welcome.
-func (s *Server) connect(ss *session, h *kilnv1.Hello) *kilnv1.Welcome {
+// runs, and returns the Welcome. Once Drain has begun it registers nothing
+// and refuses: Drain ends only the sessions it finds, and one that came
+// after would hold a graceful stop for its whole grace.
+func (s *Server) connect(ss *session, h *kilnv1.Hello) (*kilnv1.Welcome, error) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	select {
+	case <-s.closing:
+		return nil, status.Error(codes.Unavailable, errStopped.Error())
+	default:
+	}
 	if old := s.sessions[ss.name]; old != nil {
 		old.cancel(errors.New("replaced by a newer session"))
 	}
@@ -316,7 +328,7 @@ func (s *Server) connect(ss *session, h *kilnv1.Hello) *kilnv1.Welcome {
 		return tx.PutBuildServer(rec)
 	}, nil)
 	s.dispatchLocked()
-	return w
+	return w, nil
 }
 
 // attemptsOfLocked lists the attempts held by build server name.
