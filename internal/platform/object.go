@@ -156,6 +156,16 @@ func (w CodeWant) CheckMember(head []byte, name string) string {
 	return ""
 }
 
+// ELFHeader returns the identity in the header of an ELF file whose first
+// bytes are head; ok is false when head is not a readable ELF header.
+func ELFHeader(head []byte) (id ELFIdentity, ok bool) {
+	if !IsELF(head) {
+		return ELFIdentity{}, false
+	}
+	id, reason := elfHeaderIdentity(head)
+	return id, reason == ""
+}
+
 // elfHeaderIdentity reads e_ident's class and data, then e_machine in
 // that byte order; reason says why it cannot.
 func elfHeaderIdentity(h []byte) (ELFIdentity, string) {

@@ -222,34 +222,19 @@ func systemGlibc(paths []string) (string, bool) {
 	return "", false
 }
 
-// elfID is what an ELF header says of the machine a file runs on.
-type elfID struct {
-	class, data byte
-	machine     uint16
-}
-
-// elfIdent reads the class, byte order and machine from the ELF header of
-// the file at path; ok is false when it is not ELF.
-func elfIdent(path string) (elfID, bool) {
+// elfIdent reads the identity in the ELF header of the file at path; ok
+// is false when it is not ELF.
+func elfIdent(path string) (platform.ELFIdentity, bool) {
 	f, err := os.Open(path)
 	if err != nil {
-		return elfID{}, false
+		return platform.ELFIdentity{}, false
 	}
 	defer f.Close()
 	var h [20]byte
-	if _, err := io.ReadFull(f, h[:]); err != nil || string(h[:4]) != elf.ELFMAG {
-		return elfID{}, false
+	if _, err := io.ReadFull(f, h[:]); err != nil {
+		return platform.ELFIdentity{}, false
 	}
-	id := elfID{class: h[elf.EI_CLASS], data: h[elf.EI_DATA]}
-	switch elf.Data(id.data) {
-	case elf.ELFDATA2LSB:
-		id.machine = binary.LittleEndian.Uint16(h[18:])
-	case elf.ELFDATA2MSB:
-		id.machine = binary.BigEndian.Uint16(h[18:])
-	default:
-		return elfID{}, false
-	}
-	return id, true
+	return platform.ELFHeader(h[:])
 }
 
 // rodataGlibc looks for the banner in the .rodata section of the ELF
