@@ -37,7 +37,7 @@ const cliRuns = 50
 // protocol and code (in-process − harness) and the process itself
 // (process − in-process − start-up).
 func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error {
-	var harness, cli, startup, inproc, gaps durations
+	var harness, cli, startup, inproc, gaps, cliCPU, startupCPU durations
 	e.rep.logf("measuring %d turns of: harness build, startcompile --wait build, startcompile --help, the same command in-process", cliRuns)
 	for i := range cliRuns {
 		tb, err := oneBuild(ctx, m.Compile, reqs.next())
@@ -48,7 +48,7 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 		harness.add(h)
 
 		n := reqs.seq.Add(1)
-		d, out, err := runCLI(ctx, e.bins.Startcompile, cliArgs(m.Addr, n, fmt.Sprintf("cli-%d@example.com", i))...)
+		d, cpu, out, err := runCLI(ctx, e.bins.Startcompile, cliArgs(m.Addr, n, fmt.Sprintf("cli-%d@example.com", i))...)
 		if err != nil {
 			return err
 		}
@@ -56,12 +56,14 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 			return err
 		}
 		cli.add(d)
+		cliCPU.add(cpu)
 
-		s, _, err := runCLI(ctx, e.bins.Startcompile, "--help")
+		s, cpu, _, err := runCLI(ctx, e.bins.Startcompile, "--help")
 		if err != nil {
 			return err
 		}
 		startup.add(s)
+		startupCPU.add(cpu)
 		gaps.add(d - h - s)
 
 		n = reqs.seq.Add(1)
@@ -85,9 +87,11 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 		Target: 0, AtMost: true,
 		Note: fmt.Sprintf("per turn: process − harness build − start-up (≤ 0: within the bound); %s\n"+
 			"split of the p50s: protocol and code (in-process − harness) %+.1f ms; the process beyond its start-up (process − in-process − start-up) %+.1f ms\n"+
-			"minima (the least disturbed run of each): process %.1f ms, harness %.1f + start-up %.1f = %.1f ms, in-process %.1f ms",
+			"minima (the least disturbed run of each): process %.1f ms, harness %.1f + start-up %.1f = %.1f ms, in-process %.1f ms\n"+
+			"CPU of each process (user + system, p50): startcompile --wait %.1f ms, startcompile --help %.1f ms",
 			gaps.describe(), ms(inproc.pct(50)-harness.pct(50)), ms(cli.pct(50)-inproc.pct(50)-startup.pct(50)),
-			ms(cli.pct(0)), ms(harness.pct(0)), ms(startup.pct(0)), ms(harness.pct(0)+startup.pct(0)), ms(inproc.pct(0)))})
+			ms(cli.pct(0)), ms(harness.pct(0)), ms(startup.pct(0)), ms(harness.pct(0)+startup.pct(0)), ms(inproc.pct(0)),
+			ms(cliCPU.pct(50)), ms(startupCPU.pct(50)))})
 	return nil
 }
 
@@ -112,9 +116,9 @@ func checkNewBuild(out []byte, n int64) error {
 	return nil
 }
 
-// runCLI runs bin with args and returns how long the process took and its
-// stdout; a failure carries its stderr.
-func runCLI(ctx context.Context, bin string, args ...string) (time.Duration, []byte, error) {
+// runCLI runs bin with args and returns how long the process took, the CPU
+// it used (user + system) and its stdout; a failure carries its stderr.
+func runCLI(ctx context.Context, bin string, args ...string) (time.Duration, time.Duration, []byte, error) {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, bin, args...)
@@ -124,9 +128,9 @@ func runCLI(ctx context.Context, bin string, args ...string) (time.Duration, []b
 	err := cmd.Run()
 	d := time.Since(t0)
 	if err != nil {
-		return d, nil, fmt.Errorf("startcompile %v: %w: %s", args, err, stderr.String())
+		return d, 0, nil, fmt.Errorf("startcompile %v: %w: %s", args, err, stderr.String())
 	}
-	return d, stdout.Bytes(), nil
+	return d, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), stdout.Bytes(), nil
 }
 
 // runInProcess runs the startcompile command line args through
