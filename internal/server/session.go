@@ -176,16 +176,38 @@ func (s *Server) Session(stream kilnv1.WorkerService_SessionServer) error {
 	}
 	defer s.disconnect(ss)
 
+	// Messages are received on their own goroutine so that a session
+	// replaced, revoked or drained while idle ends at once rather than
+	// at its next heartbeat: a graceful stop (Drain) then hands the build
+	// servers to the next metaserver in milliseconds, not a heartbeat
+	// interval later.
+	msgs, recvErr := make(chan *kilnv1.SessionRequest), make(chan error, 1)
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case msgs <- msg:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	for err == nil {
-		var msg *kilnv1.SessionRequest
-		if msg, err = stream.Recv(); err != nil {
-			break
+		select {
+		case msg := <-msgs:
+			if ctx.Err() != nil {
+				err = context.Cause(ctx)
+			} else {
+				err = s.handle(ss, msg)
+			}
+		case err = <-recvErr:
+		case <-ctx.Done():
+			err = context.Cause(ctx) // replaced, revoked or drained
 		}
-		if ctx.Err() != nil {
-			err = context.Cause(ctx) // replaced, revoked or drained while idle
-			break
-		}
-		err = s.handle(ss, msg)
 	}
 	cancel(err)
 	if errors.Is(err, io.EOF) {
