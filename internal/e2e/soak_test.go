@@ -123,10 +123,12 @@ func TestFaultSoak(t *testing.T) {
 					return "writer killed"
 				}
 				// SIGTERM: the writer hands over and comes back a standby.
+				stopped := time.Now()
 				if err := w.Process.Stop(); err != nil {
 					t.Fatalf("writer on SIGTERM: %v", err)
 				}
 				waitWriter(t, sf.StoreURL, other.Addr)
+				t.Logf("writer %s stopped (SIGTERM): %s took over within %s", w.Addr, other.Addr, time.Since(stopped).Round(time.Millisecond))
 				w.Restart()
 				return "writer restarted"
 			},
