@@ -449,8 +449,12 @@ func startWeb(t testing.TB, addr string) *httptest.Server {
 		t.Fatalf("grpc client: %v", err)
 	}
 	t.Cleanup(func() { _ = cc.Close() })
+	// RPCTimeout is only a safety net against a hung fake: no test waits
+	// for it to fire. A page's calls share one bound, and the biggest
+	// (the overview of 50,000 samples) takes about a second of CPU under
+	// -race, many times that on a slow, loaded machine.
 	h := web.NewHandler(kilnv1.NewStatusServiceClient(cc), kilnv1.NewCompileServiceClient(cc), web.Options{
-		Now: func() time.Time { return t0 }, RPCTimeout: 5 * time.Second,
+		Now: func() time.Time { return t0 }, RPCTimeout: time.Minute,
 		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	srv := httptest.NewUnstartedServer(h)

@@ -12,8 +12,10 @@ import (
 	"time"
 )
 
-// httpClient bounds every test request.
-var httpClient = &http.Client{Timeout: 10 * time.Second}
+// httpClient bounds every test request: a safety net against a hung
+// handler, longer than the handler's own RPCTimeout (startWeb), that no
+// test waits for.
+var httpClient = &http.Client{Timeout: 2 * time.Minute}
 
 type response struct {
 	code   int
