@@ -57,7 +57,7 @@ func farm(t *testing.T, opts farmtest.CProjectOptions, builders int) *farmtest.F
 	return f
 }
 
-func TestWaitShowsProgressAndTheLogThenACachedAnswerIsFast(t *testing.T) {
+func TestWaitShowsProgressAndTheLogThenTheSameRequestIsBuild1FromTheCache(t *testing.T) {
 	f := farm(t, farmtest.CProjectOptions{Manifest: true}, 1)
 	r := f.Startcompile("--project", "hello", "--wait", email)
 	expectExit(t, r, 0)
