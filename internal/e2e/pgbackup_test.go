@@ -20,19 +20,6 @@ func metaRunEnv(t *testing.T, sf *scaledFarm, args ...string) (string, int) {
 	return metaRunWith(t, "", sf.MetaEnv, 60*time.Second, args...)
 }
 
-// execSQL runs statements on the database at url, behind Kiln's back.
-func execSQL(t *testing.T, url, sql string) {
-	t.Helper()
-	c, err := pgx.Connect(t.Context(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(t.Context())
-	if _, err := c.Exec(t.Context(), sql); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
 // An operator's backup of a farm on PostgreSQL + S3, taken while a build
 // is submitted and running, restores into another database to a store that
 // `metaserver check` (with the bucket) passes and that holds every build
@@ -97,7 +84,7 @@ func TestScaleOut_BackupWhileBuildingRestoresToACheckedStore(t *testing.T) {
 	}
 
 	// Damage behind Kiln's back: check names it, exit 2, and leaves it.
-	execSQL(t, restored, `UPDATE build_counts SET n = n + 3 WHERE state = (SELECT min(state) FROM builds)`)
+	farmtest.ExecSQL(t, restored, `UPDATE build_counts SET n = n + 3 WHERE state = (SELECT min(state) FROM builds)`)
 	if out, code := metaRunEnv(t, sf, "check", "--store", restored); code != 2 || !strings.Contains(out, "build_counts says") {
 		t.Fatalf("check of a damaged store: exit %d\n%s", code, out)
 	}
@@ -105,7 +92,7 @@ func TestScaleOut_BackupWhileBuildingRestoresToACheckedStore(t *testing.T) {
 		t.Fatalf("the damage was repaired by check: exit %d\n%s", code, out)
 	}
 	// A schema of a newer Kiln: check and backup refuse it, no file left.
-	execSQL(t, restored, `UPDATE kiln_meta SET value = 99 WHERE key = 'version'`)
+	farmtest.ExecSQL(t, restored, `UPDATE kiln_meta SET value = 99 WHERE key = 'version'`)
 	if out, code := metaRunEnv(t, sf, "check", "--store", restored); code != 2 || !strings.Contains(out, "schema version 99") {
 		t.Fatalf("check of a version 99 schema: exit %d\n%s", code, out)
 	}

@@ -547,17 +547,19 @@ func submitAs(t *testing.T, sf *scaledFarm, n, email string) uint64 {
 func submitRPC(t *testing.T, client kilnv1.CompileServiceClient, n, email string) uint64 {
 	t.Helper()
 	var id uint64
-	farmtest.Eventually(t, 60*time.Second, func() error {
-		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		defer cancel()
-		resp, err := client.Submit(ctx, &kilnv1.SubmitRequest{Project: "hello", Email: email, Options: map[string]string{"n": n}})
-		if err != nil {
-			return err
-		}
-		id = resp.GetBuild().GetId()
-		return nil
+	farmtest.Eventually(t, 60*time.Second, func() (err error) {
+		id, err = submitOnce(t.Context(), client, n, email)
+		return err
 	})
 	return id
+}
+
+// submitOnce asks once, within 5 s, for a build of hello with option n.
+func submitOnce(ctx context.Context, client kilnv1.CompileServiceClient, n, email string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := client.Submit(ctx, &kilnv1.SubmitRequest{Project: "hello", Email: email, Options: map[string]string{"n": n}})
+	return resp.GetBuild().GetId(), err
 }
 
 // submitDuring is submitRPC in the background, so that the test can time
@@ -567,15 +569,9 @@ func submitDuring(t *testing.T, client kilnv1.CompileServiceClient, n, email str
 	var id uint64
 	done := make(chan error, 1)
 	go func() {
-		done <- farmtest.Poll(60*time.Second, func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			resp, err := client.Submit(ctx, &kilnv1.SubmitRequest{Project: "hello", Email: email, Options: map[string]string{"n": n}})
-			if err != nil {
-				return err
-			}
-			id = resp.GetBuild().GetId()
-			return nil
+		done <- farmtest.Poll(60*time.Second, func() (err error) {
+			id, err = submitOnce(context.Background(), client, n, email)
+			return err
 		})
 	}()
 	return func() uint64 {

@@ -158,9 +158,16 @@ func (pg *Postgres) SchemaURL(t testing.TB, db, key string) string {
 // exec runs one statement in database db as the superuser.
 func (pg *Postgres) exec(t testing.TB, db, sql string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ExecSQL(t, pg.URL(db), sql)
+}
+
+// ExecSQL runs statements on the database at url (a test's own SQL,
+// behind Kiln's back: damage, planted rows, set-up), failing t on error.
+func ExecSQL(t testing.TB, url, sql string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	c, err := pgx.Connect(ctx, pg.URL(db))
+	c, err := pgx.Connect(ctx, url)
 	if err != nil {
 		t.Fatalf("farmtest: postgres: %v", err)
 	}

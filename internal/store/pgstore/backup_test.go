@@ -139,13 +139,13 @@ func TestBackupRestore_RefuseBadInputAndChangeNothing(t *testing.T) {
 	// A newer or foreign schema is not backed up: no file is left.
 	newer := pg.SchemaURL(t, "postgres", "newer")
 	populate(t, newer)
-	execURL(t, newer, `UPDATE kiln_meta SET value = 99 WHERE key = 'version'`)
+	farmtest.ExecSQL(t, newer, `UPDATE kiln_meta SET value = 99 WHERE key = 'version'`)
 	var sv *pgstore.SchemaVersionError
 	if _, err := pgstore.Backup(t.Context(), newer, filepath.Join(dir, "newer")); !errors.As(err, &sv) {
 		t.Fatalf("Backup of a version 99 schema: %v, want *SchemaVersionError", err)
 	}
 	foreign := pg.SchemaURL(t, "postgres", "foreign")
-	execURL(t, foreign, `CREATE TABLE accounts (id int)`)
+	farmtest.ExecSQL(t, foreign, `CREATE TABLE accounts (id int)`)
 	if _, err := pgstore.Backup(t.Context(), foreign, filepath.Join(dir, "foreign")); !errors.As(err, &sv) {
 		t.Fatalf("Backup of another program's schema: %v, want *SchemaVersionError", err)
 	}
@@ -231,7 +231,7 @@ func truncated(t *testing.T, archive, dir string, div int) string {
 func foreignDump(t *testing.T, url, dir string) string {
 	t.Helper()
 	p := filepath.Join(dir, "foreign.pgdump")
-	execURL(t, url, `INSERT INTO accounts VALUES (1)`)
+	farmtest.ExecSQL(t, url, `INSERT INTO accounts VALUES (1)`)
 	if err := pgstore.DumpForTest(t.Context(), url, p); err != nil {
 		t.Fatal(err)
 	}

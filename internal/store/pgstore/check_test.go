@@ -148,7 +148,7 @@ func TestCheck_NamesEachDamageAndChangesNothing(t *testing.T) {
 			url := pg.SchemaURL(t, "postgres", "damage-"+c.name)
 			populate(t, url)
 			if c.damage != "" {
-				execURL(t, url, c.damage)
+				farmtest.ExecSQL(t, url, c.damage)
 			}
 			_, err := pgstore.Check(t.Context(), url, pgstore.CheckOptions{Blob: c.blob})
 			var ce *pgstore.CheckError
@@ -166,13 +166,13 @@ func TestCheck_RefusesAnUnknownSchemaAndWritesNothing(t *testing.T) {
 	pg := farmtest.StartPostgres(t)
 	newer := pg.SchemaURL(t, "postgres", "newer")
 	populate(t, newer)
-	execURL(t, newer, `UPDATE kiln_meta SET value = 99 WHERE key = 'version'`)
+	farmtest.ExecSQL(t, newer, `UPDATE kiln_meta SET value = 99 WHERE key = 'version'`)
 	var sv *pgstore.SchemaVersionError
 	if _, err := pgstore.Check(t.Context(), newer, pgstore.CheckOptions{}); !errors.As(err, &sv) || sv.Found != 99 {
 		t.Fatalf("Check of a version 99 schema: %v, want *SchemaVersionError{Found: 99}", err)
 	}
 	foreign := pg.SchemaURL(t, "postgres", "foreign")
-	execURL(t, foreign, `CREATE TABLE accounts (id int)`)
+	farmtest.ExecSQL(t, foreign, `CREATE TABLE accounts (id int)`)
 	if _, err := pgstore.Check(t.Context(), foreign, pgstore.CheckOptions{}); !errors.As(err, &sv) || sv.Found != 0 {
 		t.Fatalf("Check of another program's schema: %v, want *SchemaVersionError{Found: 0}", err)
 	}

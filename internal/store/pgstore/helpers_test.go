@@ -6,18 +6,6 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-func execURL(t testing.TB, url, sql string) {
-	t.Helper()
-	c, err := pgx.Connect(t.Context(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(t.Context())
-	if _, err := c.Exec(t.Context(), sql); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
 func countTables(t *testing.T, url string) int {
 	t.Helper()
 	return queryInt(t, url, `SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()`)

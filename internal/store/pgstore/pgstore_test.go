@@ -113,13 +113,13 @@ func TestOpen_RefusesANewerSchemaAndForeignTables(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	execURL(t, url, `UPDATE kiln_meta SET value = 99 WHERE key = 'version'`)
+	farmtest.ExecSQL(t, url, `UPDATE kiln_meta SET value = 99 WHERE key = 'version'`)
 	var sv *pgstore.SchemaVersionError
 	if _, err := pgstore.Open(t.Context(), url, pgstore.Options{}); !errors.As(err, &sv) || sv.Found != 99 {
 		t.Fatalf("Open of a version 99 schema: %v, want *SchemaVersionError{Found: 99}", err)
 	}
 	foreign := pg.SchemaURL(t, "postgres", "foreign")
-	execURL(t, foreign, `CREATE TABLE accounts (id int)`)
+	farmtest.ExecSQL(t, foreign, `CREATE TABLE accounts (id int)`)
 	if _, err := pgstore.Open(t.Context(), foreign, pgstore.Options{}); !errors.As(err, &sv) || sv.Found != 0 {
 		t.Fatalf("Open of a schema with another program's table: %v, want *SchemaVersionError{Found: 0}", err)
 	}

@@ -25,7 +25,7 @@ func TestUpdate_ARefusedQueuedWriteFailsTheUpdateAndWritesNothing(t *testing.T) 
 	defer db.Close()
 	// The hostile case: the database refuses one row (a DBA's trigger, a
 	// constraint), which the Put cannot see when it returns.
-	execURL(t, url, `CREATE FUNCTION refuse_13() RETURNS trigger LANGUAGE plpgsql AS $$
+	farmtest.ExecSQL(t, url, `CREATE FUNCTION refuse_13() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN IF NEW.id = 13 THEN RAISE EXCEPTION 'request 13 refused'; END IF; RETURN NEW; END $$;
 CREATE TRIGGER refuse_13 BEFORE INSERT OR UPDATE ON requests FOR EACH ROW EXECUTE FUNCTION refuse_13();`)
 	build := func(id uint64) *store.Build {

@@ -26,7 +26,7 @@ func TestRestore_ArchiveWithPlantedCodeIsRefused(t *testing.T) {
 	src := pg.SchemaURL(t, "postgres", "tampered")
 	populate(t, src)
 	own := currentSchema(t, src)
-	execURL(t, src, `CREATE FUNCTION planted() RETURNS bool LANGUAGE plpgsql AS $f$
+	farmtest.ExecSQL(t, src, `CREATE FUNCTION planted() RETURNS bool LANGUAGE plpgsql AS $f$
 DECLARE s text;
 BEGIN
 	IF current_database() = 'postgres' THEN RETURN true; END IF;
@@ -36,7 +36,7 @@ BEGIN
 	END LOOP;
 	RETURN true;
 END $f$`)
-	execURL(t, src, `ALTER TABLE kiln_meta ADD CONSTRAINT planted CHECK (planted())`)
+	farmtest.ExecSQL(t, src, `ALTER TABLE kiln_meta ADD CONSTRAINT planted CHECK (planted())`)
 	archive := filepath.Join(dir, "tampered.pgdump")
 	if _, err := pgstore.Backup(t.Context(), src, archive); err != nil {
 		t.Fatal(err)
@@ -65,7 +65,7 @@ END $f$`)
 		t.Fatal("the restore left its scratch schema behind")
 	}
 	// The same store's backup without the planted code restores there.
-	execURL(t, src, `ALTER TABLE kiln_meta DROP CONSTRAINT planted; DROP FUNCTION planted()`)
+	farmtest.ExecSQL(t, src, `ALTER TABLE kiln_meta DROP CONSTRAINT planted; DROP FUNCTION planted()`)
 	clean := filepath.Join(dir, "clean.pgdump")
 	if _, err := pgstore.Backup(t.Context(), src, clean); err != nil {
 		t.Fatal(err)
@@ -124,7 +124,7 @@ func TestRestore_ArchiveWhoseCopyStatementRunsSQLIsRefused(t *testing.T) {
 	edited := writeFile(t, dir, "hostile.pgdump", bytes.Replace(data, []byte(copyStmt), []byte(hostile), 1))
 
 	victimDB := pg.CreateDatabase(t, "victim")
-	execURL(t, victimDB, `CREATE SCHEMA v; CREATE TABLE v.builds (id int); INSERT INTO v.builds VALUES (1), (2)`)
+	farmtest.ExecSQL(t, victimDB, `CREATE SCHEMA v; CREATE TABLE v.builds (id int); INSERT INTO v.builds VALUES (1), (2)`)
 	target := strings.Replace(src, "/postgres?", "/victim?", 1)
 	_, err = pgstore.Restore(t.Context(), target, edited)
 	if !queryBool(t, victimDB, `SELECT count(*) = 2 FROM v.builds`) {
