@@ -6,7 +6,7 @@
 # from the i386 architecture), the build systems of the default recipe, postfix's smtp-sink
 # (mail tests), chromium (browser tests), dpkg-dev (the acceptance suite's
 # apt-get source unpacks with dpkg-source), the protobuf tools (buf,
-# protoc-gen-go, protoc-gen-go-grpc) for the proto check, golangci-lint
+# protoc-gen-go, protoc-gen-go-grpc, protoc-gen-go-vtproto) for the proto check, golangci-lint
 # for `make lint`, and the servers the scaled-out store is tested against:
 # Debian's PostgreSQL and versitygw (an S3-compatible server, Go,
 # Apache-2.0, from the Go module proxy).
@@ -78,6 +78,13 @@ export PATH="$(go env GOPATH)/bin:$PATH"
   go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 [ "$(protoc-gen-go-grpc --version 2>/dev/null)" = "protoc-gen-go-grpc 1.6.2" ] ||
   go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+# vtprotobuf's generator at the version go.mod already requires (grpc's
+# own dependencies pin it): startcompile decodes with its code.
+vtproto=v0.6.1-0.20240319094008-0393e58bdf10
+# It has no --version: its build information names the module's version.
+go version -m "$(command -v protoc-gen-go-vtproto 2>/dev/null || echo /nonexistent)" 2>/dev/null |
+  grep -qE "^[[:space:]]+mod[[:space:]]+github.com/planetscale/vtprotobuf[[:space:]]+$vtproto([[:space:]]|\$)" ||
+  go install "github.com/planetscale/vtprotobuf/cmd/protoc-gen-go-vtproto@$vtproto"
 # The linter, pinned: another version may find other things (.golangci.yml).
 [ "$(golangci-lint version --short 2>/dev/null)" = "2.15.0" ] ||
   go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0

@@ -31,7 +31,7 @@ func dial(ctx context.Context, c Connection) (*grpc.ClientConn, error) {
 	}
 	conn, err := grpc.NewClient(target, append(ropts,
 		transport,
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize), callCodec()),
 	)...)
 	if err != nil {
 		return nil, usageError("bad metaserver address %q: %v", c.Metaserver, err)

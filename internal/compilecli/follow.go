@@ -32,6 +32,8 @@ type follower struct {
 	// accept ends the watch at a first, unverified result too
 	// (--accept unverified; see answered).
 	accept bool
+	// seen, when not nil, is called with every state of the build.
+	seen func(*kilnv1.Build)
 }
 
 // follow watches build id until it reaches a final state and returns that
@@ -125,6 +127,9 @@ func (f *follower) watchOnce(ctx context.Context, id uint64, logOffset int64, lo
 			last = b
 			if f.progress != nil {
 				f.progress.update(b)
+			}
+			if f.seen != nil {
+				f.seen(b)
 			}
 			if answered(b, f.accept) {
 				return last, heard, nil

@@ -34,6 +34,8 @@ type Result struct {
 	// encodes it from platform, so a command without --json never does.
 	Platform json.RawMessage `json:"platform"`
 	platform *kilnv1.SystemInfo
+	// encoded is the platform whose encoding Platform holds.
+	encoded *kilnv1.SystemInfo
 	// Files are the artifact's paths; after a download, the paths extracted.
 	Files []string `json:"files"`
 	// DownloadDir is where the artifact was unpacked, if it was.
@@ -84,14 +86,23 @@ func (r *Result) setBuild(b *kilnv1.Build) {
 	r.AgreeingBuildServers = append([]string(nil), b.GetAgreeingBuildServers()...)
 }
 
+// encodePlatform encodes p into Platform unless it holds p already. A
+// wait calls it as soon as the build's target is known, long before the
+// build ends: encoding a message type the first time builds protobuf's
+// reflection tables, and the process is idle while the build runs.
+func (r *Result) encodePlatform(p *kilnv1.SystemInfo) {
+	if p == nil || p == r.encoded {
+		return
+	}
+	opts := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
+	if raw, err := opts.Marshal(p); err == nil {
+		r.Platform, r.encoded = raw, p
+	}
+}
+
 // write prints r as one line of JSON.
 func (r *Result) write(w io.Writer) error {
-	if r.platform != nil {
-		opts := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
-		if raw, err := opts.Marshal(r.platform); err == nil {
-			r.Platform = raw
-		}
-	}
+	r.encodePlatform(r.platform)
 	if r.Files == nil {
 		r.Files = []string{}
 	}

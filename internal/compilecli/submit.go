@@ -156,6 +156,9 @@ func wait(ctx context.Context, env Env, client kilnv1.CompileServiceClient, b *k
 	timeout, dir, asJSON := wo.timeout, wo.dir, wo.asJSON
 	if !answered(b, wo.accept) {
 		f := &follower{client: client, progress: newProgress(env.Stderr), withLog: true, accept: wo.accept}
+		if asJSON {
+			f.seen = func(b *kilnv1.Build) { res.encodePlatform(b.GetPlatform()) }
+		}
 		final, err := f.follow(ctx, b.GetId())
 		if final != nil {
 			res.setBuild(final)

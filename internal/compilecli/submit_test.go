@@ -368,6 +368,33 @@ func TestJSONOutputCarriesTheBuildAndItsPlatform(t *testing.T) {
 	}
 }
 
+// The platform is encoded while the build runs, as soon as it is known
+// (issue 20: off the path from the final answer to the exit); a build
+// retried on another target must still print the target that built it.
+func TestJSONOutputNamesThePlatformOfTheFinalStateAfterARetryElsewhere(t *testing.T) {
+	f := startFake(t)
+	f.submit = answerQueued(5)
+	first := running(5, kilnv1.Phase_PHASE_BUILDING)
+	first.Platform = s390xInfo()
+	f.watch = script(upd(first), upd(running(5, kilnv1.Phase_PHASE_FETCHING)), upd(final(5, kilnv1.BuildState_BUILD_STATE_SUCCEEDED)))
+	stdout, stderr, code := f.run(t, "--project", "hello", "--wait", "--json", email)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "s390x") {
+		t.Fatalf("the first attempt's s390x target was never shown; the case tests nothing:\n%s", stderr)
+	}
+	var got struct {
+		Platform map[string]any `json:"platform"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatalf("stdout is not JSON: %v\n%s", err, stdout)
+	}
+	if got.Platform["arch"] != "x86_64" || got.Platform["endian"] != "little" {
+		t.Fatalf("platform %v, want the final state's x86_64 target", got.Platform)
+	}
+}
+
 func TestJSONOutputOnARefusalCarriesTheError(t *testing.T) {
 	f := startFake(t)
 	f.submit = func(*kilnv1.SubmitRequest) (*kilnv1.SubmitResponse, error) {
