@@ -30,6 +30,8 @@ type vtMessage interface {
 // protobuf refuses, such as strings that are not UTF-8 (codec_test.go's
 // fuzz target). So only the client uses it, for what its metaserver
 // sends; the metaserver keeps gRPC's codec for what strangers send it.
+// Nor does it bound recursion as protobuf does: that is safe only while no
+// message the client decodes can nest itself, which a test checks.
 type vtCodec struct{ fallback encoding.CodecV2 }
 
 // callCodec is the call option the client's connections are made with.

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	kilnv1 "github.com/kilnbuild/kiln/proto/kiln/v1"
@@ -165,6 +166,56 @@ func TestTheCodecRefusesMalformedMessages(t *testing.T) {
 		if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, &kilnv1.SubmitResponse{}); err == nil {
 			t.Errorf("%s: the codec accepted %x", name, b)
 		}
+	}
+}
+
+// The generated decoder has no recursion limit (protobuf's is 10,000), so
+// a message type that could hold itself would let a hostile metaserver
+// nest it until the client's stack overflowed, which kills the process.
+// No message of the two services the client calls can.
+func TestNoMessageTheClientDecodesCanNestItself(t *testing.T) {
+	var cycle func(m protoreflect.MessageDescriptor, path []protoreflect.FullName) []protoreflect.FullName
+	cycle = func(m protoreflect.MessageDescriptor, path []protoreflect.FullName) []protoreflect.FullName {
+		for _, p := range path {
+			if p == m.FullName() {
+				return append(path, m.FullName())
+			}
+		}
+		path = append(path, m.FullName())
+		fields := m.Fields()
+		for i := range fields.Len() {
+			f := fields.Get(i)
+			inner := f.Message()
+			if f.IsMap() {
+				inner = f.MapValue().Message()
+			}
+			if inner != nil {
+				if c := cycle(inner, path); c != nil {
+					return c
+				}
+			}
+		}
+		return nil
+	}
+	if cycle((&structpb.Struct{}).ProtoReflect().Descriptor(), nil) == nil {
+		t.Fatal("the walk misses google.protobuf.Struct's Struct -> Value -> Struct")
+	}
+	methods := 0
+	for _, fd := range []protoreflect.FileDescriptor{kilnv1.File_kiln_v1_compile_proto, kilnv1.File_kiln_v1_status_proto} {
+		for i := range fd.Services().Len() {
+			ms := fd.Services().Get(i).Methods()
+			for j := range ms.Len() {
+				methods++
+				for _, m := range []protoreflect.MessageDescriptor{ms.Get(j).Input(), ms.Get(j).Output()} {
+					if c := cycle(m, nil); c != nil {
+						t.Errorf("%s can nest itself: %v", m.FullName(), c)
+					}
+				}
+			}
+		}
+	}
+	if methods < 5 {
+		t.Fatalf("found %d methods; the services were not read", methods)
 	}
 }
 
