@@ -14,10 +14,6 @@ import (
 	"github.com/kilnbuild/kiln/internal/sysinfo"
 )
 
-// cliRuns is how many whole-process `startcompile --wait` builds the noop
-// scenario runs, each beside a harness build and a start-up of the CLI.
-const cliRuns = 50
-
 // measureCLIWait runs, in turns, a harness build (Submit + WatchBuild on
 // the harness's warm connection), a whole `startcompile --wait` process
 // asking for a new no-op build as a user types it (no --revision: the
@@ -38,8 +34,8 @@ const cliRuns = 50
 // (process − in-process − start-up).
 func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error {
 	var harness, cli, startup, inproc, gaps, cliCPU, startupCPU durations
-	e.rep.logf("measuring %d turns of: harness build, startcompile --wait build, startcompile --help, the same command in-process", cliRuns)
-	for i := range cliRuns {
+	e.rep.logf("measuring %d turns of: harness build, startcompile --wait build, startcompile --help, the same command in-process", e.cfg.CLITurns)
+	for i := range e.cfg.CLITurns {
 		tb, err := oneBuild(ctx, m.Compile, reqs.next())
 		if err != nil {
 			return err

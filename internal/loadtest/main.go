@@ -22,6 +22,7 @@ type config struct {
 
 	N            int           // noop: sequential builds measured
 	Warmup       int           // noop: builds before measuring
+	CLITurns     int           // noop: turns of the startcompile --wait measurement
 	Sandbox      string        // real build servers' --sandbox
 	Duration     time.Duration // throughput, sim: measuring window
 	Buildservers int           // throughput: real build servers
@@ -53,6 +54,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Timeout, "timeout", 0, "upper bound of each scenario (0: the scenario's default, 3-15 minutes)")
 	fs.IntVar(&c.N, "n", 200, "noop: sequential builds measured")
 	fs.IntVar(&c.Warmup, "warmup", 5, "noop: builds run before measuring (the first mirrors the source)")
+	fs.IntVar(&c.CLITurns, "cli-turns", 50, "noop: turns of harness build, startcompile --wait, --help and in-process run (a turn's gap varies by a few ms: 50 turns resolve about 1 ms, 300 about 0.4)")
 	fs.StringVar(&c.Sandbox, "sandbox", "bwrap", "real build servers' --sandbox (bwrap or none)")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "throughput, sim: length of the measuring window")
 	fs.IntVar(&c.Buildservers, "buildservers", 4, "throughput: real build servers")
@@ -150,6 +152,10 @@ func run() int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "loadtest: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if cfg.CLITurns < 1 {
+		fmt.Fprintf(os.Stderr, "loadtest: -cli-turns must be at least 1, got %d\n", cfg.CLITurns)
 		return 2
 	}
 
