@@ -24,7 +24,7 @@ type vtMessage interface {
 //
 // A new startcompile process pays for protobuf's reflection tables the
 // first time it encodes or decodes each message type: about 1 ms of CPU
-// for a SubmitResponse, more than the RPC itself (issue 20). The generated
+// for a SubmitResponse, as much as the RPC itself (issue 20). The generated
 // code has no such start-up. It decodes everything protobuf decodes (what
 // it refuses, protobuf decides), but it is looser: it reads some messages
 // protobuf refuses, such as strings that are not UTF-8 (codec_test.go's
