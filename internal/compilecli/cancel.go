@@ -31,7 +31,7 @@ func runCancel(ctx context.Context, env Env, args []string) int {
 // o.Email on the build and prints what became of the build (cancelled when
 // that was its last waiter, otherwise going on for the others).
 func cancelBuild(ctx context.Context, env Env, o *CancelOptions) error {
-	conn, err := dial(ctx, o.Connection)
+	conn, err := Dial(ctx, o.Connection)
 	if err != nil {
 		return err
 	}

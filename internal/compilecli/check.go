@@ -137,7 +137,7 @@ func allRefused(es []CheckEntry) bool {
 
 // check submits one request per platform and waits for all of them.
 func check(ctx context.Context, env Env, o *CheckOptions, res *CheckResult) error {
-	conn, err := dial(ctx, o.Connection)
+	conn, err := Dial(ctx, o.Connection)
 	if err != nil {
 		return err
 	}

@@ -16,11 +16,13 @@ import (
 // chunks are far smaller.
 const maxRecvMsgSize = kilnv1.MaxClientRecvBytes
 
-// dial connects to the metaserver and waits, at most c.DialTimeout, until the
+// Dial connects to the metaserver and waits, at most c.DialTimeout, until the
 // connection is ready, so that an unreachable metaserver is reported at once
 // as Unavailable instead of failing the first RPC obscurely. The caller closes
-// the connection.
-func dial(ctx context.Context, c Connection) (*grpc.ClientConn, error) {
+// the connection. Every command connects through it; so does the load
+// test's gRPC floor (internal/loadtest/grpcfloor), which measures what a
+// process pays for this connection and its RPCs and nothing else.
+func Dial(ctx context.Context, c Connection) (*grpc.ClientConn, error) {
 	transport, _, err := auth.ClientTLS{CAFile: c.CA, Insecure: c.Insecure}.DialCredentials(c.Metaserver)
 	if err != nil {
 		return nil, usageError("%v", err)

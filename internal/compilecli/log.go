@@ -31,7 +31,7 @@ func runLog(ctx context.Context, env Env, args []string) int {
 
 // printLog copies the build's log to stdout, byte for byte.
 func printLog(ctx context.Context, env Env, o *LogOptions) error {
-	conn, err := dial(ctx, o.Connection)
+	conn, err := Dial(ctx, o.Connection)
 	if err != nil {
 		return err
 	}

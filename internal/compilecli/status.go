@@ -36,7 +36,7 @@ func runStatus(ctx context.Context, env Env, args []string) int {
 // still follows the build's state: a final FAILED or CANCELLED build is
 // ExitFailed, ERROR ExitInfra, anything else ExitOK.
 func showStatus(ctx context.Context, env Env, o *StatusOptions, res *Result) error {
-	conn, err := dial(ctx, o.Connection)
+	conn, err := Dial(ctx, o.Connection)
 	if err != nil {
 		return err
 	}

@@ -41,7 +41,7 @@ func submit(ctx context.Context, env Env, o *SubmitOptions, res *Result) error {
 	}
 	dc := make(chan dialed, 1)
 	go func() {
-		conn, err := dial(ctx, o.Connection)
+		conn, err := Dial(ctx, o.Connection)
 		dc <- dialed{conn, err}
 	}()
 	var local *kilnv1.SystemInfo

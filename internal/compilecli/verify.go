@@ -131,7 +131,7 @@ var errOffline = errors.New("metaserver unreachable")
 // fetchProvenance asks the metaserver for build id's provenance proved
 // against its latest checkpoint and consistent with the tree last seen.
 func fetchProvenance(ctx context.Context, env Env, c Connection, id uint64) (*kilnv1.Provenance, error) {
-	conn, err := dial(ctx, c)
+	conn, err := Dial(ctx, c)
 	if err != nil {
 		if status.Code(err) == codes.Unavailable {
 			return nil, fmt.Errorf("%w: %v", errOffline, err)

@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -28,7 +31,9 @@ import (
 // are taken in the same turns on one machine. A second figure reads the
 // start-up up to the CLI's first request, its connection included: a
 // whole `startcompile status` process (connect, one GetBuild, exit) less
-// the same GetBuild on the harness's warm connection.
+// the same GetBuild on the harness's warm connection. A third reads the
+// floor under both: grpcfloor, a process that connects and asks for the
+// harness's own build and nothing else, less its own start-up.
 //
 // Besides the p50s, each turn's own gap (process − harness − start-up)
 // is kept: on a shared machine a turn's three runs see the same load, so
@@ -39,7 +44,12 @@ import (
 func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error {
 	var harness, cli, startup, inproc, gaps, cliCPU, startupCPU durations
 	var status, getBuild, connected, connectedGaps durations
-	e.rep.logf("measuring %d turns of: harness build, startcompile --wait build, startcompile --help, startcompile status, the same command in-process", e.cfg.CLITurns)
+	var floor, floorStartup, floorGaps, beyondFloor durations
+	floorBin, err := buildFloor(ctx, e.dir)
+	if err != nil {
+		return err
+	}
+	e.rep.logf("measuring %d turns of: harness build, startcompile --wait build, startcompile --help, startcompile status, the gRPC floor and its start-up, the same command in-process", e.cfg.CLITurns)
 	for i := range e.cfg.CLITurns {
 		tb, err := oneBuild(ctx, m.Compile, reqs.next())
 		if err != nil {
@@ -86,6 +96,25 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 		connected.add(sc - g)
 		connectedGaps.add(d - h - (sc - g))
 
+		// The floor: a process that only connects, submits the harness's
+		// own request and watches it (grpcfloor), less its own start-up.
+		req, err := reqs.next().MarshalVT()
+		if err != nil {
+			return err
+		}
+		f, _, _, err := runCLI(ctx, floorBin, m.Addr, base64.StdEncoding.EncodeToString(req))
+		if err != nil {
+			return err
+		}
+		fs, _, _, err := runCLI(ctx, floorBin, "-startup")
+		if err != nil {
+			return err
+		}
+		floor.add(f)
+		floorStartup.add(fs)
+		floorGaps.add(f - fs - h)
+		beyondFloor.add((d - s) - (f - fs))
+
 		n = reqs.seq.Add(1)
 		d, out, err = runInProcess(ctx, cliArgs(m.Addr, n, fmt.Sprintf("inproc-%d@example.com", i))...)
 		if err != nil {
@@ -119,7 +148,31 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 			"per turn: process − harness build − (startcompile status process − the same GetBuild on the harness's connection); %s\n"+
 			"startcompile --metaserver ADDR status ID (the turn's harness build): %s\nGetBuild on the harness's connection: %s\nconnected start-up: %s",
 			connectedGaps.describe(), status.describe(), getBuild.describe(), connected.describe())})
+	e.rep.add(figure{Scenario: "noop", Name: "the gRPC floor beyond its start-up: median of the turns' gaps", Value: ms(floorGaps.pct(50)), Unit: "ms",
+		NoTarget: true,
+		Note: fmt.Sprintf("internal/loadtest/grpcfloor: a process that connects as startcompile does, sends the harness's own Submit, follows it with WatchBuild (no log), closes and exits: no flags, measurement, log or output; "+
+			"what any one-shot client process on grpc-go pays beyond the harness's build (> 0: no such process meets the bound above)\n"+
+			"per turn: floor process − floor start-up − harness build; %s\nfloor process: %s\nfloor start-up (grpcfloor -startup): %s\n"+
+			"startcompile --wait beyond the floor, per turn ((process − --help) − (floor − floor start-up)): %s",
+			floorGaps.describe(), floor.describe(), floorStartup.describe(), beyondFloor.describe())})
 	return nil
+}
+
+// buildFloor builds internal/loadtest/grpcfloor into dir, static as
+// startcompile is released, and returns its path.
+func buildFloor(ctx context.Context, dir string) (string, error) {
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return "", fmt.Errorf("building the gRPC floor: %w", err)
+	}
+	bin := filepath.Join(dir, "grpcfloor")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./internal/loadtest/grpcfloor")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./internal/loadtest/grpcfloor: %w\n%s", err, out)
+	}
+	return bin, nil
 }
 
 // cliArgs is the startcompile command line of a new no-op build n.
