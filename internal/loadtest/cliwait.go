@@ -44,7 +44,7 @@ import (
 func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error {
 	var harness, cli, startup, inproc, gaps, cliCPU, startupCPU durations
 	var status, getBuild, connected, connectedGaps durations
-	var floor, floorStartup, floorGaps, beyondFloor durations
+	var floor, floorStartup, floorGaps, beyondFloor, floorCPU, floorStartupCPU durations
 	floorBin, err := buildFloor(ctx, e.dir)
 	if err != nil {
 		return err
@@ -102,16 +102,18 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 		if err != nil {
 			return err
 		}
-		f, _, _, err := runCLI(ctx, floorBin, m.Addr, base64.StdEncoding.EncodeToString(req))
+		f, fcpu, _, err := runCLI(ctx, floorBin, m.Addr, base64.StdEncoding.EncodeToString(req))
 		if err != nil {
 			return err
 		}
-		fs, _, _, err := runCLI(ctx, floorBin, "-startup")
+		fs, fscpu, _, err := runCLI(ctx, floorBin, "-startup")
 		if err != nil {
 			return err
 		}
 		floor.add(f)
 		floorStartup.add(fs)
+		floorCPU.add(fcpu)
+		floorStartupCPU.add(fscpu)
 		floorGaps.add(f - fs - h)
 		beyondFloor.add((d - s) - (f - fs))
 
@@ -153,8 +155,9 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 		Note: fmt.Sprintf("internal/loadtest/grpcfloor: a process that connects as startcompile does, sends the harness's own Submit, follows it with WatchBuild (no log), closes and exits: no flags, measurement, log or output; "+
 			"what any one-shot client process on grpc-go pays beyond the harness's build (> 0: no such process meets the bound above)\n"+
 			"per turn: floor process − floor start-up − harness build; %s\nfloor process: %s\nfloor start-up (grpcfloor -startup): %s\n"+
-			"startcompile --wait beyond the floor, per turn ((process − --help) − (floor − floor start-up)): %s",
-			floorGaps.describe(), floor.describe(), floorStartup.describe(), beyondFloor.describe())})
+			"startcompile --wait beyond the floor, per turn ((process − --help) − (floor − floor start-up)): %s\n"+
+			"CPU of each process (user + system, p50): floor %.1f ms, floor start-up %.1f ms",
+			floorGaps.describe(), floor.describe(), floorStartup.describe(), beyondFloor.describe(), ms(floorCPU.pct(50)), ms(floorStartupCPU.pct(50)))})
 	return nil
 }
 
