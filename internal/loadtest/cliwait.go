@@ -33,7 +33,9 @@ import (
 // whole `startcompile status` process (connect, one GetBuild, exit) less
 // the same GetBuild on the harness's warm connection. A third reads the
 // floor under both: grpcfloor, a process that connects and asks for the
-// harness's own build and nothing else, less its own start-up.
+// harness's own build and nothing else, less its own start-up; a fourth
+// the best case of a local agent: the same process asking the harness's
+// own process, its connection open, over a unix socket (relay.go).
 //
 // Besides the p50s, each turn's own gap (process − harness − start-up)
 // is kept: on a shared machine a turn's three runs see the same load, so
@@ -45,11 +47,18 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 	var harness, cli, startup, inproc, gaps, cliCPU, startupCPU durations
 	var status, getBuild, connected, connectedGaps durations
 	var floor, floorStartup, floorGaps, beyondFloor, floorCPU, floorStartupCPU durations
+	var viaRelay, relayGaps durations
 	floorBin, err := buildFloor(ctx, e.dir)
 	if err != nil {
 		return err
 	}
-	e.rep.logf("measuring %d turns of: harness build, startcompile --wait build, startcompile --help, startcompile status, the gRPC floor and its start-up, the same command in-process", e.cfg.CLITurns)
+	sock := filepath.Join(e.dir, "relay.sock")
+	rl, err := startRelay(sock, m.Compile)
+	if err != nil {
+		return err
+	}
+	defer rl.close()
+	e.rep.logf("measuring %d turns of: harness build, startcompile --wait build, startcompile --help, startcompile status, the gRPC floor and its start-up, the floor through a relay, the same command in-process", e.cfg.CLITurns)
 	for i := range e.cfg.CLITurns {
 		tb, err := oneBuild(ctx, m.Compile, reqs.next())
 		if err != nil {
@@ -114,6 +123,18 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 		floorStartup.add(fs)
 		floorCPU.add(fcpu)
 		floorStartupCPU.add(fscpu)
+
+		// A local agent's best case: the same request through the relay
+		// (the harness's process and connection), the same binary.
+		if req, err = reqs.next().MarshalVT(); err != nil {
+			return err
+		}
+		r, _, _, err := runCLI(ctx, floorBin, "-relay", sock, base64.StdEncoding.EncodeToString(req))
+		if err != nil {
+			return err
+		}
+		viaRelay.add(r)
+		relayGaps.add(r - fs - h)
 		floorGaps.add(f - fs - h)
 		beyondFloor.add((d - s) - (f - fs))
 
@@ -158,6 +179,15 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 			"startcompile --wait beyond the floor, per turn ((process − --help) − (floor − floor start-up)): %s\n"+
 			"CPU of each process (user + system, p50): floor %.1f ms, floor start-up %.1f ms",
 			floorGaps.describe(), floor.describe(), floorStartup.describe(), beyondFloor.describe(), ms(floorCPU.pct(50)), ms(floorStartupCPU.pct(50)))})
+	if err := rl.close(); err != nil {
+		return err
+	}
+	e.rep.add(figure{Scenario: "noop", Name: "a local agent's best case beyond the start-up: median of the turns' gaps", Value: ms(relayGaps.pct(50)), Unit: "ms",
+		NoTarget: true,
+		Note: fmt.Sprintf("grpcfloor -relay: the floor's process asking the harness's own process, connection already open, over a unix socket (one request in, the states out, no gRPC in the client): "+
+			"the least a process pays when a running agent holds the connection (> 0: not even that meets the bound)\n"+
+			"per turn: relayed process − floor start-up − harness build; %s\nrelayed process: %s",
+			relayGaps.describe(), viaRelay.describe())})
 	return nil
 }
 
