@@ -58,8 +58,15 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 		return err
 	}
 	defer rl.close()
+	// Each timed run starts on a settled farm: the build server and the
+	// metaserver finish a build after its final state is sent (the
+	// sandbox's teardown, the result's records), and whichever run came
+	// next paid for that tail while a run after a process without a build
+	// did not, which skewed the comparisons between them.
+	settle := func() { time.Sleep(e.cfg.CLISettle) }
 	e.rep.logf("measuring %d turns of: harness build, startcompile --wait build, startcompile --help, startcompile status, the gRPC floor and its start-up, the floor through a relay, the same command in-process", e.cfg.CLITurns)
 	for i := range e.cfg.CLITurns {
+		settle()
 		tb, err := oneBuild(ctx, m.Compile, reqs.next())
 		if err != nil {
 			return err
@@ -68,6 +75,7 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 		harness.add(h)
 
 		n := reqs.seq.Add(1)
+		settle()
 		d, cpu, out, err := runCLI(ctx, e.bins.Startcompile, cliArgs(m.Addr, n, fmt.Sprintf("cli-%d@example.com", i))...)
 		if err != nil {
 			return err
@@ -78,6 +86,7 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 		cli.add(d)
 		cliCPU.add(cpu)
 
+		settle()
 		s, cpu, _, err := runCLI(ctx, e.bins.Startcompile, "--help")
 		if err != nil {
 			return err
@@ -91,10 +100,12 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 		// turn's harness build (connect, one GetBuild, print, exit) less
 		// the same GetBuild on the harness's warm connection.
 		id := tb.build.GetId()
+		settle()
 		sc, _, _, err := runCLI(ctx, e.bins.Startcompile, "status", "--metaserver", m.Addr, strconv.FormatUint(id, 10))
 		if err != nil {
 			return err
 		}
+		settle()
 		t0 := time.Now()
 		if _, err := m.Compile.GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: id}); err != nil {
 			return fmt.Errorf("GetBuild %d: %w", id, err)
@@ -111,10 +122,12 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 		if err != nil {
 			return err
 		}
+		settle()
 		f, fcpu, _, err := runCLI(ctx, floorBin, m.Addr, base64.StdEncoding.EncodeToString(req))
 		if err != nil {
 			return err
 		}
+		settle()
 		fs, fscpu, _, err := runCLI(ctx, floorBin, "-startup")
 		if err != nil {
 			return err
@@ -129,6 +142,7 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 		if req, err = reqs.next().MarshalVT(); err != nil {
 			return err
 		}
+		settle()
 		r, _, _, err := runCLI(ctx, floorBin, "-relay", sock, base64.StdEncoding.EncodeToString(req))
 		if err != nil {
 			return err
@@ -139,6 +153,7 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 		beyondFloor.add((d - s) - (f - fs))
 
 		n = reqs.seq.Add(1)
+		settle()
 		d, out, err = runInProcess(ctx, cliArgs(m.Addr, n, fmt.Sprintf("inproc-%d@example.com", i))...)
 		if err != nil {
 			return err
