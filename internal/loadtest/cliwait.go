@@ -20,12 +20,12 @@ import (
 
 // measureCLIWait runs, in turns, a harness build (Submit + WatchBuild on
 // the harness's warm connection), a whole `startcompile --wait` process
-// asking for a new no-op build as a user types it (no --revision: the
-// default branch), `startcompile --help` (the process's own start-up, as
+// asking for a new no-op build at the harness's commit (cliArgs says why
+// not a branch), `startcompile --help` (the process's own start-up, as
 // issue 20 names it: exec, Go runtime and package initialization, the
 // submit command's flag set, its usage printed, exit), and the
 // same command as the process through compilecli.Run inside the harness
-// (a new connection, the default branch, the log, the JSON result: all
+// (a new connection, the log, the JSON result: all
 // the CLI's protocol and code, none of a new process's costs). Issue 20
 // wants the process within the harness build plus the start-up, so all
 // are taken in the same turns on one machine. A second figure reads the
@@ -58,115 +58,117 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 		return err
 	}
 	defer rl.close()
-	// Each timed run starts on a settled farm: the build server and the
-	// metaserver finish a build after its final state is sent (the
-	// sandbox's teardown, the result's records), and whichever run came
-	// next paid for that tail while a run after a process without a build
-	// did not, which skewed the comparisons between them.
-	settle := func() { time.Sleep(e.cfg.CLISettle) }
+	// The status process reads a build that is already final, the same
+	// one every turn (what it costs does not depend on which).
+	ref, err := oneBuild(ctx, m.Compile, reqs.next())
+	if err != nil {
+		return err
+	}
+	refID := ref.build.GetId()
 	e.rep.logf("measuring %d turns of: harness build, startcompile --wait build, startcompile --help, startcompile status, the gRPC floor and its start-up, the floor through a relay, the same command in-process", e.cfg.CLITurns)
 	for i := range e.cfg.CLITurns {
-		settle()
-		tb, err := oneBuild(ctx, m.Compile, reqs.next())
+		var h, d, s, sc, g, f, fs, r, ip, cpu, scpu, fcpu, fscpu time.Duration
+		nCLI, nIn := reqs.seq.Add(1), reqs.seq.Add(1)
+		harnessReq := reqs.next()
+		floorReq, err := reqs.next().MarshalVT()
 		if err != nil {
 			return err
 		}
-		h := tb.final.Sub(tb.submit)
+		relayReq, err := reqs.next().MarshalVT()
+		if err != nil {
+			return err
+		}
+		steps := []func() error{
+			func() error { // the harness's build on its warm connection
+				tb, err := oneBuild(ctx, m.Compile, harnessReq)
+				h = tb.final.Sub(tb.submit)
+				return err
+			},
+			func() error { // startcompile --wait, as a user types it
+				var out []byte
+				var err error
+				if d, cpu, out, err = runCLI(ctx, e.bins.Startcompile, cliArgs(m.Addr, reqs.commit, nCLI, fmt.Sprintf("cli-%d@example.com", i))...); err != nil {
+					return err
+				}
+				return checkNewBuild(out, nCLI)
+			},
+			func() error { // its start-up
+				var err error
+				s, scpu, _, err = runCLI(ctx, e.bins.Startcompile, "--help")
+				return err
+			},
+			func() error { // its start-up up to the first request, the connection included
+				var err error
+				sc, _, _, err = runCLI(ctx, e.bins.Startcompile, "status", "--metaserver", m.Addr, strconv.FormatUint(refID, 10))
+				return err
+			},
+			func() error { // the same GetBuild on the harness's connection
+				t0 := time.Now()
+				if _, err := m.Compile.GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: refID}); err != nil {
+					return fmt.Errorf("GetBuild %d: %w", refID, err)
+				}
+				g = time.Since(t0)
+				return nil
+			},
+			func() error { // the floor: connect, the harness's own Submit, watch
+				var err error
+				f, fcpu, _, err = runCLI(ctx, floorBin, m.Addr, base64.StdEncoding.EncodeToString(floorReq))
+				return err
+			},
+			func() error { // the floor's start-up
+				var err error
+				fs, fscpu, _, err = runCLI(ctx, floorBin, "-startup")
+				return err
+			},
+			func() error { // a local agent's best case: the same binary through the relay
+				var err error
+				r, _, _, err = runCLI(ctx, floorBin, "-relay", sock, base64.StdEncoding.EncodeToString(relayReq))
+				return err
+			},
+			func() error { // the startcompile command in this process
+				var out []byte
+				var err error
+				if ip, out, err = runInProcess(ctx, cliArgs(m.Addr, reqs.commit, nIn, fmt.Sprintf("inproc-%d@example.com", i))...); err != nil {
+					return err
+				}
+				return checkNewBuild(out, nIn)
+			},
+		}
+		// In this order, each run right after the last. (Tried: a 50 ms
+		// pause before each run, and every other turn in reverse. A build
+		// started 50 ms after one of this process's own builds took
+		// 12-18 ms longer than one started after a process without a
+		// build, which swamped every figure here; see BENCHMARKS.md,
+		// session 9.)
+		for _, step := range steps {
+			if err := step(); err != nil {
+				return err
+			}
+		}
 		harness.add(h)
-
-		n := reqs.seq.Add(1)
-		settle()
-		d, cpu, out, err := runCLI(ctx, e.bins.Startcompile, cliArgs(m.Addr, n, fmt.Sprintf("cli-%d@example.com", i))...)
-		if err != nil {
-			return err
-		}
-		if err := checkNewBuild(out, n); err != nil {
-			return err
-		}
 		cli.add(d)
 		cliCPU.add(cpu)
-
-		settle()
-		s, cpu, _, err := runCLI(ctx, e.bins.Startcompile, "--help")
-		if err != nil {
-			return err
-		}
 		startup.add(s)
-		startupCPU.add(cpu)
+		startupCPU.add(scpu)
 		gaps.add(d - h - s)
-
-		// The start-up read up to the first request, the connection
-		// included: a whole `startcompile status` process for this
-		// turn's harness build (connect, one GetBuild, print, exit) less
-		// the same GetBuild on the harness's warm connection.
-		id := tb.build.GetId()
-		settle()
-		sc, _, _, err := runCLI(ctx, e.bins.Startcompile, "status", "--metaserver", m.Addr, strconv.FormatUint(id, 10))
-		if err != nil {
-			return err
-		}
-		settle()
-		t0 := time.Now()
-		if _, err := m.Compile.GetBuild(ctx, &kilnv1.GetBuildRequest{BuildId: id}); err != nil {
-			return fmt.Errorf("GetBuild %d: %w", id, err)
-		}
-		g := time.Since(t0)
 		status.add(sc)
 		getBuild.add(g)
 		connected.add(sc - g)
 		connectedGaps.add(d - h - (sc - g))
-
-		// The floor: a process that only connects, submits the harness's
-		// own request and watches it (grpcfloor), less its own start-up.
-		req, err := reqs.next().MarshalVT()
-		if err != nil {
-			return err
-		}
-		settle()
-		f, fcpu, _, err := runCLI(ctx, floorBin, m.Addr, base64.StdEncoding.EncodeToString(req))
-		if err != nil {
-			return err
-		}
-		settle()
-		fs, fscpu, _, err := runCLI(ctx, floorBin, "-startup")
-		if err != nil {
-			return err
-		}
 		floor.add(f)
 		floorStartup.add(fs)
 		floorCPU.add(fcpu)
 		floorStartupCPU.add(fscpu)
-
-		// A local agent's best case: the same request through the relay
-		// (the harness's process and connection), the same binary.
-		if req, err = reqs.next().MarshalVT(); err != nil {
-			return err
-		}
-		settle()
-		r, _, _, err := runCLI(ctx, floorBin, "-relay", sock, base64.StdEncoding.EncodeToString(req))
-		if err != nil {
-			return err
-		}
-		viaRelay.add(r)
-		relayGaps.add(r - fs - h)
 		floorGaps.add(f - fs - h)
 		beyondFloor.add((d - s) - (f - fs))
-
-		n = reqs.seq.Add(1)
-		settle()
-		d, out, err = runInProcess(ctx, cliArgs(m.Addr, n, fmt.Sprintf("inproc-%d@example.com", i))...)
-		if err != nil {
-			return err
-		}
-		if err := checkNewBuild(out, n); err != nil {
-			return err
-		}
-		inproc.add(d)
+		viaRelay.add(r)
+		relayGaps.add(r - fs - h)
+		inproc.add(ip)
 	}
 	bound := harness.pct(50) + startup.pct(50)
 	e.rep.add(figure{Scenario: "noop", Name: "startcompile --wait process p50", Value: ms(cli.pct(50)), Unit: "ms",
 		Target: ms(bound), AtMost: true, Bound: ms(bound), BoundName: "harness submit→completed p50 + startcompile start-up p50, same turns",
-		Note: fmt.Sprintf("startcompile --metaserver ADDR --project %s -o n=K --wait --json EMAIL (default branch): %s\n"+
+		Note: fmt.Sprintf("startcompile --metaserver ADDR --project %s --revision COMMIT -o n=K --wait --json EMAIL: %s\n"+
 			"harness build in the same turns: %s\nstartcompile --help (start-up): %s\n"+
 			"the same command through compilecli.Run in the harness's process: %s",
 			projectName, cli.describe(), harness.describe(), startup.describe(), inproc.describe())})
@@ -184,7 +186,7 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 		Note: fmt.Sprintf("the same bound with the CLI's start-up counted up to its first request, the connection included (the harness opened its own before its clock started); "+
 			"the figure above counts --help only\n"+
 			"per turn: process − harness build − (startcompile status process − the same GetBuild on the harness's connection); %s\n"+
-			"startcompile --metaserver ADDR status ID (the turn's harness build): %s\nGetBuild on the harness's connection: %s\nconnected start-up: %s",
+			"startcompile --metaserver ADDR status ID (a final build, the same every turn): %s\nGetBuild on the harness's connection: %s\nconnected start-up: %s",
 			connectedGaps.describe(), status.describe(), getBuild.describe(), connected.describe())})
 	e.rep.add(figure{Scenario: "noop", Name: "the gRPC floor beyond its start-up: median of the turns' gaps", Value: ms(floorGaps.pct(50)), Unit: "ms",
 		NoTarget: true,
@@ -223,9 +225,14 @@ func buildFloor(ctx context.Context, dir string) (string, error) {
 	return bin, nil
 }
 
-// cliArgs is the startcompile command line of a new no-op build n.
-func cliArgs(addr string, n int64, email string) []string {
-	return []string{"--metaserver", addr, "--project", projectName, "-o", "n=" + strconv.FormatInt(n, 10), "--wait", "--json", email}
+// cliArgs is the startcompile command line of a new no-op build n at
+// commit, named by its full id as the harness names it. A branch would
+// add a git fetch to whichever request comes more than the mirror's
+// freshness window (1 s) after the last one, so the CLI's figure would
+// depend on how its runs fall against the other requests' instead of on
+// the CLI.
+func cliArgs(addr, commit string, n int64, email string) []string {
+	return []string{"--metaserver", addr, "--project", projectName, "--revision", commit, "-o", "n=" + strconv.FormatInt(n, 10), "--wait", "--json", email}
 }
 
 // checkNewBuild checks startcompile's --json output: a new build that

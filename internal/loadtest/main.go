@@ -23,7 +23,6 @@ type config struct {
 	N            int           // noop: sequential builds measured
 	Warmup       int           // noop: builds before measuring
 	CLITurns     int           // noop: turns of the startcompile --wait measurement
-	CLISettle    time.Duration // noop: pause before each timed run of those turns
 	Sandbox      string        // real build servers' --sandbox
 	Duration     time.Duration // throughput, sim: measuring window
 	Buildservers int           // throughput: real build servers
@@ -56,7 +55,6 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.N, "n", 200, "noop: sequential builds measured")
 	fs.IntVar(&c.Warmup, "warmup", 5, "noop: builds run before measuring (the first mirrors the source)")
 	fs.IntVar(&c.CLITurns, "cli-turns", 50, "noop: turns of harness build, startcompile --wait, --help and in-process run (a turn's gap varies by a few ms: 50 turns resolve about 1 ms, 300 about 0.4)")
-	fs.DurationVar(&c.CLISettle, "cli-settle", 50*time.Millisecond, "noop: pause before each timed run of the CLI turns, so none pays the tail of the build before it")
 	fs.StringVar(&c.Sandbox, "sandbox", "bwrap", "real build servers' --sandbox (bwrap or none)")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "throughput, sim: length of the measuring window")
 	fs.IntVar(&c.Buildservers, "buildservers", 4, "throughput: real build servers")
@@ -154,10 +152,6 @@ func run() int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "loadtest: unexpected arguments %q\n", fs.Args())
-		return 2
-	}
-	if cfg.CLISettle < 0 {
-		fmt.Fprintf(os.Stderr, "loadtest: -cli-settle must not be negative, got %s\n", cfg.CLISettle)
 		return 2
 	}
 	if cfg.CLITurns < 1 {
