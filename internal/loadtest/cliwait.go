@@ -84,7 +84,7 @@ func measureCLIWait(ctx context.Context, e *env, m *meta, reqs *requests) error 
 				h = tb.final.Sub(tb.submit)
 				return err
 			},
-			func() error { // startcompile --wait, as a user types it
+			func() error { // a whole startcompile --wait process
 				var out []byte
 				var err error
 				if d, cpu, out, err = runCLI(ctx, e.bins.Startcompile, cliArgs(m.Addr, reqs.commit, nCLI, fmt.Sprintf("cli-%d@example.com", i))...); err != nil {
